@@ -1,0 +1,236 @@
+"""Adapted checkpoints: one ``.safetensors`` file with only the adapted tensors and JSON metadata.
+
+Nothing here unpickles arbitrary objects. The reference's ``checkpoint-last.pth`` is read with
+``torch.load(weights_only=True)`` and ``argparse.Namespace`` allow-listed for its ``args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from microclip.backbone import BaseModelSpec
+
+FORMAT = "microclip-adapted"
+FORMAT_VERSION = 1
+_METADATA_KEY = "microclip"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read or does not fit; the message says why."""
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about itself (stored as JSON in the safetensors header)."""
+
+    base: BaseModelSpec
+    classes: list[str]
+    method: dict = field(default_factory=dict)  # MethodConfig.to_dict()
+    training: dict = field(default_factory=dict)  # how it was adapted: config, data, command
+    metrics: dict = field(default_factory=dict)
+    templates: list[str] = field(default_factory=list)
+    descriptions: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "version": FORMAT_VERSION, "base": self.base.to_dict(), "classes": self.classes,
+            "method": self.method, "training": self.training, "metrics": self.metrics,
+            "templates": self.templates, "descriptions": self.descriptions,
+        })
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> CheckpointMeta:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{source}: metadata is not valid JSON ({error})") from None
+        if data.get("format") != FORMAT:
+            raise CheckpointError(f"{source}: not a microCLIP checkpoint (format {data.get('format')!r})")
+        if data.get("version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{source}: written by a newer microCLIP (format version {data['version']})")
+        return cls(base=BaseModelSpec.from_dict(data["base"]), classes=list(data["classes"]),
+                   method=data.get("method", {}), training=data.get("training", {}),
+                   metrics=data.get("metrics", {}), templates=data.get("templates", []),
+                   descriptions=data.get("descriptions", {}))
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+            tensors = {key: reader.get_tensor(key) for key in reader.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:1] == b"\x80" or head == b"PK":
+            raise CheckpointError(f"{path}: this is a pickle / torch .pth file, not safetensors; refused, because "
+                                  "unpickling can run code (a reference checkpoint-last.pth is read by "
+                                  "evaluate.py --ckpt-path)") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    return tensors, metadata
+
+
+def save_adapted(path: str | Path, state: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
+    """Save an adapted model (``MicroCLIP.adapted_state()``) with its metadata, atomically."""
+    atomic_save_tensors(path, state, {_METADATA_KEY: meta.to_json()})
+    return Path(path)
+
+
+def read_adapted(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    tensors, metadata = read_tensors(path)
+    if _METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without microCLIP metadata (is it a base model's "
+                              "weights? pass it with --pretrained instead)")
+    return tensors, CheckpointMeta.from_json(metadata[_METADATA_KEY], str(path))
+
+
+def check_compatible(meta: CheckpointMeta, base: BaseModelSpec, classes: Sequence[str] | None, source: str) -> None:
+    """Fail clearly when a checkpoint was adapted from another base model or for other classes."""
+    if meta.base.clip_model != base.clip_model:
+        raise CheckpointError(f"{source} was adapted from {meta.base.describe()}, not {base.describe()}")
+    if meta.base.weights_sha256 and base.weights_sha256 and meta.base.weights_sha256 != base.weights_sha256:
+        raise CheckpointError(f"{source} was adapted from weights with sha256 {meta.base.weights_sha256[:12]}..., "
+                              f"but {base.describe()} has {base.weights_sha256[:12]}...")
+    if not meta.base.weights_sha256 and meta.base.pretrained != base.pretrained:
+        raise CheckpointError(f"{source} was adapted from {meta.base.describe()}, not {base.describe()}")
+    if classes is not None and list(classes) != list(meta.classes):
+        extra = [c for c in classes if c not in meta.classes][:3]
+        raise CheckpointError(f"{source} has {len(meta.classes)} classes that differ from the data set's "
+                              f"{len(classes)} (e.g. {extra or 'a different order'})")
+
+
+# ------------------------------------------------------------------ reference .pth import
+
+def _reference_key_map(key: str) -> str | None:
+    """Reference state-dict name → our adapted-state name (None: not adapted, or unused)."""
+    if key.startswith("zs_encoder."):
+        return None
+    if key.startswith("clip_model.visual."):
+        return "backbone.visual." + key[len("clip_model.visual."):]
+    renames = {
+        "classifier": "heads.w_star",
+        "query_proj.linear.weight": "soap.query_proj.weight",
+        "key_proj.linear.weight": "soap.key_proj.weight",
+        "value_proj.linear.weight": "soap.value_proj.weight",
+        "unr_token": "soap.null_token",
+    }
+    return renames.get(key)
+
+
+def read_reference_pth(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a reference ``checkpoint-last.pth`` without executing code.
+
+    Returns (state with our names: the visual tower's tensors under ``backbone.visual.*``, W*,
+    SOAP projections, optional null token) and the reference's args as a plain dict.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a torch zip checkpoint")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a refused or corrupt pickle
+        raise CheckpointError(f"{path}: refused or unreadable with weights_only=True ({error})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CheckpointError(f"{path}: expected the reference's dict with a 'model' state dict")
+    state = {}
+    for key, tensor in checkpoint["model"].items():
+        ours = _reference_key_map(key)
+        if ours is not None and isinstance(tensor, torch.Tensor):
+            state[ours] = tensor.float()
+    if "heads.w_star" not in state:
+        raise CheckpointError(f"{path}: no 'classifier' (W*) tensor; is this a microCLIP checkpoint?")
+    args = checkpoint.get("args")
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    return state, args
+
+
+# ------------------------------------------------------------------ model loading
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseModelSpec | None = None):
+    """Rebuild a ``MicroCLIP`` from an adapted checkpoint: base model from the metadata, then its tensors.
+
+    ``base`` (optional) is the base model the caller expects; a mismatch is a clear error.
+    """
+    from microclip.backbone import Backbone, create_clip
+    from microclip.heads import Heads
+    from microclip.model import MethodConfig, MicroCLIP
+
+    tensors, meta = read_adapted(path)
+    if base is not None:
+        check_compatible(meta, base, None, str(path))
+    clip, spec = create_clip(meta.base.clip_model, meta.base.pretrained or None, seed=meta.base.seed or 0,
+                             device=device)
+    check_compatible(meta, spec, None, str(path))
+    heads = Heads(meta.classes, tensors["heads.w_llm"], tensors["heads.w_star"])
+    model = MicroCLIP(Backbone(clip.visual), heads, MethodConfig.from_dict(meta.method), spec)
+    model.load_adapted_state(tensors)
+    model.meta = meta
+    return model.to(device).eval()
+
+
+def load_reference_model(path: str | Path, clip_model: str = "ViT-B/32", classes: Sequence[str] | None = None,
+                         device: str | torch.device = "cpu"):
+    """Build a ``MicroCLIP`` from a reference ``checkpoint-last.pth``.
+
+    The reference saves the whole visual tower, so no base weights are downloaded: the
+    architecture is built and every visual tensor comes from the file. W_LLM is not saved
+    (the text tower was deleted), so it is set to Ŵ*; it plays no part at test time.
+    """
+    import open_clip
+
+    from microclip.backbone import REFERENCE_MODEL_NAMES, Backbone, resolve_model_name
+    from microclip.heads import Heads
+    from microclip.model import MethodConfig, MicroCLIP
+
+    state, args = read_reference_pth(path)
+    clip_model = args.get("clip_model") or clip_model
+    name, tag = resolve_model_name(clip_model, None)
+    if clip_model not in REFERENCE_MODEL_NAMES and name not in open_clip.list_models():
+        raise CheckpointError(f"{path}: unknown backbone {clip_model!r}; pass --clip_model")
+    clip = open_clip.create_model(name, pretrained=None, device="cpu")
+    visual_state = {k[len("backbone.visual."):]: v for k, v in state.items() if k.startswith("backbone.visual.")}
+    missing, unexpected = clip.visual.load_state_dict(visual_state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: visual tower does not fit {name}: missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]}")
+    w_star = state["heads.w_star"]
+    if classes is not None and len(classes) != w_star.shape[0]:
+        raise CheckpointError(f"{path}: W* has {w_star.shape[0]} classes, the data set {len(classes)}")
+    names = list(classes) if classes is not None else [f"class {i}" for i in range(w_star.shape[0])]
+    heads = Heads(names, torch.nn.functional.normalize(w_star, dim=-1), w_star)
+    config = MethodConfig(fusion_ratio=float(args.get("fusion_ratio", 0.5)),
+                          learnable_null="soap.null_token" in state)
+    model = MicroCLIP(Backbone(clip.visual), heads, config, BaseModelSpec(clip_model=name, pretrained=tag))
+    own = model.adapted_state()
+    model.load_adapted_state({k: state.get(k, own[k]) for k in own})
+    return model.to(device).eval()

@@ -1,0 +1,458 @@
+"""The ``train`` / ``evaluate`` / ``explain`` / ``describe`` command lines.
+
+``train`` and ``evaluate`` accept the reference's commands as written
+(``python train.py --dataset NAME --train_config ours_vit_b_32_cupl_proto``,
+``python evaluate.py --dataset NAME --ckpt-path PATH``) and its flags (method.md §11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from microclip.backbone import BackboneError
+from microclip.checkpoint import CheckpointError, CheckpointMeta, check_compatible, save_adapted
+from microclip.data.datasets import DatasetError, DatasetNotFoundError, build_dataset
+from microclip.data.descriptions import DescriptionsError, load_descriptions
+from microclip.data.images import ImageError
+from microclip.data.names import read_classnames
+from microclip.data.shipped import shipped_templates
+from microclip.data.transforms import SeededDataset, TrainViews, test_transform
+from microclip.engine import Callback, FitState, TrainConfig, distributed_context, evaluate, fit, select_device
+from microclip.model import MethodConfig, MicroCLIP
+
+log = logging.getLogger("microclip")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
+USER_ERRORS = (BackboneError, CheckpointError, DatasetError, DatasetNotFoundError, DescriptionsError, ImageError,
+               FileNotFoundError, ValueError)
+
+
+# ------------------------------------------------------------------ configs
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
+
+
+def load_train_config(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / "train_configs" / f"{name_or_path}.json"
+    return _read_json(path, "train config")
+
+
+def load_dataset_config(dataset: str) -> dict:
+    path = CONFIG_DIR / "dataset_configs" / f"{Path(dataset).name}.json"
+    return _read_json(path if path.is_file() else CONFIG_DIR / "dataset_configs" / "default.json", "dataset config")
+
+
+def _project_path(value: str) -> str:
+    """Config files name bundled files relative to the project root; the user's cwd may differ."""
+    if value.startswith("local-dir:"):
+        folder = value.split(":", 1)[1]
+        return f"local-dir:{_project_path(folder)}"
+    path = Path(value)
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return str(PROJECT_ROOT / path)
+    return value
+
+
+# ------------------------------------------------------------------ argument parsers
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="imagenet", help="benchmark name, toybirds, an image folder or a CSV")
+    parser.add_argument("--data_root", "--data-root", default="./data")
+    parser.add_argument("--train_config", default="ours_vit_b_32_cupl_proto", help="name or path of a train config")
+    parser.add_argument("--text_descriptions_path", default=None,
+                        help="descriptions JSON file or folder of <dataset>.json (CuPL format)")
+    parser.add_argument("--no_descriptions", action="store_true", help="template heads only")
+    parser.add_argument("--allow_missing_descriptions", action="store_true")
+    parser.add_argument("--template", default=None, help="templates JSON ({dataset: [..]} or a list)")
+    parser.add_argument("--classname", default=None, help="class names file (.txt or .json)")
+    parser.add_argument("--clip_model", default=None, help="open_clip name (ViT-B-32-quickgelu, ...) or ViT-B/32")
+    parser.add_argument("--pretrained", default=None, help="open_clip tag, weight file, or 'none' (random)")
+    parser.add_argument("--input_size", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default=None)
+    parser.add_argument("--exp_name", default="")
+    parser.add_argument("--fusion_ratio", type=float, default=None)
+    parser.add_argument("--eval_crop", choices=["center", "random"], default="center",
+                        help="test-time crop; the reference used random")
+    parser.add_argument("--amp", nargs="?", const="bf16", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument("--download", action="store_true", help="fetch the data set with torchvision if possible")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def _add_method(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("method (reference switches and clean alternatives)")
+    group.add_argument("--ncut_features", choices=["values", "keys"], default="values")
+    group.add_argument("--ncut_threshold", choices=["std", "mean"], default="std")
+    group.add_argument("--ncut_sign", choices=["faithful", "symmetric"], default="faithful")
+    group.add_argument("--use_global_feature_for_query", action="store_true")
+    group.add_argument("--use_token_avg_for_query", action="store_true")
+    group.add_argument("--use_random_selection_for_query", action="store_true")
+    group.add_argument("--use_ncut_token_avg", action="store_true")
+    group.add_argument("--use_naive_token_avg", action="store_true", help="works here (a no-op in the reference)")
+    group.add_argument("--use_unr_token", action="store_true", help="learnable null token")
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train.py", description="microCLIP self-training (no labels used)")
+    _add_common(parser)
+    _add_method(parser)
+    group = parser.add_argument_group("recipe (defaults from the dataset config)")
+    for name, kind in (("batch_size", int), ("epochs", int), ("lr", float), ("ce_weight", float),
+                       ("fairness_weight", float), ("n_crops", int), ("gamma", float), ("min_lr", float),
+                       ("weight_decay", float), ("warmup_steps", int), ("max_steps", int), ("eval_every", int),
+                       ("save_every_steps", int)):
+        group.add_argument(f"--{name}", type=kind, default=None)
+    group.add_argument("--warmup_epochs", type=int, default=0)
+    group.add_argument("--alpha", type=float, default=None, help="crop side min, fraction of the short side")
+    group.add_argument("--beta", type=float, default=None, help="crop side max")
+    group.add_argument("--train_crop_min", type=float, default=None)
+    group.add_argument("--aa", default=None, help="timm auto-augment policy")
+    group.add_argument("--color_jitter", type=float, default=None)
+    group.add_argument("--train_interpolation", default="bicubic")
+    group.add_argument("--no_decay_groups", action="store_true",
+                       help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)")
+    modes = parser.add_argument_group("baselines")
+    modes.add_argument("--baseline", action="store_true", help="CLS-only self-training")
+    modes.add_argument("--wca_baseline", action="store_true", help="crop-composite labels, CLS-only, SOAP frozen")
+    modes.add_argument("--fully_supervised", action="store_true", help="true labels, no fairness loss")
+    modes.add_argument("--use_fixed_classifier", action="store_true", help="baselines label with W_LLM")
+    modes.add_argument("--eval", action="store_true", help="evaluate the initial (zero-shot) model and exit")
+    modes.add_argument("--zero_shot", choices=["descriptions", "templates"], default=None,
+                       help="with --eval: zero-shot by the initial W* (descriptions) or by templates")
+    parser.add_argument("--resume", nargs="?", const="", default=None,
+                        help="continue a killed run (its output dir, or --output_dir)")
+    parser.add_argument("--no_progress", action="store_true")
+    return parser
+
+
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate an adapted checkpoint")
+    _add_common(parser)
+    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", required=True,
+                        help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--show_per_class", action="store_true")
+    parser.add_argument("--show_harmonic_mean", action="store_true")
+    return parser
+
+
+# ------------------------------------------------------------------ shared steps
+
+def setup_logging(verbose: bool = False, rank: int = 0) -> None:
+    # open_clip logs its progress on the root logger at INFO: keep the root at WARNING.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("microclip").setLevel(logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING)
+
+
+def method_config(args: argparse.Namespace) -> MethodConfig:
+    query = ("global" if args.use_global_feature_for_query else "token_avg" if args.use_token_avg_for_query
+             else "random" if args.use_random_selection_for_query else "ncut")
+    pool = "ncut_avg" if args.use_ncut_token_avg else "naive_avg" if args.use_naive_token_avg else "attention"
+    return MethodConfig(
+        fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
+        ncut_features=args.ncut_features, ncut_threshold=args.ncut_threshold, ncut_sign=args.ncut_sign,
+        query=query, pool=pool, learnable_null=args.use_unr_token,
+        train_soap=not (getattr(args, "wca_baseline", False) or getattr(args, "baseline", False)),
+    )
+
+
+def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
+    source = args.template or train_cfg.get("templates")
+    if source:
+        data = _read_json(Path(_project_path(source)), "templates file")
+        templates = data.get(Path(args.dataset).name) if isinstance(data, dict) else data
+        if not templates:
+            raise ValueError(f"templates file {source} has no templates for {args.dataset}")
+        return [t.replace("{c}", "{}") for t in templates]
+    return shipped_templates(Path(args.dataset).name)
+
+
+def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[str]) -> dict[str, list[str]] | None:
+    if args.no_descriptions:
+        return None
+    source = args.text_descriptions_path or train_cfg.get("text_descriptions_path") or "./all_prompts/train_prompts"
+    source = _project_path(source)
+    if not Path(source).exists():
+        raise FileNotFoundError(
+            f"no descriptions at {source}: pass --text_descriptions_path (a CuPL-format JSON file or folder), "
+            "write them with `python -m microclip describe`, or use --no_descriptions for template heads")
+    return load_descriptions(source, classes, dataset=Path(args.dataset).name,
+                             allow_missing=args.allow_missing_descriptions)
+
+
+def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | None]:
+    clip_model = args.clip_model or train_cfg.get("vision_backbone") or "ViT-B/32"
+    pretrained = args.pretrained or train_cfg.get("pretrained")
+    return _project_path(clip_model), (_project_path(pretrained) if pretrained else None)
+
+
+def _datasets(args: argparse.Namespace, classnames: list[str] | None):
+    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames)
+    try:
+        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes)
+    except (DatasetNotFoundError, FileNotFoundError):
+        log.warning("no test split for %s: training without test evaluation", args.dataset)
+        test = None
+    return train, test
+
+
+class ProgressBar(Callback):
+    """tqdm over the run's steps; shows the loss and pseudo-label accuracy."""
+
+    def __init__(self, disable: bool = False) -> None:
+        self.disable = disable
+        self.bar = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.total_steps, initial=state.global_step, disable=self.disable or not state.is_main,
+                        desc="adapting", unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, state: FitState, metrics: dict) -> None:
+        shown = {k: f"{metrics[k]:.3g}" for k in ("loss", "pl_acc", "pl_conf") if k in metrics}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(1)
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if "test_acc" in metrics and state.is_main:
+            self.bar.write(f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
+                           f"(CLS {metrics['test_acc_cls']:.2f}, FG {metrics['test_acc_fg']:.2f})")
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.bar.close()
+
+
+class JsonlLog(Callback):
+    """One JSON line per epoch in ``log.jsonl`` (rewritten from the history, so resumes stay consistent)."""
+
+    def __init__(self, path: Path, initial: dict | None = None) -> None:
+        self.path, self.initial = path, initial
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if state.is_main:
+            lines = ([self.initial] if self.initial else []) + state.history
+            self.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+class EpochHook(Callback):
+    """Calls a function with the history at every epoch end (the plots, from viz/)."""
+
+    def __init__(self, function: Callable[[list[dict], Path], None], folder: Path, initial: dict | None) -> None:
+        self.function, self.folder, self.initial = function, folder, initial
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if state.is_main:
+            self.function(([self.initial] if self.initial else []) + state.history, self.folder)
+
+
+def _train_config(args: argparse.Namespace, dataset_cfg: dict) -> TrainConfig:
+    values = dict(dataset_cfg)
+    for name in ("batch_size", "epochs", "lr", "ce_weight", "fairness_weight", "n_crops", "gamma", "min_lr",
+                 "weight_decay", "warmup_steps", "max_steps", "eval_every", "save_every_steps"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    mode = ("fully_supervised" if args.fully_supervised else "wca_baseline" if args.wca_baseline
+            else "baseline" if args.baseline else "microclip")
+    values.update(mode=mode, seed=args.seed, amp=args.amp, num_workers=args.num_workers,
+                  use_fixed_classifier=args.use_fixed_classifier,
+                  decay="intended" if args.no_decay_groups else "all")
+    return TrainConfig.from_dict(values)
+
+
+def _default_output_dir(args: argparse.Namespace, config: TrainConfig, clip_model: str) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    model = Path(clip_model.split(":", 1)[-1]).name.replace("/", "_")
+    name = f"{stamp}_{model}_epoch{config.epochs}_lr{config.lr:g}{'_' + args.exp_name if args.exp_name else ''}"
+    return Path("output") / Path(args.dataset).name / name
+
+
+# ------------------------------------------------------------------ train
+
+def train(argv: Sequence[str] | None = None, plot: Callable[[list[dict], Path], None] | None = None) -> int:
+    args = build_train_parser().parse_args(argv)
+    rank, world = distributed_context()
+    setup_logging(args.verbose, rank)
+    try:
+        return _train(args, plot, rank, world)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+
+
+def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
+    train_cfg = load_train_config(args.train_config)
+    dataset_cfg = load_dataset_config(args.dataset)
+    config = _train_config(args, dataset_cfg)
+    device = select_device(args.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    clip_model, pretrained = resolve_base(args, train_cfg)
+
+    if args.resume is not None:
+        output_dir = Path(args.resume or args.output_dir or "")
+        if not (output_dir / "train_state.safetensors").is_file():
+            raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}'")
+    else:
+        output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
+    train_base, test_base = _datasets(args, classnames)
+    classes = list(train_base.classes)
+    descriptions = read_descriptions(args, train_cfg, classes)
+    templates = read_templates(args, train_cfg)
+    model, head_weights, _ = MicroCLIP.build(
+        clip_model, pretrained, classes, templates, descriptions, method_config(args),
+        use_handcrafted=bool(train_cfg.get("use_handcrafted", False)), device=device, seed=args.seed)
+    input_size = args.input_size or dataset_cfg.get("input_size") or model.backbone.image_size
+    views = TrainViews(
+        input_size=input_size, n_crops=config.n_crops,
+        alpha=args.alpha if args.alpha is not None else dataset_cfg.get("alpha", 0.5),
+        beta=args.beta if args.beta is not None else dataset_cfg.get("beta", 0.9),
+        scale=(args.train_crop_min if args.train_crop_min is not None else dataset_cfg.get("train_crop_min", 0.3), 1.0),
+        auto_augment=args.aa or dataset_cfg.get("aa", "rand-m9-mstd0.5-inc1"),
+        color_jitter=args.color_jitter if args.color_jitter is not None else 0.0,
+        interpolation=args.train_interpolation)
+    train_set = SeededDataset(train_base, views, seed=args.seed)
+    test_set = SeededDataset(test_base, test_transform(input_size, crop=args.eval_crop), seed=args.seed) \
+        if test_base is not None else None
+    log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(train_set),
+             len(test_set) if test_set else 0, len(classes), model.base.describe(), config.mode)
+    log.info("trainable parameters: %d", sum(p.numel() for p in model.trainable_parameters().values()))
+
+    if rank == 0:
+        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))
+    initial = None
+    if test_set is not None and rank == 0 and args.resume is None:
+        result = evaluate(model, test_set, batch_size=4 * config.batch_size, device=device, amp=config.amp)
+        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary().items()}}
+        if args.eval:
+            return _report_initial(args, model, test_set, config, device, output_dir, result)
+        log.info("zero-shot (initial W*): top-1 %s", _fmt(result.accuracy()))
+    elif args.resume is not None and (output_dir / "log.jsonl").is_file():
+        first = (output_dir / "log.jsonl").read_text().splitlines()[:1]
+        initial = json.loads(first[0]) if first and json.loads(first[0]).get("epoch") == 0 else None
+
+    callbacks: list[Callback] = [ProgressBar(args.no_progress), JsonlLog(output_dir / "log.jsonl", initial)]
+    if plot is not None:
+        callbacks.append(EpochHook(plot, output_dir, initial))
+    started = time.perf_counter()
+    result = fit(model, train_set, config, test_set=test_set, callbacks=callbacks, device=device,
+                 state_path=output_dir / "train_state.safetensors", resume=args.resume is not None)
+    if rank != 0:
+        return 0
+    final = result.history[-1] if result.history else {}
+    metrics = {
+        "mode": config.mode, "dataset": args.dataset, "num_train": len(train_set),
+        "num_test": len(test_set) if test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
+        "acc": final.get("test_acc"), "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
+        "mean_per_class": final.get("test_mean_per_class"), "epochs": len(result.history),
+        "steps": result.global_step, "stopped": result.stopped, "train_seconds": time.perf_counter() - started,
+        "eval_crop": args.eval_crop,
+    }
+    meta = CheckpointMeta(
+        base=model.base, classes=classes, method=model.config.to_dict(),
+        training={"config": config.to_dict(), "dataset": args.dataset, "train_config": args.train_config,
+                  "command": " ".join(sys.argv), "seed": args.seed},
+        metrics=metrics, templates=list(templates), descriptions=descriptions or {})
+    save_adapted(output_dir / "checkpoint.safetensors", model.adapted_state(), meta)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("done: test top-1 %s (zero-shot %s); checkpoint %s", _fmt(metrics["acc"]),
+             _fmt(metrics["zero_shot_acc"]), output_dir / "checkpoint.safetensors")
+    return 0
+
+
+def _report_initial(args, model, test_set, config, device, output_dir, result) -> int:
+    """--eval: the zero-shot numbers (initial W*, and templates-only with --zero_shot templates)."""
+    if args.zero_shot == "templates":
+        log.info("template zero-shot: rebuild with --no_descriptions for the template head")
+    metrics = {"mode": "zero_shot", "dataset": args.dataset, **result.summary()}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+# ------------------------------------------------------------------ evaluate
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    args = build_evaluate_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return _evaluate(args)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from microclip.checkpoint import load_model, load_reference_model
+
+    device = select_device(args.device)
+    ckpt = Path(args.ckpt_path)
+    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
+    if ckpt.suffix in {".pth", ".pt"}:
+        dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
+                                classnames=classnames)
+        model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
+    else:
+        model = load_model(ckpt, device)
+        dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
+                                classnames=classnames or list(model.classes))
+        check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
+    if args.fusion_ratio is not None:
+        model.config.fusion_ratio = args.fusion_ratio
+    size = args.input_size or model.backbone.image_size
+    test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
+    started = time.perf_counter()
+    result = evaluate(model, test_set, batch_size=args.batch_size, device=device, amp=args.amp,
+                      num_workers=args.num_workers)
+    elapsed = time.perf_counter() - started
+    print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
+    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
+        print(f"  {label:12s} top-1 {_fmt(result.accuracy(branch))}")
+    per_class = result.per_class_accuracy()
+    if args.show_per_class and per_class:
+        for name, value in per_class.items():
+            print(f"    {name:40s} {_fmt(value)}")
+        print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
+    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(),
+               "ckpt_path": str(ckpt), "eval_seconds": elapsed, "eval_crop": args.eval_crop,
+               "timestamp": datetime.now().isoformat(timespec="seconds")}
+    if args.show_harmonic_mean and per_class:
+        values = [v for v in per_class.values() if v is not None]
+        metrics["hmean"] = 0.0 if min(values) == 0 else len(values) / sum(1.0 / v for v in values)
+        print(f"  harmonic mean per-class accuracy {_fmt(metrics['hmean'])}")
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if per_class:
+            (out / "per_class.json").write_text(json.dumps(per_class, indent=2))
+    return 0

@@ -1,0 +1,12 @@
+"""Facts the method fixes once; every module imports them from here."""
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The reference multiplies cosine logits by a constant 100 and drops CLIP's learned logit_scale.
+LOGIT_SCALE = 100.0
+
+DEFAULT_FUSION_RATIO = 0.5  # rho: weight of [CLS] in the fused logits (loss and inference)
+DEFAULT_GAMMA = 0.5  # static (crops . W_LLM) vs dynamic (fused . W*) pseudo-label mix
+NCUT_TAU = 0.2
+NCUT_EPS = 1e-6

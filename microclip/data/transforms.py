@@ -1,0 +1,181 @@
+"""The reference's image pipelines: weak, strong, multi-crop (training) and test.
+
+All of them return float tensors in [0, 1]. CLIP normalisation is deliberately NOT applied here:
+the model applies it (as the reference does in the training step), so every view can be shown or
+augmented further without undoing a normalisation first.
+
+Randomness: the crop geometry draws from Python's `random`, timm's RandAugment and
+RandomResizedCrop draw from `random`, torchvision's RandomCrop/flip from torch. `SeededDataset`
+seeds all three per item, which makes every view a pure function of (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from microclip.data.seeded import SeededDataset  # noqa: F401  (part of this module's public API)
+
+ImageTransform = Callable[[Image.Image], torch.Tensor]
+
+DEFAULT_INPUT_SIZE = 224
+DEFAULT_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+TEST_CROPS = ("center", "random")
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    try:
+        return InterpolationMode(name)
+    except ValueError:
+        choices = [m.value for m in InterpolationMode]
+        raise ValueError(f"unknown interpolation {name!r}; expected one of {choices}") from None
+
+
+def weak_transform(input_size: int = DEFAULT_INPUT_SIZE, interpolation: str = "bicubic") -> ImageTransform:
+    """Resize(short side) -> RandomCrop(input_size) -> ToTensor; no flip, as in the reference."""
+    return T.Compose(
+        [
+            T.Resize(input_size, interpolation=_interpolation(interpolation)),
+            T.RandomCrop(input_size),
+            T.ToTensor(),
+        ]
+    )
+
+
+def strong_transform(
+    input_size: int = DEFAULT_INPUT_SIZE,
+    scale: tuple[float, float] = (0.3, 1.0),
+    auto_augment: str | None = DEFAULT_AUTO_AUGMENT,
+    color_jitter: float = 0.0,
+    interpolation: str = "bicubic",
+) -> ImageTransform:
+    """timm's training transform exactly as the reference builds it.
+
+    RandomResizedCrop(scale, ratio 3/4-4/3) -> HorizontalFlip(0.5) -> RandAugment -> ToTensor.
+    mean 0 / std 1 make timm's Normalize the identity and, as a side effect the reference also has,
+    make RandAugment fill with black instead of the ImageNet mean. Random erasing stays off.
+    """
+    from timm.data import create_transform  # lazy: importing timm costs seconds, only training needs it
+
+    return create_transform(
+        input_size,
+        is_training=True,
+        scale=tuple(scale),
+        color_jitter=color_jitter,
+        auto_augment=auto_augment,
+        interpolation=interpolation,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        re_prob=0.0,
+    )
+
+
+def random_square_box(
+    width: int, height: int, alpha: float = 0.5, beta: float = 0.9, rng: random.Random | None = None
+) -> tuple[int, int, int, int]:
+    """A square (left, top, right, bottom) of side U(alpha, beta) * min(width, height), placed uniformly."""
+    if not 0.0 < alpha <= beta <= 1.0:
+        raise ValueError(
+            f"crop scale range must satisfy 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}"
+        )
+    # Default: the module-level generator, which SeededDataset seeds per item.
+    draw = rng if rng is not None else random
+    side = max(1, int(draw.uniform(alpha, beta) * min(width, height)))
+    left = draw.randint(0, width - side)
+    top = draw.randint(0, height - side)
+    return left, top, left + side, top + side
+
+
+class CropViews:
+    """K square crops of the original image (see `random_square_box`), each through the weak transform."""
+
+    def __init__(
+        self,
+        n_crops: int = 8,
+        alpha: float = 0.5,
+        beta: float = 0.9,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        interpolation: str = "bicubic",
+    ) -> None:
+        random_square_box(1, 1, alpha, beta, random.Random(0))  # validate the range now, not per item
+        self.n_crops = int(n_crops)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.input_size = int(input_size)
+        self.weak = weak_transform(input_size, interpolation)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """(K, 3, S, S) crops in [0, 1]."""
+        width, height = image.size
+        crops = [
+            self.weak(image.crop(random_square_box(width, height, self.alpha, self.beta)))
+            for _ in range(self.n_crops)
+        ]
+        if not crops:
+            return torch.empty(0, 3, self.input_size, self.input_size)
+        return torch.stack(crops)
+
+    def __repr__(self) -> str:
+        return (
+            f"CropViews(n_crops={self.n_crops}, alpha={self.alpha}, beta={self.beta}, "
+            f"input_size={self.input_size})"
+        )
+
+
+def crop_views(
+    n_crops: int = 8, alpha: float = 0.5, beta: float = 0.9, input_size: int = DEFAULT_INPUT_SIZE
+) -> CropViews:
+    """The reference's multi-crop views: callable PIL image -> (n_crops, 3, S, S)."""
+    return CropViews(n_crops, alpha, beta, input_size)
+
+
+class TrainViews:
+    """PIL image -> (2 + K, 3, S, S): [weak, strong, crop_1 .. crop_K], the inputs of one training step."""
+
+    WEAK, STRONG, FIRST_CROP = 0, 1, 2  # row indices in the stacked output
+
+    def __init__(
+        self,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        n_crops: int = 8,
+        alpha: float = 0.5,
+        beta: float = 0.9,
+        scale: tuple[float, float] = (0.3, 1.0),
+        auto_augment: str | None = DEFAULT_AUTO_AUGMENT,
+        color_jitter: float = 0.0,
+        interpolation: str = "bicubic",
+    ) -> None:
+        self.input_size = int(input_size)
+        self.n_crops = int(n_crops)
+        self.weak = weak_transform(input_size, interpolation)
+        self.strong = strong_transform(input_size, scale, auto_augment, color_jitter, interpolation)
+        self.crops = CropViews(n_crops, alpha, beta, input_size, interpolation)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        weak = self.weak(image)  # (3, S, S)
+        strong = self.strong(image)  # (3, S, S)
+        crops = self.crops(image)  # (K, 3, S, S)
+        return torch.cat([weak[None], strong[None], crops], dim=0)
+
+    def __repr__(self) -> str:
+        return f"TrainViews(weak={self.weak}, strong={self.strong}, crops={self.crops})"
+
+
+def test_transform(
+    input_size: int = DEFAULT_INPUT_SIZE, crop: str = "center", interpolation: str = "bicubic"
+) -> ImageTransform:
+    """Resize(short side) -> CenterCrop ("center", clean) or RandomCrop ("random", reference) -> ToTensor."""
+    if crop not in TEST_CROPS:
+        raise ValueError(f"unknown test crop {crop!r}; expected one of {TEST_CROPS}")
+    cropper = T.CenterCrop(input_size) if crop == "center" else T.RandomCrop(input_size)
+    return T.Compose(
+        [T.Resize(input_size, interpolation=_interpolation(interpolation)), cropper, T.ToTensor()]
+    )
+
+
+# pytest would otherwise try to collect `test_transform` when a test module imports it by name.
+test_transform.__test__ = False  # type: ignore[attr-defined]

@@ -1,0 +1,126 @@
+"""One image (or a batch) → ``Explanation``: everything the model did, as plain, JSON-ready numbers.
+
+SOAP's weights are the pooling weights of ``[FG]``, so the saliency shown is the mechanism itself,
+from the same single forward pass that makes the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microclip.model import MicroCLIP
+
+
+@dataclass(frozen=True)
+class Explanation:
+    classes: list[str]
+    ratio: float  # ρ, weight of [CLS] in the fused logits
+    logits_cls: np.ndarray  # (C,) 100 · g · Ŵ*
+    logits_fg: np.ndarray  # (C,) 100 · f · Ŵ*
+    soap_weights: np.ndarray  # (h, w) SOAP pooling weight of each patch
+    null_weight: float  # the weight the null token absorbed
+    ncut_mask: np.ndarray  # (h, w) bool, the NCut foreground behind the SOAP query
+    cls_similarity: np.ndarray  # (h, w) cosine(value-path patch token, pre-projection [CLS])
+    patch_class_cosine: np.ndarray  # (h, w, C) cosine(projected patch token, Ŵ*_c)
+    grid: tuple[int, int]
+    image_size: int
+
+    # -------------------------------------------------------------- derived views
+
+    @property
+    def logits_fused(self) -> np.ndarray:
+        return self.ratio * self.logits_cls + (1.0 - self.ratio) * self.logits_fg
+
+    def probabilities(self, branch: str = "fused") -> np.ndarray:
+        logits = {"fused": self.logits_fused, "cls": self.logits_cls, "fg": self.logits_fg}[branch]
+        shifted = np.exp(logits - logits.max())
+        return shifted / shifted.sum()
+
+    def top_k(self, branch: str = "fused", k: int = 5) -> list[tuple[str, float]]:
+        probs = self.probabilities(branch)
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+    def prediction(self, branch: str = "fused") -> int:
+        return int(np.argmax({"fused": self.logits_fused, "cls": self.logits_cls, "fg": self.logits_fg}[branch]))
+
+    def contributions(self, class_index: int) -> tuple[float, float]:
+        """The exact ([CLS] part, [FG] part) of the fused logit of one class."""
+        return (float(self.ratio * self.logits_cls[class_index]),
+                float((1.0 - self.ratio) * self.logits_fg[class_index]))
+
+    def with_ratio(self, ratio: float) -> Explanation:
+        """Re-fuse at another ρ; no forward pass needed because the logits are linear in ρ."""
+        return Explanation(**{**self.__dict__, "ratio": float(ratio)})
+
+    def patch_weights_without_null(self) -> np.ndarray:
+        """SOAP weights renormalised over the patches only (the reference's visualisation)."""
+        total = self.soap_weights.sum()
+        return self.soap_weights / total if total > 0 else self.soap_weights
+
+    # -------------------------------------------------------------- serialisation
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, np.ndarray):
+                data[key] = value.tolist()
+        data["logits_fused"] = self.logits_fused.tolist()
+        data["prediction"] = {b: self.classes[self.prediction(b)] for b in ("fused", "cls", "fg")}
+        return data
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Explanation:
+        arrays = {"logits_cls", "logits_fg", "soap_weights", "ncut_mask", "cls_similarity", "patch_class_cosine"}
+        kwargs = {k: np.asarray(v) if k in arrays else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        kwargs["ncut_mask"] = kwargs["ncut_mask"].astype(bool)
+        kwargs["grid"] = tuple(kwargs["grid"])
+        return cls(**kwargs)
+
+
+@torch.no_grad()
+def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = None) -> list[Explanation]:
+    """images: (B, 3, S, S) in [0, 1], already resized to the model's input size."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = model(images.to(device), ratio=ratio)
+    tokens = out.tokens
+    h, w = tokens.grid
+    w_hat = model.heads.w_star_hat()
+    cls_similarity = F.cosine_similarity(tokens.patches, tokens.cls_token[:, None], dim=-1)  # (B, N)
+    patch_embeds = model.backbone.project(tokens.patches)  # (B, N, E)
+    patch_class = patch_embeds @ w_hat.T.to(patch_embeds.dtype)  # (B, N, C)
+    explanations = []
+    for b in range(images.shape[0]):
+        explanations.append(Explanation(
+            classes=list(model.classes),
+            ratio=float(out.logits.ratio),
+            logits_cls=out.logits.cls[b].float().cpu().numpy(),
+            logits_fg=out.logits.fg[b].float().cpu().numpy(),
+            soap_weights=out.soap.weights[b, :-1].float().cpu().numpy().reshape(h, w),
+            null_weight=float(out.soap.weights[b, -1]),
+            ncut_mask=out.mask[b].cpu().numpy().reshape(h, w),
+            cls_similarity=cls_similarity[b].float().cpu().numpy().reshape(h, w),
+            patch_class_cosine=patch_class[b].float().cpu().numpy().reshape(h, w, -1),
+            grid=(h, w),
+            image_size=int(images.shape[-1]),
+        ))
+    return explanations
+
+
+def explain_image(model: MicroCLIP, image, ratio: float | None = None) -> Explanation:
+    """A PIL image (any size or mode) → its Explanation, with the centre-crop test transform."""
+    from microclip.data.images import to_rgb
+    from microclip.data.transforms import test_transform
+
+    tensor = test_transform(model.backbone.image_size, crop="center")(to_rgb(image))
+    return explain_batch(model, tensor[None], ratio)[0]
+

@@ -1,0 +1,165 @@
+"""``MicroCLIP``: backbone + SOAP + heads, which parameters train, and the adapted state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+from torch import nn
+
+from microclip.backbone import Backbone, BaseModelSpec, VisualTokens, create_clip, get_tokenizer
+from microclip.constants import DEFAULT_FUSION_RATIO
+from microclip.heads import DEFAULT_TEMPLATES, BranchLogits, Heads, HeadWeights, TextEncoder, build_head_weights
+from microclip.soap import SOAP, NcutSign, NcutThreshold, PoolMode, QueryMode, SoapOutput, foreground_mask, soap_query
+
+
+@dataclass
+class MethodConfig:
+    """How the forward pass is computed. Defaults are the reference's behaviour."""
+
+    fusion_ratio: float = DEFAULT_FUSION_RATIO
+    ncut_features: Literal["values", "keys"] = "values"  # reference: raw value-path tokens
+    ncut_threshold: NcutThreshold = "std"  # reference: std (its comment says mean)
+    ncut_sign: NcutSign = "faithful"  # reference: asymmetric mask flip
+    query: QueryMode = "ncut"
+    pool: PoolMode = "attention"
+    learnable_null: bool = False  # --use_unr_token
+    train_soap: bool = True  # False for --wca_baseline (SOAP frozen)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MethodConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One forward pass. With ``cls_only`` only ``logits.cls`` is meaningful and the rest is None."""
+
+    logits: BranchLogits
+    tokens: VisualTokens | None = None
+    mask: torch.Tensor | None = None  # (B, N) NCut foreground
+    soap: SoapOutput | None = None
+    fg_embed: torch.Tensor | None = None  # (B, E) f = normalize(h @ proj)
+
+
+class MicroCLIP(nn.Module):
+    """The adapted model. Only visual LayerNorms, SOAP's projections and W* ever train."""
+
+    def __init__(self, backbone: Backbone, heads: Heads, config: MethodConfig | None = None,
+                 base: BaseModelSpec | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config or MethodConfig()
+        self.soap = SOAP(backbone.width, learnable_null=self.config.learnable_null)
+        self.heads = heads
+        self.base = base
+        self.freeze()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.heads.classes
+
+    @classmethod
+    def build(
+        cls,
+        clip_model: str,
+        pretrained: str | None,
+        classes: Sequence[str],
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        descriptions: dict[str, list[str]] | None = None,
+        config: MethodConfig | None = None,
+        use_handcrafted: bool = False,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        keep_text: bool = False,
+    ) -> tuple[MicroCLIP, HeadWeights, TextEncoder | None]:
+        """Load a base model, build both heads with its text tower, and (unless kept) drop the text tower."""
+        clip, spec = create_clip(clip_model, pretrained, seed=seed, device=device)
+        encoder = TextEncoder(clip, get_tokenizer(spec), device=device)
+        weights = build_head_weights(encoder, classes, templates, descriptions, use_handcrafted)
+        model = cls(Backbone(clip.visual), Heads.from_weights(weights), config, spec).to(device)
+        return model, weights, (encoder if keep_text else None)
+
+    # ---------------------------------------------------------------- forward
+
+    def forward(self, images: torch.Tensor, ratio: float | None = None, cls_only: bool = False) -> ModelOutput:
+        """images: (B, 3, S, S) in [0, 1]. ``cls_only`` skips SOAP (the CLS-only baselines)."""
+        cfg = self.config
+        if cls_only:
+            cls_embed = self.encode_cls(images)
+            return ModelOutput(logits=self.heads.branch_logits(cls_embed, cls_embed, 1.0))
+        tokens = self.backbone(images)
+        ncut_input = tokens.patches if cfg.ncut_features == "values" else nn.functional.normalize(
+            tokens.patch_keys, dim=-1)
+        mask = foreground_mask(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign)
+        query = soap_query(tokens.patches, mask, tokens.cls_token, cfg.query)
+        soap = self.soap(tokens.patches, query, mask, pool=cfg.pool)
+        fg_embed = self.backbone.project(soap.pooled)
+        logits = self.heads.branch_logits(tokens.cls_embed, fg_embed, cfg.fusion_ratio if ratio is None else ratio)
+        return ModelOutput(tokens=tokens, mask=mask, soap=soap, fg_embed=fg_embed, logits=logits)
+
+    def encode_cls(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, E) normalised [CLS] embeddings; used for the crops."""
+        return self.backbone.encode_cls(images)
+
+    # ------------------------------------------------------- trainable set
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """Selected by module type, not by name: every LayerNorm of the visual tower, SOAP, W*."""
+        selected: dict[str, nn.Parameter] = {}
+        for module_name, module in self.backbone.visual.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                for param_name, param in module.named_parameters(recurse=False):
+                    selected[f"backbone.visual.{module_name}.{param_name}"] = param
+        if self.config.train_soap:
+            for name, param in self.soap.named_parameters():
+                selected[f"soap.{name}"] = param
+        selected["heads.w_star"] = self.heads.w_star
+        return selected
+
+    def freeze(self) -> None:
+        """Everything frozen except :meth:`trainable_parameters`."""
+        for param in self.parameters():
+            param.requires_grad_(False)
+        for param in self.trainable_parameters().values():
+            param.requires_grad_(True)
+
+    def no_decay_names(self) -> set[str]:
+        """LayerNorm gains/biases and the null token: the reference's *intended* no-decay group."""
+        return {name for name in self.trainable_parameters() if name.startswith("backbone.") or "null" in name}
+
+    # ------------------------------------------------------- adapted state
+
+    def adapted_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: every adaptable tensor (trained or not) plus W_LLM for display."""
+        state = {}
+        for module_name, module in self.backbone.visual.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                for param_name, param in module.named_parameters(recurse=False):
+                    state[f"backbone.visual.{module_name}.{param_name}"] = param
+        for name, tensor in self.soap.state_dict().items():
+            state[f"soap.{name}"] = tensor
+        state["heads.w_star"] = self.heads.w_star
+        state["heads.w_llm"] = self.heads.w_llm
+        return {name: tensor.detach().cpu().float().contiguous() for name, tensor in state.items()}
+
+    def load_adapted_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = self.adapted_state()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"adapted state does not fit this model: missing {missing[:5]}"
+                             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}")
+        own = dict(self.named_parameters()) | dict(self.named_buffers())
+        for name, tensor in state.items():
+            target = own[name]
+            if target.shape != tensor.shape:
+                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(target.shape)}")
+            with torch.no_grad():
+                target.copy_(tensor.to(target.dtype))

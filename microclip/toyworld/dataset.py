@@ -1,0 +1,178 @@
+"""Generate and cache the toy bird data on disk: ImageFolder splits with masks, and the pretraining corpus.
+
+Layout under `root/toybirds/`:
+    train/<class name>/00000.png ...   test/...   (ImageFolder trees, classes in CLASS_NAMES order)
+    train/meta.json                                (what generated the split; reused only if it matches)
+    masks_train.npz                                (part_mask, bird_mask, paths, labels in ImageFolder order)
+    pretrain_<n>_<seed>.npz                        (images uint8 (N, 64, 64, 3), species, labels)
+
+Every image has its own rng seeded from (seed, split, class, index), so generation is order-free and
+the splits never share images with each other or with the pretraining corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from microclip.toyworld.render import Sample, render_bird
+from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_BY_NAME
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1  # bump when the renderer or the world changes: cached data is then regenerated
+IMAGE_SIZE = 64
+DEFAULT_N_PER_CLASS = {"train": 100, "test": 50}
+# Distinct rng streams per use, so the same user seed never produces overlapping images.
+_STREAM = {"train": 1, "test": 2, "pretrain": 3}
+
+
+@dataclass(frozen=True, eq=False)
+class SplitMasks:
+    """Ground-truth masks of one split, aligned with ImageFolder's (sorted) sample order."""
+
+    paths: list[str]  # relative to root/toybirds, e.g. "test/zorsaik wren/00003.png"
+    labels: np.ndarray  # (N,) int64, index into CLASS_NAMES
+    part_mask: np.ndarray  # (N, H, W) bool
+    bird_mask: np.ndarray  # (N, H, W) bool
+
+
+def _image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM[stream], label, index]))
+
+
+def render_split_sample(split: str, label: int, index: int, seed: int, size: int = IMAGE_SIZE) -> Sample:
+    """The `index`-th image of class `label` (index into CLASS_NAMES) in `split` generated with `seed`."""
+    species_index = SPECIES.index(SPECIES_BY_NAME[CLASS_NAMES[label]])
+    return render_bird(species_index, _image_rng(seed, split, index, label), size)
+
+
+def _split_meta(split: str, n_per_class: int, seed: int) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "split": split, "seed": int(seed),
+            "n_per_class": int(n_per_class), "image_size": IMAGE_SIZE, "classes": CLASS_NAMES,
+            "count": int(n_per_class) * len(CLASS_NAMES)}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def split_is_current(root: str | Path, split: str, n_per_class: int, seed: int) -> bool:
+    """True when `root/toybirds/<split>` exists and was generated with exactly these settings."""
+    base = Path(root) / "toybirds"
+    meta = _read_json(base / split / "meta.json")
+    return meta == _split_meta(split, n_per_class, seed) and (base / f"masks_{split}.npz").is_file()
+
+
+def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, seed: int = 0) -> Path:
+    """Return `root/toybirds/<split>`, generating it first unless an identical one is already there.
+
+    Generation writes into a temporary folder that is renamed into place at the end, so an
+    interrupted run never leaves a half-written split that looks complete.
+    """
+    if split not in DEFAULT_N_PER_CLASS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(DEFAULT_N_PER_CLASS)}")
+    n_per_class = DEFAULT_N_PER_CLASS[split] if n_per_class is None else int(n_per_class)
+    base = Path(root) / "toybirds"
+    target = base / split
+    if split_is_current(root, split, n_per_class, seed):
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    log.info("generating toybirds %s split: %d images/class, seed %d -> %s", split, n_per_class, seed, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=base))
+    try:
+        paths, labels, parts, birds = [], [], [], []
+        for label, name in enumerate(CLASS_NAMES):
+            (tmp / name).mkdir()
+            for i in range(n_per_class):
+                sample = render_split_sample(split, label, i, seed)
+                fname = f"{i:05d}.png"
+                cv2.imwrite(str(tmp / name / fname), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+                paths.append(f"{split}/{name}/{fname}")
+                labels.append(label)
+                parts.append(sample.part_mask)
+                birds.append(sample.bird_mask)
+        meta = _split_meta(split, n_per_class, seed)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _atomic_savez(base / f"masks_{split}.npz", paths=np.array(paths), labels=np.array(labels, np.int64),
+                      part_mask=np.stack(parts), bird_mask=np.stack(birds))
+        if target.exists():
+            shutil.rmtree(target)  # stale: generated with other settings
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if split_is_current(root, split, n_per_class, seed):  # another process won the race
+            return target
+        raise
+    return target
+
+
+def load_split_masks(root: str | Path, split: str) -> SplitMasks:
+    """Load the masks written by `ensure_split` (call that first)."""
+    path = Path(root) / "toybirds" / f"masks_{split}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; call ensure_split({str(root)!r}, {split!r}) first")
+    with np.load(path) as z:
+        return SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"],
+                          part_mask=z["part_mask"], bird_mask=z["bird_mask"])
+
+
+def load_split_arrays(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images (N, H, W, 3) uint8 RGB and labels (N,) of a generated split, in ImageFolder order."""
+    masks = load_split_masks(root, split)
+    base = Path(root) / "toybirds"
+    images = np.stack([cv2.cvtColor(cv2.imread(str(base / p)), cv2.COLOR_BGR2RGB) for p in masks.paths])
+    return images, masks.labels
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez to a temporary name in the same folder, then rename (atomic on POSIX)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def pretrain_corpus_path(root: str | Path, n_images: int, seed: int) -> Path:
+    """Where the pretraining corpus with these settings is cached."""
+    return Path(root) / "toybirds" / f"pretrain_{int(n_images)}_{int(seed)}.npz"
+
+
+def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 0) -> Path:
+    """Generate (once) and cache the pretraining images: species balanced, `i % 16` for image i."""
+    path = pretrain_corpus_path(root, n_images, seed)
+    if path.is_file():
+        with np.load(path) as z:
+            if int(z["generator_version"]) == GENERATOR_VERSION and len(z["species"]) == n_images:
+                return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("generating %d pretraining images (seed %d) -> %s", n_images, seed, path)
+    images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    species = np.arange(n_images, dtype=np.int64) % len(SPECIES)
+    for i in range(n_images):
+        images[i] = render_bird(int(species[i]), _image_rng(seed, "pretrain", i), IMAGE_SIZE).image
+    labels = np.array([CLASS_NAMES.index(SPECIES[s].name) for s in species], np.int64)
+    _atomic_savez(path, images=images, species=species, labels=labels,
+                  generator_version=np.array(GENERATOR_VERSION))
+    return path
+
+
+def load_pretrain_corpus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) uint8 and species indices (N,) (into SPECIES) of a cached corpus."""
+    with np.load(path) as z:
+        return z["images"], z["species"]

@@ -1,0 +1,109 @@
+"""Words about the toy birds: CuPL-style class descriptions, templates, and pretraining captions.
+
+The captions are the lever that decides what the tiny CLIP learns (see design/toyworld.md): every
+caption carries species information (the name, or at least two part phrases), the name appears in only
+about 40% of captions, and part phrases in about 85%, so part words get grounded and class
+descriptions work at least as well as class names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES_BY_NAME, Species
+
+TEMPLATES: list[str] = [
+    "a photo of a {}.",
+    "a photo of a {}, a type of bird.",
+    "a picture of a {}.",
+    "a small {} on a branch.",
+]
+"""Prompt templates for the "toybirds" template set."""
+
+# How often a pretraining caption names the species, and how often it has part phrases.
+P_NAME = 0.4
+P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often (-> ~0.84 overall)
+
+_PART_NOUN = {"beak": "beak", "crest": "crest", "wing_bands": "wing bands", "eye_ring": "eye ring",
+              "tail_tip": "tail tip"}
+_GENERIC = ["a small songbird.", "a bird perched on a branch.", "a small bird with a round body."]
+_CONTEXT = ["", "", " on a branch", " perched on a twig", " in the wild"]
+_PREFIX = ["a photo of", "a picture of", "an image of", "a close-up of", ""]
+
+
+def part_phrase(species: Species, part: str) -> str | None:
+    """Noun phrase for one part, e.g. "a red beak" or "white wing bands"; None when the part is absent."""
+    value = getattr(species, part)
+    if value == "none":
+        return None
+    noun = _PART_NOUN[part]
+    if part == "wing_bands":
+        return f"{value} {noun}"
+    article = "an" if value[0] in "aeiou" else "a"
+    return f"{article} {value} {noun}"
+
+
+def part_phrases(species: Species) -> list[str]:
+    """Phrases for all present parts, in PARTS order."""
+    return [p for part in PARTS if (p := part_phrase(species, part)) is not None]
+
+
+def _absent_phrase(part: str) -> str:
+    return {"crest": "no crest", "wing_bands": "plain wings", "eye_ring": "no eye ring",
+            "tail_tip": "a plain tail", "beak": "a beak"}[part]
+
+
+def descriptions() -> dict[str, list[str]]:
+    """CuPL-format descriptions {class name: [sentences]}: one sentence per part plus generic lines.
+
+    Absent parts are described too ("a bird with no crest.") because absence is evidence in this
+    world; the generic lines mimic the uninformative sentences an LLM adds.
+    """
+    out: dict[str, list[str]] = {}
+    for name in CLASS_NAMES:
+        sp = SPECIES_BY_NAME[name]
+        lines = [f"a bird with {part_phrase(sp, p) or _absent_phrase(p)}." for p in PARTS]
+        out[name] = lines + _GENERIC
+    return out
+
+
+def pretrain_caption(species: Species, rng: np.random.Generator) -> str:
+    """One web-like caption for an image of `species`; always carries species information.
+
+    Mix: name with probability P_NAME (then parts with P_PARTS_WITH_NAME), otherwise two to five part
+    phrases (present parts by colour, absent ones as "no crest").
+    """
+    # All five parts are candidates, absent ones as "no crest" etc., so that every sentence of
+    # descriptions() (which also names absent parts) is grounded during pretraining.
+    pool = [part_phrase(species, p) or _absent_phrase(p) for p in PARTS]
+    use_name = rng.random() < P_NAME
+    use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
+    prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
+    context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]
+    chosen: list[str] = []
+    if use_parts:
+        k = int(rng.integers(2, len(pool) + 1))
+        idx = sorted(rng.choice(len(pool), size=k, replace=False).tolist())
+        chosen = [pool[i] for i in idx]
+    parts_text = ""
+    if chosen:
+        parts_text = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
+    if use_name:
+        subject = f"{'an' if species.name[0] in 'aeiou' else 'a'} {species.name}"
+        body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "")
+    else:
+        body = f"a bird{context} with {parts_text}"
+    return (f"{prefix} {body}." if prefix else f"{body}.").strip()
+
+
+def write_assets(folder: str | Path) -> Path:
+    """Write descriptions.json, classes.json (label order) and templates.json into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"descriptions.json": descriptions(), "classes.json": CLASS_NAMES, "templates.json": TEMPLATES}
+    for fname, content in files.items():
+        (folder / fname).write_text(json.dumps(content, indent=2) + "\n")
+    return folder

@@ -1,0 +1,117 @@
+"""The toy bird world: 16 species that differ only in five small parts.
+
+Each species is a tuple of part attributes. The species are chosen deterministically so that any two
+differ in at least two (here: three) attributes and every attribute value is used by several species,
+which keeps every part word grounded in many images during pretraining.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+# Attribute values per part, in a fixed order (index 0 is "absent" where a part can be absent).
+BEAKS = ("red", "yellow", "black", "blue")
+CRESTS = ("none", "red pointed", "black round", "yellow fan")
+WING_BANDS = ("none", "white", "black", "yellow")
+EYE_RINGS = ("none", "white", "red")
+TAIL_TIPS = ("none", "white", "black", "red")
+
+PARTS = ("beak", "crest", "wing_bands", "eye_ring", "tail_tip")
+PART_VALUES: dict[str, tuple[str, ...]] = {
+    "beak": BEAKS,
+    "crest": CRESTS,
+    "wing_bands": WING_BANDS,
+    "eye_ring": EYE_RINGS,
+    "tail_tip": TAIL_TIPS,
+}
+
+# Made-up first words and real bird kinds; the kind is shared by four species each so it carries no
+# species information on its own (the invented word does).
+_FIRST_WORDS = (
+    "zorsaik", "velmun", "quibbet", "tharnel", "opsiva", "brennic", "kaluth", "mirrow",
+    "dastrel", "fenwhit", "gorrasc", "lumbrel", "pexori", "sarnith", "yovanel", "wickstel",
+)
+_KINDS = ("wren", "finch", "warbler", "tit")
+
+MIN_ATTRIBUTE_DISTANCE = 3  # design asks for >= 2; 3 is achievable and makes species better separated
+
+
+@dataclass(frozen=True)
+class Species:
+    """One species: a name and the value of each of the five discriminative parts."""
+
+    name: str
+    beak: str
+    crest: str
+    wing_bands: str
+    eye_ring: str
+    tail_tip: str
+
+    @property
+    def attributes(self) -> tuple[str, str, str, str, str]:
+        """The part values in PARTS order."""
+        return (self.beak, self.crest, self.wing_bands, self.eye_ring, self.tail_tip)
+
+    def attribute_index(self, part: str) -> int:
+        """Index of this species' value for `part` within PART_VALUES[part]."""
+        return PART_VALUES[part].index(getattr(self, part))
+
+
+def attribute_distance(a: Species, b: Species) -> int:
+    """Number of parts in which two species differ."""
+    return sum(x != y for x, y in zip(a.attributes, b.attributes))
+
+
+def _choose_codes(n: int = 16) -> list[tuple[int, ...]]:
+    """Pick `n` attribute index tuples with pairwise Hamming distance >= MIN_ATTRIBUTE_DISTANCE.
+
+    A greedy scan over all 768 combinations in a fixed interleaved order; among candidates that keep the
+    distance, take the one that keeps value usage most balanced. Pure function of constants, so the
+    species list never changes between runs or machines.
+    """
+    sizes = [len(PART_VALUES[p]) for p in PARTS]
+    all_codes = list(itertools.product(*[range(s) for s in sizes]))
+    chosen: list[tuple[int, ...]] = []
+    usage = [[0] * s for s in sizes]
+    while len(chosen) < n:
+        best, best_score = None, None
+        for code in all_codes:
+            if any(sum(x != y for x, y in zip(code, c)) < MIN_ATTRIBUTE_DISTANCE for c in chosen):
+                continue
+            if code in chosen:
+                continue
+            # Prefer rarely used values (balance), tie-break by the code itself (determinism).
+            score = (sum(usage[k][v] for k, v in enumerate(code)), code)
+            if best_score is None or score < best_score:
+                best, best_score = code, score
+        if best is None:
+            raise RuntimeError(f"could only place {len(chosen)} of {n} species at distance "
+                               f"{MIN_ATTRIBUTE_DISTANCE}; lower MIN_ATTRIBUTE_DISTANCE")
+        chosen.append(best)
+        for k, v in enumerate(best):
+            usage[k][v] += 1
+    return chosen
+
+
+def _build_species() -> list[Species]:
+    species = []
+    for i, code in enumerate(_choose_codes(len(_FIRST_WORDS))):
+        values = [PART_VALUES[p][v] for p, v in zip(PARTS, code)]
+        name = f"{_FIRST_WORDS[i]} {_KINDS[i % len(_KINDS)]}"
+        species.append(Species(name, *values))
+    return species
+
+
+SPECIES: list[Species] = _build_species()
+"""The 16 species in generation order (index used by the renderer)."""
+
+CLASS_NAMES: list[str] = sorted(s.name for s in SPECIES)
+"""Class names in label order: alphabetical, which is also ImageFolder's folder order."""
+
+SPECIES_BY_NAME: dict[str, Species] = {s.name: s for s in SPECIES}
+
+
+def species_label(species_index: int) -> int:
+    """Label (index into CLASS_NAMES) of the species at `species_index` in SPECIES."""
+    return CLASS_NAMES.index(SPECIES[species_index].name)

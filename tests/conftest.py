@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny random ViTs registered as open_clip configs, and small generated image folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIGS)
+
+CLASSES = ["red square", "green disc", "blue bar"]
+
+
+def make_clip(name: str = "Test-ViT-Tiny", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip() -> torch.nn.Module:
+    return make_clip()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An open_clip ``local-dir:`` folder with random tiny weights (usable from subprocesses)."""
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    model = make_clip()
+    config = json.loads((MODEL_CONFIGS / "Test-ViT-Tiny.json").read_text())
+    preprocess = {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073],
+                  "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return folder
+
+
+def draw_sample(label: int, rng: np.random.Generator, size: int = 40) -> Image.Image:
+    """Class 0: a red square, 1: a green disc, 2: a blue bar, on a noisy background."""
+    image = (rng.random((size, size, 3)) * 80).astype(np.uint8)
+    cy, cx = rng.integers(12, size - 12, 2)
+    yy, xx = np.mgrid[:size, :size]
+    if label == 0:
+        region = (abs(yy - cy) < 7) & (abs(xx - cx) < 7)
+    elif label == 1:
+        region = (yy - cy) ** 2 + (xx - cx) ** 2 < 49
+    else:
+        region = (abs(yy - cy) < 3) & (abs(xx - cx) < 10)
+    image[region] = [(220, 30, 30), (30, 220, 30), (30, 30, 220)][label]
+    return Image.fromarray(image)
+
+
+def write_image_folder(root: Path, per_class: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            draw_sample(label, rng).save(root / name / f"{index:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_dataset_root(tmp_path_factory) -> Path:
+    """``<root>/shapes/{train,test}/<class>/*.png``: the reference's data layout, 3 classes."""
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root / "shapes" / "train", per_class=8, seed=1)
+    write_image_folder(root / "shapes" / "test", per_class=4, seed=2)
+    return root

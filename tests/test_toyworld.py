@@ -1,0 +1,190 @@
+"""Tests for microclip.toyworld: the generator, the words, the cached data and the tiny CLIP pretraining."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
+from microclip.toyworld.dataset import (
+    ensure_pretrain_corpus,
+    ensure_split,
+    load_pretrain_corpus,
+    load_split_masks,
+)
+from microclip.toyworld.pretrain import PretrainConfig, pretrain
+from microclip.toyworld.render import render_bird
+from microclip.toyworld.text import TEMPLATES, descriptions, part_phrases, pretrain_caption, write_assets
+from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, attribute_distance
+
+# ---------------------------------------------------------------- world and renderer
+
+
+def test_species_pairwise_differ_in_at_least_two_attributes():
+    distances = [attribute_distance(a, b) for a, b in itertools.combinations(SPECIES, 2)]
+    assert len(SPECIES) == 16
+    assert min(distances) >= 2
+
+
+def test_class_names_are_sorted_unique_lowercase_two_words():
+    assert CLASS_NAMES == sorted(CLASS_NAMES)
+    assert len(set(CLASS_NAMES)) == 16
+    assert all(name == name.lower() and len(name.split()) == 2 for name in CLASS_NAMES)
+
+
+def test_render_is_deterministic_given_the_seed():
+    a = render_bird(3, np.random.default_rng(42))
+    b = render_bird(3, np.random.default_rng(42))
+    c = render_bird(3, np.random.default_rng(43))
+    assert np.array_equal(a.image, b.image)
+    assert np.array_equal(a.part_mask, b.part_mask) and np.array_equal(a.bird_mask, b.bird_mask)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_render_shapes_and_part_mask_inside_bird_mask():
+    for seed in range(20):
+        s = render_bird(seed % 16, np.random.default_rng(seed))
+        assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
+        assert s.part_mask.any()
+        assert not (s.part_mask & ~s.bird_mask).any()
+
+
+def test_changing_only_the_species_changes_only_part_pixels():
+    for seed, (i, j) in enumerate(itertools.combinations(range(16), 2)):
+        if seed % 7:  # a spread of pairs keeps the test fast
+            continue
+        a = render_bird(i, np.random.default_rng(seed))
+        b = render_bird(j, np.random.default_rng(seed))
+        changed = (a.image != b.image).any(axis=-1)
+        assert changed.any(), f"species {i} and {j} rendered identically"
+        assert not (changed & ~(a.part_mask | b.part_mask)).any()
+        assert np.array_equal(a.bird_mask & ~(a.part_mask | b.part_mask), b.bird_mask & ~(a.part_mask | b.part_mask))
+
+
+# ---------------------------------------------------------------- words
+
+
+def test_descriptions_cover_all_classes_and_name_each_part():
+    desc = descriptions()
+    assert sorted(desc) == CLASS_NAMES
+    for name, lines in desc.items():
+        text = " ".join(lines)
+        assert all(phrase in text for phrase in part_phrases(SPECIES_BY_NAME[name]))
+        assert len(lines) >= len(PARTS)
+
+
+def test_write_assets_matches_the_functions(tmp_path: Path):
+    write_assets(tmp_path)
+    assert json.loads((tmp_path / "classes.json").read_text()) == CLASS_NAMES
+    assert json.loads((tmp_path / "descriptions.json").read_text()) == descriptions()
+    assert json.loads((tmp_path / "templates.json").read_text()) == TEMPLATES
+
+
+def test_every_pretraining_caption_carries_species_information():
+    rng = np.random.default_rng(0)
+    named = with_parts = 0
+    n = 1600
+    for k in range(n):
+        sp = SPECIES[k % 16]
+        caption = pretrain_caption(sp, rng)
+        has_name = sp.name in caption
+        n_parts = caption.count(",") + caption.count(" and ") + (1 if " with " in caption else 0)
+        assert has_name or n_parts >= 2, caption
+        assert not any(other.name in caption for other in SPECIES if other is not sp)
+        named += has_name
+        with_parts += " with " in caption
+    assert 0.3 <= named / n <= 0.5
+    assert with_parts / n >= 0.7
+
+
+# ---------------------------------------------------------------- cached data
+
+
+def test_ensure_split_writes_an_imagefolder_and_reuses_it(tmp_path: Path):
+    folder = ensure_split(tmp_path, "test", n_per_class=2, seed=5)
+    files = sorted(folder.glob("*/*.png"))
+    assert [p.parent.name for p in files[::2]] == CLASS_NAMES
+    masks = load_split_masks(tmp_path, "test")
+    assert masks.part_mask.shape == (32, 64, 64) and masks.labels.tolist() == [i // 2 for i in range(32)]
+    mtime = files[0].stat().st_mtime_ns
+    assert ensure_split(tmp_path, "test", n_per_class=2, seed=5) == folder
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    ensure_split(tmp_path, "test", n_per_class=3, seed=5)  # different settings -> regenerated
+    assert len(list(folder.glob("*/*.png"))) == 48
+    assert not list((tmp_path / "toybirds").glob(".test-*"))  # no temporary folders left behind
+
+
+def test_splits_and_pretraining_corpus_do_not_share_images(tmp_path: Path):
+    ensure_split(tmp_path, "train", n_per_class=1, seed=0)
+    ensure_split(tmp_path, "test", n_per_class=1, seed=0)
+    images, _ = load_pretrain_corpus(ensure_pretrain_corpus(tmp_path, 16, seed=0))
+    train = sorted((tmp_path / "toybirds" / "train").glob("*/*.png"))
+    test = sorted((tmp_path / "toybirds" / "test").glob("*/*.png"))
+    assert all(a.read_bytes() != b.read_bytes() for a, b in zip(train, test))
+    assert len({im.tobytes() for im in images}) == 16
+
+
+# ---------------------------------------------------------------- tiny CLIP pretraining
+
+
+def test_registered_tokenizer_has_context_40():
+    register_model_configs()
+    import open_clip
+
+    assert open_clip.get_tokenizer(TOY_MODEL_NAME)(["a photo of a bird."]).shape == (1, 40)
+
+
+def _config(out: Path, data: Path, **kw) -> PretrainConfig:
+    return PretrainConfig(out=str(out), steps=6, batch_size=16, lr=5e-4, warmup_steps=1, n_images=64,
+                          data_root=str(data), ckpt_every=2, eval_train_per_class=2, eval_test_per_class=1,
+                          **kw)
+
+
+@pytest.fixture(scope="module")
+def six_step_run(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("pretrain")
+    out = root / "full"
+    return out, pretrain(_config(out, root / "data"))
+
+
+def test_short_pretraining_lowers_the_loss(six_step_run):
+    _, summary = six_step_run
+    assert summary["probe_loss_end"] < summary["probe_loss_start"]
+
+
+def test_killed_then_resumed_run_matches_an_uninterrupted_run(six_step_run, tmp_path: Path):
+    full_out, _ = six_step_run
+    data = full_out.parent / "data"
+    stopped = pretrain(_config(tmp_path, data, stop_after=3))
+    assert stopped["step"] == 3 and not (tmp_path / "open_clip_model.safetensors").exists()
+    pretrain(_config(tmp_path, data, resume=True))
+    full = load_file(str(full_out / "state.safetensors"))
+    resumed = load_file(str(tmp_path / "state.safetensors"))
+    model_keys = [k for k in full if k.startswith("model.")]
+    assert model_keys and all(torch.equal(full[k], resumed[k]) for k in model_keys)
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 6
+
+
+def test_output_folder_loads_with_open_clip(six_step_run):
+    import open_clip
+
+    out, summary = six_step_run
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    trained = load_file(str(out / "state.safetensors"))["model.visual.proj"]
+    assert torch.allclose(model.visual.proj, trained, atol=1e-2)  # fp16 export of the trained weights
+    from PIL import Image
+
+    pixels = preprocess(Image.fromarray(render_bird(0, np.random.default_rng(0)).image))
+    assert pixels.shape == (3, 64, 64)
+    with torch.no_grad():
+        img = model.encode_image(pixels[None])
+        txt = model.encode_text(tokenizer(["a bird with a red beak."]))
+    assert img.shape == txt.shape == (1, 128)
+    assert set(summary["metrics"]) == {"zero_shot_names", "zero_shot_descriptions", "linear_probe"}

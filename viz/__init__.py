@@ -1,0 +1,1 @@
+"""Pure rendering: arrays in, images and figures out. No Gradio here."""
