@@ -163,7 +163,8 @@ def setup_logging(verbose: bool = False, rank: int = 0) -> None:
     # open_clip logs its progress on the root logger at INFO: keep the root at WARNING.
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("microclip").setLevel(logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING)
+    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
+    logging.getLogger("microclip").setLevel(level)
 
 
 def method_config(args: argparse.Namespace) -> MethodConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,8 @@ def test_classnames_in_another_order_than_the_folders_is_an_error(tmp_path):
     _tree(tmp_path, ["robin", "sparrow"])
     with pytest.raises(ClassOrderError, match="different order"):
         build_dataset(tmp_path, classnames=["sparrow", "robin"])
+    with pytest.raises(ClassOrderError, match="label 0: folder 'robin' vs listed 'sparrow'"):
+        build_dataset(tmp_path, classnames=["sparrow", "European robin"])  # partly renamed, partly swapped
     renamed = build_dataset(tmp_path, classnames=["European robin", "House sparrow"])
     assert renamed.classes == ["European robin", "House sparrow"]
 
@@ -210,16 +213,17 @@ def test_benchmark_label_order_mismatch_is_an_error(tmp_path):
     folders = [f"{i + 1:03d}.{n}" for i, n in enumerate(flowers)]
     folders[3], folders[4] = f"004.{flowers[4]}", f"005.{flowers[3]}"  # two classes swapped
     _tree(tmp_path / "flowers" / "train", folders)
-    with pytest.raises(
-        ClassOrderError, match=r"label 3: folder '004\.english marigold' vs listed 'sweet pea'"
-    ):
+    with pytest.raises(ClassOrderError, match=r"label 3: folder '004\.english marigold' vs listed 'sweet pea'"):
         build_dataset("flowers", root=tmp_path)
 
 
-def test_eurosat_folders_map_to_the_shipped_prompt_names(tmp_path):
+def test_eurosat_folders_map_to_the_shipped_prompt_names(tmp_path, caplog):
     _tree(tmp_path / "eurosat" / "val", list(BENCHMARKS["eurosat"].folder_names))
     dataset = build_dataset("eurosat", "test", root=tmp_path)
     assert dataset.classes[0] == "annual crop land" and len(dataset.classes) == 10
+    with caplog.at_level(logging.WARNING):  # passing the shipped names back (train -> test) is not a renaming
+        assert build_dataset("eurosat", "test", root=tmp_path, classnames=dataset.classes).classes == dataset.classes
+    assert not caplog.records
     _tree(tmp_path / "eurosat" / "train", list(BENCHMARKS["eurosat"].folder_names)[:-1] + ["Sea"])
     with pytest.raises(ClassOrderError, match="label 9: folder 'Sea' vs listed 'SeaLake'"):
         build_dataset("eurosat", "train", root=tmp_path)
@@ -236,9 +240,7 @@ def test_missing_manual_benchmark_says_how_to_build_it(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         build_dataset("ucf101", "test", root=tmp_path, download=True)
     message = str(info.value)
-    assert (
-        str(tmp_path / "ucf101" / "val") in message and "middle frame" in message and "{train,val}" in message
-    )
+    assert str(tmp_path / "ucf101" / "val") in message and "middle frame" in message and "{train,val}" in message
 
 
 def test_unknown_name_lists_the_benchmarks(tmp_path):

@@ -41,9 +41,7 @@ def test_text_file_named_jpg_is_an_image_error_naming_the_file(tmp_path):
 
 def test_truncated_png_is_an_image_error(tmp_path):
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-        buffer, "PNG"
-    )
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
     path = tmp_path / "cut.png"
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(ImageError, match=r"cut\.png.*(truncated|corrupt)"):

@@ -89,9 +89,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             ),
         ),
         Benchmark("dtd", "Describable Textures", torchvision="DTD"),
-        Benchmark(
-            "eurosat", "EuroSAT", test_folder="val", torchvision="EuroSAT", folder_names=_EUROSAT_FOLDERS
-        ),
+        Benchmark("eurosat", "EuroSAT", test_folder="val", torchvision="EuroSAT", folder_names=_EUROSAT_FOLDERS),
         Benchmark("fgvc", "FGVC-Aircraft", torchvision="FGVCAircraft"),
         Benchmark("flowers", "Oxford Flowers-102", torchvision="Flowers102"),
         Benchmark("food101", "Food-101", torchvision="Food101"),

@@ -81,10 +81,7 @@ class ImageDataset(Dataset):
 
     def __repr__(self) -> str:
         kind = "labelled" if self.has_labels else "unlabelled"
-        return (
-            f"ImageDataset({self.name!r}, {len(self)} {kind} images, {len(self.classes)} classes, "
-            f"root={self.root})"
-        )
+        return f"ImageDataset({self.name!r}, {len(self)} {kind} images, {len(self.classes)} classes, root={self.root})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +97,7 @@ def is_image_file(path: str | Path) -> bool:
 def list_class_folders(directory: str | Path) -> list[str]:
     """Visible sub-folders, sorted case-sensitively exactly like torchvision's `find_classes`.
 
-    Hidden folders (".ipynb_checkpoints", ".DS_Store" trees) are skipped; torchvision would count
+    Hidden folders (".ipynb_checkpoints", ".git", ...) are skipped; torchvision would count
     them as classes and shift every label after them.
     """
     with os.scandir(directory) as entries:
@@ -129,9 +126,7 @@ def scan_image_folder(directory: str | Path) -> tuple[list[str], list[tuple[str,
             empty.append(folder)
         samples += [(path, label) for path in files]
     if not samples:
-        raise DatasetError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {directory}"
-        )
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {directory}")
     if empty:
         log.warning("%s: %d class folder(s) have no images: %s", directory, len(empty), empty[:5])
     return folders, samples
@@ -150,20 +145,23 @@ def list_images(directory: str | Path) -> list[str]:
 def names_for_folders(folders: list[str], classnames: list[str], source: str, where: str) -> list[str]:
     """Pair user-given `classnames` with class `folders` (label order) and return the names.
 
-    The counts must match, and the same names in another order are an error (the labels would be
-    silently permuted). Names that differ from the folder names are accepted as renamings, in
+    The counts must match, and a name that matches another position's folder is an error (the
+    labels would be silently permuted). Names that match no folder are accepted as renamings, in
     folder order, with a warning.
     """
     try:
         check_class_order(folders, classnames, source, where)
     except ClassOrderError:
-        same_set = sorted(map(normalise_class_name, folders)) == sorted(map(normalise_class_name, classnames))
-        if len(folders) != len(classnames) or same_set:
+        folder_keys = [normalise_class_name(f) for f in folders]
+        misplaced = any(
+            key != folder_key and key in folder_keys
+            for key, folder_key in zip(map(normalise_class_name, classnames), folder_keys)
+        )
+        if len(folders) != len(classnames) or misplaced:
             raise
         pairs = ", ".join(f"{f!r} -> {n!r}" for f, n in list(zip(folders, classnames))[:3])
         log.warning(
-            "%s: class names from %s differ from the folder names; using them in folder (label) order: "
-            "%s, ...",
+            "%s: class names from %s differ from the folder names; using them in folder (label) order: %s, ...",
             where,
             source,
             pairs,
@@ -174,9 +172,9 @@ def names_for_folders(folders: list[str], classnames: list[str], source: str, wh
 def _benchmark_classes(
     benchmark: Benchmark, folders: list[str], directory: Path, classnames: list[str] | None
 ) -> list[str]:
-    if classnames is not None:
-        return names_for_folders(folders, classnames, "the given class names", str(directory))
     shipped = shipped_classnames(benchmark.name)
+    if classnames is not None and list(classnames) != shipped:  # the shipped list itself gets the strict check
+        return names_for_folders(folders, classnames, "the given class names", str(directory))
     if shipped is not None:
         expected = list(benchmark.folder_names) if benchmark.folder_names else shipped
         source = (
@@ -276,9 +274,7 @@ def _build_folder(directory: Path, split: str, classnames: list[str] | None) -> 
             f"{directory} holds images but no class sub-folders, so it is unlabelled and the "
             "class names must be given (classnames=[...], or --classnames FILE.txt)"
         )
-    return ImageDataset(
-        [(p, UNLABELLED) for p in top_level], list(classnames), name=directory.name, root=directory
-    )
+    return ImageDataset([(p, UNLABELLED) for p in top_level], list(classnames), name=directory.name, root=directory)
 
 
 def _label_index(value: str, classnames: list[str], lookup: dict[str, int]) -> int | None:
@@ -293,9 +289,7 @@ def _label_index(value: str, classnames: list[str], lookup: dict[str, int]) -> i
     return None
 
 
-def read_csv_samples(
-    path: str | Path, classnames: list[str] | None = None
-) -> tuple[list[str], list[tuple[str, int]]]:
+def read_csv_samples(path: str | Path, classnames: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
     """(classes, samples) from a CSV with a `path` column and an optional `label` column (name or index).
 
     Relative paths are relative to the CSV's folder. Class order: `classnames` when given, else the
@@ -305,11 +299,10 @@ def read_csv_samples(
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        # Cells beyond the header land under the key None as a list; they are ignored.
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if "path" not in header:
-        raise DatasetError(
-            f"{path}: the CSV header must have a 'path' column (and optionally 'label'); got {header}"
-        )
+        raise DatasetError(f"{path}: the CSV header must have a 'path' column (and optionally 'label'); got {header}")
     if not rows:
         raise DatasetError(f"{path}: no rows")
     files = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
@@ -324,8 +317,7 @@ def read_csv_samples(
     if len(empty_rows) == len(rows):  # no labels at all: unlabelled
         if classnames is None:
             raise DatasetError(
-                f"{path} has no labels, so the class names must be given "
-                "(classnames=[...], or --classnames FILE.txt)"
+                f"{path} has no labels, so the class names must be given (classnames=[...], or --classnames FILE.txt)"
             )
         return list(classnames), [(str(f), UNLABELLED) for f in files]
     if empty_rows:
@@ -388,6 +380,5 @@ def build_dataset(
     if path.exists():
         raise DatasetError(f"{path} is neither a folder nor a .csv file")
     raise DatasetNotFoundError(
-        f"{name!r} is not a benchmark name ({', '.join(sorted(BENCHMARKS))}) and no file or "
-        "folder of that name exists"
+        f"{name!r} is not a benchmark name ({', '.join(sorted(BENCHMARKS))}) and no file or folder of that name exists"
     )

@@ -20,9 +20,7 @@ def resolve_descriptions_path(path: str | Path, dataset: str | None = None) -> P
     path = Path(path).expanduser()
     if path.is_dir():
         if not dataset:
-            raise DescriptionsError(
-                f"{path} is a folder; the data set name is needed to pick <dataset>.json in it"
-            )
+            raise DescriptionsError(f"{path} is a folder; the data set name is needed to pick <dataset>.json in it")
         path = path / f"{dataset}.json"
     if not path.is_file():
         raise DescriptionsError(f"descriptions file not found: {path}")

@@ -72,9 +72,7 @@ def _by_split(benchmark: Benchmark, raw: Path, splits: dict[str, list[str]], **k
     return classes, out
 
 
-def _per_class_split(
-    items: Items, pick: Callable[[list[Path]], tuple[list[Path], list[Path]]]
-) -> dict[str, Items]:
+def _per_class_split(items: Items, pick: Callable[[list[Path]], tuple[list[Path], list[Path]]]) -> dict[str, Items]:
     by_class: dict[int, list[Path]] = defaultdict(list)
     for path, label in items:
         by_class[label].append(path)
@@ -88,9 +86,7 @@ def _per_class_split(
 
 def _eurosat(benchmark: Benchmark, raw: Path) -> Splits:
     ds = _tv(benchmark, raw)
-    return list(ds.classes), _per_class_split(
-        _pairs(*zip(*ds.samples)), lambda files: (files[:1000], files[1000:1500])
-    )
+    return list(ds.classes), _per_class_split(_pairs(*zip(*ds.samples)), lambda files: (files[:1000], files[1000:1500]))
 
 
 def _caltech101(benchmark: Benchmark, raw: Path) -> Splits:
@@ -123,9 +119,7 @@ def _sun397(benchmark: Benchmark, raw: Path) -> Splits:
 _SPLITTERS: dict[str, Callable[[Benchmark, Path], Splits]] = {
     "flowers": lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}),
     "dtd": lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}, partition=1),
-    "fgvc": lambda b, raw: _by_split(
-        b, raw, {"train": ["trainval"], "test": ["test"]}, annotation_level="variant"
-    ),
+    "fgvc": lambda b, raw: _by_split(b, raw, {"train": ["trainval"], "test": ["test"]}, annotation_level="variant"),
     "food101": lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
     "pets": lambda b, raw: _by_split(b, raw, {"train": ["trainval"], "test": ["test"]}),
     "cars": lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
@@ -142,14 +136,10 @@ def class_folder_names(benchmark: Benchmark, classes: list[str]) -> list[str]:
     shipped = shipped_classnames(benchmark.name)
     if shipped is not None and len(shipped) == len(classes):
         classes = shipped  # prompt names; torchvision's differ slightly for flowers
-    return [
-        f"{i + 1:03d}.{name.replace('/', ' ').replace(os.sep, ' ').strip()}" for i, name in enumerate(classes)
-    ]
+    return [f"{i + 1:03d}.{name.replace('/', ' ').replace(os.sep, ' ').strip()}" for i, name in enumerate(classes)]
 
 
-def export_splits(
-    dest: Path, folders: list[str], splits: dict[str, Items], split_folder: Callable[[str], str]
-) -> None:
+def export_splits(dest: Path, folders: list[str], splits: dict[str, Items], split_folder: Callable[[str], str]) -> None:
     """Copy the images into `dest/<split folder>/<class folder>/`; each split appears only when complete."""
     dest.mkdir(parents=True, exist_ok=True)
     for split, items in splits.items():
@@ -177,9 +167,7 @@ def download_benchmark(benchmark: Benchmark, root: str | Path) -> None:
     """Fetch `benchmark` into `<root>/<name>/raw` with torchvision and export `<root>/<name>/{train,test}`."""
     splitter = _SPLITTERS.get(benchmark.name)
     if splitter is None:
-        raise DatasetDownloadError(
-            f"{benchmark.title} cannot be downloaded automatically: {benchmark.manual}"
-        )
+        raise DatasetDownloadError(f"{benchmark.title} cannot be downloaded automatically: {benchmark.manual}")
     dest = Path(root) / benchmark.name
     raw = dest / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -189,7 +177,6 @@ def download_benchmark(benchmark: Benchmark, root: str | Path) -> None:
     except Exception as err:  # network, checksum, archive and torchvision errors all end here
         note = f" ({benchmark.download_note})" if benchmark.download_note else ""
         raise DatasetDownloadError(
-            f"could not download {benchmark.title} into {raw} (no network?){note}: "
-            f"{type(err).__name__}: {err}"
+            f"could not download {benchmark.title} into {raw} (no network?){note}: {type(err).__name__}: {err}"
         ) from err
     export_splits(dest, class_folder_names(benchmark, classes), splits, benchmark.split_folder)

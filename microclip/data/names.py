@@ -103,8 +103,7 @@ def read_classnames(path: str | Path, dataset: str | None = None) -> list[str]:
                 dataset = next(iter(data))
             if dataset not in data:
                 raise ValueError(
-                    f"{path}: holds class lists for {sorted(data)}; "
-                    f"choose one (dataset={dataset!r} is not among them)"
+                    f"{path}: holds class lists for {sorted(data)}; choose one (dataset={dataset!r} is not among them)"
                 )
             data = data[dataset]
         if not isinstance(data, list) or not all(isinstance(n, str) for n in data):

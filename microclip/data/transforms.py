@@ -80,9 +80,7 @@ def random_square_box(
 ) -> tuple[int, int, int, int]:
     """A square (left, top, right, bottom) of side U(alpha, beta) * min(width, height), placed uniformly."""
     if not 0.0 < alpha <= beta <= 1.0:
-        raise ValueError(
-            f"crop scale range must satisfy 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}"
-        )
+        raise ValueError(f"crop scale range must satisfy 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
     # Default: the module-level generator, which SeededDataset seeds per item.
     draw = rng if rng is not None else random
     side = max(1, int(draw.uniform(alpha, beta) * min(width, height)))
@@ -112,18 +110,14 @@ class CropViews:
         """(K, 3, S, S) crops in [0, 1]."""
         width, height = image.size
         crops = [
-            self.weak(image.crop(random_square_box(width, height, self.alpha, self.beta)))
-            for _ in range(self.n_crops)
+            self.weak(image.crop(random_square_box(width, height, self.alpha, self.beta))) for _ in range(self.n_crops)
         ]
         if not crops:
             return torch.empty(0, 3, self.input_size, self.input_size)
         return torch.stack(crops)
 
     def __repr__(self) -> str:
-        return (
-            f"CropViews(n_crops={self.n_crops}, alpha={self.alpha}, beta={self.beta}, "
-            f"input_size={self.input_size})"
-        )
+        return f"CropViews(n_crops={self.n_crops}, alpha={self.alpha}, beta={self.beta}, input_size={self.input_size})"
 
 
 def crop_views(
@@ -172,9 +166,7 @@ def test_transform(
     if crop not in TEST_CROPS:
         raise ValueError(f"unknown test crop {crop!r}; expected one of {TEST_CROPS}")
     cropper = T.CenterCrop(input_size) if crop == "center" else T.RandomCrop(input_size)
-    return T.Compose(
-        [T.Resize(input_size, interpolation=_interpolation(interpolation)), cropper, T.ToTensor()]
-    )
+    return T.Compose([T.Resize(input_size, interpolation=_interpolation(interpolation)), cropper, T.ToTensor()])
 
 
 # pytest would otherwise try to collect `test_transform` when a test module imports it by name.

@@ -209,8 +209,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model = build_model()
     opt = build_optimizer(model, cfg)
     loss_fn = open_clip.ClipLoss()
-    # A fixed batch (step -1's data) whose loss before and after training shows that learning happened.
-    probe_images, probe_tokens = make_batch(10**9, cfg, images, species, tokenizer)
+    # The first training batch: its loss before and after training shows that learning happened.
+    probe_images, probe_tokens = make_batch(0, cfg, images, species, tokenizer)
 
     step, losses, elapsed = 0, [], 0.0
     probe_loss_start = None

@@ -1,0 +1,90 @@
+"""The reference's command lines, end to end, on a generated image folder and a tiny random ViT."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
+    descriptions = tmp_path_factory.mktemp("desc") / "shapes.json"
+    descriptions.write_text(json.dumps({
+        "blue bar": ["a thin blue bar.", "a blue stripe on a dark background."],
+        "green disc": ["a round green disc.", "a green circle."],
+        "red square": ["a red square.", "a square red block."],
+    }))
+    out = tmp_path_factory.mktemp("run")
+    done = run("train.py", "--dataset", str(image_dataset_root / "shapes"),
+               "--train_config", "ours_vit_b_32_cupl_proto",
+               "--clip_model", f"local-dir:{tiny_model_dir}", "--text_descriptions_path", str(descriptions),
+               "--epochs", "2", "--batch_size", "8", "--n_crops", "2", "--output_dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, descriptions, done
+
+
+def test_train_writes_the_reference_outputs(trained):
+    out, _, done = trained
+    for name in ("log.jsonl", "accuracy.png", "pl_accuracy.png", "metrics.json", "checkpoint.safetensors"):
+        assert (out / name).is_file(), name
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2]  # epoch 0: zero-shot
+    assert {"train_loss", "train_pl_acc", "test_acc", "test_acc_cls", "test_acc_fg"} <= set(lines[-1])
+    # The fairness term alone is at least 2·ln C, so the loss sits above it (method.md §5.3).
+    assert lines[-1]["train_fair"] >= 2 * __import__("math").log(3) - 1e-4
+    assert "adapting" in done.stderr  # the tqdm progress bar
+
+
+def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
+    out, _, _ = trained
+    done = run("evaluate.py", "--dataset", str(image_dataset_root / "shapes"), "--ckpt-path",
+               str(out / "checkpoint.safetensors"), "--show_per_class", "--output_dir", str(out / "eval"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    evaluated = json.loads((out / "eval" / "metrics.json").read_text())
+    assert evaluated["acc"] == pytest.approx(metrics["acc"])
+    assert "TokenFusion" in done.stdout and "[FG] only" in done.stdout and "mean per-class" in done.stdout
+    per_class = json.loads((out / "eval" / "per_class.json").read_text())
+    assert sum(per_class.values()) / 3 == pytest.approx(evaluated["mean_per_class"])
+
+
+def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
+    out, _, _ = trained
+    image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))
+    done = run("-m", "microclip", "explain", str(image), "--ckpt-path", str(out / "checkpoint.safetensors"),
+               "--json", str(tmp_path / "e.json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[CLS] only" in done.stdout and "contributions" in done.stdout
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert len(data["soap_weights"]) == 4 and data["classes"] == ["blue bar", "green disc", "red square"]
+
+
+def test_missing_descriptions_are_named(trained, image_dataset_root, tiny_model_dir, tmp_path):
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"blue bar": ["a blue bar."]}))
+    done = run("train.py", "--dataset", str(image_dataset_root / "shapes"), "--clip_model",
+               f"local-dir:{tiny_model_dir}", "--text_descriptions_path", str(partial), "--epochs", "1",
+               "--output_dir", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "green disc" in done.stderr and "--allow_missing_descriptions" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, image_dataset_root):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    done = run("evaluate.py", "--dataset", str(image_dataset_root / "shapes"), "--ckpt-path", str(bad))
+    assert done.returncode == 2 and "not a readable safetensors" in done.stderr
+    assert "Traceback" not in done.stderr

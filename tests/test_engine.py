@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_clip
+
+from microclip.backbone import Backbone
+from microclip.data.datasets import build_dataset
+from microclip.data.transforms import SeededDataset, TrainViews, test_transform
+from microclip.engine import Callback, TrainConfig, cosine_lr, evaluate, fit
+from microclip.heads import Heads
+from microclip.model import MicroCLIP
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_model() -> MicroCLIP:
+    torch.manual_seed(0)
+    heads = Heads(["blue bar", "green disc", "red square"], F.normalize(torch.randn(3, 32), dim=-1),
+                  F.normalize(torch.randn(3, 32), dim=-1))
+    return MicroCLIP(Backbone(make_clip().visual), heads)
+
+
+def train_set(root: Path) -> SeededDataset:
+    base = build_dataset(str(root / "shapes"), "train")
+    return SeededDataset(base, TrainViews(input_size=32, n_crops=2), seed=0)
+
+
+CONFIG = TrainConfig(epochs=2, batch_size=8, n_crops=2, lr=1e-3, save_every_steps=1)
+
+
+class Crash(Callback):
+    """Dies without any clean-up after a given step, like a killed process."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_end(self, state, metrics) -> None:
+        if state.global_step == self.at_step:
+            raise SystemExit("killed")
+
+
+def test_cosine_schedule_matches_reference_formula():
+    total = 100
+    for step in (0, 1, 50, 99):
+        expected = 2e-6 + 0.5 * (1e-4 - 2e-6) * (1 + math.cos(math.pi * step / total))
+        assert math.isclose(cosine_lr(step, total, 1e-4, 1e-6), expected)
+
+
+def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp_path):
+    uninterrupted = fresh_model()
+    fit(uninterrupted, train_set(image_dataset_root), CONFIG, state_path=tmp_path / "a.safetensors")
+
+    crashed = fresh_model()
+    with pytest.raises(SystemExit):
+        fit(crashed, train_set(image_dataset_root), CONFIG, callbacks=[Crash(at_step=4)],
+            state_path=tmp_path / "b.safetensors")
+    resumed = fresh_model()  # a new process: nothing survives but the state file
+    result = fit(resumed, train_set(image_dataset_root), CONFIG, state_path=tmp_path / "b.safetensors", resume=True)
+
+    assert result.global_step == 6
+    expected, actual = uninterrupted.adapted_state(), resumed.adapted_state()
+    assert any(not torch.equal(expected[k], fresh_model().adapted_state()[k]) for k in expected)  # it trained
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path):
+    class StopAt(Callback):
+        def on_step_end(self, state, metrics):
+            state.should_stop = state.global_step == 2
+
+    model = fresh_model()
+    result = fit(model, train_set(image_dataset_root), CONFIG, callbacks=[StopAt()],
+                 state_path=tmp_path / "s.safetensors")
+    assert result.stopped and result.global_step == 2
+    assert (tmp_path / "s.safetensors").is_file()
+
+
+def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
+    model = fresh_model()
+    config = TrainConfig(epochs=6, batch_size=8, n_crops=1, lr=3e-2, mode="fully_supervised")
+    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    before = evaluate(model, test).accuracy()
+    fit(model, train_set(image_dataset_root), config)
+    after = evaluate(model, test).accuracy()
+    assert after > before  # the loop really optimises the trainable set
+
+
+def _train_command(root: Path, model_dir: Path, out: Path, batch: int) -> list[str]:
+    return ["train.py", "--dataset", str(root / "shapes"), "--clip_model", f"local-dir:{model_dir}",
+            "--no_descriptions", "--epochs", "1", "--batch_size", str(batch), "--n_crops", "2",
+            "--output_dir", str(out), "--no_progress", "--seed", "3"]
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = [sys.executable, *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "one", 8)]
+    subprocess.run(single, cwd=ROOT, env=env, check=True, capture_output=True, timeout=240)
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "two", 8)]
+    done = subprocess.run(ddp, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    from microclip.checkpoint import read_adapted
+
+    one, _ = read_adapted(tmp_path / "one" / "checkpoint.safetensors")
+    two, _ = read_adapted(tmp_path / "two" / "checkpoint.safetensors")
+    assert not torch.all(one["backbone.visual.ln_post.weight"] == 1.0)  # it trained (LN gains start at 1)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
