@@ -1,0 +1,451 @@
+"""Speed benchmarks for microCLIP: the cost of explaining and of training, against plain CLIP passes.
+
+Three benchmarks, all on random weights and random images (no data loading, no network):
+
+* ``explain``: one :func:`microclip.explain.explain_batch` (MicroCLIP forward with NCut + SOAP +
+  heads + every explanation map, copied to NumPy) against open_clip's ``encode_image`` on the
+  same visual tower, at batch 1 and 32, in fp32 and bf16. Target: explain / encode_image <= 1.10.
+* ``train``: one training step (``microclip.engine.train_step`` + backward + AdamW step, microclip
+  mode, K crops) against the passes it cannot avoid, timed one by one: the weak forward (no grad),
+  the K crops' ``encode_cls`` (no grad) and the strong forward + backward. Target: step / passes <= 1.10.
+* ``--epoch``: wall time and peak memory of one epoch of ``--steps`` steps (the GPU reference does a
+  Flowers epoch in 72 s with 5.35 GB).
+
+Times are medians over ``--repeats`` runs after warmup, interleaved so that a slow spell on a
+shared machine hits every column alike. Nothing here asserts a time.
+
+    python bench/speed.py                      # CPU/GPU table, fp32 + bf16
+    python bench/speed.py --quick              # smaller and shorter
+    python bench/speed.py --device cuda --json out/speed.json
+    python bench/speed.py --device cuda --epoch --amp none
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from microclip.backbone import Backbone, create_clip  # noqa: E402
+from microclip.engine import TrainConfig, autocast, build_optimizer, select_device, train_step  # noqa: E402
+from microclip.explain import explain_batch  # noqa: E402
+from microclip.heads import Heads  # noqa: E402
+from microclip.losses import FairnessRegulariser  # noqa: E402
+from microclip.model import MicroCLIP  # noqa: E402
+
+N_CLASSES = 102  # Flowers-102
+TARGET_RATIO = 1.10
+REFERENCE_EPOCH_S = 72.0  # the reference's Flowers epoch on its GPU
+REFERENCE_EPOCH_GB = 5.35
+
+
+# ------------------------------------------------------------------ timing
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels so that wall-clock time covers the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes, synchronised on both ends."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                repeats: int) -> dict[str, list[float]]:
+    """Warm every function up, then time them in turn, ``repeats`` rounds; seconds per call."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(time_call(fn, device))
+    return times
+
+
+def median_ms(values: list[float]) -> float:
+    return 1000.0 * statistics.median(values)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, sink: dict) -> Iterator[None]:
+    """Record ``torch.cuda.max_memory_allocated`` (GiB) over the block into ``sink['peak_gib']``."""
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    yield
+    torch.cuda.synchronize(device)
+    sink["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+
+
+# ------------------------------------------------------------------ models and data
+
+
+@dataclass
+class Setup:
+    """A random-weight open_clip model and the MicroCLIP built on its visual tower (shared modules)."""
+
+    clip: nn.Module
+    model: MicroCLIP
+    device: torch.device
+    image_size: int
+
+
+def build(model_name: str, device: torch.device, seed: int = 0) -> Setup:
+    """open_clip ``model_name`` with seeded random weights, random normalised heads (C=102)."""
+    clip, _ = create_clip(model_name, "none", seed=seed)
+    backbone = Backbone(clip.visual)
+    generator = torch.Generator().manual_seed(seed)
+    embed = backbone.embed_dim
+    w_llm = F.normalize(torch.randn(N_CLASSES, embed, generator=generator), dim=-1)
+    w_star = F.normalize(torch.randn(N_CLASSES, embed, generator=generator), dim=-1)
+    heads = Heads([f"class_{i}" for i in range(N_CLASSES)], w_llm, w_star)
+    model = MicroCLIP(backbone, heads).to(device)
+    clip.to(device)
+    return Setup(clip=clip, model=model, device=device, image_size=backbone.image_size)
+
+
+def random_images(*shape: int, device: torch.device, seed: int) -> torch.Tensor:
+    """Uniform [0, 1] images, as the loaders deliver them (not normalised)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=generator).to(device)
+
+
+# ------------------------------------------------------------------ explain vs encode_image
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    bench: str
+    precision: str
+    batch: int
+    times_ms: dict[str, float]
+    ratio: float
+    ratio_name: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"bench": self.bench, "precision": self.precision, "batch": self.batch,
+                "times_ms": self.times_ms, self.ratio_name: self.ratio, "target": TARGET_RATIO, **self.extra}
+
+
+def precision_context(device: torch.device, precision: str, method: str):
+    """The autocast context of a precision (a null context for fp32 and for bf16 by weight cast)."""
+    if precision == "bf16" and method == "autocast":
+        return autocast(device, "bf16")
+    return contextlib.nullcontext()
+
+
+def bench_explain(setup: Setup, precision: str, method: str, batch: int, warmup: int,
+                  repeats: int) -> Row:
+    """explain_batch vs clip.encode_image (normalised pixels) at one batch size and precision."""
+    model, clip, device = setup.model, setup.clip, setup.device
+    images = random_images(batch, 3, setup.image_size, setup.image_size, device=device, seed=batch)
+    if precision == "bf16" and method == "cast":
+        images = images.to(torch.bfloat16)
+    with torch.no_grad():
+        normalized = model.backbone.normalize_pixels(images)
+    model.eval()
+    clip.eval()
+
+    def run_explain() -> object:
+        with torch.no_grad(), precision_context(device, precision, method):
+            return explain_batch(model, images)
+
+    def run_encode() -> object:
+        with torch.no_grad(), precision_context(device, precision, method):
+            return clip.encode_image(normalized)
+
+    sink: dict = {}
+    with peak_memory(device, sink):
+        times = interleaved({"explain": run_explain, "encode_image": run_encode}, device, warmup, repeats)
+    ratios = [e / c for e, c in zip(times["explain"], times["encode_image"], strict=True)]
+    explain_ms, encode_ms = median_ms(times["explain"]), median_ms(times["encode_image"])
+    extra = {"ratio_of_medians": explain_ms / encode_ms, "repeats": repeats, **sink}
+    return Row("explain", precision, batch, {"explain": explain_ms, "encode_image": encode_ms},
+               statistics.median(ratios), "explain/encode_image", extra)
+
+
+# ------------------------------------------------------------------ train step vs its passes
+
+
+@dataclass
+class TrainParts:
+    """Everything one training step needs, plus a step closure that mirrors ``engine.fit``."""
+
+    model: MicroCLIP
+    config: TrainConfig
+    optimizer: torch.optim.Optimizer
+    fairness: FairnessRegulariser
+    views: torch.Tensor  # (B, 2 + K, 3, S, S)
+    targets: torch.Tensor  # (B,)
+    device: torch.device
+
+    def step(self) -> float:
+        """``train_step`` + zero_grad + backward (+ bf16 clipping) + AdamW, exactly as ``fit`` runs it."""
+        out = train_step(self.model, self.model, self.views, self.targets, self.config, self.fairness,
+                         self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.config.amp == "bf16":
+            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters().values(), 1.0, norm_type=1)
+        self.optimizer.step()
+        return out.loss.item()
+
+
+def train_parts(setup: Setup, batch: int, n_crops: int, amp: str, seed: int = 0) -> TrainParts:
+    """A fresh AdamW on the trainable set and random views in [0, 1]; targets are random labels."""
+    model, device = setup.model, setup.device
+    model.train()
+    config = TrainConfig(batch_size=batch, n_crops=n_crops, mode="microclip", amp=amp)  # type: ignore[arg-type]
+    size = setup.image_size
+    views = random_images(batch, 2 + n_crops, 3, size, size, device=device, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.randint(N_CLASSES, (batch,), generator=generator).to(device)
+    return TrainParts(model, config, build_optimizer(model, config), FairnessRegulariser(), views, targets,
+                      device)
+
+
+def bench_train(setup: Setup, amp: str, batch: int, n_crops: int, warmup: int, repeats: int) -> Row:
+    """One full training step vs weak forward + crops forward + strong forward/backward, timed apart."""
+    parts = train_parts(setup, batch, n_crops, amp)
+    model, device = parts.model, setup.device
+    # The separate passes read contiguous copies: any copy the step makes counts as step overhead.
+    weak = parts.views[:, 0].contiguous()
+    strong = parts.views[:, 1].contiguous()
+    crops = parts.views[:, 2:].flatten(0, 1).contiguous()
+    labels = parts.targets
+
+    def weak_pass() -> object:
+        with torch.no_grad(), autocast(device, amp):  # type: ignore[arg-type]
+            return model(weak)
+
+    def crops_pass() -> object:
+        with torch.no_grad(), autocast(device, amp):  # type: ignore[arg-type]
+            return model.encode_cls(crops)
+
+    def strong_pass() -> object:
+        model.zero_grad(set_to_none=True)
+        with autocast(device, amp):  # type: ignore[arg-type]
+            logits = model(strong).logits.fused.float()
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        return loss
+
+    sink: dict = {}
+    with peak_memory(device, sink):
+        times = interleaved({"step": parts.step, "weak": weak_pass, "crops": crops_pass, "strong": strong_pass},
+                            device, warmup, repeats)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    passes = [w + c + s for w, c, s in zip(times["weak"], times["crops"], times["strong"], strict=True)]
+    ratios = [step / total for step, total in zip(times["step"], passes, strict=True)]
+    times_ms = {name: median_ms(values) for name, values in times.items()}
+    times_ms["passes"] = median_ms(passes)
+    extra = {"ratio_of_medians": times_ms["step"] / times_ms["passes"], "repeats": repeats, "n_crops": n_crops,
+             **sink}
+    precision = "fp32" if amp == "none" else f"{amp} autocast"
+    return Row("train", precision, batch, times_ms, statistics.median(ratios), "step/passes", extra)
+
+
+# ------------------------------------------------------------------ one epoch
+
+
+def bench_epoch(setup: Setup, amp: str, batch: int, n_crops: int, steps: int, warmup: int) -> dict:
+    """Wall time of ``steps`` training steps on one fixed random batch, and the peak CUDA memory."""
+    parts = train_parts(setup, batch, n_crops, amp)
+    device = setup.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        parts.step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        parts.step()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    result = {"bench": "epoch", "amp": amp, "batch": batch, "n_crops": n_crops, "steps": steps,
+              "warmup": warmup, "epoch_s": seconds, "step_ms": 1000.0 * seconds / steps,
+              "reference_epoch_s": REFERENCE_EPOCH_S, "reference_peak_gb": REFERENCE_EPOCH_GB}
+    if device.type == "cuda":
+        result["peak_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        result["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    setup.model.eval()
+    return result
+
+
+def epoch_table(result: dict) -> str:
+    peak = f"{result['peak_gb']:.2f} GB" if "peak_gb" in result else "n/a (not CUDA)"
+    precision = "fp32" if result["amp"] == "none" else f"{result['amp']} autocast"
+    return "\n".join([
+        "| epoch | precision | batch | K | steps | time | per step | peak memory |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| this run | {precision} | {result['batch']} | {result['n_crops']} | {result['steps']} | "
+        f"{result['epoch_s']:.1f} s | {result['step_ms']:.0f} ms | {peak} |",
+        f"| reference (Flowers) | ? | 64 | 8 | 64 | {REFERENCE_EPOCH_S:.0f} s | "
+        f"{1000 * REFERENCE_EPOCH_S / 64:.0f} ms | {REFERENCE_EPOCH_GB:.2f} GB |",
+    ])
+
+
+# ------------------------------------------------------------------ report
+
+
+def environment(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+        info["tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+    return info
+
+
+def format_ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def table(rows: list[Row], cuda: bool) -> str:
+    peak = " peak GiB |" if cuda else ""
+    lines = [
+        f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak} breakdown (ms) |",
+        "|---|---|---|---|---|---|---|" + ("---|" if cuda else "") + "---|",
+    ]
+    for row in rows:
+        if row.bench == "explain":
+            ours, base, breakdown = row.times_ms["explain"], row.times_ms["encode_image"], ""
+            label = "explain / encode_image"
+        else:
+            ours, base = row.times_ms["step"], row.times_ms["passes"]
+            breakdown = (f"weak {format_ms(row.times_ms['weak'])} + crops {format_ms(row.times_ms['crops'])} "
+                         f"+ strong f+b {format_ms(row.times_ms['strong'])}")
+            label = f"train step / passes (K={row.extra['n_crops']})"
+        verdict = "ok" if row.ratio <= TARGET_RATIO else "OVER"
+        mem = f" {row.extra['peak_gib']:.2f} |" if cuda and "peak_gib" in row.extra else (" |" if cuda else "")
+        lines.append(f"| {label} | {row.precision} | {row.batch} | {format_ms(ours)} | {format_ms(base)} | "
+                     f"{row.ratio:.3f}× | ≤ {TARGET_RATIO:.2f}× {verdict} |{mem} {breakdown} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda when available)")
+    parser.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model name (random weights)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per measurement (default: 3 on CPU, 20 on CUDA; train on CPU: 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 CUDA)")
+    parser.add_argument("--quick", action="store_true", help="smaller train batch and fewer repeats")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
+    parser.add_argument("--bf16-method", choices=("autocast", "cast"), default="autocast",
+                        help="bf16 for explain/encode_image: torch.autocast (default) or weights .to(bfloat16)")
+    parser.add_argument("--only", choices=("explain", "train"), default=None, help="run one benchmark")
+    parser.add_argument("--explain-batches", default="1,32", help="comma list of explain batch sizes")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="train batch (default 32 CPU, 8 with --quick, 64 CUDA; 64 for --epoch)")
+    parser.add_argument("--crops", type=int, default=8, help="K, crops per image")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--epoch", action="store_true", help="time one epoch of --steps steps instead")
+    parser.add_argument("--steps", type=int, default=64, help="steps in the --epoch timing")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="--epoch precision")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (merged if it exists)")
+    return parser.parse_args(argv)
+
+
+def write_json(path: Path, key: str, payload: dict) -> None:
+    """Merge ``payload`` under ``key`` into the JSON file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[key] = payload
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # create_clip's random-weights banner is expected here
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    cuda = device.type == "cuda"
+    env = environment(device)
+    print(f"torch {env['torch']} | device {device}{' (' + env['gpu'] + ')' if cuda else ''} | "
+          f"threads {env['threads']} | model {args.model} (random weights)")
+    setup = build(args.model, device)
+    started = time.perf_counter()
+
+    if args.epoch:
+        batch = args.batch or 64
+        result = bench_epoch(setup, args.amp, batch, args.crops, args.steps, warmup=2 if cuda else 1)
+        print(epoch_table(result))
+        if args.json:
+            write_json(args.json, f"epoch_{args.amp}", {"environment": env, **result})
+        return
+
+    repeats = args.repeats or (20 if cuda else (2 if args.quick else 3))
+    train_repeats = args.repeats or (10 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    train_batch = args.batch or (64 if cuda else (8 if args.quick else 32))
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    rows: list[Row] = []
+    if args.only in (None, "explain"):
+        for batch in (int(b) for b in args.explain_batches.split(",")):
+            for precision in precisions:
+                # batch 1 is cheap: give it more rounds for a steadier median
+                n = repeats * (5 if batch == 1 and not cuda else 1)
+                rows.append(bench_explain(setup, precision, args.bf16_method, batch, warmup, n))
+                print(f"  [{time.perf_counter() - started:5.0f} s] explain {precision} batch {batch} done",
+                      flush=True)
+    if args.only in (None, "train"):
+        for precision in precisions:
+            amp = "none" if precision == "fp32" else precision
+            rows.append(bench_train(setup, amp, train_batch, args.crops, warmup, train_repeats))
+            print(f"  [{time.perf_counter() - started:5.0f} s] train {precision} batch {train_batch} done",
+                  flush=True)
+
+    print()
+    print(f"torch {env['torch']}, device {device}, {env['threads']} threads, bf16 for explain via "
+          f"{args.bf16_method}, bf16 for training via autocast; medians, ratio = median of per-round ratios")
+    print()
+    print(table(rows, cuda))
+    if cuda:
+        print(f"\npeak CUDA memory over the run: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        payload = {"environment": env, "bf16_method_explain": args.bf16_method,
+                   "rows": [row.to_dict() for row in rows], "table": table(rows, cuda)}
+        write_json(args.json, "speed", payload)
+
+
+if __name__ == "__main__":
+    main()
