@@ -263,16 +263,16 @@ def bench_train(setup: Setup, amp: str, batch: int, n_crops: int, warmup: int, r
 
     sink: dict = {}
     with peak_memory(device, sink):
-        times = interleaved({"step": parts.step, "weak": weak_pass, "crops": crops_pass, "strong": strong_pass},
-                            device, warmup, repeats)
+        fns = {"step": parts.step, "weak": weak_pass, "crops": crops_pass, "strong": strong_pass}
+        times = interleaved(fns, device, warmup, repeats)
     model.zero_grad(set_to_none=True)
     model.eval()
     passes = [w + c + s for w, c, s in zip(times["weak"], times["crops"], times["strong"], strict=True)]
     ratios = [step / total for step, total in zip(times["step"], passes, strict=True)]
     times_ms = {name: median_ms(values) for name, values in times.items()}
     times_ms["passes"] = median_ms(passes)
-    extra = {"ratio_of_medians": times_ms["step"] / times_ms["passes"], "repeats": repeats, "n_crops": n_crops,
-             **sink}
+    extra = {"ratio_of_medians": times_ms["step"] / times_ms["passes"], "repeats": repeats,
+             "n_crops": n_crops, **sink}
     precision = "fp32" if amp == "none" else f"{amp} autocast"
     return Row("train", precision, batch, times_ms, statistics.median(ratios), "step/passes", extra)
 
@@ -337,7 +337,8 @@ def format_ms(value: float) -> str:
 def table(rows: list[Row], cuda: bool) -> str:
     peak = " peak GiB |" if cuda else ""
     lines = [
-        f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak} breakdown (ms) |",
+        f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak}"
+        " breakdown (ms) |",
         "|---|---|---|---|---|---|---|" + ("---|" if cuda else "") + "---|",
     ]
     for row in rows:
@@ -350,7 +351,9 @@ def table(rows: list[Row], cuda: bool) -> str:
                          f"+ strong f+b {format_ms(row.times_ms['strong'])}")
             label = f"train step / passes (K={row.extra['n_crops']})"
         verdict = "ok" if row.ratio <= TARGET_RATIO else "OVER"
-        mem = f" {row.extra['peak_gib']:.2f} |" if cuda and "peak_gib" in row.extra else (" |" if cuda else "")
+        mem = ""
+        if cuda:
+            mem = f" {row.extra['peak_gib']:.2f} |" if "peak_gib" in row.extra else " |"
         lines.append(f"| {label} | {row.precision} | {row.batch} | {format_ms(ours)} | {format_ms(base)} | "
                      f"{row.ratio:.3f}× | ≤ {TARGET_RATIO:.2f}× {verdict} |{mem} {breakdown} |")
     return "\n".join(lines)
@@ -360,16 +363,19 @@ def table(rows: list[Row], cuda: bool) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda when available)")
     parser.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model name (random weights)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds per measurement (default: 3 on CPU, 20 on CUDA; train on CPU: 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 CPU, 3 CUDA)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed rounds first (default 1 CPU, 3 CUDA)")
     parser.add_argument("--quick", action="store_true", help="smaller train batch and fewer repeats")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
     parser.add_argument("--bf16-method", choices=("autocast", "cast"), default="autocast",
-                        help="bf16 for explain/encode_image: torch.autocast (default) or weights .to(bfloat16)")
+                        help="bf16 for explain/encode_image: torch.autocast (default) "
+                        "or weights .to(bfloat16)")
     parser.add_argument("--only", choices=("explain", "train"), default=None, help="run one benchmark")
     parser.add_argument("--explain-batches", default="1,32", help="comma list of explain batch sizes")
     parser.add_argument("--batch", type=int, default=None,
@@ -379,7 +385,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epoch", action="store_true", help="time one epoch of --steps steps instead")
     parser.add_argument("--steps", type=int, default=64, help="steps in the --epoch timing")
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="--epoch precision")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here (merged if it exists)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the results here (merged if it exists)")
     return parser.parse_args(argv)
 
 

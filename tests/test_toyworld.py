@@ -141,7 +141,9 @@ def test_registered_tokenizer_has_context_40():
 
 
 def _config(out: Path, data: Path, **kw) -> PretrainConfig:
-    return PretrainConfig(out=str(out), steps=6, batch_size=16, lr=5e-4, warmup_steps=1, n_images=64,
+    # As many images as the batch: every step sees the same 16 images (with new captions), the classic
+    # "can it fit one batch" check, which a few steps at a high learning rate pass reliably.
+    return PretrainConfig(out=str(out), steps=6, batch_size=16, lr=3e-3, warmup_steps=1, n_images=16,
                           data_root=str(data), ckpt_every=2, eval_train_per_class=2, eval_test_per_class=1,
                           **kw)
 

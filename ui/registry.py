@@ -1,0 +1,190 @@
+"""The app's model registry: each model is loaded once and kept, not rebuilt per click.
+
+Entries are adapted checkpoints (bundled, on disk, uploaded, or produced by an adaptation run) and
+base models shown zero-shot (heads from descriptions or templates, SOAP at its identity start).
+Custom label sets rebuild only the heads, with the base model's text tower, and are cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
+from microclip.checkpoint import CheckpointMeta, load_model
+from microclip.heads import DEFAULT_TEMPLATES, Heads, TextEncoder, build_head_weights
+from microclip.model import MicroCLIP
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
+TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"
+TOY_ASSETS = PROJECT_ROOT / "assets" / "toybirds"
+GENERIC_CLASSES = ("bird", "cat", "dog", "car", "flower", "airplane")
+
+
+@dataclass
+class LoadedModel:
+    """One ready model and what the UI shows about it."""
+
+    name: str
+    model: MicroCLIP
+    meta: CheckpointMeta | None  # None for a zero-shot base model
+    source: str  # where it came from, in words
+    templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
+    descriptions: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+
+class ModelRegistry:
+    """Thread-safe name → model map with lazy loading and a cache of custom-label heads."""
+
+    def __init__(self, device: torch.device | str = "cpu", max_custom_heads: int = 16) -> None:
+        self.device = torch.device(device)
+        self._lock = threading.RLock()
+        self._loaders: dict[str, Callable[[], LoadedModel]] = {}
+        self._models: dict[str, LoadedModel] = {}
+        self._text: dict[tuple, TextEncoder] = {}
+        self._custom: OrderedDict[tuple, MicroCLIP] = OrderedDict()
+        self._max_custom = max_custom_heads
+        self.default_name: str | None = None
+
+    # ------------------------------------------------------------ registration
+
+    def add_checkpoint(self, path: str | Path, name: str | None = None, default: bool = False) -> str:
+        """Register an adapted ``.safetensors`` checkpoint (loaded on first use)."""
+        path = Path(path)
+        name = name or path.stem
+        with self._lock:
+            self._loaders[name] = lambda: self._load_checkpoint(name, path)
+            self._models.pop(name, None)
+            if default or self.default_name is None:
+                self.default_name = name
+        return name
+
+    def add_loaded(self, loaded: LoadedModel, default: bool = False) -> str:
+        with self._lock:
+            self._models[loaded.name] = loaded
+            self._loaders[loaded.name] = lambda: loaded
+            if default or self.default_name is None:
+                self.default_name = loaded.name
+        return loaded.name
+
+    def add_base(self, clip_model: str, pretrained: str | None, classes: Sequence[str], name: str,
+                 templates: Sequence[str] = DEFAULT_TEMPLATES, descriptions: dict[str, list[str]] | None = None,
+                 default: bool = False) -> str:
+        """Register a base model shown zero-shot: heads from descriptions (initial W*) or templates."""
+        def load() -> LoadedModel:
+            model, _, encoder = MicroCLIP.build(clip_model, pretrained, list(classes), templates, descriptions,
+                                                device=self.device, keep_text=True)
+            self._text[_base_key(model.base)] = encoder
+            return LoadedModel(name, model.eval(), None, f"{model.base.describe()} (zero-shot, not adapted)",
+                               list(templates), dict(descriptions or {}))
+
+        with self._lock:
+            self._loaders[name] = load
+            self._models.pop(name, None)
+            if default or self.default_name is None:
+                self.default_name = name
+        return name
+
+    def _load_checkpoint(self, name: str, path: Path) -> LoadedModel:
+        model = load_model(path, self.device)
+        meta: CheckpointMeta = model.meta
+        return LoadedModel(name, model, meta, f"adapted checkpoint {path.name} (base {meta.base.describe()})",
+                           meta.templates or list(DEFAULT_TEMPLATES), meta.descriptions)
+
+    # ------------------------------------------------------------ access
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaders)
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        name = name or self.default_name
+        with self._lock:
+            if name not in self._loaders:
+                raise KeyError(f"no model named {name!r}; loaded: {', '.join(self._loaders) or 'none'}")
+            if name not in self._models:
+                log.info("loading model %s", name)
+                self._models[name] = self._loaders[name]()
+            return self._models[name]
+
+    def text_encoder(self, base: BaseModelSpec) -> TextEncoder:
+        """The base model's text tower, loaded once per base model (needed only for custom labels)."""
+        key = _base_key(base)
+        with self._lock:
+            if key not in self._text:
+                clip, _ = create_clip(base.clip_model, base.pretrained or None, seed=base.seed or 0,
+                                      device=self.device)
+                self._text[key] = TextEncoder(clip, get_tokenizer(base), device=self.device)
+            return self._text[key]
+
+    def with_classes(self, name: str | None, classes: Sequence[str],
+                     descriptions: dict[str, list[str]] | None = None,
+                     templates: Sequence[str] | None = None) -> MicroCLIP:
+        """The named model with heads for a user's own label set (adapted visual tower kept).
+
+        W* is built fresh from descriptions or templates, so a label set the model was not
+        adapted to is classified zero-shot by the adapted encoder.
+        """
+        loaded = self.get(name)
+        classes = tuple(c.strip() for c in classes if c.strip())
+        if not classes:
+            raise ValueError("type at least one class name")
+        if classes == loaded.classes and not descriptions:
+            return loaded.model
+        key = (loaded.name, classes, _freeze(descriptions), tuple(templates or ()))
+        with self._lock:
+            if key in self._custom:
+                self._custom.move_to_end(key)
+                return self._custom[key]
+            encoder = self.text_encoder(loaded.model.base)
+            weights = build_head_weights(encoder, classes, templates or loaded.templates, descriptions)
+            model = MicroCLIP(loaded.model.backbone, Heads.from_weights(weights), loaded.model.config,
+                              loaded.model.base)
+            model.soap.load_state_dict(loaded.model.soap.state_dict())
+            model.to(self.device).eval()
+            self._custom[key] = model
+            while len(self._custom) > self._max_custom:
+                self._custom.popitem(last=False)
+            return model
+
+
+def _base_key(base: BaseModelSpec) -> tuple:
+    return (base.clip_model, base.pretrained, base.weights_sha256, base.seed)
+
+
+def _freeze(descriptions: dict[str, list[str]] | None) -> tuple:
+    return tuple(sorted((k, tuple(v)) for k, v in (descriptions or {}).items()))
+
+
+def default_registry(device: torch.device | str = "cpu", ckpt_path: str | None = None,
+                     clip_model: str | None = None, pretrained: str | None = None) -> ModelRegistry:
+    """The bundled toy-world models (adapted by default, base zero-shot to compare), plus any flags."""
+    import json
+
+    registry = ModelRegistry(device)
+    if TOY_ADAPTED.is_file():
+        registry.add_checkpoint(TOY_ADAPTED, "toybirds · microCLIP adapted", default=True)
+    if (TOY_BASE / "open_clip_config.json").is_file() and (TOY_ASSETS / "classes.json").is_file():
+        registry.add_base(f"local-dir:{TOY_BASE}", None, json.loads((TOY_ASSETS / "classes.json").read_text()),
+                          "toybirds · base zero-shot",
+                          templates=json.loads((TOY_ASSETS / "templates.json").read_text()),
+                          descriptions=json.loads((TOY_ASSETS / "descriptions.json").read_text()))
+    if ckpt_path:
+        registry.add_checkpoint(ckpt_path, default=True)
+    elif clip_model:
+        # No checkpoint: the user types the label set in Explore; start from a neutral one.
+        registry.add_base(clip_model, pretrained, GENERIC_CLASSES, f"{clip_model} zero-shot", default=True)
+    return registry
