@@ -88,3 +88,53 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path, image_dataset_root):
     done = run("evaluate.py", "--dataset", str(image_dataset_root / "shapes"), "--ckpt-path", str(bad))
     assert done.returncode == 2 and "not a readable safetensors" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _state_step(path: Path) -> int:
+    import json as _json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            return int(_json.loads(reader.metadata()["train_state"])["global_step"])
+    except Exception:  # noqa: BLE001 - the file may be mid-rename; try again
+        return -1
+
+
+def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root, tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    from microclip.checkpoint import read_adapted
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "train.py", "--dataset", str(image_dataset_root / "shapes"), "--clip_model",
+                f"local-dir:{tiny_model_dir}", "--no_descriptions", "--epochs", "4", "--batch_size", "4",
+                "--n_crops", "2", "--save_every_steps", "1", "--eval_every", "0", "--no_progress",
+                "--output_dir", str(out)]
+
+    full = subprocess.run(command(tmp_path / "full"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(command(killed_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = killed_dir / "train_state.safetensors"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and _state_step(state) < 9:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)  # no clean-up, no final save
+    process.wait()
+    assert 0 < _state_step(state) < 24 and not (killed_dir / "checkpoint.safetensors").exists()
+
+    resumed = subprocess.run([*command(killed_dir)[:-2], "--resume", str(killed_dir)], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, _ = read_adapted(tmp_path / "full" / "checkpoint.safetensors")
+    actual, _ = read_adapted(killed_dir / "checkpoint.safetensors")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
