@@ -270,3 +270,28 @@ def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     value_path = value_path + block.ls_2(block.mlp(block.ln_2(value_path)))
     return cls_out[:, 0], value_path, keys
 
+
+
+@torch.no_grad()
+def last_block_cls_attention(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """(B, N) head-averaged attention of the [CLS] query over the patches in the last block.
+
+    open_clip calls attention with ``need_weights=False``, so the weights are recomputed here
+    from the block's own projections (a baseline saliency map for comparisons, not used by SOAP).
+    """
+    visual = backbone.visual
+    x = visual._embeds(backbone.normalize_pixels(images))
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x)
+    last = blocks[-1]
+    attn: nn.MultiheadAttention = last.attn
+    y = last.ln_1(x)
+    w_q, w_k, _ = attn.in_proj_weight.chunk(3)
+    b_q, b_k, _ = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    batch, length, width = y.shape
+    heads, head_dim = attn.num_heads, width // attn.num_heads
+    query = F.linear(y[:, :1], w_q, b_q).view(batch, 1, heads, head_dim).transpose(1, 2)
+    keys = F.linear(y, w_k, b_k).view(batch, length, heads, head_dim).transpose(1, 2)
+    weights = (query @ keys.transpose(-1, -2) / head_dim ** 0.5).softmax(-1)  # (B, H, 1, L)
+    return weights.mean(1)[:, 0, 1:]

@@ -109,3 +109,18 @@ def test_offline_download_failure_is_one_clear_line(monkeypatch):
     message = str(info.value)
     assert "ViT-B-32-quickgelu" in message and "openai" in message and "--pretrained" in message
     assert "\n" not in message
+
+
+def test_cls_attention_matches_multihead_attention_weights():
+    from microclip.backbone import last_block_cls_attention
+
+    clip = make_clip()
+    backbone = Backbone(clip.visual)
+    images = torch.rand(2, 3, 32, 32)
+    captured = {}
+    last = clip.visual.transformer.resblocks[-1]
+    last.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+    clip.encode_image(backbone.normalize_pixels(images))
+    y = last.ln_1(captured["x"])
+    _, weights = last.attn(y, y, y, need_weights=True, average_attn_weights=True)  # (B, L, L)
+    torch.testing.assert_close(last_block_cls_attention(backbone, images), weights[:, 0, 1:], atol=1e-6, rtol=1e-5)
