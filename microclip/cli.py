@@ -323,6 +323,8 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     train_base, test_base = _datasets(args, classnames)
     classes = list(train_base.classes)
+    if config.mode == "fully_supervised" and not train_base.has_labels:
+        raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
     descriptions = read_descriptions(args, train_cfg, classes)
     templates = read_templates(args, train_cfg)
     model, head_weights, _ = MicroCLIP.build(

@@ -116,3 +116,13 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
     assert not torch.all(one["backbone.visual.ln_post.weight"] == 1.0)  # it trained (LN gains start at 1)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bf16_autocast_trains_on_cpu(image_dataset_root):
+    model = fresh_model()
+    before = model.adapted_state()["heads.w_star"].clone()
+    config = TrainConfig(epochs=1, batch_size=8, n_crops=2, amp="bf16", max_steps=2)
+    result = fit(model, train_set(image_dataset_root), config)
+    assert result.global_step == 2 and all(math.isfinite(v) for v in result.history[-1].values())
+    assert not torch.equal(model.adapted_state()["heads.w_star"], before)
+    assert model.heads.w_star.dtype == torch.float32  # autocast leaves the master weights in fp32

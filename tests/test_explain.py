@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import draw_sample
+from test_engine import fresh_model
+
+from microclip.explain import Explanation, explain_batch, explain_image
+
+
+@pytest.fixture(scope="module")
+def model():
+    return fresh_model().eval()
+
+
+def test_explanation_matches_the_forward_pass(model):
+    images = torch.rand(2, 3, 32, 32)
+    explanations = explain_batch(model, images)
+    with torch.no_grad():
+        out = model(images)
+    for b, explanation in enumerate(explanations):
+        np.testing.assert_allclose(explanation.logits_fused, out.logits.fused[b].numpy(), rtol=1e-5, atol=1e-5)
+        assert explanation.soap_weights.shape == (4, 4)
+        assert explanation.soap_weights.sum() + explanation.null_weight == pytest.approx(1.0, abs=1e-5)
+        for c in range(3):
+            cls_part, fg_part = explanation.contributions(c)
+            assert cls_part + fg_part == pytest.approx(float(explanation.logits_fused[c]), abs=1e-4)
+
+
+def test_fusion_ratio_without_a_new_forward_pass(model):
+    images = torch.rand(1, 3, 32, 32)
+    explanation = explain_batch(model, images)[0]
+    for ratio in (0.0, 0.3, 1.0):
+        with torch.no_grad():
+            rerun = model(images, ratio=ratio).logits.fused[0].numpy()
+        np.testing.assert_allclose(explanation.with_ratio(ratio).logits_fused, rerun, rtol=1e-5, atol=1e-4)
+
+
+def test_cls_similarity_and_patch_class_cosine_are_cosines(model):
+    images = torch.rand(1, 3, 32, 32)
+    explanation = explain_batch(model, images)[0]
+    with torch.no_grad():
+        tokens = model(images).tokens
+    patch = tokens.patches[0, 5]
+    expected = torch.nn.functional.cosine_similarity(patch, tokens.cls_token[0], dim=0).item()
+    assert explanation.cls_similarity.reshape(-1)[5] == pytest.approx(expected, abs=1e-5)
+    with torch.no_grad():
+        projected = model.backbone.project(patch[None])[0]
+        w_hat = model.heads.w_star_hat()[2]
+    assert explanation.patch_class_cosine.reshape(16, 3)[5, 2] == pytest.approx(float(projected @ w_hat), abs=1e-5)
+
+
+def test_json_round_trip_and_any_pil_image(model):
+    image = draw_sample(1, np.random.default_rng(0), size=57).convert("P")  # odd size, palette mode
+    explanation = explain_image(model, image)
+    again = Explanation.from_dict(json.loads(explanation.to_json()))
+    np.testing.assert_allclose(again.logits_fused, explanation.logits_fused)
+    assert again.ncut_mask.dtype == bool and again.grid == (4, 4)
+    for (name_a, prob_a), (name_b, prob_b) in zip(again.top_k("fg", 2), explanation.top_k("fg", 2)):
+        assert name_a == name_b and prob_a == pytest.approx(prob_b, rel=1e-5)
