@@ -1,0 +1,163 @@
+"""The adaptation runner: real runs on the tiny random ViT, in its background thread."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLASSES
+
+from microclip.checkpoint import load_model
+from ui.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError
+from ui.registry import ModelRegistry
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_model_dir) -> ModelRegistry:
+    registry = ModelRegistry("cpu")
+    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "tiny")
+    return registry
+
+
+@pytest.fixture
+def train_dir(image_dataset_root) -> Path:
+    return image_dataset_root / "shapes" / "train"
+
+
+def request(train_dir: Path, **overrides) -> AdaptRequest:
+    values = dict(source="folder", path=str(train_dir), model_name="tiny", steps=3, batch_size=4, n_crops=2,
+                  n_probes=2)
+    return AdaptRequest(**{**values, **overrides})
+
+
+def wait_for_step(runner: AdaptationRunner, job_id: str, step: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while runner.status(job_id).step < step:
+        assert not runner.status(job_id).status.finished, runner.status(job_id).message
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+
+
+def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path)
+    job_id = runner.submit(request(train_dir))
+    snap = runner.wait(job_id, timeout=60)
+    assert snap.status == JobStatus.DONE, snap.message
+    assert (snap.step, snap.total_steps) == (3, 3)
+    assert [row["step"] for row in snap.metrics] == [1, 2, 3]
+    assert all({"loss", "pl_conf", "pl_acc", "lr"} <= row.keys() for row in snap.metrics)
+    assert snap.classes == sorted(CLASSES) and snap.labelled and snap.n_images == 24
+    assert snap.probes_before.step == 0 and snap.probes_latest.step == 3
+    assert len(snap.probes_before.explanations) == len(snap.probe_images) == 2
+    assert snap.probe_images[0].shape == (32, 32, 3)
+    assert snap.can_save and snap.saved_path is None
+    assert list((tmp_path / "jobs").iterdir()) == []  # the per-job temp folder is gone
+
+
+def test_stop_then_save_gives_a_loadable_registered_checkpoint(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path)
+    job_id = runner.submit(request(train_dir, steps=200))
+    with pytest.raises(ValueError, match="still going"):
+        runner.save(job_id)
+    wait_for_step(runner, job_id, 2)
+    runner.request_probes(job_id)  # maps on demand, computed by the training thread between steps
+    deadline = time.monotonic() + 60
+    while runner.status(job_id).probes_latest is None:
+        assert time.monotonic() < deadline, "no probe maps on demand"
+        time.sleep(0.05)
+    on_demand = runner.status(job_id).probes_latest
+    assert 2 <= on_demand.step < 200 and len(on_demand.explanations) == 2
+    runner.stop(job_id)
+    snap = runner.wait(job_id, timeout=60)
+    assert snap.status == JobStatus.STOPPED, snap.message
+    assert snap.probes_latest.step == snap.step  # and fresh ones at the end
+    assert 2 <= snap.step < 200 and len(snap.metrics) == snap.step
+    path = runner.save(job_id, "my shapes")
+    assert path.parent == tmp_path / "checkpoints" and path.suffix == ".safetensors"
+    assert runner.save(job_id) == path  # saving twice gives the same file
+    model = load_model(path)
+    assert list(model.classes) == sorted(CLASSES)
+    assert model.meta.metrics["steps"] == snap.step and model.meta.metrics["stopped"] is True
+    assert "my shapes" in registry.names()
+    registered = registry.get("my shapes").model
+    assert torch.equal(registered.heads.w_star, model.heads.w_star)
+    # The adapted W* moved away from its zero-shot start (same classes, same templates): the stopped
+    # run's trained state was kept, not the initial one.
+    zero_shot = registry.with_classes("tiny", sorted(CLASSES))
+    assert zero_shot.classes == model.classes
+    assert not torch.allclose(model.heads.w_star, zero_shot.heads.w_star)
+
+
+def test_second_job_waits_with_its_position_and_a_third_is_refused(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path, max_waiting=1)
+    first = runner.submit(request(train_dir, steps=200))
+    second = runner.submit(request(train_dir, steps=1))
+    assert runner.status(second).status == JobStatus.QUEUED
+    wait_for_step(runner, first, 1)
+    assert runner.status(second).position == 1
+    with pytest.raises(QueueFullError, match="limit is 1"):
+        runner.submit(request(train_dir, steps=1))
+    runner.stop(first)
+    snap = runner.wait(second, timeout=60)  # the waiting job runs once the first one has stopped
+    assert snap.status == JobStatus.DONE and snap.step == 1, snap.message
+    assert runner.status(first).status == JobStatus.STOPPED
+
+
+def test_a_waiting_job_can_be_cancelled(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path, max_waiting=2)
+    first = runner.submit(request(train_dir, steps=200))
+    second = runner.submit(request(train_dir, steps=1))
+    assert runner.stop(second).status == JobStatus.CANCELLED
+    runner.stop(first)
+    runner.wait(first, timeout=60)
+    assert runner.status(second).step == 0
+    with pytest.raises(ValueError, match="nothing to save"):
+        runner.save(second)
+
+
+def test_missing_descriptions_are_a_clear_error_unless_allowed(registry, train_dir, tmp_path):
+    descriptions = tmp_path / "descriptions.json"
+    descriptions.write_text(json.dumps({"red square": ["a red square shape"], "green disc": ["a green disc"]}))
+    runner = AdaptationRunner(registry, tmp_path / "work")
+    failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(descriptions))), 60)
+    assert failed.status == JobStatus.ERROR
+    assert "no entry for class 'blue bar'" in failed.error and "tick 'allow missing descriptions'" in failed.error
+    allowed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(descriptions),
+                                                allow_missing_descriptions=True)), 60)
+    assert allowed.status == JobStatus.DONE, allowed.message
+    (tmp_path / "broken.json").write_text("{not json")
+    broken = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(tmp_path / "broken.json"))),
+                         60)
+    assert broken.status == JobStatus.ERROR and "broken.json" in broken.error
+
+
+def test_a_zip_upload_trains_and_reports_skipped_files(registry, train_dir, tmp_path):
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for image in sorted(train_dir.rglob("*.png")):
+            zf.write(image, f"shapes/{image.relative_to(train_dir).as_posix()}")
+        zf.writestr("shapes/red square/notes.txt", "not an image")
+        zf.writestr("shapes/green disc/broken.png", b"\x89PNG\r\n\x1a\n truncated")
+    runner = AdaptationRunner(registry, tmp_path / "work")
+    snap = runner.wait(runner.submit(request(train_dir, source="zip", path=str(archive), steps=1)), 60)
+    assert snap.status == JobStatus.DONE, snap.message
+    assert snap.classes == sorted(CLASSES) and snap.n_images == 24
+    reasons = dict(snap.skipped)
+    assert "shapes/red square/notes.txt" in reasons
+    assert any("broken.png" in name for name in reasons)
+    assert list((tmp_path / "work" / "jobs").iterdir()) == []  # the extracted copy is removed
+
+
+def test_settings_outside_the_caps_and_server_paths_are_refused(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path)
+    with pytest.raises(ValueError, match="steps = 500 is outside"):
+        runner.submit(request(train_dir, steps=500))
+    with pytest.raises(ValueError, match="learning rate"):
+        runner.submit(request(train_dir, lr=1.0))
+    locked = AdaptationRunner(registry, tmp_path, allow_local_paths=False)
+    with pytest.raises(ValueError, match="upload a zip"):
+        locked.submit(request(train_dir))

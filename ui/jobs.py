@@ -1,0 +1,577 @@
+"""Background adaptation jobs: one run at a time per server, a bounded waiting line, live state.
+
+The Gradio callbacks only submit, poll, stop and save; the training itself runs in one worker
+thread, so a long run never blocks Explore. Everything the UI reads goes through
+:meth:`AdaptationRunner.status`, which copies the job's state under the runner's lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from microclip.checkpoint import CheckpointMeta, save_adapted
+from microclip.data import DescriptionsError, ImageDataset, ImageError, build_dataset, load_descriptions, load_image
+from microclip.data.archives import extract_archive, find_data_root
+from microclip.data.transforms import SeededDataset, TrainViews, test_transform
+from microclip.engine import Callback, FitState, TrainConfig, fit
+from microclip.explain import Explanation, explain_batch
+from microclip.model import MethodConfig, MicroCLIP
+
+log = logging.getLogger(__name__)
+
+Source = Literal["toybirds", "zip", "folder"]
+
+
+def running_on_spaces() -> bool:
+    """HuggingFace Spaces sets SPACE_ID; there, server paths must not be readable by visitors."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+@dataclass(frozen=True)
+class AdaptLimits:
+    """Caps that keep one run short on a CPU (and the UI's slider ranges)."""
+
+    max_steps: int = 200
+    max_batch_size: int = 64
+    max_images: int = 2000
+    max_crops: int = 8
+    max_probes: int = 6
+    max_toy_per_class: int = 50
+    min_lr: float = 1e-6
+    max_lr: float = 1e-2
+
+
+@dataclass
+class AdaptRequest:
+    """One adaptation: which data, which base model, how long."""
+
+    source: Source = "toybirds"
+    path: str | None = None  # the uploaded zip (source "zip") or a server folder (source "folder")
+    model_name: str | None = None  # registry entry whose *base* model is adapted; None: the default
+    classnames: list[str] | None = None  # label order; None: from the class folders
+    descriptions_path: str | None = None  # CuPL-format JSON {class: [sentence, ...]}
+    allow_missing_descriptions: bool = False
+    steps: int = 20
+    batch_size: int = 16
+    lr: float = 1e-4
+    n_crops: int = 4
+    n_probes: int = 4
+    toy_per_class: int = 8
+    seed: int = 0
+
+    def check(self, limits: AdaptLimits) -> None:
+        """Raise ValueError naming the first setting outside its range."""
+        ranges = {"steps": (1, limits.max_steps), "batch_size": (1, limits.max_batch_size),
+                  "n_crops": (1, limits.max_crops), "n_probes": (0, limits.max_probes),
+                  "toy_per_class": (1, limits.max_toy_per_class)}
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
+        if not limits.min_lr <= self.lr <= limits.max_lr:
+            raise ValueError(f"learning rate {self.lr:g} is outside the allowed range "
+                             f"{limits.min_lr:g}..{limits.max_lr:g}")
+        if self.source not in ("toybirds", "zip", "folder"):
+            raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
+        if self.source in ("zip", "folder") and not self.path:
+            raise ValueError("upload a zip of images" if self.source == "zip" else "type the folder's path")
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    DONE = "done"
+    STOPPED = "stopped"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.STOPPED, JobStatus.CANCELLED, JobStatus.ERROR)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """SOAP explanations of the pinned probe images at one point of the run."""
+
+    step: int
+    explanations: list[Explanation]
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of one job's state for the UI (safe to read without the lock)."""
+
+    job_id: str
+    status: JobStatus
+    message: str
+    position: int  # 0: running or finished; n: n-th in the waiting line
+    step: int
+    total_steps: int
+    metrics: list[dict]  # one dict per step: step, loss, ce, fair, pl_conf, pl_acc (labelled data), lr
+    classes: list[str]
+    n_images: int
+    labelled: bool
+    probe_images: list[np.ndarray]  # (S, S, 3) uint8, the model's input crop of each probe
+    probe_labels: list[str]
+    probes_before: Probes | None
+    probes_latest: Probes | None  # during the run on request, and at its end
+    skipped: list[tuple[str, str]]
+    elapsed_s: float  # since the job left the waiting line
+    train_elapsed_s: float  # since its first training step started
+    can_save: bool
+    saved_path: Path | None
+    saved_name: str | None
+    error: str | None
+
+
+class QueueFullError(RuntimeError):
+    """The waiting line is full; the message says how long it is."""
+
+
+class _StopRequested(Exception):
+    """Raised inside the worker when Stop arrives before training started."""
+
+
+@dataclass
+class _Job:
+    job_id: str
+    request: AdaptRequest
+    status: JobStatus = JobStatus.QUEUED
+    message: str = "waiting for the running adaptation to finish"
+    step: int = 0
+    total_steps: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    n_images: int = 0
+    labelled: bool = False
+    probe_images: list[np.ndarray] = field(default_factory=list)
+    probe_labels: list[str] = field(default_factory=list)
+    probes_before: Probes | None = None
+    probes_latest: Probes | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    started: float | None = None
+    train_started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    probe_request: threading.Event = field(default_factory=threading.Event)
+    # What saving needs, kept after the run instead of the whole model (a few MB for ViT-B/32).
+    adapted: dict[str, torch.Tensor] | None = None
+    meta: CheckpointMeta | None = None
+    saved_path: Path | None = None
+    saved_name: str | None = None
+
+
+class AdaptationRunner:
+    """Runs adaptations one at a time in a background thread, with at most ``max_waiting`` queued.
+
+    ``registry`` supplies the base models (the base of the chosen entry is adapted afresh) and
+    receives saved checkpoints. ``workdir`` holds per-job temporary folders (removed when the job
+    ends), generated toy data and saved checkpoints.
+    """
+
+    def __init__(self, registry, workdir: Path, max_waiting: int = 2, limits: AdaptLimits | None = None,
+                 device: str | torch.device | None = None, allow_local_paths: bool | None = None,
+                 keep_finished: int = 8) -> None:
+        self.registry = registry
+        self.workdir = Path(workdir)
+        self.max_waiting = int(max_waiting)
+        self.limits = limits or AdaptLimits()
+        self.device = torch.device(device) if device is not None else getattr(registry, "device", torch.device("cpu"))
+        self.allow_local_paths = (not running_on_spaces()) if allow_local_paths is None else allow_local_paths
+        self.keep_finished = keep_finished
+        self._lock = threading.Condition(threading.RLock())
+        self._jobs: dict[str, _Job] = {}
+        self._waiting: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._worker: threading.Thread | None = None
+        self._counter = itertools.count(1)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    # ------------------------------------------------------------------ public API
+
+    def submit(self, request: AdaptRequest) -> str:
+        """Queue ``request``; returns its job id. Raises ValueError (bad settings) or QueueFullError."""
+        request.check(self.limits)
+        if request.source == "folder" and not self.allow_local_paths:
+            raise ValueError("reading folders on the server is turned off here; upload a zip of images instead")
+        with self._lock:
+            # A job not yet picked up by an idle worker is about to run, so it does not count as waiting.
+            allowed = self.max_waiting + (0 if self._current is not None else 1)
+            if len(self._waiting) >= allowed:
+                raise QueueFullError(f"an adaptation is running and {self.max_waiting} more are waiting "
+                                     f"(the limit is {self.max_waiting}); try again when one has finished")
+            job = _Job(job_id=f"{next(self._counter)}-{uuid.uuid4().hex[:8]}", request=request)
+            self._jobs[job.job_id] = job
+            self._waiting.append(job)
+            self._prune()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="adaptation-runner", daemon=True)
+                self._worker.start()
+            self._lock.notify_all()
+        log.info("adaptation job %s queued (%s)", job.job_id, request.source)
+        return job.job_id
+
+    def status(self, job_id: str) -> JobSnapshot:
+        """A copy of the job's state; KeyError with a clear message for an unknown id."""
+        with self._lock:
+            job = self._get(job_id)
+            # With the worker idle, the head of the line is about to start: position 0, not 1.
+            ahead = 1 if self._current is not None else 0
+            position = self._waiting.index(job) + ahead if job in self._waiting else 0
+            now = time.monotonic()
+            elapsed = 0.0 if job.started is None else (job.ended or now) - job.started
+            training = 0.0 if job.train_started is None else (job.ended or now) - job.train_started
+            return JobSnapshot(
+                job_id=job.job_id, status=job.status, message=job.message, position=position, step=job.step,
+                total_steps=job.total_steps, metrics=list(job.metrics), classes=list(job.classes),
+                n_images=job.n_images, labelled=job.labelled, probe_images=list(job.probe_images),
+                probe_labels=list(job.probe_labels), probes_before=job.probes_before,
+                probes_latest=job.probes_latest, skipped=list(job.skipped), elapsed_s=elapsed,
+                train_elapsed_s=training,
+                can_save=job.adapted is not None, saved_path=job.saved_path, saved_name=job.saved_name,
+                error=job.error)
+
+    def stop(self, job_id: str) -> JobSnapshot:
+        """Cancel a waiting job, or end a running one cleanly after its current step (state kept)."""
+        with self._lock:
+            job = self._get(job_id)
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.status, job.message = JobStatus.CANCELLED, "cancelled before it started"
+            elif not job.status.finished:
+                job.stop_event.set()
+                job.status, job.message = JobStatus.STOPPING, "stopping after the current step"
+            self._lock.notify_all()
+        return self.status(job_id)
+
+    def request_probes(self, job_id: str) -> None:
+        """Ask for fresh probe maps at the next step end (they are computed by the training thread)."""
+        with self._lock:
+            self._get(job_id).probe_request.set()
+
+    def save(self, job_id: str, name: str | None = None) -> Path:
+        """Write the job's adapted checkpoint, register it under ``name``, and return its path.
+
+        Saving twice returns the same file. Only a run that has ended (done or stopped) can be saved.
+        """
+        with self._lock:
+            job = self._get(job_id)
+            if job.saved_path is not None:
+                return job.saved_path
+            if job.adapted is None or job.meta is None:
+                if not job.status.finished:
+                    raise ValueError("the run is still going: press Stop (the last completed step is kept) "
+                                     "or wait for it to finish, then save")
+                raise ValueError(f"nothing to save: the job ended as '{job.status.value}' without an adapted model")
+            adapted, meta = job.adapted, job.meta
+            taken = set(self.registry.names())
+            base_name = (name or "").strip() or f"adapted · {meta.training.get('dataset', 'data')} · job {job_id}"
+            display = base_name
+            for suffix in itertools.count(2):
+                if display not in taken:
+                    break
+                display = f"{base_name} ({suffix})"
+            path = self.checkpoint_dir / f"{_slug(display)}.safetensors"
+            save_adapted(path, adapted, meta)
+            self.registry.add_checkpoint(path, display)
+            job.saved_path, job.saved_name = path, display
+            job.message = f"saved as '{display}'"
+        log.info("adaptation job %s saved to %s", job_id, path)
+        return path
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot:
+        """Block until the job has finished (tests and scripts); returns its final snapshot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not self._get(job_id).status.finished:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"job {job_id} still {self._get(job_id).status.value} after {timeout} s")
+                self._lock.wait(left)
+        return self.status(job_id)
+
+    # ------------------------------------------------------------------ worker
+
+    def _get(self, job_id: str) -> _Job:
+        job = self._jobs.get(job_id or "")
+        if job is None:
+            raise KeyError(f"no adaptation job {job_id!r} (the server may have restarted, or it was pruned); "
+                           "start a new one")
+        return job
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond ``keep_finished`` (their saved files stay on disk)."""
+        finished = [j for j in self._jobs.values() if j.status.finished]
+        for job in finished[:max(0, len(finished) - self.keep_finished)]:
+            del self._jobs[job.job_id]
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting:
+                    self._lock.wait()
+                job = self._waiting.popleft()
+                self._current = job
+                job.status, job.message, job.started = JobStatus.PREPARING, "preparing the data", time.monotonic()
+                self._lock.notify_all()
+            try:
+                self._run(job)
+            except Exception as error:  # noqa: BLE001 - a job's failure must never kill the worker
+                self._fail(job, error)
+            finally:
+                with self._lock:
+                    job.ended = time.monotonic()
+                    self._current = None
+                    self._lock.notify_all()
+
+    def _fail(self, job: _Job, error: Exception) -> None:
+        if isinstance(error, ValueError | FileNotFoundError | KeyError):
+            text = str(error).strip("'\"")  # user errors: their message says what to do
+        else:
+            log.exception("adaptation job %s failed", job.job_id)
+            text = f"{type(error).__name__}: {error}"
+        with self._lock:
+            job.status, job.error, job.message = JobStatus.ERROR, text, text
+
+    def _update(self, job: _Job, **values) -> None:
+        with self._lock:
+            for key, value in values.items():
+                setattr(job, key, value)
+            self._lock.notify_all()
+
+    def _check_stop(self, job: _Job) -> None:
+        if job.stop_event.is_set():
+            raise _StopRequested
+
+    def _run(self, job: _Job) -> None:
+        """Run the job in a temporary folder that is gone before the job is reported finished."""
+        (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"job-{job.job_id}-", dir=self.workdir / "jobs"))
+        try:
+            final = self._train(job, tmp)
+        except _StopRequested:
+            final = {"status": JobStatus.STOPPED, "message": "stopped before training started; nothing to save"}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._update(job, **final)
+
+    def _train(self, job: _Job, tmp: Path) -> dict:
+        """Prepare, train and explain; returns the job's final fields."""
+        request = job.request
+        dataset, data_name, skipped = self._prepare_data(job, tmp)
+        self._update(job, classes=list(dataset.classes), n_images=len(dataset), labelled=dataset.has_labels,
+                     skipped=skipped, message=f"{len(dataset)} images, {len(dataset.classes)} classes; "
+                                              "building the model")
+        self._check_stop(job)
+        model, templates, descriptions = self._build_model(job, list(dataset.classes))
+        self._check_stop(job)
+        probe_tensors = self._pin_probes(job, model, dataset)
+        config = TrainConfig(epochs=request.steps, batch_size=min(request.batch_size, len(dataset)),
+                             lr=request.lr, n_crops=request.n_crops, max_steps=request.steps,
+                             seed=request.seed, num_workers=0, eval_every=0)
+        views = TrainViews(input_size=model.backbone.image_size, n_crops=request.n_crops)
+        train_set = SeededDataset(dataset, views, seed=request.seed)
+        with self._lock:  # Stop may arrive at any moment: check and switch state atomically
+            self._check_stop(job)
+            job.status, job.message, job.train_started = JobStatus.RUNNING, "training", time.monotonic()
+        started = time.perf_counter()
+        result = fit(model, train_set, config, callbacks=[_LiveCallback(self, job, probe_tensors)],
+                     device=self.device)
+        seconds = time.perf_counter() - started
+        final = _explain_probes(model, probe_tensors, result.global_step)
+        stopped = job.stop_event.is_set() and result.stopped
+        last = job.metrics[-1] if job.metrics else {}
+        meta = CheckpointMeta(
+            base=model.base, classes=list(model.classes), method=model.config.to_dict(),
+            training={"config": config.to_dict(), "dataset": data_name, "source": request.source,
+                      "n_images": len(dataset), "labelled": dataset.has_labels, "app": "microCLIP Studio adapt",
+                      "base_entry": request.model_name},
+            metrics={"steps": result.global_step, "stopped": stopped, "train_seconds": seconds,
+                     **{f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc") if k in last}},
+            templates=list(templates), descriptions=descriptions or {})
+        done = "stopped" if stopped else "finished"
+        return {"adapted": model.adapted_state(), "meta": meta, "probes_latest": final or job.probes_latest,
+                "status": JobStatus.STOPPED if stopped else JobStatus.DONE,
+                "message": f"{done} after {result.global_step} of {job.total_steps} steps ({seconds:.0f} s); "
+                           "save the checkpoint to use it in Explore"}
+
+    # ------------------------------------------------------------------ job phases
+
+    def _prepare_data(self, job: _Job, tmp: Path) -> tuple[ImageDataset, str, list[tuple[str, str]]]:
+        """The data set (capped, undecodable images dropped), its name, and what was skipped."""
+        request = job.request
+        skipped: list[tuple[str, str]] = []
+        if request.source == "toybirds":
+            self._update(job, message="generating the toy birds (first time only)")
+            dataset = build_dataset("toybirds", "train", root=self.workdir / "toydata",
+                                    classnames=request.classnames, n_per_class=request.toy_per_class,
+                                    seed=request.seed)
+            name = "toybirds"
+        elif request.source == "zip":
+            self._update(job, message="extracting the zip")
+            extracted = extract_archive(request.path, tmp / "data", max_files=self.limits.max_images)
+            skipped += extracted.skipped
+            root = find_data_root(tmp / "data")
+            dataset = build_dataset(str(root), "train", classnames=request.classnames)
+            name = Path(request.path).stem
+        else:
+            folder = Path(request.path).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"no folder {folder} on the server")
+            dataset = build_dataset(str(folder), "train", classnames=request.classnames)
+            name = folder.name
+        if len(dataset.classes) < 2:
+            raise ValueError(f"adaptation needs at least two classes; the data has {len(dataset.classes)} "
+                             f"({', '.join(dataset.classes)}); use class folders or type the class names")
+        samples = dataset.samples
+        if len(samples) > self.limits.max_images:
+            keep = np.linspace(0, len(samples) - 1, self.limits.max_images).round().astype(int)
+            skipped.append((f"{len(samples) - len(keep)} images", f"over the cap of {self.limits.max_images}; "
+                            "an evenly spaced sample is used"))
+            samples = [samples[i] for i in keep]
+        good = []
+        for index, (path, label) in enumerate(samples):
+            if index % 20 == 0:
+                self._check_stop(job)
+                self._update(job, message=f"checking images {index}/{len(samples)}")
+            try:
+                load_image(path, max_pixels=dataset.max_pixels)
+                good.append((path, label))
+            except ImageError as error:
+                skipped.append((os.path.relpath(path, dataset.root) if dataset.root else path, str(error)))
+        if not good:
+            raise ValueError(f"none of the {len(samples)} images could be read; e.g. {skipped[-1][1]}")
+        return ImageDataset(good, list(dataset.classes), name=dataset.name, root=dataset.root), name, skipped
+
+    def _build_model(self, job: _Job, classes: list[str]) -> tuple[MicroCLIP, list[str], dict | None]:
+        """A fresh MicroCLIP from the chosen entry's base model, with heads for ``classes``."""
+        request = job.request
+        loaded = self.registry.get(request.model_name)
+        templates = list(loaded.templates)
+        descriptions = self._descriptions(request, classes, loaded.descriptions)
+        spec = loaded.model.base
+        self._update(job, message=f"building the model from {spec.describe()}")
+        model, _, _ = MicroCLIP.build(spec.clip_model, spec.pretrained or None, classes, templates, descriptions,
+                                      config=MethodConfig.from_dict(loaded.model.config.to_dict()),
+                                      device=self.device, seed=spec.seed or 0)
+        return model, templates, descriptions
+
+    @staticmethod
+    def _descriptions(request: AdaptRequest, classes: list[str],
+                      known: dict[str, list[str]]) -> dict[str, list[str]] | None:
+        """The uploaded descriptions, else the chosen model's own for these classes, else templates."""
+        if request.descriptions_path:
+            try:
+                return load_descriptions(request.descriptions_path, classes,
+                                         allow_missing=request.allow_missing_descriptions)
+            except DescriptionsError as error:
+                text = str(error).replace("pass --allow_missing_descriptions",
+                                          "tick 'allow missing descriptions'")
+                raise DescriptionsError(text) from None
+        own = {c: known[c] for c in classes if known.get(c)}
+        return own or None  # classes without an entry use templates (build_head_weights)
+
+    def _pin_probes(self, job: _Job, model: MicroCLIP, dataset: ImageDataset) -> torch.Tensor | None:
+        """Evenly spaced probe images (so several classes show), explained before any training."""
+        n = min(job.request.n_probes, len(dataset))
+        if n == 0:
+            return None
+        indices = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+        transform = test_transform(model.backbone.image_size)
+        tensors = torch.stack([transform(dataset[int(i)][0]) for i in indices])  # (P, 3, S, S)
+        labels = [dataset.classes[dataset.samples[i][1]] if dataset.samples[i][1] >= 0
+                  else Path(dataset.samples[i][0]).name for i in indices]
+        images = [(t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in tensors]
+        before = _explain_probes(model, tensors, 0)
+        self._update(job, probe_images=images, probe_labels=labels, probes_before=before)
+        return tensors
+
+
+class _LiveCallback(Callback):
+    """Feeds the job's live state from the engine's events and relays Stop to the loop."""
+
+    def __init__(self, runner: AdaptationRunner, job: _Job, probes: torch.Tensor | None) -> None:
+        self.runner, self.job, self.probes = runner, job, probes
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.runner._update(self.job, total_steps=state.total_steps)
+
+    def on_step_end(self, state: FitState, metrics: dict) -> None:
+        row = {"step": state.global_step, **{k: float(v) for k, v in metrics.items()}}
+        with self.runner._lock:
+            self.job.metrics.append(row)
+            self.job.step = state.global_step
+            if self.job.status == JobStatus.RUNNING:
+                self.job.message = f"training: step {state.global_step} of {state.total_steps}"
+            self.runner._lock.notify_all()
+        if self.job.stop_event.is_set():
+            state.should_stop = True
+        elif self.job.probe_request.is_set() and state.global_step < state.total_steps:
+            self.job.probe_request.clear()
+            probes = _explain_probes(state.model, self.probes, state.global_step)
+            state.model.train()  # explain_batch switched to eval; the loop expects train mode
+            self.runner._update(self.job, probes_latest=probes)
+
+
+def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:
+    if tensors is None:
+        return None
+    return Probes(step=step, explanations=explain_batch(model, tensors))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "adapted"
+
+
+def parse_classnames(text: str | Sequence[str] | None) -> list[str] | None:
+    """Class names typed one per line or comma-separated; None when empty (use the folder names)."""
+    if text is None:
+        return None
+    items = text if not isinstance(text, str) else re.split(r"[\n,]", text)
+    names = [item.strip() for item in items if item and item.strip()]
+    return names or None
+
+
+def snapshot_summary(snapshot: JobSnapshot) -> str:
+    """One line for the status box."""
+    if snapshot.status == JobStatus.QUEUED and snapshot.position == 0:
+        return "starting"
+    if snapshot.status == JobStatus.QUEUED:
+        return f"queued: position {snapshot.position} in the waiting line"
+    if snapshot.status in (JobStatus.RUNNING, JobStatus.STOPPING) and snapshot.total_steps:
+        rate = snapshot.train_elapsed_s / max(snapshot.step, 1)
+        left = rate * (snapshot.total_steps - snapshot.step) if snapshot.step else math.nan
+        eta = f", about {left:.0f} s left" if math.isfinite(left) else ""
+        return f"{snapshot.status.value}: step {snapshot.step}/{snapshot.total_steps}{eta}"
+    if snapshot.message.startswith(snapshot.status.value):
+        return snapshot.message
+    return f"{snapshot.status.value}: {snapshot.message}"
+
+
+__all__ = ["AdaptLimits", "AdaptRequest", "AdaptationRunner", "JobSnapshot", "JobStatus", "Probes",
+           "QueueFullError", "parse_classnames", "snapshot_summary"]
