@@ -1,11 +1,76 @@
-"""microCLIP Studio (placeholder until the Gradio app lands): how to train, evaluate and explain."""
+"""microCLIP Studio: ``python app.py`` serves the app (bundled toy-world models, no network needed).
 
-USAGE = """microCLIP Studio
+HuggingFace Spaces imports this file and serves the module-level ``demo``; flags are read from
+``sys.argv`` with ``parse_known_args`` so foreign arguments never stop the import.
 
-  python train.py --dataset toybirds --train_config toybirds
-  python evaluate.py --dataset toybirds --ckpt-path checkpoints/toybirds-microclip.safetensors
-  python -m microclip explain IMAGE --json explanation.json
+    python app.py                                          # bundled toy-world models
+    python app.py --ckpt-path output/run/checkpoint.safetensors
+    python app.py --clip_model ViT-B-32-quickgelu --pretrained openai --host 0.0.0.0 --share
 """
 
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+try:  # HuggingFace ZeroGPU: `spaces` must be imported before torch touches CUDA
+    import spaces  # type: ignore[import-not-found]  # noqa: F401
+except ImportError:
+    pass
+
+import torch
+
+from ui.app import build_demo, launch_kwargs
+from ui.registry import default_registry
+
+log = logging.getLogger("microclip.app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="microCLIP Studio (Gradio app)")
+    parser.add_argument("--clip_model", "--clip-model", default=None,
+                        help="open_clip name or local-dir:<folder> to show zero-shot (default: bundled toy world)")
+    parser.add_argument("--pretrained", default=None, help="open_clip tag or weight file for --clip_model")
+    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", default=None,
+                        help="an adapted .safetensors checkpoint to open first")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--host", default=None,
+                        help="default 127.0.0.1 (or $GRADIO_SERVER_NAME); 0.0.0.0 serves on the network")
+    parser.add_argument("--port", type=int, default=None, help="default 7860 (or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    args, _unknown = parser.parse_known_args(argv)
+    return args
+
+
+def pick_device(name: str) -> str:
+    """``auto`` → cuda, then mps, then cpu."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def create_demo(argv: list[str] | None = None):
+    """Build the registry from the flags and the app over it; load the first model now, not on a click."""
+    args = parse_args(argv)
+    registry = default_registry(pick_device(args.device), args.ckpt_path, args.clip_model, args.pretrained)
+    if registry.default_name is None:
+        log.warning("no model found: the bundled toy-world checkpoints are missing; pass --ckpt-path or "
+                    "--clip_model, or upload a checkpoint in the Models tab")
+    else:
+        try:
+            registry.get()
+        except Exception as error:  # noqa: BLE001 - the app still starts; the tab shows the error on use
+            log.error("could not load %s: %s", registry.default_name, error)
+    return build_demo(registry), args
+
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+demo, _args = create_demo(sys.argv[1:])
+
 if __name__ == "__main__":
-    print(USAGE)
+    demo.launch(**launch_kwargs(_args.host, _args.port, _args.share))

@@ -8,7 +8,10 @@ Custom label sets rebuild only the heads, with the base model's text tower, and 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from pathlib import Path
 import torch
 
 from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
-from microclip.checkpoint import CheckpointMeta, load_model
+from microclip.checkpoint import CheckpointError, CheckpointMeta, load_model, read_adapted
 from microclip.heads import DEFAULT_TEMPLATES, Heads, TextEncoder, build_head_weights
 from microclip.model import MicroCLIP
 
@@ -57,6 +60,7 @@ class ModelRegistry:
         self._text: dict[tuple, TextEncoder] = {}
         self._custom: OrderedDict[tuple, MicroCLIP] = OrderedDict()
         self._max_custom = max_custom_heads
+        self._upload_dir: Path | None = None
         self.default_name: str | None = None
 
     # ------------------------------------------------------------ registration
@@ -72,7 +76,53 @@ class ModelRegistry:
                 self.default_name = name
         return name
 
+    def add_upload(self, path: str | Path, name: str | None = None) -> str:
+        """Register an uploaded checkpoint: copied into the registry's own folder and loaded *now*.
+
+        Loading at once means a pickle renamed ``.safetensors``, a foreign file or a checkpoint whose
+        base model is unavailable fails at upload with ``CheckpointError``'s message, and nothing is
+        registered. Returns the (unique) name it is listed under.
+        """
+        source = Path(path)
+        if source.suffix.lower() != ".safetensors":
+            raise CheckpointError(f"{source.name}: only .safetensors checkpoints are accepted (pickle files such "
+                                  "as .pth / .pt can run code when loaded)")
+        read_adapted(source)  # header and metadata check before anything is copied
+        with self._lock:
+            name = self.unique_name(name or source.stem)
+            if self._upload_dir is None:
+                self._upload_dir = Path(tempfile.mkdtemp(prefix="microclip-uploads-"))
+            target = self._upload_dir / f"{uuid.uuid4().hex[:8]}-{source.name}"
+            shutil.copyfile(source, target)
+            self.add_checkpoint(target, name)
+            try:
+                self.get(name)
+            except BaseException:
+                self.remove(name)
+                target.unlink(missing_ok=True)
+                raise
+        return name
+
+    def unique_name(self, name: str) -> str:
+        """``name``, or ``name (2)``, ``name (3)``... if it is taken."""
+        with self._lock:
+            candidate, index = name, 2
+            while candidate in self._loaders:
+                candidate, index = f"{name} ({index})", index + 1
+            return candidate
+
+    def remove(self, name: str) -> None:
+        """Forget a model (and its cached custom-label heads)."""
+        with self._lock:
+            self._loaders.pop(name, None)
+            self._models.pop(name, None)
+            for key in [k for k in self._custom if k[0] == name]:
+                del self._custom[key]
+            if self.default_name == name:
+                self.default_name = next(iter(self._loaders), None)
+
     def add_loaded(self, loaded: LoadedModel, default: bool = False) -> str:
+        """Register a model that is already built (e.g. one an adaptation run just produced)."""
         with self._lock:
             self._models[loaded.name] = loaded
             self._loaders[loaded.name] = lambda: loaded
@@ -98,6 +148,16 @@ class ModelRegistry:
                 self.default_name = name
         return name
 
+    def add_base_of(self, checkpoint: str | Path, name: str) -> str:
+        """Register the base model a checkpoint was adapted from, zero-shot on the same classes.
+
+        Reads only the checkpoint's metadata now; the base model is built on first use. This is
+        the "before" for Compare (same label set, descriptions and templates, nothing adapted).
+        """
+        _, meta = read_adapted(checkpoint)
+        return self.add_base(meta.base.clip_model, meta.base.pretrained or None, meta.classes, name,
+                             templates=meta.templates or DEFAULT_TEMPLATES, descriptions=meta.descriptions or None)
+
     def _load_checkpoint(self, name: str, path: Path) -> LoadedModel:
         model = load_model(path, self.device)
         meta: CheckpointMeta = model.meta
@@ -113,6 +173,9 @@ class ModelRegistry:
     def get(self, name: str | None = None) -> LoadedModel:
         name = name or self.default_name
         with self._lock:
+            if name is None:
+                raise KeyError("no model is loaded: upload an adapted checkpoint in Models / About, or start the "
+                               "app with --ckpt-path or --clip_model")
             if name not in self._loaders:
                 raise KeyError(f"no model named {name!r}; loaded: {', '.join(self._loaders) or 'none'}")
             if name not in self._models:
@@ -183,7 +246,8 @@ def default_registry(device: torch.device | str = "cpu", ckpt_path: str | None =
                           templates=json.loads((TOY_ASSETS / "templates.json").read_text()),
                           descriptions=json.loads((TOY_ASSETS / "descriptions.json").read_text()))
     if ckpt_path:
-        registry.add_checkpoint(ckpt_path, default=True)
+        name = registry.add_checkpoint(ckpt_path, default=True)
+        registry.add_base_of(ckpt_path, f"{name} · base zero-shot")
     elif clip_model:
         # No checkpoint: the user types the label set in Explore; start from a neutral one.
         registry.add_base(clip_model, pretrained, GENERIC_CLASSES, f"{clip_model} zero-shot", default=True)

@@ -1,0 +1,269 @@
+"""The app over HTTP: launch it on localhost and drive the Explore, Compare and Models endpoints
+with ``gradio_client``, including bad uploads. Nothing under test is mocked."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import shutil
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES, draw_sample
+from PIL import Image, ImageOps
+
+from microclip.checkpoint import CheckpointMeta, save_adapted
+from microclip.model import MicroCLIP
+from ui.app import build_demo, launch_kwargs
+from ui.common import DISPLAY_SIZE
+from ui.registry import ModelRegistry, default_registry
+from viz.overlay import display_crop
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ADAPTED, ZERO_SHOT = "adapted", "zero-shot"
+DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}."] for name in CLASSES}
+DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw_map="SOAP weight", numbers=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """An adapted checkpoint on the tiny random ViT, and the images the tests upload."""
+    folder = tmp_path_factory.mktemp("app")
+    model, _, _ = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, CLASSES, descriptions=DESCRIPTIONS)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.trainable_parameters().values():
+            param.add_(0.05 * torch.randn_like(param))
+    meta = CheckpointMeta(model.base, CLASSES, method=model.config.to_dict(),
+                          training={"dataset": "shapes", "command": "test"}, metrics={"acc": 42.0},
+                          templates=["a photo of a {}."], descriptions=DESCRIPTIONS)
+    paths = {"checkpoint": save_adapted(folder / "adapted.safetensors", model.adapted_state(), meta)}
+    rng = np.random.default_rng(0)
+    paths["image"] = folder / "square.png"
+    draw_sample(0, rng, size=48).save(paths["image"])
+    return paths | bad_files(folder, rng)
+
+
+def bad_files(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
+    """Files a user might upload: unreadable ones and awkward-but-valid ones."""
+    paths = {name: folder / name for name in ("text.jpg", "truncated.png", "bomb.png", "cmyk.jpg", "gray16.png",
+                                              "palette.png", "exif.jpg")}
+    paths["text.jpg"].write_text("this is not an image")
+    png = io.BytesIO()
+    draw_sample(1, rng, size=48).save(png, format="PNG")
+    paths["truncated.png"].write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    paths["bomb.png"].write_bytes(png_header(50_000, 50_000))
+    Image.new("CMYK", (40, 40), (0, 200, 200, 0)).save(paths["cmyk.jpg"])
+    Image.fromarray((rng.random((40, 40)) * 65535).astype(np.uint16)).save(paths["gray16.png"])
+    draw_sample(2, rng, size=48).convert("P").save(paths["palette.png"])
+    portrait = np.zeros((30, 60, 3), np.uint8)
+    portrait[:, :30] = (250, 0, 0)  # stored landscape: red left half, blue right half
+    portrait[:, 30:] = (0, 0, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(portrait).save(paths["exif.jpg"], exif=exif, quality=95)
+    return paths
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb's header)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def registry(files, tiny_model_dir) -> ModelRegistry:
+    registry = ModelRegistry("cpu")
+    registry.add_checkpoint(files["checkpoint"], ADAPTED, default=True)
+    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, ZERO_SHOT, descriptions=DESCRIPTIONS)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    demo = build_demo(registry)
+    demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
+    try:
+        yield gradio_client.Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def forward_calls(registry) -> list[int]:
+    """Counts forward passes of the adapted model's visual tower (one element per pass)."""
+    calls: list[int] = []
+    registry.get(ADAPTED).model.backbone.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def explore(client, image: Path, classes: str = "", **display):
+    return client.predict(handle_file(str(image)), ADAPTED, classes, None, 0.5, *{**DISPLAY, **display}.values(),
+                          api_name="/explore")
+
+
+def confidences(label: dict) -> dict[str, float]:
+    """Class → probability from a Label output (an update with a title wraps it in "value")."""
+    value = label.get("value", label)
+    return {row["label"]: row["confidence"] for row in value["confidences"]}
+
+
+# ------------------------------------------------------------------ explore and friends
+
+def test_every_action_is_a_named_endpoint(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/explore", "/rerender", "/fusion", "/patch_info", "/compare", "/model_info", "/upload_model",
+            "/model_classes", "/list_models"} <= names
+
+
+def test_explore_returns_topk_for_each_branch_and_maps(client, files, forward_calls):
+    before = len(forward_calls)
+    summary, fused, cls_only, fg_only, plot, descriptions, *maps, patch = explore(client, files["image"])
+    assert len(forward_calls) == before + 1  # one forward pass makes everything
+    assert "Prediction:" in summary and "Null token" in summary
+    for label in (fused, cls_only, fg_only):
+        assert set(confidences(label)) == set(CLASSES)
+        assert sum(confidences(label).values()) == pytest.approx(1.0, abs=1e-4)
+    assert plot["type"] == "matplotlib"
+    assert "Predicted:" in descriptions and "noisy background" in descriptions  # the checkpoint's descriptions
+    assert [Image.open(m).size for m in maps[:3]] == [(DISPLAY_SIZE, DISPLAY_SIZE)] * 3
+    assert Image.open(maps[3]).size[0] > 0
+
+
+def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forward_calls):
+    summary, fused, cls_only, fg_only, *_ = explore(client, files["image"])
+    before = len(forward_calls)
+    maps = client.predict(0.9, "viridis", 5, 95, 0.3, "cosine to [CLS]", True, api_name="/rerender")
+    assert len(maps) == 4 and all(Path(m).is_file() for m in maps)
+    cls_top = fused_top = None
+    for ratio in (1.0, 0.0):  # ρ = 1: fused is [CLS] only; ρ = 0: fused is [FG] only
+        out = client.predict(ratio, *DISPLAY.values(), api_name="/fusion")
+        fused_top = out[1]["value"]["label"]
+        assert f"ρ = {ratio:.2f}" in out[0]
+        if ratio == 1.0:
+            cls_top = fused_top
+    assert cls_top == cls_only["value"]["label"] and fused_top == fg_only["value"]["label"]
+    text, *framed = client.predict(1, 2, *DISPLAY.values(), api_name="/patch_info")
+    assert "row 1, col 2" in text and "SOAP weight" in text and "cosine to `[CLS]`" in text
+    assert len(framed) == 4
+    assert len(forward_calls) == before
+
+
+def test_patch_outside_the_grid_is_a_clear_error(client, files):
+    explore(client, files["image"])
+    with pytest.raises(AppError, match="outside the 4×4 patch grid"):
+        client.predict(9, 0, *DISPLAY.values(), api_name="/patch_info")
+
+
+def test_typed_class_names_replace_the_model_classes(client, files):
+    _, fused, *_ = explore(client, files["image"], classes="cat, dog\nbird")
+    assert set(confidences(fused)) == {"cat", "dog", "bird"}
+
+
+def test_descriptions_upload_builds_the_heads_and_is_shown(client, files, tmp_path):
+    path = tmp_path / "descriptions.json"
+    path.write_text('{"cat": ["a small furry animal with whiskers."], "dog": ["a loyal animal that barks."]}')
+    summary, fused, *_, descriptions, _m1, _m2, _m3, _m4, _patch = client.predict(
+        handle_file(str(files["image"])), ADAPTED, "cat, dog, bird", handle_file(str(path)), 0.5,
+        *DISPLAY.values(), api_name="/explore")
+    assert set(confidences(fused)) == {"cat", "dog", "bird"}
+    assert "1 of 3 classes have no descriptions" in summary  # bird falls back to templates
+    assert "whiskers" in descriptions or "barks" in descriptions
+
+
+def test_model_lists_and_classes(client):
+    updates = client.predict(ADAPTED, ADAPTED, ZERO_SHOT, ADAPTED, api_name="/list_models")
+    assert [u["value"] for u in updates] == [ADAPTED, ADAPTED, ZERO_SHOT, ADAPTED]
+    assert all(["zero-shot", "zero-shot"] in u["choices"] for u in updates)
+    assert "3 classes" in client.predict(ZERO_SHOT, api_name="/model_classes")["placeholder"]
+
+
+def test_compare_two_models(client, files):
+    label_a, label_b, *images, rank = client.predict(handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "",
+                                                     CLASSES[1], 0.5, "jet", api_name="/compare")
+    assert set(confidences(label_a)) == set(CLASSES) == set(confidences(label_b))
+    assert len(images) == 6 and all(Path(m).is_file() for m in images)
+    assert f"Class **{CLASSES[1]}**: rank" in rank and "under B" in rank
+
+
+# ------------------------------------------------------------------ models
+
+def test_model_info_shows_the_checkpoint_metadata(client):
+    info = client.predict(ADAPTED, api_name="/model_info")
+    assert all(name in info for name in CLASSES)
+    assert "Metrics" in info and "acc" in info and "shapes" in info and "fusion_ratio" in info
+
+
+def test_upload_checkpoint_lists_it_everywhere(client, files, tmp_path):
+    copy = tmp_path / "my-model.safetensors"
+    shutil.copyfile(files["checkpoint"], copy)
+    info, models_tab, explore_tab, compare_a, compare_b = client.predict(handle_file(str(copy)),
+                                                                         api_name="/upload_model")
+    assert "my-model" in info
+    assert models_tab["value"] == explore_tab["value"] == "my-model"  # these switch to it
+    for dropdown in (compare_a, compare_b):  # these list it and keep their selection
+        assert ["my-model", "my-model"] in dropdown["choices"] and "value" not in dropdown
+    _, *maps, _ = client.predict(handle_file(str(files["image"])), "my-model", "", None, 0.5, *DISPLAY.values(),
+                                 api_name="/explore")[5:]
+    assert all(Path(m).is_file() for m in maps)
+
+
+def test_pickle_renamed_safetensors_is_refused_and_the_app_keeps_serving(client, tmp_path, registry):
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    names = registry.names()
+    with pytest.raises(AppError, match="pickle"):
+        client.predict(handle_file(str(evil)), api_name="/upload_model")
+    assert registry.names() == names
+    assert CLASSES[0] in client.predict(ADAPTED, api_name="/model_info")
+
+
+# ------------------------------------------------------------------ bad and awkward images
+
+@pytest.mark.parametrize(("name", "message"), [("text.jpg", "not an image"),
+                                               ("truncated.png", "corrupt or truncated"),
+                                               ("bomb.png", "decompression bomb")])
+def test_bad_images_give_a_clear_message_and_the_app_keeps_serving(client, files, name, message):
+    with pytest.raises(AppError, match=message):
+        explore(client, files[name])
+    assert "Prediction:" in explore(client, files["image"])[0]
+
+
+@pytest.mark.parametrize("name", ["cmyk.jpg", "gray16.png", "palette.png"])
+def test_unusual_modes_are_converted(client, files, name):
+    assert "Prediction:" in explore(client, files[name])[0]
+
+
+def test_exif_orientation_is_applied(client, files):
+    *_, soap, _ncut, _cls, _raw, _patch = explore(client, files["exif.jpg"], opacity=0.0)
+    shown = np.asarray(Image.open(soap).convert("RGB"))  # opacity 0: the crop itself, losslessly
+    expected = display_crop(ImageOps.exif_transpose(Image.open(files["exif.jpg"])).convert("RGB"), DISPLAY_SIZE)
+    np.testing.assert_array_equal(shown, expected)
+    assert shown[:50, :, 0].mean() > 150 > shown[-50:, :, 0].mean()  # rotated: red on top, not on the left
+
+
+def test_default_registry_pairs_a_checkpoint_with_its_base_zero_shot(files):
+    registry = default_registry("cpu", ckpt_path=str(files["checkpoint"]))
+    adapted = [n for n in registry.names() if n.startswith("adapted")]
+    assert registry.default_name == "adapted" and "adapted · base zero-shot" in adapted
+    base = registry.get("adapted · base zero-shot")
+    assert base.meta is None and base.classes == tuple(CLASSES) and base.descriptions == DESCRIPTIONS

@@ -1,0 +1,82 @@
+"""The whole app: five tabs over one model registry, every action a named API endpoint."""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from ui.adapt import build_adapt_tab
+from ui.batch import build_batch_tab
+from ui.common import model_dropdown_update
+from ui.compare import build_compare_tab
+from ui.explore import build_explore_tab
+from ui.jobs import AdaptationRunner
+from ui.models import build_models_tab, list_models
+from ui.registry import ModelRegistry
+
+TITLE = "microCLIP Studio"
+INTRO = ("# microCLIP Studio\n"
+         "See and steer how CLIP classifies fine-grained images: the SOAP map *is* the pooling that builds "
+         "the fine-grained `[FG]` token, every score splits exactly into its `[CLS]` and `[FG]` parts, and "
+         "a model can be adapted to your images without labels.")
+QUEUE_SIZE = 32  # requests waiting beyond this are refused at once rather than queued for minutes
+MAX_UPLOAD = "200mb"  # images and .safetensors checkpoints; zips for Adapt/Batch are capped there too
+
+
+def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None) -> gr.Blocks:
+    """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None)."""
+    if runner is None:
+        runner = AdaptationRunner(registry, Path(tempfile.mkdtemp(prefix="microclip-runs-")))
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore") as explore_tab:
+                explore = build_explore_tab(registry)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                compare = build_compare_tab(registry)
+            with gr.Tab("Adapt", id="adapt"):
+                adapt = build_adapt_tab(registry, runner)
+            with gr.Tab("Batch", id="batch"):
+                build_batch_tab(registry)
+            with gr.Tab("Models / About", id="models") as models_tab:
+                models = build_models_tab(registry, follow=[explore.model],
+                                          refresh=[compare.model_a, compare.model_b])
+        # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded):
+        # loading the page or opening a tab refreshes the model lists.
+        dropdowns = [explore.model, compare.model_a, compare.model_b, models]
+        gr.on([demo.load] + [tab.select for tab in (explore_tab, compare_tab, models_tab)],
+              partial(refresh_models, registry), dropdowns, dropdowns, api_name="list_models",
+              show_progress="hidden")
+        saved_name = getattr(adapt, "saved_name", None)  # a finished adaptation's registry name
+        if saved_name is not None:
+            saved_name.change(partial(switch_to_saved, registry), [saved_name, *dropdowns], dropdowns,
+                              api_visibility="private", show_progress="hidden")
+    # Bounded everywhere the app is served from (app.py, Spaces, tests): a full waiting line refuses at
+    # once instead of queueing for minutes; cheap re-render events run two at a time.
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+
+
+def refresh_models(registry: ModelRegistry, explore_model: str | None, compare_a: str | None,
+                   compare_b: str | None, models_tab: str | None) -> list[gr.Dropdown]:
+    """Every model list with the registry's current names; selections kept (the ``list_models`` endpoint)."""
+    return list_models(registry, [explore_model, compare_a, compare_b, models_tab])
+
+
+def switch_to_saved(registry: ModelRegistry, saved: str | None, *current: str | None) -> list[gr.Dropdown]:
+    """After an adaptation is saved, Explore switches to it and every other model list shows it."""
+    updates = list_models(registry, current)
+    if saved and saved in registry.names():
+        updates[0] = model_dropdown_update(registry.names(), saved)
+    return updates
+
+
+def launch_kwargs(host: str | None = None, port: int | None = None, share: bool = False) -> dict:
+    """The arguments ``demo.launch`` gets from app.py (and the tests), in one place.
+
+    ``None`` host/port leave Gradio's defaults: $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT if set
+    (HuggingFace Spaces sets them), else 127.0.0.1:7860.
+    """
+    return dict(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)

@@ -1,0 +1,114 @@
+"""Patch-grid maps drawn over the image the model saw.
+
+Every map in an ``Explanation`` lives on the ViT's (h, w) patch grid; these functions upsample it
+to the picture (bilinear for continuous maps, nearest for masks) and blend it in. Scaling is done
+on the grid, so percentiles count each patch once, whatever the display size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from viz.colormaps import DEFAULT_COLORMAP, clip_normalize, colorize, colorize_diverging, symmetric_limit
+
+Interpolation = Literal["bilinear", "nearest"]
+_CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+MASK_COLOUR = (0, 220, 90)  # RGB; green reads as "kept" on most photos
+
+
+def display_crop(image: Image.Image, size: int) -> np.ndarray:
+    """The model's centre crop of ``image`` (short side resized, square centre cut) at ``size`` pixels.
+
+    Same geometry as ``microclip.data.transforms.test_transform(crop="center")``, drawn larger so the
+    maps can be read; every map is aligned with this picture, not with the uploaded original.
+    """
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = image.convert("RGB").resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                                          Image.BICUBIC)
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def upsample(grid_map: np.ndarray, size: tuple[int, int], interpolation: Interpolation = "bilinear") -> np.ndarray:
+    """Resize an (h, w) map to ``size`` = (H, W) as float32 (bool masks come back as 0.0 / 1.0)."""
+    if interpolation not in _CV2_INTERPOLATION:
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    height, width = size
+    values = np.asarray(grid_map, dtype=np.float32)
+    return cv2.resize(values, (width, height), interpolation=_CV2_INTERPOLATION[interpolation])
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
+    """Per-pixel ``image·(1−α) + colours·α`` in uint8; ``alpha`` is a scalar or an (H, W) array."""
+    alpha = np.asarray(alpha, dtype=np.float32)
+    if alpha.ndim == 2:
+        alpha = alpha[..., None]
+    mixed = image.astype(np.float32) * (1.0 - alpha) + colours.astype(np.float32) * alpha
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def overlay_map(
+    image: np.ndarray,
+    grid_map: np.ndarray,
+    opacity: float = 0.5,
+    cmap: str = DEFAULT_COLORMAP,
+    clip: tuple[float, float] = (0.0, 100.0),
+    threshold: float = 0.0,
+    interpolation: Interpolation = "bilinear",
+) -> np.ndarray:
+    """Colour an (h, w) map over an (H, W, 3) uint8 image.
+
+    ``clip`` = (lo, hi) percentiles scale the map to [0, 1]; ``threshold`` is on that [0, 1] scale
+    (so one slider means the same for every map), and pixels whose scaled value is below it stay
+    the original image. ``opacity`` 0 returns the image unchanged.
+    """
+    unit = upsample(clip_normalize(grid_map, *clip), image.shape[:2], interpolation)
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * (unit >= threshold)
+    return blend(image, colorize(unit, cmap), alpha)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45,
+                 colour: tuple[int, int, int] = MASK_COLOUR, outline: bool = True) -> np.ndarray:
+    """Tint the pixels of a boolean (h, w) patch mask (nearest upsampling: whole patches).
+
+    With ``outline`` the mask's border pixels are drawn in full colour; the border is taken inside
+    the mask, so pixels outside it are never touched.
+    """
+    inside = upsample(np.asarray(mask, dtype=bool), image.shape[:2], "nearest") > 0.5
+    fill = np.broadcast_to(np.asarray(colour, dtype=np.uint8), image.shape)
+    out = np.where(inside[..., None], blend(image, fill, opacity), image)
+    if outline:
+        eroded = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        border = inside & (eroded == 0)
+        out[border] = colour
+    return out
+
+
+def difference_overlay(image: np.ndarray, difference: np.ndarray, opacity: float = 0.6,
+                       limit: float | None = None, interpolation: Interpolation = "nearest") -> np.ndarray:
+    """A signed (h, w) map over the image with a diverging colormap (red > 0, blue < 0).
+
+    Opacity grows with |difference| (``opacity`` at ``limit``, default the largest |difference|), so
+    patches where the two maps agree show the image untouched. Nearest upsampling by default: a
+    difference of two patch maps is honest only per patch.
+    """
+    limit = symmetric_limit(difference) if limit is None else limit
+    values = upsample(difference, image.shape[:2], interpolation)
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * np.clip(np.abs(values) / limit, 0.0, 1.0)
+    return blend(image, colorize_diverging(values, limit), alpha)
+
+
+def difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a − b`` for two patch maps; if the grids differ, both are resampled to the finer one first."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape:
+        shape = (max(a.shape[0], b.shape[0]), max(a.shape[1], b.shape[1]))
+        a, b = upsample(a, shape), upsample(b, shape)
+    return a - b
