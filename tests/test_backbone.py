@@ -124,3 +124,18 @@ def test_cls_attention_matches_multihead_attention_weights():
     y = last.ln_1(captured["x"])
     _, weights = last.attn(y, y, y, need_weights=True, average_attn_weights=True)  # (B, L, L)
     torch.testing.assert_close(last_block_cls_attention(backbone, images), weights[:, 0, 1:], atol=1e-6, rtol=1e-5)
+
+
+def test_local_dir_inside_the_project_is_recorded_relative(tiny_model_dir, monkeypatch, tmp_path):
+    import shutil
+
+    from microclip import backbone
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_model_dir, project / "checkpoints" / "tiny")
+    monkeypatch.setattr(backbone, "PROJECT_ROOT", project)
+    _, spec = create_clip(f"local-dir:{project / 'checkpoints' / 'tiny'}")
+    assert spec.clip_model == "local-dir:checkpoints/tiny"
+    monkeypatch.chdir(tmp_path)  # another working directory: the recorded path still resolves
+    _, again = create_clip(spec.clip_model)
+    assert again.weights_sha256 == spec.weights_sha256
