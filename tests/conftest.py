@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny random ViTs registered as open_clip configs, and small generated image folders."""
+"""Shared fixtures: tiny random ViTs registered as open_clip configs, small generated image folders, and
+helpers that serve the app on loopback for the app tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -73,3 +75,47 @@ def image_dataset_root(tmp_path_factory) -> Path:
     write_image_folder(root / "shapes" / "train", per_class=8, seed=1)
     write_image_folder(root / "shapes" / "test", per_class=4, seed=2)
     return root
+
+
+# ------------------------------------------------------------------ the app, served on loopback (tests/test_app_*.py)
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(demo):
+    """Launch a built Gradio app on 127.0.0.1 (no thread lock) and close it afterwards; yields its URL."""
+    from ui.app import launch_kwargs
+
+    demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str = "", extra: dict[str, bytes] | None = None) -> Path:
+    """Zip every file under ``folder`` (paths relative to it, under ``prefix``), plus ``extra`` members."""
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, prefix + path.relative_to(folder).as_posix())
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return archive
+
+
+def tiny_base_registry(model_dir: Path, name: str = "tiny"):
+    """A ``ModelRegistry`` holding the tiny random ViT as a zero-shot base model on the shape classes."""
+    from ui.registry import ModelRegistry
+
+    registry = ModelRegistry("cpu")
+    registry.add_base(f"local-dir:{model_dir}", None, CLASSES, name)
+    return registry

@@ -70,8 +70,10 @@ def save_training_plots(history: list[dict], folder: Path) -> None:
 
 CLS_COLOUR = "#4C72B0"  # [CLS]: the global token
 FG_COLOUR = "#DD8452"  # [FG]: SOAP's fine-grained token
-CLS_LABEL = r"[CLS] part  $\rho\cdot 100\,\langle g, \hat{W}^*_c\rangle$"
-FG_LABEL = r"[FG] part  $(1-\rho)\cdot 100\,\langle f, \hat{W}^*_c\rangle$"
+# Plain Unicode (DejaVu Sans has every glyph), not mathtext: matplotlib's mathtext parser (pyparsing) is
+# not thread-safe, and the app draws and saves these figures in several request threads at once.
+CLS_LABEL = "[CLS] part  ρ·100·⟨g, Ŵ*_c⟩"
+FG_LABEL = "[FG] part  (1−ρ)·100·⟨f, Ŵ*_c⟩"
 
 
 def contribution_figure(explanation: Explanation, class_indices: Sequence[int],
@@ -95,17 +97,22 @@ def contribution_figure(explanation: Explanation, class_indices: Sequence[int],
     axis.barh(rows, cls_part, color=CLS_COLOUR, label=CLS_LABEL)
     axis.barh(rows, fg_part, left=fg_left, color=FG_COLOUR, label=FG_LABEL)
     axis.scatter(cls_part + fg_part, rows, marker="|", s=400, color="black", zorder=3, label="fused logit")
-    names = [f"{explanation.classes[c]}{f'  ({marks[c]})' if c in marks else ''}" for c in class_indices]
+    names = [f"{_plain(explanation.classes[c])}{f'  ({marks[c]})' if c in marks else ''}" for c in class_indices]
     axis.set_yticks(rows, names)
     axis.invert_yaxis()  # first class on top
     axis.axvline(0.0, color="grey", linewidth=0.8)
     axis.set_xlabel("contribution to the fused logit")
-    axis.set_title(f"Why this class? Fused logit split at $\\rho$ = {explanation.ratio:.2f}")
+    axis.set_title(f"Why this class? Fused logit split at ρ = {explanation.ratio:.2f}")
     axis.grid(axis="x", alpha=0.3)
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / figure.get_figheight() - 0.12), ncol=3,
                 fontsize=8, frameon=False)  # below the axis, so it never hides a bar
     figure.tight_layout()
     return figure
+
+
+def _plain(text: str) -> str:
+    """A user's class name shown as typed: ``$`` escaped so matplotlib never parses it as mathtext."""
+    return text.replace("$", r"\$")
 
 
 def topk_figure(explanation: Explanation, k: int = 5) -> Figure:
@@ -116,7 +123,7 @@ def topk_figure(explanation: Explanation, k: int = 5) -> Figure:
         axis = figure.add_subplot(1, 3, index + 1)
         top = explanation.top_k(branch, k)
         axis.barh(range(len(top)), [p for _, p in top], color=(FG_COLOUR if branch == "fg" else CLS_COLOUR))
-        axis.set_yticks(range(len(top)), [name for name, _ in top], fontsize=8)
+        axis.set_yticks(range(len(top)), [_plain(name) for name, _ in top], fontsize=8)
         axis.invert_yaxis()
         axis.set_xlim(0.0, 1.0)
         axis.set_title(title)

@@ -1,0 +1,330 @@
+"""The Adapt and Batch tabs over HTTP: the app is launched on 127.0.0.1 with a real `AdaptationRunner`
+on the tiny random ViT and driven with ``gradio_client`` (adapt_start / adapt_status / adapt_stop /
+adapt_save, batch), including unsafe and broken uploads. Nothing under test is mocked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import stat
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSES, draw_sample, serve, tiny_base_registry, write_image_folder, zip_folder
+from PIL import Image
+
+from microclip.checkpoint import load_model
+from ui.app import build_demo
+from ui.jobs import AdaptationRunner
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+BASE = "tiny"
+N_GOOD = 24  # readable images in good.zip (8 per class)
+DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw_map="SOAP weight", numbers=False)
+RUN = dict(per_class=8, class_text="", descriptions=None, allow=False, steps=200, batch_size=16, lr=1e-4, crops=4,
+           probes=2)
+TIMEOUT = 60.0
+
+# (file, the message the user gets): each is refused by the batch endpoint and fails an adaptation run.
+BAD_ZIPS = [("traversal.zip", r"contains '\.\.' \(path traversal\)"),
+            ("symlink.zip", "is a symbolic link"),
+            ("bomb.zip", "looks like a zip bomb"),
+            ("big-bomb.zip", "more than the limit of 524.3 MB"),
+            ("empty.zip", "is an empty zip"),
+            ("not-a-zip.zip", "is not a zip file")]
+
+
+# ------------------------------------------------------------------ fixtures
+
+def png_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    draw_sample(seed % 3, np.random.default_rng(seed)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """good.zip (class folders + a text file + a truncated PNG), the unsafe zips, an image, descriptions."""
+    folder = tmp_path_factory.mktemp("uploads")
+    images = write_image_folder(folder / "shapes", per_class=N_GOOD // len(CLASSES), seed=3)
+    paths = {"good.zip": zip_folder(images, folder / "good.zip", prefix="shapes/", extra={
+        "shapes/red square/notes.txt": b"not an image", "shapes/green disc/broken.png": png_bytes(0)[:60]})}
+    paths["image.png"] = folder / "image.png"
+    draw_sample(1, np.random.default_rng(7), size=48).save(paths["image.png"])
+    with zipfile.ZipFile(folder / "traversal.zip", "w") as zf:
+        zf.writestr("shapes/red square/a.png", png_bytes(1))
+        zf.writestr("../../escaped.png", png_bytes(2))
+    with zipfile.ZipFile(folder / "symlink.zip", "w") as zf:
+        zf.writestr("shapes/red square/a.png", png_bytes(1))
+        link = zipfile.ZipInfo("shapes/red square/b.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    with zipfile.ZipFile(folder / "bomb.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("shapes/red square/a.png", png_bytes(1))
+        zf.writestr("shapes/red square/zeros.png", bytes(8 * 2 ** 20))  # 8 MB of zeros → ~8 kB: ratio ≈ 1000:1
+    # A real bomb above the default 500 MiB total: 510 members of ~1 MB of zeros, each small enough to pass
+    # the per-member ratio check (under its 1 MiB floor); 2.4 MB on disk.
+    with zipfile.ZipFile(folder / "big-bomb.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zeros = bytes(1_048_000)
+        for index in range(510):
+            zf.writestr(f"shapes/blue bar/{index:04d}.png", zeros)
+    zipfile.ZipFile(folder / "empty.zip", "w").close()
+    (folder / "not-a-zip.zip").write_text("these are not the images you are looking for")
+    (folder / "partial.json").write_text(json.dumps({"red square": ["a red square shape."],
+                                                     "green disc": ["a round green disc."]}))
+    return paths | {name: folder / name for name, _ in BAD_ZIPS} | {"partial.json": folder / "partial.json"}
+
+
+@dataclass
+class App:
+    url: str
+    client: gradio_client.Client
+    runner: AdaptationRunner
+    batch_workspace: Path  # where the Batch tab writes (one folder per call)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_model_dir) -> App:
+    root = tmp_path_factory.mktemp("app-adapt-batch")
+    registry = tiny_base_registry(tiny_model_dir, BASE)
+    runner = AdaptationRunner(registry, root / "runs")
+    # The Batch tab makes its workspace (tempfile.mkdtemp, prefix microclip-batch-) when the app is built:
+    # the one folder that appears meanwhile is it, so the test can look inside.
+    pattern = "microclip-batch-*"
+    existing = set(Path(tempfile.gettempdir()).glob(pattern))
+    demo = build_demo(registry, runner)
+    created = set(Path(tempfile.gettempdir()).glob(pattern)) - existing
+    assert len(created) == 1, f"expected one new batch workspace in {tempfile.gettempdir()}, found {created}"
+    (workspace,) = created
+    with serve(demo) as url:
+        yield App(url, gradio_client.Client(url, verbose=False), runner, workspace)
+        for job_id in list(runner._jobs):  # never leave a training thread behind a failed test
+            runner.stop(job_id)
+
+
+# ------------------------------------------------------------------ helpers
+
+@dataclass
+class Status:
+    text: str
+    step: int
+    total: int
+    loss: dict
+    accuracy: dict
+    before: list
+    latest: list
+    skipped: str
+
+
+def adapt_start(client, source: str, archive: Path | None = None, folder: str = "", **overrides) -> str:
+    values = {**RUN, **overrides}
+    if values["descriptions"] is not None:
+        values["descriptions"] = handle_file(str(values["descriptions"]))
+    job_id, text, progress, checkpoint, saved, _timer = client.predict(
+        BASE, source, handle_file(str(archive)) if archive else None, folder, *values.values(), api_name="/adapt_start")
+    assert re.fullmatch(r"\d+-[0-9a-f]{8}", job_id) and checkpoint is None and saved == ""
+    return job_id
+
+
+def adapt_status(client, job_id: str) -> Status:
+    text, progress, loss, _confidence, accuracy, before, latest, skipped = client.predict(job_id,
+                                                                                         api_name="/adapt_status")
+    bar = re.search(r"value='(\d+)' max='(\d+)'", progress)
+    step, total = (int(bar[1]), int(bar[2])) if bar else (0, 0)
+    return Status(text, step, total, loss, accuracy, before or [], latest or [], skipped)
+
+
+def wait_until(client, job_id: str, done, what: str) -> Status:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        status = adapt_status(client, job_id)
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"waited {TIMEOUT:.0f} s for {what}; last status: {status.text}"
+        time.sleep(0.2)
+
+
+def finished(status: Status) -> bool:
+    return re.search(r"\*\*(done|stopped|finished|error|cancelled)", status.text) is not None
+
+
+def explore(client, image: Path, model: str = BASE) -> list:
+    return client.predict(handle_file(str(image)), model, "", None, 0.5, *DISPLAY.values(), api_name="/explore")
+
+
+def labels_of(label: dict) -> set[str]:
+    return {row["label"] for row in label.get("value", label)["confidences"]}
+
+
+def workspace_files(app: App) -> list[Path]:
+    return sorted(p for p in app.batch_workspace.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ adapt
+
+def test_adapt_and_batch_are_named_endpoints(app):
+    names = set(app.client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/adapt_start", "/adapt_status", "/adapt_stop", "/adapt_save", "/batch"} <= names
+
+
+def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, files):
+    client = app.client
+    job_id = adapt_start(client, "upload a zip", files["good.zip"])
+    with pytest.raises(AppError, match="still going"):
+        client.predict(job_id, "", api_name="/adapt_save")
+
+    running = wait_until(client, job_id, lambda s: s.step >= 2 or finished(s), "two training steps")
+    assert f"running: step {running.step}/200" in running.text, running.text
+    assert running.total == 200 and "24 images, 3 classes (labelled by folders)" in running.text
+    loss_steps = [step for step, _value, series in running.loss["data"] if series == "loss"]
+    assert loss_steps[:2] == [1, 2] and len(loss_steps) >= running.step
+    assert {series for *_, series in running.accuracy["data"]} >= {"combined", "fused · W*"}
+    assert [item["caption"].split(":")[0] for item in running.before] == ["before", "before"]
+    assert "notes.txt" in running.skipped and "broken.png" in running.skipped
+
+    # While the run goes, Explore still answers (the run is still going once the answer is back).
+    summary, fused, *_ = explore(client, files["image.png"])
+    assert "Prediction:" in summary and labels_of(fused) == set(CLASSES)
+    during = adapt_status(client, job_id)
+    assert not finished(during) and during.step < 200, during.text
+
+    text, progress = client.predict(job_id, api_name="/adapt_stop")
+    assert re.search(r"\*\*(stopping|stopped)", text), text
+    stopped = wait_until(client, job_id, finished, "the run to stop")
+    assert re.search(r"stopped after \d+ of 200 steps", stopped.text), stopped.text
+    assert 2 <= stopped.step < 200
+    assert stopped.latest and stopped.latest[0]["caption"].startswith(f"step {stopped.step}:")
+
+    path, text, name = client.predict(job_id, "my shapes", api_name="/adapt_save")
+    assert name == "my shapes" and "saved as **my shapes**" in text
+    model = load_model(path)  # the downloaded checkpoint loads on its own
+    assert list(model.classes) == sorted(CLASSES)
+    assert model.meta.metrics["stopped"] is True and model.meta.metrics["steps"] == stopped.step
+    assert model.meta.training["source"] == "zip"
+
+    updates = client.predict(BASE, BASE, BASE, BASE, api_name="/list_models")
+    assert all(["my shapes", "my shapes"] in update["choices"] for update in updates)
+    summary, fused, *_ = explore(client, files["image.png"], model="my shapes")
+    assert "Prediction:" in summary and labels_of(fused) == set(CLASSES)
+    assert list((app.runner.workdir / "jobs").iterdir()) == []  # the job's extracted zip is gone
+
+
+def test_status_of_an_unknown_job_says_so(app):
+    assert "no adaptation job 'nope'" in adapt_status(app.client, "nope").text
+
+
+def test_settings_outside_the_caps_are_refused(app, files):
+    with pytest.raises(AppError, match="greater than maximum value 200"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], steps=500)
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_ZIPS)
+def test_bad_zip_fails_the_adaptation_with_a_clear_message(app, files, name, message):
+    job_id = adapt_start(app.client, "upload a zip", files[name], steps=1)
+    status = wait_until(app.client, job_id, finished, "the run to fail")
+    assert status.text.startswith("**error:") and re.search(message, status.text), status.text
+    assert list((app.runner.workdir / "jobs").iterdir()) == []
+
+
+def test_descriptions_missing_classes_are_a_clear_error_and_the_runner_keeps_going(app, files):
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, descriptions=files["partial.json"])
+    status = wait_until(app.client, job_id, finished, "the run to fail")
+    assert "no entry for class 'blue bar'" in status.text and "tick 'allow missing descriptions'" in status.text
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, descriptions=files["partial.json"],
+                         allow=True)
+    status = wait_until(app.client, job_id, finished, "a one-step run")
+    assert "finished after 1 of 1 steps" in status.text, status.text
+
+
+# ------------------------------------------------------------------ explore under concurrent load
+
+def test_concurrent_explore_requests_all_succeed(app, files):
+    """Several users at once: Explore runs requests in parallel threads, each drawing its own maps and plot
+    (matplotlib's mathtext parser is not thread-safe; a race once failed most concurrent requests)."""
+    results: list[str] = []
+
+    def user(client) -> None:
+        try:
+            results.append(explore(client, files["image.png"])[0])
+        except Exception as error:  # noqa: BLE001 - collected and reported below
+            results.append(f"failed: {error}")
+
+    threads = [threading.Thread(target=user, args=(gradio_client.Client(app.url, verbose=False),))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert len(results) == 4 and all("Prediction:" in r for r in results), [r[:200] for r in results]
+
+
+# ------------------------------------------------------------------ batch
+
+def batch(client, archive: Path, cap: int = 50):
+    return client.predict(BASE, handle_file(str(archive)), "", cap, 0.5, api_name="/batch")
+
+
+def test_batch_gives_a_gallery_a_table_and_a_complete_bundle(app, files):
+    gallery, table, notes, bundle = batch(app.client, files["good.zip"])
+    assert len(gallery) == N_GOOD
+    assert all(re.match(r"shapes/.+\.png: .+ \(\d+%\)", item["caption"]) for item in gallery)
+    assert Image.open(gallery[0]["image"]).size == (224, 224)
+    assert table["headers"][:3] == ["file", "fused top-1", "fused p"] and len(table["data"]) == N_GOOD
+    assert all(row[1] in CLASSES and 0 <= row[2] <= 1 for row in table["data"])
+    assert "Skipped 2 file(s)" in notes and "notes.txt" in notes and "broken.png" in notes
+
+    with zipfile.ZipFile(bundle) as zf:
+        names = zf.namelist()
+        pngs = [n for n in names if n.startswith("overlays/") and n.endswith(".png")]
+        assert len(pngs) == N_GOOD and Image.open(io.BytesIO(zf.read(pngs[0]))).size == (224, 224)
+        rows = list(csv.DictReader(io.StringIO(zf.read("predictions.csv").decode())))
+        explanations = json.loads(zf.read("explanations.json"))
+        settings = json.loads(zf.read("settings.json"))
+        skipped = zf.read("skipped.csv").decode()
+    assert [row["file"] for row in rows] == [row[0] for row in table["data"]]
+    assert explanations["classes"] == CLASSES and len(explanations["images"]) == N_GOOD
+    record = explanations["images"][0]
+    assert len(record["logits"]["fused"]) == len(CLASSES) and np.asarray(record["soap_weights"]).shape == (4, 4)
+    assert sum(map(sum, record["soap_weights"])) + record["null_weight"] == pytest.approx(1.0, abs=1e-4)
+    assert settings["model"] == BASE and settings["n_explained"] == N_GOOD and settings["n_skipped"] == 2
+    assert "notes.txt" in skipped and "broken.png" in skipped
+
+    # The workspace keeps the returned bundle and nothing else (no extracted images, no loose files).
+    left = workspace_files(app)
+    assert Path(bundle).name in [p.name for p in left]
+    assert all(re.fullmatch(r"microclip-batch-[\d-]+\.zip", p.name) for p in left), left
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_ZIPS)
+def test_bad_zip_is_refused_by_batch_and_the_app_keeps_serving(app, files, name, message):
+    before = workspace_files(app)
+    with pytest.raises(AppError, match=message):
+        batch(app.client, files[name])
+    assert set(workspace_files(app)) <= set(before)  # nothing extracted was left behind
+    assert "3 classes" in app.client.predict(BASE, api_name="/model_classes")["placeholder"]  # still serving
+
+
+def test_batch_refuses_a_file_that_is_not_a_zip_by_its_type(app, files, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(AppError, match=r"Invalid file type.*\.zip"):
+        batch(app.client, notes)
+
+
+def test_batch_still_runs_after_the_bad_inputs_and_caps_the_images_by_name(app, files):
+    """Runs after the refusals above: the batch slot (one at a time) was released each time."""
+    gallery, table, notes, _bundle = batch(app.client, files["good.zip"], cap=5)
+    assert len(gallery) == len(table["data"]) == 5
+    assert [row[0] for row in table["data"]] == sorted(row[0] for row in table["data"])
+    assert "took the first 5 of 25 image files" in notes  # broken.png counts as a file until it is read
