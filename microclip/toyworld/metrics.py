@@ -48,7 +48,8 @@ def encode_images(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
 
 
 @torch.no_grad()
-def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str],
+                 batch_size: int = 256) -> torch.Tensor:
     """Unit-norm text embeddings (N, D)."""
     model.eval()
     feats = [model.encode_text(tokenizer(list(texts[i:i + batch_size])))
@@ -75,13 +76,15 @@ def class_weights_from_descriptions(model: torch.nn.Module, tokenizer, class_nam
     return F.normalize(torch.stack(rows), dim=-1)
 
 
-def zero_shot_accuracy(image_features: torch.Tensor, class_weights: torch.Tensor, labels: np.ndarray) -> float:
+def zero_shot_accuracy(image_features: torch.Tensor, class_weights: torch.Tensor,
+                       labels: np.ndarray) -> float:
     """Top-1 accuracy of argmax cosine similarity between images (N, D) and classes (C, D)."""
     logits = F.normalize(image_features, dim=-1) @ class_weights.T  # (N, C)
     return float((logits.argmax(dim=1).numpy() == np.asarray(labels)).mean())
 
 
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> torch.nn.Linear:
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float,
+                  max_iter: int) -> torch.nn.Linear:
     torch.manual_seed(0)  # LBFGS from a fixed start so the probe is reproducible
     head = torch.nn.Linear(x.shape[1], n_classes)
     torch.nn.init.zeros_(head.weight)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import random
 import shlex
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from microclip.toyworld.dataset import (
     load_split_arrays,
 )
 from microclip.toyworld.metrics import evaluate_toy_clip, images_to_tensor
-from microclip.toyworld.text import TEMPLATES, descriptions, pretrain_caption
+from microclip.toyworld.text import P_NAME, TEMPLATES, descriptions, pretrain_caption
 from microclip.toyworld.world import CLASS_NAMES, SPECIES
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class PretrainConfig:
     ckpt_every: int = 100
     stop_after: int | None = None  # stop (with a checkpoint) after this step, as if killed; for tests
     augment: bool = True
+    p_name: float = P_NAME  # how often a caption names the species (the rest describe parts)
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
     threads: int = 2
@@ -110,7 +112,7 @@ def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.n
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
     batch = augment(images[idx], rng) if cfg.augment else images[idx]
-    captions = [pretrain_caption(SPECIES[int(s)], rng) for s in species[idx]]
+    captions = [pretrain_caption(SPECIES[int(s)], rng, cfg.p_name) for s in species[idx]]
     return images_to_tensor(batch), tokenizer(captions)
 
 
@@ -142,6 +144,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -183,12 +186,13 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW) -> dic
 def export_open_clip_folder(model: torch.nn.Module, out: Path) -> None:
     """Write `open_clip_config.json` + fp16 `open_clip_model.safetensors`, loadable as 'local-dir:OUT'."""
     model_cfg = json.loads((MODEL_CONFIG_DIR / f"{TOY_MODEL_NAME}.json").read_text())
-    config = {"model_cfg": model_cfg,
-              "preprocess_cfg": {"size": model_cfg["vision_cfg"]["image_size"], "mean": list(CLIP_MEAN),
-                                 "std": list(CLIP_STD), "interpolation": "bicubic", "resize_mode": "shortest"}}
+    preprocess_cfg = {"size": model_cfg["vision_cfg"]["image_size"], "mean": list(CLIP_MEAN),
+                      "std": list(CLIP_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     weights = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(out / "open_clip_model.safetensors", lambda p: save_file(weights, p))
-    _atomic_write(out / "open_clip_config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    config_text = json.dumps(config, indent=2) + "\n"
+    _atomic_write(out / "open_clip_config.json", lambda p: Path(p).write_text(config_text))
 
 
 # ---------------------------------------------------------------- the run
@@ -205,6 +209,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
     tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
     images, species = load_pretrain_corpus(ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed))
 
+    # All batch, caption and augmentation randomness comes from per-step numpy generators seeded by
+    # (seed, step), so there is no numpy state to checkpoint; the global seeds are for library code.
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model()
     opt = build_optimizer(model, cfg)
@@ -212,15 +220,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # The first training batch: its loss before and after training shows that learning happened.
     probe_images, probe_tokens = make_batch(0, cfg, images, species, tokenizer)
 
-    step, losses, elapsed = 0, [], 0.0
+    step, losses, elapsed, commands = 0, [], 0.0, [cfg.command]
     probe_loss_start = None
     if cfg.resume and (out / "state.safetensors").is_file():
         state = load_state(out, model, opt)
         if state["seed"] != cfg.seed or state["steps"] != cfg.steps or state["batch_size"] != cfg.batch_size:
             raise ValueError(f"--resume: checkpoint in {out} was made with seed={state['seed']}, "
-                             f"steps={state['steps']}, batch_size={state['batch_size']}; pass the same values")
+                             f"steps={state['steps']}, batch_size={state['batch_size']}; "
+                             "pass the same values or use a new --out")
         step, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
         probe_loss_start = state["probe_loss_start"]
+        commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
         log.info("resumed from %s at step %d", out, step)
     if probe_loss_start is None:
         probe_loss_start = _probe_loss(model, loss_fn, probe_images, probe_tokens)
@@ -228,7 +238,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     def scalars() -> dict:
         return {"step": step, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size,
                 "losses": losses, "elapsed_s": elapsed, "probe_loss_start": probe_loss_start,
-                "config": asdict(cfg)}
+                "commands": commands, "config": asdict(cfg)}
 
     last = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
     model.train()
@@ -260,8 +270,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         return scalars()  # stopped early on purpose; --resume continues
 
     export_open_clip_folder(model, out)
-    summary = {"command": cfg.command, "seed": cfg.seed, "steps": cfg.steps, "batch_size": cfg.batch_size,
-               "lr": cfg.lr, "n_images": cfg.n_images, "wall_time_s": round(elapsed, 1),
+    summary = {"command": cfg.command, "commands": commands, "seed": cfg.seed, "steps": cfg.steps,
+               "batch_size": cfg.batch_size, "lr": cfg.lr, "n_images": cfg.n_images,
+               "wall_time_s": round(elapsed, 1),
                "final_loss": float(np.mean(losses[-50:])), "probe_loss_start": probe_loss_start,
                "probe_loss_end": _probe_loss(model, loss_fn, probe_images, probe_tokens)}
     summary["metrics"] = evaluate_exported(out, cfg)
@@ -301,13 +312,15 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--p_name", type=float, default=defaults.p_name, help="share of captions that name it")
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
     p.add_argument("--no_augment", dest="augment", action="store_false")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
     args = p.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else argv
-    return PretrainConfig(**vars(args), command="python -m microclip.toyworld.pretrain " + shlex.join(argv_list))
+    command = "python -m microclip.toyworld.pretrain " + shlex.join(argv_list)
+    return PretrainConfig(**vars(args), command=command)
 
 
 def main(argv: list[str] | None = None) -> None:
