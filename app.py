@@ -19,8 +19,7 @@ try:  # HuggingFace ZeroGPU: `spaces` must be imported before torch touches CUDA
 except ImportError:
     pass
 
-import torch
-
+from microclip.engine import select_device
 from ui.app import build_demo, launch_kwargs
 from ui.registry import default_registry
 
@@ -43,21 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_device(name: str) -> str:
-    """``auto`` → cuda, then mps, then cpu."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def create_demo(argv: list[str] | None = None):
     """Build the registry from the flags and the app over it; load the first model now, not on a click."""
     args = parse_args(argv)
-    registry = default_registry(pick_device(args.device), args.ckpt_path, args.clip_model, args.pretrained)
+    registry = default_registry(select_device(args.device), args.ckpt_path, args.clip_model, args.pretrained)
     if registry.default_name is None:
         log.warning("no model found: the bundled toy-world checkpoints are missing; pass --ckpt-path or "
                     "--clip_model, or upload a checkpoint in the Models tab")
