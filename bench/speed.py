@@ -18,12 +18,14 @@ shared machine hits every column alike. Nothing here asserts a time.
     python bench/speed.py --quick              # smaller and shorter
     python bench/speed.py --device cuda --json out/speed.json
     python bench/speed.py --device cuda --epoch --amp none
+    python bench/speed.py --threads 1 --clock cpu  # steadier ratios on a shared CPU machine
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -42,11 +44,19 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microclip.backbone import Backbone, create_clip  # noqa: E402
-from microclip.engine import TrainConfig, autocast, build_optimizer, select_device, train_step  # noqa: E402
+from microclip.engine import (  # noqa: E402
+    AmpMode,
+    TrainConfig,
+    autocast,
+    build_optimizer,
+    select_device,
+    train_step,
+)
 from microclip.explain import explain_batch  # noqa: E402
 from microclip.heads import Heads  # noqa: E402
 from microclip.losses import FairnessRegulariser  # noqa: E402
 from microclip.model import MicroCLIP  # noqa: E402
+from microclip.soap import foreground_mask  # noqa: E402
 
 N_CLASSES = 102  # Flowers-102
 TARGET_RATIO = 1.10
@@ -65,30 +75,46 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+clock: Callable[[], float] = time.perf_counter  # set by main(): --clock
+
+
 def time_call(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds one call of ``fn`` takes, synchronised on both ends."""
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
+
+
+MAX_ROUNDS = 100
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-                repeats: int) -> dict[str, list[float]]:
-    """Warm every function up, then time them in turn, ``repeats`` rounds; seconds per call."""
+                repeats: int, budget_s: float = 0.0) -> dict[str, list[float]]:
+    """Warm every function up, then time them in turn, round after round; seconds per call.
+
+    At least ``repeats`` rounds; with ``budget_s``, more rounds while the timed rounds so far
+    took less than that many (wall-clock) seconds, at most ``MAX_ROUNDS``: cheap measurements
+    get more rounds and so a steadier median.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (rounds < MAX_ROUNDS and time.perf_counter() - start < budget_s):
         for name, fn in fns.items():
             times[name].append(time_call(fn, device))
+        rounds += 1
     return times
 
 
 def median_ms(values: list[float]) -> float:
+    """Median of times in seconds, in milliseconds."""
     return 1000.0 * statistics.median(values)
 
 
@@ -154,6 +180,7 @@ class Row:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-ready form."""
         return {"bench": self.bench, "precision": self.precision, "batch": self.batch,
                 "times_ms": self.times_ms, self.ratio_name: self.ratio, "target": TARGET_RATIO, **self.extra}
 
@@ -165,9 +192,19 @@ def precision_context(device: torch.device, precision: str, method: str):
     return contextlib.nullcontext()
 
 
+def bf16_copy(setup: Setup) -> Setup:
+    """A copy of the models with every weight cast by ``.to(torch.bfloat16)`` (sharing kept)."""
+    clip, model = copy.deepcopy((setup.clip, setup.model))
+    return Setup(clip=clip.to(torch.bfloat16), model=model.to(torch.bfloat16), device=setup.device,
+                 image_size=setup.image_size)
+
+
 def bench_explain(setup: Setup, precision: str, method: str, batch: int, warmup: int,
-                  repeats: int) -> Row:
-    """explain_batch vs clip.encode_image (normalised pixels) at one batch size and precision."""
+                  repeats: int, budget_s: float = 0.0) -> Row:
+    """explain_batch vs clip.encode_image (normalised pixels) at one batch size and precision.
+
+    ``setup`` must already hold bf16 weights when ``precision`` is bf16 and ``method`` is cast.
+    """
     model, clip, device = setup.model, setup.clip, setup.device
     images = random_images(batch, 3, setup.image_size, setup.image_size, device=device, seed=batch)
     if precision == "bf16" and method == "cast":
@@ -187,12 +224,42 @@ def bench_explain(setup: Setup, precision: str, method: str, batch: int, warmup:
 
     sink: dict = {}
     with peak_memory(device, sink):
-        times = interleaved({"explain": run_explain, "encode_image": run_encode}, device, warmup, repeats)
+        times = interleaved({"explain": run_explain, "encode_image": run_encode}, device, max(warmup, 1),
+                            repeats, budget_s)
+    repeats = len(times["explain"])
     ratios = [e / c for e, c in zip(times["explain"], times["encode_image"], strict=True)]
-    explain_ms, encode_ms = median_ms(times["explain"]), median_ms(times["encode_image"])
-    extra = {"ratio_of_medians": explain_ms / encode_ms, "repeats": repeats, **sink}
-    return Row("explain", precision, batch, {"explain": explain_ms, "encode_image": encode_ms},
-               statistics.median(ratios), "explain/encode_image", extra)
+    times_ms = {name: median_ms(values) for name, values in times.items()}
+    times_ms |= ncut_diagnostics(setup, images, precision, method, warmup, min(repeats, 10))
+    extra = {"ratio_of_medians": times_ms["explain"] / times_ms["encode_image"], "repeats": repeats,
+             "bf16_method": method if precision == "bf16" else None, **sink}
+    label = precision if precision == "fp32" else f"{precision} {method}"
+    return Row("explain", label, batch, times_ms, statistics.median(ratios), "explain/encode_image", extra)
+
+
+def ncut_diagnostics(setup: Setup, images: torch.Tensor, precision: str, method: str, warmup: int,
+                     repeats: int) -> dict[str, float]:
+    """Median ms of the NCut mask alone; off CPU also of its batched ``eigh``, on the device and on CPU.
+
+    Timed after (not among) the explain/encode_image rounds, so the ratio does not include them.
+    """
+    model, device = setup.model, setup.device
+    with torch.no_grad(), precision_context(device, precision, method):
+        patches = model.backbone(images).patches
+    batch, n_patches = patches.shape[:2]
+
+    def ncut() -> object:
+        with torch.no_grad(), precision_context(device, precision, method):
+            return foreground_mask(patches)
+
+    fns: dict[str, Callable[[], object]] = {"ncut": ncut}
+    if device.type != "cpu":
+        generator = torch.Generator().manual_seed(0)
+        matrix = torch.randn(batch, n_patches, n_patches, generator=generator)
+        matrix = (matrix @ matrix.mT / n_patches).to(device)
+        fns["eigh"] = lambda: torch.linalg.eigh(matrix)
+        fns["eigh_on_cpu"] = lambda: [t.to(device) for t in torch.linalg.eigh(matrix.cpu())]
+    times = interleaved(fns, device, warmup, repeats)
+    return {name: median_ms(values) for name, values in times.items()}
 
 
 # ------------------------------------------------------------------ train step vs its passes
@@ -221,12 +288,39 @@ class TrainParts:
         self.optimizer.step()
         return out.loss.item()
 
+    def timed_functions(self) -> dict[str, Callable[[], object]]:
+        """The step and, as separate calls, the three passes it cannot avoid."""
+        model, device, amp = self.model, self.device, self.config.amp
+        # The passes read contiguous copies: any copy the step makes counts as step overhead.
+        weak = self.views[:, 0].contiguous()
+        strong = self.views[:, 1].contiguous()
+        crops = self.views[:, 2:].flatten(0, 1).contiguous()
+        labels = self.targets
 
-def train_parts(setup: Setup, batch: int, n_crops: int, amp: str, seed: int = 0) -> TrainParts:
+        def weak_pass() -> object:
+            with torch.no_grad(), autocast(device, amp):
+                return model(weak)
+
+        def crops_pass() -> object:
+            with torch.no_grad(), autocast(device, amp):
+                return model.encode_cls(crops)
+
+        def strong_pass() -> object:
+            model.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                logits = model(strong).logits.fused.float()
+            loss = F.cross_entropy(logits, labels)
+            loss.backward()
+            return loss
+
+        return {"step": self.step, "weak": weak_pass, "crops": crops_pass, "strong": strong_pass}
+
+
+def train_parts(setup: Setup, batch: int, n_crops: int, amp: AmpMode, seed: int = 0) -> TrainParts:
     """A fresh AdamW on the trainable set and random views in [0, 1]; targets are random labels."""
     model, device = setup.model, setup.device
     model.train()
-    config = TrainConfig(batch_size=batch, n_crops=n_crops, mode="microclip", amp=amp)  # type: ignore[arg-type]
+    config = TrainConfig(batch_size=batch, n_crops=n_crops, mode="microclip", amp=amp)
     size = setup.image_size
     views = random_images(batch, 2 + n_crops, 3, size, size, device=device, seed=seed)
     generator = torch.Generator().manual_seed(seed)
@@ -235,38 +329,23 @@ def train_parts(setup: Setup, batch: int, n_crops: int, amp: str, seed: int = 0)
                       device)
 
 
-def bench_train(setup: Setup, amp: str, batch: int, n_crops: int, warmup: int, repeats: int) -> Row:
-    """One full training step vs weak forward + crops forward + strong forward/backward, timed apart."""
+def bench_train(setup: Setup, amp: AmpMode, batch: int, n_crops: int, warmup: int, repeats: int,
+                small_warmup: bool = False) -> Row:
+    """One full training step vs weak forward + crops forward + strong forward/backward, timed apart.
+
+    ``small_warmup`` warms every function up once at batch 2 with 2 crops instead of ``warmup``
+    full-size rounds (on CPU a full-size round costs as much as a timed one).
+    """
+    if small_warmup:
+        for fn in train_parts(setup, 2, 2, amp, seed=1).timed_functions().values():
+            fn()
+        warmup = 0
     parts = train_parts(setup, batch, n_crops, amp)
-    model, device = parts.model, setup.device
-    # The separate passes read contiguous copies: any copy the step makes counts as step overhead.
-    weak = parts.views[:, 0].contiguous()
-    strong = parts.views[:, 1].contiguous()
-    crops = parts.views[:, 2:].flatten(0, 1).contiguous()
-    labels = parts.targets
-
-    def weak_pass() -> object:
-        with torch.no_grad(), autocast(device, amp):  # type: ignore[arg-type]
-            return model(weak)
-
-    def crops_pass() -> object:
-        with torch.no_grad(), autocast(device, amp):  # type: ignore[arg-type]
-            return model.encode_cls(crops)
-
-    def strong_pass() -> object:
-        model.zero_grad(set_to_none=True)
-        with autocast(device, amp):  # type: ignore[arg-type]
-            logits = model(strong).logits.fused.float()
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        return loss
-
     sink: dict = {}
-    with peak_memory(device, sink):
-        fns = {"step": parts.step, "weak": weak_pass, "crops": crops_pass, "strong": strong_pass}
-        times = interleaved(fns, device, warmup, repeats)
-    model.zero_grad(set_to_none=True)
-    model.eval()
+    with peak_memory(setup.device, sink):
+        times = interleaved(parts.timed_functions(), setup.device, warmup, repeats)
+    parts.model.zero_grad(set_to_none=True)
+    parts.model.eval()
     passes = [w + c + s for w, c, s in zip(times["weak"], times["crops"], times["strong"], strict=True)]
     ratios = [step / total for step, total in zip(times["step"], passes, strict=True)]
     times_ms = {name: median_ms(values) for name, values in times.items()}
@@ -280,7 +359,7 @@ def bench_train(setup: Setup, amp: str, batch: int, n_crops: int, warmup: int, r
 # ------------------------------------------------------------------ one epoch
 
 
-def bench_epoch(setup: Setup, amp: str, batch: int, n_crops: int, steps: int, warmup: int) -> dict:
+def bench_epoch(setup: Setup, amp: AmpMode, batch: int, n_crops: int, steps: int, warmup: int) -> dict:
     """Wall time of ``steps`` training steps on one fixed random batch, and the peak CUDA memory."""
     parts = train_parts(setup, batch, n_crops, amp)
     device = setup.device
@@ -305,6 +384,7 @@ def bench_epoch(setup: Setup, amp: str, batch: int, n_crops: int, steps: int, wa
 
 
 def epoch_table(result: dict) -> str:
+    """The epoch timing next to the reference, as a markdown table."""
     peak = f"{result['peak_gb']:.2f} GB" if "peak_gb" in result else "n/a (not CUDA)"
     precision = "fp32" if result["amp"] == "none" else f"{result['amp']} autocast"
     return "\n".join([
@@ -312,7 +392,7 @@ def epoch_table(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
         f"| this run | {precision} | {result['batch']} | {result['n_crops']} | {result['steps']} | "
         f"{result['epoch_s']:.1f} s | {result['step_ms']:.0f} ms | {peak} |",
-        f"| reference (Flowers) | ? | 64 | 8 | 64 | {REFERENCE_EPOCH_S:.0f} s | "
+        f"| reference (Flowers) | fp32 | 64 | 8 | 64 | {REFERENCE_EPOCH_S:.0f} s | "
         f"{1000 * REFERENCE_EPOCH_S / 64:.0f} ms | {REFERENCE_EPOCH_GB:.2f} GB |",
     ])
 
@@ -321,8 +401,11 @@ def epoch_table(result: dict) -> str:
 
 
 def environment(device: torch.device) -> dict:
+    """Versions, device and thread count (and the GPU and TF32 settings on CUDA)."""
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = os.getloadavg()[0]  # 1-minute, at the start
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
@@ -331,10 +414,12 @@ def environment(device: torch.device) -> dict:
 
 
 def format_ms(value: float) -> str:
+    """One decimal below 100 ms, none above."""
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 def table(rows: list[Row], cuda: bool) -> str:
+    """The results as a markdown table (with a peak-memory column on CUDA)."""
     peak = " peak GiB |" if cuda else ""
     lines = [
         f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak}"
@@ -343,7 +428,11 @@ def table(rows: list[Row], cuda: bool) -> str:
     ]
     for row in rows:
         if row.bench == "explain":
-            ours, base, breakdown = row.times_ms["explain"], row.times_ms["encode_image"], ""
+            ours, base = row.times_ms["explain"], row.times_ms["encode_image"]
+            breakdown = f"NCut mask alone {format_ms(row.times_ms['ncut'])}" if "ncut" in row.times_ms else ""
+            if "eigh" in row.times_ms:
+                breakdown += (f" (batched eigh on device {format_ms(row.times_ms['eigh'])}, "
+                              f"via CPU {format_ms(row.times_ms['eigh_on_cpu'])})")
             label = "explain / encode_image"
         else:
             ours, base = row.times_ms["step"], row.times_ms["passes"]
@@ -363,30 +452,42 @@ def table(rows: list[Row], cuda: bool) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring and bench/README.md)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda when available)")
     parser.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model name (random weights)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per measurement (default: 3 on CPU, 20 on CUDA; train on CPU: 2)")
+                        help="timed rounds per measurement, at least (default: explain 3 on CPU, 20 on "
+                        "CUDA; train 2 on CPU, 10 on CUDA)")
+    parser.add_argument("--round-budget", type=float, default=None,
+                        help="explain: add rounds while they fit in about this many seconds (default 20 "
+                        "on CPU, 5 on CUDA, 8 with --quick; 0: exactly --repeats)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed rounds first (default 1 CPU, 3 CUDA)")
-    parser.add_argument("--quick", action="store_true", help="smaller train batch and fewer repeats")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
-    parser.add_argument("--bf16-method", choices=("autocast", "cast"), default="autocast",
-                        help="bf16 for explain/encode_image: torch.autocast (default) "
-                        "or weights .to(bfloat16)")
+                        help="untimed rounds first (default 1 on CPU, 3 on CUDA; CPU train warms up "
+                        "once at batch 2 instead)")
+    parser.add_argument("--quick", action="store_true", help="train batch 8, fewer rounds")
+    parser.add_argument("--precisions", default="fp32,bf16", help="explain precisions: fp32, bf16")
+    parser.add_argument("--train-precisions", default=None,
+                        help="train precisions (default fp32 on CPU: CPU bf16 autocast is very slow, "
+                        "see README; fp32,bf16 on CUDA)")
+    parser.add_argument("--bf16-method", choices=("auto", "autocast", "cast"), default="auto",
+                        help="bf16 for explain and encode_image alike: torch.autocast, or weights "
+                        ".to(bfloat16); auto: cast on CPU (faster there), autocast on CUDA")
     parser.add_argument("--only", choices=("explain", "train"), default=None, help="run one benchmark")
     parser.add_argument("--explain-batches", default="1,32", help="comma list of explain batch sizes")
     parser.add_argument("--batch", type=int, default=None,
                         help="train batch (default 32 CPU, 8 with --quick, 64 CUDA; 64 for --epoch)")
     parser.add_argument("--crops", type=int, default=8, help="K, crops per image")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall (default) or cpu: process CPU time, steadier on a shared machine "
+                        "(use with --threads 1; CPU only)")
     parser.add_argument("--epoch", action="store_true", help="time one epoch of --steps steps instead")
     parser.add_argument("--steps", type=int, default=64, help="steps in the --epoch timing")
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="--epoch precision")
     parser.add_argument("--json", type=Path, default=None,
-                        help="write the results here (merged if it exists)")
+                        help="write the results here (merged into the file if it exists)")
     return parser.parse_args(argv)
 
 
@@ -398,16 +499,31 @@ def write_json(path: Path, key: str, payload: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def split_list(text: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the benchmarks the command line asks for and print (and optionally save) the results."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # create_clip's random-weights banner is expected here
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     cuda = device.type == "cuda"
-    env = environment(device)
+    if args.clock == "cpu" and device.type != "cpu":
+        raise SystemExit("--clock cpu measures host CPU time: use it with --device cpu only")
+    global clock
+    clock = CLOCKS[args.clock]
+    env = environment(device) | {"clock": args.clock}
     print(f"torch {env['torch']} | device {device}{' (' + env['gpu'] + ')' if cuda else ''} | "
-          f"threads {env['threads']} | model {args.model} (random weights)")
+          f"threads {env['threads']} | model {args.model} (random weights)", flush=True)
+    busy = env.get("load_average", 0.0) > (os.cpu_count() or 1) - 0.5
+    if device.type == "cpu" and busy and env["threads"] > 1 and args.clock == "wall":
+        print(f"note: load average {env['load_average']:.1f} on {os.cpu_count()} CPUs; with {env['threads']} "
+              "threads every parallel op waits for descheduled threads, so wall times are very noisy: "
+              "try --threads 1 --clock cpu", flush=True)
     setup = build(args.model, device)
     started = time.perf_counter()
 
@@ -420,36 +536,46 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     repeats = args.repeats or (20 if cuda else (2 if args.quick else 3))
+    budget = args.round_budget
+    if budget is None:
+        budget = 5.0 if cuda else (8.0 if args.quick else 20.0)
     train_repeats = args.repeats or (10 if cuda else 2)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     train_batch = args.batch or (64 if cuda else (8 if args.quick else 32))
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    method = args.bf16_method if args.bf16_method != "auto" else ("autocast" if cuda else "cast")
+    train_precisions = split_list(args.train_precisions or ("fp32,bf16" if cuda else "fp32"))
     rows: list[Row] = []
+
+    def progress(what: str) -> None:
+        """One line per finished measurement, so that a long CPU run shows it is alive."""
+        print(f"  [{time.perf_counter() - started:5.0f} s] {what} done", flush=True)
+
     if args.only in (None, "explain"):
-        for batch in (int(b) for b in args.explain_batches.split(",")):
-            for precision in precisions:
-                # batch 1 is cheap: give it more rounds for a steadier median
-                n = repeats * (5 if batch == 1 and not cuda else 1)
-                rows.append(bench_explain(setup, precision, args.bf16_method, batch, warmup, n))
-                print(f"  [{time.perf_counter() - started:5.0f} s] explain {precision} batch {batch} done",
-                      flush=True)
+        cast_setup = bf16_copy(setup) if method == "cast" and "bf16" in split_list(args.precisions) else None
+        for batch in (int(b) for b in split_list(args.explain_batches)):
+            for precision in split_list(args.precisions):
+                on = cast_setup if precision == "bf16" and cast_setup is not None else setup
+                rows.append(bench_explain(on, precision, method, batch, warmup, repeats, budget))
+                progress(f"explain {precision} batch {batch}")
+        del cast_setup
     if args.only in (None, "train"):
-        for precision in precisions:
-            amp = "none" if precision == "fp32" else precision
-            rows.append(bench_train(setup, amp, train_batch, args.crops, warmup, train_repeats))
-            print(f"  [{time.perf_counter() - started:5.0f} s] train {precision} batch {train_batch} done",
-                  flush=True)
+        for precision in train_precisions:
+            amp: AmpMode = "none" if precision == "fp32" else "bf16"
+            rows.append(bench_train(setup, amp, train_batch, args.crops, warmup, train_repeats,
+                                    small_warmup=not cuda and args.warmup is None))
+            progress(f"train {precision} batch {train_batch}")
 
     print()
-    print(f"torch {env['torch']}, device {device}, {env['threads']} threads, bf16 for explain via "
-          f"{args.bf16_method}, bf16 for training via autocast; medians, ratio = median of per-round ratios")
+    print(f"torch {env['torch']}, device {device}, {env['threads']} threads, {args.clock} clock; "
+          f"bf16 explain via {method}, "
+          "bf16 training via autocast (as engine.fit); times are medians, ratio = median of per-round ratios")
     print()
     print(table(rows, cuda))
     if cuda:
         print(f"\npeak CUDA memory over the run: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
-        payload = {"environment": env, "bf16_method_explain": args.bf16_method,
+        payload = {"environment": env, "bf16_method_explain": method,
                    "rows": [row.to_dict() for row in rows], "table": table(rows, cuda)}
         write_json(args.json, "speed", payload)
 

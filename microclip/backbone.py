@@ -192,6 +192,7 @@ class Backbone(nn.Module):
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         self._check_supported(visual)
+        _use_sequence_first_layout(visual)
         self.visual = visual
         mean = visual.preprocess_cfg["mean"] if hasattr(visual, "preprocess_cfg") else visual.image_mean
         std = visual.preprocess_cfg["std"] if hasattr(visual, "preprocess_cfg") else visual.image_std
@@ -242,8 +243,7 @@ class Backbone(nn.Module):
         visual = self.visual
         x = visual._embeds(self.normalize_pixels(images))  # (B, 1 + N, D)
         blocks = visual.transformer.resblocks
-        for block in blocks[:-1]:
-            x = block(x)
+        x = _run_blocks(visual, x, blocks[:-1])
         n_tokens = x.shape[1]
         grid = self.grid
         if n_tokens != 1 + grid[0] * grid[1]:
@@ -258,6 +258,31 @@ class Backbone(nn.Module):
             patch_keys=keys[:, 1:],
             grid=grid,
         )
+
+
+def _use_sequence_first_layout(visual: nn.Module) -> None:
+    """Run the blocks on contiguous (L, B, D) tensors.
+
+    With ``batch_first=True`` nn.MultiheadAttention transposes its input, so the in-projection
+    multiplies a non-contiguous tensor by a weight that needs no gradient; on CPU PyTorch then
+    falls back to a batched matmul that is ~3x slower in fp32 and ~10x slower in bf16. The maths
+    is unchanged; open_clip's own Transformer.forward handles this layout.
+    """
+    visual.transformer.batch_first = False
+    for block in visual.transformer.resblocks:
+        block.attn.batch_first = False
+
+
+def _run_blocks(visual: nn.Module, x: torch.Tensor, blocks) -> torch.Tensor:
+    """Apply ``blocks`` to batch-first ``x`` (B, L, D) in the transformer's layout; returns (B, L, D)."""
+    if visual.transformer.batch_first:
+        for block in blocks:
+            x = block(x)
+        return x
+    x = x.transpose(0, 1).contiguous()
+    for block in blocks:
+        x = block(x)
+    return x.transpose(0, 1)
 
 
 def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -302,8 +327,7 @@ def last_block_cls_attention(backbone: Backbone, images: torch.Tensor) -> torch.
     visual = backbone.visual
     x = visual._embeds(backbone.normalize_pixels(images))
     blocks = visual.transformer.resblocks
-    for block in blocks[:-1]:
-        x = block(x)
+    x = _run_blocks(visual, x, blocks[:-1])
     last = blocks[-1]
     attn: nn.MultiheadAttention = last.attn
     y = last.ln_1(x)

@@ -50,8 +50,9 @@ def foreground_mask(
         inv_sqrt = 1.0 / (degree.sqrt() + eps)
         laplacian = torch.diag_embed(degree) - affinity
         laplacian = inv_sqrt[:, :, None] * laplacian * inv_sqrt[:, None, :]
-        _, vectors = torch.linalg.eigh(laplacian)
-        fiedler = vectors[..., 1]  # (B, N): second-smallest eigenvalue of L_sym
+        # CUDA's batched eigh loops one matrix at a time above 32x32; small CPU solves are faster.
+        _, vectors = torch.linalg.eigh(laplacian.cpu())
+        fiedler = vectors[..., 1].to(feats.device)  # (B, N): second-smallest eigenvalue of L_sym
         seed = fiedler.abs().argmax(dim=1, keepdim=True)  # (B, 1)
         if sign == "symmetric":
             fiedler = fiedler * torch.sign(fiedler.gather(1, seed))

@@ -48,7 +48,8 @@ def test_cls_matches_open_clip_encode_image(name):
     size = clip.visual.image_size
     images = torch.rand(3, 3, *((size, size) if isinstance(size, int) else size))
     tokens = backbone(images)
-    expected = F.normalize(clip.encode_image(backbone.normalize_pixels(images)), dim=-1)
+    untouched = make_clip(name)  # open_clip's own layout and forward, independent of Backbone
+    expected = F.normalize(untouched.encode_image(backbone.normalize_pixels(images)), dim=-1)
     torch.testing.assert_close(tokens.cls_embed, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(backbone.encode_cls(images), expected, atol=1e-5, rtol=1e-5)
     # The pre-projection token is what the projection maps to g.
