@@ -139,6 +139,12 @@ def pointing_rows(args: argparse.Namespace) -> tuple[list[tuple[str, float]], fl
         ("last-layer CLS attention (heads averaged)", pointing(maps["cls_attention"], on_part)),
         ("uniform random patch", pointing(rng.random(on_part.shape), on_part)),
     ]
+    # The same adapted weights with the clean NCut options (method.md §10.2) at inference time.
+    model.config.ncut_features, model.config.ncut_sign = "keys", "symmetric"
+    clean = saliency_maps(model, images)
+    rows[2:2] = [("SOAP weights, clean NCut (--ncut_features keys --ncut_sign symmetric)",
+                  pointing(clean["soap"], on_part)),
+                 ("NCut mask, clean options (uniform patch in mask)", expected_hit(clean["ncut"], on_part))]
     patch_chance = 100.0 * on_part.mean()
     bird_chance = expected_hit(on_bird, on_part)
     return rows, patch_chance, bird_chance
