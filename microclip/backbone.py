@@ -285,6 +285,13 @@ def _run_blocks(visual: nn.Module, x: torch.Tensor, blocks) -> torch.Tensor:
     return x.transpose(0, 1)
 
 
+def _in_projections(attn: nn.MultiheadAttention) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The (weight, bias) of the query, key and value projections packed in ``in_proj``."""
+    weights = attn.in_proj_weight.chunk(3)
+    biases = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    return list(zip(weights, biases))
+
+
 def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the last block for the [CLS] output and the value path of every token.
 
@@ -292,8 +299,7 @@ def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     """
     attn: nn.MultiheadAttention = block.attn
     y = block.ln_1(x)  # (B, L, D)
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    (w_q, b_q), (w_k, b_k), (w_v, b_v) = _in_projections(attn)
     query = F.linear(y[:, :1], w_q, b_q)  # (B, 1, D)
     keys = F.linear(y, w_k, b_k)  # (B, L, D)
     values = F.linear(y, w_v, b_v)  # (B, L, D)
@@ -331,8 +337,7 @@ def last_block_cls_attention(backbone: Backbone, images: torch.Tensor) -> torch.
     last = blocks[-1]
     attn: nn.MultiheadAttention = last.attn
     y = last.ln_1(x)
-    w_q, w_k, _ = attn.in_proj_weight.chunk(3)
-    b_q, b_k, _ = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
+    (w_q, b_q), (w_k, b_k), _ = _in_projections(attn)
     batch, length, width = y.shape
     heads, head_dim = attn.num_heads, width // attn.num_heads
     query = F.linear(y[:, :1], w_q, b_q).view(batch, 1, heads, head_dim).transpose(1, 2)

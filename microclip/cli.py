@@ -246,6 +246,11 @@ class ProgressBar(Callback):
         self.bar.close()
 
 
+def _rows(initial: dict | None, state: FitState) -> list[dict]:
+    """The per-epoch history, led by the epoch-0 (zero-shot) row when there is one."""
+    return ([initial] if initial else []) + state.history
+
+
 class JsonlLog(Callback):
     """One JSON line per epoch in ``log.jsonl`` (rewritten from the history, so resumes stay consistent)."""
 
@@ -254,8 +259,7 @@ class JsonlLog(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if state.is_main:
-            lines = ([self.initial] if self.initial else []) + state.history
-            self.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            self.path.write_text("".join(json.dumps(line) + "\n" for line in _rows(self.initial, state)))
 
 
 class EpochHook(Callback):
@@ -266,7 +270,7 @@ class EpochHook(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if state.is_main:
-            self.function(([self.initial] if self.initial else []) + state.history, self.folder)
+            self.function(_rows(self.initial, state), self.folder)
 
 
 def _train_config(args: argparse.Namespace, dataset_cfg: dict) -> TrainConfig:

@@ -345,6 +345,7 @@ def fit(
     rank, world = distributed_context()
     model.to(device).train()
     optimizer = build_optimizer(model, config)
+    trainable = list(model.trainable_parameters().values())
     fairness = FairnessRegulariser()
     wrapped: torch.nn.Module = model
     if world > 1:
@@ -391,16 +392,15 @@ def fit(
                 group["lr"] = lr
             step = train_step(model, wrapped, views, targets, config, fairness, device)
             optimizer.zero_grad(set_to_none=True)
+            (scaler.scale(step.loss) if scaler is not None else step.loss).backward()
+            if config.amp != "none":  # the reference's --amp clips the L1 gradient norm at 1.0
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0, norm_type=1)
             if scaler is not None:
-                scaler.scale(step.loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.trainable_parameters().values(), 1.0, norm_type=1)
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                step.loss.backward()
-                if config.amp == "bf16":
-                    torch.nn.utils.clip_grad_norm_(model.trainable_parameters().values(), 1.0, norm_type=1)
                 optimizer.step()
             state.step_in_epoch += 1
             state.global_step += 1

@@ -110,13 +110,15 @@ class MicroCLIP(nn.Module):
 
     # ------------------------------------------------------- trainable set
 
+    def _visual_layernorm_parameters(self) -> dict[str, nn.Parameter]:
+        """Every LayerNorm parameter of the visual tower, selected by module type, not by name."""
+        return {f"backbone.visual.{module_name}.{param_name}": param
+                for module_name, module in self.backbone.visual.named_modules() if isinstance(module, nn.LayerNorm)
+                for param_name, param in module.named_parameters(recurse=False)}
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        """Selected by module type, not by name: every LayerNorm of the visual tower, SOAP, W*."""
-        selected: dict[str, nn.Parameter] = {}
-        for module_name, module in self.backbone.visual.named_modules():
-            if isinstance(module, nn.LayerNorm):
-                for param_name, param in module.named_parameters(recurse=False):
-                    selected[f"backbone.visual.{module_name}.{param_name}"] = param
+        """Every LayerNorm of the visual tower, SOAP (unless frozen), W*."""
+        selected = self._visual_layernorm_parameters()
         if self.config.train_soap:
             for name, param in self.soap.named_parameters():
                 selected[f"soap.{name}"] = param
@@ -138,11 +140,7 @@ class MicroCLIP(nn.Module):
 
     def adapted_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: every adaptable tensor (trained or not) plus W_LLM for display."""
-        state = {}
-        for module_name, module in self.backbone.visual.named_modules():
-            if isinstance(module, nn.LayerNorm):
-                for param_name, param in module.named_parameters(recurse=False):
-                    state[f"backbone.visual.{module_name}.{param_name}"] = param
+        state: dict[str, torch.Tensor] = dict(self._visual_layernorm_parameters())
         for name, tensor in self.soap.state_dict().items():
             state[f"soap.{name}"] = tensor
         state["heads.w_star"] = self.heads.w_star

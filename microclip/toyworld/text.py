@@ -57,11 +57,6 @@ def part_phrase(species: Species, part: str) -> str | None:
     return f"{article} {value} {noun}"
 
 
-def part_phrases(species: Species) -> list[str]:
-    """Phrases for all present parts, in PARTS order."""
-    return [p for part in PARTS if (p := part_phrase(species, part)) is not None]
-
-
 def absent_phrase(part: str) -> str:
     """How captions and descriptions say that a part is absent, e.g. "no crest" (every bird has a beak)."""
     return {"crest": "no crest", "wing_bands": "plain wings", "eye_ring": "no eye ring",

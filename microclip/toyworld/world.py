@@ -111,7 +111,3 @@ CLASS_NAMES: list[str] = sorted(s.name for s in SPECIES)
 
 SPECIES_BY_NAME: dict[str, Species] = {s.name: s for s in SPECIES}
 
-
-def species_label(species_index: int) -> int:
-    """Label (index into CLASS_NAMES) of the species at `species_index` in SPECIES."""
-    return CLASS_NAMES.index(SPECIES[species_index].name)
