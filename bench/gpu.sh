@@ -10,6 +10,8 @@
 #    mode), fp32 (the reference's setting), then bf16 autocast, next to the reference's
 #    72 s / 5.35 GB Flowers epoch                                       -> speed.json (epoch_*)
 # 4. if time is left: explain with bf16 weights (.to(bfloat16)) instead of autocast.
+# 5. NCut with the eigensolver on CUDA: the canonical mask equals the CPU's (tests/test_soap.py) and
+#    how often the reference's literal rule differs between CPU and CUDA (bench/ncut.py) -> ncut.json
 # Every step runs under `timeout`, so the whole script stays within BUDGET_S seconds.
 #
 # Smoke test without a GPU (tiny sizes):
@@ -69,6 +71,10 @@ print(f'torch {torch.__version__} (CUDA {torch.version.cuda}), open_clip {open_c
 if torch.cuda.is_available():
     print(f'GPU: {torch.cuda.get_device_name(0)}, bf16 supported: {torch.cuda.is_bf16_supported()}')
 "
+
+# 5 first (cheap, and the one check only a GPU can make): NCut's mask on CUDA vs CPU
+run 60 python -m pytest -q -p no:cacheprovider tests/test_soap.py -k cuda
+run 90 python bench/ncut.py --json "$OUT_DIR/ncut.json"
 
 # 2. ratios, fp32 and bf16 (autocast on both sides)
 run 150 python bench/speed.py --device "$DEVICE" "${SPEED_ARGS[@]}" --json "$JSON"

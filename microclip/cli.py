@@ -28,6 +28,7 @@ from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
 from microclip.engine import Callback, FitState, TrainConfig, distributed_context, evaluate, fit, select_device
 from microclip.model import MethodConfig, MicroCLIP
+from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
 
 log = logging.getLogger("microclip")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,10 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method (reference switches and clean alternatives)")
     group.add_argument("--ncut_features", choices=["values", "keys"], default="values")
     group.add_argument("--ncut_threshold", choices=["std", "mean"], default="std")
-    group.add_argument("--ncut_sign", choices=["faithful", "symmetric"], default="faithful")
+    group.add_argument("--ncut_sign", choices=[*NCUT_SIGNS, *DEPRECATED_NCUT_SIGNS], default="canonical",
+                       help="canonical: the same mask on every machine (default); solver: the reference's literal "
+                            "rule, which depends on the eigensolver's sign and so on the machine "
+                            "(faithful/symmetric: old names of solver/canonical)")
     group.add_argument("--use_global_feature_for_query", action="store_true")
     group.add_argument("--use_token_avg_for_query", action="store_true")
     group.add_argument("--use_random_selection_for_query", action="store_true")

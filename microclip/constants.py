@@ -10,3 +10,6 @@ DEFAULT_FUSION_RATIO = 0.5  # rho: weight of [CLS] in the fused logits (loss and
 DEFAULT_GAMMA = 0.5  # static (crops . W_LLM) vs dynamic (fused . W*) pseudo-label mix
 NCUT_TAU = 0.2
 NCUT_EPS = 1e-6
+# Eigenvalues of the NCut Laplacian (in [0, 2]) closer than this to the second-smallest one belong to
+# its eigenspace: far above float32/float64 solver noise, so every solver sees the same space.
+NCUT_DEGENERACY_TOL = 1e-5

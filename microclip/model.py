@@ -12,21 +12,35 @@ from torch import nn
 from microclip.backbone import Backbone, BaseModelSpec, VisualTokens, create_clip, get_tokenizer
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.heads import DEFAULT_TEMPLATES, BranchLogits, Heads, HeadWeights, TextEncoder, build_head_weights
-from microclip.soap import SOAP, NcutSign, NcutThreshold, PoolMode, QueryMode, SoapOutput, foreground_mask, soap_query
+from microclip.soap import (
+    SOAP,
+    NcutSign,
+    NcutThreshold,
+    PoolMode,
+    QueryMode,
+    SoapOutput,
+    foreground_mask,
+    resolve_ncut_sign,
+    soap_query,
+)
 
 
 @dataclass
 class MethodConfig:
-    """How the forward pass is computed. Defaults are the reference's behaviour."""
+    """How the forward pass is computed. Defaults are the reference's behaviour, except the NCut
+    orientation, which is canonical so that results do not depend on the machine (method.md §10.2)."""
 
     fusion_ratio: float = DEFAULT_FUSION_RATIO
     ncut_features: Literal["values", "keys"] = "values"  # reference: raw value-path tokens
     ncut_threshold: NcutThreshold = "std"  # reference: std (its comment says mean)
-    ncut_sign: NcutSign = "faithful"  # reference: asymmetric mask flip
+    ncut_sign: NcutSign = "canonical"  # machine-independent; "solver" is the reference's literal rule (§10.2)
     query: QueryMode = "ncut"
     pool: PoolMode = "attention"
     learnable_null: bool = False  # --use_unr_token
     train_soap: bool = True  # False for --wca_baseline (SOAP frozen)
+
+    def __post_init__(self) -> None:
+        self.ncut_sign = resolve_ncut_sign(self.ncut_sign)  # checkpoints of the first build say "faithful"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,7 @@ the single query from it; ``SOAP`` cross-attends that query over the patches plu
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,12 +15,71 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from microclip.constants import NCUT_EPS, NCUT_TAU
+from microclip.constants import NCUT_DEGENERACY_TOL, NCUT_EPS, NCUT_TAU
 
 NcutThreshold = Literal["std", "mean"]
-NcutSign = Literal["faithful", "symmetric"]
+NcutSign = Literal["canonical", "solver"]
 QueryMode = Literal["ncut", "global", "token_avg", "random"]
 PoolMode = Literal["attention", "ncut_avg", "naive_avg"]
+
+NCUT_SIGNS: tuple[str, ...] = ("canonical", "solver")
+DEPRECATED_NCUT_SIGNS = {"symmetric": "canonical", "faithful": "solver"}  # the first build's names
+
+
+def resolve_ncut_sign(sign: str) -> NcutSign:
+    """Accept the first build's spellings with a deprecation warning; reject anything else."""
+    if sign in DEPRECATED_NCUT_SIGNS:
+        new = DEPRECATED_NCUT_SIGNS[sign]
+        warnings.warn(f"ncut_sign {sign!r} is deprecated; it is now called {new!r}", FutureWarning, stacklevel=3)
+        return new  # type: ignore[return-value]
+    if sign not in NCUT_SIGNS:
+        raise ValueError(f"unknown ncut_sign {sign!r}; choose from {', '.join(NCUT_SIGNS)}")
+    return sign  # type: ignore[return-value]
+
+
+def ncut_laplacian(features: torch.Tensor, tau: float = NCUT_TAU, eps: float = NCUT_EPS) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """The reference's binary affinity graph and its symmetric normalised Laplacian, in ``features``' dtype.
+
+    Returns ``(laplacian (B, N, N), degree (B, N))``. A_ij = 1 if <f_i, f_j> > tau else eps (self-loops
+    included); L = S (D - A) S with S = diag(1 / (sqrt(d) + eps)), exactly as the reference scales it.
+    """
+    similarity = features @ features.transpose(1, 2)  # (B, N, N)
+    affinity = torch.where(similarity > tau, 1.0, eps).to(features.dtype)
+    degree = affinity.sum(-1)  # (B, N)
+    inv_sqrt = 1.0 / (degree.sqrt() + eps)
+    laplacian = torch.diag_embed(degree) - affinity
+    return inv_sqrt[:, :, None] * laplacian * inv_sqrt[:, None, :], degree
+
+
+def canonical_fiedler(values: torch.Tensor, vectors: torch.Tensor, degree: torch.Tensor,
+                      eps: float = NCUT_EPS, tol: float = NCUT_DEGENERACY_TOL) -> torch.Tensor:
+    """One Fiedler vector per graph that does not depend on the basis the eigensolver returned.
+
+    Args:
+        values, vectors: ``torch.linalg.eigh`` of the Laplacians, (B, N) ascending and (B, N, N).
+        degree: (B, N) the graphs' degrees (they give the trivial eigenvector exactly).
+    Returns: (B, N) unit vectors.
+
+    The second-smallest eigenvalue's eigenspace is taken whole: every eigenvector whose eigenvalue is
+    within ``tol`` of it (binary affinities make exact multiplicities common, and a solver returns
+    any basis of such a space), without the trivial eigenvector ∝ sqrt(d) + eps of eigenvalue 0. Its
+    orthogonal projector P does not depend on the basis. Of all unit vectors in the space, the one
+    with the largest single entry is P[:, i] / sqrt(P_ii) for i = argmax_i P_ii (the lowest index
+    among ties within ``tol``), and that entry is its largest in magnitude. For a simple eigenvalue
+    this is the solver's vector turned so that its largest-|e| entry is positive: the orientation
+    rule of method.md §10.2, which this generalises to degenerate spaces.
+    """
+    lambda2 = values[:, 1:2]
+    in_space = (values <= lambda2 + tol).to(vectors.dtype)  # (B, N): eigenvalues 0 .. λ2 + tol
+    projector = (vectors * in_space[:, None, :]) @ vectors.transpose(1, 2)  # (B, N, N)
+    trivial = torch.nn.functional.normalize(degree.sqrt() + eps, dim=1)  # (B, N), eigenvalue 0
+    projector = projector - trivial[:, :, None] * trivial[:, None, :]
+    diagonal = torch.diagonal(projector, dim1=1, dim2=2)  # (B, N)
+    near_max = diagonal >= diagonal.max(dim=1, keepdim=True).values - tol
+    index = near_max.to(torch.int8).argmax(dim=1)  # the first True: the lowest index among ties
+    column = projector.gather(2, index[:, None, None].expand(-1, projector.shape[1], 1))[..., 0]  # (B, N)
+    return column / diagonal.gather(1, index[:, None]).clamp_min(1e-30).sqrt()
 
 
 def foreground_mask(
@@ -27,41 +87,47 @@ def foreground_mask(
     tau: float = NCUT_TAU,
     eps: float = NCUT_EPS,
     threshold: NcutThreshold = "std",
-    sign: NcutSign = "faithful",
+    sign: NcutSign = "canonical",
+    eigh_dtype: torch.dtype | None = None,
+    eigh_device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """Normalised-cut foreground mask over patch tokens, as the reference computes it.
+    """Normalised-cut foreground mask over patch tokens (method.md §2, steps 1-6).
 
     Args:
         features: (B, N, D) patch features. The reference passes raw (un-normalised) value-path
             tokens, so ``tau`` acts almost like a sign test on their dot products.
         threshold: ``"std"`` (faithful: the code thresholds at std(e) although its comment says
             mean) or ``"mean"``.
-        sign: ``"faithful"`` flips the *mask* (not the vector) when the largest-|e| patch is
-            background, so after a flip the foreground is {e <= thr}; ``"symmetric"`` flips the
-            eigenvector instead and keeps {e > thr}.
+        sign: ``"canonical"`` (default) keeps {e > thr} for the basis-independent Fiedler vector of
+            :func:`canonical_fiedler`, so the mask is the same on every machine. ``"solver"`` is the
+            reference's literal rule: take the eigenvector as the solver returns it and, when its
+            largest-|e| entry falls below the threshold, flip the *mask* (giving {e <= thr}, a much
+            larger set). Which of the two sets it returns depends on the solver's arbitrary sign, so
+            it differs between CPUs and CUDA.
+        eigh_dtype, eigh_device: where the graph is built and ``eigh`` runs. By default on the CPU, in
+            float64 for "canonical" (the mask then depends on the features alone) and in float32 for
+            "solver" (as the reference).
 
-    Returns: (B, N) boolean mask. No gradient flows through it.
+    Returns: (B, N) boolean mask on ``features``' device. No gradient flows through it.
     """
+    sign = resolve_ncut_sign(sign)
+    if eigh_dtype is None:
+        eigh_dtype = torch.float32 if sign == "solver" else torch.float64
     with torch.no_grad():
-        feats = features.detach().float()
-        similarity = feats @ feats.transpose(1, 2)  # (B, N, N)
-        affinity = torch.where(similarity > tau, 1.0, eps)
-        degree = affinity.sum(-1)  # (B, N)
-        inv_sqrt = 1.0 / (degree.sqrt() + eps)
-        laplacian = torch.diag_embed(degree) - affinity
-        laplacian = inv_sqrt[:, :, None] * laplacian * inv_sqrt[:, None, :]
-        # CUDA's batched eigh loops one matrix at a time above 32x32; small CPU solves are faster.
-        _, vectors = torch.linalg.eigh(laplacian.cpu())
-        fiedler = vectors[..., 1].to(feats.device)  # (B, N): second-smallest eigenvalue of L_sym
-        seed = fiedler.abs().argmax(dim=1, keepdim=True)  # (B, 1)
-        if sign == "symmetric":
-            fiedler = fiedler * torch.sign(fiedler.gather(1, seed))
+        # On the CPU by default: CUDA's batched eigh loops one matrix at a time above 32x32.
+        feats = features.detach().to(device=eigh_device, dtype=eigh_dtype)
+        laplacian, degree = ncut_laplacian(feats, tau, eps)
+        values, vectors = torch.linalg.eigh(laplacian)
+        if sign == "solver":
+            fiedler = vectors[..., 1]  # (B, N) as the solver returns it
+        else:
+            fiedler = canonical_fiedler(values, vectors, degree, eps)
         cut = fiedler.std(dim=1, keepdim=True) if threshold == "std" else fiedler.mean(dim=1, keepdim=True)
         mask = fiedler > cut
-        if sign == "faithful":
-            seed_is_background = ~mask.gather(1, seed)  # (B, 1)
-            mask = torch.where(seed_is_background, ~mask, mask)
-    return mask
+        if sign == "solver":
+            seed = fiedler.abs().argmax(dim=1, keepdim=True)  # (B, 1)
+            mask = torch.where(~mask.gather(1, seed), ~mask, mask)
+    return mask.to(features.device)
 
 
 def soap_query(

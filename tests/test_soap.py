@@ -5,27 +5,31 @@ import math
 import pytest
 import torch
 
-from microclip.soap import SOAP, foreground_mask, soap_query
+from microclip.soap import SOAP, canonical_fiedler, foreground_mask, ncut_laplacian, soap_query
 
 
-def slow_foreground_mask(tokens: torch.Tensor, tau=0.2, eps=1e-6, threshold="std", sign="faithful"):
-    """The reference's NCut for one image, step by step with loops."""
+def slow_foreground_mask(tokens: torch.Tensor, tau=0.2, eps=1e-6, threshold="std", sign="solver"):
+    """The reference's NCut for one image, step by step with loops (canonical: the orientation rule)."""
     n = tokens.shape[0]
-    affinity = torch.empty(n, n)
+    dtype = torch.float32 if sign == "solver" else torch.float64
+    tokens = tokens.to(dtype)
+    affinity = torch.empty(n, n, dtype=dtype)
     for i in range(n):
         for j in range(n):
             affinity[i, j] = 1.0 if float(tokens[i] @ tokens[j]) > tau else eps
     degree = affinity.sum(1)
     d_inv = torch.diag(1.0 / (degree.sqrt() + eps))
     laplacian = d_inv @ (torch.diag(degree) - affinity) @ d_inv
-    _, vectors = torch.linalg.eigh(laplacian)
+    values, vectors = torch.linalg.eigh(laplacian)
     e = vectors[:, 1].clone()
     seed = int(e.abs().argmax())
-    if sign == "symmetric" and e[seed] < 0:
-        e = -e
+    if sign == "canonical":
+        assert values[2] - values[1] > 1e-3, "the slow version assumes a simple second eigenvalue"
+        if e[seed] < 0:
+            e = -e
     cut = e.std() if threshold == "std" else e.mean()
     mask = e > cut
-    if sign == "faithful" and not mask[seed]:
+    if sign == "solver" and not mask[seed]:
         mask = ~mask
     return mask
 
@@ -41,8 +45,15 @@ def planted(n_fg: int, n_bg: int, dim: int = 16, seed: int = 0) -> tuple[torch.T
     return tokens, truth
 
 
+def three_equal_clusters(size: int = 5, dim: int = 8) -> torch.Tensor:
+    """Tokens in three identical, mutually orthogonal clusters: the graph is three equal cliques, so the
+    second eigenvalue is exactly double and a solver may return any basis of its eigenspace."""
+    basis = torch.eye(dim)[:3] * 2.0
+    return basis.repeat_interleave(size, dim=0)  # (3 * size, dim); token 0 is in the first cluster
+
+
 @pytest.mark.parametrize("threshold", ["std", "mean"])
-@pytest.mark.parametrize("sign", ["faithful", "symmetric"])
+@pytest.mark.parametrize("sign", ["solver", "canonical"])
 def test_batched_mask_matches_slow_reference(threshold, sign):
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randn(4, 12, 8, generator=gen) * 3
@@ -51,31 +62,113 @@ def test_batched_mask_matches_slow_reference(threshold, sign):
         assert torch.equal(fast[b], slow_foreground_mask(tokens[b], threshold=threshold, sign=sign))
 
 
+def test_old_sign_names_still_work_with_a_deprecation_message():
+    tokens = torch.randn(2, 10, 6, generator=torch.Generator().manual_seed(3)) * 2
+    with pytest.warns(FutureWarning, match="now called 'solver'"):
+        old = foreground_mask(tokens, sign="faithful")
+    assert torch.equal(old, foreground_mask(tokens, sign="solver"))
+    with pytest.warns(FutureWarning, match="now called 'canonical'"):
+        assert torch.equal(foreground_mask(tokens, sign="symmetric"), foreground_mask(tokens))
+    with pytest.raises(ValueError, match="unknown ncut_sign 'flip'"):
+        foreground_mask(tokens, sign="flip")
+
+
 def test_planted_two_clusters_are_separated():
     tokens, truth = planted(5, 11)  # a small salient cluster among background tokens
     # The Fiedler vector is constant on each cluster with opposite signs, and the small cluster
-    # has the larger magnitude; the clean variants pick that cluster exactly.
-    assert torch.equal(foreground_mask(tokens[None], sign="symmetric")[0], truth)
+    # has the larger magnitude; the canonical orientation picks that cluster exactly.
+    assert torch.equal(foreground_mask(tokens[None])[0], truth)
     assert torch.equal(foreground_mask(tokens[None], threshold="mean")[0], truth)
-    # The faithful rule does not: when the small cluster sits on the negative side, no entry
+    # The solver's rule does not: when the small cluster sits on the negative side, no entry
     # exceeds std(e), the seed is "background", and the flipped mask covers every token.
     # (Hand-checked for this case: e = +0.129 on the 11 background tokens, -0.404 on the 5.)
-    faithful = foreground_mask(tokens[None])[0]
-    assert faithful.all() or torch.equal(faithful, truth)
+    solver = foreground_mask(tokens[None], sign="solver")[0]
+    assert solver.all() or torch.equal(solver, truth)
 
 
-def test_faithful_sign_flip_is_asymmetric():
+def test_solver_sign_flip_is_asymmetric():
     # When the largest-|e| entry falls below the threshold the reference flips the mask, giving
     # {e <= thr}, which is not {-e > thr}: check both against the eigenvector directly.
     gen = torch.Generator().manual_seed(5)
     for _ in range(20):
         tokens = torch.randn(1, 10, 6, generator=gen) * 2
-        faithful = foreground_mask(tokens, sign="faithful")[0]
-        symmetric = foreground_mask(tokens, sign="symmetric")[0]
-        if not torch.equal(faithful, symmetric):
-            assert faithful.sum() > symmetric.sum()  # the complement of a tail is larger than a tail
+        solver = foreground_mask(tokens, sign="solver")[0]
+        canonical = foreground_mask(tokens, sign="canonical")[0]
+        if not torch.equal(solver, canonical):
+            assert solver.sum() > canonical.sum()  # the complement of a tail is larger than a tail
             return
-    pytest.fail("no example where the faithful flip differs from the symmetric one")
+    pytest.fail("no example where the solver's flip differs from the canonical orientation")
+
+
+def _eigh(tokens: torch.Tensor):
+    laplacian, degree = ncut_laplacian(tokens.double())
+    values, vectors = torch.linalg.eigh(laplacian)
+    return values, vectors, degree
+
+
+def test_canonical_fiedler_ignores_the_sign_of_every_eigenvector():
+    tokens = torch.randn(6, 16, 8, generator=torch.Generator().manual_seed(7)) * 3
+    values, vectors, degree = _eigh(tokens)
+    flips = torch.where(torch.rand(6, 1, 16, generator=torch.Generator().manual_seed(8)) < 0.5, -1.0, 1.0)
+    reference = canonical_fiedler(values, vectors, degree)
+    torch.testing.assert_close(canonical_fiedler(values, -vectors, degree), reference)
+    torch.testing.assert_close(canonical_fiedler(values, vectors * flips.double(), degree), reference)
+    # and it is the solver's Fiedler vector, oriented so that its largest-|e| entry is positive
+    fiedler = vectors[..., 1]
+    seed = fiedler.abs().argmax(1, keepdim=True)
+    torch.testing.assert_close(reference, fiedler * fiedler.gather(1, seed).sign())
+
+
+def test_degenerate_second_eigenvalue_gives_a_basis_independent_mask():
+    tokens = three_equal_clusters()
+    values, vectors, degree = _eigh(tokens[None])
+    assert values[0, 2] - values[0, 1] < 1e-12  # exactly double
+    # Any rotation of the eigenspace is an equally valid solver output.
+    angle = torch.tensor(0.7, dtype=torch.float64)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    rotated = vectors.clone()
+    rotated[0, :, 1:3] = vectors[0, :, 1:3] @ rotation
+    torch.testing.assert_close(canonical_fiedler(values, rotated, degree), canonical_fiedler(values, vectors, degree))
+    # The tie between the three clusters is broken by the lowest token index: the cluster of token 0.
+    mask = foreground_mask(tokens[None])[0]
+    assert mask.tolist() == [True] * 5 + [False] * 10
+
+
+def _token_sets() -> list[torch.Tensor]:
+    """Patch tokens of several kinds: Gaussian, planted clusters, a degenerate graph, a random ViT's."""
+    from conftest import make_clip
+
+    from microclip.backbone import Backbone
+
+    gen = torch.Generator().manual_seed(11)
+    backbone = Backbone(make_clip().visual)
+    with torch.no_grad():
+        vit = backbone(torch.rand(8, 3, 32, 32, generator=gen)).patches
+    return [torch.randn(16, 49, 32, generator=gen) * 4, planted(7, 42)[0][None], three_equal_clusters()[None], vit]
+
+
+def test_mask_is_the_same_with_one_or_two_threads():
+    threads = torch.get_num_threads()
+    try:
+        for tokens in _token_sets():
+            torch.set_num_threads(1)
+            one = foreground_mask(tokens)
+            torch.set_num_threads(2)
+            assert torch.equal(foreground_mask(tokens), one)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_mask_is_the_same_on_another_lapack_path():
+    # float32 runs other LAPACK routines (ssyevd, not dsyevd) with ~1e9 times the rounding error.
+    for tokens in _token_sets():
+        assert torch.equal(foreground_mask(tokens, eigh_dtype=torch.float32), foreground_mask(tokens))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu.sh runs it on a GPU)")
+def test_mask_is_the_same_when_the_eigensolver_runs_on_cuda():
+    for tokens in _token_sets():
+        assert torch.equal(foreground_mask(tokens, eigh_device="cuda"), foreground_mask(tokens))
 
 
 def test_mask_has_no_gradient():
