@@ -164,9 +164,10 @@ def test_registered_tokenizer_has_context_40():
 def _config(out: Path, data: Path, **kw) -> PretrainConfig:
     # As many images as the batch: every step sees the same 16 images (with new captions), the classic
     # "can it fit one batch" check, which a few steps at a high learning rate pass reliably.
-    return PretrainConfig(out=str(out), steps=6, batch_size=16, lr=3e-3, warmup_steps=1, n_images=16,
-                          data_root=str(data), ckpt_every=2, eval_train_per_class=2, eval_test_per_class=1,
-                          threads=1, **kw)
+    # Three CLIP steps, then three of the dense stage (its warmup of one step, then locality ramping in).
+    return PretrainConfig(out=str(out), steps=3, dense_steps=3, batch_size=16, lr=3e-3, warmup_steps=1,
+                          dense_lr=3e-3, dense_warmup_steps=1, n_images=16, data_root=str(data), ckpt_every=2,
+                          eval_train_per_class=2, eval_test_per_class=1, threads=1, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +185,8 @@ def test_short_pretraining_lowers_the_loss(six_step_run):
 def test_killed_then_resumed_run_matches_an_uninterrupted_run(six_step_run, tmp_path: Path):
     full_out, _ = six_step_run
     data = full_out.parent / "data"
-    stopped = pretrain(_config(tmp_path, data, stop_after=3))
-    assert stopped["step"] == 3 and not (tmp_path / "open_clip_model.safetensors").exists()
+    stopped = pretrain(_config(tmp_path, data, stop_after=4))  # killed inside the dense stage
+    assert stopped["step"] == 4 and not (tmp_path / "open_clip_model.safetensors").exists()
     pretrain(_config(tmp_path, data, resume=True))
     full = load_file(str(full_out / "state.safetensors"))
     resumed = load_file(str(tmp_path / "state.safetensors"))

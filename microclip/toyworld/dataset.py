@@ -3,7 +3,7 @@
 Layout under `root/toybirds/`:
     train/<class name>/00000.png ...   test/...   (ImageFolder trees, classes in CLASS_NAMES order)
     train/meta.json                                (what generated the split; reused only if it matches)
-    masks_train.npz                                (part_mask, bird_mask, paths, labels in ImageFolder order)
+    masks_train.npz                                (part_labels, bird_mask, paths, labels, in ImageFolder order)
     pretrain_<n>_<seed>.npz                        (images uint8 (N, 64, 64, 3), species, labels)
 
 Every image has its own rng seeded from (seed, split, class, index), so generation is order-free and
@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 from microclip.toyworld.render import Sample, render_bird
-from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_BY_NAME
+from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the renderer or the world changes: cached data is then regenerated
+GENERATOR_VERSION = 2  # bump when the renderer or the world changes: cached data is then regenerated
 IMAGE_SIZE = 64
 DEFAULT_N_PER_CLASS = {"train": 100, "test": 50}
 # Distinct rng streams per use, so the same user seed never produces overlapping images.
@@ -43,6 +43,11 @@ class SplitMasks:
     labels: np.ndarray  # (N,) int64, index into CLASS_NAMES
     part_mask: np.ndarray  # (N, H, W) bool
     bird_mask: np.ndarray  # (N, H, W) bool
+    part_labels: np.ndarray  # (N, H, W) uint8: 0 off the parts, else 1 + index into PARTS
+
+    def part(self, name: str) -> np.ndarray:
+        """(N, H, W) bool mask of one named part (see PARTS), empty where the species lacks it."""
+        return self.part_labels == 1 + PARTS.index(name)
 
 
 def _image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
@@ -92,7 +97,7 @@ def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, s
     log.info("generating toybirds %s split: %d images/class, seed %d -> %s", split, n_per_class, seed, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=base))
     try:
-        paths, labels, parts, birds = [], [], [], []
+        paths, labels, part_labels, birds = [], [], [], []
         for label, name in enumerate(CLASS_NAMES):
             (tmp / name).mkdir()
             for i in range(n_per_class):
@@ -101,12 +106,12 @@ def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, s
                 cv2.imwrite(str(tmp / name / fname), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
                 paths.append(f"{split}/{name}/{fname}")
                 labels.append(label)
-                parts.append(sample.part_mask)
+                part_labels.append(sample.part_labels)
                 birds.append(sample.bird_mask)
         meta = _split_meta(split, n_per_class, seed)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _atomic_savez(base / f"masks_{split}.npz", paths=np.array(paths), labels=np.array(labels, np.int64),
-                      part_mask=np.stack(parts), bird_mask=np.stack(birds))
+                      part_labels=np.stack(part_labels), bird_mask=np.stack(birds))
         if target.exists():
             shutil.rmtree(target)  # stale: generated with other settings
         os.rename(tmp, target)
@@ -124,8 +129,9 @@ def load_split_masks(root: str | Path, split: str) -> SplitMasks:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; call ensure_split({str(root)!r}, {split!r}) first")
     with np.load(path) as z:
-        return SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"],
-                          part_mask=z["part_mask"], bird_mask=z["bird_mask"])
+        part_labels = z["part_labels"]
+        return SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"], part_mask=part_labels > 0,
+                          bird_mask=z["bird_mask"], part_labels=part_labels)
 
 
 def load_split_arrays(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -177,3 +183,4 @@ def load_pretrain_corpus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and species indices (N,) (into SPECIES) of a cached corpus."""
     with np.load(path) as z:
         return z["images"], z["species"]
+

@@ -1,11 +1,18 @@
-"""Contrastive pretraining of the tiny CLIP on toy bird images and captions.
+"""Pretraining of the tiny CLIP on toy bird images and captions, in two stages.
 
-    python -m microclip.toyworld.pretrain --out checkpoints/toybirds-base --steps 2500
+    python -m microclip.toyworld.pretrain --out checkpoints/toybirds-base
+
+Stage 1 (``steps``) is CLIP: open_clip's contrastive loss between the ``[CLS]`` embedding and the
+caption. Stage 2 (``dense_steps``, its own warmup and cosine schedule) adds what modern CLIPs add for
+dense understanding (cf. FG-CLIP's second, regional stage), computed on the value-path patch tokens that
+microCLIP's SOAP pools (grounding.py): phrase grounding (each part a caption names, found among the
+image's patches) and locality (a patch token does not change when other patches are replaced). Nothing
+but captions and images is used: no masks, no labels.
 
 Reads top to bottom: build data and model, then for each step draw a batch and its captions from a
 rng seeded by (seed, step) -- so a resumed run continues exactly like an uninterrupted one -- take an
-AdamW step on open_clip's ClipLoss, and checkpoint now and then. At the end the model is written as an
-open_clip `local-dir:` folder and evaluated on the toybirds test split.
+AdamW step, and checkpoint now and then. At the end the model is written as an open_clip `local-dir:`
+folder and evaluated on the toybirds test split.
 
 Checkpoints hold no pickle: tensors (model, optimizer state, torch rng) in `state.safetensors`, scalars
 in `state.json` (and, for atomicity, the same JSON inside the safetensors metadata).
@@ -28,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open, save_file
 from tqdm import tqdm
 
+from microclip.backbone import Backbone
 from microclip.constants import CLIP_MEAN, CLIP_STD
 from microclip.toyworld import MODEL_CONFIG_DIR, TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import (
@@ -39,8 +48,9 @@ from microclip.toyworld.dataset import (
     load_pretrain_corpus,
     load_split_arrays,
 )
-from microclip.toyworld.metrics import evaluate_toy_clip, images_to_tensor
-from microclip.toyworld.text import P_NAME, TEMPLATES, descriptions, pretrain_caption
+from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss
+from microclip.toyworld.metrics import evaluate_toy_clip
+from microclip.toyworld.text import P_NAME, TEMPLATES, descriptions, make_caption
 from microclip.toyworld.world import CLASS_NAMES, SPECIES
 
 log = logging.getLogger(__name__)
@@ -52,11 +62,14 @@ class PretrainConfig:
     """Everything that defines a pretraining run (plain values; the CLI maps flags onto these)."""
 
     out: str
-    steps: int = 2500
+    steps: int = 1000  # stage 1: CLIP
+    dense_steps: int = 1000  # stage 2: CLIP + the dense objectives; 0 = the first world's plain CLIP
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 150
+    warmup_steps: int = 100
+    dense_lr: float = 5e-4
+    dense_warmup_steps: int = 40
     seed: int = 0
     n_images: int = 40000
     data_root: str = "./data"
@@ -65,21 +78,51 @@ class PretrainConfig:
     stop_after: int | None = None  # stop (with a checkpoint) after this step, as if killed; for tests
     augment: bool = True
     p_name: float = P_NAME  # how often a caption names the species (the rest describe parts)
+    grounding_weight: float = 1.0  # weight of the phrase-grounding loss (grounding.py); 0 = plain CLIP
+    grounding_pool_temperature: float = 0.1
+    grounding_temperature: float = 0.05
+    locality_weight: float = 1.0  # weight of the context-consistency loss; 0 = off
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
     threads: int = 2
     command: str = field(default="")
 
 
+RUN_DEFINING = ("seed", "steps", "dense_steps", "batch_size", "n_images")  # a resumed run must match these
+
+OBJECTIVE = {
+    "stage 1 (steps)": "CLIP: symmetric InfoNCE between the [CLS] embedding and the caption (open_clip ClipLoss)",
+    "stage 2 (dense_steps)": "CLIP, plus on the last block's value-path patch tokens (projected): phrase "
+                             "grounding (each visible part a caption names, found among the image's patches by "
+                             "a similarity softmax, contrasted against the batch's other phrases and images; "
+                             "grounding.py), and locality (1 - cosine between a patch token and the same "
+                             "patch's token after another image's block is pasted elsewhere)",
+    "supervision": "captions and images only: no part masks, no species labels",
+}
+
 # ---------------------------------------------------------------- data for one step
 
 
+def total_steps(cfg: PretrainConfig) -> int:
+    return cfg.steps + cfg.dense_steps
+
+
+def in_dense_stage(step: int, cfg: PretrainConfig) -> bool:
+    return step >= cfg.steps
+
+
 def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup then cosine decay to 0 over cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """Each stage: linear warmup, then cosine decay to 0 at the stage's end."""
+    if in_dense_stage(step, cfg):
+        return _warmup_cosine(step - cfg.steps, cfg.dense_steps, cfg.dense_warmup_steps, cfg.dense_lr)
+    return _warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr)
+
+
+def _warmup_cosine(step: int, steps: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def batch_indices(step: int, cfg: PretrainConfig, n: int) -> np.ndarray:
@@ -106,14 +149,87 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, H, W) and caption tokens (B, L) for `step`, a pure function of (seed, step)."""
+@dataclass(frozen=True)
+class Batch:
+    """One step's data: images in [0, 1], caption tokens, and the part phrases each caption names."""
+
+    images: torch.Tensor  # (B, 3, H, W)
+    tokens: torch.Tensor  # (B, L)
+    phrases: list[str]  # distinct part phrases of the batch's captions, worded for embedding
+    image_index: torch.Tensor  # (P,) image of each (image, phrase) pair
+    phrase_index: torch.Tensor  # (P,) index into `phrases`
+    pasted: torch.Tensor  # (B, 3, H, W) the images with a block of another image pasted in
+    intact: torch.Tensor  # (B, N) bool: patches the pasted block left untouched
+
+
+def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer) -> Batch:
+    """The batch of `step`: a pure function of (seed, step)."""
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
-    batch = augment(images[idx], rng) if cfg.augment else images[idx]
-    captions = [pretrain_caption(SPECIES[int(s)], rng, cfg.p_name) for s in species[idx]]
-    return images_to_tensor(batch), tokenizer(captions)
+    pixels = augment(images[idx], rng) if cfg.augment else images[idx]
+    captions = [make_caption(SPECIES[int(s)], rng, cfg.p_name) for s in species[idx]]
+    distinct = sorted({p for c in captions for p in c.phrases})
+    form = PHRASE_FORMS[int(rng.integers(len(PHRASE_FORMS)))]
+    pairs = [(i, distinct.index(p)) for i, c in enumerate(captions) for p in c.phrases]
+    image_index, phrase_index = (torch.tensor(list(column), dtype=torch.long) for column in zip(*pairs)) \
+        if pairs else (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+    pasted, intact = paste_blocks(x, rng)
+    return Batch(images=x, tokens=tokenizer([c.text for c in captions]),
+                 phrases=[form.format(p) for p in distinct], image_index=image_index, phrase_index=phrase_index,
+                 pasted=pasted, intact=intact)
+
+
+PATCH = 8  # the toy ViT's patch size: pasted blocks are aligned to it
+
+
+def paste_blocks(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a random patch-aligned block of the next image of the batch into each image (CutMix-like)."""
+    b, _, size, _ = images.shape
+    grid = size // PATCH
+    pasted = images.clone()
+    intact = torch.ones(b, grid, grid, dtype=torch.bool)
+    heights, widths = rng.integers(2, grid // 2 + 2, size=(2, b))
+    for i in range(b):
+        h, w = int(heights[i]), int(widths[i])
+        top, left = int(rng.integers(0, grid - h + 1)), int(rng.integers(0, grid - w + 1))
+        rows, cols = slice(top * PATCH, (top + h) * PATCH), slice(left * PATCH, (left + w) * PATCH)
+        pasted[i, :, rows, cols] = images[(i + 1) % b, :, rows, cols]
+        intact[i, top:top + h, left:left + w] = False
+    return pasted, intact.view(b, -1)
+
+
+def locality_weight(step: int, cfg: PretrainConfig) -> float:
+    """0 during the dense stage's warmup, then a linear ramp to cfg.locality_weight over as many steps.
+
+    The cheapest way to keep tokens unchanged by pasted context is to make them all the same; the
+    grounding loss first gives them something to keep.
+    """
+    warmup = max(1, cfg.dense_warmup_steps)
+    return cfg.locality_weight * min(1.0, max(0.0, (step - cfg.steps - warmup) / warmup))
+
+
+def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer,
+               clip_loss: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality."""
+    tokens = backbone(batch.images)  # the visual forward microCLIP runs: [CLS] and value-path patch tokens
+    text = F.normalize(model.encode_text(batch.tokens), dim=-1)
+    scale = model.logit_scale.exp()
+    terms = {"clip": (1.0, clip_loss(tokens.cls_embed, text, scale))}
+    if in_dense_stage(step, cfg):
+        patch_embeds = F.normalize(backbone.project(tokens.patches), dim=-1)  # (B, N, E)
+        if cfg.grounding_weight > 0 and batch.phrases:
+            phrase_embeds = F.normalize(model.encode_text(tokenizer(batch.phrases)), dim=-1)
+            terms["grounding"] = (cfg.grounding_weight, phrase_grounding_loss(
+                patch_embeds, batch.image_index, batch.phrase_index, phrase_embeds,
+                cfg.grounding_pool_temperature, cfg.grounding_temperature))
+        weight = locality_weight(step, cfg)
+        if weight > 0:
+            context = F.normalize(backbone.project(backbone(batch.pasted).patches), dim=-1)
+            change = 1.0 - (patch_embeds * context).sum(-1)  # (B, N) 1 - cosine
+            terms["locality"] = (weight, (change * batch.intact).sum() / batch.intact.sum().clamp_min(1))
+    loss = sum(w * term for w, term in terms.values())
+    return loss, {name: term.item() for name, (_, term) in terms.items()}
 
 
 # ---------------------------------------------------------------- model and optimizer
@@ -207,7 +323,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     register_model_configs()
     tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
-    images, species = load_pretrain_corpus(ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed))
+    corpus = ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed)
+    images, species = load_pretrain_corpus(corpus)
 
     # All batch, caption and augmentation randomness comes from per-step numpy generators seeded by
     # (seed, step), so there is no numpy state to checkpoint; the global seeds are for library code.
@@ -217,39 +334,41 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model = build_model()
     opt = build_optimizer(model, cfg)
     loss_fn = open_clip.ClipLoss()
+    backbone = Backbone(model.visual)  # shares the visual tower's parameters
     # The first training batch: its loss before and after training shows that learning happened.
-    probe_images, probe_tokens = make_batch(0, cfg, images, species, tokenizer)
+    probe = make_batch(0, cfg, images, species, tokenizer)
 
-    step, losses, elapsed, commands = 0, [], 0.0, [cfg.command]
+    step, losses, part_losses, elapsed, commands = 0, [], [], 0.0, [cfg.command]
     probe_loss_start = None
     if cfg.resume and (out / "state.safetensors").is_file():
         state = load_state(out, model, opt)
-        if state["seed"] != cfg.seed or state["steps"] != cfg.steps or state["batch_size"] != cfg.batch_size:
-            raise ValueError(f"--resume: checkpoint in {out} was made with seed={state['seed']}, "
-                             f"steps={state['steps']}, batch_size={state['batch_size']}; "
-                             "pass the same values or use a new --out")
+        saved = {k: state["config"][k] for k in RUN_DEFINING}
+        if saved != {k: getattr(cfg, k) for k in RUN_DEFINING}:
+            raise ValueError(f"--resume: checkpoint in {out} was made with {saved}; pass the same values or "
+                             "use a new --out")
         step, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
+        part_losses = state.get("part_losses", [])
         probe_loss_start = state["probe_loss_start"]
         commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
         log.info("resumed from %s at step %d", out, step)
     if probe_loss_start is None:
-        probe_loss_start = _probe_loss(model, loss_fn, probe_images, probe_tokens)
+        probe_loss_start = _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn)
 
     def scalars() -> dict:
         return {"step": step, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size,
-                "losses": losses, "elapsed_s": elapsed, "probe_loss_start": probe_loss_start,
-                "commands": commands, "config": asdict(cfg)}
+                "losses": losses, "part_losses": part_losses, "elapsed_s": elapsed,
+                "probe_loss_start": probe_loss_start, "commands": commands, "config": asdict(cfg)}
 
-    last = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    total = total_steps(cfg)
+    last = total if cfg.stop_after is None else min(total, cfg.stop_after)
     model.train()
     t0 = time.time()
     bar = tqdm(total=last, initial=step, desc="pretrain", mininterval=5.0, disable=None)
     while step < last:
-        imgs, tokens = make_batch(step, cfg, images, species, tokenizer)
+        batch = make_batch(step, cfg, images, species, tokenizer)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        img_f, txt_f, logit_scale = model(imgs, tokens)
-        loss = loss_fn(img_f, txt_f, logit_scale)
+        loss, parts = batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -257,24 +376,29 @@ def pretrain(cfg: PretrainConfig) -> dict:
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         step += 1
         losses.append(round(loss.item(), 5))
+        part_losses.append({k: round(v, 5) for k, v in parts.items()})
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{logit_scale.item():.1f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
+                        **{k: f"{v:.3f}" for k, v in parts.items()})
         if step % cfg.ckpt_every == 0 or step == last:
             elapsed += time.time() - t0
             t0 = time.time()
             save_state(out, model, opt, scalars())
-            log.info("step %d/%d loss(avg20) %.4f  %.1f img/s", step, cfg.steps, np.mean(losses[-20:]),
+            log.info("step %d/%d loss(avg20) %.4f %s  %.1f img/s", step, total, np.mean(losses[-20:]),
+                     {k: round(float(np.mean([p.get(k, np.nan) for p in part_losses[-20:]])), 4) for k in parts},
                      step * cfg.batch_size / max(elapsed, 1e-9))
     bar.close()
-    if step < cfg.steps:
+    if step < total:
         return scalars()  # stopped early on purpose; --resume continues
 
     export_open_clip_folder(model, out)
     summary = {"command": cfg.command, "commands": commands, "seed": cfg.seed, "steps": cfg.steps,
-               "batch_size": cfg.batch_size, "lr": cfg.lr, "n_images": cfg.n_images,
-               "wall_time_s": round(elapsed, 1),
+               "dense_steps": cfg.dense_steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "dense_lr": cfg.dense_lr,
+               "n_images": cfg.n_images, "objective": OBJECTIVE, "wall_time_s": round(elapsed, 1),
                "final_loss": float(np.mean(losses[-50:])), "probe_loss_start": probe_loss_start,
-               "probe_loss_end": _probe_loss(model, loss_fn, probe_images, probe_tokens)}
+               "probe_loss_end": _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn),
+               "final_loss_parts": {k: float(np.mean([p[k] for p in part_losses[-50:] if k in p]))
+                                    for k in part_losses[-1]}}
     summary["metrics"] = evaluate_exported(out, cfg)
     _atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     log.info("done: %s", json.dumps(summary))
@@ -282,9 +406,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 @torch.no_grad()
-def _probe_loss(model, loss_fn, images: torch.Tensor, tokens: torch.Tensor) -> float:
+def _probe_loss(model, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer, loss_fn) -> float:
     model.eval()
-    loss = float(loss_fn(*model(images, tokens)))
+    loss = float(batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, total_steps(cfg))[0])
     model.train()
     return loss
 
@@ -307,12 +431,15 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     defaults = PretrainConfig(out="")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="checkpoint folder (becomes an open_clip local-dir)")
-    for name in ("steps", "batch_size", "warmup_steps", "seed", "n_images", "ckpt_every", "threads",
-                 "eval_train_per_class", "eval_test_per_class"):
+    for name in ("steps", "dense_steps", "batch_size", "warmup_steps", "dense_warmup_steps", "seed", "n_images",
+                 "ckpt_every", "threads", "eval_train_per_class", "eval_test_per_class"):
         p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--dense_lr", type=float, default=defaults.dense_lr)
     p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
     p.add_argument("--p_name", type=float, default=defaults.p_name, help="share of captions that name it")
+    for name in ("grounding_weight", "grounding_pool_temperature", "grounding_temperature", "locality_weight"):
+        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
     p.add_argument("--no_augment", dest="augment", action="store_false")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from microclip.toyworld.world import SPECIES, Species
+from microclip.toyworld.world import PARTS, SPECIES, Species
 
 PART_COLOURS: dict[str, tuple[int, int, int]] = {  # RGB
     "red": (215, 30, 35),
@@ -45,6 +45,7 @@ class Sample:
     part_mask: np.ndarray  # (H, W) bool: union of the discriminative parts actually drawn
     bird_mask: np.ndarray  # (H, W) bool: the whole bird, parts included
     species: int  # index into SPECIES
+    part_labels: np.ndarray  # (H, W) uint8: 0 off the parts, else 1 + index into PARTS of the visible part
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64) ->
     img[masks["wing"]] = body_rgb * 0.78  # a darker wing so the bands have a frame
     bird_mask = masks["tail"] | masks["body"] | masks["head"]
 
-    part_mask = np.zeros((size, size), bool)
+    part_labels = np.zeros((size, size), np.uint8)
     eye_mask = _poly_mask(_bird_polys(lay, [_ellipse(*_EYE, 0.1, 0.1, n=12)]), size)
     for k, (part, part_polys) in enumerate(_part_polys(species).items()):
         if not part_polys:
@@ -270,10 +271,12 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64) ->
             mask &= ~eye_mask  # a ring, not a disc
         colour = np.clip(np.array(_part_colour(species, part), np.float32) + lay.part_jitter[k], 0, 255)
         img[mask] = colour
-        part_mask |= mask
+        part_labels[mask] = 1 + PARTS.index(part)  # a later part paints over an earlier one, as in the image
     img[eye_mask] = (10, 10, 10)
-    part_mask &= ~eye_mask  # the eye looks the same in every species
+    part_labels[eye_mask] = 0  # the eye looks the same in every species
+    part_mask = part_labels > 0
     bird_mask |= part_mask
 
     image = np.clip(img + lay.noise, 0, 255).astype(np.uint8)
-    return Sample(image=image, part_mask=part_mask, bird_mask=bird_mask, species=species_index)
+    return Sample(image=image, part_mask=part_mask, bird_mask=bird_mask, species=species_index,
+                  part_labels=part_labels)

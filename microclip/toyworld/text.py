@@ -14,6 +14,7 @@ image side -- the headroom microCLIP is meant to recover.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,15 @@ def description_oracle_accuracy() -> float:
     return total / len(CLASS_NAMES)
 
 
-def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> str:
+@dataclass(frozen=True)
+class Caption:
+    """A pretraining caption and the phrases in it that name a visible part (what a dense loss can ground)."""
+
+    text: str
+    phrases: tuple[str, ...]  # e.g. ("a red beak", "white wing bands"); absent parts ("no crest") excluded
+
+
+def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> Caption:
     """One web-like caption for an image of `species`; always carries species information.
 
     Mix: name with probability `p_name` (then parts with P_PARTS_WITH_NAME), otherwise two to five part
@@ -114,25 +123,35 @@ def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float =
     """
     # All five parts are candidates, absent ones as "no crest" etc., so that every sentence of
     # descriptions() (which also names absent parts) is grounded during pretraining.
-    pool = [part_phrase(species, p) or absent_phrase(p) for p in PARTS]
+    present = [part_phrase(species, p) for p in PARTS]
+    pool = [phrase or absent_phrase(p) for phrase, p in zip(present, PARTS)]
     use_name = rng.random() < p_name
     use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
     prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
     context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]
-    chosen: list[str] = []
+    idx: list[int] = []
     if use_parts:
         k = int(rng.integers(2, len(pool) + 1))
         idx = sorted(rng.choice(len(pool), size=k, replace=False).tolist())
-        chosen = [pool[i] for i in idx]
+    chosen = [pool[i] for i in idx]
+    phrases = [present[i] for i in idx if present[i] is not None]
     parts_text = ""
     if chosen:
         parts_text = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
-    if use_name:
-        subject = f"{'an' if species.name[0] in 'aeiou' else 'a'} {species.name}"
-        body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "")
-    else:
-        body = f"a bird{context} with {parts_text}"
-    return (f"{prefix} {body}." if prefix else f"{body}.").strip()
+    subject = f"{'an' if species.name[0] in 'aeiou' else 'a'} {species.name}" if use_name else "a bird"
+    body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "")
+    text = (f"{prefix} {body}." if prefix else f"{body}.").strip()
+    return Caption(text=text, phrases=tuple(phrases))
+
+
+def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> str:
+    """The text of :func:`make_caption`."""
+    return make_caption(species, rng, p_name).text
+
+
+ALL_PART_PHRASES: tuple[str, ...] = tuple(sorted({phrase for sp in SPECIES for p in PARTS
+                                                  if (phrase := part_phrase(sp, p)) is not None}))
+"""Every phrase that names a visible part of some species ("a red beak", ...), in a fixed order."""
 
 
 def write_assets(folder: str | Path) -> Path:

@@ -1,0 +1,62 @@
+"""Score saliency maps against the toy world's ground truth (we know where the evidence is).
+
+Maps are patch grids, one score per patch, flattened to (N_images, P) with P = h * w in raster order.
+Pixel masks come from the renderer at image resolution and are reduced to the grid here.
+
+* **Pointing game**: is the map's top patch on a part? A patch is "on" a mask if any of its pixels is.
+* **Mass inside**: the share of the map's mass that falls on the mask's pixels, with the map shifted
+  so its lowest patch has zero mass (maps such as cosine similarities can be negative) and each
+  patch's mass spread evenly over its pixels.
+* **Chance**: a uniform patch over the image, and a uniform patch over the bird (pointing at the bird
+  is easy; pointing at the right part of it is not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def patch_coverage(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) bool pixel masks → (N, h*w) float: the fraction of each patch's pixels in the mask."""
+    n, height, width = masks.shape
+    h, w = grid
+    if height % h or width % w:
+        raise ValueError(f"a {height}x{width} mask does not tile into a {h}x{w} patch grid")
+    blocks = masks.reshape(n, h, height // h, w, width // w)
+    return blocks.mean(axis=(2, 4)).reshape(n, h * w)
+
+
+def patch_hits(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) bool pixel masks → (N, h*w) bool: does each patch hold any masked pixel."""
+    return patch_coverage(masks, grid) > 0
+
+
+def top_patch(scores: np.ndarray) -> np.ndarray:
+    """(N, P) → (N,) index of each map's largest score (the lowest index among exact ties)."""
+    return np.asarray(scores).argmax(axis=1)
+
+
+def pointing_hits(scores: np.ndarray, on_mask: np.ndarray) -> np.ndarray:
+    """(N,) bool: is each map's top patch on the mask."""
+    top = top_patch(scores)
+    return on_mask[np.arange(len(top)), top]
+
+
+def mass_inside(scores: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """(N,) share of each map's mass on the mask (see the module docstring); 0 for a constant map."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mass = scores - scores.min(axis=1, keepdims=True)
+    total = mass.sum(axis=1)
+    inside = (mass * coverage).sum(axis=1)
+    return np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
+
+
+def expected_hit(selection: np.ndarray, on_mask: np.ndarray) -> np.ndarray:
+    """(N,) hit rate of a patch drawn uniformly from each image's selected patches (0 if none)."""
+    chosen = selection.sum(axis=1)
+    return np.where(chosen > 0, (selection & on_mask).sum(axis=1) / np.maximum(chosen, 1), 0.0)
+
+
+def percent(values: np.ndarray) -> float:
+    """Mean of hits or shares, in %."""
+    return 100.0 * float(np.mean(values))

@@ -1,0 +1,120 @@
+"""The toy CLIP's dense objective: phrase grounding, the pasted-context locality views, caption phrases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from microclip.toyworld.grounding import grouped_patch_embeddings, phrase_grounding_loss
+from microclip.toyworld.pretrain import PATCH, paste_blocks
+from microclip.toyworld.text import ALL_PART_PHRASES, make_caption, part_phrase
+from microclip.toyworld.world import PARTS, SPECIES
+
+
+def slow_grounding_loss(patches, image_index, phrase_index, phrases, pool_t=0.1, t=0.05):
+    """The loss of grounding.py, one (image, phrase) pair at a time."""
+    def grouped(i, q):
+        weights = torch.softmax(torch.stack([patches[i, j] @ phrases[q] for j in range(patches.shape[1])]) / pool_t, 0)
+        return F.normalize(sum(weights[j] * patches[i, j] for j in range(patches.shape[1])), dim=0)
+
+    named = set(zip(image_index.tolist(), phrase_index.tolist()))
+    which_phrase, which_image = [], []
+    for i, p in zip(image_index.tolist(), phrase_index.tolist()):
+        own = grouped(i, p)
+        logits = torch.stack([own @ phrases[q] for q in range(len(phrases))]) / t
+        which_phrase.append(-torch.log_softmax(logits, 0)[p])
+        others = [k for k in range(patches.shape[0]) if k == i or (k, p) not in named]
+        scores = torch.stack([grouped(k, p) @ phrases[p] for k in others]) / t
+        which_image.append(-torch.log_softmax(scores, 0)[others.index(i)])
+    return 0.5 * (torch.stack(which_phrase).mean() + torch.stack(which_image).mean())
+
+
+def _unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_grouped_embeddings_are_similarity_weighted_means():
+    patches, phrases = _unit(2, 5, 4), _unit(3, 4, seed=1)
+    grouped = grouped_patch_embeddings(patches, phrases, pool_temperature=0.5)
+    for b in range(2):
+        for q in range(3):
+            weights = torch.softmax(patches[b] @ phrases[q] / 0.5, 0)
+            torch.testing.assert_close(grouped[b, q], F.normalize(weights @ patches[b], dim=0))
+
+
+def test_loss_matches_a_pair_by_pair_transcription():
+    patches, phrases = _unit(4, 6, 8), _unit(5, 8, seed=2)
+    image_index = torch.tensor([0, 0, 1, 2, 3, 3])
+    phrase_index = torch.tensor([1, 3, 1, 0, 4, 2])
+    fast = phrase_grounding_loss(patches, image_index, phrase_index, phrases)
+    torch.testing.assert_close(fast, slow_grounding_loss(patches, image_index, phrase_index, phrases))
+
+
+def _world(kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Four images, each showing two of four phrases (orthonormal embeddings) on 6 patches.
+
+    "local": one patch per shown phrase says exactly that phrase, the rest say nothing (a background
+    direction); "global": every patch says the mixture of the image's phrases; "slots": patch k says
+    phrase k in every image, whatever the image shows (the cheat the image contrast rules out)."""
+    phrases = torch.eye(5)[:4]  # dimension 4 is "background"
+    shown = [(0, 1), (2, 3), (0, 2), (1, 3)]
+    background = torch.eye(5)[4]
+    patches = background.repeat(4, 6, 1)
+    for i, (a, b) in enumerate(shown):
+        if kind == "local":
+            patches[i, 1], patches[i, 4] = phrases[a], phrases[b]
+        elif kind == "global":
+            patches[i] = F.normalize(phrases[a] + phrases[b], dim=0)
+        else:
+            patches[i, :4] = phrases
+    image_index = torch.tensor([i for i, pair in enumerate(shown) for _ in pair])
+    phrase_index = torch.tensor([p for pair in shown for p in pair])
+    return patches, image_index, phrase_index, phrases
+
+
+def test_local_patches_win_over_global_ones_and_over_image_independent_slots():
+    local, glob, slots = (phrase_grounding_loss(*_world(kind)) for kind in ("local", "global", "slots"))
+    assert local < 0.01
+    # everywhere-mixed patches cannot tell an image's two phrases apart: the phrase term is log 2
+    assert glob > 0.5 * math.log(2) - 1e-3
+    # slots tell phrases apart but not images: every image scores the same, so the image term is
+    # the log of (1 + the images whose caption does not name p) = log 3 here
+    assert slots > 0.5 * math.log(3) - 1e-3
+
+
+def test_no_phrases_gives_zero_loss_with_a_gradient_path():
+    patches = _unit(2, 3, 4).requires_grad_()
+    loss = phrase_grounding_loss(patches, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                                 _unit(1, 4))
+    assert loss.item() == 0.0
+    loss.backward()
+
+
+def test_pasted_blocks_are_patch_aligned_and_come_from_the_next_image():
+    images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    pasted, intact = paste_blocks(images, np.random.default_rng(1))
+    grid = 64 // PATCH
+    for i in range(5):
+        replaced = ~intact[i].view(grid, grid)
+        assert 2 <= replaced.any(1).sum() and 2 <= replaced.any(0).sum() and not replaced.all()
+        pixels = replaced.repeat_interleave(PATCH, 0).repeat_interleave(PATCH, 1)
+        assert torch.equal(pasted[i][:, pixels], images[(i + 1) % 5][:, pixels])
+        assert torch.equal(pasted[i][:, ~pixels], images[i][:, ~pixels])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_caption_phrases_are_the_visible_parts_it_names(seed):
+    rng = np.random.default_rng(seed)
+    for species in SPECIES:
+        caption = make_caption(species, rng)
+        visible = {part_phrase(species, p) for p in PARTS} - {None}
+        assert set(caption.phrases) <= visible
+        assert all(phrase in caption.text for phrase in caption.phrases)
+        unlisted = [p for p in visible - set(caption.phrases) if p in caption.text
+                    and not any(p in other for other in caption.phrases)]
+        assert not unlisted, (caption, unlisted)
+    assert len(ALL_PART_PHRASES) == len(set(ALL_PART_PHRASES)) == 15
