@@ -322,25 +322,54 @@ def _last_block(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return cls_out[:, 0], value_path, keys
 
 
+def attention_probabilities(attn: nn.MultiheadAttention, y: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
+    """The softmax attention weights of one block, recomputed from its own projections.
+
+    ``y`` is the block's attention input (its ``ln_1`` output) in batch-first layout, (B, L, D); the
+    first ``n_queries`` tokens are the queries (all of them when None). Returns (B, H, Q, L), per head,
+    as ``nn.MultiheadAttention(..., need_weights=True, average_attn_weights=False)`` would give them.
+    """
+    if not isinstance(attn, nn.MultiheadAttention):
+        raise BackboneError(f"attention weights need an nn.MultiheadAttention block, got {type(attn).__name__}")
+    (w_q, b_q), (w_k, b_k), _ = _in_projections(attn)
+    batch, length, width = y.shape
+    heads = attn.num_heads
+    head_dim = width // heads
+    queries = y if n_queries is None else y[:, :n_queries]
+    query = F.linear(queries, w_q, b_q).view(batch, queries.shape[1], heads, head_dim).transpose(1, 2)
+    keys = F.linear(y, w_k, b_k).view(batch, length, heads, head_dim).transpose(1, 2)
+    return (query @ keys.transpose(-1, -2) / head_dim ** 0.5).softmax(-1)  # (B, H, Q, L)
+
+
+@torch.no_grad()
+def block_attention_weights(backbone: Backbone, images: torch.Tensor) -> list[torch.Tensor]:
+    """Every block's (B, H, L, L) attention weights, first block first, from one forward pass.
+
+    open_clip calls attention with ``need_weights=False``, so the weights are recomputed from each
+    block's own projections of its input (for attention rollout and other baselines, not for SOAP).
+    """
+    visual = backbone.visual
+    x = visual._embeds(backbone.normalize_pixels(images))  # (B, L, D)
+    blocks = visual.transformer.resblocks
+    weights = []
+    for index, block in enumerate(blocks):
+        weights.append(attention_probabilities(block.attn, block.ln_1(x)))
+        if index < len(blocks) - 1:
+            x = _run_blocks(visual, x, [block])
+    return weights
+
 
 @torch.no_grad()
 def last_block_cls_attention(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     """(B, N) head-averaged attention of the [CLS] query over the patches in the last block.
 
-    open_clip calls attention with ``need_weights=False``, so the weights are recomputed here
-    from the block's own projections (a baseline saliency map for comparisons, not used by SOAP).
+    The same weights as the last entry of :func:`block_attention_weights` (row 0, patch columns,
+    heads averaged), with only the [CLS] query computed. A baseline map for comparisons.
     """
     visual = backbone.visual
     x = visual._embeds(backbone.normalize_pixels(images))
     blocks = visual.transformer.resblocks
     x = _run_blocks(visual, x, blocks[:-1])
     last = blocks[-1]
-    attn: nn.MultiheadAttention = last.attn
-    y = last.ln_1(x)
-    (w_q, b_q), (w_k, b_k), _ = _in_projections(attn)
-    batch, length, width = y.shape
-    heads, head_dim = attn.num_heads, width // attn.num_heads
-    query = F.linear(y[:, :1], w_q, b_q).view(batch, 1, heads, head_dim).transpose(1, 2)
-    keys = F.linear(y, w_k, b_k).view(batch, length, heads, head_dim).transpose(1, 2)
-    weights = (query @ keys.transpose(-1, -2) / head_dim ** 0.5).softmax(-1)  # (B, H, 1, L)
+    weights = attention_probabilities(last.attn, last.ln_1(x), n_queries=1)  # (B, H, 1, L)
     return weights.mean(1)[:, 0, 1:]

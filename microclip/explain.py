@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from microclip.backbone import VisualTokens
 from microclip.model import MicroCLIP
 
 
@@ -86,6 +87,11 @@ class Explanation:
         return cls(**kwargs)
 
 
+def cls_similarity(tokens: VisualTokens) -> torch.Tensor:
+    """(B, N) cosine between each value-path patch token and the pre-projection [CLS] token."""
+    return F.cosine_similarity(tokens.patches, tokens.cls_token[:, None], dim=-1)
+
+
 @torch.no_grad()
 def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = None) -> list[Explanation]:
     """images: (B, 3, S, S) in [0, 1], already resized to the model's input size."""
@@ -95,7 +101,7 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     tokens = out.tokens
     h, w = tokens.grid
     w_hat = model.heads.w_star_hat()
-    cls_similarity = F.cosine_similarity(tokens.patches, tokens.cls_token[:, None], dim=-1)  # (B, N)
+    similarity = cls_similarity(tokens)  # (B, N)
     patch_embeds = model.backbone.project(tokens.patches)  # (B, N, E)
     patch_class = patch_embeds @ w_hat.T.to(patch_embeds.dtype)  # (B, N, C)
     explanations = []
@@ -108,7 +114,7 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
             soap_weights=out.soap.weights[b, :-1].float().cpu().numpy().reshape(h, w),
             null_weight=float(out.soap.weights[b, -1]),
             ncut_mask=out.mask[b].cpu().numpy().reshape(h, w),
-            cls_similarity=cls_similarity[b].float().cpu().numpy().reshape(h, w),
+            cls_similarity=similarity[b].float().cpu().numpy().reshape(h, w),
             patch_class_cosine=patch_class[b].float().cpu().numpy().reshape(h, w, -1),
             grid=(h, w),
             image_size=int(images.shape[-1]),

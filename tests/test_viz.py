@@ -213,3 +213,38 @@ def test_topk_figure_has_one_panel_per_branch():
     figure = topk_figure(make_explanation(), k=3)
     assert [axis.get_title() for axis in figure.axes] == ["fused", "[CLS] only", "[FG] only"]
     assert len(figure.axes[0].patches) == 3
+
+
+def test_peer_panels_share_one_scale_whatever_the_units(image, ramp):
+    from viz.peers import peer_panel
+
+    panel = peer_panel(image, ramp, "viridis", opacity=1.0)
+    assert np.array_equal(panel, peer_panel(image, 0.01 * ramp - 3.0, "viridis", opacity=1.0))  # min-max per map
+    assert not np.array_equal(panel, peer_panel(image, ramp ** 2, "viridis", opacity=1.0))
+    flat = np.unique(panel[:10, :10].reshape(-1, 3), axis=0)  # nearest: one colour per 10×10-pixel patch
+    assert len(flat) == 1 and np.array_equal(flat[0], colorize(np.zeros((1, 1)), "viridis")[0, 0])
+    assert np.array_equal(panel[-1, -1], colorize(np.ones((1, 1)), "viridis")[0, 0])
+
+
+def test_outline_mask_draws_only_along_the_mask_borders(image):
+    from viz.overlay import outline_mask
+
+    mask = np.zeros((8, 8), bool)  # a ring at 1/5 of the 40-px image: outer and inner borders
+    mask[2:7, 2:7] = True
+    mask[4, 4] = False
+    out = outline_mask(image, mask, colour=(255, 0, 255), thickness=1, halo=None)
+    changed = (out != image).any(axis=-1)
+    drawn = np.argwhere(changed)
+    assert changed.any() and np.array_equal(out[changed], np.tile([255, 0, 255], (changed.sum(), 1)))
+    assert drawn.min() >= 10 and drawn.max() <= 34  # nothing away from the ring
+    assert changed[19:26, 19:26].any() and not changed[20:25, 20:25].any()  # the hole's border, on mask pixels
+    assert not changed[:5].any() and not changed[:, :5].any()
+
+
+def test_colorbar_runs_from_the_colormaps_low_end_to_its_high_end():
+    from viz.peers import colorbar
+
+    bar = colorbar("jet", width=200, height=40)
+    assert bar.shape == (40, 200, 3)
+    assert np.array_equal(bar[0, 0], colorize(np.zeros((1, 1)), "jet")[0, 0])
+    assert np.array_equal(bar[0, -1], colorize(np.ones((1, 1)), "jet")[0, 0])

@@ -26,6 +26,7 @@ from ui.common import (
     read_descriptions,
     user_errors,
 )
+from ui.explainers import build_explainers_view
 from ui.registry import ModelRegistry
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.grid import cell_size, patch_at
@@ -308,6 +309,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
                     show_patch = gr.Button("Show patch")
             contributions = gr.Plot(label="[CLS] and [FG] contributions", elem_id="contributions")
             descriptions_md = gr.Markdown(label="descriptions")
+            build_explainers_view(registry, image, model)
 
     display = [opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers]
     maps = [soap_image, ncut_image, cls_image, raw_image]

@@ -90,6 +90,24 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45,
     return out
 
 
+def outline_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
+                 thickness: int = 2, halo: tuple[int, int, int] | None = (0, 0, 0)) -> np.ndarray:
+    """A copy of ``image`` with the borders of a boolean pixel mask drawn (e.g. ground-truth parts).
+
+    The mask may have any resolution covering the same picture; it is resized with nearest-neighbour.
+    Inner borders (holes, such as an eye ring's) are drawn too; ``halo`` is a darker stroke under the
+    line so it reads on every colormap.
+    """
+    height, width = image.shape[:2]
+    resized = cv2.resize(np.asarray(mask, dtype=np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(resized, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    out = np.ascontiguousarray(image.copy())
+    if halo is not None:
+        cv2.drawContours(out, contours, -1, halo, thickness + 2)
+    cv2.drawContours(out, contours, -1, colour, thickness)
+    return out
+
+
 def difference_overlay(image: np.ndarray, difference: np.ndarray, opacity: float = 0.6,
                        limit: float | None = None, interpolation: Interpolation = "nearest") -> np.ndarray:
     """A signed (h, w) map over the image with a diverging colormap (red > 0, blue < 0).

@@ -17,21 +17,16 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from microclip.toyworld.render import render_bird
-from microclip.toyworld.world import SPECIES
+from microclip.toyworld.lookup import enlarge, example_filename, example_samples
 
 HERE = Path(__file__).resolve().parent
-TOY_SPECIES = (0, 3, 6, 9, 12, 15)
-UPSCALE = 4
 
 
-def toy_birds(folder: Path, seed: int = 7) -> None:
-    """A few species, one image each, from a fixed random stream."""
-    rng = np.random.default_rng(seed)
-    for index in TOY_SPECIES:
-        sample = render_bird(index, rng)
-        big = np.repeat(np.repeat(sample.image, UPSCALE, axis=0), UPSCALE, axis=1)
-        Image.fromarray(big).save(folder / f"toybird-{SPECIES[index].name.replace(' ', '-')}.png")
+def toy_birds(folder: Path) -> None:
+    """A few species, one image each, from a fixed random stream (the recipe lives in toyworld.lookup,
+    which re-renders these to recognise them in the app)."""
+    for sample in example_samples():
+        Image.fromarray(enlarge(sample.image)).save(folder / example_filename(sample.species))
 
 
 def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
