@@ -1,17 +1,32 @@
-"""The toy world's quality report: accuracy of every method and the pointing game of every map.
+"""The toy world's quality report: accuracy of every method, the pointing game of every map, the part probe.
 
-    python bench/toyworld.py                      # table on the toy test split (800 images)
+    python bench/toyworld.py                      # tables on the toy test split (800 images)
+    python bench/toyworld.py --json FILE          # and the numbers as JSON (keys below)
     python bench/toyworld.py --run_baseline       # also re-run the CLS-only self-training baseline
+    python bench/toyworld.py --record             # store the shipped model's record for the tests
+    python bench/toyworld.py --record --run_dir OUT --baseline_dir OUT2   # ... and the training runs behind it
+    python bench/toyworld.py --base DIR --adapted FILE.safetensors   # your own pretraining / adaptation
+    python bench/toyworld.py --figure assets/toybirds/explainers.png  # SOAP and its peers on test images
 
-Accuracy rows: zero-shot by names (templates), zero-shot by descriptions (the initial W*), the
-CLS-only self-training baseline, microCLIP adapted (fused, [CLS]-only, [FG]-only) and a linear
-probe on the frozen [CLS] (an oracle that sees labels).
+Accuracy: zero-shot by names (templates), zero-shot by descriptions (the initial W*), the CLS-only
+self-training baseline, microCLIP adapted (fused, [CLS]-only, [FG]-only) and a linear probe on the
+frozen [CLS] (an oracle that sees labels).
 
-Pointing game: on each test image, does the map's top patch fall on a discriminative part?
-A patch is "on a part" if any of its pixels is in the ground-truth part mask. Binary maps
-(the NCut mask) score the expected hit rate of a patch drawn uniformly from the mask, and so
-does the uniform random patch. Chance is reported two ways: over all patches, and over the
-patches on the bird (pointing at the bird is easy; pointing at the right part of it is not).
+Pointing game (toyworld/scoring.py): on each test image, does the map's top patch touch a discriminative
+part? Every map is computed on the same adapted visual tower; the class-specific ones (LeGrad, Grad-CAM)
+explain the true class's Ŵ* row. The NCut mask, a set rather than a score, counts the expected hit of a
+patch drawn uniformly from it, and "random" is a uniform patch (the patch chance, exactly). Also the
+share of each map's mass on the part pixels, and each explainer's cost in ms per image (median of ten
+single-image calls). "soap_keys_ncut" is SOAP with the clean key-based NCut at inference.
+
+Part probe (toyworld/part_probe.py): for each test image and each visible part its species'
+descriptions name, is the patch whose projected value-path token is closest to that sentence on that
+very part? Run on the base CLIP (with its text tower) and on the adapted visual tower.
+
+JSON keys: {"accuracy": {zero_shot_names, zero_shot_descriptions, cls_baseline, adapted_fused, adapted_cls,
+adapted_fg, linear_probe, start_fused}, "pointing": {soap, ncut, cls_similarity, cls_attention, rollout, legrad,
+gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...}, "part_probe", "part_probe_adapted",
+"part_probe_chance", "part_probe_within_bird_chance", "patch_chance", "within_bird_chance", "cpu"}, all in %.
 """
 
 from __future__ import annotations
@@ -20,6 +35,8 @@ import argparse
 import json
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,87 +45,69 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from microclip.backbone import last_block_cls_attention  # noqa: E402
-from microclip.checkpoint import load_model  # noqa: E402
+from microclip.checkpoint import load_model, read_adapted  # noqa: E402
 from microclip.data.datasets import build_dataset  # noqa: E402
 from microclip.data.transforms import SeededDataset, test_transform  # noqa: E402
 from microclip.engine import evaluate  # noqa: E402
+from microclip.explainers import EXPLAINERS  # noqa: E402
+from microclip.machine import cpu_name  # noqa: E402
 from microclip.model import MicroCLIP  # noqa: E402
-from microclip.toyworld.dataset import load_split_arrays, load_split_masks  # noqa: E402
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks  # noqa: E402
 from microclip.toyworld.metrics import encode_images, linear_probe_accuracy  # noqa: E402
+from microclip.toyworld.part_probe import part_probe  # noqa: E402
+from microclip.toyworld.scoring import (  # noqa: E402
+    expected_hit,
+    mass_inside,
+    patch_coverage,
+    patch_hits,
+    percent,
+    pointing_hits,
+)
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 ASSETS = ROOT / "assets" / "toybirds"
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
+POINTING_PEERS = ("soap", "ncut", "cls_similarity", "cls_attention", "rollout", "legrad", "gradcam")
 
 
-def patch_hits(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) pixel masks → (N, h*w) bool: does each patch contain any masked pixel."""
-    n, height, width = mask.shape
-    h, w = grid
-    blocks = mask.reshape(n, h, height // h, w, width // w)
-    return blocks.any(axis=(2, 4)).reshape(n, h * w)
+def _assets() -> tuple[list[str], list[str], dict[str, list[str]]]:
+    return (json.loads((ASSETS / "classes.json").read_text()), json.loads((ASSETS / "templates.json").read_text()),
+            json.loads((ASSETS / "descriptions.json").read_text()))
 
 
-def pointing(scores: np.ndarray, on_part: np.ndarray) -> float:
-    """Fraction of images whose top-scoring patch is on a part (%)."""
-    top = scores.argmax(axis=1)
-    return 100.0 * on_part[np.arange(len(top)), top].mean()
+def _test_set(data_root: str) -> SeededDataset:
+    return SeededDataset(build_dataset("toybirds", "test", root=data_root), test_transform(64), seed=0)
 
 
-def expected_hit(selection: np.ndarray, on_part: np.ndarray) -> float:
-    """Expected hit rate (%) of a patch drawn uniformly from each image's selected set."""
-    chosen = selection.sum(1)
-    rate = np.where(chosen > 0, (selection & on_part).sum(1) / np.maximum(chosen, 1), 0.0)
-    return 100.0 * rate.mean()
+# ------------------------------------------------------------------ accuracy
 
 
-@torch.no_grad()
-def saliency_maps(model: MicroCLIP, images: np.ndarray, batch: int = 200) -> dict[str, np.ndarray]:
-    maps: dict[str, list[np.ndarray]] = {"soap": [], "ncut": [], "cls_similarity": [], "cls_attention": []}
-    for start in range(0, len(images), batch):
-        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float() / 255.0
-        out = model(x)
-        maps["soap"].append(out.soap.weights[:, :-1].numpy())
-        maps["ncut"].append(out.mask.numpy())
-        similarity = torch.nn.functional.cosine_similarity(out.tokens.patches, out.tokens.cls_token[:, None], dim=-1)
-        maps["cls_similarity"].append(similarity.numpy())
-        maps["cls_attention"].append(last_block_cls_attention(model.backbone, x).numpy())
-    return {k: np.concatenate(v) for k, v in maps.items()}
-
-
-def accuracy_rows(args: argparse.Namespace) -> list[tuple[str, float | None, str]]:
-    classes = json.loads((ASSETS / "classes.json").read_text())
-    templates = json.loads((ASSETS / "templates.json").read_text())
-    descriptions = json.loads((ASSETS / "descriptions.json").read_text())
-    test = SeededDataset(build_dataset("toybirds", "test", root=args.data_root), test_transform(64), seed=0)
-
-    rows = []
-    names, _, _ = MicroCLIP.build(f"local-dir:{BASE}", None, classes, templates, None)
-    rows.append(("zero-shot by names (templates, [CLS])", evaluate(names, test).accuracy("cls"), ""))
-    described, _, _ = MicroCLIP.build(f"local-dir:{BASE}", None, classes, templates, descriptions)
+def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
+    classes, templates, descriptions = _assets()
+    test = _test_set(args.data_root)
+    names, _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, None)
+    described, _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions)
     start = evaluate(described, test)
-    rows.append(("zero-shot by descriptions (initial W*, [CLS])", start.accuracy("cls"), ""))
-    rows.append(("  same start, TokenFusion (SOAP at identity)", start.accuracy("fused"), ""))
-
-    baseline = _baseline_accuracy(args)
-    rows.append(("CLS-only self-training baseline (--baseline)", baseline, "same recipe as microCLIP"))
-
-    adapted = evaluate(load_model(ADAPTED), test)
-    rows.append(("microCLIP adapted: TokenFusion", adapted.accuracy("fused"), "the shipped checkpoint"))
-    rows.append(("microCLIP adapted: [CLS] only", adapted.accuracy("cls"), ""))
-    rows.append(("microCLIP adapted: [FG] only", adapted.accuracy("fg"), ""))
+    adapted = evaluate(load_model(args.adapted), test)
 
     import open_clip
 
-    clip = open_clip.create_model(f"local-dir:{BASE}")
+    clip = open_clip.create_model(f"local-dir:{args.base}")
     train_images, train_labels = load_split_arrays(args.data_root, "train")
     test_images, test_labels = load_split_arrays(args.data_root, "test")
     probe = linear_probe_accuracy(encode_images(clip, train_images), train_labels,
                                   encode_images(clip, test_images), test_labels)
-    rows.append(("linear probe on frozen [CLS] (oracle: uses labels)", 100.0 * probe, ""))
-    return rows
+    return {
+        "zero_shot_names": evaluate(names, test).accuracy("cls"),
+        "zero_shot_descriptions": start.accuracy("cls"),
+        "start_fused": start.accuracy("fused"),
+        "cls_baseline": _baseline_accuracy(args),
+        "adapted_fused": adapted.accuracy("fused"),
+        "adapted_cls": adapted.accuracy("cls"),
+        "adapted_fg": adapted.accuracy("fg"),
+        "linear_probe": 100.0 * probe,
+    }
 
 
 def _baseline_accuracy(args: argparse.Namespace) -> float | None:
@@ -119,88 +118,234 @@ def _baseline_accuracy(args: argparse.Namespace) -> float | None:
         subprocess.run(command, check=True, cwd=ROOT)
         return json.loads((out / "metrics.json").read_text())["acc_cls"]
     if RECORD.is_file():
-        return json.loads(RECORD.read_text()).get("baseline", {}).get("acc_cls")
+        return json.loads(RECORD.read_text()).get("baseline", {}).get("metrics", {}).get("acc_cls")
     return None
 
 
-def pointing_rows(args: argparse.Namespace) -> tuple[list[tuple[str, float]], float, float]:
-    model = load_model(ADAPTED)
+# ------------------------------------------------------------------ maps
+
+
+def peer_maps(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+              batch: int = 100) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Every explainer's (N, h*w) maps on the test images, and its cost in ms per image (batch of one)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.as_tensor(labels, dtype=torch.long)
+    maps, cost = {}, {}
+    for name in names:
+        explainer = EXPLAINERS[name]
+        reason = explainer.unavailable_reason(model)
+        if reason:
+            print(f"skipping {name}: {reason}", file=sys.stderr)
+            continue
+        if explainer.prepare is not None:
+            explainer.prepare(model)
+        chunks = [explainer(model, x[i:i + batch], y[i:i + batch]).flatten(1).float().cpu().numpy()
+                  for i in range(0, len(x), batch)]
+        maps[name] = np.concatenate(chunks)
+        timings = []
+        for i in range(11):  # one image at a time, as the app runs them; the first call warms up
+            start = time.perf_counter()
+            explainer(model, x[i:i + 1], y[i:i + 1])
+            timings.append(1000.0 * (time.perf_counter() - start))
+        cost[name] = float(np.median(timings[1:]))
+    return maps, cost
+
+
+def pointing_rows(args: argparse.Namespace) -> dict:
+    model = load_model(args.adapted)
     masks = load_split_masks(args.data_root, "test")
-    images, _ = load_split_arrays(args.data_root, "test")
+    images, labels = load_split_arrays(args.data_root, "test")
     grid = model.backbone.grid
     on_part = patch_hits(masks.part_mask, grid)
     on_bird = patch_hits(masks.bird_mask, grid)
-    maps = saliency_maps(model, images)
-    rng = np.random.default_rng(0)
-    rows = [
-        ("SOAP weights (adapted)", pointing(maps["soap"], on_part)),
-        ("NCut foreground mask (uniform patch in mask)", expected_hit(maps["ncut"], on_part)),
-        ("CLS-similarity map (value-path tokens)", pointing(maps["cls_similarity"], on_part)),
-        ("last-layer CLS attention (heads averaged)", pointing(maps["cls_attention"], on_part)),
-        ("uniform random patch", pointing(rng.random(on_part.shape), on_part)),
-    ]
-    # The same adapted weights with the clean NCut options (method.md §10.2) at inference time.
-    model.config.ncut_features, model.config.ncut_sign = "keys", "symmetric"
-    clean = saliency_maps(model, images)
-    rows[2:2] = [("SOAP weights, clean NCut (--ncut_features keys --ncut_sign symmetric)",
-                  pointing(clean["soap"], on_part)),
-                 ("NCut mask, clean options (uniform patch in mask)", expected_hit(clean["ncut"], on_part))]
-    patch_chance = 100.0 * on_part.mean()
-    bird_chance = expected_hit(on_bird, on_part)
-    return rows, patch_chance, bird_chance
+    coverage = patch_coverage(masks.part_mask, grid)
+    maps, cost = peer_maps(model, images, labels, POINTING_PEERS)
+    pointing, inside = {}, {}
+    for name, scores in maps.items():
+        if name == "ncut":  # a set, not a ranking: the expected hit of a patch drawn from it
+            pointing[name] = percent(expected_hit(scores > 0.5, on_part))
+        else:
+            pointing[name] = percent(pointing_hits(scores, on_part))
+        inside[name] = percent(mass_inside(scores, coverage))
+    pointing["random"] = percent(on_part.mean(axis=1))  # a uniform patch: exactly the patch chance
+    # The same adapted weights with the reference's unused key-based NCut (the clean option) at inference.
+    model.config = replace(model.config, ncut_features="keys")
+    keys_maps, keys_cost = peer_maps(model, images, labels, ("soap",))
+    pointing["soap_keys_ncut"] = percent(pointing_hits(keys_maps["soap"], on_part))
+    inside["soap_keys_ncut"] = percent(mass_inside(keys_maps["soap"], coverage))
+    cost["soap_keys_ncut"] = keys_cost["soap"]
+    return {"pointing": pointing, "mass_inside": inside, "cost_ms": cost,
+            "patch_chance": percent(on_part.mean(axis=1)),
+            "within_bird_chance": percent(expected_hit(on_bird, on_part))}
 
 
-SUBSET_STEP = 4  # every 4th test image: the fixed 200-image subset the tests check the record on
+def probe_rows(args: argparse.Namespace) -> dict[str, float]:
+    classes, templates, descriptions = _assets()
+    base, _, text = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions,
+                                    keep_text=True)
+    masks = load_split_masks(args.data_root, "test")
+    images, _ = load_split_arrays(args.data_root, "test")
+    on_base = part_probe(base.backbone, text, images, masks)
+    on_adapted = part_probe(load_model(args.adapted).backbone, text, images, masks)
+    return {"part_probe": on_base.accuracy, "part_probe_adapted": on_adapted.accuracy,
+            "part_probe_chance": percent(on_base.patch_chance),
+            "part_probe_within_bird_chance": percent(on_base.bird_chance)}
 
 
-def subset_accuracies(data_root: str) -> dict[str, float]:
-    """Zero-shot (initial W*) and adapted top-1 on the fixed 200-image subset of the test split."""
-    from torch.utils.data import Subset
+# ------------------------------------------------------------------ the shipped model's record
 
-    classes = json.loads((ASSETS / "classes.json").read_text())
-    templates = json.loads((ASSETS / "templates.json").read_text())
-    descriptions = json.loads((ASSETS / "descriptions.json").read_text())
-    test = SeededDataset(build_dataset("toybirds", "test", root=data_root), test_transform(64), seed=0)
-    subset = Subset(test, range(0, len(test), SUBSET_STEP))
-    start, _, _ = MicroCLIP.build(f"local-dir:{BASE}", None, classes, templates, descriptions)
-    return {"zero_shot_cls": evaluate(start, subset).accuracy("cls"),
-            "adapted_fused": evaluate(load_model(ADAPTED), subset).accuracy("fused")}
+
+def record_accuracies(data_root: str) -> dict[str, float]:
+    """Zero-shot start, adapted top-1 and the base's part probe on the whole test split: what the
+    shipped-record test checks. One image is 0.125 points of accuracy, so the 0.3-point tolerance allows
+    two flips between machines.
+    """
+    classes, templates, descriptions = _assets()
+    test = _test_set(data_root)
+    start, _, text = MicroCLIP.build(f"local-dir:{BASE}", None, classes, templates, descriptions, keep_text=True)
+    adapted = evaluate(load_model(ADAPTED), test)
+    images, _ = load_split_arrays(data_root, "test")
+    probe = part_probe(start.backbone, text, images, load_split_masks(data_root, "test"))
+    return {"zero_shot_cls": evaluate(start, test).accuracy("cls"), "adapted_fused": adapted.accuracy("fused"),
+            "adapted_cls": adapted.accuracy("cls"), "adapted_fg": adapted.accuracy("fg"),
+            "part_probe": probe.accuracy}
+
+
+def training_record(run_dir: Path) -> dict:
+    """What a train.py output folder says about its run: the command, its metrics and per-epoch log."""
+    _, meta = read_adapted(run_dir / "checkpoint.safetensors")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    return {"command": "python " + meta.training["command"], "seed": meta.training["seed"], "cpu": cpu_name(),
+            "metrics": metrics, "log": log}
+
+
+# ------------------------------------------------------------------ figure
+
+
+def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 128) -> np.ndarray:
+    """Rows: test images (one per species, spread over the split); columns: the image, then every map of
+    the adapted tower on one [0, 1] scale, parts outlined. (H, W, 3) uint8 RGB."""
+    import cv2
+
+    from viz.peers import colorbar, peer_panel
+
+    model = load_model(args.adapted)
+    masks = load_split_masks(args.data_root, "test")
+    images, labels = load_split_arrays(args.data_root, "test")
+    rows = np.linspace(0, len(images) - 1, n_images).round().astype(int)
+    x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.as_tensor(labels[rows], dtype=torch.long)
+    names = [n for n in POINTING_PEERS if EXPLAINERS[n].unavailable_reason(model) is None]
+    maps = {}
+    for name in names:
+        if EXPLAINERS[name].prepare is not None:
+            EXPLAINERS[name].prepare(model)
+        maps[name] = EXPLAINERS[name](model, x, y).float().cpu().numpy()
+    header_height, pad = 22, 3
+    lines = []
+    for r, index in enumerate(rows):
+        picture = cv2.resize(images[index], (size, size), interpolation=cv2.INTER_NEAREST)
+        tiles = [picture] + [peer_panel(picture, maps[n][r], outline=masks.part_mask[index]) for n in names]
+        lines.append(np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
+                                     for t in tiles], axis=1))
+    header = np.full((header_height, lines[0].shape[1], 3), 255, np.uint8)
+    for c, title in enumerate(["image"] + names):
+        cv2.putText(header, title, (c * (size + 2 * pad) + pad + 2, header_height - 7), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    bar = colorbar(width=min(lines[0].shape[1], 448))
+    bar = np.pad(bar, ((4, 0), (0, lines[0].shape[1] - bar.shape[1]), (0, 0)), constant_values=255)
+    return np.concatenate([header, *lines, bar], axis=0)
+
+
+# ------------------------------------------------------------------ report
+
+
+def print_report(report: dict) -> None:
+    accuracy = report["accuracy"]
+    print(f"CPU: {report['cpu']}\n")
+    if accuracy:
+        _print_accuracy(accuracy)
+    if "pointing" in report:
+        _print_pointing(report)
+    if "part_probe" in report:
+        print(f"\npart probe (closest patch to the sentence is on the named part): base {report['part_probe']:.1f}%, "
+              f"adapted tower {report['part_probe_adapted']:.1f}% (chance {report['part_probe_chance']:.1f}%, "
+              f"within the bird {report['part_probe_within_bird_chance']:.1f}%)")
+
+
+def _print_accuracy(accuracy: dict) -> None:
+    titles = {
+        "zero_shot_names": "zero-shot by names (templates, [CLS])",
+        "zero_shot_descriptions": "zero-shot by descriptions (initial W*, [CLS])",
+        "start_fused": "  same start, TokenFusion (SOAP at identity)",
+        "cls_baseline": "CLS-only self-training baseline (--baseline, same recipe)",
+        "adapted_fused": "**microCLIP adapted, TokenFusion**",
+        "adapted_cls": "microCLIP adapted, [CLS] only",
+        "adapted_fg": "microCLIP adapted, [FG] only",
+        "linear_probe": "linear probe on frozen [CLS] (oracle: uses labels)",
+    }
+    print("| toy test split (800 images, 16 species, chance 6.25%) | top-1 % |")
+    print("|---|---|")
+    for key, title in titles.items():
+        value = accuracy.get(key)
+        print(f"| {title} | {'n/a' if value is None else f'{value:.1f}'} |")
+
+
+def _print_pointing(report: dict) -> None:
+    patch, bird = report["patch_chance"], report["within_bird_chance"]
+    print(f"\n| map (adapted tower) | pointing % | vs patch chance {patch:.1f} | vs within-bird chance {bird:.1f} "
+          "| mass on parts % | ms / image |")
+    print("|---|---|---|---|---|---|")
+    for name, value in report["pointing"].items():
+        inside = report["mass_inside"].get(name)
+        cost = report["cost_ms"].get(name)
+        print(f"| {name} | {value:.1f} | {value - patch:+.1f} | {value - bird:+.1f} | "
+              f"{'' if inside is None else f'{inside:.1f}'} | {'' if cost is None else f'{cost:.1f}'} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", default=str(ROOT / "data"))
-    parser.add_argument("--run_baseline", action="store_true", help="re-run the CLS-only baseline (~10 min)")
+    parser.add_argument("--run_baseline", action="store_true", help="re-run the CLS-only baseline (~5 min)")
     parser.add_argument("--work_dir", default=str(ROOT / "output" / "bench-toyworld"))
     parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--base", default=str(BASE), help="the base CLIP (an open_clip local-dir folder)")
+    parser.add_argument("--adapted", default=str(ADAPTED), help="an adapted checkpoint of that base")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy, pointing, probe")
+    parser.add_argument("--run_dir", default=None, help="with --record: the train.py output of the shipped model")
+    parser.add_argument("--baseline_dir", default=None, help="with --record: the train.py --baseline output")
+    parser.add_argument("--figure", default=None, help="write a PNG of SOAP and its peers on test images, and exit")
     parser.add_argument("--record", action="store_true",
-                        help=f"store the 200-image subset accuracies in {RECORD.name} (for the tests)")
+                        help=f"store the test-split accuracies in {RECORD.name} (for the tests)")
     args = parser.parse_args(argv)
+    for split in ("train", "test"):
+        ensure_split(args.data_root, split)
+    if args.figure:
+        import cv2
+
+        cv2.imwrite(args.figure, cv2.cvtColor(explainer_figure(args), cv2.COLOR_RGB2BGR))
+        print(args.figure)
+        return 0
     if args.record:
         record = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
-        record["subset200"] = subset_accuracies(args.data_root)
+        if args.run_dir:
+            record.update(training_record(Path(args.run_dir)))
+        if args.baseline_dir:
+            record["baseline"] = training_record(Path(args.baseline_dir))
+        record["test_split"] = record_accuracies(args.data_root)
+        record["test_split_cpu"] = cpu_name()
+        record.pop("subset200", None)
         RECORD.write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps(record["subset200"]))
+        print(json.dumps(record["test_split"]))
         return 0
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    accuracy = accuracy_rows(args)
-    pointing_table, patch_chance, bird_chance = pointing_rows(args)
-    print("| toy test split (800 images, 16 species, chance 6.25%) | top-1 % | note |")
-    print("|---|---|---|")
-    for name, value, note in accuracy:
-        print(f"| {name} | {'n/a' if value is None else f'{value:.1f}'} | {note} |")
-    print()
-    print(f"| pointing game (top patch on a part) | hit % | vs patch chance {patch_chance:.1f} | "
-          f"vs within-bird chance {bird_chance:.1f} |")
-    print("|---|---|---|---|")
-    for name, value in pointing_table:
-        print(f"| {name} | {value:.1f} | {value - patch_chance:+.1f} | {value - bird_chance:+.1f} |")
+    skip = set(filter(None, args.skip.split(",")))
+    report = {"accuracy": {} if "accuracy" in skip else accuracy_rows(args),
+              **({} if "pointing" in skip else pointing_rows(args)),
+              **({} if "probe" in skip else probe_rows(args)), "cpu": cpu_name()}
+    print_report(report)
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "accuracy": {name: value for name, value, _ in accuracy},
-            "pointing": dict(pointing_table), "patch_chance": patch_chance, "within_bird_chance": bird_chance,
-        }, indent=2))
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

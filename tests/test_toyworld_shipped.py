@@ -21,13 +21,15 @@ def data_root(tmp_path_factory) -> str:
 
 
 def test_shipped_checkpoints_reproduce_their_recorded_accuracy(data_root):
+    # The record was measured on another machine; nothing in it may depend on the CPU (the NCut mask
+    # is canonical), so every branch must match to 0.3 points (two of the 800 test images).
     sys.path.insert(0, str(ROOT / "bench"))
-    from toyworld import subset_accuracies
+    from toyworld import record_accuracies
 
-    recorded = json.loads(RECORD.read_text())["subset200"]
-    measured = subset_accuracies(data_root)
-    assert measured["zero_shot_cls"] == pytest.approx(recorded["zero_shot_cls"], abs=1.0)
-    assert measured["adapted_fused"] == pytest.approx(recorded["adapted_fused"], abs=1.0)
+    recorded = json.loads(RECORD.read_text())["test_split"]
+    measured = record_accuracies(data_root)
+    for key in ("zero_shot_cls", "adapted_fused", "adapted_cls", "adapted_fg", "part_probe"):
+        assert measured[key] == pytest.approx(recorded[key], abs=0.3), key
     assert measured["adapted_fused"] > measured["zero_shot_cls"]
 
 
@@ -51,3 +53,48 @@ def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):
          str(ROOT / "checkpoints" / "toybirds-microclip.safetensors")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0 and "TokenFusion" in evaluated.stdout, evaluated.stderr[-2000:]
+
+
+# Kernels of another CPU, emulated: PyTorch's own (ATen), oneDNN's and MKL's (BLAS and LAPACK) dispatch
+# can be capped at an instruction set, which is what differs between the Intel (AVX-512, AMX) and AMD
+# (AVX2) machines the record has to hold on.
+EMULATED_CPUS = {
+    "no SIMD": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "AVX2 (as on AMD EPYC)": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                              "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+_PREDICT = """
+import hashlib, json, sys, torch
+from microclip.checkpoint import load_model
+from microclip.toyworld.dataset import load_split_arrays
+images, _ = load_split_arrays(sys.argv[1], "test")
+model = load_model(sys.argv[2])
+with torch.no_grad():
+    out = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
+                  "mask": hashlib.sha256(out.mask.numpy().tobytes()).hexdigest(),
+                  **{b: getattr(out.logits, b).argmax(1).tolist() for b in ("fused", "cls", "fg")}}))
+"""
+
+
+def _predict(data_root: str, env: dict[str, str]) -> dict:
+    done = subprocess.run([sys.executable, "-c", _PREDICT, data_root, str(ROOT / "checkpoints" /
+                                                                         "toybirds-microclip.safetensors")],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("cpu", sorted(EMULATED_CPUS))
+def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, cpu):
+    from microclip.toyworld.dataset import ensure_split
+
+    ensure_split(data_root, "test")
+    native = _predict(data_root, {})
+    other = _predict(data_root, EMULATED_CPUS[cpu])
+    assert other["capability"] != native["capability"]  # the emulation took effect
+    assert other["mask"] == native["mask"]  # every NCut mask of the 800 test images, bit for bit
+    for branch in ("fused", "cls", "fg"):
+        flips = sum(a != b for a, b in zip(native[branch], other[branch]))
+        assert flips <= 2, f"{branch}: {flips} of 800 predictions changed"
