@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,22 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from microclip.backbone import Backbone, create_clip  # noqa: E402
-from microclip.engine import (  # noqa: E402
-    AmpMode,
-    TrainConfig,
-    autocast,
-    build_optimizer,
-    select_device,
-    train_step,
-)
-from microclip.explain import explain_batch  # noqa: E402
-from microclip.heads import Heads  # noqa: E402
-from microclip.losses import FairnessRegulariser  # noqa: E402
-from microclip.model import MicroCLIP  # noqa: E402
-from microclip.soap import foreground_mask  # noqa: E402
+from microclip.backbone import Backbone, create_clip
+from microclip.engine import OptimizerStep, autocast, select_device, train_step
+from microclip.explain import explain_batch
+from microclip.heads import Heads
+from microclip.losses import FairnessRegulariser
+from microclip.model import MicroCLIP
+from microclip.recipe import AmpMode, Recipe
+from microclip.soap import foreground_mask
 
 N_CLASSES = 102  # Flowers-102
 TARGET_RATIO = 1.10
@@ -270,22 +261,18 @@ class TrainParts:
     """Everything one training step needs, plus a step closure that mirrors ``engine.fit``."""
 
     model: MicroCLIP
-    config: TrainConfig
-    optimizer: torch.optim.Optimizer
+    config: Recipe
+    optimizer: OptimizerStep
     fairness: FairnessRegulariser
     views: torch.Tensor  # (B, 2 + K, 3, S, S)
     targets: torch.Tensor  # (B,)
     device: torch.device
 
     def step(self) -> float:
-        """``train_step`` + zero_grad + backward (+ bf16 clipping) + AdamW, exactly as ``fit`` runs it."""
+        """``train_step`` + the optimiser step ``fit`` takes (the same :class:`OptimizerStep`)."""
         out = train_step(self.model, self.model, self.views, self.targets, self.config, self.fairness,
                          self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if self.config.amp == "bf16":
-            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters().values(), 1.0, norm_type=1)
-        self.optimizer.step()
+        self.optimizer(out.loss)
         return out.loss.item()
 
     def timed_functions(self) -> dict[str, Callable[[], object]]:
@@ -317,15 +304,15 @@ class TrainParts:
 
 
 def train_parts(setup: Setup, batch: int, n_crops: int, amp: AmpMode, seed: int = 0) -> TrainParts:
-    """A fresh AdamW on the trainable set and random views in [0, 1]; targets are random labels."""
+    """A fresh optimiser step on the trainable set and random views in [0, 1]; targets are random labels."""
     model, device = setup.model, setup.device
     model.train()
-    config = TrainConfig(batch_size=batch, n_crops=n_crops, mode="microclip", amp=amp)
+    config = Recipe(batch_size=batch, n_crops=n_crops, mode="microclip", amp=amp)
     size = setup.image_size
     views = random_images(batch, 2 + n_crops, 3, size, size, device=device, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     targets = torch.randint(N_CLASSES, (batch,), generator=generator).to(device)
-    return TrainParts(model, config, build_optimizer(model, config), FairnessRegulariser(), views, targets,
+    return TrainParts(model, config, OptimizerStep(model, config, device), FairnessRegulariser(), views, targets,
                       device)
 
 

@@ -9,7 +9,7 @@ USAGE = """usage: python -m microclip COMMAND [options]
 commands:
   train      self-train (adapt) a CLIP on unlabelled images      (same as train.py)
   evaluate   evaluate an adapted checkpoint                      (same as evaluate.py)
-  explain    top-k per branch, [FG]/[CLS] contributions and maps for one image
+  explain    one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle
   describe   write class descriptions with an OpenAI-compatible chat endpoint
 """
 

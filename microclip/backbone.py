@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microclip.resources import locate, portable_path
+
 log = logging.getLogger(__name__)
 
 # The reference's spellings (OpenAI `clip` names) → open_clip model name + pretrained tag.
@@ -32,7 +34,6 @@ REFERENCE_MODEL_NAMES = {
 }
 
 BUNDLED_TOY_MODEL = "checkpoints/toybirds-base"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class BackboneError(RuntimeError):
@@ -87,22 +88,6 @@ def resolve_model_name(clip_model: str, pretrained: str | None) -> tuple[str, st
     return clip_model, pretrained
 
 
-def portable_path(folder: Path) -> str:
-    """A folder inside the project is recorded relative to it, so checkpoints work from any clone."""
-    try:
-        return str(folder.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(folder)
-
-
-def locate_folder(folder: str) -> Path:
-    """Resolve a recorded folder: as given (relative to the working directory), else in the project."""
-    path = Path(folder)
-    if not path.exists() and not path.is_absolute() and (PROJECT_ROOT / path).exists():
-        return PROJECT_ROOT / path
-    return path
-
-
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -130,7 +115,7 @@ def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
     register_model_configs()
     name, tag = resolve_model_name(clip_model, pretrained)
     if name.startswith("local-dir:"):
-        folder = locate_folder(name.split(":", 1)[1])
+        folder = Path(locate(name.split(":", 1)[1]))
         if not (folder / "open_clip_config.json").is_file():
             raise BackboneError(f"{folder} is not an open_clip local-dir folder (no open_clip_config.json)")
         model = open_clip.create_model(f"local-dir:{folder}", device=device)
@@ -182,7 +167,7 @@ def get_tokenizer(spec: BaseModelSpec):
 
     register_model_configs()
     if spec.clip_model.startswith("local-dir:"):
-        return open_clip.get_tokenizer(f"local-dir:{locate_folder(spec.clip_model.split(':', 1)[1])}")
+        return open_clip.get_tokenizer(locate(spec.clip_model))
     return open_clip.get_tokenizer(spec.clip_model)
 
 

@@ -18,21 +18,23 @@ from pathlib import Path
 
 import torch
 
+from microclip.adapt import prepare
 from microclip.backbone import BackboneError
-from microclip.checkpoint import CheckpointError, CheckpointMeta, check_compatible, save_adapted
+from microclip.checkpoint import CheckpointError, check_compatible, save_adapted
 from microclip.data.datasets import DatasetError, DatasetNotFoundError, build_dataset
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
-from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, FitState, TrainConfig, distributed_context, evaluate, fit, select_device
-from microclip.model import MethodConfig, MicroCLIP
+from microclip.data.transforms import SeededDataset, test_transform
+from microclip.engine import Callback, FitState, distributed_context, evaluate, select_device
+from microclip.files import atomic_write_json, atomic_write_text
+from microclip.model import MethodConfig
+from microclip.recipe import Recipe, check_train_config
+from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
 
 log = logging.getLogger("microclip")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "configs"
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 USER_ERRORS = (BackboneError, CheckpointError, DatasetError, DatasetNotFoundError, DescriptionsError, ImageError,
                FileNotFoundError, ValueError)
@@ -50,26 +52,15 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def load_train_config(name_or_path: str) -> dict:
+    """A train config (base model, text sources) by bundled name or path; unknown keys are an error."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = CONFIG_DIR / "train_configs" / f"{name_or_path}.json"
-    return _read_json(path, "train config")
-
-
-def load_dataset_config(dataset: str) -> dict:
-    path = CONFIG_DIR / "dataset_configs" / f"{Path(dataset).name}.json"
-    return _read_json(path if path.is_file() else CONFIG_DIR / "dataset_configs" / "default.json", "dataset config")
-
-
-def _project_path(value: str) -> str:
-    """Config files name bundled files relative to the project root; the user's cwd may differ."""
-    if value.startswith("local-dir:"):
-        folder = value.split(":", 1)[1]
-        return f"local-dir:{_project_path(folder)}"
-    path = Path(value)
-    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
-        return str(PROJECT_ROOT / path)
-    return value
+        bundled = config_file("train_configs", name_or_path)
+        if bundled is None:
+            raise FileNotFoundError(f"train config '{name_or_path}' not found; bundled: "
+                                    f"{', '.join(config_names('train_configs'))} (or pass a .json path)")
+        return check_train_config(json.loads(bundled.read_text()), f"train config {name_or_path}")
+    return check_train_config(_read_json(path, "train config"), f"train config {path}")
 
 
 # ------------------------------------------------------------------ argument parsers
@@ -86,7 +77,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classname", default=None, help="class names file (.txt or .json)")
     parser.add_argument("--clip_model", default=None, help="open_clip name (ViT-B-32-quickgelu, ...) or ViT-B/32")
     parser.add_argument("--pretrained", default=None, help="open_clip tag, weight file, or 'none' (random)")
-    parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -121,18 +111,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     _add_method(parser)
     group = parser.add_argument_group("recipe (defaults from the dataset config)")
-    for name, kind in (("batch_size", int), ("epochs", int), ("lr", float), ("ce_weight", float),
-                       ("fairness_weight", float), ("n_crops", int), ("gamma", float), ("min_lr", float),
-                       ("weight_decay", float), ("warmup_steps", int), ("max_steps", int), ("eval_every", int),
-                       ("save_every_steps", int)):
-        group.add_argument(f"--{name}", type=kind, default=None)
+    Recipe.add_flags(group)
     group.add_argument("--warmup_epochs", type=int, default=0)
-    group.add_argument("--alpha", type=float, default=None, help="crop side min, fraction of the short side")
-    group.add_argument("--beta", type=float, default=None, help="crop side max")
-    group.add_argument("--train_crop_min", type=float, default=None)
-    group.add_argument("--aa", default=None, help="timm auto-augment policy")
-    group.add_argument("--color_jitter", type=float, default=None)
-    group.add_argument("--train_interpolation", default="bicubic")
     group.add_argument("--no_decay_groups", action="store_true",
                        help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)")
     modes = parser.add_argument_group("baselines")
@@ -154,6 +134,7 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", required=True,
                         help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth")
+    parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--show_per_class", action="store_true")
@@ -178,15 +159,13 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
     return MethodConfig(
         fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
         ncut_features=args.ncut_features, ncut_threshold=args.ncut_threshold, ncut_sign=args.ncut_sign,
-        query=query, pool=pool, learnable_null=args.use_unr_token,
-        train_soap=not (getattr(args, "wca_baseline", False) or getattr(args, "baseline", False)),
-    )
+        query=query, pool=pool, learnable_null=args.use_unr_token)
 
 
 def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
     source = args.template or train_cfg.get("templates")
     if source:
-        data = _read_json(Path(_project_path(source)), "templates file")
+        data = _read_json(Path(locate(source)), "templates file")
         templates = data.get(Path(args.dataset).name) if isinstance(data, dict) else data
         if not templates:
             raise ValueError(f"templates file {source} has no templates for {args.dataset}")
@@ -198,7 +177,7 @@ def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[s
     if args.no_descriptions:
         return None
     source = args.text_descriptions_path or train_cfg.get("text_descriptions_path") or "./all_prompts/train_prompts"
-    source = _project_path(source)
+    source = locate(source)
     if not Path(source).exists():
         raise FileNotFoundError(
             f"no descriptions at {source}: pass --text_descriptions_path (a CuPL-format JSON file or folder), "
@@ -210,7 +189,7 @@ def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[s
 def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | None]:
     clip_model = args.clip_model or train_cfg.get("vision_backbone") or "ViT-B/32"
     pretrained = args.pretrained or train_cfg.get("pretrained")
-    return _project_path(clip_model), (_project_path(pretrained) if pretrained else None)
+    return locate(clip_model), (locate(pretrained) if pretrained else None)
 
 
 def _datasets(args: argparse.Namespace, classnames: list[str] | None):
@@ -263,7 +242,7 @@ class JsonlLog(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if state.is_main:
-            self.path.write_text("".join(json.dumps(line) + "\n" for line in _rows(self.initial, state)))
+            atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in _rows(self.initial, state)))
 
 
 class EpochHook(Callback):
@@ -277,21 +256,16 @@ class EpochHook(Callback):
             self.function(_rows(self.initial, state), self.folder)
 
 
-def _train_config(args: argparse.Namespace, dataset_cfg: dict) -> TrainConfig:
-    values = dict(dataset_cfg)
-    for name in ("batch_size", "epochs", "lr", "ce_weight", "fairness_weight", "n_crops", "gamma", "min_lr",
-                 "weight_decay", "warmup_steps", "max_steps", "eval_every", "save_every_steps"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
+def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
+    """The dataset config's recipe, overridden by the recipe flags given, then by the run's switches."""
     mode = ("fully_supervised" if args.fully_supervised else "wca_baseline" if args.wca_baseline
             else "baseline" if args.baseline else "microclip")
-    values.update(mode=mode, seed=args.seed, amp=args.amp, num_workers=args.num_workers,
-                  use_fixed_classifier=args.use_fixed_classifier,
-                  decay="intended" if args.no_decay_groups else "all")
-    return TrainConfig.from_dict(values)
+    return Recipe.from_sources(dataset_cfg, args, mode=mode, seed=args.seed, amp=args.amp,
+                               num_workers=args.num_workers, use_fixed_classifier=args.use_fixed_classifier,
+                               decay="intended" if args.no_decay_groups else "all")
 
 
-def _default_output_dir(args: argparse.Namespace, config: TrainConfig, clip_model: str) -> Path:
+def _default_output_dir(args: argparse.Namespace, config: Recipe, clip_model: str) -> Path:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     model = Path(clip_model.split(":", 1)[-1]).name.replace("/", "_")
     name = f"{stamp}_{model}_epoch{config.epochs}_lr{config.lr:g}{'_' + args.exp_name if args.exp_name else ''}"
@@ -313,8 +287,7 @@ def train(argv: Sequence[str] | None = None, plot: Callable[[list[dict], Path], 
 
 def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     train_cfg = load_train_config(args.train_config)
-    dataset_cfg = load_dataset_config(args.dataset)
-    config = _train_config(args, dataset_cfg)
+    config = _recipe(args, Recipe.for_dataset(args.dataset))
     device = select_device(args.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -326,40 +299,28 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
             raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}'")
     else:
         output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     train_base, test_base = _datasets(args, classnames)
-    classes = list(train_base.classes)
     if config.mode == "fully_supervised" and not train_base.has_labels:
         raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
-    descriptions = read_descriptions(args, train_cfg, classes)
-    templates = read_templates(args, train_cfg)
-    model, head_weights, _ = MicroCLIP.build(
-        clip_model, pretrained, classes, templates, descriptions, method_config(args),
+    run = prepare(
+        train_base, config, (clip_model, pretrained), read_templates(args, train_cfg),
+        read_descriptions(args, train_cfg, list(train_base.classes)), method_config(args), test_data=test_base,
         use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
-        device=device, seed=args.seed)
-    input_size = args.input_size or dataset_cfg.get("input_size") or model.backbone.image_size
-    views = TrainViews(
-        input_size=input_size, n_crops=config.n_crops,
-        alpha=args.alpha if args.alpha is not None else dataset_cfg.get("alpha", 0.5),
-        beta=args.beta if args.beta is not None else dataset_cfg.get("beta", 0.9),
-        scale=(args.train_crop_min if args.train_crop_min is not None else dataset_cfg.get("train_crop_min", 0.3), 1.0),
-        auto_augment=args.aa or dataset_cfg.get("aa", "rand-m9-mstd0.5-inc1"),
-        color_jitter=args.color_jitter if args.color_jitter is not None else 0.0,
-        interpolation=args.train_interpolation)
-    train_set = SeededDataset(train_base, views, seed=args.seed)
-    test_set = SeededDataset(test_base, test_transform(input_size, crop=args.eval_crop), seed=args.seed) \
-        if test_base is not None else None
-    log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(train_set),
-             len(test_set) if test_set else 0, len(classes), model.base.describe(), config.mode)
-    log.info("trainable parameters: %d", sum(p.numel() for p in model.trainable_parameters().values()))
+        base_seed=args.seed, eval_crop=args.eval_crop, device=device,
+        provenance={"dataset": args.dataset, "train_config": args.train_config, "command": " ".join(sys.argv),
+                    "seed": args.seed})
+    log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(run.train_set),
+             len(run.test_set) if run.test_set else 0, len(run.classes), run.model.base.describe(), config.mode)
+    log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
 
+    output_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))
+        atomic_write_json(output_dir / "args.json", json.loads(json.dumps(vars(args), default=str)))
     initial = None
-    if test_set is not None and rank == 0 and args.resume is None:
-        result = evaluate(model, test_set, batch_size=4 * config.batch_size, device=device, amp=config.amp)
+    if run.test_set is not None and rank == 0 and args.resume is None:
+        result = run.evaluate()
         initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary().items()}}
         if args.eval:
             return _report_initial(args, output_dir, result)
@@ -371,27 +332,21 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     callbacks: list[Callback] = [ProgressBar(args.no_progress), JsonlLog(output_dir / "log.jsonl", initial)]
     if plot is not None:
         callbacks.append(EpochHook(plot, output_dir, initial))
-    started = time.perf_counter()
-    result = fit(model, train_set, config, test_set=test_set, callbacks=callbacks, device=device,
-                 state_path=output_dir / "train_state.safetensors", resume=args.resume is not None)
+    result = run.fit(callbacks, state_path=output_dir / "train_state.safetensors", resume=args.resume is not None)
     if rank != 0:
         return 0
     final = result.history[-1] if result.history else {}
     metrics = {
-        "mode": config.mode, "dataset": args.dataset, "num_train": len(train_set),
-        "num_test": len(test_set) if test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
+        "mode": config.mode, "dataset": args.dataset, "num_train": len(run.train_set),
+        "num_test": len(run.test_set) if run.test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
         "acc": final.get("test_acc"), "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
         "mean_per_class": final.get("test_mean_per_class"), "epochs": len(result.history),
-        "steps": result.global_step, "stopped": result.stopped, "train_seconds": time.perf_counter() - started,
+        "steps": result.global_step, "stopped": result.stopped, "train_seconds": result.seconds,
         "eval_crop": args.eval_crop,
     }
-    meta = CheckpointMeta(
-        base=model.base, classes=classes, method=model.config.to_dict(),
-        training={"config": config.to_dict(), "dataset": args.dataset, "train_config": args.train_config,
-                  "command": " ".join(sys.argv), "seed": args.seed},
-        metrics=metrics, templates=list(templates), descriptions=descriptions or {})
-    save_adapted(output_dir / "checkpoint.safetensors", model.adapted_state(), meta)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_adapted(output_dir / "checkpoint.safetensors", run.model.adapted_state(),
+                 run.checkpoint_meta(result, metrics=metrics))
+    atomic_write_json(output_dir / "metrics.json", metrics)
     log.info("done: test top-1 %s (zero-shot %s); checkpoint %s", _fmt(metrics["acc"]),
              _fmt(metrics["zero_shot_acc"]), output_dir / "checkpoint.safetensors")
     return 0
@@ -400,7 +355,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
 def _report_initial(args: argparse.Namespace, output_dir: Path, result) -> int:
     """--eval: zero-shot numbers of the initial W* (descriptions), or of t_c with --zero_shot templates."""
     metrics = {"mode": f"zero_shot_{args.zero_shot or 'descriptions'}", "dataset": args.dataset, **result.summary()}
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_json(output_dir / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -462,7 +417,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_json(out / "metrics.json", metrics)
         if per_class:
-            (out / "per_class.json").write_text(json.dumps(per_class, indent=2))
+            atomic_write_json(out / "per_class.json", per_class)
     return 0

@@ -28,12 +28,13 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
+
+from microclip.files import atomic_write_json
 
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
     import openai
@@ -288,26 +289,6 @@ def load_descriptions_file(path: Path) -> dict[str, list[str]]:
     return data
 
 
-def write_json_atomic(path: Path, data: dict[str, list[str]]) -> None:
-    """Write JSON so that a reader (or a killed run) sees either the old file or the new one, whole.
-
-    The temporary file lives in the same folder because ``os.replace`` is atomic only within one
-    file system.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def _make_client(api_base: str, api_key: str | None, timeout_s: float, max_retries: int) -> openai.OpenAI:
     """An OpenAI client for ``api_base``; its own retry loop backs off on connection errors, 429, 5xx."""
     try:
@@ -446,7 +427,7 @@ def describe_classes(
                 "re-run the same command to resume)"
             ) from exc
         if out_path is not None:
-            write_json_atomic(out_path, _ordered(saved, wanted))
+            atomic_write_json(out_path, _ordered(saved, wanted))
         bar.set_postfix(tokens=usage.prompt_tokens + usage.completion_tokens)
     bar.close()
 

@@ -8,75 +8,39 @@ logs, plots, checkpoints, the app's live view, cancellation) is a callback.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from microclip.checkpoint import atomic_save_tensors, read_tensors
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
+from microclip.recipe import AmpMode, Recipe
+from microclip.state import load_run_state, save_run_state
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
-AmpMode = Literal["none", "bf16", "fp16"]
-
-
-@dataclass
-class TrainConfig:
-    """The recipe (method.md §6); defaults are the reference's dataset config."""
-
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 1e-4
-    min_lr: float = 1e-6  # the reference doubles it: the cosine ends at 2e-6
-    warmup_steps: int = 0
-    weight_decay: float = 0.1
-    decay: Literal["all", "intended"] = "all"  # reference: decay on all; "intended": none on LayerNorms
-    gamma: float = 0.5
-    n_crops: int = 8
-    ce_weight: float = 1.0
-    fairness_weight: float = 1.0
-    mode: Mode = "microclip"
-    use_fixed_classifier: bool = False  # baselines: pseudo-label with W_LLM instead of Ŵ*
-    amp: AmpMode = "none"
-    seed: int = 0
-    num_workers: int = 0
-    max_steps: int | None = None  # cap on optimisation steps (short runs)
-    eval_every: int = 1  # epochs between test evaluations (0: only at the end)
-    save_every_steps: int = 0  # mid-epoch resumable state (0: at epoch ends only)
-    eval_batch_size: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
 class FitState:
     """What callbacks see; setting ``should_stop`` ends the run after the current step."""
 
-    config: TrainConfig
+    config: Recipe
     model: MicroCLIP
     steps_per_epoch: int
-    total_steps: int
+    total_steps: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
@@ -185,7 +149,7 @@ def cosine_lr(step: int, total: int, base_lr: float, min_lr: float, warmup: int 
     return final + 0.5 * (base_lr - final) * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: MicroCLIP, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: MicroCLIP, config: Recipe) -> torch.optim.AdamW:
     params = model.trainable_parameters()
     if config.decay == "all":
         groups = [{"params": list(params.values()), "weight_decay": config.weight_decay}]
@@ -196,6 +160,41 @@ def build_optimizer(model: MicroCLIP, config: TrainConfig) -> torch.optim.AdamW:
             {"params": [p for n, p in params.items() if n in skip], "weight_decay": 0.0},
         ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+class StopToken(Protocol):
+    """What ``fit`` polls between steps to end a run early (a ``threading.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
+
+
+class OptimizerStep:
+    """backward → (AMP: unscale, clip the L1 gradient norm at 1.0, as the reference's --amp) → AdamW step."""
+
+    def __init__(self, model: MicroCLIP, config: Recipe, device: torch.device) -> None:
+        self.optimizer = build_optimizer(model, config)
+        self.trainable = list(model.trainable_parameters().values())
+        self.clip = config.amp != "none"
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 7, growth_factor=20.0,
+                                           growth_interval=500) if config.amp == "fp16" else None
+
+    def set_lr(self, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, norm_type=1)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
 
 
 # ------------------------------------------------------------------ data
@@ -227,7 +226,7 @@ class StepOutput:
     metrics: dict
 
 
-def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, config: TrainConfig):
+def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, config: Recipe):
     """Labels for the strong view, from the weak view and the crops; no gradient."""
     weak = views[:, 0]
     with torch.no_grad():
@@ -256,7 +255,7 @@ def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, c
 
 
 def train_step(model: MicroCLIP, wrapped: torch.nn.Module, views: torch.Tensor, targets: torch.Tensor,
-               config: TrainConfig, fairness: FairnessRegulariser, device: torch.device) -> StepOutput:
+               config: Recipe, fairness: FairnessRegulariser, device: torch.device) -> StepOutput:
     """One self-training step up to the loss (no optimiser step)."""
     with autocast(device, config.amp):
         labels, metrics = pseudo_label(model, views, targets, config)
@@ -279,169 +278,136 @@ def train_step(model: MicroCLIP, wrapped: torch.nn.Module, views: torch.Tensor, 
 
 def save_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState,
                      fairness: FairnessRegulariser) -> None:
-    """Everything a resumed run needs, in safetensors + JSON (no pickle)."""
+    """Everything a resumed run needs (:mod:`microclip.state`: safetensors + JSON, no pickle)."""
     tensors = {f"model.{k}": v for k, v in model.adapted_state().items()}
-    names = {id(p): n for n, p in model.trainable_parameters().items()}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state.get(param, {}).items():
-                tensors[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).float()
     if fairness.running is not None:
         tensors["fairness.running"] = fairness.running.float()
-    tensors["rng.torch"] = torch.get_rng_state()
-    np_state = np.random.get_state()
-    meta = {
-        "epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
-        "history": state.history, "config": state.config.to_dict(),
-        "python_rng": random.getstate(), "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-    atomic_save_tensors(path, tensors, {"train_state": json.dumps(meta)})
+    meta = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
+            "history": state.history, "config": state.config.to_dict()}
+    save_run_state(path, tensors, optimizer, meta)
 
 
-def load_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer,
-                     fairness: FairnessRegulariser) -> dict:
-    tensors, metadata = read_tensors(path)
-    meta = json.loads(metadata["train_state"])
+def load_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState,
+                     fairness: FairnessRegulariser) -> None:
+    tensors, meta = load_run_state(path, optimizer)
     model.load_adapted_state({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = model.trainable_parameters()
-    for name, param in params.items():
-        keys = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"optim.{name}.")
-                and k.count(".") == name.count(".") + 2}
-        if keys:
-            optimizer.state[param] = {
-                "step": keys["step"].reshape(()),
-                "exp_avg": keys["exp_avg"].to(param.device, param.dtype),
-                "exp_avg_sq": keys["exp_avg_sq"].to(param.device, param.dtype),
-            }
-    fairness.running = tensors["fairness.running"].to(next(iter(params.values())).device) \
-        if "fairness.running" in tensors else None
-    torch.set_rng_state(tensors["rng.torch"])
-    random.setstate((meta["python_rng"][0], tuple(meta["python_rng"][1]), meta["python_rng"][2]))
-    np_state = meta["numpy_rng"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-    return meta
+    running = tensors.get("fairness.running")
+    fairness.running = running.to(next(model.parameters()).device) if running is not None else None
+    state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+    state.global_step, state.history = meta["global_step"], meta["history"]
+    log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step_in_epoch)
 
 
 # ------------------------------------------------------------------ fit
 
-def fit(
-    model: MicroCLIP,
-    train_set: Dataset,
-    config: TrainConfig,
-    test_set: Dataset | None = None,
-    callbacks: Sequence[Callback] = (),
-    device: torch.device | str = "cpu",
-    state_path: Path | None = None,
-    resume: bool = False,
-) -> FitResult:
-    """Self-train ``model`` on the (unlabelled) ``train_set``.
+def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset | None = None,
+        callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu", state_path: Path | None = None,
+        resume: bool = False, stop: StopToken | None = None) -> FitResult:
+    """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
-    ``train_set`` yields ``(views (2+K, 3, S, S), label, index)`` with label -1 when unknown;
-    it must offer ``set_epoch`` so that augmentations are a function of (seed, epoch, index).
-    ``state_path`` receives the resumable state; with ``resume`` the run continues from it and
-    ends with the same weights as an uninterrupted run.
+    ``train_set.set_epoch`` makes augmentations a function of (seed, epoch, index), so a run resumed
+    from ``state_path`` ends with the weights of an uninterrupted one. ``stop`` (e.g. a
+    ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
     """
     device = torch.device(device)
     rank, world = distributed_context()
     model.to(device).train()
-    optimizer = build_optimizer(model, config)
-    trainable = list(model.trainable_parameters().values())
-    fairness = FairnessRegulariser()
-    wrapped: torch.nn.Module = model
-    if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-    scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 7, growth_factor=20.0, growth_interval=500) \
-        if config.amp == "fp16" else None
-
-    local_batch = config.batch_size // world
-    if local_batch * world != config.batch_size:
-        raise ValueError(f"batch size {config.batch_size} does not split over {world} processes")
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
-    steps_per_epoch = math.ceil(len(sampler) / local_batch)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    state = FitState(config=config, model=model, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                     rank=rank)
+    stepper, fairness = OptimizerStep(model, config, device), FairnessRegulariser()
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
+    sampler, local_batch = _sampler(train_set, config, rank, world)
+    state = FitState(config=config, model=model, steps_per_epoch=math.ceil(len(sampler) / local_batch), rank=rank)
+    state.total_steps = _total_steps(config, state.steps_per_epoch)
+    save = (lambda: save_train_state(state_path, model, stepper.optimizer, state, fairness)) \
+        if state_path is not None and state.is_main else (lambda: None)
 
     seed_everything(config.seed)
     if resume and state_path is not None and state_path.is_file():
-        meta = load_train_state(state_path, model, optimizer, fairness)
-        state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
-        state.global_step, state.history = meta["global_step"], meta["history"]
-        log.info("resumed from %s at epoch %d, step %d", state_path, state.epoch, state.step_in_epoch)
-
-    for callback in callbacks:
-        callback.on_fit_start(state)
+        load_train_state(state_path, model, stepper.optimizer, state, fairness)
+    _emit(callbacks, "on_fit_start", state)
     stopped = False
-    while state.epoch < config.epochs and state.global_step < total_steps and not stopped:
+    while state.global_step < state.total_steps and not stopped:
         sampler.set_epoch(state.epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(state.epoch)
+        train_set.set_epoch(state.epoch)
         if state.step_in_epoch == 0:
             fairness.reset()
         loader = _loader(train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch),
                          config.num_workers)
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        epoch_start = time.perf_counter()
+        running, epoch_start = _RunningMean(), time.perf_counter()
         for views, targets, _ in loader:
             views, targets = views.to(device, non_blocking=True), targets.to(device)
-            lr = cosine_lr(state.global_step, total_steps, config.lr, config.min_lr, config.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = stepper.set_lr(cosine_lr(state.global_step, state.total_steps, config.lr, config.min_lr,
+                                          config.warmup_steps))
             step = train_step(model, wrapped, views, targets, config, fairness, device)
-            optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(step.loss) if scaler is not None else step.loss).backward()
-            if config.amp != "none":  # the reference's --amp clips the L1 gradient norm at 1.0
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0, norm_type=1)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            state.step_in_epoch += 1
-            state.global_step += 1
-            metrics = {"loss": step.loss.item(), "lr": lr, **step.metrics}
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            for callback in callbacks:
-                callback.on_step_end(state, metrics)
-            at_end = state.global_step >= total_steps
-            if state.should_stop or at_end:
-                stopped = state.should_stop and not at_end
+            stepper(step.loss)
+            state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
+            _emit(callbacks, "on_step_end", state, running.add({"loss": step.loss.item(), "lr": lr, **step.metrics}))
+            if state.global_step >= state.total_steps:
                 break
-            if config.save_every_steps and state.global_step % config.save_every_steps == 0 \
-                    and state_path is not None and state.is_main:
-                save_train_state(state_path, model, optimizer, state, fairness)
-        if stopped:
-            break
-        epoch_metrics = {"epoch": state.epoch + 1, "step": state.global_step,
-                         "epoch_time": time.perf_counter() - epoch_start}
-        epoch_metrics.update({f"train_{k}": sums[k] / counts[k] for k in sums})
-        last_epoch = state.epoch + 1 >= config.epochs or state.global_step >= total_steps
-        if test_set is not None and state.is_main and (
-                last_epoch or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)):
-            result = evaluate(model, test_set, batch_size=config.eval_batch_size or 4 * config.batch_size,
-                              device=device, amp=config.amp, num_workers=config.num_workers)
-            epoch_metrics.update({f"test_{k}": v for k, v in result.summary().items()})
-            model.train()
-        state.history.append(epoch_metrics)
-        state.epoch += 1
-        state.step_in_epoch = 0
-        if state_path is not None and state.is_main:
-            save_train_state(state_path, model, optimizer, state, fairness)
-        for callback in callbacks:
-            callback.on_epoch_end(state, epoch_metrics)
-    if stopped and state_path is not None and state.is_main:
-        save_train_state(state_path, model, optimizer, state, fairness)
-    for callback in callbacks:
-        callback.on_fit_end(state)
+            stopped = state.should_stop or (stop is not None and stop.is_set())
+            if stopped:
+                break
+            if config.save_every_steps and state.global_step % config.save_every_steps == 0:
+                save()
+        if not stopped:
+            state.history.append(_end_epoch(model, state, test_set, running, time.perf_counter() - epoch_start,
+                                            device))
+            save()
+            _emit(callbacks, "on_epoch_end", state, state.history[-1])
+    if stopped:
+        save()
+    _emit(callbacks, "on_fit_end", state)
     model.eval()
     return FitResult(history=state.history, stopped=stopped, global_step=state.global_step)
+
+
+def _emit(callbacks: Sequence[Callback], hook: str, *args) -> None:
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
+
+
+def _total_steps(config: Recipe, steps_per_epoch: int) -> int:
+    by_epochs = config.epochs * steps_per_epoch if config.epochs is not None else None
+    return min(n for n in (by_epochs, config.max_steps) if n is not None)
+
+
+def _sampler(train_set: Dataset, config: Recipe, rank: int, world: int) -> tuple[DistributedSampler, int]:
+    local_batch = config.batch_size // world
+    if local_batch * world != config.batch_size:
+        raise ValueError(f"batch size {config.batch_size} does not split over {world} processes")
+    return DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed), local_batch
+
+
+class _RunningMean:
+    """The epoch's mean of each step metric."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict) -> dict:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return metrics
+
+    def means(self) -> dict:
+        return {key: self.sums[key] / self.counts[key] for key in self.sums}
+
+
+def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, running: _RunningMean,
+               seconds: float, device: torch.device) -> dict:
+    """The epoch's history row; the test evaluation on schedule (and always after the last epoch)."""
+    config = state.config
+    row = {"epoch": state.epoch + 1, "step": state.global_step, "epoch_time": seconds,
+           **{f"train_{k}": v for k, v in running.means().items()}}
+    last = state.global_step >= state.total_steps
+    due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
+    if test_set is not None and state.is_main and due:
+        result = evaluate(model, test_set, batch_size=config.eval_batch_size or 4 * config.batch_size,
+                          device=device, amp=config.amp, num_workers=config.num_workers)
+        row.update({f"test_{k}": v for k, v in result.summary().items()})
+    state.epoch, state.step_in_epoch = state.epoch + 1, 0
+    return row
 
 
 # ------------------------------------------------------------------ evaluate

@@ -94,10 +94,17 @@ def cls_similarity(tokens: VisualTokens) -> torch.Tensor:
 
 @torch.no_grad()
 def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = None) -> list[Explanation]:
-    """images: (B, 3, S, S) in [0, 1], already resized to the model's input size."""
+    """images: (B, 3, S, S) in [0, 1], already resized to the model's input size.
+
+    Runs in eval mode and leaves the model in the mode it found (a training loop can call it).
+    """
+    was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    out = model(images.to(device), ratio=ratio)
+    try:
+        device = next(model.parameters()).device
+        out = model(images.to(device), ratio=ratio)
+    finally:
+        model.train(was_training)
     tokens = out.tokens
     h, w = tokens.grid
     w_hat = model.heads.w_star_hat()

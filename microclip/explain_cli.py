@@ -1,27 +1,39 @@
-"""``python -m microclip explain IMAGE --ckpt-path P``: print what the model saw and why."""
+"""``python -m microclip explain IMAGE | DIR | ZIP``: what the model saw and why.
+
+One image: top-k per branch, the [CLS]/[FG] contributions, the null weight and the NCut count.
+A folder or a zip of images (``--out BUNDLE.zip``): every image explained into a bundle, as the
+app's Batch tab writes it (:mod:`microclip.batch`), and a one-line summary per image.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
-from microclip.data.images import load_image
 from microclip.engine import select_device
+from microclip.files import atomic_write_text
 
 log = logging.getLogger("microclip")
+OVERLAY_SIZE = 224  # the overlays are drawn larger than a toy model's 64 px input, to be readable
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m microclip explain", description=__doc__)
-    parser.add_argument("image", help="an image file")
+    parser = argparse.ArgumentParser(prog="python -m microclip explain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", help="an image file, a folder of images (searched recursively) or a zip")
     parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", default=str(DEFAULT_CHECKPOINT),
                         help="adapted checkpoint (.safetensors); default: the bundled toy-world model")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--fusion_ratio", type=float, default=None, help="override ρ (weight of [CLS])")
-    parser.add_argument("--json", default=None, help="write the full Explanation as JSON here")
+    parser.add_argument("--json", default=None, help="one image: write the full Explanation as JSON here")
+    parser.add_argument("--out", default=None, help="folder or zip: the bundle to write (default: "
+                                                    "microclip-batch-<name>.zip in the working directory)")
+    parser.add_argument("--max_images", type=int, default=None, help="folder or zip: explain at most this many")
+    parser.add_argument("--no_overlays", action="store_true", help="bundle without overlay PNGs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--verbose", action="store_true")
     return parser
@@ -32,14 +44,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         from microclip.checkpoint import load_model
-        from microclip.explain import explain_image
 
+        source = Path(args.image)
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such file or folder")
         model = load_model(args.ckpt_path, select_device(args.device))
-        explanation = explain_image(model, load_image(args.image), ratio=args.fusion_ratio)
+        if args.fusion_ratio is not None:
+            model.config.fusion_ratio = args.fusion_ratio
+        if source.is_dir() or zipfile.is_zipfile(source):
+            return _explain_many(model, source, args)
+        return _explain_one(model, source, args)
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
-    print(f"{Path(args.image).name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
+
+
+def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    explanation = explain_image(model, load_image(source))
+    print(f"{source.name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
     for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))
         print(f"  {label:12s} {ranked}")
@@ -48,9 +73,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index in order:
         cls_part, fg_part = explanation.contributions(int(index))
         print(f"    {explanation.classes[index]:30s} {cls_part:8.3f} + {fg_part:8.3f} = {cls_part + fg_part:8.3f}")
-    print(f"  SOAP null-token weight {explanation.null_weight:.3f}; NCut foreground "
+    print(f"  SOAP null-token weight {explanation.null_weight:.3e}; NCut foreground "
           f"{int(explanation.ncut_mask.sum())} of {explanation.ncut_mask.size} patches")
     if args.json:
-        Path(args.json).write_text(explanation.to_json())
+        atomic_write_text(args.json, explanation.to_json())
         print(f"  full explanation written to {args.json}")
     return 0
+
+
+def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from microclip.batch import batch_settings, collect_images, explain_files, write_bundle
+
+    out = Path(args.out or f"microclip-batch-{source.stem}.zip")
+    if out.suffix != ".zip":
+        raise ValueError(f"--out {out}: the bundle is a zip; give a path ending in .zip")
+    cap = args.max_images or 10 ** 9
+    with tempfile.TemporaryDirectory(prefix="microclip-explain-") as work:
+        work = Path(work)
+        files, skipped, note = collect_images(str(source) if source.is_file() else None,
+                                              str(source) if source.is_dir() else None, work, True, cap)
+        render = None if args.no_overlays else _renderer()
+        items, unreadable = explain_files(model, files, picture=render[0] if render else None)
+        skipped += unreadable
+        overlays = [render[1](item.picture, item.explanation.soap_weights) for item in items] if render else None
+        settings = batch_settings(model, str(source), args.max_images, len(items), len(skipped),
+                                  checkpoint=str(args.ckpt_path), overlay=None if overlays is None else "SOAP weights")
+        write_bundle(items, skipped, settings, work, overlays, archive=out)
+    for item in items:
+        top = item.explanation.top_k("fused", 1)[0]
+        print(f"{item.name}: {top[0]} ({top[1]:.1%})")
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}")
+    print(f"{len(items)} explained, {len(skipped)} skipped{'; ' + note if note else ''}; bundle {out}")
+    return 0
+
+
+def _renderer():
+    """(picture, overlay) drawers from ``viz`` (the rendering layer) when it is installed beside the library."""
+    try:
+        from viz.overlay import display_crop, overlay_map
+    except ImportError:
+        log.warning("viz is not installed: the bundle has no overlay PNGs")
+        return None
+    return (lambda image: display_crop(image, OVERLAY_SIZE)), overlay_map

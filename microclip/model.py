@@ -100,6 +100,19 @@ class MicroCLIP(nn.Module):
         model = cls(Backbone(clip.visual), Heads.from_weights(weights), config, spec).to(device)
         return model, weights, (encoder if keep_text else None)
 
+    def relabel(self, encoder: TextEncoder, classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
+                descriptions: dict[str, list[str]] | None = None) -> MicroCLIP:
+        """This model for another label set: the same (shared) visual tower and SOAP, fresh heads.
+
+        ``encoder`` is the base model's text tower. W* starts from the new classes' descriptions (or
+        templates), so a label set the model was not adapted to is classified zero-shot by the
+        adapted encoder. The returned model is in eval mode.
+        """
+        weights = build_head_weights(encoder, classes, templates, descriptions)
+        model = MicroCLIP(self.backbone, Heads.from_weights(weights), self.config, self.base)
+        model.soap.load_state_dict(self.soap.state_dict())
+        return model.to(next(self.parameters()).device).eval()
+
     # ---------------------------------------------------------------- forward
 
     def forward(self, images: torch.Tensor, ratio: float | None = None, cls_only: bool = False) -> ModelOutput:

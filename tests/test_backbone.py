@@ -130,11 +130,11 @@ def test_cls_attention_matches_multihead_attention_weights():
 def test_local_dir_inside_the_project_is_recorded_relative(tiny_model_dir, monkeypatch, tmp_path):
     import shutil
 
-    from microclip import backbone
+    from microclip import resources
 
     project = tmp_path / "project"
     shutil.copytree(tiny_model_dir, project / "checkpoints" / "tiny")
-    monkeypatch.setattr(backbone, "PROJECT_ROOT", project)
+    monkeypatch.setattr(resources, "PROJECT_ROOT", project)
     _, spec = create_clip(f"local-dir:{project / 'checkpoints' / 'tiny'}")
     assert spec.clip_model == "local-dir:checkpoints/tiny"
     monkeypatch.chdir(tmp_path)  # another working directory: the recorded path still resolves

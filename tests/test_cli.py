@@ -71,6 +71,40 @@ def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tm
     assert len(data["soap_weights"]) == 4 and data["classes"] == ["blue bar", "green disc", "red square"]
 
 
+def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_root, tmp_path):
+    import shutil
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from microclip.checkpoint import load_model
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    out, _, _ = trained
+    folder = tmp_path / "images"
+    shutil.copytree(image_dataset_root / "shapes" / "test" / "green disc", folder / "discs")
+    (folder / "notes.png").write_bytes(b"not a picture")
+    bundle = tmp_path / "b.zip"
+    done = run("-m", "microclip", "explain", str(folder), "--ckpt-path", str(out / "checkpoint.safetensors"),
+               "--out", str(bundle))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 explained, 1 skipped" in done.stdout
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+        data = json.loads(zf.read("explanations.json"))
+    assert {"predictions.csv", "explanations.json", "skipped.csv", "settings.json"} <= names
+    assert sum(n.startswith("overlays/") for n in names) == 4
+    # each record is what the single-image explanation of that file gives
+    model = load_model(out / "checkpoint.safetensors")
+    first = data["images"][0]
+    with torch.no_grad():
+        expected = explain_image(model, load_image(folder / first["file"]))
+    np.testing.assert_allclose(first["soap_weights"], expected.soap_weights, atol=1e-5)
+    np.testing.assert_allclose(first["logits"]["fused"], expected.logits_fused, atol=1e-4)
+
+
 def test_missing_descriptions_are_named(trained, image_dataset_root, tiny_model_dir, tmp_path):
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"blue bar": ["a blue bar."]}))
@@ -97,7 +131,7 @@ def _state_step(path: Path) -> int:
 
     try:
         with safe_open(str(path), framework="pt") as reader:
-            return int(_json.loads(reader.metadata()["train_state"])["global_step"])
+            return int(_json.loads(reader.metadata()["run_state"])["meta"]["global_step"])
     except Exception:  # noqa: BLE001 - the file may be mid-rename; try again
         return -1
 

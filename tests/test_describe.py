@@ -28,7 +28,6 @@ from microclip.describe import (
     describe_classes,
     main,
     parse_numbered_sentences,
-    write_json_atomic,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -440,36 +439,7 @@ def test_killed_run_keeps_finished_classes_and_resumes(server: FakeChatServer, t
     assert list(json.loads(out.read_text())) == ["Pug", "Boxer", "Beagle"]
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
-    out = tmp_path / "d.json"
-    write_json_atomic(out, {"Pug": ["Old."]})
-
-    with pytest.raises(TypeError):
-        write_json_atomic(out, {"Pug": ["New."], "Boxer": [object()]})  # not JSON-serialisable midway
-
-    assert json.loads(out.read_text()) == {"Pug": ["Old."]}
-    assert [p.name for p in tmp_path.iterdir()] == ["d.json"]
-
-
 # ---------------------------------------------------------------- failures
-
-
-def test_server_error_then_success_is_retried(server: FakeChatServer, tmp_path: Path) -> None:
-    # The very first request for "Pug" fails with 500, the second (the retry) succeeds.
-    server.rule = lambda c, seen: (500, '{"error": {"message": "overloaded"}}') if seen == 0 else None
-
-    result = describe_classes(["Pug"], api_base=server.url, api_key=None, questions=["{c}?"], progress=False)
-
-    assert len(server.requests) == 2
-    assert result["Pug"][0] == "A Pug is easy to spot."
-
-
-def test_rate_limit_is_retried(server: FakeChatServer) -> None:
-    server.rule = lambda c, seen: (429, '{"error": {"message": "slow down"}}') if seen < 2 else None
-
-    result = describe_classes(["Pug"], api_base=server.url, api_key=None, questions=["{c}?"], progress=False)
-
-    assert len(server.requests) == 3 and result["Pug"]
 
 
 def test_always_failing_class_gives_clear_error_and_keeps_earlier_classes(

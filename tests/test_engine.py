@@ -14,9 +14,10 @@ from conftest import make_clip
 from microclip.backbone import Backbone
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, TrainConfig, cosine_lr, evaluate, fit
+from microclip.engine import Callback, cosine_lr, evaluate, fit
 from microclip.heads import Heads
 from microclip.model import MicroCLIP
+from microclip.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def train_set(root: Path) -> SeededDataset:
     return SeededDataset(base, TrainViews(input_size=32, n_crops=2), seed=0)
 
 
-CONFIG = TrainConfig(epochs=2, batch_size=8, n_crops=2, lr=1e-3, save_every_steps=1)
+CONFIG = Recipe(epochs=2, batch_size=8, n_crops=2, lr=1e-3, save_every_steps=1)
 
 
 class Crash(Callback):
@@ -86,7 +87,7 @@ def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path)
 
 def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
     model = fresh_model()
-    config = TrainConfig(epochs=6, batch_size=8, n_crops=1, lr=3e-2, mode="fully_supervised")
+    config = Recipe(epochs=6, batch_size=8, n_crops=1, lr=3e-2, mode="fully_supervised")
     test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
     before = evaluate(model, test).accuracy()
     fit(model, train_set(image_dataset_root), config)
@@ -121,7 +122,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
 def test_bf16_autocast_trains_on_cpu(image_dataset_root):
     model = fresh_model()
     before = model.adapted_state()["heads.w_star"].clone()
-    config = TrainConfig(epochs=1, batch_size=8, n_crops=2, amp="bf16", max_steps=2)
+    config = Recipe(epochs=1, batch_size=8, n_crops=2, amp="bf16", max_steps=2)
     result = fit(model, train_set(image_dataset_root), config)
     assert result.global_step == 2 and all(math.isfinite(v) for v in result.history[-1].values())
     assert not torch.equal(model.adapted_state()["heads.w_star"], before)

@@ -25,9 +25,14 @@ def test_explanation_matches_the_forward_pass(model):
         np.testing.assert_allclose(explanation.logits_fused, out.logits.fused[b].numpy(), rtol=1e-5, atol=1e-5)
         assert explanation.soap_weights.shape == (4, 4)
         assert explanation.soap_weights.sum() + explanation.null_weight == pytest.approx(1.0, abs=1e-5)
+        # Each branch's share, from the tokens rather than from the fused logit it is a split of.
+        g = out.tokens.cls_embed[b] / out.tokens.cls_embed[b].norm()
+        w_hat = (model.heads.w_star / model.heads.w_star.norm(dim=1, keepdim=True)).detach()
+        rho = explanation.ratio
         for c in range(3):
             cls_part, fg_part = explanation.contributions(c)
-            assert cls_part + fg_part == pytest.approx(float(explanation.logits_fused[c]), abs=1e-4)
+            assert cls_part == pytest.approx(100 * rho * float(g @ w_hat[c]), abs=1e-4)
+            assert fg_part == pytest.approx(100 * (1 - rho) * float(out.fg_embed[b] @ w_hat[c]), abs=1e-4)
 
 
 def test_fusion_ratio_without_a_new_forward_pass(model):

@@ -30,7 +30,12 @@ def test_forward_shapes_and_exact_split(tiny_clip):
     out = model(torch.rand(2, 3, 32, 32))
     assert out.mask.shape == (2, 16) and out.soap.weights.shape == (2, 17)
     torch.testing.assert_close(out.soap.weights.sum(1), torch.ones(2))
-    torch.testing.assert_close(out.logits.fused, out.logits.cls_part + out.logits.fg_part)
+    # The fused logits from the tokens, computed independently: 100 (ρ g + (1-ρ) f) · Ŵ*ᵀ with unit rows.
+    g = out.tokens.cls_embed / out.tokens.cls_embed.norm(dim=1, keepdim=True)
+    w_hat = model.heads.w_star / model.heads.w_star.norm(dim=1, keepdim=True)
+    rho = model.config.fusion_ratio
+    torch.testing.assert_close(out.logits.fused, 100 * (rho * g + (1 - rho) * out.fg_embed) @ w_hat.T)
+    torch.testing.assert_close(out.logits.cls_part, 100 * rho * g @ w_hat.T)
     torch.testing.assert_close(out.fg_embed.norm(dim=1), torch.ones(2))
 
 
@@ -52,3 +57,23 @@ def test_wca_baseline_freezes_soap_and_learnable_null_trains():
     assert not any(n.startswith("soap.") for n in frozen.trainable_parameters())
     learnable = MicroCLIP(Backbone(make_clip().visual), random_heads(3, 32), MethodConfig(learnable_null=True))
     assert "soap.null_token" in learnable.trainable_parameters()
+
+
+def test_relabel_shares_the_tower_and_soap_and_builds_heads_for_new_classes(tiny_model_dir):
+    from microclip.backbone import create_clip, get_tokenizer
+    from microclip.heads import TextEncoder, build_head_weights
+
+    model, _, encoder = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, ["a", "b"], keep_text=True)
+    with torch.no_grad():
+        for param in model.soap.parameters():
+            param.add_(0.1)
+    model.train()
+    relabelled = model.relabel(encoder, ["cat", "dog", "emu"], ["a photo of a {}."])
+    assert relabelled.classes == ("cat", "dog", "emu") and not relabelled.training and model.training
+    assert relabelled.backbone is model.backbone
+    for key, value in model.soap.state_dict().items():
+        assert torch.equal(relabelled.soap.state_dict()[key], value)
+    # the new heads are what building them from the base text tower gives
+    clip, spec = create_clip(f"local-dir:{tiny_model_dir}")
+    expected = build_head_weights(TextEncoder(clip, get_tokenizer(spec)), ["cat", "dog", "emu"], ["a photo of a {}."])
+    torch.testing.assert_close(relabelled.heads.w_llm, expected.w_llm.to(relabelled.heads.w_llm.dtype))

@@ -20,12 +20,12 @@ from microclip.backbone import BackboneError
 from microclip.checkpoint import CheckpointError
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
+from microclip.resources import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DISPLAY_SIZE = 448  # pixels of the square crop every map is drawn on

@@ -1,8 +1,11 @@
 """Background adaptation jobs: one run at a time per server, a bounded waiting line, live state.
 
-The Gradio callbacks only submit, poll, stop and save; the training itself runs in one worker
-thread, so a long run never blocks Explore. Everything the UI reads goes through
-:meth:`AdaptationRunner.status`, which copies the job's state under the runner's lock.
+The Gradio callbacks only submit, poll, stop and save. Runs go through a one-worker
+``ThreadPoolExecutor`` (its queue is the waiting line; a waiting job is cancelled through its
+future), so a long run never blocks Explore. The training itself is :func:`microclip.adapt.prepare`
++ :meth:`~microclip.adapt.Adaptation.fit`, as on the command line; Stop is the ``threading.Event``
+the engine polls between steps. What the UI reads is an immutable :class:`JobSnapshot` that the
+worker replaces as the run progresses.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Literal
@@ -27,13 +30,15 @@ from typing import Literal
 import numpy as np
 import torch
 
+from microclip.adapt import prepare
 from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, ImageError, build_dataset, load_descriptions, load_image
 from microclip.data.archives import extract_archive, find_data_root
-from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, FitState, TrainConfig, fit
+from microclip.data.transforms import test_transform
+from microclip.engine import Callback, FitState
 from microclip.explain import Explanation, explain_batch
 from microclip.model import MethodConfig, MicroCLIP
+from microclip.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,12 @@ class AdaptRequest:
     n_probes: int = 4
     toy_per_class: int = 8
     seed: int = 0
+
+    def recipe(self, dataset: str, n_images: int) -> Recipe:
+        """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
+        return Recipe.from_sources(Recipe.for_dataset(dataset), epochs=None, max_steps=self.steps,
+                                   batch_size=min(self.batch_size, n_images), lr=self.lr, n_crops=self.n_crops,
+                                   seed=self.seed, num_workers=0, eval_every=0)
 
     def check(self, limits: AdaptLimits) -> None:
         """Raise ValueError naming the first setting outside its range."""
@@ -120,29 +131,31 @@ class Probes:
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A consistent copy of one job's state for the UI (safe to read without the lock)."""
+    """One job's state as the UI sees it. The worker replaces it whole (new lists, never appends), so a
+    snapshot a reader holds stays consistent without a copy."""
 
     job_id: str
-    status: JobStatus
-    message: str
-    position: int  # 0: running or finished; n: n-th in the waiting line
-    step: int
-    total_steps: int
-    metrics: list[dict]  # one dict per step: step, loss, ce, fair, pl_conf, pl_acc (labelled data), lr
-    classes: list[str]
-    n_images: int
-    labelled: bool
-    probe_images: list[np.ndarray]  # (S, S, 3) uint8, the model's input crop of each probe
-    probe_labels: list[str]
-    probes_before: Probes | None
-    probes_latest: Probes | None  # during the run on request, and at its end
-    skipped: list[tuple[str, str]]
-    elapsed_s: float  # since the job left the waiting line
-    train_elapsed_s: float  # since its first training step started
-    can_save: bool
-    saved_path: Path | None
-    saved_name: str | None
-    error: str | None
+    status: JobStatus = JobStatus.QUEUED
+    message: str = "waiting for the running adaptation to finish"
+    position: int = 0  # 0: running or finished; n: n-th in the waiting line
+    step: int = 0
+    total_steps: int = 0
+    # one dict per step: step, loss, ce, fair, pl_conf, pl_acc (labelled data), lr
+    metrics: list[dict] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    n_images: int = 0
+    labelled: bool = False
+    probe_images: list[np.ndarray] = field(default_factory=list)  # (S, S, 3) uint8: each probe's input crop
+    probe_labels: list[str] = field(default_factory=list)
+    probes_before: Probes | None = None
+    probes_latest: Probes | None = None  # during the run on request, and at its end
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0  # since the job left the waiting line
+    train_elapsed_s: float = 0.0  # since its first training step started
+    can_save: bool = False
+    saved_path: Path | None = None
+    saved_name: str | None = None
+    error: str | None = None
 
 
 class QueueFullError(RuntimeError):
@@ -155,32 +168,19 @@ class _StopRequested(Exception):
 
 @dataclass
 class _Job:
-    job_id: str
+    """The worker's side of a job: its request, its future, its signals and what saving needs."""
+
     request: AdaptRequest
-    status: JobStatus = JobStatus.QUEUED
-    message: str = "waiting for the running adaptation to finish"
-    step: int = 0
-    total_steps: int = 0
-    metrics: list[dict] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    n_images: int = 0
-    labelled: bool = False
-    probe_images: list[np.ndarray] = field(default_factory=list)
-    probe_labels: list[str] = field(default_factory=list)
-    probes_before: Probes | None = None
-    probes_latest: Probes | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    view: JobSnapshot
+    future: Future | None = None
     started: float | None = None
     train_started: float | None = None
     ended: float | None = None
-    error: str | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     probe_request: threading.Event = field(default_factory=threading.Event)
     # What saving needs, kept after the run instead of the whole model (a few MB for ViT-B/32).
     adapted: dict[str, torch.Tensor] | None = None
     meta: CheckpointMeta | None = None
-    saved_path: Path | None = None
-    saved_name: str | None = None
 
 
 class AdaptationRunner:
@@ -201,11 +201,9 @@ class AdaptationRunner:
         self.device = torch.device(device) if device is not None else getattr(registry, "device", torch.device("cpu"))
         self.allow_local_paths = (not running_on_spaces()) if allow_local_paths is None else allow_local_paths
         self.keep_finished = keep_finished
-        self._lock = threading.Condition(threading.RLock())
-        self._jobs: dict[str, _Job] = {}
-        self._waiting: deque[_Job] = deque()
-        self._current: _Job | None = None
-        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _jobs and every job's view
+        self._jobs: dict[str, _Job] = {}  # in submission order
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptation")
         self._counter = itertools.count(1)
 
     @property
@@ -220,53 +218,42 @@ class AdaptationRunner:
         if request.source == "folder" and not self.allow_local_paths:
             raise ValueError("reading folders on the server is turned off here; upload a zip of images instead")
         with self._lock:
-            # A job not yet picked up by an idle worker is about to run, so it does not count as waiting.
-            allowed = self.max_waiting + (0 if self._current is not None else 1)
-            if len(self._waiting) >= allowed:
+            waiting = sum(job.view.status == JobStatus.QUEUED for job in self._jobs.values())
+            # A job submitted to an idle worker is about to run, so it does not count as waiting.
+            allowed = self.max_waiting + (0 if self._busy() else 1)
+            if waiting >= allowed:
                 raise QueueFullError(f"an adaptation is running and {self.max_waiting} more are waiting "
                                      f"(the limit is {self.max_waiting}); try again when one has finished")
-            job = _Job(job_id=f"{next(self._counter)}-{uuid.uuid4().hex[:8]}", request=request)
-            self._jobs[job.job_id] = job
-            self._waiting.append(job)
+            job_id = f"{next(self._counter)}-{uuid.uuid4().hex[:8]}"
+            job = _Job(request=request, view=JobSnapshot(job_id=job_id))
+            self._jobs[job_id] = job
             self._prune()
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._work, name="adaptation-runner", daemon=True)
-                self._worker.start()
-            self._lock.notify_all()
-        log.info("adaptation job %s queued (%s)", job.job_id, request.source)
-        return job.job_id
+            job.future = self._executor.submit(self._run, job)
+        log.info("adaptation job %s queued (%s)", job_id, request.source)
+        return job_id
 
     def status(self, job_id: str) -> JobSnapshot:
-        """A copy of the job's state; KeyError with a clear message for an unknown id."""
+        """The job's current snapshot; KeyError with a clear message for an unknown id."""
         with self._lock:
             job = self._get(job_id)
-            # With the worker idle, the head of the line is about to start: position 0, not 1.
-            ahead = 1 if self._current is not None else 0
-            position = self._waiting.index(job) + ahead if job in self._waiting else 0
+            queued = [j for j in self._jobs.values() if j.view.status == JobStatus.QUEUED]
+            position = queued.index(job) + (1 if self._busy() else 0) if job in queued else 0
             now = time.monotonic()
-            elapsed = 0.0 if job.started is None else (job.ended or now) - job.started
-            training = 0.0 if job.train_started is None else (job.ended or now) - job.train_started
-            return JobSnapshot(
-                job_id=job.job_id, status=job.status, message=job.message, position=position, step=job.step,
-                total_steps=job.total_steps, metrics=list(job.metrics), classes=list(job.classes),
-                n_images=job.n_images, labelled=job.labelled, probe_images=list(job.probe_images),
-                probe_labels=list(job.probe_labels), probes_before=job.probes_before,
-                probes_latest=job.probes_latest, skipped=list(job.skipped), elapsed_s=elapsed,
-                train_elapsed_s=training,
-                can_save=job.adapted is not None, saved_path=job.saved_path, saved_name=job.saved_name,
-                error=job.error)
+            return replace(
+                job.view, position=position,
+                elapsed_s=0.0 if job.started is None else (job.ended or now) - job.started,
+                train_elapsed_s=0.0 if job.train_started is None else (job.ended or now) - job.train_started,
+                can_save=job.adapted is not None)
 
     def stop(self, job_id: str) -> JobSnapshot:
         """Cancel a waiting job, or end a running one cleanly after its current step (state kept)."""
         with self._lock:
             job = self._get(job_id)
-            if job in self._waiting:
-                self._waiting.remove(job)
-                job.status, job.message = JobStatus.CANCELLED, "cancelled before it started"
-            elif not job.status.finished:
+            if job.view.status == JobStatus.QUEUED and job.future.cancel():
+                self._set(job, status=JobStatus.CANCELLED, message="cancelled before it started")
+            elif not job.view.status.finished:
                 job.stop_event.set()
-                job.status, job.message = JobStatus.STOPPING, "stopping after the current step"
-            self._lock.notify_all()
+                self._set(job, status=JobStatus.STOPPING, message="stopping after the current step")
         return self.status(job_id)
 
     def request_probes(self, job_id: str) -> None:
@@ -281,13 +268,14 @@ class AdaptationRunner:
         """
         with self._lock:
             job = self._get(job_id)
-            if job.saved_path is not None:
-                return job.saved_path
+            if job.view.saved_path is not None:
+                return job.view.saved_path
             if job.adapted is None or job.meta is None:
-                if not job.status.finished:
+                if not job.view.status.finished:
                     raise ValueError("the run is still going: press Stop (the last completed step is kept) "
                                      "or wait for it to finish, then save")
-                raise ValueError(f"nothing to save: the job ended as '{job.status.value}' without an adapted model")
+                raise ValueError(f"nothing to save: the job ended as '{job.view.status.value}' "
+                                 "without an adapted model")
             adapted, meta = job.adapted, job.meta
             taken = set(self.registry.names())
             base_name = (name or "").strip() or f"adapted · {meta.training.get('dataset', 'data')} · job {job_id}"
@@ -299,23 +287,20 @@ class AdaptationRunner:
             path = self.checkpoint_dir / f"{_slug(display)}.safetensors"
             save_adapted(path, adapted, meta)
             self.registry.add_checkpoint(path, display)
-            job.saved_path, job.saved_name = path, display
-            job.message = f"saved as '{display}'"
+            self._set(job, saved_path=path, saved_name=display, message=f"saved as '{display}'")
         log.info("adaptation job %s saved to %s", job_id, path)
         return path
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot:
         """Block until the job has finished (tests and scripts); returns its final snapshot."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while not self._get(job_id).status.finished:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"job {job_id} still {self._get(job_id).status.value} after {timeout} s")
-                self._lock.wait(left)
+            future = self._get(job_id).future
+        done, _ = wait([future], timeout=timeout)
+        if not done:
+            raise TimeoutError(f"job {job_id} still {self.status(job_id).status.value} after {timeout} s")
         return self.status(job_id)
 
-    # ------------------------------------------------------------------ worker
+    # ------------------------------------------------------------------ bookkeeping (under the lock)
 
     def _get(self, job_id: str) -> _Job:
         job = self._jobs.get(job_id or "")
@@ -324,101 +309,92 @@ class AdaptationRunner:
                            "start a new one")
         return job
 
+    def _busy(self) -> bool:
+        return any(job.started is not None and job.ended is None for job in self._jobs.values())
+
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond ``keep_finished`` (their saved files stay on disk)."""
-        finished = [j for j in self._jobs.values() if j.status.finished]
-        for job in finished[:max(0, len(finished) - self.keep_finished)]:
-            del self._jobs[job.job_id]
+        finished = [job_id for job_id, job in self._jobs.items() if job.view.status.finished]
+        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
+            del self._jobs[job_id]
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._waiting:
-                    self._lock.wait()
-                job = self._waiting.popleft()
-                self._current = job
-                job.status, job.message, job.started = JobStatus.PREPARING, "preparing the data", time.monotonic()
-                self._lock.notify_all()
-            try:
-                self._run(job)
-            except Exception as error:  # noqa: BLE001 - a job's failure must never kill the worker
-                self._fail(job, error)
-            finally:
-                with self._lock:
-                    job.ended = time.monotonic()
-                    self._current = None
-                    self._lock.notify_all()
-
-    def _fail(self, job: _Job, error: Exception) -> None:
-        if isinstance(error, ValueError | FileNotFoundError | KeyError):
-            text = str(error).strip("'\"")  # user errors: their message says what to do
-        else:
-            log.exception("adaptation job %s failed", job.job_id)
-            text = f"{type(error).__name__}: {error}"
-        with self._lock:
-            job.status, job.error, job.message = JobStatus.ERROR, text, text
+    @staticmethod
+    def _set(job: _Job, **values) -> None:
+        job.view = replace(job.view, **values)
 
     def _update(self, job: _Job, **values) -> None:
         with self._lock:
-            for key, value in values.items():
-                setattr(job, key, value)
-            self._lock.notify_all()
+            self._set(job, **values)
 
-    def _check_stop(self, job: _Job) -> None:
-        if job.stop_event.is_set():
-            raise _StopRequested
+    # ------------------------------------------------------------------ the worker
 
     def _run(self, job: _Job) -> None:
-        """Run the job in a temporary folder that is gone before the job is reported finished."""
+        """The executor's task: run the job in a temporary folder that is gone before it is reported finished."""
+        with self._lock:
+            job.started = time.monotonic()
+            self._set(job, status=JobStatus.PREPARING, message="preparing the data")
         (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"job-{job.job_id}-", dir=self.workdir / "jobs"))
+        tmp = Path(tempfile.mkdtemp(prefix=f"job-{job.view.job_id}-", dir=self.workdir / "jobs"))
         try:
             final = self._train(job, tmp)
         except _StopRequested:
             final = {"status": JobStatus.STOPPED, "message": "stopped before training started; nothing to save"}
+        except Exception as error:  # noqa: BLE001 - a job's failure is reported, never raised into the pool
+            final = self._failure(job, error)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        self._update(job, **final)
+        with self._lock:
+            job.adapted, job.meta = final.pop("adapted", None), final.pop("meta", None)
+            job.ended = time.monotonic()
+            self._set(job, **final)
+
+    def _failure(self, job: _Job, error: Exception) -> dict:
+        if isinstance(error, ValueError | FileNotFoundError | KeyError):
+            text = str(error).strip("'\"")  # user errors: their message says what to do
+        else:
+            log.exception("adaptation job %s failed", job.view.job_id)
+            text = f"{type(error).__name__}: {error}"
+        return {"status": JobStatus.ERROR, "error": text, "message": text}
+
+    def _check_stop(self, job: _Job) -> None:
+        if job.stop_event.is_set():
+            raise _StopRequested
 
     def _train(self, job: _Job, tmp: Path) -> dict:
         """Prepare, train and explain; returns the job's final fields."""
         request = job.request
         dataset, data_name, skipped = self._prepare_data(job, tmp)
         self._update(job, classes=list(dataset.classes), n_images=len(dataset), labelled=dataset.has_labels,
-                     skipped=skipped, message=f"{len(dataset)} images, {len(dataset.classes)} classes; "
-                                              "building the model")
+                     skipped=list(skipped), message=f"{len(dataset)} images, {len(dataset.classes)} classes; "
+                                                     "building the model")
         self._check_stop(job)
-        model, templates, descriptions = self._build_model(job, list(dataset.classes))
+        loaded = self.registry.get(request.model_name)
+        spec = loaded.model.base
+        self._update(job, message=f"building the model from {spec.describe()}")
+        run = prepare(
+            dataset, request.recipe(data_name, len(dataset)), (spec.clip_model, spec.pretrained or None),
+            loaded.templates, self._descriptions(request, list(dataset.classes), loaded.descriptions),
+            MethodConfig.from_dict(loaded.model.config.to_dict()), base_seed=spec.seed or 0, device=self.device,
+            provenance={"dataset": data_name, "source": request.source, "n_images": len(dataset),
+                        "labelled": dataset.has_labels, "app": "microCLIP Studio adapt",
+                        "base_entry": request.model_name})
         self._check_stop(job)
-        probe_tensors = self._pin_probes(job, model, dataset)
-        config = TrainConfig(epochs=request.steps, batch_size=min(request.batch_size, len(dataset)),
-                             lr=request.lr, n_crops=request.n_crops, max_steps=request.steps,
-                             seed=request.seed, num_workers=0, eval_every=0)
-        views = TrainViews(input_size=model.backbone.image_size, n_crops=request.n_crops)
-        train_set = SeededDataset(dataset, views, seed=request.seed)
+        probe_tensors = self._pin_probes(job, run.model, dataset)
         with self._lock:  # Stop may arrive at any moment: check and switch state atomically
             self._check_stop(job)
-            job.status, job.message, job.train_started = JobStatus.RUNNING, "training", time.monotonic()
-        started = time.perf_counter()
-        result = fit(model, train_set, config, callbacks=[_LiveCallback(self, job, probe_tensors)],
-                     device=self.device)
-        seconds = time.perf_counter() - started
-        final = _explain_probes(model, probe_tensors, result.global_step)
-        stopped = job.stop_event.is_set() and result.stopped
-        last = job.metrics[-1] if job.metrics else {}
-        meta = CheckpointMeta(
-            base=model.base, classes=list(model.classes), method=model.config.to_dict(),
-            training={"config": config.to_dict(), "dataset": data_name, "source": request.source,
-                      "n_images": len(dataset), "labelled": dataset.has_labels, "app": "microCLIP Studio adapt",
-                      "base_entry": request.model_name},
-            metrics={"steps": result.global_step, "stopped": stopped, "train_seconds": seconds,
-                     **{f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc") if k in last}},
-            templates=list(templates), descriptions=descriptions or {})
-        done = "stopped" if stopped else "finished"
-        return {"adapted": model.adapted_state(), "meta": meta, "probes_latest": final or job.probes_latest,
-                "status": JobStatus.STOPPED if stopped else JobStatus.DONE,
-                "message": f"{done} after {result.global_step} of {job.total_steps} steps ({seconds:.0f} s); "
-                           "save the checkpoint to use it in Explore"}
+            job.train_started = time.monotonic()
+            self._set(job, status=JobStatus.RUNNING, message="training")
+        result = run.fit([_LiveCallback(self, job, probe_tensors)], stop=job.stop_event)
+        final = _explain_probes(run.model, probe_tensors, result.global_step)
+        last = job.view.metrics[-1] if job.view.metrics else {}
+        meta = run.checkpoint_meta(result, metrics={f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc")
+                                                    if k in last})
+        done = "stopped" if result.stopped else "finished"
+        return {"adapted": run.model.adapted_state(), "meta": meta,
+                "probes_latest": final or job.view.probes_latest,
+                "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
+                "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
+                           f"({result.seconds:.0f} s); save the checkpoint to use it in Explore"}
 
     # ------------------------------------------------------------------ job phases
 
@@ -468,19 +444,6 @@ class AdaptationRunner:
             raise ValueError(f"none of the {len(samples)} images could be read; e.g. {skipped[-1][1]}")
         return ImageDataset(good, list(dataset.classes), name=dataset.name, root=dataset.root), name, skipped
 
-    def _build_model(self, job: _Job, classes: list[str]) -> tuple[MicroCLIP, list[str], dict | None]:
-        """A fresh MicroCLIP from the chosen entry's base model, with heads for ``classes``."""
-        request = job.request
-        loaded = self.registry.get(request.model_name)
-        templates = list(loaded.templates)
-        descriptions = self._descriptions(request, classes, loaded.descriptions)
-        spec = loaded.model.base
-        self._update(job, message=f"building the model from {spec.describe()}")
-        model, _, _ = MicroCLIP.build(spec.clip_model, spec.pretrained or None, classes, templates, descriptions,
-                                      config=MethodConfig.from_dict(loaded.model.config.to_dict()),
-                                      device=self.device, seed=spec.seed or 0)
-        return model, templates, descriptions
-
     @staticmethod
     def _descriptions(request: AdaptRequest, classes: list[str],
                       known: dict[str, list[str]]) -> dict[str, list[str]] | None:
@@ -508,12 +471,12 @@ class AdaptationRunner:
                   else Path(dataset.samples[i][0]).name for i in indices]
         images = [(t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in tensors]
         before = _explain_probes(model, tensors, 0)
-        self._update(job, probe_images=images, probe_labels=labels, probes_before=before)
+        self._update(job, probe_images=list(images), probe_labels=list(labels), probes_before=before)
         return tensors
 
 
 class _LiveCallback(Callback):
-    """Feeds the job's live state from the engine's events and relays Stop to the loop."""
+    """Feeds the job's live state from the engine's events; explains the probes when asked."""
 
     def __init__(self, runner: AdaptationRunner, job: _Job, probes: torch.Tensor | None) -> None:
         self.runner, self.job, self.probes = runner, job, probes
@@ -524,18 +487,14 @@ class _LiveCallback(Callback):
     def on_step_end(self, state: FitState, metrics: dict) -> None:
         row = {"step": state.global_step, **{k: float(v) for k, v in metrics.items()}}
         with self.runner._lock:
-            self.job.metrics.append(row)
-            self.job.step = state.global_step
-            if self.job.status == JobStatus.RUNNING:
-                self.job.message = f"training: step {state.global_step} of {state.total_steps}"
-            self.runner._lock.notify_all()
-        if self.job.stop_event.is_set():
-            state.should_stop = True
-        elif self.job.probe_request.is_set() and state.global_step < state.total_steps:
+            view = self.job.view
+            message = f"training: step {state.global_step} of {state.total_steps}" \
+                if view.status == JobStatus.RUNNING else view.message
+            self.runner._set(self.job, metrics=[*view.metrics, row], step=state.global_step, message=message)
+        if self.job.probe_request.is_set() and not self.job.stop_event.is_set() \
+                and state.global_step < state.total_steps:
             self.job.probe_request.clear()
-            probes = _explain_probes(state.model, self.probes, state.global_step)
-            state.model.train()  # explain_batch switched to eval; the loop expects train mode
-            self.runner._update(self.job, probes_latest=probes)
+            self.runner._update(self.job, probes_latest=_explain_probes(state.model, self.probes, state.global_step))
 
 
 def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:

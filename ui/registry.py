@@ -21,12 +21,12 @@ import torch
 
 from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
 from microclip.checkpoint import CheckpointError, CheckpointMeta, load_model, read_adapted
-from microclip.heads import DEFAULT_TEMPLATES, Heads, TextEncoder, build_head_weights
+from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
 from microclip.model import MicroCLIP
+from microclip.resources import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"
 TOY_ASSETS = PROJECT_ROOT / "assets" / "toybirds"
@@ -212,12 +212,8 @@ class ModelRegistry:
             if key in self._custom:
                 self._custom.move_to_end(key)
                 return self._custom[key]
-            encoder = self.text_encoder(loaded.model.base)
-            weights = build_head_weights(encoder, classes, templates or loaded.templates, descriptions)
-            model = MicroCLIP(loaded.model.backbone, Heads.from_weights(weights), loaded.model.config,
-                              loaded.model.base)
-            model.soap.load_state_dict(loaded.model.soap.state_dict())
-            model.to(self.device).eval()
+            model = loaded.model.relabel(self.text_encoder(loaded.model.base), classes,
+                                         templates or loaded.templates, descriptions)
             self._custom[key] = model
             while len(self._custom) > self._max_custom:
                 self._custom.popitem(last=False)

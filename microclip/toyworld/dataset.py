@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from microclip.files import atomic_write
 from microclip.toyworld.render import Sample, render_bird
 from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
 
@@ -143,16 +144,11 @@ def load_split_arrays(root: str | Path, split: str) -> tuple[np.ndarray, np.ndar
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez to a temporary name in the same folder, then rename (atomic on POSIX)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes files private; the cache is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object, so np.savez does not append ".npz" to the name
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
 
 
 def pretrain_corpus_path(root: str | Path, n_images: int, seed: int) -> Path:

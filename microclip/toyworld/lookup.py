@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from microclip.resources import PROJECT_ROOT
 from microclip.toyworld.dataset import IMAGE_SIZE, SplitMasks, load_split_masks
 from microclip.toyworld.render import Sample, render_bird
 from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_BY_NAME
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
 DATA_ROOT_ENV = "MICROCLIP_DATA_ROOT"  # another data root to search (os.pathsep-separated)

@@ -24,11 +24,9 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from microclip.backbone import Backbone
 from microclip.constants import CLIP_MEAN, CLIP_STD
+from microclip.files import atomic_write, atomic_write_text
+from microclip.state import load_run_state, save_run_state
 from microclip.toyworld import MODEL_CONFIG_DIR, TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import (
     ensure_pretrain_corpus,
@@ -255,48 +255,17 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
 # ---------------------------------------------------------------- checkpoints (no pickle)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, scalars: dict) -> None:
-    """Write state.safetensors (tensors + the scalars as metadata) and state.json, each atomically."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    opt_sd = opt.state_dict()
-    for pid, st in opt_sd["state"].items():
-        for k, v in st.items():
-            tensors[f"optim.{pid}.{k}"] = torch.as_tensor(v).contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    groups = [{k: v for k, v in g.items()} for g in opt_sd["param_groups"]]
-    state = dict(scalars, optimizer_param_groups=groups)
-    text = json.dumps(state, indent=2)
-    _atomic_write(out / "state.safetensors", lambda p: save_file(tensors, p, metadata={"state_json": text}))
-    _atomic_write(out / "state.json", lambda p: Path(p).write_text(text + "\n"))
+    """state.safetensors (the run state, scalars included) and, for people, the scalars in state.json."""
+    save_run_state(out / "state.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()}, opt, scalars)
+    atomic_write_text(out / "state.json", json.dumps(scalars, indent=2) + "\n")
 
 
 def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW) -> dict:
-    """Restore model, optimizer and torch rng from `out/state.safetensors`; return the saved scalars."""
-    path = out / "state.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads(f.metadata()["state_json"])
-    tensors = load_file(str(path))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            opt_state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": state.pop("optimizer_param_groups")})
-    torch.set_rng_state(tensors["rng.torch"])
-    return state
+    """Restore model, optimizer and RNGs from `out/state.safetensors`; return the saved scalars."""
+    tensors, scalars = load_run_state(out / "state.safetensors", opt)
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+    return scalars
 
 
 def export_open_clip_folder(model: torch.nn.Module, out: Path) -> None:
@@ -306,9 +275,9 @@ def export_open_clip_folder(model: torch.nn.Module, out: Path) -> None:
                       "std": list(CLIP_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     weights = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out / "open_clip_model.safetensors", lambda p: save_file(weights, p))
+    atomic_write(out / "open_clip_model.safetensors", lambda p: save_file(weights, p))
     config_text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(out / "open_clip_config.json", lambda p: Path(p).write_text(config_text))
+    atomic_write(out / "open_clip_config.json", lambda p: Path(p).write_text(config_text))
 
 
 # ---------------------------------------------------------------- the run
@@ -400,7 +369,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                "final_loss_parts": {k: float(np.mean([p[k] for p in part_losses[-50:] if k in p]))
                                     for k in part_losses[-1]}}
     summary["metrics"] = evaluate_exported(out, cfg)
-    _atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     log.info("done: %s", json.dumps(summary))
     return summary
 

@@ -1,0 +1,134 @@
+"""One adaptation, from data and a base model to an adapted model and its checkpoint metadata.
+
+The command line's ``train`` and the app's Adapt tab both run this; they differ only in where the
+data, the recipe and the callbacks come from. Same inputs, same weights, either way.
+
+    run = prepare(train_data, recipe, base=("local-dir:checkpoints/toybirds-base", None),
+                  templates=templates, descriptions=descriptions)
+    zero_shot = run.evaluate()          # optional: the epoch-0 row
+    result = run.fit(callbacks=[...])   # the self-training loop (engine.fit)
+    save_adapted(path, run.model.adapted_state(), run.checkpoint_meta(result))
+
+or, in one call, :func:`adapt`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from microclip.checkpoint import CheckpointMeta
+from microclip.data.seeded import SeededDataset
+from microclip.data.transforms import test_transform
+from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate, fit
+from microclip.heads import HeadWeights
+from microclip.model import MethodConfig, MicroCLIP
+from microclip.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """What a finished (or stopped) run gives back besides the model itself."""
+
+    history: list[dict]  # one row per completed epoch (train means, test accuracy when evaluated)
+    stopped: bool
+    global_step: int
+    seconds: float
+
+
+@dataclass
+class Adaptation:
+    """A prepared run: the fresh model, its data views and the recipe, before and after :meth:`fit`."""
+
+    model: MicroCLIP
+    head_weights: HeadWeights
+    recipe: Recipe
+    train_set: SeededDataset
+    test_set: SeededDataset | None
+    templates: list[str]
+    descriptions: dict[str, list[str]] | None
+    device: torch.device
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    def evaluate(self) -> EvalResult | None:
+        """Fused, [CLS] and [FG] accuracy of the current model on the test data (None without it)."""
+        if self.test_set is None:
+            return None
+        return evaluate(self.model, self.test_set, batch_size=self.recipe.eval_batch_size or 4 * self.recipe.batch_size,
+                        device=self.device, amp=self.recipe.amp, num_workers=self.recipe.num_workers)
+
+    def fit(self, callbacks: Sequence[Callback] = (), stop: StopToken | None = None,
+            state_path: Path | None = None, resume: bool = False) -> AdaptResult:
+        started = time.perf_counter()
+        result: FitResult = fit(self.model, self.train_set, self.recipe, test_set=self.test_set,
+                                callbacks=callbacks, device=self.device, state_path=state_path, resume=resume,
+                                stop=stop)
+        return AdaptResult(history=result.history, stopped=result.stopped, global_step=result.global_step,
+                           seconds=time.perf_counter() - started)
+
+    def checkpoint_meta(self, result: AdaptResult, training: dict | None = None,
+                        metrics: dict | None = None) -> CheckpointMeta:
+        """What a checkpoint records: base, classes, method, the recipe and where the run came from."""
+        return CheckpointMeta(
+            base=self.model.base, classes=self.classes, method=self.model.config.to_dict(),
+            training={"config": self.recipe.to_dict(), **self.provenance, **(training or {})},
+            metrics={"steps": result.global_step, "stopped": result.stopped, "train_seconds": result.seconds,
+                     **(metrics or {})},
+            templates=list(self.templates), descriptions=self.descriptions or {})
+
+
+def prepare(
+    train_data: Dataset,
+    recipe: Recipe,
+    base: tuple[str, str | None],
+    templates: Sequence[str],
+    descriptions: dict[str, list[str]] | None = None,
+    method: MethodConfig | None = None,
+    test_data: Dataset | None = None,
+    use_handcrafted: bool = False,
+    base_seed: int = 0,
+    eval_crop: str = "center",
+    device: torch.device | str = "cpu",
+    provenance: dict | None = None,
+) -> Adaptation:
+    """Build the model for ``train_data.classes`` from ``base`` = (open_clip name or ``local-dir:``, tag).
+
+    ``base_seed`` seeds a randomly initialised base (``pretrained='none'``) so the same base is rebuilt;
+    the run's own randomness is ``recipe.seed``.
+    """
+    classes = list(train_data.classes)
+    if len(classes) < 2:
+        raise ValueError(f"adaptation needs at least two classes; the data has {len(classes)} ({', '.join(classes)})")
+    if recipe.mode == "fully_supervised" and not getattr(train_data, "has_labels", True):
+        raise ValueError("mode 'fully_supervised' needs labels, but the training data is unlabelled")
+    device = torch.device(device)
+    method = method or MethodConfig()
+    if recipe.mode in ("baseline", "wca_baseline"):
+        method = replace(method, train_soap=False)  # the CLS-only baselines keep SOAP as it starts
+    model, head_weights, _ = MicroCLIP.build(base[0], base[1], classes, list(templates), descriptions, method,
+                                             use_handcrafted=use_handcrafted, device=device, seed=base_seed)
+    image_size = recipe.input_size or model.backbone.image_size
+    train_set = SeededDataset(train_data, recipe.views(image_size), seed=recipe.seed)
+    test_set = SeededDataset(test_data, test_transform(image_size, crop=eval_crop), seed=recipe.seed) \
+        if test_data is not None else None
+    return Adaptation(model=model, head_weights=head_weights, recipe=recipe, train_set=train_set, test_set=test_set,
+                      templates=list(templates), descriptions=descriptions, device=device,
+                      provenance=dict(provenance or {}))
+
+
+def adapt(train_data: Dataset, recipe: Recipe, base: tuple[str, str | None], templates: Sequence[str],
+          descriptions: dict[str, list[str]] | None = None, callbacks: Sequence[Callback] = (),
+          **options) -> tuple[MicroCLIP, CheckpointMeta, AdaptResult]:
+    """:func:`prepare` then :meth:`Adaptation.fit`: the adapted model, its checkpoint metadata, the history."""
+    run = prepare(train_data, recipe, base, templates, descriptions, **options)
+    result = run.fit(callbacks)
+    return run.model, run.checkpoint_meta(result), result

@@ -1,0 +1,43 @@
+"""atomic_write: whole files or none, readable by the group, nothing left behind on failure."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from microclip.files import atomic_write, atomic_write_json
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    atomic_write_json(out, {"Pug": ["Old."]})
+
+    with pytest.raises(TypeError):
+        atomic_write_json(out, {"Pug": ["New."], "Boxer": [object()]})  # not JSON-serialisable midway
+
+    assert json.loads(out.read_text()) == {"Pug": ["Old."]}
+    assert [p.name for p in tmp_path.iterdir()] == ["d.json"]
+
+
+def test_files_are_readable_by_the_group_and_folders_are_made(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "x.bin"
+    atomic_write(out, lambda tmp: tmp.write_bytes(b"\x00\x01"))
+    assert out.read_bytes() == b"\x00\x01"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_an_interrupted_writer_leaves_the_target_untouched(tmp_path: Path) -> None:
+    out = tmp_path / "state.bin"
+    out.write_bytes(b"old")
+
+    def half_then_killed(tmp: Path) -> None:
+        tmp.write_bytes(b"new but only ha")
+        raise KeyboardInterrupt  # BaseException, as a Ctrl-C mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(out, half_then_killed)
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
