@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from microclip.backbone import Backbone, create_clip  # noqa: E402
-from microclip.checkpoint import load_model  # noqa: E402
-from microclip.constants import NCUT_DEGENERACY_TOL  # noqa: E402
-from microclip.machine import cpu_name  # noqa: E402
-from microclip.soap import foreground_mask, ncut_laplacian  # noqa: E402
-from microclip.toyworld.dataset import ensure_split, load_split_arrays  # noqa: E402
+from microclip.backbone import Backbone, create_clip
+from microclip.checkpoint import load_model
+from microclip.constants import NCUT_DEGENERACY_TOL
+from microclip.machine import cpu_name
+from microclip.resources import PROJECT_ROOT as ROOT
+from microclip.soap import foreground_mask, ncut_laplacian
+from microclip.toyworld.dataset import ensure_split, load_split_arrays
 
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 GAPS = (1e-12, 1e-8, NCUT_DEGENERACY_TOL, 1e-3)

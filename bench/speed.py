@@ -43,6 +43,7 @@ from torch import nn
 from microclip.backbone import Backbone, create_clip
 from microclip.engine import OptimizerStep, autocast, select_device, train_step
 from microclip.explain import explain_batch
+from microclip.files import atomic_write_text
 from microclip.heads import Heads
 from microclip.losses import FairnessRegulariser
 from microclip.model import MicroCLIP
@@ -483,7 +484,7 @@ def write_json(path: Path, key: str, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = payload
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def split_list(text: str) -> list[str]:

@@ -42,20 +42,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from microclip.checkpoint import load_model, read_adapted  # noqa: E402
-from microclip.data.datasets import build_dataset  # noqa: E402
-from microclip.data.transforms import SeededDataset, test_transform  # noqa: E402
-from microclip.engine import evaluate  # noqa: E402
-from microclip.explainers import EXPLAINERS  # noqa: E402
-from microclip.machine import cpu_name  # noqa: E402
-from microclip.model import MicroCLIP  # noqa: E402
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks  # noqa: E402
-from microclip.toyworld.metrics import encode_images, linear_probe_accuracy  # noqa: E402
-from microclip.toyworld.part_probe import part_probe  # noqa: E402
-from microclip.toyworld.scoring import (  # noqa: E402
+from microclip.checkpoint import load_model, read_adapted
+from microclip.data.datasets import build_dataset
+from microclip.data.transforms import SeededDataset, test_transform
+from microclip.engine import evaluate
+from microclip.explainers import EXPLAINERS
+from microclip.files import atomic_write_text
+from microclip.machine import cpu_name
+from microclip.model import MicroCLIP
+from microclip.resources import PROJECT_ROOT as ROOT
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.metrics import encode_images, linear_probe_accuracy
+from microclip.toyworld.part_probe import part_probe
+from microclip.toyworld.scoring import (
     expected_hit,
     mass_inside,
     patch_coverage,
@@ -336,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         record["test_split"] = record_accuracies(args.data_root)
         record["test_split_cpu"] = cpu_name()
         record.pop("subset200", None)
-        RECORD.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(RECORD, json.dumps(record, indent=2) + "\n")
         print(json.dumps(record["test_split"]))
         return 0
     skip = set(filter(None, args.skip.split(",")))
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
               **({} if "probe" in skip else probe_rows(args)), "cpu": cpu_name()}
     print_report(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -178,7 +178,7 @@ def write_bundle(items: list[BatchItem], skipped: list[tuple[str, str]], setting
     return archive
 
 
-def batch_settings(model: MicroCLIP, source: str, cap: int | None, n_explained: int, n_skipped: int,
+def batch_settings(model: MicroCLIP, source: str, cap: int | None, n_explained: int, n_skipped: int, /,
                    **extra: Any) -> dict:
     """What ``settings.json`` records: the model, where the images came from, what was done."""
     return {"base": model.base.to_dict() if model.base else None, "method": model.config.to_dict(),

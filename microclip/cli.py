@@ -46,7 +46,10 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} not found") from None
+        hint = "" if path.is_absolute() else (
+            f" (looked in the working directory and in {PROJECT_ROOT}; the toy world's files ship with the "
+            "repository checkout, not with the installed package)")
+        raise FileNotFoundError(f"{what} {path} not found{hint}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
 
@@ -300,12 +303,13 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     else:
         output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
 
+    templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     train_base, test_base = _datasets(args, classnames)
     if config.mode == "fully_supervised" and not train_base.has_labels:
         raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
     run = prepare(
-        train_base, config, (clip_model, pretrained), read_templates(args, train_cfg),
+        train_base, config, (clip_model, pretrained), templates,
         read_descriptions(args, train_cfg, list(train_base.classes)), method_config(args), test_data=test_base,
         use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
         base_seed=args.seed, eval_crop=args.eval_crop, device=device,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from microclip.files import atomic_write_text
 from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, Species
 
 TEMPLATES: list[str] = [
@@ -160,5 +161,5 @@ def write_assets(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     files = {"descriptions.json": descriptions(), "classes.json": CLASS_NAMES, "templates.json": TEMPLATES}
     for fname, content in files.items():
-        (folder / fname).write_text(json.dumps(content, indent=2) + "\n")
+        atomic_write_text(folder / fname, json.dumps(content, indent=2) + "\n")
     return folder
