@@ -93,8 +93,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default=None)
     parser.add_argument("--exp_name", default="")
     parser.add_argument("--fusion_ratio", type=float, default=None)
-    parser.add_argument("--eval_crop", choices=["center", "random"], default="center",
-                        help="test-time crop; the reference used random")
+    parser.add_argument("--eval_crop", choices=["center", "random"], default=None,
+                        help="test-time crop: center (clean) or random (the reference's, seeded); default: the "
+                             "train config's eval_crop (random in the ours_* configs), else center")
+    parser.add_argument("--data_split", choices=["reference", "official"], default="reference",
+                        help="benchmark split: the reference's (default) or the official one where they differ "
+                             "(flowers, fgvc); `python -m microclip classes NAME --split` says which")
     parser.add_argument("--amp", nargs="?", const="bf16", default="none", choices=["none", "bf16", "fp16"])
     parser.add_argument("--download", action="store_true", help="fetch the data set with torchvision if possible")
     parser.add_argument("--verbose", action="store_true")
@@ -126,7 +130,9 @@ def build_train_parser() -> argparse.ArgumentParser:
                        ("weight_decay", float), ("warmup_steps", int), ("max_steps", int), ("eval_every", int),
                        ("save_every_steps", int)):
         group.add_argument(f"--{name}", type=kind, default=None)
-    group.add_argument("--warmup_epochs", type=int, default=0)
+    group.add_argument("--warmup_epochs", type=int, default=0,
+                       help="linear warmup from 0 over this many epochs, then the cosine (the reference's "
+                            "scheduler); --warmup_steps, when set, takes precedence")
     group.add_argument("--alpha", type=float, default=None, help="crop side min, fraction of the short side")
     group.add_argument("--beta", type=float, default=None, help="crop side max")
     group.add_argument("--train_crop_min", type=float, default=None)
@@ -136,8 +142,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     group.add_argument("--no_decay_groups", action="store_true",
                        help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)")
     modes = parser.add_argument_group("baselines")
-    modes.add_argument("--baseline", action="store_true", help="CLS-only self-training")
-    modes.add_argument("--wca_baseline", action="store_true", help="crop-composite labels, CLS-only, SOAP frozen")
+    modes.add_argument("--baseline", action="store_true",
+                       help="CLS-only self-training; reports [CLS]-only accuracy as acc (fused as acc_fused)")
+    modes.add_argument("--wca_baseline", action="store_true",
+                       help="crop-composite labels, CLS-only, SOAP frozen; reports [CLS]-only accuracy as acc")
     modes.add_argument("--fully_supervised", action="store_true", help="true labels, no fairness loss")
     modes.add_argument("--use_fixed_classifier", action="store_true", help="baselines label with W_LLM")
     modes.add_argument("--eval", action="store_true", help="evaluate the initial (zero-shot) model and exit")
@@ -214,9 +222,11 @@ def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | 
 
 
 def _datasets(args: argparse.Namespace, classnames: list[str] | None):
-    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames)
+    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames,
+                          protocol=args.data_split)
     try:
-        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes)
+        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes,
+                             protocol=args.data_split)
     except (DatasetNotFoundError, FileNotFoundError):
         log.warning("no test split for %s: training without test evaluation", args.dataset)
         test = None
@@ -244,7 +254,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if "test_acc" in metrics and state.is_main:
             self.bar.write(f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
-                           f"(CLS {metrics['test_acc_cls']:.2f}, FG {metrics['test_acc_fg']:.2f})")
+                           f"(fused {metrics['test_acc_fused']:.2f}, CLS {metrics['test_acc_cls']:.2f}, "
+                           f"FG {metrics['test_acc_fg']:.2f})")
 
     def on_fit_end(self, state: FitState) -> None:
         self.bar.close()
@@ -286,7 +297,7 @@ def _train_config(args: argparse.Namespace, dataset_cfg: dict) -> TrainConfig:
     mode = ("fully_supervised" if args.fully_supervised else "wca_baseline" if args.wca_baseline
             else "baseline" if args.baseline else "microclip")
     values.update(mode=mode, seed=args.seed, amp=args.amp, num_workers=args.num_workers,
-                  use_fixed_classifier=args.use_fixed_classifier,
+                  warmup_epochs=args.warmup_epochs, use_fixed_classifier=args.use_fixed_classifier,
                   decay="intended" if args.no_decay_groups else "all")
     return TrainConfig.from_dict(values)
 
@@ -326,7 +337,6 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
             raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}'")
     else:
         output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     train_base, test_base = _datasets(args, classnames)
@@ -349,18 +359,20 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         color_jitter=args.color_jitter if args.color_jitter is not None else 0.0,
         interpolation=args.train_interpolation)
     train_set = SeededDataset(train_base, views, seed=args.seed)
+    args.eval_crop = args.eval_crop or train_cfg.get("eval_crop") or "center"  # recorded in args.json as used
     test_set = SeededDataset(test_base, test_transform(input_size, crop=args.eval_crop), seed=args.seed) \
         if test_base is not None else None
     log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(train_set),
              len(test_set) if test_set else 0, len(classes), model.base.describe(), config.mode)
     log.info("trainable parameters: %d", sum(p.numel() for p in model.trainable_parameters().values()))
 
+    output_dir.mkdir(parents=True, exist_ok=True)  # only now: bad data or descriptions leave nothing behind
     if rank == 0:
         (output_dir / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))
     initial = None
     if test_set is not None and rank == 0 and args.resume is None:
         result = evaluate(model, test_set, batch_size=4 * config.batch_size, device=device, amp=config.amp)
-        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary().items()}}
+        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(config.reported_branch).items()}}
         if args.eval:
             return _report_initial(args, output_dir, result)
         log.info("zero-shot (initial W*): top-1 %s", _fmt(result.accuracy()))
@@ -380,10 +392,11 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     metrics = {
         "mode": config.mode, "dataset": args.dataset, "num_train": len(train_set),
         "num_test": len(test_set) if test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
-        "acc": final.get("test_acc"), "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
+        "acc": final.get("test_acc"), "acc_branch": config.reported_branch, "acc_fused": final.get("test_acc_fused"),
+        "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
         "mean_per_class": final.get("test_mean_per_class"), "epochs": len(result.history),
         "steps": result.global_step, "stopped": result.stopped, "train_seconds": time.perf_counter() - started,
-        "eval_crop": args.eval_crop,
+        "eval_crop": args.eval_crop, "data_split": args.data_split,
     }
     meta = CheckpointMeta(
         base=model.base, classes=classes, method=model.config.to_dict(),
@@ -429,13 +442,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     if ckpt.suffix in {".pth", ".pt"}:
         dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames)
+                                classnames=classnames, protocol=args.data_split)
         model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
+        recorded = load_train_config(args.train_config).get("eval_crop")  # a reference checkpoint: its protocol
     else:
         model = load_model(ckpt, device)
         dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames or list(model.classes))
+                                classnames=classnames or list(model.classes), protocol=args.data_split)
         check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
+        recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
+    args.eval_crop = args.eval_crop or recorded or "center"
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
     size = args.input_size or model.backbone.image_size
@@ -452,7 +468,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         for name, value in per_class.items():
             print(f"    {name:40s} {_fmt(value)}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
-    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(),
+    mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
+    reported = "cls" if mode in ("baseline", "wca_baseline") else "fused"  # as the run that made it reported
+    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(reported),
                "ckpt_path": str(ckpt), "eval_seconds": elapsed, "eval_crop": args.eval_crop,
                "timestamp": datetime.now().isoformat(timespec="seconds")}
     if args.show_harmonic_mean and per_class:

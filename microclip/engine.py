@@ -43,7 +43,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-4
     min_lr: float = 1e-6  # the reference doubles it: the cosine ends at 2e-6
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warmup steps; takes precedence over warmup_epochs, as in the reference
+    warmup_epochs: int = 0  # the reference's --warmup_epochs: warmup_epochs x steps per epoch
     weight_decay: float = 0.1
     decay: Literal["all", "intended"] = "all"  # reference: decay on all; "intended": none on LayerNorms
     gamma: float = 0.5
@@ -62,6 +63,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def reported_branch(self) -> str:
+        """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
+        return "cls" if self.mode in ("baseline", "wca_baseline") else "fused"
+
+    def warmup(self, steps_per_epoch: int) -> int:
+        """Warmup steps: ``warmup_steps`` when set, else ``warmup_epochs`` epochs (the reference's rule)."""
+        return self.warmup_steps if self.warmup_steps > 0 else self.warmup_epochs * steps_per_epoch
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -125,9 +135,11 @@ class EvalResult:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
         return sum(values) / len(values) if values else None
 
-    def summary(self) -> dict:
-        return {"n": self.n, "acc": self.accuracy("fused"), "acc_cls": self.accuracy("cls"),
-                "acc_fg": self.accuracy("fg"), "mean_per_class": self.mean_per_class("fused")}
+    def summary(self, reported: str = "fused") -> dict:
+        """``acc`` (and ``mean_per_class``) of the ``reported`` branch, and every branch under its own name."""
+        return {"n": self.n, "acc": self.accuracy(reported), "acc_fused": self.accuracy("fused"),
+                "acc_cls": self.accuracy("cls"), "acc_fg": self.accuracy("fg"),
+                "mean_per_class": self.mean_per_class(reported)}
 
 
 @dataclass(frozen=True)
@@ -177,10 +189,14 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------ schedule and optimiser
 
 def cosine_lr(step: int, total: int, base_lr: float, min_lr: float, warmup: int = 0) -> float:
-    """Per-iteration cosine from ``base_lr`` to ``2 * min_lr`` (the reference's doubling), linear warmup."""
+    """Per-iteration cosine from ``base_lr`` to ``2 * min_lr`` (the reference's doubling), linear warmup.
+
+    The warmup is the reference's ``np.linspace(0, base_lr, warmup)``: it starts at 0 and reaches
+    ``base_lr`` on its last step; the cosine then restarts from ``base_lr`` over the remaining steps.
+    """
     final = 2.0 * min_lr
     if step < warmup:
-        return base_lr * step / max(1, warmup)
+        return base_lr * step / (warmup - 1) if warmup > 1 else 0.0
     progress = (step - warmup) / max(1, total - warmup)
     return final + 0.5 * (base_lr - final) * (1.0 + math.cos(math.pi * progress))
 
@@ -387,7 +403,7 @@ def fit(
         epoch_start = time.perf_counter()
         for views, targets, _ in loader:
             views, targets = views.to(device, non_blocking=True), targets.to(device)
-            lr = cosine_lr(state.global_step, total_steps, config.lr, config.min_lr, config.warmup_steps)
+            lr = cosine_lr(state.global_step, total_steps, config.lr, config.min_lr, config.warmup(steps_per_epoch))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step = train_step(model, wrapped, views, targets, config, fairness, device)
@@ -427,7 +443,7 @@ def fit(
                 last_epoch or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)):
             result = evaluate(model, test_set, batch_size=config.eval_batch_size or 4 * config.batch_size,
                               device=device, amp=config.amp, num_workers=config.num_workers)
-            epoch_metrics.update({f"test_{k}": v for k, v in result.summary().items()})
+            epoch_metrics.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
             model.train()
         state.history.append(epoch_metrics)
         state.epoch += 1
