@@ -155,6 +155,29 @@ def test_caltech_descriptions_with_the_extra_background_key_load(tmp_path):
 # --- folders onto class strings ------------------------------------------------------------------
 
 
+# (set, a folder as the archive or the reference's script names it, the reference's string): hand-picked
+@pytest.mark.parametrize("name, folder, string", [
+    ("cub", "022.Chuck_will_Widow", "Chuck-will Widow"),
+    ("cub", "124.Le_Conte_Sparrow", "Le-Conte Sparrow"),
+    ("cub", "126.Nelson_Sharp_tailed_Sparrow", "Nelson-Sharp-tailed Sparrow"),
+    ("cub", "159.Black_and_white_Warbler", "Black-and-white Warbler"),
+    ("ucf101", "HandstandPushups", "Handstand Pushups"),
+    ("ucf101", "YoYo", "Yo Yo"),
+    ("sun397", "apse/indoor", "apse (indoor)"),
+    ("sun397", "car_interior_backseat", "car interior (backseat)"),
+    ("fgvc", "F-A-18", "F/A-18"),
+    ("cars", "171_Ram_C_V_Cargo_Van_Minivan_2012", "Ram C/V Cargo Van Minivan 2012"),
+    ("birdsnap", "Allen's_Hummingbird", "Allens Hummingbird"),
+    ("resisc45", "ground_track_field", "ground track field"),
+    ("pets", "american_pit_bull_terrier", "american pit bull terrier"),
+])
+def test_archive_folder_names_meet_the_reference_strings(name, folder, string):
+    classes = shipped_classnames(name)
+    assert string in classes
+    matches = [c for c in classes if match_key(c) == match_key(folder)]
+    assert matches == [string]
+
+
 def test_caltech_folders_as_the_archive_names_them_map(tmp_path):
     renamed = {"airplane": "airplanes", "face": "Faces", "leopard": "Leopards", "motorbike": "Motorbikes"}
     for name in shipped_classnames("caltech101"):
