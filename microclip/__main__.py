@@ -1,4 +1,4 @@
-"""``python -m microclip {train,evaluate,explain,describe} ...``."""
+"""``python -m microclip {train,evaluate,explain,describe,classes} ...``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ commands:
   evaluate   evaluate an adapted checkpoint                      (same as evaluate.py)
   explain    one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle
   describe   write class descriptions with an OpenAI-compatible chat endpoint
+  classes    print a benchmark's class strings (or --templates) as the reference uses them
 """
 
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from microclip.describe import main as describe_main
 
         return describe_main(rest)
+    if command == "classes":
+        from microclip.classes_cli import main as classes_main
+
+        return classes_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -86,8 +86,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_dir", default=None)
     parser.add_argument("--exp_name", default="")
     parser.add_argument("--fusion_ratio", type=float, default=None)
-    parser.add_argument("--eval_crop", choices=["center", "random"], default="center",
-                        help="test-time crop; the reference used random")
+    parser.add_argument("--eval_crop", choices=["center", "random"], default=None,
+                        help="test-time crop: center (clean) or random (the reference's, seeded); default: the "
+                             "train config's eval_crop (random in the ours_* configs), else center")
+    parser.add_argument("--data_split", choices=["reference", "official"], default="reference",
+                        help="benchmark split: the reference's (default) or the official one where they differ "
+                             "(flowers, fgvc); `python -m microclip classes NAME --split` says which")
     parser.add_argument("--amp", nargs="?", const="bf16", default="none", choices=["none", "bf16", "fp16"])
     parser.add_argument("--download", action="store_true", help="fetch the data set with torchvision if possible")
     parser.add_argument("--verbose", action="store_true")
@@ -115,12 +119,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     _add_method(parser)
     group = parser.add_argument_group("recipe (defaults from the dataset config)")
     Recipe.add_flags(group)
-    group.add_argument("--warmup_epochs", type=int, default=0)
     group.add_argument("--no_decay_groups", action="store_true",
                        help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)")
     modes = parser.add_argument_group("baselines")
-    modes.add_argument("--baseline", action="store_true", help="CLS-only self-training")
-    modes.add_argument("--wca_baseline", action="store_true", help="crop-composite labels, CLS-only, SOAP frozen")
+    modes.add_argument("--baseline", action="store_true",
+                       help="CLS-only self-training; reports [CLS]-only accuracy as acc (fused as acc_fused)")
+    modes.add_argument("--wca_baseline", action="store_true",
+                       help="crop-composite labels, CLS-only, SOAP frozen; reports [CLS]-only accuracy as acc")
     modes.add_argument("--fully_supervised", action="store_true", help="true labels, no fairness loss")
     modes.add_argument("--use_fixed_classifier", action="store_true", help="baselines label with W_LLM")
     modes.add_argument("--eval", action="store_true", help="evaluate the initial (zero-shot) model and exit")
@@ -196,9 +201,11 @@ def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | 
 
 
 def _datasets(args: argparse.Namespace, classnames: list[str] | None):
-    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames)
+    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames,
+                          protocol=args.data_split)
     try:
-        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes)
+        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes,
+                             protocol=args.data_split)
     except (DatasetNotFoundError, FileNotFoundError):
         log.warning("no test split for %s: training without test evaluation", args.dataset)
         test = None
@@ -226,7 +233,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if "test_acc" in metrics and state.is_main:
             self.bar.write(f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
-                           f"(CLS {metrics['test_acc_cls']:.2f}, FG {metrics['test_acc_fg']:.2f})")
+                           f"(fused {metrics['test_acc_fused']:.2f}, CLS {metrics['test_acc_cls']:.2f}, "
+                           f"FG {metrics['test_acc_fg']:.2f})")
 
     def on_fit_end(self, state: FitState) -> None:
         self.bar.close()
@@ -304,6 +312,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
 
     templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
+    args.eval_crop = args.eval_crop or train_cfg.get("eval_crop") or "center"  # recorded in args.json as used
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     train_base, test_base = _datasets(args, classnames)
     if config.mode == "fully_supervised" and not train_base.has_labels:
@@ -319,13 +328,13 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
              len(run.test_set) if run.test_set else 0, len(run.classes), run.model.base.describe(), config.mode)
     log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)  # only now: bad data or descriptions leave nothing behind
     if rank == 0:
         atomic_write_json(output_dir / "args.json", json.loads(json.dumps(vars(args), default=str)))
     initial = None
     if run.test_set is not None and rank == 0 and args.resume is None:
         result = run.evaluate()
-        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary().items()}}
+        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(config.reported_branch).items()}}
         if args.eval:
             return _report_initial(args, output_dir, result)
         log.info("zero-shot (initial W*): top-1 %s", _fmt(result.accuracy()))
@@ -343,10 +352,11 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     metrics = {
         "mode": config.mode, "dataset": args.dataset, "num_train": len(run.train_set),
         "num_test": len(run.test_set) if run.test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
-        "acc": final.get("test_acc"), "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
+        "acc": final.get("test_acc"), "acc_branch": config.reported_branch, "acc_fused": final.get("test_acc_fused"),
+        "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
         "mean_per_class": final.get("test_mean_per_class"), "epochs": len(result.history),
         "steps": result.global_step, "stopped": result.stopped, "train_seconds": result.seconds,
-        "eval_crop": args.eval_crop,
+        "eval_crop": args.eval_crop, "data_split": args.data_split,
     }
     save_adapted(output_dir / "checkpoint.safetensors", run.model.adapted_state(),
                  run.checkpoint_meta(result, metrics=metrics))
@@ -388,13 +398,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     if ckpt.suffix in {".pth", ".pt"}:
         dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames)
+                                classnames=classnames, protocol=args.data_split)
         model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
+        recorded = load_train_config(args.train_config).get("eval_crop")  # a reference checkpoint: its protocol
     else:
         model = load_model(ckpt, device)
         dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames or list(model.classes))
+                                classnames=classnames or list(model.classes), protocol=args.data_split)
         check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
+        recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
+    args.eval_crop = args.eval_crop or recorded or "center"
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
     size = args.input_size or model.backbone.image_size
@@ -411,7 +424,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         for name, value in per_class.items():
             print(f"    {name:40s} {_fmt(value)}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
-    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(),
+    mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
+    reported = "cls" if mode in ("baseline", "wca_baseline") else "fused"  # as the run that made it reported
+    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(reported),
                "ckpt_path": str(ckpt), "eval_seconds": elapsed, "eval_crop": args.eval_crop,
                "timestamp": datetime.now().isoformat(timespec="seconds")}
     if args.show_harmonic_mean and per_class:

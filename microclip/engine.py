@@ -89,9 +89,11 @@ class EvalResult:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
         return sum(values) / len(values) if values else None
 
-    def summary(self) -> dict:
-        return {"n": self.n, "acc": self.accuracy("fused"), "acc_cls": self.accuracy("cls"),
-                "acc_fg": self.accuracy("fg"), "mean_per_class": self.mean_per_class("fused")}
+    def summary(self, reported: str = "fused") -> dict:
+        """``acc`` (and ``mean_per_class``) of the ``reported`` branch, and every branch under its own name."""
+        return {"n": self.n, "acc": self.accuracy(reported), "acc_fused": self.accuracy("fused"),
+                "acc_cls": self.accuracy("cls"), "acc_fg": self.accuracy("fg"),
+                "mean_per_class": self.mean_per_class(reported)}
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,14 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------ schedule and optimiser
 
 def cosine_lr(step: int, total: int, base_lr: float, min_lr: float, warmup: int = 0) -> float:
-    """Per-iteration cosine from ``base_lr`` to ``2 * min_lr`` (the reference's doubling), linear warmup."""
+    """Per-iteration cosine from ``base_lr`` to ``2 * min_lr`` (the reference's doubling), linear warmup.
+
+    The warmup is the reference's ``np.linspace(0, base_lr, warmup)``: it starts at 0 and reaches
+    ``base_lr`` on its last step; the cosine then restarts from ``base_lr`` over the remaining steps.
+    """
     final = 2.0 * min_lr
     if step < warmup:
-        return base_lr * step / max(1, warmup)
+        return base_lr * step / (warmup - 1) if warmup > 1 else 0.0
     progress = (step - warmup) / max(1, total - warmup)
     return final + 0.5 * (base_lr - final) * (1.0 + math.cos(math.pi * progress))
 
@@ -336,7 +342,7 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
         for views, targets, _ in loader:
             views, targets = views.to(device, non_blocking=True), targets.to(device)
             lr = stepper.set_lr(cosine_lr(state.global_step, state.total_steps, config.lr, config.min_lr,
-                                          config.warmup_steps))
+                                          config.warmup(state.steps_per_epoch)))
             step = train_step(model, wrapped, views, targets, config, fairness, device)
             stepper(step.loss)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
@@ -405,7 +411,7 @@ def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, runn
     if test_set is not None and state.is_main and due:
         result = evaluate(model, test_set, batch_size=config.eval_batch_size or 4 * config.batch_size,
                           device=device, amp=config.amp, num_workers=config.num_workers)
-        row.update({f"test_{k}": v for k, v in result.summary().items()})
+        row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 

@@ -43,7 +43,8 @@ class Recipe:
     batch_size: int = field(default=64, metadata=_flag("images per step (over all processes)"))
     lr: float = field(default=1e-4, metadata=_flag("peak learning rate"))
     min_lr: float = field(default=1e-6, metadata=_flag("the cosine ends at twice this (the reference's doubling)"))
-    warmup_steps: int = field(default=0, metadata=_flag("linear warmup steps"))
+    warmup_steps: int = field(default=0, metadata=_flag("linear warmup steps (takes precedence over warmup_epochs)"))
+    warmup_epochs: int = field(default=0, metadata=_flag("the reference's warmup: this many epochs of steps"))
     weight_decay: float = field(default=0.1, metadata=_flag("AdamW weight decay"))
     decay: Decay = "all"  # --no_decay_groups: "intended", no decay on LayerNorms
     # self-training (method.md §3-§5)
@@ -73,6 +74,15 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
             raise ConfigError("a recipe needs epochs or max_steps to end")
+
+    @property
+    def reported_branch(self) -> str:
+        """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
+        return "cls" if self.mode in ("baseline", "wca_baseline") else "fused"
+
+    def warmup(self, steps_per_epoch: int) -> int:
+        """Warmup steps: ``warmup_steps`` when set, else ``warmup_epochs`` epochs (the reference's rule)."""
+        return self.warmup_steps if self.warmup_steps > 0 else self.warmup_epochs * steps_per_epoch
 
     # -------------------------------------------------------------- views
 

@@ -45,6 +45,10 @@ def test_train_writes_the_reference_outputs(trained):
     # The fairness term alone is at least 2·ln C, so the loss sits above it (method.md §5.3).
     assert lines[-1]["train_fair"] >= 2 * __import__("math").log(3) - 1e-4
     assert "adapting" in done.stderr  # the tqdm progress bar
+    # The seed config evaluates with the reference's random test crop (seeded); fused is reported under its name.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_crop"] == "random" and json.loads((out / "args.json").read_text())["eval_crop"] == "random"
+    assert metrics["acc_branch"] == "fused" and metrics["acc"] == metrics["acc_fused"]
 
 
 def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):

@@ -97,12 +97,12 @@ def test_shipped_lists():
     assert len(shipped_classnames("flowers")) == 102
     assert len(shipped_classnames("pets")) == 37
     assert len(shipped_classnames("eurosat")) == 10
-    assert shipped_classnames("cub") is None
+    assert shipped_classnames("toybirds") is None and shipped_classnames("imagenet") is None
     for name in BENCHMARKS:
         templates = shipped_templates(name)
         assert templates and all(t.count("{}") == 1 and "{c}" not in t for t in templates)
     assert len(shipped_templates("caltech101")) == 34
-    assert shipped_templates("cub") == ["a photo of a {}."]
+    assert shipped_templates("toybirds") == ["a photo of a {}."]
 
 
 # --- folders ------------------------------------------------------------------------------------
@@ -196,44 +196,35 @@ def test_csv_errors(tmp_path):
 # --- benchmarks ---------------------------------------------------------------------------------
 
 
-def test_benchmark_without_shipped_names_cleans_folder_names(tmp_path):
-    _tree(tmp_path / "cub" / "test", ["001.Black_footed_Albatross", "002.Laysan_Albatross"])
-    dataset = build_dataset("cub", "test", root=tmp_path)
-    assert dataset.classes == ["Black-footed Albatross", "Laysan Albatross"] and dataset.name == "cub"
-
-
-def test_benchmark_uses_the_shipped_names_when_the_folders_match(tmp_path):
-    flowers = shipped_classnames("flowers")
-    _tree(tmp_path / "flowers" / "train", [f"{i + 1:03d}.{n}" for i, n in enumerate(flowers)])
-    assert build_dataset("flowers", root=tmp_path).classes == flowers
-
-
-def test_benchmark_label_order_mismatch_is_an_error(tmp_path):
-    flowers = shipped_classnames("flowers")
-    folders = [f"{i + 1:03d}.{n}" for i, n in enumerate(flowers)]
-    folders[3], folders[4] = f"004.{flowers[4]}", f"005.{flowers[3]}"  # two classes swapped
-    _tree(tmp_path / "flowers" / "train", folders)
-    with pytest.raises(ClassOrderError, match=r"label 3: folder '004\.english marigold' vs listed 'sweet pea'"):
-        build_dataset("flowers", root=tmp_path)
+def test_benchmark_folders_are_labelled_by_name_not_by_their_sort_order(tmp_path):
+    dtd = shipped_classnames("dtd")
+    folders = [f"{i + 1:03d}.{n}" for i, n in enumerate(dtd)]
+    folders[3], folders[4] = f"004.{dtd[4]}", f"005.{dtd[3]}"  # numbered in the wrong order
+    _tree(tmp_path / "dtd" / "train", folders)
+    dataset = build_dataset("dtd", root=tmp_path)
+    assert dataset.classes == dtd
+    by_folder = {Path(path).parent.name: label for path, label in dataset.samples}
+    assert by_folder["004.bumpy"] == dtd.index("bumpy") == 4 and by_folder["005.bubbly"] == 3
 
 
 def test_eurosat_folders_map_to_the_shipped_prompt_names(tmp_path, caplog):
     _tree(tmp_path / "eurosat" / "val", list(BENCHMARKS["eurosat"].folder_names))
     dataset = build_dataset("eurosat", "test", root=tmp_path)
-    assert dataset.classes[0] == "annual crop land" and len(dataset.classes) == 10
+    assert dataset.classes[0] == "Annual Crop Land" and dataset.classes[2] == "Herbaceous Vegetation Land"
+    assert len(dataset.classes) == 10 and dataset.targets == list(range(10))
     with caplog.at_level(logging.WARNING):  # passing the shipped names back (train -> test) is not a renaming
         assert build_dataset("eurosat", "test", root=tmp_path, classnames=dataset.classes).classes == dataset.classes
     assert not caplog.records
     _tree(tmp_path / "eurosat" / "train", list(BENCHMARKS["eurosat"].folder_names)[:-1] + ["Sea"])
-    with pytest.raises(ClassOrderError, match="label 9: folder 'Sea' vs listed 'SeaLake'"):
+    with pytest.raises(ClassOrderError, match=r"1 classes have no folder \('Sea or Lake'\); 1 folders match no class"):
         build_dataset("eurosat", "train", root=tmp_path)
 
 
 def test_missing_benchmark_folder_explains_layout_and_download(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
-        build_dataset("flowers", "test", root=tmp_path)
+        build_dataset("dtd", "test", root=tmp_path)
     message = str(info.value)
-    assert str(tmp_path / "flowers" / "test") in message and "Layout:" in message and "--download" in message
+    assert str(tmp_path / "dtd" / "test") in message and "Layout:" in message and "--download" in message
 
 
 def test_missing_manual_benchmark_says_how_to_build_it(tmp_path):
@@ -267,10 +258,12 @@ def test_manual_benchmarks_cannot_be_downloaded(tmp_path):
 
 def test_export_writes_numbered_class_folders_that_load_back(tmp_path):
     sources = [_image(tmp_path / "raw" / f"{i}.jpg") for i in range(4)]
-    folders = class_folder_names(BENCHMARKS["dtd"], ["banded", "zigzagged"])
-    assert folders == ["001.banded", "002.zigzagged"]
-    splits = {"train": [(sources[0], 1), (sources[1], 0)], "test": [(sources[2], 0), (sources[3], 1)]}
+    folders = class_folder_names(BENCHMARKS["dtd"])
+    assert len(folders) == 47 and folders[0] == "001.banded" and folders[-1] == "047.zigzagged"
+    assert class_folder_names(BENCHMARKS["fgvc"])[72:74] == ["073.F-16A B", "074.F A-18"]  # no "/" in a folder
+    splits = {"train": [(sources[0], 46), (sources[1], 0)], "test": [(sources[2], 0), (sources[3], 46)]}
     export_splits(tmp_path / "dtd", folders, splits, BENCHMARKS["dtd"].split_folder)
     dataset = build_dataset("dtd", "train", root=tmp_path)
-    assert dataset.classes == ["banded", "zigzagged"] and sorted(dataset.targets) == [0, 1]
+    assert dataset.classes == shipped_classnames("dtd") and sorted(dataset.targets) == [0, 46]
+    assert {Path(p).parent.name for p, _ in dataset.samples} == {"001.banded", "047.zigzagged"}
     assert not [p for p in (tmp_path / "dtd").iterdir() if p.name.startswith(".")]  # no temp folders left

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from conftest import make_clip
 from microclip.backbone import Backbone
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, cosine_lr, evaluate, fit
+from microclip.engine import Callback, EvalResult, cosine_lr, evaluate, fit
 from microclip.heads import Heads
 from microclip.model import MicroCLIP
 from microclip.recipe import Recipe
@@ -53,6 +54,46 @@ def test_cosine_schedule_matches_reference_formula():
     for step in (0, 1, 50, 99):
         expected = 2e-6 + 0.5 * (1e-4 - 2e-6) * (1 + math.cos(math.pi * step / total))
         assert math.isclose(cosine_lr(step, total, 1e-4, 1e-6), expected)
+
+
+def _reference_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0):
+    """The reference's utils.cosine_scheduler (start_warmup_value 0, no warmup_steps), re-typed from its source."""
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(0, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
+                         for i in iters])
+    return np.concatenate((warmup_schedule, schedule))
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1, 2])
+def test_warmup_epochs_follow_the_reference_scheduler(warmup_epochs):
+    epochs, per_epoch = 4, 5
+    expected = _reference_cosine_scheduler(1e-4, 2e-6, epochs, per_epoch, warmup_epochs)
+    warmup = Recipe(warmup_epochs=warmup_epochs).warmup(per_epoch)
+    got = [cosine_lr(step, epochs * per_epoch, 1e-4, 1e-6, warmup) for step in range(epochs * per_epoch)]
+    assert np.allclose(got, expected, rtol=1e-12, atol=0)
+    assert Recipe(warmup_epochs=2, warmup_steps=3).warmup(per_epoch) == 3  # steps win, as in the reference
+
+
+def test_baselines_report_cls_only_accuracy():
+    targets = torch.tensor([0, 1, 2, 1])
+    result = EvalResult(n=4, predictions={"fused": torch.tensor([0, 0, 0, 0]), "cls": torch.tensor([0, 1, 2, 0]),
+                                          "fg": torch.tensor([2, 2, 2, 2])}, targets=targets, classes=("a", "b", "c"))
+    cls_summary = result.summary(Recipe(mode="baseline").reported_branch)
+    assert cls_summary["acc"] == pytest.approx(75.0) and cls_summary["acc_fused"] == pytest.approx(25.0)
+    assert cls_summary["mean_per_class"] == pytest.approx(100 * (1 + 0.5 + 1) / 3)
+    assert Recipe(mode="wca_baseline").reported_branch == "cls"
+    assert result.summary(Recipe().reported_branch)["acc"] == pytest.approx(25.0)
+
+
+def test_baseline_run_logs_cls_accuracy_as_test_acc(image_dataset_root):
+    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    config = Recipe(epochs=1, batch_size=8, n_crops=2, lr=1e-3, mode="baseline", max_steps=1)
+    row = fit(fresh_model(), train_set(image_dataset_root), config, test_set=test).history[-1]
+    assert row["test_acc"] == row["test_acc_cls"] and "test_acc_fused" in row
 
 
 def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp_path):

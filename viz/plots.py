@@ -26,7 +26,9 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 def accuracy_figure(history: list[dict]) -> plt.Figure:
     """Test top-1 per epoch for the fused, [CLS]-only and [FG]-only predictions (epoch 0 = zero-shot)."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, label in (("test_acc", "TokenFusion"), ("test_acc_cls", "[CLS] only"), ("test_acc_fg", "[FG] only")):
+    # Older logs have no test_acc_fused; there test_acc is the fused accuracy.
+    fused = "test_acc_fused" if any("test_acc_fused" in row for row in history) else "test_acc"
+    for key, label in ((fused, "TokenFusion"), ("test_acc_cls", "[CLS] only"), ("test_acc_fg", "[FG] only")):
         epochs, values = _series(history, key)
         if values:
             axis.plot(epochs, values, marker="o", label=label)

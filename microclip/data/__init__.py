@@ -2,8 +2,10 @@
 
 Modules: `images` (safe decoding), `transforms` (weak / strong / crops / test views),
 `seeded` (per-item seeded augmentation), `datasets` (benchmarks, folders, CSV lists),
-`catalog` (where benchmarks live), `download` (torchvision fetch + export), `names` (class-name
-cleaning and order checks), `shipped` (bundled class names and templates), `descriptions`.
+`catalog` (where benchmarks live, how the reference split them), `splits` (the reference's splits
+from the archives' own files), `download` (torchvision fetch + export), `names` (class-name
+cleaning, matching and order checks), `shipped` (the reference's class strings and templates),
+`descriptions`, `errors`.
 """
 
 from microclip.data.datasets import (

@@ -1,8 +1,13 @@
 """Data sets: the 13 benchmarks and the toy birds by name, or any image folder or CSV list by path.
 
-Label order is the one thing that must never be wrong: labels come from the sorted class folders
-(as torchvision's ImageFolder), the text heads from a class-name list, and the reference silently
-assumed the two agree. Here every pairing of folders with a name list is checked.
+Label order is the one thing that must never be wrong. For the 13 benchmarks the labels index the
+reference's class strings (`shipped.py`): each class folder is paired with its string by name, and
+a folder that names no class, or a class without a folder, stops the run. The reference instead
+took labels from the sorted folders (torchvision's ImageFolder) and assumed that order equals its
+class list; for FGVC-Aircraft it does not (its folders "BAE-125", "BAE-146-200", "BAE-146-300"
+sort differently from "BAE 146-200", "BAE 146-300", "BAE-125"), so three of its labels are
+permuted. For other folders labels come from the sorted folders, and a user's name list is checked
+against them.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from microclip.data.catalog import BENCHMARKS, Benchmark, get_benchmark, how_to_get
+from microclip.data.errors import DatasetError, DatasetNotFoundError
 from microclip.data.images import DEFAULT_MAX_PIXELS, load_image
-from microclip.data.names import ClassOrderError, check_class_order, clean_class_name, normalise_class_name
+from microclip.data.names import ClassOrderError, check_class_order, clean_class_name, match_key, normalise_class_name
 from microclip.data.shipped import shipped_classnames
+from microclip.data.splits import CALTECH101_RENAMES, class_index
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +43,6 @@ IMAGE_EXTENSIONS = (
     ".jfif",
 )
 UNLABELLED = -1
-
-
-class DatasetError(ValueError):
-    """A data set that exists but cannot be used as given (layout, CSV content, class names)."""
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The expected data folder or file is not there."""
 
 
 class ImageDataset(Dataset):
@@ -169,39 +168,104 @@ def names_for_folders(folders: list[str], classnames: list[str], source: str, wh
     return list(classnames)
 
 
-def _benchmark_classes(
-    benchmark: Benchmark, folders: list[str], directory: Path, classnames: list[str] | None
-) -> list[str]:
+def folder_aliases(benchmark: Benchmark, classes: list[str]) -> dict[str, str]:
+    """Class folder names other than the class strings that the reference's own layouts use."""
+    aliases: dict[str, str] = {}
+    if benchmark.folder_names:  # eurosat: "AnnualCrop" is "Annual Crop Land"
+        aliases.update(zip(benchmark.folder_names, classes))
+    if benchmark.name == "caltech101":  # folders as 101_ObjectCategories names them, before the reference's renames
+        aliases.update(CALTECH101_RENAMES)
+    if benchmark.name == "flowers":  # the reference's extra script writes folders "1" .. "102"
+        aliases.update({str(i + 1): name for i, name in enumerate(classes)})
+    return aliases
+
+
+def map_benchmark_folders(benchmark: Benchmark, folders: list[str], directory: Path) -> tuple[list[str], list[int]]:
+    """(the reference's class strings, the label of each folder): folders are paired with the strings by name.
+
+    Every folder must name exactly one class and every class must have a folder; otherwise a
+    `ClassOrderError` names the missing classes and the folders that match none.
+    """
+    classes = shipped_classnames(benchmark.name) or []
+    index = class_index(classes, folder_aliases(benchmark, classes))
+    labels = [index.get(match_key(folder)) for folder in folders]
+    unmapped = [f for f, label in zip(folders, labels) if label is None]
+    found = [label for label in labels if label is not None]
+    missing = [name for i, name in enumerate(classes) if i not in set(found)]
+    doubled = sorted({classes[i] for i in found if found.count(i) > 1})
+    if unmapped or missing or doubled:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} classes have no folder ({', '.join(map(repr, missing[:4]))}"
+                            f"{', ...' if len(missing) > 4 else ''})")
+        if unmapped:
+            problems.append(f"{len(unmapped)} folders match no class ({', '.join(map(repr, unmapped[:4]))}"
+                            f"{', ...' if len(unmapped) > 4 else ''})")
+        if doubled:
+            problems.append(f"several folders name {', '.join(map(repr, doubled[:4]))}")
+        raise ClassOrderError(
+            f"{directory}: the class folders do not map onto the reference's {len(classes)} {benchmark.name} "
+            f"classes: {'; '.join(problems)}. Folders are matched to the class strings by name (case, spaces, "
+            "'_', '-', '/' and punctuation ignored); `python -m microclip classes "
+            f"{benchmark.name}` lists them, and --download builds the layout where torchvision can"
+        )
+    return classes, [int(label) for label in labels]  # type: ignore[arg-type]
+
+
+def _benchmark_folder_dataset(
+    benchmark: Benchmark, directory: Path, classnames: list[str] | None
+) -> tuple[list[str], list[tuple[str, int]]]:
+    folders, samples = scan_image_folder(directory)
     shipped = shipped_classnames(benchmark.name)
-    if classnames is not None and list(classnames) != shipped:  # the shipped list itself gets the strict check
-        return names_for_folders(folders, classnames, "the given class names", str(directory))
-    if shipped is not None:
-        expected = list(benchmark.folder_names) if benchmark.folder_names else shipped
-        source = (
-            f"the expected {benchmark.name} folders"
-            if benchmark.folder_names
-            else f"the shipped class list of {benchmark.name} (microclip/data/resources/classnames.json)"
-        )
-        check_class_order(folders, expected, source, str(directory))
-        return shipped
-    if benchmark.folder_names:
-        check_class_order(
-            folders, list(benchmark.folder_names), f"the expected {benchmark.name} folders", str(directory)
-        )
-    if benchmark.name == "toybirds":
-        return list(folders)  # generated with clean names already
-    return [clean_class_name(f) for f in folders]
+    if classnames is not None and list(classnames) != shipped:  # the user's names: paired with the sorted folders
+        return names_for_folders(folders, classnames, "the given class names", str(directory)), samples
+    if shipped is None:
+        if benchmark.name == "toybirds":
+            return list(folders), samples  # generated with clean names already
+        return [clean_class_name(f) for f in folders], samples
+    classes, folder_labels = map_benchmark_folders(benchmark, folders, directory)
+    return classes, [(path, folder_labels[label]) for path, label in samples]
 
 
 # ---------------------------------------------------------------------------------------------
 # Benchmarks
 
 
-def _missing_message(benchmark: Benchmark, directory: Path, root: str | Path, split: str) -> str:
+def _missing_message(benchmark: Benchmark, missing: Path, root: str | Path, split: str, protocol: str) -> str:
     return (
-        f"{benchmark.title} ({benchmark.name}) {split} split not found: expected the folder {directory}. "
-        f"Layout: {benchmark.layout(root)}. To get it: {how_to_get(benchmark)}"
+        f"{benchmark.title} ({benchmark.name}) {split} split not found: expected {missing}. "
+        f"Layout: {benchmark.layout(root, protocol)}. To get it: {how_to_get(benchmark, protocol)}"
     )
+
+
+def split_file_paths(benchmark: Benchmark, root: str | Path) -> tuple[Path, Path | None]:
+    """(the split file, the image folder or None when neither candidate exists) of a split-file benchmark.
+
+    Images are looked for in `<root>/<name>/jpg` (the reference's layout) and then where --download
+    leaves them (`<root>/<name>/raw/flowers-102/jpg`).
+    """
+    base = Path(root) / benchmark.name
+    candidates = [base / "jpg", base / "raw" / "flowers-102" / "jpg"]
+    return base / str(benchmark.split_file), next((c for c in candidates if c.is_dir()), None)
+
+
+def _build_from_split_file(
+    benchmark: Benchmark, split: str, root: str | Path, download: bool
+) -> tuple[Path, list[str], list[tuple[str, int]]]:
+    from microclip.data.splits import read_coop_split
+
+    split_file, image_dir = split_file_paths(benchmark, root)
+    if (not split_file.is_file() or image_dir is None) and download:
+        from microclip.data.download import download_benchmark
+
+        download_benchmark(benchmark, root, "reference")
+        split_file, image_dir = split_file_paths(benchmark, root)
+    if not split_file.is_file() or image_dir is None:
+        missing = split_file if not split_file.is_file() else Path(root) / benchmark.name / "jpg"
+        raise DatasetNotFoundError(_missing_message(benchmark, missing, root, split, "reference"))
+    classes = shipped_classnames(benchmark.name) or []
+    items = read_coop_split(split_file, image_dir, split, classes)
+    return image_dir, classes, [(str(path), label) for path, label in items]
 
 
 def _build_benchmark(
@@ -212,23 +276,29 @@ def _build_benchmark(
     classnames: list[str] | None,
     n_per_class: int | None,
     seed: int,
+    protocol: str = "reference",
 ) -> ImageDataset:
+    benchmark.check_protocol(protocol)
     if benchmark.name == "toybirds":
         from microclip.toyworld.dataset import ensure_split  # lazy: the toy world pulls in OpenCV
 
         directory = Path(ensure_split(Path(root), split, n_per_class=n_per_class, seed=seed))
+    elif benchmark.split_file and protocol == "reference":
+        directory, classes, samples = _build_from_split_file(benchmark, split, root, download)
+        if classnames is not None and list(classnames) != classes:
+            classes = names_for_folders(classes, list(classnames), "the given class names", str(directory))
+        return ImageDataset(samples, classes, name=benchmark.name, root=directory)
     else:
-        directory = benchmark.split_dir(root, split)
+        directory = benchmark.split_dir(root, split, protocol)
         if not directory.is_dir() and download:
             if not benchmark.torchvision:
-                raise DatasetNotFoundError(_missing_message(benchmark, directory, root, split))
+                raise DatasetNotFoundError(_missing_message(benchmark, directory, root, split, protocol))
             from microclip.data.download import download_benchmark
 
-            download_benchmark(benchmark, root)
+            download_benchmark(benchmark, root, protocol)
         if not directory.is_dir():
-            raise DatasetNotFoundError(_missing_message(benchmark, directory, root, split))
-    folders, samples = scan_image_folder(directory)
-    classes = _benchmark_classes(benchmark, folders, directory, classnames)
+            raise DatasetNotFoundError(_missing_message(benchmark, directory, root, split, protocol))
+    classes, samples = _benchmark_folder_dataset(benchmark, directory, classnames)
     return ImageDataset(samples, classes, name=benchmark.name, root=directory)
 
 
@@ -354,12 +424,15 @@ def build_dataset(
     *,
     n_per_class: int | None = None,
     seed: int = 0,
+    protocol: str = "reference",
 ) -> ImageDataset:
     """A data set by benchmark name or by path.
 
-    - a benchmark name (see `BENCHMARKS`): `<root>/<name>/<split folder>` in ImageFolder layout, with the
-      shipped class names checked against the folders; `download=True` fetches it with torchvision
-      where possible. "toybirds" is generated on first use (`n_per_class`, `seed`: toybirds only).
+    - a benchmark name (see `BENCHMARKS`): `<root>/<name>/<split folder>` in ImageFolder layout, labelled
+      with the reference's class strings (folders paired by name); flowers reads CoOp's split file.
+      `protocol` "official" picks the official split where it differs (flowers, fgvc). `download=True`
+      fetches it with torchvision where possible. "toybirds" is generated on first use
+      (`n_per_class`, `seed`: toybirds only).
     - a folder of class folders: labelled; a folder with train/ and test/ (or val/) is split first.
     - a flat folder of images: unlabelled, needs `classnames`.
     - a .csv file with `path` and optional `label` columns.
@@ -370,7 +443,9 @@ def build_dataset(
     name = str(name_or_path)
     benchmark = get_benchmark(name)
     if benchmark is not None:  # a folder that happens to share the name is reachable as "./<name>"
-        return _build_benchmark(benchmark, split, root, download, classnames, n_per_class, seed)
+        return _build_benchmark(benchmark, split, root, download, classnames, n_per_class, seed, protocol)
+    if protocol != "reference":
+        raise ValueError(f"the {protocol!r} split applies to the named benchmarks only, not to {name!r}")
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix.lower() == ".csv":
         classes, samples = read_csv_samples(path, classnames)

@@ -1,39 +1,40 @@
-"""`--download`: fetch a benchmark with torchvision into `<root>/<name>/raw`, export the folder layout.
+"""`--download`: fetch a benchmark with torchvision into `<root>/<name>/raw`, export the reference's split.
 
-Splits, compared with the reference (method.md section 7):
-- dtd (partition 1: train+val / test), fgvc (trainval / test, variants), food101, pets
-  (trainval / test) and cars (train / test): the same splits as the reference.
-- eurosat: the first 1,000 (train) and next 500 (val) images of each class in sorted file-name
-  order, as the reference's script does.
-- flowers: train = official train + val (2,040), test = official test (6,149). The reference uses
-  CoOp's split_zhou_OxfordFlowers.json (4,093 / 2,463), which torchvision does not provide, so
-  numbers on this split are not comparable with the reference's.
-- caltech101: BACKGROUND_Google and Faces_easy dropped (100 classes), 30 random training images per
-  class (seed 0), the rest test. The same protocol, but not the same random draw as the reference.
-- sun397: a random 70% / 20% train / test split (seed 0, the remaining 10% unused). The same
-  proportions, not the same draw.
-Class folders are written as "NNN.<class name>" (label order) so that their sorted order is the
-label order; `clean_class_name` and the order check strip the number again.
+Splits, as the reference's `extra_scripts/` and loaders make them (method.md section 7; the
+procedures for fgvc, flowers, sun397 and caltech101 are in `splits.py`):
+- dtd (partition 1: train+val / test), food101, pets (trainval / test), cars (train / test) and
+  eurosat (the first 1,000 / next 500 images of each class in sorted file order): as the reference.
+- fgvc: `train` (3,334) / `test`, as the reference; the "official" protocol exports trainval
+  (6,667) / test to `<root>/fgvc/official/`.
+- flowers: nothing is exported; the images stay in `raw/flowers-102/jpg` and CoOp's
+  `split_zhou_OxfordFlowers.json` is fetched from Google Drive into `<root>/flowers/` and read in
+  place (4,093 / 2,463). The "official" protocol exports train+val / test (2,040 / 6,149) to
+  `<root>/flowers/official/`.
+- caltech101 and sun397: the reference's procedure, seed and sizes, but not its exact random draw
+  (it depends on the `os.listdir` order of the machine that ran it; see `splits.py`).
+Class folders are written as "NNN.<class string>" (label order; EuroSAT keeps its own folder
+names, as the reference); `datasets.map_benchmark_folders` pairs them with the strings by name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from microclip.data.catalog import Benchmark
+from microclip.data.catalog import FLOWERS_SPLIT_ID, FLOWERS_SPLIT_URL, Benchmark
+from microclip.data.names import match_key
 from microclip.data.shipped import shipped_classnames
+from microclip.data.splits import caltech101_splits, class_index, fgvc_split, sun397_splits
 
 log = logging.getLogger(__name__)
 
-Items = list[tuple[Path, int]]  # (source image file, label)
-Splits = tuple[list[str], dict[str, Items]]  # class names, {"train"/"test": items}
+Items = list[tuple[Path, int]]  # (source image file, label of the reference's class strings)
 
 
 class DatasetDownloadError(RuntimeError):
@@ -55,21 +56,36 @@ def _pairs(files, labels) -> Items:
     return [(Path(f), int(y)) for f, y in zip(files, labels)]
 
 
-def _by_split(benchmark: Benchmark, raw: Path, splits: dict[str, list[str]], **kwargs) -> Splits:
+def _relabel(benchmark: Benchmark, items: Items, source_classes: list[str]) -> Items:
+    """Re-index torchvision's labels onto the reference's class strings (paired by name)."""
+    from microclip.data.datasets import folder_aliases
+
+    reference = shipped_classnames(benchmark.name) or []
+    index = class_index(reference, folder_aliases(benchmark, reference))
+    unknown = sorted({c for c in source_classes if match_key(c) not in index})
+    if unknown:
+        raise DatasetDownloadError(
+            f"torchvision's {benchmark.title} classes {unknown[:4]} match none of the reference's class strings"
+        )
+    mapping = [index[match_key(c)] for c in source_classes]
+    return [(path, mapping[label]) for path, label in items]
+
+
+def _by_split(benchmark: Benchmark, raw: Path, splits: dict[str, list[str]], **kwargs) -> dict[str, Items]:
     """Torchvision datasets with their own split argument: {ours: [theirs, ...]}."""
     out: dict[str, Items] = {}
-    classes: list[str] = []
     for ours, theirs in splits.items():
         out[ours] = []
         for split in theirs:
             ds = _tv(benchmark, raw, split=split, **kwargs)
-            classes = list(ds.classes)
             if hasattr(ds, "_samples"):  # StanfordCars
-                out[ours] += _pairs(*zip(*ds._samples))
+                items = _pairs(*zip(*ds._samples))
             else:
                 files = ds._image_files if hasattr(ds, "_image_files") else ds._images  # pets: _images
-                out[ours] += _pairs(files, ds._labels)
-    return classes, out
+                items = _pairs(files, ds._labels)
+            # Flowers102's labels are the official 0-based labels, the reference's order; it has no names.
+            out[ours] += items if benchmark.name == "flowers" else _relabel(benchmark, items, list(ds.classes))
+    return out
 
 
 def _per_class_split(items: Items, pick: Callable[[list[Path]], tuple[list[Path], list[Path]]]) -> dict[str, Items]:
@@ -84,58 +100,64 @@ def _per_class_split(items: Items, pick: Callable[[list[Path]], tuple[list[Path]
     return out
 
 
-def _eurosat(benchmark: Benchmark, raw: Path) -> Splits:
+def _eurosat(benchmark: Benchmark, raw: Path) -> dict[str, Items]:
     ds = _tv(benchmark, raw)
-    return list(ds.classes), _per_class_split(_pairs(*zip(*ds.samples)), lambda files: (files[:1000], files[1000:1500]))
+    items = _relabel(benchmark, _pairs(*zip(*ds.samples)), list(ds.classes))
+    return _per_class_split(items, lambda files: (files[:1000], files[1000:1500]))
 
 
-def _caltech101(benchmark: Benchmark, raw: Path) -> Splits:
+def _caltech101(benchmark: Benchmark, raw: Path) -> dict[str, Items]:
     ds = _tv(benchmark, raw)
-    base = Path(ds.root) / "101_ObjectCategories"
-    kept = [c for c in ds.categories if c != "Faces_easy"]  # BACKGROUND_Google is already dropped
-    new_label = {ds.categories.index(c): i for i, c in enumerate(kept)}
-    items = [
-        (base / ds.categories[y] / f"image_{index:04d}.jpg", new_label[y])
-        for index, y in zip(ds.index, ds.y)
-        if y in new_label
-    ]
-    rng = random.Random(0)
-
-    def pick(files: list[Path]) -> tuple[list[Path], list[Path]]:
-        train = set(rng.sample(files, min(30, len(files))))
-        return sorted(train), [f for f in files if f not in train]
-
-    return kept, _per_class_split(items, pick)
+    return caltech101_splits(Path(ds.root) / "101_ObjectCategories", shipped_classnames(benchmark.name) or [])
 
 
-def _sun397(benchmark: Benchmark, raw: Path) -> Splits:
-    ds = _tv(benchmark, raw)
-    items = sorted(_pairs(ds._image_files, ds._labels))
-    random.Random(0).shuffle(items)
-    n_train, n_test = int(0.7 * len(items)), int(0.2 * len(items))
-    return list(ds.classes), {"train": items[:n_train], "test": items[len(items) - n_test :]}
+def _sun397(benchmark: Benchmark, raw: Path) -> dict[str, Items]:
+    _tv(benchmark, raw)
+    splits = sun397_splits(raw / "SUN397", shipped_classnames(benchmark.name) or [])
+    return {"train": splits["train"], "test": splits["test"]}  # the reference's val part is unused
 
 
-_SPLITTERS: dict[str, Callable[[Benchmark, Path], Splits]] = {
-    "flowers": lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}),
-    "dtd": lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}, partition=1),
-    "fgvc": lambda b, raw: _by_split(b, raw, {"train": ["trainval"], "test": ["test"]}, annotation_level="variant"),
-    "food101": lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
-    "pets": lambda b, raw: _by_split(b, raw, {"train": ["trainval"], "test": ["test"]}),
-    "cars": lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
-    "eurosat": _eurosat,
-    "caltech101": _caltech101,
-    "sun397": _sun397,
+def _fgvc(split: str) -> Callable[[Benchmark, Path], dict[str, Items]]:
+    def splitter(benchmark: Benchmark, raw: Path) -> dict[str, Items]:
+        _tv(benchmark, raw, split=split, annotation_level="variant")
+        data = raw / "fgvc-aircraft-2013b" / "data"
+        classes = shipped_classnames(benchmark.name) or []
+        return {"train": fgvc_split(data, split, classes), "test": fgvc_split(data, "test", classes)}
+
+    return splitter
+
+
+_SPLITTERS: dict[tuple[str, str], Callable[[Benchmark, Path], dict[str, Items]]] = {
+    ("flowers", "official"): lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}),
+    ("dtd", "reference"): lambda b, raw: _by_split(b, raw, {"train": ["train", "val"], "test": ["test"]}, partition=1),
+    ("fgvc", "reference"): _fgvc("train"),
+    ("fgvc", "official"): _fgvc("trainval"),
+    ("food101", "reference"): lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
+    ("pets", "reference"): lambda b, raw: _by_split(b, raw, {"train": ["trainval"], "test": ["test"]}),
+    ("cars", "reference"): lambda b, raw: _by_split(b, raw, {"train": ["train"], "test": ["test"]}),
+    ("eurosat", "reference"): _eurosat,
+    ("caltech101", "reference"): _caltech101,
+    ("sun397", "reference"): _sun397,
 }
 
 
-def class_folder_names(benchmark: Benchmark, classes: list[str]) -> list[str]:
-    """Folder names in label order: EuroSAT keeps its own (as the reference), others get "NNN.name"."""
+def check_complete(benchmark: Benchmark, splits: dict[str, Items]) -> None:
+    """Every class of the reference has images in every split (else nothing is exported)."""
+    classes = shipped_classnames(benchmark.name) or []
+    for split, items in splits.items():
+        empty = [classes[i] for i in sorted(set(range(len(classes))) - {label for _, label in items})]
+        if empty:
+            raise DatasetDownloadError(
+                f"{benchmark.title}: the {split} split has no images of {len(empty)} classes ({empty[:4]}); "
+                "the raw download looks incomplete; delete its raw/ folder and download again"
+            )
+
+
+def class_folder_names(benchmark: Benchmark, classes: list[str] | None = None) -> list[str]:
+    """Folder names in label order: EuroSAT keeps its own (as the reference), others get "NNN.<class string>"."""
     if benchmark.folder_names is not None:
         return list(benchmark.folder_names)
-    shipped = shipped_classnames(benchmark.name)
-    if shipped is not None and len(shipped) == len(classes):
-        classes = shipped  # prompt names; torchvision's differ slightly for flowers
+    classes = classes if classes is not None else shipped_classnames(benchmark.name) or []
     return [f"{i + 1:03d}.{name.replace('/', ' ').replace(os.sep, ' ').strip()}" for i, name in enumerate(classes)]
 
 
@@ -163,20 +185,64 @@ def export_splits(dest: Path, folders: list[str], splits: dict[str, Items], spli
         log.info("exported %d images to %s", len(items), target)
 
 
-def download_benchmark(benchmark: Benchmark, root: str | Path) -> None:
-    """Fetch `benchmark` into `<root>/<name>/raw` with torchvision and export `<root>/<name>/{train,test}`."""
-    splitter = _SPLITTERS.get(benchmark.name)
-    if splitter is None:
+def fetch_flowers_split(benchmark: Benchmark, root: str | Path) -> Path:
+    """CoOp's split_zhou_OxfordFlowers.json into `<root>/flowers/` (from Google Drive); the file only appears whole."""
+    from torchvision.datasets.utils import download_file_from_google_drive
+
+    target = Path(root) / benchmark.name / str(benchmark.split_file)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".split-", dir=target.parent))
+    try:
+        download_file_from_google_drive(FLOWERS_SPLIT_ID, tmp, target.name)
+        data = json.loads((tmp / target.name).read_text(encoding="utf-8"))
+        if not (isinstance(data, dict) and isinstance(data.get("train"), list) and isinstance(data.get("test"), list)):
+            raise ValueError("the fetched file is not a CoOp split file (no 'train' and 'test' lists)")
+        os.replace(tmp / target.name, target)
+    except Exception as err:  # network, Google Drive's quota pages, bad content
+        raise DatasetDownloadError(
+            f"could not fetch {target.name} ({type(err).__name__}: {err}); download it from {FLOWERS_SPLIT_URL} "
+            f"(CoOp's DATA.md) into {target.parent}, or use --data_split official for the official split"
+        ) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def download_benchmark(benchmark: Benchmark, root: str | Path, protocol: str = "reference") -> None:
+    """Fetch `benchmark` into `<root>/<name>/raw` with torchvision and export the split of `protocol`.
+
+    The reference's split goes to `<root>/<name>/{train,test}`, the official one (flowers, fgvc) to
+    `<root>/<name>/official/{train,test}`; flowers' reference split is read in place (no export).
+    """
+    benchmark.check_protocol(protocol)
+    flowers_reference = bool(benchmark.split_file) and protocol == "reference"
+    splitter = _SPLITTERS.get((benchmark.name, protocol))
+    if splitter is None and not flowers_reference:
         raise DatasetDownloadError(f"{benchmark.title} cannot be downloaded automatically: {benchmark.manual}")
-    dest = Path(root) / benchmark.name
-    raw = dest / "raw"
+    raw = Path(root) / benchmark.name / "raw"
+    if flowers_reference:
+        from microclip.data.datasets import split_file_paths
+
+        if split_file_paths(benchmark, root)[1] is not None:  # the images are there already: only the split file
+            fetch_flowers_split(benchmark, root)
+            return
     raw.mkdir(parents=True, exist_ok=True)
     log.info("fetching %s with torchvision.datasets.%s into %s", benchmark.title, benchmark.torchvision, raw)
     try:
-        classes, splits = splitter(benchmark, raw)
+        if flowers_reference:
+            _tv(benchmark, raw, split="test")  # the images (raw/flowers-102/jpg)
+        else:
+            splits = splitter(benchmark, raw)  # type: ignore[misc]
     except Exception as err:  # network, checksum, archive and torchvision errors all end here
         note = f" ({benchmark.download_note})" if benchmark.download_note else ""
         raise DatasetDownloadError(
             f"could not download {benchmark.title} into {raw} (no network?){note}: {type(err).__name__}: {err}"
         ) from err
-    export_splits(dest, class_folder_names(benchmark, classes), splits, benchmark.split_folder)
+    if flowers_reference:
+        fetch_flowers_split(benchmark, root)
+        return
+    check_complete(benchmark, splits)
+    dest = benchmark.protocol_root(root, protocol)
+    export_splits(dest, class_folder_names(benchmark), splits, benchmark.split_folder)

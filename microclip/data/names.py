@@ -57,6 +57,18 @@ def normalise_class_name(name: str) -> str:
     return re.sub(r"\s+", " ", key).strip()
 
 
+def match_key(name: str) -> str:
+    """`normalise_class_name` without any spaces: the key that pairs a folder with a class string.
+
+    Dropping the spaces makes CamelCase folders ("ApplyEyeMakeup"), underscored ones
+    ("apple_pie", "000_AM_General_Hummer_SUV_2000"), hyphen-for-slash ones ("F-16A-B") and
+    path-like ones ("apse/indoor") meet the reference's strings ("Apply Eye Makeup", "apple_pie",
+    "AM General Hummer SUV 2000", "F-16A/B", "apse (indoor)"). The keys of each reference list are
+    unique (tested).
+    """
+    return normalise_class_name(name).replace(" ", "")
+
+
 def check_class_order(folders: Sequence[str], names: Sequence[str], source: str, where: str) -> None:
     """Raise `ClassOrderError` unless `folders` (label order) and `names` agree one to one, in order.
 

@@ -1,29 +1,38 @@
-"""Class names and zero-shot templates shipped with the package (from clip-benchmark, MIT).
+"""The reference's class strings and zero-shot templates of the 13 benchmarks, shipped as package data.
 
-See resources/LICENSE-clip-benchmark.txt for provenance. Benchmarks without a shipped class list
-take their names from the class folders at load time; without templates they use the plain
-"a photo of a {}." template.
+`resources/reference_classes.json` and `resources/reference_templates.json` hold, for each of the 13
+benchmarks, the lists of the reference implementation's `configs/classes.json` and
+`configs/templates.json` unchanged (provenance: resources/README.md). The class strings are the
+prompt names in label order; every change to one changes the text heads and the pseudo-labels, so
+they are kept byte for byte. Other data sets take their names from their class folders and the
+plain "a photo of a {}." template.
 """
 
 from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
+RESOURCES = files("microclip.data") / "resources"  # package data: found from an installed package too
+CLASSES_FILE = "reference_classes.json"
+TEMPLATES_FILE = "reference_templates.json"
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 @cache
-def _load(filename: str) -> dict[str, list[str]]:
-    with open(RESOURCES / filename, encoding="utf-8") as f:
-        return json.load(f)
+def _load(name: str) -> dict[str, list[str]]:
+    return json.loads((RESOURCES / name).read_text(encoding="utf-8"))
+
+
+def reference_benchmarks() -> list[str]:
+    """The names of the benchmarks with shipped reference lists, in file order (alphabetical)."""
+    return list(_load(CLASSES_FILE))
 
 
 def shipped_classnames(dataset: str) -> list[str] | None:
-    """The shipped class names of `dataset` in label order, or None when none are shipped."""
-    names = _load("classnames.json").get(dataset)
+    """The reference's class strings of `dataset` in label order, or None for other data sets."""
+    names = _load(CLASSES_FILE).get(dataset)
     return list(names) if names is not None else None
 
 
@@ -36,6 +45,6 @@ def normalise_template(template: str) -> str:
 
 
 def shipped_templates(dataset: str | None) -> list[str]:
-    """The shipped zero-shot templates of `dataset` ("{}" marks the class name), else ["a photo of a {}."]."""
-    templates = _load("templates.json").get(dataset or "")
+    """The reference's zero-shot templates of `dataset` ("{}" marks the class name), else ["a photo of a {}."]."""
+    templates = _load(TEMPLATES_FILE).get(dataset or "")
     return [normalise_template(t) for t in (templates or DEFAULT_TEMPLATES)]
