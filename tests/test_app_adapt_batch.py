@@ -312,7 +312,7 @@ def test_bad_zip_is_refused_by_batch_and_the_app_keeps_serving(app, files, name,
     with pytest.raises(AppError, match=message):
         batch(app.client, files[name])
     assert set(workspace_files(app)) <= set(before)  # nothing extracted was left behind
-    assert "3 classes" in app.client.predict(BASE, api_name="/model_classes")["placeholder"]  # still serving
+    assert "3 classes" in app.client.predict(BASE, api_name="/model_classes")[0]["placeholder"]  # still serving
 
 
 def test_batch_refuses_a_file_that_is_not_a_zip_by_its_type(app, files, tmp_path):

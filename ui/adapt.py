@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
 PROBE_SIZE = 224  # display pixels of each probe map
 POLL_SECONDS = 1.0
+CURVE_TYPES = {"step": "int64", "value": "float64", "series": "object"}
 
 INTRO = """\
 **Adapt** a model to your own images without labels: microCLIP pseudo-labels each image from its
@@ -75,7 +76,9 @@ def curves(snapshot: JobSnapshot | None) -> tuple[pd.DataFrame, pd.DataFrame, pd
     def frame(keys: dict[str, str]) -> pd.DataFrame:
         rows = [{"step": row["step"], "value": row[key], "series": label}
                 for row in metrics for key, label in keys.items() if key in row]
-        return pd.DataFrame(rows, columns=["step", "value", "series"])
+        # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot then declares
+        # step and value nominal (categorical axes, one label per loss value) for the rest of the run.
+        return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
     return (frame({"loss": "loss", "ce": "cross-entropy", "fair": "fairness"}),
             frame({"pl_conf": "confidence"}),
