@@ -10,12 +10,13 @@ For each signal of ``ui.world.WorldSignals`` (the fused / [CLS] / [FG] logits, t
 coverage, the null weight, branch disagreement, and ``score_distance``: the Mahalanobis distance of the image's
 class-score pattern to that of the toy *training* images, fitted here on every 2nd training image) the script
 prints both distributions and the separation: the share of out-of-world images caught at a threshold that
-flags at most 1% of the toy test images. The rules written with ``--write`` (to ``assets/toybirds/world.json``,
-read by the app, with the fitted statistics) are chosen greedily: the best signal, then each next one that
+flags at most 1% of the toy test images. Each of the app's bundled models (adapted, base zero-shot) is
+measured on its own: the rules written with ``--write`` (to ``assets/toybirds/world.json``, keyed by the
+model's name in the app, with the fitted statistics) are chosen greedily: the best signal, then each next one that
 catches at least ``--min-gain`` (5%) more pictures while all of them together flag at most
 ``--max-false-flags`` (2%) of the toy test images.
 
-    python bench/ood.py                                   # tables (~1 min on 2 CPU cores)
+    python bench/ood.py                                   # tables for each bundled model (~2 min on 2 CPU cores)
     python bench/ood.py --json bench/results/ood.json --write assets/toybirds/world.json
 """
 
@@ -34,10 +35,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from microclip.checkpoint import load_model  # noqa: E402
 from microclip.data.transforms import test_transform  # noqa: E402
 from microclip.explain import explain_batch  # noqa: E402
 from microclip.machine import cpu_name  # noqa: E402
+from ui.registry import default_registry  # noqa: E402
 from ui.world import WorldSignals, WorldStats, score_pattern  # noqa: E402
 
 EXAMPLES = ROOT / "assets" / "examples"
@@ -144,7 +145,6 @@ def summary(values: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "toybirds-microclip.safetensors"))
     parser.add_argument("--data", default=str(ROOT / "data" / "toybirds"), help="toy world with train/ and test/")
     parser.add_argument("--json", default=None, help="write every number to this file")
     parser.add_argument("--write", default=None, help="write the chosen rules here (the app reads "
@@ -156,11 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = load_model(args.ckpt, "cpu").eval()
+    registry = default_registry("cpu")  # the app's bundled models, built exactly as the app builds them
 
-    # The typical score pattern is fitted on training images (every 2nd), never on the test images it judges.
-    stats = WorldStats.fit(np.stack([score_pattern(e) for e in
-                                     explanations_of(model, toy_images(Path(args.data) / "train", step=2))]))
+    train_images = toy_images(Path(args.data) / "train", step=2)
     inside_images = toy_images(Path(args.data) / "test")
     examples = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("toybird-*.png"))]
     outside_named: dict[str, Image.Image] = {}
@@ -168,12 +166,35 @@ def main(argv: list[str] | None = None) -> None:
         for index, variant in enumerate(variants(image)):
             outside_named[f"{name}#{index}"] = variant
     outside_named.update(synthetic(np.random.default_rng(0)))
-    example_photos = [n for n in outside_named if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()]
+    print(f"\n## Out-of-world signals ({cpu_name()}; torch {torch.__version__}, 1 thread)\n")
+    print(f"In-world: {len(inside_images)} toy test images (+ {len(examples)} toy examples checked separately); the "
+          f"score pattern is fitted on {len(train_images)} toy training images. Out-of-world: {len(outside_named)} "
+          f"pictures ({len(photo_sources())} photos × 7 variants, {len(outside_named) - 7 * len(photo_sources())} "
+          "procedural/synthetic).")
+    results, shipped = {}, {}
+    for model_name in registry.names():
+        model = registry.get(model_name).model
+        results[model_name], shipped[model_name] = measure(model_name, model, train_images, inside_images, examples,
+                                                           outside_named, args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "torch": torch.__version__, "models": results},
+                                              indent=2))
+    if args.write:
+        Path(args.write).write_text(json.dumps({"measured_by": "bench/ood.py", "false_flag_budget": FALSE_FLAG_BUDGET,
+                                                "models": shipped}) + "\n")
 
+
+def measure(model_name: str, model, train_images: list[Image.Image], inside_images: list[Image.Image],
+            examples: list[Image.Image], outside_named: dict[str, Image.Image],
+            args: argparse.Namespace) -> tuple[dict, dict]:
+    """Every signal's separation for one model, the rules chosen, and what the app ships (rules + stats)."""
+    # The typical score pattern is fitted on training images (every 2nd), never on the test images it judges.
+    stats = WorldStats.fit(np.stack([score_pattern(e) for e in explanations_of(model, train_images)]))
+    example_photos = [n for n in outside_named if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()]
     inside = signals_of(model, inside_images, stats)
     toy_examples = signals_of(model, examples, stats)
     outside = dict(zip(outside_named, signals_of(model, list(outside_named.values()), stats)))
-
     table = {}
     for key in SIGNALS:
         a = np.array([getattr(s, key) for s in inside])
@@ -182,10 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     disagree_in = float(np.mean([s.disagree for s in inside]))
     disagree_out = float(np.mean([s.disagree for s in outside.values()]))
 
-    print(f"\n## Out-of-world signals ({cpu_name()}; torch {torch.__version__}, 1 thread)\n")
-    print(f"Model: {Path(args.ckpt).name}. In-world: {len(inside)} toy test images (+ {len(examples)} toy examples "
-          f"checked separately). Out-of-world: {len(outside)} pictures ({len(photo_sources())} photos × 7 variants, "
-          f"{len(outside) - 7 * len(photo_sources())} procedural/synthetic).\n")
+    print(f"\n### {model_name}\n")
     print("| signal | toy test: p1 / median / p99 | outside: min / median / max | rule at ≤1% false flags | "
           "outside caught | toy test flagged |")
     print("|---|---|---|---|---:|---:|")
@@ -226,20 +244,13 @@ def main(argv: list[str] | None = None) -> None:
           f"({', '.join(n[:-2] + (': yes' if v else ': no') for n, v in photos_flagged.items())}).")
     print(f"Missed: {', '.join(missed) or 'none'}\n")
 
-    result = {"cpu": cpu_name(), "torch": torch.__version__, "model": Path(args.ckpt).name,
-              "n_inside": len(inside), "n_outside": len(outside), "signals": table,
+    result = {"n_inside": len(inside), "n_outside": len(outside), "signals": table,
               "disagree": {"inside": disagree_in, "outside": disagree_out}, "checks": checks,
               "combined": {"caught": len(caught) / len(outside), "false_flags": false_flags, "missed": missed,
                            "toy_examples_flagged": int(sum(examples_flagged)),
                            "example_photos_flagged": photos_flagged},
               "outside_signals": {n: s.as_dict() for n, s in outside.items()}}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    if args.write:
-        Path(args.write).write_text(json.dumps({
-            "measured_by": "bench/ood.py", "model": Path(args.ckpt).name, "false_flag_budget": FALSE_FLAG_BUDGET,
-            "checks": checks, "stats": stats.to_dict()}) + "\n")
+    return result, {"checks": checks, "stats": stats.to_dict()}
 
 
 if __name__ == "__main__":

@@ -224,6 +224,15 @@ def test_status_of_an_unknown_job_says_so(app):
     assert "no adaptation job 'nope'" in adapt_status(app.client, "nope").text
 
 
+def test_curves_before_the_first_metrics_have_numeric_axes(app):
+    """Empty tables (sent before the first step) must be typed: untyped columns make Gradio's LinePlot
+    declare step and value nominal, and the curves are drawn on categorical axes for the whole run."""
+    _text, _progress, *plots = app.client.predict("nope", api_name="/adapt_status")[:5]
+    for plot in plots:
+        assert plot["data"] == []
+        assert plot["datatypes"] == {"step": "quantitative", "value": "quantitative", "series": "nominal"}
+
+
 def test_settings_outside_the_caps_are_refused(app, files):
     with pytest.raises(AppError, match="greater than maximum value 200"):
         adapt_start(app.client, "upload a zip", files["good.zip"], steps=500)

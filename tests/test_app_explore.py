@@ -200,6 +200,23 @@ def test_typed_class_names_replace_the_model_classes(client, files):
     assert set(confidences(fused)) == {"cat", "dog", "bird"}
 
 
+def test_one_class_label_set_says_what_100_percent_means(client, files):
+    summary, fused, *_ = explore(client, files["image"], classes="cat")
+    assert confidences(fused) == {"cat": pytest.approx(1.0)}
+    assert "One class only" in summary and "always 100%" in summary
+    assert "One class only" not in explore(client, files["image"], classes="cat, dog")[0]
+
+
+def test_the_summary_shows_the_ncut_patch_count_and_the_null_weight_in_scientific_notation(client, files, registry):
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    summary = explore(client, files["image"])[0]
+    expected = explain_image(registry.get(ADAPTED).model, load_image(files["image"]), 0.5)
+    assert f"{int(expected.ncut_mask.sum())} of 16 patches in the foreground" in summary
+    assert f"**Null token:** {expected.null_weight:.2e}" in summary
+
+
 def test_descriptions_upload_builds_the_heads_and_is_shown(client, files, tmp_path):
     path = tmp_path / "descriptions.json"
     path.write_text('{"cat": ["a small furry animal with whiskers."], "dog": ["a loyal animal that barks."]}')

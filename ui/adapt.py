@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from microclip.explain import Explanation
-from ui.common import model_dropdown_update, user_errors
+from ui.common import image_file, model_dropdown_update, user_errors
 from ui.jobs import (
     AdaptationRunner,
     AdaptRequest,
@@ -93,7 +93,8 @@ def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | 
     gallery = []
     for picture, label, explanation in zip(images, labels, probes.explanations):
         large = np.asarray(Image.fromarray(picture).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC))
-        gallery.append((overlay_map(large, explanation.soap_weights, opacity=0.5), _caption(label, explanation, when)))
+        gallery.append((image_file(overlay_map(large, explanation.soap_weights, opacity=0.5)),
+                        _caption(label, explanation, when)))
     return gallery
 
 

@@ -37,7 +37,7 @@ from microclip.data.images import ImageError, load_image
 from microclip.data.transforms import test_transform
 from microclip.explain import Explanation, explain_batch
 from microclip.model import MicroCLIP
-from ui.common import gpu, model_dropdown_update, user_errors
+from ui.common import gpu, image_file, model_dropdown_update, user_errors
 from ui.jobs import running_on_spaces
 from viz.overlay import display_crop, overlay_map
 
@@ -297,7 +297,7 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
         """Explain every image; returns the gallery, the table, the skipped-files note and the bundle zip."""
         result = compute(model_name, archive_path, folder_path, int(limit), float(alpha),
                          lambda done, total: progress((done, total), desc="explaining", unit="images"))
-        gallery_value = [(overlay, _caption(item)) for item, overlay in zip(result.items, result.overlays)]
+        gallery_value = [(image_file(overlay), _caption(item)) for item, overlay in zip(result.items, result.overlays)]
         return gallery_value, result.table, skipped_markdown(result.skipped, result.note), str(result.bundle)
 
     run.click(batch, [model, archive, folder, cap, opacity], [gallery, table, notes, bundle], api_name="batch",

@@ -16,13 +16,16 @@ from microclip.explain import Explanation, explain_image
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
+    counts_as_inference,
     example_images,
+    example_picker,
+    examples_gallery,
     gpu,
     image_input,
     parse_class_names,
     user_errors,
 )
-from ui.explore import PHOTO_SIZE, decode_upload, example_label
+from ui.explore import PHOTO_SIZE, decode_upload
 from ui.registry import ModelRegistry
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP, DIVERGING_COLORMAP
@@ -101,6 +104,7 @@ def check_compare(image: str | None, *_rest) -> list:
     return [None] * (1 + len(_rest))
 
 
+@counts_as_inference
 @user_errors
 def compare(registry: ModelRegistry, image: str | None, model_a: str, model_b: str, class_names: str,
             follow_class: str, opacity: float, cmap: str, fixed_scale: float | None = 0.0) -> list:
@@ -144,9 +148,7 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
             model_b = gr.Dropdown(names, value=default_b, label="Model B (e.g. zero-shot)")
             examples = example_images()
             if examples:
-                gr.Examples(examples=[[path] for path in examples], inputs=[image],
-                            label="Examples (toy birds: the model's world; last: outside it)",
-                            example_labels=[example_label(path) for path in examples], examples_per_page=12)
+                gallery = examples_gallery(examples, "compare-examples")
             classes = gr.Textbox(label="Class names for both (optional)", lines=2,
                                  placeholder="Blank: each model's own classes.")
             track = gr.Textbox(label="Class to follow", placeholder="Blank: model A's prediction")
@@ -169,4 +171,7 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     run.click(partial(compare, registry), [image, model_a, model_b, classes, track, opacity, cmap, fixed],
               [label_a, label_b, maps_a, maps_b, diff, rank], api_name="compare",
               concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
+    if examples:
+        gallery.select(example_picker(examples), None, [image], api_visibility="private",
+                       show_progress="hidden")
     return CompareHandles(model_a=model_a, model_b=model_b)

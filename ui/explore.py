@@ -21,7 +21,10 @@ from microclip.explain import Explanation, explain_image
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
+    counts_as_inference,
     example_images,
+    example_picker,
+    examples_gallery,
     gpu,
     image_input,
     open_image,
@@ -147,6 +150,7 @@ def check_explore(registry: ModelRegistry, image: str | None, model_name: str, c
     return checks
 
 
+@counts_as_inference
 @user_errors
 def explore(registry: ModelRegistry, image: str | None, model_name: str, class_names: str,
             descriptions_json: str | None, ratio: float, opacity: float, cmap: str, clip_lo: float, clip_hi: float,
@@ -335,10 +339,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
             world = gr.Markdown(_world_note(registry, registry.default_name), elem_id="explore-world")
             examples = example_images()
             if examples:
-                gallery = gr.Examples(examples=[[path] for path in examples], inputs=[image],
-                                      label="Examples (toy birds: the model's world; last: outside it)",
-                                      example_labels=[example_label(path) for path in examples],
-                                      examples_per_page=12)
+                gallery = examples_gallery(examples, "explore-examples")
             model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model", elem_id="explore-model")
             ratio = gr.Slider(0.0, 1.0, value=DEFAULT_FUSION_RATIO, step=0.05, label="Fusion ratio ρ",
                               info="Weight of [CLS] in the fused logits; moving it re-fuses without a forward pass")
@@ -394,9 +395,10 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
     gr.on([run.click, image.upload], _explore, explore_inputs, explore_outputs, api_name="explore",
           concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=_check)
     if examples:
-        gallery.load_input_event.then(_explore, explore_inputs, explore_outputs, api_visibility="private",
-                                      concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID,
-                                      validator=_check)
+        gallery.select(example_picker(examples), None, [image], api_visibility="private",
+                       show_progress="hidden").then(
+            _explore, explore_inputs, explore_outputs, api_visibility="private",
+            concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=_check)
     gr.on([c.release for c in (opacity, threshold, clip_lo, clip_hi)] + [c.change for c in (cmap, raw_map, numbers)],
           rerender, [session, *display], views, api_name="rerender", trigger_mode="always_last",
           show_progress="hidden")
@@ -420,12 +422,3 @@ def _world_note(registry: ModelRegistry, name: str | None) -> str:
         return world_markdown(registry.get(name))
     except Exception:  # noqa: BLE001 - the note is informative; a model that cannot load says so on use
         return ""
-
-
-def example_label(path: str) -> str:
-    """A caption for an example thumbnail: the toy species, or what the picture is and that it is outside."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    kind, _, rest = stem.partition("-")
-    if kind == "toybird":
-        return f"toy bird: {rest.replace('-', ' ')}"
-    return f"outside the world: {rest.replace('-', ' ')} ({kind})"

@@ -8,8 +8,8 @@ The signals and their thresholds come from a measurement, ``bench/ood.py``: the 
 on the 800 toy-world test images against out-of-world pictures (the example photos, bundled sample
 photos, procedural scenes, noise). Its results are in ``bench/README.md``; the thresholds are stored
 next to the toy model's assets (``assets/toybirds/world.json``) and apply only to models built on the
-toy-world base. For any other model only the label-set checks apply (one class; all the logits
-nearly equal), which need no calibration.
+toy-world base, each bundled model with its own. For any other model only the label-set checks apply
+(one class; own class names on a toy model), which need no calibration.
 """
 
 from __future__ import annotations
@@ -120,13 +120,14 @@ class WorldCheck:
 
 
 @functools.lru_cache(maxsize=4)
-def load_world(path: Path = TOY_WORLD_FILE) -> tuple[tuple[WorldCheck, ...], WorldStats | None]:
-    """The measured rules and score statistics in ``path`` (written by ``bench/ood.py --write``)."""
+def load_world(path: Path = TOY_WORLD_FILE) -> dict[str, tuple[tuple[WorldCheck, ...], WorldStats | None]]:
+    """Model name → its measured rules and score statistics, from ``path`` (``bench/ood.py --write``)."""
     if not path.is_file():
-        return (), None
+        return {}
     data = json.loads(path.read_text())
-    stats = WorldStats.from_dict(data["stats"]) if "stats" in data else None
-    return tuple(WorldCheck(**rule) for rule in data.get("checks", [])), stats
+    return {name: (tuple(WorldCheck(**rule) for rule in entry.get("checks", [])),
+                   WorldStats.from_dict(entry["stats"]) if "stats" in entry else None)
+            for name, entry in data.get("models", {}).items()}
 
 
 def outside_reasons(signals: WorldSignals, checks: Sequence[WorldCheck]) -> list[str]:
@@ -140,8 +141,11 @@ def is_toy_world(loaded: LoadedModel) -> bool:
 
 
 def world_for(loaded: LoadedModel) -> tuple[tuple[WorldCheck, ...], WorldStats | None]:
-    """The measured rules that apply to a model (only toy-world models have them)."""
-    return load_world() if is_toy_world(loaded) else ((), None)
+    """The measured rules of a model: each bundled toy-world model has its own (its heads differ, so its
+    typical score pattern does too); any other model has none."""
+    if not is_toy_world(loaded):
+        return (), None
+    return load_world().get(loaded.name, ((), None))
 
 
 def world_markdown(loaded: LoadedModel) -> str:
@@ -171,7 +175,9 @@ def world_flag_markdown(explanation: Explanation, loaded: LoadedModel, typed: bo
         lines.append("**Your own classes on a toy-world model:** it learnt only its 16 toy species, so names "
                      "outside them are read by a text tower that never saw such images; treat the scores as "
                      "word games, not recognition.")
-    checks, stats = world_for(loaded)
+    # The rules were measured on the model's own classes: with a typed label set they do not apply.
+    own_classes = tuple(explanation.classes) == tuple(loaded.classes)
+    checks, stats = world_for(loaded) if own_classes else ((), None)
     reasons = outside_reasons(WorldSignals.of(explanation, stats), checks) if len(explanation.classes) > 1 else []
     if reasons:
         lines.append("**⚠ This image looks outside the model's world:** " + "; ".join(reasons)

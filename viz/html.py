@@ -256,19 +256,32 @@ def contribution_html(rows: Sequence[ContributionRow], ratio: float) -> str:
     if not rows:
         return ""
     top = rows[0]
-    span = max(max(abs(r.cls_part) + abs(r.fg_part) for r in rows), 1e-9)
+    # One axis for every row: 0 where the longest negative stack ends, positive parts stacked to its right,
+    # negative ones to its left (a [FG] part can be negative: the class vector points away from [FG]).
+    negative = max(sum(-p for p in (r.cls_part, r.fg_part) if p < 0) for r in rows)
+    positive = max(sum(p for p in (r.cls_part, r.fg_part) if p > 0) for r in rows)
+    span = max(negative + positive, 1e-9)
+    zero = 100 * negative / span
     gaps = [top.total - r.total for r in rows]
     gap_span = max(max(gaps), 1e-9)
     legend = (f"<span class='mc-swatch' style='background:{CLS_COLOUR}'></span>[CLS] part = ρ·100·cos(g, class)"
               f" &nbsp; <span class='mc-swatch' style='background:{FG_COLOUR}'></span>[FG] part = "
-              f"(1−ρ)·100·cos(f, class) &nbsp; at ρ = {ratio:.2f}")
+              f"(1−ρ)·100·cos(f, class) &nbsp; at ρ = {ratio:.2f}; the thin line is 0")
     body = []
     for row, gap in zip(rows, gaps):
         name = html.escape(row.name) + (f" <i>({html.escape(row.mark)})</i>" if row.mark else "")
-        cls_w, fg_w = 100 * abs(row.cls_part) / span, 100 * abs(row.fg_part) / span
-        bars = (f"<div style='display:flex;height:14px'><div title='[CLS] part' style='width:{cls_w:.2f}%;"
-                f"background:{CLS_COLOUR}'></div><div title='[FG] part' style='width:{fg_w:.2f}%;"
-                f"background:{FG_COLOUR}'></div></div>")
+        segments, right, left = [], zero, zero
+        for part, colour, title in ((row.cls_part, CLS_COLOUR, "[CLS] part"), (row.fg_part, FG_COLOUR, "[FG] part")):
+            width = 100 * abs(part) / span
+            if part >= 0:
+                start, right = right, right + width
+            else:
+                left -= width
+                start = left
+            segments.append(f"<div title='{title} {part:.3f}' style='position:absolute;top:0;bottom:0;"
+                            f"left:{start:.2f}%;width:{width:.2f}%;background:{colour}'></div>")
+        bars = (f"<div style='position:relative;height:14px'>{''.join(segments)}<div style='position:absolute;"
+                f"top:-2px;bottom:-2px;left:{zero:.2f}%;width:1px;background:#000'></div></div>")
         if gap <= 0:
             gap_cell = "<b>top</b>"
         else:
