@@ -174,7 +174,7 @@ def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forw
     before = len(forward_calls)
     views = client.predict(0.9, "viridis", 5, 95, 0.3, "cosine to [CLS]", True, api_name="/rerender")
     assert len(views) == 2 and figures(views[1]) == ["Raw patch grid: cosine to [CLS]"]
-    assert len(re.findall(r"<span style='color:#[0f]{3}'>[-+.\d]+</span>", views[1])) == 16  # the numbers
+    assert len(re.findall(r"<span style='color:#[0f]{3}'>[-+.\de]+</span>", views[1])) == 16  # the numbers
     cls_top = fused_top = None
     for ratio in (1.0, 0.0):  # ρ = 1: fused is [CLS] only; ρ = 0: fused is [FG] only
         out = client.predict(ratio, *DISPLAY.values(), api_name="/fusion")

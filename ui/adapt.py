@@ -56,7 +56,7 @@ often the pseudo-labels match the folder names (combined, crops·W_LLM, fused·W
 PROBES_NOTE = """\
 SOAP maps of pinned probe images: where the `[FG]` token pools, before training and at the
 latest point (end of run, or *Refresh maps* during it). Caption: true class (folder) → fused
-prediction.
+prediction, and the map's range: each map is coloured from its lowest patch (blue) to its highest (red).
 """
 
 
@@ -101,7 +101,9 @@ def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | 
 def _caption(label: str, explanation: Explanation, when: str) -> str:
     index = explanation.prediction("fused")
     probability = explanation.probabilities("fused")[index]
-    return f"{when}: {label} → {explanation.classes[index]} ({probability:.0%})"
+    weights = explanation.soap_weights
+    return (f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
+            f"{weights.min():.2e} (blue) – {weights.max():.2e} (red)")
 
 
 def progress_html(snapshot: JobSnapshot | None) -> str:

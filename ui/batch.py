@@ -247,7 +247,9 @@ def _caption(item: BatchItem) -> str:
     e = item.explanation
     name, probability = e.top_k("fused", 1)[0]
     disagree = len({e.prediction(b) for b in BRANCHES}) > 1
-    return f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''}"
+    weights = e.soap_weights
+    return (f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
+            f"SOAP {weights.min():.2e} (blue) – {weights.max():.2e} (red)")
 
 
 def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:

@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-DISPLAY_SIZE = 448  # pixels of the square crop every map is drawn on
+DISPLAY_SIZE = 448  # pixels of the square crop the explainer comparison draws on (Explore sends a small JPEG)
 INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 INFERENCE_ID = "inference"
 

@@ -202,6 +202,14 @@ def _text_colour(rgb: np.ndarray) -> str:
     return "#000" if luma > 140 else "#fff"
 
 
+def _cell_text(value: float, fmt: str) -> str:
+    """A patch's value in its block: fixed-point, or a short exponent where fixed-point would print zero."""
+    text = format(value, fmt)
+    if value != 0 and float(text) == 0:
+        return f"{value:.0e}"
+    return text
+
+
 def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], numbers: bool, fmt: str,
                selected: tuple[int, int] | None, diverging_limit: float | None = None) -> str:
     """The bare patch grid: one flat block per patch (no photo), optionally with each value printed."""
@@ -217,7 +225,7 @@ def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, flo
         bar = colorbar(cmap, (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high)))
     inner = ""
     if numbers:
-        cells = "".join(f"<span style='color:{_text_colour(rgb[r, c])}'>{format(values[r, c], fmt)}</span>"
+        cells = "".join(f"<span style='color:{_text_colour(rgb[r, c])}'>{_cell_text(values[r, c], fmt)}</span>"
                         for r in range(rows) for c in range(cols))
         inner = (f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
                  f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>")
