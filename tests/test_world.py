@@ -68,7 +68,7 @@ def test_a_rule_fires_exactly_past_its_threshold():
     outside = WorldSignals(**base, score_distance=rule.above * 1.001)
     assert outside_reasons(inside, checks) == []
     (reason,) = outside_reasons(outside, checks)
-    assert "pattern of class scores" in reason and f"> {rule.above:.3g}" in reason
+    assert "pattern of class scores" in reason and f"99% of the toy test images have ≤ {rule.above:.3g}" in reason
     assert not WorldCheck("score_distance", above=1.0).fires(WorldSignals(**base))  # no stats: NaN never fires
 
 

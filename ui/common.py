@@ -240,7 +240,7 @@ def example_label(path: str) -> str:
     kind, _, rest = Path(path).stem.partition("-")
     if kind == "toybird":
         return rest.replace("-", " ")
-    return f"⚠ {rest.replace('-', ' ')} ({kind})"
+    return f"⚠ {rest.replace('-', ' ')}"
 
 
 def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:

@@ -115,8 +115,8 @@ class WorldCheck:
 
     def describe(self, signals: WorldSignals) -> str:
         value = float(getattr(signals, self.signal))
-        bound = f"< {self.below:.3g}" if self.below is not None else f"> {self.above:.3g}"
-        return f"{self.why} ({self.signal} = {value:.3g}, {bound})"
+        usual = f"≥ {self.below:.3g}" if self.below is not None else f"≤ {self.above:.3g}"
+        return f"{self.why} ({self.signal} = {value:.3g}; 99% of the toy test images have {usual})"
 
 
 @functools.lru_cache(maxsize=4)
