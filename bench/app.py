@@ -1,26 +1,29 @@
-"""App benchmarks: what the Gradio layer costs on top of the model, and what the server holds under load.
+"""App benchmarks against Gradio's own floor: what the app costs on top of Gradio, measured in one run.
 
-The app is built with ``ui.app.build_demo`` and served on 127.0.0.1 only; everything is driven with
-``gradio_client`` exactly as a script would. Two measurements:
+The app is built with ``ui.app.build_demo`` and served on 127.0.0.1 only, next to a *floor* app: a
+trivial Gradio app (an image upload in, a short text out: the image's size) with the same queue
+settings (queue size, two requests at a time). Everything is driven with ``gradio_client`` exactly as a
+script would. Measurements:
 
-* ``latency``: request → rendered Explore result through ``gradio_client`` (``/explore``: upload,
-  queue, forward pass, every map and the contribution plot rendered, encoded and downloaded) against
-  the bare ``microclip.explain.explain_image`` call on the same model and the same (decoded) image.
-  The ``explore`` callback called in-process (decode + forward + rendering, no HTTP) is timed too,
-  so the table shows where the time goes. Rounds are interleaved; medians of ``--repeats``.
-  Target: HTTP / bare <= 1.3x.
-* ``throughput``: Explore requests per second completed by ``--clients`` concurrent gradio_client
-  clients (one thread each) during a fixed ``--duration`` window, with no adaptation running, then
-  while an adaptation run (started through ``/adapt_start``, toy-world data) trains in the server.
+* ``latency``: interleaved rounds of the floor's round trip (``/floor``), ``/explore`` through
+  ``gradio_client`` (upload, queue, forward pass, every view rendered, outputs downloaded), the bare
+  ``microclip.explain.explain_image`` call, and the ``explore`` callback in-process (decode + forward +
+  rendering, no HTTP), so the table shows where the time goes. Medians of ``--repeats``.
+  Target: ``/explore`` <= 2x the floor's round trip.
+* ``throughput``: requests per second completed by ``--clients`` concurrent gradio_client clients (one
+  thread each) in a ``--duration`` window: the floor, ``/explore`` with nothing else running, and
+  ``/explore`` while an adaptation (started through ``/adapt_start``, toy-world data) trains in the
+  server. Targets: explore >= 0.4 of the floor's; with the adaptation >= 0.75 of explore alone.
 
 The model is the bundled adapted toy-world checkpoint (``checkpoints/toybirds-microclip.safetensors``)
 when present; otherwise a randomly initialised ToyCLIP-B-8 (the same architecture) is built on the fly
 and shown zero-shot on the toy-world classes, and the script says so. Nothing is asserted; the script
 prints markdown tables (and optionally JSON). Every loop is bounded by a count or a deadline.
 
-    python bench/app.py                       # both, ~2 min on 2 CPU cores
+    python bench/app.py                       # everything, ~2 min on 2 CPU cores
     python bench/app.py --only latency --repeats 30
-    python bench/app.py --clients 8 --duration 20 --json out/app.json
+    python bench/app.py --clients 8 --duration 20 --json bench/results/app.json
+    python bench/app.py --profile             # cProfile of the in-process explore callback, top 25
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import platform
 import re
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -41,26 +43,24 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import gradio as gr
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-
-from microclip.data.images import load_image  # noqa: E402
-from microclip.explain import explain_image  # noqa: E402
-from ui.app import build_demo, launch_kwargs  # noqa: E402
-from ui.explore import explore as explore_callback  # noqa: E402
-from ui.jobs import AdaptationRunner  # noqa: E402
-from ui.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry  # noqa: E402
+from microclip.data.images import load_image
+from microclip.explain import explain_image
+from microclip.machine import cpu_name
+from microclip.resources import PROJECT_ROOT as ROOT
+from ui.app import QUEUE_SIZE, build_demo, launch_kwargs
+from ui.common import INFERENCE_CONCURRENCY, INFERENCE_ID
+from ui.explore import explore as explore_callback
+from ui.jobs import AdaptationRunner
+from ui.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry
 
 log = logging.getLogger("bench.app")
 
-TARGET_RATIO = 1.3
+TARGETS = {"latency": 2.0, "throughput": 0.4, "with_adaptation": 0.75}
 DEFAULT_IMAGE = ROOT / "assets" / "examples" / "toybird-fenwhit-finch.png"
 RATIO = 0.5
 DISPLAY = (0.5, "jet", 0, 100, 0, "SOAP weight", False)  # opacity, cmap, clip lo/hi, threshold, raw map, numbers
@@ -79,8 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapt-batch", type=int, default=16)
     p.add_argument("--adapt-crops", type=int, default=4)
     p.add_argument("--toy-per-class", type=int, default=8, help="toy-world images per class for the adaptation")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the server process")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads in the server process (default: the app's own choice)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--profile", action="store_true", help="only profile the in-process explore callback (cProfile)")
     return p.parse_args(argv)
 
 
@@ -108,6 +110,20 @@ def build_registry(ckpt: Path, scratch: Path) -> tuple[ModelRegistry, str, str]:
     return registry, name, note
 
 
+def build_floor() -> gr.Blocks:
+    """Gradio's floor: an image upload in, a short text out, the app's queue settings; nothing else."""
+    def size(path: str) -> str:
+        with Image.open(path) as image:
+            return f"{image.width}x{image.height}"
+
+    with gr.Blocks() as floor:
+        image = gr.Image(type="filepath")
+        text = gr.Textbox()
+        gr.Button().click(size, image, text, api_name="floor", concurrency_limit=INFERENCE_CONCURRENCY,
+                          concurrency_id=INFERENCE_ID)
+    return floor.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+
+
 def free_port() -> int:
     import socket
 
@@ -129,44 +145,59 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_latency(url: str, downloads: Path, registry: ModelRegistry, name: str, image: Path, repeats: int,
-                  warmup: int) -> dict:
-    """Interleaved rounds of: bare explain_image, the explore callback in-process, /explore over HTTP (outputs
-    left on the server, then downloaded as ``gradio_client`` does by default)."""
+def bench_latency(url: str, floor_url: str, downloads: Path, registry: ModelRegistry, name: str, image: Path,
+                  repeats: int, warmup: int) -> dict:
+    """Interleaved rounds of: the floor app's round trip, /explore over HTTP (as scripts use it: outputs
+    downloaded), bare explain_image, and the explore callback in-process."""
     model = registry.get(name).model
     picture = load_image(image)
     args = explore_args(image, name)
-    clients = {"http_nodl": Client(url, verbose=False, download_files=False),
-               "http": Client(url, verbose=False, download_files=str(downloads))}
-    times: dict[str, list[float]] = {"bare": [], "callback": [], "http_nodl": [], "http": []}
+    app = Client(url, verbose=False, download_files=str(downloads))
+    floor = Client(floor_url, verbose=False, download_files=str(downloads))
+    times: dict[str, list[float]] = {"floor": [], "http": [], "bare": [], "callback": []}
     for round_index in range(warmup + repeats):
+        measured = {}
+        started = time.perf_counter()
+        answer = floor.predict(handle_file(str(image)), api_name="/floor")
+        measured["floor"] = time.perf_counter() - started
+        assert "x" in answer, answer
+
+        started = time.perf_counter()
+        summary = app.predict(*args, api_name="/explore")[0]
+        measured["http"] = time.perf_counter() - started
+        assert "Prediction:" in summary, summary  # a failed request must not pass for a fast one
+
         started = time.perf_counter()
         explain_image(model, picture, RATIO)
-        bare = time.perf_counter() - started
+        measured["bare"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        outputs = explore_callback(registry, str(image), name, "", None, RATIO, *DISPLAY)
-        callback = time.perf_counter() - started
-        for value in outputs:  # the contribution figure: Gradio closes its own, we close ours
-            if isinstance(value, matplotlib.figure.Figure):
-                plt.close(value)
-
-        measured = {"bare": bare, "callback": callback}
-        for key, client in clients.items():
-            started = time.perf_counter()
-            summary = client.predict(*args, api_name="/explore")[0]
-            measured[key] = time.perf_counter() - started
-            assert "Prediction:" in summary, summary  # a failed request must not pass for a fast one
+        explore_callback(registry, str(image), name, "", None, RATIO, *DISPLAY)
+        measured["callback"] = time.perf_counter() - started
         if round_index >= warmup:
             for key, value in measured.items():
                 times[key].append(value)
-    others = [key for key in times if key != "bare"]
-    ratios = {key: statistics.median(t / b for t, b in zip(times[key], times["bare"])) for key in others}
+    per_round = statistics.median(h / f for h, f in zip(times["http"], times["floor"]))
     return {"repeats": repeats, "warmup": warmup,
             "median_s": {k: statistics.median(v) for k, v in times.items()},
             "p90_s": {k: quantile(v, 0.9) for k, v in times.items()},
-            "ratio_to_bare": ratios,
-            "ratio_of_medians": {k: statistics.median(times[k]) / statistics.median(times["bare"]) for k in others}}
+            "explore_over_floor": per_round,
+            "explore_over_floor_of_medians": statistics.median(times["http"]) / statistics.median(times["floor"])}
+
+
+def profile_callback(registry: ModelRegistry, name: str, image: Path, rounds: int = 20) -> None:
+    """cProfile of the explore callback called in-process (what the server does per request, minus HTTP)."""
+    import cProfile
+    import pstats
+
+    explore_callback(registry, str(image), name, "", None, RATIO, *DISPLAY)  # warm
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(rounds):
+        explore_callback(registry, str(image), name, "", None, RATIO, *DISPLAY)
+    profiler.disable()
+    print(f"cProfile of {rounds} in-process explore callbacks (cumulative):")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
 @dataclass
@@ -185,8 +216,9 @@ class Window:
         return self.completed / self.duration_s
 
 
-def hammer(url: str, args: tuple, clients: int, duration: float, downloads: Path, condition: str) -> Window:
-    """``clients`` threads, each with its own Client, send /explore back to back until the deadline."""
+def hammer(url: str, send, clients: int, duration: float, downloads: Path, condition: str) -> Window:
+    """``clients`` threads, each with its own Client, call ``send(client)`` back to back until the deadline;
+    ``send`` returns True when the answer is right."""
     connected = [Client(url, verbose=False, download_files=str(downloads)) for _ in range(clients)]
     window = Window(condition, clients, duration)
     lock = threading.Lock()
@@ -197,7 +229,7 @@ def hammer(url: str, args: tuple, clients: int, duration: float, downloads: Path
         while time.perf_counter() < deadline:
             sent = time.perf_counter()
             try:
-                ok = "Prediction:" in client.predict(*args, api_name="/explore")[0]
+                ok = send(client)
             except Exception as error:  # noqa: BLE001 - a refused or failed request is counted, not fatal
                 log.warning("request failed: %s", error)
                 ok = False
@@ -225,10 +257,19 @@ def adapt_progress(control: Client, job_id: str) -> tuple[str, int]:
     return text, int(bar[1]) if bar else 0
 
 
-def bench_throughput(url: str, name: str, image: Path, args: argparse.Namespace, downloads: Path) -> list[Window]:
+def bench_throughput(url: str, floor_url: str, name: str, image: Path, args: argparse.Namespace,
+                     downloads: Path) -> list[Window]:
     request = explore_args(image, name)
+
+    def explore(client: Client) -> bool:
+        return "Prediction:" in client.predict(*request, api_name="/explore")[0]
+
+    def floor(client: Client) -> bool:
+        return "x" in client.predict(handle_file(str(image)), api_name="/floor")
+
     Client(url, verbose=False, download_files=str(downloads)).predict(*request, api_name="/explore")  # warm up
-    idle = hammer(url, request, args.clients, args.duration, downloads, "no adaptation")
+    floor_window = hammer(floor_url, floor, args.clients, args.duration, downloads, "floor app")
+    idle = hammer(url, explore, args.clients, args.duration, downloads, "/explore, nothing else running")
 
     control = Client(url, verbose=False, download_files=str(downloads))
     job_id = control.predict(name, "toy world", None, "", args.toy_per_class, "", None, False,
@@ -244,7 +285,7 @@ def bench_throughput(url: str, name: str, image: Path, args: argparse.Namespace,
         time.sleep(0.5)
     if "running" not in text:
         raise RuntimeError(f"the adaptation did not run: {text}")
-    busy = hammer(url, request, args.clients, args.duration, downloads, "adaptation training")
+    busy = hammer(url, explore, args.clients, args.duration, downloads, "/explore, an adaptation training")
     text, end_step = adapt_progress(control, job_id)
     busy.adapt_steps = end_step - step
     busy.adapt_note = "ran through the window" if "running" in text else f"ended early: {text.strip('*')}"
@@ -254,33 +295,34 @@ def bench_throughput(url: str, name: str, image: Path, args: argparse.Namespace,
         if time.monotonic() > stop_deadline:
             break
         time.sleep(0.5)
-    return [idle, busy]
+    return [floor_window, idle, busy]
 
 
 # ------------------------------------------------------------------ report
 
-def print_report(info: dict, latency: dict | None, windows: list[Window] | None) -> None:
-    print(f"\n## App benchmark ({info['model']})\n")
-    print(f"{info['platform']}; {info['cpus']} CPUs, torch {info['torch']} with {info['threads']} threads; "
-          f"load average before: {info['loadavg']}; server and clients on 127.0.0.1 in one process.\n")
+def print_report(info: dict, latency: dict | None, windows: list[Window] | None) -> dict:
+    """Print the tables; return the side-by-side summary (floor, explore, ratios, targets)."""
+    print(f"\n## App benchmark against Gradio's floor ({info['model']})\n")
+    print(f"{info['cpu']}; {info['platform']}; {info['cpus']} CPUs, torch {info['torch']} with {info['threads']} "
+          f"threads; load average before: {info['loadavg']}; servers and clients on 127.0.0.1 in one process.\n")
+    summary: dict = {}
     if latency:
-        med, p90, ratio = latency["median_s"], latency["p90_s"], latency["ratio_to_bare"]
-        print(f"### Explore latency (median of {latency['repeats']} interleaved rounds; target HTTP/bare "
-              f"<= {TARGET_RATIO}x)\n")
-        print("| path | median ms | p90 ms | × bare (median of per-round ratios) |")
-        print("|---|---:|---:|---:|")
-        rows = (("bare `explain_image` (decoded image in, Explanation out)", "bare", None),
-                ("`ui.explore.explore` in-process (decode + forward + maps + plot)", "callback", "callback"),
-                ("`gradio_client` `/explore`, outputs left on the server (upload → queue → render → encode)",
-                 "http_nodl", "http_nodl"),
-                ("`gradio_client` `/explore` as scripts use it (… + download the 4 map files)", "http", "http"))
-        for label, key, ratio_key in rows:
-            shown = f"{ratio[ratio_key]:.2f}×" if ratio_key else "1.00×"
-            print(f"| {label} | {med[key] * 1e3:.1f} | {p90[key] * 1e3:.1f} | {shown} |")
+        med, p90 = latency["median_s"], latency["p90_s"]
+        summary["floor_ms"], summary["explore_ms"] = med["floor"] * 1e3, med["http"] * 1e3
+        summary["latency_ratio"] = latency["explore_over_floor"]
+        print(f"### Round trip (median of {latency['repeats']} interleaved rounds)\n")
+        print("| path | median ms | p90 ms |")
+        print("|---|---:|---:|")
+        rows = (("floor app `/floor` via `gradio_client` (image upload in, short text out)", "floor"),
+                ("`/explore` via `gradio_client` (upload, queue, forward, every view, downloads)", "http"),
+                ("bare `explain_image` (decoded image in, Explanation out)", "bare"),
+                ("`ui.explore.explore` in-process (decode + forward + every view)", "callback"))
+        for label, key in rows:
+            print(f"| {label} | {med[key] * 1e3:.1f} | {p90[key] * 1e3:.1f} |")
         print()
     if windows:
-        print(f"### Explore throughput ({windows[0].clients} concurrent gradio_client clients, "
-              f"{windows[0].duration_s:.0f} s windows)\n")
+        print(f"### Throughput ({windows[0].clients} concurrent gradio_client clients, {windows[0].duration_s:.0f} s "
+              "windows)\n")
         print("| condition | requests done | req/s | median latency ms | p90 latency ms | errors | "
               "adaptation steps in window |")
         print("|---|---:|---:|---:|---:|---:|---|")
@@ -289,45 +331,75 @@ def print_report(info: dict, latency: dict | None, windows: list[Window] | None)
             print(f"| {w.condition} | {w.completed} | {w.rate:.2f} | {statistics.median(w.latencies_s) * 1e3:.0f} | "
                   f"{quantile(w.latencies_s, 0.9) * 1e3:.0f} | {w.errors} | {steps} |"
                   if w.latencies_s else f"| {w.condition} | 0 | 0 | — | — | {w.errors} | {steps} |")
-        if len(windows) == 2 and windows[0].rate > 0:
-            print(f"\nWith an adaptation training, Explore holds {windows[1].rate / windows[0].rate:.0%} of its "
-                  "idle throughput.")
+        floor, idle, busy = (w.rate for w in windows)
+        summary |= {"floor_rps": floor, "explore_rps": idle, "explore_rps_adapting": busy,
+                    "throughput_ratio": idle / floor if floor else float("nan"),
+                    "adapting_ratio": busy / idle if idle else float("nan")}
+        print()
+    if summary:
+        print("### Side by side (targets from issue 9)\n")
+        print("| measure | floor | /explore | ratio | target | met |")
+        print("|---|---:|---:|---:|---|---|")
+        if "latency_ratio" in summary:
+            ratio = summary["latency_ratio"]
+            print(f"| round trip, median ms | {summary['floor_ms']:.0f} | {summary['explore_ms']:.0f} | {ratio:.2f}× "
+                  f"| ≤ {TARGETS['latency']:.0f}× | {'yes' if ratio <= TARGETS['latency'] else 'no'} |")
+        if "throughput_ratio" in summary:
+            ratio = summary["throughput_ratio"]
+            print(f"| {windows[0].clients}-client throughput, req/s | {summary['floor_rps']:.2f} | "
+                  f"{summary['explore_rps']:.2f} | {ratio:.2f} | ≥ {TARGETS['throughput']} | "
+                  f"{'yes' if ratio >= TARGETS['throughput'] else 'no'} |")
+            ratio = summary["adapting_ratio"]
+            print(f"| … with an adaptation training (vs /explore alone) | — | {summary['explore_rps_adapting']:.2f} | "
+                  f"{ratio:.2f} | ≥ {TARGETS['with_adaptation']} | "
+                  f"{'yes' if ratio >= TARGETS['with_adaptation'] else 'no'} |")
+        print()
     print(flush=True)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     image = Path(args.image)
     scratch = Path(tempfile.mkdtemp(prefix="microclip-bench-app-"))
     try:
         registry, name, note = build_registry(Path(args.ckpt), scratch)
         registry.get(name)  # load before anything is timed
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.profile:
+            profile_callback(registry, name, image)
+            return
         runner = AdaptationRunner(registry, scratch / "runs", max_waiting=1)
         demo = build_demo(registry, runner)
+        if args.threads:  # build_demo chose the app's own default (ui.common.inference_threads)
+            torch.set_num_threads(args.threads)
         demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
+        floor = build_floor()
+        floor.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
         downloads = scratch / "downloads"
-        info = {"model": note, "platform": platform.platform(terse=True), "cpus": os.cpu_count(),
-                "torch": torch.__version__, "threads": torch.get_num_threads(),
+        info = {"model": note, "cpu": cpu_name(), "platform": platform.platform(terse=True), "cpus": os.cpu_count(),
+                "torch": torch.__version__, "gradio": gr.__version__, "threads": torch.get_num_threads(),
                 "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "image": str(image)}
         try:
             latency = windows = None
             if args.only in (None, "latency"):
-                latency = bench_latency(demo.local_url, downloads, registry, name, image, args.repeats, args.warmup)
+                latency = bench_latency(demo.local_url, floor.local_url, downloads, registry, name, image,
+                                        args.repeats, args.warmup)
             if args.only in (None, "throughput"):
-                windows = bench_throughput(demo.local_url, name, image, args, downloads)
+                windows = bench_throughput(demo.local_url, floor.local_url, name, image, args, downloads)
         finally:
             for job_id in list(runner._jobs):
                 runner.stop(job_id)
             demo.close()
-        print_report(info, latency, windows)
+            floor.close()
+        summary = print_report(info, latency, windows)
         if args.json:
             out = Path(args.json)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"info": info, "latency": latency,
+            out.write_text(json.dumps({"info": info, "summary": summary, "targets": TARGETS, "latency": latency,
                                        "throughput": [asdict(w) | {"rate": w.rate} for w in windows or []]},
                                       indent=2))
     finally:

@@ -224,6 +224,15 @@ def test_status_of_an_unknown_job_says_so(app):
     assert "no adaptation job 'nope'" in adapt_status(app.client, "nope").text
 
 
+def test_curves_before_the_first_metrics_have_numeric_axes(app):
+    """Empty tables (sent before the first step) must be typed: untyped columns make Gradio's LinePlot
+    declare step and value nominal, and the curves are drawn on categorical axes for the whole run."""
+    _text, _progress, *plots = app.client.predict("nope", api_name="/adapt_status")[:5]
+    for plot in plots:
+        assert plot["data"] == []
+        assert plot["datatypes"] == {"step": "quantitative", "value": "quantitative", "series": "nominal"}
+
+
 def test_settings_outside_the_caps_are_refused(app, files):
     with pytest.raises(AppError, match="greater than maximum value 200"):
         adapt_start(app.client, "upload a zip", files["good.zip"], steps=500)
@@ -312,7 +321,7 @@ def test_bad_zip_is_refused_by_batch_and_the_app_keeps_serving(app, files, name,
     with pytest.raises(AppError, match=message):
         batch(app.client, files[name])
     assert set(workspace_files(app)) <= set(before)  # nothing extracted was left behind
-    assert "3 classes" in app.client.predict(BASE, api_name="/model_classes")["placeholder"]  # still serving
+    assert "3 classes" in app.client.predict(BASE, api_name="/model_classes")[0]["placeholder"]  # still serving
 
 
 def test_batch_refuses_a_file_that_is_not_a_zip_by_its_type(app, files, tmp_path):

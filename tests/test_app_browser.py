@@ -63,15 +63,17 @@ def test_explore_an_example_then_start_watch_and_stop_an_adaptation(app_url, pag
     shot(page, "1-loaded")
 
     # Explore: a click on an example loads it and explains it.
-    examples = page.locator(".gallery-item")
+    examples = page.locator("#explore-examples button.thumbnail-item")
     assert examples.count() >= 1, "no example gallery on the Explore tab"
     examples.nth(min(3, examples.count() - 1)).click()
-    page.wait_for_selector("#soap-map img")
-    page.wait_for_selector("#contributions .matplotlib img")
+    page.wait_for_selector("#explore-maps .mc-stage img")
+    page.wait_for_selector("#contributions table")
     summary = page.locator("#explore-summary")
     sync_api.expect(summary).to_contain_text("Prediction:")
     sync_api.expect(summary).to_contain_text("Null token")
-    assert page.locator("#soap-map img").evaluate("img => img.complete && img.naturalWidth") == 448
+    # The SOAP layer is a small PNG (a few pixels per patch) that the browser scales up over the photo.
+    layer = page.locator("#explore-maps .mc-stage img").first
+    assert layer.evaluate("img => img.complete && img.naturalWidth > 0 && img.width > 4 * img.naturalWidth")
     shot(page, "2-explored")
 
     # Adapt: a run on the test's small images (a server folder), long enough to be stopped midway.

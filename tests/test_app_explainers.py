@@ -110,3 +110,32 @@ def test_the_class_picker_lists_the_models_classes(client):
     update = client.predict(MODEL, api_name="/explainer_classes")
     assert update["value"] == PREDICTED
     assert [choice[0] for choice in update["choices"]] == [PREDICTED, *CLASSES]
+
+
+def test_identical_requests_at_once_all_download_complete_pictures(client, plain_image):
+    """Gradio writes numpy outputs in place to a path named by their content: identical concurrent requests
+    once rewrote the same file while another client downloaded it (truncated downloads). The app now hands
+    Gradio complete, uniquely named files."""
+    import threading
+
+    results: list = []
+
+    def user() -> None:
+        try:
+            results.append(compare(gradio_client.Client(client.src, verbose=False), plain_image))
+        except Exception as error:  # noqa: BLE001 - collected and reported below
+            results.append(error)
+
+    threads = [threading.Thread(target=user) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 6 and not [r for r in results if isinstance(r, Exception)], results
+    reference = None
+    for gallery, scale, _table in results:
+        pictures = [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery]  # decodes fully
+        pictures.append(np.asarray(Image.open(scale).convert("RGB")))
+        if reference is None:
+            reference = pictures
+        assert all(np.array_equal(a, b) for a, b in zip(pictures, reference))

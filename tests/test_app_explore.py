@@ -3,8 +3,10 @@ with ``gradio_client``, including bad uploads. Nothing under test is mocked."""
 
 from __future__ import annotations
 
+import base64
 import io
 import pickle
+import re
 import shutil
 import socket
 import struct
@@ -20,13 +22,13 @@ from PIL import Image, ImageOps
 from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.model import MicroCLIP
 from ui.app import build_demo, launch_kwargs
-from ui.common import DISPLAY_SIZE
+from ui.explore import PHOTO_SIZE
 from ui.registry import ModelRegistry, default_registry
 from viz.overlay import display_crop
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 ADAPTED, ZERO_SHOT = "adapted", "zero-shot"
 DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}."] for name in CLASSES}
@@ -121,6 +123,17 @@ def explore(client, image: Path, classes: str = "", **display):
                           api_name="/explore")
 
 
+def data_images(html: str) -> list[np.ndarray]:
+    """Every image embedded in an HTML view (data URIs), decoded, in document order."""
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+            for data in re.findall(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", html)]
+
+
+def figures(html: str) -> list[str]:
+    """The captions of the figures in an HTML map view."""
+    return re.findall(r"<figcaption>(.*?)</figcaption>", html)
+
+
 def confidences(label: dict) -> dict[str, float]:
     """Class → probability from a Label output (an update with a title wraps it in "value")."""
     value = label.get("value", label)
@@ -143,17 +156,25 @@ def test_explore_returns_topk_for_each_branch_and_maps(client, files, forward_ca
     for label in (fused, cls_only, fg_only):
         assert set(confidences(label)) == set(CLASSES)
         assert sum(confidences(label).values()) == pytest.approx(1.0, abs=1e-4)
-    assert plot["type"] == "matplotlib"
+    assert "Margin to the runner-up" in plot and "[CLS] part" in plot  # drawn by the browser from the numbers
     assert "Predicted:" in descriptions and "noisy background" in descriptions  # the checkpoint's descriptions
-    assert [Image.open(m).size for m in maps[:3]] == [(DISPLAY_SIZE, DISPLAY_SIZE)] * 3
-    assert Image.open(maps[3]).size[0] > 0
+    overlays, raw = maps
+    assert figures(overlays) == ["SOAP attention", "NCut foreground", "Similarity to [CLS]"]
+    photo, soap, ncut, cls_map = data_images(overlays)  # one photo, sent once, and a light layer per map
+    assert photo.shape == (PHOTO_SIZE, PHOTO_SIZE, 3)
+    assert ncut.shape == (4, 4, 4)  # the mask at the tiny model's 4×4 patch grid, RGBA
+    assert soap.shape[:2] == cls_map.shape[:2] and soap.shape[0] % 4 == 0 and soap.shape[2] == 4
+    assert overlays.count("mc-bar") == 2 and "of 16 patches" in overlays  # colour bars, and the mask's legend
+    (grid,) = data_images(raw)
+    assert grid.shape[:2] == (4, 4)
 
 
 def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forward_calls):
     summary, fused, cls_only, fg_only, *_ = explore(client, files["image"])
     before = len(forward_calls)
-    maps = client.predict(0.9, "viridis", 5, 95, 0.3, "cosine to [CLS]", True, api_name="/rerender")
-    assert len(maps) == 4 and all(Path(m).is_file() for m in maps)
+    views = client.predict(0.9, "viridis", 5, 95, 0.3, "cosine to [CLS]", True, api_name="/rerender")
+    assert len(views) == 2 and figures(views[1]) == ["Raw patch grid: cosine to [CLS]"]
+    assert len(re.findall(r"<span style='color:#[0f]{3}'>[-+.\de]+</span>", views[1])) == 16  # the numbers
     cls_top = fused_top = None
     for ratio in (1.0, 0.0):  # ρ = 1: fused is [CLS] only; ρ = 0: fused is [FG] only
         out = client.predict(ratio, *DISPLAY.values(), api_name="/fusion")
@@ -164,7 +185,7 @@ def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forw
     assert cls_top == cls_only["value"]["label"] and fused_top == fg_only["value"]["label"]
     text, *framed = client.predict(1, 2, *DISPLAY.values(), api_name="/patch_info")
     assert "row 1, col 2" in text and "SOAP weight" in text and "cosine to `[CLS]`" in text
-    assert len(framed) == 4
+    assert len(framed) == 2 and all(view.count("mc-sel") == view.count("mc-stage") > 0 for view in framed)
     assert len(forward_calls) == before
 
 
@@ -179,10 +200,27 @@ def test_typed_class_names_replace_the_model_classes(client, files):
     assert set(confidences(fused)) == {"cat", "dog", "bird"}
 
 
+def test_one_class_label_set_says_what_100_percent_means(client, files):
+    summary, fused, *_ = explore(client, files["image"], classes="cat")
+    assert confidences(fused) == {"cat": pytest.approx(1.0)}
+    assert "One class only" in summary and "always 100%" in summary
+    assert "One class only" not in explore(client, files["image"], classes="cat, dog")[0]
+
+
+def test_the_summary_shows_the_ncut_patch_count_and_the_null_weight_in_scientific_notation(client, files, registry):
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    summary = explore(client, files["image"])[0]
+    expected = explain_image(registry.get(ADAPTED).model, load_image(files["image"]), 0.5)
+    assert f"{int(expected.ncut_mask.sum())} of 16 patches in the foreground" in summary
+    assert f"**Null token:** {expected.null_weight:.2e}" in summary
+
+
 def test_descriptions_upload_builds_the_heads_and_is_shown(client, files, tmp_path):
     path = tmp_path / "descriptions.json"
     path.write_text('{"cat": ["a small furry animal with whiskers."], "dog": ["a loyal animal that barks."]}')
-    summary, fused, *_, descriptions, _m1, _m2, _m3, _m4, _patch = client.predict(
+    summary, fused, *_, descriptions, _maps, _raw, _patch = client.predict(
         handle_file(str(files["image"])), ADAPTED, "cat, dog, bird", handle_file(str(path)), 0.5,
         *DISPLAY.values(), api_name="/explore")
     assert set(confidences(fused)) == {"cat", "dog", "bird"}
@@ -194,15 +232,44 @@ def test_model_lists_and_classes(client):
     updates = client.predict(ADAPTED, ADAPTED, ZERO_SHOT, ADAPTED, api_name="/list_models")
     assert [u["value"] for u in updates] == [ADAPTED, ADAPTED, ZERO_SHOT, ADAPTED]
     assert all(["zero-shot", "zero-shot"] in u["choices"] for u in updates)
-    assert "3 classes" in client.predict(ZERO_SHOT, api_name="/model_classes")["placeholder"]
+    placeholder, world = client.predict(ZERO_SHOT, api_name="/model_classes")
+    assert "3 classes" in placeholder["placeholder"]
+    assert world.startswith("**What this model knows.** 3 classes (red square, green disc, blue bar)")
+    assert "images at 32×32 px (4×4 patches)" in world
 
 
 def test_compare_two_models(client, files):
-    label_a, label_b, *images, rank = client.predict(handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "",
-                                                     CLASSES[1], 0.5, "jet", api_name="/compare")
+    label_a, label_b, maps_a, maps_b, difference, rank = client.predict(
+        handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", CLASSES[1], 0.5, "jet", 0, api_name="/compare")
     assert set(confidences(label_a)) == set(CLASSES) == set(confidences(label_b))
-    assert len(images) == 6 and all(Path(m).is_file() for m in images)
+    assert figures(maps_a) == ["A: SOAP attention", "A: NCut foreground"]
+    assert figures(maps_b) == ["B: SOAP attention", "B: NCut foreground"]
+    assert figures(difference) == ["SOAP weight A − B", "A − B on the patch grid"]
     assert f"Class **{CLASSES[1]}**: rank" in rank and "under B" in rank
+
+
+def soap_difference(registry, image: Path) -> np.ndarray:
+    """A − B of the two models' SOAP weights, computed here without the app."""
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    picture = load_image(image)
+    return (explain_image(registry.get(ADAPTED).model, picture).soap_weights
+            - explain_image(registry.get(ZERO_SHOT).model, picture).soap_weights)
+
+
+@pytest.mark.parametrize("fixed", [0.0, 0.25])
+def test_difference_map_prints_its_largest_change_and_uses_a_fixed_scale(client, registry, files, fixed):
+    *_, difference, _rank = client.predict(handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", "", 0.5, "jet",
+                                           fixed, api_name="/compare")
+    largest = float(np.abs(soap_difference(registry, files["image"])).max())
+    assert f"largest |Δ| = {largest:.2e}" in difference
+    scale = fixed if fixed else largest
+    assert f"scale ±{scale:.2e}" in difference
+    # The grid view's colours: on a fixed scale wider than every change, no patch reaches full colour.
+    *_, grid = data_images(difference)
+    saturation = np.abs(grid[..., :3].astype(int) - 255).max()
+    assert (saturation < 200) if fixed > 2 * largest else (saturation > 150)
 
 
 # ------------------------------------------------------------------ models
@@ -222,9 +289,9 @@ def test_upload_checkpoint_lists_it_everywhere(client, files, tmp_path):
     assert models_tab["value"] == explore_tab["value"] == "my-model"  # these switch to it
     for dropdown in (compare_a, compare_b):  # these list it and keep their selection
         assert ["my-model", "my-model"] in dropdown["choices"] and "value" not in dropdown
-    _, *maps, _ = client.predict(handle_file(str(files["image"])), "my-model", "", None, 0.5, *DISPLAY.values(),
-                                 api_name="/explore")[5:]
-    assert all(Path(m).is_file() for m in maps)
+    _, *views, _ = client.predict(handle_file(str(files["image"])), "my-model", "", None, 0.5, *DISPLAY.values(),
+                                  api_name="/explore")[5:]
+    assert len(views) == 2 and all(data_images(view) for view in views)
 
 
 def test_pickle_renamed_safetensors_is_refused_and_the_app_keeps_serving(client, tmp_path, registry):
@@ -243,7 +310,8 @@ def test_pickle_renamed_safetensors_is_refused_and_the_app_keeps_serving(client,
                                                ("truncated.png", "corrupt or truncated"),
                                                ("bomb.png", "decompression bomb")])
 def test_bad_images_give_a_clear_message_and_the_app_keeps_serving(client, files, name, message):
-    with pytest.raises(AppError, match=message):
+    # Gradio's validator refuses the request before the callback runs: one message, on the image input.
+    with pytest.raises(ValidationError, match=f"image: This file cannot be used as an image: .*{message}"):
         explore(client, files[name])
     assert "Prediction:" in explore(client, files["image"])[0]
 
@@ -254,10 +322,10 @@ def test_unusual_modes_are_converted(client, files, name):
 
 
 def test_exif_orientation_is_applied(client, files):
-    *_, soap, _ncut, _cls, _raw, _patch = explore(client, files["exif.jpg"], opacity=0.0)
-    shown = np.asarray(Image.open(soap).convert("RGB"))  # opacity 0: the crop itself, losslessly
-    expected = display_crop(ImageOps.exif_transpose(Image.open(files["exif.jpg"])).convert("RGB"), DISPLAY_SIZE)
-    np.testing.assert_array_equal(shown, expected)
+    *_, maps, _raw, _patch = explore(client, files["exif.jpg"])
+    shown = data_images(maps)[0].astype(int)  # the photo under the maps (JPEG)
+    expected = display_crop(ImageOps.exif_transpose(Image.open(files["exif.jpg"])).convert("RGB"), PHOTO_SIZE)
+    assert np.abs(shown - expected.astype(int)).mean() < 4  # the same crop, up to JPEG's loss
     assert shown[:50, :, 0].mean() > 150 > shown[-50:, :, 0].mean()  # rotated: red on top, not on the left
 
 

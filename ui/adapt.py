@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from microclip.explain import Explanation
-from ui.common import model_dropdown_update, user_errors
+from ui.common import image_file, model_dropdown_update, user_errors
 from ui.jobs import (
     AdaptationRunner,
     AdaptRequest,
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
 PROBE_SIZE = 224  # display pixels of each probe map
 POLL_SECONDS = 1.0
+CURVE_TYPES = {"step": "int64", "value": "float64", "series": "object"}
 
 INTRO = """\
 **Adapt** a model to your own images without labels: microCLIP pseudo-labels each image from its
@@ -55,7 +56,7 @@ often the pseudo-labels match the folder names (combined, crops·W_LLM, fused·W
 PROBES_NOTE = """\
 SOAP maps of pinned probe images: where the `[FG]` token pools, before training and at the
 latest point (end of run, or *Refresh maps* during it). Caption: true class (folder) → fused
-prediction.
+prediction, and the map's range: each map is coloured from its lowest patch (blue) to its highest (red).
 """
 
 
@@ -75,7 +76,9 @@ def curves(snapshot: JobSnapshot | None) -> tuple[pd.DataFrame, pd.DataFrame, pd
     def frame(keys: dict[str, str]) -> pd.DataFrame:
         rows = [{"step": row["step"], "value": row[key], "series": label}
                 for row in metrics for key, label in keys.items() if key in row]
-        return pd.DataFrame(rows, columns=["step", "value", "series"])
+        # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot then declares
+        # step and value nominal (categorical axes, one label per loss value) for the rest of the run.
+        return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
     return (frame({"loss": "loss", "ce": "cross-entropy", "fair": "fairness"}),
             frame({"pl_conf": "confidence"}),
@@ -90,14 +93,17 @@ def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | 
     gallery = []
     for picture, label, explanation in zip(images, labels, probes.explanations):
         large = np.asarray(Image.fromarray(picture).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC))
-        gallery.append((overlay_map(large, explanation.soap_weights, opacity=0.5), _caption(label, explanation, when)))
+        gallery.append((image_file(overlay_map(large, explanation.soap_weights, opacity=0.5)),
+                        _caption(label, explanation, when)))
     return gallery
 
 
 def _caption(label: str, explanation: Explanation, when: str) -> str:
     index = explanation.prediction("fused")
     probability = explanation.probabilities("fused")[index]
-    return f"{when}: {label} → {explanation.classes[index]} ({probability:.0%})"
+    weights = explanation.soap_weights
+    return (f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
+            f"{weights.min():.2e} (blue) – {weights.max():.2e} (red)")
 
 
 def progress_html(snapshot: JobSnapshot | None) -> str:

@@ -7,10 +7,11 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from ui.adapt import build_adapt_tab
 from ui.batch import build_batch_tab
-from ui.common import model_dropdown_update
+from ui.common import inference_threads, model_dropdown_update
 from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
 from ui.jobs import AdaptationRunner
@@ -30,6 +31,8 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None) 
     """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None)."""
     if runner is None:
         runner = AdaptationRunner(registry, Path(tempfile.mkdtemp(prefix="microclip-runs-")))
+    if registry.device.type == "cpu":
+        torch.set_num_threads(inference_threads())  # see inference_threads: oversubscribed OpenMP is 50× slower
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():

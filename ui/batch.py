@@ -34,7 +34,7 @@ from microclip.batch import (
     predictions_table,
     write_bundle,
 )
-from ui.common import gpu, model_dropdown_update, user_errors
+from ui.common import gpu, image_file, model_dropdown_update, user_errors
 from ui.jobs import running_on_spaces
 from viz.overlay import display_crop, overlay_map
 
@@ -110,7 +110,9 @@ def _caption(item: BatchItem) -> str:
     e = item.explanation
     name, probability = e.top_k("fused", 1)[0]
     disagree = len({e.prediction(b) for b in BRANCHES}) > 1
-    return f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''}"
+    weights = e.soap_weights
+    return (f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
+            f"SOAP {weights.min():.2e} (blue) – {weights.max():.2e} (red)")
 
 
 def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:
@@ -160,7 +162,7 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
         """Explain every image; returns the gallery, the table, the skipped-files note and the bundle zip."""
         result = compute(model_name, archive_path, folder_path, int(limit), float(alpha),
                          lambda done, total: progress((done, total), desc="explaining", unit="images"))
-        gallery_value = [(overlay, _caption(item)) for item, overlay in zip(result.items, result.overlays)]
+        gallery_value = [(image_file(overlay), _caption(item)) for item, overlay in zip(result.items, result.overlays)]
         return gallery_value, result.table, skipped_markdown(result.skipped, result.note), str(result.bundle)
 
     run.click(batch, [model, archive, folder, cap, opacity], [gallery, table, notes, bundle], api_name="batch",

@@ -6,20 +6,29 @@ library errors into messages a user can act on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import re
+import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from microclip.backbone import BackboneError
 from microclip.checkpoint import CheckpointError
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
+from microclip.files import atomic_write
 from microclip.resources import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -28,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-DISPLAY_SIZE = 448  # pixels of the square crop every map is drawn on
+DISPLAY_SIZE = 448  # pixels of the square crop the explainer comparison draws on (Explore sends a small JPEG)
 INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 INFERENCE_ID = "inference"
 
@@ -120,6 +129,85 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class InFlight:
+    """How many inference requests (Explore, Compare, explainers) are running now; an adaptation run
+    yields the CPU to them while any are (``ui.jobs``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._count > 0
+
+    def __enter__(self) -> InFlight:
+        with self._lock:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+INFERENCE_IN_FLIGHT = InFlight()
+
+
+def counts_as_inference(fn: F) -> F:
+    """Mark a callback as an inference request for ``INFERENCE_IN_FLIGHT`` while it runs."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with INFERENCE_IN_FLIGHT:
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+IMAGE_FILE_TTL_S = 15 * 60  # picture files handed to Gradio are deleted after this (Gradio keeps its own copy)
+_image_files: dict[str, Any] = {"folder": None, "written": 0}
+_image_files_lock = threading.Lock()
+
+
+def image_file(pixels: np.ndarray) -> str:
+    """Write an (H, W, 3) RGB or (H, W, 4) RGBA uint8 picture to a PNG of its own, atomically; return its path.
+
+    Handing Gradio numpy arrays makes it write each to a path named by the content's hash, in place: two
+    identical requests at once rewrite the same file while a client downloads it, and the download comes
+    back truncated. A uniquely named file, complete before it appears, is copied by Gradio atomically."""
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    with _image_files_lock:
+        if _image_files["folder"] is None:
+            _image_files["folder"] = Path(tempfile.mkdtemp(prefix="microclip-images-"))
+        folder: Path = _image_files["folder"]
+        _image_files["written"] += 1
+        prune = _image_files["written"] % 200 == 0
+    if prune:
+        cutoff = time.time() - IMAGE_FILE_TTL_S
+        for old in folder.glob("*.png"):
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+    target = folder / f"{uuid.uuid4().hex}.png"
+    atomic_write(target, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    return str(target)
+
+
+def inference_threads() -> int:
+    """Torch CPU threads per forward pass: the CPUs this process may use, shared by the concurrent passes.
+
+    Measured with ``bench/app.py --profile``: on 2 busy cores, two concurrent passes with torch's default
+    of 2 threads each took ~450 ms instead of ~7 ms (OpenMP workers waiting for descheduled siblings)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // INFERENCE_CONCURRENCY)
+
+
 def gpu(fn: F) -> F:
     """``spaces.GPU(fn)`` on HuggingFace ZeroGPU Spaces; ``fn`` itself everywhere else."""
     try:
@@ -129,11 +217,44 @@ def gpu(fn: F) -> F:
     return spaces.GPU(fn)
 
 
+EXAMPLE_ORDER = ("toybird", "scene", "photo")  # the model's own world first, then further and further outside
+
+
 def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """Paths of the bundled example pictures, sorted (empty when there are none)."""
+    """Paths of the bundled example pictures (empty when there are none): toy birds first, then the
+    procedural scenes, then real photos, each group by name."""
     if not folder.is_dir():
         return []
-    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+    def order(path: Path) -> tuple[int, str]:
+        kind = path.stem.partition("-")[0]
+        return (EXAMPLE_ORDER.index(kind) if kind in EXAMPLE_ORDER else len(EXAMPLE_ORDER), path.name)
+
+    return [str(p) for p in sorted(folder.iterdir(), key=order) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def example_label(path: str) -> str:
+    """A caption for an example thumbnail: the toy species, or what the picture is, marked as outside the world."""
+    kind, _, rest = Path(path).stem.partition("-")
+    if kind == "toybird":
+        return rest.replace("-", " ")
+    return f"⚠ {rest.replace('-', ' ')}"
+
+
+def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
+    """Labelled example thumbnails; a click on one is read with ``example_picker``."""
+    gr.set_static_paths([str(Path(p).parent) for p in paths[:1]])  # served as they are, no copy per request
+    return gr.Gallery([(path, example_label(path)) for path in paths], label="Examples: toy birds (the model's "
+                      "world) first; the last ones (⚠) are outside it", columns=3, height="auto",
+                      allow_preview=False, buttons=[], elem_id=elem_id, interactive=False)
+
+
+def example_picker(paths: list[str]) -> Callable[[gr.SelectData], str]:
+    """The event handler that puts the clicked example thumbnail's path into the image input."""
+    def picked(evt: gr.SelectData) -> str:
+        return paths[int(evt.index)]
+
+    return picked
 
 
 def model_dropdown_update(names: list[str], value: str | None = None) -> gr.Dropdown:

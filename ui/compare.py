@@ -10,29 +10,35 @@ from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
+import numpy as np
 
 from microclip.explain import Explanation, explain_image
 from ui.common import (
-    DISPLAY_SIZE,
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
+    counts_as_inference,
     example_images,
+    example_picker,
+    examples_gallery,
     gpu,
     image_input,
-    open_image,
     parse_class_names,
     user_errors,
 )
+from ui.explore import PHOTO_SIZE, decode_upload
 from ui.registry import ModelRegistry
-from viz.overlay import display_crop
-from viz.panels import RenderSettings, render_difference, render_panels
+from viz import html as html_maps
+from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP, DIVERGING_COLORMAP
+from viz.overlay import difference_map, display_crop
 
 TOP_K = 5
 run_explain = gpu(explain_image)
 
 DIFFERENCE_NOTE = ("**Difference map.** SOAP weight under model A minus under model B, one value per patch: "
                    "red where A pools more from a patch, blue where it pools less, white where they agree. "
-                   "It shows where adaptation moved the `[FG]` token's attention.")
+                   "It shows where adaptation moved the `[FG]` token's attention. Its colour scale is printed under it "
+                   "with the largest |Δ|: on *auto* the largest change is always full red or blue, however small; "
+                   "set a fixed scale to compare images fairly.")
 
 
 def rank_of(explanation: Explanation, name: str) -> int | None:
@@ -56,24 +62,69 @@ def rank_markdown(a: Explanation, b: Explanation, name: str, name_a: str, name_b
             f"rank **{rank_b}** of {len(b.classes)} under B (*{name_b}*): {change}.")
 
 
+def difference_limit(difference: np.ndarray, fixed: float | None) -> tuple[float, str]:
+    """The half-range of the difference map's colour scale and a line saying what it is.
+
+    Auto-scaling to the largest |Δ| makes a change of 0.0003 look as loud as one of 0.03; a fixed
+    scale (in SOAP-weight units) keeps small changes pale. The largest |Δ| is always printed."""
+    largest = float(np.max(np.abs(difference))) if difference.size else 0.0
+    if fixed is not None and fixed > 0:
+        return float(fixed), f"largest |Δ| = {largest:.2e}; fixed scale ±{float(fixed):.2e}"
+    return max(largest, 1e-12), f"largest |Δ| = {largest:.2e}; scale ±{largest:.2e} (auto: the largest |Δ|)"
+
+
+def difference_html(a: Explanation, b: Explanation, photo: str, opacity: float, fixed: float | None) -> str:
+    """A − B over the photo and on the bare grid, both on one diverging scale with its colour bar."""
+    difference = difference_map(a.soap_weights, b.soap_weights)
+    limit, line = difference_limit(difference, fixed)
+    grid = difference.shape
+    ticks = (html_maps.fmt_value(-limit), "0", html_maps.fmt_value(limit))
+    overlay = html_maps.figure(
+        "SOAP weight A − B", html_maps.stage(html_maps.png_uri(html_maps.diverging_layer(difference, limit, opacity)),
+                                             grid, True, None),
+        html_maps.colorbar(DIVERGING_COLORMAP, ticks, line))
+    raw = html_maps.raw_figure("A − B on the patch grid", difference, DEFAULT_COLORMAP, (0.0, 100.0), False, "+.4f",
+                               None, diverging_limit=limit)
+    return html_maps.maps_block(photo, [overlay, raw])
+
+
+def model_maps_html(explanation: Explanation, photo: str, tag: str, cmap: str, opacity: float) -> str:
+    return html_maps.maps_block(photo, [
+        html_maps.value_figure(f"{tag}: SOAP attention", explanation.soap_weights, cmap, (0.0, 100.0), opacity, 0.0,
+                               None, note=f"null token: {explanation.null_weight:.2e}"),
+        html_maps.mask_figure(f"{tag}: NCut foreground", explanation.ncut_mask, opacity, None)])
+
+
+def check_compare(image: str | None, *_rest) -> list:
+    """Gradio's validator for ``compare``: a bad upload gets one message, on the image input."""
+    try:
+        decode_upload(image)
+    except gr.Error as error:
+        return [gr.validate(False, error.message)] + [None] * len(_rest)
+    return [None] * (1 + len(_rest))
+
+
+@counts_as_inference
 @user_errors
 def compare(registry: ModelRegistry, image: str | None, model_a: str, model_b: str, class_names: str,
-            follow_class: str, opacity: float, cmap: str) -> list:
-    """Both models on the same image (the ``compare`` endpoint)."""
-    picture = open_image(image)
+            follow_class: str, opacity: float, cmap: str, fixed_scale: float | None = 0.0) -> list:
+    """Both models on the same image (the ``compare`` endpoint).
+
+    Returns A's and B's top-k, A's and B's maps (HTML), the difference maps (HTML) and the rank line.
+    ``fixed_scale`` > 0 draws the difference on ±that value; 0 scales it to its own largest |Δ|."""
+    picture = decode_upload(image)
     classes = parse_class_names(class_names)
     explanations = []
     for name in (model_a, model_b):
         model = registry.with_classes(name, classes) if classes else registry.get(name).model
         explanations.append(run_explain(model, picture))
     a, b = explanations
-    crop = display_crop(picture, DISPLAY_SIZE)
-    settings = RenderSettings(opacity=float(opacity), cmap=cmap)
-    panels_a, panels_b = (render_panels(e, crop, settings) for e in (a, b))
-    difference = render_difference(a, b, crop, opacity=max(float(opacity), 0.3))
+    photo = html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE))
+    cmap = cmap if cmap in COLORMAPS else DEFAULT_COLORMAP
     tracked = (follow_class or "").strip() or a.classes[a.prediction("fused")]
     return [dict(a.top_k("fused", TOP_K)), dict(b.top_k("fused", TOP_K)),
-            panels_a.soap, panels_b.soap, panels_a.ncut, panels_b.ncut, difference.overlay, difference.raw,
+            model_maps_html(a, photo, "A", cmap, float(opacity)), model_maps_html(b, photo, "B", cmap, float(opacity)),
+            difference_html(a, b, photo, max(float(opacity), 0.3), float(fixed_scale or 0.0)),
             rank_markdown(a, b, tracked, model_a, model_b)]
 
 
@@ -91,37 +142,36 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     default_b = next((n for n in names if n != registry.default_name), registry.default_name)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=260)
-            examples = example_images()
-            if examples:
-                gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples",
-                            examples_per_page=12)
+            image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230)
+            run = gr.Button("Compare", variant="primary")
             model_a = gr.Dropdown(names, value=registry.default_name, label="Model A (e.g. adapted)")
             model_b = gr.Dropdown(names, value=default_b, label="Model B (e.g. zero-shot)")
+            examples = example_images()
+            if examples:
+                gallery = examples_gallery(examples, "compare-examples")
             classes = gr.Textbox(label="Class names for both (optional)", lines=2,
                                  placeholder="Blank: each model's own classes.")
             track = gr.Textbox(label="Class to follow", placeholder="Blank: model A's prediction")
             with gr.Row():
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
-                cmap = gr.Dropdown(["jet", "viridis", "inferno", "turbo", "magma"], value="jet", label="Colormap")
-            run = gr.Button("Compare", variant="primary")
+                cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
+            fixed = gr.Number(value=0.0, minimum=0.0, label="Difference scale ± (SOAP weight)",
+                              info="0 = auto (its own largest |Δ|). A fixed value, e.g. 0.01, keeps tiny changes pale.")
         with gr.Column(scale=2):
             rank = gr.Markdown("Pick an image and two models, then press **Compare**.", label="rank")
             with gr.Row():
                 label_a = gr.Label(num_top_classes=TOP_K, label="A: fused top-k")
                 label_b = gr.Label(num_top_classes=TOP_K, label="B: fused top-k")
             with gr.Row():
-                soap_a = gr.Image(label="A: SOAP attention", format="png", interactive=False)
-                soap_b = gr.Image(label="B: SOAP attention", format="png", interactive=False)
-            with gr.Row():
-                ncut_a = gr.Image(label="A: NCut foreground", format="png", interactive=False)
-                ncut_b = gr.Image(label="B: NCut foreground", format="png", interactive=False)
-            with gr.Row():
-                diff_overlay = gr.Image(label="SOAP weight A − B", format="png", interactive=False)
-                diff_raw = gr.Image(label="A − B on the patch grid", format="png", interactive=False)
+                maps_a = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-a")
+                maps_b = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-b")
+            diff = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-diff")
             gr.Markdown(DIFFERENCE_NOTE)
 
-    run.click(partial(compare, registry), [image, model_a, model_b, classes, track, opacity, cmap],
-              [label_a, label_b, soap_a, soap_b, ncut_a, ncut_b, diff_overlay, diff_raw, rank], api_name="compare",
-              concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+    run.click(partial(compare, registry), [image, model_a, model_b, classes, track, opacity, cmap, fixed],
+              [label_a, label_b, maps_a, maps_b, diff, rank], api_name="compare",
+              concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
+    if examples:
+        gallery.select(example_picker(examples), None, [image], api_visibility="private",
+                       show_progress="hidden")
     return CompareHandles(model_a=model_a, model_b=model_b)

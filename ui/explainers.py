@@ -24,7 +24,16 @@ from microclip.explainers import (
 from microclip.toyworld.lookup import find_toyworld_sample
 from microclip.toyworld.render import Sample
 from microclip.toyworld.world import SPECIES
-from ui.common import DISPLAY_SIZE, INFERENCE_CONCURRENCY, INFERENCE_ID, gpu, open_image, user_errors
+from ui.common import (
+    DISPLAY_SIZE,
+    INFERENCE_CONCURRENCY,
+    INFERENCE_ID,
+    counts_as_inference,
+    gpu,
+    image_file,
+    open_image,
+    user_errors,
+)
 from ui.registry import ModelRegistry
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
@@ -38,6 +47,7 @@ NOT_TOY = ("_No part scores: this image is not a known toy-world image (a bundle
 run_compare = gpu(run_explainers)  # on ZeroGPU Spaces the explainers get a GPU; elsewhere a no-op
 
 
+@counts_as_inference
 @user_errors
 def compare_explainers(registry: ModelRegistry, image: str | None, model_name: str, class_choice: str | None,
                        cmap: str, opacity: float) -> list:
@@ -58,9 +68,9 @@ def compare_explainers(registry: ModelRegistry, image: str | None, model_name: s
     sample = find_toyworld_sample(np.asarray(picture))
     crop = display_crop(picture, DISPLAY_SIZE)
     outline = sample.part_mask if sample is not None else None
-    gallery = [(peer_panel(crop, run.saliency, cmap, float(opacity), outline), caption(name, run.ms))
+    gallery = [(image_file(peer_panel(crop, run.saliency, cmap, float(opacity), outline)), caption(name, run.ms))
                for name, run in comparison.runs.items() if run.saliency is not None]
-    return [gallery, colorbar(cmap, width=DISPLAY_SIZE), comparison_markdown(comparison, sample)]
+    return [gallery, image_file(colorbar(cmap, width=DISPLAY_SIZE)), comparison_markdown(comparison, sample)]
 
 
 def caption(name: str, ms: float | None) -> str:

@@ -1,24 +1,30 @@
 """The Explore tab: one image, one forward pass, and everything the model did with it.
 
-The last ``Explanation`` and the crop it was computed on live in a ``gr.State``; display controls,
-the fusion slider and patch clicks re-render from it without running the model again.
+The last ``Explanation`` and the crop it was computed on (a small JPEG) live in a ``gr.State``; display
+controls, the fusion slider and patch clicks re-render from it without running the model again. Maps
+and charts go to the browser as light HTML (``viz.html``): tiny per-patch layers over one photo, scaled
+up there, with colour bars labelled by the real values; nothing is written to files.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, replace
 from functools import partial
 
 import gradio as gr
-import numpy as np
+from PIL import Image
 
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import Explanation, explain_image
 from ui.common import (
-    DISPLAY_SIZE,
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
+    counts_as_inference,
     example_images,
+    example_picker,
+    examples_gallery,
     gpu,
     image_input,
     open_image,
@@ -28,14 +34,15 @@ from ui.common import (
 )
 from ui.explainers import build_explainers_view
 from ui.registry import ModelRegistry
+from ui.world import world_flag_markdown, world_markdown
+from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from viz.grid import cell_size, patch_at
 from viz.overlay import display_crop
-from viz.panels import RAW_MAPS, RenderSettings, render_panels
-from viz.plots import contribution_figure
+from viz.panels import RAW_MAPS, RenderSettings, raw_values
 
 TOP_K = 5
-SESSION_TTL_S = 2 * 3600  # a session's last explanation (≈1 MB with its picture) is dropped after 2 h idle
+SESSION_TTL_S = 2 * 3600  # a session's last explanation (≈100 kB with its picture) is dropped after 2 h idle
+PHOTO_SIZE = 320  # pixels of the JPEG crop under the maps; the browser scales it (the toy model sees 64)
 BRANCH_TITLES = {"fused": "TokenFusion (fused)", "cls": "[CLS] only", "fg": "[FG] only"}
 
 NOTES = {
@@ -56,9 +63,10 @@ class ExploreSession:
     """What the last forward pass produced, kept per browser session."""
 
     explanation: Explanation
-    picture: np.ndarray  # (S, S, 3) uint8: the model's centre crop at display size
+    photo: str  # data URI of the model's centre crop (JPEG), encoded once and shared by every map view
     model_name: str
     descriptions: dict[str, list[str]]  # behind the classes used (may be empty)
+    flag: str = ""  # the world note for this image (one-class label set, out-of-world signals)
     selected: tuple[int, int] | None = None  # last clicked patch (row, col)
 
 
@@ -78,48 +86,110 @@ def settings_from(opacity: float, cmap: str, clip_lo: float, clip_hi: float, thr
                           RAW_MAPS.get(raw_map, raw_map), bool(numbers))
 
 
-def _panels(session: ExploreSession, settings: RenderSettings) -> list[np.ndarray]:
-    panels = render_panels(session.explanation, session.picture, replace(settings, selected=session.selected))
-    return [panels.soap, panels.ncut, panels.cls_similarity, panels.raw]
+def maps_html(session: ExploreSession, settings: RenderSettings) -> str:
+    """The SOAP, NCut and [CLS]-similarity maps over the photo, each with its colour bar or legend."""
+    e, s, selected = session.explanation, settings, session.selected
+    return html_maps.maps_block(session.photo, [
+        html_maps.value_figure("SOAP attention", e.soap_weights, s.cmap, s.clip, s.opacity, s.threshold, selected,
+                               note=f"weight per patch; null token: {e.null_weight:.2e}"),
+        html_maps.mask_figure("NCut foreground", e.ncut_mask, s.opacity, selected),
+        html_maps.value_figure("Similarity to [CLS]", e.cls_similarity, s.cmap, s.clip, s.opacity, s.threshold,
+                               selected, note="cosine per patch"),
+    ])
 
 
+def raw_html(session: ExploreSession, settings: RenderSettings) -> str:
+    """The chosen map on the bare patch grid, one block per patch, optionally with its numbers."""
+    label = next((name for name, key in RAW_MAPS.items() if key == settings.raw_map), settings.raw_map)
+    values = raw_values(session.explanation, settings.raw_map)
+    figure = html_maps.raw_figure(f"Raw patch grid: {label}", values, settings.cmap, settings.clip, settings.numbers,
+                                  ".3f" if settings.raw_map == "soap" else ".2f", session.selected)
+    return html_maps.maps_block(None, [figure])  # blocks only: no photo to send again
+
+
+def _views(session: ExploreSession, settings: RenderSettings) -> list[str]:
+    return [maps_html(session, settings), raw_html(session, settings)]
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(path: str, mtime_ns: int, size: int) -> Image.Image:
+    """One upload decoded once: the validator and the callback of the same request share it."""
+    return open_image(path)
+
+
+def decode_upload(path: str | None) -> Image.Image:
+    if not path:
+        return open_image(path)  # the "add an image first" message
+    try:
+        info = os.stat(path)
+    except OSError:
+        return open_image(path)  # the library's "file not found" message
+    return _decoded(path, info.st_mtime_ns, info.st_size)
+
+
+def check_explore(registry: ModelRegistry, image: str | None, model_name: str, class_names: str,
+                  descriptions_json: str | None, *_display) -> list:
+    """Runs before ``explore`` (Gradio's validator): a bad input gets one message on the input itself,
+    instead of an error badge on every output."""
+    checks: list = [None] * (4 + len(_display))
+    try:
+        decode_upload(image)
+    except gr.Error as error:
+        checks[0] = gr.validate(False, error.message)
+    try:
+        registry.get(model_name)
+    except KeyError as error:
+        checks[1] = gr.validate(False, str(error.args[0]))
+    except Exception as error:  # noqa: BLE001 - a model that cannot load: say so on the model input
+        checks[1] = gr.validate(False, f"{model_name} cannot be loaded: {error}")
+    if descriptions_json:
+        try:
+            read_descriptions(descriptions_json, parse_class_names(class_names) or ["_"])
+        except gr.Error as error:
+            checks[3] = gr.validate(False, error.message)
+    return checks
+
+
+@counts_as_inference
 @user_errors
 def explore(registry: ModelRegistry, image: str | None, model_name: str, class_names: str,
             descriptions_json: str | None, ratio: float, opacity: float, cmap: str, clip_lo: float, clip_hi: float,
             threshold: float, raw_map: str, numbers: bool) -> list:
     """Run the model once on an image and show everything (the ``explore`` endpoint)."""
-    picture = open_image(image)
+    picture = decode_upload(image)
     loaded = registry.get(model_name)
     typed = parse_class_names(class_names)
     classes = typed or list(loaded.classes)
     descriptions, note = read_descriptions(descriptions_json, classes)
     model = registry.with_classes(model_name, classes, descriptions) if (typed or descriptions) else loaded.model
     explanation = run_explain(model, picture, float(ratio))
-    session = ExploreSession(explanation, display_crop(picture, DISPLAY_SIZE), loaded.name,
-                             descriptions if descriptions is not None else loaded.descriptions)
+    flag = world_flag_markdown(explanation, loaded, bool(typed))
+    session = ExploreSession(explanation, html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)), loaded.name,
+                             descriptions if descriptions is not None else loaded.descriptions, flag)
     settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
-    return [session, *_prediction_outputs(session, note), *_panels(session, settings),
+    return [session, *_prediction_outputs(session, note), *_views(session, settings),
             "Click a patch on any map to read its numbers."]
 
 
 @user_errors
 def rerender(session: ExploreSession | None, opacity: float, cmap: str, clip_lo: float, clip_hi: float,
-             threshold: float, raw_map: str, numbers: bool) -> list[np.ndarray]:
+             threshold: float, raw_map: str, numbers: bool) -> list[str]:
     """Redraw the maps with new display settings; no forward pass (the ``rerender`` endpoint)."""
     if session is None:
         raise gr.Error("Explain an image first; the display settings apply to its maps.")
-    return _panels(session, settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers))
+    return _views(session, settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers))
 
 
 @user_errors
 def fusion(session: ExploreSession | None, ratio: float, opacity: float, cmap: str, clip_lo: float,
            clip_hi: float, threshold: float, raw_map: str, numbers: bool) -> list:
-    """Re-fuse the two branches at another ρ; no forward pass (the ``fusion`` endpoint)."""
+    """Re-fuse the two branches at another ρ; no forward pass (the ``fusion`` endpoint).
+
+    Only the predictions depend on ρ: the maps are left as they are (``gr.skip``)."""
     if session is None:
         raise gr.Error("Explain an image first; the fusion ratio re-weights its two branches.")
     session = replace(session, explanation=session.explanation.with_ratio(float(ratio)))
-    settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
-    return [session, *_prediction_outputs(session), *_panels(session, settings)]
+    return [session, *_prediction_outputs(session), gr.skip(), gr.skip()]
 
 
 @user_errors
@@ -134,49 +204,38 @@ def patch_info(session: ExploreSession | None, row: float, col: float, opacity: 
         raise gr.Error(f"Patch ({row}, {col}) is outside the {h}×{w} patch grid.")
     session = replace(session, selected=(row, col))
     settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
-    return [session, patch_markdown(session.explanation, row, col), *_panels(session, settings)]
+    return [session, patch_markdown(session.explanation, row, col), *_views(session, settings)]
 
 
-def select_patch(session: ExploreSession | None, evt: gr.SelectData) -> tuple[int, int]:
-    """A click on an overlay (display-size pixels) → the patch (row, col) under it."""
+def select_patch(session: ExploreSession | None, evt: gr.EventData) -> tuple[int, int]:
+    """A click on a map (the browser sends the patch's row and col) → the Patch row / col inputs."""
     if session is None:
         raise gr.Error("Explain an image first, then click a patch.")
-    x, y = evt.index
-    size = session.picture.shape[1], session.picture.shape[0]
-    return patch_at(x, y, size, session.explanation.grid)
-
-
-def select_raw_patch(session: ExploreSession | None, evt: gr.SelectData) -> tuple[int, int]:
-    """A click on the raw grid view (blocks of ``cell_size`` pixels) → the patch under it."""
-    if session is None:
-        raise gr.Error("Explain an image first, then click a patch.")
-    h, w = session.explanation.grid
-    cell = cell_size((h, w), session.picture.shape[0])
-    x, y = evt.index
-    return patch_at(x, y, (w * cell, h * cell), (h, w))
+    data = getattr(evt, "_data", None) or {}
+    return int(data.get("row", 0)), int(data.get("col", 0))
 
 
 @user_errors
-def model_classes(registry: ModelRegistry, model_name: str) -> gr.Textbox:
-    """Show which classes a model knows in the class-name box's placeholder (``model_classes``)."""
-    classes = registry.get(model_name).classes
+def model_classes(registry: ModelRegistry, model_name: str) -> tuple[gr.Textbox, str]:
+    """The classes a model knows (the class-name box's placeholder) and its world note (``model_classes``)."""
+    loaded = registry.get(model_name)
+    classes = loaded.classes
     shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
-    return gr.Textbox(placeholder=f"Blank: the model's own {len(classes)} classes ({shown}). "
-                                  "Or type your own, one per line or comma-separated.")
+    return (gr.Textbox(placeholder=f"Blank: the model's own {len(classes)} classes ({shown}). "
+                                   "Or type your own, one per line or comma-separated."), world_markdown(loaded))
 
 
 # ------------------------------------------------------------------ text built from an explanation
 
 def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
-    """Summary, the three top-k labels, the contribution bars and the descriptions."""
+    """Summary, the three top-k labels, the contribution chart and the descriptions."""
     explanation = session.explanation
-    shown, marks = classes_to_show(explanation)
     labels = []
     for branch in ("fused", "cls", "fg"):
         disagrees = branch != "fused" and explanation.prediction(branch) != explanation.prediction("fused")
         labels.append(gr.Label(value=dict(explanation.top_k(branch, TOP_K)),
                                label=BRANCH_TITLES[branch] + ("  ⚠ disagrees with fused" if disagrees else "")))
-    return [summary_markdown(explanation, note), *labels, contribution_figure(explanation, shown, marks),
+    return [summary_markdown(explanation, note, session.flag), *labels, contributions_html(explanation),
             descriptions_markdown(explanation, session.descriptions)]
 
 
@@ -189,21 +248,33 @@ def classes_to_show(explanation: Explanation) -> tuple[list[int], dict[int, str]
     for branch, tag in (("cls", "[CLS] pick"), ("fg", "[FG] pick")):
         marks.setdefault(explanation.prediction(branch), tag)
     shown = list(dict.fromkeys([*marks, *fused_order]))[:max(TOP_K, len(marks))]
+    shown.sort(key=lambda c: -explanation.logits_fused[c])  # by fused logit, so the gaps grow downwards
     return shown, marks
 
 
-def summary_markdown(explanation: Explanation, note: str = "") -> str:
-    """Each branch's prediction (disagreements marked) and the null token's share."""
+def contributions_html(explanation: Explanation) -> str:
+    """The [CLS] / [FG] split of the shown classes' fused logits, as an HTML chart the browser draws."""
+    shown, marks = classes_to_show(explanation)
+    rows = [html_maps.ContributionRow(explanation.classes[c], marks.get(c, ""), *explanation.contributions(c))
+            for c in shown]
+    return html_maps.contribution_html(rows, explanation.ratio)
+
+
+def summary_markdown(explanation: Explanation, note: str = "", flag: str = "") -> str:
+    """The world flag, each branch's prediction (disagreements marked), NCut's patch count and the null weight."""
     fused = explanation.prediction("fused")
-    lines = [f"**Prediction: {explanation.classes[fused]}** (fused at ρ = {explanation.ratio:.2f})", "",
-             "| branch | predicts | probability |", "|---|---|---|"]
+    mask = explanation.ncut_mask
+    lines = [flag, ""] if flag else []
+    lines += [f"**Prediction: {explanation.classes[fused]}** (fused at ρ = {explanation.ratio:.2f})", "",
+              "| branch | predicts | probability |", "|---|---|---|"]
     for branch in ("fused", "cls", "fg"):
         index = explanation.prediction(branch)
-        flag = " ⚠ disagrees" if index != fused else ""
-        lines.append(f"| {BRANCH_TITLES[branch]} | {explanation.classes[index]}{flag} | "
+        flag_text = " ⚠ disagrees" if index != fused else ""
+        lines.append(f"| {BRANCH_TITLES[branch]} | {explanation.classes[index]}{flag_text} | "
                      f"{explanation.probabilities(branch)[index]:.1%} |")
-    lines += ["", f"**Null token:** SOAP gave {explanation.null_weight:.1%} of its attention to the null token "
-                  "(\"nothing here is worth pooling\"); the SOAP map shows the rest, spread over the patches."]
+    lines += ["", f"**NCut:** {int(mask.sum())} of {mask.size} patches in the foreground (SOAP's query is their "
+                  f"mean). **Null token:** {explanation.null_weight:.2e} of SOAP's attention "
+                  "(\"nothing here is worth pooling\"); the patches share the rest."]
     if note:
         lines += ["", f"_{note}_"]
     return "\n".join(lines)
@@ -254,38 +325,39 @@ class ExploreHandles:
 
 
 def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
-    """Build the Explore tab inside the current ``gr.Tab`` and wire its endpoints."""
+    """Build the Explore tab inside the current ``gr.Tab`` and wire its endpoints.
+
+    Laid out for the first screen (1400×1000): image, Explain and the model's world on the left; the
+    prediction and the three maps on the right. Details (raw grid, contributions, descriptions, peers) follow.
+    """
     session = gr.State(None, time_to_live=SESSION_TTL_S)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=300,
+            image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230,
                                 elem_id="explore-image")
+            run = gr.Button("Explain", variant="primary", elem_id="explain-button")
+            world = gr.Markdown(_world_note(registry, registry.default_name), elem_id="explore-world")
             examples = example_images()
             if examples:
-                gallery = gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples",
-                                      examples_per_page=12)
+                gallery = examples_gallery(examples, "explore-examples")
             model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model", elem_id="explore-model")
-            classes = gr.Textbox(label="Class names (optional)", lines=3,
-                                 placeholder="Blank: the model's own classes. Or type your own, one per line or "
-                                             "comma-separated.")
-            descriptions = gr.File(label="Descriptions JSON (optional: {class: [sentences]})", file_types=[".json"])
             ratio = gr.Slider(0.0, 1.0, value=DEFAULT_FUSION_RATIO, step=0.05, label="Fusion ratio ρ",
                               info="Weight of [CLS] in the fused logits; moving it re-fuses without a forward pass")
-            run = gr.Button("Explain", variant="primary", elem_id="explain-button")
+            with gr.Accordion("Your own classes (optional)", open=False):
+                classes = gr.Textbox(label="Class names", lines=3,
+                                     placeholder="Blank: the model's own classes. Or type your own, one per line "
+                                                 "or comma-separated.")
+                descriptions = gr.File(label="Descriptions JSON ({class: [sentences]})", file_types=[".json"])
         with gr.Column(scale=2):
             summary = gr.Markdown("Pick an image and press **Explain**.", label="summary", elem_id="explore-summary")
-            with gr.Row():
-                labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in ("fused", "cls", "fg")]
-            with gr.Row():
-                soap_image = gr.Image(label="SOAP attention", format="png", interactive=False, elem_id="soap-map")
-                ncut_image = gr.Image(label="NCut foreground", format="png", interactive=False, elem_id="ncut-map")
-                cls_image = gr.Image(label="Similarity to [CLS]", format="png", interactive=False,
-                                     elem_id="cls-map")
+            maps = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=html_maps.MAPS_JS, elem_id="explore-maps")
             with gr.Row():
                 gr.Markdown(NOTES["soap"])
                 gr.Markdown(NOTES["ncut"])
                 gr.Markdown(NOTES["cls"])
-            with gr.Accordion("Display (no forward pass)", open=True):
+            with gr.Row():
+                labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in ("fused", "cls", "fg")]
+            with gr.Accordion("Display (no forward pass)", open=False):
                 with gr.Row():
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
@@ -296,9 +368,11 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
                     clip_hi = gr.Slider(1, 100, value=100, step=1, label="Clip high percentile")
                     raw_map = gr.Dropdown(list(RAW_MAPS), value="SOAP weight", label="Raw grid shows")
                     numbers = gr.Checkbox(value=False, label="Numbers on the raw grid")
+            contributions = gr.HTML("", elem_id="contributions")
             with gr.Row():
                 with gr.Column():
-                    raw_image = gr.Image(label="Raw patch grid", format="png", interactive=False, elem_id="raw-map")
+                    raw = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=html_maps.MAPS_JS,
+                                  elem_id="raw-map")
                     gr.Markdown(NOTES["raw"])
                 with gr.Column():
                     patch_md = gr.Markdown("Click a patch on any map to read its numbers.", label="patch",
@@ -307,34 +381,44 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
                         row = gr.Number(value=0, precision=0, label="Patch row", minimum=0)
                         col = gr.Number(value=0, precision=0, label="Patch col", minimum=0)
                     show_patch = gr.Button("Show patch")
-            contributions = gr.Plot(label="[CLS] and [FG] contributions", elem_id="contributions")
             descriptions_md = gr.Markdown(label="descriptions")
             build_explainers_view(registry, image, model)
 
     display = [opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers]
-    maps = [soap_image, ncut_image, cls_image, raw_image]
+    views = [maps, raw]
     predictions = [summary, *labels, contributions, descriptions_md]
 
     _explore = partial(explore, registry)
+    _check = partial(check_explore, registry)
     explore_inputs = [image, model, classes, descriptions, ratio, *display]
-    explore_outputs = [session, *predictions, *maps, patch_md]
+    explore_outputs = [session, *predictions, *views, patch_md]
     gr.on([run.click, image.upload], _explore, explore_inputs, explore_outputs, api_name="explore",
-          concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+          concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=_check)
     if examples:
-        gallery.load_input_event.then(_explore, explore_inputs, explore_outputs, api_visibility="private",
-                                      concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+        gallery.select(example_picker(examples), None, [image], api_visibility="private",
+                       show_progress="hidden").then(
+            _explore, explore_inputs, explore_outputs, api_visibility="private",
+            concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=_check)
     gr.on([c.release for c in (opacity, threshold, clip_lo, clip_hi)] + [c.change for c in (cmap, raw_map, numbers)],
-          rerender, [session, *display], maps, api_name="rerender", trigger_mode="always_last",
+          rerender, [session, *display], views, api_name="rerender", trigger_mode="always_last",
           show_progress="hidden")
-    ratio.release(fusion, [session, ratio, *display], [session, *predictions, *maps], api_name="fusion",
+    ratio.release(fusion, [session, ratio, *display], [session, *predictions, *views], api_name="fusion",
                   trigger_mode="always_last", show_progress="hidden")
-    show_patch.click(patch_info, [session, row, col, *display], [session, patch_md, *maps], api_name="patch_info",
+    show_patch.click(patch_info, [session, row, col, *display], [session, patch_md, *views], api_name="patch_info",
                      show_progress="hidden")
-    for target, handler in ((soap_image, select_patch), (ncut_image, select_patch), (cls_image, select_patch),
-                            (raw_image, select_raw_patch)):
-        target.select(handler, [session], [row, col], api_visibility="private", show_progress="hidden").then(
-            patch_info, [session, row, col, *display], [session, patch_md, *maps], api_visibility="private",
+    for target in views:
+        target.click(select_patch, [session], [row, col], api_visibility="private", show_progress="hidden").then(
+            patch_info, [session, row, col, *display], [session, patch_md, *views], api_visibility="private",
             show_progress="hidden")
-    model.change(partial(model_classes, registry), [model], [classes], api_name="model_classes",
+    model.change(partial(model_classes, registry), [model], [classes, world], api_name="model_classes",
                  show_progress="hidden")
     return ExploreHandles(model=model)
+
+
+def _world_note(registry: ModelRegistry, name: str | None) -> str:
+    if not name:
+        return ""
+    try:
+        return world_markdown(registry.get(name))
+    except Exception:  # noqa: BLE001 - the note is informative; a model that cannot load says so on use
+        return ""

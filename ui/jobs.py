@@ -39,8 +39,11 @@ from microclip.engine import Callback, FitState
 from microclip.explain import Explanation, explain_batch
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe
+from ui.common import INFERENCE_IN_FLIGHT
 
 log = logging.getLogger(__name__)
+TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step
+MAX_YIELD_S = 2.0
 
 Source = Literal["toybirds", "zip", "folder"]
 
@@ -480,11 +483,25 @@ class _LiveCallback(Callback):
 
     def __init__(self, runner: AdaptationRunner, job: _Job, probes: torch.Tensor | None) -> None:
         self.runner, self.job, self.probes = runner, job, probes
+        self.step_started = time.monotonic()
 
     def on_fit_start(self, state: FitState) -> None:
         self.runner._update(self.job, total_steps=state.total_steps)
+        self.step_started = time.monotonic()
 
     def on_step_end(self, state: FitState, metrics: dict) -> None:
+        self._yield_to_requests(time.monotonic() - self.step_started)
+        self.step_started = time.monotonic()
+        self._record(state, metrics)
+
+    def _yield_to_requests(self, step_seconds: float) -> None:
+        """While Explore or Compare requests run, pause after each step for a share of its time, so a run
+        takes at most 1 / (1 + TRAINING_YIELD) of a core from them (bench/app.py: without it Explore kept
+        ~0.6 of its throughput beside a run on 2 cores). Stop still ends the pause at once."""
+        if INFERENCE_IN_FLIGHT.busy:
+            self.job.stop_event.wait(min(TRAINING_YIELD * step_seconds, MAX_YIELD_S))
+
+    def _record(self, state: FitState, metrics: dict) -> None:
         row = {"step": state.global_step, **{k: float(v) for k, v in metrics.items()}}
         with self.runner._lock:
             view = self.job.view

@@ -1,0 +1,315 @@
+"""Maps and charts as light HTML the browser draws: arrays in, strings out. No Gradio here.
+
+Every map of an explanation lives on the ViT's patch grid (8×8 for the toy model, 7×7 for a
+ViT-B/32). Drawing it over a 448-px picture on the server, encoding that as PNG, writing it to a
+file and having each client download it cost ~100× the forward pass. Here the picture is sent once
+as a small JPEG, each map as a tiny RGBA PNG (the grid itself for masks and the raw view, a few
+pixels per patch for smooth maps, so the colormap is applied to interpolated *values*), and the
+browser scales them up and stacks them. Colour bars are CSS gradients labelled with the real values.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from viz.colormaps import DIVERGING_COLORMAP, clip_normalize, colorize, colorize_diverging
+
+SMOOTH_PIXELS_PER_PATCH = 8  # smooth maps are coloured at this many pixels per patch, then scaled by the browser
+SMOOTH_MAX = 128  # ... but never more than this many pixels on a side
+MASK_RGB = (0, 220, 90)  # NCut foreground tint (matches viz.overlay.MASK_COLOUR)
+CLS_COLOUR = "#4C72B0"  # [CLS] part of a logit
+FG_COLOUR = "#DD8452"  # [FG] part of a logit
+
+# Static styles of the map views; passed once as a Gradio HTML component's css_template (scoped to it).
+MAPS_CSS = """
+.mc-maps { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 10px; }
+.mc-map { margin: 0; min-width: 0; }
+.mc-map figcaption { font-weight: 600; font-size: 0.9em; margin-bottom: 3px; }
+.mc-stage { position: relative; width: 100%; aspect-ratio: 1 / 1; background-size: 100% 100%;
+            background-image: var(--mc-photo); cursor: crosshair; overflow: hidden; border-radius: 3px; }
+.mc-stage img { position: absolute; inset: 0; width: 100%; height: 100%; display: block; }
+.mc-px { image-rendering: pixelated; }
+.mc-sel { position: absolute; border: 2px solid #fff; outline: 1px solid #000; pointer-events: none; }
+.mc-cells { position: absolute; inset: 0; display: grid; }
+.mc-cells span { display: flex; align-items: center; justify-content: center; font-size: 10px;
+                 font-family: ui-monospace, monospace; overflow: hidden; }
+.mc-bar { height: 10px; margin-top: 4px; border-radius: 2px; }
+.mc-ticks { display: flex; justify-content: space-between; font-size: 11px; font-family: ui-monospace, monospace; }
+.mc-note { font-size: 11px; opacity: 0.8; }
+.mc-swatch { display: inline-block; width: 10px; height: 10px; vertical-align: middle; margin-right: 3px; }
+"""
+
+# A click on a map names the patch under the pointer (row, col); the server reads it from the event data.
+MAPS_JS = """
+element.addEventListener('click', (event) => {
+  const stage = event.target.closest('.mc-stage');
+  if (!stage) return;
+  const box = stage.getBoundingClientRect();
+  const rows = +stage.dataset.rows, cols = +stage.dataset.cols;
+  const row = Math.min(rows - 1, Math.max(0, Math.floor((event.clientY - box.top) / box.height * rows)));
+  const col = Math.min(cols - 1, Math.max(0, Math.floor((event.clientX - box.left) / box.width * cols)));
+  trigger('click', {row: row, col: col});
+});
+"""
+
+
+# ------------------------------------------------------------------ encoding
+
+def png_uri(pixels: np.ndarray) -> str:
+    """A data URI of an (h, w, 3) RGB or (h, w, 4) RGBA uint8 array as PNG."""
+    channels = pixels.shape[2]
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if channels == 4 else cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def jpeg_uri(pixels: np.ndarray, quality: int = 85) -> str:
+    """A data URI of an (h, w, 3) RGB uint8 array as JPEG (the photo under the maps)."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def photo_style(photo_uri: str) -> str:
+    """The style attribute that makes ``photo_uri`` the picture under every map inside the element."""
+    return f"--mc-photo:url({photo_uri})"
+
+
+# ------------------------------------------------------------------ layers
+
+def smooth_size(grid: tuple[int, int]) -> tuple[int, int]:
+    scale = max(1, min(SMOOTH_PIXELS_PER_PATCH, SMOOTH_MAX // max(grid)))
+    return grid[0] * scale, grid[1] * scale
+
+
+def value_layer(values: np.ndarray, cmap: str, clip: tuple[float, float], opacity: float, threshold: float,
+                smooth: bool) -> np.ndarray:
+    """An RGBA layer of an (h, w) map: percentile-clipped to [0, 1], coloured, transparent below ``threshold``.
+
+    Smooth layers interpolate the values (bilinear) to a few pixels per patch before colouring, so the
+    colours between two patches are the colormap's, not a blend of two colours.
+    """
+    unit = clip_normalize(values, *clip)
+    if smooth:
+        height, width = smooth_size(unit.shape)
+        unit = cv2.resize(unit, (width, height), interpolation=cv2.INTER_LINEAR)
+    alpha = np.where(unit >= threshold, float(np.clip(opacity, 0.0, 1.0)), 0.0)
+    return np.dstack([colorize(unit, cmap), np.round(alpha * 255).astype(np.uint8)])
+
+
+def mask_layer(mask: np.ndarray, opacity: float) -> np.ndarray:
+    """An RGBA layer, one pixel per patch: the mask's patches tinted, the others clear."""
+    mask = np.asarray(mask, dtype=bool)
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[..., :3] = MASK_RGB
+    rgba[..., 3] = np.where(mask, round(255 * float(np.clip(max(opacity, 0.15), 0.0, 1.0))), 0)
+    return rgba
+
+
+def diverging_layer(values: np.ndarray, limit: float, opacity: float) -> np.ndarray:
+    """An RGBA layer, one pixel per patch, of a signed map: alpha grows with |value| / ``limit``."""
+    rgb = colorize_diverging(values, limit)
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * np.clip(np.abs(values) / limit, 0.0, 1.0)
+    return np.dstack([rgb, np.round(alpha * 255).astype(np.uint8)])
+
+
+# ------------------------------------------------------------------ pieces
+
+def gradient_css(cmap: str, stops: int = 9) -> str:
+    """A left-to-right CSS gradient sampled from an OpenCV colormap (or the diverging map)."""
+    ramp = np.linspace(0.0, 1.0, stops, dtype=np.float32)[None]
+    rgb = colorize_diverging(ramp * 2 - 1, 1.0) if cmap == DIVERGING_COLORMAP else colorize(ramp, cmap)
+    colours = ", ".join(f"rgb({r},{g},{b})" for r, g, b in rgb[0])
+    return f"background:linear-gradient(to right, {colours})"
+
+
+def colorbar(cmap: str, ticks: Sequence[str], note: str = "") -> str:
+    """A colour bar with its tick labels (left, middle, right) and an optional note under it."""
+    labels = "".join(f"<span>{html.escape(t)}</span>" for t in ticks)
+    extra = f"<div class='mc-note'>{html.escape(note)}</div>" if note else ""
+    return f"<div class='mc-bar' style='{gradient_css(cmap)}'></div><div class='mc-ticks'>{labels}</div>{extra}"
+
+
+def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, float]:
+    """The values drawn at the colormap's two ends (the clip percentiles)."""
+    low, high = np.percentile(np.asarray(values, dtype=np.float64), clip)
+    return float(low), float(high)
+
+
+def fmt_value(value: float) -> str:
+    """Short, honest numbers: scientific notation when fixed-point would show 0.000."""
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.2e}"
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.3g}"
+
+
+def _selection(selected: tuple[int, int] | None, grid: tuple[int, int]) -> str:
+    if selected is None:
+        return ""
+    row, col = selected
+    rows, cols = grid
+    return (f"<div class='mc-sel' style='left:{100 * col / cols:.3f}%;top:{100 * row / rows:.3f}%;"
+            f"width:{100 / cols:.3f}%;height:{100 / rows:.3f}%'></div>")
+
+
+def stage(layer_uri: str | None, grid: tuple[int, int], pixelated: bool, selected: tuple[int, int] | None,
+          photo: bool = True, inner: str = "", elem_id: str = "") -> str:
+    """One square map: the photo (if ``photo``), a scaled-up layer, an optional frame and inner markup."""
+    rows, cols = grid
+    layer = f"<img class='{'mc-px' if pixelated else ''}' src='{layer_uri}' alt=''>" if layer_uri else ""
+    background = "" if photo else " style='background-image:none;background-color:#222'"
+    ident = f" id='{elem_id}'" if elem_id else ""
+    return (f"<div class='mc-stage'{ident} data-rows='{rows}' data-cols='{cols}'{background}>{layer}{inner}"
+            f"{_selection(selected, grid)}</div>")
+
+
+def figure(title: str, body: str, footer: str = "") -> str:
+    return f"<figure class='mc-map'><figcaption>{html.escape(title)}</figcaption>{body}{footer}</figure>"
+
+
+def value_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], opacity: float,
+                 threshold: float, selected: tuple[int, int] | None, note: str = "") -> str:
+    """A continuous map over the photo with its colour bar labelled by the real values at its ends."""
+    low, high = value_range(values, clip)
+    layer = png_uri(value_layer(values, cmap, clip, opacity, threshold, smooth=True))
+    ticks = (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high))
+    if threshold > 0:
+        note = f"{note} · below {fmt_value(low + threshold * (high - low))} transparent".strip(" ·")
+    return figure(title, stage(layer, values.shape, False, selected), colorbar(cmap, ticks, note))
+
+
+def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None) -> str:
+    """The NCut mask over the photo, with a legend that counts its patches."""
+    mask = np.asarray(mask, dtype=bool)
+    layer = png_uri(mask_layer(mask, opacity))
+    r, g, b = MASK_RGB
+    legend = (f"<div class='mc-note'><span class='mc-swatch' style='background:rgb({r},{g},{b})'></span>"
+              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: background</div>")
+    return figure(title, stage(layer, mask.shape, True, selected), legend)
+
+
+def _text_colour(rgb: np.ndarray) -> str:
+    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return "#000" if luma > 140 else "#fff"
+
+
+def _cell_text(value: float, fmt: str) -> str:
+    """A patch's value in its block: fixed-point, or a short exponent where fixed-point would print zero."""
+    text = format(value, fmt)
+    if value != 0 and float(text) == 0:
+        return f"{value:.0e}"
+    return text
+
+
+def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], numbers: bool, fmt: str,
+               selected: tuple[int, int] | None, diverging_limit: float | None = None) -> str:
+    """The bare patch grid: one flat block per patch (no photo), optionally with each value printed."""
+    values = np.asarray(values, dtype=np.float64)
+    rows, cols = values.shape
+    if diverging_limit is not None:
+        rgb = colorize_diverging(values, diverging_limit)
+        ticks = (fmt_value(-diverging_limit), "0", fmt_value(diverging_limit))
+        bar = colorbar(DIVERGING_COLORMAP, ticks)
+    else:
+        rgb = colorize(clip_normalize(values, *clip), cmap)
+        low, high = value_range(values, clip)
+        bar = colorbar(cmap, (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high)))
+    inner = ""
+    if numbers:
+        cells = "".join(f"<span style='color:{_text_colour(rgb[r, c])}'>{_cell_text(values[r, c], fmt)}</span>"
+                        for r in range(rows) for c in range(cols))
+        inner = (f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
+                 f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>")
+    layer = png_uri(np.dstack([rgb, np.full((rows, cols), 255, np.uint8)]))
+    return figure(title, stage(layer, (rows, cols), True, selected, photo=False, inner=inner), bar)
+
+
+def maps_block(photo_uri: str | None, figures: Sequence[str]) -> str:
+    """Several figures in a responsive row, sharing one photo (sent once; None for views without it)."""
+    style = f" style='{photo_style(photo_uri)}'" if photo_uri else ""
+    return f"<div class='mc-maps'{style}>{''.join(figures)}</div>"
+
+
+# ------------------------------------------------------------------ the contribution chart
+
+@dataclass(frozen=True)
+class ContributionRow:
+    name: str
+    mark: str  # "predicted", "runner-up", "[CLS] pick", ... or ""
+    cls_part: float
+    fg_part: float
+
+    @property
+    def total(self) -> float:
+        return self.cls_part + self.fg_part
+
+
+def contribution_html(rows: Sequence[ContributionRow], ratio: float) -> str:
+    """Why this class? Each class's fused logit split into its exact [CLS] and [FG] parts, with the values,
+    and its gap to the prediction on its own (zoomed) axis, split into the two parts' shares.
+
+    The totals of the top classes often differ by a fraction of a logit out of ~60, invisible on an axis
+    from 0; so the left bars show the composition from 0 and the right column the gap, scaled to the
+    largest gap shown, where the margin that decides the prediction is readable.
+    """
+    if not rows:
+        return ""
+    top = rows[0]
+    # One axis for every row: 0 where the longest negative stack ends, positive parts stacked to its right,
+    # negative ones to its left (a [FG] part can be negative: the class vector points away from [FG]).
+    negative = max(sum(-p for p in (r.cls_part, r.fg_part) if p < 0) for r in rows)
+    positive = max(sum(p for p in (r.cls_part, r.fg_part) if p > 0) for r in rows)
+    span = max(negative + positive, 1e-9)
+    zero = 100 * negative / span
+    gaps = [top.total - r.total for r in rows]
+    gap_span = max(max(gaps), 1e-9)
+    legend = (f"<span class='mc-swatch' style='background:{CLS_COLOUR}'></span>[CLS] part = ρ·100·cos(g, class)"
+              f" &nbsp; <span class='mc-swatch' style='background:{FG_COLOUR}'></span>[FG] part = "
+              f"(1−ρ)·100·cos(f, class) &nbsp; at ρ = {ratio:.2f}; the thin line is 0")
+    body = []
+    for row, gap in zip(rows, gaps):
+        name = html.escape(row.name) + (f" <i>({html.escape(row.mark)})</i>" if row.mark else "")
+        segments, right, left = [], zero, zero
+        for part, colour, title in ((row.cls_part, CLS_COLOUR, "[CLS] part"), (row.fg_part, FG_COLOUR, "[FG] part")):
+            width = 100 * abs(part) / span
+            if part >= 0:
+                start, right = right, right + width
+            else:
+                left -= width
+                start = left
+            segments.append(f"<div title='{title} {part:.3f}' style='position:absolute;top:0;bottom:0;"
+                            f"left:{start:.2f}%;width:{width:.2f}%;background:{colour}'></div>")
+        bars = (f"<div style='position:relative;height:14px'>{''.join(segments)}<div style='position:absolute;"
+                f"top:-2px;bottom:-2px;left:{zero:.2f}%;width:1px;background:#000'></div></div>")
+        if gap <= 0:
+            gap_cell = "<b>top</b>"
+        else:
+            d_cls, d_fg = top.cls_part - row.cls_part, top.fg_part - row.fg_part
+            width = 100 * gap / gap_span
+            gap_cell = (f"<div style='background:#999;height:8px;width:{width:.2f}%'></div><span>−{gap:.3f}</span> "
+                        f"<span class='mc-note'>([CLS] {-d_cls:+.3f}, [FG] {-d_fg:+.3f})</span>")
+        body.append(f"<tr><td>{name}</td><td style='text-align:right'>{row.cls_part:.3f}</td>"
+                    f"<td style='text-align:right'>{row.fg_part:.3f}</td><td style='text-align:right'>"
+                    f"<b>{row.total:.3f}</b></td><td style='width:28%'>{bars}</td><td style='width:28%'>{gap_cell}</td>"
+                    "</tr>")
+    margin = ""
+    if len(rows) > 1:
+        runner = next((r for r in rows[1:] if r.mark == "runner-up"), rows[1])
+        d_cls, d_fg = top.cls_part - runner.cls_part, top.fg_part - runner.fg_part
+        margin = (f"<p><b>Margin to the runner-up ({html.escape(runner.name)}): {top.total - runner.total:.3f} "
+                  f"logits</b> = [CLS] {d_cls:+.3f} + [FG] {d_fg:+.3f}."
+                  " Softmax turns logit gaps into probabilities, so a gap of 1 is already a 2.7× odds ratio.</p>")
+    head = ("<tr><th>class</th><th>[CLS] part</th><th>[FG] part</th><th>fused logit</th>"
+            "<th>composition (from 0)</th><th>gap to the top (zoomed)</th></tr>")
+    return (f"<div class='mc-contrib'><div><b>Why this class?</b> The fused logit of each class, split exactly. "
+            f"</div>{margin}<table style='width:100%;font-size:0.9em'>{head}{''.join(body)}</table>"
+            f"<div class='mc-note'>{legend}</div></div>")
