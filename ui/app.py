@@ -1,4 +1,4 @@
-"""The whole app: five tabs over one model registry, every action a named API endpoint."""
+"""The whole app: six tabs over one model registry, every action a named API endpoint."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ui.explore import build_explore_tab
 from ui.jobs import AdaptationRunner
 from ui.models import build_models_tab, list_models
 from ui.registry import ModelRegistry
+from ui.walkthrough import build_walkthrough_tab
 
 TITLE = "microCLIP Studio"
 INTRO = ("# microCLIP Studio\n"
@@ -32,7 +33,9 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None) 
         runner = AdaptationRunner(registry, Path(tempfile.mkdtemp(prefix="microclip-runs-")))
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs(selected="walkthrough"):
+            with gr.Tab("Walkthrough", id="walkthrough"):  # first: what a student sees after choosing an image
+                build_walkthrough_tab(registry)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 explore = build_explore_tab(registry)
             with gr.Tab("Compare", id="compare") as compare_tab:
