@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from microclip.backbone import BaseModelSpec
+from microclip.filemode import make_shareable
 
 FORMAT = "microclip-adapted"
 FORMAT_VERSION = 1
@@ -73,6 +74,7 @@ def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta
     os.close(handle)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        make_shareable(tmp)  # mkstemp's file is 0600; a checkpoint is meant to be read by the user's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from microclip.filemode import make_shareable
+
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
     import openai
 
@@ -302,6 +304,7 @@ def write_json_atomic(path: Path, data: dict[str, list[str]]) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        make_shareable(tmp_name)  # mkstemp's 0600 → the mode open() would give
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
 from microclip.engine import Callback, FitState, TrainConfig, fit
 from microclip.explain import Explanation, explain_batch
+from microclip.filemode import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ class AdaptationRunner:
     def _run(self, job: _Job) -> None:
         """Run the job in a temporary folder that is gone before the job is reported finished."""
         (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"job-{job.job_id}-", dir=self.workdir / "jobs"))
+        tmp = shareable_tempdir(f"job-{job.job_id}-", self.workdir / "jobs")
         try:
             final = self._train(job, tmp)
         except _StopRequested:
