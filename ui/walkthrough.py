@@ -100,6 +100,7 @@ CSS = """
 .wt .wt-table th, .wt .wt-table td { border: none !important;
   border-bottom: 1px solid var(--border-color-primary, #ddd) !important; padding: 2px 8px !important;
   text-align: left; font-variant-numeric: tabular-nums; line-height: 1.3; }
+.wt .wt-table tr, .wt .wt-table thead, .wt .wt-table tbody { border: none !important; }
 .wt .wt-table th { font-size: 12px; }
 .wt .wt-table td:not(:first-child) { text-align: right; white-space: nowrap; }
 .wt .wt-table.wt-text td:first-child { min-width: 240px; max-width: 380px; }
