@@ -22,6 +22,7 @@ from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.describe import write_json_atomic
 from microclip.filemode import current_umask, file_mode, shareable_tempdir
 from microclip.model import MicroCLIP
+from microclip.toyworld.dataset import ensure_split
 from ui.app import build_demo, launch_kwargs, parse_auth
 from ui.batch import BatchWorkspace
 from ui.jobs import AdaptationRunner
@@ -219,6 +220,7 @@ def test_every_write_site_gives_the_mode_open_and_mkdir_would(tmp_path, tiny_mod
         upload = registry.add_upload(checkpoint, "uploaded")
         (stored,) = registry._upload_dir.iterdir()  # the registry's copy of the upload
         folders.append(registry._upload_dir)
+        folders.append(ensure_split(tmp_path / "toy", "test", n_per_class=1))  # Adapt's toy-world source
     assert upload == "uploaded"
     for path in (checkpoint, described, stored):
         assert mode(path) == mode(reference_file), path

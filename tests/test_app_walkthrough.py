@@ -3,6 +3,8 @@ checked against the library and against the Explore endpoint; and its HTML piece
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
 import numpy as np
@@ -113,8 +115,12 @@ def test_grids_print_their_values_and_large_ones_become_a_small_picture():
     small = heat_grid(np.arange(12.0).reshape(3, 4), "{:.1f}", outline=np.eye(3, 4, dtype=bool))
     assert small.count("<td") == 12 and ">11.0<" in small and small.count("wt-on") == 3
     assert re.search(r"<span>0</span>.*<span>11</span>", small)  # the colour bar's range
-    large = heat_grid(np.zeros((24, 24)))
+    large = heat_grid(np.zeros((14, 14)), outline=np.eye(14, dtype=bool))  # a ViT-B/16 grid: a small picture
     assert "<td" not in large and "data:image/png;base64," in large
+    encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", large)[1]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
+    cell = pixels.shape[0] // 14
+    assert tuple(pixels[0, 0]) == (228, 87, 46) and tuple(pixels[0, cell + 1]) != (228, 87, 46)  # (0,0) framed
 
 
 def test_small_numbers_are_written_in_scientific_notation():

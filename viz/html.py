@@ -17,7 +17,7 @@ from PIL import Image
 
 from viz.colormaps import colorize, colorize_diverging
 
-MAX_NUMBERED = 16  # grids up to this many patches a side print each value in its cell
+MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
 
 
 def escape(text: object) -> str:
@@ -92,8 +92,7 @@ def heat_grid(values: np.ndarray, fmt: str = "{:.2f}", cmap: str = "viridis", di
     rows, cols = values.shape
     bar = colorbar(lo, hi, cmap, diverging, bar_fmt, label)
     if max(rows, cols) > MAX_NUMBERED:
-        picture = rgb.copy()
-        return f'<div class="wt-map">{img(picture, size, label or "map")}{bar}</div>'
+        return f'<div class="wt-map">{img(_framed(rgb, outline), size, label or "map")}{bar}</div>'
     cell = max(14, size // max(rows, cols))
     font = max(8, min(12, cell // 3))
     body = []
@@ -107,6 +106,17 @@ def heat_grid(values: np.ndarray, fmt: str = "{:.2f}", cmap: str = "viridis", di
                          f'font-size:{font}px">{escape(fmt.format(values[r, c]))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="wt-map"><table class="wt-grid">{"".join(body)}</table>{bar}</div>'
+
+
+def _framed(rgb: np.ndarray, outline: np.ndarray | None, cell: int = 8) -> np.ndarray:
+    """The (h, w, 3) colours as cell×cell blocks, with the cells where ``outline`` is True framed in red."""
+    picture = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
+    if outline is not None:
+        for r, c in zip(*np.nonzero(np.asarray(outline, dtype=bool))):
+            block = picture[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+            block[[0, -1], :] = (228, 87, 46)
+            block[:, [0, -1]] = (228, 87, 46)
+    return picture
 
 
 def hbar(value: float, scale: float, colour: str = "#4c78a8", width: int = 120) -> str:
