@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import CLASSES, free_port, tiny_base_registry
@@ -81,6 +82,20 @@ def test_only_loopback_without_share_or_an_explicit_flag_allows_server_folders(m
     monkeypatch.delenv("GRADIO_SERVER_NAME")
     monkeypatch.setenv("SPACE_ID", "someone/studio")
     assert not decide(None).allowed and "Space" in decide(None).reason
+
+
+def test_requests_are_judged_by_the_launched_address_and_an_unknown_one_is_refused(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    guard = ServerPathGuard()  # intended: localhost
+    assert guard.now().allowed and guard.now(request=True).allowed  # no app attached yet: the intent
+    guard.demo = SimpleNamespace(is_running=True, server_name="0.0.0.0", share=False)
+    assert guard.now().allowed and not guard.now(request=True).allowed  # drawn on, refused when served widely
+    guard.demo = SimpleNamespace(is_running=True, server_name="127.0.0.1", share=True)
+    assert not guard.now(request=True).allowed
+    guard.demo = SimpleNamespace(is_running=False)  # mounted in another server: address unknown
+    assert "not started by demo.launch" in guard.now(request=True).reason
+    assert ServerPathGuard(allow_flag=True).now(request=True).allowed
 
 
 def test_auth_is_user_colon_password():

@@ -141,8 +141,8 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     limits = runner.limits
     guard = server_paths or ServerPathGuard()
 
-    def folders_now() -> ServerPaths:
-        decision = guard.now()
+    def folders_now(request: bool = False) -> ServerPaths:
+        decision = guard.now(request)
         if decision.allowed and not runner.allow_local_paths:
             return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
         return decision
@@ -220,7 +220,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
                   batch_size: float, learning_rate: float, crops: float, probes: float) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
-        if source_value == "folder" and not (now := folders_now()).allowed:
+        if source_value == "folder" and not (now := folders_now(request=True)).allowed:
             raise gr.Error(now.reason)
         request = AdaptRequest(
             source=source_value, path=archive_path if source_value == "zip" else (folder_path or "").strip() or None,

@@ -271,8 +271,8 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
     """
     guard = server_paths or ServerPathGuard()
 
-    def folders_now() -> ServerPaths:
-        decision = guard.now()
+    def folders_now(request: bool = False) -> ServerPaths:
+        decision = guard.now(request)
         if decision.allowed and allow_local_paths is False:
             return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
         return decision
@@ -303,7 +303,7 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
     def compute(model_name: str | None, archive_path: str | None, folder_path: str | None, limit: int,
                 alpha: float, progress: Callable[[int, int], None]) -> BatchResult:
         loaded = registry.get(model_name or None)
-        now = folders_now()  # the address the app was really launched on, at the time of the request
+        now = folders_now(request=True)  # from the address the app was really launched on
         if folder_path and folder_path.strip() and not archive_path and not now.allowed:
             raise ValueError(now.reason)
         return run_batch(loaded, archive_path, folder_path, space.new(), cap=limit, allow_local_paths=now.allowed,

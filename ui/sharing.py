@@ -72,17 +72,16 @@ class ServerPathGuard:
         self.allow_flag = allow_flag
         self.demo: Any = None  # the gr.Blocks, set by build_demo; read on each request
 
-    def now(self) -> ServerPaths:
-        """The decision for a request arriving now (the launched address wins over the intended one)."""
+    def now(self, request: bool = False) -> ServerPaths:
+        """The decision: for drawing the app (``request`` False) from the intended host; for a request from
+        the address the app was really launched on. A request reaching an app that ``demo.launch`` did not
+        start (mounted in another server) comes from an unknown address: refused unless the flag is given."""
         host, share = self.host, self.share
         demo = self.demo
-        if demo is not None and getattr(demo, "is_running", False):
+        if request and demo is not None:
+            if not getattr(demo, "is_running", False) and not self.allow_flag:
+                return ServerPaths(False, "Server folders are off: this app was not started by demo.launch, so "
+                                          f"where it is served is unknown (start it with {ALLOW_FLAG} to allow).")
             host = getattr(demo, "server_name", None) or host
             share = share or bool(getattr(demo, "share", False))
         return decide(host, share, self.allow_flag)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` (shown to the user as is) with the reason when server folders are off."""
-        decision = self.now()
-        if not decision.allowed:
-            raise ValueError(decision.reason)
