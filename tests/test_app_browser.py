@@ -102,6 +102,10 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
     assert visible_step(page) == "tokens"
     page.locator(".wt-nav [data-goto='2']").click()  # the graph and its cut
     assert visible_step(page) == "graph"
+    current = page.locator(".wt-nav [data-goto='2']")
+    expect(current).to_have_class("wt-active")  # the strip shows where the student is, even under the mouse
+    assert "inset" in current.evaluate("b => getComputedStyle(b).boxShadow")
+    assert page.locator(".wt-nav .wt-active").count() == 1
     expect(page.locator(".wt-step[data-step='graph']")).to_contain_text("foreground patches")
     shot(page, "walkthrough-3-graph")
     page.locator(".wt-nav [data-goto='4']").click()
