@@ -80,6 +80,7 @@ CSS = """
   background: var(--background-fill-secondary, #f6f6f6); color: var(--body-text-color, #222); cursor: pointer;
   text-align: left; min-width: 92px; font-size: 13px; }
 .wt-nav button small { display: block; opacity: .75; font-size: 11px; white-space: nowrap; }
+.wt .wt-nav button { transition: none !important; }
 .wt .wt-nav button.wt-active { border-color: var(--color-accent, #f97316) !important;
   box-shadow: 0 0 0 2px var(--color-accent, #f97316) inset !important; }
 .wt-step { border: 1px solid var(--border-color-primary, #ddd); border-radius: 10px; padding: 10px 14px;
