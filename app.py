@@ -6,12 +6,17 @@ HuggingFace Spaces imports this file and serves the module-level ``demo``; flags
     python app.py                                          # bundled toy-world models
     python app.py --ckpt-path output/run/checkpoint.safetensors
     python app.py --clip_model ViT-B-32-quickgelu --pretrained openai --host 0.0.0.0 --share
+    python app.py --host 0.0.0.0 --auth student:correct-horse   # a class on one server, behind a login
+
+Served beyond localhost (--host 0.0.0.0, --share, a Space), Batch and Adapt do not read folders of the
+server unless --allow-server-paths is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 try:  # HuggingFace ZeroGPU: `spaces` must be imported before torch touches CUDA
@@ -20,8 +25,9 @@ except ImportError:
     pass
 
 from microclip.engine import select_device
-from ui.app import build_demo, launch_kwargs
+from ui.app import build_demo, launch_kwargs, parse_auth
 from ui.registry import default_registry
+from ui.sharing import ServerPathGuard
 
 log = logging.getLogger("microclip.app")
 
@@ -38,7 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default 127.0.0.1 (or $GRADIO_SERVER_NAME); 0.0.0.0 serves on the network")
     parser.add_argument("--port", type=int, default=None, help="default 7860 (or $GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--allow-server-paths", "--allow_server_paths", dest="allow_server_paths",
+                        action="store_true",
+                        help="let Batch and Adapt read folders of this machine even when served beyond localhost "
+                             "or with --share (off by default there: anyone who opens the app could read them)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="ask for this login before the page or any endpoint answers (Gradio's auth); "
+                             "$MICROCLIP_AUTH is read when the flag is absent, which keeps the password off `ps`")
     args, _unknown = parser.parse_known_args(argv)
+    if args.auth is None:
+        args.auth = os.environ.get("MICROCLIP_AUTH") or None
+    try:
+        args.auth = parse_auth(args.auth)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -54,11 +73,13 @@ def create_demo(argv: list[str] | None = None):
             registry.get()
         except Exception as error:  # noqa: BLE001 - the app still starts; the tab shows the error on use
             log.error("could not load %s: %s", registry.default_name, error)
-    return build_demo(registry), args
+    guard = ServerPathGuard(args.host, args.share, args.allow_server_paths)
+    log.info("%s", guard.now().reason)
+    return build_demo(registry, server_paths=guard), args
 
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 demo, _args = create_demo(sys.argv[1:])
 
 if __name__ == "__main__":
-    demo.launch(**launch_kwargs(_args.host, _args.port, _args.share))
+    demo.launch(**launch_kwargs(_args.host, _args.port, _args.share, _args.auth))

@@ -23,8 +23,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
 
 
 def test_files_are_readable_by_the_group_and_folders_are_made(tmp_path: Path) -> None:
+    import os
+
     out = tmp_path / "a" / "b" / "x.bin"
-    atomic_write(out, lambda tmp: tmp.write_bytes(b"\x00\x01"))
+    old = os.umask(0o022)  # the usual umask; mkstemp alone would give 0600
+    try:
+        atomic_write(out, lambda tmp: tmp.write_bytes(b"\x00\x01"))
+    finally:
+        os.umask(old)
     assert out.read_bytes() == b"\x00\x01"
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 

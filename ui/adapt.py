@@ -30,6 +30,7 @@ from ui.jobs import (
     parse_classnames,
     snapshot_summary,
 )
+from ui.sharing import ServerPathGuard, ServerPaths
 from viz.overlay import overlay_map
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,23 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
 
 # ------------------------------------------------------------------ the tab
 
-def build_adapt_tab(registry, runner: AdaptationRunner) -> AdaptHandles:
-    """Build the Adapt tab inside the current ``gr.Tab`` context and wire its endpoints."""
+def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPathGuard | None = None) -> AdaptHandles:
+    """Build the Adapt tab inside the current ``gr.Tab`` context and wire its endpoints.
+
+    The folder source is drawn disabled, with the reason, when server folders are off (``ui.sharing``
+    or the runner's own setting); each request is checked again.
+    """
     limits = runner.limits
-    sources = [name for name, value in SOURCES.items() if value != "folder" or runner.allow_local_paths]
+    guard = server_paths or ServerPathGuard()
+
+    def folders_now(request: bool = False) -> ServerPaths:
+        decision = guard.now(request)
+        if decision.allowed and not runner.allow_local_paths:
+            return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
+        return decision
+
+    folders = folders_now()
+    sources = list(SOURCES)
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -150,7 +164,9 @@ def build_adapt_tab(registry, runner: AdaptationRunner) -> AdaptHandles:
             source = gr.Radio(sources, value=sources[0], label="Data")
             archive = gr.File(label="Zip of images (class folders give labels)", file_types=[".zip"],
                               type="filepath", visible=False)
-            folder = gr.Textbox(label="Folder on the server", placeholder="/path/to/images", visible=False)
+            folder = gr.Textbox(label="Folder on the server", visible=False, info=folders.reason,
+                                placeholder="/path/to/images" if folders.allowed else "off: upload a zip instead",
+                                interactive=folders.allowed, elem_id="adapt-folder")
             toy_per_class = gr.Slider(2, limits.max_toy_per_class, value=8, step=1,
                                       label="Toy world: images per class")
             classnames = gr.Textbox(label="Class names (optional)", lines=2,
@@ -210,6 +226,8 @@ def build_adapt_tab(registry, runner: AdaptationRunner) -> AdaptHandles:
                   batch_size: float, learning_rate: float, crops: float, probes: float) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
+        if source_value == "folder" and not (now := folders_now(request=True)).allowed:
+            raise gr.Error(now.reason)
         request = AdaptRequest(
             source=source_value, path=archive_path if source_value == "zip" else (folder_path or "").strip() or None,
             model_name=model_name or None, classnames=parse_classnames(class_text),

@@ -1,14 +1,13 @@
-"""The whole app: five tabs over one model registry, every action a named API endpoint."""
+"""The whole app: six tabs over one model registry, every action a named API endpoint."""
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import torch
 
+from microclip.files import shareable_tempdir
 from ui.adapt import build_adapt_tab
 from ui.batch import build_batch_tab
 from ui.common import inference_threads, model_dropdown_update
@@ -17,6 +16,8 @@ from ui.explore import build_explore_tab
 from ui.jobs import AdaptationRunner
 from ui.models import build_models_tab, list_models
 from ui.registry import ModelRegistry
+from ui.sharing import ServerPathGuard
+from ui.walkthrough import build_walkthrough_tab
 
 TITLE = "microCLIP Studio"
 INTRO = ("# microCLIP Studio\n"
@@ -27,23 +28,33 @@ QUEUE_SIZE = 32  # requests waiting beyond this are refused at once rather than 
 MAX_UPLOAD = "200mb"  # images and .safetensors checkpoints; zips for Adapt/Batch are capped there too
 
 
-def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None) -> gr.Blocks:
-    """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None)."""
+def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
+               server_paths: ServerPathGuard | None = None) -> gr.Blocks:
+    """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None).
+
+    ``server_paths`` decides whether Batch and Adapt may read folders of the server (default: only when
+    the app is launched on localhost without --share; checked again on every request).
+    """
+    guard = server_paths or ServerPathGuard()
+    paths = guard.now()
     if runner is None:
-        runner = AdaptationRunner(registry, Path(tempfile.mkdtemp(prefix="microclip-runs-")))
+        runner = AdaptationRunner(registry, shareable_tempdir("microclip-runs-"), allow_local_paths=paths.allowed)
     if registry.device.type == "cpu":
         torch.set_num_threads(inference_threads())  # see inference_threads: oversubscribed OpenMP is 50× slower
     with gr.Blocks(title=TITLE) as demo:
+        guard.demo = demo  # requests are checked against the address the app is really launched on
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs(selected="walkthrough"):
+            with gr.Tab("Walkthrough", id="walkthrough"):  # first: what a student sees after choosing an image
+                build_walkthrough_tab(registry)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 explore = build_explore_tab(registry)
             with gr.Tab("Compare", id="compare") as compare_tab:
                 compare = build_compare_tab(registry)
             with gr.Tab("Adapt", id="adapt"):
-                adapt = build_adapt_tab(registry, runner)
+                adapt = build_adapt_tab(registry, runner, server_paths=guard)
             with gr.Tab("Batch", id="batch"):
-                build_batch_tab(registry)
+                build_batch_tab(registry, server_paths=guard)
             with gr.Tab("Models / About", id="models") as models_tab:
                 models = build_models_tab(registry, follow=[explore.model],
                                           refresh=[compare.model_a, compare.model_b])
@@ -76,10 +87,25 @@ def switch_to_saved(registry: ModelRegistry, saved: str | None, *current: str | 
     return updates
 
 
-def launch_kwargs(host: str | None = None, port: int | None = None, share: bool = False) -> dict:
+def launch_kwargs(host: str | None = None, port: int | None = None, share: bool = False,
+                  auth: tuple[str, str] | None = None) -> dict:
     """The arguments ``demo.launch`` gets from app.py (and the tests), in one place.
 
     ``None`` host/port leave Gradio's defaults: $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT if set
-    (HuggingFace Spaces sets them), else 127.0.0.1:7860.
+    (HuggingFace Spaces sets them), else 127.0.0.1:7860. ``auth`` (user, password) makes Gradio ask
+    for a login before the page or any endpoint answers.
     """
-    return dict(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
+    kwargs = dict(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
+    if auth is not None:
+        kwargs |= dict(auth=auth, auth_message="microCLIP Studio: log in with the name and password you were given.")
+    return kwargs
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``user:password`` → (user, password); the password may contain ':'; a bad value is a clear error."""
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user.strip() or not password:
+        raise ValueError("--auth needs user:password (both non-empty), e.g. --auth student:correct-horse")
+    return user.strip(), password

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +33,9 @@ from microclip.batch import (
     predictions_table,
     write_bundle,
 )
+from microclip.files import shareable_tempdir
 from ui.common import gpu, image_file, model_dropdown_update, user_errors
-from ui.jobs import running_on_spaces
+from ui.sharing import ServerPathGuard, ServerPaths
 from viz.overlay import display_crop, overlay_map
 
 OVERLAY_SIZE = 224
@@ -66,7 +66,7 @@ class BatchWorkspace:
     """
 
     def __init__(self, root: Path | None = None, keep: int = 8) -> None:
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="microclip-batch-"))
+        self.root = Path(root) if root else shareable_tempdir("microclip-batch-")
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self._lock = threading.Lock()
@@ -75,7 +75,7 @@ class BatchWorkspace:
 
     def new(self) -> Path:
         with self._lock:
-            folder = Path(tempfile.mkdtemp(prefix=f"{time.time_ns()}-", dir=self.root))
+            folder = shareable_tempdir(f"{time.time_ns()}-", self.root)
             calls = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.name)
             for old in calls[:max(0, len(calls) - self.keep)]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -127,16 +127,31 @@ def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:
 
 # ------------------------------------------------------------------ the tab
 
-def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: BatchWorkspace | None = None) -> None:
-    """Build the Batch tab inside the current ``gr.Tab`` context and wire the ``batch`` endpoint."""
-    local = (not running_on_spaces()) if allow_local_paths is None else allow_local_paths
+def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: BatchWorkspace | None = None,
+                    server_paths: ServerPathGuard | None = None) -> None:
+    """Build the Batch tab inside the current ``gr.Tab`` context and wire the ``batch`` endpoint.
+
+    The folder field is drawn disabled, with the reason, when server folders are off
+    (``ui.sharing``); each request is checked again. ``allow_local_paths`` False turns them off outright.
+    """
+    guard = server_paths or ServerPathGuard()
+
+    def folders_now(request: bool = False) -> ServerPaths:
+        decision = guard.now(request)
+        if decision.allowed and allow_local_paths is False:
+            return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
+        return decision
+
+    decision = folders_now()
     space = workspace or BatchWorkspace()
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model")
             archive = gr.File(label="Zip of images", file_types=[".zip"], type="filepath")
-            folder = gr.Textbox(label="…or a folder on the server", placeholder="/path/to/images", visible=local)
+            folder = gr.Textbox(label="…or a folder on the server", info=decision.reason, elem_id="batch-folder",
+                                placeholder="/path/to/images" if decision.allowed else "off: upload a zip instead",
+                                interactive=decision.allowed)
             cap = gr.Slider(1, MAX_IMAGES, value=50, step=1, label="At most this many images")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
             run = gr.Button("Explain all", variant="primary")
@@ -153,7 +168,10 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
     def compute(model_name: str | None, archive_path: str | None, folder_path: str | None, limit: int,
                 alpha: float, progress: Callable[[int, int], None]) -> BatchResult:
         loaded = registry.get(model_name or None)
-        return run_batch(loaded, archive_path, folder_path, space.new(), cap=limit, allow_local_paths=local,
+        now = folders_now(request=True)  # from the address the app was really launched on
+        if folder_path and folder_path.strip() and not archive_path and not now.allowed:
+            raise ValueError(now.reason)
+        return run_batch(loaded, archive_path, folder_path, space.new(), cap=limit, allow_local_paths=now.allowed,
                          opacity=alpha, progress=progress)
 
     @user_errors

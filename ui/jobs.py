@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +36,7 @@ from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
 from microclip.engine import Callback, FitState
 from microclip.explain import Explanation, explain_batch
+from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe
 from ui.common import INFERENCE_IN_FLIGHT
@@ -337,7 +337,7 @@ class AdaptationRunner:
             job.started = time.monotonic()
             self._set(job, status=JobStatus.PREPARING, message="preparing the data")
         (self.workdir / "jobs").mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"job-{job.view.job_id}-", dir=self.workdir / "jobs"))
+        tmp = shareable_tempdir(f"job-{job.view.job_id}-", self.workdir / "jobs")
         try:
             final = self._train(job, tmp)
         except _StopRequested:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import uuid
 from collections import OrderedDict
@@ -21,6 +20,7 @@ import torch
 
 from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
 from microclip.checkpoint import CheckpointError, CheckpointMeta, load_model, read_adapted
+from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
@@ -91,7 +91,7 @@ class ModelRegistry:
         with self._lock:
             name = self.unique_name(name or source.stem)
             if self._upload_dir is None:
-                self._upload_dir = Path(tempfile.mkdtemp(prefix="microclip-uploads-"))
+                self._upload_dir = shareable_tempdir("microclip-uploads-")
             target = self._upload_dir / f"{uuid.uuid4().hex[:8]}-{source.name}"
             shutil.copyfile(source, target)
             self.add_checkpoint(target, name)

@@ -16,14 +16,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from microclip.files import atomic_write
+from microclip.files import atomic_write, shareable_tempdir
 from microclip.toyworld.render import Sample, render_bird
 from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
 
@@ -96,7 +95,7 @@ def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, s
         return target
     base.mkdir(parents=True, exist_ok=True)
     log.info("generating toybirds %s split: %d images/class, seed %d -> %s", split, n_per_class, seed, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=base))
+    tmp = shareable_tempdir(f".{split}-", base)  # renamed into place: it must not stay 0700
     try:
         paths, labels, part_labels, birds = [], [], [], []
         for label, name in enumerate(CLASS_NAMES):

@@ -1,0 +1,139 @@
+"""The Walkthrough tab over HTTP: the ``walkthrough`` endpoint driven with ``gradio_client`` on a served app,
+checked against the library and against the Explore endpoint; and its HTML pieces."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+from conftest import CLASSES, draw_sample, serve
+from PIL import Image
+
+from microclip.explain import explain_image
+from microclip.walkthrough import STEP_IDS, walkthrough
+from ui.app import build_demo
+from ui.registry import ModelRegistry
+from ui.walkthrough import num, ordered_examples, render_walkthrough
+from viz.steps import heat_grid
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+BASE = "tiny"
+DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}."] for name in CLASSES}
+TEMPLATES = ["a photo of a {}."]
+DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw_map="SOAP weight", numbers=False)
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_model_dir) -> ModelRegistry:
+    registry = ModelRegistry("cpu")
+    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, BASE, templates=TEMPLATES,
+                      descriptions=DESCRIPTIONS)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    with serve(build_demo(registry)) as url:
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("walk") / "disc.png"
+    draw_sample(1, np.random.default_rng(3), size=48).save(path)
+    return path
+
+
+def test_walkthrough_is_a_named_endpoint_and_the_first_tab(client, registry):
+    assert "/walkthrough" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    demo = build_demo(registry)
+    tabs = [c["props"] for c in demo.config["components"] if c["type"] == "tabitem"]
+    assert tabs[0]["label"] == "Walkthrough"
+
+
+def test_the_endpoint_returns_every_step_with_the_numbers_of_this_image(client, registry, picture):
+    html, numbers = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough")
+    assert [s["id"] for s in numbers["steps"]] == list(STEP_IDS)
+    loaded = registry.get(BASE)
+    local = walkthrough(loaded.model, Image.open(picture))  # the library on the same model, in this process
+    for key in ("cls", "fg", "fused"):
+        np.testing.assert_allclose(numbers["steps"][-1]["logits"][key], local["steps"][-1]["logits"][key], atol=1e-5)
+    soap = numbers["steps"][STEP_IDS.index("soap")]
+    explanation = explain_image(loaded.model, Image.open(picture))
+    np.testing.assert_allclose(soap["weights"], explanation.soap_weights, atol=1e-7)
+    assert soap["null_weight"] == pytest.approx(explanation.null_weight, abs=1e-9)
+    # The HTML shows the same numbers: nine sections (one visible), the null weight, the prediction.
+    assert html.count('class="wt-step"') == len(STEP_IDS) and html.count(" hidden>") == len(STEP_IDS) - 1
+    assert num(soap["null_weight"], 4) in html
+    assert f"Prediction: <b>{numbers['steps'][-1]['prediction']}</b>" in html
+    # With the model's own descriptions, the heads step says how much each one weighs in W_LLM.
+    heads = numbers["steps"][STEP_IDS.index("heads")]["classes"]
+    assert {d["text"] for d in heads[0]["descriptions"]} == set(DESCRIPTIONS[heads[0]["class"]])
+    assert sum(d["share_in_w_llm"] for d in heads[0]["descriptions"]) == pytest.approx(1.0)
+
+
+def test_walkthrough_and_explore_agree_on_the_prediction(client, picture):
+    _html, numbers = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough")
+    explored = client.predict(handle_file(str(picture)), BASE, "", None, 0.5, *DISPLAY.values(), api_name="/explore")
+    summary = explored[0]
+    assert f"**Prediction: {numbers['steps'][-1]['prediction']}**" in summary
+
+
+def test_typed_classes_and_one_class_get_a_note(client, picture):
+    html, numbers = client.predict(handle_file(str(picture)), BASE, "green disc", api_name="/walkthrough")
+    assert numbers["classes"] == ["green disc"] and "Only one class" in html
+    heads = numbers["steps"][STEP_IDS.index("heads")]["classes"]
+    assert heads[0]["source"] == "templates"  # typed classes have no descriptions
+
+
+def test_bad_inputs_are_one_clear_error(client, tmp_path):
+    with pytest.raises(AppError, match="Add an image first"):
+        client.predict(None, BASE, "", api_name="/walkthrough")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(AppError, match="cannot be used as an image"):
+        client.predict(handle_file(str(text)), BASE, "", api_name="/walkthrough")
+    with pytest.raises(AppError, match="nope is not in the list of choices"):
+        client.predict(handle_file(str(text)), "nope", "", api_name="/walkthrough")
+
+
+def test_examples_put_toy_birds_first_and_mark_the_others():
+    paths, labels = ordered_examples(["/x/photo-grace-hopper.jpg", "/x/toybird-zorsaik-wren.png",
+                                      "/x/scene-flower.jpg", "/x/toybird-fenwhit-finch.png"])
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["toybird-fenwhit-finch.png", "toybird-zorsaik-wren.png",
+                                                     "scene-flower.jpg", "photo-grace-hopper.jpg"]
+    assert labels == ["fenwhit finch", "zorsaik wren", "⚠ flower", "⚠ grace hopper"]
+
+
+def test_grids_print_their_values_and_large_ones_become_a_small_picture():
+    small = heat_grid(np.arange(12.0).reshape(3, 4), "{:.1f}", outline=np.eye(3, 4, dtype=bool))
+    assert small.count("<td") == 12 and ">11.0<" in small and small.count("wt-on") == 3
+    assert re.search(r"<span>0</span>.*<span>11</span>", small)  # the colour bar's range
+    large = heat_grid(np.zeros((14, 14)), outline=np.eye(14, dtype=bool))  # a ViT-B/16 grid: a small picture
+    assert "<td" not in large and "data:image/png;base64," in large
+    encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", large)[1]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
+    cell = pixels.shape[0] // 14
+    assert tuple(pixels[0, 0]) == (228, 87, 46) and tuple(pixels[0, cell + 1]) != (228, 87, 46)  # (0,0) framed
+
+
+def test_small_numbers_are_written_in_scientific_notation():
+    assert num(3.57e-4) == "3.57e-04" and num(0.25) == "0.2500" and num(0.0) == "0.0000" and num(None) == "–"
+
+
+def test_render_runs_without_descriptions_and_for_ablations(registry):
+    from microclip.model import MethodConfig, MicroCLIP
+
+    loaded = registry.get(BASE)
+    picture = draw_sample(0, np.random.default_rng(0), size=40)
+    ablation = MicroCLIP(loaded.model.backbone, loaded.model.heads, MethodConfig(pool="ncut_avg", query="token_avg"),
+                         loaded.model.base).eval()
+    for model in (loaded.model, ablation):
+        html = render_walkthrough(walkthrough(model, picture), np.zeros((64, 64, 3), np.uint8))
+        assert html.count('class="wt-step"') == len(STEP_IDS)
