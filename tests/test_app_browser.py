@@ -140,8 +140,9 @@ def test_explore_an_example_and_compare_explainers(page):
     expect(summary).to_contain_text("Prediction:")
     expect(summary).to_contain_text("Null token")
     # The SOAP layer is a small PNG (a few pixels per patch) that the browser scales up over the photo.
-    layer = page.locator("#explore-maps .mc-stage img").first
-    assert layer.evaluate("img => img.complete && img.naturalWidth > 0 && img.width > 4 * img.naturalWidth")
+    page.wait_for_function("() => { const img = document.querySelector('#explore-maps .mc-stage img');"
+                           " return img && img.complete && img.naturalWidth > 0 && img.naturalWidth <= 128"
+                           " && img.width > 2 * img.naturalWidth; }")
     shot(page, "tab-2-explore")
     shot(page, "explore-full", full=True)
 

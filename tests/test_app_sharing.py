@@ -20,8 +20,7 @@ import pytest
 from conftest import CLASSES, free_port, tiny_base_registry
 
 from microclip.checkpoint import CheckpointMeta, save_adapted
-from microclip.describe import write_json_atomic
-from microclip.files import current_umask, file_mode, shareable_tempdir
+from microclip.files import atomic_write_json, current_umask, file_mode, shareable_tempdir
 from microclip.model import MicroCLIP
 from microclip.toyworld.dataset import ensure_split
 from ui.app import build_demo, launch_kwargs, parse_auth
@@ -227,7 +226,7 @@ def test_every_write_site_gives_the_mode_open_and_mkdir_would(tmp_path, tiny_mod
         meta = CheckpointMeta(model.base, CLASSES, method=model.config.to_dict())
         checkpoint = save_adapted(tmp_path / "adapted.safetensors", model.adapted_state(), meta)
         described = tmp_path / "descriptions.json"
-        write_json_atomic(described, {"a": ["b"]})
+        atomic_write_json(described, {"a": ["b"]})
         folders = [shareable_tempdir("microclip-test-", tmp_path)]
         workspace = BatchWorkspace(tmp_path / "batch")
         folders.append(workspace.new())
