@@ -31,18 +31,11 @@ from microclip.checkpoint import load_model
 from microclip.constants import NCUT_DEGENERACY_TOL
 from microclip.machine import cpu_name
 from microclip.resources import PROJECT_ROOT as ROOT
-from microclip.soap import foreground_mask, ncut_laplacian
+from microclip.soap import NcutSplit, foreground_mask, ncut_split
 from microclip.toyworld.dataset import ensure_split, load_split_arrays
 
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 GAPS = (1e-12, 1e-8, NCUT_DEGENERACY_TOL, 1e-3)
-
-
-def eigen_gaps(tokens: torch.Tensor) -> np.ndarray:
-    """(B,) λ3 − λ2 of each image's NCut Laplacian (float64)."""
-    laplacian, _ = ncut_laplacian(tokens.double())
-    values = torch.linalg.eigvalsh(laplacian)
-    return (values[:, 2] - values[:, 1]).numpy()
 
 
 def disagreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,16 +44,18 @@ def disagreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure(tokens: torch.Tensor) -> dict:
-    gaps = eigen_gaps(tokens)
-    canonical = foreground_mask(tokens)
+    split = ncut_split(tokens)  # the default: canonical, float64 on the CPU
+    values = split.eigenvalues
+    gaps = (values[:, 2] - values[:, 1]).numpy()  # λ3 − λ2 of each image's Laplacian
+    canonical = split.mask
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     one_thread = foreground_mask(tokens)
     torch.set_num_threads(2)
     two_threads = foreground_mask(tokens)
     torch.set_num_threads(threads)
-    solver32 = foreground_mask(tokens, sign="solver")
-    solver64 = foreground_mask(tokens, sign="solver", eigh_dtype=torch.float64)
+    solver32 = ncut_split(tokens, sign="solver")
+    solver64 = ncut_split(tokens, sign="solver", eigh_dtype=torch.float64)
     result = {
         "images": int(tokens.shape[0]),
         "patches": int(tokens.shape[1]),
@@ -68,26 +63,24 @@ def measure(tokens: torch.Tensor) -> dict:
         "median_gap": float(np.median(gaps)),
         "canonical_f64_vs_f32_differ_pct": disagreement(canonical, foreground_mask(tokens, eigh_dtype=torch.float32)),
         "canonical_1_vs_2_threads_differ_pct": disagreement(one_thread, two_threads),
-        "orientation_only_f32_vs_f64_differ_pct": disagreement(_oriented_only(tokens, torch.float32),
-                                                               _oriented_only(tokens, torch.float64)),
-        "solver_vs_canonical_differ_pct": disagreement(solver32, canonical),
-        "solver_f32_vs_f64_differ_pct": disagreement(solver32, solver64),
+        "orientation_only_f32_vs_f64_differ_pct": disagreement(_oriented_only(solver32), _oriented_only(solver64)),
+        "solver_vs_canonical_differ_pct": disagreement(solver32.mask, canonical),
+        "solver_f32_vs_f64_differ_pct": disagreement(solver32.mask, solver64.mask),
         "mask_size_canonical_pct": 100.0 * float(canonical.float().mean()),
-        "mask_size_solver_pct": 100.0 * float(solver32.float().mean()),
+        "mask_size_solver_pct": 100.0 * float(solver32.mask.float().mean()),
     }
     if torch.cuda.is_available():
         on_cuda = foreground_mask(tokens, eigh_device="cuda")
         result["canonical_cpu_vs_cuda_differ_pct"] = disagreement(canonical, on_cuda)
-        result["solver_cpu_vs_cuda_differ_pct"] = disagreement(solver32, foreground_mask(tokens, sign="solver",
-                                                                                         eigh_device="cuda"))
+        result["solver_cpu_vs_cuda_differ_pct"] = disagreement(solver32.mask, foreground_mask(
+            tokens, sign="solver", eigh_device="cuda"))
     return result
 
 
-def _oriented_only(tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The orientation rule without the degenerate-eigenspace step: the solver's vectors[..., 1], turned so
+def _oriented_only(solver: NcutSplit) -> torch.Tensor:
+    """The orientation rule without the degenerate-eigenspace step: the solver's Fiedler vector turned so
     its largest-|e| entry is positive. Where λ2 is degenerate the solver's choice of vector still leaks in."""
-    laplacian, _ = ncut_laplacian(tokens.to(dtype))
-    fiedler = torch.linalg.eigh(laplacian)[1][..., 1].double()
+    fiedler = solver.fiedler.double()
     fiedler = fiedler * fiedler.gather(1, fiedler.abs().argmax(dim=1, keepdim=True)).sign()
     return fiedler > fiedler.std(dim=1, keepdim=True)
 

@@ -82,7 +82,19 @@ def canonical_fiedler(values: torch.Tensor, vectors: torch.Tensor, degree: torch
     return column / diagonal.gather(1, index[:, None]).clamp_min(1e-30).sqrt()
 
 
-def foreground_mask(
+@dataclass(frozen=True)
+class NcutSplit:
+    """The normalised cut behind a foreground mask, as computed (on the eigh device and dtype)."""
+
+    degree: torch.Tensor  # (B, N) degrees of the binary affinity graph
+    eigenvalues: torch.Tensor  # (B, N) of the normalised Laplacian, ascending
+    fiedler: torch.Tensor  # (B, N) the Fiedler vector the mask is cut from
+    threshold: torch.Tensor  # (B,) the cut value: std(e) or mean(e)
+    flipped: torch.Tensor  # (B,) bool: the "solver" rule turned the mask over (never for "canonical")
+    mask: torch.Tensor  # (B, N) bool foreground
+
+
+def ncut_split(
     features: torch.Tensor,
     tau: float = NCUT_TAU,
     eps: float = NCUT_EPS,
@@ -90,8 +102,8 @@ def foreground_mask(
     sign: NcutSign = "canonical",
     eigh_dtype: torch.dtype | None = None,
     eigh_device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Normalised-cut foreground mask over patch tokens (method.md §2, steps 1-6).
+) -> NcutSplit:
+    """The normalised-cut bipartition of patch tokens and what it was cut from (method.md §2, steps 1-6).
 
     Args:
         features: (B, N, D) patch features. The reference passes raw (un-normalised) value-path
@@ -108,7 +120,7 @@ def foreground_mask(
             float64 for "canonical" (the mask then depends on the features alone) and in float32 for
             "solver" (as the reference).
 
-    Returns: (B, N) boolean mask on ``features``' device. No gradient flows through it.
+    Every tensor is on ``eigh_device``; no gradient flows through any of them.
     """
     sign = resolve_ncut_sign(sign)
     if eigh_dtype is None:
@@ -124,10 +136,29 @@ def foreground_mask(
             fiedler = canonical_fiedler(values, vectors, degree, eps)
         cut = fiedler.std(dim=1, keepdim=True) if threshold == "std" else fiedler.mean(dim=1, keepdim=True)
         mask = fiedler > cut
+        flipped = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
         if sign == "solver":
             seed = fiedler.abs().argmax(dim=1, keepdim=True)  # (B, 1)
-            mask = torch.where(~mask.gather(1, seed), ~mask, mask)
-    return mask.to(features.device)
+            flipped = ~mask.gather(1, seed)[:, 0]
+            mask = torch.where(flipped[:, None], ~mask, mask)
+    return NcutSplit(degree=degree, eigenvalues=values, fiedler=fiedler, threshold=cut[:, 0], flipped=flipped,
+                     mask=mask)
+
+
+def foreground_mask(
+    features: torch.Tensor,
+    tau: float = NCUT_TAU,
+    eps: float = NCUT_EPS,
+    threshold: NcutThreshold = "std",
+    sign: NcutSign = "canonical",
+    eigh_dtype: torch.dtype | None = None,
+    eigh_device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Normalised-cut foreground mask over patch tokens: (B, N) bool on ``features``' device.
+
+    The mask of :func:`ncut_split` (which documents the arguments); no gradient flows through it.
+    """
+    return ncut_split(features, tau, eps, threshold, sign, eigh_dtype, eigh_device).mask.to(features.device)
 
 
 def soap_query(
@@ -161,6 +192,7 @@ class SoapOutput:
     pooled: torch.Tensor  # (B, D) h, before the visual projection
     weights: torch.Tensor  # (B, N + 1) pooling weights over the patches and, last, the null token
     query: torch.Tensor  # (B, D)
+    logits: torch.Tensor | None = None  # (B, N + 1) the attention logits behind ``weights`` (attention pool only)
 
 
 class SOAP(nn.Module):
@@ -195,7 +227,7 @@ class SOAP(nn.Module):
             logits = (q @ k.transpose(1, 2)).squeeze(1) / math.sqrt(self.width)  # (B, N + 1)
             weights = logits.softmax(dim=-1)
             pooled = (weights.unsqueeze(1) @ v).squeeze(1)
-            return SoapOutput(pooled=pooled, weights=weights, query=query)
+            return SoapOutput(pooled=pooled, weights=weights, query=query, logits=logits)
         if pool == "ncut_avg":
             if mask is None:
                 raise ValueError("ncut_avg pooling needs the foreground mask")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from microclip.constants import NCUT_EPS, NCUT_TAU
 from microclip.heads import TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
-from microclip.soap import canonical_fiedler, foreground_mask, ncut_laplacian, soap_query
+from microclip.soap import ncut_split, soap_query
 
 STEP_IDS = ("patches", "tokens", "graph", "query", "soap", "fg", "fusion", "heads", "prediction")
 TOP_K = 5
@@ -74,30 +74,6 @@ def stable_ratio_range(cls_logits: torch.Tensor, fg_logits: torch.Tensor, winner
         if lo > hi:
             return None
     return lo, hi
-
-
-def _ncut_details(features: torch.Tensor, threshold: str, sign: str) -> dict[str, torch.Tensor]:
-    """The graph behind ``foreground_mask`` for one image, built with the library's own pieces.
-
-    ``features`` is (1, N, D). Returns the binary affinity, degrees, the Laplacian's smallest
-    eigenvalues, the Fiedler vector as the mask uses it, the threshold and the mask it gives.
-    """
-    dtype = torch.float32 if sign == "solver" else torch.float64  # as foreground_mask chooses
-    feats = features.detach().to("cpu", dtype)
-    dots = feats @ feats.transpose(1, 2)
-    affinity = (dots > NCUT_TAU)[0]
-    laplacian, degree = ncut_laplacian(feats, NCUT_TAU, NCUT_EPS)
-    values, vectors = torch.linalg.eigh(laplacian)
-    fiedler = vectors[..., 1] if sign == "solver" else canonical_fiedler(values, vectors, degree, NCUT_EPS)
-    cut = fiedler.std(dim=1) if threshold == "std" else fiedler.mean(dim=1)
-    mask = fiedler[0] > cut[0]
-    flipped = False
-    if sign == "solver":
-        seed = int(fiedler[0].abs().argmax())
-        if not bool(mask[seed]):
-            mask, flipped = ~mask, True
-    return {"dots": dots[0], "affinity": affinity, "degree": degree[0], "eigenvalues": values[0],
-            "fiedler": fiedler[0], "threshold": cut[0], "mask": mask, "flipped": torch.tensor(flipped)}
 
 
 def _ncut_value(affinity: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
@@ -165,12 +141,17 @@ def walkthrough_tensor(model: MicroCLIP, image: torch.Tensor, ratio: float | Non
     cls_cos = F.cosine_similarity(patches[0], tokens.cls_token, dim=-1)
     sample = sorted({0, int(norms.argmax()), int(norms.argmin())})
 
-    # 3. The affinity graph and its normalised cut (the model's mask, and the graph behind it).
+    # 3. The affinity graph and its normalised cut: the model's own split, and the graph it was cut from.
     ncut_input = patches if cfg.ncut_features == "values" else F.normalize(tokens.patch_keys, dim=-1)
-    mask = foreground_mask(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign)  # (1, N)
-    graph = _ncut_details(ncut_input, cfg.ncut_threshold, cfg.ncut_sign)
-    ncut_value, cut_edges = _ncut_value(graph["affinity"], mask[0].cpu())
-    order = torch.argsort(graph["fiedler"], descending=True)
+    split = ncut_split(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign)
+    mask = split.mask.to(device)  # (1, N), as foreground_mask gives it
+    fiedler = split.fiedler[0]
+    feats = ncut_input.detach().to("cpu", fiedler.dtype)[0]
+    dots = feats @ feats.T
+    affinity = dots > NCUT_TAU
+    ncut_value, cut_edges = _ncut_value(affinity, split.mask[0])
+    order = torch.argsort(fiedler, descending=True)
+    recut = (fiedler > split.threshold[0]) ^ split.flipped[0]  # the mask read back from the Fiedler vector
 
     # 4. The query.
     query = soap_query(patches, mask, tokens.cls_token, cfg.query)  # (1, D)
@@ -179,12 +160,7 @@ def walkthrough_tensor(model: MicroCLIP, image: torch.Tensor, ratio: float | Non
     # 5. SOAP: one query over the patches and the null token.
     soap = model.soap(patches, query, mask, pool=cfg.pool)
     weights = soap.weights[0]  # (N + 1,)
-    if cfg.pool == "attention":
-        null = model.soap.null_token.to(patches.dtype)
-        keys = model.soap.key_proj(torch.cat([patches[0], null], 0))  # (N + 1, D)
-        attn_logits = (keys @ model.soap.query_proj(query[0])) / math.sqrt(model.soap.width)
-    else:
-        attn_logits = None
+    attn_logits = soap.logits[0] if soap.logits is not None else None  # (N + 1,), attention pooling only
     entropy = -(weights.double() * weights.double().clamp_min(1e-300).log()).sum()
 
     # 6. [FG]: the pooled vector, projected and normalised.
@@ -242,14 +218,14 @@ def walkthrough_tensor(model: MicroCLIP, image: torch.Tensor, ratio: float | Non
          "why": "Patches whose tokens agree are linked; the normalised cut splits the graph where the fewest links "
                 "cross, which separates the object from its background without any label.",
          "features": cfg.ncut_features, "tau": NCUT_TAU, "threshold_rule": cfg.ncut_threshold, "sign": cfg.ncut_sign,
-         "dot_range": [float(graph["dots"].min()), float(graph["dots"].max())],
-         "affinity": graph["affinity"].to(torch.int8).tolist(), "n_edges": int(graph["affinity"].sum()),
-         "degree": _grid(graph["degree"], (h, w)), "eigenvalues": _floats(graph["eigenvalues"][:4]),
-         "fiedler": _grid(graph["fiedler"], (h, w)), "threshold": float(graph["threshold"]),
-         "flipped": bool(graph["flipped"]), "order": order.tolist(),
+         "dot_range": [float(dots.min()), float(dots.max())],
+         "affinity": affinity.to(torch.int8).tolist(), "n_edges": int(affinity.sum()),
+         "degree": _grid(split.degree[0], (h, w)), "eigenvalues": _floats(split.eigenvalues[0, :4]),
+         "fiedler": _grid(fiedler, (h, w)), "threshold": float(split.threshold[0]),
+         "flipped": bool(split.flipped[0]), "order": order.tolist(),
          "mask": mask[0].reshape(h, w).cpu().tolist(), "n_foreground": int(mask.sum()),
          "ncut_value": ncut_value, "cut_edges": cut_edges,
-         "fiedler_reproduces_mask": bool(torch.equal(graph["mask"], mask[0].cpu()))},
+         "fiedler_reproduces_mask": bool(torch.equal(recut, split.mask[0]))},
         {"id": "query", "title": "The query: the mean foreground token",
          "why": "Averaging the foreground tokens gives one vector that says what the object looks like, and SOAP "
                 "asks every patch how well it matches it.",
