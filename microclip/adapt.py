@@ -63,8 +63,8 @@ class Adaptation:
         """Fused, [CLS] and [FG] accuracy of the current model on the test data (None without it)."""
         if self.test_set is None:
             return None
-        return evaluate(self.model, self.test_set, batch_size=self.recipe.eval_batch_size or 4 * self.recipe.batch_size,
-                        device=self.device, amp=self.recipe.amp, num_workers=self.recipe.num_workers)
+        return evaluate(self.model, self.test_set, batch_size=self.recipe.test_batch_size, device=self.device,
+                        amp=self.recipe.amp, num_workers=self.recipe.num_workers)
 
     def fit(self, callbacks: Sequence[Callback] = (), stop: StopToken | None = None,
             state_path: Path | None = None, resume: bool = False) -> AdaptResult:

@@ -409,8 +409,8 @@ def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, runn
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
-        result = evaluate(model, test_set, batch_size=config.eval_batch_size or 4 * config.batch_size,
-                          device=device, amp=config.amp, num_workers=config.num_workers)
+        result = evaluate(model, test_set, batch_size=config.test_batch_size, device=device, amp=config.amp,
+                          num_workers=config.num_workers)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row

@@ -80,6 +80,11 @@ class Recipe:
         """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
         return "cls" if self.mode in ("baseline", "wca_baseline") else "fused"
 
+    @property
+    def test_batch_size(self) -> int:
+        """The batch of test evaluations: ``eval_batch_size``, else four training batches (no gradients)."""
+        return self.eval_batch_size or 4 * self.batch_size
+
     def warmup(self, steps_per_epoch: int) -> int:
         """Warmup steps: ``warmup_steps`` when set, else ``warmup_epochs`` epochs (the reference's rule)."""
         return self.warmup_steps if self.warmup_steps > 0 else self.warmup_epochs * steps_per_epoch

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"  # the app's example pictures (toy birds, scenes, photos)
 ConfigKind = Literal["train_configs", "dataset_configs"]
 
 

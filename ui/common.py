@@ -19,24 +19,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cv2
 import gradio as gr
 import numpy as np
 from PIL import Image
 
 from microclip.backbone import BackboneError
 from microclip.checkpoint import CheckpointError
+from microclip.data.datasets import is_image_file
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
 from microclip.files import atomic_write
-from microclip.resources import PROJECT_ROOT
+from microclip.resources import EXAMPLES_DIR
+from viz.html import png_bytes
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DISPLAY_SIZE = 448  # pixels of the square crop the explainer comparison draws on (Explore sends a small JPEG)
 INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 INFERENCE_ID = "inference"
@@ -175,10 +174,7 @@ def image_file(pixels: np.ndarray) -> str:
     Handing Gradio numpy arrays makes it write each to a path named by the content's hash, in place: two
     identical requests at once rewrite the same file while a client downloads it, and the download comes
     back truncated. A uniquely named file, complete before it appears, is copied by Gradio atomically."""
-    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", bgr)
-    if not ok:
-        raise ValueError("PNG encoding failed")
+    encoded = png_bytes(pixels)
     with _image_files_lock:
         if _image_files["folder"] is None:
             _image_files["folder"] = Path(tempfile.mkdtemp(prefix="microclip-images-"))
@@ -192,7 +188,7 @@ def image_file(pixels: np.ndarray) -> str:
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
     target = folder / f"{uuid.uuid4().hex}.png"
-    atomic_write(target, lambda tmp: tmp.write_bytes(encoded.tobytes()))
+    atomic_write(target, lambda tmp: tmp.write_bytes(encoded))
     return str(target)
 
 
@@ -220,17 +216,18 @@ def gpu(fn: F) -> F:
 EXAMPLE_ORDER = ("toybird", "scene", "photo")  # the model's own world first, then further and further outside
 
 
+def example_order(path: str | Path) -> tuple[int, str]:
+    """Sort key of an example picture: toy birds first, then the procedural scenes, then real photos, by name."""
+    name = Path(path).name
+    kind = name.partition("-")[0]
+    return (EXAMPLE_ORDER.index(kind) if kind in EXAMPLE_ORDER else len(EXAMPLE_ORDER), name)
+
+
 def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """Paths of the bundled example pictures (empty when there are none): toy birds first, then the
-    procedural scenes, then real photos, each group by name."""
+    """Paths of the bundled example pictures in ``example_order`` (empty when there are none)."""
     if not folder.is_dir():
         return []
-
-    def order(path: Path) -> tuple[int, str]:
-        kind = path.stem.partition("-")[0]
-        return (EXAMPLE_ORDER.index(kind) if kind in EXAMPLE_ORDER else len(EXAMPLE_ORDER), path.name)
-
-    return [str(p) for p in sorted(folder.iterdir(), key=order) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [str(p) for p in sorted(folder.iterdir(), key=example_order) if is_image_file(p)]
 
 
 def example_label(path: str) -> str:

@@ -17,7 +17,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -29,6 +28,8 @@ from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
     example_images,
+    example_label,
+    example_order,
     gpu,
     image_input,
     model_dropdown_update,
@@ -462,19 +463,9 @@ def walk(registry: ModelRegistry, image: str | None, model_name: str | None, cla
 # ------------------------------------------------------------------ the tab
 
 def ordered_examples(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Toy birds first (the bundled model's world), other pictures after; each with a label."""
-    def rank(path: str) -> tuple[int, str]:
-        name = Path(path).name
-        return (0 if name.startswith("toybird-") else 1 if name.startswith("scene-") else 2, name)
-
-    ordered = sorted(paths, key=rank)
-    labels = []
-    for path in ordered:
-        stem = Path(path).stem
-        kind, _, rest = stem.partition("-")
-        words = rest.replace("-", " ")
-        labels.append(words if kind == "toybird" else f"⚠ {words}")
-    return ordered, labels
+    """Toy birds first (the bundled model's world), other pictures after; each with its label."""
+    ordered = sorted(paths, key=example_order)
+    return ordered, [example_label(path) for path in ordered]
 
 
 @dataclass

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from microclip.resources import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from microclip.explain import Explanation
     from ui.registry import LoadedModel
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TOY_WORLD_FILE = PROJECT_ROOT / "assets" / "toybirds" / "world.json"
 TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a checkpoint's base spec
 ONE_CLASS_NOTE = ("**One class only:** a softmax over a single class is always 100%, whatever the image. "

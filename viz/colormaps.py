@@ -46,6 +46,11 @@ def colorize(unit: np.ndarray, cmap: str = DEFAULT_COLORMAP) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])  # OpenCV returns BGR
 
 
+def light_background(rgb) -> bool:
+    """Whether black text reads better than white on this RGB colour (Rec. 601 luma above 140)."""
+    return 0.299 * float(rgb[0]) + 0.587 * float(rgb[1]) + 0.114 * float(rgb[2]) > 140
+
+
 def symmetric_limit(values: np.ndarray, percentile: float = 100.0) -> float:
     """The half-range of a diverging scale: the ``percentile``-th percentile of |values| (never 0)."""
     limit = float(np.percentile(np.abs(values), percentile)) if np.size(values) else 0.0

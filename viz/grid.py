@@ -9,7 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from viz.colormaps import DEFAULT_COLORMAP, clip_normalize, colorize, colorize_diverging, symmetric_limit
+from viz.colormaps import (
+    DEFAULT_COLORMAP,
+    clip_normalize,
+    colorize,
+    colorize_diverging,
+    light_background,
+    symmetric_limit,
+)
 
 
 def patch_at(x: float, y: float, size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
@@ -46,12 +53,6 @@ def _blocks(colours: np.ndarray, cell: int) -> np.ndarray:
     return np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)
 
 
-def _text_colour(rgb: np.ndarray) -> tuple[int, int, int]:
-    """Black on light cells, white on dark ones (Rec. 601 luma)."""
-    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    return (0, 0, 0) if luma > 140 else (255, 255, 255)
-
-
 def _write_numbers(image: np.ndarray, values: np.ndarray, cell: int, fmt: str) -> None:
     """Print each grid value, centred in its block (in place)."""
     font = cv2.FONT_HERSHEY_SIMPLEX
@@ -60,7 +61,8 @@ def _write_numbers(image: np.ndarray, values: np.ndarray, cell: int, fmt: str) -
         text = format(float(value), fmt)
         (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
         origin = (col * cell + (cell - tw) // 2, row * cell + (cell + th) // 2)
-        colour = _text_colour(image[row * cell + cell // 2, col * cell + cell // 2])
+        colour = (0, 0, 0) if light_background(image[row * cell + cell // 2, col * cell + cell // 2]) \
+            else (255, 255, 255)
         cv2.putText(image, text, origin, font, scale, colour, 1, cv2.LINE_AA)
 
 

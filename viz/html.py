@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from viz.colormaps import DIVERGING_COLORMAP, clip_normalize, colorize, colorize_diverging
+from viz.colormaps import DIVERGING_COLORMAP, clip_normalize, colorize, colorize_diverging, light_background
 
 SMOOTH_PIXELS_PER_PATCH = 8  # smooth maps are coloured at this many pixels per patch, then scaled by the browser
 SMOOTH_MAX = 128  # ... but never more than this many pixels on a side
@@ -61,14 +61,18 @@ element.addEventListener('click', (event) => {
 
 # ------------------------------------------------------------------ encoding
 
-def png_uri(pixels: np.ndarray) -> str:
-    """A data URI of an (h, w, 3) RGB or (h, w, 4) RGBA uint8 array as PNG."""
-    channels = pixels.shape[2]
-    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if channels == 4 else cv2.COLOR_RGB2BGR)
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An (h, w, 3) RGB or (h, w, 4) RGBA uint8 array encoded as PNG."""
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", bgr)
     if not ok:
         raise ValueError("PNG encoding failed")
-    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+    return encoded.tobytes()
+
+
+def png_uri(pixels: np.ndarray) -> str:
+    """A data URI of an (h, w, 3) RGB or (h, w, 4) RGBA uint8 array as PNG."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
 def jpeg_uri(pixels: np.ndarray, quality: int = 85) -> str:
@@ -197,9 +201,9 @@ def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[in
     return figure(title, stage(layer, mask.shape, True, selected), legend)
 
 
-def _text_colour(rgb: np.ndarray) -> str:
-    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    return "#000" if luma > 140 else "#fff"
+def text_colour(rgb: np.ndarray) -> str:
+    """CSS colour of text on a cell of this RGB colour: black on light cells, white on dark ones."""
+    return "#000" if light_background(rgb) else "#fff"
 
 
 def _cell_text(value: float, fmt: str) -> str:
@@ -225,7 +229,7 @@ def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, flo
         bar = colorbar(cmap, (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high)))
     inner = ""
     if numbers:
-        cells = "".join(f"<span style='color:{_text_colour(rgb[r, c])}'>{_cell_text(values[r, c], fmt)}</span>"
+        cells = "".join(f"<span style='color:{text_colour(rgb[r, c])}'>{_cell_text(values[r, c], fmt)}</span>"
                         for r in range(rows) for c in range(cols))
         inner = (f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
                  f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from viz.colormaps import colorize, colorize_diverging
-from viz.html import jpeg_uri, png_uri
+from viz.colormaps import DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
+from viz.html import gradient_css, jpeg_uri, png_uri, text_colour
 
 MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
 
@@ -41,19 +41,13 @@ def _hex(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb[:3]))
 
 
-def _ink(rgb: Sequence[int]) -> str:
-    """Black text on light cells, white on dark ones (Rec. 601 luma)."""
-    return "#000" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else "#fff"
-
-
 def colours(values: np.ndarray, cmap: str = "viridis", lo: float | None = None, hi: float | None = None,
             diverging: bool = False) -> tuple[np.ndarray, float, float]:
     """RGB of each value and the range they were scaled to: [lo, hi] (default min..max), or ±limit
     around zero for a diverging scale."""
     values = np.asarray(values, dtype=np.float64)
     if diverging:
-        limit = float(np.max(np.abs(values))) if values.size else 1.0
-        limit = limit if limit > 1e-12 else 1.0
+        limit = symmetric_limit(values)
         return colorize_diverging(values, limit), -limit, limit
     lo = float(values.min()) if lo is None else lo
     hi = float(values.max()) if hi is None else hi
@@ -64,12 +58,10 @@ def colours(values: np.ndarray, cmap: str = "viridis", lo: float | None = None, 
 def colorbar(lo: float, hi: float, cmap: str = "viridis", diverging: bool = False, fmt: str = "{:.3g}",
              label: str = "") -> str:
     """A CSS gradient bar with its two ends labelled by value."""
-    stops = np.linspace(0.0, 1.0, 9)
-    rgb = colorize_diverging(stops * 2 - 1, 1.0) if diverging else colorize(stops.astype(np.float32), cmap)
-    gradient = ", ".join(_hex(c) for c in rgb.reshape(-1, 3))
+    gradient = gradient_css(DIVERGING_COLORMAP if diverging else cmap)
     title = f'<span class="wt-bar-label">{escape(label)}</span>' if label else ""
     return (f'<div class="wt-colorbar">{title}<span>{escape(fmt.format(lo))}</span>'
-            f'<span class="wt-gradient" style="background:linear-gradient(90deg, {gradient})"></span>'
+            f'<span class="wt-gradient" style="{gradient}"></span>'
             f'<span>{escape(fmt.format(hi))}</span></div>')
 
 
@@ -96,7 +88,7 @@ def heat_grid(values: np.ndarray, fmt: str = "{:.2f}", cmap: str = "viridis", di
             colour = rgb[r, c]
             framed = " wt-on" if outline is not None and bool(outline[r][c]) else ""
             cells.append(f'<td class="wt-cell{framed}" title="patch ({r}, {c}): {escape(fmt.format(values[r, c]))}" '
-                         f'style="background:{_hex(colour)};color:{_ink(colour)};width:{cell}px;height:{cell}px;'
+                         f'style="background:{_hex(colour)};color:{text_colour(colour)};width:{cell}px;height:{cell}px;'
                          f'font-size:{font}px">{escape(fmt.format(values[r, c]))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="wt-map"><table class="wt-grid">{"".join(body)}</table>{bar}</div>'

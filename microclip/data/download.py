@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from microclip.files import shareable_tempdir
 from microclip.data.catalog import FLOWERS_SPLIT_ID, FLOWERS_SPLIT_URL, Benchmark
 from microclip.data.names import match_key
 from microclip.data.shipped import shipped_classnames
@@ -169,7 +170,7 @@ def export_splits(dest: Path, folders: list[str], splits: dict[str, Items], spli
         if target.exists():
             log.info("%s exists; not exporting it again", target)
             continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=dest))
+        tmp = shareable_tempdir(f".{split}-", dest)  # renamed into place: it must not stay 0700
         try:
             for folder in folders:
                 (tmp / folder).mkdir()

@@ -26,7 +26,6 @@ from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_BY_NAME
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
 DATA_ROOT_ENV = "MICROCLIP_DATA_ROOT"  # another data root to search (os.pathsep-separated)
 
