@@ -148,10 +148,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     guard = server_paths or ServerPathGuard()
 
     def folders_now(request: bool = False) -> ServerPaths:
-        decision = guard.now(request)
-        if decision.allowed and not runner.allow_local_paths:
-            return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
-        return decision
+        return guard.now(request, turned_off=not runner.allow_local_paths)
 
     folders = folders_now()
     sources = list(SOURCES)

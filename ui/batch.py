@@ -137,10 +137,7 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
     guard = server_paths or ServerPathGuard()
 
     def folders_now(request: bool = False) -> ServerPaths:
-        decision = guard.now(request)
-        if decision.allowed and allow_local_paths is False:
-            return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
-        return decision
+        return guard.now(request, turned_off=allow_local_paths is False)
 
     decision = folders_now()
     space = workspace or BatchWorkspace()

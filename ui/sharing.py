@@ -72,10 +72,17 @@ class ServerPathGuard:
         self.allow_flag = allow_flag
         self.demo: Any = None  # the gr.Blocks, set by build_demo; read on each request
 
-    def now(self, request: bool = False) -> ServerPaths:
+    def now(self, request: bool = False, turned_off: bool = False) -> ServerPaths:
         """The decision: for drawing the app (``request`` False) from the intended host; for a request from
         the address the app was really launched on. A request reaching an app that ``demo.launch`` did not
-        start (mounted in another server) comes from an unknown address: refused unless the flag is given."""
+        start (mounted in another server) comes from an unknown address: refused unless the flag is given.
+        ``turned_off``: the caller's own setting forbids folders where the address would allow them."""
+        decision = self._by_address(request)
+        if decision.allowed and turned_off:
+            return ServerPaths(False, "Server folders are turned off here: upload a zip of images.")
+        return decision
+
+    def _by_address(self, request: bool) -> ServerPaths:
         host, share = self.host, self.share
         demo = self.demo
         if request and demo is not None:
