@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import types
 import typing
@@ -156,8 +157,14 @@ class Recipe:
         return cls.from_dict(values)
 
 
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    """Recipe's annotations, resolved once (they are strings under ``from __future__ import annotations``)."""
+    return typing.get_type_hints(Recipe)
+
+
 def _field_types(spec) -> tuple[type, ...]:
-    hint = typing.get_type_hints(Recipe)[spec.name]
+    hint = _type_hints()[spec.name]
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)
     return tuple(a for a in args if a is not type(None))
@@ -170,7 +177,7 @@ def _scalar_type(spec) -> type:
 
 def _check_type(spec, value: Any, source: str) -> None:
     if value is None:
-        hint = typing.get_type_hints(Recipe)[spec.name]
+        hint = _type_hints()[spec.name]
         if type(None) not in typing.get_args(hint):
             raise ConfigError(f"{source}: '{spec.name}' cannot be null")
         return

@@ -415,28 +415,26 @@ class CachedText:
         return torch.stack(rows) if rows else self.encoder([])
 
 
-_TEXT: dict[tuple, CachedText] = {}
+_TEXT: dict[Any, CachedText] = {}  # the registry's text encoder (one per base model) → its sentence cache
 _TEXT_LOCK = threading.Lock()
 
 
 def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
-    """The base model's text tower (cached), or None when it cannot be loaded (the heads step then lists
-    the descriptions without their weights)."""
+    """The base model's text tower (the registry keeps one per base) with a sentence cache, or None when it
+    cannot be loaded (the heads step then lists the descriptions without their weights)."""
     base = model.base
     if base is None:
         return None
-    key = (id(registry), base.clip_model, base.pretrained, base.weights_sha256, base.seed)
-    with _TEXT_LOCK:
-        if key in _TEXT:
-            return _TEXT[key]
     try:
-        encoder = CachedText(registry.text_encoder(base))
+        encoder = registry.text_encoder(base)
     except Exception as error:  # noqa: BLE001 - the walkthrough still works without the description weights
         log.warning("walkthrough: no text tower for %s (%s); description weights are not shown", base.describe(),
                     error)
         return None
     with _TEXT_LOCK:
-        return _TEXT.setdefault(key, encoder)
+        if encoder not in _TEXT:
+            _TEXT[encoder] = CachedText(encoder)
+        return _TEXT[encoder]
 
 
 # ------------------------------------------------------------------ the endpoint
