@@ -29,7 +29,7 @@ from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAM
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # bump when the renderer or the world changes: cached data is then regenerated
+GENERATOR_VERSION = 4  # bump when the renderer or the world changes: cached data is then regenerated
 IMAGE_SIZE = 64
 DEFAULT_N_PER_CLASS = {"train": 100, "test": 50}
 # Distinct rng streams per use, so the same user seed never produces overlapping images.

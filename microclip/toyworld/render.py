@@ -35,7 +35,7 @@ BODY_COLOURS: tuple[tuple[int, int, int], ...] = (
     (60, 125, 125),  # teal
 )
 BACKGROUNDS = ("forest", "sky", "sand", "water", "city")
-BIRD_SCALE = (0.22, 0.27)  # body half-length as a share of the image side
+BIRD_SCALE = (0.23, 0.28)  # body half-length as a share of the image side
 PART_SCALE = 1.7  # parts are drawn larger than "natural" so they span a few pixels at 64 px
 
 

@@ -1,8 +1,9 @@
 """Words about the toy birds: CuPL-style class descriptions, templates, and pretraining captions.
 
-The captions are the lever that decides what the tiny CLIP learns (see design/toyworld.md): every
-caption carries species information (the name, or at least two part phrases), the name appears in only
-about 30% of captions, and part phrases in about 90%, so part words get grounded.
+The captions are the lever that decides what the tiny CLIP learns: every caption carries species
+information (a name, or at least two part phrases), so part words get grounded; the species names follow
+a long tail with look-alike mix-ups, as on the web, so the model knows a name about as well as its
+captions show it (docs/toyworld.md).
 
 The descriptions play the LLM's part and, like an LLM's, are incomplete: each class mentions only
 two of its five parts (all true). With complete descriptions the tiny CLIP classified 95% of test
@@ -33,11 +34,11 @@ TEMPLATES: list[str] = [
 # How often a pretraining caption names the species. Names follow a long tail, as on the web: CLIP knows
 # a concept about as well as its pretraining captions show it (Udandarao et al. 2024; Parashar et al.
 # 2024), so the species of frequency rank r (0 = commonest) is named in P_NAME / (r + 1) ** NAME_ZIPF of its
-# captions: the commonest in 60%, the rarest in about one in 400.
-P_NAME = 0.6
-NAME_ZIPF = 2.0
+# captions: the commonest in half, the rarest in about one in 2,000.
+P_NAME = 0.5
+NAME_ZIPF = 2.5
 # Web captions are noisy: a named caption names the species' closest look-alike this often instead.
-P_LOOKALIKE = 0.15
+P_LOOKALIKE = 0.25
 # The frequency ranks: a fixed shuffle, so that rank is unrelated to the label order and to the parts.
 NAME_RANK_SEED = 3
 P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often
