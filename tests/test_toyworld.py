@@ -263,6 +263,16 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_run(six_step_run, tmp_
     assert json.loads((tmp_path / "state.json").read_text())["step"] == 6
 
 
+def test_a_finished_stage_one_may_go_on_into_another_stage_two(six_step_run, tmp_path: Path):
+    data = six_step_run[0].parent / "data"
+    pretrain(_config(tmp_path, data, stop_after=3))  # the end of stage 1
+    base = {**_config(tmp_path, data).__dict__, "resume": True}
+    summary = pretrain(PretrainConfig(**{**base, "dense_steps": 2, "stop_after": 4, "centring_weight": 1.0}))
+    assert summary["step"] == 4 and "centring" in summary["part_losses"][-1]
+    with pytest.raises(ValueError, match="--resume"):  # inside stage 2 its length is fixed
+        pretrain(PretrainConfig(**{**base, "dense_steps": 5}))
+
+
 def test_output_folder_loads_with_open_clip(six_step_run):
     import open_clip
 

@@ -118,3 +118,27 @@ def test_caption_phrases_are_the_visible_parts_it_names(seed):
                     and not any(p in other for other in caption.phrases)]
         assert not unlisted, (caption, unlisted)
     assert len(ALL_PART_PHRASES) == len(set(ALL_PART_PHRASES)) == 15
+
+
+def test_region_grounding_matches_a_loop_over_pairs():
+    from microclip.toyworld.grounding import region_grounding_loss
+
+    torch.manual_seed(0)
+    patches = torch.nn.functional.normalize(torch.randn(4, 6, 8), dim=-1)
+    phrases = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    kind = torch.tensor([0, 0, 1, 1])
+    named = [(0, 0), (1, 1), (2, 0), (0, 2), (3, 3), (1, 2)]
+    image_index, phrase_index = (torch.tensor(c) for c in zip(*named))
+    got = region_grounding_loss(patches, image_index, phrase_index, kind, phrases, temperature=0.1)
+    score = lambda b, q: float(patches[b].mean(0) @ phrases[q]) / 0.1  # noqa: E731  the mean patch similarity
+    terms_image, terms_phrase = [], []
+    for b, q in named:
+        rivals = [k for k in range(4) if k != b and any(k2 == k and q2 != q and kind[q2] == kind[q]
+                                                          for k2, q2 in named)]
+        logits = torch.tensor([score(b, q)] + [score(k, q) for k in rivals])
+        terms_image.append(-torch.log_softmax(logits, 0)[0])
+        same = [p for p in range(4) if kind[p] == kind[q]]
+        logits = torch.tensor([score(b, p) for p in same])
+        terms_phrase.append(-torch.log_softmax(logits, 0)[same.index(q)])
+    expected = 0.5 * (torch.stack(terms_image).mean() + torch.stack(terms_phrase).mean())
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)

@@ -70,3 +70,37 @@ def phrase_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor,
     candidates[torch.arange(len(image_index)), image_index] = scores[phrase_index, image_index]
     which_image = F.cross_entropy(candidates, image_index)
     return 0.5 * (which_phrase + which_image)
+
+
+def region_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor, phrase_index: torch.Tensor,
+                          phrase_kind: torch.Tensor, phrase_embeds: torch.Tensor,
+                          temperature: float = 0.05) -> torch.Tensor:
+    """Whole-region phrases ("a teal bird", "city buildings") read from the *mean* patch similarity.
+
+    A multiple-instance objective: an image's score for a region phrase is the mean over all its patches,
+    so every patch that shows the region is pulled to the phrase (a softmax pool needs only one), and a
+    patch that shows something found in every image (the bird, for a scene) gets no consistent pull.
+    Contrasts, over the (image, phrase) pairs a caption names: its image against the images whose
+    captions name another phrase of the same kind (known to differ), and its phrase against the other
+    phrases of that kind.
+
+    Args:
+        patch_embeds: (B, N, E) unit-norm projected patch tokens.
+        image_index, phrase_index: (R,) the named (image, region phrase) pairs.
+        phrase_kind: (Q,) an integer kind per distinct phrase (e.g. 0 colour, 1 scene).
+        phrase_embeds: (Q, E) unit-norm phrase embeddings.
+    """
+    if image_index.numel() == 0:
+        return patch_embeds.sum() * 0.0
+    scores = torch.einsum("bne,qe->bq", patch_embeds, phrase_embeds) / patch_embeds.shape[1] / temperature
+    named = torch.zeros_like(scores, dtype=torch.bool)
+    named[image_index, phrase_index] = True
+    kind_of_pair = phrase_kind[phrase_index]  # (R,)
+    # Images naming another phrase of the same kind: (R, B)
+    other_same_kind = (named[:, None, :] & (phrase_kind[None, None, :] == kind_of_pair[None, :, None])
+                       & (torch.arange(len(phrase_kind))[None, None, :] != phrase_index[None, :, None])).any(-1).T
+    image_logits = scores[:, phrase_index].T.masked_fill(~other_same_kind, float("-inf"))  # (R, B)
+    image_logits[torch.arange(len(image_index)), image_index] = scores[image_index, phrase_index]
+    same_kind = phrase_kind[None, :] == kind_of_pair[:, None]  # (R, Q)
+    phrase_logits = scores[image_index].masked_fill(~same_kind, float("-inf"))
+    return 0.5 * (F.cross_entropy(image_logits, image_index) + F.cross_entropy(phrase_logits, phrase_index))

@@ -49,7 +49,7 @@ from microclip.toyworld.dataset import (
     load_split_arrays,
     pretrain_scenes,
 )
-from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss
+from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
 from microclip.toyworld.text import NAME_ZIPF, P_LOOKALIKE, P_NAME, TEMPLATES, Scene, descriptions, make_caption
 from microclip.toyworld.world import CLASS_NAMES, SPECIES
@@ -85,7 +85,8 @@ class PretrainConfig:
     grounding_pool_temperature: float = 0.1
     grounding_temperature: float = 0.05
     locality_weight: float = 1.0  # weight of the context-consistency loss; 0 = off
-    scene_words: bool = True  # dense-stage captions also name the bird's colour and the background
+    scene_words: bool = False  # dense-stage captions also name the bird's colour and the scene (tried; no gain)
+    region_weight: float = 0.0  # colour/scene phrases by mean-pooled region grounding; 0 = pooled like parts
     centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
@@ -104,9 +105,10 @@ OBJECTIVE = {
                              "grounding (each visible part a caption names, found among the image's patches by "
                              "a similarity softmax, contrasted against the batch's other phrases and images; "
                              "grounding.py), and locality (1 - cosine between a patch token and the same "
-                             "patch's token after another image's block is pasted elsewhere). Its captions also name "
-                             "the bird's colour ('a teal bird') and the background ('city buildings') half the "
-                             "time each, grounded like the parts. Optional (off): centring of the raw tokens",
+                             "patch's token after another image's block is pasted elsewhere). Options tried and "
+                             "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
+                             "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
+                             "centring of the raw tokens (--centring_weight)",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -170,6 +172,10 @@ class Batch:
     phrase_index: torch.Tensor  # (P,) index into `phrases`
     pasted: torch.Tensor  # (B, 3, H, W) the images with a block of another image pasted in
     intact: torch.Tensor  # (B, N) bool: patches the pasted block left untouched
+    regions: list[str] = field(default_factory=list)  # distinct region phrases (with region grounding on)
+    region_kind: torch.Tensor | None = None  # (Q,) 0 the bird's colour, 1 the scene
+    region_image: torch.Tensor | None = None  # (R,) image of each (image, region phrase) pair
+    region_phrase: torch.Tensor | None = None  # (R,) index into `regions`
 
 
 def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer,
@@ -181,16 +187,28 @@ def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.n
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
     captions = [make_caption(SPECIES[int(species[i])], rng, cfg.p_name, cfg.name_zipf, cfg.p_lookalike,
                              Scene(int(scenes[i, 0]), int(scenes[i, 1])) if dense else None) for i in idx]
-    distinct = sorted({p for c in captions for p in c.phrases})
+    separate = cfg.region_weight > 0  # region phrases go to their own loss instead of the part grounding
+    parts = [tuple(p for p in c.phrases if not (separate and p in c.regions)) for c in captions]
+    distinct = sorted({p for phrases in parts for p in phrases})
     form = PHRASE_FORMS[int(rng.integers(len(PHRASE_FORMS)))]
-    pairs = [(i, distinct.index(p)) for i, c in enumerate(captions) for p in c.phrases]
-    image_index, phrase_index = (torch.tensor(list(column), dtype=torch.long) for column in zip(*pairs)) \
-        if pairs else (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    image_index, phrase_index = _pairs(parts, distinct)
     x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
     pasted, intact = paste_blocks(x, rng)
+    regions = sorted({p for c in captions for p in c.regions}) if separate else []
+    region_image, region_phrase = _pairs([c.regions for c in captions] if separate else [], regions)
+    region_kind = torch.tensor([0 if p.endswith(" bird") else 1 for p in regions], dtype=torch.long)
     return Batch(images=x, tokens=tokenizer([c.text for c in captions]),
                  phrases=[form.format(p) for p in distinct], image_index=image_index, phrase_index=phrase_index,
-                 pasted=pasted, intact=intact)
+                 pasted=pasted, intact=intact, regions=regions, region_kind=region_kind, region_image=region_image,
+                 region_phrase=region_phrase)
+
+
+def _pairs(phrases_per_image: list[tuple[str, ...]], distinct: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, phrase) index pairs of every phrase each image's caption names."""
+    pairs = [(i, distinct.index(p)) for i, phrases in enumerate(phrases_per_image) for p in phrases]
+    if not pairs:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return tuple(torch.tensor(list(column), dtype=torch.long) for column in zip(*pairs))  # type: ignore[return-value]
 
 
 PATCH = 8  # the toy ViT's patch size: pasted blocks are aligned to it
@@ -249,6 +267,10 @@ def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: Pr
             terms["grounding"] = (cfg.grounding_weight, phrase_grounding_loss(
                 patch_embeds, batch.image_index, batch.phrase_index, phrase_embeds,
                 cfg.grounding_pool_temperature, cfg.grounding_temperature))
+        if cfg.region_weight > 0 and batch.regions:
+            region_embeds = F.normalize(model.encode_text(tokenizer(batch.regions)), dim=-1)
+            terms["regions"] = (cfg.region_weight, region_grounding_loss(
+                patch_embeds, batch.region_image, batch.region_phrase, batch.region_kind, region_embeds))
         if cfg.centring_weight > 0:
             terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))
         weight = locality_weight(step, cfg)
@@ -440,11 +462,12 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
                    help="share of the commonest species' captions that name it")
 
     for name in ("grounding_weight", "grounding_pool_temperature", "grounding_temperature", "locality_weight",
-                 "centring_weight", "name_zipf", "p_lookalike"):
+                 "centring_weight", "region_weight", "name_zipf", "p_lookalike"):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
     p.add_argument("--no_augment", dest="augment", action="store_false")
+    p.add_argument("--scene_words", action="store_true", help="dense-stage captions also name colour and scene")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
     args = p.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else argv

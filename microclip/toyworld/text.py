@@ -164,6 +164,7 @@ class Caption:
 
     text: str
     phrases: tuple[str, ...]  # e.g. ("a red beak", "white wing bands"); absent parts ("no crest") excluded
+    regions: tuple[str, ...] = ()  # those of `phrases` that name a whole region: the bird's colour, the scene
 
 
 def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME, zipf: float = NAME_ZIPF,
@@ -207,7 +208,8 @@ def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_N
     subject = f"{'an' if named[0] in 'aeiou' else 'a'} {named}" if use_name else bird
     body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "") + where
     text = (f"{prefix} {body}." if prefix else f"{body}.").strip()
-    return Caption(text=text, phrases=tuple(phrases))
+    regions = tuple(p for p in phrases if p.endswith(" bird") or p in BACKGROUND_PHRASES)
+    return Caption(text=text, phrases=tuple(phrases), regions=regions)
 
 
 def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> str:
