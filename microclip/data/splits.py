@@ -67,7 +67,7 @@ def _visible_files(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
 
 
-def _check_exist(items: Items, what: str) -> Items:
+def check_exist(items: Items, what: str) -> Items:
     missing = [str(p) for p, _ in items if not p.is_file()]
     if missing:
         raise DatasetNotFoundError(
@@ -88,7 +88,7 @@ def fgvc_split(data_dir: str | Path, split: str, classes: Sequence[str]) -> Item
     for line in lines:
         image_id, _, variant = line.partition(" ")
         items.append((data_dir / "images" / f"{image_id}.jpg", _label(index, variant, f"images_variant_{split}.txt")))
-    return _check_exist(items, f"{data_dir}/images_variant_{split}.txt")
+    return check_exist(items, f"{data_dir}/images_variant_{split}.txt")
 
 
 # ------------------------------------------------------------------ Flowers102 (CoOp's split file)
@@ -115,7 +115,7 @@ def read_coop_split(split_file: str | Path, image_dir: str | Path, split: str, c
                 "does%s): %s", split_file.name, len(differences), "; CoOp's known aliases" if known else "",
                 ", ".join(f"{label} {name!r} = {classes[label]!r}" for label, name in sorted(differences.items())))
     items = [(image_dir / image, label) for image, label, _ in entries]
-    return _check_exist(items, f"{split_file.name} ({split})")
+    return check_exist(items, f"{split_file.name} ({split})")
 
 
 def _coop_entries(split_file: Path, split: str, n_classes: int) -> list[tuple[str, int, str]]:
