@@ -106,7 +106,7 @@ def read_coop_split(split_file: str | Path, image_dir: str | Path, split: str, c
     name that differs from the reference's string is noted once (:func:`coop_name_differences`), never fatal.
     """
     split_file, image_dir = Path(split_file), Path(image_dir)
-    entries = _coop_entries(split_file, split, len(classes))
+    entries = coop_entries(split_file, split, len(classes))
     differences = coop_name_differences(entries, classes)
     if differences:
         known = all(name in COOP_FLOWERS_ALIASES.get(label, ()) for label, name in differences.items())
@@ -118,7 +118,7 @@ def read_coop_split(split_file: str | Path, image_dir: str | Path, split: str, c
     return check_exist(items, f"{split_file.name} ({split})")
 
 
-def _coop_entries(split_file: Path, split: str, n_classes: int) -> list[tuple[str, int, str]]:
+def coop_entries(split_file: Path, split: str, n_classes: int) -> list[tuple[str, int, str]]:
     """The well-formed (image, label, name) entries of one split; anything else is a DatasetError."""
     try:
         data = json.loads(split_file.read_text(encoding="utf-8"))
