@@ -1,48 +1,47 @@
-"""``python -m microclip {train,evaluate,explain,describe,classes} ...``."""
+"""``python -m microclip {train,evaluate,explain,describe,classes,check-data} ...``: one argparse command line.
+
+Each sub-command's flags are its module's parser (``train.py`` and ``evaluate.py`` are the same
+``train`` and ``evaluate``); ``python -m microclip COMMAND -h`` lists them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
 
-USAGE = """usage: python -m microclip COMMAND [options]
+# name: (one-line help, module, parser builder, runner)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("self-train (adapt) a CLIP on unlabelled images (same as train.py)", "microclip.cli",
+              "build_train_parser", "run_train"),
+    "evaluate": ("evaluate an adapted checkpoint (same as evaluate.py)", "microclip.cli", "build_evaluate_parser",
+                 "run_evaluate"),
+    "explain": ("one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle",
+                "microclip.explain_cli", "build_parser", "run"),
+    "describe": ("write class descriptions with an OpenAI-compatible chat endpoint", "microclip.describe",
+                 "build_parser", "run"),
+    "classes": ("print a benchmark's class strings (or --templates) as the reference uses them",
+                "microclip.classes_cli", "build_parser", "run"),
+    "check-data": ("check the data sets on disk: layout, images per split, class folders, descriptions",
+                   "microclip.check_cli", "build_parser", "run"),
+}
 
-commands:
-  train      self-train (adapt) a CLIP on unlabelled images      (same as train.py)
-  evaluate   evaluate an adapted checkpoint                      (same as evaluate.py)
-  explain    one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle
-  describe   write class descriptions with an OpenAI-compatible chat endpoint
-  classes    print a benchmark's class strings (or --templates) as the reference uses them
-"""
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m microclip", description="microCLIP Studio's command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, module, builder, _) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        getattr(import_module(module), builder)(sub)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        from microclip.cli import train
-
-        return train(rest)
-    if command == "evaluate":
-        from microclip.cli import evaluate_main
-
-        return evaluate_main(rest)
-    if command == "explain":
-        from microclip.explain_cli import main as explain_main
-
-        return explain_main(rest)
-    if command == "describe":
-        from microclip.describe import main as describe_main
-
-        return describe_main(rest)
-    if command == "classes":
-        from microclip.classes_cli import main as classes_main
-
-        return classes_main(rest)
-    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _, module, _, runner = COMMANDS[args.command]
+    run: Callable[[argparse.Namespace], int] = getattr(import_module(module), runner)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ or, in one call, :func:`adapt`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from microclip.checkpoint import CheckpointMeta
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
-from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate, fit
+from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate, fit, test_ratio
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe
@@ -64,14 +64,16 @@ class Adaptation:
         if self.test_set is None:
             return None
         return evaluate(self.model, self.test_set, batch_size=self.recipe.test_batch_size, device=self.device,
-                        amp=self.recipe.amp, num_workers=self.recipe.num_workers)
+                        amp=self.recipe.amp, num_workers=self.recipe.num_workers,
+                        ratio=test_ratio(self.model, self.recipe.test_fusion))
 
     def fit(self, callbacks: Sequence[Callback] = (), stop: StopToken | None = None,
-            state_path: Path | None = None, resume: bool = False) -> AdaptResult:
+            state_path: Path | None = None, resume: bool = False, start_epoch: int = 0,
+            restore: Callable | None = None) -> AdaptResult:
         started = time.perf_counter()
         result: FitResult = fit(self.model, self.train_set, self.recipe, test_set=self.test_set,
                                 callbacks=callbacks, device=self.device, state_path=state_path, resume=resume,
-                                stop=stop)
+                                stop=stop, start_epoch=start_epoch, restore=restore)
         return AdaptResult(history=result.history, stopped=result.stopped, global_step=result.global_step,
                            seconds=time.perf_counter() - started)
 

@@ -137,13 +137,12 @@ def _reference_key_map(key: str) -> str | None:
     return renames.get(key)
 
 
-def read_reference_pth(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a reference ``checkpoint-last.pth`` without executing code.
-
-    Returns (state with our names: the visual tower's tensors under ``backbone.visual.*``, W*,
-    SOAP projections, optional null token) and the reference's args as a plain dict.
-    """
+def read_reference_checkpoint(path: str | Path) -> dict:
+    """The reference's ``checkpoint-last.pth`` dict (model, optimizer, epoch, scaler, args), read with
+    ``weights_only=True``: tensors and plain containers only, ``argparse.Namespace`` allow-listed."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a torch zip checkpoint")
     try:
@@ -153,6 +152,19 @@ def read_reference_pth(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]
         raise CheckpointError(f"{path}: refused or unreadable with weights_only=True ({error})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointError(f"{path}: expected the reference's dict with a 'model' state dict")
+    return checkpoint
+
+
+def read_reference_pth(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a reference ``checkpoint-last.pth`` without executing code.
+
+    Returns (state with our names: the visual tower's tensors under ``backbone.visual.*``, W*,
+    SOAP projections, optional null token) and the reference's args as a plain dict.
+    """
+    return _reference_state(read_reference_checkpoint(path), Path(path))
+
+
+def _reference_state(checkpoint: dict, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     state = {}
     for key, tensor in checkpoint["model"].items():
         ours = _reference_key_map(key)
@@ -225,3 +237,94 @@ def load_reference_model(path: str | Path, clip_model: str = "ViT-B/32", classes
     own = model.adapted_state()
     model.load_adapted_state({k: state.get(k, own[k]) for k in own})
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------ continuing a reference run
+
+def _reference_trainable(key: str, wca_baseline: bool) -> bool:
+    """The reference's train.py rule for which parameters train (its optimiser holds them in this order)."""
+    if "zs" in key:
+        return False
+    if "ln" in key or "bn" in key or "classifier" in key:
+        return True
+    return not wca_baseline and any(part in key for part in ("unr_token", "query_proj", "key_proj", "value_proj"))
+
+
+@dataclass
+class ReferenceResume:
+    """What a reference ``checkpoint-last.pth`` lets a run continue from, and what it could not restore."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, dict[str, torch.Tensor]]  # our parameter name -> AdamW state
+    epoch: int | None  # the last finished epoch (0-based), as saved
+    scaler: dict | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def start_epoch(self) -> int:
+        """The epoch to continue at (the reference's auto_load_model: saved epoch + 1)."""
+        return 0 if self.epoch is None else self.epoch + 1
+
+    def restore(self, model, stepper) -> list[str]:
+        """Load the weights, the optimiser's moments and the GradScaler into ``model`` / ``stepper``; the notes
+        say what could not be restored."""
+        notes = list(self.notes)
+        own = model.adapted_state()
+        shapes = [k for k in own if k in self.state and self.state[k].shape != own[k].shape]
+        if shapes:
+            raise CheckpointError(f"{self.path}: tensors do not fit this model ({', '.join(shapes[:3])}: "
+                                  f"{tuple(self.state[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}); same "
+                                  "data set and --clip_model as the reference run?")
+        absent = [k for k in own if k not in self.state and k != "heads.w_llm"]
+        if absent:
+            notes.append(f"not in the file, kept as built: {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}")
+        model.load_adapted_state({k: self.state.get(k, own[k]) for k in own})
+        params = model.trainable_parameters()
+        restored = 0
+        for name, moments in self.optimizer_state.items():
+            param = params.get(name)
+            if param is not None and all(v.shape == param.shape for k, v in moments.items() if k != "step"):
+                stepper.optimizer.state[param] = {k: v.to(param.device) for k, v in moments.items()}
+                restored += 1
+        if self.optimizer_state and restored < len(params):
+            notes.append(f"optimiser moments restored for {restored} of {len(params)} trainable tensors")
+        if self.scaler and stepper.scaler is not None:
+            stepper.scaler.load_state_dict(self.scaler)
+        elif self.scaler:
+            notes.append("the file's GradScaler state is unused (this run has no --amp fp16)")
+        return notes
+
+
+def read_reference_resume(path: str | Path) -> ReferenceResume:
+    """A reference run's ``checkpoint-last.pth`` as something :func:`microclip.engine.fit` can continue."""
+    path = Path(path)
+    checkpoint = read_reference_checkpoint(path)
+    state, args = _reference_state(checkpoint, path)
+    notes = ["W_LLM is not in the reference's file (its text tower is deleted): rebuilt from the descriptions",
+             "the frozen visual weights come from the base model, not from the file"]
+    optimizer_state: dict[str, dict[str, torch.Tensor]] = {}
+    optimizer = checkpoint.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict):
+        wca = bool(args.get("wca_baseline", False))
+        order = [k for k, v in checkpoint["model"].items()
+                 if isinstance(v, torch.Tensor) and _reference_trainable(k, wca)]
+        indices = [i for group in optimizer.get("param_groups", []) for i in group.get("params", [])]
+        if len(indices) != len(order):
+            notes.append(f"optimiser not restored: it holds {len(indices)} tensors, the model's trainable set "
+                         f"{len(order)}")
+        else:
+            for index, key in zip(indices, order):
+                ours = _reference_key_map(key)
+                moments = optimizer["state"].get(index)
+                if ours is not None and isinstance(moments, dict):
+                    optimizer_state[ours] = {k: v.float() if k != "step" else v for k, v in moments.items()
+                                             if isinstance(v, torch.Tensor)}
+    else:
+        notes.append("no optimiser state in the file: AdamW starts fresh")
+    epoch = checkpoint.get("epoch")
+    if not isinstance(epoch, int):
+        notes.append("no epoch in the file: starting at epoch 0 (pass --start_epoch)")
+        epoch = None
+    scaler = checkpoint.get("scaler") if isinstance(checkpoint.get("scaler"), dict) else None
+    return ReferenceResume(path, state, optimizer_state, epoch, scaler, notes)

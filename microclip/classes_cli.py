@@ -9,12 +9,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from microclip.cliargs import new_parser
 from microclip.data.catalog import BENCHMARKS
 from microclip.data.shipped import reference_benchmarks, shipped_classnames, shipped_templates
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(
+        parser,
         prog="python -m microclip classes",
         description="Print a benchmark's class strings in label order (the reference's configs/classes.json), "
         "one per line; with --templates its zero-shot templates instead.",
@@ -26,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``classes`` with parsed arguments."""
     classes = shipped_classnames(args.name)
     if classes is None:
         print(f"error: unknown benchmark {args.name!r}; valid names: {', '.join(reference_benchmarks())}",

@@ -20,14 +20,17 @@ import torch
 
 from microclip.adapt import prepare
 from microclip.backbone import BackboneError
-from microclip.checkpoint import CheckpointError, check_compatible, save_adapted
+from microclip.checkpoint import CheckpointError, check_compatible, read_reference_resume, save_adapted
+from microclip.cliargs import add_classname, new_parser
+from microclip.data.catalog import get_benchmark
+from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetError, DatasetNotFoundError, build_dataset
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.engine import Callback, FitState, distributed_context, evaluate, select_device
+from microclip.engine import Callback, FitState, distributed_context, evaluate, select_device, test_ratio
 from microclip.files import atomic_write_json, atomic_write_text
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe, check_train_config
@@ -36,6 +39,7 @@ from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
 
 log = logging.getLogger("microclip")
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
+ZERO_SHOT_BRANCH = "cls"  # the reference reports the zero-shot (epoch-0) accuracy of [CLS] alone
 USER_ERRORS = (BackboneError, CheckpointError, DatasetError, DatasetNotFoundError, DescriptionsError, ImageError,
                FileNotFoundError, ValueError)
 
@@ -68,6 +72,18 @@ def load_train_config(name_or_path: str) -> dict:
 
 # ------------------------------------------------------------------ argument parsers
 
+def _triple(text: str) -> tuple[float, float, float]:
+    """Three numbers, comma- or space-separated ("0.48,0.46,0.41"), for --image_mean / --image_std."""
+    parts = text.replace(",", " ").split()
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers (R,G,B), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="imagenet", help="benchmark name, toybirds, an image folder or a CSV")
     parser.add_argument("--data_root", "--data-root", default="./data")
@@ -77,7 +93,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_descriptions", action="store_true", help="template heads only")
     parser.add_argument("--allow_missing_descriptions", action="store_true")
     parser.add_argument("--template", default=None, help="templates JSON ({dataset: [..]} or a list)")
-    parser.add_argument("--classname", default=None, help="class names file (.txt or .json)")
+    add_classname(parser, "class names file (.txt or .json); --classes / --classnames: old spellings", default=None)
     parser.add_argument("--clip_model", default=None, help="open_clip name (ViT-B-32-quickgelu, ...) or ViT-B/32")
     parser.add_argument("--pretrained", default=None, help="open_clip tag, weight file, or 'none' (random)")
     parser.add_argument("--device", default="auto")
@@ -85,6 +101,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=None)
     parser.add_argument("--exp_name", default="")
+    parser.add_argument("--ablation_name", default="",
+                        help="as the reference: a sub-folder of the default output dir (output/<dataset>/<name>/...)")
+    parser.add_argument("--image_mean", type=_triple, default=None,
+                        help="pixel mean the model normalises with (3 numbers); default: the base model's "
+                             "(the reference's default is OpenAI CLIP's 0.48145466,0.4578275,0.40821073)")
+    parser.add_argument("--image_std", type=_triple, default=None, help="pixel std, as --image_mean")
     parser.add_argument("--fusion_ratio", type=float, default=None)
     parser.add_argument("--eval_crop", choices=["center", "random"], default=None,
                         help="test-time crop: center (clean) or random (the reference's, seeded); default: the "
@@ -92,7 +114,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_split", choices=["reference", "official"], default="reference",
                         help="benchmark split: the reference's (default) or the official one where they differ "
                              "(flowers, fgvc); `python -m microclip classes NAME --split` says which")
-    parser.add_argument("--amp", nargs="?", const="bf16", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument("--amp", nargs="?", const="fp16", default="none", choices=["none", "bf16", "fp16"],
+                        help="--amp: float16 with a GradScaler, as the reference's --amp; --amp bf16: bfloat16")
     parser.add_argument("--download", action="store_true", help="fetch the data set with torchvision if possible")
     parser.add_argument("--verbose", action="store_true")
 
@@ -111,10 +134,13 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use_ncut_token_avg", action="store_true")
     group.add_argument("--use_naive_token_avg", action="store_true", help="works here (a no-op in the reference)")
     group.add_argument("--use_unr_token", action="store_true", help="learnable null token")
+    group.add_argument("--ncut_device", choices=["cpu", "cuda"], default="cpu",
+                       help="where NCut's eigensolver runs: cpu (default: batched eigh is faster there) or cuda "
+                            "(the reference's)")
 
 
-def build_train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train.py", description="microCLIP self-training (no labels used)")
+def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(parser, prog="train.py", description="microCLIP self-training (no labels used)")
     _add_common(parser)
     _add_method(parser)
     group = parser.add_argument_group("recipe (defaults from the dataset config)")
@@ -132,14 +158,19 @@ def build_train_parser() -> argparse.ArgumentParser:
     modes.add_argument("--zero_shot", choices=["descriptions", "templates"], default=None,
                        help="initial W* from descriptions (default) or from templates (zero-shot by names)")
     parser.add_argument("--resume", nargs="?", const="", default=None,
-                        help="continue a killed run (its output dir, or --output_dir)")
+                        help="continue a killed run (its output dir, or --output_dir), or a reference run from its "
+                             "checkpoint-last.pth (read without unpickling: weights, optimiser and epoch)")
+    parser.add_argument("--start_epoch", type=int, default=0,
+                        help="as the reference: start the epoch loop (and the schedule) at this epoch")
     parser.add_argument("--no_progress", action="store_true")
     return parser
 
 
-def build_evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate an adapted checkpoint")
+def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(parser, prog="evaluate.py", description="Evaluate an adapted checkpoint")
     _add_common(parser)
+    parser.add_argument("--test_fusion", choices=["consistent", "reference"], default="consistent",
+                        help="consistent: ρ on [CLS] as in training; reference: the reference's swapped unpacking")
     parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", required=True,
                         help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth")
     parser.add_argument("--input_size", type=int, default=None)
@@ -167,7 +198,7 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
     return MethodConfig(
         fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
         ncut_features=args.ncut_features, ncut_threshold=args.ncut_threshold, ncut_sign=args.ncut_sign,
-        query=query, pool=pool, learnable_null=args.use_unr_token)
+        query=query, pool=pool, learnable_null=args.use_unr_token, ncut_device=args.ncut_device)
 
 
 def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
@@ -209,6 +240,9 @@ def _datasets(args: argparse.Namespace, classnames: list[str] | None):
     except (DatasetNotFoundError, FileNotFoundError):
         log.warning("no test split for %s: training without test evaluation", args.dataset)
         test = None
+    if train.layout:
+        log.info("%s: read %s: %d train / %d test images", args.dataset, train.layout, len(train),
+                 len(test) if test is not None else 0)
     return train, test
 
 
@@ -277,16 +311,71 @@ def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
 
 
 def _default_output_dir(args: argparse.Namespace, config: Recipe, clip_model: str) -> Path:
+    """``output/<dataset>[/<ablation_name>]/<time>_<model>_epoch<N>_lr<lr>[_<exp_name>]`` (the reference's)."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     model = Path(clip_model.split(":", 1)[-1]).name.replace("/", "_")
     name = f"{stamp}_{model}_epoch{config.epochs}_lr{config.lr:g}{'_' + args.exp_name if args.exp_name else ''}"
-    return Path("output") / Path(args.dataset).name / name
+    return Path("output") / Path(args.dataset).name / (args.ablation_name or "") / name
+
+
+def _check_data_fast(args: argparse.Namespace) -> None:
+    """check-data's quick pass on a named benchmark (layout, class folders, split file); raises its first line."""
+    if get_benchmark(args.dataset) is None or args.dataset == "toybirds" or args.download or args.data_split != \
+            "reference" or args.classname:
+        return
+    report = check_benchmark(args.dataset, args.data_root, quick=True)
+    if report.problems:
+        raise DatasetNotFoundError(f"{args.dataset}: {report.problems[0]} (`python -m microclip check-data "
+                                   f"{args.dataset} --data_root {args.data_root}` shows everything)")
+
+
+def set_pixel_stats(model, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """--image_mean / --image_std: the pixel statistics the model normalises its [0, 1] input with."""
+    with torch.no_grad():
+        if mean is not None:
+            model.backbone.pixel_mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        if std is not None:
+            model.backbone.pixel_std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+
+
+class StdoutLog(logging.FileHandler):
+    """The run's log lines also in ``<output_dir>/stdout_log.txt`` (the reference tees its stdout there).
+
+    Appended line by line, as a log is: a crash keeps what was written (so not an atomic write)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(output_dir / "stdout_log.txt", encoding="utf-8")
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+
+def per_class_table(per_class: dict[str, float | None], columns: int = 3) -> str:
+    """Per-class accuracy as a fixed-width table, a few classes per line."""
+    cells = [f"{name[:28]:28s} {_fmt(value):>7s}" for name, value in per_class.items()]
+    return "\n".join("  ".join(cells[i:i + columns]) for i in range(0, len(cells), columns))
+
+
+class EpochReport(Callback):
+    """After each epoch's test evaluation: the accuracy line, the per-class table and the peak GPU memory."""
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if not state.is_main:
+            return
+        if metrics.get("test_per_class"):
+            log.info("epoch %d: accuracy on the %d test images %s; per class:\n%s", metrics["epoch"],
+                     metrics.get("test_n", 0), _fmt(metrics.get("test_acc")),
+                     per_class_table(metrics["test_per_class"]))
+        if "gpu_peak_mb" in metrics:
+            log.info("epoch %d: peak GPU memory %.0f MiB", metrics["epoch"], metrics["gpu_peak_mb"])
 
 
 # ------------------------------------------------------------------ train
 
 def train(argv: Sequence[str] | None = None, plot: Callable[[list[dict], Path], None] | None = None) -> int:
-    args = build_train_parser().parse_args(argv)
+    return run_train(build_train_parser().parse_args(argv), plot)
+
+
+def run_train(args: argparse.Namespace, plot: Callable[[list[dict], Path], None] | None = None) -> int:
+    """``train`` with parsed arguments."""
     rank, world = distributed_context()
     setup_logging(args.verbose, rank)
     try:
@@ -294,6 +383,10 @@ def train(argv: Sequence[str] | None = None, plot: Callable[[list[dict], Path], 
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
+    finally:
+        for handler in [h for h in log.handlers if isinstance(h, StdoutLog)]:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
@@ -304,12 +397,18 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         device = torch.device("cuda", torch.cuda.current_device())
     clip_model, pretrained = resolve_base(args, train_cfg)
 
+    reference_run = None
+    if args.resume and Path(args.resume).suffix in {".pth", ".pt"}:  # a reference run's checkpoint-last.pth
+        reference_run = read_reference_resume(args.resume)
+        args.resume = None  # a new output dir; the file fills the model and optimiser
     if args.resume is not None:
         output_dir = Path(args.resume or args.output_dir or "")
         if not (output_dir / "train_state.safetensors").is_file():
-            raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}'")
+            raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}' (or pass a reference "
+                                    "checkpoint-last.pth)")
     else:
         output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
+    _check_data_fast(args)  # a bad layout fails here, in seconds, before the model loads
 
     templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
     args.eval_crop = args.eval_crop or train_cfg.get("eval_crop") or "center"  # recorded in args.json as used
@@ -327,17 +426,21 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(run.train_set),
              len(run.test_set) if run.test_set else 0, len(run.classes), run.model.base.describe(), config.mode)
     log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
+    set_pixel_stats(run.model, args.image_mean, args.image_std)
 
     output_dir.mkdir(parents=True, exist_ok=True)  # only now: bad data or descriptions leave nothing behind
     if rank == 0:
         atomic_write_json(output_dir / "args.json", json.loads(json.dumps(vars(args), default=str)))
+        log.addHandler(StdoutLog(output_dir))
     initial = None
     if run.test_set is not None and rank == 0 and args.resume is None:
         result = run.evaluate()
-        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(config.reported_branch).items()}}
+        # The reference's epoch-0 (zero-shot) acc is [CLS]-only (its cupl_eval); fused is acc_fused.
+        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()}}
         if args.eval:
             return _report_initial(args, output_dir, result)
-        log.info("zero-shot (initial W*): top-1 %s", _fmt(result.accuracy()))
+        log.info("zero-shot (initial W*): top-1 %s ([CLS]; fused %s)", _fmt(result.accuracy(ZERO_SHOT_BRANCH)),
+                 _fmt(result.accuracy("fused")))
     elif args.resume is not None and (output_dir / "log.jsonl").is_file():
         first = (output_dir / "log.jsonl").read_text().splitlines()[:1]
         initial = json.loads(first[0]) if first and json.loads(first[0]).get("epoch") == 0 else None
@@ -345,9 +448,20 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     callbacks: list[Callback] = [ProgressBar(args.no_progress), JsonlLog(output_dir / "log.jsonl", initial)]
     if plot is not None:
         callbacks.append(EpochHook(plot, output_dir, initial))
-    result = run.fit(callbacks, state_path=output_dir / "train_state.safetensors", resume=args.resume is not None)
+    callbacks.append(EpochReport())
+    restore = None
+    if reference_run is not None:
+        def restore(model, stepper) -> None:
+            for note in reference_run.restore(model, stepper):
+                log.info("--resume %s: %s", reference_run.path.name, note)
+    start_epoch = args.start_epoch or (reference_run.start_epoch if reference_run is not None else 0)
+    result = run.fit(callbacks, state_path=output_dir / "train_state.safetensors", resume=args.resume is not None,
+                     start_epoch=start_epoch, restore=restore)
     if rank != 0:
         return 0
+    peaks = [row["gpu_peak_mb"] for row in result.history if "gpu_peak_mb" in row]
+    if peaks:
+        log.info("peak GPU memory per epoch: mean %.0f MiB, max %.0f MiB", sum(peaks) / len(peaks), max(peaks))
     final = result.history[-1] if result.history else {}
     metrics = {
         "mode": config.mode, "dataset": args.dataset, "num_train": len(run.train_set),
@@ -368,7 +482,8 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
 
 def _report_initial(args: argparse.Namespace, output_dir: Path, result) -> int:
     """--eval: zero-shot numbers of the initial W* (descriptions), or of t_c with --zero_shot templates."""
-    metrics = {"mode": f"zero_shot_{args.zero_shot or 'descriptions'}", "dataset": args.dataset, **result.summary()}
+    metrics = {"mode": f"zero_shot_{args.zero_shot or 'descriptions'}", "dataset": args.dataset,
+               **result.summary(ZERO_SHOT_BRANCH), "acc_branch": ZERO_SHOT_BRANCH}
     atomic_write_json(output_dir / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -381,7 +496,11 @@ def _fmt(value: float | None) -> str:
 # ------------------------------------------------------------------ evaluate
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    args = build_evaluate_parser().parse_args(argv)
+    return run_evaluate(build_evaluate_parser().parse_args(argv))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate`` with parsed arguments."""
     setup_logging(args.verbose)
     try:
         return _evaluate(args)
@@ -410,11 +529,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.eval_crop = args.eval_crop or recorded or "center"
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
+    set_pixel_stats(model, args.image_mean, args.image_std)
     size = args.input_size or model.backbone.image_size
     test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
     started = time.perf_counter()
     result = evaluate(model, test_set, batch_size=args.batch_size, device=device, amp=args.amp,
-                      num_workers=args.num_workers)
+                      num_workers=args.num_workers, ratio=test_ratio(model, args.test_fusion))
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
     for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
@@ -433,8 +553,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         values = [v for v in per_class.values() if v is not None]
         metrics["hmean"] = 0.0 if min(values) == 0 else len(values) / sum(1.0 / v for v in values)
         print(f"  harmonic mean per-class accuracy {_fmt(metrics['hmean'])}")
-    if args.output_dir:
-        out = Path(args.output_dir)
+    if args.output_dir or args.ablation_name:  # the reference: output/<dataset>/eval/<ablation_name>
+        out = Path(args.output_dir or Path("output") / Path(args.dataset).name / "eval" / args.ablation_name)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "metrics.json", metrics)
         if per_class:

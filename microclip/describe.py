@@ -16,7 +16,7 @@ Two deliberate differences from the reference:
 
 Typical use, once the lead has wired the subcommand::
 
-    python -m microclip describe --classes classes.txt --out descriptions.json --dataset eurosat
+    python -m microclip describe --classname classes.txt --out descriptions.json --dataset eurosat
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from microclip.cliargs import add_classname, new_parser
 from microclip.files import atomic_write_json
 
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
@@ -561,20 +562,21 @@ def resolve_api_key(api_key_env: str, api_base: str) -> str | None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``describe`` command line."""
-    parser = argparse.ArgumentParser(
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The ``describe`` command line (on ``parser``, the sub-command's, when given)."""
+    parser = new_parser(
+        parser,
         prog="python -m microclip describe",
         description="Write CuPL-style class descriptions ({class: [sentence, ...]}) with an "
         "OpenAI-compatible chat model, following the reference's GPT-4o recipe. "
         "Re-running resumes: classes already in --out are skipped.",
     )
-    parser.add_argument(
-        "--classes",
+    add_classname(
+        parser,
+        "class names: a .txt file with one per line, a .json list, or a .json "
+        "{dataset: [classes]} object together with --dataset (--classes: the old spelling)",
         type=Path,
         required=True,
-        help="class names: a .txt file with one per line, a .json list, or a .json "
-        "{dataset: [classes]} object together with --dataset",
     )
     parser.add_argument("--out", type=Path, required=True, help="output descriptions .json file")
     parser.add_argument(
@@ -615,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the reference's question templates for this dataset ("
         + ", ".join(REFERENCE_QUESTIONS)
         + "), and pick it from a {dataset: classes} "
-        "--classes file",
+        "--classname file",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="describe every class again instead of resuming from --out"
@@ -638,11 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``describe``; returns 0 on success, 1 if the run stopped, 2 on bad arguments, 130 on Ctrl-C."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``describe`` with parsed arguments."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        classes = read_classes(args.classes, args.dataset)
+        classes = read_classes(args.classname, args.dataset)
         if args.questions is not None:
             questions = read_questions(args.questions)
         elif args.dataset is not None:

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -262,9 +262,13 @@ def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, c
 
 def train_step(model: MicroCLIP, wrapped: torch.nn.Module, views: torch.Tensor, targets: torch.Tensor,
                config: Recipe, fairness: FairnessRegulariser, device: torch.device) -> StepOutput:
-    """One self-training step up to the loss (no optimiser step)."""
+    """One self-training step up to the loss (no optimiser step).
+
+    Pseudo-labels are computed outside autocast, in float32, as the reference does; only the strong
+    view's forward pass (the one with gradients) runs under ``--amp``.
+    """
+    labels, metrics = pseudo_label(model, views, targets, config)
     with autocast(device, config.amp):
-        labels, metrics = pseudo_label(model, views, targets, config)
         cls_only = config.mode in ("baseline", "wca_baseline")
         out = wrapped(views[:, 1], cls_only=cls_only)
         logits = (out.logits.cls if cls_only else out.logits.fused).float()
@@ -308,12 +312,15 @@ def load_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimi
 
 def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset | None = None,
         callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu", state_path: Path | None = None,
-        resume: bool = False, stop: StopToken | None = None) -> FitResult:
+        resume: bool = False, stop: StopToken | None = None, start_epoch: int = 0,
+        restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None) -> FitResult:
     """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
     ``train_set.set_epoch`` makes augmentations a function of (seed, epoch, index), so a run resumed
     from ``state_path`` ends with the weights of an uninterrupted one. ``stop`` (e.g. a
     ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
+    ``start_epoch`` starts a fresh run at that epoch, as the reference's ``--start_epoch`` (the schedule
+    continues from there); ``restore`` fills the model and optimiser first (a reference checkpoint).
     """
     device = torch.device(device)
     rank, world = distributed_context()
@@ -327,8 +334,12 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
         if state_path is not None and state.is_main else (lambda: None)
 
     seed_everything(config.seed)
+    if restore is not None:
+        restore(model, stepper)
     if resume and state_path is not None and state_path.is_file():
         load_train_state(state_path, model, stepper.optimizer, state, fairness)
+    elif start_epoch:
+        state.epoch, state.global_step = start_epoch, min(start_epoch * state.steps_per_epoch, state.total_steps)
     _emit(callbacks, "on_fit_start", state)
     stopped = False
     while state.global_step < state.total_steps and not stopped:
@@ -339,6 +350,8 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
         loader = _loader(train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch),
                          config.num_workers)
         running, epoch_start = _RunningMean(), time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         for views, targets, _ in loader:
             views, targets = views.to(device, non_blocking=True), targets.to(device)
             lr = stepper.set_lr(cosine_lr(state.global_step, state.total_steps, config.lr, config.min_lr,
@@ -400,18 +413,33 @@ class _RunningMean:
         return {key: self.sums[key] / self.counts[key] for key in self.sums}
 
 
+def test_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> float:
+    """The fusion ratio applied at test time: ρ on [CLS] as in training ("consistent"), or the reference's
+    evaluation, which unpacks the branch pair swapped and so puts ρ on [FG] and 1 − ρ on [CLS] ("reference")."""
+    ratio = model.config.fusion_ratio
+    return 1.0 - ratio if test_fusion == "reference" else ratio
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """The peak GPU memory allocated since the last reset, in MiB (None off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+
+
 def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, running: _RunningMean,
                seconds: float, device: torch.device) -> dict:
     """The epoch's history row; the test evaluation on schedule (and always after the last epoch)."""
     config = state.config
     row = {"epoch": state.epoch + 1, "step": state.global_step, "epoch_time": seconds,
            **{f"train_{k}": v for k, v in running.means().items()}}
+    if (peak := peak_memory_mb(device)) is not None:
+        row["gpu_peak_mb"] = peak
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
         result = evaluate(model, test_set, batch_size=config.test_batch_size, device=device, amp=config.amp,
-                          num_workers=config.num_workers)
+                          num_workers=config.num_workers, ratio=test_ratio(model, config.test_fusion))
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
+        row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
+from microclip.cliargs import new_parser
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
 
@@ -21,9 +22,9 @@ log = logging.getLogger("microclip")
 OVERLAY_SIZE = 224  # the overlays are drawn larger than a toy model's 64 px input, to be readable
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m microclip explain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(parser, prog="python -m microclip explain", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", help="an image file, a folder of images (searched recursively) or a zip")
     parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", default=str(DEFAULT_CHECKPOINT),
                         help="adapted checkpoint (.safetensors); default: the bundled toy-world model")
@@ -40,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``explain`` with parsed arguments."""
     setup_logging(args.verbose)
     try:
         from microclip.checkpoint import load_model

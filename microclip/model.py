@@ -38,6 +38,7 @@ class MethodConfig:
     pool: PoolMode = "attention"
     learnable_null: bool = False  # --use_unr_token
     train_soap: bool = True  # False for --wca_baseline (SOAP frozen)
+    ncut_device: Literal["cpu", "cuda"] = "cpu"  # where eigh runs; the reference solved on the GPU
 
     def __post_init__(self) -> None:
         self.ncut_sign = resolve_ncut_sign(self.ncut_sign)  # checkpoints of the first build say "faithful"
@@ -47,8 +48,13 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> MethodConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Unknown keys are an error naming them (a typo must not fall back to a default silently)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"method config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                             f"{', '.join(names)}")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,9 @@ class MicroCLIP(nn.Module):
         tokens = self.backbone(images)
         ncut_input = tokens.patches if cfg.ncut_features == "values" else nn.functional.normalize(
             tokens.patch_keys, dim=-1)
-        mask = foreground_mask(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign)
+        eigh_device = cfg.ncut_device if cfg.ncut_device == "cpu" or images.device.type == "cuda" else "cpu"
+        mask = foreground_mask(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign,
+                               eigh_device=eigh_device if eigh_device == "cpu" else images.device)
         query = soap_query(tokens.patches, mask, tokens.cls_token, cfg.query)
         soap = self.soap(tokens.patches, query, mask, pool=cfg.pool)
         fg_embed = self.backbone.project(soap.pooled)

@@ -24,6 +24,7 @@ from microclip.resources import config_file
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
 AmpMode = Literal["none", "bf16", "fp16"]
 Decay = Literal["all", "intended"]
+TestFusion = Literal["consistent", "reference"]
 
 
 class ConfigError(ValueError):
@@ -64,7 +65,9 @@ class Recipe:
     color_jitter: float = field(default=0.0, metadata=_flag("strong view: colour jitter"))
     train_interpolation: str = field(default="bicubic", metadata=_flag("resize interpolation of the views"))
     # running
-    amp: AmpMode = "none"  # --amp
+    amp: AmpMode = "none"  # --amp (fp16 + GradScaler, as the reference's), --amp bf16
+    test_fusion: TestFusion = field(default="consistent", metadata=_flag(
+        "test-time fusion: consistent (ρ on [CLS], as in training) or reference (its swapped unpacking: ρ on [FG])"))
     seed: int = 0  # --seed
     num_workers: int = 0  # --num_workers
     max_steps: int | None = field(default=None, metadata=_flag("cap on optimisation steps (short runs)"))

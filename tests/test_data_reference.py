@@ -285,13 +285,37 @@ def test_flowers_reads_coops_split_file(tmp_path):
     assert Path(test.samples[1][0]).name == "image_00009.jpg"
 
 
-def test_flowers_split_file_with_wrong_names_is_refused(tmp_path):
+def test_flowers_pairs_coops_own_names_by_label_and_notes_them_once(tmp_path, caplog):
+    # CoOp's real split_zhou_OxfordFlowers.json: label 59 "pink-yellow dahlia", 92 "ball moss", where the
+    # reference's strings are "pink and yellow dahlia" and "air plant"; the reference reads the label.
+    _flowers_root(tmp_path)
+    path = tmp_path / "flowers" / "split_zhou_OxfordFlowers.json"
+    data = json.loads(path.read_text())
+    data["train"] += [["image_00006.jpg", 59, "pink-yellow dahlia"], ["image_00007.jpg", 92, "ball moss"],
+                      ["image_00001.jpg", 92, "ball moss"]]
+    path.write_text(json.dumps(data))
+    with caplog.at_level("INFO", logger="microclip"):
+        train = build_dataset("flowers", "train", root=tmp_path)
+    assert train.targets[-3:] == [59, 92, 92] and train.classes[59] == "pink and yellow dahlia"
+    noted = [r for r in caplog.records if "differ from the reference's strings" in r.getMessage()]
+    assert len(noted) == 1 and noted[0].levelname == "INFO" and "known aliases" in noted[0].getMessage()
+    assert "'ball moss' = 'air plant'" in noted[0].getMessage()
+
+
+def test_flowers_unknown_name_is_a_warning_and_a_bad_label_an_error(tmp_path, caplog):
     _flowers_root(tmp_path)
     path = tmp_path / "flowers" / "split_zhou_OxfordFlowers.json"
     data = json.loads(path.read_text())
     data["test"][0][2] = "sunflower"
     path.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match="test entry 0 has label 1 named 'sunflower'.*'hard-leaved pocket orchid'"):
+    with caplog.at_level("INFO", logger="microclip"):
+        test = build_dataset("flowers", "test", root=tmp_path)
+    assert test.targets[0] == 1
+    [noted] = [r for r in caplog.records if "differ from the reference's strings" in r.getMessage()]
+    assert noted.levelname == "WARNING" and "1 'sunflower' = 'hard-leaved pocket orchid'" in noted.getMessage()
+    data["test"][0][1] = 102
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="test entry 0 has label 102, outside the reference's 102 classes"):
         build_dataset("flowers", "test", root=tmp_path)
 
 

@@ -34,6 +34,9 @@ class Benchmark:
     reference_split: str = ""  # how the reference split it (method.md section 7)
     official_split: str = ""  # the official split, when it differs from the reference's ("official" protocol)
     split_file: str | None = None  # a split file read in place of class folders (flowers)
+    reference_dirs: tuple[str, ...] = ()  # the reference's folder names under the root, when not `name`
+    train_folders: tuple[str, ...] = ("train",)  # split folders that hold the reference's train split, preferred first
+    reference_counts: tuple[int | None, int | None] = (None, None)  # (train, test) images in the reference's split
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -47,6 +50,14 @@ class Benchmark:
                 f"{self.name} has no {protocol!r} split; its splits: {', '.join(self.protocols)} "
                 f"(reference: {self.reference_split or 'as the archive ships it'})"
             )
+
+    def folder_candidates(self, split: str) -> tuple[str, ...]:
+        """The split folders that may hold `split`, preferred first (the reference's names included)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if split == "train":
+            return self.train_folders
+        return (self.test_folder, *(f for f in ("test", "val") if f != self.test_folder))
 
     def split_folder(self, split: str) -> str:
         """The folder name of `split` ("train" or "test")."""
@@ -108,6 +119,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "BACKGROUND_Google and Faces_easy dropped, 30 training images per class drawn with "
                 "np.random.seed(0), the rest test (extra_scripts/create_caltech101_data_files.py)"
             ),
+            reference_counts=(3000, None),  # 30 per class; the test count depends on the archive
         ),
         Benchmark(
             "cars",
@@ -119,6 +131,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "Kaggle) into <root>/cars/raw/stanford_cars and run with --download again to export them"
             ),
             reference_split="official train / test (8,144 / 8,041)",
+            reference_counts=(8144, 8041),
         ),
         Benchmark(
             "cub",
@@ -129,12 +142,16 @@ BENCHMARKS: dict[str, Benchmark] = {
                 "folder names (001.Black_footed_Albatross, ...)"
             ),
             reference_split="official train_test_split.txt (5,994 / 5,794)",
+            reference_dirs=("CUB_200_2011",),
+            reference_counts=(5994, 5794),
         ),
         Benchmark(
             "dtd",
             "Describable Textures",
             torchvision="DTD",
             reference_split="partition 1: train1 + val1 / test1 (3,760 / 1,880)",
+            train_folders=("trainval", "train"),  # the reference's script writes train (1,880) and trainval
+            reference_counts=(3760, 1880),
         ),
         Benchmark(
             "eurosat",
@@ -143,12 +160,15 @@ BENCHMARKS: dict[str, Benchmark] = {
             torchvision="EuroSAT",
             folder_names=_EUROSAT_FOLDERS,
             reference_split="the first 1,000 / next 500 images of each class in sorted file order (10,000 / 5,000)",
+            reference_counts=(10000, 5000),
         ),
         Benchmark(
             "fgvc",
             "FGVC-Aircraft",
             torchvision="FGVCAircraft",
             reference_split="images_variant_train.txt / images_variant_test.txt (3,334 / 3,333)",
+            reference_dirs=("aircrafts",),
+            reference_counts=(3334, 3333),
             official_split="images_variant_trainval.txt / images_variant_test.txt (6,667 / 3,333)",
         ),
         Benchmark(
@@ -158,18 +178,22 @@ BENCHMARKS: dict[str, Benchmark] = {
             reference_split="CoOp's split_zhou_OxfordFlowers.json: train / test (4,093 / 2,463)",
             official_split="setid.mat: trnid + valid / tstid (2,040 / 6,149)",
             split_file="split_zhou_OxfordFlowers.json",
+            reference_counts=(4093, 2463),
         ),
         Benchmark(
             "food101",
             "Food-101",
             torchvision="Food101",
             reference_split="official meta/train.txt / meta/test.txt (75,750 / 25,250)",
+            reference_counts=(75750, 25250),
         ),
         Benchmark(
             "pets",
             "Oxford-IIIT Pets",
             torchvision="OxfordIIITPet",
             reference_split="official trainval.txt / test.txt (3,680 / 3,669)",
+            reference_dirs=("oxford_pets",),
+            reference_counts=(3680, 3669),
         ),
         Benchmark(
             "resisc45",
@@ -202,6 +226,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             reference_split=(
                 "the middle frame of each video, official split 1: trainlist01 / testlist01 (9,537 / 3,783)"
             ),
+            reference_counts=(9537, 3783),
         ),
         Benchmark("toybirds", "Toy birds (procedural, generated on first use)"),
     ]

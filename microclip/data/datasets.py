@@ -23,9 +23,10 @@ from torch.utils.data import Dataset
 from microclip.data.catalog import BENCHMARKS, Benchmark, get_benchmark, how_to_get
 from microclip.data.errors import DatasetError, DatasetNotFoundError
 from microclip.data.images import DEFAULT_MAX_PIXELS, load_image
+from microclip.data.layouts import Layout, detect_layout, expected_layouts, read_cub, read_file_list
 from microclip.data.names import ClassOrderError, check_class_order, clean_class_name, match_key, normalise_class_name
 from microclip.data.shipped import shipped_classnames
-from microclip.data.splits import CALTECH101_RENAMES, class_index
+from microclip.data.splits import CALTECH101_RENAMES, class_index, read_coop_split
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ImageDataset(Dataset):
         self.root = Path(root) if root is not None else None
         self.max_pixels = max_pixels
         self.has_labels = bool(samples) and all(label != UNLABELLED for _, label in samples)
+        self.layout = ""  # for the named benchmarks: which of the known layouts was read (one phrase)
 
     @property
     def targets(self) -> list[int]:
@@ -232,9 +234,10 @@ def _benchmark_folder_dataset(
 
 
 def _missing_message(benchmark: Benchmark, missing: Path, root: str | Path, split: str, protocol: str) -> str:
+    layout = expected_layouts(benchmark, root) if protocol == "reference" else benchmark.layout(root, protocol)
     return (
         f"{benchmark.title} ({benchmark.name}) {split} split not found: expected {missing}. "
-        f"Layout: {benchmark.layout(root, protocol)}. To get it: {how_to_get(benchmark, protocol)}"
+        f"Layout: {layout}. To get it: {how_to_get(benchmark, protocol)}"
     )
 
 
@@ -249,23 +252,50 @@ def split_file_paths(benchmark: Benchmark, root: str | Path) -> tuple[Path, Path
     return base / str(benchmark.split_file), next((c for c in candidates if c.is_dir()), None)
 
 
-def _build_from_split_file(
-    benchmark: Benchmark, split: str, root: str | Path, download: bool
-) -> tuple[Path, list[str], list[tuple[str, int]]]:
-    from microclip.data.splits import read_coop_split
+def _expected_path(benchmark: Benchmark, root: str | Path, split: str) -> Path:
+    base = Path(root) / benchmark.name
+    if benchmark.split_file:
+        return base / benchmark.split_file if not (base / benchmark.split_file).is_file() else base / "jpg"
+    return base / benchmark.folder_candidates(split)[0]
 
-    split_file, image_dir = split_file_paths(benchmark, root)
-    if (not split_file.is_file() or image_dir is None) and download:
+
+def find_layout(benchmark: Benchmark, root: str | Path, split: str, download: bool = False) -> Layout:
+    """The detected layout of the reference's split (downloading it first when asked and possible)."""
+    layout = detect_layout(benchmark, root)
+    if layout is None and download and benchmark.torchvision:
         from microclip.data.download import download_benchmark
 
         download_benchmark(benchmark, root, "reference")
-        split_file, image_dir = split_file_paths(benchmark, root)
-    if not split_file.is_file() or image_dir is None:
-        missing = split_file if not split_file.is_file() else Path(root) / benchmark.name / "jpg"
+        layout = detect_layout(benchmark, root)
+    if layout is None:
+        raise DatasetNotFoundError(_missing_message(benchmark, _expected_path(benchmark, root, split), root, split,
+                                                    "reference"))
+    if layout.part(split) is None:
+        missing = layout.base / benchmark.folder_candidates(split)[0]
+        if layout.kind == "file_list":
+            missing = layout.base / f"{split}_images.npy"
         raise DatasetNotFoundError(_missing_message(benchmark, missing, root, split, "reference"))
+    return layout
+
+
+def _read_layout(benchmark: Benchmark, layout: Layout, split: str, classnames: list[str] | None) -> ImageDataset:
+    part = str(layout.part(split))
+    if layout.kind == "folders":
+        classes, samples = _benchmark_folder_dataset(benchmark, layout.base / part, classnames)
+        return ImageDataset(samples, classes, name=benchmark.name, root=layout.base / part)
     classes = shipped_classnames(benchmark.name) or []
-    items = read_coop_split(split_file, image_dir, split, classes)
-    return image_dir, classes, [(str(path), label) for path, label in items]
+    if layout.kind == "split_file":
+        items = read_coop_split(layout.base / part, layout.image_dir, split, classes)
+    elif layout.kind == "file_list":
+        items = read_file_list(layout.base, part, len(classes))
+    else:  # cub: the archive's class folders, paired with the class strings by name
+        folders = list_class_folders(layout.base / "images")
+        classes, labels = map_benchmark_folders(benchmark, folders, layout.base / "images")
+        items = read_cub(layout.base, split, dict(zip(folders, labels)))
+    if classnames is not None and list(classnames) != classes:
+        classes = names_for_folders(classes, list(classnames), "the given class names", str(layout.base))
+    return ImageDataset([(str(path), label) for path, label in items], classes, name=benchmark.name,
+                        root=layout.base)
 
 
 def _build_benchmark(
@@ -283,11 +313,11 @@ def _build_benchmark(
         from microclip.toyworld.dataset import ensure_split  # lazy: the toy world pulls in OpenCV
 
         directory = Path(ensure_split(Path(root), split, n_per_class=n_per_class, seed=seed))
-    elif benchmark.split_file and protocol == "reference":
-        directory, classes, samples = _build_from_split_file(benchmark, split, root, download)
-        if classnames is not None and list(classnames) != classes:
-            classes = names_for_folders(classes, list(classnames), "the given class names", str(directory))
-        return ImageDataset(samples, classes, name=benchmark.name, root=directory)
+    elif protocol == "reference":
+        layout = find_layout(benchmark, root, split, download)
+        dataset = _read_layout(benchmark, layout, split, classnames)
+        dataset.layout = layout.describe()
+        return dataset
     else:
         directory = benchmark.split_dir(root, split, protocol)
         if not directory.is_dir() and download:
@@ -299,7 +329,9 @@ def _build_benchmark(
         if not directory.is_dir():
             raise DatasetNotFoundError(_missing_message(benchmark, directory, root, split, protocol))
     classes, samples = _benchmark_folder_dataset(benchmark, directory, classnames)
-    return ImageDataset(samples, classes, name=benchmark.name, root=directory)
+    dataset = ImageDataset(samples, classes, name=benchmark.name, root=directory)
+    dataset.layout = f"class folders {directory.parent}/{{{directory.name}}}"
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from microclip.files import shareable_tempdir
 from microclip.data.catalog import FLOWERS_SPLIT_ID, FLOWERS_SPLIT_URL, Benchmark
 from microclip.data.names import match_key
 from microclip.data.shipped import shipped_classnames
 from microclip.data.splits import caltech101_splits, class_index, fgvc_split, sun397_splits
+from microclip.files import shareable_tempdir
 
 log = logging.getLogger(__name__)
 

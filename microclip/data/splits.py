@@ -21,6 +21,7 @@ The reference's split scripts are in its `extra_scripts/` and `utils/data_handle
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ import numpy as np
 
 from microclip.data.errors import DatasetError, DatasetNotFoundError
 from microclip.data.names import match_key
+
+log = logging.getLogger(__name__)
 
 Items = list[tuple[Path, int]]
 
@@ -64,7 +67,7 @@ def _visible_files(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
 
 
-def _check_exist(items: Items, what: str) -> Items:
+def check_exist(items: Items, what: str) -> Items:
     missing = [str(p) for p, _ in items if not p.is_file()]
     if missing:
         raise DatasetNotFoundError(
@@ -85,19 +88,38 @@ def fgvc_split(data_dir: str | Path, split: str, classes: Sequence[str]) -> Item
     for line in lines:
         image_id, _, variant = line.partition(" ")
         items.append((data_dir / "images" / f"{image_id}.jpg", _label(index, variant, f"images_variant_{split}.txt")))
-    return _check_exist(items, f"{data_dir}/images_variant_{split}.txt")
+    return check_exist(items, f"{data_dir}/images_variant_{split}.txt")
 
 
 # ------------------------------------------------------------------ Flowers102 (CoOp's split file)
 
 
+# CoOp's split_zhou_OxfordFlowers.json names a few classes differently from the reference's strings
+# (its names come from a community cat_to_name.json); the reference reads the label and ignores the name.
+COOP_FLOWERS_ALIASES = {59: ("pink-yellow dahlia", "pink-yellow dahlia?"), 77: ("lotus lotus",), 92: ("ball moss",)}
+
+
 def read_coop_split(split_file: str | Path, image_dir: str | Path, split: str, classes: Sequence[str]) -> Items:
     """The `split` ("train", "val", "test") of a CoOp split file: {split: [[image, label, class name], ...]}.
 
-    Labels are taken from the file (0-based, as the reference does); each entry's class name must be
-    the reference's string of that label, so a file from another data set cannot pass.
+    Entries are paired with the reference's classes by label (0-based), as the reference does; a class
+    name that differs from the reference's string is noted once (:func:`coop_name_differences`), never fatal.
     """
     split_file, image_dir = Path(split_file), Path(image_dir)
+    entries = coop_entries(split_file, split, len(classes))
+    differences = coop_name_differences(entries, classes)
+    if differences:
+        known = all(name in COOP_FLOWERS_ALIASES.get(label, ()) for label, name in differences.items())
+        log.log(logging.INFO if known else logging.WARNING,
+                "%s: %d class name(s) differ from the reference's strings (paired by label, as the reference "
+                "does%s): %s", split_file.name, len(differences), "; CoOp's known aliases" if known else "",
+                ", ".join(f"{label} {name!r} = {classes[label]!r}" for label, name in sorted(differences.items())))
+    items = [(image_dir / image, label) for image, label, _ in entries]
+    return check_exist(items, f"{split_file.name} ({split})")
+
+
+def coop_entries(split_file: Path, split: str, n_classes: int) -> list[tuple[str, int, str]]:
+    """The well-formed (image, label, name) entries of one split; anything else is a DatasetError."""
     try:
         data = json.loads(split_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -107,20 +129,22 @@ def read_coop_split(split_file: str | Path, image_dir: str | Path, split: str, c
     if not isinstance(data, dict) or not isinstance(data.get(split), list):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise DatasetError(f"{split_file.name}: expected {{{split!r}: [[image, label, class name], ...]}}, got {keys}")
-    keys = [match_key(c) for c in classes]
-    items = []
+    entries = []
     for n, entry in enumerate(data[split]):
         well_formed = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-        if not (well_formed and isinstance(entry[1], int)):
+        if not (well_formed and isinstance(entry[1], int) and not isinstance(entry[1], bool)):
             raise DatasetError(f"{split_file.name}: {split} entry {n} is {entry!r}, not [image, label, class name]")
-        image, label, name = entry
-        if not 0 <= label < len(classes) or match_key(str(name)) != keys[label]:
-            raise DatasetError(
-                f"{split_file.name}: {split} entry {n} has label {label} named {name!r}, but the reference's "
-                f"class {label} is {classes[label] if 0 <= label < len(classes) else 'out of range'!r}"
-            )
-        items.append((image_dir / image, label))
-    return _check_exist(items, f"{split_file.name} ({split})")
+        if not 0 <= entry[1] < n_classes:
+            raise DatasetError(f"{split_file.name}: {split} entry {n} has label {entry[1]}, outside the "
+                               f"reference's {n_classes} classes (0 .. {n_classes - 1})")
+        entries.append((entry[0], entry[1], str(entry[2])))
+    return entries
+
+
+def coop_name_differences(entries: Sequence[tuple[str, int, str]], classes: Sequence[str]) -> dict[int, str]:
+    """{label: the file's name} for every label whose name is not the reference's string (case, spaces,
+    punctuation ignored)."""
+    return {label: name for _, label, name in entries if match_key(name) != match_key(classes[label])}
 
 
 # ------------------------------------------------------------------ SUN397

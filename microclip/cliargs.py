@@ -1,0 +1,37 @@
+"""Command-line helpers shared by the sub-commands: one flag name per idea, old spellings still accepted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+CLASSNAME_FLAGS = ("--classname", "--classes", "--classnames")  # the reference's name first
+
+
+class DeprecatedAlias(argparse.Action):
+    """Stores the value; an option spelled other than the first name prints one deprecation note."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        canonical = self.option_strings[0]
+        if option_string is not None and option_string != canonical:
+            print(f"note: {option_string} is deprecated; use {canonical}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_classname(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str,
+                  **options: Any) -> None:
+    """``--classname FILE`` (the reference's spelling), with ``--classes`` / ``--classnames`` as deprecated aliases."""
+    parser.add_argument(*CLASSNAME_FLAGS, dest="classname", action=DeprecatedAlias, help=help_text, **options)
+
+
+def new_parser(parser: argparse.ArgumentParser | None, **options: Any) -> argparse.ArgumentParser:
+    """``parser`` (a sub-command's, from ``python -m microclip``) or a new stand-alone one."""
+    if parser is None:
+        return argparse.ArgumentParser(**options)
+    if options.get("description") and not parser.description:
+        parser.description = options["description"]
+    if options.get("formatter_class"):
+        parser.formatter_class = options["formatter_class"]
+    return parser
