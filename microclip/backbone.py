@@ -1,7 +1,7 @@
 """Load an open_clip ViT and run the one visual forward microCLIP needs.
 
 The forward returns, from a single pass, the global ``[CLS]`` feature and the *value-path*
-patch tokens of the last block (method.md §1.1, §12): the tokens the last block would output
+patch tokens of the last block (docs/method.md §1.1, §12): the tokens the last block would output
 if its self-attention were replaced by the identity. open_clip has no such output, so the last
 block is evaluated here by hand from the block's own sub-modules. Only the ``[CLS]`` query is
 attended in that block (the only attended token anyone reads), which makes the value path
@@ -66,7 +66,7 @@ class BaseModelSpec:
 
 @dataclass(frozen=True)
 class VisualTokens:
-    """Everything one visual pass gives (method.md §1.1)."""
+    """Everything one visual pass gives (docs/method.md §1.1)."""
 
     cls_token: torch.Tensor  # (B, D) pre-projection [CLS], after ln_post
     cls_embed: torch.Tensor  # (B, E) g = normalize(cls_token @ proj)

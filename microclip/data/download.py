@@ -1,6 +1,6 @@
 """`--download`: fetch a benchmark with torchvision into `<root>/<name>/raw`, export the reference's split.
 
-Splits, as the reference's `extra_scripts/` and loaders make them (method.md section 7; the
+Splits, as the reference's `extra_scripts/` and loaders make them (docs/method.md §7; the
 procedures for fgvc, flowers, sun397 and caltech101 are in `splits.py`):
 - dtd (partition 1: train+val / test), food101, pets (trainval / test), cars (train / test) and
   eurosat (the first 1,000 / next 500 images of each class in sorted file order): as the reference.
