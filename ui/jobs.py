@@ -35,6 +35,7 @@ from microclip.data import DescriptionsError, ImageDataset, ImageError, build_da
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
 from microclip.engine import Callback, FitState
+from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
 from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
@@ -352,8 +353,9 @@ class AdaptationRunner:
             self._set(job, **final)
 
     def _failure(self, job: _Job, error: Exception) -> dict:
-        if isinstance(error, ValueError | FileNotFoundError | KeyError):
-            text = str(error).strip("'\"")  # user errors: their message says what to do
+        if isinstance(error, (*USER_ERRORS, KeyError)):
+            text = str(error).strip("'\"")  # user errors: their message says what to do, in one line
+            log.warning("adaptation job %s: %s", job.view.job_id, text)
         else:
             log.exception("adaptation job %s failed", job.view.job_id)
             text = f"{type(error).__name__}: {error}"

@@ -14,6 +14,7 @@ image side -- the headroom microCLIP is meant to recover.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,3 +164,11 @@ def write_assets(folder: str | Path) -> Path:
     for fname, content in files.items():
         atomic_write_text(folder / fname, json.dumps(content, indent=2) + "\n")
     return folder
+
+
+def caption_vocabulary() -> frozenset[str]:
+    """Every word a pretraining caption (:func:`make_caption`) can contain, lower-case: the words the toy CLIP's
+    text tower saw in pretraining. A class name with other words is read by a tower that never learnt them."""
+    pieces = [*_PREFIX, *_CONTEXT, "a an bird with and", *CLASS_NAMES, *(absent_phrase(p) for p in PARTS)]
+    pieces += [part_phrase(sp, p) or "" for sp in SPECIES for p in PARTS]
+    return frozenset(word for piece in pieces for word in re.findall(r"[a-z0-9']+", piece.lower()))
