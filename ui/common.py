@@ -28,6 +28,7 @@ from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write
+from microclip.prepare import parse_class_names  # noqa: F401 - the tabs import it from here
 from microclip.resources import EXAMPLES_DIR
 from viz.html import png_bytes
 
@@ -79,12 +80,6 @@ def open_image(path: str | None) -> Image.Image:
 def _short(error: Exception) -> str:
     """The error's message without Gradio's long temporary upload path."""
     return re.sub(r"\S*/gradio/\S*/", "", str(error))
-
-
-def parse_class_names(text: str | None) -> list[str]:
-    """Class names typed one per line or separated by commas; blanks and repeats dropped, order kept."""
-    names = [part.strip() for part in re.split(r"[,\n]", text or "")]
-    return list(dict.fromkeys(name for name in names if name))
 
 
 def read_descriptions(path: str | None, classes: list[str]) -> tuple[dict[str, list[str]] | None, str]:
