@@ -27,11 +27,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from microclip.files import shareable_tempdir
 from microclip.data.catalog import FLOWERS_SPLIT_ID, FLOWERS_SPLIT_URL, Benchmark
 from microclip.data.names import match_key
 from microclip.data.shipped import shipped_classnames
-from microclip.data.splits import caltech101_splits, class_index, fgvc_split, sun397_splits
+from microclip.data.splits import caltech101_splits, class_index, fgvc_split, folder_aliases, sun397_splits
+from microclip.files import shareable_tempdir
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ def _pairs(files, labels) -> Items:
 
 def _relabel(benchmark: Benchmark, items: Items, source_classes: list[str]) -> Items:
     """Re-index torchvision's labels onto the reference's class strings (paired by name)."""
-    from microclip.data.datasets import folder_aliases
-
     reference = shipped_classnames(benchmark.name) or []
     index = class_index(reference, folder_aliases(benchmark, reference))
     unknown = sorted({c for c in source_classes if match_key(c) not in index})
