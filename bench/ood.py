@@ -32,7 +32,7 @@ from microclip.machine import cpu_name
 from microclip.resources import PROJECT_ROOT as ROOT
 from microclip.toyworld.dataset import ensure_split
 from microclip.toyworld.text import caption_vocabulary
-from microclip.world_check import World, fit_world, save_world, token_summaries, verdicts
+from microclip.world_check import World, fit_world, save_worlds, token_summaries, verdicts
 from ui.registry import default_registry
 
 EXAMPLES = ROOT / "assets" / "examples"
@@ -169,9 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         atomic_write_json(args.json, {"cpu": cpu_name(), "torch": torch.__version__, "quantile": QUANTILE,
                                       "models": results})
-    if args.write:
-        for world in worlds.values():
-            save_world(world, args.write)
+    if args.write:  # only the worlds of the weights measured now: a re-trained base leaves no stale entry
+        save_worlds(worlds.values(), args.write, keep_others=False)
         print(f"wrote {len(worlds)} world(s) to {args.write}")
 
 

@@ -186,23 +186,28 @@ def verdicts(world: World, summaries: np.ndarray) -> list[Verdict]:
 # ------------------------------------------------------------------------------------------------ storage
 
 
-def save_world(world: World, path: str | Path = WORLDS_FILE) -> Path:
-    """Add or replace ``world`` in the file at ``path`` (other weights' worlds are kept)."""
+def save_worlds(worlds: Iterable[World], path: str | Path = WORLDS_FILE, keep_others: bool = True) -> Path:
+    """Add or replace ``worlds`` in the file at ``path``, in one atomic write. ``keep_others`` False drops the
+    worlds of other weights (``bench/ood.py`` after a re-trained base: the old weights' world would linger)."""
     path = Path(path)
-    data = _read(path)
-    data["worlds"][world.weights_sha256] = world.to_dict()
+    data = _read(path) if keep_others else _fresh()
+    for world in worlds:
+        data["worlds"][world.weights_sha256] = world.to_dict()
     _cache.pop(path, None)
     return atomic_write_json(path, data, indent=None)
 
 
+def _fresh() -> dict:
+    return {"format": FORMAT, "measured_by": "bench/ood.py", "worlds": {}}
+
+
 def _read(path: Path) -> dict:
+    """The file's contents; a fresh one when it is missing, unreadable or of the first format."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        data = {}
-    if data.get("format") != FORMAT:
-        data = {}
-    return {"format": FORMAT, "measured_by": "bench/ood.py", "worlds": data.get("worlds", {})}
+        return _fresh()
+    return {**_fresh(), "worlds": data.get("worlds", {})} if data.get("format") == FORMAT else _fresh()
 
 
 _cache: dict[Path, tuple[float, dict[str, World]]] = {}

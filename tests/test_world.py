@@ -70,12 +70,14 @@ def test_a_world_fitted_on_one_kind_of_picture_flags_another(tiny_model_dir, tmp
 
     path = tmp_path / "worlds.json"
     path.write_text(json.dumps({"format": world_check.FORMAT, "worlds": {"other": world.to_dict()}}))
-    world_check.save_world(world, path)
+    world_check.save_worlds([world], path)
     stored = world_check.load_worlds(path)
     assert set(stored) == {"other", model.base.weights_sha256}  # other weights' worlds are kept
     assert stored[model.base.weights_sha256].rules == world.rules
     assert stored[model.base.weights_sha256].vocabulary == frozenset({"red", "square"})
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # atomic_write gives open()'s mode, not mkstemp's
+    world_check.save_worlds([world], path, keep_others=False)  # bench/ood.py: only the weights measured now
+    assert set(world_check.load_worlds(path)) == {model.base.weights_sha256}
 
 
 def test_caption_vocabulary_is_exactly_the_words_captions_use():
