@@ -16,7 +16,7 @@ from pathlib import Path
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
-from microclip.formats import small_number
+from microclip.formats import BRANCH_LABELS, small_number
 
 log = logging.getLogger("microclip")
 OVERLAY_SIZE = 224  # the overlays are drawn larger than a toy model's 64 px input, to be readable
@@ -66,7 +66,7 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
 
     explanation = explain_image(model, load_image(source))
     print(f"{source.name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
-    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
+    for branch, label in BRANCH_LABELS.items():
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))
         print(f"  {label:12s} {ranked}")
     order = explanation.logits_fused.argsort()[::-1][: max(2, min(args.top_k, 3))]

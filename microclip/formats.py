@@ -19,3 +19,7 @@ def number(value: float | None, digits: int = 4) -> str:
     if value != 0 and abs(value) < 10 ** -(digits - 1):
         return small_number(value)
     return f"{value:.{digits}f}"
+
+
+# What each branch is called in text (the CLI, the app, the plots); the keys are Explanation's branch names.
+BRANCH_LABELS = {"fused": "TokenFusion", "cls": "[CLS] only", "fg": "[FG] only"}

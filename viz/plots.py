@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from microclip.formats import BRANCH_LABELS  # noqa: E402
+
 
 def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
@@ -20,7 +22,9 @@ def accuracy_figure(history: list[dict]) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     # Older logs have no test_acc_fused; there test_acc is the fused accuracy.
     fused = "test_acc_fused" if any("test_acc_fused" in row for row in history) else "test_acc"
-    for key, label in ((fused, "TokenFusion"), ("test_acc_cls", "[CLS] only"), ("test_acc_fg", "[FG] only")):
+    keys = {"fused": fused, "cls": "test_acc_cls", "fg": "test_acc_fg"}
+    for branch, label in BRANCH_LABELS.items():
+        key = keys[branch]
         epochs, values = _series(history, key)
         if values:
             axis.plot(epochs, values, marker="o", label=label)
