@@ -12,3 +12,5 @@ NCUT_EPS = 1e-6
 # Eigenvalues of the NCut Laplacian (in [0, 2]) closer than this to the second-smallest one belong to
 # its eigenspace: far above float32/float64 solver noise, so every solver sees the same space.
 NCUT_DEGENERACY_TOL = 1e-5
+# Training modes that train and report the [CLS] branch only (SOAP stays at its start); recipe.Mode names them.
+CLS_ONLY_MODES = frozenset({"baseline", "wca_baseline"})
