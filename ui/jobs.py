@@ -432,7 +432,7 @@ class AdaptationRunner:
                              f"({', '.join(dataset.classes)}); use class folders or type the class names")
         samples, note = cap_evenly(dataset.samples, self.limits.max_images)
         if note:
-            skipped.append((f"{len(dataset.samples) - len(samples)} images", note))
+            skipped.append(("(image cap)", note))
 
         def every(index: int) -> None:
             if index % 20 == 0:
