@@ -1,29 +1,25 @@
-"""Which numbers tell the toy model's own world from pictures outside it? Measured, then thresholds picked.
+"""Does the out-of-world flag catch pictures outside the toy world and leave toy birds alone? Fitted, then measured.
 
-In-world: the 800 toy-world test images (``data/toybirds/test``) and the six bundled toy-bird examples.
-Out-of-world: every picture we have locally that is not a toy bird: the example photos and scenes in
-``assets/examples`` (a person, a flower, a sunset bird), scikit-learn's two sample photos, matplotlib's
-sample images, each also as four corner crops, a centre crop and a mirror image; twelve more procedural
-scenes (the example generator with other seeds); and noise, flat colours, gradients and checkerboards.
+In-world: the toy world's images (``data/toybirds``; generated on a clean run). The token statistics of
+``microclip.world_check`` are fitted on every 2nd training image, each threshold is the 99% quantile on the other
+training images (held out), and the flag is then measured on the 800 test images and the six bundled toy-bird
+examples, which it has never seen. Out-of-world: every picture we have locally that is not a toy bird: the example
+photos and scenes in ``assets/examples`` (a person, a flower, a sunset bird: the ⚠ examples), scikit-image's bundled
+photographs (an astronaut, a cat, coffee, a rocket, a motorcycle, a camera man, coins, a clock, the moon, ...),
+scikit-learn's two and matplotlib's sample images, each also as four corner crops, a centre crop and a mirror image;
+twelve more procedural scenes (the example generator with other seeds); noise, flat colours, gradients, checkerboards.
 
-For each signal of ``ui.world.WorldSignals`` (the fused / [CLS] / [FG] logits, the probability margin, NCut's
-coverage, the null weight, branch disagreement, and ``score_distance``: the Mahalanobis distance of the image's
-class-score pattern to that of the toy *training* images, fitted here on every 2nd training image) the script
-prints both distributions and the separation: the share of out-of-world images caught at a threshold that
-flags at most 1% of the toy test images. Each of the app's bundled models (adapted, base zero-shot) is
-measured on its own: the rules written with ``--write`` (to ``assets/toybirds/world.json``, keyed by the
-model's name in the app, with the fitted statistics) are chosen greedily: the best signal, then each next one that
-catches at least ``--min-gain`` (5%) more pictures while all of them together flag at most
-``--max-false-flags`` (2%) of the toy test images.
+The world is fitted once per base weights, on the base model's visual tower, and stored under the weights' sha256
+with the toy pretraining's caption vocabulary; every bundled model on those weights is then measured with it.
 
-    python bench/ood.py                                   # tables for each bundled model (~2 min on 2 CPU cores)
-    python bench/ood.py --json bench/results/ood.json --write assets/toybirds/world.json
+    python bench/ood.py                                                  # tables only (~3 min on 2 CPU cores)
+    python bench/ood.py --json bench/results/ood.json --write assets/toybirds/world.json   # what the app reads
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -31,31 +27,32 @@ import numpy as np
 import torch
 from PIL import Image
 
-from microclip.data.transforms import test_transform
-from microclip.explain import explain_batch
+from microclip.files import atomic_write_json
 from microclip.machine import cpu_name
 from microclip.resources import PROJECT_ROOT as ROOT
+from microclip.toyworld.dataset import ensure_split
+from microclip.toyworld.text import caption_vocabulary
+from microclip.world_check import World, fit_world, save_worlds, token_summaries, verdicts
 from ui.registry import default_registry
-from ui.world import WorldSignals, WorldStats, score_pattern
 
 EXAMPLES = ROOT / "assets" / "examples"
-FALSE_FLAG_BUDGET = 0.01  # at most this share of toy test images may be flagged
-SIGNALS = ("score_distance", "top_cosine", "cls_cosine", "fg_cosine", "margin", "logit_gap", "ncut_coverage",
-           "null_weight")
-WHY = {"score_distance": "its pattern of class scores is unlike a toy bird's",
-       "top_cosine": "no class matches it as well as a toy bird matches its class",
-       "cls_cosine": "the global [CLS] token matches no class as well as on toy birds",
-       "fg_cosine": "the fine-grained [FG] token matches no class as well as on toy birds",
-       "margin": "no class wins with a clear margin",
-       "logit_gap": "the top two classes are nearly tied",
-       "ncut_coverage": "NCut's foreground covers unusually much or little of the image",
-       "null_weight": "SOAP's null token took an unusual share"}
+QUANTILE = 0.99  # each threshold: this quantile of held-out toy images (so about 1% of toy images are flagged)
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "clock", "moon", "page", "text",
+                  "brick", "grass", "gravel", "hubble_deep_field", "retina", "immunohistochemistry", "colorwheel")
 
 
 def photo_sources() -> dict[str, Image.Image]:
     """Local photographs (no download): the example photos/scenes and the sample images libraries ship."""
     sources = {p.name: Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir())
                if p.suffix.lower() in {".jpg", ".jpeg", ".png"} and not p.name.startswith("toybird-")}
+    try:  # scikit-image's wheel bundles these photographs (a test dependency: requirements-dev.txt)
+        import skimage.data
+
+        for name in SKIMAGE_PHOTOS:
+            sources[f"skimage-{name}"] = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        sources["skimage-motorcycle"] = Image.fromarray(skimage.data.stereo_motorcycle()[0]).convert("RGB")
+    except ImportError:
+        print("scikit-image is not installed: its photographs are left out (pip install -r requirements-dev.txt)")
     try:
         from sklearn.datasets import load_sample_images
 
@@ -84,8 +81,6 @@ def variants(image: Image.Image) -> list[Image.Image]:
 
 def synthetic(rng: np.random.Generator, size: int = 128) -> dict[str, Image.Image]:
     """Noise, flat colours, gradients, checkerboards and procedural scenes with other seeds."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("example_generator", EXAMPLES / "generate.py")
     generate = importlib.util.module_from_spec(spec)  # assets/examples/generate.py: a script, not a module
     spec.loader.exec_module(generate)
@@ -109,149 +104,110 @@ def synthetic(rng: np.random.Generator, size: int = 128) -> dict[str, Image.Imag
     return out
 
 
-def explanations_of(model, images: list[Image.Image], batch: int = 64) -> list:
-    transform = test_transform(model.backbone.image_size, crop="center")
-    out = []
-    for start in range(0, len(images), batch):
-        out += explain_batch(model, torch.stack([transform(image) for image in images[start:start + batch]]))
-    return out
+def toy_images(root: Path, split: str) -> list[Image.Image]:
+    folder = ensure_split(root, split)  # a clean run generates the split (the same images train.py uses)
+    return [Image.open(p).convert("RGB") for p in sorted(folder.glob("*/*.png"))]
 
 
-def signals_of(model, images: list[Image.Image], stats: WorldStats) -> list[WorldSignals]:
-    return [WorldSignals.of(e, stats) for e in explanations_of(model, images)]
+def outside_pictures() -> dict[str, Image.Image]:
+    named: dict[str, Image.Image] = {}
+    for name, image in photo_sources().items():
+        for index, variant in enumerate(variants(image)):
+            named[f"{name}#{index}"] = variant
+    named.update(synthetic(np.random.default_rng(0)))
+    return named
 
 
-def toy_images(root: Path, step: int = 1) -> list[Image.Image]:
-    paths = sorted(root.glob("*/*.png"))[::step]
-    if not paths:
-        raise SystemExit(f"no toy test images under {root}: generate them with `python train.py --dataset toybirds` "
-                         "or microclip.toyworld.dataset.ensure_split")
-    return [Image.open(p).convert("RGB") for p in paths]
-
-
-def separation(inside: np.ndarray, outside: np.ndarray, budget: float = FALSE_FLAG_BUDGET) -> dict:
-    """Best one-sided rule for one signal: flag below the ``budget`` quantile of in-world values, or above
-    the ``1 - budget`` quantile, whichever catches more out-of-world images."""
-    low, high = float(np.quantile(inside, budget)), float(np.quantile(inside, 1.0 - budget))
-    caught_low, caught_high = float(np.mean(outside < low)), float(np.mean(outside > high))
-    if caught_low >= caught_high:
-        return {"side": "below", "threshold": low, "caught": caught_low, "false_flags": float(np.mean(inside < low))}
-    return {"side": "above", "threshold": high, "caught": caught_high, "false_flags": float(np.mean(inside > high))}
+def group(name: str) -> str:
+    """Which kind of out-of-world picture a name is, for the table."""
+    if name.split("#")[0] in {p.name for p in EXAMPLES.iterdir()}:
+        return "⚠ examples (+ crops)"
+    if name.startswith("skimage-"):
+        return "scikit-image photos"
+    if name.startswith(("sklearn-", "mpl-")):
+        return "scikit-learn / matplotlib images"
+    if name.startswith("scene-"):
+        return "procedural scenes"
+    return "noise, flat, gradients, checkerboards"
 
 
 def summary(values: np.ndarray) -> dict:
-    q = np.quantile(values, [0.0, 0.01, 0.05, 0.5, 0.95, 0.99, 1.0])
-    return dict(zip(("min", "p1", "p5", "median", "p95", "p99", "max"), map(float, q)))
+    q = np.quantile(values, [0.0, 0.01, 0.5, 0.99, 1.0])
+    return dict(zip(("min", "p1", "median", "p99", "max"), map(float, q)))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT / "data" / "toybirds"), help="toy world with train/ and test/")
+    parser.add_argument("--data", default=str(ROOT / "data"), help="folder holding toybirds/{train,test} "
+                                                                   "(generated there when missing)")
     parser.add_argument("--json", default=None, help="write every number to this file")
-    parser.add_argument("--write", default=None, help="write the chosen rules here (the app reads "
+    parser.add_argument("--write", default=None, help="add the fitted worlds to this file (the app reads "
                                                       "assets/toybirds/world.json)")
-    parser.add_argument("--max-false-flags", type=float, default=2 * FALSE_FLAG_BUDGET,
-                        help="rules are added while all of them together flag at most this share of toy test images")
-    parser.add_argument("--min-gain", type=float, default=0.05,
-                        help="a further rule must catch at least this share of the outside pictures more")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     registry = default_registry("cpu")  # the app's bundled models, built exactly as the app builds them
 
-    train_images = toy_images(Path(args.data) / "train", step=2)
-    inside_images = toy_images(Path(args.data) / "test")
+    train = toy_images(Path(args.data), "train")
+    inside = toy_images(Path(args.data), "test")
     examples = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("toybird-*.png"))]
-    outside_named: dict[str, Image.Image] = {}
-    for name, image in photo_sources().items():
-        for index, variant in enumerate(variants(image)):
-            outside_named[f"{name}#{index}"] = variant
-    outside_named.update(synthetic(np.random.default_rng(0)))
-    print(f"\n## Out-of-world signals ({cpu_name()}; torch {torch.__version__}, 1 thread)\n")
-    print(f"In-world: {len(inside_images)} toy test images (+ {len(examples)} toy examples checked separately); the "
-          f"score pattern is fitted on {len(train_images)} toy training images. Out-of-world: {len(outside_named)} "
-          f"pictures ({len(photo_sources())} photos × 7 variants, {len(outside_named) - 7 * len(photo_sources())} "
-          "procedural/synthetic).")
-    results, shipped = {}, {}
-    for model_name in registry.names():
-        model = registry.get(model_name).model
-        results[model_name], shipped[model_name] = measure(model_name, model, train_images, inside_images, examples,
-                                                           outside_named, args)
+    outside = outside_pictures()
+    print(f"\n## Out-of-world flag ({cpu_name()}; torch {torch.__version__}, 1 thread)\n")
+    print(f"Fitted on {len(train[::2])} toy training images, thresholds at the {QUANTILE:.0%} quantile of "
+          f"{len(train[1::2])} others; measured on {len(inside)} toy test images, {len(examples)} toy examples and "
+          f"{len(outside)} out-of-world pictures.\n")
+
+    loaded = [registry.get(name) for name in registry.names()]
+    worlds: dict[str, World] = {}
+    for entry in sorted(loaded, key=lambda m: m.meta is not None):  # base models first: the world is theirs
+        sha = entry.model.base.weights_sha256 if entry.model.base else None
+        if sha and sha not in worlds:
+            worlds[sha] = fit_world(entry.model, train[::2], train[1::2], sha, entry.model.base.describe(),
+                                    QUANTILE, caption_vocabulary())
+    results = {entry.name: measure(entry, worlds, inside, examples, outside) for entry in loaded
+               if entry.model.base and entry.model.base.weights_sha256 in worlds}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "torch": torch.__version__, "models": results},
-                                              indent=2))
-    if args.write:
-        Path(args.write).write_text(json.dumps({"measured_by": "bench/ood.py", "false_flag_budget": FALSE_FLAG_BUDGET,
-                                                "models": shipped}) + "\n")
+        atomic_write_json(args.json, {"cpu": cpu_name(), "torch": torch.__version__, "quantile": QUANTILE,
+                                      "models": results})
+    if args.write:  # only the worlds of the weights measured now: a re-trained base leaves no stale entry
+        save_worlds(worlds.values(), args.write, keep_others=False)
+        print(f"wrote {len(worlds)} world(s) to {args.write}")
 
 
-def measure(model_name: str, model, train_images: list[Image.Image], inside_images: list[Image.Image],
-            examples: list[Image.Image], outside_named: dict[str, Image.Image],
-            args: argparse.Namespace) -> tuple[dict, dict]:
-    """Every signal's separation for one model, the rules chosen, and what the app ships (rules + stats)."""
-    # The typical score pattern is fitted on training images (every 2nd), never on the test images it judges.
-    stats = WorldStats.fit(np.stack([score_pattern(e) for e in explanations_of(model, train_images)]))
-    example_photos = [n for n in outside_named if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()]
-    inside = signals_of(model, inside_images, stats)
-    toy_examples = signals_of(model, examples, stats)
-    outside = dict(zip(outside_named, signals_of(model, list(outside_named.values()), stats)))
-    table = {}
-    for key in SIGNALS:
-        a = np.array([getattr(s, key) for s in inside])
-        b = np.array([getattr(s, key) for s in outside.values()])
-        table[key] = {"inside": summary(a), "outside": summary(b), **separation(a, b)}
-    disagree_in = float(np.mean([s.disagree for s in inside]))
-    disagree_out = float(np.mean([s.disagree for s in outside.values()]))
-
-    print(f"\n### {model_name}\n")
-    print("| signal | toy test: p1 / median / p99 | outside: min / median / max | rule at ≤1% false flags | "
-          "outside caught | toy test flagged |")
-    print("|---|---|---|---|---:|---:|")
-    for key, row in table.items():
-        i, o = row["inside"], row["outside"]
-        rule = f"{row['side']} {row['threshold']:.4g}"
-        print(f"| {key} | {i['p1']:.4g} / {i['median']:.4g} / {i['p99']:.4g} | {o['min']:.4g} / {o['median']:.4g} / "
-              f"{o['max']:.4g} | {rule} | {row['caught']:.0%} | {row['false_flags']:.1%} |")
-    print(f"| disagree ([CLS] ≠ [FG]) | {disagree_in:.1%} of toy test | {disagree_out:.1%} of outside | — | — | — |")
-
-    def fires(c: dict, s: WorldSignals) -> bool:
-        return (getattr(s, c["signal"]) < c["below"]) if "below" in c else (getattr(s, c["signal"]) > c["above"])
-
-    def flagged(s: WorldSignals, rules: list[dict] | None = None) -> bool:
-        return any(fires(c, s) for c in (checks if rules is None else rules))
-
-    # Greedy: the best signal first, then each next one if it catches more while all together stay in budget.
-    checks: list[dict] = []
-    for key in sorted(table, key=lambda k: -table[k]["caught"]):
-        rule = {"signal": key, table[key]["side"]: float(f"{table[key]['threshold']:.4g}"), "why": WHY[key]}
-        trial = [*checks, rule]
-        gain = sum(flagged(s, trial) for s in outside.values()) - sum(flagged(s, checks) for s in outside.values())
-        in_budget = np.mean([flagged(s, trial) for s in inside]) <= args.max_false_flags
-        if gain >= max(1, args.min_gain * len(outside)) and in_budget:
-            checks = trial
-
-    caught = [n for n, s in outside.items() if flagged(s)]
-    missed = [n for n, s in outside.items() if not flagged(s)]
-    false_flags = float(np.mean([flagged(s) for s in inside]))
-    examples_flagged = [flagged(s) for s in toy_examples]
-    photos_flagged = {n: flagged(outside[n]) for n in example_photos}
-    print(f"\nRules kept (greedy, all together within {args.max_false_flags:.0%} false flags): "
-          + "; ".join(f"{c['signal']} {'<' if 'below' in c else '>'} {c.get('below', c.get('above'))}"
-                      for c in checks))
-    print(f"Together: {len(caught)}/{len(outside)} out-of-world pictures flagged ({len(caught) / len(outside):.0%}), "
-          f"{false_flags:.1%} of toy test images flagged, toy examples flagged: {sum(examples_flagged)}/"
-          f"{len(examples_flagged)}, example photos flagged: {sum(photos_flagged.values())}/{len(photos_flagged)} "
-          f"({', '.join(n[:-2] + (': yes' if v else ': no') for n, v in photos_flagged.items())}).")
-    print(f"Missed: {', '.join(missed) or 'none'}\n")
-
-    result = {"n_inside": len(inside), "n_outside": len(outside), "signals": table,
-              "disagree": {"inside": disagree_in, "outside": disagree_out}, "checks": checks,
-              "combined": {"caught": len(caught) / len(outside), "false_flags": false_flags, "missed": missed,
-                           "toy_examples_flagged": int(sum(examples_flagged)),
-                           "example_photos_flagged": photos_flagged},
-              "outside_signals": {n: s.as_dict() for n, s in outside.items()}}
-    return result, {"checks": checks, "stats": stats.to_dict()}
+def measure(entry, worlds: dict[str, World], inside: list[Image.Image], examples: list[Image.Image],
+            outside: dict[str, Image.Image]) -> dict:
+    """The flag of one model against its base weights' world: toy test, toy examples, each out-of-world group."""
+    world = worlds[entry.model.base.weights_sha256]
+    judged = {kind: verdicts(world, token_summaries(entry.model, images))
+              for kind, images in (("inside", inside), ("examples", examples), ("outside", list(outside.values())))}
+    flags = {kind: np.array([v.outside for v in found]) for kind, found in judged.items()}
+    values = {kind: np.array([v.signals["token_distance"] for v in found]) for kind, found in judged.items()}
+    names = list(outside)
+    groups: dict[str, list[bool]] = {}
+    for name, flagged in zip(names, flags["outside"]):
+        groups.setdefault(group(name), []).append(bool(flagged))
+    warned = {n[:-2]: bool(f) for n, f in zip(names, flags["outside"])
+              if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()}
+    rule = "; ".join(f"{r.signal} > {r.above:.4g}" for r in world.rules)
+    print(f"### {entry.name}\n\nRule: {rule}. token_distance: toy test median {np.median(values['inside']):.3g} "
+          f"(max {values['inside'].max():.3g}), out-of-world median {np.median(values['outside']):.3g} "
+          f"(min {values['outside'].min():.3g}).\n")
+    print("| pictures | n | flagged |\n|---|---:|---:|")
+    print(f"| toy test images | {len(inside)} | {flags['inside'].mean():.1%} |")
+    print(f"| toy-bird examples | {len(examples)} | {int(flags['examples'].sum())} |")
+    for kind, found in groups.items():
+        print(f"| {kind} | {len(found)} | {np.mean(found):.1%} |")
+    print(f"| **all out-of-world** | {len(names)} | **{flags['outside'].mean():.1%}** |")
+    missed = [n for n, f in zip(names, flags["outside"]) if not f]
+    said = ", ".join(f"{n}: {'yes' if v else 'no'}" for n, v in warned.items())
+    print(f"\n⚠ examples flagged: {said}. "
+          f"Missed: {', '.join(missed) or 'none'}\n")
+    return {"rules": [r.__dict__ for r in world.rules], "n_inside": len(inside), "n_outside": len(names),
+            "caught": float(flags["outside"].mean()), "false_flags": float(flags["inside"].mean()),
+            "toy_examples_flagged": int(flags["examples"].sum()), "warning_examples_flagged": warned,
+            "groups": {k: {"n": len(v), "caught": float(np.mean(v))} for k, v in groups.items()},
+            "token_distance": {k: summary(v) for k, v in values.items()}, "missed": missed,
+            "outside_distance": dict(zip(names, map(float, values["outside"])))}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Accuracy: zero-shot by names (templates), zero-shot by descriptions (the initial
 self-training baseline, microCLIP adapted (fused, [CLS]-only, [FG]-only) and a linear probe on the
 frozen [CLS] (an oracle that sees labels).
 
-Pointing game (toyworld/scoring.py): on each test image, does the map's top patch touch a discriminative
+Pointing game (microclip/scoring.py): on each test image, does the map's top patch touch a discriminative
 part? Every map is computed on the same adapted visual tower; the class-specific ones (LeGrad, Grad-CAM)
 explain the true class's Ŵ* row. The NCut mask, a set rather than a score, counts the expected hit of a
 patch drawn uniformly from it, and "random" is a uniform patch (the patch chance, exactly). Also the
@@ -52,11 +52,7 @@ from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT as ROOT
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks, render_split_sample
-from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
-from microclip.toyworld.part_probe import part_probe
-from microclip.toyworld.render import rerender
-from microclip.toyworld.scoring import (
+from microclip.scoring import (
     cut_on_object,
     expected_hit,
     mass_inside,
@@ -65,6 +61,10 @@ from microclip.toyworld.scoring import (
     percent,
     pointing_hits,
 )
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks, render_split_sample
+from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
+from microclip.toyworld.part_probe import part_probe
+from microclip.toyworld.render import rerender
 from microclip.toyworld.text import name_rate
 from microclip.toyworld.world import PARTS
 

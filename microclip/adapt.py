@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from microclip.checkpoint import CheckpointMeta
+from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
 from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate, fit, test_ratio
@@ -114,7 +115,7 @@ def prepare(
         raise ValueError("mode 'fully_supervised' needs labels, but the training data is unlabelled")
     device = torch.device(device)
     method = method or MethodConfig()
-    if recipe.mode in ("baseline", "wca_baseline"):
+    if recipe.mode in CLS_ONLY_MODES:
         method = replace(method, train_soap=False)  # the CLS-only baselines keep SOAP as it starts
     model, head_weights, _ = MicroCLIP.build(base[0], base[1], classes, list(templates), descriptions, method,
                                              use_handcrafted=use_handcrafted, device=device, seed=base_seed)

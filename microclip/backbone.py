@@ -1,7 +1,7 @@
 """Load an open_clip ViT and run the one visual forward microCLIP needs.
 
 The forward returns, from a single pass, the global ``[CLS]`` feature and the *value-path*
-patch tokens of the last block (method.md §1.1, §12): the tokens the last block would output
+patch tokens of the last block (docs/method.md §1.1, §12): the tokens the last block would output
 if its self-attention were replaced by the identity. open_clip has no such output, so the last
 block is evaluated here by hand from the block's own sub-modules. Only the ``[CLS]`` query is
 attended in that block (the only attended token anyone reads), which makes the value path
@@ -34,6 +34,9 @@ REFERENCE_MODEL_NAMES = {
 }
 
 BUNDLED_TOY_MODEL = "checkpoints/toybirds-base"
+# open_clip architectures shipped as package data (the toy world's ToyCLIP-B-8): a folder of JSON configs, read
+# by open_clip, so the core needs no import of the toy world to build its model
+MODEL_CONFIG_DIR = Path(__file__).parent / "toyworld" / "model_configs"
 
 
 class BackboneError(RuntimeError):
@@ -66,7 +69,7 @@ class BaseModelSpec:
 
 @dataclass(frozen=True)
 class VisualTokens:
-    """Everything one visual pass gives (method.md §1.1)."""
+    """Everything one visual pass gives (docs/method.md §1.1)."""
 
     cls_token: torch.Tensor  # (B, D) pre-projection [CLS], after ln_post
     cls_embed: torch.Tensor  # (B, E) g = normalize(cls_token @ proj)
@@ -103,6 +106,13 @@ def _folder_sha256(folder: Path) -> str:
     return file_sha256(weights[0])
 
 
+def register_model_configs() -> None:
+    """Add the package's open_clip model configs to open_clip's registry (idempotent)."""
+    known = set(open_clip.list_models())
+    if not {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")} <= known:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
 def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
                 device: str | torch.device = "cpu") -> tuple[nn.Module, BaseModelSpec]:
     """Build an open_clip model (both towers) and the spec that identifies it.
@@ -110,8 +120,6 @@ def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
     ``pretrained`` is an open_clip tag, a path to a local weight file, or ``"none"`` for
     seeded random weights (tests and speed benchmarks only).
     """
-    from microclip.toyworld import register_model_configs
-
     register_model_configs()
     name, tag = resolve_model_name(clip_model, pretrained)
     if name.startswith("local-dir:"):
@@ -163,8 +171,6 @@ def _create_or_explain(name: str, pretrained: str | None, device: str | torch.de
 
 def get_tokenizer(spec: BaseModelSpec):
     """The tokenizer that belongs to a base model (handles ``local-dir:`` folders)."""
-    from microclip.toyworld import register_model_configs
-
     register_model_configs()
     if spec.clip_model.startswith("local-dir:"):
         return open_clip.get_tokenizer(locate(spec.clip_model))

@@ -31,6 +31,7 @@ from microclip.data.images import ImageError, load_image
 from microclip.data.transforms import test_transform
 from microclip.explain import Explanation, explain_batch
 from microclip.files import atomic_write
+from microclip.formats import small_number
 from microclip.model import MicroCLIP
 
 MAX_IMAGES = 200  # per batch in the app: a batch is a look at a sample, not a benchmark run
@@ -46,6 +47,51 @@ class BatchItem:
     name: str  # path inside the zip or folder
     explanation: Explanation
     picture: np.ndarray  # (S, S, 3) uint8, the crop the maps are aligned with
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One batch run: what was explained, drawn and skipped, and the bundle written."""
+
+    items: list[BatchItem]
+    overlays: list[np.ndarray] | None  # one picture per item, as in the bundle (None: not drawn)
+    skipped: list[tuple[str, str]]  # (file, reason)
+    note: str  # what the image cap left out, or ""
+    bundle: Path
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return predictions_table(self.items)
+
+
+def run(model: MicroCLIP, source: str | Path, out: str | Path | None = None, *, work: str | Path,
+        cap: int | None = None, allow_local_paths: bool = True, picture: Picture | None = None,
+        draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        progress: Callable[[int, int], None] | None = None, **settings: Any) -> BatchResult:
+    """Explain every image of ``source`` (a zip or a folder) and write the bundle to ``out`` (a ``.zip``;
+    default ``work/microclip-batch-<time>.zip``). The CLI (``explain DIR``) and the app's Batch tab both call it.
+
+    ``work`` is an empty scratch folder (the zip is extracted there and removed afterwards).
+    ``allow_local_paths`` False refuses a folder (a caller's own upload is a zip). ``picture`` draws the
+    crop kept with each image, ``draw_overlay(picture, soap_weights)`` its overlay PNG (none without it);
+    ``settings`` go into ``settings.json`` beside the model's own.
+    """
+    work, source = Path(work), Path(source)
+    if out is not None and Path(out).suffix != ".zip":
+        raise ValueError(f"{out}: the bundle is a zip; give a path ending in .zip")
+    is_zip = source.is_file()
+    try:
+        files, skipped, note = collect_images(str(source) if is_zip else None, None if is_zip else str(source),
+                                              work, allow_local_paths, cap or 10 ** 9)
+        items, unreadable = explain_files(model, files, progress, picture)
+    finally:
+        shutil.rmtree(work / "images", ignore_errors=True)  # the extracted copy is not needed any more
+    skipped += unreadable
+    overlays = [draw_overlay(item.picture, item.explanation.soap_weights) for item in items] if draw_overlay else None
+    recorded = batch_settings(model, source.name if is_zip else str(source), cap, len(items), len(skipped),
+                              **settings)
+    bundle = write_bundle(items, skipped, recorded, work, overlays, archive=Path(out) if out else None)
+    return BatchResult(items, overlays, skipped, note, bundle)
 
 
 def collect_images(archive: str | None, folder: str | None, work: Path, allow_local_paths: bool,
@@ -119,7 +165,7 @@ def predictions_table(items: list[BatchItem]) -> pd.DataFrame:
             row[f"{branch} top-1"] = name
             row[f"{branch} p"] = round(probability, 4)
         row["branches agree"] = len({row[f"{b} top-1"] for b in BRANCHES}) == 1
-        row["null weight"] = round(item.explanation.null_weight, 4)
+        row["null weight"] = small_number(item.explanation.null_weight)  # 2.46e-05, never a rounded 0
         rows.append(row)
     columns = ["file", *[f"{b} {k}" for b in BRANCHES for k in ("top-1", "p")], "branches agree", "null weight"]
     return pd.DataFrame(rows, columns=columns)

@@ -2,7 +2,7 @@
 
 ``train`` and ``evaluate`` accept the reference's commands as written
 (``python train.py --dataset NAME --train_config ours_vit_b_32_cupl_proto``,
-``python evaluate.py --dataset NAME --ckpt-path PATH``) and its flags (method.md §11).
+``python evaluate.py --dataset NAME --ckpt-path PATH``) and its flags (docs/method.md §11).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 LOGIT_SCALE = 100.0
 
 DEFAULT_FUSION_RATIO = 0.5  # rho: weight of [CLS] in the fused logits (loss and inference)
-DEFAULT_GAMMA = 0.5  # static (crops . W_LLM) vs dynamic (fused . W*) pseudo-label mix
 NCUT_TAU = 0.2
 NCUT_EPS = 1e-6
 # Eigenvalues of the NCut Laplacian (in [0, 2]) closer than this to the second-smallest one belong to
 # its eigenspace: far above float32/float64 solver noise, so every solver sees the same space.
 NCUT_DEGENERACY_TOL = 1e-5
+# Training modes that train and report the [CLS] branch only (SOAP stays at its start); recipe.Mode names them.
+CLS_ONLY_MODES = frozenset({"baseline", "wca_baseline"})

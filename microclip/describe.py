@@ -1,7 +1,7 @@
 """Write class descriptions with an LLM, in the CuPL format ``{class name: [sentence, ...]}``.
 
-The descriptions feed the two LLM-derived heads (``shared/design/method.md`` section 4). This module
-follows the reference's GPT-4o recipe (method.md section 9; ``gpt_4o_descriptions/batch_jobs`` of
+The descriptions feed the two LLM-derived heads (docs/method.md §4). This module
+follows the reference's GPT-4o recipe (docs/method.md §9; ``gpt_4o_descriptions/batch_jobs`` of
 the reference): model ``gpt-4o`` at temperature 0.1, a system message asking for N short numbered
 sentences that are visually identifiable descriptions, and per class one user message per question
 template, each ending in ``Include '<class>' in each sentence.``. The numbered reply is parsed into
@@ -51,7 +51,7 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 4
 
 # Sentences longer than this are dropped: CLIP's text encoder sees at most 77 BPE tokens, and the
-# reference raises on longer ones (method.md 4.3). Exact token checks are left to the heads; this
+# reference raises on longer ones (docs/method.md §4.3). Exact token checks are left to the heads; this
 # only catches replies that ran on (a paragraph instead of a sentence).
 MAX_SENTENCE_CHARS = 300
 

@@ -1,4 +1,4 @@
-"""``fit`` and ``evaluate``: the self-training loop (method.md §1.2, §5, §6) with callbacks.
+"""``fit`` and ``evaluate``: the self-training loop (docs/method.md §1.2, §5, §6) with callbacks.
 
 The loop reads like the method: weak view → pseudo-labels (no grad, with K crops) → strong view →
 fused logits → CE + fairness → AdamW step on the trainable set. Everything around it (progress,

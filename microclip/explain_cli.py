@@ -17,6 +17,7 @@ from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
 from microclip.cliargs import new_parser
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
+from microclip.formats import BRANCH_LABELS, small_number
 
 log = logging.getLogger("microclip")
 OVERLAY_SIZE = 224  # the overlays are drawn larger than a toy model's 64 px input, to be readable
@@ -70,7 +71,7 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
 
     explanation = explain_image(model, load_image(source))
     print(f"{source.name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
-    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
+    for branch, label in BRANCH_LABELS.items():
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))
         print(f"  {label:12s} {ranked}")
     order = explanation.logits_fused.argsort()[::-1][: max(2, min(args.top_k, 3))]
@@ -78,7 +79,7 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
     for index in order:
         cls_part, fg_part = explanation.contributions(int(index))
         print(f"    {explanation.classes[index]:30s} {cls_part:8.3f} + {fg_part:8.3f} = {cls_part + fg_part:8.3f}")
-    print(f"  SOAP null-token weight {explanation.null_weight:.3e}; NCut foreground "
+    print(f"  SOAP null-token weight {small_number(explanation.null_weight)}; NCut foreground "
           f"{int(explanation.ncut_mask.sum())} of {explanation.ncut_mask.size} patches")
     if args.json:
         atomic_write_text(args.json, explanation.to_json())
@@ -89,29 +90,21 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
 def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
     import tempfile
 
-    from microclip.batch import batch_settings, collect_images, explain_files, write_bundle
+    from microclip import batch
 
-    out = Path(args.out or f"microclip-batch-{source.stem}.zip")
-    if out.suffix != ".zip":
-        raise ValueError(f"--out {out}: the bundle is a zip; give a path ending in .zip")
-    cap = args.max_images or 10 ** 9
+    render = None if args.no_overlays else _renderer()
     with tempfile.TemporaryDirectory(prefix="microclip-explain-") as work:
-        work = Path(work)
-        files, skipped, note = collect_images(str(source) if source.is_file() else None,
-                                              str(source) if source.is_dir() else None, work, True, cap)
-        render = None if args.no_overlays else _renderer()
-        items, unreadable = explain_files(model, files, picture=render[0] if render else None)
-        skipped += unreadable
-        overlays = [render[1](item.picture, item.explanation.soap_weights) for item in items] if render else None
-        settings = batch_settings(model, str(source), args.max_images, len(items), len(skipped),
-                                  checkpoint=str(args.ckpt_path), overlay=None if overlays is None else "SOAP weights")
-        write_bundle(items, skipped, settings, work, overlays, archive=out)
-    for item in items:
+        result = batch.run(model, source, args.out or f"microclip-batch-{source.stem}.zip", work=work,
+                           cap=args.max_images, picture=render[0] if render else None,
+                           draw_overlay=render[1] if render else None, checkpoint=str(args.ckpt_path),
+                           overlay=None if render is None else "SOAP weights")
+    for item in result.items:
         top = item.explanation.top_k("fused", 1)[0]
         print(f"{item.name}: {top[0]} ({top[1]:.1%})")
-    for name, reason in skipped:
+    for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
-    print(f"{len(items)} explained, {len(skipped)} skipped{'; ' + note if note else ''}; bundle {out}")
+    print(f"{len(result.items)} explained, {len(result.skipped)} skipped{'; ' + result.note if result.note else ''}; "
+          f"bundle {result.bundle}")
     return 0
 
 

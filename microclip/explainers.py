@@ -34,7 +34,7 @@ from microclip.backbone import Backbone, block_attention_weights, last_block_cls
 from microclip.constants import LOGIT_SCALE
 from microclip.explain import cls_similarity
 from microclip.model import MicroCLIP
-from microclip.toyworld.scoring import expected_hit, mass_inside, patch_coverage
+from microclip.scoring import expected_hit, mass_inside, patch_coverage
 
 ExplainerFn = Callable[[MicroCLIP, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -592,7 +592,7 @@ def mask_on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 
 def part_score(saliency: np.ndarray, part_mask: np.ndarray) -> PartScore:
-    """Pointing game and mass inside for one (h, w) map against an (H, W) part mask (toyworld.scoring)."""
+    """Pointing game and mass inside for one (h, w) map against an (H, W) part mask (microclip.scoring)."""
     grid = saliency.shape
     coverage = patch_coverage(mask_on_grid(part_mask, grid)[None], grid)  # (1, P)
     scores = np.asarray(saliency, dtype=np.float64).reshape(1, -1)

@@ -1,4 +1,4 @@
-"""The two text-derived heads (method.md §4) and the fused / per-branch logits (§3).
+"""The two text-derived heads (docs/method.md §4) and the fused / per-branch logits (§3).
 
 ``build_head_weights`` uses the text tower once; afterwards only the (C, E) matrices are kept.
 """
@@ -90,7 +90,7 @@ def build_head_weights(
     descriptions: dict[str, list[str]] | None = None,
     use_handcrafted: bool = False,
 ) -> HeadWeights:
-    """Build t_c, W_LLM and the W* initialisation (method.md §4.2–4.5).
+    """Build t_c, W_LLM and the W* initialisation (docs/method.md §4.2–4.5).
 
     A class with no descriptions (``descriptions`` is None, or its list is empty) uses t_c for
     both heads, which makes a description-free model a plain template zero-shot classifier.

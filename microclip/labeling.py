@@ -1,4 +1,4 @@
-"""Dynamic Knowledge Aggregation: the multi-crop composite and the pseudo-labels (method.md §1.2, §5)."""
+"""Dynamic Knowledge Aggregation: the multi-crop composite and the pseudo-labels (docs/method.md §1.2, §5)."""
 
 from __future__ import annotations
 

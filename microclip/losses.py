@@ -1,4 +1,4 @@
-"""Cross-entropy on pseudo-labels plus MUST's fairness (marginal-entropy) regulariser (method.md §5.3)."""
+"""Cross-entropy on pseudo-labels plus MUST's fairness (marginal-entropy) regulariser (docs/method.md §5.3)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from microclip.soap import (
 @dataclass
 class MethodConfig:
     """How the forward pass is computed. Defaults are the reference's behaviour, except the NCut
-    orientation, which is canonical so that results do not depend on the machine (method.md §10.2)."""
+    orientation, which is canonical so that results do not depend on the machine (docs/method.md §10.2)."""
 
     fusion_ratio: float = DEFAULT_FUSION_RATIO
     ncut_features: Literal["values", "keys"] = "values"  # reference: raw value-path tokens

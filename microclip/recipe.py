@@ -1,6 +1,6 @@
 """The adaptation recipe: one dataclass that is the config files' schema and the command line's flags.
 
-Precedence, lowest first: the field defaults (the reference's dataset config, method.md §6), the
+Precedence, lowest first: the field defaults (the reference's dataset config, docs/method.md §6), the
 dataset config file, then flags given on the command line. A config key that is not a field is an
 error naming the nearest valid key, so a typo cannot silently fall back to a default.
 """
@@ -49,7 +49,7 @@ class Recipe:
     warmup_epochs: int = field(default=0, metadata=_flag("the reference's warmup: this many epochs of steps"))
     weight_decay: float = field(default=0.1, metadata=_flag("AdamW weight decay"))
     decay: Decay = "all"  # --no_decay_groups: "intended", no decay on LayerNorms
-    # self-training (method.md §3-§5)
+    # self-training (docs/method.md §3-§5)
     gamma: float = field(default=0.5, metadata=_flag("DKA: weight of the static (W_LLM) labels"))
     n_crops: int = field(default=8, metadata=_flag("random crops K behind each pseudo-label"))
     ce_weight: float = field(default=1.0, metadata=_flag("weight of the pseudo-label cross-entropy"))

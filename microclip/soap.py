@@ -1,4 +1,4 @@
-"""SOAP: Saliency-Oriented Attention Pooling (method.md §2).
+"""SOAP: Saliency-Oriented Attention Pooling (docs/method.md §2).
 
 ``foreground_mask`` is the normalised-cut bipartition of the patch tokens; ``soap_query`` builds
 the single query from it; ``SOAP`` cross-attends that query over the patches plus a null token.
@@ -68,7 +68,7 @@ def canonical_fiedler(values: torch.Tensor, vectors: torch.Tensor, degree: torch
     with the largest single entry is P[:, i] / sqrt(P_ii) for i = argmax_i P_ii (the lowest index
     among ties within ``tol``), and that entry is its largest in magnitude. For a simple eigenvalue
     this is the solver's vector turned so that its largest-|e| entry is positive: the orientation
-    rule of method.md §10.2, which this generalises to degenerate spaces.
+    rule of docs/method.md §10.2, which this generalises to degenerate spaces.
     """
     lambda2 = values[:, 1:2]
     in_space = (values <= lambda2 + tol).to(vectors.dtype)  # (B, N): eigenvalues 0 .. λ2 + tol
@@ -103,7 +103,7 @@ def ncut_split(
     eigh_dtype: torch.dtype | None = None,
     eigh_device: str | torch.device = "cpu",
 ) -> NcutSplit:
-    """The normalised-cut bipartition of patch tokens and what it was cut from (method.md §2, steps 1-6).
+    """The normalised-cut bipartition of patch tokens and what it was cut from (docs/method.md §2, steps 1-6).
 
     Args:
         features: (B, N, D) patch features. The reference passes raw (un-normalised) value-path

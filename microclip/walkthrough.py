@@ -95,7 +95,7 @@ def _description_rows(encoder: TextEncoder, name: str, sentences: list[str], tem
     """How one class's descriptions build its two head vectors, and how each matches this image."""
     anchor = template_embeddings(encoder, [name], templates)[0].to(fg_embed.device)
     embeds = F.normalize(encoder(sentences[:256]), dim=-1).to(fg_embed.device)  # (n, E)
-    raw = embeds @ anchor  # w_j = e_j · t_c (method.md §4.3)
+    raw = embeds @ anchor  # w_j = e_j · t_c (docs/method.md §4.3)
     share = raw / raw.sum()
     rebuilt = description_weighted(embeds, anchor)
     initial = F.normalize(embeds.mean(0), dim=-1)  # W*'s starting point (§4.4)

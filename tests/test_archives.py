@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from microclip.data.archives import ArchiveError, extract_archive, extract_images, find_data_root
+from microclip.data.archives import ArchiveError, extract_archive, find_data_root
 
 
 def png_bytes(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -52,7 +52,7 @@ def test_extracts_images_keeps_class_folders_and_skips_junk(sandbox):
     assert sorted(p.relative_to(dest).as_posix() for p in files_under(dest)) == names
     assert result.skipped == [("birds/notes.txt", "not an image file (by its extension)")]
     assert find_data_root(dest) == dest / "birds"
-    assert extract_images(archive, tmp / "again") == [tmp / "again" / n for n in names]
+    assert extract_archive(archive, tmp / "again").files == [tmp / "again" / n for n in names]
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "ok/../../evil.png", "/tmp/evil.png", "..\\evil.png", "C:/evil.png"])
@@ -60,7 +60,7 @@ def test_path_traversal_is_refused_and_nothing_escapes(sandbox, name):
     tmp, dest = sandbox
     archive = write_zip(tmp / "bad.zip", {"good.png": png_bytes(), name: png_bytes()})
     with pytest.raises(ArchiveError, match="path traversal"):
-        extract_images(archive, dest)
+        extract_archive(archive, dest)
     assert files_under(tmp / "jail") == []
     assert not (tmp / "evil.png").exists()
 
@@ -73,7 +73,7 @@ def test_symlink_member_is_refused(sandbox):
         zf.writestr("a.png", png_bytes())
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(ArchiveError, match="symbolic link"):
-        extract_images(tmp / "link.zip", dest)
+        extract_archive(tmp / "link.zip", dest)
     assert files_under(tmp / "jail") == []
 
 
@@ -92,7 +92,7 @@ def test_encrypted_member_is_refused(sandbox):
     data = write_zip(tmp / "plain.zip", {"a.png": png_bytes()}, zipfile.ZIP_STORED).read_bytes()
     (tmp / "enc.zip").write_bytes(_patch_headers(data, 6, 8, "<H", 0x1))  # general-purpose flag bit 0
     with pytest.raises(ArchiveError, match="encrypted"):
-        extract_images(tmp / "enc.zip", dest)
+        extract_archive(tmp / "enc.zip", dest)
     assert files_under(tmp / "jail") == []
 
 
@@ -100,7 +100,7 @@ def test_too_many_files_is_refused(sandbox):
     tmp, dest = sandbox
     archive = write_zip(tmp / "many.zip", {f"c/{i}.png": png_bytes() for i in range(4)})
     with pytest.raises(ArchiveError, match="4 images, more than the limit of 3"):
-        extract_images(archive, dest, max_files=3)
+        extract_archive(archive, dest, max_files=3)
     assert files_under(tmp / "jail") == []
 
 
@@ -108,7 +108,7 @@ def test_total_size_over_limit_is_refused(sandbox):
     tmp, dest = sandbox
     archive = write_zip(tmp / "big.zip", {f"c/{i}.png": png_bytes() for i in range(3)})
     with pytest.raises(ArchiveError, match="more than the limit"):
-        extract_images(archive, dest, max_total_bytes=100)
+        extract_archive(archive, dest, max_total_bytes=100)
     assert files_under(tmp / "jail") == []
 
 
@@ -118,7 +118,7 @@ def test_zip_bomb_is_refused_by_its_ratio(sandbox):
     archive = write_zip(tmp / "bomb.zip", {"a.png": png_bytes(), "bomb/b.png": zeros, "bomb/c.png": zeros})
     assert archive.stat().st_size < 100_000
     with pytest.raises(ArchiveError, match="zip bomb"):
-        extract_images(archive, dest, max_total_bytes=4 * 1024 * 1024)
+        extract_archive(archive, dest, max_total_bytes=4 * 1024 * 1024)
     assert files_under(tmp / "jail") == []
 
 
@@ -127,7 +127,7 @@ def test_zip_bomb_is_refused_by_total_even_with_a_lax_ratio(sandbox):
     zeros = bytes(3 * 1024 * 1024)
     archive = write_zip(tmp / "bomb.zip", {f"bomb/{i}.png": zeros for i in range(3)})
     with pytest.raises(ArchiveError, match="limit of 4.2 MB"):
-        extract_images(archive, dest, max_total_bytes=4 * 1024 * 1024, max_ratio=10_000)
+        extract_archive(archive, dest, max_total_bytes=4 * 1024 * 1024, max_ratio=10_000)
     assert files_under(tmp / "jail") == []
 
 
@@ -140,7 +140,7 @@ def test_member_whose_header_lies_about_its_size_is_refused(sandbox):
     with zipfile.ZipFile(tmp / "liar.zip") as zf:
         assert zf.infolist()[0].file_size == 1000
     with pytest.raises(ArchiveError, match="header lies"):
-        extract_images(tmp / "liar.zip", dest, max_total_bytes=1024 * 1024)
+        extract_archive(tmp / "liar.zip", dest, max_total_bytes=1024 * 1024)
     assert files_under(tmp / "jail") == []
 
 
@@ -148,13 +148,13 @@ def test_not_a_zip_empty_zip_and_no_images(sandbox):
     tmp, dest = sandbox
     (tmp / "text.zip").write_text("not a zip at all")
     with pytest.raises(ArchiveError, match="not a zip file"):
-        extract_images(tmp / "text.zip", dest)
+        extract_archive(tmp / "text.zip", dest)
     write_zip(tmp / "empty.zip", {})
     with pytest.raises(ArchiveError, match="empty zip"):
-        extract_images(tmp / "empty.zip", dest)
+        extract_archive(tmp / "empty.zip", dest)
     write_zip(tmp / "docs.zip", {"readme.txt": b"x", "__MACOSX/._a.png": b"y"})
     with pytest.raises(ArchiveError, match="no image files.*readme.txt"):
-        extract_images(tmp / "docs.zip", dest)
+        extract_archive(tmp / "docs.zip", dest)
     assert files_under(tmp / "jail") == []
 
 
@@ -164,5 +164,5 @@ def test_refuses_a_non_empty_destination(sandbox):
     (dest / "mine.txt").write_text("keep me")
     archive = write_zip(tmp / "ok.zip", {"a.png": png_bytes()})
     with pytest.raises(ArchiveError, match="not empty"):
-        extract_images(archive, dest)
+        extract_archive(archive, dest)
     assert (dest / "mine.txt").read_text() == "keep me"

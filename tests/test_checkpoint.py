@@ -84,7 +84,7 @@ def test_mismatched_base_and_classes_fail_clearly():
 
 
 def reference_checkpoint(model: MicroCLIP, path, unr_token: bool = False) -> None:
-    """A checkpoint laid out as the reference's train.py saves it (method.md §12b)."""
+    """A checkpoint laid out as the reference's train.py saves it (docs/method.md §12b)."""
     visual = {f"clip_model.visual.{k}": v for k, v in model.backbone.visual.state_dict().items()}
     state = {
         **visual,

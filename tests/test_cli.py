@@ -42,7 +42,7 @@ def test_train_writes_the_reference_outputs(trained):
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1, 2]  # epoch 0: zero-shot
     assert {"train_loss", "train_pl_acc", "test_acc", "test_acc_cls", "test_acc_fg"} <= set(lines[-1])
-    # The fairness term alone is at least 2·ln C, so the loss sits above it (method.md §5.3).
+    # The fairness term alone is at least 2·ln C, so the loss sits above it (docs/method.md §5.3).
     assert lines[-1]["train_fair"] >= 2 * __import__("math").log(3) - 1e-4
     assert "adapting" in done.stderr  # the tqdm progress bar
     # The seed config evaluates with the reference's random test crop (seeded); fused is reported under its name.

@@ -9,7 +9,7 @@ import torch
 from test_explainers import build_model, image_shape
 
 from microclip.faithfulness import BRANCHES, deletion_drops, deletion_scores, upsample_maps
-from microclip.toyworld.scoring import cut_on_object
+from microclip.scoring import cut_on_object
 
 
 class _OneBranch(torch.nn.Module):

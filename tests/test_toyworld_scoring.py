@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microclip.toyworld.scoring import (
+from microclip.scoring import (
     expected_hit,
     mass_inside,
     patch_coverage,

@@ -43,7 +43,7 @@ CURVE_TYPES = {"step": "int64", "value": "float64", "series": "object"}
 INTRO = """\
 **Adapt** a model to your own images without labels: microCLIP pseudo-labels each image from its
 weak view and K crops (Dynamic Knowledge Aggregation), then trains the visual LayerNorms, SOAP and
-the classifier W* on a strong view (method.md §1.2). Runs are short on purpose (caps on steps,
+the classifier W* on a strong view (docs/method.md §1.2). Runs are short on purpose (caps on steps,
 batch and images). Class folders in a zip give the class names, and let the app show
 *pseudo-label accuracy*; training itself never sees the labels.
 """

@@ -15,25 +15,15 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
-import pandas as pd
 
-from microclip.batch import (
-    BRANCHES,
-    MAX_IMAGES,
-    BatchItem,
-    batch_settings,
-    collect_images,
-    explain_files,
-    predictions_table,
-    write_bundle,
-)
+from microclip.batch import BRANCHES, MAX_IMAGES, BatchItem, BatchResult
+from microclip.batch import run as run_and_bundle
 from microclip.files import shareable_tempdir
+from microclip.formats import small_number
 from ui.common import gpu, image_file, model_dropdown_update, user_errors
 from ui.sharing import ServerPathGuard, ServerPaths
 from viz.overlay import display_crop, overlay_map
@@ -46,16 +36,6 @@ gallery shows each image's SOAP map (where `[FG]` pools); the table gives the to
 probability of the fused prediction and of the `[CLS]`-only and `[FG]`-only branches, and marks
 images where they disagree. The bundle holds everything to re-read the run without the app.
 """
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    items: list[BatchItem]
-    overlays: list[np.ndarray]  # SOAP overlay of each item, as drawn in the bundle
-    skipped: list[tuple[str, str]]  # (file, reason)
-    table: pd.DataFrame
-    bundle: Path
-    note: str
 
 
 class BatchWorkspace:
@@ -86,24 +66,21 @@ def run_batch(loaded, archive: str | None, folder: str | None, work: Path, cap: 
               allow_local_paths: bool = True, opacity: float = 0.5,
               progress: Callable[[int, int], None] | None = None) -> BatchResult:
     """The whole batch for one registry entry (``loaded``: a ``ui.registry.LoadedModel``)."""
-    cap = max(1, min(int(cap), MAX_IMAGES))
-    try:
-        files, skipped, note = collect_images(archive, folder, work, allow_local_paths, cap)
-        items, unreadable = explain_files(loaded.model, files, progress,
-                                          picture=lambda image: display_crop(image, OVERLAY_SIZE))
-    finally:
-        shutil.rmtree(work / "images", ignore_errors=True)  # the extracted copy is not needed any more
-    skipped += unreadable
-    overlays = [overlay_map(item.picture, item.explanation.soap_weights, opacity=opacity) for item in items]
+    source = archive or (folder or "").strip()
+    if not source:
+        raise ValueError("upload a zip of images, or type a folder path")
+    if not archive and not allow_local_paths:
+        raise ValueError("reading folders on the server is turned off here; upload a zip of images instead")
+    if not archive and not Path(source).expanduser().is_dir():
+        raise ValueError(f"no folder {source} on the server")
     meta = getattr(loaded, "meta", None)
-    settings = batch_settings(
-        loaded.model, Path(archive).name if archive else folder, cap, len(items), len(skipped),
+    return run_and_bundle(
+        loaded.model, Path(source).expanduser(), work=work, cap=max(1, min(int(cap), MAX_IMAGES)),
+        allow_local_paths=allow_local_paths, progress=progress, picture=lambda image: display_crop(image, OVERLAY_SIZE),
+        draw_overlay=lambda picture, weights: overlay_map(picture, weights, opacity=opacity),
         model=loaded.name, model_source=loaded.source,
         checkpoint={"training": meta.training, "metrics": meta.metrics} if meta else None,
         overlay={"map": "SOAP weights", "opacity": opacity, "size": OVERLAY_SIZE})
-    bundle = write_bundle(items, skipped, settings, work, overlays)
-    return BatchResult(items=items, overlays=overlays, skipped=skipped, table=predictions_table(items), bundle=bundle,
-                       note=note)
 
 
 def _caption(item: BatchItem) -> str:
@@ -112,7 +89,7 @@ def _caption(item: BatchItem) -> str:
     disagree = len({e.prediction(b) for b in BRANCHES}) > 1
     weights = e.soap_weights
     return (f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
-            f"SOAP {weights.min():.2e} (blue) – {weights.max():.2e} (red)")
+            f"SOAP {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)")
 
 
 def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:

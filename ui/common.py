@@ -23,12 +23,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from microclip.backbone import BackboneError
-from microclip.checkpoint import CheckpointError
 from microclip.data.datasets import is_image_file
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
+from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write
+from microclip.prepare import parse_class_names  # noqa: F401 - the tabs import it from here
 from microclip.resources import EXAMPLES_DIR
 from viz.html import png_bytes
 
@@ -40,9 +40,8 @@ DISPLAY_SIZE = 448  # pixels of the square crop the explainer comparison draws o
 INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 INFERENCE_ID = "inference"
 
-# Errors the library raises with a message meant for the user; anything else is a bug and is logged.
-USER_ERRORS: tuple[type[Exception], ...] = (ImageError, CheckpointError, DescriptionsError, BackboneError, ValueError,
-                                            KeyError)
+# The library's user errors, and the registry's unknown model names (a KeyError whose message says which).
+APP_USER_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, KeyError)
 
 
 def image_input(**kwargs: Any) -> gr.Image:
@@ -83,12 +82,6 @@ def _short(error: Exception) -> str:
     return re.sub(r"\S*/gradio/\S*/", "", str(error))
 
 
-def parse_class_names(text: str | None) -> list[str]:
-    """Class names typed one per line or separated by commas; blanks and repeats dropped, order kept."""
-    names = [part.strip() for part in re.split(r"[,\n]", text or "")]
-    return list(dict.fromkeys(name for name in names if name))
-
-
 def read_descriptions(path: str | None, classes: list[str]) -> tuple[dict[str, list[str]] | None, str]:
     """An uploaded CuPL-style descriptions JSON for ``classes`` and a note about missing classes.
 
@@ -109,21 +102,26 @@ def read_descriptions(path: str | None, classes: list[str]) -> tuple[dict[str, l
 def user_errors(fn: F) -> F:
     """Turn the library's user-facing errors into ``gr.Error`` (shown in the UI and to API clients).
 
-    Other exceptions are logged with their traceback and reported as an internal error, so one
-    bad request never takes the server down.
+    A user error is logged as one line, without a traceback (Gradio would print one for every ``gr.Error``);
+    other exceptions are logged with their traceback and reported as an internal error, so one bad request
+    never takes the server down.
     """
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as error:
+            log.warning("%s: %s", fn.__name__, error.message)
+            error.print_exception = False
             raise
-        except USER_ERRORS as error:
-            message = error.args[0] if isinstance(error, KeyError) and error.args else _short(error)
-            raise gr.Error(str(message)) from None
+        except APP_USER_ERRORS as error:
+            message = str(error.args[0] if isinstance(error, KeyError) and error.args else _short(error))
+            log.warning("%s: %s", fn.__name__, message)
+            raise gr.Error(message, print_exception=False) from None
         except Exception as error:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Internal error in {fn.__name__}: {type(error).__name__}: {error}") from None
+            log.exception("unexpected error in %s", fn.__name__)  # a bug: its traceback, once
+            raise gr.Error(f"Internal error in {fn.__name__}: {type(error).__name__}: {error}",
+                           print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
 

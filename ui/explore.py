@@ -163,7 +163,7 @@ def explore(registry: ModelRegistry, image: str | None, model_name: str, class_n
     descriptions, note = read_descriptions(descriptions_json, classes)
     model = registry.with_classes(model_name, classes, descriptions) if (typed or descriptions) else loaded.model
     explanation = run_explain(model, picture, float(ratio))
-    flag = world_flag_markdown(explanation, loaded, bool(typed))
+    flag = world_flag_markdown(explanation, loaded, bool(typed), picture)
     session = ExploreSession(explanation, html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)), loaded.name,
                              descriptions if descriptions is not None else loaded.descriptions, flag)
     settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)

@@ -31,13 +31,15 @@ import torch
 
 from microclip.adapt import prepare
 from microclip.checkpoint import CheckpointMeta, save_adapted
-from microclip.data import DescriptionsError, ImageDataset, ImageError, build_dataset, load_descriptions, load_image
+from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
 from microclip.engine import Callback, FitState
+from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
 from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
+from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
 from ui.common import INFERENCE_IN_FLIGHT
 
@@ -352,8 +354,9 @@ class AdaptationRunner:
             self._set(job, **final)
 
     def _failure(self, job: _Job, error: Exception) -> dict:
-        if isinstance(error, ValueError | FileNotFoundError | KeyError):
-            text = str(error).strip("'\"")  # user errors: their message says what to do
+        if isinstance(error, (*USER_ERRORS, KeyError)):
+            text = str(error).strip("'\"")  # user errors: their message says what to do, in one line
+            log.warning("adaptation job %s: %s", job.view.job_id, text)
         else:
             log.exception("adaptation job %s failed", job.view.job_id)
             text = f"{type(error).__name__}: {error}"
@@ -427,22 +430,17 @@ class AdaptationRunner:
         if len(dataset.classes) < 2:
             raise ValueError(f"adaptation needs at least two classes; the data has {len(dataset.classes)} "
                              f"({', '.join(dataset.classes)}); use class folders or type the class names")
-        samples = dataset.samples
-        if len(samples) > self.limits.max_images:
-            keep = np.linspace(0, len(samples) - 1, self.limits.max_images).round().astype(int)
-            skipped.append((f"{len(samples) - len(keep)} images", f"over the cap of {self.limits.max_images}; "
-                            "an evenly spaced sample is used"))
-            samples = [samples[i] for i in keep]
-        good = []
-        for index, (path, label) in enumerate(samples):
+        samples, note = cap_evenly(dataset.samples, self.limits.max_images)
+        if note:
+            skipped.append(("(image cap)", note))
+
+        def every(index: int) -> None:
             if index % 20 == 0:
                 self._check_stop(job)
                 self._update(job, message=f"checking images {index}/{len(samples)}")
-            try:
-                load_image(path, max_pixels=dataset.max_pixels)
-                good.append((path, label))
-            except ImageError as error:
-                skipped.append((os.path.relpath(path, dataset.root) if dataset.root else path, str(error)))
+
+        good, unreadable = readable(samples, dataset.max_pixels, dataset.root, every)
+        skipped += unreadable
         if not good:
             raise ValueError(f"none of the {len(samples)} images could be read; e.g. {skipped[-1][1]}")
         return ImageDataset(good, list(dataset.classes), name=dataset.name, root=dataset.root), name, skipped
@@ -525,12 +523,8 @@ def _slug(text: str) -> str:
 
 
 def parse_classnames(text: str | Sequence[str] | None) -> list[str] | None:
-    """Class names typed one per line or comma-separated; None when empty (use the folder names)."""
-    if text is None:
-        return None
-    items = text if not isinstance(text, str) else re.split(r"[\n,]", text)
-    names = [item.strip() for item in items if item and item.strip()]
-    return names or None
+    """Typed class names (:func:`microclip.prepare.parse_class_names`); None when empty (use the folder names)."""
+    return parse_class_names(text) or None
 
 
 def snapshot_summary(snapshot: JobSnapshot) -> str:

@@ -22,7 +22,7 @@ from viz.colormaps import DIVERGING_COLORMAP, clip_normalize, colorize, colorize
 
 SMOOTH_PIXELS_PER_PATCH = 8  # smooth maps are coloured at this many pixels per patch, then scaled by the browser
 SMOOTH_MAX = 128  # ... but never more than this many pixels on a side
-MASK_RGB = (0, 220, 90)  # NCut foreground tint (matches viz.overlay.MASK_COLOUR)
+MASK_RGB = (0, 220, 90)  # NCut foreground tint: green reads as "kept" on most photos
 CLS_COLOUR = "#4C72B0"  # [CLS] part of a logit
 FG_COLOUR = "#DD8452"  # [FG] part of a logit
 

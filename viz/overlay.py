@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from viz.colormaps import DEFAULT_COLORMAP, clip_normalize, colorize, colorize_diverging, symmetric_limit
+from viz.colormaps import DEFAULT_COLORMAP, clip_normalize, colorize
 
 Interpolation = Literal["bilinear", "nearest"]
 _CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
-MASK_COLOUR = (0, 220, 90)  # RGB; green reads as "kept" on most photos
 
 
 def display_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -73,23 +72,6 @@ def overlay_map(
     return blend(image, colorize(unit, cmap), alpha)
 
 
-def mask_overlay(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45,
-                 colour: tuple[int, int, int] = MASK_COLOUR, outline: bool = True) -> np.ndarray:
-    """Tint the pixels of a boolean (h, w) patch mask (nearest upsampling: whole patches).
-
-    With ``outline`` the mask's border pixels are drawn in full colour; the border is taken inside
-    the mask, so pixels outside it are never touched.
-    """
-    inside = upsample(np.asarray(mask, dtype=bool), image.shape[:2], "nearest") > 0.5
-    fill = np.broadcast_to(np.asarray(colour, dtype=np.uint8), image.shape)
-    out = np.where(inside[..., None], blend(image, fill, opacity), image)
-    if outline:
-        eroded = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-        border = inside & (eroded == 0)
-        out[border] = colour
-    return out
-
-
 def outline_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
                  thickness: int = 2, halo: tuple[int, int, int] | None = (0, 0, 0)) -> np.ndarray:
     """A copy of ``image`` with the borders of a boolean pixel mask drawn (e.g. ground-truth parts).
@@ -106,20 +88,6 @@ def outline_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, in
         cv2.drawContours(out, contours, -1, halo, thickness + 2)
     cv2.drawContours(out, contours, -1, colour, thickness)
     return out
-
-
-def difference_overlay(image: np.ndarray, difference: np.ndarray, opacity: float = 0.6,
-                       limit: float | None = None, interpolation: Interpolation = "nearest") -> np.ndarray:
-    """A signed (h, w) map over the image with a diverging colormap (red > 0, blue < 0).
-
-    Opacity grows with |difference| (``opacity`` at ``limit``, default the largest |difference|), so
-    patches where the two maps agree show the image untouched. Nearest upsampling by default: a
-    difference of two patch maps is honest only per patch.
-    """
-    limit = symmetric_limit(difference) if limit is None else limit
-    values = upsample(difference, image.shape[:2], interpolation)
-    alpha = float(np.clip(opacity, 0.0, 1.0)) * np.clip(np.abs(values) / limit, 0.0, 1.0)
-    return blend(image, colorize_diverging(values, limit), alpha)
 
 
 def difference_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -187,17 +187,6 @@ def extract_archive(
     return ExtractResult(files=files, skipped=skipped)
 
 
-def extract_images(
-    archive: str | Path,
-    dest: str | Path,
-    max_files: int = MAX_FILES,
-    max_total_bytes: int = MAX_TOTAL_BYTES,
-    max_ratio: float = MAX_RATIO,
-) -> list[Path]:
-    """The image files of ``archive`` extracted safely into ``dest`` (see `extract_archive`)."""
-    return extract_archive(archive, dest, max_files, max_total_bytes, max_ratio).files
-
-
 def find_data_root(folder: str | Path) -> Path:
     """Descend through wrapper folders: a zip of ``birds/<class>/*.jpg`` has its classes under ``birds``.
 

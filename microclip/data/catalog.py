@@ -31,7 +31,7 @@ class Benchmark:
     manual: str | None = None  # how to build the folders by hand when torchvision cannot
     folder_names: tuple[str, ...] | None = None  # the archive's class folders, in label order, when not the names
     download_note: str = ""  # a known problem with the download
-    reference_split: str = ""  # how the reference split it (method.md section 7)
+    reference_split: str = ""  # how the reference split it (docs/method.md §7)
     official_split: str = ""  # the official split, when it differs from the reference's ("official" protocol)
     split_file: str | None = None  # a split file read in place of class folders (flowers)
     reference_dirs: tuple[str, ...] = ()  # the reference's folder names under the root, when not `name`

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microclip.data.catalog import Benchmark, get_benchmark, how_to_get
-from microclip.data.datasets import build_dataset, folder_aliases, list_class_folders
+from microclip.data.datasets import build_dataset, list_class_folders
+from microclip.data.splits import folder_aliases
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.errors import DatasetError, DatasetNotFoundError
 from microclip.data.layouts import Layout, detect_layout, expected_layouts

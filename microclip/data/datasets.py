@@ -26,7 +26,7 @@ from microclip.data.images import DEFAULT_MAX_PIXELS, load_image
 from microclip.data.layouts import Layout, detect_layout, expected_layouts, read_cub, read_file_list
 from microclip.data.names import ClassOrderError, check_class_order, clean_class_name, match_key, normalise_class_name
 from microclip.data.shipped import shipped_classnames
-from microclip.data.splits import CALTECH101_RENAMES, class_index, read_coop_split
+from microclip.data.splits import CALTECH101_RENAMES, class_index, folder_aliases, read_coop_split
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +168,6 @@ def names_for_folders(folders: list[str], classnames: list[str], source: str, wh
             pairs,
         )
     return list(classnames)
-
-
-def folder_aliases(benchmark: Benchmark, classes: list[str]) -> dict[str, str]:
-    """Class folder names other than the class strings that the reference's own layouts use."""
-    aliases: dict[str, str] = {}
-    if benchmark.folder_names:  # eurosat: "AnnualCrop" is "Annual Crop Land"
-        aliases.update(zip(benchmark.folder_names, classes))
-    if benchmark.name == "caltech101":  # folders as 101_ObjectCategories names them, before the reference's renames
-        aliases.update(CALTECH101_RENAMES)
-    if benchmark.name == "flowers":  # the reference's extra script writes folders "1" .. "102"
-        aliases.update({str(i + 1): name for i, name in enumerate(classes)})
-    return aliases
 
 
 def map_benchmark_folders(benchmark: Benchmark, folders: list[str], directory: Path) -> tuple[list[str], list[int]]:

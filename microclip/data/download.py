@@ -1,6 +1,6 @@
 """`--download`: fetch a benchmark with torchvision into `<root>/<name>/raw`, export the reference's split.
 
-Splits, as the reference's `extra_scripts/` and loaders make them (method.md section 7; the
+Splits, as the reference's `extra_scripts/` and loaders make them (docs/method.md §7; the
 procedures for fgvc, flowers, sun397 and caltech101 are in `splits.py`):
 - dtd (partition 1: train+val / test), food101, pets (trainval / test), cars (train / test) and
   eurosat (the first 1,000 / next 500 images of each class in sorted file order): as the reference.
@@ -30,7 +30,7 @@ from pathlib import Path
 from microclip.data.catalog import FLOWERS_SPLIT_ID, FLOWERS_SPLIT_URL, Benchmark
 from microclip.data.names import match_key
 from microclip.data.shipped import shipped_classnames
-from microclip.data.splits import caltech101_splits, class_index, fgvc_split, sun397_splits
+from microclip.data.splits import caltech101_splits, class_index, fgvc_split, folder_aliases, sun397_splits
 from microclip.files import shareable_tempdir
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ def _pairs(files, labels) -> Items:
 
 def _relabel(benchmark: Benchmark, items: Items, source_classes: list[str]) -> Items:
     """Re-index torchvision's labels onto the reference's class strings (paired by name)."""
-    from microclip.data.datasets import folder_aliases
-
     reference = shipped_classnames(benchmark.name) or []
     index = class_index(reference, folder_aliases(benchmark, reference))
     unknown = sorted({c for c in source_classes if match_key(c) not in index})

@@ -26,6 +26,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,12 +34,26 @@ from microclip.data.errors import DatasetError, DatasetNotFoundError
 from microclip.data.names import match_key
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from microclip.data.catalog import Benchmark
 
 Items = list[tuple[Path, int]]
 
 SUN397_TRAIN, SUN397_VAL = 0.7, 0.1
 CALTECH101_IGNORED = ("BACKGROUND_Google", "Faces_easy")
 CALTECH101_TRAIN_PER_CLASS = 30
+
+
+def folder_aliases(benchmark: Benchmark, classes: list[str]) -> dict[str, str]:
+    """Class folder names other than the class strings that the reference's own layouts use."""
+    aliases: dict[str, str] = {}
+    if benchmark.folder_names:  # eurosat: "AnnualCrop" is "Annual Crop Land"
+        aliases.update(zip(benchmark.folder_names, classes))
+    if benchmark.name == "caltech101":  # folders as 101_ObjectCategories names them, before the reference's renames
+        aliases.update(CALTECH101_RENAMES)
+    if benchmark.name == "flowers":  # the reference's extra script writes folders "1" .. "102"
+        aliases.update({str(i + 1): name for i, name in enumerate(classes)})
+    return aliases
 
 
 def class_index(classes: Sequence[str], aliases: dict[str, str] | None = None) -> dict[str, int]:

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"  # the same folder as microclip.backbone.MODEL_CONFIG_DIR
 TOY_MODEL_NAME = "ToyCLIP-B-8"
-_registered = False
 
 
 def register_model_configs() -> None:
-    """Add this package's open_clip model configs to open_clip's registry (idempotent)."""
-    global _registered
-    import open_clip
+    """Make the toy architecture known to open_clip (idempotent; the backbone does it before building any model)."""
+    from microclip.backbone import register_model_configs as register
 
-    if _registered and TOY_MODEL_NAME in open_clip.list_models():
-        return
-    open_clip.add_model_config(MODEL_CONFIG_DIR)
-    _registered = True
+    register()

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from microclip.backbone import Backbone
+from microclip.scoring import patch_hits, percent
 from microclip.toyworld.dataset import SplitMasks
-from microclip.toyworld.scoring import patch_hits, percent
 from microclip.toyworld.text import DESCRIBED_PARTS, part_phrase
 from microclip.toyworld.world import CLASS_NAMES, SPECIES_BY_NAME
 

@@ -15,6 +15,7 @@ image side -- the headroom microCLIP is meant to recover.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,20 +218,6 @@ def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float =
     return make_caption(species, rng, p_name).text
 
 
-def caption_vocabulary() -> frozenset[str]:
-    """Every word a pretraining caption can contain (lower case, punctuation stripped)."""
-    words = set(" ".join(_PREFIX + _CONTEXT + list(BODY_COLOUR_NAMES) + list(BACKGROUND_PHRASES)
-                         + ["a an bird with and in front of"]).split())
-    words |= {w for sp in SPECIES for w in sp.name.split()}
-    words |= {w for sp in SPECIES for p in PARTS for w in (part_phrase(sp, p) or absent_phrase(p)).split()}
-    return frozenset(w.strip(".,").lower() for w in words if w.strip(".,"))
-
-
-ALL_PART_PHRASES: tuple[str, ...] = tuple(sorted({phrase for sp in SPECIES for p in PARTS
-                                                  if (phrase := part_phrase(sp, p)) is not None}))
-"""Every phrase that names a visible part of some species ("a red beak", ...), in a fixed order."""
-
-
 def write_assets(folder: str | Path) -> Path:
     """Write descriptions.json, classes.json (label order) and templates.json into `folder`."""
     folder = Path(folder)
@@ -239,3 +226,11 @@ def write_assets(folder: str | Path) -> Path:
     for fname, content in files.items():
         atomic_write_text(folder / fname, json.dumps(content, indent=2) + "\n")
     return folder
+
+
+def caption_vocabulary() -> frozenset[str]:
+    """Every word a pretraining caption (:func:`make_caption`) can contain, lower-case: the words the toy CLIP's
+    text tower saw in pretraining. A class name with other words is read by a tower that never learnt them."""
+    pieces = [*_PREFIX, *_CONTEXT, "a an bird with and", *CLASS_NAMES, *(absent_phrase(p) for p in PARTS)]
+    pieces += [part_phrase(sp, p) or "" for sp in SPECIES for p in PARTS]
+    return frozenset(word for piece in pieces for word in re.findall(r"[a-z0-9']+", piece.lower()))

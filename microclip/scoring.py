@@ -1,4 +1,4 @@
-"""Score saliency maps against the toy world's ground truth (we know where the evidence is).
+"""Score saliency maps against ground-truth masks (the toy world's parts, or any masks a data set has).
 
 Maps are patch grids, one score per patch, flattened to (N_images, P) with P = h * w in raster order.
 Pixel masks come from the renderer at image resolution and are reduced to the grid here.
