@@ -196,13 +196,17 @@ def value_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, f
     return figure(title, stage(layer, values.shape, False, selected), colorbar(cmap, ticks, note))
 
 
-def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None) -> str:
-    """The NCut mask over the photo, with a legend that counts its patches."""
+def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None,
+                note: str = "") -> str:
+    """The NCut mask over the photo, with a legend that counts its patches (and an optional note)."""
     mask = np.asarray(mask, dtype=bool)
     layer = png_uri(mask_layer(mask, opacity))
     r, g, b = MASK_RGB
     legend = (f"<div class='mc-note'><span class='mc-swatch' style='background:rgb({r},{g},{b})'></span>"
-              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: background</div>")
+              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: the other side of "
+              "the cut</div>")
+    if note:
+        legend += f"<div class='mc-note'>{html.escape(note)}</div>"
     return figure(title, stage(layer, mask.shape, True, selected), legend)
 
 
