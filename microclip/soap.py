@@ -45,7 +45,10 @@ def ncut_laplacian(features: torch.Tensor, tau: float = NCUT_TAU, eps: float = N
     included); L = S (D - A) S with S = diag(1 / (sqrt(d) + eps)), exactly as the reference scales it.
     """
     similarity = features @ features.transpose(1, 2)  # (B, N, N)
-    affinity = torch.where(similarity > tau, 1.0, eps).to(features.dtype)
+    return _normalised_laplacian(torch.where(similarity > tau, 1.0, eps).to(features.dtype), eps)
+
+
+def _normalised_laplacian(affinity: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     degree = affinity.sum(-1)  # (B, N)
     inv_sqrt = 1.0 / (degree.sqrt() + eps)
     laplacian = torch.diag_embed(degree) - affinity
@@ -92,6 +95,8 @@ class NcutSplit:
     threshold: torch.Tensor  # (B,) the cut value: std(e) or mean(e)
     flipped: torch.Tensor  # (B,) bool: the "solver" rule turned the mask over (never for "canonical")
     mask: torch.Tensor  # (B, N) bool foreground
+    similarity: torch.Tensor  # (B, N, N) <f_i, f_j>, the dot products the graph thresholds
+    linked: torch.Tensor  # (B, N, N) bool: A_ij = 1 (<f_i, f_j> > tau); eps elsewhere
 
 
 def ncut_split(
@@ -128,7 +133,9 @@ def ncut_split(
     with torch.no_grad():
         # On the CPU by default: CUDA's batched eigh loops one matrix at a time above 32x32.
         feats = features.detach().to(device=eigh_device, dtype=eigh_dtype)
-        laplacian, degree = ncut_laplacian(feats, tau, eps)
+        similarity = feats @ feats.transpose(1, 2)  # (B, N, N), built once: the walkthrough shows it
+        linked = similarity > tau
+        laplacian, degree = _normalised_laplacian(torch.where(linked, 1.0, eps).to(feats.dtype), eps)
         values, vectors = torch.linalg.eigh(laplacian)
         if sign == "solver":
             fiedler = vectors[..., 1]  # (B, N) as the solver returns it
@@ -142,7 +149,7 @@ def ncut_split(
             flipped = ~mask.gather(1, seed)[:, 0]
             mask = torch.where(flipped[:, None], ~mask, mask)
     return NcutSplit(degree=degree, eigenvalues=values, fiedler=fiedler, threshold=cut[:, 0], flipped=flipped,
-                     mask=mask)
+                     mask=mask, similarity=similarity, linked=linked)
 
 
 def foreground_mask(

@@ -16,8 +16,9 @@ from microclip.explain import explain_image
 from microclip.walkthrough import STEP_IDS, walkthrough
 from ui.app import build_demo
 from ui.registry import ModelRegistry
-from ui.walkthrough import num, ordered_examples, render_walkthrough
-from viz.steps import heat_grid
+from ui.walkthrough import ordered_examples
+from viz.html import num
+from viz.steps import heat_grid, render_walkthrough, signed_bar
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -63,19 +64,23 @@ def test_the_endpoint_returns_every_step_with_the_numbers_of_this_image(client, 
     loaded = registry.get(BASE)
     local = walkthrough(loaded.model, Image.open(picture))  # the library on the same model, in this process
     for key in ("cls", "fg", "fused"):
-        np.testing.assert_allclose(numbers["steps"][-1]["logits"][key], local["steps"][-1]["logits"][key], atol=1e-5)
+        np.testing.assert_allclose(numbers["steps"][-1]["logits"][key], local.prediction.logits[key], atol=1e-5)
     soap = numbers["steps"][STEP_IDS.index("soap")]
     explanation = explain_image(loaded.model, Image.open(picture))
     np.testing.assert_allclose(soap["weights"], explanation.soap_weights, atol=1e-7)
     assert soap["null_weight"] == pytest.approx(explanation.null_weight, abs=1e-9)
     # The HTML shows the same numbers: nine sections (one visible), the null weight, the prediction.
     assert html.count('class="wt-step"') == len(STEP_IDS) and html.count(" hidden>") == len(STEP_IDS) - 1
-    assert num(soap["null_weight"], 4) in html
+    assert num(soap["null_weight"]) in html
     assert f"Prediction: <b>{numbers['steps'][-1]['prediction']}</b>" in html
-    # With the model's own descriptions, the heads step says how much each one weighs in W_LLM.
+    # With the model's own descriptions, the heads step gives each one's signed weight in W_LLM.
     heads = numbers["steps"][STEP_IDS.index("heads")]["classes"]
-    assert {d["text"] for d in heads[0]["descriptions"]} == set(DESCRIPTIONS[heads[0]["class"]])
-    assert sum(d["share_in_w_llm"] for d in heads[0]["descriptions"]) == pytest.approx(1.0)
+    assert {d["text"] for d in heads[0]["descriptions"]} == set(DESCRIPTIONS[heads[0]["class_name"]])
+    weights = [d["weight"] for d in heads[0]["descriptions"]]
+    assert sum(weights) == pytest.approx(heads[0]["weight_sum"]) and all(-1 <= w <= 1 for w in weights)
+    assert "weight w_j in W_LLM" in html and "share in W_LLM" not in html
+    # The uniform weight is 1/(N+1), as Explore says it; the null weight in scientific notation, not 0.
+    assert f"uniform weight 1/(N+1), N = {len(soap['weights']) * len(soap['weights'][0])}" in html
 
 
 def test_walkthrough_and_explore_agree_on_the_prediction(client, picture):
@@ -112,9 +117,10 @@ def test_examples_put_toy_birds_first_and_mark_the_others():
 
 
 def test_grids_print_their_values_and_large_ones_become_a_small_picture():
-    small = heat_grid(np.arange(12.0).reshape(3, 4), "{:.1f}", outline=np.eye(3, 4, dtype=bool))
+    small = heat_grid(np.arange(12.0).reshape(3, 4), ".1f", outline=np.eye(3, 4, dtype=bool))
     assert small.count("<td") == 12 and ">11.0<" in small and small.count("wt-on") == 3
-    assert re.search(r"<span>0</span>.*<span>11</span>", small)  # the colour bar's range
+    assert re.search(r"<span>0.0000</span>.*<span>11.0000</span>", small)  # the colour bar's range
+    assert "colours: this map&#x27;s own min–max" in small or "colours: this map's own min–max" in small
     large = heat_grid(np.zeros((14, 14)), outline=np.eye(14, dtype=bool))  # a ViT-B/16 grid: a small picture
     assert "<td" not in large and "data:image/png;base64," in large
     encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", large)[1]
@@ -125,6 +131,17 @@ def test_grids_print_their_values_and_large_ones_become_a_small_picture():
 
 def test_small_numbers_are_written_in_scientific_notation():
     assert num(3.57e-4) == "3.57e-04" and num(0.25) == "0.2500" and num(0.0) == "0.0000" and num(None) == "–"
+    assert num(2.46e-05, 3) == "2.46e-05" and num(0.0123, 3) == "0.012"
+
+
+def test_signed_bars_are_never_empty_and_negative_ones_go_left():
+    positive, negative, tiny = signed_bar(0.5, 1.0), signed_bar(-0.5, 1.0), signed_bar(-1e-9, 1.0)
+    halves = re.compile(r'<span class="wt-sbar-half">(.*?)</span><span class="wt-sbar-half">(.*)</span></span>$')
+    left, right = halves.search(positive).groups()
+    assert not left and "width:max(1px,50.0%)" in right
+    left, right = halves.search(negative).groups()
+    assert "width:max(1px,50.0%)" in left and not right.strip("</span>")
+    assert "max(1px," in tiny  # at least one pixel, however small
 
 
 def test_render_runs_without_descriptions_and_for_ablations(registry):
@@ -137,3 +154,62 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
     for model in (loaded.model, ablation):
         html = render_walkthrough(walkthrough(model, picture), np.zeros((64, 64, 3), np.uint8))
         assert html.count('class="wt-step"') == len(STEP_IDS)
+        assert html.count('class="wt-here"') == len(STEP_IDS)  # every step says what it found on this image
+
+
+# ------------------------------------------------------------------ the bundled toy world: masks and the flag
+
+
+@pytest.fixture(scope="module")
+def toy_registry():
+    from ui.registry import TOY_ADAPTED, default_registry
+
+    if not TOY_ADAPTED.is_file():
+        pytest.skip("the bundled toy-world checkpoint is missing")
+    return default_registry("cpu")
+
+
+def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry):
+    from microclip.toyworld.lookup import find_toyworld_sample
+    from ui.common import EXAMPLES_DIR
+    from ui.walkthrough import walk
+
+    path = sorted(EXAMPLES_DIR.glob("toybird-*.png"))[0]
+    html, numbers = walk(toy_registry, str(path), toy_registry.default_name, "")
+    sample = find_toyworld_sample(np.asarray(Image.open(path).convert("RGB")))
+    h, w = numbers["grid"]
+    size = sample.bird_mask.shape[0]
+    # The bird's share of each patch, from the pixel mask by NumPy alone (64 px → 8×8 patches of 8 px).
+    bird = sample.bird_mask.reshape(h, size // h, w, size // w).mean(axis=(1, 3))
+    mask = np.asarray(numbers["steps"][STEP_IDS.index("graph")]["mask"], dtype=bool)
+    facts = numbers["facts"]
+    assert facts["n_object"] == int((bird >= 0.25).sum())
+    assert facts["n_foreground_on_object"] == int((mask & (bird >= 0.25)).sum())
+    assert f"{int(mask.sum())} of 64 patches in the foreground, {facts['n_foreground_on_object']} of them on " \
+           f"the bird (which covers {facts['n_object']} patches" in html
+    weights = np.asarray(numbers["steps"][STEP_IDS.index("soap")]["weights"])
+    top = np.unravel_index(np.argmax(weights), weights.shape)
+    labels = sample.part_labels.reshape(h, size // h, w, size // w)[top[0], :, top[1], :]
+    from microclip.toyworld.world import PARTS
+
+    touched = [PARTS[i - 1] for i in np.unique(labels) if i]
+    region = facts["soap_top_region"]
+    assert (region in touched) if touched else region == ("bird" if bird[top] >= 0.25 else "background")
+    assert html.count('class="wt-here"') == len(STEP_IDS)
+    assert f"This bird is a {path.stem.removeprefix('toybird-').replace('-', ' ')}." in html
+    assert "few dark cells cross" not in html and "separates the object from its background" not in html
+
+
+def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry):
+    from ui.common import EXAMPLES_DIR
+    from ui.walkthrough import walk
+
+    html, numbers = walk(toy_registry, str(EXAMPLES_DIR / "photo-grace-hopper.jpg"), toy_registry.default_name, "")
+    assert numbers["facts"] is None  # not a toy image: no masks, no claims about a bird
+    banner = html.count('class="wt-banner"')
+    assert banner == 2 and "looks outside the model" in html
+    prediction = html[html.index('data-step="prediction"'):]
+    assert 'class="wt-banner"' in prediction and "looks outside the model" in prediction
+    toy_html, _ = walk(toy_registry, str(sorted(EXAMPLES_DIR.glob("toybird-*.png"))[0]), toy_registry.default_name,
+                       "")
+    assert 'class="wt-banner"' not in toy_html

@@ -3,6 +3,7 @@ recomputations of each step (affinity graph, Laplacian, Fiedler vector, SOAP att
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,18 @@ from microclip.explain import explain_batch
 from microclip.heads import TextEncoder
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.soap import foreground_mask
-from microclip.walkthrough import STEP_IDS, stable_ratio_range, step, walkthrough, walkthrough_tensor
+from microclip.walkthrough import (
+    STEP_IDS,
+    PatchTruth,
+    Walkthrough,
+    mask_facts,
+    stable_ratio_range,
+    to_json,
+    walkthrough,
+    walkthrough_tensor,
+)
+from viz.html import num
+from viz.steps import here
 
 DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}.",
                        f"a small {name} in the middle."] for name in CLASSES}
@@ -66,12 +78,34 @@ def case(request, adapted, image) -> tuple[MicroCLIP, torch.Tensor]:
     return (adapted[0], image) if request.param == "tiny" else request.getfixturevalue("toy")
 
 
-def test_every_step_is_there_in_order_and_the_result_is_plain_json(adapted, image):
+def test_every_step_is_there_in_order_as_numbers_and_the_json_is_plain(adapted, image):
     model, encoder = adapted
     result = walkthrough_tensor(model, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES)
-    assert tuple(s["id"] for s in result["steps"]) == STEP_IDS
-    assert all(s["why"].endswith(".") and len(s["why"]) > 40 for s in result["steps"])
-    assert json.loads(json.dumps(result, allow_nan=False)) == result
+    assert isinstance(result, Walkthrough)
+    assert tuple(type(s).__name__.removesuffix("Step").lower() for s in result.steps) == STEP_IDS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.soap.null_weight = 0.0  # type: ignore[misc]
+    names = {"prediction", "runner_up"}  # class names are data; any other text would be prose
+    for step_object in result.steps:  # numbers only: no sentence in any step
+        for field in dataclasses.fields(step_object):
+            value = getattr(step_object, field.name)
+            assert not (isinstance(value, str) and " " in value and field.name not in names), field.name
+    data = to_json(result)
+    assert [s["id"] for s in data["steps"]] == list(STEP_IDS)
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+def test_the_model_comes_back_in_the_mode_it_came_in(adapted, image):
+    model = adapted[0]
+    model.train()
+    try:
+        first = walkthrough_tensor(model, image)
+        assert model.training and all(m.training for m in model.modules())
+    finally:
+        model.eval()
+    second = walkthrough_tensor(model, image)  # in train mode the numbers were still eval-mode numbers
+    assert not model.training
+    np.testing.assert_array_equal(first.prediction.logits["fused"], second.prediction.logits["fused"])
 
 
 @pytest.mark.parametrize("config", [MethodConfig(), MethodConfig(ncut_sign="solver"),
@@ -84,61 +118,63 @@ def test_the_steps_compose_back_to_the_models_own_forward_pass(tiny_model_dir, i
     with torch.no_grad():
         out = model(image[None])
     explanation = explain_batch(model, image[None])[0]
-    final = step(result, "prediction")
+    final = result.prediction
     for branch, logits in (("cls", out.logits.cls), ("fg", out.logits.fg), ("fused", out.logits.fused)):
-        np.testing.assert_allclose(final["logits"][branch], logits[0].numpy(), rtol=0, atol=1e-5)
-    soap = step(result, "soap")
-    np.testing.assert_allclose(np.ravel(soap["weights"]), out.soap.weights[0, :-1].numpy(), rtol=0, atol=1e-7)
-    assert soap["null_weight"] == pytest.approx(explanation.null_weight, abs=1e-7)
-    np.testing.assert_allclose(soap["weights"], explanation.soap_weights, rtol=0, atol=1e-7)
-    graph = step(result, "graph")
-    np.testing.assert_array_equal(graph["mask"], explanation.ncut_mask)
-    assert graph["fiedler_reproduces_mask"]
-    assert final["prediction"] == model.classes[explanation.prediction("fused")]
-    assert result["ratio"] == pytest.approx(config.fusion_ratio)
+        np.testing.assert_allclose(final.logits[branch], logits[0].numpy(), rtol=0, atol=1e-5)
+    soap = result.soap
+    np.testing.assert_allclose(np.ravel(soap.weights), out.soap.weights[0, :-1].numpy(), rtol=0, atol=1e-7)
+    assert soap.null_weight == pytest.approx(explanation.null_weight, abs=1e-7)
+    np.testing.assert_allclose(soap.weights, explanation.soap_weights, rtol=0, atol=1e-7)
+    graph = result.graph
+    np.testing.assert_array_equal(graph.mask, explanation.ncut_mask)
+    assert graph.fiedler_reproduces_mask
+    assert final.prediction == model.classes[explanation.prediction("fused")]
+    assert result.ratio == pytest.approx(config.fusion_ratio)
 
 
 def test_weights_are_the_softmax_of_the_attention_logits_and_sum_to_one_with_the_null(case):
-    soap = step(walkthrough_tensor(*case), "soap")
-    logits = np.append(np.ravel(soap["logits"]), soap["null_logit"])
+    soap = walkthrough_tensor(*case).soap
+    logits = np.append(np.ravel(soap.logits), soap.null_logit)
     expected = np.exp(logits - logits.max())
     expected /= expected.sum()
-    np.testing.assert_allclose(np.append(np.ravel(soap["weights"]), soap["null_weight"]), expected, atol=1e-6)
-    assert np.sum(soap["weights"]) + soap["null_weight"] == pytest.approx(1.0, abs=1e-6)
-    assert soap["weight_sum"] == pytest.approx(1.0, abs=1e-6)
-    assert soap["null_logit"] == 0.0  # the zero null token's key is zero
-    ranked = sorted(np.ravel(soap["weights"]), reverse=True)
-    assert [p["weight"] for p in soap["top_patches"]] == pytest.approx(ranked[:len(soap["top_patches"])])
+    np.testing.assert_allclose(np.append(np.ravel(soap.weights), soap.null_weight), expected, atol=1e-6)
+    assert np.sum(soap.weights) + soap.null_weight == pytest.approx(1.0, abs=1e-6)
+    assert soap.weight_sum == pytest.approx(1.0, abs=1e-6)
+    assert soap.null_logit == 0.0  # the zero null token's key is zero
+    assert soap.uniform == 1.0 / (soap.weights.size + 1)  # one definition: the N patches and the null token
+    ranked = sorted(np.ravel(soap.weights), reverse=True)
+    assert [p.weight for p in soap.top_patches] == pytest.approx(ranked[:len(soap.top_patches)])
 
 
 def test_the_graph_matches_an_independent_numpy_computation(case):
     model, image = case
-    graph = step(walkthrough_tensor(model, image), "graph")
+    graph = walkthrough_tensor(model, image).graph
     with torch.no_grad():
         tokens = model.backbone(image[None]).patches[0].double().numpy()
     dots = tokens @ tokens.T
     affinity = np.where(dots > 0.2, 1.0, 1e-6)
-    np.testing.assert_array_equal(graph["affinity"], (dots > 0.2).astype(int))
+    np.testing.assert_array_equal(graph.affinity, dots > 0.2)
+    assert graph.dot_range == pytest.approx((dots.min(), dots.max()))
     degree = affinity.sum(1)
     scale = 1.0 / (np.sqrt(degree) + 1e-6)
     laplacian = scale[:, None] * (np.diag(degree) - affinity) * scale[None, :]
     values = np.linalg.eigvalsh(laplacian)
-    np.testing.assert_allclose(graph["eigenvalues"], values[:4], atol=1e-9)
-    np.testing.assert_allclose(np.ravel(graph["degree"]), degree, rtol=1e-12)
-    fiedler = np.ravel(graph["fiedler"])
+    np.testing.assert_allclose(graph.eigenvalues, values[:4], atol=1e-9)
+    np.testing.assert_allclose(np.ravel(graph.degree), degree, rtol=1e-12)
+    fiedler = np.ravel(graph.fiedler)
     assert np.linalg.norm(fiedler) == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(laplacian @ fiedler, values[1] * fiedler, atol=1e-8)  # an eigenvector of λ2
-    assert graph["threshold"] == pytest.approx(np.std(fiedler, ddof=1))
-    np.testing.assert_array_equal(np.ravel(graph["mask"]), fiedler > np.std(fiedler, ddof=1))
+    assert graph.threshold == pytest.approx(np.std(fiedler, ddof=1))
+    np.testing.assert_array_equal(np.ravel(graph.mask), fiedler > np.std(fiedler, ddof=1))
     library = foreground_mask(torch.from_numpy(tokens)[None].float())[0].numpy()
-    np.testing.assert_array_equal(np.ravel(graph["mask"]), library)
-    assert graph["n_foreground"] == int(library.sum())
+    np.testing.assert_array_equal(np.ravel(graph.mask), library)
+    assert graph.n_foreground == int(library.sum())
     inside = library.astype(bool)
     cut = affinity[inside][:, ~inside].sum()
-    assert graph["ncut_value"] == pytest.approx(cut / affinity[inside].sum() + cut / affinity[~inside].sum())
-    assert graph["order"][0] == int(np.argmax(fiedler))
-    if graph["n_edges"] < len(fiedler) ** 2:  # a real split: some links are cut, the foreground is a part
-        assert 0 < graph["n_foreground"] < len(fiedler) and graph["cut_edges"] > 0
+    assert graph.ncut_value == pytest.approx(cut / affinity[inside].sum() + cut / affinity[~inside].sum())
+    assert graph.order[0] == int(np.argmax(fiedler))
+    if graph.n_edges < len(fiedler) ** 2:  # a real split: some links are cut, the foreground is a part
+        assert 0 < graph.n_foreground < len(fiedler) and graph.cut_edges > 0
 
 
 def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
@@ -148,13 +184,13 @@ def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
     with torch.no_grad():
         tokens = model.backbone(image[None])
     patches = tokens.patches[0].double().numpy()
-    mask = np.ravel(step(result, "graph")["mask"])
+    mask = np.ravel(result.graph.mask)
     query = patches[mask].mean(0)
     wq, wk, wv = (p.weight.detach().double().numpy() for p in (model.soap.query_proj, model.soap.key_proj,
                                                       model.soap.value_proj))
-    np.testing.assert_allclose(step(result, "query")["norm"], np.linalg.norm(query), rtol=1e-5)
+    np.testing.assert_allclose(result.query.norm, np.linalg.norm(query), rtol=1e-5)
     logits = (patches @ wk.T) @ (wq @ query) / np.sqrt(patches.shape[1])
-    np.testing.assert_allclose(np.ravel(step(result, "soap")["logits"]), logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.ravel(result.soap.logits), logits, rtol=1e-4, atol=1e-5)
     alpha = np.exp(logits - logits.max())
     alpha /= alpha.sum()
     pooled = alpha @ (patches @ wv.T)
@@ -163,39 +199,43 @@ def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
     fg /= np.linalg.norm(fg)
     w_star = model.heads.w_star.detach().double().numpy()
     w_hat = w_star / np.linalg.norm(w_star, axis=1, keepdims=True)
-    np.testing.assert_allclose(step(result, "prediction")["logits"]["fg"], 100 * w_hat @ fg, atol=1e-4)
+    np.testing.assert_allclose(result.prediction.logits["fg"], 100 * w_hat @ fg, atol=1e-4)
     g = tokens.cls_embed[0].double().numpy()
-    assert step(result, "fg")["cos_fg_cls"] == pytest.approx(float(fg @ g), abs=1e-5)
+    assert result.fg.cos_fg_cls == pytest.approx(float(fg @ g), abs=1e-5)
 
 
 def test_fusion_rows_are_the_exact_split_of_the_fused_logit(adapted, image):
-    fusion = step(walkthrough_tensor(adapted[0], image, ratio=0.3), "fusion")
-    assert fusion["ratio"] == 0.3
-    for row in fusion["rows"]:
-        assert row["cls_part"] == pytest.approx(0.3 * row["cls_logit"], rel=1e-6)
-        assert row["fg_part"] == pytest.approx(0.7 * row["fg_logit"], rel=1e-6)
-        assert row["cls_part"] + row["fg_part"] == pytest.approx(row["fused"], abs=1e-4)
+    fusion = walkthrough_tensor(adapted[0], image, ratio=0.3).fusion
+    assert fusion.ratio == 0.3
+    for row in fusion.rows:
+        assert row.cls_part == pytest.approx(0.3 * row.cls_logit, rel=1e-6)
+        assert row.fg_part == pytest.approx(0.7 * row.fg_logit, rel=1e-6)
+        assert row.cls_part + row.fg_part == pytest.approx(row.fused, abs=1e-4)
 
 
-def test_heads_show_how_each_description_weighs_in_the_class_vectors(tiny_model_dir, image):
+def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_model_dir, image):
     fresh, encoder = build(tiny_model_dir, perturb=False)
-    heads = step(walkthrough_tensor(fresh, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
-                                    templates=TEMPLATES), "heads")
-    assert heads["n_classes"] == len(CLASSES) and len(heads["classes"]) == len(CLASSES)
-    for row in heads["classes"]:
-        assert row["source"] == "descriptions" and row["n_descriptions"] == 3
-        shares = [d["share_in_w_llm"] for d in row["descriptions"]]
-        assert sum(shares) == pytest.approx(1.0) and shares == sorted(shares, reverse=True)
-        assert row["w_llm_rebuilt_cos"] == pytest.approx(1.0, abs=1e-5)  # W_LLM is exactly these descriptions
-        assert row["w_star_vs_initial_cos"] == pytest.approx(1.0, abs=1e-5)  # not adapted: W* at its start
-        texts = {d["text"] for d in row["descriptions"]}
-        assert texts == set(DESCRIPTIONS[row["class"]])
+    heads = walkthrough_tensor(fresh, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
+                               templates=TEMPLATES).heads
+    assert heads.n_classes == len(CLASSES) and len(heads.classes) == len(CLASSES)
+    for row in heads.classes:
+        assert row.source == "descriptions" and row.n_descriptions == 3
+        # w_j = cos(e_j, t_c), recomputed from the text tower: the signed weight, largest first
+        sentences = [d.text for d in row.descriptions]
+        embeds = torch.nn.functional.normalize(encoder(sentences), dim=-1).double()
+        anchor = torch.nn.functional.normalize(encoder([TEMPLATES[0].format(row.class_name)]), dim=-1)[0].double()
+        weights = [d.weight for d in row.descriptions]
+        np.testing.assert_allclose(weights, (embeds @ anchor).numpy(), atol=1e-5)
+        assert weights == sorted(weights, reverse=True) and row.weight_sum == pytest.approx(sum(weights), abs=1e-6)
+        assert row.w_llm_rebuilt_cos == pytest.approx(1.0, abs=1e-5)  # W_LLM is exactly these descriptions
+        assert row.w_star_vs_initial_cos == pytest.approx(1.0, abs=1e-5)  # not adapted: W* at its start
+        assert set(sentences) == set(DESCRIPTIONS[row.class_name])
     adapted, _ = build(tiny_model_dir)
-    moved = step(walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
-                                    templates=TEMPLATES), "heads")
-    assert all(row["w_star_vs_initial_cos"] < 0.9999 for row in moved["classes"])
-    plain = step(walkthrough_tensor(adapted, image), "heads")  # no text tower: sentences unknown, no weights
-    assert all("descriptions" not in row and row["source"] == "templates" for row in plain["classes"])
+    moved = walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
+                               templates=TEMPLATES).heads
+    assert all(row.w_star_vs_initial_cos < 0.9999 for row in moved.classes)
+    plain = walkthrough_tensor(adapted, image).heads  # no text tower: sentences unknown, no weights
+    assert all(not row.descriptions and row.source == "templates" for row in plain.classes)
 
 
 def test_stable_ratio_range_matches_a_brute_force_sweep():
@@ -216,7 +256,80 @@ def test_a_pil_image_of_any_size_goes_through_the_centre_crop(adapted):
     model = adapted[0]
     picture = draw_sample(0, np.random.default_rng(1), size=60).resize((90, 60))
     result = walkthrough(model, picture)
-    assert result["image_size"] == model.backbone.image_size
-    assert step(result, "patches")["n_patches"] == model.backbone.grid[0] * model.backbone.grid[1]
+    assert result.image_size == model.backbone.image_size
+    assert result.patches.n_patches == model.backbone.grid[0] * model.backbone.grid[1]
     with pytest.raises(ValueError, match="one image"):
         walkthrough_tensor(model, torch.zeros(2, 3, 32, 32))
+
+
+# ------------------------------------------------------------------ what is true of this image
+
+
+def _truth(grid, on_object, parts=None, true_class=None) -> PatchTruth:
+    """A ground truth with the object on the given patches (whole) and parts on single patches."""
+    share = np.zeros(grid)
+    for patch in on_object:
+        share[patch] = 1.0
+    part_share = {}
+    for name, patch in (parts or {}).items():
+        part_share[name] = np.zeros(grid)
+        part_share[name][patch] = 0.3
+    return PatchTruth(share, part_share, true_class)
+
+
+def test_facts_count_the_foreground_on_the_object_and_name_the_part_under_soaps_top_patch(case):
+    model, image = case
+    plain = walkthrough_tensor(model, image)
+    grid, mask, weights = plain.grid, plain.graph.mask, plain.soap.weights
+    inside = [tuple(p) for p in np.argwhere(mask)]
+    outside = [tuple(p) for p in np.argwhere(~mask)]
+    top = tuple(int(i) for i in np.unravel_index(np.argmax(weights), grid))
+    # The object exactly on the foreground, a beak on SOAP's top patch.
+    on = walkthrough_tensor(model, image, truth=_truth(grid, inside, {"beak": top}, CLASSES[0]))
+    assert on.facts.n_foreground == len(inside) == on.facts.n_foreground_on_object == on.facts.n_object
+    assert on.facts.soap_top == top and on.facts.soap_top_region == "beak"
+    share = np.zeros(grid)
+    share[tuple(np.array(inside).T)] = 1.0
+    assert on.facts.soap_on_object == pytest.approx(float((weights * share).sum() / weights.sum()))
+    assert on.facts.soap_on_parts == pytest.approx(0.3 * weights[top] / weights.sum())
+    # The object off the foreground, no part anywhere: the facts (and so the sentences) change.
+    off = walkthrough_tensor(model, image, truth=_truth(grid, outside[:3]))
+    assert off.facts.n_foreground_on_object == 0 and off.facts.n_object == 3
+    expected_region = "bird" if top in outside[:3] else "background"
+    assert off.facts.soap_top_region == expected_region
+    sentences_on = [here(step_id, on) for step_id in STEP_IDS]
+    sentences_off = [here(step_id, off) for step_id in STEP_IDS]
+    assert f"{len(inside)} of them on the bird" in here("graph", on)
+    assert "0 of them on the bird (which covers 3 patches" in here("graph", off)
+    assert "on the beak" in here("soap", on) and f"on the {expected_region}" in here("soap", off)
+    assert sentences_on != sentences_off
+    assert f"This bird is a {CLASSES[0]}." in here("prediction", on)
+
+
+def test_a_patch_a_quarter_on_the_object_counts_as_on_it():
+    truth = PatchTruth(np.array([[0.25, 0.24], [0.0, 1.0]]), {"crest": np.array([[0.0, 0.01], [0.0, 0.0]])})
+    assert truth.on_object.tolist() == [[True, False], [False, True]]
+    assert [truth.region(p) for p in ((0, 0), (0, 1), (1, 0))] == ["bird", "crest", "background"]
+    facts = mask_facts(truth, np.array([[True, True], [False, False]]), np.array([[0.1, 0.6], [0.2, 0.1]]),
+                       np.array([[0.0, 0.0], [0.0, 1.0]]))
+    assert (facts.n_object, facts.n_part, facts.n_foreground, facts.n_foreground_on_object) == (2, 1, 2, 1)
+    assert facts.soap_top == (0, 1) and facts.soap_top_region == "crest" and facts.parts_shown == ("crest",)
+    assert facts.cls_top == (1, 1) and facts.cls_top_region == "bird"
+
+
+def test_without_masks_the_sentences_say_only_what_the_numbers_say(case):
+    walk = walkthrough_tensor(*case)
+    assert walk.facts is None
+    for step_id in STEP_IDS:
+        sentence = here(step_id, walk)
+        assert "bird" not in sentence and "object" not in sentence and "background" not in sentence
+    g = walk.graph
+    n = walk.patches.n_patches
+    assert here("graph", walk).startswith(f"{g.n_edges:,} of {n * n:,} pairs are linked")
+    assert f"{g.n_foreground} of {n} patches in the foreground" in here("graph", walk)
+    assert num(walk.soap.null_weight) in here("soap", walk)
+
+
+def test_ground_truth_on_another_grid_is_refused(adapted, image):
+    with pytest.raises(ValueError, match="grid"):
+        walkthrough_tensor(adapted[0], image, truth=_truth((3, 3), []))

@@ -18,6 +18,7 @@ from PIL import Image
 
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import Explanation, explain_image
+from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
@@ -34,11 +35,13 @@ from ui.common import (
 )
 from ui.explainers import build_explainers_view
 from ui.registry import ModelRegistry
+from ui.walkthrough import toy_truth
 from ui.world import world_flag_markdown, world_markdown
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
 from viz.panels import RAW_MAPS, RenderSettings, raw_values
+from viz.steps import cls_fact, foreground_fact, region_phrase, soap_fact
 
 TOP_K = 5
 SESSION_TTL_S = 2 * 3600  # a session's last explanation (≈100 kB with its picture) is dropped after 2 h idle
@@ -68,6 +71,13 @@ class ExploreSession:
     descriptions: dict[str, list[str]]  # behind the classes used (may be empty)
     flag: str = ""  # the world note for this image (one-class label set, out-of-world signals)
     selected: tuple[int, int] | None = None  # last clicked patch (row, col)
+    truth: PatchTruth | None = None  # where the bird and its parts are, on a known toy image
+
+    @property
+    def facts(self) -> MaskFacts | None:
+        """What is true of this image, from its masks (None when they are not known)."""
+        e = self.explanation
+        return mask_facts(self.truth, e.ncut_mask, e.soap_weights, e.cls_similarity) if self.truth else None
 
 
 run_explain = gpu(explain_image)  # on ZeroGPU Spaces the forward pass gets a GPU; elsewhere a no-op
@@ -88,13 +98,14 @@ def settings_from(opacity: float, cmap: str, clip_lo: float, clip_hi: float, thr
 
 def maps_html(session: ExploreSession, settings: RenderSettings) -> str:
     """The SOAP, NCut and [CLS]-similarity maps over the photo, each with its colour bar or legend."""
-    e, s, selected = session.explanation, settings, session.selected
+    e, s, selected, facts = session.explanation, settings, session.selected, session.facts
     return html_maps.maps_block(session.photo, [
         html_maps.value_figure("SOAP attention", e.soap_weights, s.cmap, s.clip, s.opacity, s.threshold, selected,
-                               note=f"weight per patch; null token: {e.null_weight:.2e}"),
-        html_maps.mask_figure("NCut foreground", e.ncut_mask, s.opacity, selected),
+                               note=f"weight per patch. {soap_fact(e.soap_weights, e.null_weight, facts)}"),
+        html_maps.mask_figure("NCut foreground", e.ncut_mask, s.opacity, selected,
+                              note=foreground_fact(int(e.ncut_mask.sum()), e.ncut_mask.size, facts)),
         html_maps.value_figure("Similarity to [CLS]", e.cls_similarity, s.cmap, s.clip, s.opacity, s.threshold,
-                               selected, note="cosine per patch"),
+                               selected, note=f"cosine per patch. {cls_fact(e.cls_similarity, facts)}"),
     ])
 
 
@@ -165,7 +176,8 @@ def explore(registry: ModelRegistry, image: str | None, model_name: str, class_n
     explanation = run_explain(model, picture, float(ratio))
     flag = world_flag_markdown(explanation, loaded, bool(typed), picture)
     session = ExploreSession(explanation, html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)), loaded.name,
-                             descriptions if descriptions is not None else loaded.descriptions, flag)
+                             descriptions if descriptions is not None else loaded.descriptions, flag,
+                             truth=toy_truth(picture, explanation.grid))
     settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
     return [session, *_prediction_outputs(session, note), *_views(session, settings),
             "Click a patch on any map to read its numbers."]
@@ -204,7 +216,7 @@ def patch_info(session: ExploreSession | None, row: float, col: float, opacity: 
         raise gr.Error(f"Patch ({row}, {col}) is outside the {h}×{w} patch grid.")
     session = replace(session, selected=(row, col))
     settings = settings_from(opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
-    return [session, patch_markdown(session.explanation, row, col), *_views(session, settings)]
+    return [session, patch_markdown(session.explanation, row, col, session.truth), *_views(session, settings)]
 
 
 def select_patch(session: ExploreSession | None, evt: gr.EventData) -> tuple[int, int]:
@@ -235,7 +247,7 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
         disagrees = branch != "fused" and explanation.prediction(branch) != explanation.prediction("fused")
         labels.append(gr.Label(value=dict(explanation.top_k(branch, TOP_K)),
                                label=BRANCH_TITLES[branch] + ("  ⚠ disagrees with fused" if disagrees else "")))
-    return [summary_markdown(explanation, note, session.flag), *labels, contributions_html(explanation),
+    return [summary_markdown(explanation, note, session.flag, session.facts), *labels, contributions_html(explanation),
             descriptions_markdown(explanation, session.descriptions)]
 
 
@@ -260,8 +272,9 @@ def contributions_html(explanation: Explanation) -> str:
     return html_maps.contribution_html(rows, explanation.ratio)
 
 
-def summary_markdown(explanation: Explanation, note: str = "", flag: str = "") -> str:
-    """The world flag, each branch's prediction (disagreements marked), NCut's patch count and the null weight."""
+def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", facts: MaskFacts | None = None) -> str:
+    """The world flag, each branch's prediction (disagreements marked), NCut's patch count and the null weight;
+    on a toy image, the true species and where the foreground and SOAP's top patch fell."""
     fused = explanation.prediction("fused")
     mask = explanation.ncut_mask
     lines = [flag, ""] if flag else []
@@ -272,21 +285,26 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "") -
         flag_text = " ⚠ disagrees" if index != fused else ""
         lines.append(f"| {BRANCH_TITLES[branch]} | {explanation.classes[index]}{flag_text} | "
                      f"{explanation.probabilities(branch)[index]:.1%} |")
-    lines += ["", f"**NCut:** {int(mask.sum())} of {mask.size} patches in the foreground (SOAP's query is their "
-                  f"mean). **Null token:** {explanation.null_weight:.2e} of SOAP's attention "
-                  "(\"nothing here is worth pooling\"); the patches share the rest."]
+    if facts is not None and facts.true_class is not None:
+        right = facts.true_class == explanation.classes[fused]
+        lines += ["", f"**This bird is a {facts.true_class}** (the toy world drew it): the fused prediction is "
+                      f"{'right' if right else 'wrong'}."]
+    lines += ["", f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} SOAP's query is their mean. "
+                  f"**Null token:** {html_maps.num(explanation.null_weight)} of SOAP's attention; the patches share "
+                  "the rest."]
     if note:
         lines += ["", f"_{note}_"]
     return "\n".join(lines)
 
 
-def patch_markdown(explanation: Explanation, row: int, col: int) -> str:
-    """One patch's SOAP weight, NCut membership and cosines."""
+def patch_markdown(explanation: Explanation, row: int, col: int, truth: PatchTruth | None = None) -> str:
+    """One patch's SOAP weight, NCut membership and cosines (and, on a toy image, what it shows)."""
     fused = explanation.prediction("fused")
     order = [explanation.classes.index(name) for name, _ in explanation.top_k("fused", 2)]
+    n = explanation.soap_weights.size
     lines = [f"**Patch (row {row}, col {col})** of the {explanation.grid[0]}×{explanation.grid[1]} grid", "",
-             f"- SOAP weight: **{explanation.soap_weights[row, col]:.4f}** "
-             f"(uniform would be {(1 - explanation.null_weight) / explanation.soap_weights.size:.4f})",
+             f"- SOAP weight: **{html_maps.num(float(explanation.soap_weights[row, col]))}** (uniform weight "
+             f"1/(N+1) = 1/{n + 1} = {html_maps.num(uniform_weight(n))}, N patches and the null token)",
              f"- NCut foreground: **{'yes' if explanation.ncut_mask[row, col] else 'no'}**",
              f"- cosine to `[CLS]`: **{explanation.cls_similarity[row, col]:+.3f}**",
              f"- cosine to predicted class *{explanation.classes[fused]}*: "
@@ -295,6 +313,9 @@ def patch_markdown(explanation: Explanation, row: int, col: int) -> str:
         runner = order[1]
         lines.append(f"- cosine to runner-up *{explanation.classes[runner]}*: "
                      f"**{explanation.patch_class_cosine[row, col, runner]:+.3f}**")
+    if truth is not None:
+        lines.append(f"- shows: **{region_phrase(truth.region((row, col)))}** ({truth.object_share[row, col]:.0%} "
+                     "of its pixels on the bird, from the toy world's masks)")
     return "\n".join(lines)
 
 

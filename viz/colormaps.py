@@ -18,7 +18,7 @@ COLORMAPS: dict[str, int] = {
     "hot": cv2.COLORMAP_HOT,
     "bone": cv2.COLORMAP_BONE,
 }
-DEFAULT_COLORMAP = "jet"
+DEFAULT_COLORMAP = "viridis"  # one default for every map view (issue 17); signed values use DIVERGING_COLORMAP
 DIVERGING_COLORMAP = "RdBu_r"  # red = positive, blue = negative, white = zero
 
 

@@ -14,6 +14,7 @@ import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 
 import cv2
 import numpy as np
@@ -26,37 +27,10 @@ MASK_RGB = (0, 220, 90)  # NCut foreground tint: green reads as "kept" on most p
 CLS_COLOUR = "#4C72B0"  # [CLS] part of a logit
 FG_COLOUR = "#DD8452"  # [FG] part of a logit
 
-# Static styles of the map views; passed once as a Gradio HTML component's css_template (scoped to it).
-MAPS_CSS = """
-.mc-maps { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 10px; }
-.mc-map { margin: 0; min-width: 0; }
-.mc-map figcaption { font-weight: 600; font-size: 0.9em; margin-bottom: 3px; }
-.mc-stage { position: relative; width: 100%; aspect-ratio: 1 / 1; background-size: 100% 100%;
-            background-image: var(--mc-photo); cursor: crosshair; overflow: hidden; border-radius: 3px; }
-.mc-stage img { position: absolute; inset: 0; width: 100%; height: 100%; display: block; }
-.mc-px { image-rendering: pixelated; }
-.mc-sel { position: absolute; border: 2px solid #fff; outline: 1px solid #000; pointer-events: none; }
-.mc-cells { position: absolute; inset: 0; display: grid; }
-.mc-cells span { display: flex; align-items: center; justify-content: center; font-size: 10px;
-                 font-family: ui-monospace, monospace; overflow: hidden; }
-.mc-bar { height: 10px; margin-top: 4px; border-radius: 2px; }
-.mc-ticks { display: flex; justify-content: space-between; font-size: 11px; font-family: ui-monospace, monospace; }
-.mc-note { font-size: 11px; opacity: 0.8; }
-.mc-swatch { display: inline-block; width: 10px; height: 10px; vertical-align: middle; margin-right: 3px; }
-"""
-
-# A click on a map names the patch under the pointer (row, col); the server reads it from the event data.
-MAPS_JS = """
-element.addEventListener('click', (event) => {
-  const stage = event.target.closest('.mc-stage');
-  if (!stage) return;
-  const box = stage.getBoundingClientRect();
-  const rows = +stage.dataset.rows, cols = +stage.dataset.cols;
-  const row = Math.min(rows - 1, Math.max(0, Math.floor((event.clientY - box.top) / box.height * rows)));
-  const col = Math.min(cols - 1, Math.max(0, Math.floor((event.clientX - box.left) / box.width * cols)));
-  trigger('click', {row: row, col: col});
-});
-"""
+# The app's styles and scripts are package files (viz/static/), read once.
+STUDIO_CSS = files("viz").joinpath("static/studio.css").read_text(encoding="utf-8")
+MAPS_CSS = STUDIO_CSS  # the maps' Gradio HTML components pass it as css_template (scoped to them)
+MAPS_JS = files("viz").joinpath("static/maps.js").read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------ encoding
@@ -136,11 +110,14 @@ def gradient_css(cmap: str, stops: int = 9) -> str:
     return f"background:linear-gradient(to right, {colours})"
 
 
-def colorbar(cmap: str, ticks: Sequence[str], note: str = "") -> str:
-    """A colour bar with its tick labels (left, middle, right) and an optional note under it."""
+def colorbar(cmap: str, ticks: Sequence[str], note: str = "", label: str = "") -> str:
+    """The app's one colour bar: the gradient, its tick labels (left, middle, right), an optional note under it
+    (e.g. the ``scale_note``) and an optional label over it."""
     labels = "".join(f"<span>{html.escape(t)}</span>" for t in ticks)
-    extra = f"<div class='mc-note'>{html.escape(note)}</div>" if note else ""
-    return f"<div class='mc-bar' style='{gradient_css(cmap)}'></div><div class='mc-ticks'>{labels}</div>{extra}"
+    title = f"<div class='mc-note'>{html.escape(label)}</div>" if label else ""
+    extra = f"<div class='mc-note mc-scale'>{html.escape(note)}</div>" if note else ""
+    return (f"{title}<div class='mc-bar' style='{gradient_css(cmap)}'></div><div class='mc-ticks'>{labels}</div>"
+            f"{extra}")
 
 
 def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, float]:
@@ -149,11 +126,38 @@ def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, f
     return float(low), float(high)
 
 
-def fmt_value(value: float) -> str:
-    """Short, honest numbers: scientific notation when fixed-point would show 0.000."""
-    if value != 0 and abs(value) < 1e-3:
+def num(value: float | None, digits: int = 4) -> str:
+    """The app's one number format: fixed-point with ``digits`` decimals, or scientific where that would
+    print a non-zero value as zero (a null weight of 2.46e-05 must never read as 0.0000); "–" for None."""
+    if value is None:
+        return "–"
+    if value != 0 and abs(value) < 10 ** -(digits - 1):
         return f"{value:.2e}"
-    return f"{value:.4f}" if abs(value) < 1 else f"{value:.3g}"
+    return f"{value:.{digits}f}"
+
+
+fmt_value = num  # the name the map views used first
+
+
+def cell_text(value: float, fmt: str) -> str:
+    """A patch's value printed in its cell (``fmt`` as for ``format``): a short exponent where ``fmt`` would
+    print a non-zero value as zero."""
+    text = format(value, fmt)
+    if value != 0 and float(text) == 0:
+        return f"{value:.0e}"
+    return text
+
+
+def scale_note(clip: tuple[float, float] | None = None, diverging: bool = False, absolute: bool = False) -> str:
+    """How a map's colours are scaled, said next to it: its own min–max, its own percentiles, ± its largest
+    |value| around 0, or an absolute range fixed in advance."""
+    if absolute:
+        return "colours: a fixed range (the same for every image)"
+    if diverging:
+        return "colours: ± this map's largest |value|, 0 in the middle"
+    if clip is None or tuple(clip) == (0.0, 100.0):
+        return "colours: this map's own min–max"
+    return f"colours: this map's own {clip[0]:g}th–{clip[1]:g}th percentiles (clipped outside)"
 
 
 def _selection(selected: tuple[int, int] | None, grid: tuple[int, int]) -> str:
@@ -185,33 +189,30 @@ def value_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, f
     """A continuous map over the photo with its colour bar labelled by the real values at its ends."""
     low, high = value_range(values, clip)
     layer = png_uri(value_layer(values, cmap, clip, opacity, threshold, smooth=True))
-    ticks = (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high))
+    ticks = (num(low), num((low + high) / 2), num(high))
+    note = " · ".join(filter(None, [note, scale_note(clip)]))
     if threshold > 0:
-        note = f"{note} · below {fmt_value(low + threshold * (high - low))} transparent".strip(" ·")
+        note = f"{note} · below {num(low + threshold * (high - low))} transparent"
     return figure(title, stage(layer, values.shape, False, selected), colorbar(cmap, ticks, note))
 
 
-def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None) -> str:
-    """The NCut mask over the photo, with a legend that counts its patches."""
+def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None,
+                note: str = "") -> str:
+    """The NCut mask over the photo, with a legend that counts its patches (and an optional note)."""
     mask = np.asarray(mask, dtype=bool)
     layer = png_uri(mask_layer(mask, opacity))
     r, g, b = MASK_RGB
     legend = (f"<div class='mc-note'><span class='mc-swatch' style='background:rgb({r},{g},{b})'></span>"
-              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: background</div>")
+              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: the other side of "
+              "the cut</div>")
+    if note:
+        legend += f"<div class='mc-note'>{html.escape(note)}</div>"
     return figure(title, stage(layer, mask.shape, True, selected), legend)
 
 
 def text_colour(rgb: np.ndarray) -> str:
     """CSS colour of text on a cell of this RGB colour: black on light cells, white on dark ones."""
     return "#000" if light_background(rgb) else "#fff"
-
-
-def _cell_text(value: float, fmt: str) -> str:
-    """A patch's value in its block: fixed-point, or a short exponent where fixed-point would print zero."""
-    text = format(value, fmt)
-    if value != 0 and float(text) == 0:
-        return f"{value:.0e}"
-    return text
 
 
 def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], numbers: bool, fmt: str,
@@ -221,15 +222,15 @@ def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, flo
     rows, cols = values.shape
     if diverging_limit is not None:
         rgb = colorize_diverging(values, diverging_limit)
-        ticks = (fmt_value(-diverging_limit), "0", fmt_value(diverging_limit))
-        bar = colorbar(DIVERGING_COLORMAP, ticks)
+        ticks = (num(-diverging_limit), "0", num(diverging_limit))
+        bar = colorbar(DIVERGING_COLORMAP, ticks, scale_note(diverging=True))
     else:
         rgb = colorize(clip_normalize(values, *clip), cmap)
         low, high = value_range(values, clip)
-        bar = colorbar(cmap, (fmt_value(low), fmt_value((low + high) / 2), fmt_value(high)))
+        bar = colorbar(cmap, (num(low), num((low + high) / 2), num(high)), scale_note(clip))
     inner = ""
     if numbers:
-        cells = "".join(f"<span style='color:{text_colour(rgb[r, c])}'>{_cell_text(values[r, c], fmt)}</span>"
+        cells = "".join(f"<span style='color:{text_colour(rgb[r, c])}'>{cell_text(values[r, c], fmt)}</span>"
                         for r in range(rows) for c in range(cols))
         inner = (f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
                  f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>")
