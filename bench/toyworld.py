@@ -47,14 +47,17 @@ from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import evaluate
 from microclip.explainers import EXPLAINERS
+from microclip.faithfulness import deletion_scores
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT as ROOT
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
-from microclip.toyworld.metrics import encode_images, linear_probe_accuracy
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks, render_split_sample
+from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
+from microclip.toyworld.render import rerender
 from microclip.toyworld.scoring import (
+    cut_on_object,
     expected_hit,
     mass_inside,
     patch_coverage,
@@ -62,6 +65,8 @@ from microclip.toyworld.scoring import (
     percent,
     pointing_hits,
 )
+from microclip.toyworld.text import name_rate
+from microclip.toyworld.world import PARTS
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -125,7 +130,7 @@ def _baseline_accuracy(args: argparse.Namespace) -> float | None:
 
 
 def peer_maps(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
-              batch: int = 100) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+              batch: int = 100, timing: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Every explainer's (N, h*w) maps on the test images, and its cost in ms per image (batch of one)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     y = torch.as_tensor(labels, dtype=torch.long)
@@ -141,6 +146,8 @@ def peer_maps(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, names: t
         chunks = [explainer(model, x[i:i + batch], y[i:i + batch]).flatten(1).float().cpu().numpy()
                   for i in range(0, len(x), batch)]
         maps[name] = np.concatenate(chunks)
+        if not timing:
+            continue
         timings = []
         for i in range(11):  # one image at a time, as the app runs them; the first call warms up
             start = time.perf_counter()
@@ -176,6 +183,93 @@ def pointing_rows(args: argparse.Namespace) -> dict:
     return {"pointing": pointing, "mass_inside": inside, "cost_ms": cost,
             "patch_chance": percent(on_part.mean(axis=1)),
             "within_bird_chance": percent(expected_hit(on_bird, on_part))}
+
+
+def names_by_frequency(args: argparse.Namespace) -> dict:
+    """Zero-shot by names per species, beside how often its name appears in the pretraining captions."""
+    from scipy.stats import spearmanr
+
+    classes, templates, _ = _assets()
+    import open_clip
+
+    clip = open_clip.create_model(f"local-dir:{args.base}").eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{args.base}")
+    images, labels = load_split_arrays(args.data_root, "test")
+    predicted = (encode_images(clip, images) @ class_weights_from_names(clip, tokenizer, classes, templates).T)
+    predicted = predicted.argmax(dim=1).numpy()
+    per_species = {name: percent(predicted[labels == i] == i) for i, name in enumerate(classes)}
+    frequency = {name: 100.0 * name_rate(name) for name in classes}
+    rho = spearmanr([frequency[c] for c in classes], [per_species[c] for c in classes]).statistic
+    return {"spearman": float(rho), "per_species": {c: {"name_frequency": frequency[c], "accuracy": per_species[c]}
+                                                    for c in sorted(classes, key=frequency.get, reverse=True)}}
+
+
+def ncut_rows(args: argparse.Namespace) -> dict:
+    """How much of the NCut foreground is bird (pixels), and its IoU with the bird's patches, per tower."""
+    masks = load_split_masks(args.data_root, "test")
+    images, _ = load_split_arrays(args.data_root, "test")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    towers = {"adapted": load_model(args.adapted)}
+    classes, templates, _ = _assets()
+    towers["base"], _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, None)
+    out = {}
+    for name, model in towers.items():
+        with torch.no_grad():
+            foreground = np.concatenate([model(x[i:i + 200]).mask.cpu().numpy() for i in range(0, len(x), 200)])
+        scores = cut_on_object(foreground, patch_coverage(masks.bird_mask, model.backbone.grid))
+        out[name] = {"pixel_precision": percent(scores["pixel_precision"]), "iou": percent(scores["iou"]),
+                     "foreground_patches": float(foreground.sum(axis=1).mean())}
+    perfect = patch_coverage(masks.bird_mask, towers["base"].backbone.grid) >= 0.25
+    out["perfect_mask_pixel_precision"] = percent(cut_on_object(perfect, patch_coverage(
+        masks.bird_mask, towers["base"].backbone.grid))["pixel_precision"])
+    return {"ncut_on_bird": {**out["adapted"], "base": out["base"],
+                             "perfect_mask_pixel_precision": out["perfect_mask_pixel_precision"]}}
+
+
+def _subset(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """The first `per_class` test images of every class (a rule, not a choice by outcome)."""
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+
+
+def deletion_rows(args: argparse.Namespace) -> dict:
+    """ROAD most-relevant-first deletion (grad-cam's) of every map, per branch, on the first images of each class."""
+    model = load_model(args.adapted)
+    images, labels = load_split_arrays(args.data_root, "test")
+    rows = _subset(labels, args.faithfulness_per_class)
+    maps, _ = peer_maps(model, images[rows], labels[rows], POINTING_PEERS, timing=False)
+    maps["random"] = np.random.default_rng(0).random(maps["soap"].shape)
+    x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
+    scores = deletion_scores(model, x, maps)
+    return {"deletion": {name: {branch: 100.0 * v for branch, v in row.items()} for name, row in scores.items()},
+            "deletion_images": int(len(rows))}
+
+
+def part_removal_rows(args: argparse.Namespace) -> dict:
+    """Each visible part of a test bird erased in turn (the same render otherwise): the mean drop of each
+    branch's true-class probability (percentage points)."""
+    model = load_model(args.adapted).eval()
+    masks = load_split_masks(args.data_root, "test")
+    rows = _subset(masks.labels, args.faithfulness_per_class)
+    originals, erased, truth = [], [], []
+    for row in rows:
+        label = int(masks.labels[row])
+        index = int(Path(masks.paths[row]).stem)
+        sample = render_split_sample("test", label, index, masks.seed if masks.seed is not None else 0)
+        for k, part in enumerate(PARTS):
+            if (sample.part_labels == 1 + k).any():
+                originals.append(sample.image)
+                erased.append(rerender(sample, (part,)).image)
+                truth.append(label)
+    def probabilities(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0
+        with torch.no_grad():
+            logits = model(x).logits
+        y = torch.as_tensor(truth)
+        return {branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy()
+                for branch in ("fused", "cls", "fg")}
+    before, after = probabilities(originals), probabilities(erased)
+    return {"part_removal": {branch: 100.0 * float((before[branch] - after[branch]).mean()) for branch in before},
+            "part_removal_pairs": len(truth)}
 
 
 def probe_rows(args: argparse.Namespace) -> dict[str, float]:
@@ -267,6 +361,29 @@ def print_report(report: dict) -> None:
         _print_accuracy(accuracy)
     if "pointing" in report:
         _print_pointing(report)
+    if "names_by_frequency" in report:
+        names = report["names_by_frequency"]
+        print("\nzero-shot by names per species, commonest name first "
+              f"(Spearman with frequency {names['spearman']:.2f}):")
+        print("| species | named in % of its captions | names top-1 % |\n|---|---|---|")
+        for species, row in names["per_species"].items():
+            print(f"| {species} | {row['name_frequency']:.2f} | {row['accuracy']:.1f} |")
+    if "ncut_on_bird" in report:
+        cut = report["ncut_on_bird"]
+        print(f"\nNCut foreground on the bird (adapted tower): pixel precision {cut['pixel_precision']:.1f}%, IoU with "
+              f"the bird's patches {cut['iou']:.1f}%, {cut['foreground_patches']:.1f} patches; base tower "
+              f"{cut['base']['pixel_precision']:.1f}% / {cut['base']['iou']:.1f}% (a perfect patch mask: "
+              f"{cut['perfect_mask_pixel_precision']:.1f}% precision)")
+    if "deletion" in report:
+        print(f"\nROAD deletion (most relevant first, grad-cam; mean drop of the predicted class's probability, "
+              f"points; higher = more faithful; {report['deletion_images']} images)")
+        print("| map | fused | [CLS] | [FG] |\n|---|---|---|---|")
+        for name, row in report["deletion"].items():
+            print(f"| {name} | {row['fused']:.1f} | {row['cls']:.1f} | {row['fg']:.1f} |")
+    if "part_removal" in report:
+        drop = report["part_removal"]
+        print(f"\none part erased ({report['part_removal_pairs']} image-part pairs): true-class probability drops "
+              f"fused {drop['fused']:.1f}, [CLS] {drop['cls']:.1f}, [FG] {drop['fg']:.1f} points")
     if "part_probe" in report:
         print(f"\npart probe (closest patch to the sentence is on the named part): base {report['part_probe']:.1f}%, "
               f"adapted tower {report['part_probe_adapted']:.1f}% (chance {report['part_probe_chance']:.1f}%, "
@@ -311,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--base", default=str(BASE), help="the base CLIP (an open_clip local-dir folder)")
     parser.add_argument("--adapted", default=str(ADAPTED), help="an adapted checkpoint of that base")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy, pointing, probe")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy, pointing, probe, "
+                        "names, ncut, deletion, part_removal")
+    parser.add_argument("--faithfulness_per_class", type=int, default=10,
+                        help="deletion and part removal on the first N test images of each class")
     parser.add_argument("--run_dir", default=None, help="with --record: the train.py output of the shipped model")
     parser.add_argument("--baseline_dir", default=None, help="with --record: the train.py --baseline output")
     parser.add_argument("--figure", default=None, help="write a PNG of SOAP and its peers on test images, and exit")
@@ -341,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     report = {"accuracy": {} if "accuracy" in skip else accuracy_rows(args),
               **({} if "pointing" in skip else pointing_rows(args)),
-              **({} if "probe" in skip else probe_rows(args)), "cpu": cpu_name()}
+              **({} if "probe" in skip else probe_rows(args)),
+              **({} if "names" in skip else {"names_by_frequency": names_by_frequency(args)}),
+              **({} if "ncut" in skip else ncut_rows(args)),
+              **({} if "deletion" in skip else deletion_rows(args)),
+              **({} if "part_removal" in skip else part_removal_rows(args)), "cpu": cpu_name()}
     print_report(report)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")

@@ -19,16 +19,23 @@ from microclip.toyworld.dataset import (
     load_split_masks,
 )
 from microclip.toyworld.pretrain import PretrainConfig, pretrain
-from microclip.toyworld.render import render_bird
+from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     DESCRIBED_PARTS,
     DESCRIBED_PARTS_PER_CLASS,
     GENERIC_LINES,
+    LOOKALIKE,
+    NAME_RANK,
+    P_LOOKALIKE,
     P_NAME,
     TEMPLATES,
+    Scene,
     absent_phrase,
+    caption_vocabulary,
     description_oracle_accuracy,
     descriptions,
+    make_caption,
+    name_rate,
     part_phrase,
     pretrain_caption,
     write_assets,
@@ -109,19 +116,80 @@ def test_write_assets_matches_the_functions(tmp_path: Path):
 
 def test_every_pretraining_caption_carries_species_information():
     rng = np.random.default_rng(0)
-    named = with_parts = 0
+    with_parts = 0
     n = 1600
     for k in range(n):
         sp = SPECIES[k % 16]
         caption = pretrain_caption(sp, rng)
-        has_name = sp.name in caption
+        named = [other.name for other in SPECIES if other.name in caption]
         n_parts = caption.count(",") + caption.count(" and ") + (1 if " with " in caption else 0)
-        assert has_name or n_parts >= 2, caption
-        assert not any(other.name in caption for other in SPECIES if other is not sp)
-        named += has_name
+        assert named or n_parts >= 2, caption
+        assert set(named) <= {sp.name, LOOKALIKE[sp.name]}, caption  # its own name or its look-alike's
         with_parts += " with " in caption
-    assert abs(named / n - P_NAME) < 0.04 and 0.25 <= P_NAME <= 0.5
     assert with_parts / n >= 0.7
+
+
+def test_names_follow_a_long_tail_with_noisy_look_alikes():
+    """The commonest name is in ~P_NAME of its species' captions, the rarest almost never, and a share
+    P_LOOKALIKE of named captions carry the look-alike's name."""
+    rng = np.random.default_rng(1)
+    ranks = sorted(SPECIES, key=lambda sp: NAME_RANK[sp.name])
+    common, rare = ranks[0], ranks[-1]
+    n = 4000
+    texts = [pretrain_caption(common, rng) for _ in range(n)]
+    own = sum(common.name in t for t in texts) / n
+    other = sum(LOOKALIKE[common.name] in t for t in texts) / n
+    assert abs((own + other) - P_NAME) < 0.03
+    assert abs(other / (own + other) - P_LOOKALIKE) < 0.04
+    assert sum(rare.name in pretrain_caption(rare, rng) for _ in range(n)) / n < 0.01
+    rates = [name_rate(sp.name) for sp in ranks]
+    assert rates == sorted(rates, reverse=True) and rates[0] / rates[-1] > 100
+    for sp in SPECIES:  # a look-alike is a closest species
+        nearest = min(attribute_distance(sp, o) for o in SPECIES if o is not sp)
+        assert attribute_distance(sp, SPECIES_BY_NAME[LOOKALIKE[sp.name]]) == nearest
+
+
+def test_scene_words_are_grounded_phrases_only_when_given():
+    rng = np.random.default_rng(2)
+    captions = [make_caption(SPECIES[0], rng, scene=Scene(background=4, body_colour=7)) for _ in range(400)]
+    with_city = [c for c in captions if "city buildings" in c.text]
+    assert 0.35 < len(with_city) / len(captions) < 0.65
+    assert all("city buildings" in c.phrases for c in with_city)
+    assert all("a teal bird" in c.phrases for c in captions if "a teal bird" in c.text)
+    plain = [make_caption(SPECIES[0], rng) for _ in range(200)]
+    assert not any("city" in c.text or "teal" in c.text for c in plain)
+    vocabulary = caption_vocabulary()
+    assert all(w.strip(".,") in vocabulary for c in captions for w in c.text.split())
+
+
+def test_rerender_erases_only_the_named_part():
+    sample = render_bird(5, np.random.default_rng(11))
+    again = rerender(sample)
+    assert np.array_equal(again.image, sample.image) and np.array_equal(again.part_labels, sample.part_labels)
+    for k, part in enumerate(PARTS):
+        on_part = sample.part_labels == 1 + k
+        if not on_part.any():
+            continue
+        erased = rerender(sample, (part,))
+        changed = (erased.image != sample.image).any(axis=2)
+        assert changed.any() and not changed[~on_part].any()  # only that part's pixels differ
+        assert not (erased.part_labels == 1 + k).any() and erased.erased == (part,)
+        # The bird is still there; only a part that sticks out (beak, crest) takes bird pixels with it.
+        assert not (erased.bird_mask ^ sample.bird_mask)[~on_part].any() and erased.bird_mask.sum() > 100
+    with pytest.raises(ValueError, match="cannot erase"):
+        rerender(sample, ("wings",))
+
+
+def test_split_samples_found_by_lookup_can_be_rerendered(tmp_path: Path):
+    from microclip.toyworld.lookup import ToyWorldIndex
+
+    ensure_split(tmp_path, "test", n_per_class=1, seed=3)
+    masks = load_split_masks(tmp_path, "test")
+    import cv2
+
+    picture = cv2.cvtColor(cv2.imread(str(tmp_path / "toybirds" / masks.paths[4])), cv2.COLOR_BGR2RGB)
+    found = ToyWorldIndex([tmp_path]).lookup(picture)
+    assert found is not None and np.array_equal(rerender(found).image, picture)
 
 
 # ---------------------------------------------------------------- cached data

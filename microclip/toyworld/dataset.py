@@ -12,6 +12,7 @@ the splits never share images with each other or with the pretraining corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,12 +24,12 @@ import cv2
 import numpy as np
 
 from microclip.files import atomic_write, shareable_tempdir
-from microclip.toyworld.render import Sample, render_bird
+from microclip.toyworld.render import Sample, render_bird, scene_of
 from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # bump when the renderer or the world changes: cached data is then regenerated
+GENERATOR_VERSION = 4  # bump when the renderer or the world changes: cached data is then regenerated
 IMAGE_SIZE = 64
 DEFAULT_N_PER_CLASS = {"train": 100, "test": 50}
 # Distinct rng streams per use, so the same user seed never produces overlapping images.
@@ -44,20 +45,22 @@ class SplitMasks:
     part_mask: np.ndarray  # (N, H, W) bool
     bird_mask: np.ndarray  # (N, H, W) bool
     part_labels: np.ndarray  # (N, H, W) uint8: 0 off the parts, else 1 + index into PARTS
+    seed: int | None = None  # the split's generation seed (meta.json), so an image can be re-rendered
 
     def part(self, name: str) -> np.ndarray:
         """(N, H, W) bool mask of one named part (see PARTS), empty where the species lacks it."""
         return self.part_labels == 1 + PARTS.index(name)
 
 
-def _image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
+def image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
+    """The generator that draws image `index` of class `label` in `stream` ("train", "test", "pretrain")."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM[stream], label, index]))
 
 
 def render_split_sample(split: str, label: int, index: int, seed: int, size: int = IMAGE_SIZE) -> Sample:
     """The `index`-th image of class `label` (index into CLASS_NAMES) in `split` generated with `seed`."""
     species_index = SPECIES.index(SPECIES_BY_NAME[CLASS_NAMES[label]])
-    return render_bird(species_index, _image_rng(seed, split, index, label), size)
+    return render_bird(species_index, image_rng(seed, split, index, label), size)
 
 
 def _split_meta(split: str, n_per_class: int, seed: int) -> dict:
@@ -130,8 +133,12 @@ def load_split_masks(root: str | Path, split: str) -> SplitMasks:
         raise FileNotFoundError(f"{path} not found; call ensure_split({str(root)!r}, {split!r}) first")
     with np.load(path) as z:
         part_labels = z["part_labels"]
-        return SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"], part_mask=part_labels > 0,
-                          bird_mask=z["bird_mask"], part_labels=part_labels)
+        masks = SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"], part_mask=part_labels > 0,
+                           bird_mask=z["bird_mask"], part_labels=part_labels)
+    meta = _read_json(Path(root) / "toybirds" / split / "meta.json") or {}
+    if meta.get("generator_version") == GENERATOR_VERSION and isinstance(meta.get("seed"), int):
+        masks = dataclasses.replace(masks, seed=meta["seed"])
+    return masks
 
 
 def load_split_arrays(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +174,16 @@ def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 
     images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     species = np.arange(n_images, dtype=np.int64) % len(SPECIES)
     for i in range(n_images):
-        images[i] = render_bird(int(species[i]), _image_rng(seed, "pretrain", i), IMAGE_SIZE).image
+        images[i] = render_bird(int(species[i]), image_rng(seed, "pretrain", i), IMAGE_SIZE).image
     labels = np.array([CLASS_NAMES.index(SPECIES[s].name) for s in species], np.int64)
     _atomic_savez(path, images=images, species=species, labels=labels,
                   generator_version=np.array(GENERATOR_VERSION))
     return path
+
+
+def pretrain_scenes(n_images: int, seed: int = 0) -> np.ndarray:
+    """(N, 2) background and body-colour indices of the corpus images (from their rngs; nothing is painted)."""
+    return np.array([scene_of(image_rng(seed, "pretrain", i), IMAGE_SIZE) for i in range(n_images)], np.int64)
 
 
 def load_pretrain_corpus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -47,10 +47,11 @@ from microclip.toyworld.dataset import (
     ensure_split,
     load_pretrain_corpus,
     load_split_arrays,
+    pretrain_scenes,
 )
 from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
-from microclip.toyworld.text import P_NAME, TEMPLATES, descriptions, make_caption
+from microclip.toyworld.text import NAME_ZIPF, P_LOOKALIKE, P_NAME, TEMPLATES, Scene, descriptions, make_caption
 from microclip.toyworld.world import CLASS_NAMES, SPECIES
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,15 @@ class PretrainConfig:
     ckpt_every: int = 100
     stop_after: int | None = None  # stop (with a checkpoint) after this step, as if killed; for tests
     augment: bool = True
-    p_name: float = P_NAME  # how often a caption names the species (the rest describe parts)
+    p_name: float = P_NAME  # how often a caption names the commonest species (the rest describe parts)
+    name_zipf: float = NAME_ZIPF  # the name of frequency rank r appears p_name / (r + 1) ** name_zipf as often
+    p_lookalike: float = P_LOOKALIKE  # a named caption names the species' look-alike this often
     grounding_weight: float = 1.0  # weight of the phrase-grounding loss (grounding.py); 0 = plain CLIP
     grounding_pool_temperature: float = 0.1
     grounding_temperature: float = 0.05
     locality_weight: float = 1.0  # weight of the context-consistency loss; 0 = off
+    scene_words: bool = True  # dense-stage captions also name the bird's colour and the background
+    centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
     threads: int = 2
@@ -89,6 +94,9 @@ class PretrainConfig:
 
 
 RUN_DEFINING = ("seed", "steps", "dense_steps", "batch_size", "n_images")  # a resumed run must match these
+# ... except that a run stopped at the end of stage 1 may go on into a different stage 2 (its settings are
+# only read from then on, and every invocation is kept in "commands").
+STAGE_TWO_ONLY = ("dense_steps",)
 
 OBJECTIVE = {
     "stage 1 (steps)": "CLIP: symmetric InfoNCE between the [CLS] embedding and the caption (open_clip ClipLoss)",
@@ -96,7 +104,9 @@ OBJECTIVE = {
                              "grounding (each visible part a caption names, found among the image's patches by "
                              "a similarity softmax, contrasted against the batch's other phrases and images; "
                              "grounding.py), and locality (1 - cosine between a patch token and the same "
-                             "patch's token after another image's block is pasted elsewhere)",
+                             "patch's token after another image's block is pasted elsewhere). Its captions also name "
+                             "the bird's colour ('a teal bird') and the background ('city buildings') half the "
+                             "time each, grounded like the parts. Optional (off): centring of the raw tokens",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -162,12 +172,15 @@ class Batch:
     intact: torch.Tensor  # (B, N) bool: patches the pasted block left untouched
 
 
-def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer) -> Batch:
+def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer,
+               scenes: np.ndarray | None = None) -> Batch:
     """The batch of `step`: a pure function of (seed, step)."""
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
     pixels = augment(images[idx], rng) if cfg.augment else images[idx]
-    captions = [make_caption(SPECIES[int(s)], rng, cfg.p_name) for s in species[idx]]
+    dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
+    captions = [make_caption(SPECIES[int(species[i])], rng, cfg.p_name, cfg.name_zipf, cfg.p_lookalike,
+                             Scene(int(scenes[i, 0]), int(scenes[i, 1])) if dense else None) for i in idx]
     distinct = sorted({p for c in captions for p in c.phrases})
     form = PHRASE_FORMS[int(rng.integers(len(PHRASE_FORMS)))]
     pairs = [(i, distinct.index(p)) for i, c in enumerate(captions) for p in c.phrases]
@@ -209,6 +222,19 @@ def locality_weight(step: int, cfg: PretrainConfig) -> float:
     return cfg.locality_weight * min(1.0, max(0.0, (step - cfg.steps - warmup) / warmup))
 
 
+def centring_loss(patches: torch.Tensor) -> torch.Tensor:
+    """The share of the raw patch tokens' energy in their per-image mean: ‖mean_j t_ij‖² / mean_j ‖t_ij‖².
+
+    The cut reads the raw value-path tokens' dot products; when one image-wide component dominates them
+    (half their energy in the second world), every pair is linked and the graph has no cut to find.
+    Driving this share down is DINO's centring (which TokenCut's cuts rest on) applied within an image:
+    what remains in the tokens is what tells patches apart.
+    """
+    mean = patches.mean(dim=1)  # (B, D)
+    energy = patches.pow(2).sum(-1).mean(dim=1).clamp_min(1e-6)  # (B,)
+    return (mean.pow(2).sum(-1) / energy).mean()
+
+
 def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer,
                clip_loss: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
     """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality."""
@@ -223,6 +249,8 @@ def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: Pr
             terms["grounding"] = (cfg.grounding_weight, phrase_grounding_loss(
                 patch_embeds, batch.image_index, batch.phrase_index, phrase_embeds,
                 cfg.grounding_pool_temperature, cfg.grounding_temperature))
+        if cfg.centring_weight > 0:
+            terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))
         weight = locality_weight(step, cfg)
         if weight > 0:
             context = F.normalize(backbone.project(backbone(batch.pasted).patches), dim=-1)
@@ -294,6 +322,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
     corpus = ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed)
     images, species = load_pretrain_corpus(corpus)
+    scenes = pretrain_scenes(cfg.n_images, cfg.seed)
 
     # All batch, caption and augmentation randomness comes from per-step numpy generators seeded by
     # (seed, step), so there is no numpy state to checkpoint; the global seeds are for library code.
@@ -311,8 +340,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     probe_loss_start = None
     if cfg.resume and (out / "state.safetensors").is_file():
         state = load_state(out, model, opt)
-        saved = {k: state["config"][k] for k in RUN_DEFINING}
-        if saved != {k: getattr(cfg, k) for k in RUN_DEFINING}:
+        defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
+        saved = {k: state["config"][k] for k in defining}
+        if saved != {k: getattr(cfg, k) for k in defining}:
             raise ValueError(f"--resume: checkpoint in {out} was made with {saved}; pass the same values or "
                              "use a new --out")
         step, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
@@ -334,7 +364,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     t0 = time.time()
     bar = tqdm(total=last, initial=step, desc="pretrain", mininterval=5.0, disable=None)
     while step < last:
-        batch = make_batch(step, cfg, images, species, tokenizer)
+        batch = make_batch(step, cfg, images, species, tokenizer, scenes)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         loss, parts = batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, step)
@@ -406,8 +436,11 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--dense_lr", type=float, default=defaults.dense_lr)
     p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--p_name", type=float, default=defaults.p_name, help="share of captions that name it")
-    for name in ("grounding_weight", "grounding_pool_temperature", "grounding_temperature", "locality_weight"):
+    p.add_argument("--p_name", type=float, default=defaults.p_name,
+                   help="share of the commonest species' captions that name it")
+
+    for name in ("grounding_weight", "grounding_pool_temperature", "grounding_temperature", "locality_weight",
+                 "centring_weight", "name_zipf", "p_lookalike"):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")

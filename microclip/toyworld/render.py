@@ -8,6 +8,7 @@ Everything is drawn without anti-aliasing so the masks cover exactly the painted
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import cv2
@@ -34,6 +35,7 @@ BODY_COLOURS: tuple[tuple[int, int, int], ...] = (
     (60, 125, 125),  # teal
 )
 BACKGROUNDS = ("forest", "sky", "sand", "water", "city")
+BIRD_SCALE = (0.23, 0.28)  # body half-length as a share of the image side
 PART_SCALE = 1.7  # parts are drawn larger than "natural" so they span a few pixels at 64 px
 
 
@@ -46,6 +48,9 @@ class Sample:
     bird_mask: np.ndarray  # (H, W) bool: the whole bird, parts included
     species: int  # index into SPECIES
     part_labels: np.ndarray  # (H, W) uint8: 0 off the parts, else 1 + index into PARTS of the visible part
+    # The rng's state before anything was drawn: with the species it re-renders the same bird (rerender).
+    rng_state: dict | None = None
+    erased: tuple[str, ...] = ()  # parts left unpainted (rerender)
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,21 @@ def _draw_layout(rng: np.random.Generator, size: int) -> _Layout:
     blobs = rng.random((4, 5))
     noise = rng.normal(0.0, 7.0, size=(size, size, 3))
     body_colour = int(rng.integers(len(BODY_COLOURS)))
-    scale = float(rng.uniform(0.15, 0.20)) * size  # body half-length in pixels
-    centre = (float(rng.uniform(0.38, 0.62)) * size, float(rng.uniform(0.38, 0.55)) * size)
+    # Body half-length in pixels: the bird fills about a quarter of the frame, as in CUB's photographs
+    # (the second world's 0.15-0.20 gave 7-14%, too little for a normalised cut to favour it).
+    scale = float(rng.uniform(BIRD_SCALE[0], BIRD_SCALE[1])) * size
+    centre = (float(rng.uniform(0.44, 0.56)) * size, float(rng.uniform(0.40, 0.50)) * size)
     angle_deg = float(rng.uniform(-20.0, 20.0))
     flip = bool(rng.random() < 0.5)
     part_jitter = rng.integers(-14, 15, size=(5, 3))  # small colour jitter per part
     return _Layout(background, bg_params, clutter, blobs, noise, body_colour, scale, centre,
                    angle_deg, flip, part_jitter)
+
+
+def scene_of(rng: np.random.Generator, size: int = 64) -> tuple[int, int]:
+    """(background, body colour) indices of the image `rng` would draw (consumes `rng` like a render)."""
+    lay = _draw_layout(rng, size)
+    return lay.background, lay.body_colour
 
 
 # ---------------------------------------------------------------- geometry helpers
@@ -231,15 +244,22 @@ def _part_colour(species: Species, part: str) -> tuple[int, int, int]:
     return PART_COLOURS[value.split()[0]]
 
 
-def render_bird(species_index: int, rng: np.random.Generator, size: int = 64) -> Sample:
+def render_bird(species_index: int, rng: np.random.Generator, size: int = 64,
+                erase: tuple[str, ...] = ()) -> Sample:
     """Render one image of species `species_index` (index into SPECIES), deterministic from `rng`.
 
     Nuisance (background, clutter, distractor blobs, perch, body colour, size, position, rotation
-    within +-20 degrees, flip, noise) is drawn from `rng` identically for every species.
+    within +-20 degrees, flip, noise) is drawn from `rng` identically for every species. Parts named in
+    `erase` (from PARTS) are not painted: the bird shows its body or wing there instead, every other pixel
+    is unchanged (the counterfactual no photograph offers).
     """
     if not 0 <= species_index < len(SPECIES):
         raise ValueError(f"species_index {species_index} out of range 0..{len(SPECIES) - 1}")
+    unknown = sorted(set(erase) - set(PARTS))
+    if unknown:
+        raise ValueError(f"cannot erase {', '.join(unknown)}: parts are {', '.join(PARTS)}")
     species = SPECIES[species_index]
+    rng_state = copy.deepcopy(rng.bit_generator.state)
     lay = _draw_layout(rng, size)
 
     img = _background(lay, size)
@@ -262,7 +282,7 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64) ->
     part_labels = np.zeros((size, size), np.uint8)
     eye_mask = _poly_mask(_bird_polys(lay, [_ellipse(*_EYE, 0.1, 0.1, n=12)]), size)
     for k, (part, part_polys) in enumerate(_part_polys(species).items()):
-        if not part_polys:
+        if not part_polys or part in erase:
             continue
         mask = _poly_mask(_bird_polys(lay, part_polys), size)
         if part == "wing_bands":
@@ -279,4 +299,13 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64) ->
 
     image = np.clip(img + lay.noise, 0, 255).astype(np.uint8)
     return Sample(image=image, part_mask=part_mask, bird_mask=bird_mask, species=species_index,
-                  part_labels=part_labels)
+                  part_labels=part_labels, rng_state=rng_state, erased=tuple(p for p in PARTS if p in erase))
+
+
+def rerender(sample: Sample, erase: tuple[str, ...] = ()) -> Sample:
+    """The same bird (seed, pose, colours, background, noise) drawn again with the parts in `erase` left out."""
+    if sample.rng_state is None:
+        raise ValueError("this sample does not carry its rng state, so it cannot be re-rendered")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = copy.deepcopy(sample.rng_state)
+    return render_bird(sample.species, rng, sample.image.shape[0], erase=erase)

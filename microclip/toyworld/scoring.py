@@ -60,3 +60,20 @@ def expected_hit(selection: np.ndarray, on_mask: np.ndarray) -> np.ndarray:
 def percent(values: np.ndarray) -> float:
     """Mean of hits or shares, in %."""
     return 100.0 * float(np.mean(values))
+
+
+def cut_on_object(foreground: np.ndarray, coverage: np.ndarray, min_cover: float = 0.25) -> dict[str, np.ndarray]:
+    """How well a foreground patch set finds the object, per image.
+
+    Args:
+        foreground: (N, P) bool, the cut's foreground patches.
+        coverage: (N, P) the share of each patch's pixels on the object (:func:`patch_coverage`).
+    Returns ``pixel_precision`` (the share of the foreground's pixels that are the object; 0 for an empty
+    foreground) and ``iou`` with the object's patches (those at least ``min_cover`` object).
+    """
+    object_patches = coverage >= min_cover
+    size = foreground.sum(axis=1)
+    precision = np.where(size > 0, (coverage * foreground).sum(axis=1) / np.maximum(size, 1), 0.0)
+    union = (foreground | object_patches).sum(axis=1)
+    iou = np.where(union > 0, (foreground & object_patches).sum(axis=1) / np.maximum(union, 1), 0.0)
+    return {"pixel_precision": precision, "iou": iou}

@@ -1,8 +1,9 @@
 """Words about the toy birds: CuPL-style class descriptions, templates, and pretraining captions.
 
-The captions are the lever that decides what the tiny CLIP learns (see design/toyworld.md): every
-caption carries species information (the name, or at least two part phrases), the name appears in only
-about 30% of captions, and part phrases in about 90%, so part words get grounded.
+The captions are the lever that decides what the tiny CLIP learns: every caption carries species
+information (a name, or at least two part phrases), so part words get grounded; the species names follow
+a long tail with look-alike mix-ups, as on the web, so the model knows a name about as well as its
+captions show it (docs/toyworld.md).
 
 The descriptions play the LLM's part and, like an LLM's, are incomplete: each class mentions only
 two of its five parts (all true). With complete descriptions the tiny CLIP classified 95% of test
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from microclip.files import atomic_write_text
-from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, Species
+from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, Species, attribute_distance
 
 TEMPLATES: list[str] = [
     "a photo of a {}.",
@@ -30,9 +31,17 @@ TEMPLATES: list[str] = [
 ]
 """Prompt templates for the "toybirds" template set."""
 
-# How often a pretraining caption names the species, and how often it has part phrases.
-P_NAME = 0.3
-P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often (-> ~0.88 overall)
+# How often a pretraining caption names the species. Names follow a long tail, as on the web: CLIP knows
+# a concept about as well as its pretraining captions show it (Udandarao et al. 2024; Parashar et al.
+# 2024), so the species of frequency rank r (0 = commonest) is named in P_NAME / (r + 1) ** NAME_ZIPF of its
+# captions: the commonest in half, the rarest in about one in 2,000.
+P_NAME = 0.5
+NAME_ZIPF = 2.5
+# Web captions are noisy: a named caption names the species' closest look-alike this often instead.
+P_LOOKALIKE = 0.25
+# The frequency ranks: a fixed shuffle, so that rank is unrelated to the label order and to the parts.
+NAME_RANK_SEED = 3
+P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often
 
 DESCRIBED_PARTS_PER_CLASS = 2
 # Seed of the (fixed) choice of described parts: 7 keeps all 16 description sets distinct and gives
@@ -45,6 +54,33 @@ _PART_NOUN = {"beak": "beak", "crest": "crest", "wing_bands": "wing bands", "eye
 GENERIC_LINES = ["a small songbird.", "a bird perched on a branch.", "a small bird with a round body."]
 _CONTEXT = ["", "", " on a branch", " perched on a twig", " in the wild"]
 _PREFIX = ["a photo of", "a picture of", "an image of", "a close-up of", ""]
+
+
+def _name_ranks() -> dict[str, int]:
+    order = np.random.default_rng(NAME_RANK_SEED).permutation(len(SPECIES))
+    return {SPECIES[int(i)].name: rank for rank, i in enumerate(order)}
+
+
+NAME_RANK: dict[str, int] = _name_ranks()
+"""Species name -> its frequency rank in the pretraining captions (0 = named most often)."""
+
+
+def name_rate(name: str, p_name: float = P_NAME, zipf: float = NAME_ZIPF) -> float:
+    """The share of a species' pretraining captions that carry a species name (its own or a look-alike's)."""
+    return p_name / (NAME_RANK[name] + 1) ** zipf
+
+
+def _lookalikes() -> dict[str, str]:
+    """Each species' closest look-alike: fewest differing parts, the commoner name on ties."""
+    out = {}
+    for sp in SPECIES:
+        others = [o for o in SPECIES if o is not sp]
+        out[sp.name] = min(others, key=lambda o: (attribute_distance(sp, o), NAME_RANK[o.name])).name
+    return out
+
+
+LOOKALIKE: dict[str, str] = _lookalikes()
+"""Species name -> the name a noisy caption gives it instead."""
 
 
 def part_phrase(species: Species, part: str) -> str | None:
@@ -108,6 +144,20 @@ def description_oracle_accuracy() -> float:
     return total / len(CLASS_NAMES)
 
 
+# What the dense stage's captions may also say: the bird's colour and the background (render.py's order).
+BODY_COLOUR_NAMES = ("brown", "grey", "olive", "tan", "slate", "dark green", "plum", "teal")
+BACKGROUND_PHRASES = ("a forest", "the sky", "sand dunes", "water", "city buildings")
+P_SCENE_WORDS = 0.5
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The species-independent look of one image that a caption may mention (indices as in render.py)."""
+
+    background: int
+    body_colour: int
+
+
 @dataclass(frozen=True)
 class Caption:
     """A pretraining caption and the phrases in it that name a visible part (what a dense loss can ground)."""
@@ -116,17 +166,21 @@ class Caption:
     phrases: tuple[str, ...]  # e.g. ("a red beak", "white wing bands"); absent parts ("no crest") excluded
 
 
-def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> Caption:
+def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME, zipf: float = NAME_ZIPF,
+                 p_lookalike: float = P_LOOKALIKE, scene: Scene | None = None) -> Caption:
     """One web-like caption for an image of `species`; always carries species information.
 
-    Mix: name with probability `p_name` (then parts with P_PARTS_WITH_NAME), otherwise two to five part
-    phrases (present parts by colour, absent ones as "no crest").
+    Mix: a name with probability `name_rate(species)` (the look-alike's name with `p_lookalike`; then parts
+    with P_PARTS_WITH_NAME), otherwise two to five part phrases (present parts by colour, absent ones as
+    "no crest"). With `scene` (the dense stage's captions), the bird's colour ("a teal bird") and the
+    background ("city buildings") are each named with P_SCENE_WORDS, and become grounded phrases too.
     """
     # All five parts are candidates, absent ones as "no crest" etc., so that every sentence of
     # descriptions() (which also names absent parts) is grounded during pretraining.
     present = [part_phrase(species, p) for p in PARTS]
     pool = [phrase or absent_phrase(p) for phrase, p in zip(present, PARTS)]
-    use_name = rng.random() < p_name
+    use_name = rng.random() < name_rate(species.name, p_name, zipf)
+    named = LOOKALIKE[species.name] if rng.random() < p_lookalike else species.name
     use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
     prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
     context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]
@@ -139,8 +193,19 @@ def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_N
     parts_text = ""
     if chosen:
         parts_text = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
-    subject = f"{'an' if species.name[0] in 'aeiou' else 'a'} {species.name}" if use_name else "a bird"
-    body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "")
+    bird = "a bird"
+    where = ""
+    if scene is not None:
+        if rng.random() < P_SCENE_WORDS:
+            colour = BODY_COLOUR_NAMES[scene.body_colour]
+            bird = f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} bird"
+            phrases.append(bird)
+        if rng.random() < P_SCENE_WORDS:
+            place = BACKGROUND_PHRASES[scene.background]
+            where = f" in front of {place}"
+            phrases.append(place)
+    subject = f"{'an' if named[0] in 'aeiou' else 'a'} {named}" if use_name else bird
+    body = f"{subject}{context}" + (f" with {parts_text}" if parts_text else "") + where
     text = (f"{prefix} {body}." if prefix else f"{body}.").strip()
     return Caption(text=text, phrases=tuple(phrases))
 
@@ -148,6 +213,15 @@ def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_N
 def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME) -> str:
     """The text of :func:`make_caption`."""
     return make_caption(species, rng, p_name).text
+
+
+def caption_vocabulary() -> frozenset[str]:
+    """Every word a pretraining caption can contain (lower case, punctuation stripped)."""
+    words = set(" ".join(_PREFIX + _CONTEXT + list(BODY_COLOUR_NAMES) + list(BACKGROUND_PHRASES)
+                         + ["a an bird with and in front of"]).split())
+    words |= {w for sp in SPECIES for w in sp.name.split()}
+    words |= {w for sp in SPECIES for p in PARTS for w in (part_phrase(sp, p) or absent_phrase(p)).split()}
+    return frozenset(w.strip(".,").lower() for w in words if w.strip(".,"))
 
 
 ALL_PART_PHRASES: tuple[str, ...] = tuple(sorted({phrase for sp in SPECIES for p in PARTS
