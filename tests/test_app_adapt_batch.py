@@ -24,6 +24,7 @@ from PIL import Image
 from microclip.checkpoint import load_model
 from ui.app import build_demo
 from ui.jobs import AdaptationRunner
+from ui.registry import ModelRegistry
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -216,7 +217,10 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     path, text, name = client.predict(job_id, "my shapes", api_name="/adapt_save")
     assert name == "my shapes" and "saved as **my shapes**" in text
     assert "keep the model they show" in text  # saving never switches another tab's model
-    assert Path(path).parent == app.runner.runs_dir
+    assert (app.runner.runs_dir / "my-shapes.safetensors").is_file()  # written into the runs folder
+    # After a restart the runs folder lists it again, under its name and the date it was saved.
+    relisted = ModelRegistry("cpu").add_saved_runs(app.runner.runs_dir)
+    assert any(re.fullmatch(r"my shapes · saved \d{4}-\d\d-\d\d \d\d:\d\d", n) for n in relisted), relisted
     model = load_model(path)  # the downloaded checkpoint loads on its own
     assert list(model.classes) == sorted(CLASSES)
     assert model.meta.metrics["stopped"] is True and model.meta.metrics["steps"] == stopped.step
