@@ -7,6 +7,11 @@ HuggingFace Spaces imports this file and serves the module-level ``demo``; flags
     python app.py --ckpt-path output/run/checkpoint.safetensors
     python app.py --clip_model ViT-B-32-quickgelu --pretrained openai --host 0.0.0.0 --share
     python app.py --host 0.0.0.0 --auth student:correct-horse   # a class on one server, behind a login
+    python app.py --runs_dir ~/microclip-runs               # where Adapt saves models (default ./runs)
+
+Models saved in Adapt go to the runs folder (``--runs_dir``; default ``./runs``, or the persistent
+``/data/microclip-runs`` on a HuggingFace Space with storage) and are listed again, with their date, on
+the next start.
 
 Served beyond localhost (--host 0.0.0.0, --share, a Space), Batch and Adapt do not read folders of the
 server unless --allow-server-paths is given.
@@ -26,6 +31,7 @@ except ImportError:
 
 from microclip.engine import select_device
 from ui.app import build_demo, launch_kwargs, parse_auth
+from ui.jobs import default_runs_dir, usable_runs_dir
 from ui.registry import default_registry
 from ui.sharing import ServerPathGuard
 
@@ -51,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
                         help="ask for this login before the page or any endpoint answers (Gradio's auth); "
                              "$MICROCLIP_AUTH is read when the flag is absent, which keeps the password off `ps`")
+    parser.add_argument("--runs_dir", "--runs-dir", dest="runs_dir", default=None, metavar="FOLDER",
+                        help="where models saved in Adapt are written and listed from on start (default ./runs; "
+                             "on a HuggingFace Space with persistent storage, /data/microclip-runs)")
     args, _unknown = parser.parse_known_args(argv)
     if args.auth is None:
         args.auth = os.environ.get("MICROCLIP_AUTH") or None
@@ -73,9 +82,12 @@ def create_demo(argv: list[str] | None = None):
             registry.get()
         except Exception as error:  # noqa: BLE001 - the app still starts; the tab shows the error on use
             log.error("could not load %s: %s", registry.default_name, error)
+    runs_dir = usable_runs_dir(args.runs_dir or default_runs_dir())
+    if runs_dir is not None:
+        registry.add_saved_runs(runs_dir)
     guard = ServerPathGuard(args.host, args.share, args.allow_server_paths)
     log.info("%s", guard.now().reason)
-    return build_demo(registry, server_paths=guard), args
+    return build_demo(registry, server_paths=guard, runs_dir=runs_dir), args
 
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -10,6 +10,11 @@ script would. Measurements:
   ``microclip.explain.explain_image`` call, and the ``explore`` callback in-process (decode + forward +
   rendering, no HTTP), so the table shows where the time goes. Medians of ``--repeats``.
   Target: ``/explore`` <= 2x the floor's round trip.
+* ``burst``: a class on one example: ``--burst-clients`` gradio_client clients (one thread each, connected
+  beforehand) start together and each opens the walkthrough (``/walkthrough``) then Explore (``/explore``)
+  of the same picture, as students do when the teacher says "open this one". ``--burst-rounds`` bursts in a
+  row (the first finds nothing computed yet). Per request and per client (walkthrough + Explore): p50, p95,
+  max. Target: p95 of a request <= 1 s on 2 cores.
 * ``throughput``: requests per second completed by ``--clients`` concurrent gradio_client clients (one
   thread each) in a ``--duration`` window: the floor, ``/explore`` with nothing else running, and
   ``/explore`` while an adaptation (started through ``/adapt_start``, toy-world data) trains in the
@@ -24,6 +29,7 @@ prints markdown tables (and optionally JSON). Every loop is bounded by a count o
     python bench/app.py --only latency --repeats 30
     python bench/app.py --clients 8 --duration 20 --json bench/results/app.json
     python bench/app.py --profile             # cProfile of the in-process explore callback, top 25
+    python bench/app.py --only burst --burst-clients 30 --burst-rounds 3   # thirty students on one example
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from ui.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry
 
 log = logging.getLogger("bench.app")
 
-TARGETS = {"latency": 2.0, "throughput": 0.4, "with_adaptation": 0.75}
+TARGETS = {"latency": 2.0, "throughput": 0.4, "with_adaptation": 0.75, "burst_p95_s": 1.0}
 DEFAULT_IMAGE = ROOT / "assets" / "examples" / "toybird-fenwhit-finch.png"
 RATIO = 0.5
 DISPLAY = (0.5, "jet", 0, 100, 0, "SOAP weight", False)  # opacity, cmap, clip lo/hi, threshold, raw map, numbers
@@ -70,11 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", default=str(TOY_ADAPTED), help="adapted .safetensors checkpoint (default: bundled toy)")
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="image to explain")
-    p.add_argument("--only", choices=["latency", "throughput"], default=None)
+    p.add_argument("--only", choices=["latency", "throughput", "burst"], default=None)
     p.add_argument("--repeats", type=int, default=15, help="timed latency rounds (default 15)")
     p.add_argument("--warmup", type=int, default=2, help="untimed latency rounds first (default 2)")
     p.add_argument("--clients", type=int, default=8, help="concurrent gradio_client clients (default 8)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per throughput window (default 20)")
+    p.add_argument("--burst-clients", type=int, default=30, help="clients in the one-example burst (default 30)")
+    p.add_argument("--burst-rounds", type=int, default=2, help="bursts in a row (default 2; the first is cold)")
+    p.add_argument("--burst-timeout", type=float, default=120.0, help="seconds a burst may take before it is "
+                   "abandoned (default 120)")
     p.add_argument("--adapt-steps", type=int, default=200, help="steps of the background adaptation (max 200)")
     p.add_argument("--adapt-batch", type=int, default=16)
     p.add_argument("--adapt-crops", type=int, default=4)
@@ -298,6 +308,96 @@ def bench_throughput(url: str, floor_url: str, name: str, image: Path, args: arg
     return [floor_window, idle, busy]
 
 
+@dataclass
+class Burst:
+    """One burst: every client's walkthrough and Explore latencies (seconds), and the failures."""
+
+    round: int
+    clients: int
+    walkthrough_s: list[float] = field(default_factory=list)
+    explore_s: list[float] = field(default_factory=list)
+    per_client_s: list[float] = field(default_factory=list)  # walkthrough + Explore, back to back
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0  # from the start signal to the last answer
+
+
+def bench_burst(url: str, name: str, image: Path, clients: int, rounds: int, timeout: float,
+                downloads: Path) -> list[Burst]:
+    """``clients`` students open the walkthrough, then Explore, of the same example at the same moment.
+
+    Clients connect first (each its own session), then wait on one barrier, so the requests arrive together
+    as in a classroom. Bounded: the barrier and every thread have ``timeout``; the app's queue (32) holds
+    the burst without refusing, since each client has one request in flight at a time."""
+    connected = [Client(url, verbose=False, download_files=str(downloads)) for _ in range(clients)]
+    return [one_burst(round_index, connected, name, image, timeout) for round_index in range(1, rounds + 1)]
+
+
+def one_burst(round_index: int, connected: list[Client], name: str, image: Path, timeout: float) -> Burst:
+    burst = Burst(round_index, len(connected))
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(connected) + 1)
+
+    def student(client: Client) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+        except threading.BrokenBarrierError:
+            return
+        try:
+            started = time.perf_counter()
+            page, _numbers = client.predict(handle_file(str(image)), name, "", api_name="/walkthrough")
+            walked = time.perf_counter()
+            summary = client.predict(*explore_args(image, name), api_name="/explore")[0]
+            done = time.perf_counter()
+            if "Prediction" not in page or "Prediction:" not in summary:  # a failure must not pass for speed
+                raise RuntimeError(f"unexpected answer: {page[:80]!r} / {summary[:80]!r}")
+        except Exception as error:  # noqa: BLE001 - counted and reported, not fatal
+            with lock:
+                burst.errors.append(f"{type(error).__name__}: {error}"[:200])
+            return
+        with lock:
+            burst.walkthrough_s.append(walked - started)
+            burst.explore_s.append(done - walked)
+            burst.per_client_s.append(done - started)
+
+    threads = [threading.Thread(target=student, args=(c,), daemon=True) for c in connected]
+    for thread in threads:
+        thread.start()
+    barrier.wait(timeout=timeout)
+    started = time.perf_counter()
+    deadline = started + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.perf_counter()))
+    burst.wall_s = time.perf_counter() - started
+    hung = sum(thread.is_alive() for thread in threads)
+    if hung:
+        burst.errors.append(f"{hung} clients still waiting after {timeout:.0f} s")
+    return burst
+
+
+def print_bursts(bursts: list[Burst]) -> None:
+    print(f"### Burst: {bursts[0].clients} clients open the walkthrough, then Explore, of one example at once\n")
+    print("| round | walkthrough p50 / p95 / max ms | Explore p50 / p95 / max ms | per request p95 ms | "
+          "per client (both) p50 / p95 ms | all served in s | errors |")
+    print("|---|---|---|---:|---|---:|---:|")
+
+    def three(values: list[float]) -> str:
+        if not values:
+            return "—"
+        return " / ".join(f"{quantile(values, q) * 1e3:.0f}" for q in (0.5, 0.95, 1.0))
+
+    for b in bursts:
+        both = b.walkthrough_s + b.explore_s
+        client = (f"{quantile(b.per_client_s, 0.5) * 1e3:.0f} / {quantile(b.per_client_s, 0.95) * 1e3:.0f}"
+                  if b.per_client_s else "—")
+        p95 = f"{quantile(both, 0.95) * 1e3:.0f}" if both else "—"
+        print(f"| {b.round}{' (cold)' if b.round == 1 else ''} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
+              f"{p95} | {client} | {b.wall_s:.1f} | {len(b.errors)} |")
+    for b in bursts:
+        for error in b.errors[:3]:
+            print(f"- round {b.round}: {error}")
+    print()
+
+
 # ------------------------------------------------------------------ report
 
 def print_report(info: dict, latency: dict | None, windows: list[Window] | None) -> dict:
@@ -384,10 +484,13 @@ def main(argv: list[str] | None = None) -> None:
                 "torch": torch.__version__, "gradio": gr.__version__, "threads": torch.get_num_threads(),
                 "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "image": str(image)}
         try:
-            latency = windows = None
+            latency = windows = bursts = None
             if args.only in (None, "latency"):
                 latency = bench_latency(demo.local_url, floor.local_url, downloads, registry, name, image,
                                         args.repeats, args.warmup)
+            if args.only in (None, "burst"):
+                bursts = bench_burst(demo.local_url, name, image, args.burst_clients, args.burst_rounds,
+                                     args.burst_timeout, downloads)
             if args.only in (None, "throughput"):
                 windows = bench_throughput(demo.local_url, floor.local_url, name, image, args, downloads)
         finally:
@@ -396,11 +499,16 @@ def main(argv: list[str] | None = None) -> None:
             demo.close()
             floor.close()
         summary = print_report(info, latency, windows)
+        if bursts:
+            print_bursts(bursts)
+            last = bursts[-1].walkthrough_s + bursts[-1].explore_s
+            summary["burst_p95_s"] = quantile(last, 0.95) if last else float("nan")
         if args.json:
             out = Path(args.json)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"info": info, "summary": summary, "targets": TARGETS, "latency": latency,
-                                       "throughput": [asdict(w) | {"rate": w.rate} for w in windows or []]},
+                                       "throughput": [asdict(w) | {"rate": w.rate} for w in windows or []],
+                                       "burst": [asdict(b) for b in bursts or []]},
                                       indent=2))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,6 +24,7 @@ from PIL import Image
 from microclip.checkpoint import load_model
 from ui.app import build_demo
 from ui.jobs import AdaptationRunner
+from ui.registry import ModelRegistry
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -122,9 +123,12 @@ class Status:
     total: int
     loss: dict
     accuracy: dict
-    before: list
-    latest: list
+    probes: str  # the probe cards (HTML): each probe's map before training and at the latest point, captioned
     skipped: str
+
+    def captions(self, when: str) -> list[str]:
+        """The full captions of the probe maps of one moment ("before", "step 12")."""
+        return re.findall(rf"<figcaption>({re.escape(when)}: [^<]*)</figcaption>", self.probes)
 
 
 def adapt_start(client, source: str, archive: Path | None = None, folder: str = "", **overrides) -> str:
@@ -138,11 +142,10 @@ def adapt_start(client, source: str, archive: Path | None = None, folder: str = 
 
 
 def adapt_status(client, job_id: str) -> Status:
-    text, progress, loss, _confidence, accuracy, before, latest, skipped = client.predict(job_id,
-                                                                                         api_name="/adapt_status")
+    text, progress, loss, _confidence, accuracy, probes, skipped = client.predict(job_id, api_name="/adapt_status")
     bar = re.search(r"value='(\d+)' max='(\d+)'", progress)
     step, total = (int(bar[1]), int(bar[2])) if bar else (0, 0)
-    return Status(text, step, total, loss, accuracy, before or [], latest or [], skipped)
+    return Status(text, step, total, loss, accuracy, probes or "", skipped)
 
 
 def wait_until(client, job_id: str, done, what: str) -> Status:
@@ -189,8 +192,13 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     assert running.total == 200 and "24 images, 3 classes (labelled by folders)" in running.text
     loss_steps = [step for step, _value, series in running.loss["data"] if series == "loss"]
     assert loss_steps[:2] == [1, 2] and len(loss_steps) >= running.step
+    raw = {step: value for step, value, series in running.loss["data"] if series == "loss"}
+    smoothed = {step: value for step, value, series in running.loss["data"] if series == "smoothed"}
+    assert sorted(smoothed) == sorted(raw) and smoothed[1] == pytest.approx(raw[1])  # debiased: starts at the loss
     assert {series for *_, series in running.accuracy["data"]} >= {"combined", "fused · W*"}
-    assert [item["caption"].split(":")[0] for item in running.before] == ["before", "before"]
+    captions = running.captions("before")
+    assert len(captions) == 2 and all(re.search(r" → .+ \(\d+%\) · SOAP .+ \(blue\) – .+ \(red\)$", c)
+                                      for c in captions), captions  # whole captions, none cut
     assert "notes.txt" in running.skipped and "broken.png" in running.skipped
 
     # While the run goes, Explore still answers (the run is still going once the answer is back).
@@ -204,10 +212,15 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     stopped = wait_until(client, job_id, finished, "the run to stop")
     assert re.search(r"stopped after \d+ of 200 steps", stopped.text), stopped.text
     assert 2 <= stopped.step < 200
-    assert stopped.latest and stopped.latest[0]["caption"].startswith(f"step {stopped.step}:")
+    assert len(stopped.captions(f"step {stopped.step}")) == 2, stopped.probes
 
     path, text, name = client.predict(job_id, "my shapes", api_name="/adapt_save")
     assert name == "my shapes" and "saved as **my shapes**" in text
+    assert "keep the model they show" in text  # saving never switches another tab's model
+    assert (app.runner.runs_dir / "my-shapes.safetensors").is_file()  # written into the runs folder
+    # After a restart the runs folder lists it again, under its name and the date it was saved.
+    relisted = ModelRegistry("cpu").add_saved_runs(app.runner.runs_dir)
+    assert any(re.fullmatch(r"my shapes · saved \d{4}-\d\d-\d\d \d\d:\d\d", n) for n in relisted), relisted
     model = load_model(path)  # the downloaded checkpoint loads on its own
     assert list(model.classes) == sorted(CLASSES)
     assert model.meta.metrics["stopped"] is True and model.meta.metrics["steps"] == stopped.step
@@ -228,6 +241,7 @@ def test_curves_before_the_first_metrics_have_numeric_axes(app):
     """Empty tables (sent before the first step) must be typed: untyped columns make Gradio's LinePlot
     declare step and value nominal, and the curves are drawn on categorical axes for the whole run."""
     _text, _progress, *plots = app.client.predict("nope", api_name="/adapt_status")[:5]
+    assert len(plots) == 3
     for plot in plots:
         assert plot["data"] == []
         assert plot["datatypes"] == {"step": "quantitative", "value": "quantitative", "series": "nominal"}

@@ -1,9 +1,12 @@
 """The main paths in a real browser: Playwright drives Debian's chromium (never a downloaded one) through the
-walkthrough (the first tab), Explore with its explainer comparison, Compare, a short adaptation started,
-watched and stopped, Batch and Models.
+walkthrough (the first tab), Explore with its explainer comparison (a readable table, no clipped gallery), Compare,
+a short adaptation started, watched, stopped and saved (Adapt's controls, status and curves on the first screen of
+a 1400×1000 projector; saving never switches Explore's model on its own), Batch and Models.
 
 A screenshot of every tab, at a 1400×1000 viewport, goes to ``test-artifacts/browser/`` (git-ignored) for a
-person to look at: ``tab-<n>-<name>.png`` is what the first screen shows, ``*-full.png`` the whole page.
+person to look at: ``tab-<n>-<name>.png`` is what the first screen shows, ``*-full.png`` the whole page. With
+the bundled toy-world models, the pictures the lesson (docs/teaching.md) shows are also copied, shrunk, to
+``docs/img/`` (``LESSON_SHOTS``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import serve, tiny_base_registry
+from PIL import Image
 
 from ui.app import build_demo
 from ui.jobs import AdaptationRunner
@@ -28,18 +32,27 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+LESSON_IMAGES = ROOT / "docs" / "img"
+# screenshot → the picture docs/teaching.md shows (only taken with the bundled toy-world models)
+LESSON_SHOTS = {"tab-1-walkthrough": "walkthrough.png", "walkthrough-5-soap": "walkthrough-soap.png",
+                "walkthrough-out-of-world": "walkthrough-out-of-world.png", "tab-2-explore": "explore.png",
+                "explore-explainers": "explore-explainers.png", "tab-3-compare": "compare.png",
+                "tab-4-adapt": "adapt.png", "adapt-saved": "adapt-saved.png"}
+LESSON_WIDTH = 1000  # pixels: readable in the lesson, a fraction of the screenshot's bytes
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 1000}
 WAIT_MS = 60_000
+BUNDLED = TOY_ADAPTED.is_file()
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_model_dir):
     # The bundled toy-world models when they are there (the screenshots then show the real thing), else the
     # tiny random ViT of the other app tests.
-    registry = default_registry("cpu") if TOY_ADAPTED.is_file() else tiny_base_registry(tiny_model_dir)
+    registry = default_registry("cpu") if BUNDLED else tiny_base_registry(tiny_model_dir)
     runner = AdaptationRunner(registry, tmp_path_factory.mktemp("browser-runs"))
     with serve(build_demo(registry, runner)) as url:
         yield url
@@ -63,11 +76,46 @@ def page(app_url):
 
 
 def shot(page, name: str, full: bool = False, top: bool = True) -> None:
-    """Save a screenshot: the first screen (scrolled to the top unless ``top`` is False) or the whole page."""
+    """Save a screenshot: the first screen (scrolled to the top unless ``top`` is False) or the whole page; the
+    lesson's pictures are also copied, shrunk to ``LESSON_WIDTH`` and to 256 colours, into docs/img/."""
     page.wait_for_function("() => [...document.images].every(img => img.complete)")
     if top and not full:
         page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full)
+    if BUNDLED and name in LESSON_SHOTS:
+        LESSON_IMAGES.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as picture:
+            small = picture.convert("RGB").resize((LESSON_WIDTH, round(picture.height * LESSON_WIDTH / picture.width)),
+                                                  Image.LANCZOS)
+        small.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(LESSON_IMAGES / LESSON_SHOTS[name],
+                                                                          optimize=True)
+
+
+def in_first_screen(page, selector: str) -> bool:
+    """Whether the element is wholly inside the 1400×1000 viewport with the page scrolled to the top."""
+    page.evaluate("window.scrollTo(0, 0)")
+    box = page.locator(selector).first.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"] \
+        and box["x"] + box["width"] <= VIEWPORT["width"]
+
+
+# A word split over two lines ("metho d", "15 .4"): some word of the element has more than one line box.
+WORDS_SPLIT_JS = """(root) => {
+  const split = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    for (const m of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+      if (tops.size > 1) split.push(m[0]);
+    }
+  }
+  return split;
+}"""
 
 
 def open_tab(page, name: str) -> None:
@@ -127,6 +175,7 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
         marked.first.click()
         expect(page.locator(".wt-head")).not_to_have_text(before)
         assert visible_step(page) == "patches"
+        shot(page, "walkthrough-out-of-world")
 
 
 def test_explore_an_example_and_compare_explainers(page):
@@ -155,6 +204,22 @@ def test_explore_an_example_and_compare_explainers(page):
     assert page.locator("#explainers-gallery img").count() >= 2  # SOAP and at least one peer
     if toy:  # a known toy-world image: every map is scored against the true part masks
         expect(table).to_contain_text("mass inside the part mask")
+    # A readable table: notes (an explainer unavailable here) under it, never in a cell; no word split in two.
+    cells = table.locator("table")
+    expect(cells).not_to_contain_text("unavailable")
+    assert cells.evaluate(WORDS_SPLIT_JS) == []
+    # No clipped gallery row: every map and its caption are inside the gallery's box, nothing scrolls inside it.
+    gallery = page.locator("#explainers-gallery")
+    gallery.scroll_into_view_if_needed()
+    clipped = gallery.evaluate("""(g) => {
+      const box = g.getBoundingClientRect();
+      const inner = [...g.querySelectorAll('*')].filter((e) => e.scrollHeight > e.clientHeight + 2 &&
+        ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowY));
+      const out = [...g.querySelectorAll('.thumbnail-item, .caption-label, figcaption')]
+        .filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1);
+      return inner.length + out.length;
+    }""")
+    assert clipped == 0, "the explainer gallery clips a row or a caption"
     page.locator("#explainers").scroll_into_view_if_needed()
     shot(page, "explore-explainers", top=False)
     shot(page, "explore-explainers-full", full=True)
@@ -175,25 +240,47 @@ def test_compare_two_models(page):
     shot(page, "tab-3-compare")
 
 
-def test_adapt_start_watch_and_stop(page, image_dataset_root):
+def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dataset_root):
+    open_tab(page, "Explore")
+    explore_model = page.locator("#explore-model input").first.input_value()
     open_tab(page, "Adapt")
+    # On a 1400×1000 projector, Start and what it changes are on the first screen, side by side.
+    for part in ("#adapt-start", "#adapt-stop", "#adapt-status", "#adapt-progress", "#adapt-loss"):
+        assert in_first_screen(page, part), f"{part} is not on the first screen of Adapt at 1400×1000"
     page.get_by_label("folder on the server").check()
     folder = page.locator("#adapt-folder textarea, #adapt-folder input").first
     expect(page.locator("#adapt-folder")).to_contain_text("served on 127.0.0.1 only")
     folder.fill(str(image_dataset_root / "shapes" / "train"))
+    page.get_by_text("More settings", exact=True).click()  # the less used settings are folded away
     for setting, value in (("Steps", "200"), ("Batch size", "16"), ("Crops per image (K)", "4"),
-                           ("Probe images", "2")):
+                           ("Probe images", "4")):
         box = page.get_by_label(f"number input for {setting}", exact=True)
         box.fill(value)
         box.press("Enter")
+    page.get_by_text("More settings", exact=True).click()
     page.get_by_role("button", name="Start", exact=True).click()
 
     progress = page.locator("progress")
     expect(progress).to_have_attribute("max", "200")
     expect(progress).to_have_attribute("value", re.compile(r"^(?!0$)\d+$"))  # at least one step done
     expect(page.get_by_text(re.compile(r"running: step \d+/200"))).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^before: "))).to_have_count(2)  # probe captions
-    page.wait_for_selector(".vega-embed .mark-line path")  # the live curves are drawn
+    page.wait_for_selector("#adapt-loss .vega-embed .mark-line path")  # the live curves are drawn
+    for part in ("#adapt-start", "#adapt-status", "#adapt-progress", "#adapt-loss", "#adapt-accuracy"):
+        assert in_first_screen(page, part), f"{part} left the first screen during the run"
+    expect(page.locator("#adapt-loss")).to_contain_text("smoothed")
+    legends = page.locator("#adapt-loss, #adapt-accuracy").locator(".role-legend text").all_inner_texts()
+    assert legends and not [text for text in legends if "…" in text], legends  # no label cut
+    # Four probe cards, whole, with whole captions.
+    captions = page.locator("#adapt-probes figcaption")
+    expect(captions.first).to_contain_text("before: ")
+    expect(page.locator("#adapt-probes .ad-probe")).to_have_count(4)
+    for text in captions.all_inner_texts():
+        assert re.search(r"\(red\)$", text) or "Refresh maps" in text, text
+    cut = page.locator("#adapt-probes").evaluate("""(root) => {
+      const box = root.getBoundingClientRect();
+      return [...root.querySelectorAll('.ad-probe, figcaption')].filter((e) => e.getBoundingClientRect().right >
+        box.right + 1 || e.scrollWidth > e.clientWidth + 1).length; }""")
+    assert cut == 0, "a probe card or caption is clipped"
     shot(page, "tab-4-adapt")
 
     page.get_by_role("button", name="Stop", exact=True).click()
@@ -201,7 +288,22 @@ def test_adapt_start_watch_and_stop(page, image_dataset_root):
     expect(stopped).to_be_visible()
     steps = int(re.search(r"stopped after (\d+) of", stopped.inner_text())[1])
     assert 1 <= steps < 200
+
+    # Save: the model is listed, and the status says plainly that no other tab switched to it.
+    page.get_by_label("Checkpoint name (optional)").fill("class demo")
+    page.get_by_role("button", name="Save checkpoint", exact=True).click()
+    expect(page.locator("#adapt-status")).to_contain_text("saved as class demo")
+    expect(page.locator("#adapt-status")).to_contain_text("keep the model they show")
+    page.locator("#adapt-save").scroll_into_view_if_needed()
+    shot(page, "adapt-saved", top=False)
     shot(page, "adapt-stopped-full", full=True)
+    open_tab(page, "Explore")
+    assert page.locator("#explore-model input").first.input_value() == explore_model  # no silent switch
+    # Asked for: "Use it in Explore" switches Explore (and opens it).
+    open_tab(page, "Adapt")
+    page.locator("#adapt-use-saved").click()
+    expect(page.get_by_role("tab", name="Explore", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#explore-model input").first).to_have_value("class demo")
 
 
 def test_batch_and_models_tabs(page):

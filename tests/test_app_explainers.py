@@ -139,3 +139,18 @@ def test_identical_requests_at_once_all_download_complete_pictures(client, plain
         if reference is None:
             reference = pictures
         assert all(np.array_equal(a, b) for a, b in zip(pictures, reference))
+
+
+def test_deletion_scores_are_a_column_beside_the_pointing_scores(client):
+    """Asked for, each map gets its ROAD deletion score (the fused prediction's mean probability drop) in a column of
+    its own after the pointing scores; notes stay under the table."""
+    _gallery, _scale, table = client.predict(handle_file(str(TOY_EXAMPLE)), MODEL, PREDICTED, "jet", 0.6, True,
+                                             api_name="/explainers")
+    assert "| method | ms | top patch on a part | mass inside the part mask | deletion (ROAD) |" in table
+    rows = table_rows(table)
+    scored = [title for title in rows if not title.startswith("_")]
+    assert scored and len(scored) == len(EXPLAINERS) - table.count("is unavailable here")
+    for title in scored:
+        _ms, _pointing, _mass, drop = rows[title]
+        assert -1.0 <= float(drop) <= 1.0  # a difference of two probabilities
+    assert all("unavailable" not in " ".join(cells) for cells in rows.values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import gradio as gr
@@ -20,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from microclip.explain import Explanation
-from ui.common import image_file, model_dropdown_update, user_errors
+from ui.common import model_dropdown_update, user_errors
 from ui.jobs import (
     AdaptationRunner,
     AdaptRequest,
@@ -31,34 +32,36 @@ from ui.jobs import (
     snapshot_summary,
 )
 from ui.sharing import ServerPathGuard, ServerPaths
+from viz.html import jpeg_uri
 from viz.overlay import overlay_map
 
 log = logging.getLogger(__name__)
 
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
-PROBE_SIZE = 224  # display pixels of each probe map
+PROBE_SIZE = 224  # pixels of each probe map (the browser scales it to its card)
+DEFAULT_STEPS = 150  # the toy run's default: long enough to watch the curves move and to press Stop
+DEFAULT_TOY_PER_CLASS = 8
 POLL_SECONDS = 1.0
 CURVE_TYPES = {"step": "int64", "value": "float64", "series": "object"}
 
 INTRO = """\
-**Adapt** a model to your own images without labels: microCLIP pseudo-labels each image from its
-weak view and K crops (Dynamic Knowledge Aggregation), then trains the visual LayerNorms, SOAP and
-the classifier W* on a strong view (docs/method.md §1.2). Runs are short on purpose (caps on steps,
-batch and images). Class folders in a zip give the class names, and let the app show
-*pseudo-label accuracy*; training itself never sees the labels.
+**Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
+view and K crops, then the visual LayerNorms, SOAP and W* train on a strong view. Runs are short on purpose.
 """
 
 CURVES_NOTE = """\
-*Loss* = cross-entropy on pseudo-labels + fairness regulariser. *Pseudo-label confidence* = mean
-top score of the aggregated pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how
-often the pseudo-labels match the folder names (combined, crops·W_LLM, fused·W*).
+*Loss* = cross-entropy on the pseudo-labels + fairness regulariser, per step (raw, noisy: each step sees another
+batch) and smoothed (an exponential moving average, weight 0.9 on the past, debiased). *Confidence* = mean top
+score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how often the pseudo-labels match the
+folder names (combined, crops·W_LLM, fused·W*); training never sees those labels.
 """
 
 PROBES_NOTE = """\
-SOAP maps of pinned probe images: where the `[FG]` token pools, before training and at the
-latest point (end of run, or *Refresh maps* during it). Caption: true class (folder) → fused
-prediction, and the map's range: each map is coloured from its lowest patch (blue) to its highest (red).
+SOAP maps of pinned probe images: where the `[FG]` token pools, before training and at the latest point (end of
+run, or *Refresh maps* during it). Caption: true class (folder) → fused prediction, and the map's range: each map
+is coloured from its own lowest patch (blue) to its highest (red).
 """
+SMOOTHING = 0.9  # weight of the past in the loss curve's moving average
 
 
 @dataclass(frozen=True)
@@ -66,24 +69,37 @@ class AdaptHandles:
     """Components another tab may listen to (e.g. switch Explore to ``saved_name`` when it changes)."""
 
     saved_name: gr.Textbox
+    use_saved: gr.Button  # "Use it in Explore": the only way a saved model replaces the one Explore shows
 
 
 # ------------------------------------------------------------------ pure helpers (no Gradio state)
 
 def curves(snapshot: JobSnapshot | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Long-format frames (step, value, series) for the loss, confidence and accuracy plots."""
+    """Long-format frames (step, value, series) for the loss (raw and smoothed), confidence and accuracy plots."""
     metrics = snapshot.metrics if snapshot else []
 
-    def frame(keys: dict[str, str]) -> pd.DataFrame:
+    def frame(keys: dict[str, str], rows_in: list[dict] = metrics) -> pd.DataFrame:
         rows = [{"step": row["step"], "value": row[key], "series": label}
-                for row in metrics for key, label in keys.items() if key in row]
+                for row in rows_in for key, label in keys.items() if key in row]
         # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot then declares
         # step and value nominal (categorical axes, one label per loss value) for the rest of the run.
         return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
-    return (frame({"loss": "loss", "ce": "cross-entropy", "fair": "fairness"}),
-            frame({"pl_conf": "confidence"}),
+    losses = [row["loss"] for row in metrics if "loss" in row]
+    smoothed = [{"step": row["step"], "smooth": value}
+                for row, value in zip([r for r in metrics if "loss" in r], smooth(losses))]
+    loss = pd.concat([frame({"loss": "loss"}), frame({"smooth": "smoothed"}, smoothed)], ignore_index=True)
+    return (loss.astype(CURVE_TYPES), frame({"pl_conf": "confidence"}),
             frame({"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}))
+
+
+def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average, debiased (divided by 1 − weight^t) so the first points are not pulled to 0."""
+    out, average = [], 0.0
+    for t, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** t))
+    return out
 
 
 def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | None,
@@ -91,12 +107,48 @@ def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | 
     """(SOAP overlay, caption) for each probe image."""
     if probes is None:
         return []
-    gallery = []
-    for picture, label, explanation in zip(images, labels, probes.explanations):
-        large = np.asarray(Image.fromarray(picture).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC))
-        gallery.append((image_file(overlay_map(large, explanation.soap_weights, opacity=0.5)),
-                        _caption(label, explanation, when)))
-    return gallery
+    return [(_overlay(picture, explanation), _caption(label, explanation, when))
+            for picture, label, explanation in zip(images, labels, probes.explanations)]
+
+
+def probes_html(snapshot: JobSnapshot | None) -> str:
+    """One card per probe: its SOAP map before training and at the latest point, with full captions (HTML,
+    so captions wrap instead of being cut and every card stays whole at any width)."""
+    if snapshot is None or snapshot.probes_before is None:
+        return "<div class='ad-probes-empty'>Probe maps appear here when a run has started.</div>"
+    latest = snapshot.probes_latest
+    cards = []
+    for index, (picture, label) in enumerate(zip(snapshot.probe_images, snapshot.probe_labels)):
+        figures = []
+        for when, probes in (("before", snapshot.probes_before), (f"step {_probe_step(latest)}", latest)):
+            if probes is None or index >= len(probes.explanations):
+                figures.append(f"<figure class='ad-fig ad-wait'><div class='ad-none'>{escape(when_pending(snapshot))}"
+                               "</div></figure>")
+                continue
+            explanation = probes.explanations[index]
+            figures.append(f"<figure class='ad-fig'><img src='{jpeg_uri(_overlay(picture, explanation))}' "
+                           f"alt='SOAP map {escape(when)}'><figcaption>{escape(_caption(label, explanation, when))}"
+                           "</figcaption></figure>")
+        cards.append(f"<div class='ad-probe'><b>{escape(label)}</b>"
+                     f"<div class='ad-pair'>{''.join(figures)}</div></div>")
+    return f"{PROBES_CSS}<div class='ad-probes'>{''.join(cards)}</div>"
+
+
+def when_pending(snapshot: JobSnapshot) -> str:
+    return "latest: at the end of the run, or press Refresh maps" if not snapshot.status.finished else "no maps"
+
+
+PROBES_CSS = """<style>
+.ad-probes { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px; }
+.ad-probe { border: 1px solid var(--border-color-primary, #ddd); border-radius: 8px; padding: 6px 8px; }
+.ad-probe > b { display: block; font-size: 13px; margin-bottom: 4px; overflow-wrap: anywhere; }
+.ad-pair { display: flex; gap: 8px; }
+.ad-fig { margin: 0; flex: 1 1 0; min-width: 0; }
+.ad-fig img { width: 100%; height: auto; display: block; border-radius: 4px; image-rendering: auto; }
+.ad-fig figcaption { font-size: 12px; line-height: 1.3; margin-top: 3px; overflow-wrap: anywhere; }
+.ad-none { aspect-ratio: 1; display: flex; align-items: center; justify-content: center; text-align: center;
+  font-size: 12px; opacity: .7; border: 1px dashed var(--border-color-primary, #ccc); border-radius: 4px; }
+</style>"""
 
 
 def _caption(label: str, explanation: Explanation, when: str) -> str:
@@ -105,6 +157,11 @@ def _caption(label: str, explanation: Explanation, when: str) -> str:
     weights = explanation.soap_weights
     return (f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
             f"{weights.min():.2e} (blue) – {weights.max():.2e} (red)")
+
+
+def _overlay(picture: np.ndarray, explanation: Explanation) -> np.ndarray:
+    large = np.asarray(Image.fromarray(picture).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC))
+    return overlay_map(large, explanation.soap_weights, opacity=0.5)
 
 
 def progress_html(snapshot: JobSnapshot | None) -> str:
@@ -132,7 +189,9 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
         kind = "labelled by folders" if snapshot.labelled else "unlabelled"
         text += f"  \n{snapshot.n_images} images, {len(snapshot.classes)} classes ({kind})"
     if snapshot.saved_name:
-        text += f"  \nsaved as **{snapshot.saved_name}**: pick it in Explore or Compare"
+        text += (f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "
+                 "Explore and the Walkthrough keep the model they show until you press **Use it in Explore** "
+                 "or pick it in their Model list.")
     return text
 
 
@@ -153,26 +212,46 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     folders = folders_now()
     sources = list(SOURCES)
     gr.Markdown(INTRO)
-    with gr.Row():
-        with gr.Column(scale=1, min_width=320):
+    # Laid out for a projector (1400×1000): what to choose, Start and Stop on the left; the status, the progress
+    # and the curves beside them, so a run is watched without scrolling. Less used settings and Save below.
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
             names = registry.names()
             model = gr.Dropdown(names, value=registry.default_name, label="Start from the base model of",
                                 info="A fresh copy of this entry's base model is adapted (never the entry itself).")
             source = gr.Radio(sources, value=sources[0], label="Data")
             archive = gr.File(label="Zip of images (class folders give labels)", file_types=[".zip"],
-                              type="filepath", visible=False)
+                              type="filepath", visible=False, height=110)
             folder = gr.Textbox(label="Folder on the server", visible=False, info=folders.reason,
                                 placeholder="/path/to/images" if folders.allowed else "off: upload a zip instead",
                                 interactive=folders.allowed, elem_id="adapt-folder")
-            toy_per_class = gr.Slider(2, limits.max_toy_per_class, value=8, step=1,
-                                      label="Toy world: images per class")
-            classnames = gr.Textbox(label="Class names (optional)", lines=2,
-                                    placeholder="one per line or comma-separated; default: the folder names")
-            descriptions = gr.File(label="Descriptions JSON (optional, {class: [sentence, ...]})",
-                                   file_types=[".json"], type="filepath")
-            allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
-            with gr.Accordion("Run settings", open=True):
-                steps = gr.Slider(1, limits.max_steps, value=min(30, limits.max_steps), step=1, label="Steps")
+            toy_per_class = gr.Slider(2, limits.max_toy_per_class, value=min(DEFAULT_TOY_PER_CLASS,
+                                                                             limits.max_toy_per_class),
+                                      step=1, label="Toy world: images per class")
+            steps = gr.Slider(1, limits.max_steps, value=min(DEFAULT_STEPS, limits.max_steps), step=1,
+                              label="Steps", info="Stop ends a run early; what it learned so far is kept.")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="adapt-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="adapt-stop")
+        with gr.Column(scale=3, min_width=600):
+            status = gr.Markdown(status_markdown(None), elem_id="adapt-status")
+            progress = gr.HTML(progress_html(None), elem_id="adapt-progress")
+            with gr.Row():
+                loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (raw and smoothed)",
+                                        height=230, scale=4, elem_id="adapt-loss")
+                conf_plot = gr.LinePlot(x="step", y="value", title="Pseudo-label confidence", height=230, scale=3,
+                                        elem_id="adapt-confidence")
+                acc_plot = gr.LinePlot(x="step", y="value", color="series", title="Pseudo-label accuracy (%)",
+                                       height=230, scale=4, elem_id="adapt-accuracy")
+            gr.Markdown(CURVES_NOTE)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            with gr.Accordion("More settings", open=False):
+                classnames = gr.Textbox(label="Class names (optional)", lines=2,
+                                        placeholder="one per line or comma-separated; default: the folder names")
+                descriptions = gr.File(label="Descriptions JSON (optional, {class: [sentence, ...]})",
+                                       file_types=[".json"], type="filepath", height=110)
+                allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
                 batch = gr.Slider(1, limits.max_batch_size, value=min(16, limits.max_batch_size), step=1,
                                   label="Batch size")
                 lr = gr.Slider(1e-5, min(1e-3, limits.max_lr), value=1e-4, step=1e-5, label="Learning rate")
@@ -180,25 +259,13 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
                                     label="Crops per image (K)")
                 n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1,
                                      label="Probe images")
-            with gr.Row():
-                start = gr.Button("Start", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
             save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
-            save = gr.Button("Save checkpoint")
-            checkpoint = gr.File(label="Saved checkpoint (.safetensors)", interactive=False)
-        with gr.Column(scale=2):
-            status = gr.Markdown(status_markdown(None))
-            progress = gr.HTML(progress_html(None))
-            with gr.Row():
-                loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=220)
-                conf_plot = gr.LinePlot(x="step", y="value", title="Pseudo-label confidence", height=220)
-                acc_plot = gr.LinePlot(x="step", y="value", color="series", title="Pseudo-label accuracy (%)",
-                                       height=220)
-            gr.Markdown(CURVES_NOTE)
+            save = gr.Button("Save checkpoint", elem_id="adapt-save")
+            use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
+            checkpoint = gr.File(label="Saved checkpoint (.safetensors)", interactive=False, height=110)
+        with gr.Column(scale=3, min_width=600):
             gr.Markdown(PROBES_NOTE)
-            with gr.Row():
-                before = gr.Gallery(label="Before training", columns=4, height="auto")
-                after = gr.Gallery(label="Latest", columns=4, height="auto")
+            probes = gr.HTML(probes_html(None), elem_id="adapt-probes")
             refresh_maps = gr.Button("Refresh maps now", size="sm")
             skipped = gr.Markdown()
             with gr.Accordion("Run details", open=False):
@@ -206,7 +273,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
                 saved_name = gr.Textbox(label="Registered model name", interactive=False)
                 refresh = gr.Button("Refresh status", size="sm")
     timer = gr.Timer(POLL_SECONDS, active=False)
-    shown = gr.State(None)  # which probe maps the galleries show, so polls resend images only on change
+    shown = gr.State(None)  # which probe maps are shown, so polls resend images only on change
 
     def choose_source(choice: str) -> tuple[Any, Any, Any]:
         value = SOURCES[choice]
@@ -244,36 +311,31 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
                 concurrency_limit=None)
 
     def render(current: str | None, already: tuple | None) -> tuple[Any, ...]:
-        """Everything the panel shows; galleries are skipped when their maps did not change."""
+        """Everything the panel shows; the probe maps are skipped when they did not change."""
         if not current:
-            return (status_markdown(None), progress_html(None), *curves(None), [], [], "", already,
+            return (status_markdown(None), progress_html(None), *curves(None), probes_html(None), "", already,
                     gr.Timer(active=False))
         try:
             snapshot = runner.status(current)
         except KeyError as error:
-            return (str(error.args[0]), progress_html(None), *curves(None), [], [], "", None, gr.Timer(active=False))
-        key = (current, _probe_step(snapshot.probes_before), _probe_step(snapshot.probes_latest))
-        if key == already:
-            galleries: tuple[Any, Any] = (gr.skip(), gr.skip())
-        else:
-            latest_when = f"step {_probe_step(snapshot.probes_latest)}"
-            galleries = (probe_gallery(snapshot.probe_images, snapshot.probe_labels, snapshot.probes_before,
-                                       "before"),
-                         probe_gallery(snapshot.probe_images, snapshot.probe_labels, snapshot.probes_latest,
-                                       latest_when))
+            return (str(error.args[0]), progress_html(None), *curves(None), probes_html(None), "", None,
+                    gr.Timer(active=False))
+        key = (current, _probe_step(snapshot.probes_before), _probe_step(snapshot.probes_latest),
+               snapshot.status.finished)
+        maps = gr.skip() if key == already else probes_html(snapshot)
         live = not snapshot.status.finished
-        return (status_markdown(snapshot), progress_html(snapshot), *curves(snapshot), *galleries,
+        return (status_markdown(snapshot), progress_html(snapshot), *curves(snapshot), maps,
                 skipped_markdown(snapshot), key, gr.Timer(active=live))
 
-    outputs = [status, progress, loss_plot, conf_plot, acc_plot, before, after, skipped, shown, timer]
+    outputs = [status, progress, loss_plot, conf_plot, acc_plot, probes, skipped, shown, timer]
     timer.tick(render, [job_id, shown], outputs, api_visibility="private", show_progress="hidden",
                concurrency_limit=None)
 
     def status_api(current: str) -> tuple[Any, ...]:
-        """The run's full state (status text, progress, curves, galleries, skipped files)."""
-        return render(current, None)[:8]
+        """The run's full state (status text, progress, curves, probe maps as HTML, skipped files)."""
+        return render(current, None)[:7]
 
-    refresh.click(status_api, job_id, outputs[:8], api_name="adapt_status", concurrency_limit=None)
+    refresh.click(status_api, job_id, outputs[:7], api_name="adapt_status", concurrency_limit=None)
 
     @user_errors
     def stop_run(current: str) -> tuple[str, str]:
@@ -303,11 +365,11 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
             runner.request_probes(current)
 
     refresh_maps.click(ask_for_maps, job_id, None, api_visibility="private", concurrency_limit=None)
-    return AdaptHandles(saved_name=saved_name)
+    return AdaptHandles(saved_name=saved_name, use_saved=use_saved)
 
 
 def _probe_step(probes: Probes | None) -> int | None:
     return None if probes is None else probes.step
 
 
-__all__ = ["AdaptHandles", "build_adapt_tab", "curves", "probe_gallery", "progress_html"]
+__all__ = ["AdaptHandles", "build_adapt_tab", "curves", "probe_gallery", "probes_html", "progress_html", "smooth"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -29,8 +30,9 @@ MAX_UPLOAD = "200mb"  # images and .safetensors checkpoints; zips for Adapt/Batc
 
 
 def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
-               server_paths: ServerPathGuard | None = None) -> gr.Blocks:
-    """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None).
+               server_paths: ServerPathGuard | None = None, runs_dir: Path | None = None) -> gr.Blocks:
+    """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None, saving into
+    ``runs_dir``, or into a temporary folder when that is None).
 
     ``server_paths`` decides whether Batch and Adapt may read folders of the server (default: only when
     the app is launched on localhost without --share; checked again on every request).
@@ -38,15 +40,16 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
     guard = server_paths or ServerPathGuard()
     paths = guard.now()
     if runner is None:
-        runner = AdaptationRunner(registry, shareable_tempdir("microclip-runs-"), allow_local_paths=paths.allowed)
+        runner = AdaptationRunner(registry, shareable_tempdir("microclip-work-"), allow_local_paths=paths.allowed,
+                                  runs_dir=runs_dir)
     if registry.device.type == "cpu":
         torch.set_num_threads(inference_threads())  # see inference_threads: oversubscribed OpenMP is 50× slower
     with gr.Blocks(title=TITLE) as demo:
         guard.demo = demo  # requests are checked against the address the app is really launched on
         gr.Markdown(INTRO)
-        with gr.Tabs(selected="walkthrough"):
+        with gr.Tabs(selected="walkthrough") as tabs:
             with gr.Tab("Walkthrough", id="walkthrough"):  # first: what a student sees after choosing an image
-                build_walkthrough_tab(registry)
+                walk = build_walkthrough_tab(registry)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 explore = build_explore_tab(registry)
             with gr.Tab("Compare", id="compare") as compare_tab:
@@ -64,9 +67,11 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
         gr.on([demo.load] + [tab.select for tab in (explore_tab, compare_tab, models_tab)],
               partial(refresh_models, registry), dropdowns, dropdowns, api_name="list_models",
               show_progress="hidden")
-        saved_name = getattr(adapt, "saved_name", None)  # a finished adaptation's registry name
-        if saved_name is not None:
-            saved_name.change(partial(switch_to_saved, registry), [saved_name, *dropdowns], dropdowns,
+        # A saved adaptation joins every model list, but no tab changes model on its own: Explore and the
+        # Walkthrough switch only when "Use it in Explore" is pressed (then the tab opens, so it is seen).
+        adapt.saved_name.change(partial(refresh_models, registry), dropdowns, dropdowns, api_visibility="private",
+                                show_progress="hidden")
+        adapt.use_saved.click(partial(use_saved, registry), [adapt.saved_name], [explore.model, walk.model, tabs],
                               api_visibility="private", show_progress="hidden")
     # Bounded everywhere the app is served from (app.py, Spaces, tests): a full waiting line refuses at
     # once instead of queueing for minutes; cheap re-render events run two at a time.
@@ -79,12 +84,12 @@ def refresh_models(registry: ModelRegistry, explore_model: str | None, compare_a
     return list_models(registry, [explore_model, compare_a, compare_b, models_tab])
 
 
-def switch_to_saved(registry: ModelRegistry, saved: str | None, *current: str | None) -> list[gr.Dropdown]:
-    """After an adaptation is saved, Explore switches to it and every other model list shows it."""
-    updates = list_models(registry, current)
-    if saved and saved in registry.names():
-        updates[0] = model_dropdown_update(registry.names(), saved)
-    return updates
+def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, gr.Dropdown, gr.Tabs]:
+    """Explore and the Walkthrough switch to the model just saved, and Explore opens (asked for, never silent)."""
+    if not saved or saved not in registry.names():
+        raise gr.Error("Save the run first: then this button switches Explore and the Walkthrough to it.")
+    names = registry.names()
+    return model_dropdown_update(names, saved), model_dropdown_update(names, saved), gr.Tabs(selected="explore")
 
 
 def launch_kwargs(host: str | None = None, port: int | None = None, share: bool = False,

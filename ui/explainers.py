@@ -10,6 +10,7 @@ from functools import partial
 
 import gradio as gr
 import numpy as np
+import torch
 
 from microclip.data.transforms import test_transform
 from microclip.explainers import (
@@ -21,6 +22,7 @@ from microclip.explainers import (
     run_explainers,
     unavailable_explainers,
 )
+from microclip.faithfulness import deletion_scores
 from microclip.toyworld.lookup import find_toyworld_sample
 from microclip.toyworld.render import Sample
 from microclip.toyworld.world import SPECIES
@@ -50,9 +52,10 @@ run_compare = gpu(run_explainers)  # on ZeroGPU Spaces the explainers get a GPU;
 @counts_as_inference
 @user_errors
 def compare_explainers(registry: ModelRegistry, image: str | None, model_name: str, class_choice: str | None,
-                       cmap: str, opacity: float) -> list:
+                       cmap: str, opacity: float, deletion: bool = False) -> list:
     """Every available explainer's map of one image for one class, timed and, on toy images, scored
-    (the ``explainers`` endpoint). Returns the gallery, the colour bar and a Markdown table."""
+    (the ``explainers`` endpoint); ``deletion`` adds each map's ROAD deletion score (slower: every map is
+    deleted at nine percentiles). Returns the gallery, the colour bar and a Markdown table."""
     picture = open_image(image)
     loaded = registry.get(model_name)
     model = loaded.model
@@ -70,7 +73,8 @@ def compare_explainers(registry: ModelRegistry, image: str | None, model_name: s
     outline = sample.part_mask if sample is not None else None
     gallery = [(image_file(peer_panel(crop, run.saliency, cmap, float(opacity), outline)), caption(name, run.ms))
                for name, run in comparison.runs.items() if run.saliency is not None]
-    return [gallery, image_file(colorbar(cmap, width=DISPLAY_SIZE)), comparison_markdown(comparison, sample)]
+    drops = deletion_of(model, tensor, comparison) if deletion else None
+    return [gallery, image_file(colorbar(cmap, width=DISPLAY_SIZE)), comparison_markdown(comparison, sample, drops)]
 
 
 def caption(name: str, ms: float | None) -> str:
@@ -83,8 +87,10 @@ def _pointing(score: PartScore) -> str:
     return f"{score.top_on_part:.0%} of {score.n_top} tied"
 
 
-def comparison_markdown(comparison: ExplainerComparison, sample: Sample | None) -> str:
-    """The class explained, then name | ms | (scores) per explainer; a line saying why when unscored."""
+def comparison_markdown(comparison: ExplainerComparison, sample: Sample | None,
+                        deletion: dict[str, float] | None = None) -> str:
+    """The class explained, then name | ms | (scores) per explainer; notes (unavailable explainers, why a map is
+    unscored) under the table, never in it. ``deletion``: each map's ROAD deletion drop of the fused prediction."""
     how = "the model's prediction" if comparison.predicted else "chosen"
     lines = [f"**Explaining class: {comparison.class_name}** ({how}). Maps on one colour scale: {SCALE_NOTE}."]
     if sample is not None:
@@ -92,28 +98,43 @@ def comparison_markdown(comparison: ExplainerComparison, sample: Sample | None) 
                       "in white. _Top patch on a part_: is the map's highest patch on a part (with ties, the share "
                       "of tied patches that are). _Mass inside_: the share of the map's mass, shifted so its lowest "
                       "patch has none, that falls on part pixels."]
-    lines += [""]
+    if deletion is not None:
+        lines += ["", "_Deletion (ROAD)_: the map's most relevant pixels removed (10% … 90%, filled in by noisy "
+                      "linear imputation) and the mean drop of the fused prediction's probability: a larger drop, a "
+                      "map the model's decision depends on more (`microclip.faithfulness`)."]
+    header, rule = ["method", "ms"], ["---", "---:"]
     if sample is not None:
-        lines += ["| method | ms | top patch on a part | mass inside the part mask |", "|---|---:|---|---:|"]
-    else:
-        lines += ["| method | ms |", "|---|---:|"]
+        header, rule = header + ["top patch on a part", "mass inside the part mask"], rule + ["---", "---:"]
+    if deletion is not None:
+        header, rule = header + ["deletion (ROAD)"], rule + ["---:"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    missing = []
     for name, run in comparison.runs.items():
         title = EXPLAINERS[name].title
-        if run.saliency is None:
-            reason = f"unavailable: {run.error}"
-            lines.append(f"| {title} | — | {reason} | |" if sample is not None else f"| {title} | — ({reason}) |")
+        if run.saliency is None:  # said under the table: a long reason in a cell squeezes every column
+            missing.append(f"**{title}** is unavailable here: {run.error}")
             continue
         row = f"| {title} | {run.ms:.1f} |"
         if sample is not None:
             score = part_score(run.saliency, sample.part_mask)
             row += f" {_pointing(score)} | {score.mass_inside:.1%} |"
+        if deletion is not None:
+            row += f" {deletion[name]:+.3f} |" if name in deletion else " — |"
         lines.append(row)
     if sample is not None:
         chance = chance_score(sample.part_mask, comparison.grid)
-        lines.append(f"| _chance (uniform map)_ | | {chance.top_on_part:.0%} | {chance.mass_inside:.1%} |")
-    else:
+        lines.append(f"| _chance (uniform map)_ | | {chance.top_on_part:.0%} | {chance.mass_inside:.1%} |"
+                     + (" |" if deletion is not None else ""))
+    lines += ["", *[f"- {text}" for text in missing]] if missing else []
+    if sample is None:
         lines += ["", NOT_TOY]
     return "\n".join(lines)
+
+
+def deletion_of(model, tensor: torch.Tensor, comparison: ExplainerComparison) -> dict[str, float]:
+    """Each available map's ROAD deletion drop of the fused prediction's probability on this one image."""
+    maps = {name: run.saliency.reshape(1, -1) for name, run in comparison.runs.items() if run.saliency is not None}
+    return {name: drops["fused"] for name, drops in deletion_scores(model, tensor[None], maps).items()}
 
 
 def notes_markdown() -> str:
@@ -147,14 +168,18 @@ def build_explainers_view(registry: ModelRegistry, image: gr.Image, model: gr.Dr
                                        allow_custom_value=True, elem_id="explainers-class")  # checked by us
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
             opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Opacity")
+            deletion = gr.Checkbox(value=False, label="Deletion scores (ROAD)", elem_id="explainers-deletion",
+                                   info="Slower: each map's top pixels are removed at nine levels")
             run = gr.Button("Compare explainers", variant="secondary", elem_id="explainers-button")
-        gallery = gr.Gallery(label="Explainers", columns=4, height="auto", format="png", elem_id="explainers-gallery")
+        # Six to a row: every map and its caption fit on a 1400×1000 screen without the gallery clipping a row.
+        gallery = gr.Gallery(label="Explainers", columns=6, height="auto", format="png", object_fit="contain",
+                             allow_preview=True, elem_id="explainers-gallery")
         scale = gr.Image(label=f"Shared scale: {SCALE_NOTE}", format="png", interactive=False, height=70,
                          show_label=True, elem_id="explainers-colorbar")
         table = gr.Markdown(elem_id="explainers-table")
         with gr.Accordion("What each map shows", open=False):
             gr.Markdown(notes_markdown())
-    run.click(partial(compare_explainers, registry), [image, model, class_choice, cmap, opacity],
+    run.click(partial(compare_explainers, registry), [image, model, class_choice, cmap, opacity, deletion],
               [gallery, scale, table], api_name="explainers", concurrency_limit=INFERENCE_CONCURRENCY,
               concurrency_id=INFERENCE_ID)
     model.change(partial(explainer_classes, registry), [model], [class_choice], api_name="explainer_classes",

@@ -19,6 +19,7 @@ from PIL import Image
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import Explanation, explain_image
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
+from ui.cache import cached, file_digest, model_identity
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
@@ -167,6 +168,20 @@ def explore(registry: ModelRegistry, image: str | None, model_name: str, class_n
             descriptions_json: str | None, ratio: float, opacity: float, cmap: str, clip_lo: float, clip_hi: float,
             threshold: float, raw_map: str, numbers: bool) -> list:
     """Run the model once on an image and show everything (the ``explore`` endpoint)."""
+    if image and os.path.isfile(image):  # cache (ui.cache): a class asking about one picture is served once
+        loaded = registry.get(model_name)
+        key = ("explore", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "",
+               file_digest(descriptions_json), float(ratio), opacity, cmap, clip_lo, clip_hi, threshold, raw_map,
+               numbers)
+        return cached(key, lambda: _explore(registry, image, model_name, class_names, descriptions_json, ratio,
+                                            opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers))
+    return _explore(registry, image, model_name, class_names, descriptions_json, ratio, opacity, cmap, clip_lo,
+                    clip_hi, threshold, raw_map, numbers)
+
+
+def _explore(registry: ModelRegistry, image: str | None, model_name: str, class_names: str,
+             descriptions_json: str | None, ratio: float, opacity: float, cmap: str, clip_lo: float, clip_hi: float,
+             threshold: float, raw_map: str, numbers: bool) -> list:
     picture = decode_upload(image)
     loaded = registry.get(model_name)
     typed = parse_class_names(class_names)

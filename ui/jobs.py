@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
 from ui.common import INFERENCE_IN_FLIGHT
+from ui.registry import SAVED_AT_KEY, SAVED_NAME_KEY
 
 log = logging.getLogger(__name__)
 TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step
@@ -53,6 +55,32 @@ Source = Literal["toybirds", "zip", "folder"]
 def running_on_spaces() -> bool:
     """HuggingFace Spaces sets SPACE_ID; there, server paths must not be readable by visitors."""
     return bool(os.environ.get("SPACE_ID"))
+
+
+SPACE_STORAGE = Path("/data")  # a HuggingFace Space's persistent storage, when the Space has it
+
+
+def default_runs_dir() -> Path:
+    """Where saved adaptations go when ``--runs_dir`` is not given: ``/data/microclip-runs`` on a Space with
+    persistent storage (the rest of a Space's disk is wiped on restart), else ``./runs``."""
+    if running_on_spaces() and SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
+        return SPACE_STORAGE / "microclip-runs"
+    return Path("runs")
+
+
+def usable_runs_dir(folder: str | Path) -> Path | None:
+    """``folder``, created if needed, when this process can write there; None (and one log line) otherwise."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("runs folder %s cannot be created (%s); saved models will not survive a restart", folder,
+                    error.strerror or error)
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        log.warning("runs folder %s is not writable; saved models will not survive a restart", folder)
+        return None
+    return folder
 
 
 @dataclass(frozen=True)
@@ -193,14 +221,16 @@ class AdaptationRunner:
 
     ``registry`` supplies the base models (the base of the chosen entry is adapted afresh) and
     receives saved checkpoints. ``workdir`` holds per-job temporary folders (removed when the job
-    ends), generated toy data and saved checkpoints.
+    ends) and generated toy data; ``runs_dir`` the saved checkpoints (default: ``workdir/checkpoints``;
+    the app passes its persistent runs folder, ``--runs_dir``).
     """
 
     def __init__(self, registry, workdir: Path, max_waiting: int = 2, limits: AdaptLimits | None = None,
                  device: str | torch.device | None = None, allow_local_paths: bool | None = None,
-                 keep_finished: int = 8) -> None:
+                 keep_finished: int = 8, runs_dir: str | Path | None = None) -> None:
         self.registry = registry
         self.workdir = Path(workdir)
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else self.workdir / "checkpoints"
         self.max_waiting = int(max_waiting)
         self.limits = limits or AdaptLimits()
         self.device = torch.device(device) if device is not None else getattr(registry, "device", torch.device("cpu"))
@@ -213,7 +243,7 @@ class AdaptationRunner:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.workdir / "checkpoints"
+        return self.runs_dir
 
     # ------------------------------------------------------------------ public API
 
@@ -290,7 +320,14 @@ class AdaptationRunner:
                     break
                 display = f"{base_name} ({suffix})"
             path = self.checkpoint_dir / f"{_slug(display)}.safetensors"
-            save_adapted(path, adapted, meta)
+            for suffix in itertools.count(2):  # never overwrite a run saved earlier (e.g. before a restart)
+                if not path.exists():
+                    break
+                path = self.checkpoint_dir / f"{_slug(display)}-{suffix}.safetensors"
+            # The name and the time go into the file, so the runs folder lists it the same way after a restart.
+            saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            meta = replace(meta, training={**meta.training, SAVED_NAME_KEY: display, SAVED_AT_KEY: saved_at})
+            save_adapted(path, adapted, meta)  # atomic (microclip.files.atomic_write)
             self.registry.add_checkpoint(path, display)
             self._set(job, saved_path=path, saved_name=display, message=f"saved as '{display}'")
         log.info("adaptation job %s saved to %s", job_id, path)
@@ -544,4 +581,4 @@ def snapshot_summary(snapshot: JobSnapshot) -> str:
 
 
 __all__ = ["AdaptLimits", "AdaptRequest", "AdaptationRunner", "JobSnapshot", "JobStatus", "Probes",
-           "QueueFullError", "parse_classnames", "snapshot_summary"]
+           "QueueFullError", "default_runs_dir", "parse_classnames", "snapshot_summary", "usable_runs_dir"]

@@ -14,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"
 TOY_ASSETS = PROJECT_ROOT / "assets" / "toybirds"
 GENERIC_CLASSES = ("bird", "cat", "dog", "car", "flower", "airplane")
+SAVED_NAME_KEY = "app_saved_name"  # in a saved run's training metadata: the name it was saved under
+SAVED_AT_KEY = "app_saved_at"  # ... and when (ISO 8601, UTC)
 
 
 @dataclass
@@ -102,6 +105,26 @@ class ModelRegistry:
                 target.unlink(missing_ok=True)
                 raise
         return name
+
+    def add_saved_runs(self, folder: str | Path) -> list[str]:
+        """Register every adapted checkpoint saved in the runs ``folder`` (oldest first), each listed with the
+        date it was saved: ``<name> · saved 2026-12-02 18:31``. Each file is read and checked now (the model is
+        built on first use); one that is not a readable microCLIP checkpoint is skipped with one log line."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            return []
+        names = []
+        for path in sorted(folder.glob("*.safetensors"), key=lambda p: (p.stat().st_mtime, p.name)):
+            try:
+                _, meta = read_adapted(path)
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the app or hide the others
+                log.warning("runs folder: skipped %s (%s)", path.name, str(error).replace(str(path), "").strip(": "))
+                continue
+            label = str(meta.training.get(SAVED_NAME_KEY) or path.stem)
+            names.append(self.add_checkpoint(path, self.unique_name(f"{label} · saved {saved_date(path, meta)}")))
+        if names:
+            log.info("runs folder %s: %d saved model(s): %s", folder, len(names), "; ".join(names))
+        return names
 
     def unique_name(self, name: str) -> str:
         """``name``, or ``name (2)``, ``name (3)``... if it is taken."""
@@ -218,6 +241,17 @@ class ModelRegistry:
             while len(self._custom) > self._max_custom:
                 self._custom.popitem(last=False)
             return model
+
+
+def saved_date(path: Path, meta: CheckpointMeta) -> str:
+    """When a run was saved, to the minute (local time): from its metadata, else the file's modification time."""
+    stamp = meta.training.get(SAVED_AT_KEY)
+    try:
+        when = datetime.fromisoformat(stamp).astimezone() if stamp else None
+    except (TypeError, ValueError):
+        when = None
+    when = when or datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M")
 
 
 def _base_key(base: BaseModelSpec) -> tuple:

@@ -10,6 +10,7 @@ Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,15 +21,16 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from microclip.toyworld.scoring import patch_coverage
 from PIL import Image
 
 from microclip.explain import explain_image
 from microclip.explainers import mask_on_grid
+from microclip.scoring import patch_coverage
 from microclip.toyworld.lookup import find_toyworld_sample
 from microclip.toyworld.render import Sample
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import PatchTruth, to_json, walkthrough
+from ui.cache import cached, file_digest, model_identity
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
@@ -142,6 +144,14 @@ def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
 @user_errors
 def walk(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None) -> tuple:
     """One image through the model, step by step (the ``walkthrough`` endpoint): the HTML page and the numbers."""
+    if image and os.path.isfile(image):  # cache (ui.cache): a class asking about one picture is served once
+        loaded = registry.get(model_name or None)
+        key = ("walkthrough", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
+        return cached(key, lambda: _walk(registry, image, model_name, class_names))
+    return _walk(registry, image, model_name, class_names)
+
+
+def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None) -> tuple:
     picture = open_image(image)
     loaded = registry.get(model_name or None)
     typed = parse_class_names(class_names)
