@@ -397,17 +397,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         device = torch.device("cuda", torch.cuda.current_device())
     clip_model, pretrained = resolve_base(args, train_cfg)
 
-    reference_run = None
-    if args.resume and Path(args.resume).suffix in {".pth", ".pt"}:  # a reference run's checkpoint-last.pth
-        reference_run = read_reference_resume(args.resume)
-        args.resume = None  # a new output dir; the file fills the model and optimiser
-    if args.resume is not None:
-        output_dir = Path(args.resume or args.output_dir or "")
-        if not (output_dir / "train_state.safetensors").is_file():
-            raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}' (or pass a reference "
-                                    "checkpoint-last.pth)")
-    else:
-        output_dir = Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
+    output_dir, reference_run = _output_and_reference(args, config, clip_model)
     _check_data_fast(args)  # a bad layout fails here, in seconds, before the model loads
 
     templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
@@ -441,24 +431,59 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
             return _report_initial(args, output_dir, result)
         log.info("zero-shot (initial W*): top-1 %s ([CLS]; fused %s)", _fmt(result.accuracy(ZERO_SHOT_BRANCH)),
                  _fmt(result.accuracy("fused")))
-    elif args.resume is not None and (output_dir / "log.jsonl").is_file():
-        first = (output_dir / "log.jsonl").read_text().splitlines()[:1]
-        initial = json.loads(first[0]) if first and json.loads(first[0]).get("epoch") == 0 else None
+    elif args.resume is not None:
+        initial = _logged_initial(output_dir)
 
     callbacks: list[Callback] = [ProgressBar(args.no_progress), JsonlLog(output_dir / "log.jsonl", initial)]
     if plot is not None:
         callbacks.append(EpochHook(plot, output_dir, initial))
     callbacks.append(EpochReport())
-    restore = None
-    if reference_run is not None:
-        def restore(model, stepper) -> None:
-            for note in reference_run.restore(model, stepper):
-                log.info("--resume %s: %s", reference_run.path.name, note)
     start_epoch = args.start_epoch or (reference_run.start_epoch if reference_run is not None else 0)
     result = run.fit(callbacks, state_path=output_dir / "train_state.safetensors", resume=args.resume is not None,
-                     start_epoch=start_epoch, restore=restore)
+                     start_epoch=start_epoch, restore=_restorer(reference_run))
     if rank != 0:
         return 0
+    return _finish(args, config, run, result, initial, output_dir)
+
+
+def _output_and_reference(args: argparse.Namespace, config: Recipe, clip_model: str):
+    """The run's output folder, and the reference checkpoint ``--resume`` names (None for our own runs)."""
+    reference_run = None
+    if args.resume and Path(args.resume).suffix in {".pth", ".pt"}:  # a reference run's checkpoint-last.pth
+        reference_run = read_reference_resume(args.resume)
+        args.resume = None  # a new output dir; the file fills the model and optimiser
+    if args.resume is None:
+        return (Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)), \
+            reference_run
+    output_dir = Path(args.resume or args.output_dir or "")
+    if not (output_dir / "train_state.safetensors").is_file():
+        raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}' (or pass a reference "
+                                "checkpoint-last.pth)")
+    return output_dir, reference_run
+
+
+def _logged_initial(output_dir: Path) -> dict | None:
+    """The epoch-0 row of a resumed run's log, if it has one."""
+    if not (output_dir / "log.jsonl").is_file():
+        return None
+    first = (output_dir / "log.jsonl").read_text().splitlines()[:1]
+    return json.loads(first[0]) if first and json.loads(first[0]).get("epoch") == 0 else None
+
+
+def _restorer(reference_run):
+    """What fills the model and optimiser from a reference checkpoint before training (None without one)."""
+    if reference_run is None:
+        return None
+
+    def restore(model, stepper) -> None:
+        for note in reference_run.restore(model, stepper):
+            log.info("--resume %s: %s", reference_run.path.name, note)
+
+    return restore
+
+
+def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict | None, output_dir: Path) -> int:
+    """metrics.json and the adapted checkpoint of a finished run."""
     peaks = [row["gpu_peak_mb"] for row in result.history if "gpu_peak_mb" in row]
     if peaks:
         log.info("peak GPU memory per epoch: mean %.0f MiB, max %.0f MiB", sum(peaks) / len(peaks), max(peaks))

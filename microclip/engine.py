@@ -334,12 +334,7 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
         if state_path is not None and state.is_main else (lambda: None)
 
     seed_everything(config.seed)
-    if restore is not None:
-        restore(model, stepper)
-    if resume and state_path is not None and state_path.is_file():
-        load_train_state(state_path, model, stepper.optimizer, state, fairness)
-    elif start_epoch:
-        state.epoch, state.global_step = start_epoch, min(start_epoch * state.steps_per_epoch, state.total_steps)
+    _start(model, stepper, state, fairness, state_path if resume else None, start_epoch, restore)
     _emit(callbacks, "on_fit_start", state)
     stopped = False
     while state.global_step < state.total_steps and not stopped:
@@ -377,6 +372,18 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
     _emit(callbacks, "on_fit_end", state)
     model.eval()
     return FitResult(history=state.history, stopped=stopped, global_step=state.global_step)
+
+
+def _start(model: MicroCLIP, stepper: OptimizerStep, state: FitState, fairness: FairnessRegulariser,
+           resume_from: Path | None, start_epoch: int,
+           restore: Callable[[MicroCLIP, OptimizerStep], None] | None) -> None:
+    """Where a run begins: a reference checkpoint's weights, then our own run state, or a chosen epoch."""
+    if restore is not None:
+        restore(model, stepper)
+    if resume_from is not None and resume_from.is_file():
+        load_train_state(resume_from, model, stepper.optimizer, state, fairness)
+    elif start_epoch:
+        state.epoch, state.global_step = start_epoch, min(start_epoch * state.steps_per_epoch, state.total_steps)
 
 
 def _emit(callbacks: Sequence[Callback], hook: str, *args) -> None:
