@@ -61,8 +61,6 @@ class Gaussian:
     @classmethod
     def from_dict(cls, data: dict) -> Gaussian:
         mean = np.asarray(data["mean"], dtype=np.float64)
-        if "precision" in data:  # the full matrix, as the first files of this format kept it
-            return cls(mean, np.asarray(data["precision"], dtype=np.float64))
         precision = np.zeros((len(mean), len(mean)))
         precision[np.triu_indices(len(mean))] = data["precision_upper"]
         return cls(mean, precision + np.triu(precision, 1).T)
