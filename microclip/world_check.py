@@ -54,11 +54,16 @@ class Gaussian:
         return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", delta, self.precision, delta), 0.0))
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "precision": self.precision.tolist()}
+        """The mean and the precision's upper triangle (it is symmetric), to 7 significant digits (float32's)."""
+        upper = self.precision[np.triu_indices(len(self.precision))]
+        return {"mean": [float(f"{v:.7g}") for v in self.mean], "precision_upper": [float(f"{v:.7g}") for v in upper]}
 
     @classmethod
     def from_dict(cls, data: dict) -> Gaussian:
-        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64))
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        precision = np.zeros((len(mean), len(mean)))
+        precision[np.triu_indices(len(mean))] = data["precision_upper"]
+        return cls(mean, precision + np.triu(precision, 1).T)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def test_the_distance_is_scipys_mahalanobis():
     probe = rng.normal(size=(3, 6))
     expected = [mahalanobis(p, features.mean(0), np.linalg.inv(np.cov(features.T))) for p in probe]
     assert gaussian.distance(probe) == pytest.approx(expected, rel=1e-6)
+    stored = world_check.Gaussian.from_dict(json.loads(json.dumps(gaussian.to_dict())))  # as the file keeps it
+    assert stored.distance(probe) == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_token_summary_is_each_token_dimensions_mean_and_spread_over_the_patches():
