@@ -538,3 +538,26 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     nav.append("</div>")
     sections = "".join(_section(i, step_id, walk, picture, banner) for i, step_id in enumerate(STEP_IDS))
     return f'<div class="wt">{banner}{head}{"".join(nav)}{sections}</div>'
+
+
+# ------------------------------------------------------------------ erase a part (toy images)
+
+
+def erase_html(part: str, original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
+    """The same bird with and without ``part``, and each branch's prediction on both."""
+    name = part.replace("_", " ")
+    titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only"}
+    rows = []
+    for c in changes:
+        moved = "same" if c.before == c.after else "changed"
+        drop = (f"{c.true_before:.1%} → {c.true_after:.1%} ({100 * (c.true_after - c.true_before):+.1f} points)"
+                if c.true_before is not None else "–")
+        rows.append((titles[c.branch], f"{c.before} ({c.before_probability:.1%})",
+                     f"{c.after} ({c.after_probability:.1%})", moved, drop))
+    header = ["branch", "original", f"without the {name}", "prediction", f"p({true_class or 'true class'})"]
+    pictures = (fig("Original", img(original, 160, "original", "PNG"))
+                + fig(f"Without the {name}", img(erased, 160, f"without the {name}", "PNG")))
+    return (f'<div class="wt"><div class="wt-body">{pictures}'
+            f'{fig("Each branch, before and after", table(header, rows))}</div>'
+            '<div class="wt-note">The toy world drew the same bird again (same seed, pose, colours and background) '
+            f"with its {escape(name)} left unpainted.</div></div>")
