@@ -290,8 +290,8 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
         lines += ["", f"**This bird is a {facts.true_class}** (the toy world drew it): the fused prediction is "
                       f"{'right' if right else 'wrong'}."]
     lines += ["", f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} SOAP's query is their mean. "
-                  f"**Null token:** {html_maps.num(explanation.null_weight)} of SOAP's attention; the patches share "
-                  "the rest."]
+                  f"**Null token:** {html_maps.num(explanation.null_weight, scientific=True)} of SOAP's attention; "
+                  "the patches share the rest."]
     if note:
         lines += ["", f"_{note}_"]
     return "\n".join(lines)

@@ -207,7 +207,8 @@ def foreground_fact(n_foreground: int, n_patches: int, facts: MaskFacts | None) 
 def soap_fact(weights: np.ndarray, null_weight: float, facts: MaskFacts | None) -> str:
     """SOAP's top patch of this image and where its weight went."""
     top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
-    text = f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight (null token {num(null_weight)})"
+    text = (f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight "
+            f"(null token {num(null_weight, scientific=True)})")
     if facts is None:
         return text + "."
     return (f"{text}; it is on {region_phrase(facts.soap_top_region)}. {facts.soap_on_object:.1%} of the "
@@ -383,8 +384,9 @@ def _soap(walk: Walkthrough, picture: np.ndarray) -> str:
                f'{img(rgb, PICTURE_SIZE, "SOAP weights")}</span>')
     top = ", ".join(f"({p.patch[0]}, {p.patch[1]}) {num(p.weight, 3)}" for p in s.top_patches)
     rows = [("scale 1/√D", f"{s.scale:.4f}"), ("null token's logit", num(s.null_logit, 3)),
-            ("null weight α_null", num(s.null_weight)),
-            ("Σ patch weights + α_null", f"{s.weights.sum():.6f} + {num(s.null_weight)} = {s.weight_sum:.6f}"),
+            ("null weight α_null", num(s.null_weight, scientific=True)),
+            ("Σ patch weights + α_null",
+             f"{s.weights.sum():.6f} + {num(s.null_weight, scientific=True)} = {s.weight_sum:.6f}"),
             (f"uniform weight 1/(N+1), N = {h * w}", num(s.uniform)),
             ("effective patches e^H", f"{s.effective_patches:.1f} of {h * w + 1} (patches and null)"),
             ("top patches", top)]
@@ -490,7 +492,7 @@ def key_number(step_id: str, walk: Walkthrough) -> str:
         "tokens": lambda: f"{walk.patches.n_patches} × {walk.tokens.width}-d",
         "graph": lambda: f"{walk.graph.n_foreground} foreground",
         "query": lambda: f"‖q‖ = {walk.query.norm:.2f}",
-        "soap": lambda: f"null {num(walk.soap.null_weight, 3)}",
+        "soap": lambda: f"null {num(walk.soap.null_weight, scientific=True)}",
         "fg": lambda: f"cos to [CLS] {walk.fg.cos_fg_cls:+.2f}",
         "fusion": lambda: f"ρ = {walk.ratio:.2f}",
         "heads": lambda: f"{walk.heads.n_classes} classes",
