@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
+from microclip.explain import Explanation
 from microclip.heads import TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
 from microclip.soap import NcutSplit, ncut_split, soap_query
@@ -289,6 +290,36 @@ def mask_facts(truth: PatchTruth, ncut_mask: np.ndarray, soap_weights: np.ndarra
         soap_on_object=float((weights * truth.object_share).sum() / total) if total > 0 else 0.0,
         soap_on_parts=float((weights * parts).sum() / total) if total > 0 else 0.0,
         cls_top=cls_top, cls_top_region=truth.region(cls_top), true_class=truth.true_class)
+
+
+# ------------------------------------------------------------------ a counterfactual: the same image, changed
+
+
+@dataclass(frozen=True)
+class BranchChange:
+    """One branch's prediction on an image and on a changed copy of it (e.g. a part erased)."""
+
+    branch: str  # "fused", "cls" or "fg"
+    before: str  # predicted class on the original
+    before_probability: float
+    after: str  # predicted class on the changed image
+    after_probability: float
+    true_before: float | None  # probability of the true class (when known) on each
+    true_after: float | None
+
+
+def branch_changes(before: Explanation, after: Explanation, true_class: str | None = None) -> tuple[BranchChange, ...]:
+    """Each branch's prediction before and after, and the true class's probability when it is one of the classes."""
+    true_index = before.classes.index(true_class) if true_class in before.classes else None
+    changes = []
+    for branch in BRANCHES:
+        p_before, p_after = before.probabilities(branch), after.probabilities(branch)
+        i, j = before.prediction(branch), after.prediction(branch)
+        changes.append(BranchChange(
+            branch, before.classes[i], float(p_before[i]), after.classes[j], float(p_after[j]),
+            float(p_before[true_index]) if true_index is not None else None,
+            float(p_after[true_index]) if true_index is not None else None))
+    return tuple(changes)
 
 
 # ------------------------------------------------------------------ the whole walk

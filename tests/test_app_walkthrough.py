@@ -7,6 +7,7 @@ import base64
 import io
 import re
 
+import gradio as gr
 import numpy as np
 import pytest
 from conftest import CLASSES, draw_sample, serve
@@ -15,6 +16,7 @@ from PIL import Image
 from microclip.explain import explain_image
 from microclip.walkthrough import STEP_IDS, walkthrough
 from ui.app import build_demo
+from ui.common import EXAMPLES_DIR
 from ui.registry import ModelRegistry
 from ui.walkthrough import ordered_examples
 from viz.html import num
@@ -27,6 +29,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 BASE = "tiny"
 DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}."] for name in CLASSES}
 TEMPLATES = ["a photo of a {}."]
+EXAMPLES_DIR_PHOTO = EXAMPLES_DIR / "photo-grace-hopper.jpg"
 DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw_map="SOAP weight", numbers=False)
 
 
@@ -71,7 +74,7 @@ def test_the_endpoint_returns_every_step_with_the_numbers_of_this_image(client, 
     assert soap["null_weight"] == pytest.approx(explanation.null_weight, abs=1e-9)
     # The HTML shows the same numbers: nine sections (one visible), the null weight, the prediction.
     assert html.count('class="wt-step"') == len(STEP_IDS) and html.count(" hidden>") == len(STEP_IDS) - 1
-    assert num(soap["null_weight"]) in html
+    assert num(soap["null_weight"], scientific=True) in html  # the null weight: always scientific
     assert f"Prediction: <b>{numbers['steps'][-1]['prediction']}</b>" in html
     # With the model's own descriptions, the heads step gives each one's signed weight in W_LLM.
     heads = numbers["steps"][STEP_IDS.index("heads")]["classes"]
@@ -169,14 +172,24 @@ def toy_registry():
     return default_registry("cpu")
 
 
-def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry):
-    from microclip.toyworld.lookup import find_toyworld_sample
-    from ui.common import EXAMPLES_DIR
+@pytest.fixture(scope="module")
+def toy_bird(tmp_path_factory):
+    """A toy-world image the app recognises (the renderer's first example, enlarged as the bundled ones are),
+    drawn here so the test does not depend on which PNGs are shipped; and its ground truth."""
+    from microclip.toyworld.lookup import enlarge, example_samples
+
+    sample = example_samples()[0]
+    path = tmp_path_factory.mktemp("toy") / "toybird.png"
+    Image.fromarray(enlarge(sample.image, 4)).save(path)
+    return path, sample
+
+
+def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bird):
+    from microclip.toyworld.world import PARTS, SPECIES
     from ui.walkthrough import walk
 
-    path = sorted(EXAMPLES_DIR.glob("toybird-*.png"))[0]
+    path, sample = toy_bird
     html, numbers = walk(toy_registry, str(path), toy_registry.default_name, "")
-    sample = find_toyworld_sample(np.asarray(Image.open(path).convert("RGB")))
     h, w = numbers["grid"]
     size = sample.bird_mask.shape[0]
     # The bird's share of each patch, from the pixel mask by NumPy alone (64 px → 8×8 patches of 8 px).
@@ -185,31 +198,64 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry):
     facts = numbers["facts"]
     assert facts["n_object"] == int((bird >= 0.25).sum())
     assert facts["n_foreground_on_object"] == int((mask & (bird >= 0.25)).sum())
-    assert f"{int(mask.sum())} of 64 patches in the foreground, {facts['n_foreground_on_object']} of them on " \
-           f"the bird (which covers {facts['n_object']} patches" in html
+    assert (f"{int(mask.sum())} of 64 patches in the foreground, {facts['n_foreground_on_object']} of them on "
+            f"the bird (which covers {facts['n_object']} patches") in html
     weights = np.asarray(numbers["steps"][STEP_IDS.index("soap")]["weights"])
     top = np.unravel_index(np.argmax(weights), weights.shape)
     labels = sample.part_labels.reshape(h, size // h, w, size // w)[top[0], :, top[1], :]
-    from microclip.toyworld.world import PARTS
-
     touched = [PARTS[i - 1] for i in np.unique(labels) if i]
     region = facts["soap_top_region"]
     assert (region in touched) if touched else region == ("bird" if bird[top] >= 0.25 else "background")
+    phrase = {"bird": "the bird, off its parts", "background": "the background"}.get(region,
+                                                                                    "the " + region.replace("_", " "))
+    assert f"it is on {phrase}." in html
     assert html.count('class="wt-here"') == len(STEP_IDS)
-    assert f"This bird is a {path.stem.removeprefix('toybird-').replace('-', ' ')}." in html
+    assert f"This bird is a {SPECIES[sample.species].name}." in html
     assert "few dark cells cross" not in html and "separates the object from its background" not in html
 
 
-def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry):
+def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry, toy_bird):
     from ui.common import EXAMPLES_DIR
-    from ui.walkthrough import walk
+    from ui.walkthrough import walk, world_flag
 
     html, numbers = walk(toy_registry, str(EXAMPLES_DIR / "photo-grace-hopper.jpg"), toy_registry.default_name, "")
     assert numbers["facts"] is None  # not a toy image: no masks, no claims about a bird
-    banner = html.count('class="wt-banner"')
-    assert banner == 2 and "looks outside the model" in html
+    assert html.count('class="wt-banner"') == 2 and "looks outside the model" in html
     prediction = html[html.index('data-step="prediction"'):]
     assert 'class="wt-banner"' in prediction and "looks outside the model" in prediction
-    toy_html, _ = walk(toy_registry, str(sorted(EXAMPLES_DIR.glob("toybird-*.png"))[0]), toy_registry.default_name,
-                       "")
-    assert 'class="wt-banner"' not in toy_html
+    loaded = toy_registry.get(toy_registry.default_name)
+    toy_html, _ = walk(toy_registry, str(toy_bird[0]), loaded.name, "")
+    flagged = bool(world_flag(loaded.model, Image.open(toy_bird[0]), loaded, False))
+    assert ('class="wt-banner"' in toy_html) == flagged  # the banner is the verdict, nothing else
+
+
+def test_erasing_a_part_draws_the_same_bird_without_it_and_predicts_again(toy_registry, toy_bird):
+    from microclip.toyworld.lookup import enlarge
+    from microclip.toyworld.render import rerender
+    from microclip.toyworld.world import PARTS, SPECIES
+    from ui.walkthrough import erase_part
+
+    path, sample = toy_bird
+    shown = [p for i, p in enumerate(PARTS) if (sample.part_labels == 1 + i).any()]
+    absent = [p for p in PARTS if p not in shown]
+    part = shown[0]
+    html = erase_part(toy_registry, str(path), toy_registry.default_name, "", part)
+    model = toy_registry.get(toy_registry.default_name).model
+    erased = rerender(sample, (part,))
+    changed = sample.image != erased.image
+    assert changed.any() and not changed.any(axis=2)[~(sample.part_labels == 1 + PARTS.index(part))].any()
+    after = explain_image(model, Image.fromarray(enlarge(erased.image, 4)))  # as the shown picture is enlarged
+    before = explain_image(model, Image.open(path))
+    species = SPECIES[sample.species].name
+    for branch in ("fused", "cls", "fg"):
+        p_after = after.probabilities(branch)
+        name = after.classes[after.prediction(branch)]
+        assert f"{name} ({p_after.max():.1%})" in html
+        true = before.classes.index(species)
+        assert f"{before.probabilities(branch)[true]:.1%} → {p_after[true]:.1%}" in html
+    assert f"Without the {part.replace('_', ' ')}" in html
+    if absent:
+        with pytest.raises(gr.Error, match="nothing to erase"):
+            erase_part(toy_registry, str(path), toy_registry.default_name, "", absent[0])
+    with pytest.raises(gr.Error, match="toy world's own images"):
+        erase_part(toy_registry, str(EXAMPLES_DIR_PHOTO), toy_registry.default_name, "", part)

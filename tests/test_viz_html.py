@@ -37,7 +37,7 @@ def test_every_map_figure_has_a_colour_bar_labelled_with_its_real_range():
     values = np.array([[0.00002, 0.1], [0.3, 0.05]])
     html = views.value_figure("SOAP", values, "viridis", (0.0, 100.0), 0.5, 0.5, selected=(1, 0))
     assert "mc-bar" in html and "2.00e-05" in html and "0.3000" in html  # the ends of the scale, honestly
-    assert f"below {views.fmt_value(0.00002 + 0.5 * (0.3 - 0.00002))} transparent" in html
+    assert f"below {views.num(0.00002 + 0.5 * (0.3 - 0.00002))} transparent" in html
     assert "left:0.000%;top:50.000%;width:50.000%;height:50.000%" in html  # the selected patch's frame
     mask = views.mask_figure("NCut", np.array([[True, False], [False, False]]), 0.5, None)
     assert "foreground: 1 of 4 patches (25%)" in mask
@@ -66,3 +66,19 @@ def test_contribution_chart_prints_each_part_and_the_margin_to_the_runner_up():
     starts = [float(x) for x in re.findall(r"title='\[FG\] part -3.500' style='position:absolute;top:0;bottom:0;"
                                            r"left:([\d.]+)%;width:([\d.]+)%", html)[0]]
     assert starts[0] + starts[1] == pytest.approx(zero, abs=0.02)
+
+
+def test_every_map_says_how_its_colours_are_scaled_next_to_it():
+    values = np.array([[0.1, 0.2], [0.3, 0.4]])
+    assert "colours: this map&#x27;s own min–max" in views.value_figure("m", values, "viridis", (0.0, 100.0), 0.5, 0.0,
+                                                                        None)
+    assert "own 5th–95th percentiles (clipped outside)" in views.value_figure("m", values, "viridis", (5.0, 95.0),
+                                                                                0.5, 0.0, None)
+    raw = views.raw_figure("d", values - 0.25, "viridis", (0.0, 100.0), False, ".2f", None, diverging_limit=0.15)
+    assert "largest |value|, 0 in the middle" in raw
+
+
+def test_one_number_format_never_prints_a_small_weight_as_zero():
+    assert views.num(2.46e-05) == "2.46e-05" and views.num(0.0) == "0.0000" and views.num(None) == "–"
+    assert views.num(0.5, 2) == "0.50" and views.num(0.004, 2) == "4.00e-03"
+    assert views.cell_text(2.65e-5, ".3f") == "3e-05" and views.cell_text(0.1644, ".3f") == "0.164"

@@ -36,7 +36,7 @@ from ui.common import (
 )
 from ui.explainers import build_explainers_view
 from ui.registry import ModelRegistry
-from ui.walkthrough import toy_truth
+from ui.walkthrough import build_erase_row, toy_truth
 from ui.world import world_flag_markdown, world_markdown
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -305,8 +305,8 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
         lines += ["", f"**This bird is a {facts.true_class}** (the toy world drew it): the fused prediction is "
                       f"{'right' if right else 'wrong'}."]
     lines += ["", f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} SOAP's query is their mean. "
-                  f"**Null token:** {html_maps.num(explanation.null_weight)} of SOAP's attention; the patches share "
-                  "the rest."]
+                  f"**Null token:** {html_maps.num(explanation.null_weight, scientific=True)} of SOAP's attention; "
+                  "the patches share the rest."]
     if note:
         lines += ["", f"_{note}_"]
     return "\n".join(lines)
@@ -393,17 +393,8 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
                 gr.Markdown(NOTES["cls"])
             with gr.Row():
                 labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in ("fused", "cls", "fg")]
-            with gr.Accordion("Display (no forward pass)", open=False):
-                with gr.Row():
-                    opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
-                    cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
-                    threshold = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Threshold",
-                                          info="On the clipped 0–1 scale; lower values become transparent")
-                with gr.Row():
-                    clip_lo = gr.Slider(0, 99, value=0, step=1, label="Clip low percentile")
-                    clip_hi = gr.Slider(1, 100, value=100, step=1, label="Clip high percentile")
-                    raw_map = gr.Dropdown(list(RAW_MAPS), value="SOAP weight", label="Raw grid shows")
-                    numbers = gr.Checkbox(value=False, label="Numbers on the raw grid")
+            build_erase_row(registry, image, model, classes, "explore_erase_part", ratio)
+            display = _display_controls()
             contributions = gr.HTML("", elem_id="contributions")
             with gr.Row():
                 with gr.Column():
@@ -420,7 +411,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
             descriptions_md = gr.Markdown(label="descriptions")
             build_explainers_view(registry, image, model)
 
-    display = [opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers]
+    opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers = display
     views = [maps, raw]
     predictions = [summary, *labels, contributions, descriptions_md]
 
@@ -449,6 +440,22 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
     model.change(partial(model_classes, registry), [model], [classes, world], api_name="model_classes",
                  show_progress="hidden")
     return ExploreHandles(model=model)
+
+
+def _display_controls() -> list:
+    """The display settings (no forward pass): opacity, colormap, threshold, clipping, the raw grid's map."""
+    with gr.Accordion("Display (no forward pass)", open=False):
+        with gr.Row():
+            opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+            cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
+            threshold = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Threshold",
+                                  info="On the clipped 0–1 scale; lower values become transparent")
+        with gr.Row():
+            clip_lo = gr.Slider(0, 99, value=0, step=1, label="Clip low percentile")
+            clip_hi = gr.Slider(1, 100, value=100, step=1, label="Clip high percentile")
+            raw_map = gr.Dropdown(list(RAW_MAPS), value="SOAP weight", label="Raw grid shows")
+            numbers = gr.Checkbox(value=False, label="Numbers on the raw grid")
+    return [opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers]
 
 
 def _world_note(registry: ModelRegistry, name: str | None) -> str:

@@ -26,10 +26,10 @@ from PIL import Image
 from microclip.explain import explain_image
 from microclip.explainers import mask_on_grid
 from microclip.scoring import patch_coverage
-from microclip.toyworld.lookup import find_toyworld_sample
-from microclip.toyworld.render import Sample
+from microclip.toyworld.lookup import enlarge, find_toyworld_sample
+from microclip.toyworld.render import Sample, rerender
 from microclip.toyworld.world import PARTS, SPECIES
-from microclip.walkthrough import PatchTruth, to_json, walkthrough
+from microclip.walkthrough import PatchTruth, branch_changes, to_json, walkthrough
 from ui.cache import cached, file_digest, model_identity
 from ui.common import (
     INFERENCE_CONCURRENCY,
@@ -48,13 +48,15 @@ from ui.registry import LoadedModel, ModelRegistry
 from ui.world import world_flag_markdown
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
-from viz.steps import PICTURE_SIZE, WALKTHROUGH_JS, render_walkthrough
+from viz.steps import PICTURE_SIZE, WALKTHROUGH_JS, erase_html, render_walkthrough
 
 log = logging.getLogger(__name__)
 
 INTRO = ("**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
          "the bundled model's own world) or upload a picture; every number below is this image's, from one "
          "forward pass. Click a step, or use *Next*.")
+NOT_TOY = ("Erasing a part needs one of the toy world's own images (a bundled toy bird, or one of its generated "
+           "train/test images, unchanged): only there does the app know how to draw the same bird again.")
 ONE_CLASS_NOTE = ("Only one class: its probability is 100% whatever the image shows; add other classes for the "
                   "probabilities to mean anything.")
 
@@ -84,9 +86,8 @@ def toy_truth(picture: Image.Image, grid: tuple[int, int]) -> PatchTruth | None:
 
 
 def world_flag(model, picture: Image.Image, loaded: LoadedModel, typed: bool) -> str:
-    """The out-of-world flag (Markdown) for this image: the one adapter onto ``ui.world`` (re-point it here
-    when the verdict moves into ``microclip``)."""
-    return world_flag_markdown(explain_image(model, picture), loaded, typed)
+    """The out-of-world flag (Markdown) for this image, as Explore shows it (``microclip.world_check``'s verdict)."""
+    return world_flag_markdown(explain_image(model, picture), loaded, typed, picture)
 
 
 # ------------------------------------------------------------------ the text tower, cached per sentence
@@ -166,6 +167,46 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
     return page, to_json(result)
 
 
+@user_errors
+def erase_part(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None,
+               part: str | None, ratio: float | None = None) -> str:
+    """The same toy bird drawn again without ``part``, and each branch's prediction on both (``erase_part``)."""
+    picture = open_image(image)
+    if part not in PARTS:
+        raise gr.Error(f"Pick a part to erase: one of {', '.join(PARTS)} (got {part!r}).")
+    sample = toy_sample(picture)
+    if sample is None:
+        raise gr.Error(NOT_TOY)
+    species = SPECIES[sample.species].name
+    if not (sample.part_labels == 1 + PARTS.index(part)).any():
+        shown = [p for i, p in enumerate(PARTS) if (sample.part_labels == 1 + i).any()]
+        raise gr.Error(f"This {species} has no {part.replace('_', ' ')} drawn, so there is nothing to erase; "
+                       f"it shows: {', '.join(shown) or 'no parts'}.")
+    erased = rerender(sample, (part,)).image
+    factor = picture.width // sample.image.shape[0]  # the examples are nearest-neighbour enlargements
+    erased_picture = Image.fromarray(enlarge(erased, factor) if factor > 1 else erased)
+    loaded = registry.get(model_name or None)
+    typed = parse_class_names(class_names)
+    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    ratio = None if ratio is None else float(ratio)
+    changes = branch_changes(explain_image(model, picture, ratio), explain_image(model, erased_picture, ratio),
+                             species)
+    return erase_html(part, sample.image, erased, changes, species if species in model.classes else None)
+
+
+def build_erase_row(registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox,
+                    api_name: str, ratio: gr.Slider | None = None) -> None:
+    """An "erase a part" control (toy images only): a part, a button, and the before/after table."""
+    with gr.Row():
+        part = gr.Dropdown(list(PARTS), value=PARTS[0], label="Erase a part (toy birds only)", scale=2,
+                           elem_id=f"{api_name}-part")
+        button = gr.Button("Erase and predict again", scale=1, elem_id=f"{api_name}-button")
+    result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"{api_name}-result")
+    inputs = [image, model, classes, part] + ([ratio] if ratio is not None else [])
+    button.click(partial(erase_part, registry), inputs, result, api_name=api_name,
+                 concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+
+
 # ------------------------------------------------------------------ the tab
 
 def ordered_examples(paths: list[str]) -> tuple[list[str], list[str]]:
@@ -201,6 +242,9 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
         with gr.Column(scale=3):
             page = gr.HTML("<div class='wt'>Pick an example or upload an image: the walkthrough starts at once.</div>",
                            css_template=STUDIO_CSS, js_on_load=WALKTHROUGH_JS, elem_id="walkthrough-steps")
+            gr.Markdown("**Step 9, one more question:** what does each branch predict if the bird had no beak "
+                        "(or crest, ...)? The toy world can draw the same bird without it.")
+            build_erase_row(registry, image, model, classes, "erase_part")
             with gr.Accordion("All the numbers (JSON)", open=False):
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 

@@ -126,12 +126,13 @@ def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, f
     return float(low), float(high)
 
 
-def num(value: float | None, digits: int = 4) -> str:
+def num(value: float | None, digits: int = 4, scientific: bool = False) -> str:
     """The app's one number format: fixed-point with ``digits`` decimals, or scientific where that would
-    print a non-zero value as zero (a null weight of 2.46e-05 must never read as 0.0000); "–" for None."""
+    print a non-zero value as zero (a null weight of 2.46e-05 must never read as 0.0000) or where asked
+    (``scientific``: the null weight, in the same notation everywhere); "–" for None."""
     if value is None:
         return "–"
-    if value != 0 and abs(value) < 10 ** -(digits - 1):
+    if scientific or (value != 0 and abs(value) < 10 ** -(digits - 1)):
         return f"{value:.2e}"
     return f"{value:.{digits}f}"
 

@@ -207,7 +207,8 @@ def foreground_fact(n_foreground: int, n_patches: int, facts: MaskFacts | None) 
 def soap_fact(weights: np.ndarray, null_weight: float, facts: MaskFacts | None) -> str:
     """SOAP's top patch of this image and where its weight went."""
     top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
-    text = f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight (null token {num(null_weight)})"
+    text = (f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight "
+            f"(null token {num(null_weight, scientific=True)})")
     if facts is None:
         return text + "."
     return (f"{text}; it is on {region_phrase(facts.soap_top_region)}. {facts.soap_on_object:.1%} of the "
@@ -383,8 +384,9 @@ def _soap(walk: Walkthrough, picture: np.ndarray) -> str:
                f'{img(rgb, PICTURE_SIZE, "SOAP weights")}</span>')
     top = ", ".join(f"({p.patch[0]}, {p.patch[1]}) {num(p.weight, 3)}" for p in s.top_patches)
     rows = [("scale 1/√D", f"{s.scale:.4f}"), ("null token's logit", num(s.null_logit, 3)),
-            ("null weight α_null", num(s.null_weight)),
-            ("Σ patch weights + α_null", f"{s.weights.sum():.6f} + {num(s.null_weight)} = {s.weight_sum:.6f}"),
+            ("null weight α_null", num(s.null_weight, scientific=True)),
+            ("Σ patch weights + α_null",
+             f"{s.weights.sum():.6f} + {num(s.null_weight, scientific=True)} = {s.weight_sum:.6f}"),
             (f"uniform weight 1/(N+1), N = {h * w}", num(s.uniform)),
             ("effective patches e^H", f"{s.effective_patches:.1f} of {h * w + 1} (patches and null)"),
             ("top patches", top)]
@@ -490,7 +492,7 @@ def key_number(step_id: str, walk: Walkthrough) -> str:
         "tokens": lambda: f"{walk.patches.n_patches} × {walk.tokens.width}-d",
         "graph": lambda: f"{walk.graph.n_foreground} foreground",
         "query": lambda: f"‖q‖ = {walk.query.norm:.2f}",
-        "soap": lambda: f"null {num(walk.soap.null_weight, 3)}",
+        "soap": lambda: f"null {num(walk.soap.null_weight, scientific=True)}",
         "fg": lambda: f"cos to [CLS] {walk.fg.cos_fg_cls:+.2f}",
         "fusion": lambda: f"ρ = {walk.ratio:.2f}",
         "heads": lambda: f"{walk.heads.n_classes} classes",
@@ -538,3 +540,26 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     nav.append("</div>")
     sections = "".join(_section(i, step_id, walk, picture, banner) for i, step_id in enumerate(STEP_IDS))
     return f'<div class="wt">{banner}{head}{"".join(nav)}{sections}</div>'
+
+
+# ------------------------------------------------------------------ erase a part (toy images)
+
+
+def erase_html(part: str, original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
+    """The same bird with and without ``part``, and each branch's prediction on both."""
+    name = part.replace("_", " ")
+    titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only"}
+    rows = []
+    for c in changes:
+        moved = "same" if c.before == c.after else "changed"
+        drop = (f"{c.true_before:.1%} → {c.true_after:.1%} ({100 * (c.true_after - c.true_before):+.1f} points)"
+                if c.true_before is not None else "–")
+        rows.append((titles[c.branch], f"{c.before} ({c.before_probability:.1%})",
+                     f"{c.after} ({c.after_probability:.1%})", moved, drop))
+    header = ["branch", "original", f"without the {name}", "prediction", f"p({true_class or 'true class'})"]
+    pictures = (fig("Original", img(original, 160, "original", "PNG"))
+                + fig(f"Without the {name}", img(erased, 160, f"without the {name}", "PNG")))
+    return (f'<div class="wt"><div class="wt-body">{pictures}'
+            f'{fig("Each branch, before and after", table(header, rows))}</div>'
+            '<div class="wt-note">The toy world drew the same bird again (same seed, pose, colours and background) '
+            f"with its {escape(name)} left unpainted.</div></div>")
