@@ -67,7 +67,7 @@ from ui.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry
 log = logging.getLogger("bench.app")
 
 TARGETS = {"latency": 2.0, "throughput": 0.4, "with_adaptation": 0.75, "burst_p95_s": 1.0}
-DEFAULT_IMAGE = ROOT / "assets" / "examples" / "toybird-fenwhit-finch.png"
+DEFAULT_IMAGE = ROOT / "assets" / "examples" / "toybird-velmun-finch.png"
 RATIO = 0.5
 DISPLAY = (0.5, "jet", 0, 100, 0, "SOAP weight", False)  # opacity, cmap, clip lo/hi, threshold, raw map, numbers
 

@@ -24,7 +24,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-TOY_EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "examples" / "toybird-kaluth-warbler.png"
+TOY_EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "examples" / "toybird-yovanel-warbler.png"
 MODEL = "tiny"
 
 

@@ -191,7 +191,7 @@ def test_app_py_on_all_interfaces_with_auth_refuses_strangers_and_server_folders
         batch_folder(client, folder, model)
     with pytest.raises(AppError, match=r"Server folders are off"):
         adapt_folder(client, folder, model)
-    example = ROOT / "assets" / "examples" / "toybird-fenwhit-finch.png"
+    example = ROOT / "assets" / "examples" / "toybird-velmun-finch.png"
     _html, numbers = client.predict(gradio_client.handle_file(str(example)), model, "", api_name="/walkthrough")
     assert numbers["steps"][-1]["id"] == "prediction"
     assert "Server folders are off because this app is served on 0.0.0.0" in log.read_text()

@@ -39,7 +39,7 @@ def test_each_bundled_example_is_recognised_with_its_own_render(index, path):
 
 
 def test_other_pixels_are_not_recognised(index):
-    pixels = decoded(EXAMPLES / "toybird-zorsaik-wren.png")
+    pixels = decoded(EXAMPLES / "toybird-opsiva-wren.png")
     touched = pixels.copy()
     touched[100, 100, 0] ^= 1  # one channel of one pixel
     assert index.lookup(touched) is None

@@ -36,7 +36,7 @@ DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture show
 TEMPLATES = ["a photo of a {}."]
 ROOT = Path(__file__).resolve().parent.parent
 TOY_CHECKPOINT = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
-TOY_EXAMPLE = ROOT / "assets" / "examples" / "toybird-wickstel-tit.png"
+TOY_EXAMPLE = ROOT / "assets" / "examples" / "toybird-lumbrel-tit.png"
 
 
 def build(model_dir, config: MethodConfig | None = None, perturb: bool = True) -> tuple[MicroCLIP, TextEncoder]:
