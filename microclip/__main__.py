@@ -28,17 +28,21 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, just that sub-command gets its flags (the others' modules, which import
+    torch, are not loaded: ``describe`` and ``classes`` start in a moment)."""
     parser = argparse.ArgumentParser(prog="python -m microclip", description="microCLIP Studio's command line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, module, builder, _) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        getattr(import_module(module), builder)(sub)
+        if only is None or name == only:
+            getattr(import_module(module), builder)(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "").parse_args(argv)
     _, module, _, runner = COMMANDS[args.command]
     run: Callable[[argparse.Namespace], int] = getattr(import_module(module), runner)
     return run(args)

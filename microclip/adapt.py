@@ -26,7 +26,7 @@ from microclip.checkpoint import CheckpointMeta
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
-from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate, fit, test_ratio
+from microclip.engine import Callback, EvalResult, FitResult, StopToken, eval_fusion_ratio, evaluate, fit
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe
@@ -66,7 +66,7 @@ class Adaptation:
             return None
         return evaluate(self.model, self.test_set, batch_size=self.recipe.test_batch_size, device=self.device,
                         amp=self.recipe.amp, num_workers=self.recipe.num_workers,
-                        ratio=test_ratio(self.model, self.recipe.test_fusion))
+                        ratio=eval_fusion_ratio(self.model, self.recipe.test_fusion))
 
     def fit(self, callbacks: Sequence[Callback] = (), stop: StopToken | None = None,
             state_path: Path | None = None, resume: bool = False, start_epoch: int = 0,

@@ -30,7 +30,7 @@ from microclip.data.images import ImageError
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.engine import Callback, FitState, distributed_context, evaluate, select_device, test_ratio
+from microclip.engine import Callback, FitState, distributed_context, eval_fusion_ratio, evaluate, select_device
 from microclip.files import atomic_write_json, atomic_write_text
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe, check_train_config
@@ -559,7 +559,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
     started = time.perf_counter()
     result = evaluate(model, test_set, batch_size=args.batch_size, device=device, amp=args.amp,
-                      num_workers=args.num_workers, ratio=test_ratio(model, args.test_fusion))
+                      num_workers=args.num_workers, ratio=eval_fusion_ratio(model, args.test_fusion))
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
     for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):

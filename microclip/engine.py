@@ -420,7 +420,7 @@ class _RunningMean:
         return {key: self.sums[key] / self.counts[key] for key in self.sums}
 
 
-def test_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> float:
+def eval_fusion_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> float:
     """The fusion ratio applied at test time: ρ on [CLS] as in training ("consistent"), or the reference's
     evaluation, which unpacks the branch pair swapped and so puts ρ on [FG] and 1 − ρ on [CLS] ("reference")."""
     ratio = model.config.fusion_ratio
@@ -444,7 +444,7 @@ def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, runn
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
         result = evaluate(model, test_set, batch_size=config.test_batch_size, device=device, amp=config.amp,
-                          num_workers=config.num_workers, ratio=test_ratio(model, config.test_fusion))
+                          num_workers=config.num_workers, ratio=eval_fusion_ratio(model, config.test_fusion))
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
     state.epoch, state.step_in_epoch = state.epoch + 1, 0

@@ -163,7 +163,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeChatServer]:
 def run_cli(server: FakeChatServer, classes_file: Path, out: Path, *extra: str) -> int:
     return main(
         [
-            "--classes",
+            "--classname",
             str(classes_file),
             "--out",
             str(out),
@@ -399,7 +399,7 @@ def test_killed_run_keeps_finished_classes_and_resumes(server: FakeChatServer, t
     classes_file = write_classes(tmp_path / "c.txt", ["Pug", "Boxer", "Beagle"])
     out = tmp_path / "d.json"
     argv = [
-        "--classes",
+        "--classname",
         str(classes_file),
         "--out",
         str(out),
@@ -507,7 +507,7 @@ def test_missing_key_env_var_is_an_error(
 
     code = main(
         [
-            "--classes",
+            "--classname",
             str(write_classes(tmp_path / "c.txt", ["Pug"])),
             "--out",
             str(tmp_path / "d.json"),
@@ -530,7 +530,7 @@ def test_empty_key_env_sends_a_placeholder_key(server: FakeChatServer, tmp_path:
 
     code = main(
         [
-            "--classes",
+            "--classname",
             str(write_classes(tmp_path / "c.txt", ["Pug"])),
             "--out",
             str(out),
@@ -564,7 +564,7 @@ def test_key_is_read_from_the_named_env_var(server: FakeChatServer, tmp_path: Pa
 
 
 def test_parser_defaults_match_the_reference_recipe() -> None:
-    args = build_parser().parse_args(["--classes", "c.txt", "--out", "d.json"])
+    args = build_parser().parse_args(["--classname", "c.txt", "--out", "d.json"])
 
     assert (args.model, args.temperature, args.n_sentences) == ("gpt-4o", 0.1, 10)
     assert args.api_base == "https://api.openai.com/v1" and args.api_key_env == "OPENAI_API_KEY"
