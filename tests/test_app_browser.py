@@ -276,7 +276,7 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(captions.first).to_contain_text("before: ")
     expect(page.locator("#adapt-probes .ad-probe")).to_have_count(4)
     for text in captions.all_inner_texts():
-        assert re.search(r"\(red\)$", text) or "Refresh maps" in text, text
+        assert re.search(r"\(highest\)$", text), text
     cut = page.locator("#adapt-probes").evaluate("""(root) => {
       const box = root.getBoundingClientRect();
       return [...root.querySelectorAll('.ad-probe, figcaption')].filter((e) => e.getBoundingClientRect().right >
