@@ -197,7 +197,7 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     assert sorted(smoothed) == sorted(raw) and smoothed[1] == pytest.approx(raw[1])  # debiased: starts at the loss
     assert {series for *_, series in running.accuracy["data"]} >= {"combined", "fused · W*"}
     captions = running.captions("before")
-    assert len(captions) == 2 and all(re.search(r" → .+ \(\d+%\) · SOAP .+ \(blue\) – .+ \(red\)$", c)
+    assert len(captions) == 2 and all(re.search(r" → .+ \(\d+%\) · SOAP .+ \(lowest\) – .+ \(highest\)$", c)
                                       for c in captions), captions  # whole captions, none cut
     assert "notes.txt" in running.skipped and "broken.png" in running.skipped
 

@@ -32,6 +32,7 @@ from ui.jobs import (
     snapshot_summary,
 )
 from ui.sharing import ServerPathGuard, ServerPaths
+from viz.colormaps import DEFAULT_COLORMAP
 from viz.html import jpeg_uri
 from viz.overlay import overlay_map
 
@@ -59,7 +60,7 @@ folder names (combined, crops·W_LLM, fused·W*); training never sees those labe
 PROBES_NOTE = """\
 SOAP maps of pinned probe images: where the `[FG]` token pools, before training and at the latest point (end of
 run, or *Refresh maps* during it). Caption: true class (folder) → fused prediction, and the map's range: each map
-is coloured from its own lowest patch (blue) to its highest (red).
+is coloured on its own scale, from its lowest patch to its highest (the app's default colormap, as in Explore).
 """
 SMOOTHING = 0.9  # weight of the past in the loss curve's moving average
 
@@ -156,12 +157,12 @@ def _caption(label: str, explanation: Explanation, when: str) -> str:
     probability = explanation.probabilities("fused")[index]
     weights = explanation.soap_weights
     return (f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
-            f"{weights.min():.2e} (blue) – {weights.max():.2e} (red)")
+            f"{weights.min():.2e} (lowest) – {weights.max():.2e} (highest)")
 
 
 def _overlay(picture: np.ndarray, explanation: Explanation) -> np.ndarray:
     large = np.asarray(Image.fromarray(picture).resize((PROBE_SIZE, PROBE_SIZE), Image.BICUBIC))
-    return overlay_map(large, explanation.soap_weights, opacity=0.5)
+    return overlay_map(large, explanation.soap_weights, opacity=0.5, cmap=DEFAULT_COLORMAP)
 
 
 def progress_html(snapshot: JobSnapshot | None) -> str:

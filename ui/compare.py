@@ -168,10 +168,13 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
             diff = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-diff")
             gr.Markdown(DIFFERENCE_NOTE)
 
-    run.click(partial(compare, registry), [image, model_a, model_b, classes, track, opacity, cmap, fixed],
-              [label_a, label_b, maps_a, maps_b, diff, rank], api_name="compare",
+    inputs = [image, model_a, model_b, classes, track, opacity, cmap, fixed]
+    outputs = [label_a, label_b, maps_a, maps_b, diff, rank]
+    run.click(partial(compare, registry), inputs, outputs, api_name="compare",
               concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
-    if examples:
+    if examples:  # an example runs at once, as in the Walkthrough and Explore
         gallery.select(example_picker(examples), None, [image], api_visibility="private",
-                       show_progress="hidden")
+                       show_progress="hidden").then(
+            partial(compare, registry), inputs, outputs, api_visibility="private",
+            concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
     return CompareHandles(model_a=model_a, model_b=model_b)
