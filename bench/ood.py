@@ -36,7 +36,7 @@ from microclip.world_check import World, fit_world, save_worlds, token_summaries
 from ui.registry import default_registry
 
 EXAMPLES = ROOT / "assets" / "examples"
-QUANTILE = 0.997  # each threshold: this quantile of held-out toy images; with several signals about 1% of toy images are flagged in all
+QUANTILE = 0.997  # each threshold: this quantile of held-out toy images (about 1% of toy images flagged in all)
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "clock", "moon", "page", "text",
                   "brick", "grass", "gravel", "hubble_deep_field", "retina", "immunohistochemistry", "colorwheel")
 
