@@ -64,7 +64,7 @@ class BatchResult:
         return predictions_table(self.items)
 
 
-def run(model: MicroCLIP, source: str | Path, out: str | Path | None = None, *, work: str | Path,
+def run(model: MicroCLIP, source: str | Path, out: str | Path | None = None, /, *, work: str | Path,
         cap: int | None = None, allow_local_paths: bool = True, picture: Picture | None = None,
         draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         progress: Callable[[int, int], None] | None = None, **settings: Any) -> BatchResult:

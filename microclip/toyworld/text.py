@@ -218,6 +218,11 @@ def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float =
     return make_caption(species, rng, p_name).text
 
 
+ALL_PART_PHRASES: tuple[str, ...] = tuple(sorted({phrase for sp in SPECIES for p in PARTS
+                                                  if (phrase := part_phrase(sp, p)) is not None}))
+"""Every phrase that names a visible part of some species ("a red beak", ...), in a fixed order."""
+
+
 def write_assets(folder: str | Path) -> Path:
     """Write descriptions.json, classes.json (label order) and templates.json into `folder`."""
     folder = Path(folder)
