@@ -269,7 +269,8 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     for part in ("#adapt-start", "#adapt-status", "#adapt-progress", "#adapt-loss", "#adapt-accuracy"):
         assert in_first_screen(page, part), f"{part} left the first screen during the run"
     expect(page.locator("#adapt-loss")).to_contain_text("smoothed")
-    legends = page.locator("#adapt-loss, #adapt-accuracy").locator(".role-legend text").all_inner_texts()
+    legends = page.locator("#adapt-loss .role-legend text, #adapt-accuracy .role-legend text").evaluate_all(
+        "texts => texts.map((t) => t.textContent)")  # SVG text has no innerText
     assert legends and not [text for text in legends if "…" in text], legends  # no label cut
     # Four probe cards, whole, with whole captions.
     captions = page.locator("#adapt-probes figcaption")
