@@ -68,7 +68,7 @@ def test_toy_example_shows_every_map_outlined_and_scored(client, registry):
         assert item["caption"].startswith(explainer.title) and item["caption"].endswith(" ms")
         assert Image.open(item["image"]).size == (DISPLAY_SIZE, DISPLAY_SIZE)
     assert Image.open(scale).size[0] == DISPLAY_SIZE
-    assert "top patch on a part" in table and "mass inside the part mask" in table and "kaluth warbler" in table
+    assert "top patch on a part" in table and "mass inside the part mask" in table and "yovanel warbler" in table
     rows = table_rows(table)
     for explainer in EXPLAINERS.values():
         ms, pointing, mass = rows[explainer.title]
