@@ -162,7 +162,7 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
     expect(soap).to_contain_text(re.compile(r"Σ patch weights \+ α_null.*= 1\.0000"))
     shot(page, "walkthrough-5-soap")
     page.locator(".wt-nav [data-goto='7']").click()
-    expect(page.locator(".wt-step[data-step='heads']")).to_contain_text("share in W_LLM")
+    expect(page.locator(".wt-step[data-step='heads']")).to_contain_text("weight w_j in W_LLM")
     shot(page, "walkthrough-8-heads", full=True)
     page.locator(".wt-nav [data-goto='all']").click()
     assert page.locator(".wt-step:not([hidden])").count() == 9
