@@ -361,17 +361,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     step, losses, part_losses, elapsed, commands = 0, [], [], 0.0, [cfg.command]
     probe_loss_start = None
     if cfg.resume and (out / "state.safetensors").is_file():
-        state = load_state(out, model, opt)
-        defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
-        saved = {k: state["config"][k] for k in defining}
-        if saved != {k: getattr(cfg, k) for k in defining}:
-            raise ValueError(f"--resume: checkpoint in {out} was made with {saved}; pass the same values or "
-                             "use a new --out")
-        step, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
-        part_losses = state.get("part_losses", [])
-        probe_loss_start = state["probe_loss_start"]
-        commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
-        log.info("resumed from %s at step %d", out, step)
+        step, losses, part_losses, elapsed, commands, probe_loss_start = _resume(out, model, opt, cfg)
     if probe_loss_start is None:
         probe_loss_start = _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn)
 
@@ -424,6 +414,20 @@ def pretrain(cfg: PretrainConfig) -> dict:
     atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     log.info("done: %s", json.dumps(summary))
     return summary
+
+
+def _resume(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, cfg: PretrainConfig) -> tuple:
+    """Restore a stopped run (checking it is the same run); its step, losses, time, commands and probe loss."""
+    state = load_state(out, model, opt)
+    defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
+    saved = {k: state["config"][k] for k in defining}
+    if saved != {k: getattr(cfg, k) for k in defining}:
+        raise ValueError(f"--resume: checkpoint in {out} was made with {saved}; pass the same values or use "
+                         "a new --out")
+    log.info("resumed from %s at step %d", out, state["step"])
+    commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
+    return (state["step"], state["losses"], state.get("part_losses", []), state["elapsed_s"], commands,
+            state["probe_loss_start"])
 
 
 @torch.no_grad()
