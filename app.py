@@ -40,26 +40,50 @@ log = logging.getLogger("microclip.app")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="microCLIP Studio (Gradio app)")
-    parser.add_argument("--clip_model", "--clip-model", default=None,
-                        help="open_clip name or local-dir:<folder> to show zero-shot (default: bundled toy world)")
+    parser.add_argument(
+        "--clip_model",
+        "--clip-model",
+        default=None,
+        help="open_clip name or local-dir:<folder> to show zero-shot (default: bundled toy world)",
+    )
     parser.add_argument("--pretrained", default=None, help="open_clip tag or weight file for --clip_model")
-    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", default=None,
-                        help="an adapted .safetensors checkpoint to open first")
+    parser.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        default=None,
+        help="an adapted .safetensors checkpoint to open first",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--host", default=None,
-                        help="default 127.0.0.1 (or $GRADIO_SERVER_NAME); 0.0.0.0 serves on the network")
+    parser.add_argument(
+        "--host", default=None, help="default 127.0.0.1 (or $GRADIO_SERVER_NAME); 0.0.0.0 serves on the network"
+    )
     parser.add_argument("--port", type=int, default=None, help="default 7860 (or $GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument("--allow-server-paths", "--allow_server_paths", dest="allow_server_paths",
-                        action="store_true",
-                        help="let Batch and Adapt read folders of this machine even when served beyond localhost "
-                             "or with --share (off by default there: anyone who opens the app could read them)")
-    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
-                        help="ask for this login before the page or any endpoint answers (Gradio's auth); "
-                             "$MICROCLIP_AUTH is read when the flag is absent, which keeps the password off `ps`")
-    parser.add_argument("--runs_dir", "--runs-dir", dest="runs_dir", default=None, metavar="FOLDER",
-                        help="where models saved in Adapt are written and listed from on start (default ./runs; "
-                             "on a HuggingFace Space with persistent storage, /data/microclip-runs)")
+    parser.add_argument(
+        "--allow-server-paths",
+        "--allow_server_paths",
+        dest="allow_server_paths",
+        action="store_true",
+        help="let Batch and Adapt read folders of this machine even when served beyond localhost "
+        "or with --share (off by default there: anyone who opens the app could read them)",
+    )
+    parser.add_argument(
+        "--auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="ask for this login before the page or any endpoint answers (Gradio's auth); "
+        "$MICROCLIP_AUTH is read when the flag is absent, which keeps the password off `ps`",
+    )
+    parser.add_argument(
+        "--runs_dir",
+        "--runs-dir",
+        dest="runs_dir",
+        default=None,
+        metavar="FOLDER",
+        help="where models saved in Adapt are written and listed from on start (default ./runs; "
+        "on a HuggingFace Space with persistent storage, /data/microclip-runs)",
+    )
     args, _unknown = parser.parse_known_args(argv)
     if args.auth is None:
         args.auth = os.environ.get("MICROCLIP_AUTH") or None
@@ -75,8 +99,10 @@ def create_demo(argv: list[str] | None = None):
     args = parse_args(argv)
     registry = default_registry(select_device(args.device), args.ckpt_path, args.clip_model, args.pretrained)
     if registry.default_name is None:
-        log.warning("no model found: the bundled toy-world checkpoints are missing; pass --ckpt-path or "
-                    "--clip_model, or upload a checkpoint in the Models tab")
+        log.warning(
+            "no model found: the bundled toy-world checkpoints are missing; pass --ckpt-path or "
+            "--clip_model, or upload a checkpoint in the Models tab"
+        )
     else:
         try:
             registry.get()

@@ -83,20 +83,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per throughput window (default 20)")
     p.add_argument("--burst-clients", type=int, default=30, help="clients in the one-example burst (default 30)")
     p.add_argument("--burst-rounds", type=int, default=2, help="bursts in a row (default 2; the first is cold)")
-    p.add_argument("--burst-timeout", type=float, default=120.0, help="seconds a burst may take before it is "
-                   "abandoned (default 120)")
+    p.add_argument(
+        "--burst-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a burst may take before it is abandoned (default 120)",
+    )
     p.add_argument("--adapt-steps", type=int, default=200, help="steps of the background adaptation (max 200)")
     p.add_argument("--adapt-batch", type=int, default=16)
     p.add_argument("--adapt-crops", type=int, default=4)
     p.add_argument("--toy-per-class", type=int, default=8, help="toy-world images per class for the adaptation")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads in the server process (default: the app's own choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads in the server process (default: the app's own choice)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--profile", action="store_true", help="only profile the in-process explore callback (cProfile)")
     return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------ the model and the server
+
 
 def build_registry(ckpt: Path, scratch: Path) -> tuple[ModelRegistry, str, str]:
     """(registry, model name, a note on which model it is)."""
@@ -112,16 +121,26 @@ def build_registry(ckpt: Path, scratch: Path) -> tuple[ModelRegistry, str, str]:
     folder.mkdir()
     export_open_clip_folder(build_model(), folder)
     read = lambda name: json.loads((TOY_ASSETS / name).read_text())  # noqa: E731
-    name = registry.add_base(f"local-dir:{folder}", None, read("classes.json"), "toybirds · random ToyCLIP zero-shot",
-                             templates=read("templates.json"), descriptions=read("descriptions.json"), default=True)
-    note = (f"NOTE: {ckpt} not found; using a randomly initialised {TOY_MODEL_NAME} (same architecture as the "
-            "bundled toy model) zero-shot on the toy-world classes")
+    name = registry.add_base(
+        f"local-dir:{folder}",
+        None,
+        read("classes.json"),
+        "toybirds · random ToyCLIP zero-shot",
+        templates=read("templates.json"),
+        descriptions=read("descriptions.json"),
+        default=True,
+    )
+    note = (
+        f"NOTE: {ckpt} not found; using a randomly initialised {TOY_MODEL_NAME} (same architecture as the "
+        "bundled toy model) zero-shot on the toy-world classes"
+    )
     print(note, flush=True)
     return registry, name, note
 
 
 def build_floor() -> gr.Blocks:
     """Gradio's floor: an image upload in, a short text out, the app's queue settings; nothing else."""
+
     def size(path: str) -> str:
         with Image.open(path) as image:
             return f"{image.width}x{image.height}"
@@ -129,8 +148,9 @@ def build_floor() -> gr.Blocks:
     with gr.Blocks() as floor:
         image = gr.Image(type="filepath")
         text = gr.Textbox()
-        gr.Button().click(size, image, text, api_name="floor", concurrency_limit=INFERENCE_CONCURRENCY,
-                          concurrency_id=INFERENCE_ID)
+        gr.Button().click(
+            size, image, text, api_name="floor", concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID
+        )
     return floor.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
 
 
@@ -148,6 +168,7 @@ def explore_args(image: Path, model: str) -> tuple:
 
 # ------------------------------------------------------------------ measurements
 
+
 def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -155,8 +176,16 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_latency(url: str, floor_url: str, downloads: Path, registry: ModelRegistry, name: str, image: Path,
-                  repeats: int, warmup: int) -> dict:
+def bench_latency(
+    url: str,
+    floor_url: str,
+    downloads: Path,
+    registry: ModelRegistry,
+    name: str,
+    image: Path,
+    repeats: int,
+    warmup: int,
+) -> dict:
     """Interleaved rounds of: the floor app's round trip, /explore over HTTP (as scripts use it: outputs
     downloaded), bare explain_image, and the explore callback in-process."""
     model = registry.get(name).model
@@ -188,11 +217,14 @@ def bench_latency(url: str, floor_url: str, downloads: Path, registry: ModelRegi
             for key, value in measured.items():
                 times[key].append(value)
     per_round = statistics.median(h / f for h, f in zip(times["http"], times["floor"]))
-    return {"repeats": repeats, "warmup": warmup,
-            "median_s": {k: statistics.median(v) for k, v in times.items()},
-            "p90_s": {k: quantile(v, 0.9) for k, v in times.items()},
-            "explore_over_floor": per_round,
-            "explore_over_floor_of_medians": statistics.median(times["http"]) / statistics.median(times["floor"])}
+    return {
+        "repeats": repeats,
+        "warmup": warmup,
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "p90_s": {k: quantile(v, 0.9) for k, v in times.items()},
+        "explore_over_floor": per_round,
+        "explore_over_floor_of_medians": statistics.median(times["http"]) / statistics.median(times["floor"]),
+    }
 
 
 def profile_callback(registry: ModelRegistry, name: str, image: Path, rounds: int = 20) -> None:
@@ -267,8 +299,9 @@ def adapt_progress(control: Client, job_id: str) -> tuple[str, int]:
     return text, int(bar[1]) if bar else 0
 
 
-def bench_throughput(url: str, floor_url: str, name: str, image: Path, args: argparse.Namespace,
-                     downloads: Path) -> list[Window]:
+def bench_throughput(
+    url: str, floor_url: str, name: str, image: Path, args: argparse.Namespace, downloads: Path
+) -> list[Window]:
     request = explore_args(image, name)
 
     def explore(client: Client) -> bool:
@@ -282,9 +315,22 @@ def bench_throughput(url: str, floor_url: str, name: str, image: Path, args: arg
     idle = hammer(url, explore, args.clients, args.duration, downloads, "/explore, nothing else running")
 
     control = Client(url, verbose=False, download_files=str(downloads))
-    job_id = control.predict(name, "toy world", None, "", args.toy_per_class, "", None, False,
-                             min(args.adapt_steps, 200), args.adapt_batch, 1e-4, args.adapt_crops, 2,
-                             api_name="/adapt_start")[0]
+    job_id = control.predict(
+        name,
+        "toy world",
+        None,
+        "",
+        args.toy_per_class,
+        "",
+        None,
+        False,
+        min(args.adapt_steps, 200),
+        args.adapt_batch,
+        1e-4,
+        args.adapt_crops,
+        2,
+        api_name="/adapt_start",
+    )[0]
     deadline = time.monotonic() + 300
     while True:  # bounded: wait for training to start (data generated, model built)
         text, step = adapt_progress(control, job_id)
@@ -321,8 +367,9 @@ class Burst:
     wall_s: float = 0.0  # from the start signal to the last answer
 
 
-def bench_burst(url: str, name: str, image: Path, clients: int, rounds: int, timeout: float,
-                downloads: Path) -> list[Burst]:
+def bench_burst(
+    url: str, name: str, image: Path, clients: int, rounds: int, timeout: float, downloads: Path
+) -> list[Burst]:
     """``clients`` students open the walkthrough, then Explore, of the same example at the same moment.
 
     Clients connect first (each its own session), then wait on one barrier, so the requests arrive together
@@ -376,8 +423,10 @@ def one_burst(round_index: int, connected: list[Client], name: str, image: Path,
 
 def print_bursts(bursts: list[Burst]) -> None:
     print(f"### Burst: {bursts[0].clients} clients open the walkthrough, then Explore, of one example at once\n")
-    print("| round | walkthrough p50 / p95 / max ms | Explore p50 / p95 / max ms | per request p95 ms | "
-          "per client (both) p50 / p95 ms | all served in s | errors |")
+    print(
+        "| round | walkthrough p50 / p95 / max ms | Explore p50 / p95 / max ms | per request p95 ms | "
+        "per client (both) p50 / p95 ms | all served in s | errors |"
+    )
     print("|---|---|---|---:|---|---:|---:|")
 
     def three(values: list[float]) -> str:
@@ -387,11 +436,16 @@ def print_bursts(bursts: list[Burst]) -> None:
 
     for b in bursts:
         both = b.walkthrough_s + b.explore_s
-        client = (f"{quantile(b.per_client_s, 0.5) * 1e3:.0f} / {quantile(b.per_client_s, 0.95) * 1e3:.0f}"
-                  if b.per_client_s else "—")
+        client = (
+            f"{quantile(b.per_client_s, 0.5) * 1e3:.0f} / {quantile(b.per_client_s, 0.95) * 1e3:.0f}"
+            if b.per_client_s
+            else "—"
+        )
         p95 = f"{quantile(both, 0.95) * 1e3:.0f}" if both else "—"
-        print(f"| {b.round}{' (cold)' if b.round == 1 else ''} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
-              f"{p95} | {client} | {b.wall_s:.1f} | {len(b.errors)} |")
+        print(
+            f"| {b.round}{' (cold)' if b.round == 1 else ''} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
+            f"{p95} | {client} | {b.wall_s:.1f} | {len(b.errors)} |"
+        )
     for b in bursts:
         for error in b.errors[:3]:
             print(f"- round {b.round}: {error}")
@@ -400,11 +454,14 @@ def print_bursts(bursts: list[Burst]) -> None:
 
 # ------------------------------------------------------------------ report
 
+
 def print_report(info: dict, latency: dict | None, windows: list[Window] | None) -> dict:
     """Print the tables; return the side-by-side summary (floor, explore, ratios, targets)."""
     print(f"\n## App benchmark against Gradio's floor ({info['model']})\n")
-    print(f"{info['cpu']}; {info['platform']}; {info['cpus']} CPUs, torch {info['torch']} with {info['threads']} "
-          f"threads; load average before: {info['loadavg']}; servers and clients on 127.0.0.1 in one process.\n")
+    print(
+        f"{info['cpu']}; {info['platform']}; {info['cpus']} CPUs, torch {info['torch']} with {info['threads']} "
+        f"threads; load average before: {info['loadavg']}; servers and clients on 127.0.0.1 in one process.\n"
+    )
     summary: dict = {}
     if latency:
         med, p90 = latency["median_s"], latency["p90_s"]
@@ -413,28 +470,41 @@ def print_report(info: dict, latency: dict | None, windows: list[Window] | None)
         print(f"### Round trip (median of {latency['repeats']} interleaved rounds)\n")
         print("| path | median ms | p90 ms |")
         print("|---|---:|---:|")
-        rows = (("floor app `/floor` via `gradio_client` (image upload in, short text out)", "floor"),
-                ("`/explore` via `gradio_client` (upload, queue, forward, every view, downloads)", "http"),
-                ("bare `explain_image` (decoded image in, Explanation out)", "bare"),
-                ("`ui.explore.explore` in-process (decode + forward + every view)", "callback"))
+        rows = (
+            ("floor app `/floor` via `gradio_client` (image upload in, short text out)", "floor"),
+            ("`/explore` via `gradio_client` (upload, queue, forward, every view, downloads)", "http"),
+            ("bare `explain_image` (decoded image in, Explanation out)", "bare"),
+            ("`ui.explore.explore` in-process (decode + forward + every view)", "callback"),
+        )
         for label, key in rows:
             print(f"| {label} | {med[key] * 1e3:.1f} | {p90[key] * 1e3:.1f} |")
         print()
     if windows:
-        print(f"### Throughput ({windows[0].clients} concurrent gradio_client clients, {windows[0].duration_s:.0f} s "
-              "windows)\n")
-        print("| condition | requests done | req/s | median latency ms | p90 latency ms | errors | "
-              "adaptation steps in window |")
+        print(
+            f"### Throughput ({windows[0].clients} concurrent gradio_client clients, {windows[0].duration_s:.0f} s "
+            "windows)\n"
+        )
+        print(
+            "| condition | requests done | req/s | median latency ms | p90 latency ms | errors | "
+            "adaptation steps in window |"
+        )
         print("|---|---:|---:|---:|---:|---:|---|")
         for w in windows:
             steps = "—" if w.adapt_steps is None else f"{w.adapt_steps} ({w.adapt_note})"
-            print(f"| {w.condition} | {w.completed} | {w.rate:.2f} | {statistics.median(w.latencies_s) * 1e3:.0f} | "
-                  f"{quantile(w.latencies_s, 0.9) * 1e3:.0f} | {w.errors} | {steps} |"
-                  if w.latencies_s else f"| {w.condition} | 0 | 0 | — | — | {w.errors} | {steps} |")
+            print(
+                f"| {w.condition} | {w.completed} | {w.rate:.2f} | {statistics.median(w.latencies_s) * 1e3:.0f} | "
+                f"{quantile(w.latencies_s, 0.9) * 1e3:.0f} | {w.errors} | {steps} |"
+                if w.latencies_s
+                else f"| {w.condition} | 0 | 0 | — | — | {w.errors} | {steps} |"
+            )
         floor, idle, busy = (w.rate for w in windows)
-        summary |= {"floor_rps": floor, "explore_rps": idle, "explore_rps_adapting": busy,
-                    "throughput_ratio": idle / floor if floor else float("nan"),
-                    "adapting_ratio": busy / idle if idle else float("nan")}
+        summary |= {
+            "floor_rps": floor,
+            "explore_rps": idle,
+            "explore_rps_adapting": busy,
+            "throughput_ratio": idle / floor if floor else float("nan"),
+            "adapting_ratio": busy / idle if idle else float("nan"),
+        }
         print()
     if summary:
         print("### Side by side (targets from issue 9)\n")
@@ -442,17 +512,23 @@ def print_report(info: dict, latency: dict | None, windows: list[Window] | None)
         print("|---|---:|---:|---:|---|---|")
         if "latency_ratio" in summary:
             ratio = summary["latency_ratio"]
-            print(f"| round trip, median ms | {summary['floor_ms']:.0f} | {summary['explore_ms']:.0f} | {ratio:.2f}× "
-                  f"| ≤ {TARGETS['latency']:.0f}× | {'yes' if ratio <= TARGETS['latency'] else 'no'} |")
+            print(
+                f"| round trip, median ms | {summary['floor_ms']:.0f} | {summary['explore_ms']:.0f} | {ratio:.2f}× "
+                f"| ≤ {TARGETS['latency']:.0f}× | {'yes' if ratio <= TARGETS['latency'] else 'no'} |"
+            )
         if "throughput_ratio" in summary:
             ratio = summary["throughput_ratio"]
-            print(f"| {windows[0].clients}-client throughput, req/s | {summary['floor_rps']:.2f} | "
-                  f"{summary['explore_rps']:.2f} | {ratio:.2f} | ≥ {TARGETS['throughput']} | "
-                  f"{'yes' if ratio >= TARGETS['throughput'] else 'no'} |")
+            print(
+                f"| {windows[0].clients}-client throughput, req/s | {summary['floor_rps']:.2f} | "
+                f"{summary['explore_rps']:.2f} | {ratio:.2f} | ≥ {TARGETS['throughput']} | "
+                f"{'yes' if ratio >= TARGETS['throughput'] else 'no'} |"
+            )
             ratio = summary["adapting_ratio"]
-            print(f"| … with an adaptation training (vs /explore alone) | — | {summary['explore_rps_adapting']:.2f} | "
-                  f"{ratio:.2f} | ≥ {TARGETS['with_adaptation']} | "
-                  f"{'yes' if ratio >= TARGETS['with_adaptation'] else 'no'} |")
+            print(
+                f"| … with an adaptation training (vs /explore alone) | — | {summary['explore_rps_adapting']:.2f} | "
+                f"{ratio:.2f} | ≥ {TARGETS['with_adaptation']} | "
+                f"{'yes' if ratio >= TARGETS['with_adaptation'] else 'no'} |"
+            )
         print()
     print(flush=True)
     return summary
@@ -480,17 +556,27 @@ def main(argv: list[str] | None = None) -> None:
         floor = build_floor()
         floor.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
         downloads = scratch / "downloads"
-        info = {"model": note, "cpu": cpu_name(), "platform": platform.platform(terse=True), "cpus": os.cpu_count(),
-                "torch": torch.__version__, "gradio": gr.__version__, "threads": torch.get_num_threads(),
-                "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "image": str(image)}
+        info = {
+            "model": note,
+            "cpu": cpu_name(),
+            "platform": platform.platform(terse=True),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gradio": gr.__version__,
+            "threads": torch.get_num_threads(),
+            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "image": str(image),
+        }
         try:
             latency = windows = bursts = None
             if args.only in (None, "latency"):
-                latency = bench_latency(demo.local_url, floor.local_url, downloads, registry, name, image,
-                                        args.repeats, args.warmup)
+                latency = bench_latency(
+                    demo.local_url, floor.local_url, downloads, registry, name, image, args.repeats, args.warmup
+                )
             if args.only in (None, "burst"):
-                bursts = bench_burst(demo.local_url, name, image, args.burst_clients, args.burst_rounds,
-                                     args.burst_timeout, downloads)
+                bursts = bench_burst(
+                    demo.local_url, name, image, args.burst_clients, args.burst_rounds, args.burst_timeout, downloads
+                )
             if args.only in (None, "throughput"):
                 windows = bench_throughput(demo.local_url, floor.local_url, name, image, args, downloads)
         finally:
@@ -506,10 +592,19 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             out = Path(args.json)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"info": info, "summary": summary, "targets": TARGETS, "latency": latency,
-                                       "throughput": [asdict(w) | {"rate": w.rate} for w in windows or []],
-                                       "burst": [asdict(b) for b in bursts or []]},
-                                      indent=2))
+            out.write_text(
+                json.dumps(
+                    {
+                        "info": info,
+                        "summary": summary,
+                        "targets": TARGETS,
+                        "latency": latency,
+                        "throughput": [asdict(w) | {"rate": w.rate} for w in windows or []],
+                        "burst": [asdict(b) for b in bursts or []],
+                    },
+                    indent=2,
+                )
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

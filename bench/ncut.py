@@ -72,8 +72,9 @@ def measure(tokens: torch.Tensor) -> dict:
     if torch.cuda.is_available():
         on_cuda = foreground_mask(tokens, eigh_device="cuda")
         result["canonical_cpu_vs_cuda_differ_pct"] = disagreement(canonical, on_cuda)
-        result["solver_cpu_vs_cuda_differ_pct"] = disagreement(solver32.mask, foreground_mask(
-            tokens, sign="solver", eigh_device="cuda"))
+        result["solver_cpu_vs_cuda_differ_pct"] = disagreement(
+            solver32.mask, foreground_mask(tokens, sign="solver", eigh_device="cuda")
+        )
     return result
 
 
@@ -92,9 +93,12 @@ def toy_tokens(data_root: str) -> dict[str, torch.Tensor]:
     images, _ = load_split_arrays(data_root, "test")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     tokens = model.backbone(x)
-    return {"toy test split, value-path tokens (default)": tokens.patches,
-            "toy test split, L2-normalised keys (--ncut_features keys)":
-                torch.nn.functional.normalize(tokens.patch_keys, dim=-1)}
+    return {
+        "toy test split, value-path tokens (default)": tokens.patches,
+        "toy test split, L2-normalised keys (--ncut_features keys)": torch.nn.functional.normalize(
+            tokens.patch_keys, dim=-1
+        ),
+    }
 
 
 @torch.no_grad()
@@ -121,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| token set | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in results.items():
-        print(f"| {name} | " + " | ".join(f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c])
-                                          for c in columns) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+            + " |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "tolerance": NCUT_DEGENERACY_TOL,
-                                               "sets": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"cpu": cpu_name(), "tolerance": NCUT_DEGENERACY_TOL, "sets": results}, indent=2) + "\n"
+        )
     return 0
 
 

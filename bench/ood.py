@@ -37,14 +37,34 @@ from ui.registry import default_registry
 
 EXAMPLES = ROOT / "assets" / "examples"
 QUANTILE = 0.997  # each threshold: this quantile of held-out toy images (about 1% of toy images flagged in all)
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "clock", "moon", "page", "text",
-                  "brick", "grass", "gravel", "hubble_deep_field", "retina", "immunohistochemistry", "colorwheel")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "clock",
+    "moon",
+    "page",
+    "text",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "colorwheel",
+)
 
 
 def photo_sources() -> dict[str, Image.Image]:
     """Local photographs (no download): the example photos/scenes and the sample images libraries ship."""
-    sources = {p.name: Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir())
-               if p.suffix.lower() in {".jpg", ".jpeg", ".png"} and not p.name.startswith("toybird-")}
+    sources = {
+        p.name: Image.open(p).convert("RGB")
+        for p in sorted(EXAMPLES.iterdir())
+        if p.suffix.lower() in {".jpg", ".jpeg", ".png"} and not p.name.startswith("toybird-")
+    }
     try:  # scikit-image's wheel bundles these photographs (a test dependency: requirements-dev.txt)
         import skimage.data
 
@@ -74,8 +94,13 @@ def variants(image: Image.Image) -> list[Image.Image]:
     """The image, its four corner crops (60 %), its centre crop (60 %) and its mirror image."""
     width, height = image.size
     w, h = int(width * 0.6), int(height * 0.6)
-    boxes = [(0, 0, w, h), (width - w, 0, width, h), (0, height - h, w, height), (width - w, height - h, width, height),
-             ((width - w) // 2, (height - h) // 2, (width + w) // 2, (height + h) // 2)]
+    boxes = [
+        (0, 0, w, h),
+        (width - w, 0, width, h),
+        (0, height - h, w, height),
+        (width - w, height - h, width, height),
+        ((width - w) // 2, (height - h) // 2, (width + w) // 2, (height + h) // 2),
+    ]
     return [image, *(image.crop(box) for box in boxes), image.transpose(Image.FLIP_LEFT_RIGHT)]
 
 
@@ -138,11 +163,13 @@ def summary(values: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT / "data"), help="folder holding toybirds/{train,test} "
-                                                                   "(generated there when missing)")
+    parser.add_argument(
+        "--data", default=str(ROOT / "data"), help="folder holding toybirds/{train,test} (generated there when missing)"
+    )
     parser.add_argument("--json", default=None, help="write every number to this file")
-    parser.add_argument("--write", default=None, help="add the fitted worlds to this file (the app reads "
-                                                      "assets/toybirds/world.json)")
+    parser.add_argument(
+        "--write", default=None, help="add the fitted worlds to this file (the app reads assets/toybirds/world.json)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -153,45 +180,62 @@ def main(argv: list[str] | None = None) -> None:
     examples = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("toybird-*.png"))]
     outside = outside_pictures()
     print(f"\n## Out-of-world flag ({cpu_name()}; torch {torch.__version__}, 1 thread)\n")
-    print(f"Fitted on {len(train[::2])} toy training images, thresholds at the {QUANTILE:.0%} quantile of "
-          f"{len(train[1::2])} others; measured on {len(inside)} toy test images, {len(examples)} toy examples and "
-          f"{len(outside)} out-of-world pictures.\n")
+    print(
+        f"Fitted on {len(train[::2])} toy training images, thresholds at the {QUANTILE:.0%} quantile of "
+        f"{len(train[1::2])} others; measured on {len(inside)} toy test images, {len(examples)} toy examples and "
+        f"{len(outside)} out-of-world pictures.\n"
+    )
 
     loaded = [registry.get(name) for name in registry.names()]
     worlds: dict[str, World] = {}
     for entry in sorted(loaded, key=lambda m: m.meta is not None):  # base models first: the world is theirs
         sha = entry.model.base.weights_sha256 if entry.model.base else None
         if sha and sha not in worlds:
-            worlds[sha] = fit_world(entry.model, train[::2], train[1::2], sha, entry.model.base.describe(),
-                                    QUANTILE, caption_vocabulary())
-    results = {entry.name: measure(entry, worlds, inside, examples, outside) for entry in loaded
-               if entry.model.base and entry.model.base.weights_sha256 in worlds}
+            worlds[sha] = fit_world(
+                entry.model, train[::2], train[1::2], sha, entry.model.base.describe(), QUANTILE, caption_vocabulary()
+            )
+    results = {
+        entry.name: measure(entry, worlds, inside, examples, outside)
+        for entry in loaded
+        if entry.model.base and entry.model.base.weights_sha256 in worlds
+    }
     if args.json:
-        atomic_write_json(args.json, {"cpu": cpu_name(), "torch": torch.__version__, "quantile": QUANTILE,
-                                      "models": results})
+        atomic_write_json(
+            args.json, {"cpu": cpu_name(), "torch": torch.__version__, "quantile": QUANTILE, "models": results}
+        )
     if args.write:  # only the worlds of the weights measured now: a re-trained base leaves no stale entry
         save_worlds(worlds.values(), args.write, keep_others=False)
         print(f"wrote {len(worlds)} world(s) to {args.write}")
 
 
-def measure(entry, worlds: dict[str, World], inside: list[Image.Image], examples: list[Image.Image],
-            outside: dict[str, Image.Image]) -> dict:
+def measure(
+    entry,
+    worlds: dict[str, World],
+    inside: list[Image.Image],
+    examples: list[Image.Image],
+    outside: dict[str, Image.Image],
+) -> dict:
     """The flag of one model against its base weights' world: toy test, toy examples, each out-of-world group."""
     world = worlds[entry.model.base.weights_sha256]
-    judged = {kind: verdicts(world, token_summaries(entry.model, images))
-              for kind, images in (("inside", inside), ("examples", examples), ("outside", list(outside.values())))}
+    judged = {
+        kind: verdicts(world, token_summaries(entry.model, images))
+        for kind, images in (("inside", inside), ("examples", examples), ("outside", list(outside.values())))
+    }
     flags = {kind: np.array([v.outside for v in found]) for kind, found in judged.items()}
     values = {kind: np.array([v.signals["token_distance"] for v in found]) for kind, found in judged.items()}
     names = list(outside)
     groups: dict[str, list[bool]] = {}
     for name, flagged in zip(names, flags["outside"]):
         groups.setdefault(group(name), []).append(bool(flagged))
-    warned = {n[:-2]: bool(f) for n, f in zip(names, flags["outside"])
-              if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()}
+    warned = {
+        n[:-2]: bool(f) for n, f in zip(names, flags["outside"]) if n.endswith("#0") and (EXAMPLES / n[:-2]).is_file()
+    }
     rule = "; ".join(f"{r.signal} > {r.above:.4g}" for r in world.rules)
-    print(f"### {entry.name}\n\nRule: {rule}. token_distance: toy test median {np.median(values['inside']):.3g} "
-          f"(max {values['inside'].max():.3g}), out-of-world median {np.median(values['outside']):.3g} "
-          f"(min {values['outside'].min():.3g}).\n")
+    print(
+        f"### {entry.name}\n\nRule: {rule}. token_distance: toy test median {np.median(values['inside']):.3g} "
+        f"(max {values['inside'].max():.3g}), out-of-world median {np.median(values['outside']):.3g} "
+        f"(min {values['outside'].min():.3g}).\n"
+    )
     print("| pictures | n | flagged |\n|---|---:|---:|")
     print(f"| toy test images | {len(inside)} | {flags['inside'].mean():.1%} |")
     print(f"| toy-bird examples | {len(examples)} | {int(flags['examples'].sum())} |")
@@ -200,14 +244,20 @@ def measure(entry, worlds: dict[str, World], inside: list[Image.Image], examples
     print(f"| **all out-of-world** | {len(names)} | **{flags['outside'].mean():.1%}** |")
     missed = [n for n, f in zip(names, flags["outside"]) if not f]
     said = ", ".join(f"{n}: {'yes' if v else 'no'}" for n, v in warned.items())
-    print(f"\n⚠ examples flagged: {said}. "
-          f"Missed: {', '.join(missed) or 'none'}\n")
-    return {"rules": [r.__dict__ for r in world.rules], "n_inside": len(inside), "n_outside": len(names),
-            "caught": float(flags["outside"].mean()), "false_flags": float(flags["inside"].mean()),
-            "toy_examples_flagged": int(flags["examples"].sum()), "warning_examples_flagged": warned,
-            "groups": {k: {"n": len(v), "caught": float(np.mean(v))} for k, v in groups.items()},
-            "token_distance": {k: summary(v) for k, v in values.items()}, "missed": missed,
-            "outside_distance": dict(zip(names, map(float, values["outside"])))}
+    print(f"\n⚠ examples flagged: {said}. Missed: {', '.join(missed) or 'none'}\n")
+    return {
+        "rules": [r.__dict__ for r in world.rules],
+        "n_inside": len(inside),
+        "n_outside": len(names),
+        "caught": float(flags["outside"].mean()),
+        "false_flags": float(flags["inside"].mean()),
+        "toy_examples_flagged": int(flags["examples"].sum()),
+        "warning_examples_flagged": warned,
+        "groups": {k: {"n": len(v), "caught": float(np.mean(v))} for k, v in groups.items()},
+        "token_distance": {k: summary(v) for k, v in values.items()},
+        "missed": missed,
+        "outside_distance": dict(zip(names, map(float, values["outside"]))),
+    }
 
 
 if __name__ == "__main__":

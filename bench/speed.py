@@ -83,8 +83,9 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
 MAX_ROUNDS = 100
 
 
-def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-                repeats: int, budget_s: float = 0.0) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int, budget_s: float = 0.0
+) -> dict[str, list[float]]:
     """Warm every function up, then time them in turn, round after round; seconds per call.
 
     At least ``repeats`` rounds; with ``budget_s``, more rounds while the timed rounds so far
@@ -120,7 +121,7 @@ def peak_memory(device: torch.device, sink: dict) -> Iterator[None]:
     torch.cuda.reset_peak_memory_stats(device)
     yield
     torch.cuda.synchronize(device)
-    sink["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    sink["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
 
 
 # ------------------------------------------------------------------ models and data
@@ -173,8 +174,15 @@ class Row:
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
-        return {"bench": self.bench, "precision": self.precision, "batch": self.batch,
-                "times_ms": self.times_ms, self.ratio_name: self.ratio, "target": TARGET_RATIO, **self.extra}
+        return {
+            "bench": self.bench,
+            "precision": self.precision,
+            "batch": self.batch,
+            "times_ms": self.times_ms,
+            self.ratio_name: self.ratio,
+            "target": TARGET_RATIO,
+            **self.extra,
+        }
 
 
 def precision_context(device: torch.device, precision: str, method: str):
@@ -187,12 +195,14 @@ def precision_context(device: torch.device, precision: str, method: str):
 def bf16_copy(setup: Setup) -> Setup:
     """A copy of the models with every weight cast by ``.to(torch.bfloat16)`` (sharing kept)."""
     clip, model = copy.deepcopy((setup.clip, setup.model))
-    return Setup(clip=clip.to(torch.bfloat16), model=model.to(torch.bfloat16), device=setup.device,
-                 image_size=setup.image_size)
+    return Setup(
+        clip=clip.to(torch.bfloat16), model=model.to(torch.bfloat16), device=setup.device, image_size=setup.image_size
+    )
 
 
-def bench_explain(setup: Setup, precision: str, method: str, batch: int, warmup: int,
-                  repeats: int, budget_s: float = 0.0) -> Row:
+def bench_explain(
+    setup: Setup, precision: str, method: str, batch: int, warmup: int, repeats: int, budget_s: float = 0.0
+) -> Row:
     """explain_batch vs clip.encode_image (normalised pixels) at one batch size and precision.
 
     ``setup`` must already hold bf16 weights when ``precision`` is bf16 and ``method`` is cast.
@@ -216,20 +226,26 @@ def bench_explain(setup: Setup, precision: str, method: str, batch: int, warmup:
 
     sink: dict = {}
     with peak_memory(device, sink):
-        times = interleaved({"explain": run_explain, "encode_image": run_encode}, device, max(warmup, 1),
-                            repeats, budget_s)
+        times = interleaved(
+            {"explain": run_explain, "encode_image": run_encode}, device, max(warmup, 1), repeats, budget_s
+        )
     repeats = len(times["explain"])
     ratios = [e / c for e, c in zip(times["explain"], times["encode_image"], strict=True)]
     times_ms = {name: median_ms(values) for name, values in times.items()}
     times_ms |= ncut_diagnostics(setup, images, precision, method, warmup, min(repeats, 10))
-    extra = {"ratio_of_medians": times_ms["explain"] / times_ms["encode_image"], "repeats": repeats,
-             "bf16_method": method if precision == "bf16" else None, **sink}
+    extra = {
+        "ratio_of_medians": times_ms["explain"] / times_ms["encode_image"],
+        "repeats": repeats,
+        "bf16_method": method if precision == "bf16" else None,
+        **sink,
+    }
     label = precision if precision == "fp32" else f"{precision} {method}"
     return Row("explain", label, batch, times_ms, statistics.median(ratios), "explain/encode_image", extra)
 
 
-def ncut_diagnostics(setup: Setup, images: torch.Tensor, precision: str, method: str, warmup: int,
-                     repeats: int) -> dict[str, float]:
+def ncut_diagnostics(
+    setup: Setup, images: torch.Tensor, precision: str, method: str, warmup: int, repeats: int
+) -> dict[str, float]:
     """Median ms of the NCut mask alone; off CPU also of its batched ``eigh``, on the device and on CPU.
 
     Timed after (not among) the explain/encode_image rounds, so the ratio does not include them.
@@ -271,8 +287,7 @@ class TrainParts:
 
     def step(self) -> float:
         """``train_step`` + the optimiser step ``fit`` takes (the same :class:`OptimizerStep`)."""
-        out = train_step(self.model, self.model, self.views, self.targets, self.config, self.fairness,
-                         self.device)
+        out = train_step(self.model, self.model, self.views, self.targets, self.config, self.fairness, self.device)
         self.optimizer(out.loss)
         return out.loss.item()
 
@@ -313,12 +328,14 @@ def train_parts(setup: Setup, batch: int, n_crops: int, amp: AmpMode, seed: int 
     views = random_images(batch, 2 + n_crops, 3, size, size, device=device, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     targets = torch.randint(N_CLASSES, (batch,), generator=generator).to(device)
-    return TrainParts(model, config, OptimizerStep(model, config, device), FairnessRegulariser(), views, targets,
-                      device)
+    return TrainParts(
+        model, config, OptimizerStep(model, config, device), FairnessRegulariser(), views, targets, device
+    )
 
 
-def bench_train(setup: Setup, amp: AmpMode, batch: int, n_crops: int, warmup: int, repeats: int,
-                small_warmup: bool = False) -> Row:
+def bench_train(
+    setup: Setup, amp: AmpMode, batch: int, n_crops: int, warmup: int, repeats: int, small_warmup: bool = False
+) -> Row:
     """One full training step vs weak forward + crops forward + strong forward/backward, timed apart.
 
     ``small_warmup`` warms every function up once at batch 2 with 2 crops instead of ``warmup``
@@ -338,8 +355,7 @@ def bench_train(setup: Setup, amp: AmpMode, batch: int, n_crops: int, warmup: in
     ratios = [step / total for step, total in zip(times["step"], passes, strict=True)]
     times_ms = {name: median_ms(values) for name, values in times.items()}
     times_ms["passes"] = median_ms(passes)
-    extra = {"ratio_of_medians": times_ms["step"] / times_ms["passes"], "repeats": repeats,
-             "n_crops": n_crops, **sink}
+    extra = {"ratio_of_medians": times_ms["step"] / times_ms["passes"], "repeats": repeats, "n_crops": n_crops, **sink}
     precision = "fp32" if amp == "none" else f"{amp} autocast"
     return Row("train", precision, batch, times_ms, statistics.median(ratios), "step/passes", extra)
 
@@ -361,12 +377,21 @@ def bench_epoch(setup: Setup, amp: AmpMode, batch: int, n_crops: int, steps: int
         parts.step()
     synchronize(device)
     seconds = time.perf_counter() - start
-    result = {"bench": "epoch", "amp": amp, "batch": batch, "n_crops": n_crops, "steps": steps,
-              "warmup": warmup, "epoch_s": seconds, "step_ms": 1000.0 * seconds / steps,
-              "reference_epoch_s": REFERENCE_EPOCH_S, "reference_peak_gb": REFERENCE_EPOCH_GB}
+    result = {
+        "bench": "epoch",
+        "amp": amp,
+        "batch": batch,
+        "n_crops": n_crops,
+        "steps": steps,
+        "warmup": warmup,
+        "epoch_s": seconds,
+        "step_ms": 1000.0 * seconds / steps,
+        "reference_epoch_s": REFERENCE_EPOCH_S,
+        "reference_peak_gb": REFERENCE_EPOCH_GB,
+    }
     if device.type == "cuda":
         result["peak_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-        result["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        result["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     setup.model.eval()
     return result
 
@@ -375,14 +400,16 @@ def epoch_table(result: dict) -> str:
     """The epoch timing next to the reference, as a markdown table."""
     peak = f"{result['peak_gb']:.2f} GB" if "peak_gb" in result else "n/a (not CUDA)"
     precision = "fp32" if result["amp"] == "none" else f"{result['amp']} autocast"
-    return "\n".join([
-        "| epoch | precision | batch | K | steps | time | per step | peak memory |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| this run | {precision} | {result['batch']} | {result['n_crops']} | {result['steps']} | "
-        f"{result['epoch_s']:.1f} s | {result['step_ms']:.0f} ms | {peak} |",
-        f"| reference (Flowers) | fp32 | 64 | 8 | 64 | {REFERENCE_EPOCH_S:.0f} s | "
-        f"{1000 * REFERENCE_EPOCH_S / 64:.0f} ms | {REFERENCE_EPOCH_GB:.2f} GB |",
-    ])
+    return "\n".join(
+        [
+            "| epoch | precision | batch | K | steps | time | per step | peak memory |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| this run | {precision} | {result['batch']} | {result['n_crops']} | {result['steps']} | "
+            f"{result['epoch_s']:.1f} s | {result['step_ms']:.0f} ms | {peak} |",
+            f"| reference (Flowers) | fp32 | 64 | 8 | 64 | {REFERENCE_EPOCH_S:.0f} s | "
+            f"{1000 * REFERENCE_EPOCH_S / 64:.0f} ms | {REFERENCE_EPOCH_GB:.2f} GB |",
+        ]
+    )
 
 
 # ------------------------------------------------------------------ report
@@ -390,8 +417,13 @@ def epoch_table(result: dict) -> str:
 
 def environment(device: torch.device) -> dict:
     """Versions, device and thread count (and the GPU and TF32 settings on CUDA)."""
-    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
     if hasattr(os, "getloadavg"):
         info["load_average"] = os.getloadavg()[0]  # 1-minute, at the start
     if device.type == "cuda":
@@ -410,8 +442,7 @@ def table(rows: list[Row], cuda: bool) -> str:
     """The results as a markdown table (with a peak-memory column on CUDA)."""
     peak = " peak GiB |" if cuda else ""
     lines = [
-        f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak}"
-        " breakdown (ms) |",
+        f"| bench | precision | batch | MicroCLIP (ms) | baseline (ms) | ratio | target |{peak} breakdown (ms) |",
         "|---|---|---|---|---|---|---|" + ("---|" if cuda else "") + "---|",
     ]
     for row in rows:
@@ -419,20 +450,26 @@ def table(rows: list[Row], cuda: bool) -> str:
             ours, base = row.times_ms["explain"], row.times_ms["encode_image"]
             breakdown = f"NCut mask alone {format_ms(row.times_ms['ncut'])}" if "ncut" in row.times_ms else ""
             if "eigh" in row.times_ms:
-                breakdown += (f" (batched eigh on device {format_ms(row.times_ms['eigh'])}, "
-                              f"via CPU {format_ms(row.times_ms['eigh_on_cpu'])})")
+                breakdown += (
+                    f" (batched eigh on device {format_ms(row.times_ms['eigh'])}, "
+                    f"via CPU {format_ms(row.times_ms['eigh_on_cpu'])})"
+                )
             label = "explain / encode_image"
         else:
             ours, base = row.times_ms["step"], row.times_ms["passes"]
-            breakdown = (f"weak {format_ms(row.times_ms['weak'])} + crops {format_ms(row.times_ms['crops'])} "
-                         f"+ strong f+b {format_ms(row.times_ms['strong'])}")
+            breakdown = (
+                f"weak {format_ms(row.times_ms['weak'])} + crops {format_ms(row.times_ms['crops'])} "
+                f"+ strong f+b {format_ms(row.times_ms['strong'])}"
+            )
             label = f"train step / passes (K={row.extra['n_crops']})"
         verdict = "ok" if row.ratio <= TARGET_RATIO else "OVER"
         mem = ""
         if cuda:
             mem = f" {row.extra['peak_gib']:.2f} |" if "peak_gib" in row.extra else " |"
-        lines.append(f"| {label} | {row.precision} | {row.batch} | {format_ms(ours)} | {format_ms(base)} | "
-                     f"{row.ratio:.3f}× | ≤ {TARGET_RATIO:.2f}× {verdict} |{mem} {breakdown} |")
+        lines.append(
+            f"| {label} | {row.precision} | {row.batch} | {format_ms(ours)} | {format_ms(base)} | "
+            f"{row.ratio:.3f}× | ≤ {TARGET_RATIO:.2f}× {verdict} |{mem} {breakdown} |"
+        )
     return "\n".join(lines)
 
 
@@ -441,41 +478,62 @@ def table(rows: list[Row], cuda: bool) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring and bench/README.md)."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda when available)")
     parser.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model name (random weights)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per measurement, at least (default: explain 3 on CPU, 20 on "
-                        "CUDA; train 2 on CPU, 10 on CUDA)")
-    parser.add_argument("--round-budget", type=float, default=None,
-                        help="explain: add rounds while they fit in about this many seconds (default 20 "
-                        "on CPU, 5 on CUDA, 8 with --quick; 0: exactly --repeats)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed rounds first (default 1 on CPU, 3 on CUDA; CPU train warms up "
-                        "once at batch 2 instead)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per measurement, at least (default: explain 3 on CPU, 20 on "
+        "CUDA; train 2 on CPU, 10 on CUDA)",
+    )
+    parser.add_argument(
+        "--round-budget",
+        type=float,
+        default=None,
+        help="explain: add rounds while they fit in about this many seconds (default 20 "
+        "on CPU, 5 on CUDA, 8 with --quick; 0: exactly --repeats)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed rounds first (default 1 on CPU, 3 on CUDA; CPU train warms up once at batch 2 instead)",
+    )
     parser.add_argument("--quick", action="store_true", help="train batch 8, fewer rounds")
     parser.add_argument("--precisions", default="fp32,bf16", help="explain precisions: fp32, bf16")
-    parser.add_argument("--train-precisions", default=None,
-                        help="train precisions (default fp32 on CPU: CPU bf16 autocast is very slow, "
-                        "see README; fp32,bf16 on CUDA)")
-    parser.add_argument("--bf16-method", choices=("auto", "autocast", "cast"), default="auto",
-                        help="bf16 for explain and encode_image alike: torch.autocast, or weights "
-                        ".to(bfloat16); auto: cast on CPU (faster there), autocast on CUDA")
+    parser.add_argument(
+        "--train-precisions",
+        default=None,
+        help="train precisions (default fp32 on CPU: CPU bf16 autocast is very slow, see README; fp32,bf16 on CUDA)",
+    )
+    parser.add_argument(
+        "--bf16-method",
+        choices=("auto", "autocast", "cast"),
+        default="auto",
+        help="bf16 for explain and encode_image alike: torch.autocast, or weights "
+        ".to(bfloat16); auto: cast on CPU (faster there), autocast on CUDA",
+    )
     parser.add_argument("--only", choices=("explain", "train"), default=None, help="run one benchmark")
     parser.add_argument("--explain-batches", default="1,32", help="comma list of explain batch sizes")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="train batch (default 32 CPU, 8 with --quick, 64 CUDA; 64 for --epoch)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="train batch (default 32 CPU, 8 with --quick, 64 CUDA; 64 for --epoch)"
+    )
     parser.add_argument("--crops", type=int, default=8, help="K, crops per image")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                        help="wall (default) or cpu: process CPU time, steadier on a shared machine "
-                        "(use with --threads 1; CPU only)")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall (default) or cpu: process CPU time, steadier on a shared machine (use with --threads 1; CPU only)",
+    )
     parser.add_argument("--epoch", action="store_true", help="time one epoch of --steps steps instead")
     parser.add_argument("--steps", type=int, default=64, help="steps in the --epoch timing")
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="--epoch precision")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the results here (merged into the file if it exists)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the results here (merged into the file if it exists)"
+    )
     return parser.parse_args(argv)
 
 
@@ -505,13 +563,19 @@ def main(argv: list[str] | None = None) -> None:
     global clock
     clock = CLOCKS[args.clock]
     env = environment(device) | {"clock": args.clock}
-    print(f"torch {env['torch']} | device {device}{' (' + env['gpu'] + ')' if cuda else ''} | "
-          f"threads {env['threads']} | model {args.model} (random weights)", flush=True)
+    print(
+        f"torch {env['torch']} | device {device}{' (' + env['gpu'] + ')' if cuda else ''} | "
+        f"threads {env['threads']} | model {args.model} (random weights)",
+        flush=True,
+    )
     busy = env.get("load_average", 0.0) > (os.cpu_count() or 1) - 0.5
     if device.type == "cpu" and busy and env["threads"] > 1 and args.clock == "wall":
-        print(f"note: load average {env['load_average']:.1f} on {os.cpu_count()} CPUs; with {env['threads']} "
-              "threads every parallel op waits for descheduled threads, so wall times are very noisy: "
-              "try --threads 1 --clock cpu", flush=True)
+        print(
+            f"note: load average {env['load_average']:.1f} on {os.cpu_count()} CPUs; with {env['threads']} "
+            "threads every parallel op waits for descheduled threads, so wall times are very noisy: "
+            "try --threads 1 --clock cpu",
+            flush=True,
+        )
     setup = build(args.model, device)
     started = time.perf_counter()
 
@@ -549,22 +613,37 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "train"):
         for precision in train_precisions:
             amp: AmpMode = "none" if precision == "fp32" else "bf16"
-            rows.append(bench_train(setup, amp, train_batch, args.crops, warmup, train_repeats,
-                                    small_warmup=not cuda and args.warmup is None))
+            rows.append(
+                bench_train(
+                    setup,
+                    amp,
+                    train_batch,
+                    args.crops,
+                    warmup,
+                    train_repeats,
+                    small_warmup=not cuda and args.warmup is None,
+                )
+            )
             progress(f"train {precision} batch {train_batch}")
 
     print()
-    print(f"torch {env['torch']}, device {device}, {env['threads']} threads, {args.clock} clock; "
-          f"bf16 explain via {method}, "
-          "bf16 training via autocast (as engine.fit); times are medians, ratio = median of per-round ratios")
+    print(
+        f"torch {env['torch']}, device {device}, {env['threads']} threads, {args.clock} clock; "
+        f"bf16 explain via {method}, "
+        "bf16 training via autocast (as engine.fit); times are medians, ratio = median of per-round ratios"
+    )
     print()
     print(table(rows, cuda))
     if cuda:
-        print(f"\npeak CUDA memory over the run: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB")
+        print(f"\npeak CUDA memory over the run: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.json:
-        payload = {"environment": env, "bf16_method_explain": method,
-                   "rows": [row.to_dict() for row in rows], "table": table(rows, cuda)}
+        payload = {
+            "environment": env,
+            "bf16_method_explain": method,
+            "rows": [row.to_dict() for row in rows],
+            "table": table(rows, cuda),
+        }
         write_json(args.json, "speed", payload)
 
 

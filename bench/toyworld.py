@@ -76,8 +76,11 @@ POINTING_PEERS = ("soap", "ncut", "cls_similarity", "cls_attention", "rollout", 
 
 
 def _assets() -> tuple[list[str], list[str], dict[str, list[str]]]:
-    return (json.loads((ASSETS / "classes.json").read_text()), json.loads((ASSETS / "templates.json").read_text()),
-            json.loads((ASSETS / "descriptions.json").read_text()))
+    return (
+        json.loads((ASSETS / "classes.json").read_text()),
+        json.loads((ASSETS / "templates.json").read_text()),
+        json.loads((ASSETS / "descriptions.json").read_text()),
+    )
 
 
 def _test_set(data_root: str) -> SeededDataset:
@@ -100,8 +103,9 @@ def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
     clip = open_clip.create_model(f"local-dir:{args.base}")
     train_images, train_labels = load_split_arrays(args.data_root, "train")
     test_images, test_labels = load_split_arrays(args.data_root, "test")
-    probe = linear_probe_accuracy(encode_images(clip, train_images), train_labels,
-                                  encode_images(clip, test_images), test_labels)
+    probe = linear_probe_accuracy(
+        encode_images(clip, train_images), train_labels, encode_images(clip, test_images), test_labels
+    )
     return {
         "zero_shot_names": evaluate(names, test).accuracy("cls"),
         "zero_shot_descriptions": start.accuracy("cls"),
@@ -117,8 +121,20 @@ def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
 def _baseline_accuracy(args: argparse.Namespace) -> float | None:
     if args.run_baseline:
         out = Path(args.work_dir) / "baseline"
-        command = [sys.executable, str(ROOT / "train.py"), "--dataset", "toybirds", "--train_config", "toybirds",
-                   "--baseline", "--output_dir", str(out), "--data_root", args.data_root, "--no_progress"]
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "toybirds",
+            "--train_config",
+            "toybirds",
+            "--baseline",
+            "--output_dir",
+            str(out),
+            "--data_root",
+            args.data_root,
+            "--no_progress",
+        ]
         subprocess.run(command, check=True, cwd=ROOT)
         return json.loads((out / "metrics.json").read_text())["acc_cls"]
     if RECORD.is_file():
@@ -129,8 +145,14 @@ def _baseline_accuracy(args: argparse.Namespace) -> float | None:
 # ------------------------------------------------------------------ maps
 
 
-def peer_maps(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
-              batch: int = 100, timing: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def peer_maps(
+    model: MicroCLIP,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    batch: int = 100,
+    timing: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Every explainer's (N, h*w) maps on the test images, and its cost in ms per image (batch of one)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     y = torch.as_tensor(labels, dtype=torch.long)
@@ -143,15 +165,17 @@ def peer_maps(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, names: t
             continue
         if explainer.prepare is not None:
             explainer.prepare(model)
-        chunks = [explainer(model, x[i:i + batch], y[i:i + batch]).flatten(1).float().cpu().numpy()
-                  for i in range(0, len(x), batch)]
+        chunks = [
+            explainer(model, x[i : i + batch], y[i : i + batch]).flatten(1).float().cpu().numpy()
+            for i in range(0, len(x), batch)
+        ]
         maps[name] = np.concatenate(chunks)
         if not timing:
             continue
         timings = []
         for i in range(11):  # one image at a time, as the app runs them; the first call warms up
             start = time.perf_counter()
-            explainer(model, x[i:i + 1], y[i:i + 1])
+            explainer(model, x[i : i + 1], y[i : i + 1])
             timings.append(1000.0 * (time.perf_counter() - start))
         cost[name] = float(np.median(timings[1:]))
     return maps, cost
@@ -180,9 +204,13 @@ def pointing_rows(args: argparse.Namespace) -> dict:
     pointing["soap_keys_ncut"] = percent(pointing_hits(keys_maps["soap"], on_part))
     inside["soap_keys_ncut"] = percent(mass_inside(keys_maps["soap"], coverage))
     cost["soap_keys_ncut"] = keys_cost["soap"]
-    return {"pointing": pointing, "mass_inside": inside, "cost_ms": cost,
-            "patch_chance": percent(on_part.mean(axis=1)),
-            "within_bird_chance": percent(expected_hit(on_bird, on_part))}
+    return {
+        "pointing": pointing,
+        "mass_inside": inside,
+        "cost_ms": cost,
+        "patch_chance": percent(on_part.mean(axis=1)),
+        "within_bird_chance": percent(expected_hit(on_bird, on_part)),
+    }
 
 
 def names_by_frequency(args: argparse.Namespace) -> dict:
@@ -195,13 +223,18 @@ def names_by_frequency(args: argparse.Namespace) -> dict:
     clip = open_clip.create_model(f"local-dir:{args.base}").eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{args.base}")
     images, labels = load_split_arrays(args.data_root, "test")
-    predicted = (encode_images(clip, images) @ class_weights_from_names(clip, tokenizer, classes, templates).T)
+    predicted = encode_images(clip, images) @ class_weights_from_names(clip, tokenizer, classes, templates).T
     predicted = predicted.argmax(dim=1).numpy()
     per_species = {name: percent(predicted[labels == i] == i) for i, name in enumerate(classes)}
     frequency = {name: 100.0 * name_rate(name) for name in classes}
     rho = spearmanr([frequency[c] for c in classes], [per_species[c] for c in classes]).statistic
-    return {"spearman": float(rho), "per_species": {c: {"name_frequency": frequency[c], "accuracy": per_species[c]}
-                                                    for c in sorted(classes, key=frequency.get, reverse=True)}}
+    return {
+        "spearman": float(rho),
+        "per_species": {
+            c: {"name_frequency": frequency[c], "accuracy": per_species[c]}
+            for c in sorted(classes, key=frequency.get, reverse=True)
+        },
+    }
 
 
 def ncut_rows(args: argparse.Namespace) -> dict:
@@ -215,15 +248,24 @@ def ncut_rows(args: argparse.Namespace) -> dict:
     out = {}
     for name, model in towers.items():
         with torch.no_grad():
-            foreground = np.concatenate([model(x[i:i + 200]).mask.cpu().numpy() for i in range(0, len(x), 200)])
+            foreground = np.concatenate([model(x[i : i + 200]).mask.cpu().numpy() for i in range(0, len(x), 200)])
         scores = cut_on_object(foreground, patch_coverage(masks.bird_mask, model.backbone.grid))
-        out[name] = {"pixel_precision": percent(scores["pixel_precision"]), "iou": percent(scores["iou"]),
-                     "foreground_patches": float(foreground.sum(axis=1).mean())}
+        out[name] = {
+            "pixel_precision": percent(scores["pixel_precision"]),
+            "iou": percent(scores["iou"]),
+            "foreground_patches": float(foreground.sum(axis=1).mean()),
+        }
     perfect = patch_coverage(masks.bird_mask, towers["base"].backbone.grid) >= 0.25
-    out["perfect_mask_pixel_precision"] = percent(cut_on_object(perfect, patch_coverage(
-        masks.bird_mask, towers["base"].backbone.grid))["pixel_precision"])
-    return {"ncut_on_bird": {**out["adapted"], "base": out["base"],
-                             "perfect_mask_pixel_precision": out["perfect_mask_pixel_precision"]}}
+    out["perfect_mask_pixel_precision"] = percent(
+        cut_on_object(perfect, patch_coverage(masks.bird_mask, towers["base"].backbone.grid))["pixel_precision"]
+    )
+    return {
+        "ncut_on_bird": {
+            **out["adapted"],
+            "base": out["base"],
+            "perfect_mask_pixel_precision": out["perfect_mask_pixel_precision"],
+        }
+    }
 
 
 def _subset(labels: np.ndarray, per_class: int) -> np.ndarray:
@@ -240,8 +282,10 @@ def deletion_rows(args: argparse.Namespace) -> dict:
     maps["random"] = np.random.default_rng(0).random(maps["soap"].shape)
     x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
     scores = deletion_scores(model, x, maps)
-    return {"deletion": {name: {branch: 100.0 * v for branch, v in row.items()} for name, row in scores.items()},
-            "deletion_images": int(len(rows))}
+    return {
+        "deletion": {name: {branch: 100.0 * v for branch, v in row.items()} for name, row in scores.items()},
+        "deletion_images": int(len(rows)),
+    }
 
 
 def part_removal_rows(args: argparse.Namespace) -> dict:
@@ -260,29 +304,37 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
                 originals.append(sample.image)
                 erased.append(rerender(sample, (part,)).image)
                 truth.append(label)
+
     def probabilities(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
             logits = model(x).logits
         y = torch.as_tensor(truth)
-        return {branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy()
-                for branch in ("fused", "cls", "fg")}
+        return {
+            branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy()
+            for branch in ("fused", "cls", "fg")
+        }
+
     before, after = probabilities(originals), probabilities(erased)
-    return {"part_removal": {branch: 100.0 * float((before[branch] - after[branch]).mean()) for branch in before},
-            "part_removal_pairs": len(truth)}
+    return {
+        "part_removal": {branch: 100.0 * float((before[branch] - after[branch]).mean()) for branch in before},
+        "part_removal_pairs": len(truth),
+    }
 
 
 def probe_rows(args: argparse.Namespace) -> dict[str, float]:
     classes, templates, descriptions = _assets()
-    base, _, text = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions,
-                                    keep_text=True)
+    base, _, text = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions, keep_text=True)
     masks = load_split_masks(args.data_root, "test")
     images, _ = load_split_arrays(args.data_root, "test")
     on_base = part_probe(base.backbone, text, images, masks)
     on_adapted = part_probe(load_model(args.adapted).backbone, text, images, masks)
-    return {"part_probe": on_base.accuracy, "part_probe_adapted": on_adapted.accuracy,
-            "part_probe_chance": percent(on_base.patch_chance),
-            "part_probe_within_bird_chance": percent(on_base.bird_chance)}
+    return {
+        "part_probe": on_base.accuracy,
+        "part_probe_adapted": on_adapted.accuracy,
+        "part_probe_chance": percent(on_base.patch_chance),
+        "part_probe_within_bird_chance": percent(on_base.bird_chance),
+    }
 
 
 # ------------------------------------------------------------------ the shipped model's record
@@ -299,9 +351,13 @@ def record_accuracies(data_root: str) -> dict[str, float]:
     adapted = evaluate(load_model(ADAPTED), test)
     images, _ = load_split_arrays(data_root, "test")
     probe = part_probe(start.backbone, text, images, load_split_masks(data_root, "test"))
-    return {"zero_shot_cls": evaluate(start, test).accuracy("cls"), "adapted_fused": adapted.accuracy("fused"),
-            "adapted_cls": adapted.accuracy("cls"), "adapted_fg": adapted.accuracy("fg"),
-            "part_probe": probe.accuracy}
+    return {
+        "zero_shot_cls": evaluate(start, test).accuracy("cls"),
+        "adapted_fused": adapted.accuracy("fused"),
+        "adapted_cls": adapted.accuracy("cls"),
+        "adapted_fg": adapted.accuracy("fg"),
+        "part_probe": probe.accuracy,
+    }
 
 
 def training_record(run_dir: Path) -> dict:
@@ -309,8 +365,13 @@ def training_record(run_dir: Path) -> dict:
     _, meta = read_adapted(run_dir / "checkpoint.safetensors")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    return {"command": "python " + meta.training["command"], "seed": meta.training["seed"], "cpu": cpu_name(),
-            "metrics": metrics, "log": log}
+    return {
+        "command": "python " + meta.training["command"],
+        "seed": meta.training["seed"],
+        "cpu": cpu_name(),
+        "metrics": metrics,
+        "log": log,
+    }
 
 
 # ------------------------------------------------------------------ figure
@@ -340,12 +401,21 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
     for r, index in enumerate(rows):
         picture = cv2.resize(images[index], (size, size), interpolation=cv2.INTER_NEAREST)
         tiles = [picture] + [peer_panel(picture, maps[n][r], outline=masks.part_mask[index]) for n in names]
-        lines.append(np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
-                                     for t in tiles], axis=1))
+        lines.append(
+            np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255) for t in tiles], axis=1)
+        )
     header = np.full((header_height, lines[0].shape[1], 3), 255, np.uint8)
     for c, title in enumerate(["image"] + names):
-        cv2.putText(header, title, (c * (size + 2 * pad) + pad + 2, header_height - 7), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            header,
+            title,
+            (c * (size + 2 * pad) + pad + 2, header_height - 7),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     bar = colorbar(width=min(lines[0].shape[1], 448))
     bar = np.pad(bar, ((4, 0), (0, lines[0].shape[1] - bar.shape[1]), (0, 0)), constant_values=255)
     return np.concatenate([header, *lines, bar], axis=0)
@@ -363,31 +433,40 @@ def print_report(report: dict) -> None:
         _print_pointing(report)
     if "names_by_frequency" in report:
         names = report["names_by_frequency"]
-        print("\nzero-shot by names per species, commonest name first "
-              f"(Spearman with frequency {names['spearman']:.2f}):")
+        print(
+            f"\nzero-shot by names per species, commonest name first (Spearman with frequency {names['spearman']:.2f}):"
+        )
         print("| species | named in % of its captions | names top-1 % |\n|---|---|---|")
         for species, row in names["per_species"].items():
             print(f"| {species} | {row['name_frequency']:.2f} | {row['accuracy']:.1f} |")
     if "ncut_on_bird" in report:
         cut = report["ncut_on_bird"]
-        print(f"\nNCut foreground on the bird (adapted tower): pixel precision {cut['pixel_precision']:.1f}%, IoU with "
-              f"the bird's patches {cut['iou']:.1f}%, {cut['foreground_patches']:.1f} patches; base tower "
-              f"{cut['base']['pixel_precision']:.1f}% / {cut['base']['iou']:.1f}% (a perfect patch mask: "
-              f"{cut['perfect_mask_pixel_precision']:.1f}% precision)")
+        print(
+            f"\nNCut foreground on the bird (adapted tower): pixel precision {cut['pixel_precision']:.1f}%, IoU with "
+            f"the bird's patches {cut['iou']:.1f}%, {cut['foreground_patches']:.1f} patches; base tower "
+            f"{cut['base']['pixel_precision']:.1f}% / {cut['base']['iou']:.1f}% (a perfect patch mask: "
+            f"{cut['perfect_mask_pixel_precision']:.1f}% precision)"
+        )
     if "deletion" in report:
-        print(f"\nROAD deletion (most relevant first, grad-cam; mean drop of the predicted class's probability, "
-              f"points; higher = more faithful; {report['deletion_images']} images)")
+        print(
+            f"\nROAD deletion (most relevant first, grad-cam; mean drop of the predicted class's probability, "
+            f"points; higher = more faithful; {report['deletion_images']} images)"
+        )
         print("| map | fused | [CLS] | [FG] |\n|---|---|---|---|")
         for name, row in report["deletion"].items():
             print(f"| {name} | {row['fused']:.1f} | {row['cls']:.1f} | {row['fg']:.1f} |")
     if "part_removal" in report:
         drop = report["part_removal"]
-        print(f"\none part erased ({report['part_removal_pairs']} image-part pairs): true-class probability drops "
-              f"fused {drop['fused']:.1f}, [CLS] {drop['cls']:.1f}, [FG] {drop['fg']:.1f} points")
+        print(
+            f"\none part erased ({report['part_removal_pairs']} image-part pairs): true-class probability drops "
+            f"fused {drop['fused']:.1f}, [CLS] {drop['cls']:.1f}, [FG] {drop['fg']:.1f} points"
+        )
     if "part_probe" in report:
-        print(f"\npart probe (closest patch to the sentence is on the named part): base {report['part_probe']:.1f}%, "
-              f"adapted tower {report['part_probe_adapted']:.1f}% (chance {report['part_probe_chance']:.1f}%, "
-              f"within the bird {report['part_probe_within_bird_chance']:.1f}%)")
+        print(
+            f"\npart probe (closest patch to the sentence is on the named part): base {report['part_probe']:.1f}%, "
+            f"adapted tower {report['part_probe_adapted']:.1f}% (chance {report['part_probe_chance']:.1f}%, "
+            f"within the bird {report['part_probe_within_bird_chance']:.1f}%)"
+        )
 
 
 def _print_accuracy(accuracy: dict) -> None:
@@ -410,14 +489,18 @@ def _print_accuracy(accuracy: dict) -> None:
 
 def _print_pointing(report: dict) -> None:
     patch, bird = report["patch_chance"], report["within_bird_chance"]
-    print(f"\n| map (adapted tower) | pointing % | vs patch chance {patch:.1f} | vs within-bird chance {bird:.1f} "
-          "| mass on parts % | ms / image |")
+    print(
+        f"\n| map (adapted tower) | pointing % | vs patch chance {patch:.1f} | vs within-bird chance {bird:.1f} "
+        "| mass on parts % | ms / image |"
+    )
     print("|---|---|---|---|---|---|")
     for name, value in report["pointing"].items():
         inside = report["mass_inside"].get(name)
         cost = report["cost_ms"].get(name)
-        print(f"| {name} | {value:.1f} | {value - patch:+.1f} | {value - bird:+.1f} | "
-              f"{'' if inside is None else f'{inside:.1f}'} | {'' if cost is None else f'{cost:.1f}'} |")
+        print(
+            f"| {name} | {value:.1f} | {value - patch:+.1f} | {value - bird:+.1f} | "
+            f"{'' if inside is None else f'{inside:.1f}'} | {'' if cost is None else f'{cost:.1f}'} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,15 +511,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--base", default=str(BASE), help="the base CLIP (an open_clip local-dir folder)")
     parser.add_argument("--adapted", default=str(ADAPTED), help="an adapted checkpoint of that base")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy, pointing, probe, "
-                        "names, ncut, deletion, part_removal")
-    parser.add_argument("--faithfulness_per_class", type=int, default=10,
-                        help="deletion and part removal on the first N test images of each class")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: accuracy, pointing, probe, names, ncut, deletion, part_removal",
+    )
+    parser.add_argument(
+        "--faithfulness_per_class",
+        type=int,
+        default=10,
+        help="deletion and part removal on the first N test images of each class",
+    )
     parser.add_argument("--run_dir", default=None, help="with --record: the train.py output of the shipped model")
     parser.add_argument("--baseline_dir", default=None, help="with --record: the train.py --baseline output")
     parser.add_argument("--figure", default=None, help="write a PNG of SOAP and its peers on test images, and exit")
-    parser.add_argument("--record", action="store_true",
-                        help=f"store the test-split accuracies in {RECORD.name} (for the tests)")
+    parser.add_argument(
+        "--record", action="store_true", help=f"store the test-split accuracies in {RECORD.name} (for the tests)"
+    )
     args = parser.parse_args(argv)
     for split in ("train", "test"):
         ensure_split(args.data_root, split)
@@ -459,13 +550,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record["test_split"]))
         return 0
     skip = set(filter(None, args.skip.split(",")))
-    report = {"accuracy": {} if "accuracy" in skip else accuracy_rows(args),
-              **({} if "pointing" in skip else pointing_rows(args)),
-              **({} if "probe" in skip else probe_rows(args)),
-              **({} if "names" in skip else {"names_by_frequency": names_by_frequency(args)}),
-              **({} if "ncut" in skip else ncut_rows(args)),
-              **({} if "deletion" in skip else deletion_rows(args)),
-              **({} if "part_removal" in skip else part_removal_rows(args)), "cpu": cpu_name()}
+    report = {
+        "accuracy": {} if "accuracy" in skip else accuracy_rows(args),
+        **({} if "pointing" in skip else pointing_rows(args)),
+        **({} if "probe" in skip else probe_rows(args)),
+        **({} if "names" in skip else {"names_by_frequency": names_by_frequency(args)}),
+        **({} if "ncut" in skip else ncut_rows(args)),
+        **({} if "deletion" in skip else deletion_rows(args)),
+        **({} if "part_removal" in skip else part_removal_rows(args)),
+        "cpu": cpu_name(),
+    }
     print_report(report)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")

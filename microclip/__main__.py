@@ -13,18 +13,42 @@ from importlib import import_module
 
 # name: (one-line help, module, parser builder, runner)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "train": ("self-train (adapt) a CLIP on unlabelled images (same as train.py)", "microclip.cli",
-              "build_train_parser", "run_train"),
-    "evaluate": ("evaluate an adapted checkpoint (same as evaluate.py)", "microclip.cli", "build_evaluate_parser",
-                 "run_evaluate"),
-    "explain": ("one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle",
-                "microclip.explain_cli", "build_parser", "run"),
-    "describe": ("write class descriptions with an OpenAI-compatible chat endpoint", "microclip.describe",
-                 "build_parser", "run"),
-    "classes": ("print a benchmark's class strings (or --templates) as the reference uses them",
-                "microclip.classes_cli", "build_parser", "run"),
-    "check-data": ("check the data sets on disk: layout, images per split, class folders, descriptions",
-                   "microclip.check_cli", "build_parser", "run"),
+    "train": (
+        "self-train (adapt) a CLIP on unlabelled images (same as train.py)",
+        "microclip.cli",
+        "build_train_parser",
+        "run_train",
+    ),
+    "evaluate": (
+        "evaluate an adapted checkpoint (same as evaluate.py)",
+        "microclip.cli",
+        "build_evaluate_parser",
+        "run_evaluate",
+    ),
+    "explain": (
+        "one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle",
+        "microclip.explain_cli",
+        "build_parser",
+        "run",
+    ),
+    "describe": (
+        "write class descriptions with an OpenAI-compatible chat endpoint",
+        "microclip.describe",
+        "build_parser",
+        "run",
+    ),
+    "classes": (
+        "print a benchmark's class strings (or --templates) as the reference uses them",
+        "microclip.classes_cli",
+        "build_parser",
+        "run",
+    ),
+    "check-data": (
+        "check the data sets on disk: layout, images per split, class folders, descriptions",
+        "microclip.check_cli",
+        "build_parser",
+        "run",
+    ),
 }
 
 

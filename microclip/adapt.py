@@ -64,29 +64,64 @@ class Adaptation:
         """Fused, [CLS] and [FG] accuracy of the current model on the test data (None without it)."""
         if self.test_set is None:
             return None
-        return evaluate(self.model, self.test_set, batch_size=self.recipe.test_batch_size, device=self.device,
-                        amp=self.recipe.amp, num_workers=self.recipe.num_workers,
-                        ratio=eval_fusion_ratio(self.model, self.recipe.test_fusion))
+        return evaluate(
+            self.model,
+            self.test_set,
+            batch_size=self.recipe.test_batch_size,
+            device=self.device,
+            amp=self.recipe.amp,
+            num_workers=self.recipe.num_workers,
+            ratio=eval_fusion_ratio(self.model, self.recipe.test_fusion),
+        )
 
-    def fit(self, callbacks: Sequence[Callback] = (), stop: StopToken | None = None,
-            state_path: Path | None = None, resume: bool = False, start_epoch: int = 0,
-            restore: Callable | None = None) -> AdaptResult:
+    def fit(
+        self,
+        callbacks: Sequence[Callback] = (),
+        stop: StopToken | None = None,
+        state_path: Path | None = None,
+        resume: bool = False,
+        start_epoch: int = 0,
+        restore: Callable | None = None,
+    ) -> AdaptResult:
         started = time.perf_counter()
-        result: FitResult = fit(self.model, self.train_set, self.recipe, test_set=self.test_set,
-                                callbacks=callbacks, device=self.device, state_path=state_path, resume=resume,
-                                stop=stop, start_epoch=start_epoch, restore=restore)
-        return AdaptResult(history=result.history, stopped=result.stopped, global_step=result.global_step,
-                           seconds=time.perf_counter() - started)
+        result: FitResult = fit(
+            self.model,
+            self.train_set,
+            self.recipe,
+            test_set=self.test_set,
+            callbacks=callbacks,
+            device=self.device,
+            state_path=state_path,
+            resume=resume,
+            stop=stop,
+            start_epoch=start_epoch,
+            restore=restore,
+        )
+        return AdaptResult(
+            history=result.history,
+            stopped=result.stopped,
+            global_step=result.global_step,
+            seconds=time.perf_counter() - started,
+        )
 
-    def checkpoint_meta(self, result: AdaptResult, training: dict | None = None,
-                        metrics: dict | None = None) -> CheckpointMeta:
+    def checkpoint_meta(
+        self, result: AdaptResult, training: dict | None = None, metrics: dict | None = None
+    ) -> CheckpointMeta:
         """What a checkpoint records: base, classes, method, the recipe and where the run came from."""
         return CheckpointMeta(
-            base=self.model.base, classes=self.classes, method=self.model.config.to_dict(),
+            base=self.model.base,
+            classes=self.classes,
+            method=self.model.config.to_dict(),
             training={"config": self.recipe.to_dict(), **self.provenance, **(training or {})},
-            metrics={"steps": result.global_step, "stopped": result.stopped, "train_seconds": result.seconds,
-                     **(metrics or {})},
-            templates=list(self.templates), descriptions=self.descriptions or {})
+            metrics={
+                "steps": result.global_step,
+                "stopped": result.stopped,
+                "train_seconds": result.seconds,
+                **(metrics or {}),
+            },
+            templates=list(self.templates),
+            descriptions=self.descriptions or {},
+        )
 
 
 def prepare(
@@ -117,20 +152,46 @@ def prepare(
     method = method or MethodConfig()
     if recipe.mode in CLS_ONLY_MODES:
         method = replace(method, train_soap=False)  # the CLS-only baselines keep SOAP as it starts
-    model, head_weights, _ = MicroCLIP.build(base[0], base[1], classes, list(templates), descriptions, method,
-                                             use_handcrafted=use_handcrafted, device=device, seed=base_seed)
+    model, head_weights, _ = MicroCLIP.build(
+        base[0],
+        base[1],
+        classes,
+        list(templates),
+        descriptions,
+        method,
+        use_handcrafted=use_handcrafted,
+        device=device,
+        seed=base_seed,
+    )
     image_size = recipe.input_size or model.backbone.image_size
     train_set = SeededDataset(train_data, recipe.views(image_size), seed=recipe.seed)
-    test_set = SeededDataset(test_data, test_transform(image_size, crop=eval_crop), seed=recipe.seed) \
-        if test_data is not None else None
-    return Adaptation(model=model, head_weights=head_weights, recipe=recipe, train_set=train_set, test_set=test_set,
-                      templates=list(templates), descriptions=descriptions, device=device,
-                      provenance=dict(provenance or {}))
+    test_set = (
+        SeededDataset(test_data, test_transform(image_size, crop=eval_crop), seed=recipe.seed)
+        if test_data is not None
+        else None
+    )
+    return Adaptation(
+        model=model,
+        head_weights=head_weights,
+        recipe=recipe,
+        train_set=train_set,
+        test_set=test_set,
+        templates=list(templates),
+        descriptions=descriptions,
+        device=device,
+        provenance=dict(provenance or {}),
+    )
 
 
-def adapt(train_data: Dataset, recipe: Recipe, base: tuple[str, str | None], templates: Sequence[str],
-          descriptions: dict[str, list[str]] | None = None, callbacks: Sequence[Callback] = (),
-          **options) -> tuple[MicroCLIP, CheckpointMeta, AdaptResult]:
+def adapt(
+    train_data: Dataset,
+    recipe: Recipe,
+    base: tuple[str, str | None],
+    templates: Sequence[str],
+    descriptions: dict[str, list[str]] | None = None,
+    callbacks: Sequence[Callback] = (),
+    **options,
+) -> tuple[MicroCLIP, CheckpointMeta, AdaptResult]:
     """:func:`prepare` then :meth:`Adaptation.fit`: the adapted model, its checkpoint metadata, the history."""
     run = prepare(train_data, recipe, base, templates, descriptions, **options)
     result = run.fit(callbacks)

@@ -113,8 +113,9 @@ def register_model_configs() -> None:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
-def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
-                device: str | torch.device = "cpu") -> tuple[nn.Module, BaseModelSpec]:
+def create_clip(
+    clip_model: str, pretrained: str | None = None, seed: int = 0, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, BaseModelSpec]:
     """Build an open_clip model (both towers) and the spec that identifies it.
 
     ``pretrained`` is an open_clip tag, a path to a local weight file, or ``"none"`` for
@@ -127,8 +128,9 @@ def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
         if not (folder / "open_clip_config.json").is_file():
             raise BackboneError(f"{folder} is not an open_clip local-dir folder (no open_clip_config.json)")
         model = open_clip.create_model(f"local-dir:{folder}", device=device)
-        spec = BaseModelSpec(clip_model=f"local-dir:{portable_path(folder)}", pretrained="",
-                             weights_sha256=_folder_sha256(folder))
+        spec = BaseModelSpec(
+            clip_model=f"local-dir:{portable_path(folder)}", pretrained="", weights_sha256=_folder_sha256(folder)
+        )
     elif tag == "none":
         log.warning("=" * 72)
         log.warning("RANDOM WEIGHTS: %s built with seed %d and NO pretrained weights.", name, seed)
@@ -151,13 +153,15 @@ def create_clip(clip_model: str, pretrained: str | None = None, seed: int = 0,
 def _create_or_explain(name: str, pretrained: str | None, device: str | torch.device) -> nn.Module:
     if name not in open_clip.list_models():
         raise BackboneError(
-            f"unknown open_clip model '{name}'; see open_clip.list_models(), e.g. ViT-B-32-quickgelu, ViT-B-16")
+            f"unknown open_clip model '{name}'; see open_clip.list_models(), e.g. ViT-B-32-quickgelu, ViT-B-16"
+        )
     if pretrained and not os.path.isfile(pretrained):
         known = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in known:
             raise BackboneError(
                 f"'{pretrained}' is neither a pretrained tag of {name} ({', '.join(known) or 'none'}) "
-                "nor an existing weight file")
+                "nor an existing weight file"
+            )
     try:
         return open_clip.create_model(name, pretrained=pretrained, device=device)
     except RuntimeError as error:
@@ -165,7 +169,8 @@ def _create_or_explain(name: str, pretrained: str | None, device: str | torch.de
             raise BackboneError(
                 f"could not download weights for {name} / {pretrained} (offline?): pass a local file with "
                 f"--pretrained /path/to/{name}.safetensors, or use the bundled model "
-                f"--clip_model local-dir:{BUNDLED_TOY_MODEL}") from None
+                f"--clip_model local-dir:{BUNDLED_TOY_MODEL}"
+            ) from None
         raise
 
 
@@ -243,11 +248,7 @@ class Backbone(nn.Module):
         cls_token = visual.ln_post(cls_out)  # (B, D)
         patches = visual.ln_post(value_path[:, 1:])  # (B, N, D)
         return VisualTokens(
-            cls_token=cls_token,
-            cls_embed=self.project(cls_token),
-            patches=patches,
-            patch_keys=keys[:, 1:],
-            grid=grid,
+            cls_token=cls_token, cls_embed=self.project(cls_token), patches=patches, patch_keys=keys[:, 1:], grid=grid
         )
 
 
@@ -329,7 +330,7 @@ def attention_probabilities(attn: nn.MultiheadAttention, y: torch.Tensor, n_quer
     queries = y if n_queries is None else y[:, :n_queries]
     query = F.linear(queries, w_q, b_q).view(batch, queries.shape[1], heads, head_dim).transpose(1, 2)
     keys = F.linear(y, w_k, b_k).view(batch, length, heads, head_dim).transpose(1, 2)
-    return (query @ keys.transpose(-1, -2) / head_dim ** 0.5).softmax(-1)  # (B, H, Q, L)
+    return (query @ keys.transpose(-1, -2) / head_dim**0.5).softmax(-1)  # (B, H, Q, L)
 
 
 @torch.no_grad()

@@ -64,10 +64,20 @@ class BatchResult:
         return predictions_table(self.items)
 
 
-def run(model: MicroCLIP, source: str | Path, out: str | Path | None = None, /, *, work: str | Path,
-        cap: int | None = None, allow_local_paths: bool = True, picture: Picture | None = None,
-        draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        progress: Callable[[int, int], None] | None = None, **settings: Any) -> BatchResult:
+def run(
+    model: MicroCLIP,
+    source: str | Path,
+    out: str | Path | None = None,
+    /,
+    *,
+    work: str | Path,
+    cap: int | None = None,
+    allow_local_paths: bool = True,
+    picture: Picture | None = None,
+    draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **settings: Any,
+) -> BatchResult:
     """Explain every image of ``source`` (a zip or a folder) and write the bundle to ``out`` (a ``.zip``;
     default ``work/microclip-batch-<time>.zip``). The CLI (``explain DIR``) and the app's Batch tab both call it.
 
@@ -81,21 +91,22 @@ def run(model: MicroCLIP, source: str | Path, out: str | Path | None = None, /, 
         raise ValueError(f"{out}: the bundle is a zip; give a path ending in .zip")
     is_zip = source.is_file()
     try:
-        files, skipped, note = collect_images(str(source) if is_zip else None, None if is_zip else str(source),
-                                              work, allow_local_paths, cap or 10 ** 9)
+        files, skipped, note = collect_images(
+            str(source) if is_zip else None, None if is_zip else str(source), work, allow_local_paths, cap or 10**9
+        )
         items, unreadable = explain_files(model, files, progress, picture)
     finally:
         shutil.rmtree(work / "images", ignore_errors=True)  # the extracted copy is not needed any more
     skipped += unreadable
     overlays = [draw_overlay(item.picture, item.explanation.soap_weights) for item in items] if draw_overlay else None
-    recorded = batch_settings(model, source.name if is_zip else str(source), cap, len(items), len(skipped),
-                              **settings)
+    recorded = batch_settings(model, source.name if is_zip else str(source), cap, len(items), len(skipped), **settings)
     bundle = write_bundle(items, skipped, recorded, work, overlays, archive=Path(out) if out else None)
     return BatchResult(items, overlays, skipped, note, bundle)
 
 
-def collect_images(archive: str | None, folder: str | None, work: Path, allow_local_paths: bool,
-                   cap: int) -> tuple[list[tuple[str, Path]], list[tuple[str, str]], str]:
+def collect_images(
+    archive: str | None, folder: str | None, work: Path, allow_local_paths: bool, cap: int
+) -> tuple[list[tuple[str, Path]], list[tuple[str, str]], str]:
     """(name, path) of the images to explain (at most ``cap``), files skipped, and a note on the cap."""
     skipped: list[tuple[str, str]] = []
     if archive:
@@ -111,8 +122,11 @@ def collect_images(archive: str | None, folder: str | None, work: Path, allow_lo
         files = []
         for directory, subdirs, names in os.walk(root):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            files += [(Path(directory, n).relative_to(root).as_posix(), Path(directory, n))
-                      for n in sorted(names) if is_image_file(n)]
+            files += [
+                (Path(directory, n).relative_to(root).as_posix(), Path(directory, n))
+                for n in sorted(names)
+                if is_image_file(n)
+            ]
         if not files:
             raise ValueError(f"no image files in {root} or its sub-folders")
     else:
@@ -122,9 +136,12 @@ def collect_images(archive: str | None, folder: str | None, work: Path, allow_lo
     return files[:cap], skipped, note
 
 
-def explain_files(model: MicroCLIP, files: list[tuple[str, Path]],
-                  progress: Callable[[int, int], None] | None = None,
-                  picture: Picture | None = None) -> tuple[list[BatchItem], list[tuple[str, str]]]:
+def explain_files(
+    model: MicroCLIP,
+    files: list[tuple[str, Path]],
+    progress: Callable[[int, int], None] | None = None,
+    picture: Picture | None = None,
+) -> tuple[list[BatchItem], list[tuple[str, str]]]:
     """Explain each readable image (CHUNK at a time); unreadable ones are returned as skipped.
 
     ``picture`` draws the crop kept with each item (e.g. larger, for overlays); by default it is
@@ -137,7 +154,7 @@ def explain_files(model: MicroCLIP, files: list[tuple[str, Path]],
         if progress:
             progress(start, len(files))
         names, pictures, tensors = [], [], []
-        for name, path in files[start:start + CHUNK]:
+        for name, path in files[start : start + CHUNK]:
             try:
                 image = load_image(path)
             except ImageError as error:
@@ -145,8 +162,11 @@ def explain_files(model: MicroCLIP, files: list[tuple[str, Path]],
                 continue
             tensor = transform(image)
             names.append(name)
-            pictures.append(picture(image) if picture is not None else
-                            (tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+            pictures.append(
+                picture(image)
+                if picture is not None
+                else (tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            )
             tensors.append(tensor)
         if tensors:
             with torch.inference_mode():
@@ -190,8 +210,14 @@ def _file_stem(index: int, name: str) -> str:
     return f"{index:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(name).with_suffix('').as_posix())[:80]}"
 
 
-def write_bundle(items: list[BatchItem], skipped: list[tuple[str, str]], settings: dict, folder: Path,
-                 overlays: list[np.ndarray] | None = None, archive: Path | None = None) -> Path:
+def write_bundle(
+    items: list[BatchItem],
+    skipped: list[tuple[str, str]],
+    settings: dict,
+    folder: Path,
+    overlays: list[np.ndarray] | None = None,
+    archive: Path | None = None,
+) -> Path:
     """Write the bundle's files into ``folder/bundle`` and zip them into ``archive`` (atomically).
 
     ``archive`` defaults to ``folder/microclip-batch-<time>.zip``.
@@ -202,11 +228,17 @@ def write_bundle(items: list[BatchItem], skipped: list[tuple[str, str]], setting
         Image.fromarray(overlay).save(bundle / "overlays" / f"{_file_stem(index, item.name)}.png")
     predictions_table(items).to_csv(bundle / "predictions.csv", index=False)
     first = items[0].explanation if items else None
-    (bundle / "explanations.json").write_text(json.dumps({
-        "classes": first.classes if first else [], "ratio": first.ratio if first else None,
-        "grid": list(first.grid) if first else None, "image_size": first.image_size if first else None,
-        "images": [explanation_record(item) for item in items],
-    }))
+    (bundle / "explanations.json").write_text(
+        json.dumps(
+            {
+                "classes": first.classes if first else [],
+                "ratio": first.ratio if first else None,
+                "grid": list(first.grid) if first else None,
+                "image_size": first.image_size if first else None,
+                "images": [explanation_record(item) for item in items],
+            }
+        )
+    )
     pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(bundle / "skipped.csv", index=False)
     (bundle / "settings.json").write_text(json.dumps(settings, indent=2, default=str))
     archive = archive or folder / f"microclip-batch-{time.strftime('%Y%m%d-%H%M%S')}.zip"
@@ -224,10 +256,19 @@ def write_bundle(items: list[BatchItem], skipped: list[tuple[str, str]], setting
     return archive
 
 
-def batch_settings(model: MicroCLIP, source: str, cap: int | None, n_explained: int, n_skipped: int, /,
-                   **extra: Any) -> dict:
+def batch_settings(
+    model: MicroCLIP, source: str, cap: int | None, n_explained: int, n_skipped: int, /, **extra: Any
+) -> dict:
     """What ``settings.json`` records: the model, where the images came from, what was done."""
-    return {"base": model.base.to_dict() if model.base else None, "method": model.config.to_dict(),
-            "classes": list(model.classes), "input": source, "image_cap": cap, "n_explained": n_explained,
-            "n_skipped": n_skipped, "transform": "resize short side + centre crop (test transform)",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    return {
+        "base": model.base.to_dict() if model.base else None,
+        "method": model.config.to_dict(),
+        "classes": list(model.classes),
+        "input": source,
+        "image_cap": cap,
+        "n_explained": n_explained,
+        "n_skipped": n_skipped,
+        "transform": "resize short side + centre crop (test transform)",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

@@ -17,14 +17,19 @@ DEFAULT_DESCRIPTIONS = "./all_prompts/train_prompts"  # the reference's --text_d
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = new_parser(
-        parser, prog="python -m microclip check-data",
+        parser,
+        prog="python -m microclip check-data",
         description="For each benchmark: the layout found, images per split against the reference's counts, "
-                    "missing or extra class folders, the description file and the classes it lacks, the split "
-                    "file. Exit code 1 when a run would fail; each failure is explained in one line.")
+        "missing or extra class folders, the description file and the classes it lacks, the split "
+        "file. Exit code 1 when a run would fail; each failure is explained in one line.",
+    )
     parser.add_argument("name", help=f"one of {', '.join(reference_benchmarks())}, or all")
     parser.add_argument("--data_root", "--data-root", default="./data")
-    parser.add_argument("--text_descriptions_path", default=None,
-                        help=f"descriptions JSON file or folder (default: {DEFAULT_DESCRIPTIONS} where it exists)")
+    parser.add_argument(
+        "--text_descriptions_path",
+        default=None,
+        help=f"descriptions JSON file or folder (default: {DEFAULT_DESCRIPTIONS} where it exists)",
+    )
     parser.add_argument("--no_descriptions", action="store_true", help="skip the description check")
     parser.add_argument("--quick", action="store_true", help="do not walk the images (layout and folders only)")
     return parser
@@ -48,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     names = reference_benchmarks() if args.name == "all" else [args.name]
     unknown = [n for n in names if n not in reference_benchmarks()]
     if unknown:
-        print(f"error: {unknown[0]!r} is not a benchmark; one of {', '.join(reference_benchmarks())}, or all",
-              file=sys.stderr)
+        print(
+            f"error: {unknown[0]!r} is not a benchmark; one of {', '.join(reference_benchmarks())}, or all",
+            file=sys.stderr,
+        )
         return 2
     descriptions = _descriptions(args)
     reports = [check_benchmark(name, args.data_root, descriptions, quick=args.quick) for name in names]

@@ -42,11 +42,19 @@ class CheckpointMeta:
     descriptions: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": FORMAT, "version": FORMAT_VERSION, "base": self.base.to_dict(), "classes": self.classes,
-            "method": self.method, "training": self.training, "metrics": self.metrics,
-            "templates": self.templates, "descriptions": self.descriptions,
-        })
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "base": self.base.to_dict(),
+                "classes": self.classes,
+                "method": self.method,
+                "training": self.training,
+                "metrics": self.metrics,
+                "templates": self.templates,
+                "descriptions": self.descriptions,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str) -> CheckpointMeta:
@@ -58,10 +66,15 @@ class CheckpointMeta:
             raise CheckpointError(f"{source}: not a microCLIP checkpoint (format {data.get('format')!r})")
         if data.get("version", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{source}: written by a newer microCLIP (format version {data['version']})")
-        return cls(base=BaseModelSpec.from_dict(data["base"]), classes=list(data["classes"]),
-                   method=data.get("method", {}), training=data.get("training", {}),
-                   metrics=data.get("metrics", {}), templates=data.get("templates", []),
-                   descriptions=data.get("descriptions", {}))
+        return cls(
+            base=BaseModelSpec.from_dict(data["base"]),
+            classes=list(data["classes"]),
+            method=data.get("method", {}),
+            training=data.get("training", {}),
+            metrics=data.get("metrics", {}),
+            templates=data.get("templates", []),
+            descriptions=data.get("descriptions", {}),
+        )
 
 
 def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -83,9 +96,11 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         with open(path, "rb") as handle:
             head = handle.read(2)
         if head[:1] == b"\x80" or head == b"PK":
-            raise CheckpointError(f"{path}: this is a pickle / torch .pth file, not safetensors; refused, because "
-                                  "unpickling can run code (a reference checkpoint-last.pth is read by "
-                                  "evaluate.py --ckpt-path)") from None
+            raise CheckpointError(
+                f"{path}: this is a pickle / torch .pth file, not safetensors; refused, because "
+                "unpickling can run code (a reference checkpoint-last.pth is read by "
+                "evaluate.py --ckpt-path)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     return tensors, metadata
 
@@ -99,8 +114,10 @@ def save_adapted(path: str | Path, state: dict[str, torch.Tensor], meta: Checkpo
 def read_adapted(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     tensors, metadata = read_tensors(path)
     if _METADATA_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file without microCLIP metadata (is it a base model's "
-                              "weights? pass it with --pretrained instead)")
+        raise CheckpointError(
+            f"{path}: a safetensors file without microCLIP metadata (is it a base model's "
+            "weights? pass it with --pretrained instead)"
+        )
     return tensors, CheckpointMeta.from_json(metadata[_METADATA_KEY], str(path))
 
 
@@ -109,24 +126,29 @@ def check_compatible(meta: CheckpointMeta, base: BaseModelSpec, classes: Sequenc
     if meta.base.clip_model != base.clip_model:
         raise CheckpointError(f"{source} was adapted from {meta.base.describe()}, not {base.describe()}")
     if meta.base.weights_sha256 and base.weights_sha256 and meta.base.weights_sha256 != base.weights_sha256:
-        raise CheckpointError(f"{source} was adapted from weights with sha256 {meta.base.weights_sha256[:12]}..., "
-                              f"but {base.describe()} has {base.weights_sha256[:12]}...")
+        raise CheckpointError(
+            f"{source} was adapted from weights with sha256 {meta.base.weights_sha256[:12]}..., "
+            f"but {base.describe()} has {base.weights_sha256[:12]}..."
+        )
     if not meta.base.weights_sha256 and meta.base.pretrained != base.pretrained:
         raise CheckpointError(f"{source} was adapted from {meta.base.describe()}, not {base.describe()}")
     if classes is not None and list(classes) != list(meta.classes):
         extra = [c for c in classes if c not in meta.classes][:3]
-        raise CheckpointError(f"{source} has {len(meta.classes)} classes that differ from the data set's "
-                              f"{len(classes)} (e.g. {extra or 'a different order'})")
+        raise CheckpointError(
+            f"{source} has {len(meta.classes)} classes that differ from the data set's "
+            f"{len(classes)} (e.g. {extra or 'a different order'})"
+        )
 
 
 # ------------------------------------------------------------------ reference .pth import
+
 
 def _reference_key_map(key: str) -> str | None:
     """Reference state-dict name → our adapted-state name (None: not adapted, or unused)."""
     if key.startswith("zs_encoder."):
         return None
     if key.startswith("clip_model.visual."):
-        return "backbone.visual." + key[len("clip_model.visual."):]
+        return "backbone.visual." + key[len("clip_model.visual.") :]
     renames = {
         "classifier": "heads.w_star",
         "query_proj.linear.weight": "soap.query_proj.weight",
@@ -179,6 +201,7 @@ def _reference_state(checkpoint: dict, path: Path) -> tuple[dict[str, torch.Tens
 
 # ------------------------------------------------------------------ model loading
 
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseModelSpec | None = None):
     """Rebuild a ``MicroCLIP`` from an adapted checkpoint: base model from the metadata, then its tensors.
 
@@ -191,8 +214,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
     tensors, meta = read_adapted(path)
     if base is not None:
         check_compatible(meta, base, None, str(path))
-    clip, spec = create_clip(meta.base.clip_model, meta.base.pretrained or None, seed=meta.base.seed or 0,
-                             device=device)
+    clip, spec = create_clip(
+        meta.base.clip_model, meta.base.pretrained or None, seed=meta.base.seed or 0, device=device
+    )
     check_compatible(meta, spec, None, str(path))
     heads = Heads(meta.classes, tensors["heads.w_llm"], tensors["heads.w_star"])
     model = MicroCLIP(Backbone(clip.visual), heads, MethodConfig.from_dict(meta.method), spec)
@@ -201,8 +225,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
     return model.to(device).eval()
 
 
-def load_reference_model(path: str | Path, clip_model: str = "ViT-B/32", classes: Sequence[str] | None = None,
-                         device: str | torch.device = "cpu"):
+def load_reference_model(
+    path: str | Path,
+    clip_model: str = "ViT-B/32",
+    classes: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+):
     """Build a ``MicroCLIP`` from a reference ``checkpoint-last.pth``.
 
     The reference saves the whole visual tower, so no base weights are downloaded: the
@@ -221,18 +249,18 @@ def load_reference_model(path: str | Path, clip_model: str = "ViT-B/32", classes
     if clip_model not in REFERENCE_MODEL_NAMES and name not in open_clip.list_models():
         raise CheckpointError(f"{path}: unknown backbone {clip_model!r}; pass --clip_model")
     clip = open_clip.create_model(name, pretrained=None, device="cpu")
-    visual_state = {k[len("backbone.visual."):]: v for k, v in state.items() if k.startswith("backbone.visual.")}
+    visual_state = {k[len("backbone.visual.") :]: v for k, v in state.items() if k.startswith("backbone.visual.")}
     missing, unexpected = clip.visual.load_state_dict(visual_state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: visual tower does not fit {name}: missing {missing[:4]}, "
-                              f"unexpected {unexpected[:4]}")
+        raise CheckpointError(
+            f"{path}: visual tower does not fit {name}: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     w_star = state["heads.w_star"]
     if classes is not None and len(classes) != w_star.shape[0]:
         raise CheckpointError(f"{path}: W* has {w_star.shape[0]} classes, the data set {len(classes)}")
     names = list(classes) if classes is not None else [f"class {i}" for i in range(w_star.shape[0])]
     heads = Heads(names, torch.nn.functional.normalize(w_star, dim=-1), w_star)
-    config = MethodConfig(fusion_ratio=float(args.get("fusion_ratio", 0.5)),
-                          learnable_null="soap.null_token" in state)
+    config = MethodConfig(fusion_ratio=float(args.get("fusion_ratio", 0.5)), learnable_null="soap.null_token" in state)
     model = MicroCLIP(Backbone(clip.visual), heads, config, BaseModelSpec(clip_model=name, pretrained=tag))
     own = model.adapted_state()
     model.load_adapted_state({k: state.get(k, own[k]) for k in own})
@@ -240,6 +268,7 @@ def load_reference_model(path: str | Path, clip_model: str = "ViT-B/32", classes
 
 
 # ------------------------------------------------------------------ continuing a reference run
+
 
 def _reference_trainable(key: str, wca_baseline: bool) -> bool:
     """The reference's train.py rule for which parameters train (its optimiser holds them in this order)."""
@@ -273,9 +302,11 @@ class ReferenceResume:
         own = model.adapted_state()
         shapes = [k for k in own if k in self.state and self.state[k].shape != own[k].shape]
         if shapes:
-            raise CheckpointError(f"{self.path}: tensors do not fit this model ({', '.join(shapes[:3])}: "
-                                  f"{tuple(self.state[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}); same "
-                                  "data set and --clip_model as the reference run?")
+            raise CheckpointError(
+                f"{self.path}: tensors do not fit this model ({', '.join(shapes[:3])}: "
+                f"{tuple(self.state[shapes[0]].shape)} vs {tuple(own[shapes[0]].shape)}); same "
+                "data set and --clip_model as the reference run?"
+            )
         absent = [k for k in own if k not in self.state and k != "heads.w_llm"]
         if absent:
             notes.append(f"not in the file, kept as built: {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}")
@@ -301,25 +332,30 @@ def read_reference_resume(path: str | Path) -> ReferenceResume:
     path = Path(path)
     checkpoint = read_reference_checkpoint(path)
     state, args = _reference_state(checkpoint, path)
-    notes = ["W_LLM is not in the reference's file (its text tower is deleted): rebuilt from the descriptions",
-             "the frozen visual weights come from the base model, not from the file"]
+    notes = [
+        "W_LLM is not in the reference's file (its text tower is deleted): rebuilt from the descriptions",
+        "the frozen visual weights come from the base model, not from the file",
+    ]
     optimizer_state: dict[str, dict[str, torch.Tensor]] = {}
     optimizer = checkpoint.get("optimizer")
     if isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict):
         wca = bool(args.get("wca_baseline", False))
-        order = [k for k, v in checkpoint["model"].items()
-                 if isinstance(v, torch.Tensor) and _reference_trainable(k, wca)]
+        order = [
+            k for k, v in checkpoint["model"].items() if isinstance(v, torch.Tensor) and _reference_trainable(k, wca)
+        ]
         indices = [i for group in optimizer.get("param_groups", []) for i in group.get("params", [])]
         if len(indices) != len(order):
-            notes.append(f"optimiser not restored: it holds {len(indices)} tensors, the model's trainable set "
-                         f"{len(order)}")
+            notes.append(
+                f"optimiser not restored: it holds {len(indices)} tensors, the model's trainable set {len(order)}"
+            )
         else:
             for index, key in zip(indices, order):
                 ours = _reference_key_map(key)
                 moments = optimizer["state"].get(index)
                 if ours is not None and isinstance(moments, dict):
-                    optimizer_state[ours] = {k: v.float() if k != "step" else v for k, v in moments.items()
-                                             if isinstance(v, torch.Tensor)}
+                    optimizer_state[ours] = {
+                        k: v.float() if k != "step" else v for k, v in moments.items() if isinstance(v, torch.Tensor)
+                    }
     else:
         notes.append("no optimiser state in the file: AdamW starts fresh")
     epoch = checkpoint.get("epoch")

@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     """``classes`` with parsed arguments."""
     classes = shipped_classnames(args.name)
     if classes is None:
-        print(f"error: unknown benchmark {args.name!r}; valid names: {', '.join(reference_benchmarks())}",
-              file=sys.stderr)
+        print(
+            f"error: unknown benchmark {args.name!r}; valid names: {', '.join(reference_benchmarks())}", file=sys.stderr
+        )
         return 2
     if args.split:
         benchmark = BENCHMARKS[args.name]

@@ -40,19 +40,33 @@ from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
 log = logging.getLogger("microclip")
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 ZERO_SHOT_BRANCH = "cls"  # the reference reports the zero-shot (epoch-0) accuracy of [CLS] alone
-USER_ERRORS = (BackboneError, CheckpointError, DatasetError, DatasetNotFoundError, DescriptionsError, ImageError,
-               FileNotFoundError, ValueError)
+USER_ERRORS = (
+    BackboneError,
+    CheckpointError,
+    DatasetError,
+    DatasetNotFoundError,
+    DescriptionsError,
+    ImageError,
+    FileNotFoundError,
+    ValueError,
+)
 
 
 # ------------------------------------------------------------------ configs
+
 
 def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        hint = "" if path.is_absolute() else (
-            f" (looked in the working directory and in {PROJECT_ROOT}; the toy world's files ship with the "
-            "repository checkout, not with the installed package)")
+        hint = (
+            ""
+            if path.is_absolute()
+            else (
+                f" (looked in the working directory and in {PROJECT_ROOT}; the toy world's files ship with the "
+                "repository checkout, not with the installed package)"
+            )
+        )
         raise FileNotFoundError(f"{what} {path} not found{hint}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
@@ -64,13 +78,16 @@ def load_train_config(name_or_path: str) -> dict:
     if not path.suffix:
         bundled = config_file("train_configs", name_or_path)
         if bundled is None:
-            raise FileNotFoundError(f"train config '{name_or_path}' not found; bundled: "
-                                    f"{', '.join(config_names('train_configs'))} (or pass a .json path)")
+            raise FileNotFoundError(
+                f"train config '{name_or_path}' not found; bundled: "
+                f"{', '.join(config_names('train_configs'))} (or pass a .json path)"
+            )
         return check_train_config(json.loads(bundled.read_text()), f"train config {name_or_path}")
     return check_train_config(_read_json(path, "train config"), f"train config {path}")
 
 
 # ------------------------------------------------------------------ argument parsers
+
 
 def _triple(text: str) -> tuple[float, float, float]:
     """Three numbers, comma- or space-separated ("0.48,0.46,0.41"), for --image_mean / --image_std."""
@@ -88,8 +105,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="imagenet", help="benchmark name, toybirds, an image folder or a CSV")
     parser.add_argument("--data_root", "--data-root", default="./data")
     parser.add_argument("--train_config", default="ours_vit_b_32_cupl_proto", help="name or path of a train config")
-    parser.add_argument("--text_descriptions_path", default=None,
-                        help="descriptions JSON file or folder of <dataset>.json (CuPL format)")
+    parser.add_argument(
+        "--text_descriptions_path",
+        default=None,
+        help="descriptions JSON file or folder of <dataset>.json (CuPL format)",
+    )
     parser.add_argument("--no_descriptions", action="store_true", help="template heads only")
     parser.add_argument("--allow_missing_descriptions", action="store_true")
     parser.add_argument("--template", default=None, help="templates JSON ({dataset: [..]} or a list)")
@@ -101,21 +121,42 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=None)
     parser.add_argument("--exp_name", default="")
-    parser.add_argument("--ablation_name", default="",
-                        help="as the reference: a sub-folder of the default output dir (output/<dataset>/<name>/...)")
-    parser.add_argument("--image_mean", type=_triple, default=None,
-                        help="pixel mean the model normalises with (3 numbers); default: the base model's "
-                             "(the reference's default is OpenAI CLIP's 0.48145466,0.4578275,0.40821073)")
+    parser.add_argument(
+        "--ablation_name",
+        default="",
+        help="as the reference: a sub-folder of the default output dir (output/<dataset>/<name>/...)",
+    )
+    parser.add_argument(
+        "--image_mean",
+        type=_triple,
+        default=None,
+        help="pixel mean the model normalises with (3 numbers); default: the base model's "
+        "(the reference's default is OpenAI CLIP's 0.48145466,0.4578275,0.40821073)",
+    )
     parser.add_argument("--image_std", type=_triple, default=None, help="pixel std, as --image_mean")
     parser.add_argument("--fusion_ratio", type=float, default=None)
-    parser.add_argument("--eval_crop", choices=["center", "random"], default=None,
-                        help="test-time crop: center (clean) or random (the reference's, seeded); default: the "
-                             "train config's eval_crop (random in the ours_* configs), else center")
-    parser.add_argument("--data_split", choices=["reference", "official"], default="reference",
-                        help="benchmark split: the reference's (default) or the official one where they differ "
-                             "(flowers, fgvc); `python -m microclip classes NAME --split` says which")
-    parser.add_argument("--amp", nargs="?", const="fp16", default="none", choices=["none", "bf16", "fp16"],
-                        help="--amp: float16 with a GradScaler, as the reference's --amp; --amp bf16: bfloat16")
+    parser.add_argument(
+        "--eval_crop",
+        choices=["center", "random"],
+        default=None,
+        help="test-time crop: center (clean) or random (the reference's, seeded); default: the "
+        "train config's eval_crop (random in the ours_* configs), else center",
+    )
+    parser.add_argument(
+        "--data_split",
+        choices=["reference", "official"],
+        default="reference",
+        help="benchmark split: the reference's (default) or the official one where they differ "
+        "(flowers, fgvc); `python -m microclip classes NAME --split` says which",
+    )
+    parser.add_argument(
+        "--amp",
+        nargs="?",
+        const="fp16",
+        default="none",
+        choices=["none", "bf16", "fp16"],
+        help="--amp: float16 with a GradScaler, as the reference's --amp; --amp bf16: bfloat16",
+    )
     parser.add_argument("--download", action="store_true", help="fetch the data set with torchvision if possible")
     parser.add_argument("--verbose", action="store_true")
 
@@ -124,19 +165,26 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method (reference switches and clean alternatives)")
     group.add_argument("--ncut_features", choices=["values", "keys"], default="values")
     group.add_argument("--ncut_threshold", choices=["std", "mean"], default="std")
-    group.add_argument("--ncut_sign", choices=[*NCUT_SIGNS, *DEPRECATED_NCUT_SIGNS], default="canonical",
-                       help="canonical: the same mask on every machine (default); solver: the reference's literal "
-                            "rule, which depends on the eigensolver's sign and so on the machine "
-                            "(faithful/symmetric: old names of solver/canonical)")
+    group.add_argument(
+        "--ncut_sign",
+        choices=[*NCUT_SIGNS, *DEPRECATED_NCUT_SIGNS],
+        default="canonical",
+        help="canonical: the same mask on every machine (default); solver: the reference's literal "
+        "rule, which depends on the eigensolver's sign and so on the machine "
+        "(faithful/symmetric: old names of solver/canonical)",
+    )
     group.add_argument("--use_global_feature_for_query", action="store_true")
     group.add_argument("--use_token_avg_for_query", action="store_true")
     group.add_argument("--use_random_selection_for_query", action="store_true")
     group.add_argument("--use_ncut_token_avg", action="store_true")
     group.add_argument("--use_naive_token_avg", action="store_true", help="works here (a no-op in the reference)")
     group.add_argument("--use_unr_token", action="store_true", help="learnable null token")
-    group.add_argument("--ncut_device", choices=["cpu", "cuda"], default="cpu",
-                       help="where NCut's eigensolver runs: cpu (default: batched eigh is faster there) or cuda "
-                            "(the reference's)")
+    group.add_argument(
+        "--ncut_device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where NCut's eigensolver runs: cpu (default: batched eigh is faster there) or cuda (the reference's)",
+    )
 
 
 def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -145,23 +193,45 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
     _add_method(parser)
     group = parser.add_argument_group("recipe (defaults from the dataset config)")
     Recipe.add_flags(group)
-    group.add_argument("--no_decay_groups", action="store_true",
-                       help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)")
+    group.add_argument(
+        "--no_decay_groups",
+        action="store_true",
+        help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)",
+    )
     modes = parser.add_argument_group("baselines")
-    modes.add_argument("--baseline", action="store_true",
-                       help="CLS-only self-training; reports [CLS]-only accuracy as acc (fused as acc_fused)")
-    modes.add_argument("--wca_baseline", action="store_true",
-                       help="crop-composite labels, CLS-only, SOAP frozen; reports [CLS]-only accuracy as acc")
+    modes.add_argument(
+        "--baseline",
+        action="store_true",
+        help="CLS-only self-training; reports [CLS]-only accuracy as acc (fused as acc_fused)",
+    )
+    modes.add_argument(
+        "--wca_baseline",
+        action="store_true",
+        help="crop-composite labels, CLS-only, SOAP frozen; reports [CLS]-only accuracy as acc",
+    )
     modes.add_argument("--fully_supervised", action="store_true", help="true labels, no fairness loss")
     modes.add_argument("--use_fixed_classifier", action="store_true", help="baselines label with W_LLM")
     modes.add_argument("--eval", action="store_true", help="evaluate the initial (zero-shot) model and exit")
-    modes.add_argument("--zero_shot", choices=["descriptions", "templates"], default=None,
-                       help="initial W* from descriptions (default) or from templates (zero-shot by names)")
-    parser.add_argument("--resume", nargs="?", const="", default=None,
-                        help="continue a killed run (its output dir, or --output_dir), or a reference run from its "
-                             "checkpoint-last.pth (read without unpickling: weights, optimiser and epoch)")
-    parser.add_argument("--start_epoch", type=int, default=0,
-                        help="as the reference: start the epoch loop (and the schedule) at this epoch")
+    modes.add_argument(
+        "--zero_shot",
+        choices=["descriptions", "templates"],
+        default=None,
+        help="initial W* from descriptions (default) or from templates (zero-shot by names)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        help="continue a killed run (its output dir, or --output_dir), or a reference run from its "
+        "checkpoint-last.pth (read without unpickling: weights, optimiser and epoch)",
+    )
+    parser.add_argument(
+        "--start_epoch",
+        type=int,
+        default=0,
+        help="as the reference: start the epoch loop (and the schedule) at this epoch",
+    )
     parser.add_argument("--no_progress", action="store_true")
     return parser
 
@@ -169,10 +239,19 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
 def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = new_parser(parser, prog="evaluate.py", description="Evaluate an adapted checkpoint")
     _add_common(parser)
-    parser.add_argument("--test_fusion", choices=["consistent", "reference"], default="consistent",
-                        help="consistent: ρ on [CLS] as in training; reference: the reference's swapped unpacking")
-    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", required=True,
-                        help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth")
+    parser.add_argument(
+        "--test_fusion",
+        choices=["consistent", "reference"],
+        default="consistent",
+        help="consistent: ρ on [CLS] as in training; reference: the reference's swapped unpacking",
+    )
+    parser.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        required=True,
+        help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth",
+    )
     parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch_size", type=int, default=256)
@@ -183,22 +262,37 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
 
 # ------------------------------------------------------------------ shared steps
 
+
 def setup_logging(verbose: bool = False, rank: int = 0) -> None:
     # open_clip logs its progress on the root logger at INFO: keep the root at WARNING.
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
     logging.getLogger("microclip").setLevel(level)
 
 
 def method_config(args: argparse.Namespace) -> MethodConfig:
-    query = ("global" if args.use_global_feature_for_query else "token_avg" if args.use_token_avg_for_query
-             else "random" if args.use_random_selection_for_query else "ncut")
+    query = (
+        "global"
+        if args.use_global_feature_for_query
+        else "token_avg"
+        if args.use_token_avg_for_query
+        else "random"
+        if args.use_random_selection_for_query
+        else "ncut"
+    )
     pool = "ncut_avg" if args.use_ncut_token_avg else "naive_avg" if args.use_naive_token_avg else "attention"
     return MethodConfig(
         fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
-        ncut_features=args.ncut_features, ncut_threshold=args.ncut_threshold, ncut_sign=args.ncut_sign,
-        query=query, pool=pool, learnable_null=args.use_unr_token, ncut_device=args.ncut_device)
+        ncut_features=args.ncut_features,
+        ncut_threshold=args.ncut_threshold,
+        ncut_sign=args.ncut_sign,
+        query=query,
+        pool=pool,
+        learnable_null=args.use_unr_token,
+        ncut_device=args.ncut_device,
+    )
 
 
 def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
@@ -220,9 +314,11 @@ def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[s
     if not Path(source).exists():
         raise FileNotFoundError(
             f"no descriptions at {source}: pass --text_descriptions_path (a CuPL-format JSON file or folder), "
-            "write them with `python -m microclip describe`, or use --no_descriptions for template heads")
-    return load_descriptions(source, classes, dataset=Path(args.dataset).name,
-                             allow_missing=args.allow_missing_descriptions)
+            "write them with `python -m microclip describe`, or use --no_descriptions for template heads"
+        )
+    return load_descriptions(
+        source, classes, dataset=Path(args.dataset).name, allow_missing=args.allow_missing_descriptions
+    )
 
 
 def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | None]:
@@ -232,17 +328,29 @@ def resolve_base(args: argparse.Namespace, train_cfg: dict) -> tuple[str, str | 
 
 
 def _datasets(args: argparse.Namespace, classnames: list[str] | None):
-    train = build_dataset(args.dataset, "train", root=args.data_root, download=args.download, classnames=classnames,
-                          protocol=args.data_split)
+    train = build_dataset(
+        args.dataset,
+        "train",
+        root=args.data_root,
+        download=args.download,
+        classnames=classnames,
+        protocol=args.data_split,
+    )
     try:
-        test = build_dataset(args.dataset, "test", root=args.data_root, classnames=classnames or train.classes,
-                             protocol=args.data_split)
+        test = build_dataset(
+            args.dataset, "test", root=args.data_root, classnames=classnames or train.classes, protocol=args.data_split
+        )
     except (DatasetNotFoundError, FileNotFoundError):
         log.warning("no test split for %s: training without test evaluation", args.dataset)
         test = None
     if train.layout:
-        log.info("%s: read %s: %d train / %d test images", args.dataset, train.layout, len(train),
-                 len(test) if test is not None else 0)
+        log.info(
+            "%s: read %s: %d train / %d test images",
+            args.dataset,
+            train.layout,
+            len(train),
+            len(test) if test is not None else 0,
+        )
     return train, test
 
 
@@ -256,8 +364,14 @@ class ProgressBar(Callback):
     def on_fit_start(self, state: FitState) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.total_steps, initial=state.global_step, disable=self.disable or not state.is_main,
-                        desc="adapting", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=state.total_steps,
+            initial=state.global_step,
+            disable=self.disable or not state.is_main,
+            desc="adapting",
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def on_step_end(self, state: FitState, metrics: dict) -> None:
         shown = {k: f"{metrics[k]:.3g}" for k in ("loss", "pl_acc", "pl_conf") if k in metrics}
@@ -266,9 +380,11 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if "test_acc" in metrics and state.is_main:
-            self.bar.write(f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
-                           f"(fused {metrics['test_acc_fused']:.2f}, CLS {metrics['test_acc_cls']:.2f}, "
-                           f"FG {metrics['test_acc_fg']:.2f})")
+            self.bar.write(
+                f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
+                f"(fused {metrics['test_acc_fused']:.2f}, CLS {metrics['test_acc_cls']:.2f}, "
+                f"FG {metrics['test_acc_fg']:.2f})"
+            )
 
     def on_fit_end(self, state: FitState) -> None:
         self.bar.close()
@@ -303,11 +419,25 @@ class EpochHook(Callback):
 
 def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
     """The dataset config's recipe, overridden by the recipe flags given, then by the run's switches."""
-    mode = ("fully_supervised" if args.fully_supervised else "wca_baseline" if args.wca_baseline
-            else "baseline" if args.baseline else "microclip")
-    return Recipe.from_sources(dataset_cfg, args, mode=mode, seed=args.seed, amp=args.amp,
-                               num_workers=args.num_workers, use_fixed_classifier=args.use_fixed_classifier,
-                               decay="intended" if args.no_decay_groups else "all")
+    mode = (
+        "fully_supervised"
+        if args.fully_supervised
+        else "wca_baseline"
+        if args.wca_baseline
+        else "baseline"
+        if args.baseline
+        else "microclip"
+    )
+    return Recipe.from_sources(
+        dataset_cfg,
+        args,
+        mode=mode,
+        seed=args.seed,
+        amp=args.amp,
+        num_workers=args.num_workers,
+        use_fixed_classifier=args.use_fixed_classifier,
+        decay="intended" if args.no_decay_groups else "all",
+    )
 
 
 def _default_output_dir(args: argparse.Namespace, config: Recipe, clip_model: str) -> Path:
@@ -320,13 +450,20 @@ def _default_output_dir(args: argparse.Namespace, config: Recipe, clip_model: st
 
 def _check_data_fast(args: argparse.Namespace) -> None:
     """check-data's quick pass on a named benchmark (layout, class folders, split file); raises its first line."""
-    if get_benchmark(args.dataset) is None or args.dataset == "toybirds" or args.download or args.data_split != \
-            "reference" or args.classname:
+    if (
+        get_benchmark(args.dataset) is None
+        or args.dataset == "toybirds"
+        or args.download
+        or args.data_split != "reference"
+        or args.classname
+    ):
         return
     report = check_benchmark(args.dataset, args.data_root, quick=True)
     if report.problems:
-        raise DatasetNotFoundError(f"{args.dataset}: {report.problems[0]} (`python -m microclip check-data "
-                                   f"{args.dataset} --data_root {args.data_root}` shows everything)")
+        raise DatasetNotFoundError(
+            f"{args.dataset}: {report.problems[0]} (`python -m microclip check-data "
+            f"{args.dataset} --data_root {args.data_root}` shows everything)"
+        )
 
 
 def set_pixel_stats(model, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
@@ -351,7 +488,7 @@ class StdoutLog(logging.FileHandler):
 def per_class_table(per_class: dict[str, float | None], columns: int = 3) -> str:
     """Per-class accuracy as a fixed-width table, a few classes per line."""
     cells = [f"{name[:28]:28s} {_fmt(value):>7s}" for name, value in per_class.items()]
-    return "\n".join("  ".join(cells[i:i + columns]) for i in range(0, len(cells), columns))
+    return "\n".join("  ".join(cells[i : i + columns]) for i in range(0, len(cells), columns))
 
 
 class EpochReport(Callback):
@@ -361,14 +498,19 @@ class EpochReport(Callback):
         if not state.is_main:
             return
         if metrics.get("test_per_class"):
-            log.info("epoch %d: accuracy on the %d test images %s; per class:\n%s", metrics["epoch"],
-                     metrics.get("test_n", 0), _fmt(metrics.get("test_acc")),
-                     per_class_table(metrics["test_per_class"]))
+            log.info(
+                "epoch %d: accuracy on the %d test images %s; per class:\n%s",
+                metrics["epoch"],
+                metrics.get("test_n", 0),
+                _fmt(metrics.get("test_acc")),
+                per_class_table(metrics["test_per_class"]),
+            )
         if "gpu_peak_mb" in metrics:
             log.info("epoch %d: peak GPU memory %.0f MiB", metrics["epoch"], metrics["gpu_peak_mb"])
 
 
 # ------------------------------------------------------------------ train
+
 
 def train(argv: Sequence[str] | None = None, plot: Callable[[list[dict], Path], None] | None = None) -> int:
     return run_train(build_train_parser().parse_args(argv), plot)
@@ -407,14 +549,33 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     if config.mode == "fully_supervised" and not train_base.has_labels:
         raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
     run = prepare(
-        train_base, config, (clip_model, pretrained), templates,
-        read_descriptions(args, train_cfg, list(train_base.classes)), method_config(args), test_data=test_base,
+        train_base,
+        config,
+        (clip_model, pretrained),
+        templates,
+        read_descriptions(args, train_cfg, list(train_base.classes)),
+        method_config(args),
+        test_data=test_base,
         use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
-        base_seed=args.seed, eval_crop=args.eval_crop, device=device,
-        provenance={"dataset": args.dataset, "train_config": args.train_config, "command": " ".join(sys.argv),
-                    "seed": args.seed})
-    log.info("%s: %d train images, %d test images, %d classes; base %s; mode %s", args.dataset, len(run.train_set),
-             len(run.test_set) if run.test_set else 0, len(run.classes), run.model.base.describe(), config.mode)
+        base_seed=args.seed,
+        eval_crop=args.eval_crop,
+        device=device,
+        provenance={
+            "dataset": args.dataset,
+            "train_config": args.train_config,
+            "command": " ".join(sys.argv),
+            "seed": args.seed,
+        },
+    )
+    log.info(
+        "%s: %d train images, %d test images, %d classes; base %s; mode %s",
+        args.dataset,
+        len(run.train_set),
+        len(run.test_set) if run.test_set else 0,
+        len(run.classes),
+        run.model.base.describe(),
+        config.mode,
+    )
     log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
     set_pixel_stats(run.model, args.image_mean, args.image_std)
 
@@ -429,8 +590,11 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()}}
         if args.eval:
             return _report_initial(args, output_dir, result)
-        log.info("zero-shot (initial W*): top-1 %s ([CLS]; fused %s)", _fmt(result.accuracy(ZERO_SHOT_BRANCH)),
-                 _fmt(result.accuracy("fused")))
+        log.info(
+            "zero-shot (initial W*): top-1 %s ([CLS]; fused %s)",
+            _fmt(result.accuracy(ZERO_SHOT_BRANCH)),
+            _fmt(result.accuracy("fused")),
+        )
     elif args.resume is not None:
         initial = _logged_initial(output_dir)
 
@@ -439,8 +603,13 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         callbacks.append(EpochHook(plot, output_dir, initial))
     callbacks.append(EpochReport())
     start_epoch = args.start_epoch or (reference_run.start_epoch if reference_run is not None else 0)
-    result = run.fit(callbacks, state_path=output_dir / "train_state.safetensors", resume=args.resume is not None,
-                     start_epoch=start_epoch, restore=_restorer(reference_run))
+    result = run.fit(
+        callbacks,
+        state_path=output_dir / "train_state.safetensors",
+        resume=args.resume is not None,
+        start_epoch=start_epoch,
+        restore=_restorer(reference_run),
+    )
     if rank != 0:
         return 0
     return _finish(args, config, run, result, initial, output_dir)
@@ -453,12 +622,14 @@ def _output_and_reference(args: argparse.Namespace, config: Recipe, clip_model: 
         reference_run = read_reference_resume(args.resume)
         args.resume = None  # a new output dir; the file fills the model and optimiser
     if args.resume is None:
-        return (Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)), \
-            reference_run
+        return (
+            Path(args.output_dir) if args.output_dir else _default_output_dir(args, config, clip_model)
+        ), reference_run
     output_dir = Path(args.resume or args.output_dir or "")
     if not (output_dir / "train_state.safetensors").is_file():
-        raise FileNotFoundError(f"--resume: no train_state.safetensors in '{output_dir}' (or pass a reference "
-                                "checkpoint-last.pth)")
+        raise FileNotFoundError(
+            f"--resume: no train_state.safetensors in '{output_dir}' (or pass a reference checkpoint-last.pth)"
+        )
     return output_dir, reference_run
 
 
@@ -489,26 +660,45 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
         log.info("peak GPU memory per epoch: mean %.0f MiB, max %.0f MiB", sum(peaks) / len(peaks), max(peaks))
     final = result.history[-1] if result.history else {}
     metrics = {
-        "mode": config.mode, "dataset": args.dataset, "num_train": len(run.train_set),
-        "num_test": len(run.test_set) if run.test_set else 0, "zero_shot_acc": (initial or {}).get("test_acc"),
-        "acc": final.get("test_acc"), "acc_branch": config.reported_branch, "acc_fused": final.get("test_acc_fused"),
-        "acc_cls": final.get("test_acc_cls"), "acc_fg": final.get("test_acc_fg"),
-        "mean_per_class": final.get("test_mean_per_class"), "epochs": len(result.history),
-        "steps": result.global_step, "stopped": result.stopped, "train_seconds": result.seconds,
-        "eval_crop": args.eval_crop, "data_split": args.data_split,
+        "mode": config.mode,
+        "dataset": args.dataset,
+        "num_train": len(run.train_set),
+        "num_test": len(run.test_set) if run.test_set else 0,
+        "zero_shot_acc": (initial or {}).get("test_acc"),
+        "acc": final.get("test_acc"),
+        "acc_branch": config.reported_branch,
+        "acc_fused": final.get("test_acc_fused"),
+        "acc_cls": final.get("test_acc_cls"),
+        "acc_fg": final.get("test_acc_fg"),
+        "mean_per_class": final.get("test_mean_per_class"),
+        "epochs": len(result.history),
+        "steps": result.global_step,
+        "stopped": result.stopped,
+        "train_seconds": result.seconds,
+        "eval_crop": args.eval_crop,
+        "data_split": args.data_split,
     }
-    save_adapted(output_dir / "checkpoint.safetensors", run.model.adapted_state(),
-                 run.checkpoint_meta(result, metrics=metrics))
+    save_adapted(
+        output_dir / "checkpoint.safetensors", run.model.adapted_state(), run.checkpoint_meta(result, metrics=metrics)
+    )
     atomic_write_json(output_dir / "metrics.json", metrics)
-    log.info("done: test top-1 %s (zero-shot %s); checkpoint %s", _fmt(metrics["acc"]),
-             _fmt(metrics["zero_shot_acc"]), output_dir / "checkpoint.safetensors")
+    log.info(
+        "done: test top-1 %s (zero-shot %s); checkpoint %s",
+        _fmt(metrics["acc"]),
+        _fmt(metrics["zero_shot_acc"]),
+        output_dir / "checkpoint.safetensors",
+    )
     return 0
 
 
 def _report_initial(args: argparse.Namespace, output_dir: Path, result) -> int:
     """--eval: zero-shot numbers of the initial W* (descriptions), or of t_c with --zero_shot templates."""
-    metrics = {"mode": f"zero_shot_{args.zero_shot or 'descriptions'}", "dataset": args.dataset,
-               **result.summary(ZERO_SHOT_BRANCH), "acc_branch": ZERO_SHOT_BRANCH}
+    metrics = {
+        "mode": f"zero_shot_{args.zero_shot or 'descriptions'}",
+        "dataset": args.dataset,
+        **result.summary(ZERO_SHOT_BRANCH),
+        "acc_branch": ZERO_SHOT_BRANCH,
+    }
     atomic_write_json(output_dir / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -519,6 +709,7 @@ def _fmt(value: float | None) -> str:
 
 
 # ------------------------------------------------------------------ evaluate
+
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return run_evaluate(build_evaluate_parser().parse_args(argv))
@@ -541,14 +732,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.ckpt_path)
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
     if ckpt.suffix in {".pth", ".pt"}:
-        dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames, protocol=args.data_split)
+        dataset = build_dataset(
+            args.dataset,
+            args.split,
+            root=args.data_root,
+            download=args.download,
+            classnames=classnames,
+            protocol=args.data_split,
+        )
         model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
         recorded = load_train_config(args.train_config).get("eval_crop")  # a reference checkpoint: its protocol
     else:
         model = load_model(ckpt, device)
-        dataset = build_dataset(args.dataset, args.split, root=args.data_root, download=args.download,
-                                classnames=classnames or list(model.classes), protocol=args.data_split)
+        dataset = build_dataset(
+            args.dataset,
+            args.split,
+            root=args.data_root,
+            download=args.download,
+            classnames=classnames or list(model.classes),
+            protocol=args.data_split,
+        )
         check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
         recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
     args.eval_crop = args.eval_crop or recorded or "center"
@@ -558,8 +761,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     size = args.input_size or model.backbone.image_size
     test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
     started = time.perf_counter()
-    result = evaluate(model, test_set, batch_size=args.batch_size, device=device, amp=args.amp,
-                      num_workers=args.num_workers, ratio=eval_fusion_ratio(model, args.test_fusion))
+    result = evaluate(
+        model,
+        test_set,
+        batch_size=args.batch_size,
+        device=device,
+        amp=args.amp,
+        num_workers=args.num_workers,
+        ratio=eval_fusion_ratio(model, args.test_fusion),
+    )
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
     for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
@@ -571,9 +781,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
     mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
     reported = "cls" if mode in ("baseline", "wca_baseline") else "fused"  # as the run that made it reported
-    metrics = {"mode": "ours_eval", "dataset": args.dataset, "num_samples": result.n, **result.summary(reported),
-               "ckpt_path": str(ckpt), "eval_seconds": elapsed, "eval_crop": args.eval_crop,
-               "timestamp": datetime.now().isoformat(timespec="seconds")}
+    metrics = {
+        "mode": "ours_eval",
+        "dataset": args.dataset,
+        "num_samples": result.n,
+        **result.summary(reported),
+        "ckpt_path": str(ckpt),
+        "eval_seconds": elapsed,
+        "eval_crop": args.eval_crop,
+        "timestamp": datetime.now().isoformat(timespec="seconds"),
+    }
     if args.show_harmonic_mean and per_class:
         values = [v for v in per_class.values() if v is not None]
         metrics["hmean"] = 0.0 if min(values) == 0 else len(values) / sum(1.0 / v for v in values)

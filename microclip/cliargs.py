@@ -12,16 +12,20 @@ CLASSNAME_FLAGS = ("--classname", "--classes", "--classnames")  # the reference'
 class DeprecatedAlias(argparse.Action):
     """Stores the value; an option spelled other than the first name prints one deprecation note."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         canonical = self.option_strings[0]
         if option_string is not None and option_string != canonical:
             print(f"note: {option_string} is deprecated; use {canonical}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
-def add_classname(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str,
-                  **options: Any) -> None:
+def add_classname(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str, **options: Any) -> None:
     """``--classname FILE`` (the reference's spelling), with ``--classes`` / ``--classnames`` as deprecated aliases."""
     parser.add_argument(*CLASSNAME_FLAGS, dest="classname", action=DeprecatedAlias, help=help_text, **options)
 

@@ -89,10 +89,7 @@ REFERENCE_QUESTIONS: dict[str, tuple[str, ...]] = {
         "Describe what {article} \u201c{c}\u201d, a type of car, looks like.",
         "List the visual cues that help in identifying {article} \u201c{c}\u201d.",
     ),
-    "pets": (
-        "Describe what a pet {c} looks like.",
-        "Visually describe {article} '{c}', a type of pet.",
-    ),
+    "pets": ("Describe what a pet {c} looks like.", "Visually describe {article} '{c}', a type of pet."),
     "dtd": (
         "What does a \u201c{c}\u201d material look like?",
         "What does a \u201c{c}\u201d surface look like?",
@@ -183,9 +180,7 @@ def parse_numbered_sentences(text: str) -> list[str]:
     lines = [_BOLD.sub("", line) for line in text.splitlines()]
     items: list[str] = []
     current: list[str] | None = None  # the item being built; None outside the list
-    has_markers = any(
-        _ITEM_START.match(line) and _ITEM_START.sub("", line, count=1).strip() for line in lines
-    )
+    has_markers = any(_ITEM_START.match(line) and _ITEM_START.sub("", line, count=1).strip() for line in lines)
     if not has_markers:
         items = [line for line in lines if line.strip()]
     else:
@@ -248,8 +243,7 @@ def check_questions(questions: Sequence[str]) -> list[str]:
     checked = [q.strip() for q in questions if q.strip()]
     if not checked:
         raise DescribeError(
-            "no question templates given; each template is a line such as "
-            "'What does {article} {c} look like?'"
+            "no question templates given; each template is a line such as 'What does {article} {c} look like?'"
         )
     missing = [q for q in checked if "{c}" not in q]
     if missing:
@@ -276,12 +270,9 @@ def load_descriptions_file(path: Path) -> dict[str, list[str]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DescribeError(
-            f"cannot resume from {path}: {exc}; fix or delete it, or pass --overwrite"
-        ) from exc
+        raise DescribeError(f"cannot resume from {path}: {exc}; fix or delete it, or pass --overwrite") from exc
     if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(s, str) for s in v)
-        for k, v in data.items()
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(s, str) for s in v) for k, v in data.items()
     ):
         raise DescribeError(
             f"cannot resume from {path}: it is not a {{class name: [sentence, ...]}} JSON "
@@ -295,14 +286,9 @@ def _make_client(api_base: str, api_key: str | None, timeout_s: float, max_retri
     try:
         import openai
     except ImportError as exc:  # keep the rest of microclip importable without it
-        raise DescribeError(
-            "the 'openai' package is needed to write descriptions: pip install openai"
-        ) from exc
+        raise DescribeError("the 'openai' package is needed to write descriptions: pip install openai") from exc
     return openai.OpenAI(
-        base_url=api_base,
-        api_key=api_key or NO_KEY_PLACEHOLDER,
-        timeout=timeout_s,
-        max_retries=max_retries,
+        base_url=api_base, api_key=api_key or NO_KEY_PLACEHOLDER, timeout=timeout_s, max_retries=max_retries
     )
 
 
@@ -420,12 +406,9 @@ def describe_classes(
         except DescribeError as exc:
             bar.close()
             done = sum(1 for c in wanted if saved.get(c))
-            where = (
-                f"{done} of {len(wanted)} classes are saved in {out_path}" if out_path else "nothing saved"
-            )
+            where = f"{done} of {len(wanted)} classes are saved in {out_path}" if out_path else "nothing saved"
             raise DescribeError(
-                f"describing class {class_name!r} via {api_base}: {exc} ({where}; "
-                "re-run the same command to resume)"
+                f"describing class {class_name!r} via {api_base}: {exc} ({where}; re-run the same command to resume)"
             ) from exc
         if out_path is not None:
             atomic_write_json(out_path, _ordered(saved, wanted))
@@ -481,9 +464,7 @@ def _describe_one(
                 seen.add(sentence.casefold())
                 pooled.append(sentence)
     if not pooled:
-        raise DescribeError(
-            f"no usable sentences in {len(questions)} replies (last reply began {_short(reply, 80)!r})"
-        )
+        raise DescribeError(f"no usable sentences in {len(questions)} replies (last reply began {_short(reply, 80)!r})")
     return pooled
 
 
@@ -523,9 +504,7 @@ def read_classes(path: Path, dataset: str | None = None) -> list[str]:
     if isinstance(data, dict):
         if dataset is None or dataset not in data:
             keys = ", ".join(sorted(data)[:20])
-            raise DescribeError(
-                f"{path} maps dataset names to class lists; pass --dataset with one of: {keys}"
-            )
+            raise DescribeError(f"{path} maps dataset names to class lists; pass --dataset with one of: {keys}")
         data = data[dataset]
     if not isinstance(data, list) or not all(isinstance(c, str) for c in data):
         raise DescribeError(f"{path} must hold a JSON list of class-name strings")
@@ -623,10 +602,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--overwrite", action="store_true", help="describe every class again instead of resuming from --out"
     )
     parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds per request (default {DEFAULT_TIMEOUT_S:g})",
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=f"seconds per request (default {DEFAULT_TIMEOUT_S:g})"
     )
     parser.add_argument(
         "--max_retries",
@@ -684,10 +660,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"interrupted; classes described so far are saved in {args.out}; re-run to resume",
-            file=sys.stderr,
-        )
+        print(f"interrupted; classes described so far are saved in {args.out}; re-run to resume", file=sys.stderr)
         return 130
     total = sum(len(v) for v in result.values())
     log.info("wrote %s: %d classes, %d sentences", args.out, len(result), total)

@@ -32,7 +32,6 @@ from microclip.state import load_run_state, save_run_state
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class FitState:
     """What callbacks see; setting ``should_stop`` ends the run after the current step."""
@@ -81,8 +80,9 @@ class EvalResult:
         result = {}
         for index, name in enumerate(self.classes):
             chosen = self.targets == index
-            result[name] = 100.0 * (self.predictions[branch][chosen] == index).float().mean().item() \
-                if chosen.any() else None
+            result[name] = (
+                100.0 * (self.predictions[branch][chosen] == index).float().mean().item() if chosen.any() else None
+            )
         return result
 
     def mean_per_class(self, branch: str = "fused") -> float | None:
@@ -91,9 +91,14 @@ class EvalResult:
 
     def summary(self, reported: str = "fused") -> dict:
         """``acc`` (and ``mean_per_class``) of the ``reported`` branch, and every branch under its own name."""
-        return {"n": self.n, "acc": self.accuracy(reported), "acc_fused": self.accuracy("fused"),
-                "acc_cls": self.accuracy("cls"), "acc_fg": self.accuracy("fg"),
-                "mean_per_class": self.mean_per_class(reported)}
+        return {
+            "n": self.n,
+            "acc": self.accuracy(reported),
+            "acc_fused": self.accuracy("fused"),
+            "acc_cls": self.accuracy("cls"),
+            "acc_fg": self.accuracy("fg"),
+            "mean_per_class": self.mean_per_class(reported),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class FitResult:
 
 
 # ------------------------------------------------------------------ devices, precision, distribution
+
 
 def select_device(name: str = "auto") -> torch.device:
     if name != "auto":
@@ -141,6 +147,7 @@ def seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------ schedule and optimiser
+
 
 def cosine_lr(step: int, total: int, base_lr: float, min_lr: float, warmup: int = 0) -> float:
     """Per-iteration cosine from ``base_lr`` to ``2 * min_lr`` (the reference's doubling), linear warmup.
@@ -181,8 +188,11 @@ class OptimizerStep:
         self.optimizer = build_optimizer(model, config)
         self.trainable = list(model.trainable_parameters().values())
         self.clip = config.amp != "none"
-        self.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 7, growth_factor=20.0,
-                                           growth_interval=500) if config.amp == "fp16" else None
+        self.scaler = (
+            torch.amp.GradScaler(device.type, init_scale=2.0**7, growth_factor=20.0, growth_interval=500)
+            if config.amp == "fp16"
+            else None
+        )
 
     def set_lr(self, lr: float) -> float:
         for group in self.optimizer.param_groups:
@@ -205,6 +215,7 @@ class OptimizerStep:
 
 # ------------------------------------------------------------------ data
 
+
 class _SkipSampler(Sampler):
     """The epoch's sampler order with the first ``skip`` indices dropped (mid-epoch resume)."""
 
@@ -212,19 +223,26 @@ class _SkipSampler(Sampler):
         self.sampler, self.skip = sampler, skip
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self.sampler)[self.skip:])
+        return iter(list(self.sampler)[self.skip :])
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
 
 
 def _loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=False, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=False,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
 
 
 # ------------------------------------------------------------------ the step
+
 
 @dataclass(frozen=True)
 class StepOutput:
@@ -260,8 +278,15 @@ def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, c
         return labels.labels, extra
 
 
-def train_step(model: MicroCLIP, wrapped: torch.nn.Module, views: torch.Tensor, targets: torch.Tensor,
-               config: Recipe, fairness: FairnessRegulariser, device: torch.device) -> StepOutput:
+def train_step(
+    model: MicroCLIP,
+    wrapped: torch.nn.Module,
+    views: torch.Tensor,
+    targets: torch.Tensor,
+    config: Recipe,
+    fairness: FairnessRegulariser,
+    device: torch.device,
+) -> StepOutput:
     """One self-training step up to the loss (no optimiser step).
 
     Pseudo-labels are computed outside autocast, in float32, as the reference does; only the strong
@@ -286,19 +311,27 @@ def train_step(model: MicroCLIP, wrapped: torch.nn.Module, views: torch.Tensor, 
 
 # ------------------------------------------------------------------ resumable state
 
-def save_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState,
-                     fairness: FairnessRegulariser) -> None:
+
+def save_train_state(
+    path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState, fairness: FairnessRegulariser
+) -> None:
     """Everything a resumed run needs (:mod:`microclip.state`: safetensors + JSON, no pickle)."""
     tensors = {f"model.{k}": v for k, v in model.adapted_state().items()}
     if fairness.running is not None:
         tensors["fairness.running"] = fairness.running.float()
-    meta = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
-            "history": state.history, "config": state.config.to_dict()}
+    meta = {
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "global_step": state.global_step,
+        "history": state.history,
+        "config": state.config.to_dict(),
+    }
     save_run_state(path, tensors, optimizer, meta)
 
 
-def load_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState,
-                     fairness: FairnessRegulariser) -> None:
+def load_train_state(
+    path: Path, model: MicroCLIP, optimizer: torch.optim.Optimizer, state: FitState, fairness: FairnessRegulariser
+) -> None:
     tensors, meta = load_run_state(path, optimizer)
     model.load_adapted_state({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     running = tensors.get("fairness.running")
@@ -310,10 +343,20 @@ def load_train_state(path: Path, model: MicroCLIP, optimizer: torch.optim.Optimi
 
 # ------------------------------------------------------------------ fit
 
-def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset | None = None,
-        callbacks: Sequence[Callback] = (), device: torch.device | str = "cpu", state_path: Path | None = None,
-        resume: bool = False, stop: StopToken | None = None, start_epoch: int = 0,
-        restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None) -> FitResult:
+
+def fit(
+    model: MicroCLIP,
+    train_set: Dataset,
+    config: Recipe,
+    test_set: Dataset | None = None,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | str = "cpu",
+    state_path: Path | None = None,
+    resume: bool = False,
+    stop: StopToken | None = None,
+    start_epoch: int = 0,
+    restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None,
+) -> FitResult:
     """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
     ``train_set.set_epoch`` makes augmentations a function of (seed, epoch, index), so a run resumed
@@ -330,8 +373,11 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
     sampler, local_batch = _sampler(train_set, config, rank, world)
     state = FitState(config=config, model=model, steps_per_epoch=math.ceil(len(sampler) / local_batch), rank=rank)
     state.total_steps = _total_steps(config, state.steps_per_epoch)
-    save = (lambda: save_train_state(state_path, model, stepper.optimizer, state, fairness)) \
-        if state_path is not None and state.is_main else (lambda: None)
+    save = (
+        (lambda: save_train_state(state_path, model, stepper.optimizer, state, fairness))
+        if state_path is not None and state.is_main
+        else (lambda: None)
+    )
 
     seed_everything(config.seed)
     _start(model, stepper, state, fairness, state_path if resume else None, start_epoch, restore)
@@ -342,15 +388,19 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
         train_set.set_epoch(state.epoch)
         if state.step_in_epoch == 0:
             fairness.reset()
-        loader = _loader(train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch),
-                         config.num_workers)
+        loader = _loader(
+            train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch), config.num_workers
+        )
         running, epoch_start = _RunningMean(), time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for views, targets, _ in loader:
             views, targets = views.to(device, non_blocking=True), targets.to(device)
-            lr = stepper.set_lr(cosine_lr(state.global_step, state.total_steps, config.lr, config.min_lr,
-                                          config.warmup(state.steps_per_epoch)))
+            lr = stepper.set_lr(
+                cosine_lr(
+                    state.global_step, state.total_steps, config.lr, config.min_lr, config.warmup(state.steps_per_epoch)
+                )
+            )
             step = train_step(model, wrapped, views, targets, config, fairness, device)
             stepper(step.loss)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
@@ -363,8 +413,7 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
             if config.save_every_steps and state.global_step % config.save_every_steps == 0:
                 save()
         if not stopped:
-            state.history.append(_end_epoch(model, state, test_set, running, time.perf_counter() - epoch_start,
-                                            device))
+            state.history.append(_end_epoch(model, state, test_set, running, time.perf_counter() - epoch_start, device))
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
     if stopped:
@@ -374,9 +423,15 @@ def fit(model: MicroCLIP, train_set: Dataset, config: Recipe, test_set: Dataset 
     return FitResult(history=state.history, stopped=stopped, global_step=state.global_step)
 
 
-def _start(model: MicroCLIP, stepper: OptimizerStep, state: FitState, fairness: FairnessRegulariser,
-           resume_from: Path | None, start_epoch: int,
-           restore: Callable[[MicroCLIP, OptimizerStep], None] | None) -> None:
+def _start(
+    model: MicroCLIP,
+    stepper: OptimizerStep,
+    state: FitState,
+    fairness: FairnessRegulariser,
+    resume_from: Path | None,
+    start_epoch: int,
+    restore: Callable[[MicroCLIP, OptimizerStep], None] | None,
+) -> None:
     """Where a run begins: a reference checkpoint's weights, then our own run state, or a chosen epoch."""
     if restore is not None:
         restore(model, stepper)
@@ -429,22 +484,39 @@ def eval_fusion_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> floa
 
 def peak_memory_mb(device: torch.device) -> float | None:
     """The peak GPU memory allocated since the last reset, in MiB (None off CUDA)."""
-    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, running: _RunningMean,
-               seconds: float, device: torch.device) -> dict:
+def _end_epoch(
+    model: MicroCLIP,
+    state: FitState,
+    test_set: Dataset | None,
+    running: _RunningMean,
+    seconds: float,
+    device: torch.device,
+) -> dict:
     """The epoch's history row; the test evaluation on schedule (and always after the last epoch)."""
     config = state.config
-    row = {"epoch": state.epoch + 1, "step": state.global_step, "epoch_time": seconds,
-           **{f"train_{k}": v for k, v in running.means().items()}}
+    row = {
+        "epoch": state.epoch + 1,
+        "step": state.global_step,
+        "epoch_time": seconds,
+        **{f"train_{k}": v for k, v in running.means().items()},
+    }
     if (peak := peak_memory_mb(device)) is not None:
         row["gpu_peak_mb"] = peak
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
-        result = evaluate(model, test_set, batch_size=config.test_batch_size, device=device, amp=config.amp,
-                          num_workers=config.num_workers, ratio=eval_fusion_ratio(model, config.test_fusion))
+        result = evaluate(
+            model,
+            test_set,
+            batch_size=config.test_batch_size,
+            device=device,
+            amp=config.amp,
+            num_workers=config.num_workers,
+            ratio=eval_fusion_ratio(model, config.test_fusion),
+        )
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
@@ -453,9 +525,17 @@ def _end_epoch(model: MicroCLIP, state: FitState, test_set: Dataset | None, runn
 
 # ------------------------------------------------------------------ evaluate
 
+
 @torch.no_grad()
-def evaluate(model: MicroCLIP, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu",
-             amp: AmpMode = "none", num_workers: int = 0, ratio: float | None = None) -> EvalResult:
+def evaluate(
+    model: MicroCLIP,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    amp: AmpMode = "none",
+    num_workers: int = 0,
+    ratio: float | None = None,
+) -> EvalResult:
     """Fused, [CLS]-only and [FG]-only predictions on ``dataset`` (items ``(image, label, ...)``)."""
     device = torch.device(device)
     was_training = model.training
@@ -475,5 +555,6 @@ def evaluate(model: MicroCLIP, dataset: Dataset, batch_size: int = 256, device: 
     merged = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in predictions.items()}
     all_targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
     labelled = bool(len(all_targets)) and bool((all_targets >= 0).all())
-    return EvalResult(n=len(all_targets), predictions=merged, targets=all_targets if labelled else None,
-                      classes=model.classes)
+    return EvalResult(
+        n=len(all_targets), predictions=merged, targets=all_targets if labelled else None, classes=model.classes
+    )

@@ -14,6 +14,14 @@ from microclip.data.images import ImageError
 from microclip.recipe import ConfigError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    BackboneError, CheckpointError, ArchiveError, DescriptionsError, DatasetError, DatasetNotFoundError, ImageError,
-    ConfigError, FileNotFoundError, ValueError,
+    BackboneError,
+    CheckpointError,
+    ArchiveError,
+    DescriptionsError,
+    DatasetError,
+    DatasetNotFoundError,
+    ImageError,
+    ConfigError,
+    FileNotFoundError,
+    ValueError,
 )

@@ -52,8 +52,10 @@ class Explanation:
 
     def contributions(self, class_index: int) -> tuple[float, float]:
         """The exact ([CLS] part, [FG] part) of the fused logit of one class."""
-        return (float(self.ratio * self.logits_cls[class_index]),
-                float((1.0 - self.ratio) * self.logits_fg[class_index]))
+        return (
+            float(self.ratio * self.logits_cls[class_index]),
+            float((1.0 - self.ratio) * self.logits_fg[class_index]),
+        )
 
     def with_ratio(self, ratio: float) -> Explanation:
         """Re-fuse at another ρ; no forward pass needed because the logits are linear in ρ."""
@@ -113,19 +115,21 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     patch_class = patch_embeds @ w_hat.T.to(patch_embeds.dtype)  # (B, N, C)
     explanations = []
     for b in range(images.shape[0]):
-        explanations.append(Explanation(
-            classes=list(model.classes),
-            ratio=float(out.logits.ratio),
-            logits_cls=out.logits.cls[b].float().cpu().numpy(),
-            logits_fg=out.logits.fg[b].float().cpu().numpy(),
-            soap_weights=out.soap.weights[b, :-1].float().cpu().numpy().reshape(h, w),
-            null_weight=float(out.soap.weights[b, -1]),
-            ncut_mask=out.mask[b].cpu().numpy().reshape(h, w),
-            cls_similarity=similarity[b].float().cpu().numpy().reshape(h, w),
-            patch_class_cosine=patch_class[b].float().cpu().numpy().reshape(h, w, -1),
-            grid=(h, w),
-            image_size=int(images.shape[-1]),
-        ))
+        explanations.append(
+            Explanation(
+                classes=list(model.classes),
+                ratio=float(out.logits.ratio),
+                logits_cls=out.logits.cls[b].float().cpu().numpy(),
+                logits_fg=out.logits.fg[b].float().cpu().numpy(),
+                soap_weights=out.soap.weights[b, :-1].float().cpu().numpy().reshape(h, w),
+                null_weight=float(out.soap.weights[b, -1]),
+                ncut_mask=out.mask[b].cpu().numpy().reshape(h, w),
+                cls_similarity=similarity[b].float().cpu().numpy().reshape(h, w),
+                patch_class_cosine=patch_class[b].float().cpu().numpy().reshape(h, w, -1),
+                grid=(h, w),
+                image_size=int(images.shape[-1]),
+            )
+        )
     return explanations
 
 
@@ -136,4 +140,3 @@ def explain_image(model: MicroCLIP, image, ratio: float | None = None) -> Explan
 
     tensor = test_transform(model.backbone.image_size, crop="center")(to_rgb(image))
     return explain_batch(model, tensor[None], ratio)[0]
-

@@ -24,16 +24,28 @@ OVERLAY_SIZE = 224  # the overlays are drawn larger than a toy model's 64 px inp
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = new_parser(parser, prog="python -m microclip explain", description=__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(
+        parser,
+        prog="python -m microclip explain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("image", help="an image file, a folder of images (searched recursively) or a zip")
-    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", default=str(DEFAULT_CHECKPOINT),
-                        help="adapted checkpoint (.safetensors); default: the bundled toy-world model")
+    parser.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        default=str(DEFAULT_CHECKPOINT),
+        help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
+    )
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--fusion_ratio", type=float, default=None, help="override ρ (weight of [CLS])")
     parser.add_argument("--json", default=None, help="one image: write the full Explanation as JSON here")
-    parser.add_argument("--out", default=None, help="folder or zip: the bundle to write (default: "
-                                                    "microclip-batch-<name>.zip in the working directory)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder or zip: the bundle to write (default: microclip-batch-<name>.zip in the working directory)",
+    )
     parser.add_argument("--max_images", type=int, default=None, help="folder or zip: explain at most this many")
     parser.add_argument("--no_overlays", action="store_true", help="bundle without overlay PNGs")
     parser.add_argument("--device", default="auto")
@@ -79,8 +91,10 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
     for index in order:
         cls_part, fg_part = explanation.contributions(int(index))
         print(f"    {explanation.classes[index]:30s} {cls_part:8.3f} + {fg_part:8.3f} = {cls_part + fg_part:8.3f}")
-    print(f"  SOAP null-token weight {small_number(explanation.null_weight)}; NCut foreground "
-          f"{int(explanation.ncut_mask.sum())} of {explanation.ncut_mask.size} patches")
+    print(
+        f"  SOAP null-token weight {small_number(explanation.null_weight)}; NCut foreground "
+        f"{int(explanation.ncut_mask.sum())} of {explanation.ncut_mask.size} patches"
+    )
     if args.json:
         atomic_write_text(args.json, explanation.to_json())
         print(f"  full explanation written to {args.json}")
@@ -94,17 +108,26 @@ def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
 
     render = None if args.no_overlays else _renderer()
     with tempfile.TemporaryDirectory(prefix="microclip-explain-") as work:
-        result = batch.run(model, source, args.out or f"microclip-batch-{source.stem}.zip", work=work,
-                           cap=args.max_images, picture=render[0] if render else None,
-                           draw_overlay=render[1] if render else None, checkpoint=str(args.ckpt_path),
-                           overlay=None if render is None else "SOAP weights")
+        result = batch.run(
+            model,
+            source,
+            args.out or f"microclip-batch-{source.stem}.zip",
+            work=work,
+            cap=args.max_images,
+            picture=render[0] if render else None,
+            draw_overlay=render[1] if render else None,
+            checkpoint=str(args.ckpt_path),
+            overlay=None if render is None else "SOAP weights",
+        )
     for item in result.items:
         top = item.explanation.top_k("fused", 1)[0]
         print(f"{item.name}: {top[0]} ({top[1]:.1%})")
     for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
-    print(f"{len(result.items)} explained, {len(result.skipped)} skipped{'; ' + result.note if result.note else ''}; "
-          f"bundle {result.bundle}")
+    print(
+        f"{len(result.items)} explained, {len(result.skipped)} skipped{'; ' + result.note if result.note else ''}; "
+        f"bundle {result.bundle}"
+    )
     return 0
 
 

@@ -72,8 +72,15 @@ def _check_classes(model: MicroCLIP, class_index: torch.Tensor, batch: int) -> N
         raise ValueError(f"class_index {class_index.tolist()} out of range for {n_classes} classes")
 
 
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
-               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
 
 
 def detached_twin(module: nn.Module) -> nn.Module:
@@ -190,7 +197,8 @@ def _legrad():
         raise ExplainerUnavailable(
             f"LeGrad needs the legrad-torch package, which cannot be imported here ({type(error).__name__}: "
             f"{error}); install it with `{LEGRAD_INSTALL}` (--no-deps: its metadata pins open_clip<=2.23, "
-            "and microclip.explainers adapts it to the open_clip this project uses)") from None
+            "and microclip.explainers adapts it to the open_clip this project uses)"
+        ) from None
     return legrad
 
 
@@ -201,11 +209,15 @@ def check_legrad(model: MicroCLIP | None = None) -> None:
         return
     h, w = model.backbone.grid
     if h != w:
-        raise ExplainerUnavailable(f"legrad-torch 1.1 assumes a square patch grid (it reshapes the N patches to "
-                                   f"√N × √N); this model's grid is {h}×{w}")
+        raise ExplainerUnavailable(
+            f"legrad-torch 1.1 assumes a square patch grid (it reshapes the N patches to "
+            f"√N × √N); this model's grid is {h}×{w}"
+        )
     if model.backbone.visual.transformer.batch_first:
-        raise ExplainerUnavailable("legrad-torch's hooks need the blocks in sequence-first layout (L, N, D); "
-                                   "build the model with microclip.backbone.Backbone, which sets it")
+        raise ExplainerUnavailable(
+            "legrad-torch's hooks need the blocks in sequence-first layout (L, N, D); "
+            "build the model with microclip.backbone.Backbone, which sets it"
+        )
 
 
 class _VisualHolder(nn.Module):
@@ -235,7 +247,7 @@ _LEGRAD_WRAPPERS = _TwinCache(_build_legrad)
 
 def _forget_legrad_state(wrapper) -> None:
     """Drop what the hooked blocks kept from the last pass (tensors holding an autograd graph)."""
-    for block in wrapper.visual.transformer.resblocks[wrapper.starting_depth:]:
+    for block in wrapper.visual.transformer.resblocks[wrapper.starting_depth :]:
         for name in ("feat_post_attn", "feat_post_mlp"):
             block.__dict__.pop(name, None)
         block.attn.__dict__.pop("attention_maps", None)
@@ -247,8 +259,9 @@ def prepare_legrad(model: MicroCLIP, layer_index: int = LEGRAD_LAYER_INDEX) -> N
     _LEGRAD_WRAPPERS.get(model.backbone, layer_index)
 
 
-def legrad_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor,
-               layer_index: int = LEGRAD_LAYER_INDEX) -> torch.Tensor:
+def legrad_map(
+    model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor, layer_index: int = LEGRAD_LAYER_INDEX
+) -> torch.Tensor:
     """LeGrad (Bousselham et al. 2024) via ``legrad-torch``'s ``compute_legrad_clip``. Class-specific.
 
     The "text embedding" explained is the class's normalised ``Ŵ*`` row. Our own pass runs the hooked
@@ -284,7 +297,8 @@ def _grad_cam():
     except Exception as error:
         raise ExplainerUnavailable(
             f"the Grad-CAM family needs the grad-cam package, which cannot be imported here "
-            f"({type(error).__name__}: {error}); install it with `{GRAD_CAM_INSTALL}`") from None
+            f"({type(error).__name__}: {error}); install it with `{GRAD_CAM_INSTALL}`"
+        ) from None
     return pytorch_grad_cam, ClassifierOutputTarget
 
 
@@ -358,8 +372,13 @@ def _cam_class(method: str):
     cams, _ = _grad_cam()
     if method == "eigencam":
         return _sign_corrected_eigencam()
-    return {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
-            "layercam": cams.LayerCAM, "finercam": cams.FinerCAM}[method]
+    return {
+        "gradcam": cams.GradCAM,
+        "gradcam++": cams.GradCAMPlusPlus,
+        "hirescam": cams.HiResCAM,
+        "layercam": cams.LayerCAM,
+        "finercam": cams.FinerCAM,
+    }[method]
 
 
 def prepare_cam(model: MicroCLIP) -> None:
@@ -391,7 +410,7 @@ def cam_map(method: str, model: MicroCLIP, images: torch.Tensor, class_index: to
         base = cam.base_cam if method == "finercam" else cam
         try:  # not `with cam:` — its __exit__ swallows IndexError
             if method == "finercam":
-                heat = np.concatenate([cam(images[b:b + 1], target_idx=c) for b, c in enumerate(classes)])
+                heat = np.concatenate([cam(images[b : b + 1], target_idx=c) for b, c in enumerate(classes)])
             else:
                 heat = cam(input_tensor=images, targets=[classifier_target(c) for c in classes])
         finally:
@@ -436,61 +455,135 @@ class Explainer:
         return None
 
 
-_CAM_HOW = ("on the last block's first LayerNorm (its patch tokens as channels), for the `[CLS]`-branch logit "
-            "100·g·Ŵ*_c, via the `grad-cam` package")
+_CAM_HOW = (
+    "on the last block's first LayerNorm (its patch tokens as channels), for the `[CLS]`-branch logit "
+    "100·g·Ŵ*_c, via the `grad-cam` package"
+)
 
-EXPLAINERS: dict[str, Explainer] = {e.name: e for e in (
-    Explainer("soap", "SOAP attention",
-              "The weight each patch gets when SOAP pools the fine-grained `[FG]` token (the null token's share "
-              "left out). These *are* the pooling weights, so the map is the mechanism, from the same forward "
-              "pass that makes the prediction. Class-agnostic.", soap_map, False),
-    Explainer("ncut", "NCut foreground",
-              "The patches a normalised cut of the patch-token affinity graph puts in the foreground; their mean "
-              "is SOAP's query. A mask (on or off), not a score. Class-agnostic.", ncut_map, False),
-    Explainer("cls_similarity", "Similarity to [CLS]",
-              "Cosine between each value-path patch token and the global `[CLS]` token (before projection): what "
-              "the global branch already summarises. Class-agnostic.", cls_similarity_map, False),
-    Explainer("cls_attention", "[CLS] attention (last block)",
-              "How strongly the `[CLS]` query attends to each patch in the last block, averaged over heads. Cheap, "
-              "but it shows where the last block looked, not what raised the score, and it ignores earlier "
-              "blocks, the values and the MLP. Class-agnostic.", cls_attention_map, False),
-    Explainer("rollout", "Attention rollout",
-              "Abnar & Zuidema (2020): every block's head-averaged attention, with the skip connection added "
-              "(0.5·A + 0.5·I, rows renormalised), multiplied through all blocks; the `[CLS]` row says how much "
-              "of each patch flows into `[CLS]`. Class-agnostic, and often diffuse.", rollout_map, False),
-    Explainer("legrad", "LeGrad",
-              "LeGrad (Bousselham et al. 2024, the `legrad-torch` package): the gradient of the class score "
-              "(cosine of Ŵ*_c with the image feature read after each of the last blocks, mean over tokens) with "
-              "respect to each block's attention map; positive parts averaged over heads and queries, summed "
-              "over blocks. Class-specific; it explains a `[CLS]`-style image feature, not the fused score.",
-              legrad_map, True, check_legrad, prepare_legrad),
-    Explainer("gradcam", "Grad-CAM",
-              f"Grad-CAM (Selvaraju et al. 2017) {_CAM_HOW}: the channels weighted by their mean gradient, summed, "
-              "ReLU. Class-specific. Made for CNNs; on a ViT's tokens it is a coarse heuristic.",
-              _cam("gradcam"), True, check_grad_cam, prepare_cam),
-    Explainer("gradcam++", "Grad-CAM++",
-              f"Grad-CAM++ (Chattopadhay et al. 2018) {_CAM_HOW}: like Grad-CAM, with channel weights from "
-              "higher-order gradient terms, meant to cover several instances of the evidence. Class-specific.",
-              _cam("gradcam++"), True, check_grad_cam, prepare_cam),
-    Explainer("hirescam", "HiResCAM",
-              f"HiResCAM (Draelos & Carin 2020) {_CAM_HOW}: gradient × activation per patch, summed over channels "
-              "(no averaging of the gradient), so each patch's value is its own first-order contribution. "
-              "Class-specific.", _cam("hirescam"), True, check_grad_cam, prepare_cam),
-    Explainer("layercam", "LayerCAM",
-              f"LayerCAM (Jiang et al. 2021) {_CAM_HOW}: positive gradient × activation per patch, summed over "
-              "channels. Class-specific.", _cam("layercam"), True, check_grad_cam, prepare_cam),
-    Explainer("eigencam", "Eigen-CAM",
-              "Eigen-CAM (Muhammad & Yeasin 2020) on the last block's first LayerNorm, via `grad-cam`: each "
-              "patch's projection on the first principal component of the patch activations. No gradients and "
-              "no class: what that layer varies most over. The SVD's arbitrary sign is fixed with the package's "
-              "own correction (positive where |max| ≥ |min|).", _cam("eigencam"), False, check_grad_cam,
-              prepare_cam),
-    Explainer("finercam", "Finer-CAM",
-              f"Finer-CAM (Zhang et al. 2025) {_CAM_HOW}: Grad-CAM of the class's logit *minus* its look-alikes' "
-              "(the three classes with the closest logits, weighted by their probability): what separates this "
-              "class from the ones it could be confused with. Class-specific; made for fine-grained classes.",
-              _cam("finercam"), True, check_finer_cam, prepare_cam),
-)}
+EXPLAINERS: dict[str, Explainer] = {
+    e.name: e
+    for e in (
+        Explainer(
+            "soap",
+            "SOAP attention",
+            "The weight each patch gets when SOAP pools the fine-grained `[FG]` token (the null token's share "
+            "left out). These *are* the pooling weights, so the map is the mechanism, from the same forward "
+            "pass that makes the prediction. Class-agnostic.",
+            soap_map,
+            False,
+        ),
+        Explainer(
+            "ncut",
+            "NCut foreground",
+            "The patches a normalised cut of the patch-token affinity graph puts in the foreground; their mean "
+            "is SOAP's query. A mask (on or off), not a score. Class-agnostic.",
+            ncut_map,
+            False,
+        ),
+        Explainer(
+            "cls_similarity",
+            "Similarity to [CLS]",
+            "Cosine between each value-path patch token and the global `[CLS]` token (before projection): what "
+            "the global branch already summarises. Class-agnostic.",
+            cls_similarity_map,
+            False,
+        ),
+        Explainer(
+            "cls_attention",
+            "[CLS] attention (last block)",
+            "How strongly the `[CLS]` query attends to each patch in the last block, averaged over heads. Cheap, "
+            "but it shows where the last block looked, not what raised the score, and it ignores earlier "
+            "blocks, the values and the MLP. Class-agnostic.",
+            cls_attention_map,
+            False,
+        ),
+        Explainer(
+            "rollout",
+            "Attention rollout",
+            "Abnar & Zuidema (2020): every block's head-averaged attention, with the skip connection added "
+            "(0.5·A + 0.5·I, rows renormalised), multiplied through all blocks; the `[CLS]` row says how much "
+            "of each patch flows into `[CLS]`. Class-agnostic, and often diffuse.",
+            rollout_map,
+            False,
+        ),
+        Explainer(
+            "legrad",
+            "LeGrad",
+            "LeGrad (Bousselham et al. 2024, the `legrad-torch` package): the gradient of the class score "
+            "(cosine of Ŵ*_c with the image feature read after each of the last blocks, mean over tokens) with "
+            "respect to each block's attention map; positive parts averaged over heads and queries, summed "
+            "over blocks. Class-specific; it explains a `[CLS]`-style image feature, not the fused score.",
+            legrad_map,
+            True,
+            check_legrad,
+            prepare_legrad,
+        ),
+        Explainer(
+            "gradcam",
+            "Grad-CAM",
+            f"Grad-CAM (Selvaraju et al. 2017) {_CAM_HOW}: the channels weighted by their mean gradient, summed, "
+            "ReLU. Class-specific. Made for CNNs; on a ViT's tokens it is a coarse heuristic.",
+            _cam("gradcam"),
+            True,
+            check_grad_cam,
+            prepare_cam,
+        ),
+        Explainer(
+            "gradcam++",
+            "Grad-CAM++",
+            f"Grad-CAM++ (Chattopadhay et al. 2018) {_CAM_HOW}: like Grad-CAM, with channel weights from "
+            "higher-order gradient terms, meant to cover several instances of the evidence. Class-specific.",
+            _cam("gradcam++"),
+            True,
+            check_grad_cam,
+            prepare_cam,
+        ),
+        Explainer(
+            "hirescam",
+            "HiResCAM",
+            f"HiResCAM (Draelos & Carin 2020) {_CAM_HOW}: gradient × activation per patch, summed over channels "
+            "(no averaging of the gradient), so each patch's value is its own first-order contribution. "
+            "Class-specific.",
+            _cam("hirescam"),
+            True,
+            check_grad_cam,
+            prepare_cam,
+        ),
+        Explainer(
+            "layercam",
+            "LayerCAM",
+            f"LayerCAM (Jiang et al. 2021) {_CAM_HOW}: positive gradient × activation per patch, summed over "
+            "channels. Class-specific.",
+            _cam("layercam"),
+            True,
+            check_grad_cam,
+            prepare_cam,
+        ),
+        Explainer(
+            "eigencam",
+            "Eigen-CAM",
+            "Eigen-CAM (Muhammad & Yeasin 2020) on the last block's first LayerNorm, via `grad-cam`: each "
+            "patch's projection on the first principal component of the patch activations. No gradients and "
+            "no class: what that layer varies most over. The SVD's arbitrary sign is fixed with the package's "
+            "own correction (positive where |max| ≥ |min|).",
+            _cam("eigencam"),
+            False,
+            check_grad_cam,
+            prepare_cam,
+        ),
+        Explainer(
+            "finercam",
+            "Finer-CAM",
+            f"Finer-CAM (Zhang et al. 2025) {_CAM_HOW}: Grad-CAM of the class's logit *minus* its look-alikes' "
+            "(the three classes with the closest logits, weighted by their probability): what separates this "
+            "class from the ones it could be confused with. Class-specific; made for fine-grained classes.",
+            _cam("finercam"),
+            True,
+            check_finer_cam,
+            prepare_cam,
+        ),
+    )
+}
 
 
 def available_explainers(model: MicroCLIP | None = None) -> list[str]:
@@ -528,8 +621,9 @@ class ExplainerComparison:
     runs: dict[str, ExplainerRun]
 
 
-def run_explainers(model: MicroCLIP, image: torch.Tensor, class_index: int | None = None,
-                   names: Sequence[str] | None = None) -> ExplainerComparison:
+def run_explainers(
+    model: MicroCLIP, image: torch.Tensor, class_index: int | None = None, names: Sequence[str] | None = None
+) -> ExplainerComparison:
     """Run explainers (default: all) on one image (3, S, S) in [0, 1] for one class (default: the prediction).
 
     Each is timed alone with ``time.perf_counter``, from its call to its map on the CPU as numpy;
@@ -597,12 +691,14 @@ def part_score(saliency: np.ndarray, part_mask: np.ndarray) -> PartScore:
     coverage = patch_coverage(mask_on_grid(part_mask, grid)[None], grid)  # (1, P)
     scores = np.asarray(saliency, dtype=np.float64).reshape(1, -1)
     top = scores == scores.max()
-    return PartScore(top_on_part=float(expected_hit(top, coverage > 0)[0]), n_top=int(top.sum()),
-                     mass_inside=float(mass_inside(scores, coverage)[0]))
+    return PartScore(
+        top_on_part=float(expected_hit(top, coverage > 0)[0]),
+        n_top=int(top.sum()),
+        mass_inside=float(mass_inside(scores, coverage)[0]),
+    )
 
 
 def chance_score(part_mask: np.ndarray, grid: tuple[int, int]) -> PartScore:
     """What a map that knows nothing scores: a uniformly drawn top patch, mass spread evenly."""
     coverage = patch_coverage(mask_on_grid(part_mask, grid)[None], grid)[0]
-    return PartScore(top_on_part=float((coverage > 0).mean()), n_top=coverage.size,
-                     mass_inside=float(coverage.mean()))
+    return PartScore(top_on_part=float((coverage > 0).mean()), n_top=coverage.size, mass_inside=float(coverage.mean()))

@@ -53,8 +53,9 @@ def upsample_maps(maps: np.ndarray, grid: tuple[int, int], size: int) -> np.ndar
     return F.interpolate(scores, size=(size, size), mode="nearest")[:, 0].numpy()
 
 
-def deletion_drops(model: MicroCLIP, images: torch.Tensor, maps: np.ndarray,
-                   percentiles: Sequence[int] = ROAD_PERCENTILES) -> dict[str, np.ndarray]:
+def deletion_drops(
+    model: MicroCLIP, images: torch.Tensor, maps: np.ndarray, percentiles: Sequence[int] = ROAD_PERCENTILES
+) -> dict[str, np.ndarray]:
     """ROAD most-relevant-first deletion for one map per image.
 
     Args:
@@ -78,8 +79,9 @@ def deletion_drops(model: MicroCLIP, images: torch.Tensor, maps: np.ndarray,
     return {branch: -change[:, i] for i, branch in enumerate(BRANCHES)}
 
 
-def deletion_scores(model: MicroCLIP, images: torch.Tensor, maps: dict[str, np.ndarray],
-                    percentiles: Sequence[int] = ROAD_PERCENTILES) -> dict[str, dict[str, float]]:
+def deletion_scores(
+    model: MicroCLIP, images: torch.Tensor, maps: dict[str, np.ndarray], percentiles: Sequence[int] = ROAD_PERCENTILES
+) -> dict[str, dict[str, float]]:
     """{map name: {branch: mean ROAD deletion drop over the images}} for several maps of the same images."""
     out = {}
     for name, scores in maps.items():

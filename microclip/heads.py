@@ -34,8 +34,9 @@ class HeadWeights:
 class TextEncoder:
     """Wraps an open_clip model's text tower and tokenizer; counts truncated texts."""
 
-    def __init__(self, clip_model: nn.Module, tokenizer: Callable, device: torch.device | str = "cpu",
-                 batch_size: int = 256) -> None:
+    def __init__(
+        self, clip_model: nn.Module, tokenizer: Callable, device: torch.device | str = "cpu", batch_size: int = 256
+    ) -> None:
         self.clip_model = clip_model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -54,7 +55,7 @@ class TextEncoder:
         """Un-normalised text embeddings (n, E), as ``encode_text`` returns them."""
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
             chunks.append(self.clip_model.encode_text(tokens).float())
         return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=self.device)
 
@@ -63,8 +64,9 @@ class TextEncoder:
         return self.clip_model.visual.proj.shape[1]
 
 
-def template_embeddings(encode: Callable[[Sequence[str]], torch.Tensor], classes: Sequence[str],
-                        templates: Sequence[str]) -> torch.Tensor:
+def template_embeddings(
+    encode: Callable[[Sequence[str]], torch.Tensor], classes: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """t_c = normalize(Σ_τ f_text(τ(c))): the reference sums *un-normalised* template embeddings.
 
     (It divides the (T, E) matrix by its Frobenius norm and averages; after the final
@@ -109,8 +111,11 @@ def build_head_weights(
         if not use_handcrafted:
             w_star[index] = F.normalize(embeds.mean(0), dim=-1)
     if n_truncated:
-        log.warning("%d description sentences are longer than the %d-token context and were truncated",
-                    n_truncated, encode.context_length)
+        log.warning(
+            "%d description sentences are longer than the %d-token context and were truncated",
+            n_truncated,
+            encode.context_length,
+        )
     return HeadWeights(tuple(classes), template_embeds, w_llm, w_star, n_truncated)
 
 
@@ -149,8 +154,9 @@ class Heads(nn.Module):
     def __init__(self, classes: Sequence[str], w_llm: torch.Tensor, w_star: torch.Tensor) -> None:
         super().__init__()
         if w_llm.shape != w_star.shape or w_llm.shape[0] != len(classes):
-            raise ValueError(f"head shapes {tuple(w_llm.shape)} / {tuple(w_star.shape)} do not fit "
-                             f"{len(classes)} classes")
+            raise ValueError(
+                f"head shapes {tuple(w_llm.shape)} / {tuple(w_star.shape)} do not fit {len(classes)} classes"
+            )
         self.classes = tuple(classes)
         self.w_star = nn.Parameter(w_star.clone().float())
         self.register_buffer("w_llm", w_llm.clone().float())
@@ -162,7 +168,8 @@ class Heads(nn.Module):
     def w_star_hat(self) -> torch.Tensor:
         return F.normalize(self.w_star, dim=-1)
 
-    def branch_logits(self, cls_embed: torch.Tensor, fg_embed: torch.Tensor,
-                      ratio: float = DEFAULT_FUSION_RATIO) -> BranchLogits:
+    def branch_logits(
+        self, cls_embed: torch.Tensor, fg_embed: torch.Tensor, ratio: float = DEFAULT_FUSION_RATIO
+    ) -> BranchLogits:
         w_hat = self.w_star_hat().to(cls_embed.dtype)
         return BranchLogits(cls=LOGIT_SCALE * cls_embed @ w_hat.T, fg=LOGIT_SCALE * fg_embed @ w_hat.T, ratio=ratio)

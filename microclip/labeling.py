@@ -32,12 +32,18 @@ class PseudoLabels:
     dynamic_labels: torch.Tensor  # (B,) argmax of d alone (fused weak · Ŵ*)
 
 
-def aggregate(composite: torch.Tensor, fused_weak: torch.Tensor, w_llm: torch.Tensor,
-              w_star_hat: torch.Tensor, gamma: float) -> PseudoLabels:
+def aggregate(
+    composite: torch.Tensor, fused_weak: torch.Tensor, w_llm: torch.Tensor, w_star_hat: torch.Tensor, gamma: float
+) -> PseudoLabels:
     """ℓ = γ·⟨z, W_LLM⟩ + (1−γ)·⟨u, Ŵ*⟩: plain cosines, no ×100; hard labels, no threshold."""
     static = composite @ w_llm.T.to(composite.dtype)  # (B, C)
     dynamic = fused_weak @ w_star_hat.T.to(fused_weak.dtype)  # (B, C)
     scores = gamma * static + (1.0 - gamma) * dynamic
     confidence, labels = scores.max(dim=1)
-    return PseudoLabels(labels=labels, confidence=confidence, scores=scores,
-                        static_labels=static.argmax(1), dynamic_labels=dynamic.argmax(1))
+    return PseudoLabels(
+        labels=labels,
+        confidence=confidence,
+        scores=scores,
+        static_labels=static.argmax(1),
+        dynamic_labels=dynamic.argmax(1),
+    )

@@ -52,8 +52,9 @@ class MethodConfig:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(f"method config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                             f"{', '.join(names)}")
+            raise ValueError(
+                f"method config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(names)}"
+            )
         return cls(**data)
 
 
@@ -71,8 +72,9 @@ class ModelOutput:
 class MicroCLIP(nn.Module):
     """The adapted model. Only visual LayerNorms, SOAP's projections and W* ever train."""
 
-    def __init__(self, backbone: Backbone, heads: Heads, config: MethodConfig | None = None,
-                 base: BaseModelSpec | None = None) -> None:
+    def __init__(
+        self, backbone: Backbone, heads: Heads, config: MethodConfig | None = None, base: BaseModelSpec | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = config or MethodConfig()
@@ -106,8 +108,13 @@ class MicroCLIP(nn.Module):
         model = cls(Backbone(clip.visual), Heads.from_weights(weights), config, spec).to(device)
         return model, weights, (encoder if keep_text else None)
 
-    def relabel(self, encoder: TextEncoder, classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
-                descriptions: dict[str, list[str]] | None = None) -> MicroCLIP:
+    def relabel(
+        self,
+        encoder: TextEncoder,
+        classes: Sequence[str],
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        descriptions: dict[str, list[str]] | None = None,
+    ) -> MicroCLIP:
         """This model for another label set: the same (shared) visual tower and SOAP, fresh heads.
 
         ``encoder`` is the base model's text tower. W* starts from the new classes' descriptions (or
@@ -128,11 +135,16 @@ class MicroCLIP(nn.Module):
             cls_embed = self.encode_cls(images)
             return ModelOutput(logits=self.heads.branch_logits(cls_embed, cls_embed, 1.0))
         tokens = self.backbone(images)
-        ncut_input = tokens.patches if cfg.ncut_features == "values" else nn.functional.normalize(
-            tokens.patch_keys, dim=-1)
+        ncut_input = (
+            tokens.patches if cfg.ncut_features == "values" else nn.functional.normalize(tokens.patch_keys, dim=-1)
+        )
         eigh_device = cfg.ncut_device if cfg.ncut_device == "cpu" or images.device.type == "cuda" else "cpu"
-        mask = foreground_mask(ncut_input, threshold=cfg.ncut_threshold, sign=cfg.ncut_sign,
-                               eigh_device=eigh_device if eigh_device == "cpu" else images.device)
+        mask = foreground_mask(
+            ncut_input,
+            threshold=cfg.ncut_threshold,
+            sign=cfg.ncut_sign,
+            eigh_device=eigh_device if eigh_device == "cpu" else images.device,
+        )
         query = soap_query(tokens.patches, mask, tokens.cls_token, cfg.query)
         soap = self.soap(tokens.patches, query, mask, pool=cfg.pool)
         fg_embed = self.backbone.project(soap.pooled)
@@ -147,9 +159,12 @@ class MicroCLIP(nn.Module):
 
     def _visual_layernorm_parameters(self) -> dict[str, nn.Parameter]:
         """Every LayerNorm parameter of the visual tower, selected by module type, not by name."""
-        return {f"backbone.visual.{module_name}.{param_name}": param
-                for module_name, module in self.backbone.visual.named_modules() if isinstance(module, nn.LayerNorm)
-                for param_name, param in module.named_parameters(recurse=False)}
+        return {
+            f"backbone.visual.{module_name}.{param_name}": param
+            for module_name, module in self.backbone.visual.named_modules()
+            if isinstance(module, nn.LayerNorm)
+            for param_name, param in module.named_parameters(recurse=False)
+        }
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Every LayerNorm of the visual tower, SOAP (unless frozen), W*."""
@@ -187,8 +202,10 @@ class MicroCLIP(nn.Module):
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"adapted state does not fit this model: missing {missing[:5]}"
-                             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"adapted state does not fit this model: missing {missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            )
         own = dict(self.named_parameters()) | dict(self.named_buffers())
         for name, tensor in state.items():
             target = own[name]

@@ -32,12 +32,17 @@ def cap_evenly(items: Sequence[T], cap: int) -> tuple[list[T], str]:
     if len(items) <= cap:
         return list(items), ""
     keep = np.linspace(0, len(items) - 1, cap).round().astype(int)
-    return [items[i] for i in keep], f"{len(items) - len(keep)} images over the cap of {cap}; an evenly spaced " \
-                                     "sample is used"
+    return [
+        items[i] for i in keep
+    ], f"{len(items) - len(keep)} images over the cap of {cap}; an evenly spaced sample is used"
 
 
-def readable(samples: Sequence[tuple[str, T]], max_pixels: int | None, root: str | Path | None = None,
-             every: Callable[[int], None] | None = None) -> tuple[list[tuple[str, T]], list[tuple[str, str]]]:
+def readable(
+    samples: Sequence[tuple[str, T]],
+    max_pixels: int | None,
+    root: str | Path | None = None,
+    every: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[str, T]], list[tuple[str, str]]]:
     """The ``(path, label)`` samples whose image decodes, and ``(name, reason)`` for the others (names relative
     to ``root``). ``every(index)`` is called before each image (progress, a stop check)."""
     good, skipped = [], []

@@ -66,8 +66,12 @@ class Recipe:
     train_interpolation: str = field(default="bicubic", metadata=_flag("resize interpolation of the views"))
     # running
     amp: AmpMode = "none"  # --amp (fp16 + GradScaler, as the reference's), --amp bf16
-    test_fusion: TestFusion = field(default="consistent", metadata=_flag(
-        "test-time fusion: consistent (ρ on [CLS], as in training) or reference (its swapped unpacking: ρ on [FG])"))
+    test_fusion: TestFusion = field(
+        default="consistent",
+        metadata=_flag(
+            "test-time fusion: consistent (ρ on [CLS], as in training) or reference (its swapped unpacking: ρ on [FG])"
+        ),
+    )
     seed: int = 0  # --seed
     num_workers: int = 0  # --num_workers
     max_steps: int | None = field(default=None, metadata=_flag("cap on optimisation steps (short runs)"))
@@ -97,9 +101,16 @@ class Recipe:
 
     def views(self, image_size: int) -> TrainViews:
         """The weak, strong and crop views of a training step (``input_size`` overrides ``image_size``)."""
-        return TrainViews(input_size=self.input_size or image_size, n_crops=self.n_crops, alpha=self.alpha,
-                          beta=self.beta, scale=(self.train_crop_min, 1.0), auto_augment=self.aa,
-                          color_jitter=self.color_jitter, interpolation=self.train_interpolation)
+        return TrainViews(
+            input_size=self.input_size or image_size,
+            n_crops=self.n_crops,
+            alpha=self.alpha,
+            beta=self.beta,
+            scale=(self.train_crop_min, 1.0),
+            auto_augment=self.aa,
+            color_jitter=self.color_jitter,
+            interpolation=self.train_interpolation,
+        )
 
     # -------------------------------------------------------------- (de)serialisation
 
@@ -142,16 +153,16 @@ class Recipe:
         """One ``--name`` per flagged field; default None, so an absent flag leaves the config's value."""
         for spec in fields(cls):
             if "flag" in spec.metadata:
-                parser.add_argument(f"--{spec.name}", type=_scalar_type(spec), default=None,
-                                    help=spec.metadata["flag"])
+                parser.add_argument(f"--{spec.name}", type=_scalar_type(spec), default=None, help=spec.metadata["flag"])
 
     @classmethod
     def flag_names(cls) -> list[str]:
         return [spec.name for spec in fields(cls) if "flag" in spec.metadata]
 
     @classmethod
-    def from_sources(cls, config: Recipe | None, args: argparse.Namespace | Mapping[str, Any] | None = None,
-                     **fixed: Any) -> Recipe:
+    def from_sources(
+        cls, config: Recipe | None, args: argparse.Namespace | Mapping[str, Any] | None = None, **fixed: Any
+    ) -> Recipe:
         """``config`` (a dataset config) overridden by the flags set in ``args``, then by ``fixed``."""
         values = (config or cls()).to_dict()
         given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
@@ -168,8 +179,11 @@ def _type_hints() -> dict[str, Any]:
 
 def _field_types(spec) -> tuple[type, ...]:
     hint = _type_hints()[spec.name]
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+    args = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         else (hint,)
+    )
     return tuple(a for a in args if a is not type(None))
 
 
@@ -208,8 +222,11 @@ TRAIN_CONFIG_KEYS = {
     "templates": "templates JSON file",
     "eval_crop": "test-time crop, center or random",
     # read by the reference's scripts, no effect here
-    "method": "reference bookkeeping", "eval_freq": "reference bookkeeping", "final_model": "reference bookkeeping",
-    "source_model": "reference bookkeeping", "use_learnable_classifier": "always true here",
+    "method": "reference bookkeeping",
+    "eval_freq": "reference bookkeeping",
+    "final_model": "reference bookkeeping",
+    "source_model": "reference bookkeeping",
+    "use_learnable_classifier": "always true here",
     "prompt_type": "reference bookkeeping",
 }
 

@@ -37,8 +37,9 @@ def resolve_ncut_sign(sign: str) -> NcutSign:
     return sign  # type: ignore[return-value]
 
 
-def ncut_laplacian(features: torch.Tensor, tau: float = NCUT_TAU, eps: float = NCUT_EPS) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def ncut_laplacian(
+    features: torch.Tensor, tau: float = NCUT_TAU, eps: float = NCUT_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's binary affinity graph and its symmetric normalised Laplacian, in ``features``' dtype.
 
     Returns ``(laplacian (B, N, N), degree (B, N))``. A_ij = 1 if <f_i, f_j> > tau else eps (self-loops
@@ -55,8 +56,13 @@ def _normalised_laplacian(affinity: torch.Tensor, eps: float) -> tuple[torch.Ten
     return inv_sqrt[:, :, None] * laplacian * inv_sqrt[:, None, :], degree
 
 
-def canonical_fiedler(values: torch.Tensor, vectors: torch.Tensor, degree: torch.Tensor,
-                      eps: float = NCUT_EPS, tol: float = NCUT_DEGENERACY_TOL) -> torch.Tensor:
+def canonical_fiedler(
+    values: torch.Tensor,
+    vectors: torch.Tensor,
+    degree: torch.Tensor,
+    eps: float = NCUT_EPS,
+    tol: float = NCUT_DEGENERACY_TOL,
+) -> torch.Tensor:
     """One Fiedler vector per graph that does not depend on the basis the eigensolver returned.
 
     Args:
@@ -148,8 +154,16 @@ def ncut_split(
             seed = fiedler.abs().argmax(dim=1, keepdim=True)  # (B, 1)
             flipped = ~mask.gather(1, seed)[:, 0]
             mask = torch.where(flipped[:, None], ~mask, mask)
-    return NcutSplit(degree=degree, eigenvalues=values, fiedler=fiedler, threshold=cut[:, 0], flipped=flipped,
-                     mask=mask, similarity=similarity, linked=linked)
+    return NcutSplit(
+        degree=degree,
+        eigenvalues=values,
+        fiedler=fiedler,
+        threshold=cut[:, 0],
+        flipped=flipped,
+        mask=mask,
+        similarity=similarity,
+        linked=linked,
+    )
 
 
 def foreground_mask(
@@ -188,8 +202,12 @@ def soap_query(
     if mode == "token_avg":
         return patches.mean(1)
     if mode == "random":
-        index = torch.randint(patches.shape[1], (patches.shape[0],), generator=generator,
-                              device=generator.device if generator is not None else "cpu")
+        index = torch.randint(
+            patches.shape[1],
+            (patches.shape[0],),
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+        )
         return patches[torch.arange(patches.shape[0]), index.to(patches.device)]
     raise ValueError(f"unknown SOAP query mode {mode!r}; choose from ncut, global, token_avg, random")
 
@@ -222,8 +240,9 @@ class SOAP(nn.Module):
         else:
             self.register_buffer("null_token", torch.zeros(1, width))
 
-    def forward(self, patches: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None,
-                pool: PoolMode = "attention") -> SoapOutput:
+    def forward(
+        self, patches: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None, pool: PoolMode = "attention"
+    ) -> SoapOutput:
         batch, n_patches, _ = patches.shape
         if pool == "attention":
             null = self.null_token.to(patches.dtype).expand(batch, 1, self.width)

@@ -21,8 +21,9 @@ _META_KEY = "run_state"
 _RESERVED = ("optim.", "rng.")
 
 
-def save_run_state(path: str | Path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                   meta: dict) -> None:
+def save_run_state(
+    path: str | Path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, meta: dict
+) -> None:
     """``tensors`` (e.g. the trainable weights), the optimiser's state, the RNGs and ``meta``, atomically."""
     reserved = [k for k in tensors if k.startswith(_RESERVED)]
     if reserved:
@@ -34,10 +35,14 @@ def save_run_state(path: str | Path, tensors: dict[str, torch.Tensor], optimizer
             out[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     out["rng.torch"] = torch.get_rng_state()
     np_state = np.random.get_state()
-    text = json.dumps({
-        "meta": meta, "optimizer_param_groups": saved["param_groups"], "python_rng": random.getstate(),
-        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    })
+    text = json.dumps(
+        {
+            "meta": meta,
+            "optimizer_param_groups": saved["param_groups"],
+            "python_rng": random.getstate(),
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        }
+    )
     atomic_write(path, lambda tmp: save_file(out, str(tmp), metadata={_META_KEY: text}))
 
 

@@ -274,8 +274,9 @@ def _top_patch(values: np.ndarray) -> tuple[int, int]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(values)), values.shape))  # type: ignore[return-value]
 
 
-def mask_facts(truth: PatchTruth, ncut_mask: np.ndarray, soap_weights: np.ndarray,
-               cls_similarity: np.ndarray) -> MaskFacts:
+def mask_facts(
+    truth: PatchTruth, ncut_mask: np.ndarray, soap_weights: np.ndarray, cls_similarity: np.ndarray
+) -> MaskFacts:
     """The facts of one image: its ground truth against the NCut mask, SOAP's weights and the [CLS] cosines."""
     mask = np.asarray(ncut_mask, dtype=bool)
     weights = np.asarray(soap_weights, dtype=np.float64)
@@ -283,13 +284,20 @@ def mask_facts(truth: PatchTruth, ncut_mask: np.ndarray, soap_weights: np.ndarra
     total = weights.sum()
     soap_top, cls_top = _top_patch(weights), _top_patch(np.asarray(cls_similarity))
     return MaskFacts(
-        n_patches=mask.size, n_object=int(truth.on_object.sum()), n_part=int((parts > 0).sum()),
+        n_patches=mask.size,
+        n_object=int(truth.on_object.sum()),
+        n_part=int((parts > 0).sum()),
         parts_shown=tuple(name for name, share in truth.part_share.items() if share.any()),
-        n_foreground=int(mask.sum()), n_foreground_on_object=int((mask & truth.on_object).sum()),
-        soap_top=soap_top, soap_top_region=truth.region(soap_top),
+        n_foreground=int(mask.sum()),
+        n_foreground_on_object=int((mask & truth.on_object).sum()),
+        soap_top=soap_top,
+        soap_top_region=truth.region(soap_top),
         soap_on_object=float((weights * truth.object_share).sum() / total) if total > 0 else 0.0,
         soap_on_parts=float((weights * parts).sum() / total) if total > 0 else 0.0,
-        cls_top=cls_top, cls_top_region=truth.region(cls_top), true_class=truth.true_class)
+        cls_top=cls_top,
+        cls_top_region=truth.region(cls_top),
+        true_class=truth.true_class,
+    )
 
 
 # ------------------------------------------------------------------ a counterfactual: the same image, changed
@@ -315,10 +323,17 @@ def branch_changes(before: Explanation, after: Explanation, true_class: str | No
     for branch in BRANCHES:
         p_before, p_after = before.probabilities(branch), after.probabilities(branch)
         i, j = before.prediction(branch), after.prediction(branch)
-        changes.append(BranchChange(
-            branch, before.classes[i], float(p_before[i]), after.classes[j], float(p_after[j]),
-            float(p_before[true_index]) if true_index is not None else None,
-            float(p_after[true_index]) if true_index is not None else None))
+        changes.append(
+            BranchChange(
+                branch,
+                before.classes[i],
+                float(p_before[i]),
+                after.classes[j],
+                float(p_after[j]),
+                float(p_before[true_index]) if true_index is not None else None,
+                float(p_after[true_index]) if true_index is not None else None,
+            )
+        )
     return tuple(changes)
 
 
@@ -436,7 +451,7 @@ def _patches_step(images: torch.Tensor, grid: tuple[int, int]) -> PatchesStep:
     h, w = grid
     size = int(images.shape[-1])
     patch_px = size // w
-    cropped = images[0, :, :h * patch_px, :w * patch_px]
+    cropped = images[0, :, : h * patch_px, : w * patch_px]
     mosaic = cropped.reshape(3, h, patch_px, w, patch_px).mean(dim=(2, 4)).permute(1, 2, 0)  # (h, w, 3)
     return PatchesStep(size, patch_px, (h, w), _np(mosaic))
 
@@ -446,10 +461,13 @@ def _tokens_step(tokens, grid: tuple[int, int], width: int) -> TokensStep:
     norms = patches.norm(dim=-1)
     cls_cos = F.cosine_similarity(patches, tokens.cls_token, dim=-1)
     sample = sorted({0, int(norms.argmax()), int(norms.argmin())})
-    return TokensStep(width=width, norms=_np(norms).reshape(grid), cls_norm=float(tokens.cls_token[0].norm()),
-                      cos_to_cls=_np(cls_cos).reshape(grid),
-                      sample=tuple(TokenSample(divmod(i, grid[1]), _np(patches[i, :DIMS_SHOWN]), float(norms[i]))
-                                   for i in sample))
+    return TokensStep(
+        width=width,
+        norms=_np(norms).reshape(grid),
+        cls_norm=float(tokens.cls_token[0].norm()),
+        cos_to_cls=_np(cls_cos).reshape(grid),
+        sample=tuple(TokenSample(divmod(i, grid[1]), _np(patches[i, :DIMS_SHOWN]), float(norms[i])) for i in sample),
+    )
 
 
 def _graph_step(split: NcutSplit, cfg, grid: tuple[int, int]) -> GraphStep:
@@ -459,12 +477,22 @@ def _graph_step(split: NcutSplit, cfg, grid: tuple[int, int]) -> GraphStep:
     recut = (fiedler > split.threshold[0]) ^ split.flipped[0]  # the mask read back from the Fiedler vector
     similarity = split.similarity[0]
     return GraphStep(
-        features=cfg.ncut_features, tau=NCUT_TAU, threshold_rule=cfg.ncut_threshold, sign=cfg.ncut_sign,
-        dot_range=(float(similarity.min()), float(similarity.max())), affinity=_np(linked),
-        degree=_np(split.degree[0]).reshape(grid), eigenvalues=_np(split.eigenvalues[0, :4]),
-        fiedler=_np(fiedler).reshape(grid), threshold=float(split.threshold[0]), flipped=bool(split.flipped[0]),
-        mask=_np(mask).reshape(grid), ncut_value=ncut_value, cut_edges=cut_edges,
-        fiedler_reproduces_mask=bool(torch.equal(recut, mask)))
+        features=cfg.ncut_features,
+        tau=NCUT_TAU,
+        threshold_rule=cfg.ncut_threshold,
+        sign=cfg.ncut_sign,
+        dot_range=(float(similarity.min()), float(similarity.max())),
+        affinity=_np(linked),
+        degree=_np(split.degree[0]).reshape(grid),
+        eigenvalues=_np(split.eigenvalues[0, :4]),
+        fiedler=_np(fiedler).reshape(grid),
+        threshold=float(split.threshold[0]),
+        flipped=bool(split.flipped[0]),
+        mask=_np(mask).reshape(grid),
+        ncut_value=ncut_value,
+        cut_edges=cut_edges,
+        fiedler_reproduces_mask=bool(torch.equal(recut, mask)),
+    )
 
 
 def _soap_step(model: MicroCLIP, soap, n: int, grid: tuple[int, int], top_k: int) -> SoapStep:
@@ -473,18 +501,30 @@ def _soap_step(model: MicroCLIP, soap, n: int, grid: tuple[int, int], top_k: int
     entropy = -(weights.double() * weights.double().clamp_min(1e-300).log()).sum()
     top = torch.argsort(weights[:n], descending=True)[:top_k].tolist()
     return SoapStep(
-        pool=model.config.pool, scale=1.0 / math.sqrt(model.soap.width),
+        pool=model.config.pool,
+        scale=1.0 / math.sqrt(model.soap.width),
         logits=_np(logits[:n]).reshape(grid) if logits is not None else None,
         null_logit=float(logits[n]) if logits is not None else None,
-        weights=_np(weights[:n]).reshape(grid), null_weight=float(weights[n]),
-        weight_sum=float(weights.double().sum()), uniform=uniform_weight(n), effective_patches=float(entropy.exp()),
+        weights=_np(weights[:n]).reshape(grid),
+        null_weight=float(weights[n]),
+        weight_sum=float(weights.double().sum()),
+        uniform=uniform_weight(n),
+        effective_patches=float(entropy.exp()),
         top_patches=tuple(PatchWeight(divmod(i, grid[1]), float(weights[i])) for i in top),
-        learnable_null=bool(model.config.learnable_null))
+        learnable_null=bool(model.config.learnable_null),
+    )
 
 
-def _description_rows(encoder: TextEncoder, name: str, sentences: list[str], templates: Sequence[str],
-                      fg_embed: torch.Tensor, cls_embed: torch.Tensor, w_llm_row: torch.Tensor,
-                      w_star_row: torch.Tensor) -> dict[str, Any]:
+def _description_rows(
+    encoder: TextEncoder,
+    name: str,
+    sentences: list[str],
+    templates: Sequence[str],
+    fg_embed: torch.Tensor,
+    cls_embed: torch.Tensor,
+    w_llm_row: torch.Tensor,
+    w_star_row: torch.Tensor,
+) -> dict[str, Any]:
     """How one class's descriptions build its two head vectors, and how each matches this image."""
     anchor = template_embeddings(encoder, [name], templates)[0].to(fg_embed.device)
     embeds = F.normalize(encoder(sentences[:256]), dim=-1).to(fg_embed.device)  # (n, E)
@@ -492,32 +532,53 @@ def _description_rows(encoder: TextEncoder, name: str, sentences: list[str], tem
     rebuilt = description_weighted(embeds, anchor)
     initial = F.normalize(embeds.mean(0), dim=-1)  # W*'s starting point (§4.4)
     order = torch.argsort(weight, descending=True).tolist()[:MAX_DESCRIPTIONS]
-    rows = tuple(DescriptionRow(sentences[j], float(weight[j]), float(embeds[j] @ fg_embed),
-                                float(embeds[j] @ cls_embed)) for j in order)
-    return {"descriptions": rows, "weight_sum": float(weight.sum()), "w_llm_rebuilt_cos": float(rebuilt @ w_llm_row),
-            "w_star_vs_initial_cos": float(F.normalize(w_star_row, dim=-1) @ initial)}
+    rows = tuple(
+        DescriptionRow(sentences[j], float(weight[j]), float(embeds[j] @ fg_embed), float(embeds[j] @ cls_embed))
+        for j in order
+    )
+    return {
+        "descriptions": rows,
+        "weight_sum": float(weight.sum()),
+        "w_llm_rebuilt_cos": float(rebuilt @ w_llm_row),
+        "w_star_vs_initial_cos": float(F.normalize(w_star_row, dim=-1) @ initial),
+    }
 
 
-def _heads_step(model: MicroCLIP, fused_feature: torch.Tensor, fg: torch.Tensor, cls: torch.Tensor,
-                shown: list[int], descriptions: dict[str, list[str]], encoder: TextEncoder | None,
-                templates: Sequence[str]) -> HeadsStep:
+def _heads_step(
+    model: MicroCLIP,
+    fused_feature: torch.Tensor,
+    fg: torch.Tensor,
+    cls: torch.Tensor,
+    shown: list[int],
+    descriptions: dict[str, list[str]],
+    encoder: TextEncoder | None,
+    templates: Sequence[str],
+) -> HeadsStep:
     w_hat = model.heads.w_star_hat()
     w_llm = model.heads.w_llm.to(w_hat.dtype)
     rows = []
     for index in shown:
         name = model.classes[index]
         sentences = list(descriptions.get(name) or [])
-        extra: dict[str, Any] = {"descriptions": tuple(DescriptionRow(s, None, None, None)
-                                                       for s in sentences[:MAX_DESCRIPTIONS])}
+        extra: dict[str, Any] = {
+            "descriptions": tuple(DescriptionRow(s, None, None, None) for s in sentences[:MAX_DESCRIPTIONS])
+        }
         if sentences and encoder is not None and templates:
-            extra = _description_rows(encoder, name, sentences, templates, fg, cls, w_llm[index],
-                                      model.heads.w_star[index])
-        rows.append(HeadRow(class_name=name, index=index,
-                            w_star_logit=float(LOGIT_SCALE * fused_feature @ w_hat[index]),
-                            w_llm_logit=float(LOGIT_SCALE * fused_feature @ w_llm[index]),
-                            cos_w_star_w_llm=float(w_hat[index] @ w_llm[index]),
-                            source="descriptions" if sentences else "templates", n_descriptions=len(sentences),
-                            **extra))
+            extra = _description_rows(
+                encoder, name, sentences, templates, fg, cls, w_llm[index], model.heads.w_star[index]
+            )
+        rows.append(
+            HeadRow(
+                class_name=name,
+                index=index,
+                w_star_logit=float(LOGIT_SCALE * fused_feature @ w_hat[index]),
+                w_llm_logit=float(LOGIT_SCALE * fused_feature @ w_llm[index]),
+                cos_w_star_w_llm=float(w_hat[index] @ w_llm[index]),
+                source="descriptions" if sentences else "templates",
+                n_descriptions=len(sentences),
+                **extra,
+            )
+        )
     return HeadsStep(n_classes=len(model.classes), classes=tuple(rows))
 
 
@@ -527,12 +588,15 @@ def _prediction_step(logits, classes: Sequence[str], top_k: int) -> PredictionSt
     winner, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     by_branch = {"fused": fused, "cls": cls_logits, "fg": fg_logits}
     return PredictionStep(
-        prediction=classes[winner], index=winner, runner_up=classes[runner_up] if runner_up is not None else None,
+        prediction=classes[winner],
+        index=winner,
+        runner_up=classes[runner_up] if runner_up is not None else None,
         margin=float(fused[winner] - fused[runner_up]) if runner_up is not None else None,
         branch_predictions={b: classes[int(v.argmax())] for b, v in by_branch.items()},
         top={b: _top(v, classes, top_k) for b, v in by_branch.items()},
         stable_ratio=stable_ratio_range(cls_logits, fg_logits, winner),
-        logits={b: _np(v) for b, v in by_branch.items()})
+        logits={b: _np(v) for b, v in by_branch.items()},
+    )
 
 
 # ------------------------------------------------------------------ the forward pass, kept
@@ -566,8 +630,15 @@ def _forward(model: MicroCLIP, images: torch.Tensor, ratio: float) -> _Pass:
     return _Pass(tokens, split, mask, query, soap, fg_embed, logits)
 
 
-def _walk(model: MicroCLIP, images: torch.Tensor, ratio: float, descriptions: dict[str, list[str]],
-          text_encoder: TextEncoder | None, templates: Sequence[str], top_k: int) -> Walkthrough:
+def _walk(
+    model: MicroCLIP,
+    images: torch.Tensor,
+    ratio: float,
+    descriptions: dict[str, list[str]],
+    text_encoder: TextEncoder | None,
+    templates: Sequence[str],
+    top_k: int,
+) -> Walkthrough:
     cfg, backbone, classes = model.config, model.backbone, tuple(model.classes)
     grid = tuple(backbone.grid)
     n = grid[0] * grid[1]
@@ -580,30 +651,72 @@ def _walk(model: MicroCLIP, images: torch.Tensor, ratio: float, descriptions: di
     fused_feature = ratio * cls_embed[0] + (1.0 - ratio) * fg_embed[0]  # un-renormalised, as the logits use it
     cos_fg_cls = float(fg_embed[0] @ cls_embed[0])
     return Walkthrough(
-        classes=classes, image_size=int(images.shape[-1]), grid=grid, ratio=ratio, method=cfg.to_dict(),
-        patches=_patches_step(images, grid), tokens=_tokens_step(run.tokens, grid, backbone.width),
+        classes=classes,
+        image_size=int(images.shape[-1]),
+        grid=grid,
+        ratio=ratio,
+        method=cfg.to_dict(),
+        patches=_patches_step(images, grid),
+        tokens=_tokens_step(run.tokens, grid, backbone.width),
         graph=_graph_step(run.split, cfg, grid),
-        query=QueryStep(mode=cfg.query, n_used=int(run.mask.sum()) if cfg.query == "ncut" else n,
-                        norm=float(run.query[0].norm()),
-                        cos_to_patches=_np(F.cosine_similarity(patches[0], run.query, dim=-1)).reshape(grid),
-                        cos_to_cls=float(F.cosine_similarity(run.query, cls_token, dim=-1)[0])),
+        query=QueryStep(
+            mode=cfg.query,
+            n_used=int(run.mask.sum()) if cfg.query == "ncut" else n,
+            norm=float(run.query[0].norm()),
+            cos_to_patches=_np(F.cosine_similarity(patches[0], run.query, dim=-1)).reshape(grid),
+            cos_to_cls=float(F.cosine_similarity(run.query, cls_token, dim=-1)[0]),
+        ),
         soap=_soap_step(model, run.soap, n, grid, top_k),
-        fg=FgStep(pooled_norm=float(run.soap.pooled[0].norm()), width=backbone.width, embed_dim=backbone.embed_dim,
-                  fg_sample=_np(fg_embed[0, :DIMS_SHOWN]), cls_sample=_np(cls_embed[0, :DIMS_SHOWN]),
-                  cos_fg_cls=cos_fg_cls, top=_top(logits.fg[0], classes, top_k)),
-        fusion=FusionStep(ratio=ratio, cos_fg_cls=cos_fg_cls, fused_feature_norm=float(fused_feature.norm()),
-                          rows=tuple(FusionRow(classes[i], i, float(logits.cls[0, i]), float(logits.fg[0, i]),
-                                               float(logits.cls_part[0, i]), float(logits.fg_part[0, i]),
-                                               float(fused[i])) for i in shown)),
-        heads=_heads_step(model, fused_feature, fg_embed[0], cls_embed[0], ranked[:HEAD_CLASSES], descriptions,
-                          text_encoder, templates),
-        prediction=_prediction_step(logits, classes, top_k))
+        fg=FgStep(
+            pooled_norm=float(run.soap.pooled[0].norm()),
+            width=backbone.width,
+            embed_dim=backbone.embed_dim,
+            fg_sample=_np(fg_embed[0, :DIMS_SHOWN]),
+            cls_sample=_np(cls_embed[0, :DIMS_SHOWN]),
+            cos_fg_cls=cos_fg_cls,
+            top=_top(logits.fg[0], classes, top_k),
+        ),
+        fusion=FusionStep(
+            ratio=ratio,
+            cos_fg_cls=cos_fg_cls,
+            fused_feature_norm=float(fused_feature.norm()),
+            rows=tuple(
+                FusionRow(
+                    classes[i],
+                    i,
+                    float(logits.cls[0, i]),
+                    float(logits.fg[0, i]),
+                    float(logits.cls_part[0, i]),
+                    float(logits.fg_part[0, i]),
+                    float(fused[i]),
+                )
+                for i in shown
+            ),
+        ),
+        heads=_heads_step(
+            model,
+            fused_feature,
+            fg_embed[0],
+            cls_embed[0],
+            ranked[:HEAD_CLASSES],
+            descriptions,
+            text_encoder,
+            templates,
+        ),
+        prediction=_prediction_step(logits, classes, top_k),
+    )
 
 
-def walkthrough_tensor(model: MicroCLIP, image: torch.Tensor, ratio: float | None = None,
-                       descriptions: dict[str, list[str]] | None = None, text_encoder: TextEncoder | None = None,
-                       templates: Sequence[str] = (), top_k: int = TOP_K,
-                       truth: PatchTruth | None = None) -> Walkthrough:
+def walkthrough_tensor(
+    model: MicroCLIP,
+    image: torch.Tensor,
+    ratio: float | None = None,
+    descriptions: dict[str, list[str]] | None = None,
+    text_encoder: TextEncoder | None = None,
+    templates: Sequence[str] = (),
+    top_k: int = TOP_K,
+    truth: PatchTruth | None = None,
+) -> Walkthrough:
     """Every step of one forward pass for ``image`` (3, S, S) or (1, 3, S, S) in [0, 1] at the model's size.
 
     ``descriptions`` and ``text_encoder`` (with the ``templates`` the heads were built with) are

@@ -78,8 +78,10 @@ class Rule:
         return bool(np.isfinite(value) and value > self.above)
 
     def describe(self, value: float) -> str:
-        return (f"{SIGNALS[self.signal]} ({self.signal} = {value:.3g}; {self.quantile:.0%} of held-out images of "
-                f"its world have ≤ {self.above:.3g})")
+        return (
+            f"{SIGNALS[self.signal]} ({self.signal} = {value:.3g}; {self.quantile:.0%} of held-out images of "
+            f"its world have ≤ {self.above:.3g})"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,25 @@ class World:
     measured: dict = field(default_factory=dict)  # what bench/ood.py measured, for the record
 
     def to_dict(self) -> dict:
-        return {"base": self.base, "tokens": self.tokens.to_dict(), "rules": [r.__dict__ for r in self.rules],
-                "vocabulary": sorted(self.vocabulary) if self.vocabulary is not None else None,
-                "measured": self.measured}
+        return {
+            "base": self.base,
+            "tokens": self.tokens.to_dict(),
+            "rules": [r.__dict__ for r in self.rules],
+            "vocabulary": sorted(self.vocabulary) if self.vocabulary is not None else None,
+            "measured": self.measured,
+        }
 
     @classmethod
     def from_dict(cls, weights_sha256: str, data: dict) -> World:
         vocabulary = data.get("vocabulary")
-        return cls(weights_sha256, data.get("base", ""), Gaussian.from_dict(data["tokens"]),
-                   tuple(Rule(**rule) for rule in data.get("rules", [])),
-                   frozenset(vocabulary) if vocabulary is not None else None, data.get("measured", {}))
+        return cls(
+            weights_sha256,
+            data.get("base", ""),
+            Gaussian.from_dict(data["tokens"]),
+            tuple(Rule(**rule) for rule in data.get("rules", [])),
+            frozenset(vocabulary) if vocabulary is not None else None,
+            data.get("measured", {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,17 +173,24 @@ def signals_of(world: World, summaries: np.ndarray) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------------ fitting
 
 
-def fit_world(model_or_backbone: MicroCLIP | Backbone, fit_images: Sequence, held_out_images: Sequence,
-              weights_sha256: str, base: str = "", quantile: float = 0.99,
-              vocabulary: Iterable[str] | None = None) -> World:
+def fit_world(
+    model_or_backbone: MicroCLIP | Backbone,
+    fit_images: Sequence,
+    held_out_images: Sequence,
+    weights_sha256: str,
+    base: str = "",
+    quantile: float = 0.99,
+    vocabulary: Iterable[str] | None = None,
+) -> World:
     """Token statistics from ``fit_images``; each rule's threshold is the ``quantile`` of its signal on
     ``held_out_images`` (other in-world images), so a share of about 1 − ``quantile`` of in-world images is
     flagged. Measure that share on a third set (``bench/ood.py`` uses the test split)."""
     tokens = Gaussian.fit(token_summaries(model_or_backbone, fit_images))
     world = World(weights_sha256, base, tokens, vocabulary=frozenset(vocabulary) if vocabulary else None)
     held_out = signals_of(world, token_summaries(model_or_backbone, held_out_images))
-    rules = tuple(Rule(name, float(f"{np.quantile(values, quantile):.4g}"), quantile)
-                  for name, values in held_out.items())
+    rules = tuple(
+        Rule(name, float(f"{np.quantile(values, quantile):.4g}"), quantile) for name, values in held_out.items()
+    )
     return World(weights_sha256, base, tokens, rules, world.vocabulary)
 
 
@@ -182,8 +200,7 @@ def verdicts(world: World, summaries: np.ndarray) -> list[Verdict]:
     out = []
     for row in range(len(summaries)):
         signals = {name: float(v[row]) for name, v in values.items()}
-        reasons = tuple(rule.describe(signals[rule.signal]) for rule in world.rules
-                        if rule.fires(signals[rule.signal]))
+        reasons = tuple(rule.describe(signals[rule.signal]) for rule in world.rules if rule.fires(signals[rule.signal]))
         out.append(Verdict(bool(reasons), reasons, signals, True))
     return out
 

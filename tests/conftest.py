@@ -37,8 +37,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-clip")
     model = make_clip()
     config = json.loads((MODEL_CONFIGS / "Test-ViT-Tiny.json").read_text())
-    preprocess = {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073],
-                  "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess = {
+        "size": 32,
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
     return folder
@@ -78,6 +83,7 @@ def image_dataset_root(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------ the app, served on loopback (tests/test_app_*.py)
+
 
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""

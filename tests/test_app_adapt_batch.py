@@ -33,20 +33,24 @@ from gradio_client.exceptions import AppError  # noqa: E402
 BASE = "tiny"
 N_GOOD = 24  # readable images in good.zip (8 per class)
 DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw_map="SOAP weight", numbers=False)
-RUN = dict(per_class=8, class_text="", descriptions=None, allow=False, steps=200, batch_size=16, lr=1e-4, crops=4,
-           probes=2)
+RUN = dict(
+    per_class=8, class_text="", descriptions=None, allow=False, steps=200, batch_size=16, lr=1e-4, crops=4, probes=2
+)
 TIMEOUT = 60.0
 
 # (file, the message the user gets): each is refused by the batch endpoint and fails an adaptation run.
-BAD_ZIPS = [("traversal.zip", r"contains '\.\.' \(path traversal\)"),
-            ("symlink.zip", "is a symbolic link"),
-            ("bomb.zip", "looks like a zip bomb"),
-            ("big-bomb.zip", "more than the limit of 524.3 MB"),
-            ("empty.zip", "is an empty zip"),
-            ("not-a-zip.zip", "is not a zip file")]
+BAD_ZIPS = [
+    ("traversal.zip", r"contains '\.\.' \(path traversal\)"),
+    ("symlink.zip", "is a symbolic link"),
+    ("bomb.zip", "looks like a zip bomb"),
+    ("big-bomb.zip", "more than the limit of 524.3 MB"),
+    ("empty.zip", "is an empty zip"),
+    ("not-a-zip.zip", "is not a zip file"),
+]
 
 
 # ------------------------------------------------------------------ fixtures
+
 
 def png_bytes(seed: int) -> bytes:
     buffer = io.BytesIO()
@@ -59,8 +63,14 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """good.zip (class folders + a text file + a truncated PNG), the unsafe zips, an image, descriptions."""
     folder = tmp_path_factory.mktemp("uploads")
     images = write_image_folder(folder / "shapes", per_class=N_GOOD // len(CLASSES), seed=3)
-    paths = {"good.zip": zip_folder(images, folder / "good.zip", prefix="shapes/", extra={
-        "shapes/red square/notes.txt": b"not an image", "shapes/green disc/broken.png": png_bytes(0)[:60]})}
+    paths = {
+        "good.zip": zip_folder(
+            images,
+            folder / "good.zip",
+            prefix="shapes/",
+            extra={"shapes/red square/notes.txt": b"not an image", "shapes/green disc/broken.png": png_bytes(0)[:60]},
+        )
+    }
     paths["image.png"] = folder / "image.png"
     draw_sample(1, np.random.default_rng(7), size=48).save(paths["image.png"])
     with zipfile.ZipFile(folder / "traversal.zip", "w") as zf:
@@ -73,7 +83,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         zf.writestr(link, "/etc/passwd")
     with zipfile.ZipFile(folder / "bomb.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         zf.writestr("shapes/red square/a.png", png_bytes(1))
-        zf.writestr("shapes/red square/zeros.png", bytes(8 * 2 ** 20))  # 8 MB of zeros → ~8 kB: ratio ≈ 1000:1
+        zf.writestr("shapes/red square/zeros.png", bytes(8 * 2**20))  # 8 MB of zeros → ~8 kB: ratio ≈ 1000:1
     # A real bomb above the default 500 MiB total: 510 members of ~1 MB of zeros, each small enough to pass
     # the per-member ratio check (under its 1 MiB floor); 2.4 MB on disk.
     with zipfile.ZipFile(folder / "big-bomb.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -82,8 +92,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
             zf.writestr(f"shapes/blue bar/{index:04d}.png", zeros)
     zipfile.ZipFile(folder / "empty.zip", "w").close()
     (folder / "not-a-zip.zip").write_text("these are not the images you are looking for")
-    (folder / "partial.json").write_text(json.dumps({"red square": ["a red square shape."],
-                                                     "green disc": ["a round green disc."]}))
+    (folder / "partial.json").write_text(
+        json.dumps({"red square": ["a red square shape."], "green disc": ["a round green disc."]})
+    )
     return paths | {name: folder / name for name, _ in BAD_ZIPS} | {"partial.json": folder / "partial.json"}
 
 
@@ -116,6 +127,7 @@ def app(tmp_path_factory, tiny_model_dir) -> App:
 
 # ------------------------------------------------------------------ helpers
 
+
 @dataclass
 class Status:
     text: str
@@ -136,7 +148,8 @@ def adapt_start(client, source: str, archive: Path | None = None, folder: str = 
     if values["descriptions"] is not None:
         values["descriptions"] = handle_file(str(values["descriptions"]))
     job_id, text, progress, checkpoint, saved, _timer = client.predict(
-        BASE, source, handle_file(str(archive)) if archive else None, folder, *values.values(), api_name="/adapt_start")
+        BASE, source, handle_file(str(archive)) if archive else None, folder, *values.values(), api_name="/adapt_start"
+    )
     assert re.fullmatch(r"\d+-[0-9a-f]{8}", job_id) and checkpoint is None and saved == ""
     return job_id
 
@@ -176,6 +189,7 @@ def workspace_files(app: App) -> list[Path]:
 
 # ------------------------------------------------------------------ adapt
 
+
 def test_adapt_and_batch_are_named_endpoints(app):
     names = set(app.client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/adapt_start", "/adapt_status", "/adapt_stop", "/adapt_save", "/batch"} <= names
@@ -197,8 +211,9 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     assert sorted(smoothed) == sorted(raw) and smoothed[1] == pytest.approx(raw[1])  # debiased: starts at the loss
     assert {series for *_, series in running.accuracy["data"]} >= {"combined", "fused · W*"}
     captions = running.captions("before")
-    assert len(captions) == 2 and all(re.search(r" → .+ \(\d+%\) · SOAP .+ \(lowest\) – .+ \(highest\)$", c)
-                                      for c in captions), captions  # whole captions, none cut
+    assert len(captions) == 2 and all(
+        re.search(r" → .+ \(\d+%\) · SOAP .+ \(lowest\) – .+ \(highest\)$", c) for c in captions
+    ), captions  # whole captions, none cut
     assert "notes.txt" in running.skipped and "broken.png" in running.skipped
 
     # While the run goes, Explore still answers (the run is still going once the answer is back).
@@ -264,13 +279,15 @@ def test_descriptions_missing_classes_are_a_clear_error_and_the_runner_keeps_goi
     job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, descriptions=files["partial.json"])
     status = wait_until(app.client, job_id, finished, "the run to fail")
     assert "no entry for class 'blue bar'" in status.text and "tick 'allow missing descriptions'" in status.text
-    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, descriptions=files["partial.json"],
-                         allow=True)
+    job_id = adapt_start(
+        app.client, "upload a zip", files["good.zip"], steps=1, descriptions=files["partial.json"], allow=True
+    )
     status = wait_until(app.client, job_id, finished, "a one-step run")
     assert "finished after 1 of 1 steps" in status.text, status.text
 
 
 # ------------------------------------------------------------------ explore under concurrent load
+
 
 def test_concurrent_explore_requests_all_succeed(app, files):
     """Several users at once: Explore runs requests in parallel threads, each drawing its own maps and plot
@@ -283,8 +300,7 @@ def test_concurrent_explore_requests_all_succeed(app, files):
         except Exception as error:  # noqa: BLE001 - collected and reported below
             results.append(f"failed: {error}")
 
-    threads = [threading.Thread(target=user, args=(gradio_client.Client(app.url, verbose=False),))
-               for _ in range(4)]
+    threads = [threading.Thread(target=user, args=(gradio_client.Client(app.url, verbose=False),)) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -293,6 +309,7 @@ def test_concurrent_explore_requests_all_succeed(app, files):
 
 
 # ------------------------------------------------------------------ batch
+
 
 def batch(client, archive: Path, cap: int = 50):
     return client.predict(BASE, handle_file(str(archive)), "", cap, 0.5, api_name="/batch")

@@ -27,8 +27,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium); this test never downloads a browser",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium); this test never downloads a browser",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
@@ -36,13 +38,25 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 LESSON_IMAGES = ROOT / "docs" / "img"
 # screenshot → the picture docs/teaching.md shows (only taken with the bundled toy-world models)
-LESSON_SHOTS = {"tab-1-walkthrough": "walkthrough.png", "walkthrough-5-soap": "walkthrough-soap.png",
-                "walkthrough-out-of-world": "walkthrough-out-of-world.png", "tab-2-explore": "explore.png",
-                "explore-explainers": "explore-explainers.png", "tab-3-compare": "compare.png",
-                "tab-4-adapt": "adapt.png", "adapt-saved": "adapt-saved.png"}
+LESSON_SHOTS = {
+    "tab-1-walkthrough": "walkthrough.png",
+    "walkthrough-5-soap": "walkthrough-soap.png",
+    "walkthrough-out-of-world": "walkthrough-out-of-world.png",
+    "tab-2-explore": "explore.png",
+    "explore-explainers": "explore-explainers.png",
+    "tab-3-compare": "compare.png",
+    "tab-4-adapt": "adapt.png",
+    "adapt-saved": "adapt-saved.png",
+}
 LESSON_WIDTH = 1000  # pixels: readable in the lesson, a fraction of the screenshot's bytes
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1400, "height": 1000}
 WAIT_MS = 60_000
 BUNDLED = TOY_ADAPTED.is_file()
@@ -86,18 +100,24 @@ def shot(page, name: str, full: bool = False, top: bool = True) -> None:
     if BUNDLED and name in LESSON_SHOTS:
         LESSON_IMAGES.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as picture:
-            small = picture.convert("RGB").resize((LESSON_WIDTH, round(picture.height * LESSON_WIDTH / picture.width)),
-                                                  Image.LANCZOS)
-        small.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(LESSON_IMAGES / LESSON_SHOTS[name],
-                                                                          optimize=True)
+            small = picture.convert("RGB").resize(
+                (LESSON_WIDTH, round(picture.height * LESSON_WIDTH / picture.width)), Image.LANCZOS
+            )
+        small.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            LESSON_IMAGES / LESSON_SHOTS[name], optimize=True
+        )
 
 
 def in_first_screen(page, selector: str) -> bool:
     """Whether the element is wholly inside the 1400×1000 viewport with the page scrolled to the top."""
     page.evaluate("window.scrollTo(0, 0)")
     box = page.locator(selector).first.bounding_box()
-    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"] \
+    return (
+        box is not None
+        and box["y"] >= 0
+        and box["y"] + box["height"] <= VIEWPORT["height"]
         and box["x"] + box["width"] <= VIEWPORT["width"]
+    )
 
 
 # A word split over two lines ("metho d", "15 .4"): some word of the element has more than one line box.
@@ -189,9 +209,11 @@ def test_explore_an_example_and_compare_explainers(page):
     expect(summary).to_contain_text("Prediction:")
     expect(summary).to_contain_text("Null token")
     # The SOAP layer is a small PNG (a few pixels per patch) that the browser scales up over the photo.
-    page.wait_for_function("() => { const img = document.querySelector('#explore-maps .mc-stage img');"
-                           " return img && img.complete && img.naturalWidth > 0 && img.naturalWidth <= 128"
-                           " && img.width > 2 * img.naturalWidth; }")
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#explore-maps .mc-stage img');"
+        " return img && img.complete && img.naturalWidth > 0 && img.naturalWidth <= 128"
+        " && img.width > 2 * img.naturalWidth; }"
+    )
     shot(page, "tab-2-explore")
     shot(page, "explore-full", full=True)
 
@@ -230,8 +252,11 @@ def test_compare_two_models(page):
     example = toy_example(page, "compare-examples")
     name = example.locator("img").get_attribute("src").rsplit("/", 1)[-1]
     example.click()
-    page.wait_for_function("name => [...document.querySelectorAll('img')].some(i => i.offsetParent && "
-                           "i.src.endsWith(name) && !i.closest('button.thumbnail-item'))", arg=name)  # the input
+    page.wait_for_function(
+        "name => [...document.querySelectorAll('img')].some(i => i.offsetParent && "
+        "i.src.endsWith(name) && !i.closest('button.thumbnail-item'))",
+        arg=name,
+    )  # the input
     # The example runs on click, as in the other tabs: no Compare press needed.
     page.wait_for_selector("#compare-diff .mc-stage img")
     expect(page.get_by_text(re.compile(r"rank|Rank"))).not_to_have_count(0)
@@ -253,8 +278,7 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(page.locator("#adapt-folder")).to_contain_text("served on 127.0.0.1 only")
     folder.fill(str(image_dataset_root / "shapes" / "train"))
     page.get_by_text("More settings", exact=True).click()  # the less used settings are folded away
-    for setting, value in (("Steps", "200"), ("Batch size", "16"), ("Crops per image (K)", "4"),
-                           ("Probe images", "4")):
+    for setting, value in (("Steps", "200"), ("Batch size", "16"), ("Crops per image (K)", "4"), ("Probe images", "4")):
         box = page.get_by_label(f"number input for {setting}", exact=True)
         box.fill(value)
         box.press("Enter")
@@ -270,7 +294,8 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
         assert in_first_screen(page, part), f"{part} left the first screen during the run"
     expect(page.locator("#adapt-loss")).to_contain_text("smoothed")
     legends = page.locator("#adapt-loss .role-legend text, #adapt-accuracy .role-legend text").evaluate_all(
-        "texts => texts.map((t) => t.textContent)")  # SVG text has no innerText
+        "texts => texts.map((t) => t.textContent)"
+    )  # SVG text has no innerText
     assert legends and not [text for text in legends if "…" in text], legends  # no label cut
     # Four probe cards, whole, with whole captions.
     captions = page.locator("#adapt-probes figcaption")

@@ -20,8 +20,9 @@ def raising(error: Exception):
     return endpoint
 
 
-@pytest.mark.parametrize("error", [ImageError("not an image: notes.txt"), KeyError("no model named 'x'"),
-                                   gr.Error("Add an image first")])
+@pytest.mark.parametrize(
+    "error", [ImageError("not an image: notes.txt"), KeyError("no model named 'x'"), gr.Error("Add an image first")]
+)
 def test_a_user_error_is_one_line_without_traceback(error, caplog):
     with caplog.at_level(logging.WARNING, logger="ui.common"), pytest.raises(gr.Error) as raised:
         raising(error)()

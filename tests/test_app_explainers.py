@@ -47,8 +47,9 @@ def plain_image(tmp_path_factory) -> Path:
 
 
 def compare(client, image: Path | None, class_choice: str = PREDICTED, cmap: str = "jet", opacity: float = 0.6):
-    return client.predict(handle_file(str(image)) if image else None, MODEL, class_choice, cmap, opacity,
-                          api_name="/explainers")
+    return client.predict(
+        handle_file(str(image)) if image else None, MODEL, class_choice, cmap, opacity, api_name="/explainers"
+    )
 
 
 def table_rows(table: str) -> dict[str, list[str]]:
@@ -85,8 +86,9 @@ def test_toy_example_shows_every_map_outlined_and_scored(client, registry):
     plain = peer_panel(display_crop(picture, DISPLAY_SIZE), soap, "jet", 0.6)
     shown = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"))
     changed = (shown != plain).any(axis=-1)
-    big_mask = cv2.resize(sample.part_mask.astype(np.uint8), (DISPLAY_SIZE, DISPLAY_SIZE),
-                          interpolation=cv2.INTER_NEAREST)
+    big_mask = cv2.resize(
+        sample.part_mask.astype(np.uint8), (DISPLAY_SIZE, DISPLAY_SIZE), interpolation=cv2.INTER_NEAREST
+    )
     near_border = cv2.dilate(big_mask, np.ones((9, 9), np.uint8)) & (1 - cv2.erode(big_mask, np.ones((9, 9), np.uint8)))
     assert changed.any() and not (changed & (near_border == 0)).any()  # only the part outlines were added
 
@@ -144,8 +146,9 @@ def test_identical_requests_at_once_all_download_complete_pictures(client, plain
 def test_deletion_scores_are_a_column_beside_the_pointing_scores(client):
     """Asked for, each map gets its ROAD deletion score (the fused prediction's mean probability drop) in a column of
     its own after the pointing scores; notes stay under the table."""
-    _gallery, _scale, table = client.predict(handle_file(str(TOY_EXAMPLE)), MODEL, PREDICTED, "jet", 0.6, True,
-                                             api_name="/explainers")
+    _gallery, _scale, table = client.predict(
+        handle_file(str(TOY_EXAMPLE)), MODEL, PREDICTED, "jet", 0.6, True, api_name="/explainers"
+    )
     pointing = " top patch on a part | mass inside the part mask |" if "Toy-world image" in table else ""
     assert f"| method | ms |{pointing} deletion (ROAD) |" in table  # the last column, after any pointing scores
     rows = table_rows(table)

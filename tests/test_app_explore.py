@@ -50,9 +50,15 @@ def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     with torch.no_grad():
         for param in model.trainable_parameters().values():
             param.add_(0.05 * torch.randn_like(param))
-    meta = CheckpointMeta(model.base, CLASSES, method=model.config.to_dict(),
-                          training={"dataset": "shapes", "command": "test"}, metrics={"acc": 42.0},
-                          templates=["a photo of a {}."], descriptions=DESCRIPTIONS)
+    meta = CheckpointMeta(
+        model.base,
+        CLASSES,
+        method=model.config.to_dict(),
+        training={"dataset": "shapes", "command": "test"},
+        metrics={"acc": 42.0},
+        templates=["a photo of a {}."],
+        descriptions=DESCRIPTIONS,
+    )
     paths = {"checkpoint": save_adapted(folder / "adapted.safetensors", model.adapted_state(), meta)}
     rng = np.random.default_rng(0)
     paths["image"] = folder / "square.png"
@@ -62,8 +68,10 @@ def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 def bad_files(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
     """Files a user might upload: unreadable ones and awkward-but-valid ones."""
-    paths = {name: folder / name for name in ("text.jpg", "truncated.png", "bomb.png", "cmyk.jpg", "gray16.png",
-                                              "palette.png", "exif.jpg")}
+    paths = {
+        name: folder / name
+        for name in ("text.jpg", "truncated.png", "bomb.png", "cmyk.jpg", "gray16.png", "palette.png", "exif.jpg")
+    }
     paths["text.jpg"].write_text("this is not an image")
     png = io.BytesIO()
     draw_sample(1, rng, size=48).save(png, format="PNG")
@@ -88,8 +96,12 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 def png_header(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb's header)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +131,17 @@ def forward_calls(registry) -> list[int]:
 
 
 def explore(client, image: Path, classes: str = "", **display):
-    return client.predict(handle_file(str(image)), ADAPTED, classes, None, 0.5, *{**DISPLAY, **display}.values(),
-                          api_name="/explore")
+    return client.predict(
+        handle_file(str(image)), ADAPTED, classes, None, 0.5, *{**DISPLAY, **display}.values(), api_name="/explore"
+    )
 
 
 def data_images(html: str) -> list[np.ndarray]:
     """Every image embedded in an HTML view (data URIs), decoded, in document order."""
-    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
-            for data in re.findall(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", html)]
+    return [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+        for data in re.findall(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", html)
+    ]
 
 
 def figures(html: str) -> list[str]:
@@ -142,10 +157,20 @@ def confidences(label: dict) -> dict[str, float]:
 
 # ------------------------------------------------------------------ explore and friends
 
+
 def test_every_action_is_a_named_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/explore", "/rerender", "/fusion", "/patch_info", "/compare", "/model_info", "/upload_model",
-            "/model_classes", "/list_models"} <= names
+    assert {
+        "/explore",
+        "/rerender",
+        "/fusion",
+        "/patch_info",
+        "/compare",
+        "/model_info",
+        "/upload_model",
+        "/model_classes",
+        "/list_models",
+    } <= names
 
 
 def test_explore_returns_topk_for_each_branch_and_maps(client, files, forward_calls):
@@ -221,8 +246,14 @@ def test_descriptions_upload_builds_the_heads_and_is_shown(client, files, tmp_pa
     path = tmp_path / "descriptions.json"
     path.write_text('{"cat": ["a small furry animal with whiskers."], "dog": ["a loyal animal that barks."]}')
     summary, fused, *_, descriptions, _maps, _raw, _patch = client.predict(
-        handle_file(str(files["image"])), ADAPTED, "cat, dog, bird", handle_file(str(path)), 0.5,
-        *DISPLAY.values(), api_name="/explore")
+        handle_file(str(files["image"])),
+        ADAPTED,
+        "cat, dog, bird",
+        handle_file(str(path)),
+        0.5,
+        *DISPLAY.values(),
+        api_name="/explore",
+    )
     assert set(confidences(fused)) == {"cat", "dog", "bird"}
     assert "1 of 3 classes have no descriptions" in summary  # bird falls back to templates
     assert "whiskers" in descriptions or "barks" in descriptions
@@ -240,7 +271,8 @@ def test_model_lists_and_classes(client):
 
 def test_compare_two_models(client, files):
     label_a, label_b, maps_a, maps_b, difference, rank = client.predict(
-        handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", CLASSES[1], 0.5, "jet", 0, api_name="/compare")
+        handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", CLASSES[1], 0.5, "jet", 0, api_name="/compare"
+    )
     assert set(confidences(label_a)) == set(CLASSES) == set(confidences(label_b))
     assert figures(maps_a) == ["A: SOAP attention", "A: NCut foreground"]
     assert figures(maps_b) == ["B: SOAP attention", "B: NCut foreground"]
@@ -254,14 +286,17 @@ def soap_difference(registry, image: Path) -> np.ndarray:
     from microclip.explain import explain_image
 
     picture = load_image(image)
-    return (explain_image(registry.get(ADAPTED).model, picture).soap_weights
-            - explain_image(registry.get(ZERO_SHOT).model, picture).soap_weights)
+    return (
+        explain_image(registry.get(ADAPTED).model, picture).soap_weights
+        - explain_image(registry.get(ZERO_SHOT).model, picture).soap_weights
+    )
 
 
 @pytest.mark.parametrize("fixed", [0.0, 0.25])
 def test_difference_map_prints_its_largest_change_and_uses_a_fixed_scale(client, registry, files, fixed):
-    *_, difference, _rank = client.predict(handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", "", 0.5, "jet",
-                                           fixed, api_name="/compare")
+    *_, difference, _rank = client.predict(
+        handle_file(str(files["image"])), ADAPTED, ZERO_SHOT, "", "", 0.5, "jet", fixed, api_name="/compare"
+    )
     largest = float(np.abs(soap_difference(registry, files["image"])).max())
     assert f"largest |Δ| = {largest:.2e}" in difference
     scale = fixed if fixed else largest
@@ -274,6 +309,7 @@ def test_difference_map_prints_its_largest_change_and_uses_a_fixed_scale(client,
 
 # ------------------------------------------------------------------ models
 
+
 def test_model_info_shows_the_checkpoint_metadata(client):
     info = client.predict(ADAPTED, api_name="/model_info")
     assert all(name in info for name in CLASSES)
@@ -283,14 +319,16 @@ def test_model_info_shows_the_checkpoint_metadata(client):
 def test_upload_checkpoint_lists_it_everywhere(client, files, tmp_path):
     copy = tmp_path / "my-model.safetensors"
     shutil.copyfile(files["checkpoint"], copy)
-    info, models_tab, explore_tab, compare_a, compare_b = client.predict(handle_file(str(copy)),
-                                                                         api_name="/upload_model")
+    info, models_tab, explore_tab, compare_a, compare_b = client.predict(
+        handle_file(str(copy)), api_name="/upload_model"
+    )
     assert "my-model" in info
     assert models_tab["value"] == explore_tab["value"] == "my-model"  # these switch to it
     for dropdown in (compare_a, compare_b):  # these list it and keep their selection
         assert ["my-model", "my-model"] in dropdown["choices"] and "value" not in dropdown
-    _, *views, _ = client.predict(handle_file(str(files["image"])), "my-model", "", None, 0.5, *DISPLAY.values(),
-                                  api_name="/explore")[5:]
+    _, *views, _ = client.predict(
+        handle_file(str(files["image"])), "my-model", "", None, 0.5, *DISPLAY.values(), api_name="/explore"
+    )[5:]
     assert len(views) == 2 and all(data_images(view) for view in views)
 
 
@@ -306,9 +344,11 @@ def test_pickle_renamed_safetensors_is_refused_and_the_app_keeps_serving(client,
 
 # ------------------------------------------------------------------ bad and awkward images
 
-@pytest.mark.parametrize(("name", "message"), [("text.jpg", "not an image"),
-                                               ("truncated.png", "corrupt or truncated"),
-                                               ("bomb.png", "decompression bomb")])
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("text.jpg", "not an image"), ("truncated.png", "corrupt or truncated"), ("bomb.png", "decompression bomb")],
+)
 def test_bad_images_give_a_clear_message_and_the_app_keeps_serving(client, files, name, message):
     # Gradio's validator refuses the request before the callback runs: one message, on the image input.
     with pytest.raises(ValidationError, match=f"image: This file cannot be used as an image: .*{message}"):

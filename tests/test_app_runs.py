@@ -33,8 +33,11 @@ def adapted(tmp_path_factory, tiny_model_dir) -> tuple[dict[str, torch.Tensor], 
 def save_run(folder: Path, adapted, name: str, saved_at: str | None) -> Path:
     state, meta = adapted
     training = {SAVED_NAME_KEY: name} | ({SAVED_AT_KEY: saved_at} if saved_at else {})
-    return save_adapted(folder / f"{name.replace(' ', '-')}.safetensors", state,
-                        CheckpointMeta(meta.base, meta.classes, method=meta.method, training=training))
+    return save_adapted(
+        folder / f"{name.replace(' ', '-')}.safetensors",
+        state,
+        CheckpointMeta(meta.base, meta.classes, method=meta.method, training=training),
+    )
 
 
 def test_saved_runs_are_listed_with_their_date_and_bad_files_are_skipped_with_one_line(tmp_path, adapted, caplog):
@@ -56,8 +59,11 @@ def test_saved_runs_are_listed_with_their_date_and_bad_files_are_skipped_with_on
     assert expected_good.startswith("my shapes · saved 2026-03-0")  # the stored date, in local time
     assert any(name.startswith("older run · saved ") for name in names)
     skipped = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert sorted(r.getMessage().split()[3] for r in skipped) == ["notes.safetensors", "pickled.safetensors",
-                                                                  "truncated.safetensors"]
+    assert sorted(r.getMessage().split()[3] for r in skipped) == [
+        "notes.safetensors",
+        "pickled.safetensors",
+        "truncated.safetensors",
+    ]
     assert all("\n" not in r.getMessage() for r in skipped)  # one line each
     assert "pickle" in next(r.getMessage() for r in skipped if "pickled" in r.getMessage())
 

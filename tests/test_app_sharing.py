@@ -34,8 +34,9 @@ from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "tiny"
-ADAPT = dict(per_class=8, class_text="", descriptions=None, allow=False, steps=2, batch_size=4, lr=1e-4, crops=1,
-             probes=0)
+ADAPT = dict(
+    per_class=8, class_text="", descriptions=None, allow=False, steps=2, batch_size=4, lr=1e-4, crops=1, probes=0
+)
 
 
 def batch_folder(client: Client, folder: Path, model: str = BASE):
@@ -65,6 +66,7 @@ def component(demo, elem_id: str) -> dict:
 
 
 # ------------------------------------------------------------------ the rule
+
 
 def test_only_loopback_without_share_or_an_explicit_flag_allows_server_folders(monkeypatch):
     monkeypatch.delenv("SPACE_ID", raising=False)
@@ -106,8 +108,10 @@ def test_auth_is_user_colon_password():
 
 # ------------------------------------------------------------------ through the endpoints, in process
 
-def test_an_app_built_for_localhost_but_launched_on_all_interfaces_reads_no_folder(tiny_model_dir, tmp_path,
-                                                                                    image_dataset_root):
+
+def test_an_app_built_for_localhost_but_launched_on_all_interfaces_reads_no_folder(
+    tiny_model_dir, tmp_path, image_dataset_root
+):
     """The guard reads the address the app was really launched on, on every request."""
     registry = tiny_base_registry(tiny_model_dir, BASE)
     runner = AdaptationRunner(registry, tmp_path / "runs")
@@ -127,22 +131,26 @@ def test_an_app_built_for_localhost_but_launched_on_all_interfaces_reads_no_fold
 
 
 def test_built_for_the_network_the_fields_are_disabled_with_the_reason_and_the_flag_opens_them(
-        tiny_model_dir, tmp_path, image_dataset_root):
+    tiny_model_dir, tmp_path, image_dataset_root
+):
     registry = tiny_base_registry(tiny_model_dir, BASE)
     closed = build_demo(registry, AdaptationRunner(registry, tmp_path / "a"), ServerPathGuard("0.0.0.0"))
     for elem_id in ("batch-folder", "adapt-folder"):
         props = component(closed, elem_id)
         assert props["interactive"] is False and "served on 0.0.0.0" in props["info"]
-    opened = build_demo(registry, AdaptationRunner(registry, tmp_path / "b"),
-                        ServerPathGuard("0.0.0.0", allow_flag=True))
+    opened = build_demo(
+        registry, AdaptationRunner(registry, tmp_path / "b"), ServerPathGuard("0.0.0.0", allow_flag=True)
+    )
     assert component(opened, "batch-folder")["interactive"] is True
     with launched(opened, "0.0.0.0") as url:
-        _gallery, table, _notes, _bundle = batch_folder(Client(url, verbose=False),
-                                                        image_dataset_root / "shapes" / "train")
+        _gallery, table, _notes, _bundle = batch_folder(
+            Client(url, verbose=False), image_dataset_root / "shapes" / "train"
+        )
         assert len(table["data"]) == 5
 
 
 # ------------------------------------------------------------------ python app.py, as a user starts it
+
 
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
@@ -154,9 +162,24 @@ def served_app(tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MICROCLIP_AUTH", None)
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "app.py", "--host", "0.0.0.0", "--port", str(port), "--device",
-                                    "cpu", "--auth", "student:correct-horse"], cwd=ROOT, stdout=out,
-                                   stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "app.py",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--auth",
+                "student:correct-horse",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         import httpx
@@ -198,6 +221,7 @@ def test_app_py_on_all_interfaces_with_auth_refuses_strangers_and_server_folders
 
 
 # ------------------------------------------------------------------ file modes
+
 
 @contextlib.contextmanager
 def umask(mask: int):

@@ -36,8 +36,9 @@ DISPLAY = dict(opacity=0.5, cmap="jet", clip_lo=0, clip_hi=100, threshold=0, raw
 @pytest.fixture(scope="module")
 def registry(tiny_model_dir) -> ModelRegistry:
     registry = ModelRegistry("cpu")
-    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, BASE, templates=TEMPLATES,
-                      descriptions=DESCRIPTIONS)
+    registry.add_base(
+        f"local-dir:{tiny_model_dir}", None, CLASSES, BASE, templates=TEMPLATES, descriptions=DESCRIPTIONS
+    )
     return registry
 
 
@@ -112,10 +113,20 @@ def test_bad_inputs_are_one_clear_error(client, tmp_path):
 
 
 def test_examples_put_toy_birds_first_and_mark_the_others():
-    paths, labels = ordered_examples(["/x/photo-grace-hopper.jpg", "/x/toybird-zorsaik-wren.png",
-                                      "/x/scene-flower.jpg", "/x/toybird-fenwhit-finch.png"])
-    assert [p.rsplit("/", 1)[1] for p in paths] == ["toybird-fenwhit-finch.png", "toybird-zorsaik-wren.png",
-                                                     "scene-flower.jpg", "photo-grace-hopper.jpg"]
+    paths, labels = ordered_examples(
+        [
+            "/x/photo-grace-hopper.jpg",
+            "/x/toybird-zorsaik-wren.png",
+            "/x/scene-flower.jpg",
+            "/x/toybird-fenwhit-finch.png",
+        ]
+    )
+    assert [p.rsplit("/", 1)[1] for p in paths] == [
+        "toybird-fenwhit-finch.png",
+        "toybird-zorsaik-wren.png",
+        "scene-flower.jpg",
+        "photo-grace-hopper.jpg",
+    ]
     assert labels == ["fenwhit finch", "zorsaik wren", "⚠ flower", "⚠ grace hopper"]
 
 
@@ -152,8 +163,9 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
 
     loaded = registry.get(BASE)
     picture = draw_sample(0, np.random.default_rng(0), size=40)
-    ablation = MicroCLIP(loaded.model.backbone, loaded.model.heads, MethodConfig(pool="ncut_avg", query="token_avg"),
-                         loaded.model.base).eval()
+    ablation = MicroCLIP(
+        loaded.model.backbone, loaded.model.heads, MethodConfig(pool="ncut_avg", query="token_avg"), loaded.model.base
+    ).eval()
     for model in (loaded.model, ablation):
         html = render_walkthrough(walkthrough(model, picture), np.zeros((64, 64, 3), np.uint8))
         assert html.count('class="wt-step"') == len(STEP_IDS)
@@ -198,16 +210,19 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
     facts = numbers["facts"]
     assert facts["n_object"] == int((bird >= 0.25).sum())
     assert facts["n_foreground_on_object"] == int((mask & (bird >= 0.25)).sum())
-    assert (f"{int(mask.sum())} of 64 patches in the foreground, {facts['n_foreground_on_object']} of them on "
-            f"the bird (which covers {facts['n_object']} patches") in html
+    assert (
+        f"{int(mask.sum())} of 64 patches in the foreground, {facts['n_foreground_on_object']} of them on "
+        f"the bird (which covers {facts['n_object']} patches"
+    ) in html
     weights = np.asarray(numbers["steps"][STEP_IDS.index("soap")]["weights"])
     top = np.unravel_index(np.argmax(weights), weights.shape)
     labels = sample.part_labels.reshape(h, size // h, w, size // w)[top[0], :, top[1], :]
     touched = [PARTS[i - 1] for i in np.unique(labels) if i]
     region = facts["soap_top_region"]
     assert (region in touched) if touched else region == ("bird" if bird[top] >= 0.25 else "background")
-    phrase = {"bird": "the bird, off its parts", "background": "the background"}.get(region,
-                                                                                    "the " + region.replace("_", " "))
+    phrase = {"bird": "the bird, off its parts", "background": "the background"}.get(
+        region, "the " + region.replace("_", " ")
+    )
     assert f"it is on {phrase}." in html
     assert html.count('class="wt-here"') == len(STEP_IDS)
     assert f"This bird is a {SPECIES[sample.species].name}." in html
@@ -221,7 +236,7 @@ def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_ste
     html, numbers = walk(toy_registry, str(EXAMPLES_DIR / "photo-grace-hopper.jpg"), toy_registry.default_name, "")
     assert numbers["facts"] is None  # not a toy image: no masks, no claims about a bird
     assert html.count('class="wt-banner"') == 2 and "looks outside the model" in html
-    prediction = html[html.index('data-step="prediction"'):]
+    prediction = html[html.index('data-step="prediction"') :]
     assert 'class="wt-banner"' in prediction and "looks outside the model" in prediction
     loaded = toy_registry.get(toy_registry.default_name)
     toy_html, _ = walk(toy_registry, str(toy_bird[0]), loaded.name, "")

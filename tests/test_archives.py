@@ -41,11 +41,18 @@ def sandbox(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_extracts_images_keeps_class_folders_and_skips_junk(sandbox):
     tmp, dest = sandbox
-    archive = write_zip(tmp / "ok.zip", {
-        "birds/robin/a.png": png_bytes(), "birds/robin/b.PNG": png_bytes(), "birds/wren/c.png": png_bytes(),
-        "birds/notes.txt": b"hello", "__MACOSX/birds/robin/._a.png": b"junk", "birds/.hidden/d.png": png_bytes(),
-        "birds/robin/.e.png": png_bytes(),
-    })
+    archive = write_zip(
+        tmp / "ok.zip",
+        {
+            "birds/robin/a.png": png_bytes(),
+            "birds/robin/b.PNG": png_bytes(),
+            "birds/wren/c.png": png_bytes(),
+            "birds/notes.txt": b"hello",
+            "__MACOSX/birds/robin/._a.png": b"junk",
+            "birds/.hidden/d.png": png_bytes(),
+            "birds/robin/.e.png": png_bytes(),
+        },
+    )
     result = extract_archive(archive, dest)
     names = sorted(p.relative_to(dest).as_posix() for p in result.files)
     assert names == ["birds/robin/a.png", "birds/robin/b.PNG", "birds/wren/c.png"]

@@ -26,8 +26,7 @@ class _IdentityAttention(nn.Module):
 def test_value_path_matches_open_clip_with_identity_attention(name):
     clip = make_clip(name)
     backbone = Backbone(clip.visual)
-    height, width = (clip.visual.image_size,) * 2 if isinstance(clip.visual.image_size, int) \
-        else clip.visual.image_size
+    height, width = (clip.visual.image_size,) * 2 if isinstance(clip.visual.image_size, int) else clip.visual.image_size
     images = torch.rand(2, 3, height, width)
     tokens = backbone(images)
 

@@ -21,16 +21,35 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
     descriptions = tmp_path_factory.mktemp("desc") / "shapes.json"
-    descriptions.write_text(json.dumps({
-        "blue bar": ["a thin blue bar.", "a blue stripe on a dark background."],
-        "green disc": ["a round green disc.", "a green circle."],
-        "red square": ["a red square.", "a square red block."],
-    }))
+    descriptions.write_text(
+        json.dumps(
+            {
+                "blue bar": ["a thin blue bar.", "a blue stripe on a dark background."],
+                "green disc": ["a round green disc.", "a green circle."],
+                "red square": ["a red square.", "a square red block."],
+            }
+        )
+    )
     out = tmp_path_factory.mktemp("run")
-    done = run("train.py", "--dataset", str(image_dataset_root / "shapes"),
-               "--train_config", "ours_vit_b_32_cupl_proto",
-               "--clip_model", f"local-dir:{tiny_model_dir}", "--text_descriptions_path", str(descriptions),
-               "--epochs", "2", "--batch_size", "8", "--n_crops", "2", "--output_dir", str(out))
+    done = run(
+        "train.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--train_config",
+        "ours_vit_b_32_cupl_proto",
+        "--clip_model",
+        f"local-dir:{tiny_model_dir}",
+        "--text_descriptions_path",
+        str(descriptions),
+        "--epochs",
+        "2",
+        "--batch_size",
+        "8",
+        "--n_crops",
+        "2",
+        "--output_dir",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, descriptions, done
 
@@ -53,8 +72,16 @@ def test_train_writes_the_reference_outputs(trained):
 
 def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     out, _, _ = trained
-    done = run("evaluate.py", "--dataset", str(image_dataset_root / "shapes"), "--ckpt-path",
-               str(out / "checkpoint.safetensors"), "--show_per_class", "--output_dir", str(out / "eval"))
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(out / "checkpoint.safetensors"),
+        "--show_per_class",
+        "--output_dir",
+        str(out / "eval"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     evaluated = json.loads((out / "eval" / "metrics.json").read_text())
@@ -67,8 +94,16 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
     out, _, _ = trained
     image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))
-    done = run("-m", "microclip", "explain", str(image), "--ckpt-path", str(out / "checkpoint.safetensors"),
-               "--json", str(tmp_path / "e.json"))
+    done = run(
+        "-m",
+        "microclip",
+        "explain",
+        str(image),
+        "--ckpt-path",
+        str(out / "checkpoint.safetensors"),
+        "--json",
+        str(tmp_path / "e.json"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[CLS] only" in done.stdout and "contributions" in done.stdout
     data = json.loads((tmp_path / "e.json").read_text())
@@ -91,8 +126,16 @@ def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_ro
     shutil.copytree(image_dataset_root / "shapes" / "test" / "green disc", folder / "discs")
     (folder / "notes.png").write_bytes(b"not a picture")
     bundle = tmp_path / "b.zip"
-    done = run("-m", "microclip", "explain", str(folder), "--ckpt-path", str(out / "checkpoint.safetensors"),
-               "--out", str(bundle))
+    done = run(
+        "-m",
+        "microclip",
+        "explain",
+        str(folder),
+        "--ckpt-path",
+        str(out / "checkpoint.safetensors"),
+        "--out",
+        str(bundle),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 explained, 1 skipped" in done.stdout
     with zipfile.ZipFile(bundle) as zf:
@@ -112,9 +155,19 @@ def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_ro
 def test_missing_descriptions_are_named(trained, image_dataset_root, tiny_model_dir, tmp_path):
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"blue bar": ["a blue bar."]}))
-    done = run("train.py", "--dataset", str(image_dataset_root / "shapes"), "--clip_model",
-               f"local-dir:{tiny_model_dir}", "--text_descriptions_path", str(partial), "--epochs", "1",
-               "--output_dir", str(tmp_path / "o"))
+    done = run(
+        "train.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--clip_model",
+        f"local-dir:{tiny_model_dir}",
+        "--text_descriptions_path",
+        str(partial),
+        "--epochs",
+        "1",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert done.returncode == 2
     assert "green disc" in done.stderr and "--allow_missing_descriptions" in done.stderr
     assert "Traceback" not in done.stderr
@@ -149,17 +202,36 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
     from microclip.checkpoint import read_adapted
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, "train.py", "--dataset", str(image_dataset_root / "shapes"), "--clip_model",
-                f"local-dir:{tiny_model_dir}", "--no_descriptions", "--epochs", "4", "--batch_size", "4",
-                "--n_crops", "2", "--save_every_steps", "1", "--eval_every", "0", "--no_progress",
-                "--output_dir", str(out)]
+        return [
+            sys.executable,
+            "train.py",
+            "--dataset",
+            str(image_dataset_root / "shapes"),
+            "--clip_model",
+            f"local-dir:{tiny_model_dir}",
+            "--no_descriptions",
+            "--epochs",
+            "4",
+            "--batch_size",
+            "4",
+            "--n_crops",
+            "2",
+            "--save_every_steps",
+            "1",
+            "--eval_every",
+            "0",
+            "--no_progress",
+            "--output_dir",
+            str(out),
+        ]
 
     full = subprocess.run(command(tmp_path / "full"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(command(killed_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command(killed_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = killed_dir / "train_state.safetensors"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None and _state_step(state) < 9:
@@ -169,8 +241,14 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
     process.wait()
     assert 0 < _state_step(state) < 24 and not (killed_dir / "checkpoint.safetensors").exists()
 
-    resumed = subprocess.run([*command(killed_dir)[:-2], "--resume", str(killed_dir)], cwd=ROOT, env=ENV,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command(killed_dir)[:-2], "--resume", str(killed_dir)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected, _ = read_adapted(tmp_path / "full" / "checkpoint.safetensors")
     actual, _ = read_adapted(killed_dir / "checkpoint.safetensors")

@@ -11,12 +11,7 @@ from PIL import Image
 
 from microclip.data.catalog import BENCHMARKS
 from microclip.data.datasets import DatasetError, DatasetNotFoundError, ImageDataset, build_dataset
-from microclip.data.download import (
-    DatasetDownloadError,
-    class_folder_names,
-    download_benchmark,
-    export_splits,
-)
+from microclip.data.download import DatasetDownloadError, class_folder_names, download_benchmark, export_splits
 from microclip.data.names import ClassOrderError, check_class_order, clean_class_name, read_classnames
 from microclip.data.shipped import shipped_classnames, shipped_templates
 

@@ -55,11 +55,7 @@ def test_allow_missing_maps_to_empty_lists_and_warns(tmp_path, caplog):
     _write(tmp_path / "d.json", {"Laysan Albatross": ["white head."], "Rufous Hummingbird": []})
     with caplog.at_level(logging.WARNING, logger="microclip.data.descriptions"):
         result = load_descriptions(tmp_path / "d.json", CLASSES, allow_missing=True)
-    assert result == {
-        "Black-footed Albatross": [],
-        "Laysan Albatross": ["white head."],
-        "Rufous Hummingbird": [],
-    }
+    assert result == {"Black-footed Albatross": [], "Laysan Albatross": ["white head."], "Rufous Hummingbird": []}
     assert "2 of 3 classes have no descriptions" in caplog.text
 
 

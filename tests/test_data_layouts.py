@@ -45,8 +45,10 @@ def _flowers(root: Path) -> tuple[int, int]:
     classes = shipped_classnames("flowers")
     coop_names = {59: "pink-yellow dahlia", 92: "ball moss"}  # CoOp's own strings for these labels
     rows = {"train": [(1, 0), (2, 59), (3, 92)], "val": [(4, 1)], "test": [(5, 59), (6, 92)]}
-    split = {part: [[f"image_{i:05d}.jpg", label, coop_names.get(label, classes[label])] for i, label in items]
-             for part, items in rows.items()}
+    split = {
+        part: [[f"image_{i:05d}.jpg", label, coop_names.get(label, classes[label])] for i, label in items]
+        for part, items in rows.items()
+    }
     for i in range(1, 7):
         _image(root / "flowers" / "jpg" / f"image_{i:05d}.jpg")
     (root / "flowers" / "split_zhou_OxfordFlowers.json").write_text(json.dumps(split))
@@ -118,8 +120,16 @@ def _cub(root: Path) -> tuple[int, int]:
     return len(folders), 3
 
 
-LAYOUTS = {"flowers": _flowers, "pets": _pets, "fgvc": _fgvc, "dtd": _dtd, "eurosat": _eurosat, "ucf101": _ucf101,
-           "sun397": _sun397, "cub": _cub}
+LAYOUTS = {
+    "flowers": _flowers,
+    "pets": _pets,
+    "fgvc": _fgvc,
+    "dtd": _dtd,
+    "eurosat": _eurosat,
+    "ucf101": _ucf101,
+    "sun397": _sun397,
+    "cub": _cub,
+}
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
@@ -171,9 +181,23 @@ def test_train_eval_runs_on_the_reference_layout(name, tmp_path, tiny_model_dir,
     _, n_test = LAYOUTS[name](tmp_path / "data")
     out = tmp_path / "out"
     (tmp_path / "templates.json").write_text(json.dumps(["a photo of a {}."]))  # one prompt per class: fast
-    code = train(["--dataset", name, "--data_root", str(tmp_path / "data"), "--eval", "--no_descriptions",
-                  "--template", str(tmp_path / "templates.json"),
-                  "--clip_model", f"local-dir:{tiny_model_dir}", "--output_dir", str(out), "--no_progress"])
+    code = train(
+        [
+            "--dataset",
+            name,
+            "--data_root",
+            str(tmp_path / "data"),
+            "--eval",
+            "--no_descriptions",
+            "--template",
+            str(tmp_path / "templates.json"),
+            "--clip_model",
+            f"local-dir:{tiny_model_dir}",
+            "--output_dir",
+            str(out),
+            "--no_progress",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == n_test and metrics["acc"] == metrics["acc_cls"]  # the reference's zero-shot acc: [CLS]

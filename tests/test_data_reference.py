@@ -32,32 +32,58 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name: (classes, templates), counted by hand in the reference's configs/classes.json and templates.json
 COUNTS = {
-    "birdsnap": (500, 1), "caltech101": (100, 34), "cars": (196, 8), "cub": (200, 1), "dtd": (47, 8),
-    "eurosat": (10, 3), "fgvc": (100, 2), "flowers": (102, 1), "food101": (101, 1), "pets": (37, 1),
-    "resisc45": (45, 18), "sun397": (397, 2), "ucf101": (101, 48),
+    "birdsnap": (500, 1),
+    "caltech101": (100, 34),
+    "cars": (196, 8),
+    "cub": (200, 1),
+    "dtd": (47, 8),
+    "eurosat": (10, 3),
+    "fgvc": (100, 2),
+    "flowers": (102, 1),
+    "food101": (101, 1),
+    "pets": (37, 1),
+    "resisc45": (45, 18),
+    "sun397": (397, 2),
+    "ucf101": (101, 48),
 }
 
 # (set, label, string): spot checks, including the strings the issue found changed by the old cleaning
 SPOT = [
     ("birdsnap", 3, "Allens Hummingbird"),
-    ("caltech101", 1, "airplane"), ("caltech101", 15, "car_side"), ("caltech101", 36, "face"),
-    ("caltech101", 55, "leopard"), ("caltech101", 64, "motorbike"),
-    ("cars", 0, "AM General Hummer SUV 2000"), ("cars", 5, "Acura Integra Type R 2001"),
-    ("cub", 0, "Black-footed Albatross"), ("cub", 3, "Groove-billed Ani"),
+    ("caltech101", 1, "airplane"),
+    ("caltech101", 15, "car_side"),
+    ("caltech101", 36, "face"),
+    ("caltech101", 55, "leopard"),
+    ("caltech101", 64, "motorbike"),
+    ("cars", 0, "AM General Hummer SUV 2000"),
+    ("cars", 5, "Acura Integra Type R 2001"),
+    ("cub", 0, "Black-footed Albatross"),
+    ("cub", 3, "Groove-billed Ani"),
     ("dtd", 30, "polka-dotted"),
-    ("eurosat", 0, "Annual Crop Land"), ("eurosat", 2, "Herbaceous Vegetation Land"), ("eurosat", 9, "Sea or Lake"),
-    ("fgvc", 37, "BAE 146-200"), ("fgvc", 39, "BAE-125"), ("fgvc", 72, "F-16A/B"), ("fgvc", 73, "F/A-18"),
-    ("flowers", 0, "pink primrose"), ("flowers", 1, "hard-leaved pocket orchid"),
+    ("eurosat", 0, "Annual Crop Land"),
+    ("eurosat", 2, "Herbaceous Vegetation Land"),
+    ("eurosat", 9, "Sea or Lake"),
+    ("fgvc", 37, "BAE 146-200"),
+    ("fgvc", 39, "BAE-125"),
+    ("fgvc", 72, "F-16A/B"),
+    ("fgvc", 73, "F/A-18"),
+    ("flowers", 0, "pink primrose"),
+    ("flowers", 1, "hard-leaved pocket orchid"),
     ("food101", 0, "apple_pie"),
-    ("pets", 4, "British Shorthair"), ("pets", 12, "american bulldog"),
+    ("pets", 4, "British Shorthair"),
+    ("pets", 12, "american bulldog"),
     ("resisc45", 2, "baseball diamond"),
     ("sun397", 0, "abbey"),
-    ("ucf101", 0, "Apply Eye Makeup"), ("ucf101", 100, "Yo Yo"),
+    ("ucf101", 0, "Apply Eye Makeup"),
+    ("ucf101", 100, "Yo Yo"),
 ]
 TEMPLATE_SPOT = {
-    "cub": "a photo of a {}, a type of bird.", "birdsnap": "a photo of a {}, a type of bird.",
-    "ucf101": "a photo of a person {}.", "resisc45": "satellite imagery of {}.",
-    "eurosat": "a centered satellite photo of {}.", "food101": "a photo of {}, a type of food.",
+    "cub": "a photo of a {}, a type of bird.",
+    "birdsnap": "a photo of a {}, a type of bird.",
+    "ucf101": "a photo of a person {}.",
+    "resisc45": "satellite imagery of {}.",
+    "eurosat": "a centered satellite photo of {}.",
+    "food101": "a photo of {}, a type of food.",
 }
 
 
@@ -156,21 +182,24 @@ def test_caltech_descriptions_with_the_extra_background_key_load(tmp_path):
 
 
 # (set, a folder as the archive or the reference's script names it, the reference's string): hand-picked
-@pytest.mark.parametrize("name, folder, string", [
-    ("cub", "022.Chuck_will_Widow", "Chuck-will Widow"),
-    ("cub", "124.Le_Conte_Sparrow", "Le-Conte Sparrow"),
-    ("cub", "126.Nelson_Sharp_tailed_Sparrow", "Nelson-Sharp-tailed Sparrow"),
-    ("cub", "159.Black_and_white_Warbler", "Black-and-white Warbler"),
-    ("ucf101", "HandstandPushups", "Handstand Pushups"),
-    ("ucf101", "YoYo", "Yo Yo"),
-    ("sun397", "apse/indoor", "apse (indoor)"),
-    ("sun397", "car_interior_backseat", "car interior (backseat)"),
-    ("fgvc", "F-A-18", "F/A-18"),
-    ("cars", "171_Ram_C_V_Cargo_Van_Minivan_2012", "Ram C/V Cargo Van Minivan 2012"),
-    ("birdsnap", "Allen's_Hummingbird", "Allens Hummingbird"),
-    ("resisc45", "ground_track_field", "ground track field"),
-    ("pets", "american_pit_bull_terrier", "american pit bull terrier"),
-])
+@pytest.mark.parametrize(
+    "name, folder, string",
+    [
+        ("cub", "022.Chuck_will_Widow", "Chuck-will Widow"),
+        ("cub", "124.Le_Conte_Sparrow", "Le-Conte Sparrow"),
+        ("cub", "126.Nelson_Sharp_tailed_Sparrow", "Nelson-Sharp-tailed Sparrow"),
+        ("cub", "159.Black_and_white_Warbler", "Black-and-white Warbler"),
+        ("ucf101", "HandstandPushups", "Handstand Pushups"),
+        ("ucf101", "YoYo", "Yo Yo"),
+        ("sun397", "apse/indoor", "apse (indoor)"),
+        ("sun397", "car_interior_backseat", "car interior (backseat)"),
+        ("fgvc", "F-A-18", "F/A-18"),
+        ("cars", "171_Ram_C_V_Cargo_Van_Minivan_2012", "Ram C/V Cargo Van Minivan 2012"),
+        ("birdsnap", "Allen's_Hummingbird", "Allens Hummingbird"),
+        ("resisc45", "ground_track_field", "ground track field"),
+        ("pets", "american_pit_bull_terrier", "american pit bull terrier"),
+    ],
+)
 def test_archive_folder_names_meet_the_reference_strings(name, folder, string):
     classes = shipped_classnames(name)
     assert string in classes
@@ -266,8 +295,11 @@ def _flowers_root(root: Path, with_split_file: bool = True) -> dict[str, int]:
     flowers = shipped_classnames("flowers")
     split = {
         name: [[f"image_{i:05d}.jpg", label, flowers[label]] for i, label in rows]
-        for name, rows in [("train", [(1, 0), (2, 0), (3, 1), (4, 101), (5, 7)]), ("val", [(6, 0), (7, 1)]),
-                           ("test", [(8, 1), (9, 101), (10, 3)])]
+        for name, rows in [
+            ("train", [(1, 0), (2, 0), (3, 1), (4, 101), (5, 7)]),
+            ("val", [(6, 0), (7, 1)]),
+            ("test", [(8, 1), (9, 101), (10, 3)]),
+        ]
     }
     for i in range(1, 11):
         _image(root / "flowers" / "jpg" / f"image_{i:05d}.jpg")
@@ -291,8 +323,11 @@ def test_flowers_pairs_coops_own_names_by_label_and_notes_them_once(tmp_path, ca
     _flowers_root(tmp_path)
     path = tmp_path / "flowers" / "split_zhou_OxfordFlowers.json"
     data = json.loads(path.read_text())
-    data["train"] += [["image_00006.jpg", 59, "pink-yellow dahlia"], ["image_00007.jpg", 92, "ball moss"],
-                      ["image_00001.jpg", 92, "ball moss"]]
+    data["train"] += [
+        ["image_00006.jpg", 59, "pink-yellow dahlia"],
+        ["image_00007.jpg", 92, "ball moss"],
+        ["image_00001.jpg", 92, "ball moss"],
+    ]
     path.write_text(json.dumps(data))
     with caplog.at_level("INFO", logger="microclip"):
         train = build_dataset("flowers", "train", root=tmp_path)
@@ -420,8 +455,9 @@ def test_caltech101_split_follows_the_reference_script(tmp_path):
 
 def _train(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -439,8 +475,16 @@ def test_train_on_bad_data_says_what_is_missing_and_writes_nothing(tmp_path):
         _image(tmp_path / "data" / "eurosat" / "train" / folder / "0.png")
     partial = {k: v for k, v in EUROSAT_DESCRIPTIONS.items() if k != "Pasture Land"}
     (tmp_path / "eurosat.json").write_text(json.dumps(partial))
-    done = _train("--dataset", "eurosat", "--data_root", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
-                  "--text_descriptions_path", str(tmp_path / "eurosat.json"))
+    done = _train(
+        "--dataset",
+        "eurosat",
+        "--data_root",
+        str(tmp_path / "data"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--text_descriptions_path",
+        str(tmp_path / "eurosat.json"),
+    )
     assert done.returncode == 2 and not (tmp_path / "out").exists()
     [line] = _error_lines(done.stderr)
     assert "no entry for class 'Pasture Land'" in line and "--allow_missing_descriptions" in line

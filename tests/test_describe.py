@@ -105,11 +105,7 @@ class FakeChatServer:
                 with server._lock:
                     seen = sum(1 for r in server.requests if server.class_of(r["body"]) == class_name)
                     server.requests.append(
-                        {
-                            "path": self.path,
-                            "headers": {k.lower(): v for k, v in self.headers.items()},
-                            "body": body,
-                        }
+                        {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                     )
                 override = server.rule(class_name, seen)
                 if override is not None:
@@ -126,11 +122,7 @@ class FakeChatServer:
                     "created": 0,
                     "model": body["model"],
                     "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
-                        }
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
                     ],
                     "usage": {"prompt_tokens": 30, "completion_tokens": 40, "total_tokens": 70},
                 }
@@ -237,10 +229,7 @@ def test_request_follows_the_reference_recipe(server: FakeChatServer, tmp_path: 
     assert system["role"] == "system"
     assert "7 short" in system["content"] and "numbered sentences" in system["content"]
     assert "visually identifiable" in system["content"]
-    assert user == {
-        "role": "user",
-        "content": "What does an Eagle look like? Include 'Eagle' in each sentence.",
-    }
+    assert user == {"role": "user", "content": "What does an Eagle look like? Include 'Eagle' in each sentence."}
 
 
 def test_cli_passes_model_temperature_and_question_file(server: FakeChatServer, tmp_path: Path) -> None:
@@ -279,20 +268,13 @@ def test_dataset_flag_uses_the_reference_questions(server: FakeChatServer, tmp_p
 
     users = [r["body"]["messages"][1]["content"] for r in server.requests]
     assert len(users) == len(describe.REFERENCE_QUESTIONS["gtsrb"])
-    assert (
-        users[0]
-        == "What does a \u201cForest\u201d traffic sign look like? Include 'Forest' in each sentence."
-    )
+    assert users[0] == "What does a \u201cForest\u201d traffic sign look like? Include 'Forest' in each sentence."
 
 
 def test_question_without_class_placeholder_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DescribeError, match=r"no '\{c\}' placeholder"):
         describe_classes(
-            ["Eagle"],
-            api_base="http://127.0.0.1:9/v1",
-            api_key=None,
-            questions=["Describe it."],
-            progress=False,
+            ["Eagle"], api_base="http://127.0.0.1:9/v1", api_key=None, questions=["Describe it."], progress=False
         )
 
 
@@ -331,8 +313,7 @@ def test_overlong_sentences_are_dropped_with_a_warning(
 
     assert result == {"Wren": ["A Wren is small."]}
     assert any(
-        "dropped 1 sentence" in r.getMessage() and str(MAX_SENTENCE_CHARS) in r.getMessage()
-        for r in caplog.records
+        "dropped 1 sentence" in r.getMessage() and str(MAX_SENTENCE_CHARS) in r.getMessage() for r in caplog.records
     )
 
 
@@ -374,9 +355,7 @@ def test_resume_keeps_other_entries_and_returns_saved_ones(server: FakeChatServe
     out = tmp_path / "d.json"
     out.write_text(json.dumps({"Other": ["Kept."], "Pug": ["Saved pug."]}))
 
-    result = describe_classes(
-        ["Pug", "Boxer"], api_base=server.url, api_key=None, out_path=out, progress=False
-    )
+    result = describe_classes(["Pug", "Boxer"], api_base=server.url, api_key=None, out_path=out, progress=False)
 
     assert set(server.classes_requested()) == {"Boxer"}
     assert result["Pug"] == ["Saved pug."] and list(result) == ["Pug", "Boxer"]
@@ -448,9 +427,7 @@ def test_always_failing_class_gives_clear_error_and_keeps_earlier_classes(
     server.rule = lambda c, seen: (503, '{"error": {"message": "model is down"}}') if c == "Boxer" else None
     out = tmp_path / "d.json"
 
-    code = run_cli(
-        server, write_classes(tmp_path / "c.txt", ["Pug", "Boxer", "Beagle"]), out, "--max_retries", "2"
-    )
+    code = run_cli(server, write_classes(tmp_path / "c.txt", ["Pug", "Boxer", "Beagle"]), out, "--max_retries", "2")
 
     assert code == 1
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -543,9 +520,7 @@ def test_empty_key_env_sends_a_placeholder_key(server: FakeChatServer, tmp_path:
     )
 
     assert code == 0
-    assert {r["headers"]["authorization"] for r in server.requests} == {
-        f"Bearer {describe.NO_KEY_PLACEHOLDER}"
-    }
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {describe.NO_KEY_PLACEHOLDER}"}
 
 
 def test_unset_key_is_allowed_for_a_loopback_endpoint(

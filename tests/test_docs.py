@@ -50,7 +50,13 @@ def test_the_citation_parser_reads_ranges_and_lists():
 
 
 def test_citations_point_at_the_repositorys_own_notes():
-    stale = [str(p.relative_to(ROOT)) for p in SOURCES if p.is_file() and p.name != "test_docs.py"
-             and re.search(r"shared/design|(?<![\w/])method\.md", p.read_text(encoding="utf-8").replace(
-                 "docs/method.md", ""))]
+    stale = [
+        str(p.relative_to(ROOT))
+        for p in SOURCES
+        if p.is_file()
+        and p.name != "test_docs.py"
+        and re.search(
+            r"shared/design|(?<![\w/])method\.md", p.read_text(encoding="utf-8").replace("docs/method.md", "")
+        )
+    ]
     assert not stale, stale

@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fresh_model() -> MicroCLIP:
     torch.manual_seed(0)
-    heads = Heads(["blue bar", "green disc", "red square"], F.normalize(torch.randn(3, 32), dim=-1),
-                  F.normalize(torch.randn(3, 32), dim=-1))
+    heads = Heads(
+        ["blue bar", "green disc", "red square"],
+        F.normalize(torch.randn(3, 32), dim=-1),
+        F.normalize(torch.randn(3, 32), dim=-1),
+    )
     return MicroCLIP(Backbone(make_clip().visual), heads)
 
 
@@ -63,8 +66,9 @@ def _reference_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, w
     if warmup_epochs > 0:
         warmup_schedule = np.linspace(0, base_value, warmup_iters)
     iters = np.arange(epochs * niter_per_ep - warmup_iters)
-    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
-                         for i in iters])
+    schedule = np.array(
+        [final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters)))) for i in iters]
+    )
     return np.concatenate((warmup_schedule, schedule))
 
 
@@ -80,8 +84,16 @@ def test_warmup_epochs_follow_the_reference_scheduler(warmup_epochs):
 
 def test_baselines_report_cls_only_accuracy():
     targets = torch.tensor([0, 1, 2, 1])
-    result = EvalResult(n=4, predictions={"fused": torch.tensor([0, 0, 0, 0]), "cls": torch.tensor([0, 1, 2, 0]),
-                                          "fg": torch.tensor([2, 2, 2, 2])}, targets=targets, classes=("a", "b", "c"))
+    result = EvalResult(
+        n=4,
+        predictions={
+            "fused": torch.tensor([0, 0, 0, 0]),
+            "cls": torch.tensor([0, 1, 2, 0]),
+            "fg": torch.tensor([2, 2, 2, 2]),
+        },
+        targets=targets,
+        classes=("a", "b", "c"),
+    )
     cls_summary = result.summary(Recipe(mode="baseline").reported_branch)
     assert cls_summary["acc"] == pytest.approx(75.0) and cls_summary["acc_fused"] == pytest.approx(25.0)
     assert cls_summary["mean_per_class"] == pytest.approx(100 * (1 + 0.5 + 1) / 3)
@@ -102,8 +114,13 @@ def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp
 
     crashed = fresh_model()
     with pytest.raises(SystemExit):
-        fit(crashed, train_set(image_dataset_root), CONFIG, callbacks=[Crash(at_step=4)],
-            state_path=tmp_path / "b.safetensors")
+        fit(
+            crashed,
+            train_set(image_dataset_root),
+            CONFIG,
+            callbacks=[Crash(at_step=4)],
+            state_path=tmp_path / "b.safetensors",
+        )
     resumed = fresh_model()  # a new process: nothing survives but the state file
     result = fit(resumed, train_set(image_dataset_root), CONFIG, state_path=tmp_path / "b.safetensors", resume=True)
 
@@ -120,8 +137,9 @@ def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path)
             state.should_stop = state.global_step == 2
 
     model = fresh_model()
-    result = fit(model, train_set(image_dataset_root), CONFIG, callbacks=[StopAt()],
-                 state_path=tmp_path / "s.safetensors")
+    result = fit(
+        model, train_set(image_dataset_root), CONFIG, callbacks=[StopAt()], state_path=tmp_path / "s.safetensors"
+    )
     assert result.stopped and result.global_step == 2
     assert (tmp_path / "s.safetensors").is_file()
 
@@ -137,17 +155,41 @@ def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
 
 
 def _train_command(root: Path, model_dir: Path, out: Path, batch: int) -> list[str]:
-    return ["train.py", "--dataset", str(root / "shapes"), "--clip_model", f"local-dir:{model_dir}",
-            "--no_descriptions", "--epochs", "1", "--batch_size", str(batch), "--n_crops", "2",
-            "--output_dir", str(out), "--no_progress", "--seed", "3"]
+    return [
+        "train.py",
+        "--dataset",
+        str(root / "shapes"),
+        "--clip_model",
+        f"local-dir:{model_dir}",
+        "--no_descriptions",
+        "--epochs",
+        "1",
+        "--batch_size",
+        str(batch),
+        "--n_crops",
+        "2",
+        "--output_dir",
+        str(out),
+        "--no_progress",
+        "--seed",
+        "3",
+    ]
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     single = [sys.executable, *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "one", 8)]
     subprocess.run(single, cwd=ROOT, env=env, check=True, capture_output=True, timeout=240)
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "two", 8)]
+    ddp = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "two", 8),
+    ]
     done = subprocess.run(ddp, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -109,7 +109,7 @@ def block_by_hand(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     def split(t):
         return t.reshape(batch, length, heads, head_dim).transpose(1, 2)
 
-    probs = (split(q) @ split(k).transpose(-1, -2) / head_dim ** 0.5).softmax(-1)
+    probs = (split(q) @ split(k).transpose(-1, -2) / head_dim**0.5).softmax(-1)
     mixed = (probs @ split(v)).transpose(1, 2).reshape(batch, length, width)
     x = x + block.ls_1(attn.out_proj(mixed))
     return x + block.ls_2(block.mlp(block.ln_2(x))), probs
@@ -182,6 +182,7 @@ def cam_post_processing(grid_maps: np.ndarray, size: tuple[int, int], patch: int
     Bilinear upsampling followed by patch averaging is not the identity (neighbouring patches bleed into
     each other), so the hand-computed grid map goes through the same steps before comparing.
     """
+
     def minmax(values):
         values = values - values.min()
         return values / (1e-7 + values.max())
@@ -225,8 +226,9 @@ def test_model_maps_are_the_forward_pass_numbers(tiny):
     torch.testing.assert_close(EXPLAINERS["ncut"](tiny, images, CLASSES).reshape(2, -1), out.mask.float())
     patch = out.tokens.patches[1, 5]
     expected = F.cosine_similarity(patch, out.tokens.cls_token[1], dim=0)
-    assert EXPLAINERS["cls_similarity"](tiny, images, CLASSES)[1].reshape(-1)[5] == pytest.approx(float(expected),
-                                                                                                   abs=1e-5)
+    assert EXPLAINERS["cls_similarity"](tiny, images, CLASSES)[1].reshape(-1)[5] == pytest.approx(
+        float(expected), abs=1e-5
+    )
 
 
 # ------------------------------------------------------------------ LeGrad and Grad-CAM through their packages
@@ -285,8 +287,9 @@ def snapshot(model: MicroCLIP) -> dict:
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "hooks": [len(getattr(m, name)) for m in model.modules() for name in _HOOKS],
-        "instance_attributes": [sorted(k for k in vars(m) if not k.startswith("_") and k != "training")
-                                for m in model.modules()],
+        "instance_attributes": [
+            sorted(k for k in vars(m) if not k.startswith("_") and k != "training") for m in model.modules()
+        ],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
     }
 

@@ -29,8 +29,7 @@ def train_dir(image_dataset_root) -> Path:
 
 
 def request(train_dir: Path, **overrides) -> AdaptRequest:
-    values = dict(source="folder", path=str(train_dir), model_name="tiny", steps=3, batch_size=4, n_crops=2,
-                  n_probes=2)
+    values = dict(source="folder", path=str(train_dir), model_name="tiny", steps=3, batch_size=4, n_crops=2, n_probes=2)
     return AdaptRequest(**{**values, **overrides})
 
 
@@ -126,12 +125,17 @@ def test_missing_descriptions_are_a_clear_error_unless_allowed(registry, train_d
     failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(descriptions))), 60)
     assert failed.status == JobStatus.ERROR
     assert "no entry for class 'blue bar'" in failed.error and "tick 'allow missing descriptions'" in failed.error
-    allowed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(descriptions),
-                                                allow_missing_descriptions=True)), 60)
+    allowed = runner.wait(
+        runner.submit(
+            request(train_dir, steps=1, descriptions_path=str(descriptions), allow_missing_descriptions=True)
+        ),
+        60,
+    )
     assert allowed.status == JobStatus.DONE, allowed.message
     (tmp_path / "broken.json").write_text("{not json")
-    broken = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(tmp_path / "broken.json"))),
-                         60)
+    broken = runner.wait(
+        runner.submit(request(train_dir, steps=1, descriptions_path=str(tmp_path / "broken.json"))), 60
+    )
     assert broken.status == JobStatus.ERROR and "broken.json" in broken.error
 
 

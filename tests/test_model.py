@@ -10,8 +10,9 @@ from microclip.model import MethodConfig, MicroCLIP
 
 
 def random_heads(classes: int, dim: int) -> Heads:
-    return Heads([f"c{i}" for i in range(classes)], F.normalize(torch.randn(classes, dim), dim=-1),
-                 torch.randn(classes, dim))
+    return Heads(
+        [f"c{i}" for i in range(classes)], F.normalize(torch.randn(classes, dim), dim=-1), torch.randn(classes, dim)
+    )
 
 
 def test_trainable_set_for_vit_b_32_with_102_classes_matches_reference_count():

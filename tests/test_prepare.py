@@ -34,8 +34,9 @@ def test_readable_keeps_decodable_images_and_names_the_others(tmp_path):
     draw_sample(0, np.random.default_rng(0)).save(tmp_path / "good.png")
     (tmp_path / "bad.png").write_bytes(b"not a picture")
     seen = []
-    good, skipped = readable([(str(tmp_path / "good.png"), 0), (str(tmp_path / "bad.png"), 1)], None, tmp_path,
-                             seen.append)
+    good, skipped = readable(
+        [(str(tmp_path / "good.png"), 0), (str(tmp_path / "bad.png"), 1)], None, tmp_path, seen.append
+    )
     assert good == [(str(tmp_path / "good.png"), 0)] and seen == [0, 1]
     assert [name for name, _ in skipped] == ["bad.png"]
 

@@ -35,8 +35,9 @@ def test_check_data_explains_each_failure_in_one_line_and_exits_nonzero(tmp_path
     (tmp_path / "oxford_pets" / "test" / "yorkshire").mkdir()
     descriptions = tmp_path / "pets.json"
     descriptions.write_text(json.dumps({"Abyssinian": ["a cat."]}))
-    code = microclip_main(["check-data", "all", "--data_root", str(tmp_path), "--text_descriptions_path",
-                           str(descriptions)])
+    code = microclip_main(
+        ["check-data", "all", "--data_root", str(tmp_path), "--text_descriptions_path", str(descriptions)]
+    )
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     [row] = [line for line in out if line.startswith("pets  ")]
@@ -50,8 +51,20 @@ def test_check_data_explains_each_failure_in_one_line_and_exits_nonzero(tmp_path
 def test_train_runs_the_quick_check_before_loading_a_model(tmp_path, capsys):
     _pets(tmp_path)
     (tmp_path / "oxford_pets" / "train" / "yorkshire").mkdir()
-    code = microclip_main(["train", "--dataset", "pets", "--data_root", str(tmp_path), "--no_descriptions",
-                           "--clip_model", "no-such-model", "--output_dir", str(tmp_path / "out")])
+    code = microclip_main(
+        [
+            "train",
+            "--dataset",
+            "pets",
+            "--data_root",
+            str(tmp_path),
+            "--no_descriptions",
+            "--clip_model",
+            "no-such-model",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'yorkshire'" in err and "check-data pets" in err and not (tmp_path / "out").exists()
 
@@ -63,8 +76,21 @@ def test_every_command_is_an_argparse_sub_command_with_its_own_flags(capsys):
     parser = build_parser()
     assert parser.parse_args(["train", "--dataset", "flowers", "--amp"]).amp == "fp16"  # the reference's --amp
     assert parser.parse_args(["train", "--amp", "bf16"]).amp == "bf16"
-    args = parser.parse_args(["train", "--ablation_name", "abl", "--start_epoch", "3", "--image_mean",
-                              "0.5,0.5,0.5", "--image_std", "0.2 0.2 0.2", "--ncut_device", "cuda"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--ablation_name",
+            "abl",
+            "--start_epoch",
+            "3",
+            "--image_mean",
+            "0.5,0.5,0.5",
+            "--image_std",
+            "0.2 0.2 0.2",
+            "--ncut_device",
+            "cuda",
+        ]
+    )
     assert (args.ablation_name, args.start_epoch, args.ncut_device) == ("abl", 3, "cuda")
     assert args.image_mean == (0.5, 0.5, 0.5) and args.image_std == (0.2, 0.2, 0.2)
     assert parser.parse_args(["evaluate", "--ckpt-path", "x", "--test_fusion", "reference"]).test_fusion == "reference"
@@ -112,18 +138,25 @@ def test_reference_test_fusion_puts_rho_on_fg():
 def _as_reference_checkpoint(model, optimizer, epoch: int, path) -> None:
     """What the reference's utils.save_model writes: its state-dict names, AdamW indexed in its parameter order."""
     state = {f"clip_model.visual.{k}": v for k, v in model.backbone.visual.state_dict().items()}
-    state |= {"classifier": model.heads.w_star.detach().clone(),
-              **{f"{p}_proj.linear.weight": getattr(model.soap, f"{p}_proj").weight.detach().clone()
-                 for p in ("query", "key", "value")}}
+    state |= {
+        "classifier": model.heads.w_star.detach().clone(),
+        **{
+            f"{p}_proj.linear.weight": getattr(model.soap, f"{p}_proj").weight.detach().clone()
+            for p in ("query", "key", "value")
+        },
+    }
     ours = {id(p): n for n, p in model.trainable_parameters().items()}
     moments = {ours[id(p)]: s for p, s in optimizer.state.items()}
     to_ours = {f"clip_model.visual.{k}": f"backbone.visual.{k}" for k in model.backbone.visual.state_dict()}
-    to_ours |= {"classifier": "heads.w_star", **{f"{p}_proj.linear.weight": f"soap.{p}_proj.weight"
-                                                 for p in ("query", "key", "value")}}
+    to_ours |= {
+        "classifier": "heads.w_star",
+        **{f"{p}_proj.linear.weight": f"soap.{p}_proj.weight" for p in ("query", "key", "value")},
+    }
     order = [k for k in state if _reference_trainable(k, False)]
-    optimizer_state = {"state": {i: moments[to_ours[k]] for i, k in enumerate(order)},
-                       "param_groups": [{"params": list(range(len(order))), "weight_decay": 0.1},
-                                        {"params": [], "weight_decay": 0.0}]}
+    optimizer_state = {
+        "state": {i: moments[to_ours[k]] for i, k in enumerate(order)},
+        "param_groups": [{"params": list(range(len(order))), "weight_decay": 0.1}, {"params": [], "weight_decay": 0.0}],
+    }
     args = argparse.Namespace(clip_model="Test-ViT-Tiny", fusion_ratio=0.5, dataset="shapes")
     torch.save({"model": state, "optimizer": optimizer_state, "epoch": epoch, "args": args}, path)
 
@@ -134,20 +167,35 @@ def test_a_reference_run_continues_to_the_uninterrupted_weights(image_dataset_ro
 
     # a run killed after its first epoch (3 steps); the reference saved checkpoint-last.pth at that epoch's end
     with pytest.raises(SystemExit):
-        fit(fresh_model(), train_set(image_dataset_root), CONFIG, callbacks=[Crash(at_step=4)],
-            state_path=tmp_path / "state.safetensors")
+        fit(
+            fresh_model(),
+            train_set(image_dataset_root),
+            CONFIG,
+            callbacks=[Crash(at_step=4)],
+            state_path=tmp_path / "state.safetensors",
+        )
     model = fresh_model()
     stepper = OptimizerStep(model, CONFIG, torch.device("cpu"))
-    load_train_state(tmp_path / "state.safetensors", model, stepper.optimizer,
-                     FitState(CONFIG, model, steps_per_epoch=3), FairnessRegulariser())
+    load_train_state(
+        tmp_path / "state.safetensors",
+        model,
+        stepper.optimizer,
+        FitState(CONFIG, model, steps_per_epoch=3),
+        FairnessRegulariser(),
+    )
     _as_reference_checkpoint(model, stepper.optimizer, epoch=0, path=tmp_path / "checkpoint-last.pth")
 
     reference = read_reference_resume(tmp_path / "checkpoint-last.pth")
     assert reference.start_epoch == 1 and len(reference.optimizer_state) == len(model.trainable_parameters())
     resumed = fresh_model()
     notes = []
-    result = fit(resumed, train_set(image_dataset_root), CONFIG, start_epoch=reference.start_epoch,
-                 restore=lambda m, s: notes.extend(reference.restore(m, s)))
+    result = fit(
+        resumed,
+        train_set(image_dataset_root),
+        CONFIG,
+        start_epoch=reference.start_epoch,
+        restore=lambda m, s: notes.extend(reference.restore(m, s)),
+    )
     assert result.global_step == 6 and any("W_LLM" in note for note in notes)
     expected, actual = uninterrupted.adapted_state(), resumed.adapted_state()
     for key in expected:

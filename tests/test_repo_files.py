@@ -15,8 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LFS = {"filter": "lfs", "diff": "lfs", "merge": "lfs", "text": "unset"}
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
-                                reason="not a git checkout (or no git): nothing tracked to check")
+pytestmark = pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(),
+    reason="not a git checkout (or no git): nothing tracked to check",
+)
 
 
 def git(*args: str, stdin: bytes | None = None) -> bytes:
@@ -45,8 +47,9 @@ def attributes(paths: list[str]) -> dict[str, dict[str, str]]:
 
 def tracked_binaries() -> list[str]:
     paths = [p for p in git("ls-files", "-z").decode().split("\0") if p]
-    return [p for p in paths if (ROOT / p).is_file() and not (ROOT / p).is_symlink()
-            and is_binary((ROOT / p).read_bytes())]
+    return [
+        p for p in paths if (ROOT / p).is_file() and not (ROOT / p).is_symlink() and is_binary((ROOT / p).read_bytes())
+    ]
 
 
 def test_every_tracked_binary_file_goes_through_lfs():

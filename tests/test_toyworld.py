@@ -13,12 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
-from microclip.toyworld.dataset import (
-    ensure_pretrain_corpus,
-    ensure_split,
-    load_pretrain_corpus,
-    load_split_masks,
-)
+from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
 from microclip.toyworld.pretrain import PretrainConfig, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
@@ -234,9 +229,23 @@ def _config(out: Path, data: Path, **kw) -> PretrainConfig:
     # As many images as the batch: every step sees the same 16 images (with new captions), the classic
     # "can it fit one batch" check, which a few steps at a high learning rate pass reliably.
     # Three CLIP steps, then three of the dense stage (its warmup of one step, then locality ramping in).
-    return PretrainConfig(out=str(out), steps=3, dense_steps=3, batch_size=16, lr=3e-3, warmup_steps=1,
-                          dense_lr=3e-3, dense_warmup_steps=1, n_images=16, data_root=str(data), ckpt_every=2,
-                          eval_train_per_class=2, eval_test_per_class=1, threads=1, **kw)
+    return PretrainConfig(
+        out=str(out),
+        steps=3,
+        dense_steps=3,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=1,
+        dense_lr=3e-3,
+        dense_warmup_steps=1,
+        n_images=16,
+        data_root=str(data),
+        ckpt_every=2,
+        eval_train_per_class=2,
+        eval_test_per_class=1,
+        threads=1,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")

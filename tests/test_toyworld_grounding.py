@@ -17,6 +17,7 @@ from microclip.toyworld.world import PARTS, SPECIES
 
 def slow_grounding_loss(patches, image_index, phrase_index, phrases, pool_t=0.1, t=0.05):
     """The loss of grounding.py, one (image, phrase) pair at a time."""
+
     def grouped(i, q):
         weights = torch.softmax(torch.stack([patches[i, j] @ phrases[q] for j in range(patches.shape[1])]) / pool_t, 0)
         return F.normalize(sum(weights[j] * patches[i, j] for j in range(patches.shape[1])), dim=0)
@@ -88,8 +89,9 @@ def test_local_patches_win_over_global_ones_and_over_image_independent_slots():
 
 def test_no_phrases_gives_zero_loss_with_a_gradient_path():
     patches = _unit(2, 3, 4).requires_grad_()
-    loss = phrase_grounding_loss(patches, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                                 _unit(1, 4))
+    loss = phrase_grounding_loss(
+        patches, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), _unit(1, 4)
+    )
     assert loss.item() == 0.0
     loss.backward()
 
@@ -114,8 +116,11 @@ def test_caption_phrases_are_the_visible_parts_it_names(seed):
         visible = {part_phrase(species, p) for p in PARTS} - {None}
         assert set(caption.phrases) <= visible
         assert all(phrase in caption.text for phrase in caption.phrases)
-        unlisted = [p for p in visible - set(caption.phrases) if p in caption.text
-                    and not any(p in other for other in caption.phrases)]
+        unlisted = [
+            p
+            for p in visible - set(caption.phrases)
+            if p in caption.text and not any(p in other for other in caption.phrases)
+        ]
         assert not unlisted, (caption, unlisted)
     assert len(ALL_PART_PHRASES) == len(set(ALL_PART_PHRASES)) == 15
 
@@ -133,8 +138,9 @@ def test_region_grounding_matches_a_loop_over_pairs():
     score = lambda b, q: float(patches[b].mean(0) @ phrases[q]) / 0.1  # noqa: E731  the mean patch similarity
     terms_image, terms_phrase = [], []
     for b, q in named:
-        rivals = [k for k in range(4) if k != b and any(k2 == k and q2 != q and kind[q2] == kind[q]
-                                                          for k2, q2 in named)]
+        rivals = [
+            k for k in range(4) if k != b and any(k2 == k and q2 != q and kind[q2] == kind[q] for k2, q2 in named)
+        ]
         logits = torch.tensor([score(b, q)] + [score(k, q) for k in rivals])
         terms_image.append(-torch.log_softmax(logits, 0)[0])
         same = [p for p in range(4) if kind[p] == kind[q]]

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microclip.scoring import (
-    expected_hit,
-    mass_inside,
-    patch_coverage,
-    patch_hits,
-    percent,
-    pointing_hits,
-)
+from microclip.scoring import expected_hit, mass_inside, patch_coverage, patch_hits, percent, pointing_hits
 
 
 def _mask() -> np.ndarray:

@@ -50,17 +50,53 @@ def test_shipped_files_are_small():
 
 def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):
     done = subprocess.run(
-        [sys.executable, "train.py", "--dataset", "toybirds", "--train_config", "toybirds", "--data_root", data_root,
-         "--max_steps", "2", "--epochs", "1", "--batch_size", "16", "--n_crops", "2", "--output_dir", str(tmp_path),
-         "--no_progress"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "train.py",
+            "--dataset",
+            "toybirds",
+            "--train_config",
+            "toybirds",
+            "--data_root",
+            data_root,
+            "--max_steps",
+            "2",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "16",
+            "--n_crops",
+            "2",
+            "--output_dir",
+            str(tmp_path),
+            "--no_progress",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["num_test"] == 800
     evaluated = subprocess.run(
-        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
-         str(ROOT / "checkpoints" / "toybirds-microclip.safetensors")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "evaluate.py",
+            "--dataset",
+            "toybirds",
+            "--data_root",
+            data_root,
+            "--ckpt-path",
+            str(ROOT / "checkpoints" / "toybirds-microclip.safetensors"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert evaluated.returncode == 0 and "TokenFusion" in evaluated.stdout, evaluated.stderr[-2000:]
 
 
@@ -69,8 +105,11 @@ def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):
 # (AVX2) machines the record has to hold on.
 EMULATED_CPUS = {
     "no SIMD": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-    "AVX2 (as on AMD EPYC)": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                              "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "AVX2 (as on AMD EPYC)": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
 }
 _PREDICT = """
 import hashlib, json, sys, torch
@@ -87,10 +126,14 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
 
 
 def _predict(data_root: str, env: dict[str, str]) -> dict:
-    done = subprocess.run([sys.executable, "-c", _PREDICT, data_root, str(ROOT / "checkpoints" /
-                                                                         "toybirds-microclip.safetensors")],
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _PREDICT, data_root, str(ROOT / "checkpoints" / "toybirds-microclip.safetensors")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -26,13 +26,22 @@ def ramp() -> np.ndarray:
 def make_explanation(ratio: float = 0.5) -> Explanation:
     rng = np.random.default_rng(1)
     return Explanation(
-        classes=["a", "b", "c", "d"], ratio=ratio,
-        logits_cls=np.array([30.0, 25.0, -5.0, 10.0]), logits_fg=np.array([20.0, 28.0, 12.0, -8.0]),
-        soap_weights=np.full((2, 2), 0.2), null_weight=0.2, ncut_mask=np.eye(2, dtype=bool),
-        cls_similarity=rng.random((2, 2)), patch_class_cosine=rng.random((2, 2, 4)), grid=(2, 2), image_size=32)
+        classes=["a", "b", "c", "d"],
+        ratio=ratio,
+        logits_cls=np.array([30.0, 25.0, -5.0, 10.0]),
+        logits_fg=np.array([20.0, 28.0, 12.0, -8.0]),
+        soap_weights=np.full((2, 2), 0.2),
+        null_weight=0.2,
+        ncut_mask=np.eye(2, dtype=bool),
+        cls_similarity=rng.random((2, 2)),
+        patch_class_cosine=rng.random((2, 2, 4)),
+        grid=(2, 2),
+        image_size=32,
+    )
 
 
 # ------------------------------------------------------------------ colours
+
 
 def test_clip_normalize_clips_at_percentiles():
     values = np.array([0.0, 1.0, 2.0, 3.0, 100.0])
@@ -63,6 +72,7 @@ def test_diverging_zero_is_white_and_signs_differ():
 
 
 # ------------------------------------------------------------------ overlays
+
 
 def test_opacity_zero_returns_image_unchanged(image, ramp):
     np.testing.assert_array_equal(overlay_map(image, ramp, opacity=0.0), image)
@@ -118,6 +128,7 @@ def test_display_crop_matches_centre_crop_geometry():
 
 # ------------------------------------------------------------------ panels
 
+
 def test_raw_values_follow_the_fused_prediction():
     explanation = make_explanation(ratio=1.0)  # [CLS] only: class "a" wins
     np.testing.assert_array_equal(raw_values(explanation, "class_cosine"), explanation.patch_class_cosine[..., 0])
@@ -127,12 +138,13 @@ def test_raw_values_follow_the_fused_prediction():
 
 # ------------------------------------------------------------------ figures
 
+
 def test_peer_panels_share_one_scale_whatever_the_units(image, ramp):
     from viz.peers import peer_panel
 
     panel = peer_panel(image, ramp, "viridis", opacity=1.0)
     assert np.array_equal(panel, peer_panel(image, 0.01 * ramp - 3.0, "viridis", opacity=1.0))  # min-max per map
-    assert not np.array_equal(panel, peer_panel(image, ramp ** 2, "viridis", opacity=1.0))
+    assert not np.array_equal(panel, peer_panel(image, ramp**2, "viridis", opacity=1.0))
     flat = np.unique(panel[:10, :10].reshape(-1, 3), axis=0)  # nearest: one colour per 10×10-pixel patch
     assert len(flat) == 1 and np.array_equal(flat[0], colorize(np.zeros((1, 1)), "viridis")[0, 0])
     assert np.array_equal(panel[-1, -1], colorize(np.ones((1, 1)), "viridis")[0, 0])

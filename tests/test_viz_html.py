@@ -44,16 +44,17 @@ def test_every_map_figure_has_a_colour_bar_labelled_with_its_real_range():
 
 
 def test_raw_grid_numbers_never_print_a_nonzero_value_as_zero():
-    html = views.raw_figure("raw", np.array([[2.65e-5, 0.164], [0.0, 0.5]]), "jet", (0.0, 100.0), True, ".3f",
-                            None)
+    html = views.raw_figure("raw", np.array([[2.65e-5, 0.164], [0.0, 0.5]]), "jet", (0.0, 100.0), True, ".3f", None)
     cells = re.findall(r"<span style='color:#[0f]{3}'>([^<]+)</span>", html)
     assert cells == ["3e-05", "0.164", "0.000", "0.500"]
 
 
 def test_contribution_chart_prints_each_part_and_the_margin_to_the_runner_up():
-    rows = [views.ContributionRow("finch", "predicted", 30.576, 31.194),
-            views.ContributionRow("wren <b>", "runner-up", 28.446, 39.651 - 7.0),
-            views.ContributionRow("tit", "", 24.0, -3.5)]
+    rows = [
+        views.ContributionRow("finch", "predicted", 30.576, 31.194),
+        views.ContributionRow("wren <b>", "runner-up", 28.446, 39.651 - 7.0),
+        views.ContributionRow("tit", "", 24.0, -3.5),
+    ]
     html = views.contribution_html(rows, 0.5)
     margin = rows[0].total - rows[1].total
     assert f"Margin to the runner-up (wren &lt;b&gt;): {margin:.3f} logits" in html  # names escaped
@@ -63,17 +64,25 @@ def test_contribution_chart_prints_each_part_and_the_margin_to_the_runner_up():
     assert "_c" not in html and "[CLS] part = ρ·100·cos(g, class)" in html
     # A negative part is drawn to the left of the zero line: its segment ends where the line is.
     zero = float(re.search(r"left:([\d.]+)%;width:1px", html)[1])
-    starts = [float(x) for x in re.findall(r"title='\[FG\] part -3.500' style='position:absolute;top:0;bottom:0;"
-                                           r"left:([\d.]+)%;width:([\d.]+)%", html)[0]]
+    starts = [
+        float(x)
+        for x in re.findall(
+            r"title='\[FG\] part -3.500' style='position:absolute;top:0;bottom:0;"
+            r"left:([\d.]+)%;width:([\d.]+)%",
+            html,
+        )[0]
+    ]
     assert starts[0] + starts[1] == pytest.approx(zero, abs=0.02)
 
 
 def test_every_map_says_how_its_colours_are_scaled_next_to_it():
     values = np.array([[0.1, 0.2], [0.3, 0.4]])
-    assert "colours: this map&#x27;s own min–max" in views.value_figure("m", values, "viridis", (0.0, 100.0), 0.5, 0.0,
-                                                                        None)
-    assert "own 5th–95th percentiles (clipped outside)" in views.value_figure("m", values, "viridis", (5.0, 95.0),
-                                                                                0.5, 0.0, None)
+    assert "colours: this map&#x27;s own min–max" in views.value_figure(
+        "m", values, "viridis", (0.0, 100.0), 0.5, 0.0, None
+    )
+    assert "own 5th–95th percentiles (clipped outside)" in views.value_figure(
+        "m", values, "viridis", (5.0, 95.0), 0.5, 0.0, None
+    )
     raw = views.raw_figure("d", values - 0.25, "viridis", (0.0, 100.0), False, ".2f", None, diverging_limit=0.15)
     assert "largest |value|, 0 in the middle" in raw
 

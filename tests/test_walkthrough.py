@@ -31,8 +31,10 @@ from microclip.walkthrough import (
 from viz.html import num
 from viz.steps import here
 
-DESCRIPTIONS = {name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}.",
-                       f"a small {name} in the middle."] for name in CLASSES}
+DESCRIPTIONS = {
+    name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}.", f"a small {name} in the middle."]
+    for name in CLASSES
+}
 TEMPLATES = ["a photo of a {}."]
 ROOT = Path(__file__).resolve().parent.parent
 TOY_CHECKPOINT = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -40,8 +42,9 @@ TOY_EXAMPLE = ROOT / "assets" / "examples" / "toybird-lumbrel-tit.png"
 
 
 def build(model_dir, config: MethodConfig | None = None, perturb: bool = True) -> tuple[MicroCLIP, TextEncoder]:
-    model, _, encoder = MicroCLIP.build(f"local-dir:{model_dir}", None, CLASSES, TEMPLATES, DESCRIPTIONS,
-                                        config=config, keep_text=True)
+    model, _, encoder = MicroCLIP.build(
+        f"local-dir:{model_dir}", None, CLASSES, TEMPLATES, DESCRIPTIONS, config=config, keep_text=True
+    )
     if perturb:  # an "adapted" model: SOAP no longer the identity, W* moved away from its start
         torch.manual_seed(0)
         with torch.no_grad():
@@ -108,10 +111,18 @@ def test_the_model_comes_back_in_the_mode_it_came_in(adapted, image):
     np.testing.assert_array_equal(first.prediction.logits["fused"], second.prediction.logits["fused"])
 
 
-@pytest.mark.parametrize("config", [MethodConfig(), MethodConfig(ncut_sign="solver"),
-                                    MethodConfig(ncut_threshold="mean"), MethodConfig(ncut_features="keys"),
-                                    MethodConfig(pool="ncut_avg"), MethodConfig(fusion_ratio=0.3)],
-                         ids=["default", "solver-sign", "mean-threshold", "keys", "ncut-avg", "ratio-0.3"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        MethodConfig(),
+        MethodConfig(ncut_sign="solver"),
+        MethodConfig(ncut_threshold="mean"),
+        MethodConfig(ncut_features="keys"),
+        MethodConfig(pool="ncut_avg"),
+        MethodConfig(fusion_ratio=0.3),
+    ],
+    ids=["default", "solver-sign", "mean-threshold", "keys", "ncut-avg", "ratio-0.3"],
+)
 def test_the_steps_compose_back_to_the_models_own_forward_pass(tiny_model_dir, image, config):
     model, _ = build(tiny_model_dir, config)
     result = walkthrough_tensor(model, image)
@@ -143,7 +154,7 @@ def test_weights_are_the_softmax_of_the_attention_logits_and_sum_to_one_with_the
     assert soap.null_logit == 0.0  # the zero null token's key is zero
     assert soap.uniform == 1.0 / (soap.weights.size + 1)  # one definition: the N patches and the null token
     ranked = sorted(np.ravel(soap.weights), reverse=True)
-    assert [p.weight for p in soap.top_patches] == pytest.approx(ranked[:len(soap.top_patches)])
+    assert [p.weight for p in soap.top_patches] == pytest.approx(ranked[: len(soap.top_patches)])
 
 
 def test_the_graph_matches_an_independent_numpy_computation(case):
@@ -186,8 +197,9 @@ def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
     patches = tokens.patches[0].double().numpy()
     mask = np.ravel(result.graph.mask)
     query = patches[mask].mean(0)
-    wq, wk, wv = (p.weight.detach().double().numpy() for p in (model.soap.query_proj, model.soap.key_proj,
-                                                      model.soap.value_proj))
+    wq, wk, wv = (
+        p.weight.detach().double().numpy() for p in (model.soap.query_proj, model.soap.key_proj, model.soap.value_proj)
+    )
     np.testing.assert_allclose(result.query.norm, np.linalg.norm(query), rtol=1e-5)
     logits = (patches @ wk.T) @ (wq @ query) / np.sqrt(patches.shape[1])
     np.testing.assert_allclose(np.ravel(result.soap.logits), logits, rtol=1e-4, atol=1e-5)
@@ -215,8 +227,7 @@ def test_fusion_rows_are_the_exact_split_of_the_fused_logit(adapted, image):
 
 def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_model_dir, image):
     fresh, encoder = build(tiny_model_dir, perturb=False)
-    heads = walkthrough_tensor(fresh, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
-                               templates=TEMPLATES).heads
+    heads = walkthrough_tensor(fresh, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES).heads
     assert heads.n_classes == len(CLASSES) and len(heads.classes) == len(CLASSES)
     for row in heads.classes:
         assert row.source == "descriptions" and row.n_descriptions == 3
@@ -231,8 +242,9 @@ def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_mo
         assert row.w_star_vs_initial_cos == pytest.approx(1.0, abs=1e-5)  # not adapted: W* at its start
         assert set(sentences) == set(DESCRIPTIONS[row.class_name])
     adapted, _ = build(tiny_model_dir)
-    moved = walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder,
-                               templates=TEMPLATES).heads
+    moved = walkthrough_tensor(
+        adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES
+    ).heads
     assert all(row.w_star_vs_initial_cos < 0.9999 for row in moved.classes)
     plain = walkthrough_tensor(adapted, image).heads  # no text tower: sentences unknown, no weights
     assert all(not row.descriptions and row.source == "templates" for row in plain.classes)
@@ -310,8 +322,12 @@ def test_a_patch_a_quarter_on_the_object_counts_as_on_it():
     truth = PatchTruth(np.array([[0.25, 0.24], [0.0, 1.0]]), {"crest": np.array([[0.0, 0.01], [0.0, 0.0]])})
     assert truth.on_object.tolist() == [[True, False], [False, True]]
     assert [truth.region(p) for p in ((0, 0), (0, 1), (1, 0))] == ["bird", "crest", "background"]
-    facts = mask_facts(truth, np.array([[True, True], [False, False]]), np.array([[0.1, 0.6], [0.2, 0.1]]),
-                       np.array([[0.0, 0.0], [0.0, 1.0]]))
+    facts = mask_facts(
+        truth,
+        np.array([[True, True], [False, False]]),
+        np.array([[0.1, 0.6], [0.2, 0.1]]),
+        np.array([[0.0, 0.0], [0.0, 1.0]]),
+    )
     assert (facts.n_object, facts.n_part, facts.n_foreground, facts.n_foreground_on_object) == (2, 1, 2, 1)
     assert facts.soap_top == (0, 1) and facts.soap_top_region == "crest" and facts.parts_shown == ("crest",)
     assert facts.cls_top == (1, 1) and facts.cls_top_region == "bird"

@@ -44,9 +44,14 @@ def test_the_distance_is_scipys_mahalanobis():
 
 def test_the_token_summary_is_each_token_dimensions_mean_and_spread_over_the_patches():
     patches = torch.randn(2, 5, 3)
-    slow = [[float(np.mean([patches[b, n, d] for n in range(5)])) for d in range(3)]
-            + [float(np.sqrt(np.mean([(patches[b, n, d] - patches[b, :, d].mean()) ** 2 for n in range(5)])))
-               for d in range(3)] for b in range(2)]
+    slow = [
+        [float(np.mean([patches[b, n, d] for n in range(5)])) for d in range(3)]
+        + [
+            float(np.sqrt(np.mean([(patches[b, n, d] - patches[b, :, d].mean()) ** 2 for n in range(5)])))
+            for d in range(3)
+        ]
+        for b in range(2)
+    ]
     assert world_check.token_summary(patches) == pytest.approx(np.array(slow), abs=1e-6)
 
 
@@ -62,8 +67,9 @@ def test_a_world_fitted_on_one_kind_of_picture_flags_another(tiny_model_dir, tmp
     model = registry.get("tiny").model
     rng = np.random.default_rng(0)
     shapes = [draw_sample(i % 3, rng) for i in range(240)]
-    world = world_check.fit_world(model, shapes[:160], shapes[160:], model.base.weights_sha256, "tiny",
-                                  vocabulary=["red", "square"])
+    world = world_check.fit_world(
+        model, shapes[:160], shapes[160:], model.base.weights_sha256, "tiny", vocabulary=["red", "square"]
+    )
     assert [r.signal for r in world.rules] == ["token_distance"] and world.rules[0].above > 0
     flat = world_check.check(model.backbone, load_image(PHOTO), world)
     assert flat.measured and flat.outside and flat.reasons and flat.signals["token_distance"] > world.rules[0].above
@@ -86,8 +92,12 @@ def test_caption_vocabulary_is_exactly_the_words_captions_use():
     # Names are rare in the captions (a long tail), so they are sampled with every caption naming one.
     rng = np.random.default_rng(0)
     used = {w for _ in range(3000) for sp in SPECIES for w in world_check.words(make_caption(sp, rng).text)}
-    used |= {w for _ in range(300) for sp in SPECIES
-             for w in world_check.words(make_caption(sp, rng, p_name=1.0, zipf=0.0, p_lookalike=0.0).text)}
+    used |= {
+        w
+        for _ in range(300)
+        for sp in SPECIES
+        for w in world_check.words(make_caption(sp, rng, p_name=1.0, zipf=0.0, p_lookalike=0.0).text)
+    }
     assert used == caption_vocabulary()
 
 
@@ -125,8 +135,10 @@ def test_toy_birds_pass_and_the_warning_examples_are_flagged_on_every_bundled_mo
 @needs_toy_model
 def test_unseen_words_on_the_toy_model_and_silence_elsewhere(tiny_model_dir):
     toy = default_registry("cpu").get().model
-    assert world_check.unseen_words(toy, ["flower", "zorsaik wren", "Person"]) == {"flower": ["flower"],
-                                                                                  "Person": ["person"]}
+    assert world_check.unseen_words(toy, ["flower", "zorsaik wren", "Person"]) == {
+        "flower": ["flower"],
+        "Person": ["person"],
+    }
     assert world_check.unseen_words(toy, ["zorsaik wren"]) == {}
     assert world_check.unseen_words(tiny_base_registry(tiny_model_dir).get("tiny").model, ["flower"]) is None
 
@@ -143,8 +155,21 @@ def test_explore_flags_the_photo_marks_unseen_words_notes_the_world_and_orders_t
         client = gradio_client.Client(url, verbose=False)
 
         def summary(path: str, classes: str = "") -> str:
-            return client.predict(handle_file(path), registry.default_name, classes, None, 0.5, 0.5, "jet", 0, 100, 0,
-                                  "SOAP weight", False, api_name="/explore")[0]
+            return client.predict(
+                handle_file(path),
+                registry.default_name,
+                classes,
+                None,
+                0.5,
+                0.5,
+                "jet",
+                0,
+                100,
+                0,
+                "SOAP weight",
+                False,
+                api_name="/explore",
+            )[0]
 
         assert "looks outside the model's world" in summary(PHOTO)
         assert "looks outside" not in summary(TOY_EXAMPLES[0])

@@ -75,23 +75,33 @@ class AdaptHandles:
 
 # ------------------------------------------------------------------ pure helpers (no Gradio state)
 
+
 def curves(snapshot: JobSnapshot | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Long-format frames (step, value, series) for the loss (raw and smoothed), confidence and accuracy plots."""
     metrics = snapshot.metrics if snapshot else []
 
     def frame(keys: dict[str, str], rows_in: list[dict] = metrics) -> pd.DataFrame:
-        rows = [{"step": row["step"], "value": row[key], "series": label}
-                for row in rows_in for key, label in keys.items() if key in row]
+        rows = [
+            {"step": row["step"], "value": row[key], "series": label}
+            for row in rows_in
+            for key, label in keys.items()
+            if key in row
+        ]
         # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot then declares
         # step and value nominal (categorical axes, one label per loss value) for the rest of the run.
         return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
     losses = [row["loss"] for row in metrics if "loss" in row]
-    smoothed = [{"step": row["step"], "smooth": value}
-                for row, value in zip([r for r in metrics if "loss" in r], smooth(losses))]
+    smoothed = [
+        {"step": row["step"], "smooth": value}
+        for row, value in zip([r for r in metrics if "loss" in r], smooth(losses))
+    ]
     loss = pd.concat([frame({"loss": "loss"}), frame({"smooth": "smoothed"}, smoothed)], ignore_index=True)
-    return (loss.astype(CURVE_TYPES), frame({"pl_conf": "confidence"}),
-            frame({"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}))
+    return (
+        loss.astype(CURVE_TYPES),
+        frame({"pl_conf": "confidence"}),
+        frame({"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}),
+    )
 
 
 def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
@@ -99,17 +109,20 @@ def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
     out, average = [], 0.0
     for t, value in enumerate(values, start=1):
         average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight ** t))
+        out.append(average / (1 - weight**t))
     return out
 
 
-def probe_gallery(images: list[np.ndarray], labels: list[str], probes: Probes | None,
-                  when: str) -> list[tuple[np.ndarray, str]]:
+def probe_gallery(
+    images: list[np.ndarray], labels: list[str], probes: Probes | None, when: str
+) -> list[tuple[np.ndarray, str]]:
     """(SOAP overlay, caption) for each probe image."""
     if probes is None:
         return []
-    return [(_overlay(picture, explanation), _caption(label, explanation, when))
-            for picture, label, explanation in zip(images, labels, probes.explanations)]
+    return [
+        (_overlay(picture, explanation), _caption(label, explanation, when))
+        for picture, label, explanation in zip(images, labels, probes.explanations)
+    ]
 
 
 def probes_html(snapshot: JobSnapshot | None) -> str:
@@ -123,15 +136,18 @@ def probes_html(snapshot: JobSnapshot | None) -> str:
         figures = []
         for when, probes in (("before", snapshot.probes_before), (f"step {_probe_step(latest)}", latest)):
             if probes is None or index >= len(probes.explanations):
-                figures.append(f"<figure class='ad-fig ad-wait'><div class='ad-none'>{escape(when_pending(snapshot))}"
-                               "</div></figure>")
+                figures.append(
+                    f"<figure class='ad-fig ad-wait'><div class='ad-none'>{escape(when_pending(snapshot))}"
+                    "</div></figure>"
+                )
                 continue
             explanation = probes.explanations[index]
-            figures.append(f"<figure class='ad-fig'><img src='{jpeg_uri(_overlay(picture, explanation))}' "
-                           f"alt='SOAP map {escape(when)}'><figcaption>{escape(_caption(label, explanation, when))}"
-                           "</figcaption></figure>")
-        cards.append(f"<div class='ad-probe'><b>{escape(label)}</b>"
-                     f"<div class='ad-pair'>{''.join(figures)}</div></div>")
+            figures.append(
+                f"<figure class='ad-fig'><img src='{jpeg_uri(_overlay(picture, explanation))}' "
+                f"alt='SOAP map {escape(when)}'><figcaption>{escape(_caption(label, explanation, when))}"
+                "</figcaption></figure>"
+            )
+        cards.append(f"<div class='ad-probe'><b>{escape(label)}</b><div class='ad-pair'>{''.join(figures)}</div></div>")
     return f"{PROBES_CSS}<div class='ad-probes'>{''.join(cards)}</div>"
 
 
@@ -156,8 +172,10 @@ def _caption(label: str, explanation: Explanation, when: str) -> str:
     index = explanation.prediction("fused")
     probability = explanation.probabilities("fused")[index]
     weights = explanation.soap_weights
-    return (f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
-            f"{weights.min():.2e} (lowest) – {weights.max():.2e} (highest)")
+    return (
+        f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
+        f"{weights.min():.2e} (lowest) – {weights.max():.2e} (highest)"
+    )
 
 
 def _overlay(picture: np.ndarray, explanation: Explanation) -> np.ndarray:
@@ -170,8 +188,10 @@ def progress_html(snapshot: JobSnapshot | None) -> str:
     if snapshot is None:
         return "<div>no run yet</div>"
     total = max(snapshot.total_steps, 1)
-    return (f"<div><progress value='{snapshot.step}' max='{total}' style='width:100%'></progress>"
-            f"<div>step {snapshot.step} / {snapshot.total_steps or '?'} · {snapshot.elapsed_s:.0f} s</div></div>")
+    return (
+        f"<div><progress value='{snapshot.step}' max='{total}' style='width:100%'></progress>"
+        f"<div>step {snapshot.step} / {snapshot.total_steps or '?'} · {snapshot.elapsed_s:.0f} s</div></div>"
+    )
 
 
 def skipped_markdown(snapshot: JobSnapshot | None) -> str:
@@ -190,13 +210,16 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
         kind = "labelled by folders" if snapshot.labelled else "unlabelled"
         text += f"  \n{snapshot.n_images} images, {len(snapshot.classes)} classes ({kind})"
     if snapshot.saved_name:
-        text += (f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "
-                 "Explore and the Walkthrough keep the model they show until you press **Use it in Explore** "
-                 "or pick it in their Model list.")
+        text += (
+            f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "
+            "Explore and the Walkthrough keep the model they show until you press **Use it in Explore** "
+            "or pick it in their Model list."
+        )
     return text
 
 
 # ------------------------------------------------------------------ the tab
+
 
 def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPathGuard | None = None) -> AdaptHandles:
     """Build the Adapt tab inside the current ``gr.Tab`` context and wire its endpoints.
@@ -218,19 +241,43 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             names = registry.names()
-            model = gr.Dropdown(names, value=registry.default_name, label="Start from the base model of",
-                                info="A fresh copy of this entry's base model is adapted (never the entry itself).")
+            model = gr.Dropdown(
+                names,
+                value=registry.default_name,
+                label="Start from the base model of",
+                info="A fresh copy of this entry's base model is adapted (never the entry itself).",
+            )
             source = gr.Radio(sources, value=sources[0], label="Data")
-            archive = gr.File(label="Zip of images (class folders give labels)", file_types=[".zip"],
-                              type="filepath", visible=False, height=110)
-            folder = gr.Textbox(label="Folder on the server", visible=False, info=folders.reason,
-                                placeholder="/path/to/images" if folders.allowed else "off: upload a zip instead",
-                                interactive=folders.allowed, elem_id="adapt-folder")
-            toy_per_class = gr.Slider(2, limits.max_toy_per_class, value=min(DEFAULT_TOY_PER_CLASS,
-                                                                             limits.max_toy_per_class),
-                                      step=1, label="Toy world: images per class")
-            steps = gr.Slider(1, limits.max_steps, value=min(DEFAULT_STEPS, limits.max_steps), step=1,
-                              label="Steps", info="Stop ends a run early; what it learned so far is kept.")
+            archive = gr.File(
+                label="Zip of images (class folders give labels)",
+                file_types=[".zip"],
+                type="filepath",
+                visible=False,
+                height=110,
+            )
+            folder = gr.Textbox(
+                label="Folder on the server",
+                visible=False,
+                info=folders.reason,
+                placeholder="/path/to/images" if folders.allowed else "off: upload a zip instead",
+                interactive=folders.allowed,
+                elem_id="adapt-folder",
+            )
+            toy_per_class = gr.Slider(
+                2,
+                limits.max_toy_per_class,
+                value=min(DEFAULT_TOY_PER_CLASS, limits.max_toy_per_class),
+                step=1,
+                label="Toy world: images per class",
+            )
+            steps = gr.Slider(
+                1,
+                limits.max_steps,
+                value=min(DEFAULT_STEPS, limits.max_steps),
+                step=1,
+                label="Steps",
+                info="Stop ends a run early; what it learned so far is kept.",
+            )
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="adapt-start")
                 stop = gr.Button("Stop", variant="stop", elem_id="adapt-stop")
@@ -238,28 +285,58 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
             status = gr.Markdown(status_markdown(None), elem_id="adapt-status")
             progress = gr.HTML(progress_html(None), elem_id="adapt-progress")
             with gr.Row():
-                loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss (raw and smoothed)",
-                                        height=230, scale=4, elem_id="adapt-loss")
-                conf_plot = gr.LinePlot(x="step", y="value", title="Pseudo-label confidence", height=230, scale=3,
-                                        elem_id="adapt-confidence")
-                acc_plot = gr.LinePlot(x="step", y="value", color="series", title="Pseudo-label accuracy (%)",
-                                       height=230, scale=4, elem_id="adapt-accuracy")
+                loss_plot = gr.LinePlot(
+                    x="step",
+                    y="value",
+                    color="series",
+                    title="Loss (raw and smoothed)",
+                    height=230,
+                    scale=4,
+                    elem_id="adapt-loss",
+                )
+                conf_plot = gr.LinePlot(
+                    x="step",
+                    y="value",
+                    title="Pseudo-label confidence",
+                    height=230,
+                    scale=3,
+                    elem_id="adapt-confidence",
+                )
+                acc_plot = gr.LinePlot(
+                    x="step",
+                    y="value",
+                    color="series",
+                    title="Pseudo-label accuracy (%)",
+                    height=230,
+                    scale=4,
+                    elem_id="adapt-accuracy",
+                )
             gr.Markdown(CURVES_NOTE)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
             with gr.Accordion("More settings", open=False):
-                classnames = gr.Textbox(label="Class names (optional)", lines=2,
-                                        placeholder="one per line or comma-separated; default: the folder names")
-                descriptions = gr.File(label="Descriptions JSON (optional, {class: [sentence, ...]})",
-                                       file_types=[".json"], type="filepath", height=110)
+                classnames = gr.Textbox(
+                    label="Class names (optional)",
+                    lines=2,
+                    placeholder="one per line or comma-separated; default: the folder names",
+                )
+                descriptions = gr.File(
+                    label="Descriptions JSON (optional, {class: [sentence, ...]})",
+                    file_types=[".json"],
+                    type="filepath",
+                    height=110,
+                )
                 allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
-                batch = gr.Slider(1, limits.max_batch_size, value=min(16, limits.max_batch_size), step=1,
-                                  label="Batch size")
+                batch = gr.Slider(
+                    1, limits.max_batch_size, value=min(16, limits.max_batch_size), step=1, label="Batch size"
+                )
                 lr = gr.Slider(1e-5, min(1e-3, limits.max_lr), value=1e-4, step=1e-5, label="Learning rate")
-                n_crops = gr.Slider(1, limits.max_crops, value=min(4, limits.max_crops), step=1,
-                                    label="Crops per image (K)")
-                n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1,
-                                     label="Probe images")
+                n_crops = gr.Slider(
+                    1, limits.max_crops, value=min(4, limits.max_crops), step=1, label="Crops per image (K)"
+                )
+                n_probes = gr.Slider(
+                    0, limits.max_probes, value=min(4, limits.max_probes), step=1, label="Probe images"
+                )
             save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
             save = gr.Button("Save checkpoint", elem_id="adapt-save")
             use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -278,27 +355,55 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
 
     def choose_source(choice: str) -> tuple[Any, Any, Any]:
         value = SOURCES[choice]
-        return (gr.File(visible=value == "zip"), gr.Textbox(visible=value == "folder"),
-                gr.Slider(visible=value == "toybirds"))
+        return (
+            gr.File(visible=value == "zip"),
+            gr.Textbox(visible=value == "folder"),
+            gr.Slider(visible=value == "toybirds"),
+        )
 
     source.change(choose_source, source, [archive, folder, toy_per_class], api_visibility="private")
-    model.focus(lambda value: model_dropdown_update(registry.names(), value), model, model,
-                api_visibility="private", queue=False)
+    model.focus(
+        lambda value: model_dropdown_update(registry.names(), value),
+        model,
+        model,
+        api_visibility="private",
+        queue=False,
+    )
 
     @user_errors
-    def start_run(model_name: str | None, source_choice: str, archive_path: str | None, folder_path: str,
-                  per_class: float, class_text: str, descriptions_path: str | None, allow: bool, n_steps: float,
-                  batch_size: float, learning_rate: float, crops: float, probes: float) -> tuple[Any, ...]:
+    def start_run(
+        model_name: str | None,
+        source_choice: str,
+        archive_path: str | None,
+        folder_path: str,
+        per_class: float,
+        class_text: str,
+        descriptions_path: str | None,
+        allow: bool,
+        n_steps: float,
+        batch_size: float,
+        learning_rate: float,
+        crops: float,
+        probes: float,
+    ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
         if source_value == "folder" and not (now := folders_now(request=True)).allowed:
             raise gr.Error(now.reason)
         request = AdaptRequest(
-            source=source_value, path=archive_path if source_value == "zip" else (folder_path or "").strip() or None,
-            model_name=model_name or None, classnames=parse_classnames(class_text),
-            descriptions_path=descriptions_path or None, allow_missing_descriptions=bool(allow),
-            steps=int(n_steps), batch_size=int(batch_size), lr=float(learning_rate), n_crops=int(crops),
-            n_probes=int(probes), toy_per_class=int(per_class))
+            source=source_value,
+            path=archive_path if source_value == "zip" else (folder_path or "").strip() or None,
+            model_name=model_name or None,
+            classnames=parse_classnames(class_text),
+            descriptions_path=descriptions_path or None,
+            allow_missing_descriptions=bool(allow),
+            steps=int(n_steps),
+            batch_size=int(batch_size),
+            lr=float(learning_rate),
+            n_crops=int(crops),
+            n_probes=int(probes),
+            toy_per_class=int(per_class),
+        )
         try:
             new_id = runner.submit(request)
         except QueueFullError as error:
@@ -306,31 +411,74 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
         snapshot = runner.status(new_id)
         return new_id, status_markdown(snapshot), progress_html(snapshot), None, "", gr.Timer(active=True)
 
-    start.click(start_run, [model, source, archive, folder, toy_per_class, classnames, descriptions, allow_missing,
-                            steps, batch, lr, n_crops, n_probes],
-                [job_id, status, progress, checkpoint, saved_name, timer], api_name="adapt_start",
-                concurrency_limit=None)
+    start.click(
+        start_run,
+        [
+            model,
+            source,
+            archive,
+            folder,
+            toy_per_class,
+            classnames,
+            descriptions,
+            allow_missing,
+            steps,
+            batch,
+            lr,
+            n_crops,
+            n_probes,
+        ],
+        [job_id, status, progress, checkpoint, saved_name, timer],
+        api_name="adapt_start",
+        concurrency_limit=None,
+    )
 
     def render(current: str | None, already: tuple | None) -> tuple[Any, ...]:
         """Everything the panel shows; the probe maps are skipped when they did not change."""
         if not current:
-            return (status_markdown(None), progress_html(None), *curves(None), probes_html(None), "", already,
-                    gr.Timer(active=False))
+            return (
+                status_markdown(None),
+                progress_html(None),
+                *curves(None),
+                probes_html(None),
+                "",
+                already,
+                gr.Timer(active=False),
+            )
         try:
             snapshot = runner.status(current)
         except KeyError as error:
-            return (str(error.args[0]), progress_html(None), *curves(None), probes_html(None), "", None,
-                    gr.Timer(active=False))
-        key = (current, _probe_step(snapshot.probes_before), _probe_step(snapshot.probes_latest),
-               snapshot.status.finished)
+            return (
+                str(error.args[0]),
+                progress_html(None),
+                *curves(None),
+                probes_html(None),
+                "",
+                None,
+                gr.Timer(active=False),
+            )
+        key = (
+            current,
+            _probe_step(snapshot.probes_before),
+            _probe_step(snapshot.probes_latest),
+            snapshot.status.finished,
+        )
         maps = gr.skip() if key == already else probes_html(snapshot)
         live = not snapshot.status.finished
-        return (status_markdown(snapshot), progress_html(snapshot), *curves(snapshot), maps,
-                skipped_markdown(snapshot), key, gr.Timer(active=live))
+        return (
+            status_markdown(snapshot),
+            progress_html(snapshot),
+            *curves(snapshot),
+            maps,
+            skipped_markdown(snapshot),
+            key,
+            gr.Timer(active=live),
+        )
 
     outputs = [status, progress, loss_plot, conf_plot, acc_plot, probes, skipped, shown, timer]
-    timer.tick(render, [job_id, shown], outputs, api_visibility="private", show_progress="hidden",
-               concurrency_limit=None)
+    timer.tick(
+        render, [job_id, shown], outputs, api_visibility="private", show_progress="hidden", concurrency_limit=None
+    )
 
     def status_api(current: str) -> tuple[Any, ...]:
         """The run's full state (status text, progress, curves, probe maps as HTML, skipped files)."""
@@ -357,8 +505,9 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
         snapshot = runner.status(current)
         return str(path), status_markdown(snapshot), snapshot.saved_name or ""
 
-    save.click(save_run, [job_id, save_name], [checkpoint, status, saved_name], api_name="adapt_save",
-               concurrency_limit=None)
+    save.click(
+        save_run, [job_id, save_name], [checkpoint, status, saved_name], api_name="adapt_save", concurrency_limit=None
+    )
 
     @user_errors
     def ask_for_maps(current: str) -> None:

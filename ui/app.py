@@ -21,16 +21,22 @@ from ui.sharing import ServerPathGuard
 from ui.walkthrough import build_walkthrough_tab
 
 TITLE = "microCLIP Studio"
-INTRO = ("# microCLIP Studio\n"
-         "See and steer how CLIP classifies fine-grained images: the SOAP map *is* the pooling that builds "
-         "the fine-grained `[FG]` token, every score splits exactly into its `[CLS]` and `[FG]` parts, and "
-         "a model can be adapted to your images without labels.")
+INTRO = (
+    "# microCLIP Studio\n"
+    "See and steer how CLIP classifies fine-grained images: the SOAP map *is* the pooling that builds "
+    "the fine-grained `[FG]` token, every score splits exactly into its `[CLS]` and `[FG]` parts, and "
+    "a model can be adapted to your images without labels."
+)
 QUEUE_SIZE = 32  # requests waiting beyond this are refused at once rather than queued for minutes
 MAX_UPLOAD = "200mb"  # images and .safetensors checkpoints; zips for Adapt/Batch are capped there too
 
 
-def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
-               server_paths: ServerPathGuard | None = None, runs_dir: Path | None = None) -> gr.Blocks:
+def build_demo(
+    registry: ModelRegistry,
+    runner: AdaptationRunner | None = None,
+    server_paths: ServerPathGuard | None = None,
+    runs_dir: Path | None = None,
+) -> gr.Blocks:
     """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None, saving into
     ``runs_dir``, or into a temporary folder when that is None).
 
@@ -40,8 +46,9 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
     guard = server_paths or ServerPathGuard()
     paths = guard.now()
     if runner is None:
-        runner = AdaptationRunner(registry, shareable_tempdir("microclip-work-"), allow_local_paths=paths.allowed,
-                                  runs_dir=runs_dir)
+        runner = AdaptationRunner(
+            registry, shareable_tempdir("microclip-work-"), allow_local_paths=paths.allowed, runs_dir=runs_dir
+        )
     if registry.device.type == "cpu":
         torch.set_num_threads(inference_threads())  # see inference_threads: oversubscribed OpenMP is 50× slower
     with gr.Blocks(title=TITLE) as demo:
@@ -59,27 +66,42 @@ def build_demo(registry: ModelRegistry, runner: AdaptationRunner | None = None,
             with gr.Tab("Batch", id="batch"):
                 build_batch_tab(registry, server_paths=guard)
             with gr.Tab("Models / About", id="models") as models_tab:
-                models = build_models_tab(registry, follow=[explore.model],
-                                          refresh=[compare.model_a, compare.model_b])
+                models = build_models_tab(registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b])
         # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded):
         # loading the page or opening a tab refreshes the model lists.
         dropdowns = [explore.model, compare.model_a, compare.model_b, models]
-        gr.on([demo.load] + [tab.select for tab in (explore_tab, compare_tab, models_tab)],
-              partial(refresh_models, registry), dropdowns, dropdowns, api_name="list_models",
-              show_progress="hidden")
+        gr.on(
+            [demo.load] + [tab.select for tab in (explore_tab, compare_tab, models_tab)],
+            partial(refresh_models, registry),
+            dropdowns,
+            dropdowns,
+            api_name="list_models",
+            show_progress="hidden",
+        )
         # A saved adaptation joins every model list, but no tab changes model on its own: Explore and the
         # Walkthrough switch only when "Use it in Explore" is pressed (then the tab opens, so it is seen).
-        adapt.saved_name.change(partial(refresh_models, registry), dropdowns, dropdowns, api_visibility="private",
-                                show_progress="hidden")
-        adapt.use_saved.click(partial(use_saved, registry), [adapt.saved_name], [explore.model, walk.model, tabs],
-                              api_visibility="private", show_progress="hidden")
+        adapt.saved_name.change(
+            partial(refresh_models, registry), dropdowns, dropdowns, api_visibility="private", show_progress="hidden"
+        )
+        adapt.use_saved.click(
+            partial(use_saved, registry),
+            [adapt.saved_name],
+            [explore.model, walk.model, tabs],
+            api_visibility="private",
+            show_progress="hidden",
+        )
     # Bounded everywhere the app is served from (app.py, Spaces, tests): a full waiting line refuses at
     # once instead of queueing for minutes; cheap re-render events run two at a time.
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
 
 
-def refresh_models(registry: ModelRegistry, explore_model: str | None, compare_a: str | None,
-                   compare_b: str | None, models_tab: str | None) -> list[gr.Dropdown]:
+def refresh_models(
+    registry: ModelRegistry,
+    explore_model: str | None,
+    compare_a: str | None,
+    compare_b: str | None,
+    models_tab: str | None,
+) -> list[gr.Dropdown]:
     """Every model list with the registry's current names; selections kept (the ``list_models`` endpoint)."""
     return list_models(registry, [explore_model, compare_a, compare_b, models_tab])
 
@@ -92,8 +114,9 @@ def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, 
     return model_dropdown_update(names, saved), model_dropdown_update(names, saved), gr.Tabs(selected="explore")
 
 
-def launch_kwargs(host: str | None = None, port: int | None = None, share: bool = False,
-                  auth: tuple[str, str] | None = None) -> dict:
+def launch_kwargs(
+    host: str | None = None, port: int | None = None, share: bool = False, auth: tuple[str, str] | None = None
+) -> dict:
     """The arguments ``demo.launch`` gets from app.py (and the tests), in one place.
 
     ``None`` host/port leave Gradio's defaults: $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT if set

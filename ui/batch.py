@@ -57,14 +57,21 @@ class BatchWorkspace:
         with self._lock:
             folder = shareable_tempdir(f"{time.time_ns()}-", self.root)
             calls = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.name)
-            for old in calls[:max(0, len(calls) - self.keep)]:
+            for old in calls[: max(0, len(calls) - self.keep)]:
                 shutil.rmtree(old, ignore_errors=True)
             return folder
 
 
-def run_batch(loaded, archive: str | None, folder: str | None, work: Path, cap: int = MAX_IMAGES,
-              allow_local_paths: bool = True, opacity: float = 0.5,
-              progress: Callable[[int, int], None] | None = None) -> BatchResult:
+def run_batch(
+    loaded,
+    archive: str | None,
+    folder: str | None,
+    work: Path,
+    cap: int = MAX_IMAGES,
+    allow_local_paths: bool = True,
+    opacity: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchResult:
     """The whole batch for one registry entry (``loaded``: a ``ui.registry.LoadedModel``)."""
     source = archive or (folder or "").strip()
     if not source:
@@ -75,12 +82,19 @@ def run_batch(loaded, archive: str | None, folder: str | None, work: Path, cap: 
         raise ValueError(f"no folder {source} on the server")
     meta = getattr(loaded, "meta", None)
     return run_and_bundle(
-        loaded.model, Path(source).expanduser(), work=work, cap=max(1, min(int(cap), MAX_IMAGES)),
-        allow_local_paths=allow_local_paths, progress=progress, picture=lambda image: display_crop(image, OVERLAY_SIZE),
+        loaded.model,
+        Path(source).expanduser(),
+        work=work,
+        cap=max(1, min(int(cap), MAX_IMAGES)),
+        allow_local_paths=allow_local_paths,
+        progress=progress,
+        picture=lambda image: display_crop(image, OVERLAY_SIZE),
         draw_overlay=lambda picture, weights: overlay_map(picture, weights, opacity=opacity),
-        model=loaded.name, model_source=loaded.source,
+        model=loaded.name,
+        model_source=loaded.source,
         checkpoint={"training": meta.training, "metrics": meta.metrics} if meta else None,
-        overlay={"map": "SOAP weights", "opacity": opacity, "size": OVERLAY_SIZE})
+        overlay={"map": "SOAP weights", "opacity": opacity, "size": OVERLAY_SIZE},
+    )
 
 
 def _caption(item: BatchItem) -> str:
@@ -88,8 +102,10 @@ def _caption(item: BatchItem) -> str:
     name, probability = e.top_k("fused", 1)[0]
     disagree = len({e.prediction(b) for b in BRANCHES}) > 1
     weights = e.soap_weights
-    return (f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
-            f"SOAP {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)")
+    return (
+        f"{item.name}: {name} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
+        f"SOAP {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)"
+    )
 
 
 def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:
@@ -104,8 +120,13 @@ def skipped_markdown(skipped: list[tuple[str, str]], note: str) -> str:
 
 # ------------------------------------------------------------------ the tab
 
-def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: BatchWorkspace | None = None,
-                    server_paths: ServerPathGuard | None = None) -> None:
+
+def build_batch_tab(
+    registry,
+    allow_local_paths: bool | None = None,
+    workspace: BatchWorkspace | None = None,
+    server_paths: ServerPathGuard | None = None,
+) -> None:
     """Build the Batch tab inside the current ``gr.Tab`` context and wire the ``batch`` endpoint.
 
     The folder field is drawn disabled, with the reason, when server folders are off
@@ -123,9 +144,13 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model")
             archive = gr.File(label="Zip of images", file_types=[".zip"], type="filepath")
-            folder = gr.Textbox(label="…or a folder on the server", info=decision.reason, elem_id="batch-folder",
-                                placeholder="/path/to/images" if decision.allowed else "off: upload a zip instead",
-                                interactive=decision.allowed)
+            folder = gr.Textbox(
+                label="…or a folder on the server",
+                info=decision.reason,
+                elem_id="batch-folder",
+                placeholder="/path/to/images" if decision.allowed else "off: upload a zip instead",
+                interactive=decision.allowed,
+            )
             cap = gr.Slider(1, MAX_IMAGES, value=50, step=1, label="At most this many images")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
             run = gr.Button("Explain all", variant="primary")
@@ -135,27 +160,64 @@ def build_batch_tab(registry, allow_local_paths: bool | None = None, workspace: 
             gallery = gr.Gallery(label="SOAP overlays", columns=5, height="auto")
             table = gr.Dataframe(label="Predictions per branch", interactive=False, wrap=True)
 
-    model.focus(lambda value: model_dropdown_update(registry.names(), value), model, model,
-                api_visibility="private", queue=False)
+    model.focus(
+        lambda value: model_dropdown_update(registry.names(), value),
+        model,
+        model,
+        api_visibility="private",
+        queue=False,
+    )
 
     @gpu
-    def compute(model_name: str | None, archive_path: str | None, folder_path: str | None, limit: int,
-                alpha: float, progress: Callable[[int, int], None]) -> BatchResult:
+    def compute(
+        model_name: str | None,
+        archive_path: str | None,
+        folder_path: str | None,
+        limit: int,
+        alpha: float,
+        progress: Callable[[int, int], None],
+    ) -> BatchResult:
         loaded = registry.get(model_name or None)
         now = folders_now(request=True)  # from the address the app was really launched on
         if folder_path and folder_path.strip() and not archive_path and not now.allowed:
             raise ValueError(now.reason)
-        return run_batch(loaded, archive_path, folder_path, space.new(), cap=limit, allow_local_paths=now.allowed,
-                         opacity=alpha, progress=progress)
+        return run_batch(
+            loaded,
+            archive_path,
+            folder_path,
+            space.new(),
+            cap=limit,
+            allow_local_paths=now.allowed,
+            opacity=alpha,
+            progress=progress,
+        )
 
     @user_errors
-    def batch(model_name: str | None, archive_path: str | None, folder_path: str | None, limit: float,
-              alpha: float, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    def batch(
+        model_name: str | None,
+        archive_path: str | None,
+        folder_path: str | None,
+        limit: float,
+        alpha: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
         """Explain every image; returns the gallery, the table, the skipped-files note and the bundle zip."""
-        result = compute(model_name, archive_path, folder_path, int(limit), float(alpha),
-                         lambda done, total: progress((done, total), desc="explaining", unit="images"))
+        result = compute(
+            model_name,
+            archive_path,
+            folder_path,
+            int(limit),
+            float(alpha),
+            lambda done, total: progress((done, total), desc="explaining", unit="images"),
+        )
         gallery_value = [(image_file(overlay), _caption(item)) for item, overlay in zip(result.items, result.overlays)]
         return gallery_value, result.table, skipped_markdown(result.skipped, result.note), str(result.bundle)
 
-    run.click(batch, [model, archive, folder, cap, opacity], [gallery, table, notes, bundle], api_name="batch",
-              concurrency_limit=1, concurrency_id="batch")
+    run.click(
+        batch,
+        [model, archive, folder, cap, opacity],
+        [gallery, table, notes, bundle],
+        api_name="batch",
+        concurrency_limit=1,
+        concurrency_id="batch",
+    )

@@ -94,8 +94,12 @@ def read_descriptions(path: str | None, classes: list[str]) -> tuple[dict[str, l
     except DescriptionsError as error:
         raise gr.Error(f"Descriptions file: {_short(error)}") from None
     missing = [name for name, sentences in descriptions.items() if not sentences]
-    note = (f"{len(missing)} of {len(classes)} classes have no descriptions and use templates "
-            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})." if missing else "")
+    note = (
+        f"{len(missing)} of {len(classes)} classes have no descriptions and use templates "
+        f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})."
+        if missing
+        else ""
+    )
     return descriptions, note
 
 
@@ -106,6 +110,7 @@ def user_errors(fn: F) -> F:
     other exceptions are logged with their traceback and reported as an internal error, so one bad request
     never takes the server down.
     """
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -120,8 +125,9 @@ def user_errors(fn: F) -> F:
             raise gr.Error(message, print_exception=False) from None
         except Exception as error:
             log.exception("unexpected error in %s", fn.__name__)  # a bug: its traceback, once
-            raise gr.Error(f"Internal error in {fn.__name__}: {type(error).__name__}: {error}",
-                           print_exception=False) from None
+            raise gr.Error(
+                f"Internal error in {fn.__name__}: {type(error).__name__}: {error}", print_exception=False
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -153,6 +159,7 @@ INFERENCE_IN_FLIGHT = InFlight()
 
 def counts_as_inference(fn: F) -> F:
     """Mark a callback as an inference request for ``INFERENCE_IN_FLIGHT`` while it runs."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with INFERENCE_IN_FLIGHT:
@@ -239,13 +246,21 @@ def example_label(path: str) -> str:
 def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
     """Labelled example thumbnails; a click on one is read with ``example_picker``."""
     gr.set_static_paths([str(Path(p).parent) for p in paths[:1]])  # served as they are, no copy per request
-    return gr.Gallery([(path, example_label(path)) for path in paths], label="Examples: toy birds (the model's "
-                      "world) first; the last ones (⚠) are outside it", columns=3, height="auto",
-                      allow_preview=False, buttons=[], elem_id=elem_id, interactive=False)
+    return gr.Gallery(
+        [(path, example_label(path)) for path in paths],
+        label="Examples: toy birds (the model's world) first; the last ones (⚠) are outside it",
+        columns=3,
+        height="auto",
+        allow_preview=False,
+        buttons=[],
+        elem_id=elem_id,
+        interactive=False,
+    )
 
 
 def example_picker(paths: list[str]) -> Callable[[gr.SelectData], str]:
     """The event handler that puts the clicked example thumbnail's path into the image input."""
+
     def picked(evt: gr.SelectData) -> str:
         return paths[int(evt.index)]
 

@@ -34,11 +34,13 @@ from viz.overlay import difference_map, display_crop
 TOP_K = 5
 run_explain = gpu(explain_image)
 
-DIFFERENCE_NOTE = ("**Difference map.** SOAP weight under model A minus under model B, one value per patch: "
-                   "red where A pools more from a patch, blue where it pools less, white where they agree. "
-                   "It shows where adaptation moved the `[FG]` token's attention. Its colour scale is printed under it "
-                   "with the largest |Δ|: on *auto* the largest change is always full red or blue, however small; "
-                   "set a fixed scale to compare images fairly.")
+DIFFERENCE_NOTE = (
+    "**Difference map.** SOAP weight under model A minus under model B, one value per patch: "
+    "red where A pools more from a patch, blue where it pools less, white where they agree. "
+    "It shows where adaptation moved the `[FG]` token's attention. Its colour scale is printed under it "
+    "with the largest |Δ|: on *auto* the largest change is always full red or blue, however small; "
+    "set a fixed scale to compare images fairly."
+)
 
 
 def rank_of(explanation: Explanation, name: str) -> int | None:
@@ -56,10 +58,14 @@ def rank_markdown(a: Explanation, b: Explanation, name: str, name_a: str, name_b
     if rank_a == rank_b:
         change = "the same rank under both"
     else:
-        change = f"{abs(rank_b - rank_a)} place{'s' if abs(rank_b - rank_a) > 1 else ''} " \
-                 f"{'higher' if rank_a < rank_b else 'lower'} under A"
-    return (f"Class **{name}**: rank **{rank_a}** of {len(a.classes)} under A (*{name_a}*), "
-            f"rank **{rank_b}** of {len(b.classes)} under B (*{name_b}*): {change}.")
+        change = (
+            f"{abs(rank_b - rank_a)} place{'s' if abs(rank_b - rank_a) > 1 else ''} "
+            f"{'higher' if rank_a < rank_b else 'lower'} under A"
+        )
+    return (
+        f"Class **{name}**: rank **{rank_a}** of {len(a.classes)} under A (*{name_a}*), "
+        f"rank **{rank_b}** of {len(b.classes)} under B (*{name_b}*): {change}."
+    )
 
 
 def difference_limit(difference: np.ndarray, fixed: float | None) -> tuple[float, str]:
@@ -80,19 +86,40 @@ def difference_html(a: Explanation, b: Explanation, photo: str, opacity: float, 
     grid = difference.shape
     ticks = (html_maps.fmt_value(-limit), "0", html_maps.fmt_value(limit))
     overlay = html_maps.figure(
-        "SOAP weight A − B", html_maps.stage(html_maps.png_uri(html_maps.diverging_layer(difference, limit, opacity)),
-                                             grid, True, None),
-        html_maps.colorbar(DIVERGING_COLORMAP, ticks, line))
-    raw = html_maps.raw_figure("A − B on the patch grid", difference, DEFAULT_COLORMAP, (0.0, 100.0), False, "+.4f",
-                               None, diverging_limit=limit)
+        "SOAP weight A − B",
+        html_maps.stage(html_maps.png_uri(html_maps.diverging_layer(difference, limit, opacity)), grid, True, None),
+        html_maps.colorbar(DIVERGING_COLORMAP, ticks, line),
+    )
+    raw = html_maps.raw_figure(
+        "A − B on the patch grid",
+        difference,
+        DEFAULT_COLORMAP,
+        (0.0, 100.0),
+        False,
+        "+.4f",
+        None,
+        diverging_limit=limit,
+    )
     return html_maps.maps_block(photo, [overlay, raw])
 
 
 def model_maps_html(explanation: Explanation, photo: str, tag: str, cmap: str, opacity: float) -> str:
-    return html_maps.maps_block(photo, [
-        html_maps.value_figure(f"{tag}: SOAP attention", explanation.soap_weights, cmap, (0.0, 100.0), opacity, 0.0,
-                               None, note=f"null token: {explanation.null_weight:.2e}"),
-        html_maps.mask_figure(f"{tag}: NCut foreground", explanation.ncut_mask, opacity, None)])
+    return html_maps.maps_block(
+        photo,
+        [
+            html_maps.value_figure(
+                f"{tag}: SOAP attention",
+                explanation.soap_weights,
+                cmap,
+                (0.0, 100.0),
+                opacity,
+                0.0,
+                None,
+                note=f"null token: {explanation.null_weight:.2e}",
+            ),
+            html_maps.mask_figure(f"{tag}: NCut foreground", explanation.ncut_mask, opacity, None),
+        ],
+    )
 
 
 def check_compare(image: str | None, *_rest) -> list:
@@ -106,8 +133,17 @@ def check_compare(image: str | None, *_rest) -> list:
 
 @counts_as_inference
 @user_errors
-def compare(registry: ModelRegistry, image: str | None, model_a: str, model_b: str, class_names: str,
-            follow_class: str, opacity: float, cmap: str, fixed_scale: float | None = 0.0) -> list:
+def compare(
+    registry: ModelRegistry,
+    image: str | None,
+    model_a: str,
+    model_b: str,
+    class_names: str,
+    follow_class: str,
+    opacity: float,
+    cmap: str,
+    fixed_scale: float | None = 0.0,
+) -> list:
     """Both models on the same image (the ``compare`` endpoint).
 
     Returns A's and B's top-k, A's and B's maps (HTML), the difference maps (HTML) and the rank line.
@@ -122,10 +158,14 @@ def compare(registry: ModelRegistry, image: str | None, model_a: str, model_b: s
     photo = html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE))
     cmap = cmap if cmap in COLORMAPS else DEFAULT_COLORMAP
     tracked = (follow_class or "").strip() or a.classes[a.prediction("fused")]
-    return [dict(a.top_k("fused", TOP_K)), dict(b.top_k("fused", TOP_K)),
-            model_maps_html(a, photo, "A", cmap, float(opacity)), model_maps_html(b, photo, "B", cmap, float(opacity)),
-            difference_html(a, b, photo, max(float(opacity), 0.3), float(fixed_scale or 0.0)),
-            rank_markdown(a, b, tracked, model_a, model_b)]
+    return [
+        dict(a.top_k("fused", TOP_K)),
+        dict(b.top_k("fused", TOP_K)),
+        model_maps_html(a, photo, "A", cmap, float(opacity)),
+        model_maps_html(b, photo, "B", cmap, float(opacity)),
+        difference_html(a, b, photo, max(float(opacity), 0.3), float(fixed_scale or 0.0)),
+        rank_markdown(a, b, tracked, model_a, model_b),
+    ]
 
 
 @dataclass
@@ -149,14 +189,19 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
             examples = example_images()
             if examples:
                 gallery = examples_gallery(examples, "compare-examples")
-            classes = gr.Textbox(label="Class names for both (optional)", lines=2,
-                                 placeholder="Blank: each model's own classes.")
+            classes = gr.Textbox(
+                label="Class names for both (optional)", lines=2, placeholder="Blank: each model's own classes."
+            )
             track = gr.Textbox(label="Class to follow", placeholder="Blank: model A's prediction")
             with gr.Row():
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                 cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
-            fixed = gr.Number(value=0.0, minimum=0.0, label="Difference scale ± (SOAP weight)",
-                              info="0 = auto (its own largest |Δ|). A fixed value, e.g. 0.01, keeps tiny changes pale.")
+            fixed = gr.Number(
+                value=0.0,
+                minimum=0.0,
+                label="Difference scale ± (SOAP weight)",
+                info="0 = auto (its own largest |Δ|). A fixed value, e.g. 0.01, keeps tiny changes pale.",
+            )
         with gr.Column(scale=2):
             rank = gr.Markdown("Pick an image and two models, then press **Compare**.", label="rank")
             with gr.Row():
@@ -170,11 +215,23 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
 
     inputs = [image, model_a, model_b, classes, track, opacity, cmap, fixed]
     outputs = [label_a, label_b, maps_a, maps_b, diff, rank]
-    run.click(partial(compare, registry), inputs, outputs, api_name="compare",
-              concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
+    run.click(
+        partial(compare, registry),
+        inputs,
+        outputs,
+        api_name="compare",
+        concurrency_limit=INFERENCE_CONCURRENCY,
+        concurrency_id=INFERENCE_ID,
+        validator=check_compare,
+    )
     if examples:  # an example runs at once, as in the Walkthrough and Explore
-        gallery.select(example_picker(examples), None, [image], api_visibility="private",
-                       show_progress="hidden").then(
-            partial(compare, registry), inputs, outputs, api_visibility="private",
-            concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID, validator=check_compare)
+        gallery.select(example_picker(examples), None, [image], api_visibility="private", show_progress="hidden").then(
+            partial(compare, registry),
+            inputs,
+            outputs,
+            api_visibility="private",
+            concurrency_limit=INFERENCE_CONCURRENCY,
+            concurrency_id=INFERENCE_ID,
+            validator=check_compare,
+        )
     return CompareHandles(model_a=model_a, model_b=model_b)

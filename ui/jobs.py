@@ -74,8 +74,11 @@ def usable_runs_dir(folder: str | Path) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        log.warning("runs folder %s cannot be created (%s); saved models will not survive a restart", folder,
-                    error.strerror or error)
+        log.warning(
+            "runs folder %s cannot be created (%s); saved models will not survive a restart",
+            folder,
+            error.strerror or error,
+        )
         return None
     if not os.access(folder, os.W_OK | os.X_OK):
         log.warning("runs folder %s is not writable; saved models will not survive a restart", folder)
@@ -117,22 +120,35 @@ class AdaptRequest:
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
-        return Recipe.from_sources(Recipe.for_dataset(dataset), epochs=None, max_steps=self.steps,
-                                   batch_size=min(self.batch_size, n_images), lr=self.lr, n_crops=self.n_crops,
-                                   seed=self.seed, num_workers=0, eval_every=0)
+        return Recipe.from_sources(
+            Recipe.for_dataset(dataset),
+            epochs=None,
+            max_steps=self.steps,
+            batch_size=min(self.batch_size, n_images),
+            lr=self.lr,
+            n_crops=self.n_crops,
+            seed=self.seed,
+            num_workers=0,
+            eval_every=0,
+        )
 
     def check(self, limits: AdaptLimits) -> None:
         """Raise ValueError naming the first setting outside its range."""
-        ranges = {"steps": (1, limits.max_steps), "batch_size": (1, limits.max_batch_size),
-                  "n_crops": (1, limits.max_crops), "n_probes": (0, limits.max_probes),
-                  "toy_per_class": (1, limits.max_toy_per_class)}
+        ranges = {
+            "steps": (1, limits.max_steps),
+            "batch_size": (1, limits.max_batch_size),
+            "n_crops": (1, limits.max_crops),
+            "n_probes": (0, limits.max_probes),
+            "toy_per_class": (1, limits.max_toy_per_class),
+        }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
         if not limits.min_lr <= self.lr <= limits.max_lr:
-            raise ValueError(f"learning rate {self.lr:g} is outside the allowed range "
-                             f"{limits.min_lr:g}..{limits.max_lr:g}")
+            raise ValueError(
+                f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"
+            )
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:
@@ -225,9 +241,17 @@ class AdaptationRunner:
     the app passes its persistent runs folder, ``--runs_dir``).
     """
 
-    def __init__(self, registry, workdir: Path, max_waiting: int = 2, limits: AdaptLimits | None = None,
-                 device: str | torch.device | None = None, allow_local_paths: bool | None = None,
-                 keep_finished: int = 8, runs_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        registry,
+        workdir: Path,
+        max_waiting: int = 2,
+        limits: AdaptLimits | None = None,
+        device: str | torch.device | None = None,
+        allow_local_paths: bool | None = None,
+        keep_finished: int = 8,
+        runs_dir: str | Path | None = None,
+    ) -> None:
         self.registry = registry
         self.workdir = Path(workdir)
         self.runs_dir = Path(runs_dir) if runs_dir is not None else self.workdir / "checkpoints"
@@ -257,8 +281,10 @@ class AdaptationRunner:
             # A job submitted to an idle worker is about to run, so it does not count as waiting.
             allowed = self.max_waiting + (0 if self._busy() else 1)
             if waiting >= allowed:
-                raise QueueFullError(f"an adaptation is running and {self.max_waiting} more are waiting "
-                                     f"(the limit is {self.max_waiting}); try again when one has finished")
+                raise QueueFullError(
+                    f"an adaptation is running and {self.max_waiting} more are waiting "
+                    f"(the limit is {self.max_waiting}); try again when one has finished"
+                )
             job_id = f"{next(self._counter)}-{uuid.uuid4().hex[:8]}"
             job = _Job(request=request, view=JobSnapshot(job_id=job_id))
             self._jobs[job_id] = job
@@ -275,10 +301,12 @@ class AdaptationRunner:
             position = queued.index(job) + (1 if self._busy() else 0) if job in queued else 0
             now = time.monotonic()
             return replace(
-                job.view, position=position,
+                job.view,
+                position=position,
                 elapsed_s=0.0 if job.started is None else (job.ended or now) - job.started,
                 train_elapsed_s=0.0 if job.train_started is None else (job.ended or now) - job.train_started,
-                can_save=job.adapted is not None)
+                can_save=job.adapted is not None,
+            )
 
     def stop(self, job_id: str) -> JobSnapshot:
         """Cancel a waiting job, or end a running one cleanly after its current step (state kept)."""
@@ -307,10 +335,13 @@ class AdaptationRunner:
                 return job.view.saved_path
             if job.adapted is None or job.meta is None:
                 if not job.view.status.finished:
-                    raise ValueError("the run is still going: press Stop (the last completed step is kept) "
-                                     "or wait for it to finish, then save")
-                raise ValueError(f"nothing to save: the job ended as '{job.view.status.value}' "
-                                 "without an adapted model")
+                    raise ValueError(
+                        "the run is still going: press Stop (the last completed step is kept) "
+                        "or wait for it to finish, then save"
+                    )
+                raise ValueError(
+                    f"nothing to save: the job ended as '{job.view.status.value}' without an adapted model"
+                )
             adapted, meta = job.adapted, job.meta
             taken = set(self.registry.names())
             base_name = (name or "").strip() or f"adapted · {meta.training.get('dataset', 'data')} · job {job_id}"
@@ -347,8 +378,9 @@ class AdaptationRunner:
     def _get(self, job_id: str) -> _Job:
         job = self._jobs.get(job_id or "")
         if job is None:
-            raise KeyError(f"no adaptation job {job_id!r} (the server may have restarted, or it was pruned); "
-                           "start a new one")
+            raise KeyError(
+                f"no adaptation job {job_id!r} (the server may have restarted, or it was pruned); start a new one"
+            )
         return job
 
     def _busy(self) -> bool:
@@ -357,7 +389,7 @@ class AdaptationRunner:
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond ``keep_finished`` (their saved files stay on disk)."""
         finished = [job_id for job_id, job in self._jobs.items() if job.view.status.finished]
-        for job_id in finished[:max(0, len(finished) - self.keep_finished)]:
+        for job_id in finished[: max(0, len(finished) - self.keep_finished)]:
             del self._jobs[job_id]
 
     @staticmethod
@@ -407,20 +439,36 @@ class AdaptationRunner:
         """Prepare, train and explain; returns the job's final fields."""
         request = job.request
         dataset, data_name, skipped = self._prepare_data(job, tmp)
-        self._update(job, classes=list(dataset.classes), n_images=len(dataset), labelled=dataset.has_labels,
-                     skipped=list(skipped), message=f"{len(dataset)} images, {len(dataset.classes)} classes; "
-                                                     "building the model")
+        self._update(
+            job,
+            classes=list(dataset.classes),
+            n_images=len(dataset),
+            labelled=dataset.has_labels,
+            skipped=list(skipped),
+            message=f"{len(dataset)} images, {len(dataset.classes)} classes; building the model",
+        )
         self._check_stop(job)
         loaded = self.registry.get(request.model_name)
         spec = loaded.model.base
         self._update(job, message=f"building the model from {spec.describe()}")
         run = prepare(
-            dataset, request.recipe(data_name, len(dataset)), (spec.clip_model, spec.pretrained or None),
-            loaded.templates, self._descriptions(request, list(dataset.classes), loaded.descriptions),
-            MethodConfig.from_dict(loaded.model.config.to_dict()), base_seed=spec.seed or 0, device=self.device,
-            provenance={"dataset": data_name, "source": request.source, "n_images": len(dataset),
-                        "labelled": dataset.has_labels, "app": "microCLIP Studio adapt",
-                        "base_entry": request.model_name})
+            dataset,
+            request.recipe(data_name, len(dataset)),
+            (spec.clip_model, spec.pretrained or None),
+            loaded.templates,
+            self._descriptions(request, list(dataset.classes), loaded.descriptions),
+            MethodConfig.from_dict(loaded.model.config.to_dict()),
+            base_seed=spec.seed or 0,
+            device=self.device,
+            provenance={
+                "dataset": data_name,
+                "source": request.source,
+                "n_images": len(dataset),
+                "labelled": dataset.has_labels,
+                "app": "microCLIP Studio adapt",
+                "base_entry": request.model_name,
+            },
+        )
         self._check_stop(job)
         probe_tensors = self._pin_probes(job, run.model, dataset)
         with self._lock:  # Stop may arrive at any moment: check and switch state atomically
@@ -430,14 +478,18 @@ class AdaptationRunner:
         result = run.fit([_LiveCallback(self, job, probe_tensors)], stop=job.stop_event)
         final = _explain_probes(run.model, probe_tensors, result.global_step)
         last = job.view.metrics[-1] if job.view.metrics else {}
-        meta = run.checkpoint_meta(result, metrics={f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc")
-                                                    if k in last})
+        meta = run.checkpoint_meta(
+            result, metrics={f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc") if k in last}
+        )
         done = "stopped" if result.stopped else "finished"
-        return {"adapted": run.model.adapted_state(), "meta": meta,
-                "probes_latest": final or job.view.probes_latest,
-                "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
-                "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
-                           f"({result.seconds:.0f} s); save the checkpoint to use it in Explore"}
+        return {
+            "adapted": run.model.adapted_state(),
+            "meta": meta,
+            "probes_latest": final or job.view.probes_latest,
+            "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
+            "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
+            f"({result.seconds:.0f} s); save the checkpoint to use it in Explore",
+        }
 
     # ------------------------------------------------------------------ job phases
 
@@ -447,9 +499,14 @@ class AdaptationRunner:
         skipped: list[tuple[str, str]] = []
         if request.source == "toybirds":
             self._update(job, message="generating the toy birds (first time only)")
-            dataset = build_dataset("toybirds", "train", root=self.workdir / "toydata",
-                                    classnames=request.classnames, n_per_class=request.toy_per_class,
-                                    seed=request.seed)
+            dataset = build_dataset(
+                "toybirds",
+                "train",
+                root=self.workdir / "toydata",
+                classnames=request.classnames,
+                n_per_class=request.toy_per_class,
+                seed=request.seed,
+            )
             name = "toybirds"
         elif request.source == "zip":
             self._update(job, message="extracting the zip")
@@ -465,8 +522,10 @@ class AdaptationRunner:
             dataset = build_dataset(str(folder), "train", classnames=request.classnames)
             name = folder.name
         if len(dataset.classes) < 2:
-            raise ValueError(f"adaptation needs at least two classes; the data has {len(dataset.classes)} "
-                             f"({', '.join(dataset.classes)}); use class folders or type the class names")
+            raise ValueError(
+                f"adaptation needs at least two classes; the data has {len(dataset.classes)} "
+                f"({', '.join(dataset.classes)}); use class folders or type the class names"
+            )
         samples, note = cap_evenly(dataset.samples, self.limits.max_images)
         if note:
             skipped.append(("(image cap)", note))
@@ -483,16 +542,17 @@ class AdaptationRunner:
         return ImageDataset(good, list(dataset.classes), name=dataset.name, root=dataset.root), name, skipped
 
     @staticmethod
-    def _descriptions(request: AdaptRequest, classes: list[str],
-                      known: dict[str, list[str]]) -> dict[str, list[str]] | None:
+    def _descriptions(
+        request: AdaptRequest, classes: list[str], known: dict[str, list[str]]
+    ) -> dict[str, list[str]] | None:
         """The uploaded descriptions, else the chosen model's own for these classes, else templates."""
         if request.descriptions_path:
             try:
-                return load_descriptions(request.descriptions_path, classes,
-                                         allow_missing=request.allow_missing_descriptions)
+                return load_descriptions(
+                    request.descriptions_path, classes, allow_missing=request.allow_missing_descriptions
+                )
             except DescriptionsError as error:
-                text = str(error).replace("pass --allow_missing_descriptions",
-                                          "tick 'allow missing descriptions'")
+                text = str(error).replace("pass --allow_missing_descriptions", "tick 'allow missing descriptions'")
                 raise DescriptionsError(text) from None
         own = {c: known[c] for c in classes if known.get(c)}
         return own or None  # classes without an entry use templates (build_head_weights)
@@ -505,8 +565,10 @@ class AdaptationRunner:
         indices = np.linspace(0, len(dataset) - 1, n).round().astype(int)
         transform = test_transform(model.backbone.image_size)
         tensors = torch.stack([transform(dataset[int(i)][0]) for i in indices])  # (P, 3, S, S)
-        labels = [dataset.classes[dataset.samples[i][1]] if dataset.samples[i][1] >= 0
-                  else Path(dataset.samples[i][0]).name for i in indices]
+        labels = [
+            dataset.classes[dataset.samples[i][1]] if dataset.samples[i][1] >= 0 else Path(dataset.samples[i][0]).name
+            for i in indices
+        ]
         images = [(t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in tensors]
         before = _explain_probes(model, tensors, 0)
         self._update(job, probe_images=list(images), probe_labels=list(labels), probes_before=before)
@@ -540,11 +602,17 @@ class _LiveCallback(Callback):
         row = {"step": state.global_step, **{k: float(v) for k, v in metrics.items()}}
         with self.runner._lock:
             view = self.job.view
-            message = f"training: step {state.global_step} of {state.total_steps}" \
-                if view.status == JobStatus.RUNNING else view.message
+            message = (
+                f"training: step {state.global_step} of {state.total_steps}"
+                if view.status == JobStatus.RUNNING
+                else view.message
+            )
             self.runner._set(self.job, metrics=[*view.metrics, row], step=state.global_step, message=message)
-        if self.job.probe_request.is_set() and not self.job.stop_event.is_set() \
-                and state.global_step < state.total_steps:
+        if (
+            self.job.probe_request.is_set()
+            and not self.job.stop_event.is_set()
+            and state.global_step < state.total_steps
+        ):
             self.job.probe_request.clear()
             self.runner._update(self.job, probes_latest=_explain_probes(state.model, self.probes, state.global_step))
 
@@ -580,5 +648,16 @@ def snapshot_summary(snapshot: JobSnapshot) -> str:
     return f"{snapshot.status.value}: {snapshot.message}"
 
 
-__all__ = ["AdaptLimits", "AdaptRequest", "AdaptationRunner", "JobSnapshot", "JobStatus", "Probes",
-           "QueueFullError", "default_runs_dir", "parse_classnames", "snapshot_summary", "usable_runs_dir"]
+__all__ = [
+    "AdaptLimits",
+    "AdaptRequest",
+    "AdaptationRunner",
+    "JobSnapshot",
+    "JobStatus",
+    "Probes",
+    "QueueFullError",
+    "default_runs_dir",
+    "parse_classnames",
+    "snapshot_summary",
+    "usable_runs_dir",
+]

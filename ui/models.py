@@ -58,8 +58,11 @@ def _table(data: dict, limit: int = 30) -> list[str]:
     """A two-column Markdown table of a flat-ish dict (nested values as compact JSON)."""
     rows = ["| key | value |", "|---|---|"]
     for key, value in list(data.items())[:limit]:
-        shown = value if isinstance(value, (str, int, bool)) or value is None else (
-            f"{value:.4g}" if isinstance(value, float) else json.dumps(value)[:120])
+        shown = (
+            value
+            if isinstance(value, (str, int, bool)) or value is None
+            else (f"{value:.4g}" if isinstance(value, float) else json.dumps(value)[:120])
+        )
         rows.append(f"| `{key}` | {str(shown).replace('|', '/')} |")
     return rows
 
@@ -69,16 +72,28 @@ def model_markdown(loaded: LoadedModel) -> str:
     model, meta = loaded.model, loaded.meta
     classes = list(loaded.classes)
     base = model.base.describe() if model.base is not None else "unknown"
-    lines = [f"### {loaded.name}", "", f"- **Source:** {loaded.source}", f"- **Base model:** {base}",
-             f"- **Patch grid:** {model.backbone.grid[0]}×{model.backbone.grid[1]} at {model.backbone.image_size} px",
-             f"- **Classes ({len(classes)}):** {', '.join(classes[:40])}{' ...' if len(classes) > 40 else ''}",
-             f"- **Descriptions:** for {sum(bool(v) for v in loaded.descriptions.values())} of {len(classes)} "
-             f"classes; **templates:** {', '.join(repr(t) for t in loaded.templates[:3])}", "",
-             "<details><summary><b>Method configuration</b></summary>", "", *_table(model.config.to_dict()), "",
-             "</details>"]
+    lines = [
+        f"### {loaded.name}",
+        "",
+        f"- **Source:** {loaded.source}",
+        f"- **Base model:** {base}",
+        f"- **Patch grid:** {model.backbone.grid[0]}×{model.backbone.grid[1]} at {model.backbone.image_size} px",
+        f"- **Classes ({len(classes)}):** {', '.join(classes[:40])}{' ...' if len(classes) > 40 else ''}",
+        f"- **Descriptions:** for {sum(bool(v) for v in loaded.descriptions.values())} of {len(classes)} "
+        f"classes; **templates:** {', '.join(repr(t) for t in loaded.templates[:3])}",
+        "",
+        "<details><summary><b>Method configuration</b></summary>",
+        "",
+        *_table(model.config.to_dict()),
+        "",
+        "</details>",
+    ]
     if meta is None:
-        lines += ["", "_Not adapted: SOAP at its identity start, W* at its initial value. "
-                      "Adapt it in the Adapt tab, or compare it with an adapted model in Compare._"]
+        lines += [
+            "",
+            "_Not adapted: SOAP at its identity start, W* at its initial value. "
+            "Adapt it in the Adapt tab, or compare it with an adapted model in Compare._",
+        ]
         return "\n".join(lines)
     training = dict(meta.training)
     config = training.pop("config", {})
@@ -86,8 +101,14 @@ def model_markdown(loaded: LoadedModel) -> str:
         lines += ["", "**Metrics**", "", *_table(meta.metrics)]
     lines += ["", "**How it was adapted**", "", *_table(training)]
     if config:  # long; folded so the metrics stay in view
-        lines += ["", "<details><summary><b>Training configuration</b></summary>", "", *_table(config), "",
-                  "</details>"]
+        lines += [
+            "",
+            "<details><summary><b>Training configuration</b></summary>",
+            "",
+            *_table(config),
+            "",
+            "</details>",
+        ]
     return "\n".join(lines)
 
 
@@ -109,8 +130,11 @@ def upload_model(registry: ModelRegistry, n_follow: int, n_refresh: int, checkpo
         raise gr.Error("Choose a .safetensors checkpoint to upload.")
     name = registry.add_upload(checkpoint)
     names = registry.names()
-    return [model_markdown(registry.get(name)), *[model_dropdown_update(names, name)] * (1 + n_follow),
-            *[model_dropdown_update(names)] * n_refresh]
+    return [
+        model_markdown(registry.get(name)),
+        *[model_dropdown_update(names, name)] * (1 + n_follow),
+        *[model_dropdown_update(names)] * n_refresh,
+    ]
 
 
 def list_models(registry: ModelRegistry, current: Sequence[str | None]) -> list[gr.Dropdown]:
@@ -119,16 +143,18 @@ def list_models(registry: ModelRegistry, current: Sequence[str | None]) -> list[
     return [model_dropdown_update(names, value) for value in current]
 
 
-def build_models_tab(registry: ModelRegistry, follow: Sequence[gr.Dropdown] = (),
-                     refresh: Sequence[gr.Dropdown] = ()) -> gr.Dropdown:
+def build_models_tab(
+    registry: ModelRegistry, follow: Sequence[gr.Dropdown] = (), refresh: Sequence[gr.Dropdown] = ()
+) -> gr.Dropdown:
     """Build the Models / About tab. After an upload the ``follow`` dropdowns (other tabs' model
     lists) select the new model; the ``refresh`` ones only list it."""
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model")
             show = gr.Button("Show")
-            upload = gr.File(label="Add an adapted checkpoint (.safetensors only; never pickles)",
-                             file_types=[".safetensors"])
+            upload = gr.File(
+                label="Add an adapted checkpoint (.safetensors only; never pickles)", file_types=[".safetensors"]
+            )
             add = gr.Button("Add model", variant="primary")
         with gr.Column(scale=2):
             info = gr.Markdown("Pick a model and press **Show**.", label="model")
@@ -136,6 +162,10 @@ def build_models_tab(registry: ModelRegistry, follow: Sequence[gr.Dropdown] = ()
         gr.Markdown(METHOD_MARKDOWN, latex_delimiters=LATEX)
 
     gr.on([show.click, model.change], partial(model_info, registry), [model], [info], api_name="model_info")
-    add.click(partial(upload_model, registry, len(follow), len(refresh)), [upload], [info, model, *follow, *refresh],
-              api_name="upload_model")
+    add.click(
+        partial(upload_model, registry, len(follow), len(refresh)),
+        [upload],
+        [info, model, *follow, *refresh],
+        api_name="upload_model",
+    )
     return model

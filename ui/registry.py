@@ -88,8 +88,10 @@ class ModelRegistry:
         """
         source = Path(path)
         if source.suffix.lower() != ".safetensors":
-            raise CheckpointError(f"{source.name}: only .safetensors checkpoints are accepted (pickle files such "
-                                  "as .pth / .pt can run code when loaded)")
+            raise CheckpointError(
+                f"{source.name}: only .safetensors checkpoints are accepted (pickle files such "
+                "as .pth / .pt can run code when loaded)"
+            )
         read_adapted(source)  # header and metadata check before anything is copied
         with self._lock:
             name = self.unique_name(name or source.stem)
@@ -153,16 +155,31 @@ class ModelRegistry:
                 self.default_name = loaded.name
         return loaded.name
 
-    def add_base(self, clip_model: str, pretrained: str | None, classes: Sequence[str], name: str,
-                 templates: Sequence[str] = DEFAULT_TEMPLATES, descriptions: dict[str, list[str]] | None = None,
-                 default: bool = False) -> str:
+    def add_base(
+        self,
+        clip_model: str,
+        pretrained: str | None,
+        classes: Sequence[str],
+        name: str,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        descriptions: dict[str, list[str]] | None = None,
+        default: bool = False,
+    ) -> str:
         """Register a base model shown zero-shot: heads from descriptions (initial W*) or templates."""
+
         def load() -> LoadedModel:
-            model, _, encoder = MicroCLIP.build(clip_model, pretrained, list(classes), templates, descriptions,
-                                                device=self.device, keep_text=True)
+            model, _, encoder = MicroCLIP.build(
+                clip_model, pretrained, list(classes), templates, descriptions, device=self.device, keep_text=True
+            )
             self._text[_base_key(model.base)] = encoder
-            return LoadedModel(name, model.eval(), None, f"{model.base.describe()} (zero-shot, not adapted)",
-                               list(templates), dict(descriptions or {}))
+            return LoadedModel(
+                name,
+                model.eval(),
+                None,
+                f"{model.base.describe()} (zero-shot, not adapted)",
+                list(templates),
+                dict(descriptions or {}),
+            )
 
         with self._lock:
             self._loaders[name] = load
@@ -178,14 +195,26 @@ class ModelRegistry:
         the "before" for Compare (same label set, descriptions and templates, nothing adapted).
         """
         _, meta = read_adapted(checkpoint)
-        return self.add_base(meta.base.clip_model, meta.base.pretrained or None, meta.classes, name,
-                             templates=meta.templates or DEFAULT_TEMPLATES, descriptions=meta.descriptions or None)
+        return self.add_base(
+            meta.base.clip_model,
+            meta.base.pretrained or None,
+            meta.classes,
+            name,
+            templates=meta.templates or DEFAULT_TEMPLATES,
+            descriptions=meta.descriptions or None,
+        )
 
     def _load_checkpoint(self, name: str, path: Path) -> LoadedModel:
         model = load_model(path, self.device)
         meta: CheckpointMeta = model.meta
-        return LoadedModel(name, model, meta, f"adapted checkpoint {path.name} (base {meta.base.describe()})",
-                           meta.templates or list(DEFAULT_TEMPLATES), meta.descriptions)
+        return LoadedModel(
+            name,
+            model,
+            meta,
+            f"adapted checkpoint {path.name} (base {meta.base.describe()})",
+            meta.templates or list(DEFAULT_TEMPLATES),
+            meta.descriptions,
+        )
 
     # ------------------------------------------------------------ access
 
@@ -197,8 +226,10 @@ class ModelRegistry:
         name = name or self.default_name
         with self._lock:
             if name is None:
-                raise KeyError("no model is loaded: upload an adapted checkpoint in Models / About, or start the "
-                               "app with --ckpt-path or --clip_model")
+                raise KeyError(
+                    "no model is loaded: upload an adapted checkpoint in Models / About, or start the "
+                    "app with --ckpt-path or --clip_model"
+                )
             if name not in self._loaders:
                 raise KeyError(f"no model named {name!r}; loaded: {', '.join(self._loaders) or 'none'}")
             if name not in self._models:
@@ -211,14 +242,17 @@ class ModelRegistry:
         key = _base_key(base)
         with self._lock:
             if key not in self._text:
-                clip, _ = create_clip(base.clip_model, base.pretrained or None, seed=base.seed or 0,
-                                      device=self.device)
+                clip, _ = create_clip(base.clip_model, base.pretrained or None, seed=base.seed or 0, device=self.device)
                 self._text[key] = TextEncoder(clip, get_tokenizer(base), device=self.device)
             return self._text[key]
 
-    def with_classes(self, name: str | None, classes: Sequence[str],
-                     descriptions: dict[str, list[str]] | None = None,
-                     templates: Sequence[str] | None = None) -> MicroCLIP:
+    def with_classes(
+        self,
+        name: str | None,
+        classes: Sequence[str],
+        descriptions: dict[str, list[str]] | None = None,
+        templates: Sequence[str] | None = None,
+    ) -> MicroCLIP:
         """The named model with heads for a user's own label set (adapted visual tower kept).
 
         W* is built fresh from descriptions or templates, so a label set the model was not
@@ -235,8 +269,9 @@ class ModelRegistry:
             if key in self._custom:
                 self._custom.move_to_end(key)
                 return self._custom[key]
-            model = loaded.model.relabel(self.text_encoder(loaded.model.base), classes,
-                                         templates or loaded.templates, descriptions)
+            model = loaded.model.relabel(
+                self.text_encoder(loaded.model.base), classes, templates or loaded.templates, descriptions
+            )
             self._custom[key] = model
             while len(self._custom) > self._max_custom:
                 self._custom.popitem(last=False)
@@ -262,8 +297,12 @@ def _freeze(descriptions: dict[str, list[str]] | None) -> tuple:
     return tuple(sorted((k, tuple(v)) for k, v in (descriptions or {}).items()))
 
 
-def default_registry(device: torch.device | str = "cpu", ckpt_path: str | None = None,
-                     clip_model: str | None = None, pretrained: str | None = None) -> ModelRegistry:
+def default_registry(
+    device: torch.device | str = "cpu",
+    ckpt_path: str | None = None,
+    clip_model: str | None = None,
+    pretrained: str | None = None,
+) -> ModelRegistry:
     """The bundled toy-world models (adapted by default, base zero-shot to compare), plus any flags."""
     import json
 
@@ -271,10 +310,14 @@ def default_registry(device: torch.device | str = "cpu", ckpt_path: str | None =
     if TOY_ADAPTED.is_file():
         registry.add_checkpoint(TOY_ADAPTED, "toybirds · microCLIP adapted", default=True)
     if (TOY_BASE / "open_clip_config.json").is_file() and (TOY_ASSETS / "classes.json").is_file():
-        registry.add_base(f"local-dir:{TOY_BASE}", None, json.loads((TOY_ASSETS / "classes.json").read_text()),
-                          "toybirds · base zero-shot",
-                          templates=json.loads((TOY_ASSETS / "templates.json").read_text()),
-                          descriptions=json.loads((TOY_ASSETS / "descriptions.json").read_text()))
+        registry.add_base(
+            f"local-dir:{TOY_BASE}",
+            None,
+            json.loads((TOY_ASSETS / "classes.json").read_text()),
+            "toybirds · base zero-shot",
+            templates=json.loads((TOY_ASSETS / "templates.json").read_text()),
+            descriptions=json.loads((TOY_ASSETS / "descriptions.json").read_text()),
+        )
     if ckpt_path:
         name = registry.add_checkpoint(ckpt_path, default=True)
         registry.add_base_of(ckpt_path, f"{name} · base zero-shot")

@@ -42,24 +42,32 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def decide(host: str | None, share: bool = False, allow_flag: bool = False,
-           on_spaces: bool | None = None) -> ServerPaths:
+def decide(
+    host: str | None, share: bool = False, allow_flag: bool = False, on_spaces: bool | None = None
+) -> ServerPaths:
     """The rule above. ``host`` None means Gradio's default: $GRADIO_SERVER_NAME, else 127.0.0.1."""
     if host is None:
         host = os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     if on_spaces is None:
         on_spaces = bool(os.environ.get("SPACE_ID"))
     if allow_flag:
-        return ServerPaths(True, f"Server folders are on ({ALLOW_FLAG}): anyone who can open this app can read "
-                                 "folders of the server.")
+        return ServerPaths(
+            True, f"Server folders are on ({ALLOW_FLAG}): anyone who can open this app can read folders of the server."
+        )
     if on_spaces:
         return ServerPaths(False, "Server folders are off on a HuggingFace Space: upload a zip of images instead.")
     if share:
-        return ServerPaths(False, f"Server folders are off because this app is shared with --share: upload a zip "
-                                  f"(or restart with {ALLOW_FLAG}).")
+        return ServerPaths(
+            False,
+            f"Server folders are off because this app is shared with --share: upload a zip "
+            f"(or restart with {ALLOW_FLAG}).",
+        )
     if not is_loopback(host):
-        return ServerPaths(False, f"Server folders are off because this app is served on {host}, beyond this "
-                                  f"machine: upload a zip (or restart with {ALLOW_FLAG}).")
+        return ServerPaths(
+            False,
+            f"Server folders are off because this app is served on {host}, beyond this "
+            f"machine: upload a zip (or restart with {ALLOW_FLAG}).",
+        )
     return ServerPaths(True, f"Server folders are on because this app is served on {host} only.")
 
 
@@ -87,8 +95,11 @@ class ServerPathGuard:
         demo = self.demo
         if request and demo is not None:
             if not getattr(demo, "is_running", False) and not self.allow_flag:
-                return ServerPaths(False, "Server folders are off: this app was not started by demo.launch, so "
-                                          f"where it is served is unknown (start it with {ALLOW_FLAG} to allow).")
+                return ServerPaths(
+                    False,
+                    "Server folders are off: this app was not started by demo.launch, so "
+                    f"where it is served is unknown (start it with {ALLOW_FLAG} to allow).",
+                )
             host = getattr(demo, "server_name", None) or host
             share = share or bool(getattr(demo, "share", False))
         return decide(host, share, self.allow_flag)

@@ -52,18 +52,25 @@ from viz.steps import PICTURE_SIZE, WALKTHROUGH_JS, erase_html, render_walkthrou
 
 log = logging.getLogger(__name__)
 
-INTRO = ("**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
-         "the bundled model's own world) or upload a picture; every number below is this image's, from one "
-         "forward pass. Click a step, or use *Next*.")
-NOT_TOY = ("Erasing a part needs one of the toy world's own images (a bundled toy bird, or one of its generated "
-           "train/test images, unchanged): only there does the app know how to draw the same bird again.")
-ONE_CLASS_NOTE = ("Only one class: its probability is 100% whatever the image shows; add other classes for the "
-                  "probabilities to mean anything.")
+INTRO = (
+    "**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
+    "the bundled model's own world) or upload a picture; every number below is this image's, from one "
+    "forward pass. Click a step, or use *Next*."
+)
+NOT_TOY = (
+    "Erasing a part needs one of the toy world's own images (a bundled toy bird, or one of its generated "
+    "train/test images, unchanged): only there does the app know how to draw the same bird again."
+)
+ONE_CLASS_NOTE = (
+    "Only one class: its probability is 100% whatever the image shows; add other classes for the "
+    "probabilities to mean anything."
+)
 
 run_walkthrough = gpu(walkthrough)  # on ZeroGPU Spaces the forward pass gets a GPU; elsewhere a no-op
 
 
 # ------------------------------------------------------------------ what the app knows about the image
+
 
 def toy_sample(picture: Image.Image) -> Sample | None:
     """The toy world's ground truth of a known toy image (square, so the model's centre crop is all of it)."""
@@ -91,6 +98,7 @@ def world_flag(model, picture: Image.Image, loaded: LoadedModel, typed: bool) ->
 
 
 # ------------------------------------------------------------------ the text tower, cached per sentence
+
 
 class CachedText:
     """A text encoder that remembers each sentence's embedding (descriptions repeat from image to image)."""
@@ -131,8 +139,7 @@ def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
     try:
         encoder = registry.text_encoder(base)
     except Exception as error:  # noqa: BLE001 - the walkthrough still works without the description weights
-        log.warning("walkthrough: no text tower for %s (%s); description weights are not shown", base.describe(),
-                    error)
+        log.warning("walkthrough: no text tower for %s (%s); description weights are not shown", base.describe(), error)
         return None
     with _TEXT_LOCK:
         if encoder not in _TEXT:
@@ -141,6 +148,7 @@ def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
 
 
 # ------------------------------------------------------------------ the endpoint
+
 
 @user_errors
 def walk(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None) -> tuple:
@@ -159,8 +167,14 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
     model = registry.with_classes(model_name or None, typed) if typed else loaded.model
     descriptions = {} if typed else loaded.descriptions
     encoder = text_encoder_for(registry, model) if descriptions else None
-    result = run_walkthrough(model, picture, descriptions=descriptions, text_encoder=encoder,
-                             templates=loaded.templates, truth=toy_truth(picture, tuple(model.backbone.grid)))
+    result = run_walkthrough(
+        model,
+        picture,
+        descriptions=descriptions,
+        text_encoder=encoder,
+        templates=loaded.templates,
+        truth=toy_truth(picture, tuple(model.backbone.grid)),
+    )
     note = ONE_CLASS_NOTE if len(model.classes) == 1 else ""
     flag = world_flag(model, picture, loaded, bool(typed))
     page = render_walkthrough(result, display_crop(picture, PICTURE_SIZE), note, flag)
@@ -168,8 +182,14 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
 
 
 @user_errors
-def erase_part(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None,
-               part: str | None, ratio: float | None = None) -> str:
+def erase_part(
+    registry: ModelRegistry,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+    part: str | None,
+    ratio: float | None = None,
+) -> str:
     """The same toy bird drawn again without ``part``, and each branch's prediction on both (``erase_part``)."""
     picture = open_image(image)
     if part not in PARTS:
@@ -180,8 +200,10 @@ def erase_part(registry: ModelRegistry, image: str | None, model_name: str | Non
     species = SPECIES[sample.species].name
     if not (sample.part_labels == 1 + PARTS.index(part)).any():
         shown = [p for i, p in enumerate(PARTS) if (sample.part_labels == 1 + i).any()]
-        raise gr.Error(f"This {species} has no {part.replace('_', ' ')} drawn, so there is nothing to erase; "
-                       f"it shows: {', '.join(shown) or 'no parts'}.")
+        raise gr.Error(
+            f"This {species} has no {part.replace('_', ' ')} drawn, so there is nothing to erase; "
+            f"it shows: {', '.join(shown) or 'no parts'}."
+        )
     erased = rerender(sample, (part,)).image
     factor = picture.width // sample.image.shape[0]  # the examples are nearest-neighbour enlargements
     erased_picture = Image.fromarray(enlarge(erased, factor) if factor > 1 else erased)
@@ -189,25 +211,38 @@ def erase_part(registry: ModelRegistry, image: str | None, model_name: str | Non
     typed = parse_class_names(class_names)
     model = registry.with_classes(model_name or None, typed) if typed else loaded.model
     ratio = None if ratio is None else float(ratio)
-    changes = branch_changes(explain_image(model, picture, ratio), explain_image(model, erased_picture, ratio),
-                             species)
+    changes = branch_changes(explain_image(model, picture, ratio), explain_image(model, erased_picture, ratio), species)
     return erase_html(part, sample.image, erased, changes, species if species in model.classes else None)
 
 
-def build_erase_row(registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox,
-                    api_name: str, ratio: gr.Slider | None = None) -> None:
+def build_erase_row(
+    registry: ModelRegistry,
+    image: gr.Image,
+    model: gr.Dropdown,
+    classes: gr.Textbox,
+    api_name: str,
+    ratio: gr.Slider | None = None,
+) -> None:
     """An "erase a part" control (toy images only): a part, a button, and the before/after table."""
     with gr.Row():
-        part = gr.Dropdown(list(PARTS), value=PARTS[0], label="Erase a part (toy birds only)", scale=2,
-                           elem_id=f"{api_name}-part")
+        part = gr.Dropdown(
+            list(PARTS), value=PARTS[0], label="Erase a part (toy birds only)", scale=2, elem_id=f"{api_name}-part"
+        )
         button = gr.Button("Erase and predict again", scale=1, elem_id=f"{api_name}-button")
     result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"{api_name}-result")
     inputs = [image, model, classes, part] + ([ratio] if ratio is not None else [])
-    button.click(partial(erase_part, registry), inputs, result, api_name=api_name,
-                 concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+    button.click(
+        partial(erase_part, registry),
+        inputs,
+        result,
+        api_name=api_name,
+        concurrency_limit=INFERENCE_CONCURRENCY,
+        concurrency_id=INFERENCE_ID,
+    )
 
 
 # ------------------------------------------------------------------ the tab
+
 
 def ordered_examples(paths: list[str]) -> tuple[list[str], list[str]]:
     """Toy birds first (the bundled model's world), other pictures after; each with its label."""
@@ -226,39 +261,75 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=330):
-            image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=240,
-                                elem_id="walkthrough-image")
+            image = image_input(
+                label="Image", sources=["upload", "webcam", "clipboard"], height=240, elem_id="walkthrough-image"
+            )
             paths, labels = ordered_examples(example_images())
             gallery = None
             if paths:  # thumbnails with their captions; a click loads the picture and walks it through
-                gallery = gr.Gallery(list(zip(paths, labels)), label="Examples: toy birds (the bundled model's "
-                                     "world) first; ⚠ = outside that world", columns=3, height=360, allow_preview=False,
-                                     object_fit="contain", elem_id="walkthrough-examples")
-            model = gr.Dropdown(registry.names(), value=registry.default_name, label="Model",
-                                elem_id="walkthrough-model")
-            classes = gr.Textbox(label="Class names (optional)", lines=2,
-                                 placeholder="Blank: the model's own classes (with their descriptions).")
+                gallery = gr.Gallery(
+                    list(zip(paths, labels)),
+                    label="Examples: toy birds (the bundled model's world) first; ⚠ = outside that world",
+                    columns=3,
+                    height=360,
+                    allow_preview=False,
+                    object_fit="contain",
+                    elem_id="walkthrough-examples",
+                )
+            model = gr.Dropdown(
+                registry.names(), value=registry.default_name, label="Model", elem_id="walkthrough-model"
+            )
+            classes = gr.Textbox(
+                label="Class names (optional)",
+                lines=2,
+                placeholder="Blank: the model's own classes (with their descriptions).",
+            )
             run = gr.Button("Walk through", variant="primary", elem_id="walkthrough-button")
         with gr.Column(scale=3):
-            page = gr.HTML("<div class='wt'>Pick an example or upload an image: the walkthrough starts at once.</div>",
-                           css_template=STUDIO_CSS, js_on_load=WALKTHROUGH_JS, elem_id="walkthrough-steps")
-            gr.Markdown("**Step 9, one more question:** what does each branch predict if the bird had no beak "
-                        "(or crest, ...)? The toy world can draw the same bird without it.")
+            page = gr.HTML(
+                "<div class='wt'>Pick an example or upload an image: the walkthrough starts at once.</div>",
+                css_template=STUDIO_CSS,
+                js_on_load=WALKTHROUGH_JS,
+                elem_id="walkthrough-steps",
+            )
+            gr.Markdown(
+                "**Step 9, one more question:** what does each branch predict if the bird had no beak "
+                "(or crest, ...)? The toy world can draw the same bird without it."
+            )
             build_erase_row(registry, image, model, classes, "erase_part")
             with gr.Accordion("All the numbers (JSON)", open=False):
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
-    model.focus(lambda value: model_dropdown_update(registry.names(), value), model, model,
-                api_visibility="private", queue=False)
+    model.focus(
+        lambda value: model_dropdown_update(registry.names(), value),
+        model,
+        model,
+        api_visibility="private",
+        queue=False,
+    )
     compute = partial(walk, registry)
     inputs, outputs = [image, model, classes], [page, numbers]
-    gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough",
-          concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+    gr.on(
+        [run.click, image.upload],
+        compute,
+        inputs,
+        outputs,
+        api_name="walkthrough",
+        concurrency_limit=INFERENCE_CONCURRENCY,
+        concurrency_id=INFERENCE_ID,
+    )
     if gallery is not None:
+
         def pick(model_name: str | None, class_names: str | None, evt: gr.SelectData) -> tuple:
             path = paths[evt.index]
             return (path, *compute(path, model_name, class_names))
 
-        gallery.select(pick, [model, classes], [image, *outputs], api_visibility="private",
-                       concurrency_limit=INFERENCE_CONCURRENCY, concurrency_id=INFERENCE_ID)
+        gallery.select(
+            pick,
+            [model, classes],
+            [image, *outputs],
+            api_visibility="private",
+            concurrency_limit=INFERENCE_CONCURRENCY,
+            concurrency_id=INFERENCE_ID,
+        )
     return WalkthroughHandles(model=model, image=image)

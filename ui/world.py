@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from ui.registry import LoadedModel
 
 TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a checkpoint's base spec
-ONE_CLASS_NOTE = ("**One class only:** a softmax over a single class is always 100%, whatever the image. "
-                  "Type at least two classes to see which the model prefers.")
+ONE_CLASS_NOTE = (
+    "**One class only:** a softmax over a single class is always 100%, whatever the image. "
+    "Type at least two classes to see which the model prefers."
+)
 
 
 def is_toy_world(loaded: LoadedModel) -> bool:
@@ -36,15 +38,19 @@ def world_markdown(loaded: LoadedModel) -> str:
     size = loaded.model.backbone.image_size
     grid = "×".join(map(str, loaded.model.backbone.grid)) if hasattr(loaded.model.backbone, "grid") else "?"
     if is_toy_world(loaded):
-        domain = ("the **toy world**: drawn birds of 16 invented species on plain backgrounds. Photos, people "
-                  "or real birds are outside it: it still names one of its species, but the answer means little")
+        domain = (
+            "the **toy world**: drawn birds of 16 invented species on plain backgrounds. Photos, people "
+            "or real birds are outside it: it still names one of its species, but the answer means little"
+        )
     elif loaded.meta is not None:
         dataset = loaded.meta.training.get("dataset") or loaded.meta.training.get("source") or "unknown data"
         domain = f"its CLIP base ({loaded.meta.base.describe()}), adapted on *{dataset}*"
     else:
         domain = f"{loaded.source}"
-    return (f"**What this model knows.** {len(classes)} classes ({shown}); images at {size}×{size} px "
-            f"({grid} patches); domain: {domain}.")
+    return (
+        f"**What this model knows.** {len(classes)} classes ({shown}); images at {size}×{size} px "
+        f"({grid} patches); domain: {domain}."
+    )
 
 
 def unseen_words_markdown(loaded: LoadedModel, class_names: list[str]) -> str:
@@ -53,12 +59,15 @@ def unseen_words_markdown(loaded: LoadedModel, class_names: list[str]) -> str:
     if not unseen:
         return ""
     listed = "; ".join(f"*{name}* ({', '.join(found)})" for name, found in unseen.items())
-    return (f"**Words this model never saw in pretraining:** {listed}. Its text tower never learnt what they "
-            "mean, so answers naming these classes are word games, not recognition.")
+    return (
+        f"**Words this model never saw in pretraining:** {listed}. Its text tower never learnt what they "
+        "mean, so answers naming these classes are word games, not recognition."
+    )
 
 
-def world_flag_markdown(explanation: Explanation, loaded: LoadedModel, typed: bool,
-                        image: Image.Image | None = None) -> str:
+def world_flag_markdown(
+    explanation: Explanation, loaded: LoadedModel, typed: bool, image: Image.Image | None = None
+) -> str:
     """The flag shown above the prediction: one-class label sets, unseen words, images outside the world."""
     lines = []
     if len(explanation.classes) == 1:
@@ -67,6 +76,9 @@ def world_flag_markdown(explanation: Explanation, loaded: LoadedModel, typed: bo
         lines.append(unseen_words_markdown(loaded, list(explanation.classes)))
     verdict = world_check.check(loaded.model, image) if image is not None else None
     if verdict is not None and verdict.outside:
-        lines.append("**⚠ This image looks outside the model's world:** " + "; ".join(verdict.reasons)
-                     + ". The prediction below is the closest of its classes, not a recognition.")
+        lines.append(
+            "**⚠ This image looks outside the model's world:** "
+            + "; ".join(verdict.reasons)
+            + ". The prediction below is the closest of its classes, not a recognition."
+        )
     return "\n\n".join(line for line in lines if line)

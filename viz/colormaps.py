@@ -57,8 +57,7 @@ def symmetric_limit(values: np.ndarray, percentile: float = 100.0) -> float:
     return limit if limit > 1e-12 else 1.0
 
 
-def colorize_diverging(values: np.ndarray, limit: float | None = None,
-                       cmap: str = DIVERGING_COLORMAP) -> np.ndarray:
+def colorize_diverging(values: np.ndarray, limit: float | None = None, cmap: str = DIVERGING_COLORMAP) -> np.ndarray:
     """Map signed values to RGB uint8 with zero at the colormap's centre (white for RdBu).
 
     ``limit`` is the value drawn at full colour; by default the largest |value|.

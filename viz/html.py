@@ -35,6 +35,7 @@ MAPS_JS = files("viz").joinpath("static/maps.js").read_text(encoding="utf-8")
 
 # ------------------------------------------------------------------ encoding
 
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     """An (h, w, 3) RGB or (h, w, 4) RGBA uint8 array encoded as PNG."""
     bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
@@ -64,13 +65,15 @@ def photo_style(photo_uri: str) -> str:
 
 # ------------------------------------------------------------------ layers
 
+
 def smooth_size(grid: tuple[int, int]) -> tuple[int, int]:
     scale = max(1, min(SMOOTH_PIXELS_PER_PATCH, SMOOTH_MAX // max(grid)))
     return grid[0] * scale, grid[1] * scale
 
 
-def value_layer(values: np.ndarray, cmap: str, clip: tuple[float, float], opacity: float, threshold: float,
-                smooth: bool) -> np.ndarray:
+def value_layer(
+    values: np.ndarray, cmap: str, clip: tuple[float, float], opacity: float, threshold: float, smooth: bool
+) -> np.ndarray:
     """An RGBA layer of an (h, w) map: percentile-clipped to [0, 1], coloured, transparent below ``threshold``.
 
     Smooth layers interpolate the values (bilinear) to a few pixels per patch before colouring, so the
@@ -102,6 +105,7 @@ def diverging_layer(values: np.ndarray, limit: float, opacity: float) -> np.ndar
 
 # ------------------------------------------------------------------ pieces
 
+
 def gradient_css(cmap: str, stops: int = 9) -> str:
     """A left-to-right CSS gradient sampled from an OpenCV colormap (or the diverging map)."""
     ramp = np.linspace(0.0, 1.0, stops, dtype=np.float32)[None]
@@ -116,8 +120,7 @@ def colorbar(cmap: str, ticks: Sequence[str], note: str = "", label: str = "") -
     labels = "".join(f"<span>{html.escape(t)}</span>" for t in ticks)
     title = f"<div class='mc-note'>{html.escape(label)}</div>" if label else ""
     extra = f"<div class='mc-note mc-scale'>{html.escape(note)}</div>" if note else ""
-    return (f"{title}<div class='mc-bar' style='{gradient_css(cmap)}'></div><div class='mc-ticks'>{labels}</div>"
-            f"{extra}")
+    return f"{title}<div class='mc-bar' style='{gradient_css(cmap)}'></div><div class='mc-ticks'>{labels}</div>{extra}"
 
 
 def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, float]:
@@ -166,27 +169,46 @@ def _selection(selected: tuple[int, int] | None, grid: tuple[int, int]) -> str:
         return ""
     row, col = selected
     rows, cols = grid
-    return (f"<div class='mc-sel' style='left:{100 * col / cols:.3f}%;top:{100 * row / rows:.3f}%;"
-            f"width:{100 / cols:.3f}%;height:{100 / rows:.3f}%'></div>")
+    return (
+        f"<div class='mc-sel' style='left:{100 * col / cols:.3f}%;top:{100 * row / rows:.3f}%;"
+        f"width:{100 / cols:.3f}%;height:{100 / rows:.3f}%'></div>"
+    )
 
 
-def stage(layer_uri: str | None, grid: tuple[int, int], pixelated: bool, selected: tuple[int, int] | None,
-          photo: bool = True, inner: str = "", elem_id: str = "") -> str:
+def stage(
+    layer_uri: str | None,
+    grid: tuple[int, int],
+    pixelated: bool,
+    selected: tuple[int, int] | None,
+    photo: bool = True,
+    inner: str = "",
+    elem_id: str = "",
+) -> str:
     """One square map: the photo (if ``photo``), a scaled-up layer, an optional frame and inner markup."""
     rows, cols = grid
     layer = f"<img class='{'mc-px' if pixelated else ''}' src='{layer_uri}' alt=''>" if layer_uri else ""
     background = "" if photo else " style='background-image:none;background-color:#222'"
     ident = f" id='{elem_id}'" if elem_id else ""
-    return (f"<div class='mc-stage'{ident} data-rows='{rows}' data-cols='{cols}'{background}>{layer}{inner}"
-            f"{_selection(selected, grid)}</div>")
+    return (
+        f"<div class='mc-stage'{ident} data-rows='{rows}' data-cols='{cols}'{background}>{layer}{inner}"
+        f"{_selection(selected, grid)}</div>"
+    )
 
 
 def figure(title: str, body: str, footer: str = "") -> str:
     return f"<figure class='mc-map'><figcaption>{html.escape(title)}</figcaption>{body}{footer}</figure>"
 
 
-def value_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], opacity: float,
-                 threshold: float, selected: tuple[int, int] | None, note: str = "") -> str:
+def value_figure(
+    title: str,
+    values: np.ndarray,
+    cmap: str,
+    clip: tuple[float, float],
+    opacity: float,
+    threshold: float,
+    selected: tuple[int, int] | None,
+    note: str = "",
+) -> str:
     """A continuous map over the photo with its colour bar labelled by the real values at its ends."""
     low, high = value_range(values, clip)
     layer = png_uri(value_layer(values, cmap, clip, opacity, threshold, smooth=True))
@@ -197,15 +219,16 @@ def value_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, f
     return figure(title, stage(layer, values.shape, False, selected), colorbar(cmap, ticks, note))
 
 
-def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None,
-                note: str = "") -> str:
+def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None, note: str = "") -> str:
     """The NCut mask over the photo, with a legend that counts its patches (and an optional note)."""
     mask = np.asarray(mask, dtype=bool)
     layer = png_uri(mask_layer(mask, opacity))
     r, g, b = MASK_RGB
-    legend = (f"<div class='mc-note'><span class='mc-swatch' style='background:rgb({r},{g},{b})'></span>"
-              f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: the other side of "
-              "the cut</div>")
+    legend = (
+        f"<div class='mc-note'><span class='mc-swatch' style='background:rgb({r},{g},{b})'></span>"
+        f"foreground: {int(mask.sum())} of {mask.size} patches ({mask.mean():.0%}); clear: the other side of "
+        "the cut</div>"
+    )
     if note:
         legend += f"<div class='mc-note'>{html.escape(note)}</div>"
     return figure(title, stage(layer, mask.shape, True, selected), legend)
@@ -216,8 +239,16 @@ def text_colour(rgb: np.ndarray) -> str:
     return "#000" if light_background(rgb) else "#fff"
 
 
-def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, float], numbers: bool, fmt: str,
-               selected: tuple[int, int] | None, diverging_limit: float | None = None) -> str:
+def raw_figure(
+    title: str,
+    values: np.ndarray,
+    cmap: str,
+    clip: tuple[float, float],
+    numbers: bool,
+    fmt: str,
+    selected: tuple[int, int] | None,
+    diverging_limit: float | None = None,
+) -> str:
     """The bare patch grid: one flat block per patch (no photo), optionally with each value printed."""
     values = np.asarray(values, dtype=np.float64)
     rows, cols = values.shape
@@ -231,10 +262,15 @@ def raw_figure(title: str, values: np.ndarray, cmap: str, clip: tuple[float, flo
         bar = colorbar(cmap, (num(low), num((low + high) / 2), num(high)), scale_note(clip))
     inner = ""
     if numbers:
-        cells = "".join(f"<span style='color:{text_colour(rgb[r, c])}'>{cell_text(values[r, c], fmt)}</span>"
-                        for r in range(rows) for c in range(cols))
-        inner = (f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
-                 f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>")
+        cells = "".join(
+            f"<span style='color:{text_colour(rgb[r, c])}'>{cell_text(values[r, c], fmt)}</span>"
+            for r in range(rows)
+            for c in range(cols)
+        )
+        inner = (
+            f"<div class='mc-cells' style='grid-template-columns:repeat({cols},1fr);"
+            f"grid-template-rows:repeat({rows},1fr)'>{cells}</div>"
+        )
     layer = png_uri(np.dstack([rgb, np.full((rows, cols), 255, np.uint8)]))
     return figure(title, stage(layer, (rows, cols), True, selected, photo=False, inner=inner), bar)
 
@@ -246,6 +282,7 @@ def maps_block(photo_uri: str | None, figures: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------ the contribution chart
+
 
 @dataclass(frozen=True)
 class ContributionRow:
@@ -278,9 +315,11 @@ def contribution_html(rows: Sequence[ContributionRow], ratio: float) -> str:
     zero = 100 * negative / span
     gaps = [top.total - r.total for r in rows]
     gap_span = max(max(gaps), 1e-9)
-    legend = (f"<span class='mc-swatch' style='background:{CLS_COLOUR}'></span>[CLS] part = ρ·100·cos(g, class)"
-              f" &nbsp; <span class='mc-swatch' style='background:{FG_COLOUR}'></span>[FG] part = "
-              f"(1−ρ)·100·cos(f, class) &nbsp; at ρ = {ratio:.2f}; the thin line is 0")
+    legend = (
+        f"<span class='mc-swatch' style='background:{CLS_COLOUR}'></span>[CLS] part = ρ·100·cos(g, class)"
+        f" &nbsp; <span class='mc-swatch' style='background:{FG_COLOUR}'></span>[FG] part = "
+        f"(1−ρ)·100·cos(f, class) &nbsp; at ρ = {ratio:.2f}; the thin line is 0"
+    )
     body = []
     for row, gap in zip(rows, gaps):
         name = html.escape(row.name) + (f" <i>({html.escape(row.mark)})</i>" if row.mark else "")
@@ -292,30 +331,44 @@ def contribution_html(rows: Sequence[ContributionRow], ratio: float) -> str:
             else:
                 left -= width
                 start = left
-            segments.append(f"<div title='{title} {part:.3f}' style='position:absolute;top:0;bottom:0;"
-                            f"left:{start:.2f}%;width:{width:.2f}%;background:{colour}'></div>")
-        bars = (f"<div style='position:relative;height:14px'>{''.join(segments)}<div style='position:absolute;"
-                f"top:-2px;bottom:-2px;left:{zero:.2f}%;width:1px;background:#000'></div></div>")
+            segments.append(
+                f"<div title='{title} {part:.3f}' style='position:absolute;top:0;bottom:0;"
+                f"left:{start:.2f}%;width:{width:.2f}%;background:{colour}'></div>"
+            )
+        bars = (
+            f"<div style='position:relative;height:14px'>{''.join(segments)}<div style='position:absolute;"
+            f"top:-2px;bottom:-2px;left:{zero:.2f}%;width:1px;background:#000'></div></div>"
+        )
         if gap <= 0:
             gap_cell = "<b>top</b>"
         else:
             d_cls, d_fg = top.cls_part - row.cls_part, top.fg_part - row.fg_part
             width = 100 * gap / gap_span
-            gap_cell = (f"<div style='background:#999;height:8px;width:{width:.2f}%'></div><span>−{gap:.3f}</span> "
-                        f"<span class='mc-note'>([CLS] {-d_cls:+.3f}, [FG] {-d_fg:+.3f})</span>")
-        body.append(f"<tr><td>{name}</td><td style='text-align:right'>{row.cls_part:.3f}</td>"
-                    f"<td style='text-align:right'>{row.fg_part:.3f}</td><td style='text-align:right'>"
-                    f"<b>{row.total:.3f}</b></td><td style='width:28%'>{bars}</td><td style='width:28%'>{gap_cell}</td>"
-                    "</tr>")
+            gap_cell = (
+                f"<div style='background:#999;height:8px;width:{width:.2f}%'></div><span>−{gap:.3f}</span> "
+                f"<span class='mc-note'>([CLS] {-d_cls:+.3f}, [FG] {-d_fg:+.3f})</span>"
+            )
+        body.append(
+            f"<tr><td>{name}</td><td style='text-align:right'>{row.cls_part:.3f}</td>"
+            f"<td style='text-align:right'>{row.fg_part:.3f}</td><td style='text-align:right'>"
+            f"<b>{row.total:.3f}</b></td><td style='width:28%'>{bars}</td><td style='width:28%'>{gap_cell}</td>"
+            "</tr>"
+        )
     margin = ""
     if len(rows) > 1:
         runner = next((r for r in rows[1:] if r.mark == "runner-up"), rows[1])
         d_cls, d_fg = top.cls_part - runner.cls_part, top.fg_part - runner.fg_part
-        margin = (f"<p><b>Margin to the runner-up ({html.escape(runner.name)}): {top.total - runner.total:.3f} "
-                  f"logits</b> = [CLS] {d_cls:+.3f} + [FG] {d_fg:+.3f}."
-                  " Softmax turns logit gaps into probabilities, so a gap of 1 is already a 2.7× odds ratio.</p>")
-    head = ("<tr><th>class</th><th>[CLS] part</th><th>[FG] part</th><th>fused logit</th>"
-            "<th>composition (from 0)</th><th>gap to the top (zoomed)</th></tr>")
-    return (f"<div class='mc-contrib'><div><b>Why this class?</b> The fused logit of each class, split exactly. "
-            f"</div>{margin}<table style='width:100%;font-size:0.9em'>{head}{''.join(body)}</table>"
-            f"<div class='mc-note'>{legend}</div></div>")
+        margin = (
+            f"<p><b>Margin to the runner-up ({html.escape(runner.name)}): {top.total - runner.total:.3f} "
+            f"logits</b> = [CLS] {d_cls:+.3f} + [FG] {d_fg:+.3f}."
+            " Softmax turns logit gaps into probabilities, so a gap of 1 is already a 2.7× odds ratio.</p>"
+        )
+    head = (
+        "<tr><th>class</th><th>[CLS] part</th><th>[FG] part</th><th>fused logit</th>"
+        "<th>composition (from 0)</th><th>gap to the top (zoomed)</th></tr>"
+    )
+    return (
+        f"<div class='mc-contrib'><div><b>Why this class?</b> The fused logit of each class, split exactly. "
+        f"</div>{margin}<table style='width:100%;font-size:0.9em'>{head}{''.join(body)}</table>"
+        f"<div class='mc-note'>{legend}</div></div>"
+    )

@@ -27,8 +27,9 @@ def display_crop(image: Image.Image, size: int) -> np.ndarray:
     """
     width, height = image.size
     scale = size / min(width, height)
-    resized = image.convert("RGB").resize((max(size, round(width * scale)), max(size, round(height * scale))),
-                                          Image.BICUBIC)
+    resized = image.convert("RGB").resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC
+    )
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
@@ -72,8 +73,13 @@ def overlay_map(
     return blend(image, colorize(unit, cmap), alpha)
 
 
-def outline_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
-                 thickness: int = 2, halo: tuple[int, int, int] | None = (0, 0, 0)) -> np.ndarray:
+def outline_mask(
+    image: np.ndarray,
+    mask: np.ndarray,
+    colour: tuple[int, int, int] = (255, 255, 255),
+    thickness: int = 2,
+    halo: tuple[int, int, int] | None = (0, 0, 0),
+) -> np.ndarray:
     """A copy of ``image`` with the borders of a boolean pixel mask drawn (e.g. ground-truth parts).
 
     The mask may have any resolution covering the same picture; it is resized with nearest-neighbour.

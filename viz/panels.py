@@ -51,5 +51,3 @@ def raw_values(explanation: Explanation, raw_map: RawMap) -> np.ndarray:
     if raw_map == "class_cosine":
         return explanation.patch_class_cosine[..., explanation.prediction("fused")]
     raise ValueError(f"unknown raw map {raw_map!r}; choose one of {', '.join(RAW_MAPS.values())}")
-
-

@@ -22,11 +22,17 @@ def unit_scale(saliency: np.ndarray) -> np.ndarray:
     return clip_normalize(saliency, 0.0, 100.0)
 
 
-def peer_panel(picture: np.ndarray, saliency: np.ndarray, cmap: str = DEFAULT_COLORMAP, opacity: float = 0.6,
-               outline: np.ndarray | None = None) -> np.ndarray:
+def peer_panel(
+    picture: np.ndarray,
+    saliency: np.ndarray,
+    cmap: str = DEFAULT_COLORMAP,
+    opacity: float = 0.6,
+    outline: np.ndarray | None = None,
+) -> np.ndarray:
     """One map over the (S, S, 3) picture on the shared [0, 1] scale; ``outline``: a pixel mask to outline."""
-    panel = overlay_map(picture, unit_scale(saliency), opacity=opacity, cmap=cmap, clip=(0.0, 100.0),
-                        interpolation="nearest")
+    panel = overlay_map(
+        picture, unit_scale(saliency), opacity=opacity, cmap=cmap, clip=(0.0, 100.0), interpolation="nearest"
+    )
     return panel if outline is None else outline_mask(panel, outline)
 
 

@@ -38,8 +38,11 @@ def accuracy_figure(history: list[dict]) -> plt.Figure:
 def pseudo_label_figure(history: list[dict]) -> plt.Figure:
     """Pseudo-label accuracy per epoch (needs labels) and the mean pseudo-label confidence."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, label in (("train_pl_acc", "combined"), ("train_pl_acc_static", "crops · W_LLM"),
-                       ("train_pl_acc_dynamic", "fused · W*")):
+    for key, label in (
+        ("train_pl_acc", "combined"),
+        ("train_pl_acc_static", "crops · W_LLM"),
+        ("train_pl_acc_dynamic", "fused · W*"),
+    ):
         epochs, values = _series(history, key)
         if values:
             axis.plot(epochs, values, marker="o", label=label)

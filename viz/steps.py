@@ -30,34 +30,49 @@ PICTURE_SIZE = 256  # CSS pixels of the crop and of every patch map
 SPLIT_RGB = (228, 87, 46)  # the foreground frame and the affinity picture's split lines
 POSITIVE, NEGATIVE = "#4c78a8", "#d1495b"  # bar colours of signed values
 
-SHORT_NAMES = {"patches": "Patches", "tokens": "Tokens", "graph": "Graph + NCut", "query": "Query", "soap": "SOAP",
-               "fg": "[FG]", "fusion": "Fusion", "heads": "Two heads", "prediction": "Prediction"}
-TITLES = {"patches": "Cut the image into patches", "tokens": "Value-path patch tokens",
-          "graph": "Affinity graph and its normalised cut", "query": "The query: the mean foreground token",
-          "soap": "SOAP's attention weights and the null token", "fg": "[FG]: the pooled token, projected",
-          "fusion": "Fusion with [CLS]", "heads": "The two heads: which descriptions build which class vector",
-          "prediction": "The prediction"}
+SHORT_NAMES = {
+    "patches": "Patches",
+    "tokens": "Tokens",
+    "graph": "Graph + NCut",
+    "query": "Query",
+    "soap": "SOAP",
+    "fg": "[FG]",
+    "fusion": "Fusion",
+    "heads": "Two heads",
+    "prediction": "Prediction",
+}
+TITLES = {
+    "patches": "Cut the image into patches",
+    "tokens": "Value-path patch tokens",
+    "graph": "Affinity graph and its normalised cut",
+    "query": "The query: the mean foreground token",
+    "soap": "SOAP's attention weights and the null token",
+    "fg": "[FG]: the pooled token, projected",
+    "fusion": "Fusion with [CLS]",
+    "heads": "The two heads: which descriptions build which class vector",
+    "prediction": "The prediction",
+}
 # Why the method does each step: statements about the method, never about what happened to this image.
 WHY = {
     "patches": "A ViT reads an image as a sequence of square patches, one token each, so every later map has "
-               "exactly one value per patch.",
+    "exactly one value per patch.",
     "tokens": "microCLIP reads the last block with its attention replaced by the identity, so each token "
-              "describes its own patch instead of a mix of the whole image.",
+    "describes its own patch instead of a mix of the whole image.",
     "graph": "Patches whose tokens agree are linked; the normalised cut splits the graph where cutting costs "
-             "least relative to each side's links. microCLIP takes one side as the object, without any label; "
-             "whether it is the object is this image's question (below).",
+    "least relative to each side's links. microCLIP takes one side as the object, without any label; "
+    "whether it is the object is this image's question (below).",
     "query": "Averaging the foreground tokens gives one vector for what the cut found, and SOAP asks every "
-             "patch how well it matches it.",
+    "patch how well it matches it.",
     "soap": "One softmax over the patches plus a zero null token decides how much each patch contributes; the "
-            "null token takes weight when no patch matches the query.",
+    "null token takes weight when no patch matches the query.",
     "fg": "The weighted sum of the patches' values, through CLIP's own projection and normalised, is the "
-          "fine-grained token: it sees only where SOAP looked.",
+    "fine-grained token: it sees only where SOAP looked.",
     "fusion": "The global [CLS] token and the fine [FG] token vote together: each class's fused logit is exactly "
-              "ρ × its [CLS] logit plus (1 − ρ) × its [FG] logit.",
+    "ρ × its [CLS] logit plus (1 − ρ) × its [FG] logit.",
     "heads": "Each class is a text vector: W_LLM (frozen, built from descriptions) makes pseudo-labels while "
-             "adapting, and W* (learned, started as the plain mean of the same descriptions) scores the image.",
+    "adapting, and W* (learned, started as the plain mean of the same descriptions) scores the image.",
     "prediction": "The class with the largest fused logit wins; its margin over the runner-up, and the range of ρ "
-                  "over which it stays ahead, say how firm the decision is.",
+    "over which it stays ahead, say how firm the decision is.",
 }
 
 
@@ -101,14 +116,20 @@ def _framed(rgb: np.ndarray, outline: np.ndarray | None, cell: int = 8) -> np.nd
     picture = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
     if outline is not None:
         for r, c in zip(*np.nonzero(np.asarray(outline, dtype=bool))):
-            block = picture[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+            block = picture[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell]
             block[[0, -1], :] = SPLIT_RGB
             block[:, [0, -1]] = SPLIT_RGB
     return picture
 
 
-def heat_grid(values: np.ndarray, fmt: str = ".2f", diverging: bool = False, outline: np.ndarray | None = None,
-              label: str = "", size: int = 272) -> str:
+def heat_grid(
+    values: np.ndarray,
+    fmt: str = ".2f",
+    diverging: bool = False,
+    outline: np.ndarray | None = None,
+    label: str = "",
+    size: int = 272,
+) -> str:
     """An (h, w) map as a table of coloured cells with their values, its colour bar and how it is scaled.
 
     ``outline`` (h, w) bool frames the cells that are True (e.g. the NCut foreground). Larger grids
@@ -118,8 +139,7 @@ def heat_grid(values: np.ndarray, fmt: str = ".2f", diverging: bool = False, out
     rgb, lo, hi = colours(values, diverging)
     rows, cols = values.shape
     ticks = (num(lo), "0" if diverging else num((lo + hi) / 2), num(hi))
-    bar = colorbar(DIVERGING_COLORMAP if diverging else DEFAULT_COLORMAP, ticks, scale_note(diverging=diverging),
-                   label)
+    bar = colorbar(DIVERGING_COLORMAP if diverging else DEFAULT_COLORMAP, ticks, scale_note(diverging=diverging), label)
     if max(rows, cols) > MAX_NUMBERED:
         return f'<div class="wt-map">{img(_framed(rgb, outline), size, label or "map")}{bar}</div>'
     cell = max(14, size // max(rows, cols))
@@ -130,9 +150,11 @@ def heat_grid(values: np.ndarray, fmt: str = ".2f", diverging: bool = False, out
         for c in range(cols):
             text = escape(cell_text(values[r, c], fmt))
             framed = " wt-on" if outline is not None and bool(outline[r][c]) else ""
-            cells.append(f'<td class="wt-cell{framed}" title="patch ({r}, {c}): {text}" style="background:'
-                         f'{_hex(rgb[r, c])};color:{text_colour(rgb[r, c])};width:{cell}px;height:{cell}px;'
-                         f'font-size:{font}px">{text}</td>')
+            cells.append(
+                f'<td class="wt-cell{framed}" title="patch ({r}, {c}): {text}" style="background:'
+                f"{_hex(rgb[r, c])};color:{text_colour(rgb[r, c])};width:{cell}px;height:{cell}px;"
+                f'font-size:{font}px">{text}</td>'
+            )
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="wt-map"><table class="wt-grid">{"".join(body)}</table>{bar}</div>'
 
@@ -140,8 +162,10 @@ def heat_grid(values: np.ndarray, fmt: str = ".2f", diverging: bool = False, out
 def bar(value: float, scale: float, width: int = 120) -> str:
     """A horizontal bar of ``value / scale`` (values ≥ 0, e.g. probabilities)."""
     fraction = 0.0 if scale <= 0 else min(max(value / scale, 0.0), 1.0)
-    return (f'<span class="wt-hbar" style="width:{width}px"><span style="width:{fraction * 100:.1f}%;'
-            f'background:{POSITIVE}"></span></span>')
+    return (
+        f'<span class="wt-hbar" style="width:{width}px"><span style="width:{fraction * 100:.1f}%;'
+        f'background:{POSITIVE}"></span></span>'
+    )
 
 
 def signed_bar(value: float, scale: float, width: int = 120) -> str:
@@ -150,22 +174,26 @@ def signed_bar(value: float, scale: float, width: int = 120) -> str:
     fraction = 0.0 if scale <= 0 else min(abs(value) / scale, 1.0)
     fill = f'<span style="width:max(1px,{fraction * 100:.1f}%);background:{POSITIVE if value >= 0 else NEGATIVE}">'
     left, right = (fill + "</span>", "") if value < 0 else ("", fill + "</span>")
-    return (f'<span class="wt-sbar" style="width:{width}px" title="{value:+.4f}"><span class="wt-sbar-half">{left}'
-            f'</span><span class="wt-sbar-half">{right}</span></span>')
+    return (
+        f'<span class="wt-sbar" style="width:{width}px" title="{value:+.4f}"><span class="wt-sbar-half">{left}'
+        f'</span><span class="wt-sbar-half">{right}</span></span>'
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], classes: str = "") -> str:
     """A plain table; cells are escaped unless they are already HTML (wrapped in ``Markup``)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, Markup) else escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if isinstance(c, Markup) else escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f'<table class="wt-table {classes}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def kv(rows: Sequence[tuple[str, object]]) -> str:
     """A two-column table of named values (no header)."""
-    body = "".join(f"<tr><td>{escape(k)}</td><td>{v if isinstance(v, Markup) else escape(v)}</td></tr>"
-                   for k, v in rows)
+    body = "".join(
+        f"<tr><td>{escape(k)}</td><td>{v if isinstance(v, Markup) else escape(v)}</td></tr>" for k, v in rows
+    )
     return f'<table class="wt-table wt-kv"><tbody>{body}</tbody></table>'
 
 
@@ -200,19 +228,25 @@ def foreground_fact(n_foreground: int, n_patches: int, facts: MaskFacts | None) 
     text = f"{n_foreground} of {count(n_patches, 'patch')} in the foreground"
     if facts is None:
         return text + "."
-    return (f"{text}, {facts.n_foreground_on_object} of them on the {OBJECT} (which covers "
-            f"{count(facts.n_object, 'patch')}, at least a quarter of each).")
+    return (
+        f"{text}, {facts.n_foreground_on_object} of them on the {OBJECT} (which covers "
+        f"{count(facts.n_object, 'patch')}, at least a quarter of each)."
+    )
 
 
 def soap_fact(weights: np.ndarray, null_weight: float, facts: MaskFacts | None) -> str:
     """SOAP's top patch of this image and where its weight went."""
     top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
-    text = (f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight "
-            f"(null token {num(null_weight, scientific=True)})")
+    text = (
+        f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight "
+        f"(null token {num(null_weight, scientific=True)})"
+    )
     if facts is None:
         return text + "."
-    return (f"{text}; it is on {region_phrase(facts.soap_top_region)}. {facts.soap_on_object:.1%} of the "
-            f"patches' weight lies on the {OBJECT}'s pixels, {facts.soap_on_parts:.1%} on its parts.")
+    return (
+        f"{text}; it is on {region_phrase(facts.soap_top_region)}. {facts.soap_on_object:.1%} of the "
+        f"patches' weight lies on the {OBJECT}'s pixels, {facts.soap_on_parts:.1%} on its parts."
+    )
 
 
 def cls_fact(cosines: np.ndarray, facts: MaskFacts | None) -> str:
@@ -225,9 +259,10 @@ def cls_fact(cosines: np.ndarray, facts: MaskFacts | None) -> str:
 def _here_graph(walk: Walkthrough) -> str:
     g, n = walk.graph, walk.patches.n_patches
     within = g.n_edges - 2 * g.cut_edges
-    return (f"{g.n_edges:,} of {n * n:,} pairs are linked ({g.n_edges / (n * n):.0%}); the split cuts "
-            f"{g.cut_edges:,} links and keeps {within:,} within a side. "
-            + foreground_fact(g.n_foreground, n, walk.facts))
+    return (
+        f"{g.n_edges:,} of {n * n:,} pairs are linked ({g.n_edges / (n * n):.0%}); the split cuts "
+        f"{g.cut_edges:,} links and keeps {within:,} within a side. " + foreground_fact(g.n_foreground, n, walk.facts)
+    )
 
 
 def _here_query(walk: Walkthrough) -> str:
@@ -241,13 +276,15 @@ def _here_query(walk: Walkthrough) -> str:
 
 def _here_prediction(walk: Walkthrough) -> str:
     p = walk.prediction
-    picks = ", ".join(f"{name} → {p.branch_predictions[b]}" for b, name in (("fused", "fused"), ("cls", "[CLS]"),
-                                                                              ("fg", "[FG]")))
+    picks = ", ".join(
+        f"{name} → {p.branch_predictions[b]}" for b, name in (("fused", "fused"), ("cls", "[CLS]"), ("fg", "[FG]"))
+    )
     truth = walk.facts.true_class if walk.facts is not None else None
     if truth is None:
         return f"{picks}."
-    right = [name for b, name in (("fused", "fused"), ("cls", "[CLS]"), ("fg", "[FG]"))
-             if p.branch_predictions[b] == truth]
+    right = [
+        name for b, name in (("fused", "fused"), ("cls", "[CLS]"), ("fg", "[FG]")) if p.branch_predictions[b] == truth
+    ]
     verdict = f"right: {', '.join(right)}" if right else "no branch gets it right"
     return f"This {OBJECT} is a {truth}. {picks} ({verdict})."
 
@@ -258,9 +295,11 @@ def here(step_id: str, walk: Walkthrough) -> str:
     if step_id == "patches":
         text = f"{walk.patches.grid[0]}×{walk.patches.grid[1]} = {walk.patches.n_patches} patches."
         if facts is not None:
-            text += (f" The {OBJECT} covers {count(facts.n_object, 'patch')} (at least a quarter of each); its "
-                     f"parts ({', '.join(p.replace('_', ' ') for p in facts.parts_shown) or 'none'}) touch "
-                     f"{count(facts.n_part, 'patch')}.")
+            text += (
+                f" The {OBJECT} covers {count(facts.n_object, 'patch')} (at least a quarter of each); its "
+                f"parts ({', '.join(p.replace('_', ' ') for p in facts.parts_shown) or 'none'}) touch "
+                f"{count(facts.n_part, 'patch')}."
+            )
         return text
     if step_id == "tokens":
         return cls_fact(walk.tokens.cos_to_cls, facts)
@@ -272,12 +311,15 @@ def here(step_id: str, walk: Walkthrough) -> str:
         return soap_fact(walk.soap.weights, walk.soap.null_weight, facts)
     if step_id == "fg":
         top = walk.fg.top[0]
-        return (f"[FG] alone predicts {top.class_name} ({top.probability:.1%}); "
-                f"cos([FG], [CLS]) = {walk.fg.cos_fg_cls:+.2f}.")
+        return (
+            f"[FG] alone predicts {top.class_name} ({top.probability:.1%}); "
+            f"cos([FG], [CLS]) = {walk.fg.cos_fg_cls:+.2f}."
+        )
     if step_id == "fusion":
         p = walk.prediction
-        return (f"At ρ = {walk.ratio:.2f} {p.prediction} leads" + (f" {p.runner_up} by {num(p.margin, 3)} logits."
-                                                                     if p.runner_up else "."))
+        return f"At ρ = {walk.ratio:.2f} {p.prediction} leads" + (
+            f" {p.runner_up} by {num(p.margin, 3)} logits." if p.runner_up else "."
+        )
     if step_id == "heads":
         return f"The {len(walk.heads.classes)} classes with the largest fused logits, of {walk.heads.n_classes}."
     return _here_prediction(walk)
@@ -307,42 +349,68 @@ def _affinity_picture(affinity: np.ndarray, order: Sequence[int], split: int) ->
     picture = np.repeat(np.repeat(picture.astype(np.uint8), cell, 0), cell, 1)
     if 0 < split < n:
         at = split * cell
-        picture[max(at - 1, 0):at + 1, :] = SPLIT_RGB
-        picture[:, max(at - 1, 0):at + 1] = SPLIT_RGB
+        picture[max(at - 1, 0) : at + 1, :] = SPLIT_RGB
+        picture[:, max(at - 1, 0) : at + 1] = SPLIT_RGB
     return picture
 
 
 def _topk_table(rows) -> str:
     scale = max((r.probability for r in rows), default=1.0)
-    return table(["class", "logit", "probability", ""],
-                 [(r.class_name, f"{r.logit:.3f}", f"{r.probability:.1%}", Markup(bar(r.probability, scale)))
-                  for r in rows])
+    return table(
+        ["class", "logit", "probability", ""],
+        [(r.class_name, f"{r.logit:.3f}", f"{r.probability:.1%}", Markup(bar(r.probability, scale))) for r in rows],
+    )
 
 
 def _patches(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.patches
     mosaic = np.round(s.patch_mean_rgb * 255).astype(np.uint8)
     h, w = s.grid
-    return (fig(f"The model's {s.image_size}×{s.image_size} crop, cut into {h}×{w} patches",
-                img(_grid_picture(picture, s.grid), PICTURE_SIZE, "crop with patch grid", "JPEG", False))
-            + fig("Mean colour of each patch", img(mosaic, PICTURE_SIZE, "patch mosaic"),
-                  "What one token starts from: the pixels of its own patch (shown here as their average).")
-            + kv([("input size", f"{s.image_size} px (centre crop)"), ("patch size", f"{s.patch_pixels} px"),
-                  ("patch grid", f"{h} × {w}"), ("patch tokens", s.n_patches),
-                  ("plus", "one [CLS] token for the whole image")]))
+    return (
+        fig(
+            f"The model's {s.image_size}×{s.image_size} crop, cut into {h}×{w} patches",
+            img(_grid_picture(picture, s.grid), PICTURE_SIZE, "crop with patch grid", "JPEG", False),
+        )
+        + fig(
+            "Mean colour of each patch",
+            img(mosaic, PICTURE_SIZE, "patch mosaic"),
+            "What one token starts from: the pixels of its own patch (shown here as their average).",
+        )
+        + kv(
+            [
+                ("input size", f"{s.image_size} px (centre crop)"),
+                ("patch size", f"{s.patch_pixels} px"),
+                ("patch grid", f"{h} × {w}"),
+                ("patch tokens", s.n_patches),
+                ("plus", "one [CLS] token for the whole image"),
+            ]
+        )
+    )
 
 
 def _tokens(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.tokens
-    samples = table(["patch", "‖t‖", *[f"d{i}" for i in range(s.dims_shown)]],
-                    [(f"({p.patch[0]}, {p.patch[1]})", f"{p.norm:.2f}", *[f"{v:+.2f}" for v in p.values])
-                     for p in s.sample])
-    return (fig("Length ‖t‖ of each value-path token", heat_grid(s.norms, ".2f", label="‖t‖"),
-                f"From {s.norms.min():.2f} to {s.norms.max():.2f}.")
-            + fig("Cosine of each token to [CLS]", heat_grid(s.cos_to_cls, "+.2f", diverging=True, label="cos"),
-                  "How much of each patch the global token already summarises.")
-            + fig(f"A few tokens: the first {s.dims_shown} of {s.width} dimensions", samples,
-                  f"Each patch is a {s.width}-d vector; [CLS] has length {s.cls_norm:.2f}."))
+    samples = table(
+        ["patch", "‖t‖", *[f"d{i}" for i in range(s.dims_shown)]],
+        [(f"({p.patch[0]}, {p.patch[1]})", f"{p.norm:.2f}", *[f"{v:+.2f}" for v in p.values]) for p in s.sample],
+    )
+    return (
+        fig(
+            "Length ‖t‖ of each value-path token",
+            heat_grid(s.norms, ".2f", label="‖t‖"),
+            f"From {s.norms.min():.2f} to {s.norms.max():.2f}.",
+        )
+        + fig(
+            "Cosine of each token to [CLS]",
+            heat_grid(s.cos_to_cls, "+.2f", diverging=True, label="cos"),
+            "How much of each patch the global token already summarises.",
+        )
+        + fig(
+            f"A few tokens: the first {s.dims_shown} of {s.width} dimensions",
+            samples,
+            f"Each patch is a {s.width}-d vector; [CLS] has length {s.cls_norm:.2f}.",
+        )
+    )
 
 
 def _graph(walk: Walkthrough, picture: np.ndarray) -> str:
@@ -350,93 +418,163 @@ def _graph(walk: Walkthrough, picture: np.ndarray) -> str:
     n = s.affinity.shape[0]
     eig = ", ".join(num(float(v), 4) for v in s.eigenvalues)
     rule = ("e > std(e)" if s.threshold_rule == "std" else "e > mean(e)") + (
-        " — then flipped, as the reference's solver rule does" if s.flipped else "")
+        " — then flipped, as the reference's solver rule does" if s.flipped else ""
+    )
     what = "value-path tokens" if s.features == "values" else "normalised key features"
-    return (fig(f"Affinity A ({n}×{n}), foreground first",
-                img(_affinity_picture(s.affinity, s.order, s.n_foreground), PICTURE_SIZE, "affinity matrix"),
-                f"Dark: ⟨t_i, t_j⟩ > τ = {s.tau} (a link). The red lines split the {s.n_foreground} foreground "
-                f"patches from the other {n - s.n_foreground}; {2 * s.cut_edges:,} of the {s.n_edges:,} dark cells "
-                "lie across them (the two off-diagonal blocks).")
-            + fig("Fiedler vector e (second eigenvector of L)",
-                  heat_grid(s.fiedler, "+.2f", diverging=True, outline=s.mask, label="e"),
-                  f"Framed: the foreground, {rule} with threshold {s.threshold:.3f}.")
-            + kv([("graph built on", what), ("dot products", f"{s.dot_range[0]:.1f} … {s.dot_range[1]:.1f}"),
-                  ("links (A = 1)", f"{s.n_edges:,} of {n * n:,}"), ("smallest eigenvalues of L", eig),
-                  ("foreground patches", f"{s.n_foreground} of {n}"), ("links the split cuts", f"{s.cut_edges:,}"),
-                  ("NCut value", num(s.ncut_value, 4))]))
+    return (
+        fig(
+            f"Affinity A ({n}×{n}), foreground first",
+            img(_affinity_picture(s.affinity, s.order, s.n_foreground), PICTURE_SIZE, "affinity matrix"),
+            f"Dark: ⟨t_i, t_j⟩ > τ = {s.tau} (a link). The red lines split the {s.n_foreground} foreground "
+            f"patches from the other {n - s.n_foreground}; {2 * s.cut_edges:,} of the {s.n_edges:,} dark cells "
+            "lie across them (the two off-diagonal blocks).",
+        )
+        + fig(
+            "Fiedler vector e (second eigenvector of L)",
+            heat_grid(s.fiedler, "+.2f", diverging=True, outline=s.mask, label="e"),
+            f"Framed: the foreground, {rule} with threshold {s.threshold:.3f}.",
+        )
+        + kv(
+            [
+                ("graph built on", what),
+                ("dot products", f"{s.dot_range[0]:.1f} … {s.dot_range[1]:.1f}"),
+                ("links (A = 1)", f"{s.n_edges:,} of {n * n:,}"),
+                ("smallest eigenvalues of L", eig),
+                ("foreground patches", f"{s.n_foreground} of {n}"),
+                ("links the split cuts", f"{s.cut_edges:,}"),
+                ("NCut value", num(s.ncut_value, 4)),
+            ]
+        )
+    )
 
 
 def _query(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.query
-    how = {"ncut": f"mean of the {s.n_used} foreground tokens", "global": "the [CLS] token (ablation)",
-           "token_avg": "mean of all tokens (ablation)", "random": "one random token (ablation)"}[s.mode]
-    return (fig("Cosine of the query q to each patch token",
-                heat_grid(s.cos_to_patches, "+.2f", diverging=True, outline=walk.graph.mask, label="cos(q, t)"),
-                "Framed: the foreground patches (averaged into q when the query mode is ncut).")
-            + kv([("q is", how), ("‖q‖", f"{s.norm:.3f}"), ("cos(q, [CLS])", f"{s.cos_to_cls:+.3f}")]))
+    how = {
+        "ncut": f"mean of the {s.n_used} foreground tokens",
+        "global": "the [CLS] token (ablation)",
+        "token_avg": "mean of all tokens (ablation)",
+        "random": "one random token (ablation)",
+    }[s.mode]
+    return fig(
+        "Cosine of the query q to each patch token",
+        heat_grid(s.cos_to_patches, "+.2f", diverging=True, outline=walk.graph.mask, label="cos(q, t)"),
+        "Framed: the foreground patches (averaged into q when the query mode is ncut).",
+    ) + kv([("q is", how), ("‖q‖", f"{s.norm:.3f}"), ("cos(q, [CLS])", f"{s.cos_to_cls:+.3f}")])
 
 
 def _soap(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.soap
     h, w = s.weights.shape
     rgb, _, _ = colours(s.weights)
-    overlay = (f'<span class="wt-stack">{img(picture, PICTURE_SIZE, "crop", "JPEG", False)}'
-               f'{img(rgb, PICTURE_SIZE, "SOAP weights")}</span>')
+    overlay = (
+        f'<span class="wt-stack">{img(picture, PICTURE_SIZE, "crop", "JPEG", False)}'
+        f"{img(rgb, PICTURE_SIZE, 'SOAP weights')}</span>"
+    )
     top = ", ".join(f"({p.patch[0]}, {p.patch[1]}) {num(p.weight, 3)}" for p in s.top_patches)
-    rows = [("scale 1/√D", f"{s.scale:.4f}"), ("null token's logit", num(s.null_logit, 3)),
-            ("null weight α_null", num(s.null_weight, scientific=True)),
-            ("Σ patch weights + α_null",
-             f"{s.weights.sum():.6f} + {num(s.null_weight, scientific=True)} = {s.weight_sum:.6f}"),
-            (f"uniform weight 1/(N+1), N = {h * w}", num(s.uniform)),
-            ("effective patches e^H", f"{s.effective_patches:.1f} of {h * w + 1} (patches and null)"),
-            ("top patches", top)]
-    figures = fig("SOAP weight α of each patch", heat_grid(s.weights, ".3f", label="α"),
-                  "These weights are the pooling itself: [FG] is built from exactly these shares.")
+    rows = [
+        ("scale 1/√D", f"{s.scale:.4f}"),
+        ("null token's logit", num(s.null_logit, 3)),
+        ("null weight α_null", num(s.null_weight, scientific=True)),
+        (
+            "Σ patch weights + α_null",
+            f"{s.weights.sum():.6f} + {num(s.null_weight, scientific=True)} = {s.weight_sum:.6f}",
+        ),
+        (f"uniform weight 1/(N+1), N = {h * w}", num(s.uniform)),
+        ("effective patches e^H", f"{s.effective_patches:.1f} of {h * w + 1} (patches and null)"),
+        ("top patches", top),
+    ]
+    figures = fig(
+        "SOAP weight α of each patch",
+        heat_grid(s.weights, ".3f", label="α"),
+        "These weights are the pooling itself: [FG] is built from exactly these shares.",
+    )
     if s.logits is not None:
-        figures += fig("Attention logit (W_q q)·(W_k t)/√D", heat_grid(s.logits, ".1f", label="logit"),
-                       "The null token's key is zero, so its logit is always 0: a patch needs a logit above 0 to "
-                       "beat it.")
+        figures += fig(
+            "Attention logit (W_q q)·(W_k t)/√D",
+            heat_grid(s.logits, ".1f", label="logit"),
+            "The null token's key is zero, so its logit is always 0: a patch needs a logit above 0 to beat it.",
+        )
     else:
-        figures += fig("No attention", f"<div>pooling: {escape(s.pool)} (ablation) — the weights are fixed "
-                                       "shares, the null token takes none</div>")
-    note = ("A zero null token adds nothing to the pooled vector and only shrinks it, so after normalisation "
-            "[FG] is the same as a softmax over the patches alone; its weight says how little any patch matched."
-            if not s.learnable_null else "This model learned its null token, so it also shifts [FG].")
-    return (figures + fig("Weights over the picture", overlay, "Brighter: more weight (this map's own min–max).")
-            + kv(rows) + f'<div class="wt-note">{escape(note)}</div>')
+        figures += fig(
+            "No attention",
+            f"<div>pooling: {escape(s.pool)} (ablation) — the weights are fixed "
+            "shares, the null token takes none</div>",
+        )
+    note = (
+        "A zero null token adds nothing to the pooled vector and only shrinks it, so after normalisation "
+        "[FG] is the same as a softmax over the patches alone; its weight says how little any patch matched."
+        if not s.learnable_null
+        else "This model learned its null token, so it also shifts [FG]."
+    )
+    return (
+        figures
+        + fig("Weights over the picture", overlay, "Brighter: more weight (this map's own min–max).")
+        + kv(rows)
+        + f'<div class="wt-note">{escape(note)}</div>'
+    )
 
 
 def _fg(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.fg
-    dims = table(["dimension", "[FG] f", "[CLS] g"],
-                 [(f"d{i}", f"{a:+.3f}", f"{b:+.3f}") for i, (a, b) in enumerate(zip(s.fg_sample, s.cls_sample))])
-    return (kv([("h = Σ α_j W_v s_j", f"‖h‖ = {s.pooled_norm:.3f} ({s.width}-d)"),
+    dims = table(
+        ["dimension", "[FG] f", "[CLS] g"],
+        [(f"d{i}", f"{a:+.3f}", f"{b:+.3f}") for i, (a, b) in enumerate(zip(s.fg_sample, s.cls_sample))],
+    )
+    return (
+        kv(
+            [
+                ("h = Σ α_j W_v s_j", f"‖h‖ = {s.pooled_norm:.3f} ({s.width}-d)"),
                 ("f = normalize(h · P)", f"{s.embed_dim}-d, length 1 (P: CLIP's own projection)"),
-                ("cos(f, g)", f"{s.cos_fg_cls:+.3f}")])
-            + fig("First dimensions of the two tokens", dims,
-                  "[CLS] and [FG] go through the same frozen projection P, so they live in the same space.")
-            + fig("What [FG] alone would predict", _topk_table(s.top)))
+                ("cos(f, g)", f"{s.cos_fg_cls:+.3f}"),
+            ]
+        )
+        + fig(
+            "First dimensions of the two tokens",
+            dims,
+            "[CLS] and [FG] go through the same frozen projection P, so they live in the same space.",
+        )
+        + fig("What [FG] alone would predict", _topk_table(s.top))
+    )
 
 
 def _fusion(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.fusion
     rho = s.ratio
     best = max(r.fused for r in s.rows)
-    rows = [(r.class_name, f"{r.cls_logit:.3f}", f"{r.fg_logit:.3f}", f"{r.cls_part:.3f}", f"{r.fg_part:.3f}",
-             Markup(f"<b>{r.fused:.3f}</b>"), "winner" if r.fused == best else f"{r.fused - best:+.3f}")
-            for r in s.rows]
-    return (fig(f"fused = ρ · [CLS] logit + (1 − ρ) · [FG] logit, with ρ = {rho:.2f}",
-                table(["class", "[CLS] logit", "[FG] logit", f"{rho:.2f} × [CLS]", f"{1 - rho:.2f} × [FG]", "fused",
-                       "vs winner"], rows),
-                "Logits are 100 × cosine to the class vector Ŵ*. Each row adds up exactly.")
-            + kv([("cos([FG], [CLS])", f"{s.cos_fg_cls:+.3f}"),
-                  ("‖ρ g + (1 − ρ) f‖", f"{s.fused_feature_norm:.3f} (not renormalised, as the reference)")]))
+    rows = [
+        (
+            r.class_name,
+            f"{r.cls_logit:.3f}",
+            f"{r.fg_logit:.3f}",
+            f"{r.cls_part:.3f}",
+            f"{r.fg_part:.3f}",
+            Markup(f"<b>{r.fused:.3f}</b>"),
+            "winner" if r.fused == best else f"{r.fused - best:+.3f}",
+        )
+        for r in s.rows
+    ]
+    return fig(
+        f"fused = ρ · [CLS] logit + (1 − ρ) · [FG] logit, with ρ = {rho:.2f}",
+        table(
+            ["class", "[CLS] logit", "[FG] logit", f"{rho:.2f} × [CLS]", f"{1 - rho:.2f} × [FG]", "fused", "vs winner"],
+            rows,
+        ),
+        "Logits are 100 × cosine to the class vector Ŵ*. Each row adds up exactly.",
+    ) + kv(
+        [
+            ("cos([FG], [CLS])", f"{s.cos_fg_cls:+.3f}"),
+            ("‖ρ g + (1 − ρ) f‖", f"{s.fused_feature_norm:.3f} (not renormalised, as the reference)"),
+        ]
+    )
 
 
 def _head_card(row) -> str:
-    facts = [("W* logit (scores the image)", f"{row.w_star_logit:.3f}"),
-             ("W_LLM logit (pseudo-labels only)", f"{row.w_llm_logit:.3f}"),
-             ("cos(Ŵ*, W_LLM)", f"{row.cos_w_star_w_llm:+.3f}")]
+    facts = [
+        ("W* logit (scores the image)", f"{row.w_star_logit:.3f}"),
+        ("W_LLM logit (pseudo-labels only)", f"{row.w_llm_logit:.3f}"),
+        ("cos(Ŵ*, W_LLM)", f"{row.cos_w_star_w_llm:+.3f}"),
+    ]
     if row.w_star_vs_initial_cos is not None:
         facts.append(("cos(W*, its start: mean of descriptions)", f"{row.w_star_vs_initial_cos:+.3f}"))
     if row.weight_sum is not None:
@@ -445,9 +583,20 @@ def _head_card(row) -> str:
     described = row.descriptions
     if described and described[0].weight is not None:
         scale = max(abs(d.weight) for d in described)
-        body += table(["description", "weight w_j in W_LLM", "", "cos to [FG]", "cos to [CLS]"],
-                      [(d.text, f"{d.weight:+.3f}", Markup(signed_bar(d.weight, scale, width=80)),
-                        f"{d.cos_fg:+.3f}", f"{d.cos_cls:+.3f}") for d in described], "wt-text")
+        body += table(
+            ["description", "weight w_j in W_LLM", "", "cos to [FG]", "cos to [CLS]"],
+            [
+                (
+                    d.text,
+                    f"{d.weight:+.3f}",
+                    Markup(signed_bar(d.weight, scale, width=80)),
+                    f"{d.cos_fg:+.3f}",
+                    f"{d.cos_cls:+.3f}",
+                )
+                for d in described
+            ],
+            "wt-text",
+        )
         if row.n_descriptions > len(described):
             body += f'<div class="wt-note">… and {row.n_descriptions - len(described)} more.</div>'
     elif described:
@@ -464,7 +613,8 @@ def _heads(walk: Walkthrough, picture: np.ndarray) -> str:
         "e_j) over the class's description embeddings e_j, each weighted by w_j = cos(e_j, t_c), its cosine to the "
         "class name's template embedding t_c: a signed weight, not a share (a negative w_j pushes W_LLM away from "
         "that sentence; bars right of the line are positive, left negative). W* started as the plain mean of the "
-        "e_j and moved during adaptation.</div>")
+        "e_j and moved during adaptation.</div>"
+    )
 
 
 def _prediction(walk: Walkthrough, picture: np.ndarray) -> str:
@@ -473,16 +623,30 @@ def _prediction(walk: Walkthrough, picture: np.ndarray) -> str:
     tables = "".join(fig(titles[b], _topk_table(s.top[b])) for b in ("fused", "cls", "fg"))
     agree = len(set(s.branch_predictions.values())) == 1
     stable = s.stable_ratio
-    facts = [("prediction", Markup(f"<b>{escape(s.prediction)}</b>")), ("runner-up", s.runner_up or "–"),
-             ("margin (fused logits)", num(s.margin, 3)),
-             ("branches agree", "yes" if agree else "no: " + ", ".join(f"{k} → {v}"
-                                                                       for k, v in s.branch_predictions.items())),
-             ("holds for ρ in", f"[{stable[0]:.2f}, {stable[1]:.2f}]" if stable else "–")]
+    facts = [
+        ("prediction", Markup(f"<b>{escape(s.prediction)}</b>")),
+        ("runner-up", s.runner_up or "–"),
+        ("margin (fused logits)", num(s.margin, 3)),
+        (
+            "branches agree",
+            "yes" if agree else "no: " + ", ".join(f"{k} → {v}" for k, v in s.branch_predictions.items()),
+        ),
+        ("holds for ρ in", f"[{stable[0]:.2f}, {stable[1]:.2f}]" if stable else "–"),
+    ]
     return kv(facts) + tables
 
 
-RENDERERS = {"patches": _patches, "tokens": _tokens, "graph": _graph, "query": _query, "soap": _soap, "fg": _fg,
-             "fusion": _fusion, "heads": _heads, "prediction": _prediction}
+RENDERERS = {
+    "patches": _patches,
+    "tokens": _tokens,
+    "graph": _graph,
+    "query": _query,
+    "soap": _soap,
+    "fg": _fg,
+    "fusion": _fusion,
+    "heads": _heads,
+    "prediction": _prediction,
+}
 
 
 def key_number(step_id: str, walk: Walkthrough) -> str:
@@ -496,8 +660,9 @@ def key_number(step_id: str, walk: Walkthrough) -> str:
         "fg": lambda: f"cos to [CLS] {walk.fg.cos_fg_cls:+.2f}",
         "fusion": lambda: f"ρ = {walk.ratio:.2f}",
         "heads": lambda: f"{walk.heads.n_classes} classes",
-        "prediction": lambda: f"{walk.prediction.top['fused'][0].class_name} "
-                              f"{walk.prediction.top['fused'][0].probability:.0%}",
+        "prediction": lambda: (
+            f"{walk.prediction.top['fused'][0].class_name} {walk.prediction.top['fused'][0].probability:.0%}"
+        ),
     }
     return numbers[step_id]()
 
@@ -507,15 +672,19 @@ def key_number(step_id: str, walk: Walkthrough) -> str:
 
 def _section(index: int, step_id: str, walk: Walkthrough, picture: np.ndarray, banner: str) -> str:
     last = len(STEP_IDS) - 1
-    pager = ('<div class="wt-pager">'
-             + ('<button type="button" data-goto="prev">← Back</button>' if index else "<span></span>")
-             + ('<button type="button" data-goto="next">Next →</button>' if index < last else "<span></span>")
-             + "</div>")
+    pager = (
+        '<div class="wt-pager">'
+        + ('<button type="button" data-goto="prev">← Back</button>' if index else "<span></span>")
+        + ('<button type="button" data-goto="next">Next →</button>' if index < last else "<span></span>")
+        + "</div>"
+    )
     flag = banner if step_id == "prediction" else ""
-    return (f'<section class="wt-step" data-step="{step_id}"{" hidden" if index else ""}>'
-            f'<h3>{index + 1} · {escape(TITLES[step_id])}</h3><p class="wt-why">Why: {escape(WHY[step_id])}</p>'
-            f'{flag}<p class="wt-here">On this image: {escape(here(step_id, walk))}</p>'
-            f'<div class="wt-body">{RENDERERS[step_id](walk, picture)}</div>{pager}</section>')
+    return (
+        f'<section class="wt-step" data-step="{step_id}"{" hidden" if index else ""}>'
+        f'<h3>{index + 1} · {escape(TITLES[step_id])}</h3><p class="wt-why">Why: {escape(WHY[step_id])}</p>'
+        f'{flag}<p class="wt-here">On this image: {escape(here(step_id, walk))}</p>'
+        f'<div class="wt-body">{RENDERERS[step_id](walk, picture)}</div>{pager}</section>'
+    )
 
 
 def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", flag: str = "") -> str:
@@ -526,16 +695,20 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     final = walk.prediction
     top = final.top["fused"][0]
     banner = "".join(f'<div class="wt-banner">{markdown_line(line)}</div>' for line in flag.split("\n\n") if line)
-    head = (f'<div class="wt-head">Prediction: <b>{escape(final.prediction)}</b> ({top.probability:.1%})'
-            + (f" · runner-up {escape(final.runner_up)}, margin {num(final.margin, 3)}" if final.runner_up else "")
-            + "</div>")
+    head = (
+        f'<div class="wt-head">Prediction: <b>{escape(final.prediction)}</b> ({top.probability:.1%})'
+        + (f" · runner-up {escape(final.runner_up)}, margin {num(final.margin, 3)}" if final.runner_up else "")
+        + "</div>"
+    )
     if note:
         head += f'<div class="wt-note">{escape(note)}</div>'
     nav = ['<div class="wt-nav">']
     for index, step_id in enumerate(STEP_IDS):
         active = ' class="wt-active"' if index == 0 else ""
-        nav.append(f'<button type="button" data-goto="{index}"{active}><span>{index + 1} · '
-                   f'{escape(SHORT_NAMES[step_id])}</span><small>{escape(key_number(step_id, walk))}</small></button>')
+        nav.append(
+            f'<button type="button" data-goto="{index}"{active}><span>{index + 1} · '
+            f"{escape(SHORT_NAMES[step_id])}</span><small>{escape(key_number(step_id, walk))}</small></button>"
+        )
     nav.append('<button type="button" data-goto="all"><span>All steps</span><small>one long page</small></button>')
     nav.append("</div>")
     sections = "".join(_section(i, step_id, walk, picture, banner) for i, step_id in enumerate(STEP_IDS))
@@ -552,14 +725,27 @@ def erase_html(part: str, original: np.ndarray, erased: np.ndarray, changes, tru
     rows = []
     for c in changes:
         moved = "same" if c.before == c.after else "changed"
-        drop = (f"{c.true_before:.1%} → {c.true_after:.1%} ({100 * (c.true_after - c.true_before):+.1f} points)"
-                if c.true_before is not None else "–")
-        rows.append((titles[c.branch], f"{c.before} ({c.before_probability:.1%})",
-                     f"{c.after} ({c.after_probability:.1%})", moved, drop))
+        drop = (
+            f"{c.true_before:.1%} → {c.true_after:.1%} ({100 * (c.true_after - c.true_before):+.1f} points)"
+            if c.true_before is not None
+            else "–"
+        )
+        rows.append(
+            (
+                titles[c.branch],
+                f"{c.before} ({c.before_probability:.1%})",
+                f"{c.after} ({c.after_probability:.1%})",
+                moved,
+                drop,
+            )
+        )
     header = ["branch", "original", f"without the {name}", "prediction", f"p({true_class or 'true class'})"]
-    pictures = (fig("Original", img(original, 160, "original", "PNG"))
-                + fig(f"Without the {name}", img(erased, 160, f"without the {name}", "PNG")))
-    return (f'<div class="wt"><div class="wt-body">{pictures}'
-            f'{fig("Each branch, before and after", table(header, rows))}</div>'
-            '<div class="wt-note">The toy world drew the same bird again (same seed, pose, colours and background) '
-            f"with its {escape(name)} left unpainted.</div></div>")
+    pictures = fig("Original", img(original, 160, "original", "PNG")) + fig(
+        f"Without the {name}", img(erased, 160, f"without the {name}", "PNG")
+    )
+    return (
+        f'<div class="wt"><div class="wt-body">{pictures}'
+        f"{fig('Each branch, before and after', table(header, rows))}</div>"
+        '<div class="wt-note">The toy world drew the same bird again (same seed, pose, colours and background) '
+        f"with its {escape(name)} left unpainted.</div></div>"
+    )

@@ -47,11 +47,23 @@ def sunset_bird(size: int = 320, seed: int = 1) -> np.ndarray:
     body = (int(size * 0.42), int(size * 0.62))
     cv2.ellipse(image, body, (size // 9, size // 14), -15, 0, 360, (30, 20, 20), -1)
     cv2.circle(image, (body[0] + size // 10, body[1] - size // 12), size // 22, (30, 20, 20), -1)
-    beak = np.array([[body[0] + size // 7, body[1] - size // 11], [body[0] + size // 5, body[1] - size // 12],
-                     [body[0] + size // 7, body[1] - size // 16]], np.int32)
+    beak = np.array(
+        [
+            [body[0] + size // 7, body[1] - size // 11],
+            [body[0] + size // 5, body[1] - size // 12],
+            [body[0] + size // 7, body[1] - size // 16],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(image, [beak], (30, 20, 20))
-    tail = np.array([[body[0] - size // 10, body[1]], [body[0] - size // 4, body[1] + size // 14],
-                     [body[0] - size // 4, body[1] + size // 30]], np.int32)
+    tail = np.array(
+        [
+            [body[0] - size // 10, body[1]],
+            [body[0] - size // 4, body[1] + size // 14],
+            [body[0] - size // 4, body[1] + size // 30],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(image, [tail], (30, 20, 20))
     return _finish(image, rng)
 
@@ -65,8 +77,16 @@ def flower(size: int = 320, seed: int = 2) -> np.ndarray:
     for k in range(5):
         angle = 72 * k + 10
         dx, dy = np.cos(np.radians(angle)) * size * 0.16, np.sin(np.radians(angle)) * size * 0.16
-        cv2.ellipse(image, (int(centre[0] + dx), int(centre[1] + dy)), (size // 7, size // 16), angle, 0, 360,
-                    (235, 90, 150), -1)
+        cv2.ellipse(
+            image,
+            (int(centre[0] + dx), int(centre[1] + dy)),
+            (size // 7, size // 16),
+            angle,
+            0,
+            360,
+            (235, 90, 150),
+            -1,
+        )
     cv2.circle(image, centre, size // 14, (250, 200, 40), -1)
     return _finish(image, rng)
 

@@ -64,9 +64,15 @@ def render_split_sample(split: str, label: int, index: int, seed: int, size: int
 
 
 def _split_meta(split: str, n_per_class: int, seed: int) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "split": split, "seed": int(seed),
-            "n_per_class": int(n_per_class), "image_size": IMAGE_SIZE, "classes": CLASS_NAMES,
-            "count": int(n_per_class) * len(CLASS_NAMES)}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "split": split,
+        "seed": int(seed),
+        "n_per_class": int(n_per_class),
+        "image_size": IMAGE_SIZE,
+        "classes": CLASS_NAMES,
+        "count": int(n_per_class) * len(CLASS_NAMES),
+    }
 
 
 def _read_json(path: Path) -> dict | None:
@@ -113,8 +119,13 @@ def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, s
                 birds.append(sample.bird_mask)
         meta = _split_meta(split, n_per_class, seed)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _atomic_savez(base / f"masks_{split}.npz", paths=np.array(paths), labels=np.array(labels, np.int64),
-                      part_labels=np.stack(part_labels), bird_mask=np.stack(birds))
+        _atomic_savez(
+            base / f"masks_{split}.npz",
+            paths=np.array(paths),
+            labels=np.array(labels, np.int64),
+            part_labels=np.stack(part_labels),
+            bird_mask=np.stack(birds),
+        )
         if target.exists():
             shutil.rmtree(target)  # stale: generated with other settings
         os.rename(tmp, target)
@@ -133,8 +144,13 @@ def load_split_masks(root: str | Path, split: str) -> SplitMasks:
         raise FileNotFoundError(f"{path} not found; call ensure_split({str(root)!r}, {split!r}) first")
     with np.load(path) as z:
         part_labels = z["part_labels"]
-        masks = SplitMasks(paths=[str(p) for p in z["paths"]], labels=z["labels"], part_mask=part_labels > 0,
-                           bird_mask=z["bird_mask"], part_labels=part_labels)
+        masks = SplitMasks(
+            paths=[str(p) for p in z["paths"]],
+            labels=z["labels"],
+            part_mask=part_labels > 0,
+            bird_mask=z["bird_mask"],
+            part_labels=part_labels,
+        )
     meta = _read_json(Path(root) / "toybirds" / split / "meta.json") or {}
     if meta.get("generator_version") == GENERATOR_VERSION and isinstance(meta.get("seed"), int):
         masks = dataclasses.replace(masks, seed=meta["seed"])
@@ -176,8 +192,7 @@ def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 
     for i in range(n_images):
         images[i] = render_bird(int(species[i]), image_rng(seed, "pretrain", i), IMAGE_SIZE).image
     labels = np.array([CLASS_NAMES.index(SPECIES[s].name) for s in species], np.int64)
-    _atomic_savez(path, images=images, species=species, labels=labels,
-                  generator_version=np.array(GENERATOR_VERSION))
+    _atomic_savez(path, images=images, species=species, labels=labels, generator_version=np.array(GENERATOR_VERSION))
     return path
 
 
@@ -190,4 +205,3 @@ def load_pretrain_corpus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and species indices (N,) (into SPECIES) of a cached corpus."""
     with np.load(path) as z:
         return z["images"], z["species"]
-

@@ -26,8 +26,9 @@ PHRASE_FORMS: tuple[str, ...] = ("{}", "a bird with {}.", "a photo of a bird wit
 """How a grounded phrase is worded when embedded (drawn per step), so no single wording is learned."""
 
 
-def grouped_patch_embeddings(patch_embeds: torch.Tensor, phrase_embeds: torch.Tensor,
-                             pool_temperature: float) -> torch.Tensor:
+def grouped_patch_embeddings(
+    patch_embeds: torch.Tensor, phrase_embeds: torch.Tensor, pool_temperature: float
+) -> torch.Tensor:
     """Language-grouped patch embeddings of every image for every phrase.
 
     Args:
@@ -41,9 +42,14 @@ def grouped_patch_embeddings(patch_embeds: torch.Tensor, phrase_embeds: torch.Te
     return F.normalize(torch.einsum("bnq,bne->bqe", weights, patch_embeds), dim=-1)
 
 
-def phrase_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor, phrase_index: torch.Tensor,
-                          phrase_embeds: torch.Tensor, pool_temperature: float = 0.1,
-                          temperature: float = 0.05) -> torch.Tensor:
+def phrase_grounding_loss(
+    patch_embeds: torch.Tensor,
+    image_index: torch.Tensor,
+    phrase_index: torch.Tensor,
+    phrase_embeds: torch.Tensor,
+    pool_temperature: float = 0.1,
+    temperature: float = 0.05,
+) -> torch.Tensor:
     """Which phrase (within the image) and which image (within the batch), for every named phrase.
 
     Args:
@@ -72,9 +78,14 @@ def phrase_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor,
     return 0.5 * (which_phrase + which_image)
 
 
-def region_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor, phrase_index: torch.Tensor,
-                          phrase_kind: torch.Tensor, phrase_embeds: torch.Tensor,
-                          temperature: float = 0.05) -> torch.Tensor:
+def region_grounding_loss(
+    patch_embeds: torch.Tensor,
+    image_index: torch.Tensor,
+    phrase_index: torch.Tensor,
+    phrase_kind: torch.Tensor,
+    phrase_embeds: torch.Tensor,
+    temperature: float = 0.05,
+) -> torch.Tensor:
     """Whole-region phrases ("a teal bird", "city buildings") read from the *mean* patch similarity.
 
     A multiple-instance objective: an image's score for a region phrase is the mean over all its patches,
@@ -97,8 +108,15 @@ def region_grounding_loss(patch_embeds: torch.Tensor, image_index: torch.Tensor,
     named[image_index, phrase_index] = True
     kind_of_pair = phrase_kind[phrase_index]  # (R,)
     # Images naming another phrase of the same kind: (R, B)
-    other_same_kind = (named[:, None, :] & (phrase_kind[None, None, :] == kind_of_pair[None, :, None])
-                       & (torch.arange(len(phrase_kind))[None, None, :] != phrase_index[None, :, None])).any(-1).T
+    other_same_kind = (
+        (
+            named[:, None, :]
+            & (phrase_kind[None, None, :] == kind_of_pair[None, :, None])
+            & (torch.arange(len(phrase_kind))[None, None, :] != phrase_index[None, :, None])
+        )
+        .any(-1)
+        .T
+    )
     image_logits = scores[:, phrase_index].T.masked_fill(~other_same_kind, float("-inf"))  # (R, B)
     image_logits[torch.arange(len(image_index)), image_index] = scores[image_index, phrase_index]
     same_kind = phrase_kind[None, :] == kind_of_pair[:, None]  # (R, Q)

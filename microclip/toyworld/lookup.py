@@ -47,8 +47,7 @@ def example_species() -> list[int]:
 
 def example_samples() -> list[Sample]:
     """The bundled examples' samples, at the renderer's size (the PNGs are these, ×EXAMPLE_UPSCALE)."""
-    return [render_split_sample("test", CLASS_NAMES.index(SPECIES[i].name), 0, EXAMPLE_SEED)
-            for i in example_species()]
+    return [render_split_sample("test", CLASS_NAMES.index(SPECIES[i].name), 0, EXAMPLE_SEED) for i in example_species()]
 
 
 def example_filename(species_index: int) -> str:
@@ -147,9 +146,14 @@ class ToyWorldIndex:
 
 def _split_sample(masks: SplitMasks, row: int, image: np.ndarray) -> Sample:
     label = int(masks.labels[row])
-    return Sample(image=image, part_mask=masks.part_mask[row], bird_mask=masks.bird_mask[row],
-                  species=SPECIES.index(SPECIES_BY_NAME[CLASS_NAMES[label]]), part_labels=masks.part_labels[row],
-                  rng_state=_split_rng_state(masks, row))
+    return Sample(
+        image=image,
+        part_mask=masks.part_mask[row],
+        bird_mask=masks.bird_mask[row],
+        species=SPECIES.index(SPECIES_BY_NAME[CLASS_NAMES[label]]),
+        part_labels=masks.part_labels[row],
+        rng_state=_split_rng_state(masks, row),
+    )
 
 
 def _split_rng_state(masks: SplitMasks, row: int) -> dict | None:

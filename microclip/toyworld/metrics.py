@@ -26,8 +26,11 @@ class ToyMetrics:
     linear_probe: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"zero_shot_names": self.zero_shot_names,
-                "zero_shot_descriptions": self.zero_shot_descriptions, "linear_probe": self.linear_probe}
+        return {
+            "zero_shot_names": self.zero_shot_names,
+            "zero_shot_descriptions": self.zero_shot_descriptions,
+            "linear_probe": self.linear_probe,
+        }
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -42,49 +45,49 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def encode_images(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """[CLS] embeddings after the visual projection, not normalised: (N, D)."""
     model.eval()
-    feats = [model.encode_image(images_to_tensor(images[i:i + batch_size]))
-             for i in range(0, len(images), batch_size)]
+    feats = [
+        model.encode_image(images_to_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(feats).float()
 
 
 @torch.no_grad()
-def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str],
-                 batch_size: int = 256) -> torch.Tensor:
+def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """Unit-norm text embeddings (N, D)."""
     model.eval()
-    feats = [model.encode_text(tokenizer(list(texts[i:i + batch_size])))
-             for i in range(0, len(texts), batch_size)]
+    feats = [model.encode_text(tokenizer(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)]
     return F.normalize(torch.cat(feats).float(), dim=-1)
 
 
-def class_weights_from_names(model: torch.nn.Module, tokenizer, class_names: Sequence[str],
-                             templates: Sequence[str]) -> torch.Tensor:
+def class_weights_from_names(
+    model: torch.nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """Template ensemble per class: normalize(mean over templates of normalized embeddings): (C, D)."""
     texts = [t.format(c) for c in class_names for t in templates]
     emb = encode_texts(model, tokenizer, texts).view(len(class_names), len(templates), -1)
     return F.normalize(emb.mean(dim=1), dim=-1)
 
 
-def class_weights_from_descriptions(model: torch.nn.Module, tokenizer, class_names: Sequence[str],
-                                    descriptions: dict[str, list[str]]) -> torch.Tensor:
+def class_weights_from_descriptions(
+    model: torch.nn.Module, tokenizer, class_names: Sequence[str], descriptions: dict[str, list[str]]
+) -> torch.Tensor:
     """microCLIP's initial W*: normalize(mean of normalized description embeddings) per class: (C, D)."""
     missing = [c for c in class_names if not descriptions.get(c)]
     if missing:
-        raise KeyError(f"descriptions have no entry for {len(missing)} of {len(class_names)} classes, "
-                       f"e.g. {missing[0]!r}")
+        raise KeyError(
+            f"descriptions have no entry for {len(missing)} of {len(class_names)} classes, e.g. {missing[0]!r}"
+        )
     rows = [encode_texts(model, tokenizer, descriptions[c]).mean(dim=0) for c in class_names]
     return F.normalize(torch.stack(rows), dim=-1)
 
 
-def zero_shot_accuracy(image_features: torch.Tensor, class_weights: torch.Tensor,
-                       labels: np.ndarray) -> float:
+def zero_shot_accuracy(image_features: torch.Tensor, class_weights: torch.Tensor, labels: np.ndarray) -> float:
     """Top-1 accuracy of argmax cosine similarity between images (N, D) and classes (C, D)."""
     logits = F.normalize(image_features, dim=-1) @ class_weights.T  # (N, C)
     return float((logits.argmax(dim=1).numpy() == np.asarray(labels)).mean())
 
 
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float,
-                  max_iter: int) -> torch.nn.Linear:
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> torch.nn.Linear:
     torch.manual_seed(0)  # LBFGS from a fixed start so the probe is reproducible
     head = torch.nn.Linear(x.shape[1], n_classes)
     torch.nn.init.zeros_(head.weight)
@@ -101,9 +104,14 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float,
     return head
 
 
-def linear_probe_accuracy(train_features: torch.Tensor, train_labels: np.ndarray,
-                          test_features: torch.Tensor, test_labels: np.ndarray,
-                          l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2), max_iter: int = 300) -> float:
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: np.ndarray,
+    test_features: torch.Tensor,
+    test_labels: np.ndarray,
+    l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    max_iter: int = 300,
+) -> float:
     """Multinomial logistic regression on frozen features; L2 picked on a 20% hold-out of train.
 
     Features are standardised with train statistics. The probe runs on the [CLS] embedding after the
@@ -129,9 +137,15 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: np.ndarray
         return float((head(xte).argmax(1) == yte).float().mean())
 
 
-def evaluate_toy_clip(model: torch.nn.Module, tokenizer, train: tuple[np.ndarray, np.ndarray],
-                      test: tuple[np.ndarray, np.ndarray], class_names: Sequence[str],
-                      templates: Sequence[str], descriptions: dict[str, list[str]]) -> ToyMetrics:
+def evaluate_toy_clip(
+    model: torch.nn.Module,
+    tokenizer,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    descriptions: dict[str, list[str]],
+) -> ToyMetrics:
     """All three measures; `train`/`test` are (images uint8 (N, H, W, 3), labels (N,)) pairs."""
     test_feats = encode_images(model, test[0])
     train_feats = encode_images(model, train[0])

@@ -43,7 +43,7 @@ def patch_embeddings(backbone: Backbone, images: np.ndarray, batch_size: int = 2
     """(N, P, E) unit-norm projected value-path patch tokens of uint8 (N, H, W, 3) images."""
     chunks = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
         chunks.append(F.normalize(backbone.project(backbone(x).patches), dim=-1))
     return torch.cat(chunks)
 
@@ -51,8 +51,12 @@ def patch_embeddings(backbone: Backbone, images: np.ndarray, batch_size: int = 2
 @torch.no_grad()
 def part_probe(backbone: Backbone, encode_text, images: np.ndarray, masks: SplitMasks) -> PartProbe:
     """Run the probe; ``encode_text(list[str]) -> (n, E)`` is the model's text tower (any scale)."""
-    pairs = [(part, sentence) for name in CLASS_NAMES for part in DESCRIBED_PARTS[name]
-             if (sentence := description_sentence(name, part)) is not None]
+    pairs = [
+        (part, sentence)
+        for name in CLASS_NAMES
+        for part in DESCRIBED_PARTS[name]
+        if (sentence := description_sentence(name, part)) is not None
+    ]
     sentences = sorted({sentence for _, sentence in pairs})
     text = F.normalize(encode_text(sentences).float(), dim=-1)  # (S, E)
     patches = patch_embeddings(backbone, images)  # (N, P, E)

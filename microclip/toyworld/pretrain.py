@@ -102,13 +102,13 @@ STAGE_TWO_ONLY = ("dense_steps",)
 OBJECTIVE = {
     "stage 1 (steps)": "CLIP: symmetric InfoNCE between the [CLS] embedding and the caption (open_clip ClipLoss)",
     "stage 2 (dense_steps)": "CLIP, plus on the last block's value-path patch tokens (projected): phrase "
-                             "grounding (each visible part a caption names, found among the image's patches by "
-                             "a similarity softmax, contrasted against the batch's other phrases and images; "
-                             "grounding.py), and locality (1 - cosine between a patch token and the same "
-                             "patch's token after another image's block is pasted elsewhere). Options tried and "
-                             "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
-                             "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
-                             "centring of the raw tokens (--centring_weight)",
+    "grounding (each visible part a caption names, found among the image's patches by "
+    "a similarity softmax, contrasted against the batch's other phrases and images; "
+    "grounding.py), and locality (1 - cosine between a patch token and the same "
+    "patch's token after another image's block is pasted elsewhere). Options tried and "
+    "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
+    "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
+    "centring of the raw tokens (--centring_weight)",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -144,7 +144,7 @@ def batch_indices(step: int, cfg: PretrainConfig, n: int) -> np.ndarray:
     while len(out) < cfg.batch_size:
         epoch, offset = divmod(start + len(out), n)
         perm = np.random.default_rng([cfg.seed, 7, epoch]).permutation(n)
-        out.extend(perm[offset: offset + cfg.batch_size - len(out)].tolist())
+        out.extend(perm[offset : offset + cfg.batch_size - len(out)].tolist())
     return np.array(out)
 
 
@@ -156,7 +156,7 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     flips = rng.random(n) < 0.5
     out = np.empty_like(images)
     for i in range(n):
-        crop = padded[i, dy[i]: dy[i] + h, dx[i]: dx[i] + w]
+        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
         out[i] = crop[:, ::-1] if flips[i] else crop
     return out
 
@@ -178,15 +178,25 @@ class Batch:
     region_phrase: torch.Tensor | None = None  # (R,) index into `regions`
 
 
-def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer,
-               scenes: np.ndarray | None = None) -> Batch:
+def make_batch(
+    step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer, scenes: np.ndarray | None = None
+) -> Batch:
     """The batch of `step`: a pure function of (seed, step)."""
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
     pixels = augment(images[idx], rng) if cfg.augment else images[idx]
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
-    captions = [make_caption(SPECIES[int(species[i])], rng, cfg.p_name, cfg.name_zipf, cfg.p_lookalike,
-                             Scene(int(scenes[i, 0]), int(scenes[i, 1])) if dense else None) for i in idx]
+    captions = [
+        make_caption(
+            SPECIES[int(species[i])],
+            rng,
+            cfg.p_name,
+            cfg.name_zipf,
+            cfg.p_lookalike,
+            Scene(int(scenes[i, 0]), int(scenes[i, 1])) if dense else None,
+        )
+        for i in idx
+    ]
     separate = cfg.region_weight > 0  # region phrases go to their own loss instead of the part grounding
     parts = [tuple(p for p in c.phrases if not (separate and p in c.regions)) for c in captions]
     distinct = sorted({p for phrases in parts for p in phrases})
@@ -197,10 +207,19 @@ def make_batch(step: int, cfg: PretrainConfig, images: np.ndarray, species: np.n
     regions = sorted({p for c in captions for p in c.regions}) if separate else []
     region_image, region_phrase = _pairs([c.regions for c in captions] if separate else [], regions)
     region_kind = torch.tensor([0 if p.endswith(" bird") else 1 for p in regions], dtype=torch.long)
-    return Batch(images=x, tokens=tokenizer([c.text for c in captions]),
-                 phrases=[form.format(p) for p in distinct], image_index=image_index, phrase_index=phrase_index,
-                 pasted=pasted, intact=intact, regions=regions, region_kind=region_kind, region_image=region_image,
-                 region_phrase=region_phrase)
+    return Batch(
+        images=x,
+        tokens=tokenizer([c.text for c in captions]),
+        phrases=[form.format(p) for p in distinct],
+        image_index=image_index,
+        phrase_index=phrase_index,
+        pasted=pasted,
+        intact=intact,
+        regions=regions,
+        region_kind=region_kind,
+        region_image=region_image,
+        region_phrase=region_phrase,
+    )
 
 
 def _pairs(phrases_per_image: list[tuple[str, ...]], distinct: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +245,7 @@ def paste_blocks(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.
         top, left = int(rng.integers(0, grid - h + 1)), int(rng.integers(0, grid - w + 1))
         rows, cols = slice(top * PATCH, (top + h) * PATCH), slice(left * PATCH, (left + w) * PATCH)
         pasted[i, :, rows, cols] = images[(i + 1) % b, :, rows, cols]
-        intact[i, top:top + h, left:left + w] = False
+        intact[i, top : top + h, left : left + w] = False
     return pasted, intact.view(b, -1)
 
 
@@ -253,8 +272,15 @@ def centring_loss(patches: torch.Tensor) -> torch.Tensor:
     return (mean.pow(2).sum(-1) / energy).mean()
 
 
-def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer,
-               clip_loss: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+def batch_loss(
+    model: torch.nn.Module,
+    backbone: Backbone,
+    batch: Batch,
+    cfg: PretrainConfig,
+    tokenizer,
+    clip_loss: torch.nn.Module,
+    step: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality."""
     tokens = backbone(batch.images)  # the visual forward microCLIP runs: [CLS] and value-path patch tokens
     text = F.normalize(model.encode_text(batch.tokens), dim=-1)
@@ -264,13 +290,25 @@ def batch_loss(model: torch.nn.Module, backbone: Backbone, batch: Batch, cfg: Pr
         patch_embeds = F.normalize(backbone.project(tokens.patches), dim=-1)  # (B, N, E)
         if cfg.grounding_weight > 0 and batch.phrases:
             phrase_embeds = F.normalize(model.encode_text(tokenizer(batch.phrases)), dim=-1)
-            terms["grounding"] = (cfg.grounding_weight, phrase_grounding_loss(
-                patch_embeds, batch.image_index, batch.phrase_index, phrase_embeds,
-                cfg.grounding_pool_temperature, cfg.grounding_temperature))
+            terms["grounding"] = (
+                cfg.grounding_weight,
+                phrase_grounding_loss(
+                    patch_embeds,
+                    batch.image_index,
+                    batch.phrase_index,
+                    phrase_embeds,
+                    cfg.grounding_pool_temperature,
+                    cfg.grounding_temperature,
+                ),
+            )
         if cfg.region_weight > 0 and batch.regions:
             region_embeds = F.normalize(model.encode_text(tokenizer(batch.regions)), dim=-1)
-            terms["regions"] = (cfg.region_weight, region_grounding_loss(
-                patch_embeds, batch.region_image, batch.region_phrase, batch.region_kind, region_embeds))
+            terms["regions"] = (
+                cfg.region_weight,
+                region_grounding_loss(
+                    patch_embeds, batch.region_image, batch.region_phrase, batch.region_kind, region_embeds
+                ),
+            )
         if cfg.centring_weight > 0:
             terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))
         weight = locality_weight(step, cfg)
@@ -314,15 +352,20 @@ def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, scalar
 def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW) -> dict:
     """Restore model, optimizer and RNGs from `out/state.safetensors`; return the saved scalars."""
     tensors, scalars = load_run_state(out / "state.safetensors", opt)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()})
     return scalars
 
 
 def export_open_clip_folder(model: torch.nn.Module, out: Path) -> None:
     """Write `open_clip_config.json` + fp16 `open_clip_model.safetensors`, loadable as 'local-dir:OUT'."""
     model_cfg = json.loads((MODEL_CONFIG_DIR / f"{TOY_MODEL_NAME}.json").read_text())
-    preprocess_cfg = {"size": model_cfg["vision_cfg"]["image_size"], "mean": list(CLIP_MEAN),
-                      "std": list(CLIP_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess_cfg = {
+        "size": model_cfg["vision_cfg"]["image_size"],
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     weights = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "open_clip_model.safetensors", lambda p: save_file(weights, p))
@@ -366,9 +409,18 @@ def pretrain(cfg: PretrainConfig) -> dict:
         probe_loss_start = _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn)
 
     def scalars() -> dict:
-        return {"step": step, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size,
-                "losses": losses, "part_losses": part_losses, "elapsed_s": elapsed,
-                "probe_loss_start": probe_loss_start, "commands": commands, "config": asdict(cfg)}
+        return {
+            "step": step,
+            "steps": cfg.steps,
+            "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
+            "losses": losses,
+            "part_losses": part_losses,
+            "elapsed_s": elapsed,
+            "probe_loss_start": probe_loss_start,
+            "commands": commands,
+            "config": asdict(cfg),
+        }
 
     total = total_steps(cfg)
     last = total if cfg.stop_after is None else min(total, cfg.stop_after)
@@ -389,27 +441,45 @@ def pretrain(cfg: PretrainConfig) -> dict:
         losses.append(round(loss.item(), 5))
         part_losses.append({k: round(v, 5) for k, v in parts.items()})
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
-                        **{k: f"{v:.3f}" for k, v in parts.items()})
+        bar.set_postfix(
+            loss=f"{np.mean(losses[-20:]):.3f}",
+            scale=f"{model.logit_scale.exp().item():.1f}",
+            **{k: f"{v:.3f}" for k, v in parts.items()},
+        )
         if step % cfg.ckpt_every == 0 or step == last:
             elapsed += time.time() - t0
             t0 = time.time()
             save_state(out, model, opt, scalars())
-            log.info("step %d/%d loss(avg20) %.4f %s  %.1f img/s", step, total, np.mean(losses[-20:]),
-                     {k: round(float(np.mean([p.get(k, np.nan) for p in part_losses[-20:]])), 4) for k in parts},
-                     step * cfg.batch_size / max(elapsed, 1e-9))
+            log.info(
+                "step %d/%d loss(avg20) %.4f %s  %.1f img/s",
+                step,
+                total,
+                np.mean(losses[-20:]),
+                {k: round(float(np.mean([p.get(k, np.nan) for p in part_losses[-20:]])), 4) for k in parts},
+                step * cfg.batch_size / max(elapsed, 1e-9),
+            )
     bar.close()
     if step < total:
         return scalars()  # stopped early on purpose; --resume continues
 
     export_open_clip_folder(model, out)
-    summary = {"command": cfg.command, "commands": commands, "seed": cfg.seed, "steps": cfg.steps,
-               "dense_steps": cfg.dense_steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "dense_lr": cfg.dense_lr,
-               "n_images": cfg.n_images, "objective": OBJECTIVE, "wall_time_s": round(elapsed, 1),
-               "final_loss": float(np.mean(losses[-50:])), "probe_loss_start": probe_loss_start,
-               "probe_loss_end": _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn),
-               "final_loss_parts": {k: float(np.mean([p[k] for p in part_losses[-50:] if k in p]))
-                                    for k in part_losses[-1]}}
+    summary = {
+        "command": cfg.command,
+        "commands": commands,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "dense_steps": cfg.dense_steps,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "dense_lr": cfg.dense_lr,
+        "n_images": cfg.n_images,
+        "objective": OBJECTIVE,
+        "wall_time_s": round(elapsed, 1),
+        "final_loss": float(np.mean(losses[-50:])),
+        "probe_loss_start": probe_loss_start,
+        "probe_loss_end": _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn),
+        "final_loss_parts": {k: float(np.mean([p[k] for p in part_losses[-50:] if k in p])) for k in part_losses[-1]},
+    }
     summary["metrics"] = evaluate_exported(out, cfg)
     atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     log.info("done: %s", json.dumps(summary))
@@ -422,12 +492,19 @@ def _resume(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, cfg: Pret
     defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
     saved = {k: state["config"][k] for k in defining}
     if saved != {k: getattr(cfg, k) for k in defining}:
-        raise ValueError(f"--resume: checkpoint in {out} was made with {saved}; pass the same values or use "
-                         "a new --out")
+        raise ValueError(
+            f"--resume: checkpoint in {out} was made with {saved}; pass the same values or use a new --out"
+        )
     log.info("resumed from %s at step %d", out, state["step"])
     commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
-    return (state["step"], state["losses"], state.get("part_losses", []), state["elapsed_s"], commands,
-            state["probe_loss_start"])
+    return (
+        state["step"],
+        state["losses"],
+        state.get("part_losses", []),
+        state["elapsed_s"],
+        commands,
+        state["probe_loss_start"],
+    )
 
 
 @torch.no_grad()
@@ -446,9 +523,15 @@ def evaluate_exported(folder: Path, cfg: PretrainConfig) -> dict:
     tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     ensure_split(cfg.data_root, "train", cfg.eval_train_per_class, cfg.seed)
     ensure_split(cfg.data_root, "test", cfg.eval_test_per_class, cfg.seed)
-    metrics = evaluate_toy_clip(model, tokenizer, load_split_arrays(cfg.data_root, "train"),
-                                load_split_arrays(cfg.data_root, "test"), CLASS_NAMES, TEMPLATES,
-                                descriptions())
+    metrics = evaluate_toy_clip(
+        model,
+        tokenizer,
+        load_split_arrays(cfg.data_root, "train"),
+        load_split_arrays(cfg.data_root, "test"),
+        CLASS_NAMES,
+        TEMPLATES,
+        descriptions(),
+    )
     return metrics.as_dict()
 
 
@@ -456,17 +539,37 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     defaults = PretrainConfig(out="")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="checkpoint folder (becomes an open_clip local-dir)")
-    for name in ("steps", "dense_steps", "batch_size", "warmup_steps", "dense_warmup_steps", "seed", "n_images",
-                 "ckpt_every", "threads", "eval_train_per_class", "eval_test_per_class"):
+    for name in (
+        "steps",
+        "dense_steps",
+        "batch_size",
+        "warmup_steps",
+        "dense_warmup_steps",
+        "seed",
+        "n_images",
+        "ckpt_every",
+        "threads",
+        "eval_train_per_class",
+        "eval_test_per_class",
+    ):
         p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--dense_lr", type=float, default=defaults.dense_lr)
     p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--p_name", type=float, default=defaults.p_name,
-                   help="share of the commonest species' captions that name it")
+    p.add_argument(
+        "--p_name", type=float, default=defaults.p_name, help="share of the commonest species' captions that name it"
+    )
 
-    for name in ("grounding_weight", "grounding_pool_temperature", "grounding_temperature", "locality_weight",
-                 "centring_weight", "region_weight", "name_zipf", "p_lookalike"):
+    for name in (
+        "grounding_weight",
+        "grounding_pool_temperature",
+        "grounding_temperature",
+        "locality_weight",
+        "centring_weight",
+        "region_weight",
+        "name_zipf",
+        "p_lookalike",
+    ):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")

@@ -85,8 +85,9 @@ def _draw_layout(rng: np.random.Generator, size: int) -> _Layout:
     angle_deg = float(rng.uniform(-20.0, 20.0))
     flip = bool(rng.random() < 0.5)
     part_jitter = rng.integers(-14, 15, size=(5, 3))  # small colour jitter per part
-    return _Layout(background, bg_params, clutter, blobs, noise, body_colour, scale, centre,
-                   angle_deg, flip, part_jitter)
+    return _Layout(
+        background, bg_params, clutter, blobs, noise, body_colour, scale, centre, angle_deg, flip, part_jitter
+    )
 
 
 def scene_of(rng: np.random.Generator, size: int = 64) -> tuple[int, int]:
@@ -147,11 +148,10 @@ def _background(lay: _Layout, size: int) -> np.ndarray:
         img[:] = top * (1 - ys) + bottom * ys
         for k in range(2):  # clouds
             c = (int(p[3 + k] * size), int(p[5 + k] * size * 0.7))
-            cv2.ellipse(img, c, (6 + int(8 * p[7 + k]), 3 + int(3 * p[9 + k])), 0, 0, 360,
-                        (235, 238, 242), -1)
+            cv2.ellipse(img, c, (6 + int(8 * p[7 + k]), 3 + int(3 * p[9 + k])), 0, 0, 360, (235, 238, 242), -1)
     elif kind == "sand":
         img[:] = np.array([200 + 20 * p[0], 175 + 20 * p[1], 120 + 25 * p[2]])
-        img[int(size * (0.55 + 0.2 * p[3])):] *= 0.9  # a dune shadow
+        img[int(size * (0.55 + 0.2 * p[3])) :] *= 0.9  # a dune shadow
     elif kind == "water":
         img[:] = np.array([30 + 30 * p[0], 100 + 40 * p[1], 140 + 40 * p[2]])
         for k in range(5):  # waves
@@ -213,29 +213,53 @@ def _part_polys(species: Species) -> dict[str, list[np.ndarray]]:
     # Crest: shape and colour go together, on top of the head.
     top = hy - hr * 0.85
     if species.crest == "red pointed":
-        parts["crest"] = [np.array([[hx - 0.16 * s, top + 0.05], [hx - 0.05 * s, top - 0.42 * s],
-                                    [hx + 0.12 * s, top + 0.05]])]
+        parts["crest"] = [
+            np.array([[hx - 0.16 * s, top + 0.05], [hx - 0.05 * s, top - 0.42 * s], [hx + 0.12 * s, top + 0.05]])
+        ]
     elif species.crest == "black round":
         parts["crest"] = [_ellipse(hx - 0.05, top, 0.2 * s, 0.16 * s)]
     elif species.crest == "yellow fan":
-        parts["crest"] = [np.array([[hx, top + 0.08], [hx - 0.32 * s, top - 0.22 * s],
-                                    [hx - 0.1 * s, top - 0.34 * s], [hx + 0.14 * s, top - 0.26 * s]])]
+        parts["crest"] = [
+            np.array(
+                [
+                    [hx, top + 0.08],
+                    [hx - 0.32 * s, top - 0.22 * s],
+                    [hx - 0.1 * s, top - 0.34 * s],
+                    [hx + 0.14 * s, top - 0.26 * s],
+                ]
+            )
+        ]
     else:
         parts["crest"] = []
     # Wing bands: two stripes across the wing (clipped to the wing later).
     wx, wy, _, way = _WING
-    parts["wing_bands"] = [] if species.wing_bands == "none" else [
-        np.array([[x0, wy - way - 0.1], [x0 + 0.13 * s, wy - way - 0.1],
-                  [x0 + 0.13 * s - 0.12, wy + way + 0.1], [x0 - 0.12, wy + way + 0.1]])
-        for x0 in (wx - 0.38, wx + 0.12)
-    ]
+    parts["wing_bands"] = (
+        []
+        if species.wing_bands == "none"
+        else [
+            np.array(
+                [
+                    [x0, wy - way - 0.1],
+                    [x0 + 0.13 * s, wy - way - 0.1],
+                    [x0 + 0.13 * s - 0.12, wy + way + 0.1],
+                    [x0 - 0.12, wy + way + 0.1],
+                ]
+            )
+            for x0 in (wx - 0.38, wx + 0.12)
+        ]
+    )
     # Eye ring: a disc around the eye; the eye itself is painted on top afterwards.
     parts["eye_ring"] = [] if species.eye_ring == "none" else [_ellipse(*_EYE, 0.16 * s, 0.16 * s)]
     # Tail tip: the last stretch of the tail.
-    parts["tail_tip"] = [] if species.tail_tip == "none" else [
-        np.array([[-1.75 + 0.24 * s, 0.42 - 0.05 * s], [-1.8 + 0.24 * s, -0.02 + 0.02 * s],
-                  [-1.8, -0.02], [-1.75, 0.42]])
-    ]
+    parts["tail_tip"] = (
+        []
+        if species.tail_tip == "none"
+        else [
+            np.array(
+                [[-1.75 + 0.24 * s, 0.42 - 0.05 * s], [-1.8 + 0.24 * s, -0.02 + 0.02 * s], [-1.8, -0.02], [-1.75, 0.42]]
+            )
+        ]
+    )
     return parts
 
 
@@ -244,8 +268,7 @@ def _part_colour(species: Species, part: str) -> tuple[int, int, int]:
     return PART_COLOURS[value.split()[0]]
 
 
-def render_bird(species_index: int, rng: np.random.Generator, size: int = 64,
-                erase: tuple[str, ...] = ()) -> Sample:
+def render_bird(species_index: int, rng: np.random.Generator, size: int = 64, erase: tuple[str, ...] = ()) -> Sample:
     """Render one image of species `species_index` (index into SPECIES), deterministic from `rng`.
 
     Nuisance (background, clutter, distractor blobs, perch, body colour, size, position, rotation
@@ -298,8 +321,15 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64,
     bird_mask |= part_mask
 
     image = np.clip(img + lay.noise, 0, 255).astype(np.uint8)
-    return Sample(image=image, part_mask=part_mask, bird_mask=bird_mask, species=species_index,
-                  part_labels=part_labels, rng_state=rng_state, erased=tuple(p for p in PARTS if p in erase))
+    return Sample(
+        image=image,
+        part_mask=part_mask,
+        bird_mask=bird_mask,
+        species=species_index,
+        part_labels=part_labels,
+        rng_state=rng_state,
+        erased=tuple(p for p in PARTS if p in erase),
+    )
 
 
 def rerender(sample: Sample, erase: tuple[str, ...] = ()) -> Sample:

@@ -49,8 +49,13 @@ DESCRIBED_PARTS_PER_CLASS = 2
 # an oracle accuracy of 0.69 (distinct-set seeds range 0.68-0.89).
 DESCRIPTION_SEED = 7
 
-_PART_NOUN = {"beak": "beak", "crest": "crest", "wing_bands": "wing bands", "eye_ring": "eye ring",
-              "tail_tip": "tail tip"}
+_PART_NOUN = {
+    "beak": "beak",
+    "crest": "crest",
+    "wing_bands": "wing bands",
+    "eye_ring": "eye ring",
+    "tail_tip": "tail tip",
+}
 # Sentences that fit every species, as LLM descriptions contain; they dilute the informative ones.
 GENERIC_LINES = ["a small songbird.", "a bird perched on a branch.", "a small bird with a round body."]
 _CONTEXT = ["", "", " on a branch", " perched on a twig", " in the wild"]
@@ -98,8 +103,13 @@ def part_phrase(species: Species, part: str) -> str | None:
 
 def absent_phrase(part: str) -> str:
     """How captions and descriptions say that a part is absent, e.g. "no crest" (every bird has a beak)."""
-    return {"crest": "no crest", "wing_bands": "plain wings", "eye_ring": "no eye ring",
-            "tail_tip": "a plain tail", "beak": "a beak"}[part]
+    return {
+        "crest": "no crest",
+        "wing_bands": "plain wings",
+        "eye_ring": "no eye ring",
+        "tail_tip": "a plain tail",
+        "beak": "a beak",
+    }[part]
 
 
 def _choose_described_parts() -> dict[str, list[str]]:
@@ -138,8 +148,12 @@ def description_oracle_accuracy() -> float:
     """
     total = 0.0
     for c in CLASS_NAMES:
-        scores = np.array([np.mean([getattr(SPECIES_BY_NAME[c], p) == getattr(SPECIES_BY_NAME[d], p)
-                                    for p in DESCRIBED_PARTS[d]]) for d in CLASS_NAMES])
+        scores = np.array(
+            [
+                np.mean([getattr(SPECIES_BY_NAME[c], p) == getattr(SPECIES_BY_NAME[d], p) for p in DESCRIBED_PARTS[d]])
+                for d in CLASS_NAMES
+            ]
+        )
         best = np.flatnonzero(scores == scores.max())
         total += (CLASS_NAMES.index(c) in best) / len(best)
     return total / len(CLASS_NAMES)
@@ -168,8 +182,14 @@ class Caption:
     regions: tuple[str, ...] = ()  # those of `phrases` that name a whole region: the bird's colour, the scene
 
 
-def make_caption(species: Species, rng: np.random.Generator, p_name: float = P_NAME, zipf: float = NAME_ZIPF,
-                 p_lookalike: float = P_LOOKALIKE, scene: Scene | None = None) -> Caption:
+def make_caption(
+    species: Species,
+    rng: np.random.Generator,
+    p_name: float = P_NAME,
+    zipf: float = NAME_ZIPF,
+    p_lookalike: float = P_LOOKALIKE,
+    scene: Scene | None = None,
+) -> Caption:
     """One web-like caption for an image of `species`; always carries species information.
 
     Mix: a name with probability `name_rate(species)` (the look-alike's name with `p_lookalike`; then parts
@@ -218,8 +238,9 @@ def pretrain_caption(species: Species, rng: np.random.Generator, p_name: float =
     return make_caption(species, rng, p_name).text
 
 
-ALL_PART_PHRASES: tuple[str, ...] = tuple(sorted({phrase for sp in SPECIES for p in PARTS
-                                                  if (phrase := part_phrase(sp, p)) is not None}))
+ALL_PART_PHRASES: tuple[str, ...] = tuple(
+    sorted({phrase for sp in SPECIES for p in PARTS if (phrase := part_phrase(sp, p)) is not None})
+)
 """Every phrase that names a visible part of some species ("a red beak", ...), in a fixed order."""
 
 

@@ -29,8 +29,22 @@ PART_VALUES: dict[str, tuple[str, ...]] = {
 # Made-up first words and real bird kinds; the kind is shared by four species each so it carries no
 # species information on its own (the invented word does).
 _FIRST_WORDS = (
-    "zorsaik", "velmun", "quibbet", "tharnel", "opsiva", "brennic", "kaluth", "mirrow",
-    "dastrel", "fenwhit", "gorrasc", "lumbrel", "pexori", "sarnith", "yovanel", "wickstel",
+    "zorsaik",
+    "velmun",
+    "quibbet",
+    "tharnel",
+    "opsiva",
+    "brennic",
+    "kaluth",
+    "mirrow",
+    "dastrel",
+    "fenwhit",
+    "gorrasc",
+    "lumbrel",
+    "pexori",
+    "sarnith",
+    "yovanel",
+    "wickstel",
 )
 _KINDS = ("wren", "finch", "warbler", "tit")
 
@@ -86,8 +100,10 @@ def _choose_codes(n: int = 16) -> list[tuple[int, ...]]:
             if best_score is None or score < best_score:
                 best, best_score = code, score
         if best is None:
-            raise RuntimeError(f"could only place {len(chosen)} of {n} species at distance "
-                               f"{MIN_ATTRIBUTE_DISTANCE}; lower MIN_ATTRIBUTE_DISTANCE")
+            raise RuntimeError(
+                f"could only place {len(chosen)} of {n} species at distance "
+                f"{MIN_ATTRIBUTE_DISTANCE}; lower MIN_ATTRIBUTE_DISTANCE"
+            )
         chosen.append(best)
         for k, v in enumerate(best):
             usage[k][v] += 1
@@ -110,4 +126,3 @@ CLASS_NAMES: list[str] = sorted(s.name for s in SPECIES)
 """Class names in label order: alphabetical, which is also ImageFolder's folder order."""
 
 SPECIES_BY_NAME: dict[str, Species] = {s.name: s for s in SPECIES}
-
