@@ -6,11 +6,12 @@ a 1400×1000 projector; saving never switches Explore's model on its own), Batch
 A screenshot of every tab, at a 1400×1000 viewport, goes to ``test-artifacts/browser/`` (git-ignored) for a
 person to look at: ``tab-<n>-<name>.png`` is what the first screen shows, ``*-full.png`` the whole page. With
 the bundled toy-world models, the pictures the lesson (docs/teaching.md) shows are also copied, shrunk, to
-``docs/img/`` (``LESSON_SHOTS``).
+``docs/img/`` (``LESSON_SHOTS``) when MICROCLIP_LESSON_SHOTS=1 is set.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -91,13 +92,14 @@ def page(app_url):
 
 def shot(page, name: str, full: bool = False, top: bool = True) -> None:
     """Save a screenshot: the first screen (scrolled to the top unless ``top`` is False) or the whole page; the
-    lesson's pictures are also copied, shrunk to ``LESSON_WIDTH`` and to 256 colours, into docs/img/."""
+    lesson's pictures are also copied, shrunk to ``LESSON_WIDTH`` and to 256 colours, into docs/img/ when
+    MICROCLIP_LESSON_SHOTS is set (so an ordinary run leaves the checkout as it was)."""
     page.wait_for_function("() => [...document.images].every(img => img.complete)")
     if top and not full:
         page.evaluate("window.scrollTo(0, 0)")
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full)
-    if BUNDLED and name in LESSON_SHOTS:
+    if BUNDLED and name in LESSON_SHOTS and os.environ.get("MICROCLIP_LESSON_SHOTS"):
         LESSON_IMAGES.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as picture:
             small = picture.convert("RGB").resize(

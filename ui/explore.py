@@ -226,57 +226,23 @@ def explore(
     numbers: bool,
 ) -> list:
     """Run the model once on an image and show everything (the ``explore`` endpoint)."""
-    if image and os.path.isfile(image):  # cache (ui.cache): a class asking about one picture is served once
-        loaded = registry.get(model_name)
-        key = (
-            "explore",
-            loaded.name,
-            model_identity(loaded.model),
-            file_digest(image),
-            class_names or "",
-            file_digest(descriptions_json),
-            float(ratio),
-            opacity,
-            cmap,
-            clip_lo,
-            clip_hi,
-            threshold,
-            raw_map,
-            numbers,
-        )
-        return cached(
-            key,
-            lambda: _explore(
-                registry,
-                image,
-                model_name,
-                class_names,
-                descriptions_json,
-                ratio,
-                opacity,
-                cmap,
-                clip_lo,
-                clip_hi,
-                threshold,
-                raw_map,
-                numbers,
-            ),
-        )
-    return _explore(
-        registry,
-        image,
-        model_name,
-        class_names,
-        descriptions_json,
-        ratio,
-        opacity,
-        cmap,
-        clip_lo,
-        clip_hi,
-        threshold,
-        raw_map,
-        numbers,
+    options = (class_names, descriptions_json, ratio, opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
+    run = functools.partial(_explore, registry, image, model_name, *options)
+    if not (image and os.path.isfile(image)):
+        return run()
+    # The cache (ui.cache): a class asking about one picture is served once.
+    loaded = registry.get(model_name)
+    key = (
+        "explore",
+        loaded.name,
+        model_identity(loaded.model),
+        file_digest(image),
+        class_names or "",
+        file_digest(descriptions_json),
+        float(ratio),
+        *options[3:],
     )
+    return cached(key, run)
 
 
 def _explore(
