@@ -19,19 +19,20 @@ from pathlib import Path
 import torch
 
 from microclip.adapt import prepare
-from microclip.backbone import BackboneError
-from microclip.checkpoint import CheckpointError, check_compatible, read_reference_resume, save_adapted
+from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser
+from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
-from microclip.data.datasets import DatasetError, DatasetNotFoundError, build_dataset
-from microclip.data.descriptions import DescriptionsError, load_descriptions
-from microclip.data.images import ImageError
+from microclip.data.datasets import DatasetNotFoundError, build_dataset
+from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import Callback, FitState, distributed_context, eval_fusion_ratio, evaluate, select_device
+from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text
+from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
@@ -40,16 +41,6 @@ from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
 log = logging.getLogger("microclip")
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 ZERO_SHOT_BRANCH = "cls"  # the reference reports the zero-shot (epoch-0) accuracy of [CLS] alone
-USER_ERRORS = (
-    BackboneError,
-    CheckpointError,
-    DatasetError,
-    DatasetNotFoundError,
-    DescriptionsError,
-    ImageError,
-    FileNotFoundError,
-    ValueError,
-)
 
 
 # ------------------------------------------------------------------ configs
@@ -772,7 +763,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
-    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
+    for branch, label in BRANCH_LABELS.items():
         print(f"  {label:12s} top-1 {_fmt(result.accuracy(branch))}")
     per_class = result.per_class_accuracy()
     if args.show_per_class and per_class:
@@ -780,7 +771,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"    {name:40s} {_fmt(value)}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
     mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
-    reported = "cls" if mode in ("baseline", "wca_baseline") else "fused"  # as the run that made it reported
+    reported = "cls" if mode in CLS_ONLY_MODES else "fused"  # as the run that made it reported
     metrics = {
         "mode": "ours_eval",
         "dataset": args.dataset,

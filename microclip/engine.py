@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from microclip.constants import CLS_ONLY_MODES
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
@@ -294,7 +295,7 @@ def train_step(
     """
     labels, metrics = pseudo_label(model, views, targets, config)
     with autocast(device, config.amp):
-        cls_only = config.mode in ("baseline", "wca_baseline")
+        cls_only = config.mode in CLS_ONLY_MODES
         out = wrapped(views[:, 1], cls_only=cls_only)
         logits = (out.logits.cls if cls_only else out.logits.fused).float()
     ce = pseudo_label_loss(logits, labels)

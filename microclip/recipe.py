@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from microclip.constants import CLS_ONLY_MODES
 from microclip.data.transforms import DEFAULT_AUTO_AUGMENT, TrainViews
 from microclip.resources import config_file
 
@@ -86,7 +87,7 @@ class Recipe:
     @property
     def reported_branch(self) -> str:
         """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
-        return "cls" if self.mode in ("baseline", "wca_baseline") else "fused"
+        return "cls" if self.mode in CLS_ONLY_MODES else "fused"
 
     @property
     def test_batch_size(self) -> int:
