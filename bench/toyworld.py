@@ -32,6 +32,7 @@ gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...}, "part_probe", "pa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -61,7 +62,7 @@ from microclip.scoring import (
     percent,
     pointing_hits,
 )
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks, render_split_sample
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.render import rerender
@@ -73,6 +74,11 @@ ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 ASSETS = ROOT / "assets" / "toybirds"
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
 POINTING_PEERS = ("soap", "ncut", "cls_similarity", "cls_attention", "rollout", "legrad", "gradcam")
+
+
+# Every table reads the same generated splits: decode them once per run (the arrays are only read).
+_split_arrays = functools.cache(load_split_arrays)
+_split_masks = functools.cache(load_split_masks)
 
 
 def _assets() -> tuple[list[str], list[str], dict[str, list[str]]]:
@@ -101,8 +107,8 @@ def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
     import open_clip
 
     clip = open_clip.create_model(f"local-dir:{args.base}")
-    train_images, train_labels = load_split_arrays(args.data_root, "train")
-    test_images, test_labels = load_split_arrays(args.data_root, "test")
+    train_images, train_labels = _split_arrays(args.data_root, "train")
+    test_images, test_labels = _split_arrays(args.data_root, "test")
     probe = linear_probe_accuracy(
         encode_images(clip, train_images), train_labels, encode_images(clip, test_images), test_labels
     )
@@ -183,8 +189,8 @@ def peer_maps(
 
 def pointing_rows(args: argparse.Namespace) -> dict:
     model = load_model(args.adapted)
-    masks = load_split_masks(args.data_root, "test")
-    images, labels = load_split_arrays(args.data_root, "test")
+    masks = _split_masks(args.data_root, "test")
+    images, labels = _split_arrays(args.data_root, "test")
     grid = model.backbone.grid
     on_part = patch_hits(masks.part_mask, grid)
     on_bird = patch_hits(masks.bird_mask, grid)
@@ -222,7 +228,7 @@ def names_by_frequency(args: argparse.Namespace) -> dict:
 
     clip = open_clip.create_model(f"local-dir:{args.base}").eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{args.base}")
-    images, labels = load_split_arrays(args.data_root, "test")
+    images, labels = _split_arrays(args.data_root, "test")
     predicted = encode_images(clip, images) @ class_weights_from_names(clip, tokenizer, classes, templates).T
     predicted = predicted.argmax(dim=1).numpy()
     per_species = {name: percent(predicted[labels == i] == i) for i, name in enumerate(classes)}
@@ -239,8 +245,8 @@ def names_by_frequency(args: argparse.Namespace) -> dict:
 
 def ncut_rows(args: argparse.Namespace) -> dict:
     """How much of the NCut foreground is bird (pixels), and its IoU with the bird's patches, per tower."""
-    masks = load_split_masks(args.data_root, "test")
-    images, _ = load_split_arrays(args.data_root, "test")
+    masks = _split_masks(args.data_root, "test")
+    images, _ = _split_arrays(args.data_root, "test")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     towers = {"adapted": load_model(args.adapted)}
     classes, templates, _ = _assets()
@@ -276,7 +282,7 @@ def _subset(labels: np.ndarray, per_class: int) -> np.ndarray:
 def deletion_rows(args: argparse.Namespace) -> dict:
     """ROAD most-relevant-first deletion (grad-cam's) of every map, per branch, on the first images of each class."""
     model = load_model(args.adapted)
-    images, labels = load_split_arrays(args.data_root, "test")
+    images, labels = _split_arrays(args.data_root, "test")
     rows = _subset(labels, args.faithfulness_per_class)
     maps, _ = peer_maps(model, images[rows], labels[rows], POINTING_PEERS, timing=False)
     maps["random"] = np.random.default_rng(0).random(maps["soap"].shape)
@@ -292,13 +298,14 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     """Each visible part of a test bird erased in turn (the same render otherwise): the mean drop of each
     branch's true-class probability (percentage points)."""
     model = load_model(args.adapted).eval()
-    masks = load_split_masks(args.data_root, "test")
+    masks = _split_masks(args.data_root, "test")
     rows = _subset(masks.labels, args.faithfulness_per_class)
     originals, erased, truth = [], [], []
     for row in rows:
         label = int(masks.labels[row])
-        index = int(Path(masks.paths[row]).stem)
-        sample = render_split_sample("test", label, index, masks.seed if masks.seed is not None else 0)
+        sample = masks.rerendered(int(row))
+        if sample is None:
+            raise ValueError(f"{masks.paths[row]}: not a generated test image that can be drawn again")
         for k, part in enumerate(PARTS):
             if (sample.part_labels == 1 + k).any():
                 originals.append(sample.image)
@@ -325,8 +332,8 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
 def probe_rows(args: argparse.Namespace) -> dict[str, float]:
     classes, templates, descriptions = _assets()
     base, _, text = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions, keep_text=True)
-    masks = load_split_masks(args.data_root, "test")
-    images, _ = load_split_arrays(args.data_root, "test")
+    masks = _split_masks(args.data_root, "test")
+    images, _ = _split_arrays(args.data_root, "test")
     on_base = part_probe(base.backbone, text, images, masks)
     on_adapted = part_probe(load_model(args.adapted).backbone, text, images, masks)
     return {
@@ -349,8 +356,8 @@ def record_accuracies(data_root: str) -> dict[str, float]:
     test = _test_set(data_root)
     start, _, text = MicroCLIP.build(f"local-dir:{BASE}", None, classes, templates, descriptions, keep_text=True)
     adapted = evaluate(load_model(ADAPTED), test)
-    images, _ = load_split_arrays(data_root, "test")
-    probe = part_probe(start.backbone, text, images, load_split_masks(data_root, "test"))
+    images, _ = _split_arrays(data_root, "test")
+    probe = part_probe(start.backbone, text, images, _split_masks(data_root, "test"))
     return {
         "zero_shot_cls": evaluate(start, test).accuracy("cls"),
         "adapted_fused": adapted.accuracy("fused"),
@@ -385,8 +392,8 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
     from viz.peers import colorbar, peer_panel
 
     model = load_model(args.adapted)
-    masks = load_split_masks(args.data_root, "test")
-    images, labels = load_split_arrays(args.data_root, "test")
+    masks = _split_masks(args.data_root, "test")
+    images, labels = _split_arrays(args.data_root, "test")
     rows = np.linspace(0, len(images) - 1, n_images).round().astype(int)
     x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
     y = torch.as_tensor(labels[rows], dtype=torch.long)

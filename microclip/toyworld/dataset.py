@@ -51,6 +51,14 @@ class SplitMasks:
         """(N, H, W) bool mask of one named part (see PARTS), empty where the species lacks it."""
         return self.part_labels == 1 + PARTS.index(name)
 
+    def rerendered(self, row: int) -> Sample | None:
+        """Row ``row`` drawn again from its seed and path ("<split>/<class>/<index>.png"), carrying the rng
+        state that ``render.rerender`` needs; None when the split's seed or the path's form is unknown."""
+        path = Path(self.paths[row])
+        if self.seed is None or len(path.parts) != 3 or not path.stem.isdigit() or path.parts[1] not in CLASS_NAMES:
+            return None
+        return render_split_sample(path.parts[0], CLASS_NAMES.index(path.parts[1]), int(path.stem), self.seed)
+
 
 def image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
     """The generator that draws image `index` of class `label` in `stream` ("train", "test", "pretrain")."""

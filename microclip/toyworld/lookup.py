@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from microclip.resources import PROJECT_ROOT
-from microclip.toyworld.dataset import IMAGE_SIZE, SplitMasks, image_rng, load_split_masks, render_split_sample
+from microclip.toyworld.dataset import IMAGE_SIZE, SplitMasks, load_split_masks, render_split_sample
 from microclip.toyworld.render import Sample
 from microclip.toyworld.text import NAME_RANK
 from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_BY_NAME
@@ -152,19 +152,8 @@ def _split_sample(masks: SplitMasks, row: int, image: np.ndarray) -> Sample:
         bird_mask=masks.bird_mask[row],
         species=SPECIES.index(SPECIES_BY_NAME[CLASS_NAMES[label]]),
         part_labels=masks.part_labels[row],
-        rng_state=_split_rng_state(masks, row),
+        rng_state=getattr(masks.rerendered(row), "rng_state", None),
     )
-
-
-def _split_rng_state(masks: SplitMasks, row: int) -> dict | None:
-    """The rng state the split's generator drew this image from (so it can be re-rendered), if known."""
-    path = Path(masks.paths[row])  # "<split>/<class name>/<index>.png"
-    if masks.seed is None or len(path.parts) != 3 or not path.stem.isdigit():
-        return None
-    label = CLASS_NAMES.index(path.parts[1]) if path.parts[1] in CLASS_NAMES else None
-    if label is None:
-        return None
-    return image_rng(masks.seed, path.parts[0], int(path.stem), label).bit_generator.state
 
 
 def default_data_roots() -> list[Path]:

@@ -387,7 +387,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
     corpus = ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed)
     images, species = load_pretrain_corpus(corpus)
-    scenes = pretrain_scenes(cfg.n_images, cfg.seed)
+    scenes = pretrain_scenes(cfg.n_images, cfg.seed) if cfg.scene_words else None  # only its captions read them
 
     # All batch, caption and augmentation randomness comes from per-step numpy generators seeded by
     # (seed, step), so there is no numpy state to checkpoint; the global seeds are for library code.
