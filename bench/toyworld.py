@@ -50,6 +50,7 @@ from microclip.engine import evaluate
 from microclip.explainers import EXPLAINERS
 from microclip.faithfulness import deletion_scores
 from microclip.files import atomic_write_text
+from microclip.heads import BRANCHES
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT as ROOT
@@ -318,8 +319,7 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
             logits = model(x).logits
         y = torch.as_tensor(truth)
         return {
-            branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy()
-            for branch in ("fused", "cls", "fg")
+            branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy() for branch in BRANCHES
         }
 
     before, after = probabilities(originals), probabilities(erased)

@@ -32,11 +32,11 @@ from microclip.data.transforms import test_transform
 from microclip.explain import Explanation, explain_batch
 from microclip.files import atomic_write
 from microclip.formats import small_number
+from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
 
 MAX_IMAGES = 200  # per batch in the app: a batch is a look at a sample, not a benchmark run
 CHUNK = 16  # images per forward pass
-BRANCHES = ("fused", "cls", "fg")
 Picture = Callable[[Image.Image], np.ndarray]
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.backbone import VisualTokens
+from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
 
 
@@ -74,7 +75,7 @@ class Explanation:
             if isinstance(value, np.ndarray):
                 data[key] = value.tolist()
         data["logits_fused"] = self.logits_fused.tolist()
-        data["prediction"] = {b: self.classes[self.prediction(b)] for b in ("fused", "cls", "fg")}
+        data["prediction"] = {b: self.classes[self.prediction(b)] for b in BRANCHES}
         return data
 
     def to_json(self, **kwargs) -> str:

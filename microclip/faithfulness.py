@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
 
-BRANCHES: tuple[str, ...] = ("fused", "cls", "fg")
 ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 

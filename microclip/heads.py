@@ -119,6 +119,10 @@ def build_head_weights(
     return HeadWeights(tuple(classes), template_embeds, w_llm, w_star, n_truncated)
 
 
+BRANCHES: tuple[str, ...] = ("fused", "cls", "fg")
+"""The three branches of every prediction, in the order the app and the files list them."""
+
+
 @dataclass(frozen=True)
 class BranchLogits:
     """Per-branch logits at scale 100 and the fusion ratio that combines them.

@@ -30,12 +30,11 @@ import torch.nn.functional as F
 
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
 from microclip.explain import Explanation
-from microclip.heads import TextEncoder, description_weighted, template_embeddings
+from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
 from microclip.soap import NcutSplit, ncut_split, soap_query
 
 STEP_IDS = ("patches", "tokens", "graph", "query", "soap", "fg", "fusion", "heads", "prediction")
-BRANCHES = ("fused", "cls", "fg")
 TOP_K = 5
 DIMS_SHOWN = 8  # leading dimensions of a token printed as a sample
 HEAD_CLASSES = 3  # classes whose head vectors (and descriptions) are taken apart

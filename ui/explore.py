@@ -18,6 +18,7 @@ from PIL import Image
 
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import Explanation, explain_image
+from microclip.heads import BRANCHES
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
 from ui.cache import cached, file_digest, model_identity
 from ui.common import (
@@ -378,7 +379,7 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
     """Summary, the three top-k labels, the contribution chart and the descriptions."""
     explanation = session.explanation
     labels = []
-    for branch in ("fused", "cls", "fg"):
+    for branch in BRANCHES:
         disagrees = branch != "fused" and explanation.prediction(branch) != explanation.prediction("fused")
         labels.append(
             gr.Label(
@@ -429,7 +430,7 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
         "| branch | predicts | probability |",
         "|---|---|---|",
     ]
-    for branch in ("fused", "cls", "fg"):
+    for branch in BRANCHES:
         index = explanation.prediction(branch)
         flag_text = " ⚠ disagrees" if index != fused else ""
         lines.append(
@@ -551,7 +552,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
                 gr.Markdown(NOTES["ncut"])
                 gr.Markdown(NOTES["cls"])
             with gr.Row():
-                labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in ("fused", "cls", "fg")]
+                labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in BRANCHES]
             build_erase_row(registry, image, model, classes, "explore_erase_part", ratio)
             display = _display_controls()
             contributions = gr.HTML("", elem_id="contributions")

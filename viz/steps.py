@@ -20,6 +20,7 @@ from importlib.resources import files
 
 import numpy as np
 
+from microclip.heads import BRANCHES
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
 from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour
@@ -620,7 +621,7 @@ def _heads(walk: Walkthrough, picture: np.ndarray) -> str:
 def _prediction(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.prediction
     titles = {"fused": "Fused (the prediction)", "cls": "[CLS] only", "fg": "[FG] only"}
-    tables = "".join(fig(titles[b], _topk_table(s.top[b])) for b in ("fused", "cls", "fg"))
+    tables = "".join(fig(titles[b], _topk_table(s.top[b])) for b in BRANCHES)
     agree = len(set(s.branch_predictions.values())) == 1
     stable = s.stable_ratio
     facts = [
