@@ -268,7 +268,7 @@ def _explore(
     descriptions, note = read_descriptions(descriptions_json, classes)
     model = registry.with_classes(model_name, classes, descriptions) if (typed or descriptions) else loaded.model
     explanation = run_explain(model, picture, float(ratio))
-    flag = world_flag_markdown(explanation, loaded, bool(typed), picture)
+    flag = world_flag_markdown(explanation.classes, loaded, bool(typed), picture)
     session = ExploreSession(
         explanation,
         html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)),

@@ -94,7 +94,7 @@ def toy_truth(picture: Image.Image, grid: tuple[int, int]) -> PatchTruth | None:
 
 def world_flag(model, picture: Image.Image, loaded: LoadedModel, typed: bool) -> str:
     """The out-of-world flag (Markdown) for this image, as Explore shows it (``microclip.world_check``'s verdict)."""
-    return world_flag_markdown(explain_image(model, picture), loaded, typed, picture)
+    return world_flag_markdown(model.classes, loaded, typed, picture)  # no second forward pass
 
 
 # ------------------------------------------------------------------ the text tower, cached per sentence

@@ -9,6 +9,7 @@ words its pretraining never used. The label-set notes (one class) need no calibr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from microclip import world_check
@@ -16,7 +17,6 @@ from microclip import world_check
 if TYPE_CHECKING:
     from PIL import Image
 
-    from microclip.explain import Explanation
     from ui.registry import LoadedModel
 
 TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a checkpoint's base spec
@@ -66,14 +66,15 @@ def unseen_words_markdown(loaded: LoadedModel, class_names: list[str]) -> str:
 
 
 def world_flag_markdown(
-    explanation: Explanation, loaded: LoadedModel, typed: bool, image: Image.Image | None = None
+    classes: Sequence[str], loaded: LoadedModel, typed: bool, image: Image.Image | None = None
 ) -> str:
-    """The flag shown above the prediction: one-class label sets, unseen words, images outside the world."""
+    """The flag shown above the prediction (``classes``: the label set it is among): one-class label sets,
+    unseen words, images outside the world."""
     lines = []
-    if len(explanation.classes) == 1:
+    if len(classes) == 1:
         lines.append(ONE_CLASS_NOTE)
     elif typed:
-        lines.append(unseen_words_markdown(loaded, list(explanation.classes)))
+        lines.append(unseen_words_markdown(loaded, list(classes)))
     verdict = world_check.check(loaded.model, image) if image is not None else None
     if verdict is not None and verdict.outside:
         lines.append(
