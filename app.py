@@ -30,10 +30,10 @@ except ImportError:
     pass
 
 from microclip.engine import select_device
+from studio.jobs import default_runs_dir, usable_runs_dir
+from studio.registry import default_registry
+from studio.sharing import ServerPathGuard
 from ui.app import build_demo, launch_kwargs, parse_auth
-from ui.jobs import default_runs_dir, usable_runs_dir
-from ui.registry import default_registry
-from ui.sharing import ServerPathGuard
 
 log = logging.getLogger("microclip.app")
 

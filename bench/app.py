@@ -58,11 +58,11 @@ from microclip.data.images import load_image
 from microclip.explain import explain_image
 from microclip.machine import cpu_name
 from microclip.resources import PROJECT_ROOT as ROOT
+from studio.jobs import AdaptationRunner
+from studio.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry
 from ui.app import QUEUE_SIZE, build_demo, launch_kwargs
 from ui.common import INFERENCE_CONCURRENCY, INFERENCE_ID
 from ui.explore import explore as explore_callback
-from ui.jobs import AdaptationRunner
-from ui.registry import TOY_ADAPTED, TOY_ASSETS, ModelRegistry
 
 log = logging.getLogger("bench.app")
 

@@ -33,7 +33,7 @@ from microclip.resources import PROJECT_ROOT as ROOT
 from microclip.toyworld.dataset import ensure_split
 from microclip.toyworld.text import caption_vocabulary
 from microclip.world_check import World, fit_world, save_worlds, token_summaries, verdicts
-from ui.registry import default_registry
+from studio.registry import default_registry
 
 EXAMPLES = ROOT / "assets" / "examples"
 QUANTILE = 0.997  # each threshold: this quantile of held-out toy images (about 1% of toy images flagged in all)

@@ -120,7 +120,7 @@ def zip_folder(folder: Path, archive: Path, prefix: str = "", extra: dict[str, b
 
 def tiny_base_registry(model_dir: Path, name: str = "tiny"):
     """A ``ModelRegistry`` holding the tiny random ViT as a zero-shot base model on the shape classes."""
-    from ui.registry import ModelRegistry
+    from studio.registry import ModelRegistry
 
     registry = ModelRegistry("cpu")
     registry.add_base(f"local-dir:{model_dir}", None, CLASSES, name)

@@ -11,8 +11,8 @@ from microclip.checkpoint import read_adapted
 from microclip.cli import train
 from microclip.data import build_dataset
 from microclip.recipe import Recipe
-from ui.jobs import AdaptationRunner, AdaptRequest, JobStatus
-from ui.registry import ModelRegistry
+from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus
+from studio.registry import ModelRegistry
 
 
 def test_cli_and_app_runs_of_one_recipe_give_the_same_weights(image_dataset_root, tiny_model_dir, tmp_path):

@@ -22,9 +22,9 @@ from conftest import CLASSES, draw_sample, serve, tiny_base_registry, write_imag
 from PIL import Image
 
 from microclip.checkpoint import load_model
+from studio.jobs import AdaptationRunner
+from studio.registry import ModelRegistry
 from ui.app import build_demo
-from ui.jobs import AdaptationRunner
-from ui.registry import ModelRegistry
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402

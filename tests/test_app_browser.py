@@ -20,9 +20,9 @@ import pytest
 from conftest import serve, tiny_base_registry
 from PIL import Image
 
+from studio.jobs import AdaptationRunner
+from studio.registry import TOY_ADAPTED, default_registry
 from ui.app import build_demo
-from ui.jobs import AdaptationRunner
-from ui.registry import TOY_ADAPTED, default_registry
 
 pytestmark = pytest.mark.browser
 

@@ -15,9 +15,9 @@ from conftest import CLASSES
 
 from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.model import MicroCLIP
-from ui import jobs
-from ui.jobs import default_runs_dir, usable_runs_dir
-from ui.registry import SAVED_AT_KEY, SAVED_NAME_KEY, ModelRegistry, saved_date
+from studio import jobs
+from studio.jobs import default_runs_dir, usable_runs_dir
+from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY, ModelRegistry, saved_date
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_saved_runs_are_listed_with_their_date_and_bad_files_are_skipped_with_on
     shutil.copyfile(good, runs / "not-a-checkpoint.txt")  # other files are not looked at
 
     registry = ModelRegistry("cpu")
-    with caplog.at_level(logging.INFO, logger="ui.registry"):
+    with caplog.at_level(logging.INFO, logger="studio.registry"):
         names = registry.add_saved_runs(runs)
 
     stored = CheckpointMeta(adapted[1].base, CLASSES, training={SAVED_AT_KEY: "2026-03-04T05:06:07+00:00"})
@@ -91,7 +91,7 @@ def test_default_runs_folder_is_local_or_the_spaces_persistent_storage(tmp_path,
 def test_an_unwritable_runs_folder_is_reported_not_fatal(tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with caplog.at_level(logging.WARNING, logger="ui.jobs"):
+    with caplog.at_level(logging.WARNING, logger="studio.jobs"):
         assert usable_runs_dir(blocker / "runs") is None
     assert "will not survive a restart" in caplog.text
     assert usable_runs_dir(tmp_path / "new" / "runs") == tmp_path / "new" / "runs"

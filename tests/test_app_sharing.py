@@ -23,10 +23,10 @@ from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.files import atomic_write_json, current_umask, file_mode, shareable_tempdir
 from microclip.model import MicroCLIP
 from microclip.toyworld.dataset import ensure_split
+from studio.jobs import AdaptationRunner
+from studio.sharing import ServerPathGuard, decide, is_loopback
 from ui.app import build_demo, launch_kwargs, parse_auth
 from ui.batch import BatchWorkspace
-from ui.jobs import AdaptationRunner
-from ui.sharing import ServerPathGuard, decide, is_loopback
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

@@ -15,9 +15,9 @@ from PIL import Image
 
 from microclip.explain import explain_image
 from microclip.walkthrough import STEP_IDS, walkthrough
+from studio.registry import ModelRegistry
 from ui.app import build_demo
 from ui.common import EXAMPLES_DIR
-from ui.registry import ModelRegistry
 from ui.walkthrough import ordered_examples
 from viz.html import num
 from viz.steps import heat_grid, render_walkthrough, signed_bar
@@ -177,7 +177,7 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
 
 @pytest.fixture(scope="module")
 def toy_registry():
-    from ui.registry import TOY_ADAPTED, default_registry
+    from studio.registry import TOY_ADAPTED, default_registry
 
     if not TOY_ADAPTED.is_file():
         pytest.skip("the bundled toy-world checkpoint is missing")

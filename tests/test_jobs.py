@@ -12,8 +12,8 @@ import torch
 from conftest import CLASSES
 
 from microclip.checkpoint import load_model
-from ui.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError
-from ui.registry import ModelRegistry
+from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError
+from studio.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")

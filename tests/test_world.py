@@ -19,8 +19,8 @@ from microclip.backbone import file_sha256
 from microclip.data.images import load_image
 from microclip.toyworld.text import caption_vocabulary, make_caption
 from microclip.toyworld.world import SPECIES
+from studio.registry import TOY_ADAPTED, TOY_BASE, default_registry
 from ui.common import EXAMPLES_DIR, example_images
-from ui.registry import TOY_ADAPTED, TOY_BASE, default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "bench" / "results" / "ood.json"

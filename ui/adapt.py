@@ -21,8 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from microclip.explain import Explanation
-from ui.common import model_dropdown_update, user_errors
-from ui.jobs import (
+from studio.jobs import (
     AdaptationRunner,
     AdaptRequest,
     JobSnapshot,
@@ -31,7 +30,8 @@ from ui.jobs import (
     parse_classnames,
     snapshot_summary,
 )
-from ui.sharing import ServerPathGuard, ServerPaths
+from studio.sharing import ServerPathGuard, ServerPaths
+from ui.common import model_dropdown_update, user_errors
 from viz.colormaps import DEFAULT_COLORMAP
 from viz.html import jpeg_uri
 from viz.overlay import overlay_map
@@ -224,7 +224,7 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
 def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPathGuard | None = None) -> AdaptHandles:
     """Build the Adapt tab inside the current ``gr.Tab`` context and wire its endpoints.
 
-    The folder source is drawn disabled, with the reason, when server folders are off (``ui.sharing``
+    The folder source is drawn disabled, with the reason, when server folders are off (``studio.sharing``
     or the runner's own setting); each request is checked again.
     """
     limits = runner.limits

@@ -24,8 +24,8 @@ from microclip.batch import BRANCHES, MAX_IMAGES, BatchItem, BatchResult
 from microclip.batch import run as run_and_bundle
 from microclip.files import shareable_tempdir
 from microclip.formats import small_number
+from studio.sharing import ServerPathGuard, ServerPaths
 from ui.common import gpu, image_file, model_dropdown_update, user_errors
-from ui.sharing import ServerPathGuard, ServerPaths
 from viz.overlay import display_crop, overlay_map
 
 OVERLAY_SIZE = 224
@@ -72,7 +72,7 @@ def run_batch(
     opacity: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
 ) -> BatchResult:
-    """The whole batch for one registry entry (``loaded``: a ``ui.registry.LoadedModel``)."""
+    """The whole batch for one registry entry (``loaded``: a ``studio.registry.LoadedModel``)."""
     source = archive or (folder or "").strip()
     if not source:
         raise ValueError("upload a zip of images, or type a folder path")
@@ -130,7 +130,7 @@ def build_batch_tab(
     """Build the Batch tab inside the current ``gr.Tab`` context and wire the ``batch`` endpoint.
 
     The folder field is drawn disabled, with the reason, when server folders are off
-    (``ui.sharing``); each request is checked again. ``allow_local_paths`` False turns them off outright.
+    (``studio.sharing``); each request is checked again. ``allow_local_paths`` False turns them off outright.
     """
     guard = server_paths or ServerPathGuard()
 

@@ -132,42 +132,6 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class InFlight:
-    """How many inference requests (Explore, Compare, explainers) are running now; an adaptation run
-    yields the CPU to them while any are (``ui.jobs``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-
-    @property
-    def busy(self) -> bool:
-        return self._count > 0
-
-    def __enter__(self) -> InFlight:
-        with self._lock:
-            self._count += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._count -= 1
-
-
-INFERENCE_IN_FLIGHT = InFlight()
-
-
-def counts_as_inference(fn: F) -> F:
-    """Mark a callback as an inference request for ``INFERENCE_IN_FLIGHT`` while it runs."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with INFERENCE_IN_FLIGHT:
-            return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 IMAGE_FILE_TTL_S = 15 * 60  # picture files handed to Gradio are deleted after this (Gradio keeps its own copy)
 _image_files: dict[str, Any] = {"folder": None, "written": 0}
 _image_files_lock = threading.Lock()

@@ -13,10 +13,11 @@ import gradio as gr
 import numpy as np
 
 from microclip.explain import Explanation, explain_image
+from studio.inflight import counts_as_inference
+from studio.registry import ModelRegistry
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
-    counts_as_inference,
     example_images,
     example_picker,
     examples_gallery,
@@ -26,7 +27,6 @@ from ui.common import (
     user_errors,
 )
 from ui.explore import PHOTO_SIZE, decode_upload
-from ui.registry import ModelRegistry
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP, DIVERGING_COLORMAP
 from viz.overlay import difference_map, display_crop

@@ -26,17 +26,9 @@ from microclip.faithfulness import deletion_scores
 from microclip.toyworld.lookup import find_toyworld_sample
 from microclip.toyworld.render import Sample
 from microclip.toyworld.world import SPECIES
-from ui.common import (
-    DISPLAY_SIZE,
-    INFERENCE_CONCURRENCY,
-    INFERENCE_ID,
-    counts_as_inference,
-    gpu,
-    image_file,
-    open_image,
-    user_errors,
-)
-from ui.registry import ModelRegistry
+from studio.inflight import counts_as_inference
+from studio.registry import ModelRegistry
+from ui.common import DISPLAY_SIZE, INFERENCE_CONCURRENCY, INFERENCE_ID, gpu, image_file, open_image, user_errors
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
 from viz.peers import SCALE_NOTE, colorbar, peer_panel

@@ -20,11 +20,13 @@ from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import Explanation, explain_image
 from microclip.heads import BRANCHES
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
-from ui.cache import cached, file_digest, model_identity
+from studio.cache import cached, file_digest, model_identity
+from studio.inflight import counts_as_inference
+from studio.registry import ModelRegistry
+from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
-    counts_as_inference,
     example_images,
     example_picker,
     examples_gallery,
@@ -36,9 +38,7 @@ from ui.common import (
     user_errors,
 )
 from ui.explainers import build_explainers_view
-from ui.registry import ModelRegistry
 from ui.walkthrough import build_erase_row, toy_truth
-from ui.world import world_flag_markdown, world_markdown
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
@@ -231,7 +231,7 @@ def explore(
     run = functools.partial(_explore, registry, image, model_name, *options)
     if not (image and os.path.isfile(image)):
         return run()
-    # The cache (ui.cache): a class asking about one picture is served once.
+    # The cache (studio.cache): a class asking about one picture is served once.
     loaded = registry.get(model_name)
     key = (
         "explore",

@@ -8,8 +8,8 @@ from functools import partial
 
 import gradio as gr
 
+from studio.registry import LoadedModel, ModelRegistry
 from ui.common import model_dropdown_update, user_errors
-from ui.registry import LoadedModel, ModelRegistry
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 

@@ -30,7 +30,9 @@ from microclip.toyworld.lookup import enlarge, find_toyworld_sample
 from microclip.toyworld.render import Sample, rerender
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import PatchTruth, branch_changes, to_json, walkthrough
-from ui.cache import cached, file_digest, model_identity
+from studio.cache import cached, file_digest, model_identity
+from studio.registry import LoadedModel, ModelRegistry
+from studio.world import world_flag_markdown
 from ui.common import (
     INFERENCE_CONCURRENCY,
     INFERENCE_ID,
@@ -44,8 +46,6 @@ from ui.common import (
     parse_class_names,
     user_errors,
 )
-from ui.registry import LoadedModel, ModelRegistry
-from ui.world import world_flag_markdown
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 from viz.steps import PICTURE_SIZE, WALKTHROUGH_JS, erase_html, render_walkthrough
@@ -153,7 +153,7 @@ def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
 @user_errors
 def walk(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None) -> tuple:
     """One image through the model, step by step (the ``walkthrough`` endpoint): the HTML page and the numbers."""
-    if image and os.path.isfile(image):  # cache (ui.cache): a class asking about one picture is served once
+    if image and os.path.isfile(image):  # cache (studio.cache): a class asking about one picture is served once
         loaded = registry.get(model_name or None)
         key = ("walkthrough", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
         return cached(key, lambda: _walk(registry, image, model_name, class_names))

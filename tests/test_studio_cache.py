@@ -1,4 +1,4 @@
-"""The result cache behind the walkthrough and Explore (ui/cache.py): one computation for many identical requests,
+"""The result cache behind the walkthrough and Explore (studio/cache.py): one computation for many identical requests,
 bounded, never stale (keyed by the model's weights, the image's bytes, the class set and the options), errors not
 kept. The end-to-end checks compare cached answers with answers computed without the cache."""
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import CLASSES, draw_sample, tiny_base_registry
 
-from ui import cache
-from ui.cache import ResultCache, cached, file_digest, model_identity
+from studio import cache
+from studio.cache import ResultCache, cached, file_digest, model_identity
 from ui.explore import _explore, explore
 from ui.walkthrough import _walk, walk
 

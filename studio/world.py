@@ -17,7 +17,7 @@ from microclip import world_check
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ui.registry import LoadedModel
+    from studio.registry import LoadedModel
 
 TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a checkpoint's base spec
 ONE_CLASS_NOTE = (

@@ -42,8 +42,8 @@ from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
-from ui.common import INFERENCE_IN_FLIGHT
-from ui.registry import SAVED_AT_KEY, SAVED_NAME_KEY
+from studio.inflight import INFERENCE_IN_FLIGHT
+from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
 
 log = logging.getLogger(__name__)
 TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step

@@ -1,0 +1,46 @@
+"""How many inference requests are running now: an adaptation run yields the CPU to them."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InFlight:
+    """How many inference requests (Explore, Compare, explainers) are running now; an adaptation run
+    yields the CPU to them while any are (``studio.jobs``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._count > 0
+
+    def __enter__(self) -> InFlight:
+        with self._lock:
+            self._count += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+INFERENCE_IN_FLIGHT = InFlight()
+
+
+def counts_as_inference(fn: F) -> F:
+    """Mark a callback as an inference request for ``INFERENCE_IN_FLIGHT`` while it runs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with INFERENCE_IN_FLIGHT:
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
