@@ -447,6 +447,9 @@ def browser_burst(url: str, image: Path, clients: int, rounds: int, timeout: flo
     return bursts
 
 
+ROUND_NAMES = {0: "0: the page opens (config + page-load events; in the walkthrough column)", 1: "1 (cold)"}
+
+
 def print_bursts(bursts: list[Burst], client: str) -> None:
     how = "example clicks as browsers send them" if client == "browser" else "gradio_client uploads"
     print(f"### Burst: {bursts[0].clients} clients open the walkthrough, then Explore, of one example ({how})\n")
@@ -470,7 +473,7 @@ def print_bursts(bursts: list[Burst], client: str) -> None:
         )
         p95 = f"{quantile(both, 0.95) * 1e3:.0f}" if both else "—"
         print(
-            f"| {b.round}{' (cold)' if b.round == 1 else ''} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
+            f"| {ROUND_NAMES.get(b.round, b.round)} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
             f"{p95} | {client} | {b.wall_s:.1f} | {len(b.errors)} |"
         )
     for b in bursts:

@@ -9,8 +9,9 @@ Python interpreter (a class's browsers run on the students' machines, not on the
 
 Each student, per round: the Walkthrough example click (timed), the Explore tab opened (the tab's
 model-list refresh, not timed: it is load the server carries), the Explore example click and its
-explanation (timed together). Clients connect and load the page before the first round; every round
-starts on one barrier. Nothing is asserted here except that every answer carries a prediction.
+explanation (timed together). Round 0 is every student opening the page at once (the config and the
+page-load events, timed); every round starts on one barrier. Nothing is asserted here except that every
+answer carries a prediction.
 
     python bench/classroom.py --url http://127.0.0.1:7860 --clients 30 --rounds 3
     (bench/app.py --only burst starts the app and runs this script against it)
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -110,6 +112,8 @@ class Student:
         raise RuntimeError(f"the stream ended before event {event_id} completed")
 
     def open_page(self) -> None:
+        """What the browser asks for when the page opens: the config, then the page-load events."""
+        self.http.get(f"{self.app.url}/config").raise_for_status()
         for dependency in self.app.load_events():
             self.send(dependency, self.app.defaults(dependency), trigger=dependency["targets"][0][0])
 
@@ -138,22 +142,23 @@ def lesson_step(student: Student, walk_index: int, explore_index: int) -> tuple[
     return walked_at - started, done - opened_at
 
 
-def run_round(number: int, students: list[Student], indices: tuple[int, int]) -> Round:
-    result = Round(number, len(students))
+def together(students: list[Student], act: Callable[[Student], Any]) -> tuple[list[Any], list[str], float]:
+    """``act`` for every student at once (one barrier): the answers, the errors, and the wall time."""
+    answers: list[Any] = []
+    errors: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(len(students) + 1)
 
     def attend(student: Student) -> None:
         try:
             barrier.wait(timeout=TIMEOUT_S)
-            walk_s, explore_s = lesson_step(student, *indices)
+            answer = act(student)
         except Exception as error:  # noqa: BLE001 - counted and reported
             with lock:
-                result.errors.append(f"{type(error).__name__}: {error}"[:200])
+                errors.append(f"{type(error).__name__}: {error}"[:200])
             return
         with lock:
-            result.walkthrough_s.append(walk_s)
-            result.explore_s.append(explore_s)
+            answers.append(answer)
 
     threads = [threading.Thread(target=attend, args=(s,), daemon=True) for s in students]
     for thread in threads:
@@ -162,18 +167,32 @@ def run_round(number: int, students: list[Student], indices: tuple[int, int]) ->
     started = time.perf_counter()
     for thread in threads:
         thread.join(timeout=TIMEOUT_S)
-    result.wall_s = time.perf_counter() - started
-    return result
+    return answers, errors, time.perf_counter() - started
+
+
+def run_round(number: int, students: list[Student], indices: tuple[int, int]) -> Round:
+    answers, errors, wall_s = together(students, lambda student: lesson_step(student, *indices))
+    return Round(number, len(students), [a[0] for a in answers], [a[1] for a in answers], errors, wall_s)
+
+
+def open_pages(students: list[Student]) -> Round:
+    """Round 0: every student opens the page at once (its time is in ``walkthrough_s``; no Explore)."""
+
+    def open_page(student: Student) -> float:
+        started = time.perf_counter()
+        student.open_page()
+        return time.perf_counter() - started
+
+    answers, errors, wall_s = together(students, open_page)
+    return Round(0, len(students), answers, [], errors, wall_s)
 
 
 def classroom(url: str, clients: int, rounds: int, image: str) -> list[Round]:
     app = AppProtocol(url)
     indices = (app.example_index("walkthrough-examples", image), app.example_index("explore-examples", image))
     students = [Student(app) for _ in range(clients)]
-    for student in students:  # the page is open before the teacher says "open this one"
-        student.open_page()
-    try:
-        return [run_round(n, students, indices) for n in range(1, rounds + 1)]
+    try:  # the page is open before the teacher says "open this one"
+        return [open_pages(students)] + [run_round(n, students, indices) for n in range(1, rounds + 1)]
     finally:
         for student in students:
             student.http.close()

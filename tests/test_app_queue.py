@@ -49,11 +49,10 @@ def test_the_classroom_bench_speaks_the_apps_protocol(registry):
         image = "toybird-velmun-finch.png"
         indices = (app.example_index("walkthrough-examples", image), app.example_index("explore-examples", image))
         students = [classroom.Student(app) for _ in range(2)]
-        for student in students:
-            student.open_page()
+        opened = classroom.open_pages(students)
         first = classroom.run_round(1, students, indices)
         computed = RESULTS.misses
         second = classroom.run_round(2, students, indices)
-    assert first.errors == second.errors == []
+    assert opened.errors == first.errors == second.errors == []
     assert len(first.walkthrough_s) == len(second.explore_s) == 2
     assert RESULTS.misses == computed  # nothing computed again
