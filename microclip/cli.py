@@ -31,7 +31,7 @@ from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import Callback, FitState, distributed_context, eval_fusion_ratio, evaluate, select_device
 from microclip.errors import USER_ERRORS
-from microclip.files import atomic_write_json, atomic_write_text
+from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe, check_train_config
@@ -48,7 +48,7 @@ ZERO_SHOT_BRANCH = "cls"  # the reference reports the zero-shot (epoch-0) accura
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         hint = (
             ""
@@ -59,8 +59,7 @@ def _read_json(path: Path, what: str) -> dict:
             )
         )
         raise FileNotFoundError(f"{what} {path} not found{hint}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
+    return parse_json(text, f"{what} {path}")
 
 
 def load_train_config(name_or_path: str) -> dict:

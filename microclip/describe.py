@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from microclip.cliargs import add_classname, new_parser
-from microclip.files import atomic_write_json
+from microclip.files import atomic_write_json, parse_json
 
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
     import openai
@@ -503,10 +503,7 @@ def read_classes(path: Path, dataset: str | None = None) -> list[str]:
         raise DescribeError(f"cannot read the class list {path}: {exc.strerror}") from exc
     if path.suffix.lower() != ".json":
         return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise DescribeError(f"{path} is not valid JSON: {exc}") from exc
+    data = parse_json(text, str(path), DescribeError)
     if isinstance(data, dict):
         if dataset is None or dataset not in data:
             keys = ", ".join(sorted(data)[:20])
