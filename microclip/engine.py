@@ -366,6 +366,7 @@ def fit(
     ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
     ``start_epoch`` starts a fresh run at that epoch, as the reference's ``--start_epoch`` (the schedule
     continues from there); ``restore`` fills the model and optimiser first (a reference checkpoint).
+    Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
     rank, world = distributed_context()
