@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from microclip.backbone import BaseModelSpec
-from microclip.files import atomic_write
+from microclip.files import atomic_write, parse_json
 
 FORMAT = "microclip-adapted"
 FORMAT_VERSION = 1
@@ -58,10 +58,7 @@ class CheckpointMeta:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> CheckpointMeta:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{source}: metadata is not valid JSON ({error})") from None
+        data = parse_json(text, f"{source}: metadata", CheckpointError)
         if data.get("format") != FORMAT:
             raise CheckpointError(f"{source}: not a microCLIP checkpoint (format {data.get('format')!r})")
         if data.get("version", 0) > FORMAT_VERSION:

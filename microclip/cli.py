@@ -24,16 +24,16 @@ from microclip.cliargs import add_classname, new_parser
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
-from microclip.data.datasets import DatasetNotFoundError, build_dataset
+from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
 from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import Callback, FitState, distributed_context, eval_fusion_ratio, evaluate, select_device
 from microclip.errors import USER_ERRORS
-from microclip.files import atomic_write_json, atomic_write_text
+from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
-from microclip.model import MethodConfig
+from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
@@ -48,7 +48,7 @@ ZERO_SHOT_BRANCH = "cls"  # the reference reports the zero-shot (epoch-0) accura
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         hint = (
             ""
@@ -59,8 +59,7 @@ def _read_json(path: Path, what: str) -> dict:
             )
         )
         raise FileNotFoundError(f"{what} {path} not found{hint}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
+    return parse_json(text, f"{what} {path}")
 
 
 def load_train_config(name_or_path: str) -> dict:
@@ -532,42 +531,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
 
     output_dir, reference_run = _output_and_reference(args, config, clip_model)
     _check_data_fast(args)  # a bad layout fails here, in seconds, before the model loads
-
-    templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
-    args.eval_crop = args.eval_crop or train_cfg.get("eval_crop") or "center"  # recorded in args.json as used
-    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
-    train_base, test_base = _datasets(args, classnames)
-    if config.mode == "fully_supervised" and not train_base.has_labels:
-        raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
-    run = prepare(
-        train_base,
-        config,
-        (clip_model, pretrained),
-        templates,
-        read_descriptions(args, train_cfg, list(train_base.classes)),
-        method_config(args),
-        test_data=test_base,
-        use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
-        base_seed=args.seed,
-        eval_crop=args.eval_crop,
-        device=device,
-        provenance={
-            "dataset": args.dataset,
-            "train_config": args.train_config,
-            "command": " ".join(sys.argv),
-            "seed": args.seed,
-        },
-    )
-    log.info(
-        "%s: %d train images, %d test images, %d classes; base %s; mode %s",
-        args.dataset,
-        len(run.train_set),
-        len(run.test_set) if run.test_set else 0,
-        len(run.classes),
-        run.model.base.describe(),
-        config.mode,
-    )
-    log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
+    run = _prepare(args, train_cfg, config, (clip_model, pretrained), device)
     set_pixel_stats(run.model, args.image_mean, args.image_std)
 
     output_dir.mkdir(parents=True, exist_ok=True)  # only now: bad data or descriptions leave nothing behind
@@ -604,6 +568,46 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     if rank != 0:
         return 0
     return _finish(args, config, run, result, initial, output_dir)
+
+
+def _prepare(args: argparse.Namespace, train_cfg: dict, config: Recipe, base: tuple[str, str | None], device):
+    """The run's data, text sources and model (``adapt.prepare``), logged in two lines."""
+    templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
+    args.eval_crop = args.eval_crop or train_cfg.get("eval_crop") or "center"  # recorded in args.json as used
+    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
+    train_base, test_base = _datasets(args, classnames)
+    if config.mode == "fully_supervised" and not train_base.has_labels:
+        raise ValueError(f"--fully_supervised needs labels, but {args.dataset} is unlabelled")
+    run = prepare(
+        train_base,
+        config,
+        base,
+        templates,
+        read_descriptions(args, train_cfg, list(train_base.classes)),
+        method_config(args),
+        test_data=test_base,
+        use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
+        base_seed=args.seed,
+        eval_crop=args.eval_crop,
+        device=device,
+        provenance={
+            "dataset": args.dataset,
+            "train_config": args.train_config,
+            "command": " ".join(sys.argv),
+            "seed": args.seed,
+        },
+    )
+    log.info(
+        "%s: %d train images, %d test images, %d classes; base %s; mode %s",
+        args.dataset,
+        len(run.train_set),
+        len(run.test_set) if run.test_set else 0,
+        len(run.classes),
+        run.model.base.describe(),
+        config.mode,
+    )
+    log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
+    return run
 
 
 def _output_and_reference(args: argparse.Namespace, config: Recipe, clip_model: str):
@@ -717,35 +721,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from microclip.checkpoint import load_model, load_reference_model
-
     device = select_device(args.device)
     ckpt = Path(args.ckpt_path)
-    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
-    if ckpt.suffix in {".pth", ".pt"}:
-        dataset = build_dataset(
-            args.dataset,
-            args.split,
-            root=args.data_root,
-            download=args.download,
-            classnames=classnames,
-            protocol=args.data_split,
-        )
-        model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
-        recorded = load_train_config(args.train_config).get("eval_crop")  # a reference checkpoint: its protocol
-    else:
-        model = load_model(ckpt, device)
-        dataset = build_dataset(
-            args.dataset,
-            args.split,
-            root=args.data_root,
-            download=args.download,
-            classnames=classnames or list(model.classes),
-            protocol=args.data_split,
-        )
-        check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
-        recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
-    args.eval_crop = args.eval_crop or recorded or "center"
+    model, dataset = _model_and_data(args, ckpt, device)
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
     set_pixel_stats(model, args.image_mean, args.image_std)
@@ -793,3 +771,32 @@ def _evaluate(args: argparse.Namespace) -> int:
         if per_class:
             atomic_write_json(out / "per_class.json", per_class)
     return 0
+
+
+def _model_and_data(args: argparse.Namespace, ckpt: Path, device: torch.device) -> tuple[MicroCLIP, ImageDataset]:
+    """The checkpoint's model and the test data; ``args.eval_crop`` defaults to the crop the checkpoint records."""
+    from microclip.checkpoint import load_model, load_reference_model
+
+    classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
+
+    def data(names: list[str] | None) -> ImageDataset:
+        return build_dataset(
+            args.dataset,
+            args.split,
+            root=args.data_root,
+            download=args.download,
+            classnames=names,
+            protocol=args.data_split,
+        )
+
+    if ckpt.suffix in {".pth", ".pt"}:
+        dataset = data(classnames)
+        model = load_reference_model(ckpt, args.clip_model or "ViT-B/32", dataset.classes, device)
+        recorded = load_train_config(args.train_config).get("eval_crop")  # a reference checkpoint: its protocol
+    else:
+        model = load_model(ckpt, device)
+        dataset = data(classnames or list(model.classes))
+        check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
+        recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
+    args.eval_crop = args.eval_crop or recorded or "center"
+    return model, dataset

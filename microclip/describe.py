@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from microclip.cliargs import add_classname, new_parser
-from microclip.files import atomic_write_json
+from microclip.files import atomic_write_json, parse_json
 
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
     import openai
@@ -376,19 +376,8 @@ def describe_classes(
     question_list = check_questions(list(GENERIC_QUESTIONS) if questions is None else questions)
     wanted = _unique_classes(classes)
 
-    saved: dict[str, list[str]] = {}
-    if out_path is not None and out_path.exists() and not overwrite:
-        saved = load_descriptions_file(out_path)
+    saved = _saved_descriptions(out_path, wanted, overwrite)
     todo = [c for c in wanted if not saved.get(c)]  # an empty list counts as not done
-    if len(todo) < len(wanted):
-        log.info(
-            "resuming %s: %d of %d classes already described, %d to go",
-            out_path,
-            len(wanted) - len(todo),
-            len(wanted),
-            len(todo),
-        )
-
     usage = _Usage()
     client = _make_client(api_base, api_key, timeout_s, max_retries) if todo else None
     bar = tqdm(todo, desc="describe", unit="class", disable=not progress)
@@ -414,7 +403,25 @@ def describe_classes(
             atomic_write_json(out_path, _ordered(saved, wanted))
         bar.set_postfix(tokens=usage.prompt_tokens + usage.completion_tokens)
     bar.close()
+    _log_usage(usage, api_base, model)
+    return {c: saved[c] for c in wanted}
 
+
+def _saved_descriptions(out_path: Path | None, wanted: list[str], overwrite: bool) -> dict[str, list[str]]:
+    """What an earlier run already wrote to ``out_path`` (nothing with ``overwrite``), logged when it resumes."""
+    if out_path is None or not out_path.exists() or overwrite:
+        return {}
+    saved = load_descriptions_file(out_path)
+    done = sum(1 for c in wanted if saved.get(c))  # an empty list counts as not done
+    if done:
+        log.info(
+            "resuming %s: %d of %d classes already described, %d to go", out_path, done, len(wanted), len(wanted) - done
+        )
+    return saved
+
+
+def _log_usage(usage: _Usage, api_base: str, model: str) -> None:
+    """The run's sentences dropped as too long, and the tokens the endpoint reported."""
     if usage.dropped_long:
         log.warning(
             "dropped %d sentence(s) longer than %d characters (CLIP reads at most 77 tokens); e.g. %r",
@@ -431,7 +438,6 @@ def describe_classes(
             usage.prompt_tokens,
             usage.completion_tokens,
         )
-    return {c: saved[c] for c in wanted}
 
 
 def _describe_one(
@@ -497,10 +503,7 @@ def read_classes(path: Path, dataset: str | None = None) -> list[str]:
         raise DescribeError(f"cannot read the class list {path}: {exc.strerror}") from exc
     if path.suffix.lower() != ".json":
         return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise DescribeError(f"{path} is not valid JSON: {exc}") from exc
+    data = parse_json(text, str(path), DescribeError)
     if isinstance(data, dict):
         if dataset is None or dataset not in data:
             keys = ", ".join(sorted(data)[:20])

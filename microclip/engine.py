@@ -27,6 +27,7 @@ from microclip.constants import CLS_ONLY_MODES
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
 from microclip.recipe import AmpMode, Recipe
 from microclip.state import load_run_state, save_run_state
 
@@ -365,6 +366,7 @@ def fit(
     ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
     ``start_epoch`` starts a fresh run at that epoch, as the reference's ``--start_epoch`` (the schedule
     continues from there); ``restore`` fills the model and optimiser first (a reference checkpoint).
+    Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
     rank, world = distributed_context()
@@ -539,20 +541,18 @@ def evaluate(
 ) -> EvalResult:
     """Fused, [CLS]-only and [FG]-only predictions on ``dataset`` (items ``(image, label, ...)``)."""
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     predictions: dict[str, list[torch.Tensor]] = {"fused": [], "cls": [], "fg": []}
     targets = []
-    for batch in loader:
-        images, labels = batch[0].to(device), batch[1]
-        with autocast(device, amp):
-            logits = model(images, ratio=ratio).logits
-        predictions["fused"].append(logits.fused.argmax(1).cpu())
-        predictions["cls"].append(logits.cls.argmax(1).cpu())
-        predictions["fg"].append(logits.fg.argmax(1).cpu())
-        targets.append(labels)
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in loader:
+            images, labels = batch[0].to(device), batch[1]
+            with autocast(device, amp):
+                logits = model(images, ratio=ratio).logits
+            predictions["fused"].append(logits.fused.argmax(1).cpu())
+            predictions["cls"].append(logits.cls.argmax(1).cpu())
+            predictions["fg"].append(logits.fg.argmax(1).cpu())
+            targets.append(labels)
     merged = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in predictions.items()}
     all_targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
     labelled = bool(len(all_targets)) and bool((all_targets >= 0).all())

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from microclip.backbone import VisualTokens
 from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,8 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
 
     Runs in eval mode and leaves the model in the mode it found (a training loop can call it).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        out = model(images.to(device), ratio=ratio)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        out = model(images.to(next(model.parameters()).device), ratio=ratio)
     tokens = out.tokens
     h, w = tokens.grid
     w_hat = model.heads.w_star_hat()

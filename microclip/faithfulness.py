@@ -20,6 +20,7 @@ from torch import nn
 
 from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
 
 ROAD_PERCENTILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -65,16 +66,12 @@ def deletion_drops(
     """
     from pytorch_grad_cam.metrics.road import ROADMostRelevantFirstAverage
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         wrapped = _BranchProbabilities(model)
         predicted = wrapped(images).argmax(dim=-1)  # (B, 3)
         targets = [_PredictedClass(row.tolist()) for row in predicted]
         cams = upsample_maps(maps, model.backbone.grid, images.shape[-1])
         change = ROADMostRelevantFirstAverage(percentiles=list(percentiles))(images, cams, targets, wrapped)
-    finally:
-        model.train(was_training)
     change = np.asarray(change, dtype=np.float64).reshape(len(images), len(BRANCHES))
     return {branch: -change[:, i] for i, branch in enumerate(BRANCHES)}
 

@@ -1,4 +1,4 @@
-"""Writing files: atomically, and readable by the user's group.
+"""Writing files: atomically, and readable by the user's group; reading JSON with a one-line error.
 
 A reader (or a killed process) sees the old file or the new one, whole: the temporary file lives in
 the target's folder because ``os.replace`` is atomic only within one file system. Files and folders
@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _UMASK_LOCK = threading.Lock()
 
@@ -84,3 +85,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: object, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def parse_json(text: str, what: str, error: type[Exception] = ValueError) -> Any:
+    """``json.loads(text)``; text that is not JSON raises ``error("<what> is not valid JSON (<why>)")``.
+
+    ``error`` is the caller's user error (a ConfigError, a CheckpointError, ...), so a front end shows
+    the message in one line instead of the decoder's traceback.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as why:
+        raise error(f"{what} is not valid JSON ({why})") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import json
 import types
 import typing
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.transforms import DEFAULT_AUTO_AUGMENT, TrainViews
+from microclip.files import parse_json
 from microclip.resources import config_file
 
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
@@ -132,10 +132,7 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> Recipe:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{source} is not valid JSON ({error})") from None
+        data = parse_json(text, source, ConfigError)
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object of recipe keys")
         return cls.from_dict(data, source)

@@ -32,6 +32,7 @@ from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
 from microclip.soap import NcutSplit, ncut_split, soap_query
 
 STEP_IDS = ("patches", "tokens", "graph", "query", "soap", "fg", "fusion", "heads", "prediction")
@@ -728,13 +729,8 @@ def walkthrough_tensor(
     if images.shape[0] != 1:
         raise ValueError(f"the walkthrough follows one image, got a batch of {images.shape[0]}")
     ratio = model.config.fusion_ratio if ratio is None else float(ratio)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            walk = _walk(model, images, ratio, descriptions or {}, text_encoder, templates, top_k)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        walk = _walk(model, images, ratio, descriptions or {}, text_encoder, templates, top_k)
     if truth is None:
         return walk
     if tuple(truth.object_share.shape) != walk.grid:

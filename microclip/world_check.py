@@ -27,6 +27,7 @@ import torch
 from microclip.backbone import Backbone
 from microclip.files import atomic_write_json
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
 from microclip.resources import PROJECT_ROOT
 
 WORLDS_FILE = PROJECT_ROOT / "assets" / "toybirds" / "world.json"
@@ -149,18 +150,14 @@ def token_summaries(model_or_backbone: MicroCLIP | Backbone, images: Iterable, b
     backbone = _backbone(model_or_backbone)
     transform = test_transform(backbone.image_size, crop="center")
     device = next(backbone.parameters()).device
-    was_training = backbone.training
-    backbone.eval()
     rows, chunk = [], []
-    try:
+    with eval_mode(backbone):
         for image in [*images, None]:
             if image is not None:
                 chunk.append(transform(to_rgb(image)))
             if chunk and (image is None or len(chunk) == batch_size):
                 rows.append(token_summary(backbone(torch.stack(chunk).to(device)).patches))
                 chunk = []
-    finally:
-        backbone.train(was_training)
     width = 2 * backbone.width
     return np.concatenate(rows) if rows else np.zeros((0, width))
 

@@ -1,4 +1,4 @@
-"""atomic_write: whole files or none, readable by the group, nothing left behind on failure."""
+"""atomic_write: whole files or none, readable by the group, nothing left behind on failure; parse_json's one line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from microclip.files import atomic_write, atomic_write_json
+from microclip.checkpoint import CheckpointError, CheckpointMeta
+from microclip.files import atomic_write, atomic_write_json, parse_json
+from microclip.recipe import ConfigError, Recipe
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -47,3 +49,17 @@ def test_an_interrupted_writer_leaves_the_target_untouched(tmp_path: Path) -> No
         atomic_write(out, half_then_killed)
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+
+
+def test_parse_json_reads_json_and_names_what_was_not_json() -> None:
+    assert parse_json('{"a": [1, 2]}', "x") == {"a": [1, 2]}
+    with pytest.raises(ValueError, match=r"^notes\.json is not valid JSON \(Expecting .*line 1 column 2") as caught:
+        parse_json("{not json", "notes.json")
+    assert "\n" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_each_reader_raises_its_own_user_error_for_text_that_is_not_json() -> None:
+    with pytest.raises(ConfigError, match=r"^flowers\.json is not valid JSON \("):
+        Recipe.from_json("{", "flowers.json")
+    with pytest.raises(CheckpointError, match=r"^run\.safetensors: metadata is not valid JSON \("):
+        CheckpointMeta.from_json("[", "run.safetensors")

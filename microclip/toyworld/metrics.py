@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.constants import CLIP_MEAN, CLIP_STD
+from microclip.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,21 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_images(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """[CLS] embeddings after the visual projection, not normalised: (N, D)."""
-    model.eval()
-    feats = [
-        model.encode_image(images_to_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
-    ]
+    """[CLS] embeddings after the visual projection, not normalised: (N, D). The model keeps its mode."""
+    with eval_mode(model):
+        feats = [
+            model.encode_image(images_to_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(feats).float()
 
 
 @torch.no_grad()
 def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Unit-norm text embeddings (N, D)."""
-    model.eval()
-    feats = [model.encode_text(tokenizer(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)]
+    """Unit-norm text embeddings (N, D). The model keeps its mode."""
+    with eval_mode(model):
+        feats = [
+            model.encode_text(tokenizer(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)
+        ]
     return F.normalize(torch.cat(feats).float(), dim=-1)
 
 
