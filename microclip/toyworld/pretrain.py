@@ -96,6 +96,8 @@ class PretrainConfig:
     distill_hidden: int = 0  # MLP width before the prototypes; 0 = prototypes on the normalised raw tokens
     distill_momentum: float = 0.996  # EMA teacher
     distill_mask_ratio: float = 0.4  # share of the student's patches masked, in blocks
+    distill_student_temperature: float = 0.1  # DINO's
+    distill_teacher_temperature: float = 0.04  # DINO's (sharpening)
     init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
@@ -381,7 +383,13 @@ def build_distill(model: torch.nn.Module, cfg: PretrainConfig) -> SelfDistillati
     """The EMA teacher and heads when self-distillation is on (teacher = the tower as it starts)."""
     if cfg.distill_weight <= 0:
         return None
-    return SelfDistillation(model.visual, cfg.distill_prototypes, cfg.distill_hidden)
+    return SelfDistillation(
+        model.visual,
+        cfg.distill_prototypes,
+        cfg.distill_hidden,
+        cfg.distill_student_temperature,
+        cfg.distill_teacher_temperature,
+    )
 
 
 # ---------------------------------------------------------------- checkpoints (no pickle)
@@ -705,6 +713,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         "distill_weight",
         "distill_momentum",
         "distill_mask_ratio",
+        "distill_student_temperature",
+        "distill_teacher_temperature",
     ):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
