@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -49,6 +50,7 @@ from microclip.toyworld.dataset import (
     load_split_arrays,
     pretrain_scenes,
 )
+from microclip.toyworld.distill import SelfDistillation, block_mask
 from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
 from microclip.toyworld.text import NAME_ZIPF, P_LOOKALIKE, P_NAME, TEMPLATES, Scene, descriptions, make_caption
@@ -88,6 +90,15 @@ class PretrainConfig:
     scene_words: bool = False  # dense-stage captions also name the bird's colour and the scene (tried; no gain)
     region_weight: float = 0.0  # colour/scene phrases by mean-pooled region grounding; 0 = pooled like parts
     centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
+    # iBOT-style patch self-distillation on the raw value-path tokens (distill.py); 0 = off
+    distill_weight: float = 0.0
+    distill_prototypes: int = 128
+    distill_hidden: int = 0  # MLP width before the prototypes; 0 = prototypes on the normalised raw tokens
+    distill_momentum: float = 0.996  # EMA teacher
+    distill_mask_ratio: float = 0.4  # share of the student's patches masked, in blocks
+    distill_student_temperature: float = 0.1  # DINO's
+    distill_teacher_temperature: float = 0.04  # DINO's (sharpening)
+    init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
     threads: int = 2
@@ -108,7 +119,7 @@ OBJECTIVE = {
     "patch's token after another image's block is pasted elsewhere). Options tried and "
     "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
     "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
-    "centring of the raw tokens (--centring_weight)",
+    "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight)",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -176,6 +187,7 @@ class Batch:
     region_kind: torch.Tensor | None = None  # (Q,) 0 the bird's colour, 1 the scene
     region_image: torch.Tensor | None = None  # (R,) image of each (image, region phrase) pair
     region_phrase: torch.Tensor | None = None  # (R,) index into `regions`
+    distill_mask: torch.Tensor | None = None  # (B, N) bool: patches hidden from the self-distillation student
 
 
 def make_batch(
@@ -207,6 +219,10 @@ def make_batch(
     regions = sorted({p for c in captions for p in c.regions}) if separate else []
     region_image, region_phrase = _pairs([c.regions for c in captions] if separate else [], regions)
     region_kind = torch.tensor([0 if p.endswith(" bird") else 1 for p in regions], dtype=torch.long)
+    distill_mask = None
+    if in_dense_stage(step, cfg) and cfg.distill_weight > 0:  # its own generator: other draws stay as they were
+        grid = (x.shape[-2] // PATCH, x.shape[-1] // PATCH)
+        distill_mask = block_mask(np.random.default_rng([cfg.seed, 13, step]), len(idx), grid, cfg.distill_mask_ratio)
     return Batch(
         images=x,
         tokens=tokenizer([c.text for c in captions]),
@@ -219,6 +235,7 @@ def make_batch(
         region_kind=region_kind,
         region_image=region_image,
         region_phrase=region_phrase,
+        distill_mask=distill_mask,
     )
 
 
@@ -280,8 +297,10 @@ def batch_loss(
     tokenizer,
     clip_loss: torch.nn.Module,
     step: int,
+    distill: SelfDistillation | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality."""
+    """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality (and,
+    when on, patch self-distillation)."""
     tokens = backbone(batch.images)  # the visual forward microCLIP runs: [CLS] and value-path patch tokens
     text = F.normalize(model.encode_text(batch.tokens), dim=-1)
     scale = model.logit_scale.exp()
@@ -316,6 +335,8 @@ def batch_loss(
             context = F.normalize(backbone.project(backbone(batch.pasted).patches), dim=-1)
             change = 1.0 - (patch_embeds * context).sum(-1)  # (B, N) 1 - cosine
             terms["locality"] = (weight, (change * batch.intact).sum() / batch.intact.sum().clamp_min(1))
+        if distill is not None and batch.distill_mask is not None:
+            terms["distill"] = (cfg.distill_weight, distill.loss(backbone, batch.images, batch.distill_mask))
     loss = sum(w * term for w, term in terms.values())
     return loss, {name: term.item() for name, (_, term) in terms.items()}
 
@@ -323,36 +344,87 @@ def batch_loss(
 # ---------------------------------------------------------------- model and optimizer
 
 
-def build_model() -> torch.nn.Module:
+def build_model(init: str = "") -> torch.nn.Module:
+    """The toy CLIP: random weights, or (a fine-tune) those of the open_clip local-dir folder `init`."""
     register_model_configs()
     import open_clip
 
-    return open_clip.create_model(TOY_MODEL_NAME)
+    model = open_clip.create_model(TOY_MODEL_NAME)
+    if init:
+        start = open_clip.create_model(f"local-dir:{init}")
+        model.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
+    return model
 
 
-def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on gains, biases, embeddings' scalars and the logit scale (as open_clip)."""
+def build_optimizer(
+    model: torch.nn.Module, cfg: PretrainConfig, extra: torch.nn.Module | None = None
+) -> torch.optim.AdamW:
+    """AdamW; no weight decay on gains, biases, embeddings' scalars and the logit scale (as open_clip).
+
+    `extra` (the self-distillation head) gets a third group of its own, so the first two -- and a run
+    state saved without it -- keep their layout.
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         exclude = p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exclude else decay).append(p)
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": cfg.weight_decay}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    if extra is not None:
+        add_head_group(opt, extra, cfg)
+    return opt
+
+
+def add_head_group(opt: torch.optim.AdamW, head: torch.nn.Module, cfg: PretrainConfig) -> None:
+    opt.add_param_group({"params": list(head.parameters()), "weight_decay": cfg.weight_decay})
+
+
+def build_distill(model: torch.nn.Module, cfg: PretrainConfig) -> SelfDistillation | None:
+    """The EMA teacher and heads when self-distillation is on (teacher = the tower as it starts)."""
+    if cfg.distill_weight <= 0:
+        return None
+    return SelfDistillation(
+        model.visual,
+        cfg.distill_prototypes,
+        cfg.distill_hidden,
+        cfg.distill_student_temperature,
+        cfg.distill_teacher_temperature,
+    )
 
 
 # ---------------------------------------------------------------- checkpoints (no pickle)
 
 
-def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, scalars: dict) -> None:
+def save_state(
+    out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, scalars: dict, distill: SelfDistillation | None = None
+) -> None:
     """state.safetensors (the run state, scalars included) and, for people, the scalars in state.json."""
-    save_run_state(out / "state.safetensors", {f"model.{k}": v for k, v in model.state_dict().items()}, opt, scalars)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if distill is not None:
+        tensors.update({f"distill.{k}": v for k, v in distill.state_dict().items()})
+    save_run_state(out / "state.safetensors", tensors, opt, scalars)
     atomic_write_text(out / "state.json", json.dumps(scalars, indent=2) + "\n")
 
 
-def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW) -> dict:
-    """Restore model, optimizer and RNGs from `out/state.safetensors`; return the saved scalars."""
-    tensors, scalars = load_run_state(out / "state.safetensors", opt)
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()})
+def load_state(
+    out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, distill: SelfDistillation | None = None
+) -> dict:
+    """Restore model, optimizer, RNGs (and teacher, heads, centre) from `out/state.safetensors`; the scalars.
+
+    A state saved without self-distillation (say, the end of stage 1) may go on with it: its optimizer is
+    restored first, the head's group added after, and the teacher starts as the restored tower.
+    """
+    path = out / "state.safetensors"
+    with safe_open(str(path), framework="pt") as reader:
+        saved_distill = any(k.startswith("distill.") for k in reader.keys())
+    head_group = opt.param_groups.pop() if distill is not None and not saved_distill else None  # not saved
+    tensors, scalars = load_run_state(path, opt)
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    if distill is not None and saved_distill:
+        distill.load_state_dict({k[len("distill.") :]: v for k, v in tensors.items() if k.startswith("distill.")})
+    elif distill is not None:
+        opt.add_param_group(head_group)
+        distill.restart_teacher(model.visual)
     return scalars
 
 
@@ -376,9 +448,63 @@ def export_open_clip_folder(model: torch.nn.Module, out: Path) -> None:
 # ---------------------------------------------------------------- the run
 
 
+@dataclass
+class Run:
+    """A run in progress: its data, model and optimizer, and what it has logged so far."""
+
+    cfg: PretrainConfig
+    out: Path
+    tokenizer: object
+    images: np.ndarray
+    species: np.ndarray
+    scenes: np.ndarray | None
+    model: torch.nn.Module
+    backbone: Backbone
+    opt: torch.optim.AdamW
+    loss_fn: torch.nn.Module
+    distill: SelfDistillation | None
+    probe: Batch
+    step: int = 0
+    losses: list = field(default_factory=list)
+    part_losses: list = field(default_factory=list)
+    elapsed: float = 0.0
+    commands: list = field(default_factory=list)
+    probe_loss_start: float | None = None
+
+    def scalars(self) -> dict:
+        return {
+            "step": self.step,
+            "steps": self.cfg.steps,
+            "seed": self.cfg.seed,
+            "batch_size": self.cfg.batch_size,
+            "losses": self.losses,
+            "part_losses": self.part_losses,
+            "elapsed_s": self.elapsed,
+            "probe_loss_start": self.probe_loss_start,
+            "commands": self.commands,
+            "config": asdict(self.cfg),
+        }
+
+    def probe_loss(self) -> float:
+        return _probe_loss(self.model, self.backbone, self.probe, self.cfg, self.tokenizer, self.loss_fn, self.distill)
+
+    def save(self) -> None:
+        save_state(self.out, self.model, self.opt, self.scalars(), self.distill)
+
+
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run (or resume) pretraining; returns the summary also written to `out/pretrain.json` when done."""
     torch.set_num_threads(cfg.threads)
+    run = start_run(cfg)
+    total = total_steps(cfg)
+    train(run, total if cfg.stop_after is None else min(total, cfg.stop_after))
+    if run.step < total:
+        return run.scalars()  # stopped early on purpose; --resume continues
+    return finish(run)
+
+
+def start_run(cfg: PretrainConfig) -> Run:
+    """Data, model, optimizer and (with --resume) the state a stopped run left."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     import open_clip
@@ -394,78 +520,85 @@ def pretrain(cfg: PretrainConfig) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model()
-    opt = build_optimizer(model, cfg)
-    loss_fn = open_clip.ClipLoss()
-    backbone = Backbone(model.visual)  # shares the visual tower's parameters
-    # The first training batch: its loss before and after training shows that learning happened.
-    probe = make_batch(0, cfg, images, species, tokenizer)
-
-    step, losses, part_losses, elapsed, commands = 0, [], [], 0.0, [cfg.command]
-    probe_loss_start = None
+    model = build_model(cfg.init)
+    distill = build_distill(model, cfg)
+    run = Run(
+        cfg=cfg,
+        out=out,
+        tokenizer=tokenizer,
+        images=images,
+        species=species,
+        scenes=scenes,
+        model=model,
+        backbone=Backbone(model.visual),  # shares the visual tower's parameters
+        opt=build_optimizer(model, cfg, distill.head if distill is not None else None),
+        loss_fn=open_clip.ClipLoss(),
+        distill=distill,
+        # The first training batch: its loss before and after training shows that learning happened.
+        probe=make_batch(0, cfg, images, species, tokenizer),
+        commands=[cfg.command],
+    )
     if cfg.resume and (out / "state.safetensors").is_file():
-        step, losses, part_losses, elapsed, commands, probe_loss_start = _resume(out, model, opt, cfg)
-    if probe_loss_start is None:
-        probe_loss_start = _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn)
+        _resume(run)
+    if run.probe_loss_start is None:
+        run.probe_loss_start = run.probe_loss()
+    return run
 
-    def scalars() -> dict:
-        return {
-            "step": step,
-            "steps": cfg.steps,
-            "seed": cfg.seed,
-            "batch_size": cfg.batch_size,
-            "losses": losses,
-            "part_losses": part_losses,
-            "elapsed_s": elapsed,
-            "probe_loss_start": probe_loss_start,
-            "commands": commands,
-            "config": asdict(cfg),
-        }
 
-    total = total_steps(cfg)
-    last = total if cfg.stop_after is None else min(total, cfg.stop_after)
+def train(run: Run, last: int) -> None:
+    """AdamW steps (and the teacher's EMA) until step `last`, checkpointing every `ckpt_every` and at the end."""
+    cfg, model = run.cfg, run.model
     model.train()
     t0 = time.time()
-    bar = tqdm(total=last, initial=step, desc="pretrain", mininterval=5.0, disable=None)
-    while step < last:
-        batch = make_batch(step, cfg, images, species, tokenizer, scenes)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        loss, parts = batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, step)
-        opt.zero_grad(set_to_none=True)
+    bar = tqdm(total=last, initial=run.step, desc="pretrain", mininterval=5.0, disable=None)
+    while run.step < last:
+        batch = make_batch(run.step, cfg, run.images, run.species, run.tokenizer, run.scenes)
+        for g in run.opt.param_groups:
+            g["lr"] = lr_at(run.step, cfg)
+        loss, parts = batch_loss(model, run.backbone, batch, cfg, run.tokenizer, run.loss_fn, run.step, run.distill)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        run.opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        step += 1
-        losses.append(round(loss.item(), 5))
-        part_losses.append({k: round(v, 5) for k, v in parts.items()})
+        if run.distill is not None and "distill" in parts:
+            run.distill.update(model.visual, cfg.distill_momentum)
+        run.step += 1
+        run.losses.append(round(loss.item(), 5))
+        run.part_losses.append({k: round(v, 5) for k, v in parts.items()})
         bar.update(1)
         bar.set_postfix(
-            loss=f"{np.mean(losses[-20:]):.3f}",
+            loss=f"{np.mean(run.losses[-20:]):.3f}",
             scale=f"{model.logit_scale.exp().item():.1f}",
             **{k: f"{v:.3f}" for k, v in parts.items()},
         )
-        if step % cfg.ckpt_every == 0 or step == last:
-            elapsed += time.time() - t0
+        if run.step % cfg.ckpt_every == 0 or run.step == last:
+            run.elapsed += time.time() - t0
             t0 = time.time()
-            save_state(out, model, opt, scalars())
-            log.info(
-                "step %d/%d loss(avg20) %.4f %s  %.1f img/s",
-                step,
-                total,
-                np.mean(losses[-20:]),
-                {k: round(float(np.mean([p.get(k, np.nan) for p in part_losses[-20:]])), 4) for k in parts},
-                step * cfg.batch_size / max(elapsed, 1e-9),
-            )
+            run.save()
+            _log_progress(run, parts)
     bar.close()
-    if step < total:
-        return scalars()  # stopped early on purpose; --resume continues
 
-    export_open_clip_folder(model, out)
+
+def _log_progress(run: Run, parts: dict[str, float]) -> None:
+    recent = run.part_losses[-20:]
+    log.info(
+        "step %d/%d loss(avg20) %.4f %s  %.1f img/s",
+        run.step,
+        total_steps(run.cfg),
+        np.mean(run.losses[-20:]),
+        {k: round(float(np.mean([p.get(k, np.nan) for p in recent])), 4) for k in parts},
+        run.step * run.cfg.batch_size / max(run.elapsed, 1e-9),
+    )
+
+
+def finish(run: Run) -> dict:
+    """Export the open_clip folder, evaluate it and write `pretrain.json`."""
+    cfg = run.cfg
+    export_open_clip_folder(run.model, run.out)
     summary = {
         "command": cfg.command,
-        "commands": commands,
+        "commands": run.commands,
         "seed": cfg.seed,
         "steps": cfg.steps,
         "dense_steps": cfg.dense_steps,
@@ -474,43 +607,49 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
         "objective": OBJECTIVE,
-        "wall_time_s": round(elapsed, 1),
-        "final_loss": float(np.mean(losses[-50:])),
-        "probe_loss_start": probe_loss_start,
-        "probe_loss_end": _probe_loss(model, backbone, probe, cfg, tokenizer, loss_fn),
-        "final_loss_parts": {k: float(np.mean([p[k] for p in part_losses[-50:] if k in p])) for k in part_losses[-1]},
+        "wall_time_s": round(run.elapsed, 1),
+        "final_loss": float(np.mean(run.losses[-50:])),
+        "probe_loss_start": run.probe_loss_start,
+        "probe_loss_end": run.probe_loss(),
+        "final_loss_parts": {
+            k: float(np.mean([p[k] for p in run.part_losses[-50:] if k in p])) for k in run.part_losses[-1]
+        },
     }
-    summary["metrics"] = evaluate_exported(out, cfg)
-    atomic_write(out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
+    if cfg.init:
+        summary["init"] = cfg.init
+    if cfg.distill_weight > 0:
+        summary["distill"] = {k: v for k, v in asdict(cfg).items() if k.startswith("distill_")}
+    summary["metrics"] = evaluate_exported(run.out, cfg)
+    atomic_write(run.out / "pretrain.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     log.info("done: %s", json.dumps(summary))
     return summary
 
 
-def _resume(out: Path, model: torch.nn.Module, opt: torch.optim.AdamW, cfg: PretrainConfig) -> tuple:
-    """Restore a stopped run (checking it is the same run); its step, losses, time, commands and probe loss."""
-    state = load_state(out, model, opt)
+def _resume(run: Run) -> None:
+    """Restore a stopped run (checking it is the same run): weights, step, losses, time, commands, probe loss."""
+    cfg = run.cfg
+    state = load_state(run.out, run.model, run.opt, run.distill)
     defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
     saved = {k: state["config"][k] for k in defining}
     if saved != {k: getattr(cfg, k) for k in defining}:
         raise ValueError(
-            f"--resume: checkpoint in {out} was made with {saved}; pass the same values or use a new --out"
+            f"--resume: checkpoint in {run.out} was made with {saved}; pass the same values or use a new --out"
         )
-    log.info("resumed from %s at step %d", out, state["step"])
-    commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
-    return (
-        state["step"],
-        state["losses"],
-        state.get("part_losses", []),
-        state["elapsed_s"],
-        commands,
-        state["probe_loss_start"],
-    )
+    log.info("resumed from %s at step %d", run.out, state["step"])
+    run.step = state["step"]
+    run.losses = state["losses"]
+    run.part_losses = state.get("part_losses", [])
+    run.elapsed = state["elapsed_s"]
+    run.commands = state.get("commands", []) + [cfg.command]  # every invocation that built this model
+    run.probe_loss_start = state["probe_loss_start"]
 
 
 @torch.no_grad()
-def _probe_loss(model, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer, loss_fn) -> float:
+def _probe_loss(
+    model, backbone: Backbone, batch: Batch, cfg: PretrainConfig, tokenizer, loss_fn, distill=None
+) -> float:
     model.eval()
-    loss = float(batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, total_steps(cfg))[0])
+    loss = float(batch_loss(model, backbone, batch, cfg, tokenizer, loss_fn, total_steps(cfg), distill)[0])
     model.train()
     return loss
 
@@ -551,6 +690,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         "threads",
         "eval_train_per_class",
         "eval_test_per_class",
+        "distill_prototypes",
+        "distill_hidden",
     ):
         p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     p.add_argument("--lr", type=float, default=defaults.lr)
@@ -569,9 +710,15 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         "region_weight",
         "name_zipf",
         "p_lookalike",
+        "distill_weight",
+        "distill_momentum",
+        "distill_mask_ratio",
+        "distill_student_temperature",
+        "distill_teacher_temperature",
     ):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     p.add_argument("--data_root", default=defaults.data_root)
+    p.add_argument("--init", default="", help="fine-tune: start from this open_clip local-dir folder's weights")
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
     p.add_argument("--no_augment", dest="augment", action="store_false")
     p.add_argument("--scene_words", action="store_true", help="dense-stage captions also name colour and scene")

@@ -1,0 +1,92 @@
+"""Where a toy base tower's normalised cut falls, for the attempts at the cut in docs/toyworld.md.
+
+    python bench/toyworld_cut.py /work/runs/ssl-w1 [FOLDER ...] [--data_root data] [--json out.json]
+
+Per open_clip `local-dir:` folder, on the toy test split: the cut's foreground as microCLIP computes it
+(`MicroCLIP(...).mask`, the same call as `bench/toyworld.py: ncut_rows`) scored by pixel precision on the
+bird and IoU with the bird's patches (those at least a quarter bird); the share of linked patch pairs of
+the cut's graph (raw value-path tokens, dot product above the cut's tau) within the bird, within the
+background and across; and zero-shot accuracy by names and by descriptions (`evaluate_exported`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from microclip.constants import NCUT_TAU
+from microclip.files import atomic_write_text
+from microclip.model import MicroCLIP
+from microclip.scoring import cut_on_object, patch_coverage, percent
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
+from microclip.toyworld.text import TEMPLATES
+from microclip.toyworld.world import CLASS_NAMES
+
+
+def link_shares(linked: np.ndarray, on_object: np.ndarray) -> dict[str, float]:
+    """Mean over images of the share of linked pairs (self-pairs included) within the object, within the
+    background and across; images without such pairs are left out of that mean."""
+    within, background, across = [], [], []
+    for a, obj in zip(linked, on_object):
+        if obj.sum() > 1:
+            within.append(a[obj][:, obj].mean())
+        if (~obj).sum() > 0:
+            background.append(a[~obj][:, ~obj].mean())
+        if 0 < obj.sum() < len(obj):
+            across.append(a[obj][:, ~obj].mean())
+    return {"bird": float(np.mean(within)), "background": float(np.mean(background)), "across": float(np.mean(across))}
+
+
+def cut_report(folder: str, data_root: str) -> dict:
+    ensure_split(data_root, "test", 50, 0)
+    images, _ = load_split_arrays(data_root, "test")
+    masks = load_split_masks(data_root, "test")
+    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, None)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    foreground, linked = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), 200):
+            foreground.append(model(x[i : i + 200]).mask.cpu().numpy())
+            patches = model.backbone(x[i : i + 200]).patches.double()
+            linked.append((patches @ patches.transpose(1, 2) > NCUT_TAU).numpy())
+    coverage = patch_coverage(masks.bird_mask, model.backbone.grid)
+    scores = cut_on_object(np.concatenate(foreground), coverage)
+    metrics = evaluate_exported(Path(folder), PretrainConfig(out=folder, data_root=data_root))
+    return {
+        "pixel_precision": percent(scores["pixel_precision"]),
+        "iou": percent(scores["iou"]),
+        "foreground_patches": float(np.concatenate(foreground).sum(axis=1).mean()),
+        "links": link_shares(np.concatenate(linked), coverage >= 0.25),
+        "zero_shot_names": 100.0 * metrics["zero_shot_names"],
+        "zero_shot_descriptions": 100.0 * metrics["zero_shot_descriptions"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    report = {folder: cut_report(folder, args.data_root) for folder in args.folders}
+    for folder, row in report.items():
+        links = row["links"]
+        print(
+            f"{folder}: cut pixels on bird {row['pixel_precision']:.1f}% IoU {row['iou']:.1f}% "
+            f"({row['foreground_patches']:.1f} patches), links bird/background/across "
+            f"{links['bird']:.2f}/{links['background']:.2f}/{links['across']:.2f}, "
+            f"names {row['zero_shot_names']:.1f}% descriptions {row['zero_shot_descriptions']:.1f}%"
+        )
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
