@@ -237,7 +237,7 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
 # ------------------------------------------------------------------ events
 
 
-def _choose_source(choice: str) -> tuple[Any, Any, Any]:
+def choose_source(choice: str) -> tuple[Any, Any, Any]:
     kind = SOURCES[choice]
     return gr.File(visible=kind == "zip"), gr.Textbox(visible=kind == "folder"), gr.Slider(visible=kind == "toybirds")
 
@@ -369,7 +369,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
         return guard.now(request, turned_off=not runner.allow_local_paths)
 
     p = _layout(registry, runner.limits, folders_now())
-    p.source.change(_choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
+    p.source.change(choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
     refresh_on_focus(p.model, registry)
     _wire_start(p, runner, folders_now)
     _wire_status(p, runner)
