@@ -44,6 +44,10 @@ from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
+from viz.runs import NO_PROBES_HTML, NO_RUN_HTML
+from viz.runs import probes_html as runs_probes_html
+from viz.runs import progress_html as runs_progress_html
+from viz.runs import skipped_markdown as runs_skipped_markdown
 
 log = logging.getLogger(__name__)
 TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step
@@ -648,6 +652,60 @@ def snapshot_summary(snapshot: JobSnapshot) -> str:
     return f"{snapshot.status.value}: {snapshot.message}"
 
 
+# ------------------------------------------------------------------ a snapshot as the Adapt tab shows it
+
+
+def status_markdown(snapshot: JobSnapshot | None) -> str:
+    """The status box: the summary line, the data, and where a saved checkpoint went."""
+    if snapshot is None:
+        return "No run yet: choose the data and press **Start**."
+    text = f"**{snapshot_summary(snapshot)}**"
+    if snapshot.classes:
+        kind = "labelled by folders" if snapshot.labelled else "unlabelled"
+        text += f"  \n{snapshot.n_images} images, {len(snapshot.classes)} classes ({kind})"
+    if snapshot.saved_name:
+        text += (
+            f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "
+            "Explore and the Walkthrough keep the model they show until you press **Use it in Explore** "
+            "or pick it in their Model list."
+        )
+    return text
+
+
+def progress_html(snapshot: JobSnapshot | None) -> str:
+    """The progress bar of the run (``viz.runs``)."""
+    if snapshot is None:
+        return NO_RUN_HTML
+    return runs_progress_html(snapshot.step, snapshot.total_steps, snapshot.elapsed_s)
+
+
+def probes_html(snapshot: JobSnapshot | None) -> str:
+    """The probe cards: each probe's SOAP map before training and at the latest point (``viz.runs``)."""
+    if snapshot is None or snapshot.probes_before is None:
+        return NO_PROBES_HTML
+    latest = snapshot.probes_latest
+    pending = "no maps" if snapshot.status.finished else "latest: at the end of the run, or press Refresh maps"
+    moments = [
+        ("before", snapshot.probes_before.explanations),
+        (f"step {probes_step(latest)}", latest.explanations if latest else None),
+    ]
+    return runs_probes_html(snapshot.probe_images, snapshot.probe_labels, moments, pending)
+
+
+def probes_step(probes: Probes | None) -> int | None:
+    return None if probes is None else probes.step
+
+
+def probes_key(snapshot: JobSnapshot) -> tuple:
+    """What the probe cards show: they are drawn again only when it changes."""
+    finished = snapshot.status.finished
+    return snapshot.job_id, probes_step(snapshot.probes_before), probes_step(snapshot.probes_latest), finished
+
+
+def skipped_markdown(snapshot: JobSnapshot | None) -> str:
+    return runs_skipped_markdown(snapshot.skipped) if snapshot else ""
+
+
 __all__ = [
     "AdaptLimits",
     "AdaptRequest",
@@ -658,6 +716,11 @@ __all__ = [
     "QueueFullError",
     "default_runs_dir",
     "parse_classnames",
+    "probes_html",
+    "probes_key",
+    "progress_html",
+    "skipped_markdown",
     "snapshot_summary",
+    "status_markdown",
     "usable_runs_dir",
 ]
