@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import gradio as gr
 from PIL import Image
@@ -23,9 +23,6 @@ from microclip.prepare import parse_class_names  # noqa: F401 - the tabs import 
 from studio.examples import example_label
 from studio.images import image_file  # noqa: F401 - the tabs import it from here
 from studio.inflight import INFERENCE_CONCURRENCY
-
-if TYPE_CHECKING:
-    from studio.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +164,3 @@ def model_dropdown_update(names: list[str], value: str | None = None) -> gr.Drop
     if value is None:
         return gr.Dropdown(choices=names)
     return gr.Dropdown(choices=names, value=value if value in names else (names[0] if names else None))
-
-
-def refresh_on_focus(registry: ModelRegistry, dropdown: gr.Dropdown) -> None:
-    """Opening a model list lists the registry's models again (a run saved meanwhile appears); the choice is kept."""
-    dropdown.focus(
-        lambda value: model_dropdown_update(registry.names(), value),
-        dropdown,
-        dropdown,
-        api_visibility="private",
-        queue=False,
-    )

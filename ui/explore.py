@@ -11,7 +11,6 @@ import functools
 import os
 from dataclasses import dataclass, replace
 from functools import partial
-from types import SimpleNamespace
 
 import gradio as gr
 from PIL import Image
@@ -262,6 +261,34 @@ class ExploreHandles:
     model: gr.Dropdown
 
 
+@dataclass
+class _Inputs:
+    """The left column: what one forward pass is asked for."""
+
+    image: gr.Image
+    run: gr.Button
+    world: gr.Markdown
+    examples: list[str]
+    gallery: gr.Gallery | None
+    model: gr.Dropdown
+    ratio: gr.Slider
+    classes: gr.Textbox
+    descriptions: gr.File
+
+
+@dataclass
+class _Outputs:
+    """The right column's components that events write to or read from."""
+
+    maps: list[gr.HTML]  # the maps over the photo, the raw grid
+    predictions: list  # summary, three top-k labels, contributions, descriptions
+    display: list  # opacity, colormap, clip low / high, threshold, raw map, numbers
+    patch_md: gr.Markdown
+    row: gr.Number
+    col: gr.Number
+    show_patch: gr.Button
+
+
 def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
     """Build the Explore tab inside the current ``gr.Tab`` and wire its endpoints.
 
@@ -279,7 +306,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
     return ExploreHandles(model=given.model)
 
 
-def _input_column(registry: ModelRegistry) -> SimpleNamespace:
+def _input_column(registry: ModelRegistry) -> _Inputs:
     """The image, Explain, the model's world, the examples, the model, ρ and the user's own classes."""
     image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230, elem_id="explore-image")
     run = gr.Button("Explain", variant="primary", elem_id="explain-button")
@@ -302,7 +329,7 @@ def _input_column(registry: ModelRegistry) -> SimpleNamespace:
             placeholder="Blank: the model's own classes. Or type your own, one per line or comma-separated.",
         )
         descriptions = gr.File(label="Descriptions JSON ({class: [sentences]})", file_types=[".json"])
-    return SimpleNamespace(
+    return _Inputs(
         image=image,
         run=run,
         world=world,
@@ -315,7 +342,7 @@ def _input_column(registry: ModelRegistry) -> SimpleNamespace:
     )
 
 
-def _output_column(registry: ModelRegistry, given: SimpleNamespace) -> SimpleNamespace:
+def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     """The prediction and the maps first; the erase row, display controls, contributions, raw grid, one patch,
     the descriptions and the explainer comparison after."""
     summary = gr.Markdown("Pick an image and press **Explain**.", label="summary", elem_id="explore-summary")
@@ -340,7 +367,7 @@ def _output_column(registry: ModelRegistry, given: SimpleNamespace) -> SimpleNam
             show_patch = gr.Button("Show patch")
     descriptions_md = gr.Markdown(label="descriptions")
     build_explainers_view(registry, given.image, given.model)
-    return SimpleNamespace(
+    return _Outputs(
         maps=[maps, raw],
         predictions=[summary, *labels, contributions, descriptions_md],
         display=display,
@@ -355,7 +382,7 @@ def _maps_html(elem_id: str) -> gr.HTML:
     return gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=html_maps.MAPS_JS, elem_id=elem_id)
 
 
-def _wire_explore(registry: ModelRegistry, session: gr.State, given: SimpleNamespace, shown: SimpleNamespace) -> None:
+def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:
     """The forward pass: Explain, a new upload, or an example picked."""
     run = dict(
         fn=partial(explore, registry),
@@ -369,7 +396,7 @@ def _wire_explore(registry: ModelRegistry, session: gr.State, given: SimpleNames
         on_example(given.gallery, given.examples, given.image, **run)
 
 
-def _wire_views(registry: ModelRegistry, session: gr.State, given: SimpleNamespace, shown: SimpleNamespace) -> None:
+def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:
     """What re-renders without a forward pass: display settings, ρ, a patch; and the model's classes."""
     opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers = display = shown.display
     quiet = dict(show_progress="hidden")
