@@ -1,0 +1,58 @@
+"""The app's queue: Gradio's per-event analytics summary is rebuilt rarely (ui.app.GRADIO_QUEUE_ENV), unless
+the person running the app set those variables themselves."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from conftest import serve, tiny_base_registry  # noqa: E402
+
+from microclip.resources import PROJECT_ROOT as ROOT  # noqa: E402
+from studio.cache import RESULTS  # noqa: E402
+from ui.app import GRADIO_QUEUE_ENV, build_demo  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_model_dir):
+    return tiny_base_registry(tiny_model_dir)
+
+
+def test_queue_summarises_rarely_unless_the_user_set_it(registry, monkeypatch):
+    """One build (a demo costs seconds): one variable left to the app, the other set by the user."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "7")
+    queue = build_demo(registry)._queue
+    assert queue.ANALYTICS_MAX_EVENTS == int(GRADIO_QUEUE_ENV["GRADIO_ANALYTICS_MAX_EVENTS"]) < 10_000
+    assert queue.ANAYLTICS_CACHE_FREQUENCY == 7
+    assert int(GRADIO_QUEUE_ENV["GRADIO_ANALYTICS_CACHE_FREQUENCY"]) >= 100
+
+
+def load_classroom():
+    """bench/classroom.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("classroom", ROOT / "bench" / "classroom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_classroom_bench_speaks_the_apps_protocol(registry):
+    """bench/classroom.py replays a browser's example clicks; the second round is served from the cache alone."""
+    classroom = load_classroom()
+    with serve(build_demo(registry)) as url:
+        app = classroom.AppProtocol(url)
+        image = "toybird-velmun-finch.png"
+        indices = (app.example_index("walkthrough-examples", image), app.example_index("explore-examples", image))
+        students = [classroom.Student(app) for _ in range(2)]
+        opened = classroom.open_pages(students)
+        first = classroom.run_round(1, students, indices)
+        computed = RESULTS.misses
+        second = classroom.run_round(2, students, indices)
+    assert opened.errors == first.errors == second.errors == []
+    assert len(first.walkthrough_s) == len(second.explore_s) == 2
+    assert RESULTS.misses == computed  # nothing computed again
