@@ -13,12 +13,10 @@ from microclip.explain import Explanation
 from microclip.heads import BRANCHES
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from viz.explore import TOP_K, maps_html, raw_html
+from viz.explore import maps_html, raw_html
 from viz.html import num
 from viz.panels import RAW_MAPS, RenderSettings
 from viz.steps import foreground_fact, region_phrase
-
-__all__ = ["TOP_K"]
 
 PHOTO_SIZE = 320  # pixels of the JPEG crop under the maps; the browser scales it (the toy model sees 64)
 BRANCH_TITLES = {"fused": "TokenFusion (fused)", "cls": "[CLS] only", "fg": "[FG] only"}

@@ -25,7 +25,6 @@ from studio.explore import (
     CLICK_A_PATCH,
     NOTES,
     PHOTO_SIZE,
-    TOP_K,
     ExploreSession,
     branch_label,
     checked_patch,
@@ -53,7 +52,7 @@ from ui.explainers import build_explainers_view
 from ui.walkthrough import build_erase_row, toy_truth
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from viz.explore import contributions_html
+from viz.explore import TOP_K, contributions_html
 from viz.overlay import display_crop
 from viz.panels import RAW_MAPS
 
