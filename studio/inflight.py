@@ -1,13 +1,17 @@
-"""How many inference requests are running now: an adaptation run yields the CPU to them."""
+"""How many inference requests are running now (an adaptation run yields the CPU to them), how many may run
+at once, and how many torch threads each gets."""
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 
 
 class InFlight:
@@ -44,3 +48,15 @@ def counts_as_inference(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def inference_threads() -> int:
+    """Torch CPU threads per forward pass: the CPUs this process may use, shared by the concurrent passes.
+
+    Measured with ``bench/app.py --profile``: on 2 busy cores, two concurrent passes with torch's default
+    of 2 threads each took ~450 ms instead of ~7 ms (OpenMP workers waiting for descheduled siblings)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // INFERENCE_CONCURRENCY)

@@ -14,9 +14,9 @@ from PIL import Image
 from microclip.data.transforms import test_transform
 from microclip.explainers import EXPLAINERS, part_score, run_explainers
 from microclip.toyworld.lookup import find_toyworld_sample
+from studio.explainers import PREDICTED
 from ui.app import build_demo
 from ui.common import DISPLAY_SIZE
-from ui.explainers import PREDICTED
 from viz.overlay import display_crop
 from viz.peers import peer_panel
 

@@ -21,9 +21,9 @@ from PIL import Image, ImageOps
 
 from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.model import MicroCLIP
+from studio.explore import PHOTO_SIZE
 from studio.registry import ModelRegistry, default_registry
 from ui.app import build_demo, launch_kwargs
-from ui.explore import PHOTO_SIZE
 from viz.overlay import display_crop
 
 gradio_client = pytest.importorskip("gradio_client")

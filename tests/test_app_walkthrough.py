@@ -14,11 +14,11 @@ from conftest import CLASSES, draw_sample, serve
 from PIL import Image
 
 from microclip.explain import explain_image
+from microclip.resources import EXAMPLES_DIR
 from microclip.walkthrough import STEP_IDS, walkthrough
+from studio.examples import ordered_examples
 from studio.registry import ModelRegistry
 from ui.app import build_demo
-from ui.common import EXAMPLES_DIR
-from ui.walkthrough import ordered_examples
 from viz.html import num
 from viz.steps import heat_grid, render_walkthrough, signed_bar
 
@@ -230,8 +230,8 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
 
 
 def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry, toy_bird):
-    from ui.common import EXAMPLES_DIR
-    from ui.walkthrough import walk, world_flag
+    from studio.world import world_flag_markdown
+    from ui.walkthrough import walk
 
     html, numbers = walk(toy_registry, str(EXAMPLES_DIR / "photo-grace-hopper.jpg"), toy_registry.default_name, "")
     assert numbers["facts"] is None  # not a toy image: no masks, no claims about a bird
@@ -240,7 +240,7 @@ def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_ste
     assert 'class="wt-banner"' in prediction and "looks outside the model" in prediction
     loaded = toy_registry.get(toy_registry.default_name)
     toy_html, _ = walk(toy_registry, str(toy_bird[0]), loaded.name, "")
-    flagged = bool(world_flag(loaded.model, Image.open(toy_bird[0]), loaded, False))
+    flagged = bool(world_flag_markdown(loaded.model.classes, loaded, False, Image.open(toy_bird[0])))
     assert ('class="wt-banner"' in toy_html) == flagged  # the banner is the verdict, nothing else
 
 

@@ -17,10 +17,11 @@ from scipy.spatial.distance import mahalanobis
 from microclip import world_check
 from microclip.backbone import file_sha256
 from microclip.data.images import load_image
+from microclip.resources import EXAMPLES_DIR
 from microclip.toyworld.text import caption_vocabulary, make_caption
 from microclip.toyworld.world import SPECIES
+from studio.examples import example_images
 from studio.registry import TOY_ADAPTED, TOY_BASE, default_registry
-from ui.common import EXAMPLES_DIR, example_images
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "bench" / "results" / "ood.json"

@@ -10,12 +10,13 @@ import gradio as gr
 import torch
 
 from microclip.files import shareable_tempdir
+from studio.inflight import inference_threads
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
 from studio.sharing import ServerPathGuard
 from ui.adapt import build_adapt_tab
 from ui.batch import build_batch_tab
-from ui.common import inference_threads, model_dropdown_update
+from ui.common import model_dropdown_update
 from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
 from ui.models import build_models_tab, list_models

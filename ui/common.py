@@ -6,39 +6,31 @@ library errors into messages a user can act on.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
 import re
-import tempfile
-import threading
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
-from microclip.data.datasets import is_image_file
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
 from microclip.errors import USER_ERRORS
-from microclip.files import atomic_write
 from microclip.prepare import parse_class_names  # noqa: F401 - the tabs import it from here
-from microclip.resources import EXAMPLES_DIR
-from viz.html import png_bytes
+from studio.examples import example_label
+from studio.images import image_file  # noqa: F401 - the tabs import it from here
+from studio.inflight import INFERENCE_CONCURRENCY
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DISPLAY_SIZE = 448  # pixels of the square crop the explainer comparison draws on (Explore sends a small JPEG)
-INFERENCE_CONCURRENCY = 2  # forward passes at once (explore + compare share this limit)
 INFERENCE_ID = "inference"
+INFERENCE = {"concurrency_limit": INFERENCE_CONCURRENCY, "concurrency_id": INFERENCE_ID}  # every forward pass's event
 
 # The library's user errors, and the registry's unknown model names (a KeyError whose message says which).
 APP_USER_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, KeyError)
@@ -132,47 +124,6 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-IMAGE_FILE_TTL_S = 15 * 60  # picture files handed to Gradio are deleted after this (Gradio keeps its own copy)
-_image_files: dict[str, Any] = {"folder": None, "written": 0}
-_image_files_lock = threading.Lock()
-
-
-def image_file(pixels: np.ndarray) -> str:
-    """Write an (H, W, 3) RGB or (H, W, 4) RGBA uint8 picture to a PNG of its own, atomically; return its path.
-
-    Handing Gradio numpy arrays makes it write each to a path named by the content's hash, in place: two
-    identical requests at once rewrite the same file while a client downloads it, and the download comes
-    back truncated. A uniquely named file, complete before it appears, is copied by Gradio atomically."""
-    encoded = png_bytes(pixels)
-    with _image_files_lock:
-        if _image_files["folder"] is None:
-            _image_files["folder"] = Path(tempfile.mkdtemp(prefix="microclip-images-"))
-        folder: Path = _image_files["folder"]
-        _image_files["written"] += 1
-        prune = _image_files["written"] % 200 == 0
-    if prune:
-        cutoff = time.time() - IMAGE_FILE_TTL_S
-        for old in folder.glob("*.png"):
-            with contextlib.suppress(OSError):
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-    target = folder / f"{uuid.uuid4().hex}.png"
-    atomic_write(target, lambda tmp: tmp.write_bytes(encoded))
-    return str(target)
-
-
-def inference_threads() -> int:
-    """Torch CPU threads per forward pass: the CPUs this process may use, shared by the concurrent passes.
-
-    Measured with ``bench/app.py --profile``: on 2 busy cores, two concurrent passes with torch's default
-    of 2 threads each took ~450 ms instead of ~7 ms (OpenMP workers waiting for descheduled siblings)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // INFERENCE_CONCURRENCY)
-
-
 def gpu(fn: F) -> F:
     """``spaces.GPU(fn)`` on HuggingFace ZeroGPU Spaces; ``fn`` itself everywhere else."""
     try:
@@ -180,31 +131,6 @@ def gpu(fn: F) -> F:
     except ImportError:
         return fn
     return spaces.GPU(fn)
-
-
-EXAMPLE_ORDER = ("toybird", "scene", "photo")  # the model's own world first, then further and further outside
-
-
-def example_order(path: str | Path) -> tuple[int, str]:
-    """Sort key of an example picture: toy birds first, then the procedural scenes, then real photos, by name."""
-    name = Path(path).name
-    kind = name.partition("-")[0]
-    return (EXAMPLE_ORDER.index(kind) if kind in EXAMPLE_ORDER else len(EXAMPLE_ORDER), name)
-
-
-def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """Paths of the bundled example pictures in ``example_order`` (empty when there are none)."""
-    if not folder.is_dir():
-        return []
-    return [str(p) for p in sorted(folder.iterdir(), key=example_order) if is_image_file(p)]
-
-
-def example_label(path: str) -> str:
-    """A caption for an example thumbnail: the toy species, or what the picture is, marked as outside the world."""
-    kind, _, rest = Path(path).stem.partition("-")
-    if kind == "toybird":
-        return rest.replace("-", " ")
-    return f"⚠ {rest.replace('-', ' ')}"
 
 
 def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
@@ -222,13 +148,15 @@ def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
     )
 
 
-def example_picker(paths: list[str]) -> Callable[[gr.SelectData], str]:
-    """The event handler that puts the clicked example thumbnail's path into the image input."""
+def on_example(gallery: gr.Gallery, paths: list[str], image: gr.Image, **event: Any) -> None:
+    """A click on an example thumbnail puts its path into ``image``, then runs ``event`` (a listener's arguments)."""
 
     def picked(evt: gr.SelectData) -> str:
         return paths[int(evt.index)]
 
-    return picked
+    gallery.select(picked, None, [image], api_visibility="private", show_progress="hidden").then(
+        **event, api_visibility="private"
+    )
 
 
 def model_dropdown_update(names: list[str], value: str | None = None) -> gr.Dropdown:

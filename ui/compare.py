@@ -10,28 +10,20 @@ from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
-import numpy as np
 
-from microclip.explain import Explanation, explain_image
+from microclip.explain import explain_image
+from studio.compare import rank_markdown
+from studio.examples import example_images
+from studio.explore import PHOTO_SIZE
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
-from ui.common import (
-    INFERENCE_CONCURRENCY,
-    INFERENCE_ID,
-    example_images,
-    example_picker,
-    examples_gallery,
-    gpu,
-    image_input,
-    parse_class_names,
-    user_errors,
-)
-from ui.explore import PHOTO_SIZE, decode_upload
+from ui.common import INFERENCE, examples_gallery, gpu, image_input, on_example, parse_class_names, user_errors
+from ui.explore import decode_upload
 from viz import html as html_maps
-from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP, DIVERGING_COLORMAP
-from viz.overlay import difference_map, display_crop
+from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
+from viz.explore import TOP_K, difference_html, model_maps_html
+from viz.overlay import display_crop
 
-TOP_K = 5
 run_explain = gpu(explain_image)
 
 DIFFERENCE_NOTE = (
@@ -41,85 +33,6 @@ DIFFERENCE_NOTE = (
     "with the largest |Δ|: on *auto* the largest change is always full red or blue, however small; "
     "set a fixed scale to compare images fairly."
 )
-
-
-def rank_of(explanation: Explanation, name: str) -> int | None:
-    """1-based rank of a class in the fused prediction, or None if the model lacks it."""
-    order = [label for label, _ in explanation.top_k("fused", len(explanation.classes))]
-    return order.index(name) + 1 if name in order else None
-
-
-def rank_markdown(a: Explanation, b: Explanation, name: str, name_a: str, name_b: str) -> str:
-    """How the rank of one class differs between model A and model B."""
-    rank_a, rank_b = rank_of(a, name), rank_of(b, name)
-    if rank_a is None or rank_b is None:
-        missing = name_a if rank_a is None else name_b
-        return f"Class **{name}** is not among the classes of *{missing}*; type a shared class, or a label set."
-    if rank_a == rank_b:
-        change = "the same rank under both"
-    else:
-        change = (
-            f"{abs(rank_b - rank_a)} place{'s' if abs(rank_b - rank_a) > 1 else ''} "
-            f"{'higher' if rank_a < rank_b else 'lower'} under A"
-        )
-    return (
-        f"Class **{name}**: rank **{rank_a}** of {len(a.classes)} under A (*{name_a}*), "
-        f"rank **{rank_b}** of {len(b.classes)} under B (*{name_b}*): {change}."
-    )
-
-
-def difference_limit(difference: np.ndarray, fixed: float | None) -> tuple[float, str]:
-    """The half-range of the difference map's colour scale and a line saying what it is.
-
-    Auto-scaling to the largest |Δ| makes a change of 0.0003 look as loud as one of 0.03; a fixed
-    scale (in SOAP-weight units) keeps small changes pale. The largest |Δ| is always printed."""
-    largest = float(np.max(np.abs(difference))) if difference.size else 0.0
-    if fixed is not None and fixed > 0:
-        return float(fixed), f"largest |Δ| = {largest:.2e}; fixed scale ±{float(fixed):.2e}"
-    return max(largest, 1e-12), f"largest |Δ| = {largest:.2e}; scale ±{largest:.2e} (auto: the largest |Δ|)"
-
-
-def difference_html(a: Explanation, b: Explanation, photo: str, opacity: float, fixed: float | None) -> str:
-    """A − B over the photo and on the bare grid, both on one diverging scale with its colour bar."""
-    difference = difference_map(a.soap_weights, b.soap_weights)
-    limit, line = difference_limit(difference, fixed)
-    grid = difference.shape
-    ticks = (html_maps.fmt_value(-limit), "0", html_maps.fmt_value(limit))
-    overlay = html_maps.figure(
-        "SOAP weight A − B",
-        html_maps.stage(html_maps.png_uri(html_maps.diverging_layer(difference, limit, opacity)), grid, True, None),
-        html_maps.colorbar(DIVERGING_COLORMAP, ticks, line),
-    )
-    raw = html_maps.raw_figure(
-        "A − B on the patch grid",
-        difference,
-        DEFAULT_COLORMAP,
-        (0.0, 100.0),
-        False,
-        "+.4f",
-        None,
-        diverging_limit=limit,
-    )
-    return html_maps.maps_block(photo, [overlay, raw])
-
-
-def model_maps_html(explanation: Explanation, photo: str, tag: str, cmap: str, opacity: float) -> str:
-    return html_maps.maps_block(
-        photo,
-        [
-            html_maps.value_figure(
-                f"{tag}: SOAP attention",
-                explanation.soap_weights,
-                cmap,
-                (0.0, 100.0),
-                opacity,
-                0.0,
-                None,
-                note=f"null token: {explanation.null_weight:.2e}",
-            ),
-            html_maps.mask_figure(f"{tag}: NCut foreground", explanation.ncut_mask, opacity, None),
-        ],
-    )
 
 
 def check_compare(image: str | None, *_rest) -> list:
@@ -215,23 +128,8 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
 
     inputs = [image, model_a, model_b, classes, track, opacity, cmap, fixed]
     outputs = [label_a, label_b, maps_a, maps_b, diff, rank]
-    run.click(
-        partial(compare, registry),
-        inputs,
-        outputs,
-        api_name="compare",
-        concurrency_limit=INFERENCE_CONCURRENCY,
-        concurrency_id=INFERENCE_ID,
-        validator=check_compare,
-    )
+    event = dict(fn=partial(compare, registry), inputs=inputs, outputs=outputs, validator=check_compare, **INFERENCE)
+    run.click(**event, api_name="compare")
     if examples:  # an example runs at once, as in the Walkthrough and Explore
-        gallery.select(example_picker(examples), None, [image], api_visibility="private", show_progress="hidden").then(
-            partial(compare, registry),
-            inputs,
-            outputs,
-            api_visibility="private",
-            concurrency_limit=INFERENCE_CONCURRENCY,
-            concurrency_id=INFERENCE_ID,
-            validator=check_compare,
-        )
+        on_example(gallery, examples, image, **event)
     return CompareHandles(model_a=model_a, model_b=model_b)

@@ -2,114 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import partial
 
 import gradio as gr
 
-from studio.registry import LoadedModel, ModelRegistry
+from studio.about import METHOD_MARKDOWN, model_markdown
+from studio.registry import ModelRegistry
 from ui.common import model_dropdown_update, user_errors
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-
-METHOD_MARKDOWN = r"""
-## How microCLIP classifies an image
-
-One pass through CLIP's vision transformer gives the global **`[CLS]`** token and, from the last block's
-*value path* (its attention replaced by the identity), one token $t_i$ per image patch.
-
-**1 · NCut foreground.** Patches are nodes of a graph with $A_{ij} = 1$ if $\langle t_i, t_j\rangle > \tau$
-(else $\varepsilon$), $\tau = 0.2$. With degrees $D$, the normalised Laplacian is
-$$L = D^{-1/2}(D - A)\,D^{-1/2},$$
-and its second eigenvector $e$ splits the patches: foreground $m_i = [\,e_i > \operatorname{std}(e)\,]$.
-SOAP's query is the mean foreground token $q = \sum_i m_i t_i \,/\, \max(1, \sum_i m_i)$.
-
-**2 · SOAP attention pooling with a null token.** One query attends over the patches plus a zero *null*
-token $n$ (an attention sink for "nothing here"):
-$$\alpha = \operatorname{softmax}_j\!\left(\frac{(W_q q)^\top (W_k s_j)}{\sqrt{D}}\right),\quad
-s \in \{t_1, \dots, t_N, n\},\qquad h = \sum_j \alpha_j W_v s_j,\qquad f = \frac{h P}{\lVert h P \rVert}.$$
-$f$ is the fine-grained **`[FG]`** token; the SOAP map in Explore shows the $\alpha_j$ of the patches and
-the null weight is $\alpha_n$.
-
-**3 · TokenFusion.** With $g$ the normalised `[CLS]` embedding and $\hat W^*$ the row-normalised learnable head,
-$$\text{fused}_c = \rho \cdot 100\, \langle g, \hat W^*_c\rangle + (1-\rho)\cdot 100\, \langle f, \hat W^*_c\rangle .$$
-The two terms are the exact `[CLS]` and `[FG]` contributions drawn in Explore; the fusion slider is $\rho$.
-
-**4 · Two heads from LLM descriptions.** $W_{\text{LLM}}$ (frozen) is a similarity-weighted mean of the
-description embeddings of each class; $W^*$ (learnable) starts at their plain mean.
-
-**5 · Dynamic Knowledge Aggregation (pseudo-labels, training only).** With $z$ a relevance-weighted composite
-of $K$ random crops and $u = \operatorname{normalize}(\tfrac12 g + \tfrac12 f)$ on a weakly augmented view,
-$$\ell = \gamma\,\langle z, W_{\text{LLM}}\rangle + (1-\gamma)\,\langle u, \hat W^*\rangle,\qquad
-\hat y = \arg\max_c \ell_c,\quad \gamma = 0.5 .$$
-
-**6 · Loss.** Cross-entropy of the strong view's fused logits $o$ against $\hat y$, plus a fairness term
-that keeps the running mean prediction $\tilde p$ spread over the classes:
-$$\mathcal L = \operatorname{CE}(o, \hat y) \;-\; \frac{2}{C}\sum_{c=1}^{C} \log \tilde p_c .$$
-No label is ever used. Only the visual LayerNorms, SOAP's $W_q, W_k, W_v$ and $W^*$ train.
-
-Paper: *microCLIP: Unsupervised CLIP Adaptation via Coarse-Fine Token Fusion for Fine-Grained Image
-Classification* ([arXiv 2510.02270](https://arxiv.org/abs/2510.02270)).
-"""
-
-
-def _table(data: dict, limit: int = 30) -> list[str]:
-    """A two-column Markdown table of a flat-ish dict (nested values as compact JSON)."""
-    rows = ["| key | value |", "|---|---|"]
-    for key, value in list(data.items())[:limit]:
-        shown = (
-            value
-            if isinstance(value, (str, int, bool)) or value is None
-            else (f"{value:.4g}" if isinstance(value, float) else json.dumps(value)[:120])
-        )
-        rows.append(f"| `{key}` | {str(shown).replace('|', '/')} |")
-    return rows
-
-
-def model_markdown(loaded: LoadedModel) -> str:
-    """Everything a checkpoint says about itself (or, for a zero-shot base model, what it is)."""
-    model, meta = loaded.model, loaded.meta
-    classes = list(loaded.classes)
-    base = model.base.describe() if model.base is not None else "unknown"
-    lines = [
-        f"### {loaded.name}",
-        "",
-        f"- **Source:** {loaded.source}",
-        f"- **Base model:** {base}",
-        f"- **Patch grid:** {model.backbone.grid[0]}×{model.backbone.grid[1]} at {model.backbone.image_size} px",
-        f"- **Classes ({len(classes)}):** {', '.join(classes[:40])}{' ...' if len(classes) > 40 else ''}",
-        f"- **Descriptions:** for {sum(bool(v) for v in loaded.descriptions.values())} of {len(classes)} "
-        f"classes; **templates:** {', '.join(repr(t) for t in loaded.templates[:3])}",
-        "",
-        "<details><summary><b>Method configuration</b></summary>",
-        "",
-        *_table(model.config.to_dict()),
-        "",
-        "</details>",
-    ]
-    if meta is None:
-        lines += [
-            "",
-            "_Not adapted: SOAP at its identity start, W* at its initial value. "
-            "Adapt it in the Adapt tab, or compare it with an adapted model in Compare._",
-        ]
-        return "\n".join(lines)
-    training = dict(meta.training)
-    config = training.pop("config", {})
-    if meta.metrics:
-        lines += ["", "**Metrics**", "", *_table(meta.metrics)]
-    lines += ["", "**How it was adapted**", "", *_table(training)]
-    if config:  # long; folded so the metrics stay in view
-        lines += [
-            "",
-            "<details><summary><b>Training configuration</b></summary>",
-            "",
-            *_table(config),
-            "",
-            "</details>",
-        ]
-    return "\n".join(lines)
 
 
 @user_errors

@@ -9,18 +9,12 @@ Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and 
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 from PIL import Image
 
 from microclip.explain import explain_image
@@ -31,26 +25,14 @@ from microclip.toyworld.render import Sample, rerender
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import PatchTruth, branch_changes, to_json, walkthrough
 from studio.cache import cached, file_digest, model_identity
-from studio.registry import LoadedModel, ModelRegistry
+from studio.examples import example_images, ordered_examples
+from studio.registry import ModelRegistry
+from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import (
-    INFERENCE_CONCURRENCY,
-    INFERENCE_ID,
-    example_images,
-    example_label,
-    example_order,
-    gpu,
-    image_input,
-    model_dropdown_update,
-    open_image,
-    parse_class_names,
-    user_errors,
-)
+from ui.common import INFERENCE, gpu, image_input, model_dropdown_update, open_image, parse_class_names, user_errors
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
-from viz.steps import PICTURE_SIZE, WALKTHROUGH_JS, erase_html, render_walkthrough
-
-log = logging.getLogger(__name__)
+from viz.steps import PICTURE_SIZE, WAITING_HTML, WALKTHROUGH_JS, erase_html, render_walkthrough
 
 INTRO = (
     "**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
@@ -92,61 +74,6 @@ def toy_truth(picture: Image.Image, grid: tuple[int, int]) -> PatchTruth | None:
     return PatchTruth(share(sample.bird_mask), parts, SPECIES[sample.species].name)
 
 
-def world_flag(model, picture: Image.Image, loaded: LoadedModel, typed: bool) -> str:
-    """The out-of-world flag (Markdown) for this image, as Explore shows it (``microclip.world_check``'s verdict)."""
-    return world_flag_markdown(model.classes, loaded, typed, picture)  # no second forward pass
-
-
-# ------------------------------------------------------------------ the text tower, cached per sentence
-
-
-class CachedText:
-    """A text encoder that remembers each sentence's embedding (descriptions repeat from image to image)."""
-
-    def __init__(self, encoder: Any, capacity: int = 4096) -> None:
-        self.encoder = encoder
-        self.capacity = capacity
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            fresh = self.encoder(missing)
-            with self._lock:
-                for text, row in zip(missing, fresh):
-                    self._cache[text] = row
-                while len(self._cache) > self.capacity:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            rows = [self._cache.get(t) for t in texts]
-        if any(row is None for row in rows):  # evicted meanwhile by another request: encode directly
-            return self.encoder(list(texts))
-        return torch.stack(rows) if rows else self.encoder([])
-
-
-_TEXT: dict[Any, CachedText] = {}  # the registry's text encoder (one per base model) → its sentence cache
-_TEXT_LOCK = threading.Lock()
-
-
-def text_encoder_for(registry: ModelRegistry, model) -> CachedText | None:
-    """The base model's text tower (the registry keeps one per base) with a sentence cache, or None when it
-    cannot be loaded (the heads step then lists the descriptions without their weights)."""
-    base = model.base
-    if base is None:
-        return None
-    try:
-        encoder = registry.text_encoder(base)
-    except Exception as error:  # noqa: BLE001 - the walkthrough still works without the description weights
-        log.warning("walkthrough: no text tower for %s (%s); description weights are not shown", base.describe(), error)
-        return None
-    with _TEXT_LOCK:
-        if encoder not in _TEXT:
-            _TEXT[encoder] = CachedText(encoder)
-        return _TEXT[encoder]
-
-
 # ------------------------------------------------------------------ the endpoint
 
 
@@ -176,7 +103,7 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
         truth=toy_truth(picture, tuple(model.backbone.grid)),
     )
     note = ONE_CLASS_NOTE if len(model.classes) == 1 else ""
-    flag = world_flag(model, picture, loaded, bool(typed))
+    flag = world_flag_markdown(model.classes, loaded, bool(typed), picture)  # no second forward pass
     page = render_walkthrough(result, display_crop(picture, PICTURE_SIZE), note, flag)
     return page, to_json(result)
 
@@ -231,23 +158,10 @@ def build_erase_row(
         button = gr.Button("Erase and predict again", scale=1, elem_id=f"{api_name}-button")
     result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"{api_name}-result")
     inputs = [image, model, classes, part] + ([ratio] if ratio is not None else [])
-    button.click(
-        partial(erase_part, registry),
-        inputs,
-        result,
-        api_name=api_name,
-        concurrency_limit=INFERENCE_CONCURRENCY,
-        concurrency_id=INFERENCE_ID,
-    )
+    button.click(partial(erase_part, registry), inputs, result, api_name=api_name, **INFERENCE)
 
 
 # ------------------------------------------------------------------ the tab
-
-
-def ordered_examples(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Toy birds first (the bundled model's world), other pictures after; each with its label."""
-    ordered = sorted(paths, key=example_order)
-    return ordered, [example_label(path) for path in ordered]
 
 
 @dataclass
@@ -287,10 +201,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
             run = gr.Button("Walk through", variant="primary", elem_id="walkthrough-button")
         with gr.Column(scale=3):
             page = gr.HTML(
-                "<div class='wt'>Pick an example or upload an image: the walkthrough starts at once.</div>",
-                css_template=STUDIO_CSS,
-                js_on_load=WALKTHROUGH_JS,
-                elem_id="walkthrough-steps",
+                WAITING_HTML, css_template=STUDIO_CSS, js_on_load=WALKTHROUGH_JS, elem_id="walkthrough-steps"
             )
             gr.Markdown(
                 "**Step 9, one more question:** what does each branch predict if the bird had no beak "
@@ -300,7 +211,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
             with gr.Accordion("All the numbers (JSON)", open=False):
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
-    model.focus(
+    model.focus(  # a run saved meanwhile appears (ui/layout.refresh_on_focus on the Adapt helper's branch)
         lambda value: model_dropdown_update(registry.names(), value),
         model,
         model,
@@ -309,27 +220,12 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     )
     compute = partial(walk, registry)
     inputs, outputs = [image, model, classes], [page, numbers]
-    gr.on(
-        [run.click, image.upload],
-        compute,
-        inputs,
-        outputs,
-        api_name="walkthrough",
-        concurrency_limit=INFERENCE_CONCURRENCY,
-        concurrency_id=INFERENCE_ID,
-    )
+    gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
     if gallery is not None:
 
         def pick(model_name: str | None, class_names: str | None, evt: gr.SelectData) -> tuple:
             path = paths[evt.index]
             return (path, *compute(path, model_name, class_names))
 
-        gallery.select(
-            pick,
-            [model, classes],
-            [image, *outputs],
-            api_visibility="private",
-            concurrency_limit=INFERENCE_CONCURRENCY,
-            concurrency_id=INFERENCE_ID,
-        )
+        gallery.select(pick, [model, classes], [image, *outputs], api_visibility="private", **INFERENCE)
     return WalkthroughHandles(model=model, image=image)

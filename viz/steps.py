@@ -28,6 +28,7 @@ from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, te
 WALKTHROUGH_JS = files("viz").joinpath("static/walkthrough.js").read_text(encoding="utf-8")
 MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
 PICTURE_SIZE = 256  # CSS pixels of the crop and of every patch map
+WAITING_HTML = "<div class='wt'>Pick an example or upload an image: the walkthrough starts at once.</div>"
 SPLIT_RGB = (228, 87, 46)  # the foreground frame and the affinity picture's split lines
 POSITIVE, NEGATIVE = "#4c78a8", "#d1495b"  # bar colours of signed values
 
