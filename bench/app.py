@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         runner = AdaptationRunner(registry, scratch / "runs", max_waiting=1)
         demo = build_demo(registry, runner)
-        if args.threads:  # build_demo chose the app's own default (ui.common.inference_threads)
+        if args.threads:  # build_demo chose the app's own default (studio.inflight.inference_threads)
             torch.set_num_threads(args.threads)
         demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
         floor = build_floor()

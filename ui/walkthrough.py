@@ -29,7 +29,8 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import INFERENCE, gpu, image_input, model_dropdown_update, open_image, parse_class_names, user_errors
+from ui.common import INFERENCE, gpu, image_input, open_image, parse_class_names, user_errors
+from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 from viz.steps import PICTURE_SIZE, WAITING_HTML, WALKTHROUGH_JS, erase_html, render_walkthrough
@@ -211,13 +212,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
             with gr.Accordion("All the numbers (JSON)", open=False):
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
-    model.focus(  # a run saved meanwhile appears (ui/layout.refresh_on_focus on the Adapt helper's branch)
-        lambda value: model_dropdown_update(registry.names(), value),
-        model,
-        model,
-        api_visibility="private",
-        queue=False,
-    )
+    refresh_on_focus(model, registry)
     compute = partial(walk, registry)
     inputs, outputs = [image, model, classes], [page, numbers]
     gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
