@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_toyworld import _config as toyworld_config
 
 from microclip.backbone import Backbone
 from microclip.toyworld.distill import SelfDistillation, block_mask, distillation_loss, masked_images
@@ -106,27 +107,8 @@ def test_ema_update_and_centre_match_a_hand_computation():
 
 
 def _config(out: Path, data: Path, **kw) -> PretrainConfig:
-    # test_toyworld.py's six-step run (three CLIP steps, three dense), with self-distillation on.
-    base = dict(
-        out=str(out),
-        steps=3,
-        dense_steps=3,
-        batch_size=16,
-        lr=3e-3,
-        warmup_steps=1,
-        dense_lr=3e-3,
-        dense_warmup_steps=1,
-        n_images=16,
-        data_root=str(data),
-        ckpt_every=2,
-        eval_train_per_class=2,
-        eval_test_per_class=1,
-        threads=1,
-        distill_weight=1.0,
-        distill_prototypes=16,
-        distill_hidden=32,
-    )
-    return PretrainConfig(**{**base, **kw})
+    """test_toyworld.py's six-step run (three CLIP steps, three dense), with self-distillation on."""
+    return toyworld_config(out, data, **{"distill_weight": 1.0, "distill_prototypes": 16, "distill_hidden": 32, **kw})
 
 
 @pytest.fixture(scope="module")

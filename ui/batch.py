@@ -18,8 +18,9 @@ import gradio as gr
 
 from microclip.batch import MAX_IMAGES, BatchResult
 from studio.batch import BatchWorkspace, run_batch
+from studio.images import image_file
 from studio.sharing import ServerPathGuard, ServerPaths
-from ui.common import gpu, image_file, user_errors
+from ui.common import gpu, user_errors
 from ui.layout import refresh_on_focus
 from viz.runs import batch_caption, skipped_markdown
 

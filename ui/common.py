@@ -19,9 +19,7 @@ from PIL import Image
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
 from microclip.errors import USER_ERRORS
-from microclip.prepare import parse_class_names  # noqa: F401 - the tabs import it from here
 from studio.examples import example_label
-from studio.images import image_file  # noqa: F401 - the tabs import it from here
 from studio.inflight import INFERENCE_CONCURRENCY
 
 log = logging.getLogger(__name__)

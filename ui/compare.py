@@ -12,12 +12,13 @@ from functools import partial
 import gradio as gr
 
 from microclip.explain import explain_image
+from microclip.prepare import parse_class_names
 from studio.compare import rank_markdown
 from studio.examples import example_images
 from studio.explore import PHOTO_SIZE
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, examples_gallery, gpu, image_input, on_example, parse_class_names, user_errors
+from ui.common import INFERENCE, examples_gallery, gpu, image_input, on_example, user_errors
 from ui.explore import decode_upload
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP

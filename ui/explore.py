@@ -18,6 +18,7 @@ from PIL import Image
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import explain_image
 from microclip.heads import BRANCHES
+from microclip.prepare import parse_class_names
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images
 from studio.explore import (
@@ -44,7 +45,6 @@ from ui.common import (
     image_input,
     on_example,
     open_image,
-    parse_class_names,
     read_descriptions,
     user_errors,
 )

@@ -19,6 +19,7 @@ from PIL import Image
 
 from microclip.explain import explain_image
 from microclip.explainers import mask_on_grid
+from microclip.prepare import parse_class_names
 from microclip.scoring import patch_coverage
 from microclip.toyworld.lookup import enlarge, find_toyworld_sample
 from microclip.toyworld.render import Sample, rerender
@@ -29,7 +30,7 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import INFERENCE, gpu, image_input, open_image, parse_class_names, user_errors
+from ui.common import INFERENCE, gpu, image_input, open_image, user_errors
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
