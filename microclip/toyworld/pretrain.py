@@ -53,7 +53,16 @@ from microclip.toyworld.dataset import (
 from microclip.toyworld.distill import SelfDistillation, block_mask
 from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
-from microclip.toyworld.text import NAME_ZIPF, P_LOOKALIKE, P_NAME, TEMPLATES, Scene, descriptions, make_caption
+from microclip.toyworld.text import (
+    LOOKALIKE_RULES,
+    NAME_ZIPF,
+    P_LOOKALIKE,
+    P_NAME,
+    TEMPLATES,
+    Scene,
+    descriptions,
+    make_caption,
+)
 from microclip.toyworld.world import CLASS_NAMES, SPECIES
 
 log = logging.getLogger(__name__)
@@ -83,6 +92,7 @@ class PretrainConfig:
     p_name: float = P_NAME  # how often a caption names the commonest species (the rest describe parts)
     name_zipf: float = NAME_ZIPF  # the name of frequency rank r appears p_name / (r + 1) ** name_zipf as often
     p_lookalike: float = P_LOOKALIKE  # a named caption names the species' look-alike this often
+    lookalike_rule: str = "closest"  # which look-alike's name a noisy caption carries (text.LOOKALIKE_RULES)
     grounding_weight: float = 1.0  # weight of the phrase-grounding loss (grounding.py); 0 = plain CLIP
     grounding_pool_temperature: float = 0.1
     grounding_temperature: float = 0.05
@@ -206,6 +216,7 @@ def make_batch(
             cfg.name_zipf,
             cfg.p_lookalike,
             Scene(int(scenes[i, 0]), int(scenes[i, 1])) if dense else None,
+            cfg.lookalike_rule,
         )
         for i in idx
     ]
@@ -717,6 +728,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         "distill_teacher_temperature",
     ):
         p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    p.add_argument("--lookalike_rule", choices=LOOKALIKE_RULES, default=defaults.lookalike_rule)
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--init", default="", help="fine-tune: start from this open_clip local-dir folder's weights")
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")

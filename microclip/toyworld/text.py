@@ -40,6 +40,11 @@ P_NAME = 0.5
 NAME_ZIPF = 2.5
 # Web captions are noisy: a named caption names the species' closest look-alike this often instead.
 P_LOOKALIKE = 0.25
+# Which way the noise goes. "closest" (the shipped world): a named caption carries the closest look-alike's
+# name, however rare that name is, so the commonest species lends most captions to a rare name.
+# "commoner": people who do not know a bird's name use the name of a commoner bird it resembles (the
+# neglected tail: rare species are confused with common ones), never a rarer one.
+LOOKALIKE_RULES = ("closest", "commoner")
 # The frequency ranks: a fixed shuffle, so that rank is unrelated to the label order and to the parts.
 NAME_RANK_SEED = 3
 P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often
@@ -87,6 +92,20 @@ def _lookalikes() -> dict[str, str]:
 
 LOOKALIKE: dict[str, str] = _lookalikes()
 """Species name -> the name a noisy caption gives it instead."""
+
+
+def _commoner_lookalikes() -> dict[str, str]:
+    """Each species' closest look-alike among the species with a commoner name (none for the commonest)."""
+    out = {}
+    for sp in SPECIES:
+        commoner = [o for o in SPECIES if NAME_RANK[o.name] < NAME_RANK[sp.name]]
+        if commoner:
+            out[sp.name] = min(commoner, key=lambda o: (attribute_distance(sp, o), NAME_RANK[o.name])).name
+    return out
+
+
+COMMONER_LOOKALIKE: dict[str, str] = _commoner_lookalikes()
+"""Species name -> the commoner name a caption that does not know the right one gives it ("commoner" rule)."""
 
 
 def part_phrase(species: Species, part: str) -> str | None:
@@ -189,20 +208,33 @@ def make_caption(
     zipf: float = NAME_ZIPF,
     p_lookalike: float = P_LOOKALIKE,
     scene: Scene | None = None,
+    lookalike_rule: str = "closest",
 ) -> Caption:
     """One web-like caption for an image of `species`; always carries species information.
 
     Mix: a name with probability `name_rate(species)` (the look-alike's name with `p_lookalike`; then parts
     with P_PARTS_WITH_NAME), otherwise two to five part phrases (present parts by colour, absent ones as
-    "no crest"). With `scene` (the dense stage's captions), the bird's colour ("a teal bird") and the
-    background ("city buildings") are each named with P_SCENE_WORDS, and become grounded phrases too.
+    "no crest"). With `lookalike_rule="commoner"` the own name is never swapped; instead, of the `p_name`
+    share of captions that would name a bird, those that do not know its name (all but `name_rate`) carry
+    its commoner look-alike's name with `p_lookalike`: a share `p_lookalike * (p_name - name_rate)`.
+    With `scene` (the dense stage's captions), the bird's colour ("a teal bird") and the background ("city
+    buildings") are each named with P_SCENE_WORDS, and become grounded phrases too.
     """
     # All five parts are candidates, absent ones as "no crest" etc., so that every sentence of
     # descriptions() (which also names absent parts) is grounded during pretraining.
     present = [part_phrase(species, p) for p in PARTS]
     pool = [phrase or absent_phrase(p) for phrase, p in zip(present, PARTS)]
-    use_name = rng.random() < name_rate(species.name, p_name, zipf)
-    named = LOOKALIKE[species.name] if rng.random() < p_lookalike else species.name
+    rate = name_rate(species.name, p_name, zipf)
+    use_name = rng.random() < rate
+    if lookalike_rule == "closest":
+        named = LOOKALIKE[species.name] if rng.random() < p_lookalike else species.name
+    elif lookalike_rule == "commoner":
+        named = species.name
+        commoner = COMMONER_LOOKALIKE.get(species.name)
+        if not use_name and commoner is not None and rng.random() < p_lookalike * (p_name - rate) / (1 - rate):
+            use_name, named = True, commoner
+    else:
+        raise ValueError(f"lookalike_rule must be one of {LOOKALIKE_RULES}, not {lookalike_rule!r}")
     use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
     prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
     context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]
