@@ -113,7 +113,7 @@ def create_demo(argv: list[str] | None = None):
         registry.add_saved_runs(runs_dir)
     guard = ServerPathGuard(args.host, args.share, args.allow_server_paths)
     log.info("%s", guard.now().reason)
-    return build_demo(registry, server_paths=guard, runs_dir=runs_dir), args
+    return build_demo(registry, server_paths=guard, runs_dir=runs_dir, warm=True), args
 
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -87,7 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=8, help="concurrent gradio_client clients (default 8)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per throughput window (default 20)")
     p.add_argument("--burst-clients", type=int, default=30, help="clients in the one-example burst (default 30)")
-    p.add_argument("--burst-rounds", type=int, default=2, help="bursts in a row (default 2; the first is cold)")
+    p.add_argument("--burst-rounds", type=int, default=2, help="bursts in a row (default 2)")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="build the app without computing the examples at start (app.py computes them; see ui.app.warm_examples)",
+    )
     p.add_argument(
         "--burst-client",
         choices=["browser", "gradio_client"],
@@ -447,11 +452,12 @@ def browser_burst(url: str, image: Path, clients: int, rounds: int, timeout: flo
     return bursts
 
 
-ROUND_NAMES = {0: "0: the page opens (config + page-load events; in the walkthrough column)", 1: "1 (cold)"}
+ROUND_NAMES = {0: "0: the page opens (config + page-load events; in the walkthrough column)"}
 
 
-def print_bursts(bursts: list[Burst], client: str) -> None:
+def print_bursts(bursts: list[Burst], client: str, cold: bool) -> None:
     how = "example clicks as browsers send them" if client == "browser" else "gradio_client uploads"
+    names = ROUND_NAMES | {1: "1 (cold: nothing computed yet)" if cold else "1 (examples computed at start)"}
     print(f"### Burst: {bursts[0].clients} clients open the walkthrough, then Explore, of one example ({how})\n")
     print(
         "| round | walkthrough p50 / p95 / max ms | Explore p50 / p95 / max ms | per request p95 ms | "
@@ -473,7 +479,7 @@ def print_bursts(bursts: list[Burst], client: str) -> None:
         )
         p95 = f"{quantile(both, 0.95) * 1e3:.0f}" if both else "—"
         print(
-            f"| {ROUND_NAMES.get(b.round, b.round)} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
+            f"| {names.get(b.round, b.round)} | {three(b.walkthrough_s)} | {three(b.explore_s)} | "
             f"{p95} | {client} | {b.wall_s:.1f} | {len(b.errors)} |"
         )
     for b in bursts:
@@ -581,7 +587,10 @@ def main(argv: list[str] | None = None) -> None:
             profile_callback(registry, name, image)
             return
         runner = AdaptationRunner(registry, scratch / "runs", max_waiting=1)
-        demo = build_demo(registry, runner)
+        demo = build_demo(registry, runner, warm=not args.cold)
+        for thread in threading.enumerate():  # a teacher starts the app before the class arrives
+            if thread.name == "warm-examples":
+                thread.join()
         if args.threads:  # build_demo chose the app's own default (studio.inflight.inference_threads)
             torch.set_num_threads(args.threads)
         demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
@@ -599,6 +608,7 @@ def main(argv: list[str] | None = None) -> None:
             "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "image": str(image),
             "burst_client": args.burst_client,
+            "examples_computed_at_start": not args.cold,
         }
         try:
             latency = windows = bursts = None
@@ -621,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
             floor.close()
         summary = print_report(info, latency, windows)
         if bursts:
-            print_bursts(bursts, args.burst_client)
+            print_bursts(bursts, args.burst_client, args.cold)
             last = bursts[-1].walkthrough_s + bursts[-1].explore_s
             summary["burst_p95_s"] = quantile(last, 0.95) if last else float("nan")
         if args.json:

@@ -2,14 +2,14 @@
 
 A browser that opens the app fetches its config and runs the page-load events (the model lists); a
 click on an example thumbnail sends that gallery's ``select`` event (no upload: the picture is already on
-the server), and Explore's click is followed by the ``.then`` event that explains the picked picture.
+the server), which shows the picture and explains it in one event.
 This script sends exactly those events over HTTP (``/gradio_api/queue/join``, then the session's
 server-sent events stream), from its own process, so the clients' CPU is not charged to the server's
 Python interpreter (a class's browsers run on the students' machines, not on the server).
 
 Each student, per round: the Walkthrough example click (timed), the Explore tab opened (the tab's
-model-list refresh, not timed: it is load the server carries), the Explore example click and its
-explanation (timed together). Round 0 is every student opening the page at once (the config and the
+model-list refresh, not timed: it is load the server carries; an event without the queue, one POST), the
+Explore example click (timed). Round 0 is every student opening the page at once (the config and the
 page-load events, timed); every round starts on one barrier. Nothing is asserted here except that every
 answer carries a prediction.
 
@@ -67,9 +67,6 @@ class AppProtocol:
     def load_events(self) -> list[dict]:
         return [d for d in self.dependencies if any(name == "load" for _, name in d["targets"])]
 
-    def followed_by(self, dependency: dict) -> dict:
-        return next(d for d in self.dependencies if d.get("trigger_after") == dependency["id"])
-
     def example_index(self, gallery_elem_id: str, file_name: str) -> int:
         gallery = self.triggered_by("select", elem_id=gallery_elem_id)["targets"][0][0]
         names = [item["image"]["orig_name"] for item in self.prop(gallery, "value")]
@@ -88,7 +85,8 @@ class Student:
         self.http = httpx.Client(timeout=TIMEOUT_S)
 
     def send(self, dependency: dict, data: list, event_data: Any = None, trigger: int | None = None) -> list:
-        """One event, joined to the queue and followed on the session's stream until it completes."""
+        """One event, joined to the queue and followed on the session's stream until it completes; an event
+        without the queue (``queue: false`` in the config) is one POST, as the browser sends it."""
         payload = {
             "data": data,
             "event_data": event_data,
@@ -96,6 +94,10 @@ class Student:
             "trigger_id": trigger,
             "session_hash": self.session,
         }
+        if dependency.get("queue") is False:
+            answer = self.http.post(f"{self.app.url}/gradio_api/run/predict", json=payload)
+            answer.raise_for_status()
+            return answer.json()["data"]
         joined = self.http.post(f"{self.app.url}/gradio_api/queue/join", json=payload)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
@@ -133,9 +135,7 @@ def lesson_step(student: Student, walk_index: int, explore_index: int) -> tuple[
     tab = app.triggered_by("select", id="explore")
     student.send(tab, app.defaults(tab), {"id": "explore", "selected": True}, trigger=tab["targets"][0][0])
     opened_at = time.perf_counter()
-    picker, picked = student.click_example("explore-examples", explore_index)
-    explain = app.followed_by(picker)
-    explained = student.send(explain, app.defaults(explain, **{str(picker["outputs"][0]): picked[0]}))
+    _, explained = student.click_example("explore-examples", explore_index)
     done = time.perf_counter()
     if "Prediction" not in json.dumps(walked) or "Prediction" not in json.dumps(explained):
         raise RuntimeError("an answer without a prediction")

@@ -99,12 +99,6 @@ def classes_placeholder(classes: list[str]) -> str:
     )
 
 
-def branch_label(explanation: Explanation, branch: str) -> str:
-    """A branch's top-k title, marked when its prediction disagrees with the fused one."""
-    disagrees = branch != "fused" and explanation.prediction(branch) != explanation.prediction("fused")
-    return BRANCH_TITLES[branch] + ("  ⚠ disagrees with fused" if disagrees else "")
-
-
 # ------------------------------------------------------------------ text built from an explanation
 
 

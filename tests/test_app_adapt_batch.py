@@ -180,7 +180,7 @@ def explore(client, image: Path, model: str = BASE) -> list:
 
 
 def labels_of(label: dict) -> set[str]:
-    return {row["label"] for row in label.get("value", label)["confidences"]}
+    return {row["label"] for row in label["confidences"]}
 
 
 def workspace_files(app: App) -> list[Path]:

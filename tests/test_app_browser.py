@@ -199,6 +199,15 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
         assert visible_step(page) == "patches"
         shot(page, "walkthrough-out-of-world")
 
+    # The numbers behind the page: sent when their accordion opens, then with every example while it is open.
+    page.get_by_text("All the numbers (JSON)").click()
+    numbers = page.locator("#walkthrough-json")
+    expect(numbers).to_contain_text("steps", timeout=10_000)
+    if marked.count():  # back to the toy bird: its numbers replace the out-of-world picture's
+        json_before = numbers.inner_text()
+        thumbnails.first.click()
+        expect(numbers).not_to_have_text(json_before, timeout=10_000)
+
 
 def test_explore_an_example_and_compare_explainers(page):
     open_tab(page, "Explore")

@@ -150,9 +150,8 @@ def figures(html: str) -> list[str]:
 
 
 def confidences(label: dict) -> dict[str, float]:
-    """Class → probability from a Label output (an update with a title wraps it in "value")."""
-    value = label.get("value", label)
-    return {row["label"]: row["confidence"] for row in value["confidences"]}
+    """Class → probability from a Label output."""
+    return {row["label"]: row["confidence"] for row in label["confidences"]}
 
 
 # ------------------------------------------------------------------ explore and friends
@@ -203,11 +202,11 @@ def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forw
     cls_top = fused_top = None
     for ratio in (1.0, 0.0):  # ρ = 1: fused is [CLS] only; ρ = 0: fused is [FG] only
         out = client.predict(ratio, *DISPLAY.values(), api_name="/fusion")
-        fused_top = out[1]["value"]["label"]
+        fused_top = out[1]["label"]
         assert f"ρ = {ratio:.2f}" in out[0]
         if ratio == 1.0:
             cls_top = fused_top
-    assert cls_top == cls_only["value"]["label"] and fused_top == fg_only["value"]["label"]
+    assert cls_top == cls_only["label"] and fused_top == fg_only["label"]
     text, *framed = client.predict(1, 2, *DISPLAY.values(), api_name="/patch_info")
     assert "row 1, col 2" in text and "SOAP weight" in text and "cosine to `[CLS]`" in text
     assert len(framed) == 2 and all(view.count("mc-sel") == view.count("mc-stage") > 0 for view in framed)

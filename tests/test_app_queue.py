@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 
 import pytest
 
 pytest.importorskip("gradio")
 
+import gradio as gr  # noqa: E402
 from conftest import serve, tiny_base_registry  # noqa: E402
 
 from microclip.resources import PROJECT_ROOT as ROOT  # noqa: E402
 from studio.cache import RESULTS  # noqa: E402
-from ui.app import GRADIO_QUEUE_ENV, build_demo  # noqa: E402
+from studio.examples import example_images  # noqa: E402
+from ui.app import GRADIO_QUEUE_ENV, build_demo, refresh_if_stale  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,36 @@ def test_the_classroom_bench_speaks_the_apps_protocol(registry):
     assert opened.errors == first.errors == second.errors == []
     assert len(first.walkthrough_s) == len(second.explore_s) == 2
     assert RESULTS.misses == computed  # nothing computed again
+
+
+def test_a_warmed_app_serves_the_first_class_from_the_cache(registry):
+    """app.py builds with warm=True: every bundled example's walkthrough and explanation is computed in the
+    background at start, so the first round of clicks computes nothing."""
+    classroom = load_classroom()
+    RESULTS.clear()
+    demo = build_demo(registry, warm=True)
+    warming = [t for t in threading.enumerate() if t.name == "warm-examples"]
+    for thread in warming:
+        thread.join(timeout=240)
+    assert warming and not any(t.is_alive() for t in warming)
+    warmed = RESULTS.misses
+    assert warmed >= 2 * len(example_images())  # a walkthrough and an explanation per example
+    with serve(demo) as url:
+        app = classroom.AppProtocol(url)
+        image = "toybird-velmun-finch.png"
+        indices = (app.example_index("walkthrough-examples", image), app.example_index("explore-examples", image))
+        first = classroom.run_round(1, [classroom.Student(app)], indices)
+    assert first.errors == [] and len(first.explore_s) == 1
+    assert RESULTS.misses == warmed
+
+
+def test_opening_a_tab_rebuilds_the_model_lists_only_when_they_are_stale(registry):
+    names = tuple(registry.names())
+    current = (names[0], names[0], names[0], names[0])
+    fresh = refresh_if_stale(registry, None, *current)  # a session that was never sent the lists
+    assert fresh[0] == names and [update.choices for update in fresh[1:]] == [[(n, n) for n in names]] * 4
+    assert all(
+        isinstance(update, dict) and update == gr.skip() for update in refresh_if_stale(registry, names, *current)
+    )
+    stale = refresh_if_stale(registry, names[:-1] + ("a model since removed",), *current)
+    assert stale[0] == names and len(stale) == 5

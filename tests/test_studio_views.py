@@ -16,8 +16,8 @@ from studio.compare import rank_markdown, rank_of
 from studio.examples import example_label, ordered_examples
 from studio.explainers import PREDICTED, class_index
 from studio.explore import (
+    BRANCH_TITLES,
     ExploreSession,
-    branch_label,
     checked_patch,
     classes_placeholder,
     descriptions_markdown,
@@ -82,11 +82,13 @@ def test_descriptions_are_listed_for_the_prediction_and_the_runner_up(explanatio
     assert f"**Runner-up: {runner}**" in text and "templates only" in text
 
 
-def test_a_branch_that_disagrees_with_the_fused_prediction_is_marked(explanation):
-    for branch in ("cls", "fg"):
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
+def test_a_branch_that_disagrees_with_the_fused_prediction_is_marked(explanation, ratio):
+    explanation = explanation.with_ratio(ratio)
+    rows = {line.split("|")[1].strip(): line for line in summary_markdown(explanation).splitlines() if "|" in line}
+    for branch in ("fused", "cls", "fg"):
         disagrees = explanation.prediction(branch) != explanation.prediction("fused")
-        assert ("disagrees" in branch_label(explanation, branch)) == disagrees
-    assert "disagrees" not in branch_label(explanation, "fused")
+        assert ("⚠ disagrees" in rows[BRANCH_TITLES[branch]]) == disagrees
 
 
 def test_the_views_frame_the_selected_patch_and_draw_every_map(explanation):

@@ -17,6 +17,7 @@ from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, loa
 from microclip.toyworld.pretrain import PretrainConfig, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
+    COMMONER_LOOKALIKE,
     DESCRIBED_PARTS,
     DESCRIBED_PARTS_PER_CLASS,
     GENERIC_LINES,
@@ -143,6 +144,30 @@ def test_names_follow_a_long_tail_with_noisy_look_alikes():
     for sp in SPECIES:  # a look-alike is a closest species
         nearest = min(attribute_distance(sp, o) for o in SPECIES if o is not sp)
         assert attribute_distance(sp, SPECIES_BY_NAME[LOOKALIKE[sp.name]]) == nearest
+
+
+def test_the_commoner_rule_names_a_bird_after_a_commoner_look_alike_only():
+    """lookalike_rule="commoner": the own name at name_rate, a commoner look-alike's at p_lookalike * (p_name -
+    name_rate), never a rarer name; the commonest species is never mislabelled."""
+    rng = np.random.default_rng(4)
+    ranks = sorted(SPECIES, key=lambda sp: NAME_RANK[sp.name])
+    assert ranks[0].name not in COMMONER_LOOKALIKE
+    n = 4000
+    for sp in (ranks[0], ranks[3], ranks[-1]):
+        texts = [make_caption(sp, rng, p_lookalike=0.5, lookalike_rule="commoner").text for _ in range(n)]
+        named = [{o.name for o in SPECIES if o.name in t} for t in texts]
+        other = COMMONER_LOOKALIKE.get(sp.name)
+        assert all(names <= {sp.name, other} and len(names) <= 1 for names in named)
+        assert abs(sum(sp.name in names for names in named) / n - name_rate(sp.name)) < 0.025
+        wrong = sum(other in names for names in named) / n if other else 0.0
+        assert abs(wrong - 0.5 * (P_NAME - name_rate(sp.name))) < 0.025
+    for sp in ranks[1:]:  # the closest among the commoner names
+        commoner = [o for o in SPECIES if NAME_RANK[o.name] < NAME_RANK[sp.name]]
+        chosen = SPECIES_BY_NAME[COMMONER_LOOKALIKE[sp.name]]
+        assert chosen in commoner
+        assert attribute_distance(sp, chosen) == min(attribute_distance(sp, o) for o in commoner)
+    with pytest.raises(ValueError, match="lookalike_rule"):
+        make_caption(ranks[0], rng, lookalike_rule="nearest")
 
 
 def test_scene_words_are_grounded_phrases_only_when_given():

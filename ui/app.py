@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import gradio as gr
 import torch
 
 from microclip.files import shareable_tempdir
+from studio.examples import example_images
 from studio.inflight import inference_threads
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
@@ -21,6 +25,8 @@ from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
 from ui.models import build_models_tab, list_models
 from ui.walkthrough import build_walkthrough_tab
+
+log = logging.getLogger(__name__)
 
 TITLE = "microCLIP Studio"
 INTRO = (
@@ -42,9 +48,11 @@ def build_demo(
     runner: AdaptationRunner | None = None,
     server_paths: ServerPathGuard | None = None,
     runs_dir: Path | None = None,
+    warm: bool = False,
 ) -> gr.Blocks:
     """Build the Gradio app over ``registry``; ``runner`` runs adaptations (one is made if None, saving into
-    ``runs_dir``, or into a temporary folder when that is None).
+    ``runs_dir``, or into a temporary folder when that is None). With ``warm``, the bundled examples'
+    walkthroughs and explanations are computed in the background (:func:`warm_examples`).
 
     ``server_paths`` decides whether Batch and Adapt may read folders of the server (default: only when
     the app is launched on localhost without --share; checked again on every request).
@@ -75,21 +83,27 @@ def build_demo(
                 build_batch_tab(registry, server_paths=guard)
             with gr.Tab("Models / About", id="models") as models_tab:
                 models = build_models_tab(registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b])
-        # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded):
-        # loading the page or opening a tab refreshes the model lists.
+        # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded): loading
+        # the page lists them (the ``list_models`` endpoint); opening a tab lists them again only when this
+        # session's lists are stale. A tab click is the commonest event of a lesson, and a Gradio event that
+        # rebuilds four dropdowns costs a 2-core server more than one cached explanation.
         dropdowns = [explore.model, compare.model_a, compare.model_b, models]
+        shown = gr.State(None)  # the model names this session's lists were last sent
+        listed = [shown, *dropdowns]
+        demo.load(partial(refresh_models, registry), dropdowns, listed, api_name="list_models", show_progress="hidden")
         gr.on(
-            [demo.load] + [tab.select for tab in (explore_tab, compare_tab, models_tab)],
-            partial(refresh_models, registry),
-            dropdowns,
-            dropdowns,
-            api_name="list_models",
+            [tab.select for tab in (explore_tab, compare_tab, models_tab)],
+            partial(refresh_if_stale, registry),
+            listed,
+            listed,
+            api_visibility="private",
             show_progress="hidden",
+            queue=False,
         )
         # A saved adaptation joins every model list, but no tab changes model on its own: Explore and the
         # Walkthrough switch only when "Use it in Explore" is pressed (then the tab opens, so it is seen).
         adapt.saved_name.change(
-            partial(refresh_models, registry), dropdowns, dropdowns, api_visibility="private", show_progress="hidden"
+            partial(refresh_models, registry), dropdowns, listed, api_visibility="private", show_progress="hidden"
         )
         adapt.use_saved.click(
             partial(use_saved, registry),
@@ -98,9 +112,28 @@ def build_demo(
             api_visibility="private",
             show_progress="hidden",
         )
+    if warm:
+        warm_examples([walk.example, explore.example])
     # Bounded everywhere the app is served from (app.py, Spaces, tests): a full waiting line refuses at
     # once instead of queueing for minutes; cheap re-render events run two at a time.
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+
+
+def warm_examples(computations: list[Callable[[str], object]]) -> threading.Thread:
+    """Compute every bundled example's walkthrough and explanation once, in a background thread, so that the
+    first class to click one is served from the cache (studio.cache) like the second."""
+
+    def run() -> None:
+        for path in example_images():
+            for compute in computations:
+                try:
+                    compute(path)
+                except Exception as error:  # noqa: BLE001 - a warm-up never stops the app; a click reports it
+                    log.warning("warming %s: %s", Path(path).name, error)
+
+    thread = threading.Thread(target=run, name="warm-examples", daemon=True)
+    thread.start()
+    return thread
 
 
 def refresh_models(
@@ -109,9 +142,18 @@ def refresh_models(
     compare_a: str | None,
     compare_b: str | None,
     models_tab: str | None,
-) -> list[gr.Dropdown]:
-    """Every model list with the registry's current names; selections kept (the ``list_models`` endpoint)."""
-    return list_models(registry, [explore_model, compare_a, compare_b, models_tab])
+) -> list:
+    """Every model list with the registry's current names; selections kept (the ``list_models`` endpoint).
+    The names sent go first, into the session's state (not part of the API)."""
+    return [tuple(registry.names()), *list_models(registry, [explore_model, compare_a, compare_b, models_tab])]
+
+
+def refresh_if_stale(registry: ModelRegistry, shown: tuple[str, ...] | None, *current: str | None) -> list:
+    """:func:`refresh_models` when the registry's names differ from those this session was sent, else
+    nothing at all (``gr.skip``: no dropdown is rebuilt)."""
+    if shown is not None and tuple(registry.names()) == tuple(shown):
+        return [gr.skip()] * (1 + len(current))
+    return refresh_models(registry, *current)
 
 
 def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, gr.Dropdown, gr.Tabs]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -27,7 +28,6 @@ from studio.explore import (
     NOTES,
     PHOTO_SIZE,
     ExploreSession,
-    branch_label,
     checked_patch,
     classes_placeholder,
     descriptions_markdown,
@@ -241,7 +241,9 @@ def model_classes(registry: ModelRegistry, model_name: str) -> tuple[gr.Textbox,
 def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
     """Summary, the three top-k labels, the contribution chart and the descriptions."""
     explanation = session.explanation
-    labels = [gr.Label(dict(explanation.top_k(b, TOP_K)), label=branch_label(explanation, b)) for b in BRANCHES]
+    # Values, not gr.Label(...) updates: a component update makes Gradio rebuild the component's config for
+    # the session (~3 ms each on a 2-core server, three per click); a disagreement is marked in the summary.
+    labels = [dict(explanation.top_k(b, TOP_K)) for b in BRANCHES]
     return [
         summary_markdown(explanation, note, session.flag, session.facts),
         *labels,
@@ -255,9 +257,11 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
 
 @dataclass
 class ExploreHandles:
-    """Components other tabs update (the model list)."""
+    """Components other tabs update (the model list), and what an example click computes with the tab's
+    defaults (to warm the cache)."""
 
     model: gr.Dropdown
+    example: Callable[[str], object]
 
 
 @dataclass
@@ -302,7 +306,10 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
             shown = _output_column(registry, given)
     _wire_explore(registry, session, given, shown)
     _wire_views(registry, session, given, shown)
-    return ExploreHandles(model=given.model)
+    defaults = [given.ratio.value, *(control.value for control in shown.display)]
+    return ExploreHandles(
+        model=given.model, example=lambda path: explore(registry, path, registry.default_name, "", None, *defaults)
+    )
 
 
 def _input_column(registry: ModelRegistry) -> _Inputs:

@@ -10,6 +10,7 @@ Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,7 +31,7 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import INFERENCE, gpu, image_input, open_image, user_errors
+from ui.common import INFERENCE, gpu, image_input, on_example, open_image, user_errors
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
@@ -170,6 +171,7 @@ def build_erase_row(
 class WalkthroughHandles:
     model: gr.Dropdown
     image: gr.Image
+    example: Callable[[str], object]  # what an example click computes, with the tab's defaults (to warm the cache)
 
 
 def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
@@ -210,7 +212,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
                 "(or crest, ...)? The toy world can draw the same bird without it."
             )
             build_erase_row(registry, image, model, classes, "erase_part")
-            with gr.Accordion("All the numbers (JSON)", open=False):
+            with gr.Accordion("All the numbers (JSON)", open=False) as numbers_box:
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
     refresh_on_focus(model, registry)
@@ -218,10 +220,22 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     inputs, outputs = [image, model, classes], [page, numbers]
     gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
     if gallery is not None:
+        # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB
+        # of nested JSON is a third of what a cached walkthrough costs the server, for thirty students at once.
+        numbers_open = gr.State(False)
+        numbers_box.expand(lambda: True, None, numbers_open, queue=False, api_visibility="private")
+        numbers_box.collapse(lambda: False, None, numbers_open, queue=False, api_visibility="private")
+        numbers_box.expand(
+            lambda image, *rest: compute(image, *rest)[1] if image else None,
+            inputs,
+            numbers,
+            api_visibility="private",
+            **INFERENCE,
+        )
 
-        def pick(model_name: str | None, class_names: str | None, evt: gr.SelectData) -> tuple:
-            path = paths[evt.index]
-            return (path, *compute(path, model_name, class_names))
+        def example(path: str, model_name: str | None, class_names: str | None, show_numbers: bool) -> tuple:
+            page, result = compute(path, model_name, class_names)
+            return page, result if show_numbers else None
 
-        gallery.select(pick, [model, classes], [image, *outputs], api_visibility="private", **INFERENCE)
-    return WalkthroughHandles(model=model, image=image)
+        on_example(gallery, paths, image, example, [*inputs, numbers_open], outputs, **INFERENCE)
+    return WalkthroughHandles(model=model, image=image, example=lambda path: compute(path, registry.default_name, ""))
