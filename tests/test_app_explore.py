@@ -170,6 +170,13 @@ def test_every_action_is_a_named_endpoint(client):
         "/model_classes",
         "/list_models",
     } <= names
+    # Clients pass the display settings by name: each endpoint that takes them names them (ui.explore.takes_display).
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    parameters = {name: [p["parameter_name"] for p in endpoints[name]["parameters"]] for name in endpoints}
+    display = list(DISPLAY)
+    assert parameters["/explore"] == ["image", "model_name", "class_names", "descriptions_json", "ratio", *display]
+    assert parameters["/rerender"] == display and parameters["/fusion"] == ["ratio", *display]
+    assert parameters["/patch_info"] == ["row", "col", *display]
 
 
 def test_explore_returns_topk_for_each_branch_and_maps(client, files, forward_calls):

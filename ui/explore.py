@@ -8,10 +8,12 @@ without running the model again. Maps and charts are light HTML (``viz.explore``
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -64,6 +66,39 @@ run_explain = gpu(explain_image)  # on ZeroGPU Spaces the forward pass gets a GP
 # ------------------------------------------------------------------ callbacks (one per endpoint)
 
 
+# The display settings, in the order of their controls (_display_controls). Gradio names an endpoint's API
+# parameters after its function's, so the endpoints that take them get them from here (takes_display).
+DISPLAY_SETTINGS: dict[str, type] = {
+    "opacity": float,
+    "cmap": str,
+    "clip_lo": float,
+    "clip_hi": float,
+    "threshold": float,
+    "raw_map": str,
+    "numbers": bool,
+}
+
+
+def takes_display(fn: Callable) -> Callable:
+    """``fn(..., display)`` as Gradio calls it: the display settings come as the last separate arguments, named
+    in the signature Gradio reads (``DISPLAY_SETTINGS``), and reach ``fn`` as one tuple."""
+    signature = inspect.signature(fn)
+    leading = [parameter for name, parameter in signature.parameters.items() if name != "display"]
+    settings = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind)
+        for name, kind in DISPLAY_SETTINGS.items()
+    ]
+
+    @functools.wraps(fn)
+    def with_settings(*args: Any) -> Any:
+        split = len(args) - len(DISPLAY_SETTINGS)
+        return fn(*args[:split], tuple(args[split:]))
+
+    with_settings.__signature__ = signature.replace(parameters=[*leading, *settings])
+    with_settings.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "display"} | DISPLAY_SETTINGS
+    return with_settings
+
+
 @functools.lru_cache(maxsize=8)
 def _decoded(path: str, mtime_ns: int, size: int) -> Image.Image:
     """One upload decoded once: the validator and the callback of the same request share it."""
@@ -111,6 +146,7 @@ def check_explore(
 
 @counts_as_inference
 @user_errors
+@takes_display
 def explore(
     registry: ModelRegistry,
     image: str | None,
@@ -118,17 +154,10 @@ def explore(
     class_names: str,
     descriptions_json: str | None,
     ratio: float,
-    opacity: float,
-    cmap: str,
-    clip_lo: float,
-    clip_hi: float,
-    threshold: float,
-    raw_map: str,
-    numbers: bool,
+    display: tuple,
 ) -> list:
     """Run the model once on an image and show everything (the ``explore`` endpoint)."""
-    display = (opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
-    run = functools.partial(_explore, registry, image, model_name, class_names, descriptions_json, ratio, *display)
+    run = functools.partial(_explore, registry, image, model_name, class_names, descriptions_json, ratio, display)
     if not (image and os.path.isfile(image)):
         return run()
     # The cache (studio.cache): a class asking about one picture is served once.
@@ -144,7 +173,7 @@ def _explore(
     class_names: str,
     descriptions_json: str | None,
     ratio: float,
-    *display,
+    display: tuple,
 ) -> list:
     picture = decode_upload(image)
     loaded = registry.get(model_name)
@@ -165,34 +194,17 @@ def _explore(
 
 
 @user_errors
-def rerender(
-    session: ExploreSession | None,
-    opacity: float,
-    cmap: str,
-    clip_lo: float,
-    clip_hi: float,
-    threshold: float,
-    raw_map: str,
-    numbers: bool,
-) -> list[str]:
+@takes_display
+def rerender(session: ExploreSession | None, display: tuple) -> list[str]:
     """Redraw the maps with new display settings; no forward pass (the ``rerender`` endpoint)."""
     if session is None:
         raise gr.Error("Explain an image first; the display settings apply to its maps.")
-    return views(session, (opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers))
+    return views(session, display)
 
 
 @user_errors
-def fusion(
-    session: ExploreSession | None,
-    ratio: float,
-    opacity: float,
-    cmap: str,
-    clip_lo: float,
-    clip_hi: float,
-    threshold: float,
-    raw_map: str,
-    numbers: bool,
-) -> list:
+@takes_display
+def fusion(session: ExploreSession | None, ratio: float, display: tuple) -> list:
     """Re-fuse the two branches at another ρ; no forward pass (the ``fusion`` endpoint).
 
     Only the predictions depend on ρ: the maps are left as they are (``gr.skip``)."""
@@ -203,23 +215,12 @@ def fusion(
 
 
 @user_errors
-def patch_info(
-    session: ExploreSession | None,
-    row: float,
-    col: float,
-    opacity: float,
-    cmap: str,
-    clip_lo: float,
-    clip_hi: float,
-    threshold: float,
-    raw_map: str,
-    numbers: bool,
-) -> list:
+@takes_display
+def patch_info(session: ExploreSession | None, row: float, col: float, display: tuple) -> list:
     """The numbers of one patch, and the maps with it framed (the ``patch_info`` endpoint)."""
     if session is None:
         raise gr.Error("Explain an image first, then click a patch.")
     session = replace(session, selected=checked_patch(session, row, col))
-    display = (opacity, cmap, clip_lo, clip_hi, threshold, raw_map, numbers)
     return [session, patch_markdown(session.explanation, *session.selected, session.truth), *views(session, display)]
 
 
