@@ -15,7 +15,7 @@ from conftest import CLASSES, draw_sample, tiny_base_registry
 
 from studio import cache
 from studio.cache import ResultCache, cached, file_digest, model_identity
-from ui.explore import _explore, explore
+from ui.explore import explore
 from ui.walkthrough import _walk, walk
 
 DISPLAY = (0.5, "viridis", 0, 100, 0, "SOAP weight", False)
@@ -97,8 +97,9 @@ def test_walkthrough_and_explore_answers_are_shared_and_equal_to_uncached(regist
 
     shown = explore(registry, str(first), "tiny", "", None, 0.5, *DISPLAY)
     assert explore(registry, str(copy), "tiny", "", None, 0.5, *DISPLAY) is shown
-    fresh = _explore(registry, str(first), "tiny", "", None, 0.5, DISPLAY)
-    assert fresh[1] == shown[1]  # the summary
+    cache.RESULTS.clear()
+    fresh = explore(registry, str(first), "tiny", "", None, 0.5, *DISPLAY)  # computed afresh
+    assert fresh is not shown and fresh[1] == shown[1]  # the summary
     np.testing.assert_array_equal(fresh[0].explanation.soap_weights, shown[0].explanation.soap_weights)
     # Each option is part of the key: another ratio, colour map or class set is another answer.
     assert explore(registry, str(first), "tiny", "", None, 0.3, *DISPLAY)[1] != shown[1]
@@ -113,7 +114,9 @@ def test_changed_weights_are_never_served_stale(registry_and_images):
         model.heads.w_star.mul_(-1.0)  # the classifier flipped in place: the prediction must change with it
     after = explore(registry, str(first), "tiny", "", None, 0.5, *DISPLAY)
     assert after is not before
-    fresh = _explore(registry, str(first), "tiny", "", None, 0.5, DISPLAY)
+    cache.RESULTS.clear()
+    fresh = explore(registry, str(first), "tiny", "", None, 0.5, *DISPLAY)
+    assert fresh is not after
     np.testing.assert_allclose(after[0].explanation.logits_fused, fresh[0].explanation.logits_fused)
     assert not np.allclose(after[0].explanation.logits_fused, before[0].explanation.logits_fused)
 

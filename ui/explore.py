@@ -157,40 +157,31 @@ def explore(
     display: tuple,
 ) -> list:
     """Run the model once on an image and show everything (the ``explore`` endpoint)."""
-    run = functools.partial(_explore, registry, image, model_name, class_names, descriptions_json, ratio, display)
+
+    def compute() -> list:
+        picture = decode_upload(image)
+        loaded = registry.get(model_name)
+        typed = parse_class_names(class_names)
+        classes = typed or list(loaded.classes)
+        descriptions, note = read_descriptions(descriptions_json, classes)
+        model = registry.with_classes(model_name, classes, descriptions) if (typed or descriptions) else loaded.model
+        explanation = run_explain(model, picture, float(ratio))
+        session = ExploreSession(
+            explanation,
+            html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)),
+            loaded.name,
+            descriptions if descriptions is not None else loaded.descriptions,
+            world_flag_markdown(explanation.classes, loaded, bool(typed), picture),
+            truth=toy_truth(picture, explanation.grid),
+        )
+        return [session, *_prediction_outputs(session, note), *views(session, display), CLICK_A_PATCH]
+
     if not (image and os.path.isfile(image)):
-        return run()
+        return compute()
     # The cache (studio.cache): a class asking about one picture is served once.
     loaded = registry.get(model_name)
     digests = (file_digest(image), class_names or "", file_digest(descriptions_json))
-    return cached(("explore", loaded.name, model_identity(loaded.model), *digests, float(ratio), *display), run)
-
-
-def _explore(
-    registry: ModelRegistry,
-    image: str | None,
-    model_name: str,
-    class_names: str,
-    descriptions_json: str | None,
-    ratio: float,
-    display: tuple,
-) -> list:
-    picture = decode_upload(image)
-    loaded = registry.get(model_name)
-    typed = parse_class_names(class_names)
-    classes = typed or list(loaded.classes)
-    descriptions, note = read_descriptions(descriptions_json, classes)
-    model = registry.with_classes(model_name, classes, descriptions) if (typed or descriptions) else loaded.model
-    explanation = run_explain(model, picture, float(ratio))
-    session = ExploreSession(
-        explanation,
-        html_maps.jpeg_uri(display_crop(picture, PHOTO_SIZE)),
-        loaded.name,
-        descriptions if descriptions is not None else loaded.descriptions,
-        world_flag_markdown(explanation.classes, loaded, bool(typed), picture),
-        truth=toy_truth(picture, explanation.grid),
-    )
-    return [session, *_prediction_outputs(session, note), *views(session, display), CLICK_A_PATCH]
+    return cached(("explore", loaded.name, model_identity(loaded.model), *digests, float(ratio), *display), compute)
 
 
 @user_errors
