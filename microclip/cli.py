@@ -730,6 +730,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     size = args.input_size or model.backbone.image_size
     test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
     started = time.perf_counter()
+    # the flags are a recipe's test settings: evaluate exactly as a training run's test evaluations do
     settings = Recipe(
         eval_batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers, test_fusion=args.test_fusion
     )
