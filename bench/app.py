@@ -56,6 +56,7 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+from classroom import Round  # bench/classroom.py: this script's folder is on sys.path
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -372,16 +373,11 @@ def bench_throughput(
 
 
 @dataclass
-class Burst:
-    """One burst: every client's walkthrough and Explore latencies (seconds), and the failures."""
+class Burst(Round):
+    """One burst: classroom.py's round of every client's latencies (seconds) and failures, plus each client's
+    walkthrough and Explore back to back."""
 
-    round: int
-    clients: int
-    walkthrough_s: list[float] = field(default_factory=list)
-    explore_s: list[float] = field(default_factory=list)
-    per_client_s: list[float] = field(default_factory=list)  # walkthrough + Explore, back to back
-    errors: list[str] = field(default_factory=list)
-    wall_s: float = 0.0  # from the start signal to the last answer
+    per_client_s: list[float] = field(default_factory=list)
 
 
 def bench_burst(

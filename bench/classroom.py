@@ -36,12 +36,14 @@ TIMEOUT_S = 120.0
 
 @dataclass
 class Round:
+    """One round: every student's walkthrough and Explore latencies (seconds), and the failures."""
+
     round: int
     clients: int
     walkthrough_s: list[float] = field(default_factory=list)
     explore_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # from the start signal to the last answer
 
 
 class AppProtocol:

@@ -37,6 +37,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -443,9 +444,13 @@ def print_report(report: dict) -> None:
         print(
             f"\nzero-shot by names per species, commonest name first (Spearman with frequency {names['spearman']:.2f}):"
         )
-        print("| species | named in % of its captions | names top-1 % |\n|---|---|---|")
-        for species, row in names["per_species"].items():
-            print(f"| {species} | {row['name_frequency']:.2f} | {row['accuracy']:.1f} |")
+        _print_table(
+            ("species", "named in % of its captions", "names top-1 %"),
+            (
+                (species, f"{row['name_frequency']:.2f}", f"{row['accuracy']:.1f}")
+                for species, row in names["per_species"].items()
+            ),
+        )
     if "ncut_on_bird" in report:
         cut = report["ncut_on_bird"]
         print(
@@ -459,9 +464,10 @@ def print_report(report: dict) -> None:
             f"\nROAD deletion (most relevant first, grad-cam; mean drop of the predicted class's probability, "
             f"points; higher = more faithful; {report['deletion_images']} images)"
         )
-        print("| map | fused | [CLS] | [FG] |\n|---|---|---|---|")
-        for name, row in report["deletion"].items():
-            print(f"| {name} | {row['fused']:.1f} | {row['cls']:.1f} | {row['fg']:.1f} |")
+        _print_table(
+            ("map", "fused", "[CLS]", "[FG]"),
+            ((name, *(f"{row[b]:.1f}" for b in ("fused", "cls", "fg"))) for name, row in report["deletion"].items()),
+        )
     if "part_removal" in report:
         drop = report["part_removal"]
         print(
@@ -487,27 +493,42 @@ def _print_accuracy(accuracy: dict) -> None:
         "adapted_fg": "microCLIP adapted, [FG] only",
         "linear_probe": "linear probe on frozen [CLS] (oracle: uses labels)",
     }
-    print("| toy test split (800 images, 16 species, chance 6.25%) | top-1 % |")
-    print("|---|---|")
-    for key, title in titles.items():
-        value = accuracy.get(key)
-        print(f"| {title} | {'n/a' if value is None else f'{value:.1f}'} |")
+    _print_table(
+        ("toy test split (800 images, 16 species, chance 6.25%)", "top-1 %"),
+        ((title, _cell(accuracy.get(key), "n/a")) for key, title in titles.items()),
+    )
 
 
 def _print_pointing(report: dict) -> None:
     patch, bird = report["patch_chance"], report["within_bird_chance"]
-    print(
-        f"\n| map (adapted tower) | pointing % | vs patch chance {patch:.1f} | vs within-bird chance {bird:.1f} "
-        "| mass on parts % | ms / image |"
+    print()
+    _print_table(
+        (
+            "map (adapted tower)",
+            "pointing %",
+            f"vs patch chance {patch:.1f}",
+            f"vs within-bird chance {bird:.1f}",
+            "mass on parts %",
+            "ms / image",
+        ),
+        (
+            (name, f"{value:.1f}", f"{value - patch:+.1f}", f"{value - bird:+.1f}")
+            + (_cell(report["mass_inside"].get(name)), _cell(report["cost_ms"].get(name)))
+            for name, value in report["pointing"].items()
+        ),
     )
-    print("|---|---|---|---|---|---|")
-    for name, value in report["pointing"].items():
-        inside = report["mass_inside"].get(name)
-        cost = report["cost_ms"].get(name)
-        print(
-            f"| {name} | {value:.1f} | {value - patch:+.1f} | {value - bird:+.1f} | "
-            f"{'' if inside is None else f'{inside:.1f}'} | {'' if cost is None else f'{cost:.1f}'} |"
-        )
+
+
+def _print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A markdown table of ready-formatted cells."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def _cell(value: float | None, missing: str = "") -> str:
+    return missing if value is None else f"{value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -26,7 +27,7 @@ from microclip.checkpoint import CheckpointMeta
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
-from microclip.engine import Callback, EvalResult, FitResult, StopToken, eval_fusion_ratio, evaluate, fit
+from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate_as, fit
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe
@@ -64,15 +65,7 @@ class Adaptation:
         """Fused, [CLS] and [FG] accuracy of the current model on the test data (None without it)."""
         if self.test_set is None:
             return None
-        return evaluate(
-            self.model,
-            self.test_set,
-            batch_size=self.recipe.test_batch_size,
-            device=self.device,
-            amp=self.recipe.amp,
-            num_workers=self.recipe.num_workers,
-            ratio=eval_fusion_ratio(self.model, self.recipe.test_fusion),
-        )
+        return evaluate_as(self.model, self.test_set, self.recipe, self.device)
 
     def fit(
         self,
@@ -184,15 +177,10 @@ def prepare(
 
 
 def adapt(
-    train_data: Dataset,
-    recipe: Recipe,
-    base: tuple[str, str | None],
-    templates: Sequence[str],
-    descriptions: dict[str, list[str]] | None = None,
-    callbacks: Sequence[Callback] = (),
-    **options,
+    *args: Any, callbacks: Sequence[Callback] = (), **options: Any
 ) -> tuple[MicroCLIP, CheckpointMeta, AdaptResult]:
-    """:func:`prepare` then :meth:`Adaptation.fit`: the adapted model, its checkpoint metadata, the history."""
-    run = prepare(train_data, recipe, base, templates, descriptions, **options)
+    """:func:`prepare` (same arguments) then :meth:`Adaptation.fit`: the adapted model, its checkpoint metadata,
+    the history."""
+    run = prepare(*args, **options)
     result = run.fit(callbacks)
     return run.model, run.checkpoint_meta(result), result

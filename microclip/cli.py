@@ -29,7 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.engine import Callback, FitState, distributed_context, eval_fusion_ratio, evaluate, select_device
+from microclip.engine import Callback, FitState, distributed_context, evaluate_as, select_device
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
@@ -730,15 +730,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     size = args.input_size or model.backbone.image_size
     test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
     started = time.perf_counter()
-    result = evaluate(
-        model,
-        test_set,
-        batch_size=args.batch_size,
-        device=device,
-        amp=args.amp,
-        num_workers=args.num_workers,
-        ratio=eval_fusion_ratio(model, args.test_fusion),
+    # the flags are a recipe's test settings: evaluate exactly as a training run's test evaluations do
+    settings = Recipe(
+        eval_batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers, test_fusion=args.test_fusion
     )
+    result = evaluate_as(model, test_set, settings, device)
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
     for branch, label in BRANCH_LABELS.items():

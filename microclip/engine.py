@@ -511,15 +511,7 @@ def _end_epoch(
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
-        result = evaluate(
-            model,
-            test_set,
-            batch_size=config.test_batch_size,
-            device=device,
-            amp=config.amp,
-            num_workers=config.num_workers,
-            ratio=eval_fusion_ratio(model, config.test_fusion),
-        )
+        result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
@@ -558,4 +550,18 @@ def evaluate(
     labelled = bool(len(all_targets)) and bool((all_targets >= 0).all())
     return EvalResult(
         n=len(all_targets), predictions=merged, targets=all_targets if labelled else None, classes=model.classes
+    )
+
+
+def evaluate_as(model: MicroCLIP, dataset: Dataset, recipe: Recipe, device: torch.device | str) -> EvalResult:
+    """:func:`evaluate` as ``recipe`` runs its test evaluations: its test batch, precision, workers and
+    test-time fusion."""
+    return evaluate(
+        model,
+        dataset,
+        batch_size=recipe.test_batch_size,
+        device=device,
+        amp=recipe.amp,
+        num_workers=recipe.num_workers,
+        ratio=eval_fusion_ratio(model, recipe.test_fusion),
     )

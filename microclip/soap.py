@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -166,20 +166,13 @@ def ncut_split(
     )
 
 
-def foreground_mask(
-    features: torch.Tensor,
-    tau: float = NCUT_TAU,
-    eps: float = NCUT_EPS,
-    threshold: NcutThreshold = "std",
-    sign: NcutSign = "canonical",
-    eigh_dtype: torch.dtype | None = None,
-    eigh_device: str | torch.device = "cpu",
-) -> torch.Tensor:
+def foreground_mask(features: torch.Tensor, **options: Any) -> torch.Tensor:
     """Normalised-cut foreground mask over patch tokens: (B, N) bool on ``features``' device.
 
-    The mask of :func:`ncut_split` (which documents the arguments); no gradient flows through it.
+    The mask of :func:`ncut_split`, which takes the same keyword ``options`` (tau, eps, threshold, sign,
+    eigh_dtype, eigh_device) and documents them; no gradient flows through it.
     """
-    return ncut_split(features, tau, eps, threshold, sign, eigh_dtype, eigh_device).mask.to(features.device)
+    return ncut_split(features, **options).mask.to(features.device)
 
 
 def soap_query(

@@ -9,11 +9,15 @@ Flowers is the exception, as in the reference: `<root>/flowers/split_zhou_Oxford
 (CoOp's split file) lists the images of `<root>/flowers/jpg/`. Benchmarks whose official split
 differs from the reference's (flowers, fgvc) also offer it as the protocol "official", in
 `<root>/<name>/official/<split folder>/`.
+
+The entries themselves are data: `resources/benchmarks.json` (package data; provenance in resources/README.md).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 SPLITS = ("train", "test")
@@ -85,152 +89,17 @@ class Benchmark:
         )
 
 
-_EUROSAT_FOLDERS = (
-    "AnnualCrop",
-    "Forest",
-    "HerbaceousVegetation",
-    "Highway",
-    "Industrial",
-    "Pasture",
-    "PermanentCrop",
-    "Residential",
-    "River",
-    "SeaLake",
-)
+CATALOG_FILE = "benchmarks.json"  # one object per benchmark, the fields of Benchmark that differ from its defaults
 
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in [
-        Benchmark(
-            "birdsnap",
-            "Birdsnap",
-            manual=(
-                "Birdsnap v1.1 is distributed as a list of image URLs (thomasberg.org, 'Birdsnap "
-                "dataset'); fetch the images with its get_birdsnap.py script, then put "
-                "test_images.txt's images in test/ and the rest in train/, one folder per species"
-            ),
-            reference_split="not in the reference's code; the dataset's test_images.txt as test, the rest train",
-        ),
-        Benchmark(
-            "caltech101",
-            "Caltech-101",
-            torchvision="Caltech101",
-            reference_split=(
-                "BACKGROUND_Google and Faces_easy dropped, 30 training images per class drawn with "
-                "np.random.seed(0), the rest test (extra_scripts/create_caltech101_data_files.py)"
-            ),
-            reference_counts=(3000, None),  # 30 per class; the test count depends on the archive
-        ),
-        Benchmark(
-            "cars",
-            "Stanford Cars",
-            torchvision="StanfordCars",
-            download_note=(
-                "the original Stanford Cars download links are dead upstream (pytorch/vision#7545), so "
-                "torchvision refuses to download it; put the images and devkit from a mirror (e.g. "
-                "Kaggle) into <root>/cars/raw/stanford_cars and run with --download again to export them"
-            ),
-            reference_split="official train / test (8,144 / 8,041)",
-            reference_counts=(8144, 8041),
-        ),
-        Benchmark(
-            "cub",
-            "CUB-200-2011",
-            manual=(
-                "download CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/ "
-                "and split images/ with train_test_split.txt (1 = train, 0 = test), keeping the class "
-                "folder names (001.Black_footed_Albatross, ...)"
-            ),
-            reference_split="official train_test_split.txt (5,994 / 5,794)",
-            reference_dirs=("CUB_200_2011",),
-            reference_counts=(5994, 5794),
-        ),
-        Benchmark(
-            "dtd",
-            "Describable Textures",
-            torchvision="DTD",
-            reference_split="partition 1: train1 + val1 / test1 (3,760 / 1,880)",
-            train_folders=("trainval", "train"),  # the reference's script writes train (1,880) and trainval
-            reference_counts=(3760, 1880),
-        ),
-        Benchmark(
-            "eurosat",
-            "EuroSAT",
-            test_folder="val",
-            torchvision="EuroSAT",
-            folder_names=_EUROSAT_FOLDERS,
-            reference_split="the first 1,000 / next 500 images of each class in sorted file order (10,000 / 5,000)",
-            reference_counts=(10000, 5000),
-        ),
-        Benchmark(
-            "fgvc",
-            "FGVC-Aircraft",
-            torchvision="FGVCAircraft",
-            reference_split="images_variant_train.txt / images_variant_test.txt (3,334 / 3,333)",
-            reference_dirs=("aircrafts",),
-            reference_counts=(3334, 3333),
-            official_split="images_variant_trainval.txt / images_variant_test.txt (6,667 / 3,333)",
-        ),
-        Benchmark(
-            "flowers",
-            "Oxford Flowers-102",
-            torchvision="Flowers102",
-            reference_split="CoOp's split_zhou_OxfordFlowers.json: train / test (4,093 / 2,463)",
-            official_split="setid.mat: trnid + valid / tstid (2,040 / 6,149)",
-            split_file="split_zhou_OxfordFlowers.json",
-            reference_counts=(4093, 2463),
-        ),
-        Benchmark(
-            "food101",
-            "Food-101",
-            torchvision="Food101",
-            reference_split="official meta/train.txt / meta/test.txt (75,750 / 25,250)",
-            reference_counts=(75750, 25250),
-        ),
-        Benchmark(
-            "pets",
-            "Oxford-IIIT Pets",
-            torchvision="OxfordIIITPet",
-            reference_split="official trainval.txt / test.txt (3,680 / 3,669)",
-            reference_dirs=("oxford_pets",),
-            reference_counts=(3680, 3669),
-        ),
-        Benchmark(
-            "resisc45",
-            "NWPU-RESISC45",
-            manual=(
-                "download NWPU-RESISC45 (Cheng et al. 2017; the authors' link, or the archive that "
-                "TensorFlow Datasets documents as a manual download) and split each of the 45 class "
-                "folders into train/ and test/"
-            ),
-            reference_split="not in the reference's code (it ships no split script for RESISC45)",
-        ),
-        Benchmark(
-            "sun397",
-            "SUN397",
-            torchvision="SUN397",
-            reference_split=(
-                "per class in ClassName.txt order: random.seed(0), shuffle, train = round(0.7 n), "
-                "val = round(0.1 n), test = the rest (extra_scripts/create_sun397_data_files.py)"
-            ),
-        ),
-        Benchmark(
-            "ucf101",
-            "UCF101 (middle frames)",
-            test_folder="val",
-            manual=(
-                "download UCF101 and its train/test lists from https://www.crcv.ucf.edu/data/UCF101.php, "
-                "save the middle frame of each video as a JPEG, and put split 1's trainlist01 videos in "
-                "train/ and testlist01 in val/, one folder per action class"
-            ),
-            reference_split=(
-                "the middle frame of each video, official split 1: trainlist01 / testlist01 (9,537 / 3,783)"
-            ),
-            reference_counts=(9537, 3783),
-        ),
-        Benchmark("toybirds", "Toy birds (procedural, generated on first use)"),
-    ]
-}
+
+def _load_catalog() -> dict[str, Benchmark]:
+    """The entries of ``resources/benchmarks.json`` (package data), keyed by name; JSON lists become tuples."""
+    rows = json.loads((files("microclip.data") / "resources" / CATALOG_FILE).read_text(encoding="utf-8"))
+    entries = [Benchmark(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}) for row in rows]
+    return {b.name: b for b in entries}
+
+
+BENCHMARKS: dict[str, Benchmark] = _load_catalog()
 
 
 def get_benchmark(name: str) -> Benchmark | None:

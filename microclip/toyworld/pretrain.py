@@ -28,6 +28,7 @@ import random
 import shlex
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -685,49 +686,48 @@ def evaluate_exported(folder: Path, cfg: PretrainConfig) -> dict:
     return metrics.as_dict()
 
 
+NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags, in --help's order
+    "steps",
+    "dense_steps",
+    "batch_size",
+    "warmup_steps",
+    "dense_warmup_steps",
+    "seed",
+    "n_images",
+    "ckpt_every",
+    "threads",
+    "eval_train_per_class",
+    "eval_test_per_class",
+    "distill_prototypes",
+    "distill_hidden",
+    "lr",
+    "dense_lr",
+    "weight_decay",
+    "p_name",
+    "grounding_weight",
+    "grounding_pool_temperature",
+    "grounding_temperature",
+    "locality_weight",
+    "centring_weight",
+    "region_weight",
+    "name_zipf",
+    "p_lookalike",
+    "distill_weight",
+    "distill_momentum",
+    "distill_mask_ratio",
+    "distill_student_temperature",
+    "distill_teacher_temperature",
+)
+FLAG_HELP = {"p_name": "share of the commonest species' captions that name it"}
+
+
 def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     defaults = PretrainConfig(out="")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="checkpoint folder (becomes an open_clip local-dir)")
-    for name in (
-        "steps",
-        "dense_steps",
-        "batch_size",
-        "warmup_steps",
-        "dense_warmup_steps",
-        "seed",
-        "n_images",
-        "ckpt_every",
-        "threads",
-        "eval_train_per_class",
-        "eval_test_per_class",
-        "distill_prototypes",
-        "distill_hidden",
-    ):
-        p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--dense_lr", type=float, default=defaults.dense_lr)
-    p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
-    p.add_argument(
-        "--p_name", type=float, default=defaults.p_name, help="share of the commonest species' captions that name it"
-    )
-
-    for name in (
-        "grounding_weight",
-        "grounding_pool_temperature",
-        "grounding_temperature",
-        "locality_weight",
-        "centring_weight",
-        "region_weight",
-        "name_zipf",
-        "p_lookalike",
-        "distill_weight",
-        "distill_momentum",
-        "distill_mask_ratio",
-        "distill_student_temperature",
-        "distill_teacher_temperature",
-    ):
-        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    hints = typing.get_type_hints(PretrainConfig)  # each number flag's type is its field's
+    for name in NUMBER_FLAGS:
+        p.add_argument(f"--{name}", type=hints[name], default=getattr(defaults, name), help=FLAG_HELP.get(name))
     p.add_argument("--lookalike_rule", choices=LOOKALIKE_RULES, default=defaults.lookalike_rule)
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--init", default="", help="fine-tune: start from this open_clip local-dir folder's weights")
