@@ -20,6 +20,7 @@ server unless --allow-server-paths is given.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -120,4 +121,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 demo, _args = create_demo(sys.argv[1:])
 
 if __name__ == "__main__":
+    # Everything so far (torch, Gradio, the model, the app) lives as long as the server: out of the cyclic
+    # collector's sight, a full collection in the middle of a class takes ~0.1 s instead of ~0.6 s.
+    gc.freeze()
     demo.launch(**launch_kwargs(_args.host, _args.port, _args.share, _args.auth))

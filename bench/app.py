@@ -38,6 +38,7 @@ prints markdown tables (and optionally JSON). Every loop is bounded by a count o
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -451,6 +452,27 @@ def browser_burst(url: str, image: Path, clients: int, rounds: int, timeout: flo
 ROUND_NAMES = {0: "0: the page opens (config + page-load events; in the walkthrough column)"}
 
 
+class GcPauses:
+    """The server's garbage-collection pauses while it is in effect (a full collection stops every request)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def _record(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._record)
+
+
 def print_bursts(bursts: list[Burst], client: str, cold: bool) -> None:
     how = "example clicks as browsers send them" if client == "browser" else "gradio_client uploads"
     names = ROUND_NAMES | {1: "1 (cold: nothing computed yet)" if cold else "1 (examples computed at start)"}
@@ -587,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         for thread in threading.enumerate():  # a teacher starts the app before the class arrives
             if thread.name == "warm-examples":
                 thread.join()
+        gc.freeze()  # as app.py does before it serves
         if args.threads:  # build_demo chose the app's own default (studio.inflight.inference_threads)
             torch.set_num_threads(args.threads)
         demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
@@ -613,7 +636,11 @@ def main(argv: list[str] | None = None) -> None:
                     demo.local_url, floor.local_url, downloads, registry, name, image, args.repeats, args.warmup
                 )
             if args.only in (None, "burst") and args.burst_client == "browser":
-                bursts = browser_burst(demo.local_url, image, args.burst_clients, args.burst_rounds, args.burst_timeout)
+                with GcPauses() as pauses:
+                    bursts = browser_burst(
+                        demo.local_url, image, args.burst_clients, args.burst_rounds, args.burst_timeout
+                    )
+                info["longest_gc_pause_ms"] = 1000 * max(pauses.seconds, default=0.0)
             elif args.only in (None, "burst"):
                 bursts = bench_burst(
                     demo.local_url, name, image, args.burst_clients, args.burst_rounds, args.burst_timeout, downloads
@@ -628,6 +655,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = print_report(info, latency, windows)
         if bursts:
             print_bursts(bursts, args.burst_client, args.cold)
+            if "longest_gc_pause_ms" in info:
+                pause = info["longest_gc_pause_ms"]
+                print(f"\nLongest garbage-collection pause in the server during the bursts: {pause:.0f} ms")
             last = bursts[-1].walkthrough_s + bursts[-1].explore_s
             summary["burst_p95_s"] = quantile(last, 0.95) if last else float("nan")
         if args.json:
