@@ -1,5 +1,7 @@
-"""The app's queue: Gradio's per-event analytics summary is rebuilt rarely (ui.app.GRADIO_QUEUE_ENV), unless
-the person running the app set those variables themselves."""
+"""The app's queue under a class: Gradio's per-event analytics summary is rebuilt rarely (ui.app.GRADIO_QUEUE_ENV),
+unless the person running the app set those variables themselves; queue positions go out once a second; the
+classroom bench speaks the browser's protocol; a warmed app serves the first clicks from the cache; opening a tab
+rebuilds the model lists only when they are stale."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from conftest import serve, tiny_base_registry  # noqa: E402
 from microclip.resources import PROJECT_ROOT as ROOT  # noqa: E402
 from studio.cache import RESULTS  # noqa: E402
 from studio.examples import example_images  # noqa: E402
-from ui.app import GRADIO_QUEUE_ENV, build_demo, refresh_if_stale  # noqa: E402
+from ui.app import GRADIO_QUEUE_ENV, QUEUE_STATUS_EVERY_S, build_demo, refresh_if_stale  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,8 @@ def test_queue_summarises_rarely_unless_the_user_set_it(registry, monkeypatch):
     assert queue.ANALYTICS_MAX_EVENTS == int(GRADIO_QUEUE_ENV["GRADIO_ANALYTICS_MAX_EVENTS"]) < 10_000
     assert queue.ANAYLTICS_CACHE_FREQUENCY == 7
     assert int(GRADIO_QUEUE_ENV["GRADIO_ANALYTICS_CACHE_FREQUENCY"]) >= 100
+    # Queue positions go out once a second, not to every waiting request each time a job starts.
+    assert queue.live_updates is False and queue.update_intervals == QUEUE_STATUS_EVERY_S
 
 
 def load_classroom():
