@@ -15,14 +15,16 @@ from microclip.resources import locate
 DEFAULT_DESCRIPTIONS = "./all_prompts/train_prompts"  # the reference's --text_descriptions_path default
 
 
+DESCRIPTION = (
+    "For each benchmark: the layout found, images per split against the reference's counts, missing or extra "
+    "class folders, the description file and the classes it lacks, the split file. Exit code 1 when a run would "
+    "fail; each failure is explained in one line."
+)
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = new_parser(
-        parser,
-        prog="python -m microclip check-data",
-        description="For each benchmark: the layout found, images per split against the reference's counts, "
-        "missing or extra class folders, the description file and the classes it lacks, the split "
-        "file. Exit code 1 when a run would fail; each failure is explained in one line.",
-    )
+    """The ``check-data`` command line (on ``parser``, the sub-command's, when given)."""
+    parser = new_parser(parser, prog="python -m microclip check-data", description=DESCRIPTION)
     parser.add_argument("name", help=f"one of {', '.join(reference_benchmarks())}, or all")
     parser.add_argument("--data_root", "--data-root", default="./data")
     parser.add_argument(

@@ -20,7 +20,7 @@ import torch
 
 from microclip.adapt import prepare
 from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
-from microclip.cliargs import add_classname, new_parser
+from microclip.cliargs import add_classname, new_parser, same_named
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
@@ -275,13 +275,10 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
     pool = "ncut_avg" if args.use_ncut_token_avg else "naive_avg" if args.use_naive_token_avg else "attention"
     return MethodConfig(
         fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
-        ncut_features=args.ncut_features,
-        ncut_threshold=args.ncut_threshold,
-        ncut_sign=args.ncut_sign,
         query=query,
         pool=pool,
         learnable_null=args.use_unr_token,
-        ncut_device=args.ncut_device,
+        **same_named(args, "ncut_features", "ncut_threshold", "ncut_sign", "ncut_device"),
     )
 
 

@@ -39,3 +39,8 @@ def new_parser(parser: argparse.ArgumentParser | None, **options: Any) -> argpar
     if options.get("formatter_class"):
         parser.formatter_class = options["formatter_class"]
     return parser
+
+
+def same_named(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags ``names`` as keyword arguments of the same names: what a command passes on unchanged."""
+    return {name: getattr(args, name) for name in names}

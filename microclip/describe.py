@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from microclip.cliargs import add_classname, new_parser
+from microclip.cliargs import add_classname, new_parser, same_named
 from microclip.files import atomic_write_json, parse_json
 
 if TYPE_CHECKING:  # openai is imported lazily so `import microclip` works without it
@@ -647,17 +647,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = describe_classes(
             classes,
-            api_base=args.api_base,
-            model=args.model,
             api_key=api_key,
             questions=questions,
-            n_sentences=args.n_sentences,
-            temperature=args.temperature,
             out_path=args.out,
-            overwrite=args.overwrite,
             progress=not args.no_progress,
             timeout_s=args.timeout,
-            max_retries=args.max_retries,
+            **same_named(args, "api_base", "model", "n_sentences", "temperature", "overwrite", "max_retries"),
         )
     except DescribeError as exc:
         print(f"error: {exc}", file=sys.stderr)
