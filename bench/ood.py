@@ -19,7 +19,6 @@ with the toy pretraining's caption vocabulary; every bundled model on those weig
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -106,10 +105,7 @@ def variants(image: Image.Image) -> list[Image.Image]:
 
 def synthetic(rng: np.random.Generator, size: int = 128) -> dict[str, Image.Image]:
     """Noise, flat colours, gradients, checkerboards and procedural scenes with other seeds."""
-    spec = importlib.util.spec_from_file_location("example_generator", EXAMPLES / "generate.py")
-    generate = importlib.util.module_from_spec(spec)  # assets/examples/generate.py: a script, not a module
-    spec.loader.exec_module(generate)
-    flower, sunset_bird = generate.flower, generate.sunset_bird
+    from microclip.toyworld.example_pictures import flower, sunset_bird
 
     out: dict[str, Image.Image] = {}
     for seed in range(3, 9):

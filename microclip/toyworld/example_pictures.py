@@ -1,4 +1,5 @@
-"""Regenerate the example pictures the app offers: ``PYTHONPATH=. python assets/examples/generate.py``.
+"""Regenerate the example pictures the app offers: ``python -m microclip.toyworld.example_pictures [--out FOLDER]``
+(default: ``assets/examples``).
 
 - ``toybird-*.png``: toy-world birds (the bundled model's own world), drawn by the renderer with a
   fixed seed and enlarged 4× with nearest-neighbour so the pixels stay exact.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -17,16 +19,16 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from microclip.files import atomic_write
+from microclip.resources import EXAMPLES_DIR
 from microclip.toyworld.lookup import enlarge, example_filename, example_samples
-
-HERE = Path(__file__).resolve().parent
 
 
 def toy_birds(folder: Path) -> None:
     """A few species, one image each, from a fixed random stream (the recipe lives in toyworld.lookup,
     which re-renders these to recognise them in the app)."""
     for sample in example_samples():
-        Image.fromarray(enlarge(sample.image)).save(folder / example_filename(sample.species))
+        save(Image.fromarray(enlarge(sample.image)), folder / example_filename(sample.species))
 
 
 def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,14 +99,23 @@ def real_photo(folder: Path) -> None:
         from matplotlib import cbook
     except ImportError:
         return
-    shutil.copyfile(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), folder / "photo-grace-hopper.jpg")
+    source = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    atomic_write(folder / "photo-grace-hopper.jpg", lambda tmp: shutil.copyfile(source, tmp))
 
 
-def main() -> None:
-    toy_birds(HERE)
-    Image.fromarray(sunset_bird()).save(HERE / "scene-sunset-bird.jpg", quality=90)
-    Image.fromarray(flower()).save(HERE / "scene-flower.jpg", quality=90)
-    real_photo(HERE)
+def save(image: Image.Image, path: Path) -> None:
+    """``image`` at ``path``, written whole or not at all (the format from the suffix)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format=Image.registered_extensions()[path.suffix], quality=90))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Regenerate the app's example pictures.")
+    parser.add_argument("--out", type=Path, default=EXAMPLES_DIR, help=f"folder (default {EXAMPLES_DIR})")
+    out = parser.parse_args(argv).out
+    toy_birds(out)
+    save(Image.fromarray(sunset_bird()), out / "scene-sunset-bird.jpg")
+    save(Image.fromarray(flower()), out / "scene-flower.jpg")
+    real_photo(out)
 
 
 if __name__ == "__main__":
