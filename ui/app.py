@@ -40,10 +40,10 @@ MAX_UPLOAD = "200mb"  # images and .safetensors checkpoints; zips for Adapt/Batc
 # Gradio's queue rebuilds a pandas summary of its last 10,000 events after every event, for a monitoring
 # page this app never opens: 2-8 ms of a 2-core server per click, growing through a lesson. Once every
 # 1,000 events, over the last 1,000, it costs nothing a class can feel.
+GRADIO_QUEUE_ENV = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000", "GRADIO_ANALYTICS_MAX_EVENTS": "1000"}
 # Where each waiting request stands in the queue, sent to all of them once a second instead of whenever a job
 # starts ("auto"): with thirty requests waiting that is 30 messages a second rather than ~450 in a burst.
 QUEUE_STATUS_EVERY_S = 1.0
-GRADIO_QUEUE_ENV = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000", "GRADIO_ANALYTICS_MAX_EVENTS": "1000"}
 
 
 def build_demo(
