@@ -20,7 +20,7 @@ import torch
 
 from microclip.adapt import prepare
 from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
-from microclip.cliargs import add_classname, new_parser, same_named
+from microclip.cliargs import add_classname, new_parser, positive_int, same_named
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
@@ -244,7 +244,7 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
     )
     parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=positive_int, default=256)
     parser.add_argument("--show_per_class", action="store_true")
     parser.add_argument("--show_harmonic_mean", action="store_true")
     return parser

@@ -44,3 +44,14 @@ def new_parser(parser: argparse.ArgumentParser | None, **options: Any) -> argpar
 def same_named(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """The flags ``names`` as keyword arguments of the same names: what a command passes on unchanged."""
     return {name: getattr(args, name) for name in names}
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero (a batch of 0 would silently mean the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
