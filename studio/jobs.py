@@ -114,13 +114,13 @@ class AdaptRequest:
     classnames: list[str] | None = None  # label order; None: from the class folders
     descriptions_path: str | None = None  # CuPL-format JSON {class: [sentence, ...]}
     allow_missing_descriptions: bool = False
-    steps: int = 20
-    batch_size: int = 16
-    lr: float = 1e-4
-    n_crops: int = 4
-    n_probes: int = 4
-    toy_per_class: int = 8
-    seed: int = 0
+    steps: int = 20  # optimiser steps; the run stops (and can be saved) there
+    batch_size: int = 16  # images per step, capped at the data set's size
+    lr: float = 1e-4  # AdamW's learning rate for the trainable parameters (LayerNorms, SOAP, W*)
+    n_crops: int = 4  # random crops K behind each pseudo-label (their predictions are aggregated)
+    n_probes: int = 4  # images of the data whose predictions the run's card shows before and after
+    toy_per_class: int = 8  # toy-world images drawn per class (source "toybirds")
+    seed: int = 0  # fixes the run: data order and crops
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
