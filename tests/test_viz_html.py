@@ -35,7 +35,7 @@ def test_a_patch_layer_is_the_colormap_of_the_clipped_values_with_the_threshold_
 
 def test_every_map_figure_has_a_colour_bar_labelled_with_its_real_range():
     values = np.array([[0.00002, 0.1], [0.3, 0.05]])
-    html = views.value_figure("SOAP", values, "viridis", (0.0, 100.0), 0.5, 0.5, selected=(1, 0))
+    html = views.value_figure("SOAP", values, views.ColourScale("viridis"), 0.5, 0.5, selected=(1, 0))
     assert "mc-bar" in html and "2.00e-05" in html and "0.3000" in html  # the ends of the scale, honestly
     assert f"below {views.num(0.00002 + 0.5 * (0.3 - 0.00002))} transparent" in html
     assert "left:0.000%;top:50.000%;width:50.000%;height:50.000%" in html  # the selected patch's frame
@@ -44,7 +44,8 @@ def test_every_map_figure_has_a_colour_bar_labelled_with_its_real_range():
 
 
 def test_raw_grid_numbers_never_print_a_nonzero_value_as_zero():
-    html = views.raw_figure("raw", np.array([[2.65e-5, 0.164], [0.0, 0.5]]), "jet", (0.0, 100.0), True, ".3f", None)
+    values = np.array([[2.65e-5, 0.164], [0.0, 0.5]])
+    html = views.raw_figure("raw", values, views.ColourScale("jet"), True, ".3f", None)
     cells = re.findall(r"<span style='color:#[0f]{3}'>([^<]+)</span>", html)
     assert cells == ["3e-05", "0.164", "0.000", "0.500"]
 
@@ -78,12 +79,12 @@ def test_contribution_chart_prints_each_part_and_the_margin_to_the_runner_up():
 def test_every_map_says_how_its_colours_are_scaled_next_to_it():
     values = np.array([[0.1, 0.2], [0.3, 0.4]])
     assert "colours: this map&#x27;s own min–max" in views.value_figure(
-        "m", values, "viridis", (0.0, 100.0), 0.5, 0.0, None
+        "m", values, views.ColourScale("viridis", (0.0, 100.0)), 0.5, 0.0, None
     )
     assert "own 5th–95th percentiles (clipped outside)" in views.value_figure(
-        "m", values, "viridis", (5.0, 95.0), 0.5, 0.0, None
+        "m", values, views.ColourScale("viridis", (5.0, 95.0)), 0.5, 0.0, None
     )
-    raw = views.raw_figure("d", values - 0.25, "viridis", (0.0, 100.0), False, ".2f", None, diverging_limit=0.15)
+    raw = views.raw_figure("d", values - 0.25, views.ColourScale("viridis"), False, ".2f", None, diverging_limit=0.15)
     assert "largest |value|, 0 in the middle" in raw
 
 

@@ -33,9 +33,10 @@ def maps_html(
 ) -> str:
     """The SOAP, NCut and [CLS]-similarity maps over the photo, each with its colour bar or legend."""
     e, s = explanation, settings
+    scale = kit.ColourScale(s.cmap, s.clip)
 
     def values(title: str, grid: np.ndarray, note: str) -> str:
-        return kit.value_figure(title, grid, s.cmap, s.clip, s.opacity, s.threshold, selected, note=note)
+        return kit.value_figure(title, grid, scale, s.opacity, s.threshold, selected, note=note)
 
     return kit.maps_block(
         photo,
@@ -61,8 +62,7 @@ def raw_html(explanation: Explanation, settings: RenderSettings, selected: tuple
     figure = kit.raw_figure(
         f"Raw patch grid: {label}",
         raw_values(explanation, settings.raw_map),
-        settings.cmap,
-        settings.clip,
+        kit.ColourScale(settings.cmap, settings.clip),
         settings.numbers,
         ".3f" if settings.raw_map == "soap" else ".2f",
         selected,
@@ -101,8 +101,7 @@ def model_maps_html(explanation: Explanation, photo: str, tag: str, cmap: str, o
             kit.value_figure(
                 f"{tag}: SOAP attention",
                 explanation.soap_weights,
-                cmap,
-                FULL_RANGE,
+                kit.ColourScale(cmap, FULL_RANGE),
                 opacity,
                 0.0,
                 None,
@@ -135,6 +134,12 @@ def difference_html(a: Explanation, b: Explanation, photo: str, opacity: float, 
         kit.colorbar(DIVERGING_COLORMAP, ticks, line),
     )
     raw = kit.raw_figure(
-        "A − B on the patch grid", difference, DEFAULT_COLORMAP, FULL_RANGE, False, "+.4f", None, diverging_limit=limit
+        "A − B on the patch grid",
+        difference,
+        kit.ColourScale(DEFAULT_COLORMAP, FULL_RANGE),
+        False,
+        "+.4f",
+        None,
+        diverging_limit=limit,
     )
     return kit.maps_block(photo, [overlay, raw])

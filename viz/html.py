@@ -199,24 +199,34 @@ def figure(title: str, body: str, footer: str = "") -> str:
     return f"<figure class='mc-map'><figcaption>{html.escape(title)}</figcaption>{body}{footer}</figure>"
 
 
+@dataclass(frozen=True)
+class ColourScale:
+    """How a map's values become colours: a colormap over the values between two percentiles of the map."""
+
+    cmap: str
+    clip: tuple[float, float] = (0.0, 100.0)
+
+    def bar(self, values: np.ndarray, *notes: str) -> str:
+        """The colour bar labelled with the real values at its ends, then the notes and how it is scaled."""
+        low, high = value_range(values, self.clip)
+        said = " · ".join(filter(None, [*notes[:1], scale_note(self.clip), *notes[1:]]))
+        return colorbar(self.cmap, (num(low), num((low + high) / 2), num(high)), said)
+
+
 def value_figure(
     title: str,
     values: np.ndarray,
-    cmap: str,
-    clip: tuple[float, float],
+    scale: ColourScale,
     opacity: float,
     threshold: float,
     selected: tuple[int, int] | None,
     note: str = "",
 ) -> str:
     """A continuous map over the photo with its colour bar labelled by the real values at its ends."""
-    low, high = value_range(values, clip)
-    layer = png_uri(value_layer(values, cmap, clip, opacity, threshold, smooth=True))
-    ticks = (num(low), num((low + high) / 2), num(high))
-    note = " · ".join(filter(None, [note, scale_note(clip)]))
-    if threshold > 0:
-        note = f"{note} · below {num(low + threshold * (high - low))} transparent"
-    return figure(title, stage(layer, values.shape, False, selected), colorbar(cmap, ticks, note))
+    low, high = value_range(values, scale.clip)
+    layer = png_uri(value_layer(values, scale.cmap, scale.clip, opacity, threshold, smooth=True))
+    hidden = f"below {num(low + threshold * (high - low))} transparent" if threshold > 0 else ""
+    return figure(title, stage(layer, values.shape, False, selected), scale.bar(values, note, hidden))
 
 
 def mask_figure(title: str, mask: np.ndarray, opacity: float, selected: tuple[int, int] | None, note: str = "") -> str:
@@ -242,8 +252,7 @@ def text_colour(rgb: np.ndarray) -> str:
 def raw_figure(
     title: str,
     values: np.ndarray,
-    cmap: str,
-    clip: tuple[float, float],
+    scale: ColourScale,
     numbers: bool,
     fmt: str,
     selected: tuple[int, int] | None,
@@ -257,9 +266,8 @@ def raw_figure(
         ticks = (num(-diverging_limit), "0", num(diverging_limit))
         bar = colorbar(DIVERGING_COLORMAP, ticks, scale_note(diverging=True))
     else:
-        rgb = colorize(clip_normalize(values, *clip), cmap)
-        low, high = value_range(values, clip)
-        bar = colorbar(cmap, (num(low), num((low + high) / 2), num(high)), scale_note(clip))
+        rgb = colorize(clip_normalize(values, *scale.clip), scale.cmap)
+        bar = scale.bar(values)
     inner = ""
     if numbers:
         cells = "".join(
