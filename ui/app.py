@@ -148,7 +148,8 @@ def refresh_models(
 ) -> list:
     """Every model list with the registry's current names; selections kept (the ``list_models`` endpoint).
     The names sent go first, into the session's state (not part of the API)."""
-    return [tuple(registry.names()), *list_models(registry, [explore_model, compare_a, compare_b, models_tab])]
+    names = registry.names()  # read once: the state records exactly the lists sent
+    return [tuple(names), *list_models(names, [explore_model, compare_a, compare_b, models_tab])]
 
 
 def refresh_if_stale(registry: ModelRegistry, shown: tuple[str, ...] | None, *current: str | None) -> list:

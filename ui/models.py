@@ -39,9 +39,8 @@ def upload_model(registry: ModelRegistry, n_follow: int, n_refresh: int, checkpo
     ]
 
 
-def list_models(registry: ModelRegistry, current: Sequence[str | None]) -> list[gr.Dropdown]:
-    """Refresh model dropdowns (models added by an adaptation run appear); selections are kept."""
-    names = registry.names()
+def list_models(names: list[str], current: Sequence[str | None]) -> list[gr.Dropdown]:
+    """Refresh model dropdowns to list ``names`` (models added by an adaptation run appear); selections kept."""
     return [model_dropdown_update(names, value) for value in current]
 
 
