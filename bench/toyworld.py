@@ -221,6 +221,15 @@ def pointing_rows(args: argparse.Namespace) -> dict:
     }
 
 
+def _name_tail(base: str) -> dict:
+    """The base's caption tail (pretrain.json's "captions"), or text.py's defaults for a base without one."""
+    try:
+        captions = json.loads((Path(base) / "pretrain.json").read_text()).get("captions", {})
+    except (OSError, ValueError):
+        captions = {}
+    return {arg: captions[k] for k, arg in (("p_name", "p_name"), ("name_zipf", "zipf")) if k in captions}
+
+
 def names_by_frequency(args: argparse.Namespace) -> dict:
     """Zero-shot by names per species, beside how often its name appears in the pretraining captions."""
     from scipy.stats import spearmanr
@@ -234,7 +243,7 @@ def names_by_frequency(args: argparse.Namespace) -> dict:
     predicted = encode_images(clip, images) @ class_weights_from_names(clip, tokenizer, classes, templates).T
     predicted = predicted.argmax(dim=1).numpy()
     per_species = {name: percent(predicted[labels == i] == i) for i, name in enumerate(classes)}
-    frequency = {name: 100.0 * name_rate(name) for name in classes}
+    frequency = {name: 100.0 * name_rate(name, **_name_tail(args.base)) for name in classes}
     rho = spearmanr([frequency[c] for c in classes], [per_species[c] for c in classes]).statistic
     return {
         "spearman": float(rho),

@@ -23,11 +23,13 @@ from microclip.toyworld.text import (
     GENERIC_LINES,
     LOOKALIKE,
     NAME_RANK,
+    NAME_ZIPF,
     P_LOOKALIKE,
     P_NAME,
     TEMPLATES,
     Scene,
     absent_phrase,
+    borrowed_names,
     caption_vocabulary,
     description_oracle_accuracy,
     descriptions,
@@ -127,23 +129,48 @@ def test_every_pretraining_caption_carries_species_information():
 
 
 def test_names_follow_a_long_tail_with_noisy_look_alikes():
-    """The commonest name is in ~P_NAME of its species' captions, the rarest almost never, and a share
-    P_LOOKALIKE of named captions carry the look-alike's name."""
+    """The commonest name is in ~P_NAME of its species' captions, the rarest almost never; with the "closest"
+    rule a share p_lookalike of named captions carry the look-alike's name (P_LOOKALIKE by default)."""
     rng = np.random.default_rng(1)
     ranks = sorted(SPECIES, key=lambda sp: NAME_RANK[sp.name])
     common, rare = ranks[0], ranks[-1]
     n = 4000
-    texts = [pretrain_caption(common, rng) for _ in range(n)]
-    own = sum(common.name in t for t in texts) / n
-    other = sum(LOOKALIKE[common.name] in t for t in texts) / n
-    assert abs((own + other) - P_NAME) < 0.03
-    assert abs(other / (own + other) - P_LOOKALIKE) < 0.04
+    for p_lookalike in (P_LOOKALIKE, 0.0):
+        texts = [make_caption(common, rng, p_lookalike=p_lookalike).text for _ in range(n)]
+        own = sum(common.name in t for t in texts) / n
+        other = sum(LOOKALIKE[common.name] in t for t in texts) / n
+        assert abs((own + other) - P_NAME) < 0.03
+        assert abs(other / (own + other) - p_lookalike) < 0.04
     assert sum(rare.name in pretrain_caption(rare, rng) for _ in range(n)) / n < 0.01
     rates = [name_rate(sp.name) for sp in ranks]
     assert rates == sorted(rates, reverse=True) and rates[0] / rates[-1] > 100
     for sp in SPECIES:  # a look-alike is a closest species
         nearest = min(attribute_distance(sp, o) for o in SPECIES if o is not sp)
         assert attribute_distance(sp, SPECIES_BY_NAME[LOOKALIKE[sp.name]]) == nearest
+
+
+def test_the_per_name_rule_makes_every_name_equally_reliable():
+    """lookalike_rule="per_name": of the captions that carry a name (counted over the same number of images of
+    every species), a share p_lookalike are of that name's look-alike and the rest of its own species."""
+    rng = np.random.default_rng(5)
+    p, zipf, n = 0.25, 1.0, 3000
+    on_own = dict.fromkeys(CLASS_NAMES, 0)
+    on_other = dict.fromkeys(CLASS_NAMES, 0)
+    for sp in SPECIES:
+        for _ in range(n):
+            text = make_caption(sp, rng, zipf=zipf, p_lookalike=p, lookalike_rule="per_name").text
+            named = [name for name in CLASS_NAMES if name in text]
+            assert len(named) <= 1, text
+            if named and named[0] == sp.name:
+                on_own[sp.name] += 1
+            elif named:
+                assert LOOKALIKE[named[0]] == sp.name and named[0] in borrowed_names(sp.name), text
+                on_other[named[0]] += 1
+    for name in CLASS_NAMES:
+        assert on_own[name] / n == pytest.approx(name_rate(name, zipf=zipf), abs=0.02)
+        carried = on_own[name] + on_other[name]
+        assert on_other[name] / carried == pytest.approx(p, abs=4 * (p * (1 - p) / carried) ** 0.5), name
+    assert sum(len(borrowed_names(name)) for name in CLASS_NAMES) == len(CLASS_NAMES)
 
 
 def test_the_commoner_rule_names_a_bird_after_a_commoner_look_alike_only():
@@ -302,8 +329,9 @@ def test_a_finished_stage_one_may_go_on_into_another_stage_two(six_step_run, tmp
     data = six_step_run[0].parent / "data"
     pretrain(_config(tmp_path, data, stop_after=3))  # the end of stage 1
     base = {**_config(tmp_path, data).__dict__, "resume": True}
-    summary = pretrain(PretrainConfig(**{**base, "dense_steps": 2, "stop_after": 4, "centring_weight": 1.0}))
-    assert summary["step"] == 4 and "centring" in summary["part_losses"][-1]
+    options = {"centring_weight": 1.0, "pooled_weight": 1.0}
+    summary = pretrain(PretrainConfig(**{**base, "dense_steps": 2, "stop_after": 4, **options}))
+    assert summary["step"] == 4 and {"centring", "pooled"} <= set(summary["part_losses"][-1])
     with pytest.raises(ValueError, match="--resume"):  # inside stage 2 its length is fixed
         pretrain(PretrainConfig(**{**base, "dense_steps": 5}))
 
@@ -325,3 +353,10 @@ def test_output_folder_loads_with_open_clip(six_step_run):
         txt = model.encode_text(tokenizer(["a bird with a red beak."]))
     assert img.shape == txt.shape == (1, 128)
     assert set(summary["metrics"]) == {"zero_shot_names", "zero_shot_descriptions", "linear_probe"}
+    recorded = json.loads((out / "pretrain.json").read_text())["captions"]
+    assert recorded == {
+        "p_name": P_NAME,
+        "name_zipf": NAME_ZIPF,
+        "p_lookalike": P_LOOKALIKE,
+        "lookalike_rule": "closest",
+    }

@@ -150,3 +150,19 @@ def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, cpu):
     for branch in ("fused", "cls", "fg"):
         flips = sum(a != b for a, b in zip(native[branch], other[branch]))
         assert flips <= 2, f"{branch}: {flips} of 800 predictions changed"
+
+
+def test_name_frequencies_follow_the_base_s_caption_record(tmp_path):
+    """names_by_frequency reports the tail the base was pretrained on (pretrain.json's "captions"), not
+    text.py's defaults; a base without that record (the shipped one predates it) gets the defaults."""
+    from microclip.toyworld.text import NAME_RANK, name_rate
+
+    name_tail = _bench_toyworld()._name_tail
+    (tmp_path / "pretrain.json").write_text(json.dumps({"captions": {"p_name": 0.3, "name_zipf": 3.5}}))
+    tail = name_tail(str(tmp_path))
+    commonest = min(NAME_RANK, key=NAME_RANK.get)
+    rarest = max(NAME_RANK, key=NAME_RANK.get)
+    assert name_rate(commonest, **tail) == pytest.approx(0.3)
+    assert name_rate(rarest, **tail) == pytest.approx(0.3 / 16**3.5)
+    assert name_tail(str(tmp_path / "missing")) == {}
+    assert name_tail(str(ROOT / "checkpoints" / "toybirds-base")) == {}

@@ -101,6 +101,7 @@ class PretrainConfig:
     scene_words: bool = False  # dense-stage captions also name the bird's colour and the scene (tried; no gain)
     region_weight: float = 0.0  # colour/scene phrases by mean-pooled region grounding; 0 = pooled like parts
     centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
+    pooled_weight: float = 0.0  # CLIP loss on the mean of the projected patch tokens (what SOAP pools); 0 = off
     # iBOT-style patch self-distillation on the raw value-path tokens (distill.py); 0 = off
     distill_weight: float = 0.0
     distill_prototypes: int = 128
@@ -130,7 +131,8 @@ OBJECTIVE = {
     "patch's token after another image's block is pasted elsewhere). Options tried and "
     "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
     "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
-    "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight)",
+    "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight), "
+    "CLIP on the mean of the projected patch tokens (--pooled_weight)",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -340,6 +342,9 @@ def batch_loss(
                     patch_embeds, batch.region_image, batch.region_phrase, batch.region_kind, region_embeds
                 ),
             )
+        if cfg.pooled_weight > 0:  # the pooled patch tokens, not only [CLS], must match the caption
+            pooled = F.normalize(patch_embeds.mean(dim=1), dim=-1)
+            terms["pooled"] = (cfg.pooled_weight, clip_loss(pooled, text, scale))
         if cfg.centring_weight > 0:
             terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))
         weight = locality_weight(step, cfg)
@@ -604,6 +609,11 @@ def _log_progress(run: Run, parts: dict[str, float]) -> None:
     )
 
 
+def caption_settings(cfg: PretrainConfig) -> dict:
+    """How the run's captions name species (bench/toyworld.py reads the name frequencies back from it)."""
+    return {k: getattr(cfg, k) for k in ("p_name", "name_zipf", "p_lookalike", "lookalike_rule")}
+
+
 def finish(run: Run) -> dict:
     """Export the open_clip folder, evaluate it and write `pretrain.json`."""
     cfg = run.cfg
@@ -618,6 +628,7 @@ def finish(run: Run) -> dict:
         "lr": cfg.lr,
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
+        "captions": caption_settings(cfg),
         "objective": OBJECTIVE,
         "wall_time_s": round(run.elapsed, 1),
         "final_loss": float(np.mean(run.losses[-50:])),
@@ -709,6 +720,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "grounding_temperature",
     "locality_weight",
     "centring_weight",
+    "pooled_weight",
     "region_weight",
     "name_zipf",
     "p_lookalike",

@@ -35,16 +35,20 @@ TEMPLATES: list[str] = [
 # How often a pretraining caption names the species. Names follow a long tail, as on the web: CLIP knows
 # a concept about as well as its pretraining captions show it (Udandarao et al. 2024; Parashar et al.
 # 2024), so the species of frequency rank r (0 = commonest) is named in P_NAME / (r + 1) ** NAME_ZIPF of its
-# captions: the commonest in half, the rarest in about one in 2,000.
+# captions: the commonest in half, the rarest in about one in 2,000. (The fourth-world candidate in
+# docs/toyworld.md: exponent 3.5 and no look-alikes.)
 P_NAME = 0.5
 NAME_ZIPF = 2.5
-# Web captions are noisy: a named caption names the species' closest look-alike this often instead.
+# Web captions are noisy: a named caption may name a look-alike instead, this often (LOOKALIKE_RULES).
 P_LOOKALIKE = 0.25
 # Which way the noise goes. "closest" (the shipped world): a named caption carries the closest look-alike's
 # name, however rare that name is, so the commonest species lends most captions to a rare name.
 # "commoner": people who do not know a bird's name use the name of a commoner bird it resembles (the
 # neglected tail: rare species are confused with common ones), never a rarer one.
-LOOKALIKE_RULES = ("closest", "commoner")
+# "per_name": a share p_lookalike of the captions carrying each name are of that name's look-alike (the
+# species it is most often mistaken for), so every name is equally reliable and a rare name is never
+# drowned by a common bird's captions; a common name lent to a rare look-alike can drown the rare one's own.
+LOOKALIKE_RULES = ("closest", "commoner", "per_name")
 # The frequency ranks: a fixed shuffle, so that rank is unrelated to the label order and to the parts.
 NAME_RANK_SEED = 3
 P_PARTS_WITH_NAME = 0.6  # captions that name the species also list parts this often
@@ -106,6 +110,11 @@ def _commoner_lookalikes() -> dict[str, str]:
 
 COMMONER_LOOKALIKE: dict[str, str] = _commoner_lookalikes()
 """Species name -> the commoner name a caption that does not know the right one gives it ("commoner" rule)."""
+
+
+def borrowed_names(species: str) -> list[str]:
+    """The names whose look-alike is `species` ("per_name" rule): a caption of it may carry one of them."""
+    return [name for name in CLASS_NAMES if name != species and LOOKALIKE[name] == species]
 
 
 def part_phrase(species: Species, part: str) -> str | None:
@@ -201,6 +210,33 @@ class Caption:
     regions: tuple[str, ...] = ()  # those of `phrases` that name a whole region: the bird's colour, the scene
 
 
+def _choose_name(
+    species: str, rng: np.random.Generator, p_name: float, zipf: float, p_lookalike: float, lookalike_rule: str
+) -> tuple[bool, str]:
+    """Whether a caption of `species` names a bird, and which name (make_caption's rules)."""
+    rate = name_rate(species, p_name, zipf)
+    use_name = rng.random() < rate
+    named = species
+    if lookalike_rule == "closest":
+        named = LOOKALIKE[species] if rng.random() < p_lookalike else species
+    elif lookalike_rule == "per_name":
+        # Name B is on its own images at rate(B) and, so that a share p_lookalike of its captions are wrong,
+        # on its look-alike's at rate(B) * p / (1 - p). One draw past the own name picks which (if any).
+        if not use_name and p_lookalike > 0:
+            u = rng.random() * (1 - rate)
+            for other in borrowed_names(species):
+                u -= name_rate(other, p_name, zipf) * p_lookalike / (1 - p_lookalike)
+                if u < 0:
+                    return True, other
+    elif lookalike_rule == "commoner":
+        commoner = COMMONER_LOOKALIKE.get(species)
+        if not use_name and commoner is not None and rng.random() < p_lookalike * (p_name - rate) / (1 - rate):
+            return True, commoner
+    else:
+        raise ValueError(f"lookalike_rule must be one of {LOOKALIKE_RULES}, not {lookalike_rule!r}")
+    return use_name, named
+
+
 def make_caption(
     species: Species,
     rng: np.random.Generator,
@@ -217,6 +253,9 @@ def make_caption(
     "no crest"). With `lookalike_rule="commoner"` the own name is never swapped; instead, of the `p_name`
     share of captions that would name a bird, those that do not know its name (all but `name_rate`) carry
     its commoner look-alike's name with `p_lookalike`: a share `p_lookalike * (p_name - name_rate)`.
+    With `lookalike_rule="per_name"` the own name is never swapped either; a caption that does not name the
+    bird carries the name of a species whose look-alike it is (`borrowed_names`) at that name's own rate times
+    `p_lookalike / (1 - p_lookalike)`, so that a share `p_lookalike` of every name's captions are wrong.
     With `scene` (the dense stage's captions), the bird's colour ("a teal bird") and the background ("city
     buildings") are each named with P_SCENE_WORDS, and become grounded phrases too.
     """
@@ -224,17 +263,7 @@ def make_caption(
     # descriptions() (which also names absent parts) is grounded during pretraining.
     present = [part_phrase(species, p) for p in PARTS]
     pool = [phrase or absent_phrase(p) for phrase, p in zip(present, PARTS)]
-    rate = name_rate(species.name, p_name, zipf)
-    use_name = rng.random() < rate
-    if lookalike_rule == "closest":
-        named = LOOKALIKE[species.name] if rng.random() < p_lookalike else species.name
-    elif lookalike_rule == "commoner":
-        named = species.name
-        commoner = COMMONER_LOOKALIKE.get(species.name)
-        if not use_name and commoner is not None and rng.random() < p_lookalike * (p_name - rate) / (1 - rate):
-            use_name, named = True, commoner
-    else:
-        raise ValueError(f"lookalike_rule must be one of {LOOKALIKE_RULES}, not {lookalike_rule!r}")
+    use_name, named = _choose_name(species.name, rng, p_name, zipf, p_lookalike, lookalike_rule)
     use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
     prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
     context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]
