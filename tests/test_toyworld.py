@@ -329,9 +329,9 @@ def test_a_finished_stage_one_may_go_on_into_another_stage_two(six_step_run, tmp
     data = six_step_run[0].parent / "data"
     pretrain(_config(tmp_path, data, stop_after=3))  # the end of stage 1
     base = {**_config(tmp_path, data).__dict__, "resume": True}
-    options = {"centring_weight": 1.0, "pooled_weight": 1.0}
+    options = {"centring_weight": 1.0, "pooled_weight": 1.0, "fg_pool_weight": 1.0}
     summary = pretrain(PretrainConfig(**{**base, "dense_steps": 2, "stop_after": 4, **options}))
-    assert summary["step"] == 4 and {"centring", "pooled"} <= set(summary["part_losses"][-1])
+    assert summary["step"] == 4 and {"centring", "pooled", "fg_pool"} <= set(summary["part_losses"][-1])
     with pytest.raises(ValueError, match="--resume"):  # inside stage 2 its length is fixed
         pretrain(PretrainConfig(**{**base, "dense_steps": 5}))
 

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from microclip.backbone import Backbone
 from microclip.constants import CLIP_MEAN, CLIP_STD
 from microclip.files import atomic_write, atomic_write_text
+from microclip.soap import ncut_split
 from microclip.state import load_run_state, save_run_state
 from microclip.toyworld import MODEL_CONFIG_DIR, TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import (
@@ -102,6 +103,7 @@ class PretrainConfig:
     region_weight: float = 0.0  # colour/scene phrases by mean-pooled region grounding; 0 = pooled like parts
     centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
     pooled_weight: float = 0.0  # CLIP loss on the mean of the projected patch tokens (what SOAP pools); 0 = off
+    fg_pool_weight: float = 0.0  # CLIP loss on the mean projected token of the cut's foreground (SOAP's query); 0 = off
     # iBOT-style patch self-distillation on the raw value-path tokens (distill.py); 0 = off
     distill_weight: float = 0.0
     distill_prototypes: int = 128
@@ -132,7 +134,8 @@ OBJECTIVE = {
     "left off (docs/toyworld.md): captions that also name the bird's colour and the scene "
     "(--scene_words), those phrases grounded by mean-pooled regions (--region_weight), "
     "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight), "
-    "CLIP on the mean of the projected patch tokens (--pooled_weight)",
+    "CLIP on the mean of the projected patch tokens (--pooled_weight) or of the cut's foreground "
+    "(--fg_pool_weight)",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -345,6 +348,10 @@ def batch_loss(
         if cfg.pooled_weight > 0:  # the pooled patch tokens, not only [CLS], must match the caption
             pooled = F.normalize(patch_embeds.mean(dim=1), dim=-1)
             terms["pooled"] = (cfg.pooled_weight, clip_loss(pooled, text, scale))
+        if cfg.fg_pool_weight > 0:  # what [FG] pools, before any adaptation: the cut's foreground tokens
+            fg = ncut_split(tokens.patches.detach()).mask.to(patch_embeds.device, patch_embeds.dtype)
+            pooled = (patch_embeds * fg[..., None]).sum(1) / fg.sum(1, keepdim=True).clamp_min(1.0)
+            terms["fg_pool"] = (cfg.fg_pool_weight, clip_loss(F.normalize(pooled, dim=-1), text, scale))
         if cfg.centring_weight > 0:
             terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))
         weight = locality_weight(step, cfg)
@@ -721,6 +728,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "locality_weight",
     "centring_weight",
     "pooled_weight",
+    "fg_pool_weight",
     "region_weight",
     "name_zipf",
     "p_lookalike",
