@@ -42,7 +42,7 @@ from tqdm import tqdm
 from microclip.backbone import Backbone
 from microclip.constants import CLIP_MEAN, CLIP_STD
 from microclip.files import atomic_write, atomic_write_text
-from microclip.soap import ncut_split
+from microclip.soap import foreground_mask, soap_query
 from microclip.state import load_run_state, save_run_state
 from microclip.toyworld import MODEL_CONFIG_DIR, TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import (
@@ -349,8 +349,8 @@ def batch_loss(
             pooled = F.normalize(patch_embeds.mean(dim=1), dim=-1)
             terms["pooled"] = (cfg.pooled_weight, clip_loss(pooled, text, scale))
         if cfg.fg_pool_weight > 0:  # what [FG] pools, before any adaptation: the cut's foreground tokens
-            fg = ncut_split(tokens.patches.detach()).mask.to(patch_embeds.device, patch_embeds.dtype)
-            pooled = (patch_embeds * fg[..., None]).sum(1) / fg.sum(1, keepdim=True).clamp_min(1.0)
+            fg = foreground_mask(tokens.patches.detach())
+            pooled = soap_query(patch_embeds, fg, tokens.cls_embed)  # the mean foreground token, as SOAP's query
             terms["fg_pool"] = (cfg.fg_pool_weight, clip_loss(F.normalize(pooled, dim=-1), text, scale))
         if cfg.centring_weight > 0:
             terms["centring"] = (cfg.centring_weight, centring_loss(tokens.patches))

@@ -14,6 +14,7 @@ image side -- the headroom microCLIP is meant to recover.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -112,9 +113,10 @@ COMMONER_LOOKALIKE: dict[str, str] = _commoner_lookalikes()
 """Species name -> the commoner name a caption that does not know the right one gives it ("commoner" rule)."""
 
 
-def borrowed_names(species: str) -> list[str]:
+@functools.cache  # asked once per caption while pretraining; LOOKALIKE is fixed
+def borrowed_names(species: str) -> tuple[str, ...]:
     """The names whose look-alike is `species` ("per_name" rule): a caption of it may carry one of them."""
-    return [name for name in CLASS_NAMES if name != species and LOOKALIKE[name] == species]
+    return tuple(name for name in CLASS_NAMES if name != species and LOOKALIKE[name] == species)
 
 
 def part_phrase(species: Species, part: str) -> str | None:
