@@ -1,4 +1,4 @@
-"""Where a toy base tower's normalised cut falls, for the attempts at the cut in docs/toyworld.md.
+"""Where a toy base tower's normalised cut falls and what SOAP's [FG] makes of it, for docs/toyworld.md.
 
     python bench/toyworld_cut.py /work/runs/ssl-w1 [FOLDER ...] [--data_root data] [--json out.json]
 
@@ -7,6 +7,11 @@ Per open_clip `local-dir:` folder, on the toy test split: the cut's foreground a
 bird and IoU with the bird's patches (those at least a quarter bird); the share of linked patch pairs of
 the cut's graph (raw value-path tokens, dot product above the cut's tau) within the bird, within the
 background and across; and zero-shot accuracy by names and by descriptions (`evaluate_exported`).
+
+With `--pools`, also each branch's accuracy at the start of adaptation (W* from the descriptions, SOAP at
+identity, as `train.py --eval` reports it) and [FG] with other queries and pools on the same tokens (the
+bird's own patches as the query, their plain mean; one bird or background patch alone): is the cut or the
+tokens the limit of [FG]?
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from microclip.model import MicroCLIP
 from microclip.scoring import cut_on_object, patch_coverage, percent
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
-from microclip.toyworld.text import TEMPLATES
+from microclip.toyworld.text import TEMPLATES, descriptions
 from microclip.toyworld.world import CLASS_NAMES
 
 
@@ -43,11 +48,40 @@ def link_shares(linked: np.ndarray, on_object: np.ndarray) -> dict[str, float]:
     return {"bird": float(np.mean(within)), "background": float(np.mean(background)), "across": float(np.mean(across))}
 
 
-def cut_report(folder: str, data_root: str) -> dict:
+def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: np.ndarray) -> dict[str, float]:
+    """Top-1 % of each branch at the start, and of [FG] from other queries and pools (see the module doc)."""
+    y = torch.as_tensor(labels)
+    bird = torch.as_tensor(on_bird)
+    w_star = model.heads.w_star_hat()
+
+    def top1(embeds: torch.Tensor) -> float:  # (B, E) un-normalised joint-space embeddings
+        return percent(((torch.nn.functional.normalize(embeds, dim=-1) @ w_star.T).argmax(-1) == y).numpy())
+
+    def patch_top1(tokens: torch.Tensor, where: torch.Tensor) -> float:  # each patch alone, over `where`
+        hits = (model.backbone.project(tokens) @ w_star.T).argmax(-1) == y[:, None]
+        return 100.0 * float(hits[where].float().mean())
+
+    with torch.no_grad():
+        out = model(x)
+        tokens = out.tokens.patches
+        weights = bird.to(tokens.dtype).unsqueeze(-1)
+        bird_mean = (weights * tokens).sum(1) / weights.sum(1).clamp_min(1.0)
+        return {
+            "start_fused": percent((out.logits.fused.argmax(-1) == y).numpy()),
+            "start_cls": percent((out.logits.cls.argmax(-1) == y).numpy()),
+            "start_fg": percent((out.logits.fg.argmax(-1) == y).numpy()),
+            "fg_bird_query": top1(model.backbone.project(model.soap(tokens, bird_mean).pooled)),
+            "bird_mean": top1(model.backbone.project(bird_mean)),
+            "one_bird_patch": patch_top1(tokens, bird),
+            "one_background_patch": patch_top1(tokens, ~bird),
+        }
+
+
+def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     ensure_split(data_root, "test", 50, 0)
-    images, _ = load_split_arrays(data_root, "test")
+    images, labels = load_split_arrays(data_root, "test")
     masks = load_split_masks(data_root, "test")
-    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, None)
+    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     foreground, linked = [], []
     with torch.no_grad():
@@ -58,7 +92,8 @@ def cut_report(folder: str, data_root: str) -> dict:
     coverage = patch_coverage(masks.bird_mask, model.backbone.grid)
     scores = cut_on_object(np.concatenate(foreground), coverage)
     metrics = evaluate_exported(Path(folder), PretrainConfig(out=folder, data_root=data_root))
-    return {
+    extra = {"pools": pool_report(model, x, labels, coverage.reshape(len(x), -1) >= 0.25)} if pools else {}
+    return extra | {
         "pixel_precision": percent(scores["pixel_precision"]),
         "iou": percent(scores["iou"]),
         "foreground_patches": float(np.concatenate(foreground).sum(axis=1).mean()),
@@ -73,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("folders", nargs="+")
     p.add_argument("--data_root", default="data")
     p.add_argument("--json", default=None)
+    p.add_argument("--pools", action="store_true", help="also [FG] at the start and with other queries and pools")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    report = {folder: cut_report(folder, args.data_root) for folder in args.folders}
+    report = {folder: cut_report(folder, args.data_root, args.pools) for folder in args.folders}
     for folder, row in report.items():
         links = row["links"]
         print(
@@ -84,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{links['bird']:.2f}/{links['background']:.2f}/{links['across']:.2f}, "
             f"names {row['zero_shot_names']:.1f}% descriptions {row['zero_shot_descriptions']:.1f}%"
         )
+        if "pools" in row:
+            print("  " + ", ".join(f"{k} {v:.1f}%" for k, v in row["pools"].items()))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
 

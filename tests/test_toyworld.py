@@ -130,12 +130,13 @@ def test_every_pretraining_caption_carries_species_information():
 
 def test_names_follow_a_long_tail_with_noisy_look_alikes():
     """The commonest name is in ~P_NAME of its species' captions, the rarest almost never; with the "closest"
-    rule a share p_lookalike of named captions carry the look-alike's name (P_LOOKALIKE by default)."""
+    rule a share p_lookalike of named captions carry the look-alike's name (none by default)."""
     rng = np.random.default_rng(1)
     ranks = sorted(SPECIES, key=lambda sp: NAME_RANK[sp.name])
     common, rare = ranks[0], ranks[-1]
     n = 4000
-    for p_lookalike in (P_LOOKALIKE, 0.0):
+    assert P_LOOKALIKE == 0.0
+    for p_lookalike in (0.25, P_LOOKALIKE):
         texts = [make_caption(common, rng, p_lookalike=p_lookalike).text for _ in range(n)]
         own = sum(common.name in t for t in texts) / n
         other = sum(LOOKALIKE[common.name] in t for t in texts) / n
@@ -334,6 +335,21 @@ def test_a_finished_stage_one_may_go_on_into_another_stage_two(six_step_run, tmp
     assert summary["step"] == 4 and {"centring", "pooled", "fg_pool"} <= set(summary["part_losses"][-1])
     with pytest.raises(ValueError, match="--resume"):  # inside stage 2 its length is fixed
         pretrain(PretrainConfig(**{**base, "dense_steps": 5}))
+
+
+def test_a_finished_stage_two_may_go_on_into_the_object_stage(six_step_run, tmp_path: Path):
+    full_out, _ = six_step_run
+    data = full_out.parent / "data"
+    for name in ("state.safetensors", "state.json"):  # the six-step run ended at the end of stage 2
+        (tmp_path / name).write_bytes((full_out / name).read_bytes())
+    base = {**_config(tmp_path, data).__dict__, "resume": True}
+    summary = pretrain(PretrainConfig(**{**base, "object_steps": 2}))
+    parts = json.loads((tmp_path / "state.json").read_text())["part_losses"]
+    assert {"object", "background", "cut"} <= set(parts[-1]) and "object" not in parts[5]
+    assert summary["object_steps"] == 2 and summary["object_stage"]["cut_margin"] == 0.1
+    assert len(summary["commands"]) == 2  # the run that made stage 1 and 2, and the one that went on
+    with pytest.raises(ValueError, match="--resume"):  # inside stage 3 its length is fixed
+        pretrain(PretrainConfig(**{**base, "object_steps": 3}))
 
 
 def test_output_folder_loads_with_open_clip(six_step_run):

@@ -154,7 +154,7 @@ def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, cpu):
 
 def test_name_frequencies_follow_the_base_s_caption_record(tmp_path):
     """names_by_frequency reports the tail the base was pretrained on (pretrain.json's "captions"), not
-    text.py's defaults; a base without that record (the shipped one predates it) gets the defaults."""
+    text.py's defaults; a base without that record (the third world's predates it) gets the defaults."""
     from microclip.toyworld.text import NAME_RANK, name_rate
 
     name_tail = _bench_toyworld()._name_tail
@@ -165,4 +165,8 @@ def test_name_frequencies_follow_the_base_s_caption_record(tmp_path):
     assert name_rate(commonest, **tail) == pytest.approx(0.3)
     assert name_rate(rarest, **tail) == pytest.approx(0.3 / 16**3.5)
     assert name_tail(str(tmp_path / "missing")) == {}
-    assert name_tail(str(ROOT / "checkpoints" / "toybirds-base")) == {}
+    shipped = json.loads((ROOT / "checkpoints" / "toybirds-base" / "pretrain.json").read_text())["captions"]
+    assert name_tail(str(ROOT / "checkpoints" / "toybirds-base")) == {
+        "p_name": shipped["p_name"],
+        "zipf": shipped["name_zipf"],
+    }

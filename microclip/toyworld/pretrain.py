@@ -1,4 +1,4 @@
-"""Pretraining of the tiny CLIP on toy bird images and captions, in two stages.
+"""Pretraining of the tiny CLIP on toy bird images and captions, in up to three stages.
 
     python -m microclip.toyworld.pretrain --out checkpoints/toybirds-base
 
@@ -6,7 +6,9 @@ Stage 1 (``steps``) is CLIP: open_clip's contrastive loss between the ``[CLS]`` 
 caption. Stage 2 (``dense_steps``, its own warmup and cosine schedule) adds what modern CLIPs add for
 dense understanding (cf. FG-CLIP's second, regional stage), computed on the value-path patch tokens that
 microCLIP's SOAP pools (grounding.py): phrase grounding (each part a caption names, found among the
-image's patches) and locality (a patch token does not change when other patches are replaced). Nothing
+image's patches) and locality (a patch token does not change when other patches are replaced). Stage 3
+(``object_steps``, the fourth world's) adds three losses on the normalised cut the model makes of each
+image, so that the cut finds the bird and the tokens SOAP pools know the species (objectness.py). Nothing
 but captions and images is used: no masks, no labels.
 
 Reads top to bottom: build data and model, then for each step draw a batch and its captions from a
@@ -55,6 +57,7 @@ from microclip.toyworld.dataset import (
 from microclip.toyworld.distill import SelfDistillation, block_mask
 from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
+from microclip.toyworld.objectness import background_loss, cut_contrast_loss, object_token_loss
 from microclip.toyworld.text import (
     LOOKALIKE_RULES,
     NAME_ZIPF,
@@ -112,6 +115,14 @@ class PretrainConfig:
     distill_mask_ratio: float = 0.4  # share of the student's patches masked, in blocks
     distill_student_temperature: float = 0.1  # DINO's
     distill_teacher_temperature: float = 0.04  # DINO's (sharpening)
+    # stage 3, the object stage (objectness.py): stage 2's losses plus three on the model's own cut
+    object_steps: int = 0  # 0 = no stage 3 (the worlds before the fourth)
+    object_lr: float = 5e-4
+    object_warmup_steps: int = 40
+    object_weight: float = 1.0  # every foreground token picks its image's caption
+    background_weight: float = 1.0  # the mean background token picks none
+    cut_weight: float = 1.0  # raw tokens across the cut unlinked, within a side linked
+    cut_margin: float = 0.1
     init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
@@ -119,10 +130,10 @@ class PretrainConfig:
     command: str = field(default="")
 
 
-RUN_DEFINING = ("seed", "steps", "dense_steps", "batch_size", "n_images")  # a resumed run must match these
-# ... except that a run stopped at the end of stage 1 may go on into a different stage 2 (its settings are
-# only read from then on, and every invocation is kept in "commands").
-STAGE_TWO_ONLY = ("dense_steps",)
+RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images")  # a resume must match
+# ... except that a run stopped at the end of a stage may go on into a different next stage (its settings are
+# only read from then on, and every invocation is kept in "commands"): the length of each later stage.
+LATER_STAGES = {"dense_steps": lambda cfg: cfg.steps, "object_steps": lambda cfg: cfg.steps + cfg.dense_steps}
 
 OBJECTIVE = {
     "stage 1 (steps)": "CLIP: symmetric InfoNCE between the [CLS] embedding and the caption (open_clip ClipLoss)",
@@ -136,6 +147,11 @@ OBJECTIVE = {
     "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight), "
     "CLIP on the mean of the projected patch tokens (--pooled_weight) or of the cut's foreground "
     "(--fg_pool_weight)",
+    "stage 3 (object_steps)": "stage 2's losses, plus three on the normalised cut the model makes of each image "
+    "(its raw value-path tokens, detached; objectness.py): every foreground token alone picks its image's "
+    "caption from the batch's, the mean background token picks none (its caption distribution is pulled "
+    "to uniform), and across the cut the raw tokens' cosines are pushed below -cut_margin, within a side "
+    "above it",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -143,15 +159,23 @@ OBJECTIVE = {
 
 
 def total_steps(cfg: PretrainConfig) -> int:
-    return cfg.steps + cfg.dense_steps
+    return cfg.steps + cfg.dense_steps + cfg.object_steps
 
 
 def in_dense_stage(step: int, cfg: PretrainConfig) -> bool:
+    """Stage 2 or later: the dense objectives are on."""
     return step >= cfg.steps
+
+
+def in_object_stage(step: int, cfg: PretrainConfig) -> bool:
+    return cfg.object_steps > 0 and step >= cfg.steps + cfg.dense_steps
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Each stage: linear warmup, then cosine decay to 0 at the stage's end."""
+    if in_object_stage(step, cfg):
+        start = cfg.steps + cfg.dense_steps
+        return _warmup_cosine(step - start, cfg.object_steps, cfg.object_warmup_steps, cfg.object_lr)
     if in_dense_stage(step, cfg):
         return _warmup_cosine(step - cfg.steps, cfg.dense_steps, cfg.dense_warmup_steps, cfg.dense_lr)
     return _warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr)
@@ -317,7 +341,7 @@ def batch_loss(
     distill: SelfDistillation | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The step's loss and its parts: CLIP on [CLS]; in the dense stage also grounding and locality (and,
-    when on, patch self-distillation)."""
+    when on, patch self-distillation); in the object stage also the three losses on the model's own cut."""
     tokens = backbone(batch.images)  # the visual forward microCLIP runs: [CLS] and value-path patch tokens
     text = F.normalize(model.encode_text(batch.tokens), dim=-1)
     scale = model.logit_scale.exp()
@@ -361,8 +385,22 @@ def batch_loss(
             terms["locality"] = (weight, (change * batch.intact).sum() / batch.intact.sum().clamp_min(1))
         if distill is not None and batch.distill_mask is not None:
             terms["distill"] = (cfg.distill_weight, distill.loss(backbone, batch.images, batch.distill_mask))
+        if in_object_stage(step, cfg):
+            terms.update(object_terms(tokens.patches, patch_embeds, text, scale, cfg))
     loss = sum(w * term for w, term in terms.values())
     return loss, {name: term.item() for name, (_, term) in terms.items()}
+
+
+def object_terms(
+    patches: torch.Tensor, patch_embeds: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, cfg: PretrainConfig
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Stage 3's losses (objectness.py), each on the cut SOAP would make of the image now."""
+    foreground = foreground_mask(patches.detach())
+    return {
+        "object": (cfg.object_weight, object_token_loss(patch_embeds, foreground, text, scale)),
+        "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale)),
+        "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin)),
+    }
 
 
 # ---------------------------------------------------------------- model and optimizer
@@ -631,6 +669,7 @@ def finish(run: Run) -> dict:
         "seed": cfg.seed,
         "steps": cfg.steps,
         "dense_steps": cfg.dense_steps,
+        "object_steps": cfg.object_steps,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "dense_lr": cfg.dense_lr,
@@ -647,6 +686,12 @@ def finish(run: Run) -> dict:
     }
     if cfg.init:
         summary["init"] = cfg.init
+    if cfg.object_steps > 0:
+        summary["object_stage"] = {k: v for k, v in asdict(cfg).items() if k.startswith("object_")} | {
+            "background_weight": cfg.background_weight,
+            "cut_weight": cfg.cut_weight,
+            "cut_margin": cfg.cut_margin,
+        }
     if cfg.distill_weight > 0:
         summary["distill"] = {k: v for k, v in asdict(cfg).items() if k.startswith("distill_")}
     summary["metrics"] = evaluate_exported(run.out, cfg)
@@ -659,8 +704,9 @@ def _resume(run: Run) -> None:
     """Restore a stopped run (checking it is the same run): weights, step, losses, time, commands, probe loss."""
     cfg = run.cfg
     state = load_state(run.out, run.model, run.opt, run.distill)
-    defining = [k for k in RUN_DEFINING if not (state["step"] <= cfg.steps and k in STAGE_TWO_ONLY)]
-    saved = {k: state["config"][k] for k in defining}
+    saved_cfg = PretrainConfig(**{k: v for k, v in state["config"].items() if k in PretrainConfig.__dataclass_fields__})
+    defining = [k for k in RUN_DEFINING if not (k in LATER_STAGES and state["step"] <= LATER_STAGES[k](saved_cfg))]
+    saved = {k: getattr(saved_cfg, k) for k in defining}  # a state older than a field has its default
     if saved != {k: getattr(cfg, k) for k in defining}:
         raise ValueError(
             f"--resume: checkpoint in {run.out} was made with {saved}; pass the same values or use a new --out"
@@ -707,9 +753,11 @@ def evaluate_exported(folder: Path, cfg: PretrainConfig) -> dict:
 NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags, in --help's order
     "steps",
     "dense_steps",
+    "object_steps",
     "batch_size",
     "warmup_steps",
     "dense_warmup_steps",
+    "object_warmup_steps",
     "seed",
     "n_images",
     "ckpt_every",
@@ -720,6 +768,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "distill_hidden",
     "lr",
     "dense_lr",
+    "object_lr",
     "weight_decay",
     "p_name",
     "grounding_weight",
@@ -729,6 +778,10 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "centring_weight",
     "pooled_weight",
     "fg_pool_weight",
+    "object_weight",
+    "background_weight",
+    "cut_weight",
+    "cut_margin",
     "region_weight",
     "name_zipf",
     "p_lookalike",

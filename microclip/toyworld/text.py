@@ -36,13 +36,15 @@ TEMPLATES: list[str] = [
 # How often a pretraining caption names the species. Names follow a long tail, as on the web: CLIP knows
 # a concept about as well as its pretraining captions show it (Udandarao et al. 2024; Parashar et al.
 # 2024), so the species of frequency rank r (0 = commonest) is named in P_NAME / (r + 1) ** NAME_ZIPF of its
-# captions: the commonest in half, the rarest in about one in 2,000. (The fourth-world candidate in
-# docs/toyworld.md: exponent 3.5 and no look-alikes.)
+# captions: the commonest in half, the rarest in about one in 30,000 (the fourth world; the third had
+# exponent 2.5, one in 2,000).
 P_NAME = 0.5
-NAME_ZIPF = 2.5
-# Web captions are noisy: a named caption may name a look-alike instead, this often (LOOKALIKE_RULES).
-P_LOOKALIKE = 0.25
-# Which way the noise goes. "closest" (the shipped world): a named caption carries the closest look-alike's
+NAME_ZIPF = 3.5
+# Web captions are noisy: a named caption may name a look-alike instead, this often (LOOKALIKE_RULES). The
+# fourth world has none: every rule tried broke the rise of accuracy with frequency (docs/toyworld.md);
+# the third world had 0.25 with the "closest" rule.
+P_LOOKALIKE = 0.0
+# Which way the noise goes. "closest" (the third world): a named caption carries the closest look-alike's
 # name, however rare that name is, so the commonest species lends most captions to a rare name.
 # "commoner": people who do not know a bird's name use the name of a commoner bird it resembles (the
 # neglected tail: rare species are confused with common ones), never a rarer one.

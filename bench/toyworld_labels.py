@@ -1,0 +1,79 @@
+"""How right DKA's pseudo-labels are at the start of adaptation, half by half, on a toy base tower.
+
+    python bench/toyworld_labels.py checkpoints/toybirds-base [FOLDER ...] [--data_root data] [--images 480]
+
+For each open_clip `local-dir:` folder, on a fixed sample of the toy train split, with the heads microCLIP
+starts from (W* and W_LLM from the toy descriptions, SOAP at identity): the dynamic half (fused weak view
+against Ŵ*), the static half (the crop composite against W_LLM), their DKA aggregate (γ = 0.5), and three
+diagnostics that swap the image side or the head (the crop composite against Ŵ*, the whole image's [CLS]
+against W_LLM and against Ŵ*). docs/toyworld.md reads the answer: which half makes the labels weak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from microclip.data.transforms import CropViews, weak_transform
+from microclip.labeling import aggregate, crop_composite, fuse_for_labels
+from microclip.model import MicroCLIP
+from microclip.toyworld.dataset import ensure_split, load_split_arrays
+from microclip.toyworld.text import TEMPLATES, descriptions
+from microclip.toyworld.world import CLASS_NAMES
+
+GAMMA = 0.5  # the toybirds dataset config's, and the reference's
+N_CROPS, ALPHA, BETA, SIZE = 8, 0.5, 0.9, 64  # the recipe's crops at the toy input size
+
+
+def label_report(folder: str, data_root: str, n_images: int, seed: int = 0) -> dict[str, float]:
+    random.seed(seed)  # the crop boxes come from `random`, as in training
+    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
+    model.eval()
+    ensure_split(data_root, "train", 100, 0)
+    images, labels = load_split_arrays(data_root, "train")
+    pick = np.random.default_rng(seed).choice(len(images), min(n_images, len(images)), replace=False)
+    pil = [Image.fromarray(images[i]) for i in pick]
+    y = torch.as_tensor(labels[pick])
+    weak, crops = weak_transform(SIZE), CropViews(N_CROPS, ALPHA, BETA, SIZE)
+    with torch.no_grad():
+        out = model(torch.stack([weak(im) for im in pil]))
+        cls = out.tokens.cls_embed.float()
+        crop_embeds = model.encode_cls(torch.stack([crops(im) for im in pil]).flatten(0, 1)).float()
+        composite = crop_composite(crop_embeds.view(len(pil), N_CROPS, -1), cls)
+        w_star, w_llm = model.heads.w_star_hat(), model.heads.w_llm
+        dka = aggregate(composite, fuse_for_labels(cls, out.fg_embed.float()), w_llm, w_star, GAMMA)
+
+    def top1(predicted: torch.Tensor) -> float:
+        return 100.0 * float((predicted == y).float().mean())
+
+    unit_cls, unit_llm = F.normalize(cls, dim=-1), F.normalize(w_llm, dim=-1)
+    return {
+        "dynamic": top1(dka.dynamic_labels),
+        "static": top1(dka.static_labels),
+        "dka": top1(dka.labels),
+        "crops_w_star": top1((composite @ w_star.T).argmax(1)),
+        "cls_w_llm": top1((unit_cls @ unit_llm.T).argmax(1)),
+        "cls_w_star": top1((unit_cls @ w_star.T).argmax(1)),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--images", type=int, default=480)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    for folder in args.folders:
+        row = label_report(folder, args.data_root, args.images)
+        print(f"{folder}: " + ", ".join(f"{k} {v:.1f}%" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The object stage: make the cut SOAP starts from find the bird, and the tokens it pools know the species.
+
+After stage 2 the toy CLIP's value-path patch tokens are local and its part phrases are grounded, yet
+SOAP's ``[FG]`` is a poor species classifier (37% at the start of adaptation, `[CLS]` 74%): the cut keeps
+7 of the bird's 17 patches, and a single bird patch names the species 26% of the time. Pooling the
+tokens of the *whole* bird would do far better (59% with the bird's true patches as the query), so the
+limit is the cut's graph and what each foreground token carries, not the pooling.
+
+Three losses, each on the cut the model itself makes of an image (``soap.foreground_mask`` on the raw
+tokens, detached: no masks, no labels), fix that from captions and images alone:
+
+* **object tokens**: every foreground token, on its own, must pick its image's caption from the batch's
+  (open_clip's image-to-text cross-entropy, per token). A pooled loss is satisfied by one patch that
+  knows everything, which collapsed the cut (docs/toyworld.md, ``--fg_pool_weight``); a per-token one
+  asks every patch of the object to know what the caption says about it.
+* **background**: the mean background token must *not* pick a caption (its distribution over the
+  batch's captions is pulled to uniform): captions never speak of the background, so a token there
+  has no business predicting them, and species information cannot leak into it.
+* **cut contrast**: in the graph the cut reads (cosines of the raw tokens), tokens across the cut
+  are pushed below ``-margin`` and tokens on the same side above ``margin``. This is the cut's own
+  criterion, sharpened: with a binary graph whose links cross the object's edge 76% of the time, the
+  Fiedler vector picks a fragment of the bird; with the two sides unlinked it takes the whole side.
+
+The first two decide *which* side is the object (the one that carries the caption); the third makes
+the graph say so. TokenCut (Wang et al. 2022) finds objects with a normalised cut on self-supervised
+features; this is the caption-supervised counterpart, bootstrapped from the model's own cut.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def object_token_loss(
+    patch_embeds: torch.Tensor, foreground: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """Mean over the batch's foreground tokens of CE(scale · ⟨z_ij, text_k⟩ over k, target i).
+
+    Args:
+        patch_embeds: (B, N, E) unit-norm projected patch tokens.
+        foreground: (B, N) bool, the cut's foreground of each image.
+        text: (B, E) unit-norm caption embeddings, row i the caption of image i.
+        scale: CLIP's logit scale (exp of the learned temperature).
+    """
+    batch, n_patches, _ = patch_embeds.shape
+    logits = scale * torch.einsum("bne,ke->bnk", patch_embeds, text)  # (B, N, B)
+    targets = torch.arange(batch, device=patch_embeds.device).repeat_interleave(n_patches)
+    ce = F.cross_entropy(logits.reshape(-1, batch), targets, reduction="none").view(batch, n_patches)
+    weights = foreground.to(ce.dtype)
+    return (ce * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def background_loss(
+    patch_embeds: torch.Tensor, foreground: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """KL(uniform ‖ softmax_k(scale · ⟨b_i, text_k⟩)), b_i the normalised mean background token; batch mean.
+
+    Zero when the background says nothing about which caption is whose.
+    """
+    weights = (~foreground).to(patch_embeds.dtype).unsqueeze(-1)  # (B, N, 1)
+    pooled = F.normalize((weights * patch_embeds).sum(1) / weights.sum(1).clamp_min(1.0), dim=-1)
+    log_p = (scale * pooled @ text.T).log_softmax(dim=-1)  # (B, B)
+    return -log_p.mean(dim=-1).mean() - math.log(text.shape[0])
+
+
+def cut_contrast_loss(patches: torch.Tensor, foreground: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge on the cosines of the raw tokens: across the cut below -margin, within a side above margin.
+
+    Args:
+        patches: (B, N, D) raw value-path tokens (what the cut reads).
+        foreground: (B, N) bool, the cut's foreground.
+    Returns the mean hinge over the across pairs plus the mean hinge over the within pairs (each side's
+    pairs with itself, self-pairs included).
+    """
+    unit = F.normalize(patches, dim=-1)
+    cosine = unit @ unit.transpose(1, 2)  # (B, N, N)
+    fg = foreground.to(patches.dtype)
+    across = fg.unsqueeze(2) * (1 - fg).unsqueeze(1)
+    across = across + across.transpose(1, 2)
+    within = 1 - across
+    return (F.relu(cosine + margin) * across).sum() / across.sum().clamp_min(1.0) + (
+        F.relu(margin - cosine) * within
+    ).sum() / within.sum().clamp_min(1.0)
