@@ -2,8 +2,8 @@
 
 The captions are the lever that decides what the tiny CLIP learns: every caption carries species
 information (a name, or at least two part phrases), so part words get grounded; the species names follow
-a long tail with look-alike mix-ups, as on the web, so the model knows a name about as well as its
-captions show it (docs/toyworld.md).
+a long tail, as on the web, so the model knows a name about as well as its captions show it (look-alike
+mix-ups are an option the shipped world leaves off; docs/toyworld.md).
 
 The descriptions play the LLM's part and, like an LLM's, are incomplete: each class mentions only
 two of its five parts (all true). With complete descriptions the tiny CLIP classified 95% of test
