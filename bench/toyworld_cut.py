@@ -28,6 +28,7 @@ from microclip.constants import NCUT_TAU
 from microclip.files import atomic_write_text
 from microclip.model import MicroCLIP
 from microclip.scoring import cut_on_object, patch_coverage, percent
+from microclip.soap import soap_query
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
 from microclip.toyworld.text import TEMPLATES, descriptions
@@ -64,8 +65,7 @@ def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: 
     with torch.no_grad():
         out = model(x)
         tokens = out.tokens.patches
-        weights = bird.to(tokens.dtype).unsqueeze(-1)
-        bird_mean = (weights * tokens).sum(1) / weights.sum(1).clamp_min(1.0)
+        bird_mean = soap_query(tokens, bird, out.tokens.cls_token)  # SOAP's query with the bird as the mask
         return {
             "start_fused": percent((out.logits.fused.argmax(-1) == y).numpy()),
             "start_cls": percent((out.logits.cls.argmax(-1) == y).numpy()),

@@ -33,6 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from microclip.soap import soap_query
+
 
 def object_token_loss(
     patch_embeds: torch.Tensor, foreground: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
@@ -60,8 +62,7 @@ def background_loss(
 
     Zero when the background says nothing about which caption is whose.
     """
-    weights = (~foreground).to(patch_embeds.dtype).unsqueeze(-1)  # (B, N, 1)
-    pooled = F.normalize((weights * patch_embeds).sum(1) / weights.sum(1).clamp_min(1.0), dim=-1)
+    pooled = F.normalize(soap_query(patch_embeds, ~foreground, patch_embeds[:, 0]), dim=-1)  # mean background token
     log_p = (scale * pooled @ text.T).log_softmax(dim=-1)  # (B, B)
     return -log_p.mean(dim=-1).mean() - math.log(text.shape[0])
 
