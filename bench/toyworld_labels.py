@@ -1,12 +1,16 @@
 """How right DKA's pseudo-labels are at the start of adaptation, half by half, on a toy base tower.
 
     python bench/toyworld_labels.py checkpoints/toybirds-base [FOLDER ...] [--data_root data] [--images 480]
+        [--descriptions FILE | --named]
 
 For each open_clip `local-dir:` folder, on a fixed sample of the toy train split, with the heads microCLIP
 starts from (W* and W_LLM from the toy descriptions, SOAP at identity): the dynamic half (fused weak view
 against Ŵ*), the static half (the crop composite against W_LLM), their DKA aggregate (γ = 0.5), and three
 diagnostics that swap the image side or the head (the crop composite against Ŵ*, the whole image's [CLS]
-against W_LLM and against Ŵ*). docs/toyworld.md reads the answer: which half makes the labels weak.
+against W_LLM and against Ŵ*), and the [CLS] of a centred square of side 0.75 or 0.6 against Ŵ*
+(a zoomed view with the bird whole in it). docs/toyworld.md reads the answer: which half makes the labels weak.
+`--descriptions FILE` (CuPL format, every toy class) swaps the world's descriptions for another wording;
+`--named` for the world's own, worded around each class name as CuPL's are (`text.descriptions(named=True)`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from microclip.data.descriptions import load_descriptions
 from microclip.data.transforms import CropViews, weak_transform
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.model import MicroCLIP
@@ -29,11 +34,15 @@ from microclip.toyworld.world import CLASS_NAMES
 
 GAMMA = 0.5  # the toybirds dataset config's, and the reference's
 N_CROPS, ALPHA, BETA, SIZE = 8, 0.5, 0.9, 64  # the recipe's crops at the toy input size
+CENTRED_SIDES = (0.75, 0.6)  # zoomed views the bird fits in whole (it fills about a fifth of the frame)
 
 
-def label_report(folder: str, data_root: str, n_images: int, seed: int = 0) -> dict[str, float]:
+def label_report(
+    folder: str, data_root: str, n_images: int, seed: int = 0, class_descriptions: dict[str, list[str]] | None = None
+) -> dict[str, float]:
     random.seed(seed)  # the crop boxes come from `random`, as in training
-    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
+    texts = descriptions() if class_descriptions is None else class_descriptions
+    model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, texts)
     model.eval()
     ensure_split(data_root, "train", 100, 0)
     images, labels = load_split_arrays(data_root, "train")
@@ -46,6 +55,13 @@ def label_report(folder: str, data_root: str, n_images: int, seed: int = 0) -> d
         cls = out.tokens.cls_embed.float()
         crop_embeds = model.encode_cls(torch.stack([crops(im) for im in pil]).flatten(0, 1)).float()
         composite = crop_composite(crop_embeds.view(len(pil), N_CROPS, -1), cls)
+        # one centred square per image, the bird whole in it: how well the tower reads a zoomed view
+        centred = {
+            side: F.normalize(
+                model.encode_cls(torch.stack([weak(centre_square(im, side)) for im in pil])).float(), dim=-1
+            )
+            for side in CENTRED_SIDES
+        }
         w_star, w_llm = model.heads.w_star_hat(), model.heads.w_llm
         dka = aggregate(composite, fuse_for_labels(cls, out.fg_embed.float()), w_llm, w_star, GAMMA)
 
@@ -60,7 +76,16 @@ def label_report(folder: str, data_root: str, n_images: int, seed: int = 0) -> d
         "crops_w_star": top1((composite @ w_star.T).argmax(1)),
         "cls_w_llm": top1((unit_cls @ unit_llm.T).argmax(1)),
         "cls_w_star": top1((unit_cls @ w_star.T).argmax(1)),
+        **{f"centred_{side}_w_star": top1((e @ w_star.T).argmax(1)) for side, e in centred.items()},
     }
+
+
+def centre_square(image: Image.Image, side: float) -> Image.Image:
+    """The centred square of side `side` × the shorter edge."""
+    width, height = image.size
+    edge = max(1, int(round(side * min(width, height))))
+    left, top = (width - edge) // 2, (height - edge) // 2
+    return image.crop((left, top, left + edge, top + edge))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,10 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("folders", nargs="+")
     p.add_argument("--data_root", default="data")
     p.add_argument("--images", type=int, default=480)
+    wording = p.add_mutually_exclusive_group()
+    wording.add_argument("--descriptions", help="a CuPL-format descriptions file to use instead of the world's")
+    wording.add_argument("--named", action="store_true", help="the world's descriptions, every line naming its class")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    texts = load_descriptions(args.descriptions, CLASS_NAMES) if args.descriptions else None
+    if args.named:
+        texts = descriptions(named=True)
     for folder in args.folders:
-        row = label_report(folder, args.data_root, args.images)
+        row = label_report(folder, args.data_root, args.images, class_descriptions=texts)
         print(f"{folder}: " + ", ".join(f"{k} {v:.1f}%" for k, v in row.items()))
 
 

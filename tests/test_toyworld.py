@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
-from microclip.toyworld.pretrain import PretrainConfig, pretrain
+from microclip.toyworld.pretrain import PretrainConfig, augment, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
@@ -97,6 +97,18 @@ def test_descriptions_cover_all_classes_and_say_only_true_things():
         true_sentences = {f"a bird with {part_phrase(sp, p) or absent_phrase(p)}." for p in PARTS}
         part_lines = [line for line in lines if line not in GENERIC_LINES]
         assert part_lines and set(part_lines) <= true_sentences, name
+
+
+def test_named_descriptions_say_the_same_things_around_the_class_name():
+    plain, named = descriptions(), descriptions(named=True)
+    assert sorted(named) == CLASS_NAMES
+    for name in CLASS_NAMES:
+        assert len(named[name]) == len(plain[name])
+        for line, named_line in zip(plain[name], named[name]):
+            assert named_line.startswith(f"the {name} ")
+            # the same content: the part phrase after "a bird with", or the whole generic line
+            content = line.removeprefix("a bird with ")
+            assert named_line.endswith(content), (line, named_line)
 
 
 def test_descriptions_are_distinct_but_incomplete():
@@ -299,6 +311,38 @@ def _config(out: Path, data: Path, **kw) -> PretrainConfig:
         threads=1,
         **kw,
     )
+
+
+def _checkerboard(n: int, cell: int = 4, size: int = 64) -> np.ndarray:
+    ys, xs = np.mgrid[:size, :size]
+    board = (((ys // cell) + (xs // cell)) % 2 * 255).astype(np.uint8)
+    return np.repeat(np.repeat(board[None, :, :, None], 3, axis=3), n, axis=0)
+
+
+def _changes_along_rows(images: np.ndarray) -> np.ndarray:
+    """How often neighbouring pixels differ (black/white), per image: fewer when the board is zoomed in."""
+    grey = images[..., 0].astype(np.int16) > 127
+    return (grey[:, :, 1:] != grey[:, :, :-1]).mean(axis=(1, 2))
+
+
+def test_zoom_augmentation_enlarges_the_chosen_images_and_off_draws_nothing_extra():
+    board = _checkerboard(8)
+    # off: the same draws as a call that never heard of zooming, and shifts/flips keep the cell size
+    plain = augment(board, np.random.default_rng(3))
+    assert np.array_equal(plain, augment(board, np.random.default_rng(3), zoom_min=1.0, p_zoom=0.5))
+    base_rate = _changes_along_rows(plain)
+    assert np.allclose(base_rate, base_rate[0], atol=0.02)
+    # every image zoomed (side below 1): wider cells, fewer changes
+    zoomed = augment(board, np.random.default_rng(3), zoom_min=0.5, p_zoom=1.0)
+    assert zoomed.shape == board.shape and zoomed.dtype == np.uint8
+    rates = _changes_along_rows(zoomed)
+    assert (rates < base_rate * 0.95).all()
+    # no square is smaller than zoom_min of the frame: cells at most twice as wide, changes at least half as often
+    assert (rates >= base_rate * 0.45).all()
+    # p_zoom picks a share of the batch; the rest only shift and flip
+    many = augment(_checkerboard(200), np.random.default_rng(4), zoom_min=0.5, p_zoom=0.5)
+    share = float((_changes_along_rows(many) < base_rate[0] * 0.95).mean())
+    assert 0.3 < share < 0.7
 
 
 @pytest.fixture(scope="module")

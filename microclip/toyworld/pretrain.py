@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
@@ -94,6 +95,8 @@ class PretrainConfig:
     ckpt_every: int = 100
     stop_after: int | None = None  # stop (with a checkpoint) after this step, as if killed; for tests
     augment: bool = True
+    zoom_min: float = 1.0  # zoom augmentation: smallest square side, as a share of the frame; 1 = off
+    p_zoom: float = 0.5  # share of a batch's images zoomed when zoom_min < 1
     p_name: float = P_NAME  # how often a caption names the commonest species (the rest describe parts)
     name_zipf: float = NAME_ZIPF  # the name of frequency rank r appears p_name / (r + 1) ** name_zipf as often
     p_lookalike: float = P_LOOKALIKE  # a named caption names the species' look-alike this often
@@ -152,6 +155,8 @@ OBJECTIVE = {
     "caption from the batch's, the mean background token picks none (its caption distribution is pulled "
     "to uniform), and across the cut the raw tokens' cosines are pushed below -cut_margin, within a side "
     "above it",
+    "augmentation": "every stage: shift by up to 4 px and horizontal flip; with zoom_min < 1, a share p_zoom of "
+    "the images first cut to a square of side U(zoom_min, 1) of the frame and resized back",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -199,8 +204,15 @@ def batch_indices(step: int, cfg: PretrainConfig, n: int) -> np.ndarray:
     return np.array(out)
 
 
-def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random shift by up to 4 px (edge padding) and horizontal flip; parts keep their meaning."""
+def augment(images: np.ndarray, rng: np.random.Generator, zoom_min: float = 1.0, p_zoom: float = 0.0) -> np.ndarray:
+    """Random shift by up to 4 px (edge padding) and horizontal flip; parts keep their meaning.
+
+    With `zoom_min` < 1, a share `p_zoom` of the images is first cut to a square of side U(zoom_min, 1) of the
+    frame, placed uniformly, and resized back (bicubic, as adaptation's crop views are): CLIP's web images show a
+    bird at many scales, and microCLIP's crop composite reads such zoomed views. Off (the default), no extra
+    numbers are drawn, so runs made before the option existed are drawn exactly as they were."""
+    if zoom_min < 1.0 and p_zoom > 0.0:
+        images = _zoom(images, rng, zoom_min, p_zoom)
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="edge")
     dy, dx = rng.integers(0, 9, size=(2, n))
@@ -209,6 +221,20 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for i in range(n):
         crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
         out[i] = crop[:, ::-1] if flips[i] else crop
+    return out
+
+
+def _zoom(images: np.ndarray, rng: np.random.Generator, zoom_min: float, p_zoom: float) -> np.ndarray:
+    n, h, w, _ = images.shape
+    chosen = rng.random(n) < p_zoom
+    sides = rng.uniform(zoom_min, 1.0, size=n)
+    corners = rng.random((n, 2))  # where the square sits, as a share of the room it has
+    out = images.copy()
+    for i in np.flatnonzero(chosen):
+        side = max(1, int(sides[i] * min(h, w)))
+        left, top = int(corners[i, 0] * (w - side + 1)), int(corners[i, 1] * (h - side + 1))
+        crop = Image.fromarray(images[i]).crop((left, top, left + side, top + side))
+        out[i] = np.asarray(crop.resize((w, h), Image.Resampling.BICUBIC))
     return out
 
 
@@ -236,7 +262,7 @@ def make_batch(
     """The batch of `step`: a pure function of (seed, step)."""
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
-    pixels = augment(images[idx], rng) if cfg.augment else images[idx]
+    pixels = augment(images[idx], rng, cfg.zoom_min, cfg.p_zoom) if cfg.augment else images[idx]
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
     captions = [
         make_caption(
@@ -790,6 +816,8 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "distill_mask_ratio",
     "distill_student_temperature",
     "distill_teacher_temperature",
+    "zoom_min",
+    "p_zoom",
 )
 FLAG_HELP = {"p_name": "share of the commonest species' captions that name it"}
 

@@ -161,14 +161,21 @@ DESCRIBED_PARTS: dict[str, list[str]] = _choose_described_parts()
 """Class name -> the parts its description mentions (in PARTS order)."""
 
 
-def descriptions() -> dict[str, list[str]]:
+def descriptions(named: bool = False) -> dict[str, list[str]]:
     """CuPL-format descriptions {class name: [sentences]}: one sentence per described part plus
-    generic lines (the uninformative sentences an LLM adds). Absent parts read "a bird with no crest."."""
+    generic lines (the uninformative sentences an LLM adds). Absent parts read "a bird with no crest.".
+
+    `named=True` words every line around the class name, as real CuPL answers do ("the zorsaik wren has a
+    red beak.", "the zorsaik wren is a small songbird."): same parts, same generic lines. The shipped world
+    uses the unnamed wording; docs/toyworld.md says what the named one measured."""
     out: dict[str, list[str]] = {}
     for name in CLASS_NAMES:
         sp = SPECIES_BY_NAME[name]
-        lines = [f"a bird with {part_phrase(sp, p) or absent_phrase(p)}." for p in DESCRIBED_PARTS[name]]
-        out[name] = lines + GENERIC_LINES
+        phrases = [part_phrase(sp, p) or absent_phrase(p) for p in DESCRIBED_PARTS[name]]
+        if named:
+            out[name] = [f"the {name} has {ph}." for ph in phrases] + [f"the {name} is {g}" for g in GENERIC_LINES]
+        else:
+            out[name] = [f"a bird with {ph}." for ph in phrases] + GENERIC_LINES
     return out
 
 
