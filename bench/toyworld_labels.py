@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from microclip.data.descriptions import load_descriptions
@@ -82,10 +83,8 @@ def label_report(
 
 def centre_square(image: Image.Image, side: float) -> Image.Image:
     """The centred square of side `side` × the shorter edge."""
-    width, height = image.size
-    edge = max(1, int(round(side * min(width, height))))
-    left, top = (width - edge) // 2, (height - edge) // 2
-    return image.crop((left, top, left + edge, top + edge))
+    edge = max(1, int(round(side * min(image.size))))
+    return TF.center_crop(image, [edge, edge])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -204,7 +204,7 @@ def batch_indices(step: int, cfg: PretrainConfig, n: int) -> np.ndarray:
     return np.array(out)
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, zoom_min: float = 1.0, p_zoom: float = 0.0) -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator, zoom_min: float = 1.0, p_zoom: float = 0.5) -> np.ndarray:
     """Random shift by up to 4 px (edge padding) and horizontal flip; parts keep their meaning.
 
     With `zoom_min` < 1, a share `p_zoom` of the images is first cut to a square of side U(zoom_min, 1) of the
