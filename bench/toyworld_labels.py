@@ -1,7 +1,7 @@
 """How right DKA's pseudo-labels are at the start of adaptation, half by half, on a toy base tower.
 
     python bench/toyworld_labels.py checkpoints/toybirds-base [FOLDER ...] [--data_root data] [--images 480]
-        [--descriptions FILE | --named]
+        [--descriptions FILE | --named] [--per_class]
 
 For each open_clip `local-dir:` folder, on a fixed sample of the toy train split, with the heads microCLIP
 starts from (W* and W_LLM from the toy descriptions, SOAP at identity): the dynamic half (fused weak view
@@ -11,6 +11,8 @@ against W_LLM and against Ŵ*), and the [CLS] of a centred square of side 0.75 o
 (a zoomed view with the bird whole in it). docs/toyworld.md reads the answer: which half makes the labels weak.
 `--descriptions FILE` (CuPL format, every toy class) swaps the world's descriptions for another wording;
 `--named` for the world's own, worded around each class name as CuPL's are (`text.descriptions(named=True)`).
+`--per_class` adds, per species, each half's accuracy and what the static half calls it when wrong: the species
+self-training will lose.
 """
 
 from __future__ import annotations
@@ -38,9 +40,28 @@ N_CROPS, ALPHA, BETA, SIZE = 8, 0.5, 0.9, 64  # the recipe's crops at the toy in
 CENTRED_SIDES = (0.75, 0.6)  # zoomed views the bird fits in whole (it fills about a fifth of the frame)
 
 
-def label_report(
+def accuracies(y: torch.Tensor, predictions: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Top-1 (%) of each set of labels over the sample."""
+    return {name: 100.0 * float((predicted == y).float().mean()) for name, predicted in predictions.items()}
+
+
+def per_class(y: torch.Tensor, predictions: dict[str, torch.Tensor], keys: tuple[str, ...]) -> list[str]:
+    """One line per species: each label set's accuracy on it, and what the static half calls it when wrong."""
+    lines = []
+    for c, name in enumerate(CLASS_NAMES):
+        mine = y == c
+        cells = [f"{k} {100.0 * float((predictions[k][mine] == c).float().mean()):5.1f}%" for k in keys]
+        wrong = predictions["static"][mine]
+        wrong = wrong[wrong != c]
+        instead = CLASS_NAMES[int(wrong.mode().values)] if len(wrong) else "-"
+        lines.append(f"  {name:<18} " + "  ".join(cells) + f"  static's commonest other: {instead}")
+    return lines
+
+
+def label_predictions(
     folder: str, data_root: str, n_images: int, seed: int = 0, class_descriptions: dict[str, list[str]] | None = None
-) -> dict[str, float]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sample's true classes, and each set of labels the probe reads (see the module docstring)."""
     random.seed(seed)  # the crop boxes come from `random`, as in training
     texts = descriptions() if class_descriptions is None else class_descriptions
     model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, texts)
@@ -66,18 +87,15 @@ def label_report(
         w_star, w_llm = model.heads.w_star_hat(), model.heads.w_llm
         dka = aggregate(composite, fuse_for_labels(cls, out.fg_embed.float()), w_llm, w_star, GAMMA)
 
-    def top1(predicted: torch.Tensor) -> float:
-        return 100.0 * float((predicted == y).float().mean())
-
     unit_cls, unit_llm = F.normalize(cls, dim=-1), F.normalize(w_llm, dim=-1)
-    return {
-        "dynamic": top1(dka.dynamic_labels),
-        "static": top1(dka.static_labels),
-        "dka": top1(dka.labels),
-        "crops_w_star": top1((composite @ w_star.T).argmax(1)),
-        "cls_w_llm": top1((unit_cls @ unit_llm.T).argmax(1)),
-        "cls_w_star": top1((unit_cls @ w_star.T).argmax(1)),
-        **{f"centred_{side}_w_star": top1((e @ w_star.T).argmax(1)) for side, e in centred.items()},
+    return y, {
+        "dynamic": dka.dynamic_labels,
+        "static": dka.static_labels,
+        "dka": dka.labels,
+        "crops_w_star": (composite @ w_star.T).argmax(1),
+        "cls_w_llm": (unit_cls @ unit_llm.T).argmax(1),
+        "cls_w_star": (unit_cls @ w_star.T).argmax(1),
+        **{f"centred_{side}_w_star": (e @ w_star.T).argmax(1) for side, e in centred.items()},
     }
 
 
@@ -92,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("folders", nargs="+")
     p.add_argument("--data_root", default="data")
     p.add_argument("--images", type=int, default=480)
+    p.add_argument("--per_class", action="store_true", help="each species' labels: which ones DKA's halves lose")
     wording = p.add_mutually_exclusive_group()
     wording.add_argument("--descriptions", help="a CuPL-format descriptions file to use instead of the world's")
     wording.add_argument("--named", action="store_true", help="the world's descriptions, every line naming its class")
@@ -101,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.named:
         texts = descriptions(named=True)
     for folder in args.folders:
-        row = label_report(folder, args.data_root, args.images, class_descriptions=texts)
-        print(f"{folder}: " + ", ".join(f"{k} {v:.1f}%" for k, v in row.items()))
+        y, predictions = label_predictions(folder, args.data_root, args.images, class_descriptions=texts)
+        print(f"{folder}: " + ", ".join(f"{k} {v:.1f}%" for k, v in accuracies(y, predictions).items()))
+        if args.per_class:
+            print("\n".join(per_class(y, predictions, ("dynamic", "static", "dka"))))
 
 
 if __name__ == "__main__":

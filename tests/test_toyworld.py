@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
-from microclip.toyworld.pretrain import PretrainConfig, augment, pretrain
+from microclip.toyworld.pretrain import PretrainConfig, augment, make_batch, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
@@ -343,6 +343,28 @@ def test_zoom_augmentation_enlarges_the_chosen_images_and_off_draws_nothing_extr
     many = augment(_checkerboard(200), np.random.default_rng(4), zoom_min=0.5, p_zoom=0.5)
     share = float((_changes_along_rows(many) < base_rate[0] * 0.95).mean())
     assert 0.3 < share < 0.7
+
+
+def test_zoom_from_stage_two_leaves_stage_one_batches_as_they_were(six_step_run):
+    import open_clip
+
+    out, _ = six_step_run
+    data = out.parent / "data"
+    images, species = load_pretrain_corpus(ensure_pretrain_corpus(str(data), 16, 0))
+    tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
+    off = _config(out, data)
+    later = _config(out, data, zoom_min=0.5, p_zoom=1.0, zoom_from_stage=2)
+    everywhere = _config(out, data, zoom_min=0.5, p_zoom=1.0)
+    first, second = 1, off.steps + 1  # a stage-1 step, a stage-2 step
+    batch = {
+        (name, step): make_batch(step, cfg, images, species, tokenizer)
+        for name, cfg in (("off", off), ("later", later), ("everywhere", everywhere))
+        for step in (first, second)
+    }
+    assert torch.equal(batch["later", first].images, batch["off", first].images)
+    assert not torch.equal(batch["everywhere", first].images, batch["off", first].images)
+    assert torch.equal(batch["later", second].images, batch["everywhere", second].images)
+    assert not torch.equal(batch["later", second].images, batch["off", second].images)
 
 
 @pytest.fixture(scope="module")

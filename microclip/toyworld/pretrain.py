@@ -97,6 +97,7 @@ class PretrainConfig:
     augment: bool = True
     zoom_min: float = 1.0  # zoom augmentation: smallest square side, as a share of the frame; 1 = off
     p_zoom: float = 0.5  # share of a batch's images zoomed when zoom_min < 1
+    zoom_from_stage: int = 1  # zoom only from this stage on (2: stage 1 learns the names from whole frames)
     p_name: float = P_NAME  # how often a caption names the commonest species (the rest describe parts)
     name_zipf: float = NAME_ZIPF  # the name of frequency rank r appears p_name / (r + 1) ** name_zipf as often
     p_lookalike: float = P_LOOKALIKE  # a named caption names the species' look-alike this often
@@ -155,8 +156,9 @@ OBJECTIVE = {
     "caption from the batch's, the mean background token picks none (its caption distribution is pulled "
     "to uniform), and across the cut the raw tokens' cosines are pushed below -cut_margin, within a side "
     "above it",
-    "augmentation": "every stage: shift by up to 4 px and horizontal flip; with zoom_min < 1, a share p_zoom of "
-    "the images first cut to a square of side U(zoom_min, 1) of the frame and resized back",
+    "augmentation": "every stage: shift by up to 4 px and horizontal flip; with zoom_min < 1, from stage "
+    "zoom_from_stage on, a share p_zoom of the images first cut to a square of side U(zoom_min, 1) of the frame "
+    "and resized back",
     "supervision": "captions and images only: no part masks, no species labels",
 }
 
@@ -174,6 +176,11 @@ def in_dense_stage(step: int, cfg: PretrainConfig) -> bool:
 
 def in_object_stage(step: int, cfg: PretrainConfig) -> bool:
     return cfg.object_steps > 0 and step >= cfg.steps + cfg.dense_steps
+
+
+def stage_of(step: int, cfg: PretrainConfig) -> int:
+    """1, 2 or 3: the stage `step` belongs to."""
+    return 3 if in_object_stage(step, cfg) else 2 if in_dense_stage(step, cfg) else 1
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -262,7 +269,8 @@ def make_batch(
     """The batch of `step`: a pure function of (seed, step)."""
     idx = batch_indices(step, cfg, len(images))
     rng = np.random.default_rng([cfg.seed, 11, step])
-    pixels = augment(images[idx], rng, cfg.zoom_min, cfg.p_zoom) if cfg.augment else images[idx]
+    zoom_min = cfg.zoom_min if stage_of(step, cfg) >= cfg.zoom_from_stage else 1.0
+    pixels = augment(images[idx], rng, zoom_min, cfg.p_zoom) if cfg.augment else images[idx]
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
     captions = [
         make_caption(
@@ -718,6 +726,8 @@ def finish(run: Run) -> dict:
             "cut_weight": cfg.cut_weight,
             "cut_margin": cfg.cut_margin,
         }
+    if cfg.zoom_min < 1.0:
+        summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
     if cfg.distill_weight > 0:
         summary["distill"] = {k: v for k, v in asdict(cfg).items() if k.startswith("distill_")}
     summary["metrics"] = evaluate_exported(run.out, cfg)
@@ -818,6 +828,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "distill_teacher_temperature",
     "zoom_min",
     "p_zoom",
+    "zoom_from_stage",
 )
 FLAG_HELP = {"p_name": "share of the commonest species' captions that name it"}
 
