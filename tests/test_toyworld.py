@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
-from microclip.toyworld.pretrain import PretrainConfig, augment, make_batch, pretrain
+from microclip.toyworld.pretrain import PretrainConfig, augment, make_batch, parse_args, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
@@ -365,6 +365,13 @@ def test_zoom_from_stage_two_leaves_stage_one_batches_as_they_were(six_step_run)
     assert not torch.equal(batch["everywhere", first].images, batch["off", first].images)
     assert torch.equal(batch["later", second].images, batch["everywhere", second].images)
     assert not torch.equal(batch["later", second].images, batch["off", second].images)
+
+
+@pytest.mark.parametrize("flags", [["--zoom_from_stage", "4"], ["--zoom_min", "0"], ["--p_zoom", "1.5"]])
+def test_zoom_settings_out_of_range_are_refused_by_name(flags, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", *flags])
+    assert flags[0].removeprefix("--") in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,14 @@ class PretrainConfig:
     threads: int = 2
     command: str = field(default="")
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.zoom_min <= 1.0:
+            raise ValueError(f"zoom_min {self.zoom_min}: the smallest zoomed square, a share of the frame in (0, 1]")
+        if not 0.0 <= self.p_zoom <= 1.0:
+            raise ValueError(f"p_zoom {self.p_zoom}: a share of the batch, in [0, 1]")
+        if self.zoom_from_stage not in (1, 2, 3):
+            raise ValueError(f"zoom_from_stage {self.zoom_from_stage}: a stage, 1, 2 or 3")
+
 
 RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images")  # a resume must match
 # ... except that a run stopped at the end of a stage may go on into a different next stage (its settings are
@@ -850,7 +858,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     args = p.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else argv
     command = "python -m microclip.toyworld.pretrain " + shlex.join(argv_list)
-    return PretrainConfig(**vars(args), command=command)
+    try:
+        return PretrainConfig(**vars(args), command=command)
+    except ValueError as e:
+        p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> None:
