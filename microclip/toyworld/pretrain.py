@@ -691,7 +691,8 @@ def _log_progress(run: Run, parts: dict[str, float]) -> None:
         run.step,
         total_steps(run.cfg),
         np.mean(run.losses[-20:]),
-        {k: round(float(np.mean([p.get(k, np.nan) for p in recent])), 4) for k in parts},
+        # a loss that ramps in after a stage's warmup is averaged over the steps that had it (not shown as nan)
+        {k: round(float(np.mean([p[k] for p in recent if k in p])), 4) for k in parts},
         run.step * run.cfg.batch_size / max(run.elapsed, 1e-9),
     )
 
