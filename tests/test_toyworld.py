@@ -381,6 +381,16 @@ def six_step_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, pretrain(_config(out, root / "data"))
 
 
+def test_another_pretraining_seed_is_measured_on_the_worlds_own_splits(six_step_run, tmp_path: Path):
+    data = six_step_run[0].parent / "data"
+    before = {s: (data / "toybirds" / s / "meta.json").read_text() for s in ("train", "test")}
+    summary = pretrain(_config(tmp_path / "seed1", data, seed=1))
+    assert "zero_shot_names" in summary["metrics"]
+    for split, meta in before.items():  # the splits the seed-0 run made are still there, untouched
+        assert (data / "toybirds" / split / "meta.json").read_text() == meta
+        assert json.loads(meta)["seed"] == 0
+
+
 def test_short_pretraining_lowers_the_loss(six_step_run):
     _, summary = six_step_run
     assert summary["probe_loss_end"] < summary["probe_loss_start"]
