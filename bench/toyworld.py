@@ -6,6 +6,7 @@
     python bench/toyworld.py --record             # store the shipped model's record for the tests
     python bench/toyworld.py --record --run_dir OUT --baseline_dir OUT2   # ... and the training runs behind it
     python bench/toyworld.py --base DIR --adapted FILE.safetensors   # your own pretraining / adaptation
+    python bench/toyworld.py --base DIR --adapted FILE --baseline_dir OUT2   # ... with its CLS-only baseline
     python bench/toyworld.py --figure assets/toybirds/explainers.png  # SOAP and its peers on test images
 
 Accuracy: zero-shot by names (templates), zero-shot by descriptions (the initial W*), the CLS-only
@@ -145,6 +146,8 @@ def _baseline_accuracy(args: argparse.Namespace) -> float | None:
         ]
         subprocess.run(command, check=True, cwd=ROOT)
         return json.loads((out / "metrics.json").read_text())["acc_cls"]
+    if args.baseline_dir:
+        return json.loads((Path(args.baseline_dir) / "metrics.json").read_text())["acc_cls"]
     if RECORD.is_file():
         return json.loads(RECORD.read_text()).get("baseline", {}).get("metrics", {}).get("acc_cls")
     return None
@@ -560,7 +563,11 @@ def main(argv: list[str] | None = None) -> int:
         help="deletion and part removal on the first N test images of each class",
     )
     parser.add_argument("--run_dir", default=None, help="with --record: the train.py output of the shipped model")
-    parser.add_argument("--baseline_dir", default=None, help="with --record: the train.py --baseline output")
+    parser.add_argument(
+        "--baseline_dir",
+        default=None,
+        help="the train.py --baseline output of this base: its accuracy is the baseline row (with --record: stored)",
+    )
     parser.add_argument("--figure", default=None, help="write a PNG of SOAP and its peers on test images, and exit")
     parser.add_argument(
         "--record", action="store_true", help=f"store the test-split accuracies in {RECORD.name} (for the tests)"

@@ -1,0 +1,61 @@
+"""Issue 14's targets side by side for several toy worlds, and which one the ship rule picks.
+
+    python bench/toyworld_targets.py [NAME=]REPORT.json [...] [--incumbent NAME]
+
+Each REPORT is a `bench/toyworld.py --json` output (for a world other than the shipped one: `--base FOLDER
+--adapted CHECKPOINT --baseline_dir TRAIN_OUTPUT`). Prints one markdown row per target (✓ met, · not, n/a not
+measured), how many each world meets, and the world the rule ships: the most targets met among those measured
+on the base alone (`microclip/toyworld/targets.py`), a tie keeping the incumbent (default: the first report).
+Adaptation's rows are shown for every world but never choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from microclip.toyworld.targets import pretraining_met, ship_choice, targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", nargs="+", help="[NAME=]bench/toyworld.py --json output")
+    parser.add_argument("--incumbent", default=None, help="the world that ships now (default: the first)")
+    args = parser.parse_args(argv)
+    reports = {}
+    for spec in args.reports:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path).stem
+        if name in reports:
+            parser.error(f"two reports named {name!r}: name them NAME=PATH")
+        try:
+            reports[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"{path}: not a readable bench/toyworld.py --json report ({error})")
+    incumbent = args.incumbent or next(iter(reports))
+    if incumbent not in reports:
+        parser.error(f"--incumbent {incumbent!r} is not among the reports ({', '.join(reports)})")
+    rows = {name: targets(report) for name, report in reports.items()}
+    first = next(iter(rows.values()))
+    print("| target | stage | " + " | ".join(reports) + " |")
+    print("|---|---|" + "---|" * len(reports))
+    for i, target in enumerate(first):
+        cells = (_cell(rows[name][i]) for name in reports)
+        print(f"| {target.text} | {target.stage} | " + " | ".join(cells) + " |")
+    met = (str(sum(bool(t.met) for t in rows[name])) for name in reports)
+    print("| **targets met** | | " + " | ".join(met) + " |")
+    pre = (str(pretraining_met(reports[name])) for name in reports)
+    print("| **of them on the base alone (the rule's score)** | | " + " | ".join(pre) + " |")
+    print(f"\nships by the rule (incumbent {incumbent}): {ship_choice(reports, incumbent)}")
+    return 0
+
+
+def _cell(target) -> str:
+    mark = {True: " ✓", False: " ·", None: ""}[target.met]
+    return f"{target.shown}{mark}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
