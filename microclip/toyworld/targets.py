@@ -40,7 +40,7 @@ def targets(report: dict) -> list[Target]:
             "pretraining",
             spearman,
             lambda v: v >= 0.7,
-            fmt="{:.2f}",
+            fmt="{:.3f}",  # 0.699 must not print as the 0.70 it misses
         ),
         _compare("descriptions", "descriptions >= names + 3", "pretraining", described, names, 3),
         _row(
