@@ -8,6 +8,7 @@ ship a lucky draw and teach its luck as the method's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The maps SOAP competes with on deletion are every map but SOAP's own variants.
@@ -109,7 +110,9 @@ def ship_choice(reports: dict[str, dict], incumbent: str) -> str:
     return next(name for name, report in reports.items() if pretraining_met(report) == best)
 
 
-def _row(key: str, text: str, stage: str, value: float | None, test, fmt: str = "{:.1f}") -> Target:
+def _row(
+    key: str, text: str, stage: str, value: float | None, test: Callable[[float], bool], fmt: str = "{:.1f}"
+) -> Target:
     if value is None:
         return Target(key, text, stage, "n/a", None)
     return Target(key, text, stage, fmt.format(value), bool(test(value)))
