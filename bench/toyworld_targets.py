@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from microclip.toyworld.targets import pretraining_met, ship_choice, targets
+from microclip.toyworld.targets import Target, count_met, ship_choice, targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     for i, target in enumerate(first):
         cells = (_cell(rows[name][i]) for name in reports)
         print(f"| {target.text} | {target.stage} | " + " | ".join(cells) + " |")
-    met = (str(sum(bool(t.met) for t in rows[name])) for name in reports)
+    met = (str(count_met(rows[name])) for name in reports)
     print("| **targets met** | | " + " | ".join(met) + " |")
-    pre = (str(pretraining_met(reports[name])) for name in reports)
+    pre = (str(count_met(rows[name], "pretraining")) for name in reports)
     print("| **of them on the base alone (the rule's score)** | | " + " | ".join(pre) + " |")
     print(f"\nships by the rule (incumbent {incumbent}): {ship_choice(reports, incumbent)}")
     return 0
 
 
-def _cell(target) -> str:
+def _cell(target: Target) -> str:
     mark = {True: " ✓", False: " ·", None: ""}[target.met]
     return f"{target.shown}{mark}"
 

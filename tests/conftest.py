@@ -4,6 +4,7 @@ helpers that serve the app on loopback for the app tests."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -18,6 +19,15 @@ MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIGS)
 
 CLASSES = ["red square", "green disc", "blue bar"]
+
+
+def load_bench(name: str):
+    """A bench/ script is not a package module: load bench/NAME.py from its file."""
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_clip(name: str = "Test-ViT-Tiny", seed: int = 0) -> torch.nn.Module:

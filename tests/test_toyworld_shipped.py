@@ -9,20 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
 pytestmark = pytest.mark.skipif(not RECORD.is_file(), reason="the toy-world checkpoints are not built yet")
-
-
-def _bench_toyworld():
-    """bench/toyworld.py is a script, not a package module: load it from its file."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_toyworld", ROOT / "bench" / "toyworld.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +24,7 @@ def data_root(tmp_path_factory) -> str:
 def test_shipped_checkpoints_reproduce_their_recorded_accuracy(data_root):
     # The record was measured on another machine; nothing in it may depend on the CPU (the NCut mask
     # is canonical), so every branch must match to 0.3 points (two of the 800 test images).
-    record_accuracies = _bench_toyworld().record_accuracies
+    record_accuracies = load_bench("toyworld").record_accuracies
 
     recorded = json.loads(RECORD.read_text())["test_split"]
     measured = record_accuracies(data_root)
@@ -157,7 +148,7 @@ def test_name_frequencies_follow_the_base_s_caption_record(tmp_path):
     text.py's defaults; a base without that record (the third world's predates it) gets the defaults."""
     from microclip.toyworld.text import NAME_RANK, name_rate
 
-    name_tail = _bench_toyworld()._name_tail
+    name_tail = load_bench("toyworld")._name_tail
     (tmp_path / "pretrain.json").write_text(json.dumps({"captions": {"p_name": 0.3, "name_zipf": 3.5}}))
     tail = name_tail(str(tmp_path))
     commonest = min(NAME_RANK, key=NAME_RANK.get)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from microclip.toyworld.targets import pretraining_met, ship_choice, targets
 
@@ -138,13 +138,6 @@ def test_the_rule_ships_the_most_pretraining_targets_and_a_tie_keeps_the_incumbe
         ship_choice({"seed0": good}, incumbent="seed9")
 
 
-def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_bench_table_prints_every_world_and_the_rules_choice(tmp_path):
     shipped, other = _report(), copy.deepcopy(_report(zero_shot_names=70.0))
     (tmp_path / "a.json").write_text(json.dumps(other))
@@ -178,4 +171,4 @@ def test_the_bench_table_prints_every_world_and_the_rules_choice(tmp_path):
 def test_the_toyworld_bench_reads_a_given_baseline_run(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"acc_cls": 68.0}))
     args = argparse.Namespace(run_baseline=False, baseline_dir=str(tmp_path))
-    assert _bench("toyworld")._baseline_accuracy(args) == 68.0
+    assert load_bench("toyworld")._baseline_accuracy(args) == 68.0

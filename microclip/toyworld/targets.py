@@ -91,9 +91,14 @@ def targets(report: dict) -> list[Target]:
     return rows
 
 
+def count_met(rows: list[Target], stage: str | None = None) -> int:
+    """How many of these rows are met (only those of `stage`, when given)."""
+    return sum(bool(t.met) for t in rows if stage is None or t.stage == stage)
+
+
 def pretraining_met(report: dict) -> int:
     """How many of the targets measured on the base alone this world meets: the ship rule's score."""
-    return sum(bool(t.met) for t in targets(report) if t.stage == "pretraining")
+    return count_met(targets(report), "pretraining")
 
 
 def ship_choice(reports: dict[str, dict], incumbent: str) -> str:
@@ -104,10 +109,11 @@ def ship_choice(reports: dict[str, dict], incumbent: str) -> str:
     """
     if incumbent not in reports:
         raise ValueError(f"the incumbent {incumbent!r} is not among the reports ({', '.join(reports)})")
-    best = max(pretraining_met(report) for report in reports.values())
-    if pretraining_met(reports[incumbent]) == best:
+    scores = {name: pretraining_met(report) for name, report in reports.items()}
+    best = max(scores.values())
+    if scores[incumbent] == best:
         return incumbent
-    return next(name for name, report in reports.items() if pretraining_met(report) == best)
+    return next(name for name, score in scores.items() if score == best)
 
 
 def _row(
