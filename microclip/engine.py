@@ -164,17 +164,37 @@ def cosine_lr(step: int, total: int, base_lr: float, min_lr: float, warmup: int 
     return final + 0.5 * (base_lr - final) * (1.0 + math.cos(math.pi * progress))
 
 
+def _lr_scale(name: str, config: Recipe) -> float:
+    if name.startswith("soap."):
+        return config.soap_lr_scale
+    if name.startswith("backbone."):
+        return config.layernorm_lr_scale
+    return 1.0
+
+
 def build_optimizer(model: MicroCLIP, config: Recipe) -> torch.optim.AdamW:
+    """AdamW over the trainable set; each group carries ``lr_scale`` (its share of the scheduled lr).
+
+    With every scale at 1 the groups are the reference's one (or two, with --no_decay_groups), so the
+    resumable states of earlier runs still load; other scales split the groups further.
+    """
     params = model.trainable_parameters()
-    if config.decay == "all":
-        groups = [{"params": list(params.values()), "weight_decay": config.weight_decay}]
-    else:
-        skip = model.no_decay_names()
-        groups = [
-            {"params": [p for n, p in params.items() if n not in skip], "weight_decay": config.weight_decay},
-            {"params": [p for n, p in params.items() if n in skip], "weight_decay": 0.0},
-        ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    skip = model.no_decay_names() if config.decay != "all" else set()
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, True): []}
+    if config.decay != "all":
+        groups[(1.0, False)] = []
+    for name, param in params.items():
+        groups.setdefault((_lr_scale(name, config), name not in skip), []).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": members, "weight_decay": config.weight_decay if decays else 0.0, "lr_scale": scale}
+            for (scale, decays), members in groups.items()
+            if members
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    )
 
 
 class StopToken(Protocol):
@@ -198,7 +218,7 @@ class OptimizerStep:
 
     def set_lr(self, lr: float) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def __call__(self, loss: torch.Tensor) -> None:

@@ -50,6 +50,11 @@ class Recipe:
     warmup_epochs: int = field(default=0, metadata=_flag("the reference's warmup: this many epochs of steps"))
     weight_decay: float = field(default=0.1, metadata=_flag("AdamW weight decay"))
     decay: Decay = "all"  # --no_decay_groups: "intended", no decay on LayerNorms
+    # not in the reference (all its parts learn at one rate): steering knobs, 1.0 is the reference
+    soap_lr_scale: float = field(default=1.0, metadata=_flag("SOAP's projections learn at lr x this (0 freezes them)"))
+    layernorm_lr_scale: float = field(
+        default=1.0, metadata=_flag("the visual LayerNorms learn at lr x this (0 freezes them)")
+    )
     # self-training (docs/method.md §3-§5)
     gamma: float = field(default=0.5, metadata=_flag("DKA: weight of the static (W_LLM) labels"))
     n_crops: int = field(default=8, metadata=_flag("random crops K behind each pseudo-label"))
@@ -83,6 +88,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
             raise ConfigError("a recipe needs epochs or max_steps to end")
+        for name in ("soap_lr_scale", "layernorm_lr_scale"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def reported_branch(self) -> str:

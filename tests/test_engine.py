@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from microclip.data.transforms import SeededDataset, TrainViews, test_transform
 from microclip.engine import Callback, EvalResult, cosine_lr, evaluate, fit
 from microclip.heads import Heads
 from microclip.model import MicroCLIP
-from microclip.recipe import Recipe
+from microclip.recipe import ConfigError, Recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -210,3 +211,64 @@ def test_bf16_autocast_trains_on_cpu(image_dataset_root):
     assert result.global_step == 2 and all(math.isfinite(v) for v in result.history[-1].values())
     assert not torch.equal(model.adapted_state()["heads.w_star"], before)
     assert model.heads.w_star.dtype == torch.float32  # autocast leaves the master weights in fp32
+
+
+# --- per-part learning rates (--soap_lr_scale, --layernorm_lr_scale) ------------------------------------
+
+
+def _one_step_delta(root: Path, **scales: float) -> dict[str, torch.Tensor]:
+    model = fresh_model()
+    before = {k: v.clone() for k, v in model.adapted_state().items()}
+    fit(model, train_set(root), Recipe(epochs=1, batch_size=8, n_crops=2, lr=1e-3, max_steps=1, **scales))
+    return {k: v - before[k] for k, v in model.adapted_state().items()}
+
+
+def _part(name: str) -> str:
+    return "soap" if name.startswith("soap.") else "layernorm" if name.startswith("backbone.") else "head"
+
+
+def test_an_lr_scale_scales_that_parts_first_step_and_no_other(image_dataset_root):
+    # AdamW's first step is lr * (m / sqrt(v) + wd * p) on the same gradient, so halving a part's lr
+    # halves its step exactly; the other parts see the same gradient and take the same step
+    full = _one_step_delta(image_dataset_root)
+    for scaled in ("soap", "layernorm"):
+        half = _one_step_delta(image_dataset_root, **{f"{scaled}_lr_scale": 0.5})
+        for name in fresh_model().trainable_parameters():
+            delta = full[name]
+            expected = 0.5 * delta if _part(name) == scaled else delta
+            assert delta.abs().max() > 0, name  # every adaptable part moved at scale 1
+            torch.testing.assert_close(half[name], expected, rtol=0, atol=1e-6, msg=name)  # p - p0 rounds at p ~ 1
+
+
+@pytest.mark.parametrize("frozen", ["soap", "layernorm"])
+def test_an_lr_scale_of_zero_freezes_that_part_for_a_whole_run(image_dataset_root, frozen):
+    start = fresh_model().adapted_state()
+    model = fresh_model()
+    fit(model, train_set(image_dataset_root), replace(CONFIG, **{f"{frozen}_lr_scale": 0.0}))
+    trained = model.adapted_state()
+    for name in model.trainable_parameters():
+        assert torch.equal(trained[name], start[name]) == (_part(name) == frozen), name
+
+
+def test_a_resumed_run_keeps_its_lr_scales(image_dataset_root, tmp_path):
+    config = replace(CONFIG, soap_lr_scale=0.25, layernorm_lr_scale=2.0)
+    uninterrupted = fresh_model()
+    fit(uninterrupted, train_set(image_dataset_root), config)
+    with pytest.raises(SystemExit):
+        fit(
+            fresh_model(),
+            train_set(image_dataset_root),
+            config,
+            callbacks=[Crash(at_step=4)],
+            state_path=tmp_path / "s",
+        )
+    resumed = fresh_model()
+    fit(resumed, train_set(image_dataset_root), config, state_path=tmp_path / "s", resume=True)
+    expected, actual = uninterrupted.adapted_state(), resumed.adapted_state()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_negative_lr_scale_is_refused():
+    with pytest.raises(ConfigError, match="soap_lr_scale must be >= 0"):
+        Recipe(epochs=1, soap_lr_scale=-0.1)
