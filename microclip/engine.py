@@ -321,6 +321,13 @@ def train_step(
         logits = (out.logits.cls if cls_only else out.logits.fused).float()
     ce = pseudo_label_loss(logits, labels)
     loss = config.ce_weight * ce
+    if config.branch_ce_weight and not cls_only:
+        # the fused loss constrains only the sum of the branches' logits, so either branch alone may drift
+        branch_ce = 0.5 * (
+            pseudo_label_loss(out.logits.cls.float(), labels) + pseudo_label_loss(out.logits.fg.float(), labels)
+        )
+        loss = loss + config.branch_ce_weight * branch_ce
+        metrics["branch_ce"] = branch_ce.item()
     if config.mode != "fully_supervised":
         fair = fairness(logits)
         loss = loss + config.fairness_weight * fair

@@ -60,6 +60,9 @@ class Recipe:
     n_crops: int = field(default=8, metadata=_flag("random crops K behind each pseudo-label"))
     ce_weight: float = field(default=1.0, metadata=_flag("weight of the pseudo-label cross-entropy"))
     fairness_weight: float = field(default=1.0, metadata=_flag("weight of the fairness regulariser"))
+    branch_ce_weight: float = field(  # not in the reference: its loss sees only the fused logits
+        default=0.0, metadata=_flag("weight of the pseudo-label cross-entropy on [CLS] and on [FG] alone (mean)")
+    )
     mode: Mode = "microclip"  # --baseline, --wca_baseline, --fully_supervised
     use_fixed_classifier: bool = False  # --use_fixed_classifier: baselines label with W_LLM
     # the training views

@@ -16,8 +16,9 @@ from conftest import make_clip
 from microclip.backbone import Backbone
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, EvalResult, cosine_lr, evaluate, fit
+from microclip.engine import Callback, EvalResult, cosine_lr, evaluate, fit, pseudo_label, train_step
 from microclip.heads import Heads
+from microclip.losses import FairnessRegulariser
 from microclip.model import MicroCLIP
 from microclip.recipe import ConfigError, Recipe
 
@@ -272,3 +273,27 @@ def test_a_resumed_run_keeps_its_lr_scales(image_dataset_root, tmp_path):
 def test_a_negative_lr_scale_is_refused():
     with pytest.raises(ConfigError, match="soap_lr_scale must be >= 0"):
         Recipe(epochs=1, soap_lr_scale=-0.1)
+
+
+# --- --branch_ce_weight -------------------------------------------------------------------------------------
+
+
+def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return -torch.stack([row.log_softmax(0)[label] for row, label in zip(logits, labels)]).mean()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_the_branch_loss_adds_each_branchs_cross_entropy_on_the_same_labels(weight):
+    model = fresh_model().eval()
+    views = torch.rand(4, 2 + 2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([0, 1, 2, 1])
+    config = Recipe(epochs=1, n_crops=2, branch_ce_weight=weight)
+    step = train_step(model, model, views, targets, config, FairnessRegulariser(), torch.device("cpu"))
+
+    labels, _ = pseudo_label(model, views, targets, config)
+    logits = model(views[:, 1]).logits
+    fairness = FairnessRegulariser()(logits.fused)
+    expected = _mean_ce(logits.fused, labels) + fairness
+    expected = expected + weight * 0.5 * (_mean_ce(logits.cls, labels) + _mean_ce(logits.fg, labels))
+    torch.testing.assert_close(step.loss, expected, rtol=1e-5, atol=1e-5)
+    assert ("branch_ce" in step.metrics) == (weight > 0)
