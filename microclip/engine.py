@@ -333,6 +333,10 @@ def train_step(
         loss = loss + config.fairness_weight * fair
         metrics["fair"] = fair.item()
     metrics["ce"] = ce.item()
+    if not cls_only:
+        # label-free: how often each branch alone agrees with the labels it is trained on
+        metrics["agree_cls"] = 100.0 * (out.logits.cls.argmax(1) == labels).float().mean().item()
+        metrics["agree_fg"] = 100.0 * (out.logits.fg.argmax(1) == labels).float().mean().item()
     if (targets >= 0).all():
         metrics["pl_acc"] = 100.0 * (labels == targets).float().mean().item()
     return StepOutput(loss=loss, metrics=metrics)
