@@ -48,7 +48,9 @@ CURVES_NOTE = """\
 *Loss* = cross-entropy on the pseudo-labels + fairness regulariser, per step (raw, noisy: each step sees another
 batch) and smoothed (an exponential moving average, weight 0.9 on the past, debiased). *Confidence* = mean top
 score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how often the pseudo-labels match the
-folder names (combined, crops·W_LLM, fused·W*); training never sees those labels.
+folder names (combined, crops·W_LLM, fused·W*); training never sees those labels. *Agrees* needs no labels: how
+often `[CLS]` alone and `[FG]` alone predict the pseudo-label the fused token is trained on. The loss sees only the
+fused logits, so a branch whose agreement falls is drifting away from the labels while the fused prediction holds.
 """
 
 PROBES_NOTE = """\
@@ -175,7 +177,7 @@ def _watch_column(p: _Panel) -> None:
         with gr.Row():
             p.loss = _curve("Loss (raw and smoothed)", "adapt-loss", 4)
             p.confidence = _curve("Pseudo-label confidence", "adapt-confidence", 3, series=False)
-            p.accuracy = _curve("Pseudo-label accuracy (%)", "adapt-accuracy", 4)
+            p.accuracy = _curve("Pseudo-labels: accuracy, agreement (%)", "adapt-accuracy", 4)
         gr.Markdown(CURVES_NOTE)
 
 

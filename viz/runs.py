@@ -65,7 +65,16 @@ def curves(metrics: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     return (
         loss.astype(CURVE_TYPES),
         _frame(metrics, {"pl_conf": "confidence"}),
-        _frame(metrics, {"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}),
+        _frame(
+            metrics,
+            {
+                "pl_acc": "combined",
+                "pl_acc_static": "crops · W_LLM",
+                "pl_acc_dynamic": "fused · W*",
+                "agree_cls": "[CLS] agrees",  # label-free: each branch alone against the labels it trains on
+                "agree_fg": "[FG] agrees",
+            },
+        ),
     )
 
 
