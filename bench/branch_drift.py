@@ -1,5 +1,5 @@
 """How each branch moved during adaptation: start, peak and end test accuracy of fused, [CLS] and [FG], and the
-label-free agreement of each branch with the pseudo-labels, read from train.py's log.jsonl.
+label-free agreement of each branch with the fused answer (weak view), read from train.py's log.jsonl.
 
     python bench/branch_drift.py RUN_DIR [NAME=RUN_DIR ...] [--json FILE]
 

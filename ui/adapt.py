@@ -49,8 +49,8 @@ CURVES_NOTE = """\
 batch) and smoothed (an exponential moving average, weight 0.9 on the past, debiased). *Confidence* = mean top
 score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how often the pseudo-labels match the
 folder names (combined, crops·W_LLM, fused·W*); training never sees those labels. *Agrees* needs no labels: how
-often `[CLS]` alone and `[FG]` alone predict the pseudo-label the fused token is trained on. The loss sees only the
-fused logits, so a branch whose agreement falls is drifting away from the labels while the fused prediction holds.
+often `[CLS]` alone and `[FG]` alone give the model's own fused answer. The loss sees only the fused logits, so a
+branch whose agreement falls is drifting away from the fused answer while that answer holds.
 """
 
 PROBES_NOTE = """\
