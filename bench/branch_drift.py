@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for spec in args.runs:
         name, _, folder = spec.rpartition("=")
+        name = name or Path(folder).name
+        if name in reports:
+            parser.error(f"two runs named {name!r}: name them NAME=FOLDER")
         try:
-            reports[name or Path(folder).name] = drift(read_log(Path(folder)))
+            reports[name] = drift(read_log(Path(folder)))
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -75,3 +75,10 @@ def test_a_folder_without_a_branch_log_is_a_clear_error(tmp_path, capsys, rows, 
         _write_log(tmp_path / "run", rows)
     assert drift_bench.main([str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_two_runs_of_one_name_are_refused(tmp_path):
+    _write_log(tmp_path / "a" / "run", ROWS)
+    _write_log(tmp_path / "b" / "run", ROWS)
+    with pytest.raises(SystemExit):
+        drift_bench.main([str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")])
