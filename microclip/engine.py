@@ -208,7 +208,8 @@ class OptimizerStep:
 
     def __init__(self, model: MicroCLIP, config: Recipe, device: torch.device) -> None:
         self.optimizer = build_optimizer(model, config)
-        self.trainable = list(model.trainable_parameters().values())
+        # what --amp's clipping measures: a part frozen by an lr scale of 0 must not shrink the others' steps
+        self.trainable = [p for g in self.optimizer.param_groups if g["lr_scale"] > 0 for p in g["params"]]
         self.clip = config.amp != "none"
         self.scaler = (
             torch.amp.GradScaler(device.type, init_scale=2.0**7, growth_factor=20.0, growth_interval=500)

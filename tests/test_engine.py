@@ -16,7 +16,7 @@ from conftest import make_clip
 from microclip.backbone import Backbone
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, EvalResult, cosine_lr, evaluate, fit, pseudo_label, train_step
+from microclip.engine import Callback, EvalResult, OptimizerStep, cosine_lr, evaluate, fit, pseudo_label, train_step
 from microclip.heads import Heads
 from microclip.losses import FairnessRegulariser
 from microclip.model import MicroCLIP
@@ -285,3 +285,11 @@ def test_the_branch_loss_adds_each_branchs_cross_entropy_on_the_same_labels(weig
     for branch in ("cls", "fg"):
         agree = [int(row.argmax()) == int(f.argmax()) for row, f in zip(getattr(weak, branch), weak.fused)]
         assert step.metrics[f"agree_{branch}"] == pytest.approx(100.0 * sum(agree) / len(agree))
+
+
+def test_amp_clipping_measures_only_the_parts_that_learn():
+    model = fresh_model()
+    ids = {id(p): n for n, p in model.trainable_parameters().items()}
+    for scale, expected in ((1.0, set(ids.values())), (0.0, {n for n in ids.values() if not n.startswith("soap.")})):
+        stepper = OptimizerStep(model, replace(CONFIG, amp="bf16", soap_lr_scale=scale), torch.device("cpu"))
+        assert {ids[id(p)] for p in stepper.trainable} == expected
