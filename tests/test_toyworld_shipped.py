@@ -135,6 +135,10 @@ def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, cpu):
 
     ensure_split(data_root, "test")
     native = _predict(data_root, {})
+    if native["capability"].lower() == EMULATED_CPUS[cpu]["ATEN_CPU_CAPABILITY"]:
+        pytest.skip(
+            f"this CPU runs {native['capability']} natively: nothing to emulate (the other case still compares)"
+        )
     other = _predict(data_root, EMULATED_CPUS[cpu])
     assert other["capability"] != native["capability"]  # the emulation took effect
     assert other["mask"] == native["mask"]  # every NCut mask of the 800 test images, bit for bit
