@@ -80,7 +80,7 @@ def test_curves_are_typed_long_tables_even_when_empty():
     metrics = [
         {"step": 1, "loss": 2.0, "pl_conf": 0.5, "pl_acc": 40.0, "pl_acc_dynamic": 30.0},
         {"step": 2, "lr": 1e-4},  # a row without the curves' keys adds no point
-        {"step": 3, "loss": 1.0, "pl_conf": 0.6, "pl_acc": 50.0, "pl_acc_dynamic": 35.0, "agree_fg": 20.0},
+        {"step": 3, "loss": 1.0, "pl_conf": 0.6, "pl_acc": 50.0, "pl_acc_dynamic": 35.0},
     ]
     loss, confidence, accuracy = runs.curves(metrics)
     raw = loss[loss.series == "loss"]
@@ -88,8 +88,7 @@ def test_curves_are_typed_long_tables_even_when_empty():
     assert list(raw.step) == list(smoothed.step) == [1, 3]
     assert list(smoothed.value) == pytest.approx(runs.smooth([2.0, 1.0]))
     assert list(confidence.series.unique()) == ["confidence"] and list(confidence.value) == [0.5, 0.6]
-    assert set(accuracy.series) == {"combined", "fused · W*", "[FG] agrees"}  # only the keys the rows carry
-    assert list(accuracy[accuracy.series == "[FG] agrees"].value) == [20.0]
+    assert set(accuracy.series) == {"combined", "fused · W*"}  # only the keys the rows carry
     assert [str(t) for t in loss.dtypes] == ["int64", "float64", "object"]
 
 

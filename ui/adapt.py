@@ -48,9 +48,7 @@ CURVES_NOTE = """\
 *Loss* = cross-entropy on the pseudo-labels + fairness regulariser, per step (raw, noisy: each step sees another
 batch) and smoothed (an exponential moving average, weight 0.9 on the past, debiased). *Confidence* = mean top
 score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how often the pseudo-labels match the
-folder names (combined, crops·W_LLM, fused·W*); training never sees those labels. *Agrees* needs no labels: how
-often `[CLS]` alone and `[FG]` alone give the model's own fused answer. The loss sees only the fused logits, so a
-branch whose agreement falls is drifting away from the fused answer while that answer holds.
+folder names (combined, crops·W_LLM, fused·W*); training never sees those labels.
 """
 
 PROBES_NOTE = """\
@@ -177,7 +175,7 @@ def _watch_column(p: _Panel) -> None:
         with gr.Row():
             p.loss = _curve("Loss (raw and smoothed)", "adapt-loss", 4)
             p.confidence = _curve("Pseudo-label confidence", "adapt-confidence", 3, series=False)
-            p.accuracy = _curve("Pseudo-labels: accuracy, agreement (%)", "adapt-accuracy", 4)
+            p.accuracy = _curve("Pseudo-label accuracy (%)", "adapt-accuracy", 4)
         gr.Markdown(CURVES_NOTE)
 
 

@@ -65,16 +65,7 @@ def curves(metrics: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     return (
         loss.astype(CURVE_TYPES),
         _frame(metrics, {"pl_conf": "confidence"}),
-        _frame(
-            metrics,
-            {
-                "pl_acc": "combined",
-                "pl_acc_static": "crops · W_LLM",
-                "pl_acc_dynamic": "fused · W*",
-                "agree_cls": "[CLS] agrees",  # label-free: each branch alone against the fused answer
-                "agree_fg": "[FG] agrees",
-            },
-        ),
+        _frame(metrics, {"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}),
     )
 
 
