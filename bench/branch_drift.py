@@ -38,11 +38,10 @@ def drift(rows: list[dict]) -> dict:
         peak_epoch, peak = max(series, key=lambda point: (point[1], -point[0]))
         out[branch] = {"start": series[0][1], "peak": peak, "peak_epoch": peak_epoch, "end": series[-1][1]}
     trained = [row for row in rows if "train_agree_fg" in row]
-    for branch in ("cls", "fg"):
-        if trained:
-            key = f"train_agree_{branch}"
-            out[branch]["agree_first"] = trained[0][key]
-            out[branch]["agree_last"] = trained[-1][key]
+    if trained:
+        for branch in ("cls", "fg"):
+            out[branch]["agree_first"] = trained[0][f"train_agree_{branch}"]
+            out[branch]["agree_last"] = trained[-1][f"train_agree_{branch}"]
     return out
 
 

@@ -180,6 +180,7 @@ def build_optimizer(model: MicroCLIP, config: Recipe) -> torch.optim.AdamW:
     """
     params = model.trainable_parameters()
     skip = model.no_decay_names() if config.decay != "all" else set()
+    # seeded in the reference's order (decay, then no decay): the LayerNorms come first in the trainable set
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, True): []}
     if config.decay != "all":
         groups[(1.0, False)] = []
