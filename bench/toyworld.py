@@ -7,6 +7,7 @@
     python bench/toyworld.py --record --run_dir OUT --baseline_dir OUT2   # ... and the training runs behind it
     python bench/toyworld.py --base DIR --adapted FILE.safetensors   # your own pretraining / adaptation
     python bench/toyworld.py --base DIR --adapted FILE --baseline_dir OUT2   # ... with its CLS-only baseline
+    python bench/toyworld.py --base DIR --adapted start --skip accuracy,names  # the base as adaptation starts
     python bench/toyworld.py --figure assets/toybirds/explainers.png  # SOAP and its peers on test images
 
 Accuracy: zero-shot by names (templates), zero-shot by descriptions (the initial W*), the CLS-only
@@ -84,6 +85,16 @@ _split_arrays = functools.cache(load_split_arrays)
 _split_masks = functools.cache(load_split_masks)
 
 
+def adapted_model(args: argparse.Namespace) -> MicroCLIP:
+    """The adapted model, or with ``--adapted start`` the base as adaptation starts from it (SOAP at identity,
+    W* from the descriptions): what a pretraining change does to the maps before any self-training."""
+    if args.adapted != "start":
+        return load_model(args.adapted)
+    classes, templates, descriptions = _assets()
+    model, _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions)
+    return model.eval()
+
+
 def _assets() -> tuple[list[str], list[str], dict[str, list[str]]]:
     return (
         json.loads((ASSETS / "classes.json").read_text()),
@@ -105,7 +116,7 @@ def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
     names, _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, None)
     described, _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, descriptions)
     start = evaluate(described, test)
-    adapted = evaluate(load_model(args.adapted), test)
+    adapted = evaluate(adapted_model(args), test)
 
     import open_clip
 
@@ -193,7 +204,7 @@ def peer_maps(
 
 
 def pointing_rows(args: argparse.Namespace) -> dict:
-    model = load_model(args.adapted)
+    model = adapted_model(args)
     masks = _split_masks(args.data_root, "test")
     images, labels = _split_arrays(args.data_root, "test")
     grid = model.backbone.grid
@@ -262,7 +273,7 @@ def ncut_rows(args: argparse.Namespace) -> dict:
     masks = _split_masks(args.data_root, "test")
     images, _ = _split_arrays(args.data_root, "test")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    towers = {"adapted": load_model(args.adapted)}
+    towers = {"adapted": adapted_model(args)}
     classes, templates, _ = _assets()
     towers["base"], _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, None)
     out = {}
@@ -295,7 +306,7 @@ def _subset(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 def deletion_rows(args: argparse.Namespace) -> dict:
     """ROAD most-relevant-first deletion (grad-cam's) of every map, per branch, on the first images of each class."""
-    model = load_model(args.adapted)
+    model = adapted_model(args)
     images, labels = _split_arrays(args.data_root, "test")
     rows = _subset(labels, args.faithfulness_per_class)
     maps, _ = peer_maps(model, images[rows], labels[rows], POINTING_PEERS, timing=False)
@@ -311,7 +322,7 @@ def deletion_rows(args: argparse.Namespace) -> dict:
 def part_removal_rows(args: argparse.Namespace) -> dict:
     """Each visible part of a test bird erased in turn (the same render otherwise): the mean drop of each
     branch's true-class probability (percentage points)."""
-    model = load_model(args.adapted).eval()
+    model = adapted_model(args).eval()
     masks = _split_masks(args.data_root, "test")
     rows = _subset(masks.labels, args.faithfulness_per_class)
     originals, erased, truth = [], [], []
@@ -348,7 +359,7 @@ def probe_rows(args: argparse.Namespace) -> dict[str, float]:
     masks = _split_masks(args.data_root, "test")
     images, _ = _split_arrays(args.data_root, "test")
     on_base = part_probe(base.backbone, text, images, masks)
-    on_adapted = part_probe(load_model(args.adapted).backbone, text, images, masks)
+    on_adapted = part_probe(adapted_model(args).backbone, text, images, masks)
     return {
         "part_probe": on_base.accuracy,
         "part_probe_adapted": on_adapted.accuracy,
@@ -404,7 +415,7 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
 
     from viz.peers import colorbar, peer_panel
 
-    model = load_model(args.adapted)
+    model = adapted_model(args)
     masks = _split_masks(args.data_root, "test")
     images, labels = _split_arrays(args.data_root, "test")
     rows = np.linspace(0, len(images) - 1, n_images).round().astype(int)
@@ -550,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", default=str(ROOT / "output" / "bench-toyworld"))
     parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--base", default=str(BASE), help="the base CLIP (an open_clip local-dir folder)")
-    parser.add_argument("--adapted", default=str(ADAPTED), help="an adapted checkpoint of that base")
+    parser.add_argument(
+        "--adapted",
+        default=str(ADAPTED),
+        help="an adapted checkpoint of that base, or 'start': the base as adaptation starts (SOAP at identity)",
+    )
     parser.add_argument(
         "--skip",
         default="",

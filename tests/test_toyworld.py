@@ -426,10 +426,13 @@ def test_a_finished_stage_two_may_go_on_into_the_object_stage(six_step_run, tmp_
     for name in ("state.safetensors", "state.json"):  # the six-step run ended at the end of stage 2
         (tmp_path / name).write_bytes((full_out / name).read_bytes())
     base = {**_config(tmp_path, data).__dict__, "resume": True}
-    summary = pretrain(PretrainConfig(**{**base, "object_steps": 2}))
+    summary = pretrain(
+        PretrainConfig(**{**base, "object_steps": 2, "soap_pool_weight": 1.0, "soap_attention_weight": 1.0})
+    )
     parts = json.loads((tmp_path / "state.json").read_text())["part_losses"]
-    assert {"object", "background", "cut"} <= set(parts[-1]) and "object" not in parts[5]
+    assert {"object", "background", "cut", "soap_pool", "soap_attention"} <= set(parts[-1]) and "object" not in parts[5]
     assert summary["object_steps"] == 2 and summary["object_stage"]["cut_margin"] == 0.1
+    assert summary["object_stage"]["soap_pool_weight"] == summary["object_stage"]["soap_attention_weight"] == 1.0
     assert len(summary["commands"]) == 2  # the run that made stage 1 and 2, and the one that went on
     with pytest.raises(ValueError, match="--resume"):  # inside stage 3 its length is fixed
         pretrain(PretrainConfig(**{**base, "object_steps": 3}))

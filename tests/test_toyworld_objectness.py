@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from microclip.toyworld.objectness import background_loss, cut_contrast_loss, object_token_loss
+from microclip.toyworld.objectness import (
+    background_loss,
+    cut_contrast_loss,
+    object_token_loss,
+    soap_attention_loss,
+    soap_pool_loss,
+)
 
 
 def _batch(seed: int = 0, b: int = 4, n: int = 9, e: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,3 +93,85 @@ def test_steps_on_the_cut_contrast_separates_the_two_sides_of_the_cut():
         cut_contrast_loss(raw, foreground, 0.1).backward()
         opt.step()
     assert gap(raw) > before + 0.5
+
+
+class _Recorder:
+    """Stands in for open_clip's ClipLoss to keep what it was given; returns a plain InfoNCE of its own."""
+
+    def __call__(self, image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+        self.image = image
+        logits = scale * image @ text.T
+        return F.cross_entropy(logits, torch.arange(len(image)))
+
+
+def test_soap_pool_loss_pools_by_hand_computed_attention_over_the_cut_and_the_null_token():
+    raw, text, foreground = _batch(4, n=7, e=5)
+    raw = raw * torch.linspace(1.0, 3.0, 7, dtype=torch.float64)[None, :, None]  # unequal norms
+    projection = torch.randn(5, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    text3 = F.normalize(text[:, :3], dim=-1)
+    recorder = _Recorder()
+    loss = soap_pool_loss(raw, foreground, text3, 4.0, lambda x: x @ projection, recorder)
+    for b in range(raw.shape[0]):
+        chosen = [raw[b, j] for j in range(raw.shape[1]) if foreground[b, j]]
+        query = sum(chosen) / len(chosen) if chosen else torch.zeros(5, dtype=torch.float64)
+        logits = [float(query @ raw[b, j]) / math.sqrt(5) for j in range(raw.shape[1])] + [0.0]  # null: logit 0
+        top = max(logits)
+        weights = [math.exp(v - top) for v in logits]
+        pooled = sum(w * raw[b, j] for j, w in enumerate(weights[:-1])) / sum(weights)  # the null's value is 0
+        expected = F.normalize(pooled @ projection, dim=0)
+        assert torch.allclose(recorder.image[b], expected, atol=1e-12)
+    assert loss.item() == pytest.approx(F.cross_entropy(4.0 * recorder.image @ text3.T, torch.arange(4)).item())
+
+
+def test_soap_pool_loss_trains_exactly_the_fg_that_adaptation_starts_from(tiny_model_dir):
+    from microclip.model import MicroCLIP
+    from microclip.soap import foreground_mask
+
+    model, _, _ = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, ["a", "b", "c"])
+    size = model.backbone.image_size
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out = model(x)
+        tokens = model.backbone(x)
+        recorder = _Recorder()
+        text = F.normalize(torch.randn(3, out.fg_embed.shape[-1], generator=torch.Generator().manual_seed(7)), dim=-1)
+        soap_pool_loss(tokens.patches, foreground_mask(tokens.patches), text, 1.0, model.backbone.project, recorder)
+    assert torch.allclose(recorder.image, F.normalize(out.fg_embed, dim=-1), atol=1e-5)
+
+
+def test_soap_attention_loss_is_the_kl_from_the_teacher_to_soaps_map_over_the_patches():
+    raw, _, foreground = _batch(8, n=6, e=4)
+    raw = raw * 2.5
+    teacher = torch.rand(raw.shape[:2], generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    teacher = teacher / teacher.sum(1, keepdim=True)
+    expected = 0.0
+    for b in range(raw.shape[0]):
+        chosen = [raw[b, j] for j in range(raw.shape[1]) if foreground[b, j]]
+        query = sum(chosen) / len(chosen) if chosen else torch.zeros(4, dtype=torch.float64)
+        logits = [float(query @ raw[b, j]) / 2.0 for j in range(raw.shape[1])]  # sqrt(width 4)
+        top = max(logits)
+        log_z = top + math.log(sum(math.exp(v - top) for v in logits))
+        expected += sum(float(t) * (math.log(float(t)) - (v - log_z)) for t, v in zip(teacher[b], logits))
+    assert soap_attention_loss(raw, foreground, teacher).item() == pytest.approx(expected / raw.shape[0])
+    assert soap_attention_loss(raw, foreground, teacher).item() > 0
+
+
+def test_steps_on_the_soap_attention_loss_move_soaps_top_patch_to_the_teachers():
+    raw, _, foreground = _batch(10, b=3, n=12, e=8)
+    foreground[0, :4] = True  # with an empty cut the query is zero and no patch can stand out
+    raw = (raw * 2.0).clone().requires_grad_(True)
+    target = torch.tensor([3, 7, 10])
+    teacher = torch.full((3, 12), 0.02, dtype=torch.float64)
+    teacher[torch.arange(3), target] = 1.0 - 0.02 * 11
+
+    def top_patch(x: torch.Tensor) -> torch.Tensor:
+        query = (x * foreground[..., None]).sum(1) / foreground.sum(1, keepdim=True).clamp_min(1)
+        return torch.einsum("bd,bnd->bn", query, x).argmax(1)
+
+    assert not torch.equal(top_patch(raw.detach()), target)
+    opt = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        soap_attention_loss(raw, foreground, teacher).backward()
+        opt.step()
+    assert torch.equal(top_patch(raw.detach()), target)

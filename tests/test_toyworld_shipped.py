@@ -165,3 +165,21 @@ def test_name_frequencies_follow_the_base_s_caption_record(tmp_path):
         "p_name": shipped["p_name"],
         "zipf": shipped["name_zipf"],
     }
+
+
+def test_the_bench_measures_the_base_as_adaptation_starts_from_it_with_adapted_start():
+    import argparse
+
+    import torch
+
+    adapted_model = load_bench("toyworld").adapted_model
+    base = str(ROOT / "checkpoints" / "toybirds-base")
+    start = adapted_model(argparse.Namespace(adapted="start", base=base))
+    shipped = adapted_model(argparse.Namespace(adapted=str(ROOT / "checkpoints" / "toybirds-microclip.safetensors")))
+    eye = torch.eye(start.backbone.width)
+    for proj in (start.soap.query_proj, start.soap.key_proj, start.soap.value_proj):
+        assert torch.equal(proj.weight, eye)
+    assert not torch.equal(shipped.soap.value_proj.weight, eye)  # adaptation moved it; "start" did not
+    # W* at the start is the descriptions' (the shipped model's frozen W_LLM head is built from the same text)
+    assert not torch.allclose(start.heads.w_star, shipped.heads.w_star)
+    assert torch.allclose(start.heads.w_llm, shipped.heads.w_llm, atol=1e-5)

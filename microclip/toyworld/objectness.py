@@ -24,16 +24,21 @@ tokens, detached: no masks, no labels), fix that from captions and images alone:
 The first two decide *which* side is the object (the one that carries the caption); the third makes
 the graph say so. TokenCut (Wang et al. 2022) finds objects with a normalised cut on self-supervised
 features; this is the caption-supervised counterpart, bootstrapped from the model's own cut.
+
+Two more, off by default, ask where SOAP looks (docs/toyworld.md, round 12; neither shipped): a CLIP loss
+on the ``[FG]`` SOAP computes at identity, and a pull of SOAP's map at identity toward the model's own
+last-block ``[CLS]`` attention.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from microclip.soap import soap_query
+from microclip.soap import SOAP, soap_query
 
 
 def object_token_loss(
@@ -85,3 +90,50 @@ def cut_contrast_loss(patches: torch.Tensor, foreground: torch.Tensor, margin: f
     return (F.relu(cosine + margin) * across).sum() / across.sum().clamp_min(1.0) + (
         F.relu(margin - cosine) * within
     ).sum() / within.sum().clamp_min(1.0)
+
+
+def soap_pool_loss(
+    patches: torch.Tensor,
+    foreground: torch.Tensor,
+    text: torch.Tensor,
+    scale: torch.Tensor | float,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    clip_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | float], torch.Tensor],
+) -> torch.Tensor:
+    """open_clip's CLIP loss on the ``[FG]`` SOAP computes at the start of adaptation (identity Q/K/V).
+
+    The query is the mean foreground token of the cut (detached mask, as ``foreground``), the pool an
+    attention over the raw tokens and SOAP's null token; the gradient reaches the tokens through both the
+    pooled values and the attention weights, so the loss can be met by making the tokens SOAP attends to
+    the ones that tell the captions apart, where the per-token loss asks every foreground token to.
+
+    Args:
+        patches: (B, N, D) raw value-path tokens.
+        foreground: (B, N) bool, the cut's foreground.
+        text: (B, E) unit-norm caption embeddings.
+        project: the visual projection (D -> E).
+        clip_loss: open_clip's ``ClipLoss`` (symmetric InfoNCE).
+    """
+    soap = SOAP(patches.shape[-1]).to(device=patches.device, dtype=patches.dtype).requires_grad_(False)
+    query = soap_query(patches, foreground, patches[:, 0])
+    pooled = F.normalize(project(soap(patches, query).pooled), dim=-1)
+    return clip_loss(pooled, text, scale)
+
+
+def soap_attention_loss(patches: torch.Tensor, foreground: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ SOAP's attention over the patches at identity Q/K), batch mean.
+
+    SOAP's map at the start of adaptation is softmax_j(⟨q, z_j⟩ / √D) over the raw tokens z_j and the null
+    token, q the cut's mean foreground token; here it is renormalised over the patches alone. The teacher
+    is another of the model's own maps (detached), e.g. its last block's ``[CLS]`` attention: where the
+    token that learned the captions looks, the pooled ``[FG]`` should look too.
+
+    Args:
+        patches: (B, N, D) raw value-path tokens.
+        foreground: (B, N) bool, the cut's foreground.
+        teacher: (B, N) a distribution over the patches (rows sum to 1).
+    """
+    query = soap_query(patches, foreground, patches[:, 0])
+    logits = torch.einsum("bd,bnd->bn", query, patches) / math.sqrt(patches.shape[-1])
+    teacher = teacher.detach()
+    return (teacher * (teacher.clamp_min(1e-12).log() - logits.log_softmax(dim=-1))).sum(-1).mean()

@@ -42,7 +42,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from microclip.backbone import Backbone
+from microclip.backbone import Backbone, last_block_cls_attention
 from microclip.constants import CLIP_MEAN, CLIP_STD
 from microclip.files import atomic_write, atomic_write_text
 from microclip.soap import foreground_mask, soap_query
@@ -58,7 +58,13 @@ from microclip.toyworld.dataset import (
 from microclip.toyworld.distill import SelfDistillation, block_mask
 from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
 from microclip.toyworld.metrics import evaluate_toy_clip
-from microclip.toyworld.objectness import background_loss, cut_contrast_loss, object_token_loss
+from microclip.toyworld.objectness import (
+    background_loss,
+    cut_contrast_loss,
+    object_token_loss,
+    soap_attention_loss,
+    soap_pool_loss,
+)
 from microclip.toyworld.text import (
     LOOKALIKE_RULES,
     NAME_ZIPF,
@@ -127,6 +133,8 @@ class PretrainConfig:
     background_weight: float = 1.0  # the mean background token picks none
     cut_weight: float = 1.0  # raw tokens across the cut unlinked, within a side linked
     cut_margin: float = 0.1
+    soap_pool_weight: float = 0.0  # CLIP loss on SOAP's [FG] at identity over the cut (objectness.py); 0 = off
+    soap_attention_weight: float = 0.0  # SOAP's map at identity pulled to the last block's [CLS] attention; 0 = off
     init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
@@ -428,21 +436,38 @@ def batch_loss(
         if distill is not None and batch.distill_mask is not None:
             terms["distill"] = (cfg.distill_weight, distill.loss(backbone, batch.images, batch.distill_mask))
         if in_object_stage(step, cfg):
-            terms.update(object_terms(tokens.patches, patch_embeds, text, scale, cfg))
+            cut_terms = object_terms(tokens.patches, patch_embeds, text, scale, cfg, backbone, batch.images, clip_loss)
+            terms.update(cut_terms)
     loss = sum(w * term for w, term in terms.values())
     return loss, {name: term.item() for name, (_, term) in terms.items()}
 
 
 def object_terms(
-    patches: torch.Tensor, patch_embeds: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, cfg: PretrainConfig
+    patches: torch.Tensor,
+    patch_embeds: torch.Tensor,
+    text: torch.Tensor,
+    scale: torch.Tensor,
+    cfg: PretrainConfig,
+    backbone: Backbone,
+    images: torch.Tensor,
+    clip_loss: torch.nn.Module,
 ) -> dict[str, tuple[float, torch.Tensor]]:
     """Stage 3's losses (objectness.py), each on the cut SOAP would make of the image now."""
     foreground = foreground_mask(patches.detach())
-    return {
+    terms = {
         "object": (cfg.object_weight, object_token_loss(patch_embeds, foreground, text, scale)),
         "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale)),
         "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin)),
     }
+    if cfg.soap_pool_weight > 0:
+        terms["soap_pool"] = (
+            cfg.soap_pool_weight,
+            soap_pool_loss(patches, foreground, text, scale, backbone.project, clip_loss),
+        )
+    if cfg.soap_attention_weight > 0:
+        teacher = last_block_cls_attention(backbone, images)
+        terms["soap_attention"] = (cfg.soap_attention_weight, soap_attention_loss(patches, foreground, teacher))
+    return terms
 
 
 # ---------------------------------------------------------------- model and optimizer
@@ -730,11 +755,11 @@ def finish(run: Run) -> dict:
     if cfg.init:
         summary["init"] = cfg.init
     if cfg.object_steps > 0:
-        summary["object_stage"] = {k: v for k, v in asdict(cfg).items() if k.startswith("object_")} | {
-            "background_weight": cfg.background_weight,
-            "cut_weight": cfg.cut_weight,
-            "cut_margin": cfg.cut_margin,
-        }
+        summary["object_stage"] = (
+            {k: v for k, v in asdict(cfg).items() if k.startswith("object_")}
+            | {"background_weight": cfg.background_weight, "cut_weight": cfg.cut_weight, "cut_margin": cfg.cut_margin}
+            | {k: getattr(cfg, k) for k in ("soap_pool_weight", "soap_attention_weight") if getattr(cfg, k) > 0}
+        )
     if cfg.zoom_min < 1.0:
         summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
     if cfg.distill_weight > 0:
@@ -829,6 +854,8 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "background_weight",
     "cut_weight",
     "cut_margin",
+    "soap_pool_weight",
+    "soap_attention_weight",
     "region_weight",
     "name_zipf",
     "p_lookalike",
