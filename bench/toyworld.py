@@ -155,13 +155,19 @@ def _baseline_accuracy(args: argparse.Namespace) -> float | None:
             args.data_root,
             "--no_progress",
         ]
+        if not _is_shipped_base(args.base):
+            command += ["--clip_model", f"local-dir:{args.base}"]
         subprocess.run(command, check=True, cwd=ROOT)
         return json.loads((out / "metrics.json").read_text())["acc_cls"]
     if args.baseline_dir:
         return json.loads((Path(args.baseline_dir) / "metrics.json").read_text())["acc_cls"]
-    if RECORD.is_file():
+    if RECORD.is_file() and _is_shipped_base(args.base):  # the record's baseline is the shipped base's only
         return json.loads(RECORD.read_text()).get("baseline", {}).get("metrics", {}).get("acc_cls")
     return None
+
+
+def _is_shipped_base(base: str) -> bool:
+    return Path(base).resolve() == BASE.resolve()
 
 
 # ------------------------------------------------------------------ maps

@@ -183,3 +183,15 @@ def test_the_bench_measures_the_base_as_adaptation_starts_from_it_with_adapted_s
     # W* at the start is the descriptions' (the shipped model's frozen W_LLM head is built from the same text)
     assert not torch.allclose(start.heads.w_star, shipped.heads.w_star)
     assert torch.allclose(start.heads.w_llm, shipped.heads.w_llm, atol=1e-5)
+
+
+def test_the_bench_reports_the_recorded_baseline_only_for_the_base_it_was_run_on(tmp_path):
+    import argparse
+
+    baseline_accuracy = load_bench("toyworld")._baseline_accuracy
+    shipped = json.loads(RECORD.read_text())["baseline"]["metrics"]["acc_cls"]
+    args = argparse.Namespace(run_baseline=False, baseline_dir=None, base=str(ROOT / "checkpoints" / "toybirds-base"))
+    assert baseline_accuracy(args) == shipped
+    assert baseline_accuracy(argparse.Namespace(**{**vars(args), "base": str(tmp_path)})) is None
+    (tmp_path / "metrics.json").write_text(json.dumps({"acc_cls": 12.5}))
+    assert baseline_accuracy(argparse.Namespace(**{**vars(args), "baseline_dir": str(tmp_path)})) == 12.5
