@@ -38,7 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from microclip.soap import SOAP, soap_query
+from microclip.soap import SOAP, SoapOutput, soap_query
 
 
 def object_token_loss(
@@ -114,9 +114,7 @@ def soap_pool_loss(
         project: the visual projection (D -> E).
         clip_loss: open_clip's ``ClipLoss`` (symmetric InfoNCE).
     """
-    soap = SOAP(patches.shape[-1]).to(device=patches.device, dtype=patches.dtype).requires_grad_(False)
-    query = soap_query(patches, foreground, patches[:, 0])
-    pooled = F.normalize(project(soap(patches, query).pooled), dim=-1)
+    pooled = F.normalize(project(_soap_at_identity(patches, foreground).pooled), dim=-1)
     return clip_loss(pooled, text, scale)
 
 
@@ -133,7 +131,11 @@ def soap_attention_loss(patches: torch.Tensor, foreground: torch.Tensor, teacher
         foreground: (B, N) bool, the cut's foreground.
         teacher: (B, N) a distribution over the patches (rows sum to 1).
     """
-    query = soap_query(patches, foreground, patches[:, 0])
-    logits = torch.einsum("bd,bnd->bn", query, patches) / math.sqrt(patches.shape[-1])
-    teacher = teacher.detach()
-    return (teacher * (teacher.clamp_min(1e-12).log() - logits.log_softmax(dim=-1))).sum(-1).mean()
+    logits = _soap_at_identity(patches, foreground).logits[:, :-1]  # the patches' logits, the null's left out
+    return F.kl_div(logits.log_softmax(dim=-1), teacher.detach(), reduction="batchmean")
+
+
+def _soap_at_identity(patches: torch.Tensor, foreground: torch.Tensor) -> SoapOutput:
+    """SOAP as adaptation starts: identity Q/K/V and zero null token, the cut's mean token as the query."""
+    soap = SOAP(patches.shape[-1]).to(device=patches.device, dtype=patches.dtype).requires_grad_(False)
+    return soap(patches, soap_query(patches, foreground, patches[:, 0]))
