@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
-from microclip.toyworld.pretrain import PretrainConfig, augment, make_batch, parse_args, pretrain
+from microclip.toyworld.pretrain import PretrainConfig, augment, build_model, make_batch, parse_args, pretrain
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
@@ -436,6 +436,21 @@ def test_a_finished_stage_two_may_go_on_into_the_object_stage(six_step_run, tmp_
     assert len(summary["commands"]) == 2  # the run that made stage 1 and 2, and the one that went on
     with pytest.raises(ValueError, match="--resume"):  # inside stage 3 its length is fixed
         pretrain(PretrainConfig(**{**base, "object_steps": 3}))
+
+
+def test_a_fine_tune_starts_from_its_init_and_records_how_that_was_made(six_step_run, tmp_path: Path):
+    full_out, first = six_step_run
+    data = full_out.parent / "data"
+    parent = json.loads((full_out / "pretrain.json").read_text())
+    start = build_model(str(full_out)).state_dict()
+    exported = load_file(str(full_out / "open_clip_model.safetensors"))  # what open_clip's local-dir loads
+    assert all(torch.equal(start[k], exported[k].float()) for k in exported)
+    cfg = _config(tmp_path, data, init=str(full_out), command="fine-tune")
+    summary = pretrain(PretrainConfig(**{**cfg.__dict__, "steps": 0, "dense_steps": 1}))
+    assert summary["commands"] == parent["commands"] + ["fine-tune"]
+    assert summary["init"] == str(full_out)
+    assert summary["total_wall_time_s"] == pytest.approx(summary["wall_time_s"] + parent["wall_time_s"], abs=0.11)
+    assert "total_wall_time_s" not in first  # a run from random weights has only its own time
 
 
 def test_output_folder_loads_with_open_clip(six_step_run):

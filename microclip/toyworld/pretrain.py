@@ -485,6 +485,16 @@ def build_model(init: str = "") -> torch.nn.Module:
     return model
 
 
+def init_record(init: str) -> dict:
+    """The `pretrain.json` of the folder a fine-tune starts from ({} for random weights or a folder without one).
+
+    A fine-tune's record lists the invocations that made its starting weights before its own, so the
+    commands in one record rebuild the model from nothing.
+    """
+    path = Path(init) / "pretrain.json" if init else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
 def build_optimizer(
     model: torch.nn.Module, cfg: PretrainConfig, extra: torch.nn.Module | None = None
 ) -> torch.optim.AdamW:
@@ -665,7 +675,7 @@ def start_run(cfg: PretrainConfig) -> Run:
         distill=distill,
         # The first training batch: its loss before and after training shows that learning happened.
         probe=make_batch(0, cfg, images, species, tokenizer),
-        commands=[cfg.command],
+        commands=init_record(cfg.init).get("commands", []) + [cfg.command],
     )
     if cfg.resume and (out / "state.safetensors").is_file():
         _resume(run)
@@ -754,6 +764,9 @@ def finish(run: Run) -> dict:
     }
     if cfg.init:
         summary["init"] = cfg.init
+        parent = init_record(cfg.init)
+        if "wall_time_s" in parent:  # the whole build's time, the fine-tune's and every run before it
+            summary["total_wall_time_s"] = round(run.elapsed + parent.get("total_wall_time_s", parent["wall_time_s"]), 1)
     if cfg.object_steps > 0:
         summary["object_stage"] = (
             {k: v for k, v in asdict(cfg).items() if k.startswith("object_")}
