@@ -766,7 +766,8 @@ def finish(run: Run) -> dict:
         summary["init"] = cfg.init
         parent = init_record(cfg.init)
         if "wall_time_s" in parent:  # the whole build's time, the fine-tune's and every run before it
-            summary["total_wall_time_s"] = round(run.elapsed + parent.get("total_wall_time_s", parent["wall_time_s"]), 1)
+            before = parent.get("total_wall_time_s", parent["wall_time_s"])
+            summary["total_wall_time_s"] = round(run.elapsed + before, 1)
     if cfg.object_steps > 0:
         summary["object_stage"] = (
             {k: v for k, v in asdict(cfg).items() if k.startswith("object_")}
