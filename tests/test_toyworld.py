@@ -14,7 +14,15 @@ from safetensors.torch import load_file
 
 from microclip.toyworld import TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import ensure_pretrain_corpus, ensure_split, load_pretrain_corpus, load_split_masks
-from microclip.toyworld.pretrain import PretrainConfig, augment, build_model, make_batch, parse_args, pretrain
+from microclip.toyworld.pretrain import (
+    PretrainConfig,
+    augment,
+    build_model,
+    make_batch,
+    objective,
+    parse_args,
+    pretrain,
+)
 from microclip.toyworld.render import render_bird, rerender
 from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
@@ -451,6 +459,19 @@ def test_a_fine_tune_starts_from_its_init_and_records_how_that_was_made(six_step
     assert summary["init"] == str(full_out)
     assert summary["total_wall_time_s"] == pytest.approx(summary["wall_time_s"] + parent["wall_time_s"], abs=0.11)
     assert "total_wall_time_s" not in first  # a run from random weights has only its own time
+
+
+def test_the_recorded_objective_lists_the_stage_3_terms_the_weights_switch_on():
+    def stage3(**weights) -> str:
+        return objective(PretrainConfig(out="", **weights))["stage 3 (object_steps)"]
+
+    default = stage3()
+    assert "plus three" in default and "every foreground token" in default and "[FG] SOAP" not in default
+    pool = stage3(object_weight=0.0, soap_pool_weight=1.0)
+    assert "plus three" in pool and "every foreground token" not in pool and "[FG] SOAP" in pool
+    pulled = stage3(soap_attention_weight=1.0, soap_attention_radial=True)
+    assert "plus four" in pulled and "lengths only" in pulled
+    assert "plus no losses" in stage3(object_weight=0.0, background_weight=0.0, cut_weight=0.0)
 
 
 def test_output_folder_loads_with_open_clip(six_step_run):

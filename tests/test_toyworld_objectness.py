@@ -175,3 +175,37 @@ def test_steps_on_the_soap_attention_loss_move_soaps_top_patch_to_the_teachers()
         soap_attention_loss(raw, foreground, teacher).backward()
         opt.step()
     assert torch.equal(top_patch(raw.detach()), target)
+
+
+def test_the_radial_soap_attention_loss_changes_lengths_only_and_still_moves_the_top_patch():
+    raw, _, foreground = _batch(10, b=3, n=12, e=8)
+    foreground[0, :4] = True
+    raw = (raw * torch.linspace(1.0, 3.0, 12, dtype=torch.float64)[None, :, None]).clone().requires_grad_(True)
+    target = torch.tensor([3, 7, 10])
+    teacher = torch.full((3, 12), 0.02, dtype=torch.float64)
+    teacher[torch.arange(3), target] = 1.0 - 0.02 * 11
+    full, radial = (soap_attention_loss(raw, foreground, teacher, radial=r) for r in (False, True))
+    assert radial.item() == pytest.approx(full.item(), rel=1e-12)  # the same loss, another gradient
+    (g_full,), (g_radial,) = (torch.autograd.grad(v, raw) for v in (full, radial))
+    unit = F.normalize(raw.detach(), dim=-1)
+
+    def across(g: torch.Tensor) -> torch.Tensor:  # each token's gradient with its radial part taken out
+        return g - (g * unit).sum(-1, keepdim=True) * unit
+
+    assert across(g_full).abs().max() > 1e-3 and across(g_radial).abs().max() < 1e-12
+    # Descending on it leaves every cosine (the cut's graph) as it was, and still moves SOAP's top patch.
+    cosines = unit @ unit.transpose(1, 2)
+    assert not torch.equal(_top_patch(raw.detach(), foreground), target)
+    opt = torch.optim.SGD([raw], lr=0.05)  # small steps: a token pushed shorter must not pass through zero
+    for _ in range(250):
+        opt.zero_grad()
+        soap_attention_loss(raw, foreground, teacher, radial=True).backward()
+        opt.step()
+    after = F.normalize(raw.detach(), dim=-1)
+    assert torch.allclose(after @ after.transpose(1, 2), cosines, atol=1e-9)
+    assert torch.equal(_top_patch(raw.detach(), foreground), target)
+
+
+def _top_patch(x: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    query = (x * foreground[..., None]).sum(1) / foreground.sum(1, keepdim=True).clamp_min(1)
+    return torch.einsum("bd,bnd->bn", query, x).argmax(1)

@@ -33,6 +33,18 @@ def test_shipped_checkpoints_reproduce_their_recorded_accuracy(data_root):
     assert measured["adapted_fused"] > measured["zero_shot_cls"]
 
 
+def test_the_shipped_base_s_record_says_what_its_object_stage_optimised():
+    from dataclasses import fields
+
+    from microclip.toyworld.pretrain import PretrainConfig, objective
+
+    record = json.loads((ROOT / "checkpoints" / "toybirds-base" / "pretrain.json").read_text())
+    names = {f.name for f in fields(PretrainConfig)}
+    settings = PretrainConfig(out="", **{k: v for k, v in record["object_stage"].items() if k in names})
+    key = "stage 3 (object_steps)"
+    assert record["objective"][key] == objective(settings)[key]
+
+
 def test_shipped_files_are_small():
     base = sum(p.stat().st_size for p in (ROOT / "checkpoints" / "toybirds-base").iterdir())
     adapted = (ROOT / "checkpoints" / "toybirds-microclip.safetensors").stat().st_size

@@ -118,7 +118,9 @@ def soap_pool_loss(
     return clip_loss(pooled, text, scale)
 
 
-def soap_attention_loss(patches: torch.Tensor, foreground: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def soap_attention_loss(
+    patches: torch.Tensor, foreground: torch.Tensor, teacher: torch.Tensor, radial: bool = False
+) -> torch.Tensor:
     """KL(teacher ‖ SOAP's attention over the patches at identity Q/K), batch mean.
 
     SOAP's map at the start of adaptation is softmax_j(⟨q, z_j⟩ / √D) over the raw tokens z_j and the null
@@ -130,9 +132,23 @@ def soap_attention_loss(patches: torch.Tensor, foreground: torch.Tensor, teacher
         patches: (B, N, D) raw value-path tokens.
         foreground: (B, N) bool, the cut's foreground.
         teacher: (B, N) a distribution over the patches (rows sum to 1).
+        radial: pass the gradient only along each token (``radial_only``): SOAP's logits are dot products and
+            feel a token's length, the cut's graph is cosines and does not, so the pull may change which
+            token SOAP favours without asking the graph to change (round 12: the full pull broke the cut).
     """
+    if radial:
+        patches = radial_only(patches)
     logits = _soap_at_identity(patches, foreground).logits[:, :-1]  # the patches' logits, the null's left out
     return F.kl_div(logits.log_softmax(dim=-1), teacher.detach(), reduction="batchmean")
+
+
+def radial_only(tokens: torch.Tensor) -> torch.Tensor:
+    """The same tokens, with the gradient through them restricted to each token's own direction.
+
+    ``|z| · (z / |z|)`` with the direction detached: the forward value is unchanged, and a loss on the result
+    can only ask for longer or shorter tokens.
+    """
+    return tokens.norm(dim=-1, keepdim=True) * F.normalize(tokens, dim=-1).detach()
 
 
 def _soap_at_identity(patches: torch.Tensor, foreground: torch.Tensor) -> SoapOutput:

@@ -135,6 +135,7 @@ class PretrainConfig:
     cut_margin: float = 0.1
     soap_pool_weight: float = 0.0  # CLIP loss on SOAP's [FG] at identity over the cut (objectness.py); 0 = off
     soap_attention_weight: float = 0.0  # SOAP's map at identity pulled to the last block's [CLS] attention; 0 = off
+    soap_attention_radial: bool = False  # that pull's gradient only along each token: lengths, not the cut's cosines
     init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
     eval_test_per_class: int = 50
@@ -167,16 +168,39 @@ OBJECTIVE = {
     "centring of the raw tokens (--centring_weight), iBOT-style patch self-distillation (--distill_weight), "
     "CLIP on the mean of the projected patch tokens (--pooled_weight) or of the cut's foreground "
     "(--fg_pool_weight)",
-    "stage 3 (object_steps)": "stage 2's losses, plus three on the normalised cut the model makes of each image "
-    "(its raw value-path tokens, detached; objectness.py): every foreground token alone picks its image's "
-    "caption from the batch's, the mean background token picks none (its caption distribution is pulled "
-    "to uniform), and across the cut the raw tokens' cosines are pushed below -cut_margin, within a side "
-    "above it",
     "augmentation": "every stage: shift by up to 4 px and horizontal flip; with zoom_min < 1, from stage "
     "zoom_from_stage on, a share p_zoom of the images first cut to a square of side U(zoom_min, 1) of the frame "
     "and resized back",
     "supervision": "captions and images only: no part masks, no species labels",
 }
+NUMBER_WORDS = ("no losses", "one", "two", "three", "four", "five")
+
+
+def objective(cfg: PretrainConfig) -> dict[str, str]:
+    """What the run optimised, in words, stage 3 listing the terms its weights switch on (for pretrain.json)."""
+    terms = [
+        (cfg.object_weight, "every foreground token alone picks its image's caption from the batch's"),
+        (cfg.background_weight, "the mean background token picks none (its caption distribution is pulled to uniform)"),
+        (cfg.cut_weight, "across the cut the raw tokens' cosines are pushed below -cut_margin, within a side above it"),
+        (
+            cfg.soap_pool_weight,
+            "the [FG] SOAP computes as adaptation starts (identity Q/K/V, the cut's mean token as the query, the "
+            "null token) picks its image's caption (open_clip ClipLoss)",
+        ),
+        (
+            cfg.soap_attention_weight,
+            "SOAP's attention at identity is pulled (KL) toward the last block's [CLS] attention"
+            + (", through the tokens' lengths only" if cfg.soap_attention_radial else ""),
+        ),
+    ]
+    on = [text for weight, text in terms if weight > 0]
+    listed = ", ".join(on[:-1]) + ("," if len(on) > 2 else "") + (" and " if len(on) > 1 else "") + on[-1] if on else ""
+    stage3 = (
+        f"stage 2's losses, plus {NUMBER_WORDS[len(on)]} on the normalised cut the model makes of each image "
+        f"(its raw value-path tokens, detached; objectness.py): {listed}"
+    )
+    return OBJECTIVE | {"stage 3 (object_steps)": stage3}
+
 
 # ---------------------------------------------------------------- data for one step
 
@@ -466,7 +490,8 @@ def object_terms(
         )
     if cfg.soap_attention_weight > 0:
         teacher = last_block_cls_attention(backbone, images)
-        terms["soap_attention"] = (cfg.soap_attention_weight, soap_attention_loss(patches, foreground, teacher))
+        attention = soap_attention_loss(patches, foreground, teacher, radial=cfg.soap_attention_radial)
+        terms["soap_attention"] = (cfg.soap_attention_weight, attention)
     return terms
 
 
@@ -753,7 +778,7 @@ def finish(run: Run) -> dict:
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
         "captions": caption_settings(cfg),
-        "objective": OBJECTIVE,
+        "objective": objective(cfg),
         "wall_time_s": round(run.elapsed, 1),
         "final_loss": float(np.mean(run.losses[-50:])),
         "probe_loss_start": run.probe_loss_start,
@@ -773,6 +798,7 @@ def finish(run: Run) -> dict:
             {k: v for k, v in asdict(cfg).items() if k.startswith("object_")}
             | {"background_weight": cfg.background_weight, "cut_weight": cfg.cut_weight, "cut_margin": cfg.cut_margin}
             | {k: getattr(cfg, k) for k in ("soap_pool_weight", "soap_attention_weight") if getattr(cfg, k) > 0}
+            | ({"soap_attention_radial": True} if cfg.soap_attention_radial else {})
         )
     if cfg.zoom_min < 1.0:
         summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
@@ -898,6 +924,11 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
     p.add_argument("--no_augment", dest="augment", action="store_false")
     p.add_argument("--scene_words", action="store_true", help="dense-stage captions also name colour and scene")
+    p.add_argument(
+        "--soap_attention_radial",
+        action="store_true",
+        help="--soap_attention_weight's gradient along each token only (lengths, not the cosines the cut reads)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.safetensors")
     args = p.parse_args(argv)
     argv_list = sys.argv[1:] if argv is None else argv
