@@ -194,7 +194,7 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         ),
     ]
     on = [text for weight, text in terms if weight > 0]
-    listed = ", ".join(on[:-1]) + ("," if len(on) > 2 else "") + (" and " if len(on) > 1 else "") + on[-1] if on else ""
+    listed = ", ".join(on[:-1]) + ", and " + on[-1] if len(on) > 2 else " and ".join(on)
     stage3 = (
         f"stage 2's losses, plus {NUMBER_WORDS[len(on)]} on the normalised cut the model makes of each image "
         f"(its raw value-path tokens, detached; objectness.py): {listed}"
@@ -797,8 +797,11 @@ def finish(run: Run) -> dict:
         summary["object_stage"] = (
             {k: v for k, v in asdict(cfg).items() if k.startswith("object_")}
             | {"background_weight": cfg.background_weight, "cut_weight": cfg.cut_weight, "cut_margin": cfg.cut_margin}
-            | {k: getattr(cfg, k) for k in ("soap_pool_weight", "soap_attention_weight") if getattr(cfg, k) > 0}
-            | ({"soap_attention_radial": True} if cfg.soap_attention_radial else {})
+            | {
+                k: getattr(cfg, k)
+                for k in ("soap_pool_weight", "soap_attention_weight", "soap_attention_radial")
+                if getattr(cfg, k)
+            }
         )
     if cfg.zoom_min < 1.0:
         summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
