@@ -28,7 +28,8 @@ very part? Run on the base CLIP (with its text tower) and on the adapted visual 
 JSON keys: {"accuracy": {zero_shot_names, zero_shot_descriptions, cls_baseline, adapted_fused, adapted_cls,
 adapted_fg, linear_probe, start_fused}, "pointing": {soap, ncut, cls_similarity, cls_attention, rollout, legrad,
 gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...}, "part_probe", "part_probe_adapted",
-"part_probe_chance", "part_probe_within_bird_chance", "patch_chance", "within_bird_chance", "cpu"}, all in %.
+"part_probe_chance", "part_probe_within_bird_chance", "patch_chance", "within_bird_chance", "cpu"}, all in %;
+also "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
 """
 
 from __future__ import annotations
@@ -241,12 +242,26 @@ def pointing_rows(args: argparse.Namespace) -> dict:
     }
 
 
+def _pretrain_record(base: str) -> dict:
+    try:
+        return json.loads((Path(base) / "pretrain.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def build_row(base: str) -> dict | None:
+    """How long the base took to build, every run it was fine-tuned from included, and with how many
+    invocations (pretrain.json); None for a base without that record. The recipe rule reads the minutes."""
+    record = _pretrain_record(base)
+    seconds = record.get("total_wall_time_s", record.get("wall_time_s"))
+    if seconds is None:
+        return None
+    return {"wall_time_min": seconds / 60.0, "invocations": len(record.get("commands") or [record.get("command")])}
+
+
 def _name_tail(base: str) -> dict:
     """The base's caption tail (pretrain.json's "captions"), or text.py's defaults for a base without one."""
-    try:
-        captions = json.loads((Path(base) / "pretrain.json").read_text()).get("captions", {})
-    except (OSError, ValueError):
-        captions = {}
+    captions = _pretrain_record(base).get("captions", {})
     return {arg: captions[k] for k, arg in (("p_name", "p_name"), ("name_zipf", "zipf")) if k in captions}
 
 
@@ -463,7 +478,11 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
 
 def print_report(report: dict) -> None:
     accuracy = report["accuracy"]
-    print(f"CPU: {report['cpu']}\n")
+    print(f"CPU: {report['cpu']}")
+    build = report.get("build")
+    if build:
+        print(f"base built in {build['wall_time_min']:.1f} min ({build['invocations']} pretraining invocation(s))")
+    print()
     if accuracy:
         _print_accuracy(accuracy)
     if "pointing" in report:
@@ -623,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         **({} if "ncut" in skip else ncut_rows(args)),
         **({} if "deletion" in skip else deletion_rows(args)),
         **({} if "part_removal" in skip else part_removal_rows(args)),
+        "build": build_row(args.base),
         "cpu": cpu_name(),
     }
     print_report(report)

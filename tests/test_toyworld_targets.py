@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import load_bench
 
-from microclip.toyworld.targets import pretraining_met, ship_choice, targets
+from microclip.toyworld.targets import pretraining_met, recipe_verdict, ship_choice, targets
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -172,3 +172,67 @@ def test_the_toyworld_bench_reads_a_given_baseline_run(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"acc_cls": 68.0}))
     args = argparse.Namespace(run_baseline=False, baseline_dir=str(tmp_path))
     assert load_bench("toyworld")._baseline_accuracy(args) == 68.0
+
+
+def test_the_recipe_rule_counts_every_row_but_the_draw_margins_and_forbids_a_loss():
+    incumbent = _report(adapted_fg=50.0, linear_probe=90.0)  # two rows missed: [FG]-only, linear probe
+    better = _report(adapted_fg=50.0)  # one row more than the incumbent
+    better["build"] = {"wall_time_min": 59.9, "invocations": 1}
+    verdict = recipe_verdict(better, incumbent)
+    assert verdict.replaces is True
+    assert verdict.reasons[1].startswith("11 rows met against 10")
+    # Fused accuracy's margins do not count either way: winning them does not make a candidate better ...
+    margins_only = _report(adapted_fg=50.0, linear_probe=90.0)
+    margins_only["build"] = better["build"]
+    incumbent_without_margins = _report(adapted_fg=50.0, linear_probe=90.0, adapted_fused=61.0)
+    assert recipe_verdict(margins_only, incumbent_without_margins).replaces is False
+    # ... and losing them costs nothing.
+    assert recipe_verdict({**better, "accuracy": {**better["accuracy"], "adapted_fused": 61.0}}, incumbent).replaces
+    # More rows met, but one the incumbent meets is lost: no.
+    trade = _report(linear_probe=90.0, adapted_fg=60.0)
+    trade["part_probe"] = 10.0
+    trade["build"] = better["build"]
+    lost = recipe_verdict(trade, _report(adapted_fg=50.0, linear_probe=90.0, zero_shot_names=70.0))
+    assert lost.replaces is False and lost.reasons[2] == "loses part_probe"
+
+
+def test_the_recipe_rule_needs_the_build_time_and_an_hour_at_most():
+    incumbent, candidate = _report(linear_probe=90.0), _report()
+    assert recipe_verdict(candidate, incumbent).replaces is None  # better, but how long it took is unknown
+    candidate["build"] = {"wall_time_min": 60.1, "invocations": 1}
+    slow = recipe_verdict(candidate, incumbent)
+    assert slow.replaces is False and slow.reasons[0] == "built in 60.1 min (at most 60)"
+    # A worse candidate is refused whatever its build time.
+    assert recipe_verdict(_report(linear_probe=90.0, adapted_fg=50.0), incumbent).replaces is False
+
+
+def test_the_bench_table_gives_the_recipe_rule_s_verdict(tmp_path):
+    shipped, candidate = _report(linear_probe=90.0), _report()
+    candidate["build"] = {"wall_time_min": 55.0, "invocations": 1}
+    (tmp_path / "a.json").write_text(json.dumps(shipped))
+    (tmp_path / "b.json").write_text(json.dumps(candidate))
+    run = subprocess.run(
+        [sys.executable, "bench/toyworld_targets.py", f"old={tmp_path / 'a.json'}", f"new={tmp_path / 'b.json'}"]
+        + ["--rule", "recipe"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.splitlines()[-1] == (
+        "new replaces old by the recipe rule: yes (built in 55.0 min (at most 60); 12 rows met against 11 "
+        "(fused accuracy's margins not counted); loses no row the incumbent meets)"
+    )
+
+
+def test_the_toyworld_bench_reads_the_base_s_build_time_from_its_record(tmp_path):
+    bench = load_bench("toyworld")
+    assert bench.build_row(str(tmp_path)) is None  # no pretrain.json
+    record = {"command": "python -m microclip.toyworld.pretrain --out X", "wall_time_s": 600.0}
+    (tmp_path / "pretrain.json").write_text(json.dumps(record))
+    assert bench.build_row(str(tmp_path)) == {"wall_time_min": 10.0, "invocations": 1}
+    # A fine-tune counts the runs it started from.
+    record |= {"commands": ["a", "b", "c"], "total_wall_time_s": 3900.0}
+    (tmp_path / "pretrain.json").write_text(json.dumps(record))
+    assert bench.build_row(str(tmp_path)) == {"wall_time_min": 65.0, "invocations": 3}
