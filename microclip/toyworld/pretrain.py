@@ -7,9 +7,10 @@ caption. Stage 2 (``dense_steps``, its own warmup and cosine schedule) adds what
 dense understanding (cf. FG-CLIP's second, regional stage), computed on the value-path patch tokens that
 microCLIP's SOAP pools (grounding.py): phrase grounding (each part a caption names, found among the
 image's patches) and locality (a patch token does not change when other patches are replaced). Stage 3
-(``object_steps``, the fourth world's) adds three losses on the normalised cut the model makes of each
-image, so that the cut finds the bird and the tokens SOAP pools know the species (objectness.py). Nothing
-but captions and images is used: no masks, no labels.
+(``object_steps``, since the fourth world) adds losses on the normalised cut the model makes of each image,
+so that the cut finds the bird and the tokens SOAP pools know the species (objectness.py): the shipped
+fifth world's asks SOAP's own ``[FG]`` for the caption (``--soap_pool_weight 1 --object_weight 0``), the
+fourth's every foreground token alone. Nothing but captions and images is used: no masks, no labels.
 
 Reads top to bottom: build data and model, then for each step draw a batch and its captions from a
 rng seeded by (seed, step) -- so a resumed run continues exactly like an uninterrupted one -- take an
