@@ -70,6 +70,7 @@ from microclip.scoring import (
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
+from microclip.toyworld.pretrain import build_seconds
 from microclip.toyworld.render import rerender
 from microclip.toyworld.text import name_rate
 from microclip.toyworld.world import PARTS
@@ -253,7 +254,7 @@ def build_row(base: str) -> dict | None:
     """How long the base took to build, every run it was fine-tuned from included, and with how many
     invocations (pretrain.json); None for a base without that record. The recipe rule reads the minutes."""
     record = _pretrain_record(base)
-    seconds = record.get("total_wall_time_s", record.get("wall_time_s"))
+    seconds = build_seconds(record)
     if seconds is None:
         return None
     return {"wall_time_min": seconds / 60.0, "invocations": len(record.get("commands") or [record.get("command")])}

@@ -521,6 +521,12 @@ def init_record(init: str) -> dict:
     return json.loads(path.read_text()) if path is not None and path.is_file() else {}
 
 
+def build_seconds(record: dict) -> float | None:
+    """How long the model a `pretrain.json` describes took to build from nothing: a fine-tune's whole chain
+    (`total_wall_time_s`), else its one run's time; None for a record without either."""
+    return record.get("total_wall_time_s", record.get("wall_time_s"))
+
+
 def build_optimizer(
     model: torch.nn.Module, cfg: PretrainConfig, extra: torch.nn.Module | None = None
 ) -> torch.optim.AdamW:
@@ -790,9 +796,8 @@ def finish(run: Run) -> dict:
     }
     if cfg.init:
         summary["init"] = cfg.init
-        parent = init_record(cfg.init)
-        if "wall_time_s" in parent:  # the whole build's time, the fine-tune's and every run before it
-            before = parent.get("total_wall_time_s", parent["wall_time_s"])
+        before = build_seconds(init_record(cfg.init))
+        if before is not None:  # the whole build's time, the fine-tune's and every run before it
             summary["total_wall_time_s"] = round(run.elapsed + before, 1)
     if cfg.object_steps > 0:
         summary["object_stage"] = (

@@ -137,7 +137,7 @@ def recipe_verdict(candidate: dict, incumbent: dict, max_build_minutes: float = 
     incumbent, fused accuracy's margins not counted, and (3) it fails no counted row the incumbent meets."""
     mine = {t.key: t for t in targets(candidate) if t.key not in DRAW_MARGINS}
     theirs = {t.key: t for t in targets(incumbent) if t.key not in DRAW_MARGINS}
-    met, their_met = sum(bool(t.met) for t in mine.values()), sum(bool(t.met) for t in theirs.values())
+    met, their_met = count_met(list(mine.values())), count_met(list(theirs.values()))
     lost = [key for key, t in theirs.items() if t.met and not mine[key].met]
     minutes = (candidate.get("build") or {}).get("wall_time_min")
     reasons = (
