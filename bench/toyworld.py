@@ -28,7 +28,8 @@ very part? Run on the base CLIP (with its text tower) and on the adapted visual 
 JSON keys: {"accuracy": {zero_shot_names, zero_shot_descriptions, cls_baseline, adapted_fused, adapted_cls,
 adapted_fg, linear_probe, start_fused}, "pointing": {soap, ncut, cls_similarity, cls_attention, rollout, legrad,
 gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...}, "part_probe", "part_probe_adapted",
-"part_probe_chance", "part_probe_within_bird_chance", "patch_chance", "within_bird_chance", "cpu"}, all in %;
+"part_probe_chance", "part_probe_within_bird_chance", "part_probe_by_part": {part: {accuracy, pairs,
+lands_on: {named part, another part, body or background: %}}}, "patch_chance", "within_bird_chance", "cpu"}, all in %;
 also "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
 """
 
@@ -387,6 +388,7 @@ def probe_rows(args: argparse.Namespace) -> dict[str, float]:
         "part_probe_adapted": on_adapted.accuracy,
         "part_probe_chance": percent(on_base.patch_chance),
         "part_probe_within_bird_chance": percent(on_base.bird_chance),
+        "part_probe_by_part": on_base.by_part(),
     }
 
 
@@ -529,6 +531,10 @@ def print_report(report: dict) -> None:
             f"adapted tower {report['part_probe_adapted']:.1f}% (chance {report['part_probe_chance']:.1f}%, "
             f"within the bird {report['part_probe_within_bird_chance']:.1f}%)"
         )
+        for part, row in report.get("part_probe_by_part", {}).items():
+            ranked = sorted(row["lands_on"].items(), key=lambda kv: -kv[1])
+            lands = ", ".join(f"{where} {share:.0f}%" for where, share in ranked)
+            print(f"  {part:<11} {row['accuracy']:5.1f}% of {row['pairs']} (the closest patch holds: {lands})")
 
 
 def _print_accuracy(accuracy: dict) -> None:

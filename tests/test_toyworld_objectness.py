@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from microclip.toyworld.objectness import (
     background_loss,
+    boundary_band,
     cut_contrast_loss,
     object_token_loss,
     soap_attention_loss,
@@ -74,6 +75,54 @@ def test_cut_contrast_loss_matches_a_loop_over_pairs():
                     within.append(max(0.0, margin - cosine))
     expected = sum(across) / len(across) + sum(within) / len(within)
     assert cut_contrast_loss(raw, foreground, margin).item() == pytest.approx(expected)
+
+
+def test_boundary_band_is_the_background_within_reach_of_the_foreground():
+    grid = (5, 6)
+    g = torch.Generator().manual_seed(4)
+    foreground = torch.rand(3, 30, generator=g) < 0.15
+    foreground[2] = False  # an empty cut has no band
+    for radius in (1, 2):
+        band = boundary_band(foreground, grid, radius)
+        for b in range(3):
+            for j in range(30):
+                r, c = divmod(j, grid[1])
+                near = any(
+                    foreground[b, k] and max(abs(r - k // grid[1]), abs(c - k % grid[1])) <= radius for k in range(30)
+                )
+                assert bool(band[b, j]) == (near and not bool(foreground[b, j]))
+    assert not boundary_band(foreground, grid, 0).any()
+
+
+def test_ignored_patches_leave_the_background_and_cut_terms():
+    patches, text, foreground = _batch(5)
+    ignore = torch.zeros_like(foreground)
+    ignore[:, -3:] = ~foreground[:, -3:]
+    # The background term with an ignore band is the term on the background without it.
+    scale = 5.0
+    expected = 0.0
+    for i in range(patches.shape[0]):
+        mean = patches[i][~foreground[i] & ~ignore[i]].mean(0)
+        log_p = torch.log_softmax(scale * (mean / mean.norm()) @ text.T, 0)
+        expected += float((-log_p).mean()) - math.log(len(text))
+    got = background_loss(patches, foreground, text, scale, ignore).item()
+    assert got == pytest.approx(expected / patches.shape[0])
+    assert got != pytest.approx(background_loss(patches, foreground, text, scale).item())
+    # The cut contrast drops every pair with an ignored patch in it.
+    raw, margin = patches * 2.0, 0.1
+    across, within = [], []
+    for b in range(raw.shape[0]):
+        for i in range(raw.shape[1]):
+            for j in range(raw.shape[1]):
+                if ignore[b, i] or ignore[b, j]:
+                    continue
+                cosine = float(F.cosine_similarity(raw[b, i], raw[b, j], dim=0))
+                if foreground[b, i] != foreground[b, j]:
+                    across.append(max(0.0, cosine + margin))
+                else:
+                    within.append(max(0.0, margin - cosine))
+    expected = sum(across) / len(across) + sum(within) / len(within)
+    assert cut_contrast_loss(raw, foreground, margin, ignore).item() == pytest.approx(expected)
 
 
 def test_steps_on_the_cut_contrast_separates_the_two_sides_of_the_cut():
@@ -204,3 +253,11 @@ def test_the_radial_soap_attention_loss_changes_lengths_only_and_still_moves_the
 def _top_patch(x: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
     query = (x * foreground[..., None]).sum(1) / foreground.sum(1, keepdim=True).clamp_min(1)
     return torch.einsum("bd,bnd->bn", query, x).argmax(1)
+
+
+def test_band_terms_names_only_the_terms_a_band_can_leave_out():
+    from microclip.toyworld.pretrain import PretrainConfig
+
+    assert PretrainConfig(out="x", boundary_band=1, band_terms="cut").band_terms == "cut"
+    with pytest.raises(ValueError, match="band_terms"):
+        PretrainConfig(out="x", boundary_band=1, band_terms="cut,sky")

@@ -61,23 +61,32 @@ def object_token_loss(
 
 
 def background_loss(
-    patch_embeds: torch.Tensor, foreground: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
+    patch_embeds: torch.Tensor,
+    foreground: torch.Tensor,
+    text: torch.Tensor,
+    scale: torch.Tensor | float,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL(uniform ‖ softmax_k(scale · ⟨b_i, text_k⟩)), b_i the normalised mean background token; batch mean.
 
-    Zero when the background says nothing about which caption is whose.
+    Zero when the background says nothing about which caption is whose. Patches in ``ignore`` (B, N) are
+    left out of the background (:func:`boundary_band`).
     """
-    pooled = F.normalize(soap_query(patch_embeds, ~foreground, patch_embeds[:, 0]), dim=-1)  # mean background token
+    background = ~foreground if ignore is None else ~foreground & ~ignore
+    pooled = F.normalize(soap_query(patch_embeds, background, patch_embeds[:, 0]), dim=-1)  # mean background token
     log_p = (scale * pooled @ text.T).log_softmax(dim=-1)  # (B, B)
     return -log_p.mean(dim=-1).mean() - math.log(text.shape[0])
 
 
-def cut_contrast_loss(patches: torch.Tensor, foreground: torch.Tensor, margin: float) -> torch.Tensor:
+def cut_contrast_loss(
+    patches: torch.Tensor, foreground: torch.Tensor, margin: float, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hinge on the cosines of the raw tokens: across the cut below -margin, within a side above margin.
 
     Args:
         patches: (B, N, D) raw value-path tokens (what the cut reads).
         foreground: (B, N) bool, the cut's foreground.
+        ignore: (B, N) bool, patches whose pairs are left out altogether (:func:`boundary_band`); None = none.
     Returns the mean hinge over the across pairs plus the mean hinge over the within pairs (each side's
     pairs with itself, self-pairs included).
     """
@@ -87,9 +96,29 @@ def cut_contrast_loss(patches: torch.Tensor, foreground: torch.Tensor, margin: f
     across = fg.unsqueeze(2) * (1 - fg).unsqueeze(1)
     across = across + across.transpose(1, 2)
     within = 1 - across
+    if ignore is not None:
+        kept = (~ignore).to(patches.dtype)
+        pair_kept = kept.unsqueeze(2) * kept.unsqueeze(1)
+        across, within = across * pair_kept, within * pair_kept
     return (F.relu(cosine + margin) * across).sum() / across.sum().clamp_min(1.0) + (
         F.relu(margin - cosine) * within
     ).sum() / within.sum().clamp_min(1.0)
+
+
+def boundary_band(foreground: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """(B, N) bool: the background patches within ``radius`` patches (8-neighbourhood steps) of the foreground.
+
+    The cut misses part of the object more often than it takes in far background, and a missed object patch
+    lies next to the found ones (an object is one piece). The background and cut-contrast terms would teach
+    such a patch to look like background, which keeps the next cut as small as this one; leaving the band
+    around the foreground out of them lets it join. A spatial prior only: no masks, no labels.
+    """
+    if radius <= 0:
+        return torch.zeros_like(foreground)
+    h, w = grid
+    fg = foreground.reshape(-1, 1, h, w).to(torch.float32)
+    grown = F.max_pool2d(fg, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return grown.reshape(foreground.shape).bool() & ~foreground
 
 
 def soap_pool_loss(

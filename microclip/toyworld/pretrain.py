@@ -61,6 +61,7 @@ from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, re
 from microclip.toyworld.metrics import evaluate_toy_clip
 from microclip.toyworld.objectness import (
     background_loss,
+    boundary_band,
     cut_contrast_loss,
     object_token_loss,
     soap_attention_loss,
@@ -134,6 +135,8 @@ class PretrainConfig:
     background_weight: float = 1.0  # the mean background token picks none
     cut_weight: float = 1.0  # raw tokens across the cut unlinked, within a side linked
     cut_margin: float = 0.1
+    boundary_band: int = 0  # stage 3: background patches this close to the cut left out of its terms; 0 = off
+    band_terms: str = "background,cut"  # which stage-3 terms leave the band out (comma-separated)
     soap_pool_weight: float = 0.0  # CLIP loss on SOAP's [FG] at identity over the cut (objectness.py); 0 = off
     soap_attention_weight: float = 0.0  # SOAP's map at identity pulled to the last block's [CLS] attention; 0 = off
     soap_attention_radial: bool = False  # that pull's gradient only along each token: lengths, not the cut's cosines
@@ -148,6 +151,8 @@ class PretrainConfig:
             raise ValueError(f"zoom_min {self.zoom_min}: the smallest zoomed square, a share of the frame in (0, 1]")
         if not 0.0 <= self.p_zoom <= 1.0:
             raise ValueError(f"p_zoom {self.p_zoom}: a share of the batch, in [0, 1]")
+        if not set(self.band_terms.split(",")) <= {"background", "cut"}:
+            raise ValueError(f"band_terms {self.band_terms!r}: comma-separated, from background and cut")
         if self.zoom_from_stage not in (1, 2, 3):
             raise ValueError(f"zoom_from_stage {self.zoom_from_stage}: a stage, 1, 2 or 3")
 
@@ -200,6 +205,10 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         f"stage 2's losses, plus {NUMBER_WORDS[len(on)]} on the normalised cut the model makes of each image "
         f"(its raw value-path tokens, detached; objectness.py): {listed}"
     )
+    if cfg.boundary_band > 0:
+        which = " and ".join(cfg.band_terms.split(","))
+        stage3 += f"; background patches within {cfg.boundary_band} patch(es) of the foreground are left out of the "
+        stage3 += f"{which} term(s) (a band the next cut may grow into)"
     return OBJECTIVE | {"stage 3 (object_steps)": stage3}
 
 
@@ -479,10 +488,12 @@ def object_terms(
 ) -> dict[str, tuple[float, torch.Tensor]]:
     """Stage 3's losses (objectness.py), each on the cut SOAP would make of the image now."""
     foreground = foreground_mask(patches.detach())
+    band = boundary_band(foreground, backbone.grid, cfg.boundary_band) if cfg.boundary_band > 0 else None
+    bg_band, cut_band = (band if term in cfg.band_terms.split(",") else None for term in ("background", "cut"))
     terms = {
         "object": (cfg.object_weight, object_token_loss(patch_embeds, foreground, text, scale)),
-        "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale)),
-        "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin)),
+        "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale, bg_band)),
+        "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin, cut_band)),
     }
     if cfg.soap_pool_weight > 0:
         terms["soap_pool"] = (
@@ -903,6 +914,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "background_weight",
     "cut_weight",
     "cut_margin",
+    "boundary_band",
     "soap_pool_weight",
     "soap_attention_weight",
     "region_weight",
@@ -928,6 +940,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     for name in NUMBER_FLAGS:
         p.add_argument(f"--{name}", type=hints[name], default=getattr(defaults, name), help=FLAG_HELP.get(name))
     p.add_argument("--lookalike_rule", choices=LOOKALIKE_RULES, default=defaults.lookalike_rule)
+    p.add_argument("--band_terms", default=defaults.band_terms, help="stage-3 terms --boundary_band applies to")
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--init", default="", help="fine-tune: start from this open_clip local-dir folder's weights")
     p.add_argument("--stop_after", type=int, default=None, help="stop after this step (resumable)")
