@@ -51,6 +51,7 @@ class Sample:
     # The rng's state before anything was drawn: with the species it re-renders the same bird (rerender).
     rng_state: dict | None = None
     erased: tuple[str, ...] = ()  # parts left unpainted (rerender)
+    bird_scale: tuple[float, float] = BIRD_SCALE  # the framing it was drawn at (rerender keeps it)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class _Layout:
     part_jitter: np.ndarray
 
 
-def _draw_layout(rng: np.random.Generator, size: int) -> _Layout:
+def _draw_layout(rng: np.random.Generator, size: int, bird_scale: tuple[float, float] = BIRD_SCALE) -> _Layout:
     """Draw every random number the image needs, in a fixed order."""
     background = int(rng.integers(len(BACKGROUNDS)))
     bg_params = rng.random(16)
@@ -80,7 +81,7 @@ def _draw_layout(rng: np.random.Generator, size: int) -> _Layout:
     body_colour = int(rng.integers(len(BODY_COLOURS)))
     # Body half-length in pixels: the bird fills about a quarter of the frame, as in CUB's photographs
     # (the second world's 0.15-0.20 gave 7-14%, too little for a normalised cut to favour it).
-    scale = float(rng.uniform(BIRD_SCALE[0], BIRD_SCALE[1])) * size
+    scale = float(rng.uniform(bird_scale[0], bird_scale[1])) * size
     centre = (float(rng.uniform(0.44, 0.56)) * size, float(rng.uniform(0.40, 0.50)) * size)
     angle_deg = float(rng.uniform(-20.0, 20.0))
     flip = bool(rng.random() < 0.5)
@@ -268,13 +269,20 @@ def _part_colour(species: Species, part: str) -> tuple[int, int, int]:
     return PART_COLOURS[value.split()[0]]
 
 
-def render_bird(species_index: int, rng: np.random.Generator, size: int = 64, erase: tuple[str, ...] = ()) -> Sample:
+def render_bird(
+    species_index: int,
+    rng: np.random.Generator,
+    size: int = 64,
+    erase: tuple[str, ...] = (),
+    bird_scale: tuple[float, float] = BIRD_SCALE,
+) -> Sample:
     """Render one image of species `species_index` (index into SPECIES), deterministic from `rng`.
 
     Nuisance (background, clutter, distractor blobs, perch, body colour, size, position, rotation
     within +-20 degrees, flip, noise) is drawn from `rng` identically for every species. Parts named in
     `erase` (from PARTS) are not painted: the bird shows its body or wing there instead, every other pixel
-    is unchanged (the counterfactual no photograph offers).
+    is unchanged (the counterfactual no photograph offers). `bird_scale` is the range of the body's
+    half-length as a share of the side (the world's own by default; other framings are for benches only).
     """
     if not 0 <= species_index < len(SPECIES):
         raise ValueError(f"species_index {species_index} out of range 0..{len(SPECIES) - 1}")
@@ -283,7 +291,7 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64, er
         raise ValueError(f"cannot erase {', '.join(unknown)}: parts are {', '.join(PARTS)}")
     species = SPECIES[species_index]
     rng_state = copy.deepcopy(rng.bit_generator.state)
-    lay = _draw_layout(rng, size)
+    lay = _draw_layout(rng, size, bird_scale)
 
     img = _background(lay, size)
     _clutter_and_blobs(img, lay, size)
@@ -329,6 +337,7 @@ def render_bird(species_index: int, rng: np.random.Generator, size: int = 64, er
         part_labels=part_labels,
         rng_state=rng_state,
         erased=tuple(p for p in PARTS if p in erase),
+        bird_scale=bird_scale,
     )
 
 
@@ -338,4 +347,4 @@ def rerender(sample: Sample, erase: tuple[str, ...] = ()) -> Sample:
         raise ValueError("this sample does not carry its rng state, so it cannot be re-rendered")
     rng = np.random.default_rng()
     rng.bit_generator.state = copy.deepcopy(sample.rng_state)
-    return render_bird(sample.species, rng, sample.image.shape[0], erase=erase)
+    return render_bird(sample.species, rng, sample.image.shape[0], erase=erase, bird_scale=sample.bird_scale)
