@@ -1,6 +1,7 @@
 """The README's toy-world tables say what the shipped bench report says: every accuracy, every target row and
-the names-by-frequency table are read off `bench/results/toyworld.json` (and the fourth world's report), so a
-re-ship that forgets the README, or a hand edit that rounds a number its own way, fails here."""
+the names-by-frequency table are read off `bench/results/toyworld.json` (and the report of the fifth world,
+shipped before it), so a re-ship that forgets the README, or a hand edit that rounds a number its own way, fails
+here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from microclip.toyworld.targets import targets
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 REPORT = json.loads((ROOT / "bench" / "results" / "toyworld.json").read_text())
-FOURTH = json.loads((ROOT / "bench" / "results" / "toyworld-fourth-world.json").read_text())
+PREVIOUS = json.loads((ROOT / "bench" / "results" / "toyworld-fifth-world.json").read_text())
 
 
 def _table(header: str) -> list[list[str]]:
@@ -31,7 +32,7 @@ def _one(value: float) -> str:
     return f"{value:.1f}"
 
 
-def test_the_accuracy_table_is_the_shipped_report_beside_the_fourth_world():
+def test_the_accuracy_table_is_the_shipped_report_beside_the_previous_world():
     keys = {
         "zero-shot by names": ("zero_shot_names",),
         "zero-shot by descriptions": ("zero_shot_descriptions",),
@@ -43,19 +44,19 @@ def test_the_accuracy_table_is_the_shipped_report_beside_the_fourth_world():
     }
     rows = _table("| method | top-1 % |")
     assert len(rows) == len(keys)
-    for (label, shipped, fourth), (prefix, names) in zip(rows, keys.items(), strict=True):
+    for (label, shipped, previous), (prefix, names) in zip(rows, keys.items(), strict=True):
         assert label.startswith(prefix), label
-        for column, report in ((shipped, REPORT), (fourth, FOURTH)):
+        for column, report in ((shipped, REPORT), (previous, PREVIOUS)):
             expected = " / ".join(_one(report["accuracy"][k]) for k in names)
             assert column.strip("*") == expected, (label, column, expected)
 
 
 def test_every_target_row_shows_what_targets_py_reads_off_the_reports():
     rows = _table("| target (issue 14) |")
-    shipped, fourth = targets(REPORT), targets(FOURTH)
+    shipped, previous = targets(REPORT), targets(PREVIOUS)
     assert len(rows) == len(shipped) + 1  # + the record's reproduction, a test rather than a bench row
     words = {True: "yes", False: "no"}
-    for row, mine, theirs in zip(rows, shipped, fourth, strict=False):
+    for row, mine, theirs in zip(rows, shipped, previous, strict=False):
         assert row[1] == mine.shown and row[2] == words[mine.met], (row, mine)
         assert row[3] == f"{theirs.shown} ({words[theirs.met]})", (row, theirs)
     count = sum(t.met for t in shipped) + 1

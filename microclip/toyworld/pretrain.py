@@ -9,8 +9,10 @@ microCLIP's SOAP pools (grounding.py): phrase grounding (each part a caption nam
 image's patches) and locality (a patch token does not change when other patches are replaced). Stage 3
 (``object_steps``, since the fourth world) adds losses on the normalised cut the model makes of each image,
 so that the cut finds the bird and the tokens SOAP pools know the species (objectness.py): the shipped
-fifth world's asks SOAP's own ``[FG]`` for the caption (``--soap_pool_weight 1 --object_weight 0``), the
-fourth's every foreground token alone. Nothing but captions and images is used: no masks, no labels.
+sixth world's asks SOAP's own ``[FG]`` for the caption (``--soap_pool_weight 1 --object_weight 0``, as the
+fifth's) and spares the band next to the cut from the push across it (``--boundary_band 1 --band_terms
+cut``), the fourth's asked every foreground token alone. Nothing but captions and images is used: no masks,
+no labels.
 
 Reads top to bottom: build data and model, then for each step draw a batch and its captions from a
 rng seeded by (seed, step) -- so a resumed run continues exactly like an uninterrupted one -- take an
@@ -819,6 +821,7 @@ def finish(run: Run) -> dict:
                 for k in ("soap_pool_weight", "soap_attention_weight", "soap_attention_radial")
                 if getattr(cfg, k)
             }
+            | ({"boundary_band": cfg.boundary_band, "band_terms": cfg.band_terms} if cfg.boundary_band > 0 else {})
         )
     if cfg.zoom_min < 1.0:
         summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
