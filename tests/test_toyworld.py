@@ -249,13 +249,13 @@ def test_rerender_erases_only_the_named_part():
         rerender(sample, ("wings",))
 
 
-
 def test_another_framing_draws_the_same_scene_with_a_bigger_bird_and_keeps_it_on_rerender():
     world = render_bird(3, np.random.default_rng(5))
     assert np.array_equal(render_bird(3, np.random.default_rng(5), bird_scale=BIRD_SCALE).image, world.image)
     big = render_bird(3, np.random.default_rng(5), bird_scale=(0.34, 0.36))
     assert big.bird_mask.sum() > 1.3 * world.bird_mask.sum()
     assert np.array_equal(rerender(big).image, big.image) and rerender(big).bird_scale == (0.34, 0.36)
+
 
 def test_split_samples_found_by_lookup_can_be_rerendered(tmp_path: Path):
     from microclip.toyworld.lookup import ToyWorldIndex
