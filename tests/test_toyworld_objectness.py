@@ -60,21 +60,27 @@ def test_background_loss_is_zero_when_the_background_says_nothing_and_positive_w
     assert background_loss(flat, foreground, text_without_last, scale).item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_cut_contrast_loss_matches_a_loop_over_pairs():
-    patches, _, foreground = _batch(2)
-    raw = patches * 3.0  # the cut reads raw tokens; the hinge is on their cosines
-    margin = 0.1
+def _cut_contrast_by_loop(raw: torch.Tensor, foreground: torch.Tensor, margin: float, ignore=None) -> float:
+    """The cut contrast pair by pair, leaving out every pair with an ignored patch in it."""
     across, within = [], []
     for b in range(raw.shape[0]):
         for i in range(raw.shape[1]):
             for j in range(raw.shape[1]):
+                if ignore is not None and (ignore[b, i] or ignore[b, j]):
+                    continue
                 cosine = float(F.cosine_similarity(raw[b, i], raw[b, j], dim=0))
                 if foreground[b, i] != foreground[b, j]:
                     across.append(max(0.0, cosine + margin))
                 else:
                     within.append(max(0.0, margin - cosine))
-    expected = sum(across) / len(across) + sum(within) / len(within)
-    assert cut_contrast_loss(raw, foreground, margin).item() == pytest.approx(expected)
+    return sum(across) / len(across) + sum(within) / len(within)
+
+
+def test_cut_contrast_loss_matches_a_loop_over_pairs():
+    patches, _, foreground = _batch(2)
+    raw = patches * 3.0  # the cut reads raw tokens; the hinge is on their cosines
+    expected = _cut_contrast_by_loop(raw, foreground, 0.1)
+    assert cut_contrast_loss(raw, foreground, 0.1).item() == pytest.approx(expected)
 
 
 def test_boundary_band_is_the_background_within_reach_of_the_foreground():
@@ -109,20 +115,10 @@ def test_ignored_patches_leave_the_background_and_cut_terms():
     assert got == pytest.approx(expected / patches.shape[0])
     assert got != pytest.approx(background_loss(patches, foreground, text, scale).item())
     # The cut contrast drops every pair with an ignored patch in it.
-    raw, margin = patches * 2.0, 0.1
-    across, within = [], []
-    for b in range(raw.shape[0]):
-        for i in range(raw.shape[1]):
-            for j in range(raw.shape[1]):
-                if ignore[b, i] or ignore[b, j]:
-                    continue
-                cosine = float(F.cosine_similarity(raw[b, i], raw[b, j], dim=0))
-                if foreground[b, i] != foreground[b, j]:
-                    across.append(max(0.0, cosine + margin))
-                else:
-                    within.append(max(0.0, margin - cosine))
-    expected = sum(across) / len(across) + sum(within) / len(within)
-    assert cut_contrast_loss(raw, foreground, margin, ignore).item() == pytest.approx(expected)
+    raw = patches * 2.0
+    expected = _cut_contrast_by_loop(raw, foreground, 0.1, ignore)
+    assert cut_contrast_loss(raw, foreground, 0.1, ignore).item() == pytest.approx(expected)
+    assert expected != pytest.approx(_cut_contrast_by_loop(raw, foreground, 0.1))
 
 
 def test_steps_on_the_cut_contrast_separates_the_two_sides_of_the_cut():
