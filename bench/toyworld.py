@@ -69,7 +69,7 @@ from microclip.scoring import (
     pointing_hits,
 )
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
-from microclip.toyworld.metrics import class_weights_from_names, encode_images, linear_probe_accuracy
+from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
 from microclip.toyworld.render import rerender
@@ -295,14 +295,12 @@ def ncut_rows(args: argparse.Namespace) -> dict:
     """How much of the NCut foreground is bird (pixels), and its IoU with the bird's patches, per tower."""
     masks = _split_masks(args.data_root, "test")
     images, _ = _split_arrays(args.data_root, "test")
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     towers = {"adapted": adapted_model(args)}
     classes, templates, _ = _assets()
     towers["base"], _, _ = MicroCLIP.build(f"local-dir:{args.base}", None, classes, templates, None)
     out = {}
     for name, model in towers.items():
-        with torch.no_grad():
-            foreground = np.concatenate([model(x[i : i + 200]).mask.cpu().numpy() for i in range(0, len(x), 200)])
+        foreground = cut_foregrounds(model, images)
         scores = cut_on_object(foreground, patch_coverage(masks.bird_mask, model.backbone.grid))
         out[name] = {
             "pixel_precision": percent(scores["pixel_precision"]),

@@ -30,6 +30,7 @@ from microclip.model import MicroCLIP
 from microclip.scoring import cut_on_object, patch_coverage, percent
 from microclip.soap import soap_query
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.metrics import cut_foregrounds
 from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
 from microclip.toyworld.text import TEMPLATES, descriptions
 from microclip.toyworld.world import CLASS_NAMES
@@ -83,20 +84,20 @@ def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     masks = load_split_masks(data_root, "test")
     model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    foreground, linked = [], []
+    foreground = cut_foregrounds(model, images)
+    linked = []
     with torch.no_grad():
         for i in range(0, len(x), 200):
-            foreground.append(model(x[i : i + 200]).mask.cpu().numpy())
             patches = model.backbone(x[i : i + 200]).patches.double()
             linked.append((patches @ patches.transpose(1, 2) > NCUT_TAU).numpy())
     coverage = patch_coverage(masks.bird_mask, model.backbone.grid)
-    scores = cut_on_object(np.concatenate(foreground), coverage)
+    scores = cut_on_object(foreground, coverage)
     metrics = evaluate_exported(Path(folder), PretrainConfig(out=folder, data_root=data_root))
     extra = {"pools": pool_report(model, x, labels, coverage.reshape(len(x), -1) >= 0.25)} if pools else {}
     return extra | {
         "pixel_precision": percent(scores["pixel_precision"]),
         "iou": percent(scores["iou"]),
-        "foreground_patches": float(np.concatenate(foreground).sum(axis=1).mean()),
+        "foreground_patches": float(foreground.sum(axis=1).mean()),
         "links": link_shares(np.concatenate(linked), coverage >= 0.25),
         "zero_shot_names": 100.0 * metrics["zero_shot_names"],
         "zero_shot_descriptions": 100.0 * metrics["zero_shot_descriptions"],

@@ -24,6 +24,7 @@ from microclip.files import atomic_write_text
 from microclip.model import MicroCLIP
 from microclip.scoring import cut_on_object, patch_coverage, percent
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.metrics import cut_foregrounds
 from microclip.toyworld.render import BIRD_SCALE, render_bird
 from microclip.toyworld.text import TEMPLATES, descriptions
 from microclip.toyworld.world import CLASS_NAMES
@@ -33,9 +34,7 @@ SIZE_BINS = ((0, 15), (15, 18), (18, 20), (20, 65))  # the bird's patches (at le
 
 def cut_scores(model: MicroCLIP, images: np.ndarray, bird_masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per image: pixel precision, IoU, foreground size and the bird's size in patches."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    with torch.no_grad():
-        foreground = np.concatenate([model(x[i : i + 200]).mask.cpu().numpy() for i in range(0, len(x), 200)])
+    foreground = cut_foregrounds(model, images)
     coverage = patch_coverage(bird_masks, model.backbone.grid)
     return cut_on_object(foreground, coverage) | {
         "foreground_patches": foreground.sum(axis=1),

@@ -53,6 +53,13 @@ def encode_images(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
 
 
 @torch.no_grad()
+def cut_foregrounds(model: torch.nn.Module, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """(N, P) bool: the normalised cut's foreground ``MicroCLIP(x).mask`` of uint8 (N, H, W, 3) images."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return np.concatenate([model(x[i : i + batch_size]).mask.cpu().numpy() for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
 def encode_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """Unit-norm text embeddings (N, D). The model keeps its mode."""
     with eval_mode(model):

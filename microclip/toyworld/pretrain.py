@@ -153,10 +153,15 @@ class PretrainConfig:
             raise ValueError(f"zoom_min {self.zoom_min}: the smallest zoomed square, a share of the frame in (0, 1]")
         if not 0.0 <= self.p_zoom <= 1.0:
             raise ValueError(f"p_zoom {self.p_zoom}: a share of the batch, in [0, 1]")
-        if not set(self.band_terms.split(",")) <= {"background", "cut"}:
+        if not self.banded_terms <= {"background", "cut"}:
             raise ValueError(f"band_terms {self.band_terms!r}: comma-separated, from background and cut")
         if self.zoom_from_stage not in (1, 2, 3):
             raise ValueError(f"zoom_from_stage {self.zoom_from_stage}: a stage, 1, 2 or 3")
+
+    @property
+    def banded_terms(self) -> frozenset[str]:
+        """The stage-3 terms that leave --boundary_band's band out."""
+        return frozenset(self.band_terms.split(","))
 
 
 RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images")  # a resume must match
@@ -208,7 +213,7 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         f"(its raw value-path tokens, detached; objectness.py): {listed}"
     )
     if cfg.boundary_band > 0:
-        which = " and ".join(cfg.band_terms.split(","))
+        which = " and ".join(t for t in ("background", "cut") if t in cfg.banded_terms)
         stage3 += f"; background patches within {cfg.boundary_band} patch(es) of the foreground are left out of the "
         stage3 += f"{which} term(s) (a band the next cut may grow into)"
     return OBJECTIVE | {"stage 3 (object_steps)": stage3}
@@ -491,7 +496,7 @@ def object_terms(
     """Stage 3's losses (objectness.py), each on the cut SOAP would make of the image now."""
     foreground = foreground_mask(patches.detach())
     band = boundary_band(foreground, backbone.grid, cfg.boundary_band) if cfg.boundary_band > 0 else None
-    bg_band, cut_band = (band if term in cfg.band_terms.split(",") else None for term in ("background", "cut"))
+    bg_band, cut_band = (band if term in cfg.banded_terms else None for term in ("background", "cut"))
     terms = {
         "object": (cfg.object_weight, object_token_loss(patch_embeds, foreground, text, scale)),
         "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale, bg_band)),
