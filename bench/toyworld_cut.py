@@ -12,6 +12,10 @@ With `--pools`, also each branch's accuracy at the start of adaptation (W* from 
 identity, as `train.py --eval` reports it) and [FG] with other queries and pools on the same tokens (the
 bird's own patches as the query, their plain mean; one bird or background patch alone): is the cut or the
 tokens the limit of [FG]?
+It also reports SOAP's query at identity (the cut's mean token): what the foreground is made of (shares of its
+patches on a part, the body, the background), each kind's mean cosine to the query, and how often the patch
+with the largest logit is on a part (the pointing of SOAP's map at the start). The raw tokens all have nearly
+the same length here (a LayerNorm's output), so the logit ranks patches by that cosine.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 from microclip.constants import NCUT_TAU
 from microclip.files import atomic_write_text
 from microclip.model import MicroCLIP
-from microclip.scoring import cut_on_object, patch_coverage, percent
+from microclip.scoring import cut_on_object, foreground_makeup, patch_coverage, patch_hits, percent, pointing_hits
 from microclip.soap import soap_query
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.metrics import cut_foregrounds
@@ -78,6 +82,23 @@ def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: 
         }
 
 
+def query_report(tokens: torch.Tensor, foreground: np.ndarray, on_part: np.ndarray, on_bird: np.ndarray) -> dict:
+    """SOAP's identity query against the patches it pools (see the module doc); tokens (N, P, D) raw."""
+    fg = torch.as_tensor(foreground)
+    query = soap_query(tokens, fg, tokens[:, 0])
+    cosine = torch.nn.functional.cosine_similarity(tokens, query[:, None], dim=-1).numpy()
+    logits = (tokens @ query[:, :, None]).squeeze(-1).numpy()
+    kinds = {"part": on_part, "body": on_bird & ~on_part, "background": ~on_bird & ~on_part}
+    return {
+        "makeup": {k: percent(v) for k, v in foreground_makeup(foreground, on_part, on_bird).items()},
+        "cosine_to_query": {
+            k: float(cosine[m & foreground].mean()) for k, m in kinds.items() if (m & foreground).any()
+        },
+        "top_patch_on_part": percent(pointing_hits(logits, on_part)),
+        "length_spread": float(np.linalg.norm(tokens.numpy(), axis=-1).std()),
+    }
+
+
 def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     ensure_split(data_root, "test", 50, 0)
     images, labels = load_split_arrays(data_root, "test")
@@ -85,15 +106,23 @@ def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     foreground = cut_foregrounds(model, images)
-    linked = []
+    linked, tokens = [], []
     with torch.no_grad():
         for i in range(0, len(x), 200):
-            patches = model.backbone(x[i : i + 200]).patches.double()
+            patches = model.backbone(x[i : i + 200]).patches
+            tokens.append(patches)
+            patches = patches.double()
             linked.append((patches @ patches.transpose(1, 2) > NCUT_TAU).numpy())
     coverage = patch_coverage(masks.bird_mask, model.backbone.grid)
     scores = cut_on_object(foreground, coverage)
     metrics = evaluate_exported(Path(folder), PretrainConfig(out=folder, data_root=data_root))
-    extra = {"pools": pool_report(model, x, labels, coverage.reshape(len(x), -1) >= 0.25)} if pools else {}
+    extra = {}
+    if pools:
+        on_part, on_bird = patch_hits(masks.part_mask, model.backbone.grid), coverage > 0
+        extra = {
+            "pools": pool_report(model, x, labels, coverage.reshape(len(x), -1) >= 0.25),
+            "soap_query": query_report(torch.cat(tokens), foreground, on_part, on_bird),
+        }
     return extra | {
         "pixel_precision": percent(scores["pixel_precision"]),
         "iou": percent(scores["iou"]),
@@ -123,6 +152,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         if "pools" in row:
             print("  " + ", ".join(f"{k} {v:.1f}%" for k, v in row["pools"].items()))
+            query = row["soap_query"]
+            print(
+                "  SOAP's query at identity: foreground "
+                + " / ".join(f"{k} {v:.1f}%" for k, v in query["makeup"].items())
+                + "; cosine to the query "
+                + " / ".join(f"{k} {v:.3f}" for k, v in query["cosine_to_query"].items())
+                + f"; top patch on a part {query['top_patch_on_part']:.1f}%"
+                + f" (token lengths' sd {query['length_spread']:.3f})"
+            )
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
 

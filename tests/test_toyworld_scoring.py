@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microclip.scoring import expected_hit, mass_inside, patch_coverage, patch_hits, percent, pointing_hits
+from microclip.scoring import (
+    expected_hit,
+    foreground_makeup,
+    mass_inside,
+    patch_coverage,
+    patch_hits,
+    percent,
+    pointing_hits,
+)
 
 
 def _mask() -> np.ndarray:
@@ -46,3 +54,14 @@ def test_expected_hit_of_a_uniform_patch_in_a_set():
     selection = np.array([[True, True, True, False], [False, False, False, False]])
     assert expected_hit(selection, on).tolist() == [2 / 3, 0.0]
     assert percent(np.array([True, False, True, False])) == 50.0
+
+
+def test_foreground_makeup_by_hand():
+    # Five patches: 0-1 on a part, 2 on the body, 3-4 off the bird. Image 2 selects nothing.
+    on_part = np.array([[True, True, False, False, False]] * 2)
+    on_bird = np.array([[True, True, True, False, False]] * 2)
+    foreground = np.array([[True, False, True, True, True], [False] * 5])
+    makeup = foreground_makeup(foreground, on_part, on_bird)
+    assert makeup["part"].tolist() == [0.25, 0.0]
+    assert makeup["body"].tolist() == [0.25, 0.0]
+    assert makeup["background"].tolist() == [0.5, 0.0]
