@@ -30,11 +30,18 @@ import torch
 
 from microclip.constants import NCUT_TAU
 from microclip.files import atomic_write_text
-from microclip.model import MicroCLIP
-from microclip.scoring import cut_on_object, foreground_makeup, patch_coverage, patch_hits, percent, pointing_hits
+from microclip.model import MicroCLIP, ModelOutput
+from microclip.scoring import (
+    cut_on_object,
+    foreground_makeup,
+    patch_coverage,
+    patch_hits,
+    patch_kinds,
+    percent,
+    pointing_hits,
+)
 from microclip.soap import soap_query
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
-from microclip.toyworld.metrics import cut_foregrounds
 from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
 from microclip.toyworld.text import TEMPLATES, descriptions
 from microclip.toyworld.world import CLASS_NAMES
@@ -54,7 +61,7 @@ def link_shares(linked: np.ndarray, on_object: np.ndarray) -> dict[str, float]:
     return {"bird": float(np.mean(within)), "background": float(np.mean(background)), "across": float(np.mean(across))}
 
 
-def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: np.ndarray) -> dict[str, float]:
+def pool_report(model: MicroCLIP, out: ModelOutput, labels: np.ndarray, on_bird: np.ndarray) -> dict[str, float]:
     """Top-1 % of each branch at the start, and of [FG] from other queries and pools (see the module doc)."""
     y = torch.as_tensor(labels)
     bird = torch.as_tensor(on_bird)
@@ -68,7 +75,6 @@ def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: 
         return 100.0 * float(hits[where].float().mean())
 
     with torch.no_grad():
-        out = model(x)
         tokens = out.tokens.patches
         bird_mean = soap_query(tokens, bird, out.tokens.cls_token)  # SOAP's query with the bird as the mask
         return {
@@ -82,17 +88,17 @@ def pool_report(model: MicroCLIP, x: torch.Tensor, labels: np.ndarray, on_bird: 
         }
 
 
-def query_report(tokens: torch.Tensor, foreground: np.ndarray, on_part: np.ndarray, on_bird: np.ndarray) -> dict:
-    """SOAP's identity query against the patches it pools (see the module doc); tokens (N, P, D) raw."""
-    fg = torch.as_tensor(foreground)
-    query = soap_query(tokens, fg, tokens[:, 0])
-    cosine = torch.nn.functional.cosine_similarity(tokens, query[:, None], dim=-1).numpy()
-    logits = (tokens @ query[:, :, None]).squeeze(-1).numpy()
-    kinds = {"part": on_part, "body": on_bird & ~on_part, "background": ~on_bird & ~on_part}
+def query_report(out: ModelOutput, on_part: np.ndarray, on_bird: np.ndarray) -> dict:
+    """SOAP's query against the patches it pools (see the module doc), from one forward pass."""
+    tokens, foreground = out.tokens.patches, out.mask.cpu().numpy()
+    cosine = torch.nn.functional.cosine_similarity(tokens, out.soap.query[:, None], dim=-1).numpy()
+    logits = out.soap.logits[:, :-1].numpy()  # the patches' logits; the null token's is left out
     return {
         "makeup": {k: percent(v) for k, v in foreground_makeup(foreground, on_part, on_bird).items()},
         "cosine_to_query": {
-            k: float(cosine[m & foreground].mean()) for k, m in kinds.items() if (m & foreground).any()
+            k: float(cosine[m & foreground].mean())
+            for k, m in patch_kinds(on_part, on_bird).items()
+            if (m & foreground).any()
         },
         "top_patch_on_part": percent(pointing_hits(logits, on_part)),
         "length_spread": float(np.linalg.norm(tokens.numpy(), axis=-1).std()),
@@ -105,14 +111,11 @@ def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     masks = load_split_masks(data_root, "test")
     model, _, _ = MicroCLIP.build(f"local-dir:{folder}", None, CLASS_NAMES, TEMPLATES, descriptions())
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    foreground = cut_foregrounds(model, images)
-    linked, tokens = [], []
     with torch.no_grad():
-        for i in range(0, len(x), 200):
-            patches = model.backbone(x[i : i + 200]).patches
-            tokens.append(patches)
-            patches = patches.double()
-            linked.append((patches @ patches.transpose(1, 2) > NCUT_TAU).numpy())
+        out = model(x)  # one pass: the cut, the tokens its graph links and SOAP's query and logits
+    foreground = out.mask.cpu().numpy()
+    patches = out.tokens.patches.double()
+    linked = (patches @ patches.transpose(1, 2) > NCUT_TAU).numpy()
     coverage = patch_coverage(masks.bird_mask, model.backbone.grid)
     scores = cut_on_object(foreground, coverage)
     metrics = evaluate_exported(Path(folder), PretrainConfig(out=folder, data_root=data_root))
@@ -120,14 +123,14 @@ def cut_report(folder: str, data_root: str, pools: bool = False) -> dict:
     if pools:
         on_part, on_bird = patch_hits(masks.part_mask, model.backbone.grid), coverage > 0
         extra = {
-            "pools": pool_report(model, x, labels, coverage.reshape(len(x), -1) >= 0.25),
-            "soap_query": query_report(torch.cat(tokens), foreground, on_part, on_bird),
+            "pools": pool_report(model, out, labels, coverage.reshape(len(x), -1) >= 0.25),
+            "soap_query": query_report(out, on_part, on_bird),
         }
     return extra | {
         "pixel_precision": percent(scores["pixel_precision"]),
         "iou": percent(scores["iou"]),
         "foreground_patches": float(foreground.sum(axis=1).mean()),
-        "links": link_shares(np.concatenate(linked), coverage >= 0.25),
+        "links": link_shares(linked, coverage >= 0.25),
         "zero_shot_names": 100.0 * metrics["zero_shot_names"],
         "zero_shot_descriptions": 100.0 * metrics["zero_shot_descriptions"],
     }

@@ -79,15 +79,17 @@ def cut_on_object(foreground: np.ndarray, coverage: np.ndarray, min_cover: float
     return {"pixel_precision": precision, "iou": iou}
 
 
+def patch_kinds(on_part: np.ndarray, on_bird: np.ndarray) -> dict[str, np.ndarray]:
+    """Each patch's kind, as (N, P) bool masks: on a part, on the bird but no part (the body), off both."""
+    return {"part": on_part, "body": on_bird & ~on_part, "background": ~on_bird & ~on_part}
+
+
 def foreground_makeup(foreground: np.ndarray, on_part: np.ndarray, on_bird: np.ndarray) -> dict[str, np.ndarray]:
-    """What a foreground patch set is made of, per image: the shares of its patches on a part, on the bird
-    but no part (the body) and off the bird. The three shares sum to 1; all are 0 for an empty foreground.
+    """What a foreground patch set is made of, per image: the shares of its patches of each
+    :func:`patch_kinds` kind. The three shares sum to 1; all are 0 for an empty foreground.
 
     SOAP's query at identity is the mean of these patches, so their makeup decides what it looks like.
     All arguments are (N, P) bool.
     """
     size = np.maximum(foreground.sum(axis=1), 1)
-    part = foreground & on_part
-    body = foreground & on_bird & ~on_part
-    off = foreground & ~on_bird & ~on_part
-    return {name: sel.sum(axis=1) / size for name, sel in (("part", part), ("body", body), ("background", off))}
+    return {kind: (foreground & mask).sum(axis=1) / size for kind, mask in patch_kinds(on_part, on_bird).items()}
