@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU benchmark run for microCLIP (about 2-3 minutes on an H100/H200, capped at 5).
+# One prepared GPU benchmark run for microCLIP (about 4-6 minutes on an H100/H200, capped at 8).
 #
 #   bash bench/gpu.sh            # results in $OUT if set, else ./bench-out
 #
@@ -12,26 +12,33 @@
 # 4. if time is left: explain with bf16 weights (.to(bfloat16)) instead of autocast.
 # 5. NCut with the eigensolver on CUDA: the canonical mask equals the CPU's (tests/test_soap.py) and
 #    how often the reference's literal rule differs between CPU and CUDA (bench/ncut.py) -> ncut.json
+# 6. the toy world on CUDA: the shipped adapted checkpoint evaluated there (the CPU record's accuracies,
+#    checkpoints/toybirds-microclip.json, within 0.3 points?), then the shipped adaptation itself
+#    (train.py --train_config toybirds, seed 0, fp32) timed, next to the CPU's train_seconds -> toy_cuda.json
 # Every step runs under `timeout`, so the whole script stays within BUDGET_S seconds.
 #
 # Smoke test without a GPU (tiny sizes):
 #   DEVICE=cpu SPEED_ARGS="--explain-batches 1 --repeats 1 --batch 2 --crops 2" \
-#     EPOCH_ARGS="--steps 2 --batch 2 --crops 2" bash bench/gpu.sh
+#     EPOCH_ARGS="--steps 2 --batch 2 --crops 2" TOY_ARGS="--max_steps 2" bash bench/gpu.sh
 set -euo pipefail
 
-BUDGET_S=${BUDGET_S:-300}
+BUDGET_S=${BUDGET_S:-480}
 DEVICE=${DEVICE:-cuda}
+PY=${PYTHON:-python3}  # the GPU images name their interpreter python3
 # shellcheck disable=SC2206  # word splitting of the override strings is wanted
 SPEED_ARGS=(${SPEED_ARGS:-})
 # shellcheck disable=SC2206
 EPOCH_ARGS=(${EPOCH_ARGS:---steps 64 --batch 64 --crops 8})
+# shellcheck disable=SC2206
+TOY_ARGS=(${TOY_ARGS:-})
 
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-./bench-out}
 mkdir -p "$OUT_DIR"
 JSON="$OUT_DIR/speed.json"
 LOG="$OUT_DIR/gpu.log"
-rm -f "$JSON" "$OUT_DIR/speed_explain_cast.json"
+rm -f "$JSON" "$OUT_DIR/speed_explain_cast.json" "$OUT_DIR/toy_cuda.json"
+TOY_RUN=$(mktemp -d)
 exec > >(tee -a "$LOG") 2>&1
 
 left() { echo $(( BUDGET_S - SECONDS )); }
@@ -58,13 +65,13 @@ run() {
 
 echo "## nvidia-smi"
 nvidia-smi || echo "(nvidia-smi failed)"
-python --version
+"$PY" --version
 
-if ! python -c "import torch, open_clip, safetensors, numpy" 2>/dev/null; then
+if ! "$PY" -c "import torch, open_clip, safetensors, numpy" 2>/dev/null; then
     echo "## installing requirements.txt"
-    python -m pip install -q -r requirements.txt
+    "$PY" -m pip install -q -r requirements.txt
 fi
-python -c "
+"$PY" -c "
 import torch, open_clip
 print(f'torch {torch.__version__} (CUDA {torch.version.cuda}), open_clip {open_clip.__version__}, '
       f'cuda available: {torch.cuda.is_available()}')
@@ -73,23 +80,48 @@ if torch.cuda.is_available():
 "
 
 # 5 first (cheap, and the one check only a GPU can make): NCut's mask on CUDA vs CPU
-run 60 python -m pytest -q -p no:cacheprovider tests/test_soap.py -k cuda
-run 90 python bench/ncut.py --json "$OUT_DIR/ncut.json"
+run 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_soap.py -k cuda
+run 90 "$PY" bench/ncut.py --json "$OUT_DIR/ncut.json"
+
+# 6. the toy world: the shipped checkpoint, then its adaptation, on the device
+run 90 "$PY" evaluate.py --dataset toybirds --ckpt-path checkpoints/toybirds-microclip.safetensors \
+    --device "$DEVICE" --data_root data --output_dir "$TOY_RUN/eval"
+run 240 "$PY" train.py --dataset toybirds --train_config toybirds --device "$DEVICE" --data_root data \
+    --output_dir "$TOY_RUN/train" --no_progress "${TOY_ARGS[@]}"
+"$PY" - "$TOY_RUN" "$OUT_DIR/toy_cuda.json" "$DEVICE" <<'PY' || echo "(toy-world summary failed)"
+import json, sys
+from pathlib import Path
+run, out, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+record = json.loads(Path("checkpoints/toybirds-microclip.json").read_text())["metrics"]
+found = {"device": device, "cpu_record": {k: record[k] for k in ("acc_fused", "acc_cls", "acc_fg", "train_seconds")}}
+for name in ("eval", "train"):
+    files = sorted((run / name).rglob("*.json"))
+    found[name] = {str(f.relative_to(run)): json.loads(f.read_text()) for f in files}
+out.write_text(json.dumps(found, indent=1))
+def row(metrics: dict) -> str:
+    return " / ".join(f"{metrics[k]:.2f}" for k in ("acc_fused", "acc_cls", "acc_fg"))
+print(f"## toy world, fused / CLS / FG: CPU record {row(record)} (adapted in {record['train_seconds']:.0f} s)")
+for name in ("eval", "train"):
+    metrics = found[name].get(f"{name}/metrics.json")
+    if metrics:
+        took = f" (adapted in {metrics['train_seconds']:.0f} s, {metrics['steps']} steps)" if name == "train" else ""
+        print(f"## toy world on {device}, {name}: {row(metrics)}{took}")
+PY
 
 # 2. ratios, fp32 and bf16 (autocast on both sides)
-run 150 python bench/speed.py --device "$DEVICE" "${SPEED_ARGS[@]}" --json "$JSON"
+run 150 "$PY" bench/speed.py --device "$DEVICE" "${SPEED_ARGS[@]}" --json "$JSON"
 
 # 3. the epoch: fp32 (the reference's precision) first, bf16 autocast second
-run 90 python bench/speed.py --device "$DEVICE" --epoch "${EPOCH_ARGS[@]}" --amp none --json "$JSON"
-run 60 python bench/speed.py --device "$DEVICE" --epoch "${EPOCH_ARGS[@]}" --amp bf16 --json "$JSON"
+run 90 "$PY" bench/speed.py --device "$DEVICE" --epoch "${EPOCH_ARGS[@]}" --amp none --json "$JSON"
+run 60 "$PY" bench/speed.py --device "$DEVICE" --epoch "${EPOCH_ARGS[@]}" --amp bf16 --json "$JSON"
 
 # 4. explain with bf16 weights (.to(bfloat16)) on both sides instead of autocast
-run 45 python bench/speed.py --device "$DEVICE" --only explain --precisions bf16 --bf16-method cast \
+run 45 "$PY" bench/speed.py --device "$DEVICE" --only explain --precisions bf16 --bf16-method cast \
     "${SPEED_ARGS[@]}" --json "$OUT_DIR/speed_explain_cast.json"
 
 # summary: both tables, the epochs next to the reference
 if [[ -f "$JSON" ]]; then
-    python -c "
+    "$PY" -c "
 import json, sys
 data = json.load(open(sys.argv[1]))
 print()

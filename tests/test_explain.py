@@ -35,6 +35,20 @@ def test_explanation_matches_the_forward_pass(model):
             assert fg_part == pytest.approx(100 * (1 - rho) * float(out.fg_embed[b] @ w_hat[c]), abs=1e-4)
 
 
+def test_each_image_of_a_batch_gets_its_own_maps(model):
+    # The batch is copied to the host once and sliced; each slice must be what that image alone gives.
+    images = torch.rand(3, 3, 32, 32)
+    batch = explain_batch(model, images)
+    for b, explanation in enumerate(batch):
+        alone = explain_batch(model, images[b : b + 1])[0]
+        for field in ("logits_cls", "logits_fg", "soap_weights", "cls_similarity", "patch_class_cosine"):
+            np.testing.assert_allclose(getattr(explanation, field), getattr(alone, field), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(explanation.ncut_mask, alone.ncut_mask)
+        assert explanation.null_weight == pytest.approx(alone.null_weight, abs=1e-6)
+        assert explanation.patch_class_cosine.shape == (4, 4, len(model.classes))
+    assert not np.array_equal(batch[0].soap_weights, batch[1].soap_weights)
+
+
 def test_fusion_ratio_without_a_new_forward_pass(model):
     images = torch.rand(1, 3, 32, 32)
     explanation = explain_batch(model, images)[0]
