@@ -9,6 +9,7 @@
     python bench/toyworld.py --base DIR --adapted FILE --baseline_dir OUT2   # ... with its CLS-only baseline
     python bench/toyworld.py --base DIR --adapted start --skip accuracy,names  # the base as adaptation starts
     python bench/toyworld.py --figure assets/toybirds/explainers.png  # SOAP and its peers on test images
+    python bench/toyworld.py --epochs RUN     # the maps epoch by epoch through a train.py --keep_epochs run
 
 Accuracy: zero-shot by names (templates), zero-shot by descriptions (the initial W*), the CLS-only
 self-training baseline, microCLIP adapted (fused, [CLS]-only, [FG]-only) and a linear probe on the
@@ -212,6 +213,47 @@ def peer_maps(
     return maps, cost
 
 
+def score_maps(
+    maps: dict[str, np.ndarray], on_part: np.ndarray, coverage: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each map's pointing game and mass on the parts, in %."""
+    pointing, inside = {}, {}
+    for name, scores in maps.items():
+        if name == "ncut":  # a set, not a ranking: the expected hit of a patch drawn from it
+            pointing[name] = percent(expected_hit(scores > 0.5, on_part))
+        else:
+            pointing[name] = percent(pointing_hits(scores, on_part))
+        inside[name] = percent(mass_inside(scores, coverage))
+    return pointing, inside
+
+
+def epoch_rows(args: argparse.Namespace) -> list[dict]:
+    """--epochs RUN: the maps at the start and after each epoch of a ``train.py --keep_epochs`` run, with the
+    accuracies its log recorded then. Self-training trains SOAP's projections through the fused answer alone;
+    this is where its map goes meanwhile."""
+    run = Path(args.epochs)
+    files = sorted((run / "epochs").glob("epoch-*.safetensors"), key=lambda f: int(f.stem.split("-")[1]))
+    if not files:
+        raise SystemExit(f"{run / 'epochs'} holds no epoch-N.safetensors: adapt with train.py --keep_epochs")
+    log_file = run / "log.jsonl"
+    lines = log_file.read_text().splitlines() if log_file.is_file() else []
+    logged = {row["epoch"]: row for row in map(json.loads, lines)}
+    masks = _split_masks(args.data_root, "test")
+    images, labels = _split_arrays(args.data_root, "test")
+    peers = tuple(filter(None, args.epoch_peers.split(",")))
+    rows = []
+    for epoch, adapted in [(0, "start"), *((int(f.stem.split("-")[1]), str(f)) for f in files)]:
+        model = adapted_model(argparse.Namespace(**{**vars(args), "adapted": adapted}))
+        grid = model.backbone.grid
+        on_part, coverage = patch_hits(masks.part_mask, grid), patch_coverage(masks.part_mask, grid)
+        maps, _ = peer_maps(model, images, labels, peers, timing=False)
+        pointing, inside = score_maps(maps, on_part, coverage)
+        accuracy = {k.removeprefix("test_"): v for k, v in logged.get(epoch, {}).items() if k.startswith("test_acc")}
+        rows.append({"epoch": epoch, "pointing": pointing, "mass_inside": inside, "accuracy": accuracy})
+        print(f"epoch {epoch}: SOAP pointing {pointing.get('soap', float('nan')):.1f}", file=sys.stderr)
+    return rows
+
+
 def pointing_rows(args: argparse.Namespace) -> dict:
     model = adapted_model(args)
     masks = _split_masks(args.data_root, "test")
@@ -221,13 +263,7 @@ def pointing_rows(args: argparse.Namespace) -> dict:
     on_bird = patch_hits(masks.bird_mask, grid)
     coverage = patch_coverage(masks.part_mask, grid)
     maps, cost = peer_maps(model, images, labels, POINTING_PEERS)
-    pointing, inside = {}, {}
-    for name, scores in maps.items():
-        if name == "ncut":  # a set, not a ranking: the expected hit of a patch drawn from it
-            pointing[name] = percent(expected_hit(scores > 0.5, on_part))
-        else:
-            pointing[name] = percent(pointing_hits(scores, on_part))
-        inside[name] = percent(mass_inside(scores, coverage))
+    pointing, inside = score_maps(maps, on_part, coverage)
     pointing["random"] = percent(on_part.mean(axis=1))  # a uniform patch: exactly the patch chance
     # The same adapted weights with the reference's unused key-based NCut (the clean option) at inference.
     model.config = replace(model.config, ncut_features="keys")
@@ -572,6 +608,23 @@ def _print_pointing(report: dict) -> None:
     )
 
 
+def print_epochs(rows: list[dict]) -> None:
+    """One line per epoch: each map's pointing (mass on the parts), then the logged accuracies."""
+    maps = list(rows[0]["pointing"])
+    branches = ("acc_fused", "acc_cls", "acc_fg")
+    _print_table(
+        ("epoch", *(f"{name} pointing (mass) %" for name in maps), "fused / [CLS] / [FG] %"),
+        (
+            (
+                str(row["epoch"]),
+                *(f"{row['pointing'][name]:.1f} ({row['mass_inside'][name]:.1f})" for name in maps),
+                " / ".join(_cell(row["accuracy"].get(b)) for b in branches),
+            )
+            for row in rows
+        ),
+    )
+
+
 def _print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """A markdown table of ready-formatted cells."""
     print("| " + " | ".join(header) + " |")
@@ -615,6 +668,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--figure", default=None, help="write a PNG of SOAP and its peers on test images, and exit")
     parser.add_argument(
+        "--epochs",
+        default=None,
+        help="a train.py --keep_epochs output folder: the maps' pointing at the start and after each epoch, "
+        "and exit (--base: the run's base)",
+    )
+    parser.add_argument("--epoch_peers", default="soap,cls_attention,legrad", help="with --epochs: the maps")
+    parser.add_argument(
         "--record", action="store_true", help=f"store the test-split accuracies in {RECORD.name} (for the tests)"
     )
     args = parser.parse_args(argv)
@@ -625,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
 
         cv2.imwrite(args.figure, cv2.cvtColor(explainer_figure(args), cv2.COLOR_RGB2BGR))
         print(args.figure)
+        return 0
+    if args.epochs:
+        rows = epoch_rows(args)
+        print_epochs(rows)
+        if args.json:
+            atomic_write_text(Path(args.json), json.dumps({"epochs": rows, "cpu": cpu_name()}, indent=2) + "\n")
         return 0
     if args.record:
         record = json.loads(RECORD.read_text()) if RECORD.is_file() else {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from microclip.adapt import prepare
+from microclip.adapt import AdaptResult, prepare
 from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named
 from microclip.constants import CLS_ONLY_MODES
@@ -223,6 +223,12 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
         help="as the reference: start the epoch loop (and the schedule) at this epoch",
     )
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument(
+        "--keep_epochs",
+        action="store_true",
+        help="also save the adapted checkpoint as each epoch ends (epochs/epoch-N.safetensors): open any of "
+        "them in the app or a bench to see how self-training moved the maps",
+    )
     return parser
 
 
@@ -404,6 +410,23 @@ class EpochHook(Callback):
             self.function(_rows(self.initial, state), self.folder)
 
 
+class EpochCheckpoints(Callback):
+    """``--keep_epochs``: the adapted checkpoint at every epoch's end, next to the final one."""
+
+    def __init__(self, run, folder: Path) -> None:
+        self.run, self.folder, self.start = run, folder, time.perf_counter()
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if not state.is_main:
+            return
+        epoch = int(metrics.get("epoch", len(state.history)))
+        so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
+        accuracy = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_acc")}
+        meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_adapted(self.folder / f"epoch-{epoch}.safetensors", self.run.model.adapted_state(), meta)
+
+
 def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
     """The dataset config's recipe, overridden by the recipe flags given, then by the run's switches."""
     mode = (
@@ -554,6 +577,8 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     if plot is not None:
         callbacks.append(EpochHook(plot, output_dir, initial))
     callbacks.append(EpochReport())
+    if args.keep_epochs:
+        callbacks.append(EpochCheckpoints(run, output_dir / "epochs"))
     start_epoch = args.start_epoch or (reference_run.start_epoch if reference_run is not None else 0)
     result = run.fit(
         callbacks,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -49,6 +50,7 @@ def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
         "2",
         "--output_dir",
         str(out),
+        "--keep_epochs",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, descriptions, done
@@ -89,6 +91,32 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     assert "TokenFusion" in done.stdout and "[FG] only" in done.stdout and "mean per-class" in done.stdout
     per_class = json.loads((out / "eval" / "per_class.json").read_text())
     assert sum(per_class.values()) / 3 == pytest.approx(evaluated["mean_per_class"])
+
+
+def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(trained, image_dataset_root):
+    from safetensors.torch import load_file
+
+    out, _, _ = trained
+    final = load_file(out / "checkpoint.safetensors")
+    epochs = {n: load_file(out / "epochs" / f"epoch-{n}.safetensors") for n in (1, 2)}
+    assert set(epochs[2]) == set(final)
+    assert all(torch.equal(epochs[2][k], final[k]) for k in final)
+    assert any(not torch.equal(epochs[1][k], final[k]) for k in final)  # training moved something after epoch 1
+    # Epoch 1's checkpoint, evaluated on its own, gives the accuracy the log recorded at that epoch's end.
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(out / "epochs" / "epoch-1.safetensors"),
+        "--output_dir",
+        str(out / "eval-epoch-1"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1]
+    assert logged["epoch"] == 1
+    evaluated = json.loads((out / "eval-epoch-1" / "metrics.json").read_text())
+    assert evaluated["acc"] == pytest.approx(logged["test_acc"])
 
 
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):

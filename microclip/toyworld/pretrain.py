@@ -508,7 +508,8 @@ def object_terms(
             soap_pool_loss(patches, foreground, text, scale, backbone.project, clip_loss),
         )
     if cfg.soap_attention_weight > 0:
-        teacher = last_block_cls_attention(backbone, images)
+        with torch.no_grad():  # the teacher is detached in the loss: building its graph costs time and memory
+            teacher = last_block_cls_attention(backbone, images)
         attention = soap_attention_loss(patches, foreground, teacher, radial=cfg.soap_attention_radial)
         terms["soap_attention"] = (cfg.soap_attention_weight, attention)
     return terms
