@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from microclip.adapt import AdaptResult, prepare
+from microclip.adapt import Adaptation, AdaptResult, prepare
 from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named
 from microclip.constants import CLS_ONLY_MODES
@@ -413,7 +413,7 @@ class EpochHook(Callback):
 class EpochCheckpoints(Callback):
     """``--keep_epochs``: the adapted checkpoint at every epoch's end, next to the final one."""
 
-    def __init__(self, run, folder: Path) -> None:
+    def __init__(self, run: Adaptation, folder: Path) -> None:
         self.run, self.folder, self.start = run, folder, time.perf_counter()
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
