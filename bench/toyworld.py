@@ -232,8 +232,8 @@ def epoch_rows(args: argparse.Namespace) -> list[dict]:
     accuracies its log recorded then. Self-training trains SOAP's projections through the fused answer alone;
     this is where its map goes meanwhile."""
     run = Path(args.epochs)
-    files = sorted((run / "epochs").glob("epoch-*.safetensors"), key=lambda f: int(f.stem.split("-")[1]))
-    if not files:
+    saved = sorted((int(f.stem.split("-")[1]), str(f)) for f in (run / "epochs").glob("epoch-*.safetensors"))
+    if not saved:
         raise SystemExit(f"{run / 'epochs'} holds no epoch-N.safetensors: adapt with train.py --keep_epochs")
     log_file = run / "log.jsonl"
     lines = log_file.read_text().splitlines() if log_file.is_file() else []
@@ -242,7 +242,7 @@ def epoch_rows(args: argparse.Namespace) -> list[dict]:
     images, labels = _split_arrays(args.data_root, "test")
     peers = tuple(filter(None, args.epoch_peers.split(",")))
     rows = []
-    for epoch, adapted in [(0, "start"), *((int(f.stem.split("-")[1]), str(f)) for f in files)]:
+    for epoch, adapted in [(0, "start"), *saved]:
         model = adapted_model(argparse.Namespace(**{**vars(args), "adapted": adapted}))
         grid = model.backbone.grid
         on_part, coverage = patch_hits(masks.part_mask, grid), patch_coverage(masks.part_mask, grid)

@@ -419,7 +419,7 @@ class EpochCheckpoints(Callback):
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if not state.is_main:
             return
-        epoch = int(metrics.get("epoch", len(state.history)))
+        epoch = metrics["epoch"]  # 1-based, as in log.jsonl
         so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
         accuracy = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_acc")}
         meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy})
