@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from microclip.checkpoint import load_model, read_adapted
+from microclip.checkpoint import EPOCHS_FOLDER, load_model, read_adapted, saved_epochs
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import evaluate
@@ -232,9 +232,9 @@ def epoch_rows(args: argparse.Namespace) -> list[dict]:
     accuracies its log recorded then. Self-training trains SOAP's projections through the fused answer alone;
     this is where its map goes meanwhile."""
     run = Path(args.epochs)
-    saved = sorted((int(f.stem.split("-")[1]), str(f)) for f in (run / "epochs").glob("epoch-*.safetensors"))
+    saved = [(epoch, str(path)) for epoch, path in saved_epochs(run / EPOCHS_FOLDER)]
     if not saved:
-        raise SystemExit(f"{run / 'epochs'} holds no epoch-N.safetensors: adapt with train.py --keep_epochs")
+        raise SystemExit(f"{run / EPOCHS_FOLDER} holds no epoch-N.safetensors: adapt with train.py --keep_epochs")
     log_file = run / "log.jsonl"
     lines = log_file.read_text().splitlines() if log_file.is_file() else []
     logged = {row["epoch"]: row for row in map(json.loads, lines)}
@@ -242,7 +242,9 @@ def epoch_rows(args: argparse.Namespace) -> list[dict]:
     images, labels = _split_arrays(args.data_root, "test")
     peers = tuple(filter(None, args.epoch_peers.split(",")))
     rows = []
-    for epoch, adapted in [(0, "start"), *saved]:
+    if saved[0][0] != 0:  # runs from before --keep_epochs saved the start: rebuild it from the base
+        saved.insert(0, (0, "start"))
+    for epoch, adapted in saved:
         model = adapted_model(argparse.Namespace(**{**vars(args), "adapted": adapted}))
         grid = model.backbone.grid
         on_part, coverage = patch_hits(masks.part_mask, grid), patch_coverage(masks.part_mask, grid)

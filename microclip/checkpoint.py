@@ -108,6 +108,39 @@ def save_adapted(path: str | Path, state: dict[str, torch.Tensor], meta: Checkpo
     return Path(path)
 
 
+EPOCHS_FOLDER = "epochs"  # train.py --keep_epochs: RUN/epochs/epoch-N.safetensors beside RUN/checkpoint.safetensors
+
+
+def epoch_file(folder: str | Path, epoch: int) -> Path:
+    """Where ``train.py --keep_epochs`` saves the adapted checkpoint of ``epoch`` (1-based, as in log.jsonl)."""
+    return Path(folder) / f"epoch-{epoch}.safetensors"
+
+
+def saved_epochs(folder: str | Path) -> list[tuple[int, Path]]:
+    """The ``epoch-N.safetensors`` files in ``folder``, by epoch (an empty list when there are none).
+
+    Other files are ignored: a name must be exactly ``epoch-<digits>.safetensors`` (``epoch-3.tmp`` left by a
+    killed save, or a hand-made ``epoch-best``, is not an epoch)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("epoch-*.safetensors"):
+        number = path.name.removeprefix("epoch-").removesuffix(".safetensors")
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def epochs_beside(checkpoint: str | Path) -> list[tuple[int, Path]]:
+    """The epochs saved with a checkpoint: ``epochs/`` beside a run's ``checkpoint.safetensors`` (train.py's
+    layout), else ``<name>-epochs/`` beside any other ``<name>.safetensors`` (how the bundled model ships them)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.name == "checkpoint.safetensors":
+        return saved_epochs(checkpoint.parent / EPOCHS_FOLDER)
+    return saved_epochs(checkpoint.with_name(f"{checkpoint.stem}-{EPOCHS_FOLDER}"))
+
+
 def read_adapted(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     tensors, metadata = read_tensors(path)
     if _METADATA_KEY not in metadata:

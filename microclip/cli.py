@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from microclip.adapt import Adaptation, AdaptResult, prepare
-from microclip.checkpoint import check_compatible, read_reference_resume, save_adapted
+from microclip.checkpoint import EPOCHS_FOLDER, check_compatible, epoch_file, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
@@ -411,20 +411,28 @@ class EpochHook(Callback):
 
 
 class EpochCheckpoints(Callback):
-    """``--keep_epochs``: the adapted checkpoint at every epoch's end, next to the final one."""
+    """``--keep_epochs``: the adapted checkpoint at every epoch's end, next to the final one, and the model as the
+    run starts (``epoch-0``, SOAP at identity and W* from the descriptions): the start cannot be rebuilt from a
+    checkpoint's metadata alone (whether W* started from descriptions or templates is the train config's)."""
 
-    def __init__(self, run: Adaptation, folder: Path) -> None:
-        self.run, self.folder, self.start = run, folder, time.perf_counter()
+    def __init__(self, run: Adaptation, folder: Path, initial: dict | None = None) -> None:
+        self.run, self.folder, self.initial, self.start = run, folder, initial, time.perf_counter()
+
+    def on_fit_start(self, state: FitState) -> None:
+        if state.is_main and state.global_step == 0 and state.epoch == 0:  # not on a resume: the start is gone
+            self._save(state, self.initial or {"epoch": 0})
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
-        if not state.is_main:
-            return
-        epoch = metrics["epoch"]  # 1-based, as in log.jsonl
+        if state.is_main:
+            self._save(state, metrics)
+
+    def _save(self, state: FitState, row: dict) -> None:
+        epoch = row["epoch"]  # 1-based after an epoch, as in log.jsonl; 0 the start
         so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
-        accuracy = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_acc")}
+        accuracy = {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_acc")}
         meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy})
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_adapted(self.folder / f"epoch-{epoch}.safetensors", self.run.model.adapted_state(), meta)
+        save_adapted(epoch_file(self.folder, epoch), self.run.model.adapted_state(), meta)
 
 
 def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
@@ -578,7 +586,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         callbacks.append(EpochHook(plot, output_dir, initial))
     callbacks.append(EpochReport())
     if args.keep_epochs:
-        callbacks.append(EpochCheckpoints(run, output_dir / "epochs"))
+        callbacks.append(EpochCheckpoints(run, output_dir / EPOCHS_FOLDER, initial))
     start_epoch = args.start_epoch or (reference_run.start_epoch if reference_run is not None else 0)
     result = run.fit(
         callbacks,

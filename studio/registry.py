@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
-from microclip.checkpoint import CheckpointError, CheckpointMeta, load_model, read_adapted
+from microclip.checkpoint import CheckpointError, CheckpointMeta, epochs_beside, load_model, read_adapted
 from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
+from studio.epochs import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class ModelRegistry:
         self._custom: OrderedDict[tuple, MicroCLIP] = OrderedDict()
         self._max_custom = max_custom_heads
         self._upload_dir: Path | None = None
+        self._paths: dict[str, Path] = {}  # checkpoint files, by name: their saved epochs lie beside them
+        self._timelines: dict[str, Timeline] = {}
+        self._timeline_lock = threading.Lock()  # building one loads a base model: not under the registry's lock
         self.default_name: str | None = None
 
     # ------------------------------------------------------------ registration
@@ -75,6 +79,8 @@ class ModelRegistry:
         with self._lock:
             self._loaders[name] = lambda: self._load_checkpoint(name, path)
             self._models.pop(name, None)
+            self._paths[name] = path
+            self._timelines.pop(name, None)
             if default or self.default_name is None:
                 self.default_name = name
         return name
@@ -141,6 +147,8 @@ class ModelRegistry:
         with self._lock:
             self._loaders.pop(name, None)
             self._models.pop(name, None)
+            self._paths.pop(name, None)
+            self._timelines.pop(name, None)
             for key in [k for k in self._custom if k[0] == name]:
                 del self._custom[key]
             if self.default_name == name:
@@ -236,6 +244,23 @@ class ModelRegistry:
                 log.info("loading model %s", name)
                 self._models[name] = self._loaders[name]()
             return self._models[name]
+
+    def timeline(self, name: str | None = None) -> Timeline | None:
+        """The saved epochs of the named checkpoint's run (``train.py --keep_epochs``), built on first use and
+        kept; None when it has none (a base model, an upload, a run saved without them)."""
+        name = name or self.default_name
+        with self._lock:
+            path = self._paths.get(name) if name is not None else None
+        if path is None:
+            self.get(name)  # an unknown name is the registry's KeyError, as everywhere
+            return None
+        with self._timeline_lock:
+            if name not in self._timelines:
+                files = epochs_beside(path)
+                if not files:
+                    return None
+                self._timelines[name] = Timeline(files, self.device)
+            return self._timelines[name]
 
     def text_encoder(self, base: BaseModelSpec) -> TextEncoder:
         """The base model's text tower, loaded once per base model (needed only for custom labels)."""

@@ -20,6 +20,7 @@ import pytest
 from conftest import serve, tiny_base_registry
 from PIL import Image
 
+from microclip.checkpoint import epochs_beside
 from studio.jobs import AdaptationRunner
 from studio.registry import TOY_ADAPTED, default_registry
 from ui.app import build_demo
@@ -45,6 +46,7 @@ LESSON_SHOTS = {
     "walkthrough-out-of-world": "walkthrough-out-of-world.png",
     "tab-2-explore": "explore.png",
     "explore-explainers": "explore-explainers.png",
+    "explore-epochs": "explore-epochs.png",
     "tab-3-compare": "compare.png",
     "tab-4-adapt": "adapt.png",
     "adapt-saved": "adapt-saved.png",
@@ -256,6 +258,21 @@ def test_explore_an_example_and_compare_explainers(page):
     page.locator("#explainers").scroll_into_view_if_needed()
     shot(page, "explore-explainers", top=False)
     shot(page, "explore-explainers-full", full=True)
+
+    # The same image through the bundled model's adaptation run: one map per saved epoch, and the table.
+    page.locator("#epochs").get_by_text("Self-training, epoch by epoch", exact=True).first.click()
+    page.locator("#epochs-button").click()
+    epochs_table = page.locator("#epochs-table")
+    if BUNDLED:
+        page.wait_for_selector("#epochs-gallery img")
+        expect(epochs_table).to_contain_text("start")
+        expect(page.locator("#epochs-gallery .thumbnail-item")).to_have_count(len(epochs_beside(TOY_ADAPTED)))
+    else:  # the tiny test model has no saved run: the view says how to keep one
+        expect(epochs_table).to_contain_text("--keep_epochs")
+    page.locator("#epochs").scroll_into_view_if_needed()
+    shot(page, "explore-epochs", top=False)
+    shot(page, "explore-epochs-full", full=True)
+    assert epochs_table.evaluate(WORDS_SPLIT_JS) == []
 
 
 def test_compare_two_models(page):

@@ -119,6 +119,33 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     assert evaluated["acc"] == pytest.approx(logged["test_acc"])
 
 
+def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
+    from safetensors.torch import load_file
+
+    from microclip.checkpoint import epochs_beside
+
+    out, _, _ = trained
+    assert [epoch for epoch, _ in epochs_beside(out / "checkpoint.safetensors")] == [0, 1, 2]
+    start = load_file(out / "epochs" / "epoch-0.safetensors")
+    projections = [k for k in start if k.startswith("soap.") and k.endswith("proj.weight")]
+    assert projections and all(torch.equal(start[k], torch.eye(start[k].shape[0])) for k in projections)
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(out / "epochs" / "epoch-0.safetensors"),
+        "--output_dir",
+        str(out / "eval-epoch-0"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][0]
+    assert logged["epoch"] == 0
+    evaluated = json.loads((out / "eval-epoch-0" / "metrics.json").read_text())
+    assert evaluated["acc_fused"] == pytest.approx(logged["test_acc_fused"])
+    assert evaluated["acc_cls"] == pytest.approx(logged["test_acc_cls"])
+
+
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
     out, _, _ = trained
     image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))

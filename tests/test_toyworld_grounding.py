@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.toyworld.grounding import grouped_patch_embeddings, phrase_grounding_loss
-from microclip.toyworld.pretrain import PATCH, paste_blocks
+from microclip.toyworld.pretrain import PATCH, PretrainConfig, paste_blocks, paste_lattice
 from microclip.toyworld.text import ALL_PART_PHRASES, make_caption, part_phrase
 from microclip.toyworld.world import PARTS, SPECIES
 
@@ -106,6 +106,32 @@ def test_pasted_blocks_are_patch_aligned_and_come_from_the_next_image():
         pixels = replaced.repeat_interleave(PATCH, 0).repeat_interleave(PATCH, 1)
         assert torch.equal(pasted[i][:, pixels], images[(i + 1) % 5][:, pixels])
         assert torch.equal(pasted[i][:, ~pixels], images[i][:, ~pixels])
+
+
+def test_a_pasted_lattice_keeps_every_second_patch_and_replaces_all_its_neighbours():
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    pasted, intact = paste_lattice(images, np.random.default_rng(2))
+    grid = 64 // PATCH
+    offsets = set()
+    for i in range(6):
+        kept = intact[i].view(grid, grid)
+        rows, cols = (int(x) for x in kept.nonzero()[0])  # the first kept patch fixes the lattice
+        offsets.add((rows % 2, cols % 2))
+        for r in range(grid):
+            for c in range(grid):
+                block = pasted[i][:, r * PATCH : (r + 1) * PATCH, c * PATCH : (c + 1) * PATCH]
+                on_lattice = (r % 2, c % 2) == (rows % 2, cols % 2)
+                assert bool(kept[r, c]) == on_lattice
+                source = images[i] if on_lattice else images[(i + 1) % 6]
+                assert torch.equal(block, source[:, r * PATCH : (r + 1) * PATCH, c * PATCH : (c + 1) * PATCH])
+    assert len(offsets) > 1  # the lattice is drawn per image
+    with pytest.raises(ValueError, match="locality_paste"):
+        PretrainConfig(out="", locality_paste="checkerboard")
+    from microclip.toyworld.pretrain import objective
+
+    stage2 = "stage 2 (dense_steps)"  # the record says which locality the run trained
+    assert "lattice" in objective(PretrainConfig(out="", locality_paste="lattice"))[stage2]
+    assert "lattice" not in objective(PretrainConfig(out=""))[stage2]
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -50,6 +50,7 @@ from ui.common import (
     read_descriptions,
     user_errors,
 )
+from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.walkthrough import build_erase_row, toy_truth
 from viz import html as html_maps
@@ -342,7 +343,7 @@ def _input_column(registry: ModelRegistry) -> _Inputs:
 
 def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     """The prediction and the maps first; the erase row, display controls, contributions, raw grid, one patch,
-    the descriptions and the explainer comparison after."""
+    the descriptions, the explainer comparison and the run's epochs after."""
     summary = gr.Markdown("Pick an image and press **Explain**.", label="summary", elem_id="explore-summary")
     maps = _maps_html("explore-maps")
     with gr.Row():
@@ -365,6 +366,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
             show_patch = gr.Button("Show patch")
     descriptions_md = gr.Markdown(label="descriptions")
     build_explainers_view(registry, given.image, given.model)
+    build_epochs_view(registry, given.image, given.model)
     return _Outputs(
         maps=[maps, raw],
         predictions=[summary, *labels, contributions, descriptions_md],

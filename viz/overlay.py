@@ -68,7 +68,20 @@ def overlay_map(
     (so one slider means the same for every map), and pixels whose scaled value is below it stay
     the original image. ``opacity`` 0 returns the image unchanged.
     """
-    unit = upsample(clip_normalize(grid_map, *clip), image.shape[:2], interpolation)
+    return overlay_unit(image, clip_normalize(grid_map, *clip), opacity, cmap, threshold, interpolation)
+
+
+def overlay_unit(
+    image: np.ndarray,
+    unit_map: np.ndarray,
+    opacity: float = 0.5,
+    cmap: str = DEFAULT_COLORMAP,
+    threshold: float = 0.0,
+    interpolation: Interpolation = "bilinear",
+) -> np.ndarray:
+    """Colour an (h, w) map that is already on the [0, 1] scale (values outside are clipped) over the image:
+    for maps the caller scales together, so that one colour means one value in all of them."""
+    unit = upsample(np.clip(unit_map, 0.0, 1.0), image.shape[:2], interpolation)
     alpha = float(np.clip(opacity, 0.0, 1.0)) * (unit >= threshold)
     return blend(image, colorize(unit, cmap), alpha)
 

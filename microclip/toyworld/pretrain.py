@@ -116,6 +116,7 @@ class PretrainConfig:
     grounding_pool_temperature: float = 0.1
     grounding_temperature: float = 0.05
     locality_weight: float = 1.0  # weight of the context-consistency loss; 0 = off
+    locality_paste: str = "block"  # what that loss pastes around the patches it tests (LOCALITY_PASTES)
     scene_words: bool = False  # dense-stage captions also name the bird's colour and the scene (tried; no gain)
     region_weight: float = 0.0  # colour/scene phrases by mean-pooled region grounding; 0 = pooled like parts
     centring_weight: float = 0.0  # token centring on the raw value-path tokens (tried: it fragments the background)
@@ -155,6 +156,8 @@ class PretrainConfig:
             raise ValueError(f"p_zoom {self.p_zoom}: a share of the batch, in [0, 1]")
         if not self.banded_terms <= {"background", "cut"}:
             raise ValueError(f"band_terms {self.band_terms!r}: comma-separated, from background and cut")
+        if self.locality_paste not in LOCALITY_PASTES:
+            raise ValueError(f"locality_paste {self.locality_paste!r}: one of {', '.join(LOCALITY_PASTES)}")
         if self.zoom_from_stage not in (1, 2, 3):
             raise ValueError(f"zoom_from_stage {self.zoom_from_stage}: a stage, 1, 2 or 3")
 
@@ -216,7 +219,13 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         which = " and ".join(t for t in ("background", "cut") if t in cfg.banded_terms)
         stage3 += f"; background patches within {cfg.boundary_band} patch(es) of the foreground are left out of the "
         stage3 += f"{which} term(s) (a band the next cut may grow into)"
-    return OBJECTIVE | {"stage 3 (object_steps)": stage3}
+    stage2 = OBJECTIVE["stage 2 (dense_steps)"]
+    if cfg.locality_paste == "lattice":
+        stage2 = stage2.replace(
+            "after another image's block is pasted elsewhere",
+            "after another image is pasted everywhere but a lattice of every second patch, all its neighbours",
+        )
+    return OBJECTIVE | {"stage 2 (dense_steps)": stage2, "stage 3 (object_steps)": stage3}
 
 
 # ---------------------------------------------------------------- data for one step
@@ -347,7 +356,7 @@ def make_batch(
     form = PHRASE_FORMS[int(rng.integers(len(PHRASE_FORMS)))]
     image_index, phrase_index = _pairs(parts, distinct)
     x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
-    pasted, intact = paste_blocks(x, rng)
+    pasted, intact = LOCALITY_PASTES[cfg.locality_paste](x, rng)
     regions = sorted({p for c in captions for p in c.regions}) if separate else []
     region_image, region_phrase = _pairs([c.regions for c in captions] if separate else [], regions)
     region_kind = torch.tensor([0 if p.endswith(" bird") else 1 for p in regions], dtype=torch.long)
@@ -396,6 +405,26 @@ def paste_blocks(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.
         pasted[i, :, rows, cols] = images[(i + 1) % b, :, rows, cols]
         intact[i, top : top + h, left : left + w] = False
     return pasted, intact.view(b, -1)
+
+
+def paste_lattice(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep every second patch of every second row (a random one of the four lattices per image) and paste the
+    next image of the batch everywhere else, so each kept patch has all its neighbours replaced.
+
+    A random block (`paste_blocks`) borders few of the patches it leaves intact, so the loss mostly checks
+    patches far from any change; the part probe's misses are tokens that carry their neighbours' parts.
+    """
+    b, _, size, _ = images.shape
+    grid = size // PATCH
+    offsets = rng.integers(0, 2, size=(b, 2))
+    rows, cols = torch.arange(grid)[:, None], torch.arange(grid)[None, :]
+    intact = torch.stack([(rows % 2 == int(oy)) & (cols % 2 == int(ox)) for oy, ox in offsets])  # (B, g, g)
+    keep = intact.repeat_interleave(PATCH, dim=1).repeat_interleave(PATCH, dim=2)[:, None]  # (B, 1, H, W)
+    pasted = torch.where(keep, images, images.roll(-1, dims=0))
+    return pasted, intact.view(b, -1)
+
+
+LOCALITY_PASTES = {"block": paste_blocks, "lattice": paste_lattice}
 
 
 def locality_weight(step: int, cfg: PretrainConfig) -> float:
@@ -949,6 +978,13 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     for name in NUMBER_FLAGS:
         p.add_argument(f"--{name}", type=hints[name], default=getattr(defaults, name), help=FLAG_HELP.get(name))
     p.add_argument("--lookalike_rule", choices=LOOKALIKE_RULES, default=defaults.lookalike_rule)
+    p.add_argument(
+        "--locality_paste",
+        choices=tuple(LOCALITY_PASTES),
+        default=defaults.locality_paste,
+        help="the locality loss pastes one random block of another image, or everything but a lattice of "
+        "every second patch (each kept patch loses all its neighbours)",
+    )
     p.add_argument("--band_terms", default=defaults.band_terms, help="stage-3 terms --boundary_band applies to")
     p.add_argument("--data_root", default=defaults.data_root)
     p.add_argument("--init", default="", help="fine-tune: start from this open_clip local-dir folder's weights")

@@ -1,0 +1,207 @@
+"""Self-training epoch by epoch, without Gradio: one image through every epoch a run saved (``train.py
+--keep_epochs``: the start and each epoch's end), and the words and pictures that say where SOAP's map and each
+branch's answer went meanwhile.
+
+A saved epoch holds only what self-training changes (the visual LayerNorms, SOAP's projections and W*: a few
+hundred kB on the toy model, about 7 MB on a ViT-B/32), so a ``Timeline`` builds one private model and loads each
+epoch's tensors into it in turn: stepping through nine epochs builds nothing, and the registry's models, which
+other requests use at the same time, are never written to.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from microclip.checkpoint import CheckpointError, load_model, read_adapted
+from microclip.data.images import to_rgb
+from microclip.data.transforms import test_transform
+from microclip.explain import Explanation, explain_batch
+from microclip.heads import BRANCHES
+from microclip.walkthrough import PatchTruth, mask_facts
+from studio.images import image_file
+from viz.overlay import outline_mask, overlay_unit
+from viz.steps import region_phrase
+
+BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`"}
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """One saved epoch's explanation of the image, and the accuracies the run logged then."""
+
+    epoch: int  # 0: the start (SOAP at identity, W* from the descriptions); n: after the n-th epoch
+    explanation: Explanation
+    logged: dict[str, float]  # "acc_fused", "acc_cls", "acc_fg" (%) from the file's metadata; may be empty
+
+
+def epoch_name(epoch: int) -> str:
+    return "start" if epoch == 0 else f"epoch {epoch}"
+
+
+class Timeline:
+    """The saved epochs of one adaptation run, ready to explain an image at each of them."""
+
+    def __init__(self, files: Sequence[tuple[int, Path]], device: torch.device | str = "cpu") -> None:
+        """``files``: (epoch, path) pairs (``microclip.checkpoint.epochs_beside``). Every file is read now; one
+        that is not a microCLIP checkpoint, or is from another base model or label set than the first, is a
+        ``CheckpointError`` naming it."""
+        if not files:
+            raise CheckpointError("no saved epochs: adapt with train.py --keep_epochs")
+        first_epoch, first_path = files[0]
+        self.model = load_model(first_path, device)
+        first = self.model.meta
+        self._states: dict[int, dict[str, torch.Tensor]] = {}
+        self._logged: dict[int, dict[str, float]] = {}
+        for epoch, path in files:
+            tensors, meta = read_adapted(path)
+            if meta.classes != first.classes or meta.base != first.base:
+                raise CheckpointError(
+                    f"{path}: not from the same run as {first_path.name} (another base model or label set)"
+                )
+            self._states[epoch] = tensors
+            self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_")}
+        self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
+        self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
+
+    @property
+    def epochs(self) -> list[int]:
+        return list(self._states)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+    def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:
+        """The image explained at every saved epoch, in order (the centre crop the model sees, made once)."""
+        tensor = test_transform(self.model.backbone.image_size, crop="center")(to_rgb(picture))[None]
+        views = []
+        with self._lock:
+            for epoch, state in self._states.items():
+                self.model.load_adapted_state(state)
+                views.append(EpochView(epoch, explain_batch(self.model, tensor, ratio)[0], self._logged[epoch]))
+        return views
+
+
+# ------------------------------------------------------------------ pictures
+
+
+def shared_top(views: Sequence[EpochView]) -> float:
+    """The largest SOAP weight any patch gets at any epoch: the top of the one colour scale."""
+    return max(float(np.max(v.explanation.soap_weights)) for v in views)
+
+
+def epoch_panels(
+    crop: np.ndarray, views: Sequence[EpochView], cmap: str, opacity: float, outline: np.ndarray | None = None
+) -> list[tuple[str, str]]:
+    """SOAP's map at each epoch over the crop, all on one scale (0 to ``shared_top``) so that a map growing
+    sharper or flatter shows as such; each a PNG file with its caption, the epoch (the answers are in the table)."""
+    top = shared_top(views) or 1.0
+    panels = []
+    for view in views:
+        unit = view.explanation.soap_weights / top
+        pixels = overlay_unit(crop, unit, opacity, cmap, interpolation="nearest")
+        if outline is not None:
+            pixels = outline_mask(pixels, outline)
+        panels.append((image_file(pixels), epoch_name(view.epoch)))  # a thumbnail's caption fits a word or two
+    return panels
+
+
+# ------------------------------------------------------------------ words
+
+
+def _answer(explanation: Explanation, branch: str, truth_class: str | None) -> str:
+    name, probability = explanation.top_k(branch, 1)[0]
+    mark = "" if truth_class is None else (" ✓" if name == truth_class else " ✗")
+    return f"{name} {probability:.0%}{mark}"
+
+
+def _top_patch(explanation: Explanation, truth: PatchTruth | None) -> str:
+    weights = explanation.soap_weights
+    top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
+    where = f" on {region_phrase(truth.region(top))}" if truth is not None else ""
+    return f"{top}{where}"
+
+
+def _on_parts(explanation: Explanation, truth: PatchTruth) -> float:
+    return mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity).soap_on_parts
+
+
+def _logged(view: EpochView) -> str:
+    values = [view.logged.get(f"acc_{b}") for b in BRANCHES]
+    return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _rule(cells: Sequence[str]) -> str:
+    return "|" + "|".join("---" for _ in cells) + "|"
+
+
+def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchTruth | None) -> str:
+    """What self-training did on this image, from the numbers: where SOAP's top patch went and how much of its
+    weight is on the bird's parts (on a known toy image), each branch's answer, and the run's logged
+    accuracies, epoch by epoch."""
+    first, last = views[0], views[-1]
+    true_class = truth.true_class if truth is not None else None
+    span = f"{epoch_name(first.epoch)} to {epoch_name(last.epoch)}"
+    lines = [
+        f"**{model_name}**: {len(views)} saved epochs ({span}). The maps are SOAP's pooling weights on one colour "
+        f"scale, from 0 to {shared_top(views):.3f} (the largest weight any patch gets at any epoch), so a map that "
+        "grows sharper or flatter shows as such."
+    ]
+    facts = [
+        f"SOAP's top patch: {_top_patch(first.explanation, truth)} at the {epoch_name(first.epoch)}, "
+        f"{_top_patch(last.explanation, truth)} after {epoch_name(last.epoch)}."
+    ]
+    if truth is not None:
+        facts.append(
+            f"SOAP's weight on the parts' pixels: {_on_parts(first.explanation, truth):.1%} → "
+            f"{_on_parts(last.explanation, truth):.1%}."
+        )
+    for branch in BRANCHES:
+        answers = [v.explanation.top_k(branch, 1)[0][0] for v in views]
+        changes = sum(a != b for a, b in zip(answers, answers[1:]))
+        moved = "never changes" if changes == 0 else f"changes {changes} time{'s' if changes > 1 else ''}"
+        facts.append(
+            f"{BRANCH_NAMES[branch]}: {_answer(first.explanation, branch, true_class)} → "
+            f"{_answer(last.explanation, branch, true_class)} (its answer {moved})."
+        )
+    if true_class is not None:
+        facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
+    lines += ["", *[f"- {fact}" for fact in facts]]
+    # Two narrow tables, not one wide one: eight columns of class names and patches do not fit beside the maps.
+    answers = ["epoch", "fused", "`[CLS]`", "`[FG]`", "run's accuracy"]
+    lines += [
+        "",
+        "**Each branch's answer** (and the run's test accuracy then, fused / `[CLS]` / `[FG]`, in %)",
+        "",
+        _row(answers),
+        _rule(answers),
+    ]
+    for view in views:
+        e = view.explanation
+        lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
+    soap = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]
+    lines += ["", "**SOAP's map**", "", _row(soap), _rule(soap)]
+    for view in views:
+        e = view.explanation
+        parts = [f"{_on_parts(e, truth):.1%}"] if truth is not None else []
+        lines.append(_row([epoch_name(view.epoch), _top_patch(e, truth), *parts, f"{e.null_weight:.1e}"]))
+    return "\n".join(lines)
+
+
+NO_EPOCHS = (
+    "**{name}** has no saved epochs. A run keeps them with `python train.py ... --keep_epochs` "
+    "(`RUN/epochs/epoch-N.safetensors`, the start as epoch 0); open it with `python app.py --ckpt-path "
+    "RUN/checkpoint.safetensors` and its epochs are found beside it. The bundled toy model ships its own."
+)

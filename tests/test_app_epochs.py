@@ -1,0 +1,177 @@
+"""Self-training epoch by epoch: the saved epochs found beside a checkpoint, the timeline checked against the models
+the registry builds on its own (the shipped checkpoint at the end, the base zero-shot at the start), its words, and
+the ``/epochs`` endpoint driven with ``gradio_client`` on a served app. Nothing under test is mocked."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import serve
+from PIL import Image
+from safetensors.torch import load_file
+
+from microclip.checkpoint import CheckpointError, epochs_beside, read_adapted, save_adapted, saved_epochs
+from microclip.explain import explain_image
+from studio.epochs import Timeline, timeline_markdown
+from studio.registry import TOY_ADAPTED, default_registry
+from ui.walkthrough import toy_truth
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY_EXAMPLE = ROOT / "assets" / "examples" / "toybird-yovanel-warbler.png"
+ADAPTED, BASE = "toybirds · microCLIP adapted", "toybirds · base zero-shot"
+pytestmark = pytest.mark.skipif(not epochs_beside(TOY_ADAPTED), reason="the toy model's epochs are not shipped")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return default_registry()
+
+
+@pytest.fixture(scope="module")
+def views(registry):
+    return registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
+
+
+def test_the_bundled_run_ships_its_start_and_every_epoch_and_ends_at_the_shipped_checkpoint():
+    files = epochs_beside(TOY_ADAPTED)
+    _, meta = read_adapted(TOY_ADAPTED)
+    assert [epoch for epoch, _ in files] == list(range(meta.training["config"]["epochs"] + 1))
+    last, shipped = load_file(files[-1][1]), load_file(TOY_ADAPTED)
+    assert set(last) == set(shipped) and all(torch.equal(last[k], shipped[k]) for k in shipped)
+
+
+def test_the_timeline_ends_at_the_adapted_model_and_starts_at_the_base_zero_shot(registry, views):
+    picture = Image.open(TOY_EXAMPLE)
+    # Two models the registry builds its own way: the checkpoint through load_model, the base through
+    # MicroCLIP.build with the descriptions (W* as self-training starts, SOAP at identity).
+    for view, name in ((views[-1], ADAPTED), (views[0], BASE)):
+        alone = explain_image(registry.get(name).model, picture)
+        np.testing.assert_allclose(view.explanation.soap_weights, alone.soap_weights, atol=1e-6)
+        np.testing.assert_allclose(view.explanation.logits_fused, alone.logits_fused, atol=1e-4)
+        np.testing.assert_array_equal(view.explanation.ncut_mask, alone.ncut_mask)
+    assert [v.epoch for v in views] == list(range(len(views)))
+    maps = [v.explanation.soap_weights for v in views]
+    assert any(not np.allclose(a, b) for a, b in zip(maps, maps[1:]))  # self-training moved the map
+    # Each epoch carries the accuracy the run logged then: the end's is the shipped checkpoint's own record.
+    _, meta = read_adapted(TOY_ADAPTED)
+    assert views[-1].logged["acc_fused"] == pytest.approx(meta.metrics["acc_fused"])
+
+
+def test_the_registry_s_model_is_not_touched_and_concurrent_images_do_not_mix(registry, views):
+    model = registry.get(ADAPTED).model
+    before = {k: v.clone() for k, v in model.adapted_state().items()}
+    timeline = registry.timeline(ADAPTED)
+    assert registry.timeline(ADAPTED) is timeline  # built once
+    other = Image.open(ROOT / "assets" / "examples" / "toybird-dastrel-wren.png")
+    results: dict[str, list] = {}
+
+    def run(key: str, picture: Image.Image) -> None:
+        results[key] = timeline.explain(picture)
+
+    threads = [threading.Thread(target=run, args=(k, p)) for k, p in (("a", Image.open(TOY_EXAMPLE)), ("b", other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results["a"], views):
+        np.testing.assert_array_equal(got.explanation.soap_weights, want.explanation.soap_weights)
+    assert all(torch.equal(before[k], v) for k, v in model.adapted_state().items())
+
+
+def test_the_words_follow_the_numbers_of_this_image(views):
+    truth = toy_truth(Image.open(TOY_EXAMPLE), views[0].explanation.grid)
+    text = timeline_markdown(ADAPTED, views, truth)
+    rows = [line for line in text.splitlines() if re.match(r"\| (start|epoch \d+) \|", line)]
+    answers, soap = rows[: len(views)], rows[len(views) :]  # the answers' table, then SOAP's
+    assert len(soap) == len(views)
+    for answer, map_row, view in zip(answers, soap, views):
+        name, probability = view.explanation.top_k("fused", 1)[0]
+        assert answer.split(" | ")[1] == f"{name} {probability:.0%} {'✓' if name == truth.true_class else '✗'}"
+        top = np.unravel_index(int(np.argmax(view.explanation.soap_weights)), view.explanation.grid)
+        assert map_row.split(" | ")[1].startswith(f"({top[0]}, {top[1]}) on the ")
+    fg = [v.explanation.top_k("fg", 1)[0][0] for v in views]
+    changes = sum(a != b for a, b in zip(fg, fg[1:]))
+    line = next(line for line in text.splitlines() if line.startswith("- `[FG]`"))
+    assert ("never changes" in line) == (changes == 0)
+    assert changes == 0 or f"changes {changes} time" in line
+    assert truth.true_class in text
+
+
+def test_saved_epochs_reads_only_epoch_files(tmp_path):
+    source = epochs_beside(TOY_ADAPTED)
+    for _, path in source[:2]:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "epoch-best.safetensors").write_bytes(b"")
+    (tmp_path / "epoch-3.safetensors.tmp").write_bytes(b"")
+    assert [e for e, _ in saved_epochs(tmp_path)] == [0, 1]
+    assert saved_epochs(tmp_path / "missing") == []
+    checkpoint = tmp_path / "run" / "checkpoint.safetensors"
+    (tmp_path / "run" / "epochs").mkdir(parents=True)
+    shutil.copy(source[1][1], tmp_path / "run" / "epochs" / "epoch-1.safetensors")
+    assert [e for e, _ in epochs_beside(checkpoint)] == [1]  # train.py's layout
+
+
+def test_an_epoch_from_another_run_is_refused_by_name(tmp_path):
+    files = [(epoch, Path(shutil.copy(path, tmp_path / path.name))) for epoch, path in epochs_beside(TOY_ADAPTED)[:3]]
+    tensors, meta = read_adapted(files[1][1])
+    meta.classes = list(reversed(meta.classes))
+    save_adapted(files[1][1], tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape(str(files[1][1]))):
+        Timeline(files)
+    with pytest.raises(CheckpointError, match="keep_epochs"):
+        Timeline([])
+
+
+def test_a_broken_epoch_file_is_a_clear_error_and_nothing_broken_is_kept(tmp_path):
+    from studio.registry import ModelRegistry
+
+    checkpoint = Path(shutil.copy(TOY_ADAPTED, tmp_path / "toy.safetensors"))
+    (tmp_path / "toy-epochs").mkdir()
+    for _, path in epochs_beside(TOY_ADAPTED)[:2]:
+        shutil.copy(path, tmp_path / "toy-epochs" / path.name)
+    broken = tmp_path / "toy-epochs" / "epoch-1.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    registry = ModelRegistry()
+    name = registry.add_checkpoint(checkpoint)
+    for _ in range(2):  # refused each time: a failed build is not cached
+        with pytest.raises(CheckpointError, match="epoch-1.safetensors"):
+            registry.timeline(name)
+    shutil.copy(epochs_beside(TOY_ADAPTED)[1][1], broken)
+    assert registry.timeline(name).epochs == [0, 1]
+    assert registry.get(name).model is not registry.timeline(name).model  # the timeline's model is its own
+
+
+# ------------------------------------------------------------------ over HTTP
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    from ui.app import build_demo
+
+    with serve(build_demo(registry)) as url:
+        yield gradio_client.Client(url, verbose=False)
+
+
+def test_the_endpoint_shows_one_map_per_epoch_and_the_table(client, views):
+    from gradio_client import handle_file
+
+    gallery, table = client.predict(handle_file(str(TOY_EXAMPLE)), ADAPTED, "jet", 0.6, api_name="/epochs")
+    assert len(gallery) == len(views)
+    assert [item["caption"] for item in gallery] == ["start"] + [f"epoch {v.epoch}" for v in views[1:]]
+    assert all(Image.open(item["image"]).size == (448, 448) for item in gallery)
+    assert "| start |" in table and f"| epoch {views[-1].epoch} |" in table
+
+
+def test_a_model_without_saved_epochs_says_how_to_keep_them(client):
+    from gradio_client import handle_file
+
+    gallery, table = client.predict(handle_file(str(TOY_EXAMPLE)), BASE, "jet", 0.6, api_name="/epochs")
+    assert gallery == [] and "--keep_epochs" in table

@@ -1,0 +1,79 @@
+"""Explore's "Self-training, epoch by epoch" view: SOAP's map and each branch's answer for the image at the start
+of the model's adaptation run and after every epoch (the ``epochs`` endpoint; studio/epochs.py computes it)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+from PIL import Image
+
+from studio.cache import cached, file_digest
+from studio.epochs import NO_EPOCHS, EpochView, Timeline, epoch_panels, timeline_markdown
+from studio.inflight import counts_as_inference
+from studio.registry import ModelRegistry
+from ui.common import DISPLAY_SIZE, INFERENCE, gpu, open_image, user_errors
+from ui.walkthrough import toy_sample, toy_truth
+from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
+from viz.overlay import display_crop
+
+
+def _views(timeline: Timeline, picture: Image.Image) -> list[EpochView]:
+    return timeline.explain(picture)
+
+
+run_timeline = gpu(_views)  # on ZeroGPU Spaces the epochs' forward passes get a GPU; elsewhere a no-op
+
+
+def _explain(timeline: Timeline, image: str | None, cmap: str, opacity: float, model_name: str) -> list:
+    picture = open_image(image)
+    views = run_timeline(timeline, picture)
+    truth = toy_truth(picture, views[0].explanation.grid)
+    sample = toy_sample(picture) if truth is not None else None
+    outline = sample.part_mask if sample is not None else None
+    crop = display_crop(picture, DISPLAY_SIZE)
+    return [epoch_panels(crop, views, cmap, float(opacity), outline), timeline_markdown(model_name, views, truth)]
+
+
+@counts_as_inference
+@user_errors
+def epochs(registry: ModelRegistry, image: str | None, model_name: str, cmap: str, opacity: float) -> list:
+    """The image at every epoch its model's run saved (the ``epochs`` endpoint): the gallery of SOAP's maps and
+    the Markdown table; a model without saved epochs gets an empty gallery and a note saying how to keep them."""
+    loaded = registry.get(model_name)
+    timeline = registry.timeline(loaded.name)
+    if timeline is None:
+        return [[], NO_EPOCHS.format(name=loaded.name)]
+    cmap = cmap if cmap in COLORMAPS else DEFAULT_COLORMAP
+    if not image:
+        open_image(image)  # the clear "add an image first" message
+    key = ("epochs", timeline.token, file_digest(image), cmap, float(opacity))
+    return cached(key, lambda: _explain(timeline, image, cmap, opacity, loaded.name))
+
+
+def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdown) -> None:
+    """The "Self-training, epoch by epoch" accordion, inside Explore; uses Explore's image and model."""
+    with gr.Accordion("Self-training, epoch by epoch", open=False, elem_id="epochs"):
+        gr.Markdown(
+            "Where self-training took SOAP's map and each branch's answer on this image: the model at the start "
+            "of its adaptation run (SOAP at identity, W* from the descriptions) and after every epoch, from the "
+            "checkpoints the run saved (`train.py --keep_epochs`; the bundled toy model ships its own). No labels "
+            "were used; the run's logged test accuracy is shown beside each epoch."
+        )
+        with gr.Row():
+            cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
+            opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Opacity")
+            run = gr.Button("Show every epoch", variant="secondary", elem_id="epochs-button")
+        gallery = gr.Gallery(
+            label="SOAP's map at each epoch (one colour scale)",
+            columns=5,
+            height="auto",
+            format="png",
+            object_fit="contain",
+            allow_preview=True,
+            elem_id="epochs-gallery",
+        )
+        table = gr.Markdown(elem_id="epochs-table")
+    run.click(
+        partial(epochs, registry), [image, model, cmap, opacity], [gallery, table], api_name="epochs", **INFERENCE
+    )
