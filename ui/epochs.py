@@ -58,7 +58,7 @@ def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdo
             "Where self-training took SOAP's map and each branch's answer on this image: the model at the start "
             "of its adaptation run (SOAP at identity, W* from the descriptions) and after every epoch, from the "
             "checkpoints the run saved (`train.py --keep_epochs`; the bundled toy model ships its own). No labels "
-            "were used; the run's logged test accuracy is shown beside each epoch."
+            "were used; the run's logged test accuracy is shown beside each epoch. Uses the model's own classes."
         )
         with gr.Row():
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
