@@ -131,6 +131,19 @@ def gpu(fn: F) -> F:
     return spaces.GPU(fn)
 
 
+def maps_gallery(label: str, columns: int, elem_id: str) -> gr.Gallery:
+    """A gallery of map pictures (PNG, each with its caption), as many to a row as ``columns``, none clipped."""
+    return gr.Gallery(
+        label=label,
+        columns=columns,
+        height="auto",
+        format="png",
+        object_fit="contain",
+        allow_preview=True,
+        elem_id=elem_id,
+    )
+
+
 def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
     """Labelled example thumbnails; a click on one is read with ``example_picker``."""
     gr.set_static_paths([str(Path(p).parent) for p in paths[:1]])  # served as they are, no copy per request

@@ -12,7 +12,7 @@ from studio.cache import cached, file_digest
 from studio.epochs import NO_EPOCHS, EpochView, Timeline, epoch_panels, timeline_markdown
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
-from ui.common import DISPLAY_SIZE, INFERENCE, gpu, open_image, user_errors
+from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors
 from ui.walkthrough import toy_sample, toy_truth
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
@@ -64,15 +64,7 @@ def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdo
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
             opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Opacity")
             run = gr.Button("Show every epoch", variant="secondary", elem_id="epochs-button")
-        gallery = gr.Gallery(
-            label="SOAP's map at each epoch (one colour scale)",
-            columns=5,
-            height="auto",
-            format="png",
-            object_fit="contain",
-            allow_preview=True,
-            elem_id="epochs-gallery",
-        )
+        gallery = maps_gallery("SOAP's map at each epoch (one colour scale)", 5, "epochs-gallery")
         table = gr.Markdown(elem_id="epochs-table")
     run.click(
         partial(epochs, registry), [image, model, cmap, opacity], [gallery, table], api_name="epochs", **INFERENCE

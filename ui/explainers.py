@@ -27,7 +27,7 @@ from studio.explainers import (
 from studio.images import image_file
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
-from ui.common import DISPLAY_SIZE, INFERENCE, gpu, open_image, user_errors
+from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
 from viz.peers import SCALE_NOTE, colorbar
@@ -100,15 +100,7 @@ def build_explainers_view(registry: ModelRegistry, image: gr.Image, model: gr.Dr
             )
             run = gr.Button("Compare explainers", variant="secondary", elem_id="explainers-button")
         # Six to a row: every map and its caption fit on a 1400×1000 screen without the gallery clipping a row.
-        gallery = gr.Gallery(
-            label="Explainers",
-            columns=6,
-            height="auto",
-            format="png",
-            object_fit="contain",
-            allow_preview=True,
-            elem_id="explainers-gallery",
-        )
+        gallery = maps_gallery("Explainers", 6, "explainers-gallery")
         scale = gr.Image(
             label=f"Shared scale: {SCALE_NOTE}",
             format="png",
