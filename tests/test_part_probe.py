@@ -32,3 +32,20 @@ def test_by_part_counts_each_parts_pairs_by_hand():
     assert rows["beak"]["lands_on"] == pytest.approx({"beak": 100 / 3, "eye_ring": 100 / 3, BODY: 100 / 3})
     assert rows["tail_tip"]["lands_on"] == pytest.approx({"tail_tip": 50.0, "wing_bands": 50.0})
     assert probe.accuracy == pytest.approx(40.0)
+
+
+def test_the_confusion_bench_words_a_part_in_any_colour_as_the_descriptions_do():
+    from conftest import load_bench
+
+    from microclip.toyworld.part_probe import description_sentence
+    from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES_BY_NAME
+
+    sentence_in = load_bench("toyworld_part_confusion").sentence_in
+    assert sentence_in("tail_tip", "white") == "a bird with a white tail tip."
+    assert sentence_in("wing_bands", "black") == "a bird with black wing bands."
+    assert sentence_in("eye_ring", "red") == "a bird with a red eye ring."
+    for name in CLASS_NAMES:  # a species' own colour gives its descriptions' sentence
+        for part in PARTS:
+            value = getattr(SPECIES_BY_NAME[name], part)
+            if value != "none":
+                assert sentence_in(part, value) == description_sentence(name, part)
