@@ -132,6 +132,8 @@ def test_a_pasted_lattice_keeps_every_second_patch_and_replaces_all_its_neighbou
     stage2 = "stage 2 (dense_steps)"  # the record says which locality the run trained
     assert "lattice" in objective(PretrainConfig(out="", locality_paste="lattice"))[stage2]
     assert "lattice" not in objective(PretrainConfig(out=""))[stage2]
+    assert "overlap" in objective(PretrainConfig(out="", grounding_overlap_weight=1.0))[stage2]
+    assert "overlap" not in objective(PretrainConfig(out=""))[stage2]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -174,3 +176,30 @@ def test_region_grounding_matches_a_loop_over_pairs():
         terms_phrase.append(-torch.log_softmax(logits, 0)[same.index(q)])
     expected = 0.5 * (torch.stack(terms_image).mean() + torch.stack(terms_phrase).mean())
     assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_overlap_of_two_named_parts_pools_matches_a_hand_computed_case():
+    from microclip.toyworld.grounding import grounding_overlap_loss
+
+    # Two images, three patches, three phrases (unit vectors along the axes, so a patch's cosine is its coordinate).
+    phrases = torch.eye(3)
+    patches = F.normalize(
+        torch.tensor(
+            [
+                [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],  # image 0: one patch answers phrases 0 and 1
+                [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],  # image 1: each phrase its own patch
+            ]
+        ),
+        dim=-1,
+    )
+    t = 0.1
+    image_index, phrase_index = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    loss = grounding_overlap_loss(patches, image_index, phrase_index, phrases, t)
+    expected = []
+    for image in (0, 1):
+        w = [torch.softmax(patches[image] @ phrases[p] / t, dim=0) for p in (0, 1)]
+        expected += [float((w[0] * w[1]).sum())] * 2  # the pair (0, 1) and the pair (1, 0)
+    assert loss.item() == pytest.approx(sum(expected) / 4, rel=1e-5)
+    assert expected[0] > 0.9 and expected[2] < 0.01  # the shared patch overlaps, distinct patches do not
+    alone = grounding_overlap_loss(patches, torch.tensor([0, 1]), torch.tensor([0, 1]), phrases, t)
+    assert alone.item() == 0.0  # no caption names two parts

@@ -78,6 +78,31 @@ def phrase_grounding_loss(
     return 0.5 * (which_phrase + which_image)
 
 
+def grounding_overlap_loss(
+    patch_embeds: torch.Tensor,
+    image_index: torch.Tensor,
+    phrase_index: torch.Tensor,
+    phrase_embeds: torch.Tensor,
+    pool_temperature: float = 0.1,
+) -> torch.Tensor:
+    """How much two parts one caption names are found in the same patches: for every pair of distinct phrases
+    (p, q) named by one image's caption, the overlap ``Σ_j w_jp · w_jq`` of the grounding's softmax pools over that
+    image's patches, averaged over the pairs (0 when no caption names two parts).
+
+    The grounding loss is met when one patch that carries the whole species answers every part phrase of it;
+    this asks the parts a caption names to be found in different patches. Captions only: which parts are named
+    together is all it reads.
+
+    Args: as ``phrase_grounding_loss``.
+    """
+    weights = ((patch_embeds @ phrase_embeds.T) / pool_temperature).softmax(dim=1)  # (B, N, Q)
+    pools = weights[image_index, :, phrase_index]  # (P, N): each named pair's pool over its image's patches
+    pairs = (image_index[:, None] == image_index[None, :]) & (phrase_index[:, None] != phrase_index[None, :])
+    if not pairs.any():
+        return patch_embeds.sum() * 0.0
+    return (pools @ pools.T)[pairs].mean()
+
+
 def region_grounding_loss(
     patch_embeds: torch.Tensor,
     image_index: torch.Tensor,

@@ -59,7 +59,12 @@ from microclip.toyworld.dataset import (
     pretrain_scenes,
 )
 from microclip.toyworld.distill import SelfDistillation, block_mask
-from microclip.toyworld.grounding import PHRASE_FORMS, phrase_grounding_loss, region_grounding_loss
+from microclip.toyworld.grounding import (
+    PHRASE_FORMS,
+    grounding_overlap_loss,
+    phrase_grounding_loss,
+    region_grounding_loss,
+)
 from microclip.toyworld.metrics import evaluate_toy_clip
 from microclip.toyworld.objectness import (
     background_loss,
@@ -115,6 +120,7 @@ class PretrainConfig:
     grounding_weight: float = 1.0  # weight of the phrase-grounding loss (grounding.py); 0 = plain CLIP
     grounding_pool_temperature: float = 0.1
     grounding_temperature: float = 0.05
+    grounding_overlap_weight: float = 0.0  # two parts one caption names found in different patches; 0 = off
     locality_weight: float = 1.0  # weight of the context-consistency loss; 0 = off
     locality_paste: str = "block"  # what that loss pastes around the patches it tests (LOCALITY_PASTES)
     scene_words: bool = False  # dense-stage captions also name the bird's colour and the scene (tried; no gain)
@@ -224,6 +230,11 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         stage2 = stage2.replace(
             "after another image's block is pasted elsewhere",
             "after another image is pasted everywhere but a lattice of every second patch, all its neighbours",
+        )
+    if cfg.grounding_overlap_weight > 0:
+        stage2 += (
+            "; and, for every two parts one caption names, the overlap of their grounding pools over the image's "
+            "patches, pushed down (grounding.py's grounding_overlap_loss)"
         )
     return OBJECTIVE | {"stage 2 (dense_steps)": stage2, "stage 3 (object_steps)": stage3}
 
@@ -468,8 +479,9 @@ def batch_loss(
     terms = {"clip": (1.0, clip_loss(tokens.cls_embed, text, scale))}
     if in_dense_stage(step, cfg):
         patch_embeds = F.normalize(backbone.project(tokens.patches), dim=-1)  # (B, N, E)
-        if cfg.grounding_weight > 0 and batch.phrases:
-            phrase_embeds = F.normalize(model.encode_text(tokenizer(batch.phrases)), dim=-1)
+        grounded = batch.phrases and (cfg.grounding_weight > 0 or cfg.grounding_overlap_weight > 0)
+        phrase_embeds = F.normalize(model.encode_text(tokenizer(batch.phrases)), dim=-1) if grounded else None
+        if cfg.grounding_weight > 0 and phrase_embeds is not None:
             terms["grounding"] = (
                 cfg.grounding_weight,
                 phrase_grounding_loss(
@@ -479,6 +491,13 @@ def batch_loss(
                     phrase_embeds,
                     cfg.grounding_pool_temperature,
                     cfg.grounding_temperature,
+                ),
+            )
+        if cfg.grounding_overlap_weight > 0 and phrase_embeds is not None:
+            terms["overlap"] = (
+                cfg.grounding_overlap_weight,
+                grounding_overlap_loss(
+                    patch_embeds, batch.image_index, batch.phrase_index, phrase_embeds, cfg.grounding_pool_temperature
                 ),
             )
         if cfg.region_weight > 0 and batch.regions:
@@ -944,6 +963,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "grounding_weight",
     "grounding_pool_temperature",
     "grounding_temperature",
+    "grounding_overlap_weight",
     "locality_weight",
     "centring_weight",
     "pooled_weight",
