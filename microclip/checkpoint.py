@@ -112,7 +112,7 @@ EPOCHS_FOLDER = "epochs"  # train.py --keep_epochs: RUN/epochs/epoch-N.safetenso
 
 
 def epoch_file(folder: str | Path, epoch: int) -> Path:
-    """Where ``train.py --keep_epochs`` saves the adapted checkpoint of ``epoch`` (1-based, as in log.jsonl)."""
+    """Where ``train.py --keep_epochs`` saves the model after ``epoch`` (as numbered in log.jsonl; 0 the start)."""
     return Path(folder) / f"epoch-{epoch}.safetensors"
 
 

@@ -159,6 +159,8 @@ class ModelRegistry:
         with self._lock:
             self._models[loaded.name] = loaded
             self._loaders[loaded.name] = lambda: loaded
+            self._paths.pop(loaded.name, None)  # no file behind it: no saved epochs
+            self._timelines.pop(loaded.name, None)
             if default or self.default_name is None:
                 self.default_name = loaded.name
         return loaded.name
@@ -192,6 +194,8 @@ class ModelRegistry:
         with self._lock:
             self._loaders[name] = load
             self._models.pop(name, None)
+            self._paths.pop(name, None)
+            self._timelines.pop(name, None)
             if default or self.default_name is None:
                 self.default_name = name
         return name

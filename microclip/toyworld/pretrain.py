@@ -423,7 +423,7 @@ def paste_lattice(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch
     next image of the batch everywhere else, so each kept patch has all its neighbours replaced.
 
     A random block (`paste_blocks`) borders few of the patches it leaves intact, so the loss mostly checks
-    patches far from any change; the part probe's misses are tokens that carry their neighbours' parts.
+    patches far from any change. Tried for the part probe (docs/toyworld.md, round 18): it did not move.
     """
     b, _, size, _ = images.shape
     grid = size // PATCH
