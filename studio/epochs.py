@@ -203,6 +203,6 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
 NO_EPOCHS = (
     "**{name}** has no saved epochs. A run keeps them with `python train.py ... --keep_epochs` "
     "(`RUN/epochs/epoch-N.safetensors`, the start as epoch 0); open it with `python app.py --ckpt-path "
-    "RUN/checkpoint.safetensors` and its epochs are found beside it. The bundled toy model ships its own. Runs "
-    "started in the Adapt tab keep none; their probe images show SOAP's maps before and after the run."
+    "RUN/checkpoint.safetensors` and its epochs are found beside it. The bundled toy model ships its own, and a "
+    "run started in the Adapt tab keeps its own when it is saved."
 )

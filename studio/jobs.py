@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from microclip.adapt import prepare
-from microclip.checkpoint import CheckpointMeta, save_adapted
+from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
@@ -50,6 +50,7 @@ from viz.runs import progress_html as runs_progress_html
 from viz.runs import skipped_markdown as runs_skipped_markdown
 
 log = logging.getLogger(__name__)
+MAX_KEPT_EPOCHS = 12  # a run keeps its start and at most this many epochs' tensors for Explore's epoch view
 TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step
 MAX_YIELD_S = 2.0
 
@@ -234,6 +235,7 @@ class _Job:
     # What saving needs, kept after the run instead of the whole model (a few MB for ViT-B/32).
     adapted: dict[str, torch.Tensor] | None = None
     meta: CheckpointMeta | None = None
+    epochs: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # the start (0) and kept epochs
 
 
 class AdaptationRunner:
@@ -362,6 +364,10 @@ class AdaptationRunner:
             # The name and the time go into the file, so the runs folder lists it the same way after a restart.
             saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
             meta = replace(meta, training={**meta.training, SAVED_NAME_KEY: display, SAVED_AT_KEY: saved_at})
+            # The epochs first: the checkpoint appearing is what makes the runs folder list the run.
+            folder = path.with_name(f"{path.stem}-epochs")  # where epochs_beside looks for them
+            for epoch, state in job.epochs.items():
+                save_adapted(epoch_file(folder, epoch), state, replace(meta, metrics={"epoch": epoch}))
             save_adapted(path, adapted, meta)  # atomic (microclip.files.atomic_write)
             self.registry.add_checkpoint(path, display)
             self._set(job, saved_path=path, saved_name=display, message=f"saved as '{display}'")
@@ -423,6 +429,7 @@ class AdaptationRunner:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._lock:
             job.adapted, job.meta = final.pop("adapted", None), final.pop("meta", None)
+            job.epochs = final.pop("epochs", {})
             job.ended = time.monotonic()
             self._set(job, **final)
 
@@ -479,7 +486,10 @@ class AdaptationRunner:
             self._check_stop(job)
             job.train_started = time.monotonic()
             self._set(job, status=JobStatus.RUNNING, message="training")
-        result = run.fit([_LiveCallback(self, job, probe_tensors)], stop=job.stop_event)
+        epochs = _EpochStates()
+        result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event)
+        if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's
+            epochs.kept[len(result.history) + 1] = run.model.adapted_state()
         final = _explain_probes(run.model, probe_tensors, result.global_step)
         last = job.view.metrics[-1] if job.view.metrics else {}
         meta = run.checkpoint_meta(
@@ -489,6 +499,7 @@ class AdaptationRunner:
         return {
             "adapted": run.model.adapted_state(),
             "meta": meta,
+            "epochs": epochs.kept,
             "probes_latest": final or job.view.probes_latest,
             "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
             "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
@@ -619,6 +630,31 @@ class _LiveCallback(Callback):
         ):
             self.job.probe_request.clear()
             self.runner._update(self.job, probes_latest=_explain_probes(state.model, self.probes, state.global_step))
+
+
+class _EpochStates(Callback):
+    """The adapted tensors as the run starts and as its epochs end, for Explore's epoch view once the run is saved:
+    every epoch when there are at most ``MAX_KEPT_EPOCHS``, else every k-th and the last (a small data set can
+    make an epoch of every step, and each kept epoch of a ViT-B/32 is a few MB)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[int, dict[str, torch.Tensor]] = {}
+        self.stride, self.last = 1, 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.last = math.ceil(state.total_steps / max(1, state.steps_per_epoch))
+        self.stride = max(1, math.ceil(self.last / MAX_KEPT_EPOCHS))
+        self.kept[0] = _copy(state.model.adapted_state())
+
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        epoch = int(metrics["epoch"])
+        if epoch % self.stride == 0 or epoch == self.last:
+            self.kept[epoch] = _copy(state.model.adapted_state())
+
+
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy that training will not write to: on the CPU ``adapted_state`` returns the parameters' own storage."""
+    return {name: tensor.clone() for name, tensor in state.items()}
 
 
 def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:

@@ -165,3 +165,57 @@ def test_settings_outside_the_caps_and_server_paths_are_refused(registry, train_
     locked = AdaptationRunner(registry, tmp_path, allow_local_paths=False)
     with pytest.raises(ValueError, match="upload a zip"):
         locked.submit(request(train_dir))
+
+
+def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir, tmp_path):
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from microclip.checkpoint import epochs_beside
+    from microclip.explain import explain_image
+
+    runner = AdaptationRunner(registry, tmp_path)
+    job_id = runner.submit(request(train_dir, steps=13))  # 24 images, batch 4: epochs end at steps 6, 12 and 13
+    assert runner.wait(job_id, timeout=60).status == JobStatus.DONE
+    path = runner.save(job_id, "shapes, epoch by epoch")
+    files = epochs_beside(path)
+    assert [epoch for epoch, _ in files] == [0, 1, 2, 3]
+    final, last, start = load_file(path), load_file(files[-1][1]), load_file(files[0][1])
+    assert all(torch.equal(final[k], last[k]) for k in final)  # the last epoch is the model saved
+    assert all(torch.equal(start[k], torch.eye(len(start[k]))) for k in start if k.endswith("proj.weight"))
+    timeline = registry.timeline("shapes, epoch by epoch")
+    picture = Image.open(next(train_dir.rglob("*.png")))
+    views = timeline.explain(picture)
+    alone = explain_image(registry.get("shapes, epoch by epoch").model, picture)
+    assert [v.epoch for v in views] == [0, 1, 2, 3]
+    assert torch.allclose(torch.from_numpy(views[-1].explanation.logits_fused), torch.from_numpy(alone.logits_fused))
+
+
+def test_a_stopped_run_ends_its_epochs_at_the_model_it_saves(registry, train_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from microclip.checkpoint import epochs_beside
+
+    runner = AdaptationRunner(registry, tmp_path)
+    job_id = runner.submit(request(train_dir, steps=200))
+    wait_for_step(runner, job_id, 8)  # past the first epoch's end (6 steps)
+    snap = runner.stop(job_id)
+    snap = runner.wait(job_id, timeout=60)
+    assert snap.status == JobStatus.STOPPED
+    files = epochs_beside(runner.save(job_id, "stopped shapes"))
+    assert [epoch for epoch, _ in files][-1] == (snap.step - 1) // 6 + 1  # the epoch its last step was in
+    final, last = load_file(runner.save(job_id)), load_file(files[-1][1])
+    assert all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_a_run_of_many_short_epochs_keeps_every_kth_and_the_last(registry, train_dir, tmp_path):
+    from microclip.checkpoint import epochs_beside
+    from studio.jobs import MAX_KEPT_EPOCHS
+
+    runner = AdaptationRunner(registry, tmp_path)
+    job_id = runner.submit(request(train_dir, steps=30, batch_size=24, n_probes=0))  # one step per epoch
+    assert runner.wait(job_id, timeout=120).status == JobStatus.DONE
+    kept = [epoch for epoch, _ in epochs_beside(runner.save(job_id, "short epochs"))]
+    stride = -(-30 // MAX_KEPT_EPOCHS)
+    assert kept == [0, *range(stride, 31, stride)] + ([30] if 30 % stride else [])
+    assert len(kept) <= MAX_KEPT_EPOCHS + 2

@@ -57,8 +57,9 @@ def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdo
         gr.Markdown(
             "Where self-training took SOAP's map and each branch's answer on this image: the model at the start "
             "of its adaptation run (SOAP at identity, W* from the descriptions) and after every epoch, from the "
-            "checkpoints the run saved (`train.py --keep_epochs`; the bundled toy model ships its own). No labels "
-            "were used; the run's logged test accuracy is shown beside each epoch. Uses the model's own classes."
+            "checkpoints the run saved (`train.py --keep_epochs`, a run saved in the Adapt tab, the bundled toy "
+            "model). No labels were used; the run's logged test accuracy, where it had a test split, is shown "
+            "beside each epoch. Uses the model's own classes."
         )
         with gr.Row():
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
