@@ -147,6 +147,18 @@ def test_a_broken_epoch_file_is_a_clear_error_and_nothing_broken_is_kept(tmp_pat
     assert registry.get(name).model is not registry.timeline(name).model  # the timeline's model is its own
 
 
+def test_a_repeated_request_gets_fresh_picture_files_from_the_cached_answer(registry):
+    import os
+
+    from ui.epochs import epochs
+
+    first, table = epochs(registry, str(TOY_EXAMPLE), ADAPTED, "jet", 0.6)
+    for path, _ in first:  # as studio.images prunes old picture files
+        os.unlink(path)
+    again, table_again = epochs(registry, str(TOY_EXAMPLE), ADAPTED, "jet", 0.6)
+    assert table_again == table and all(os.path.isfile(path) for path, _ in again)
+
+
 # ------------------------------------------------------------------ over HTTP
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -3,9 +3,11 @@ of the model's adaptation run and after every epoch (the ``epochs`` endpoint; st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from studio.cache import cached, file_digest
@@ -25,14 +27,25 @@ def _views(timeline: Timeline, picture: Image.Image) -> list[EpochView]:
 run_timeline = gpu(_views)  # on ZeroGPU Spaces the epochs' forward passes get a GPU; elsewhere a no-op
 
 
-def _explain(timeline: Timeline, image: str | None, cmap: str, opacity: float, model_name: str) -> list:
+@dataclass(frozen=True)
+class _Answer:
+    """What the forward passes give for one image (cached); the pictures are drawn from it per request, since a
+    picture file handed to Gradio is deleted after a while (studio.images) and a cached answer outlives it."""
+
+    crop: np.ndarray
+    views: list[EpochView]
+    outline: np.ndarray | None
+    markdown: str
+
+
+def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
     picture = open_image(image)
     views = run_timeline(timeline, picture)
     truth = toy_truth(picture, views[0].explanation.grid)
     sample = toy_sample(picture) if truth is not None else None
     outline = sample.part_mask if sample is not None else None
     crop = display_crop(picture, DISPLAY_SIZE)
-    return [epoch_panels(crop, views, cmap, float(opacity), outline), timeline_markdown(model_name, views, truth)]
+    return _Answer(crop, views, outline, timeline_markdown(model_name, views, truth))
 
 
 @counts_as_inference
@@ -47,8 +60,8 @@ def epochs(registry: ModelRegistry, image: str | None, model_name: str, cmap: st
     cmap = cmap if cmap in COLORMAPS else DEFAULT_COLORMAP
     if not image:
         open_image(image)  # the clear "add an image first" message
-    key = ("epochs", timeline.token, file_digest(image), cmap, float(opacity))
-    return cached(key, lambda: _explain(timeline, image, cmap, opacity, loaded.name))
+    answer = cached(("epochs", timeline.token, file_digest(image)), lambda: _explain(timeline, image, loaded.name))
+    return [epoch_panels(answer.crop, answer.views, cmap, float(opacity), answer.outline), answer.markdown]
 
 
 def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdown) -> None:
