@@ -1,6 +1,7 @@
 """``python -m microclip explain IMAGE | DIR | ZIP``: what the model saw and why.
 
-One image: top-k per branch, the [CLS]/[FG] contributions, the null weight and the NCut count.
+One image: top-k per branch, the [CLS]/[FG] contributions, the null weight and the NCut count; with ``--epochs``,
+its answers and SOAP's top patch at the start and after every epoch the checkpoint's run saved.
 A folder or a zip of images (``--out BUNDLE.zip``): every image explained into a bundle, as the
 app's Batch tab writes it (:mod:`microclip.batch`), and a one-line summary per image.
 """
@@ -42,6 +43,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--fusion_ratio", type=float, default=None, help="override ρ (weight of [CLS])")
     parser.add_argument("--json", default=None, help="one image: write the full Explanation as JSON here")
     parser.add_argument(
+        "--epochs",
+        action="store_true",
+        help="one image: explain it at every epoch saved beside the checkpoint (train.py --keep_epochs)",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="folder or zip: the bundle to write (default: microclip-batch-<name>.zip in the working directory)",
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         source = Path(args.image)
         if not source.exists():
             raise FileNotFoundError(f"{source}: no such file or folder")
+        if args.epochs:
+            return _explain_epochs(source, args)
         model = load_model(args.ckpt_path, select_device(args.device))
         if args.fusion_ratio is not None:
             model.config.fusion_ratio = args.fusion_ratio
@@ -98,6 +106,50 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_text(args.json, explanation.to_json())
         print(f"  full explanation written to {args.json}")
+    return 0
+
+
+def _explain_epochs(source: Path, args: argparse.Namespace) -> int:
+    """``--epochs``: one line per saved epoch: each branch's answer, SOAP's top patch and its weight."""
+    import json
+
+    import numpy as np
+
+    from microclip.checkpoint import CheckpointError, epochs_beside
+    from microclip.data.images import load_image
+    from microclip.timeline import Timeline, epoch_name
+
+    if source.is_dir() or zipfile.is_zipfile(source):
+        raise ValueError(f"{source}: --epochs explains one image, not a folder or a zip")
+    files = epochs_beside(args.ckpt_path)
+    if not files:
+        raise CheckpointError(
+            f"{args.ckpt_path}: no saved epochs beside it (train.py --keep_epochs writes "
+            "RUN/epochs/epoch-N.safetensors beside RUN/checkpoint.safetensors)"
+        )
+    views = Timeline(files, select_device(args.device)).explain(load_image(source), args.fusion_ratio)
+    print(f"{source.name} under the {len(views)} saved epochs of {Path(args.ckpt_path).name}:")
+    print(f"  {'epoch':8s} " + " ".join(f"{label:28s}" for label in BRANCH_LABELS.values()) + " SOAP's top patch")
+    rows = []
+    for view in views:
+        e = view.explanation
+        answers = {branch: e.top_k(branch, 1)[0] for branch in BRANCH_LABELS}
+        top = tuple(int(i) for i in np.unravel_index(int(np.argmax(e.soap_weights)), e.grid))
+        cells = " ".join(f"{f'{name} {prob:.0%}':28s}" for name, prob in answers.values())
+        print(f"  {epoch_name(view.epoch):8s} {cells} {top}, weight {e.soap_weights[top]:.3f}")
+        rows.append(
+            {
+                "epoch": view.epoch,
+                "answers": {b: {"class": name, "probability": prob} for b, (name, prob) in answers.items()},
+                "soap_top_patch": list(top),
+                "soap_top_weight": float(e.soap_weights[top]),
+                "null_weight": float(e.null_weight),
+                "logged": view.logged,
+            }
+        )
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"image": source.name, "epochs": rows}, indent=2) + "\n")
+        print(f"  epochs written to {args.json}")
     return 0
 
 

@@ -1,93 +1,22 @@
-"""Self-training epoch by epoch, without Gradio: one image through every epoch a run saved (``train.py
---keep_epochs``: the start and each epoch's end), and the words and pictures that say where SOAP's map and each
-branch's answer went meanwhile.
-
-A saved epoch holds only what self-training changes (the visual LayerNorms, SOAP's projections and W*: a few
-hundred kB on the toy model, about 7 MB on a ViT-B/32), so a ``Timeline`` builds one private model and loads each
-epoch's tensors into it in turn: stepping through nine epochs builds nothing, and the registry's models, which
-other requests use at the same time, are never written to.
+"""Self-training epoch by epoch, without Gradio: the words and pictures that say where SOAP's map and each branch's
+answer went over a run's saved epochs (``microclip.timeline`` explains the image at each of them).
 """
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
-from microclip.checkpoint import CheckpointError, load_model, read_adapted
-from microclip.data.images import to_rgb
-from microclip.data.transforms import test_transform
-from microclip.explain import Explanation, explain_batch
+from microclip.explain import Explanation
 from microclip.heads import BRANCHES
+from microclip.timeline import EpochView, epoch_name
 from microclip.walkthrough import PatchTruth, mask_facts
 from studio.images import image_file
 from viz.overlay import outline_mask, overlay_unit
 from viz.steps import region_phrase
 
 BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`"}
-
-
-@dataclass(frozen=True)
-class EpochView:
-    """One saved epoch's explanation of the image, and the accuracies the run logged then."""
-
-    epoch: int  # 0: the start (SOAP at identity, W* from the descriptions); n: after the n-th epoch
-    explanation: Explanation
-    logged: dict[str, float]  # "acc_fused", "acc_cls", "acc_fg" (%) from the file's metadata; may be empty
-
-
-def epoch_name(epoch: int) -> str:
-    return "start" if epoch == 0 else f"epoch {epoch}"
-
-
-class Timeline:
-    """The saved epochs of one adaptation run, ready to explain an image at each of them."""
-
-    def __init__(self, files: Sequence[tuple[int, Path]], device: torch.device | str = "cpu") -> None:
-        """``files``: (epoch, path) pairs (``microclip.checkpoint.epochs_beside``). Every file is read now; one
-        that is not a microCLIP checkpoint, or is from another base model or label set than the first, is a
-        ``CheckpointError`` naming it."""
-        if not files:
-            raise CheckpointError("no saved epochs: adapt with train.py --keep_epochs")
-        first_epoch, first_path = files[0]
-        self.model = load_model(first_path, device)
-        first = self.model.meta
-        self._states: dict[int, dict[str, torch.Tensor]] = {}
-        self._logged: dict[int, dict[str, float]] = {}
-        for epoch, path in files:
-            tensors, meta = read_adapted(path)
-            if meta.classes != first.classes or meta.base != first.base:
-                raise CheckpointError(
-                    f"{path}: not from the same run as {first_path.name} (another base model or label set)"
-                )
-            self._states[epoch] = tensors
-            self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_")}
-        self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
-        self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
-
-    @property
-    def epochs(self) -> list[int]:
-        return list(self._states)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.model.classes
-
-    def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:
-        """The image explained at every saved epoch, in order (the centre crop the model sees, made once)."""
-        tensor = test_transform(self.model.backbone.image_size, crop="center")(to_rgb(picture))[None]
-        views = []
-        with self._lock:
-            for epoch, state in self._states.items():
-                self.model.load_adapted_state(state)
-                views.append(EpochView(epoch, explain_batch(self.model, tensor, ratio)[0], self._logged[epoch]))
-        return views
 
 
 # ------------------------------------------------------------------ pictures

@@ -25,7 +25,7 @@ from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
-from studio.epochs import Timeline
+from microclip.timeline import Timeline
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from microclip.checkpoint import CheckpointError, epochs_beside, read_adapted, save_adapted, saved_epochs
 from microclip.explain import explain_image
-from studio.epochs import Timeline, timeline_markdown
+from microclip.timeline import Timeline
+from studio.epochs import timeline_markdown
 from studio.registry import TOY_ADAPTED, default_registry
 from ui.walkthrough import toy_truth
 

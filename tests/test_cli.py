@@ -165,6 +165,45 @@ def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tm
     assert len(data["soap_weights"]) == 4 and data["classes"] == ["blue bar", "green disc", "red square"]
 
 
+def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root, tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from microclip.checkpoint import load_model
+    from microclip.explain import explain_image
+
+    out, _, _ = trained
+    image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))
+    checkpoint = str(out / "checkpoint.safetensors")
+    done = run(
+        "-m",
+        "microclip",
+        "explain",
+        str(image),
+        "--ckpt-path",
+        checkpoint,
+        "--epochs",
+        "--json",
+        str(tmp_path / "e.json"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "e.json").read_text())["epochs"]
+    assert [row["epoch"] for row in rows] == [0, 1, 2] and "start" in done.stdout and "epoch 2" in done.stdout
+    # Each row against that epoch's file explained on its own, in this process.
+    for row, path in zip(rows, ("epochs/epoch-0.safetensors", "epochs/epoch-1.safetensors", "checkpoint.safetensors")):
+        alone = explain_image(load_model(out / path), Image.open(image))
+        name, probability = alone.top_k("fused", 1)[0]
+        assert row["answers"]["fused"] == {"class": name, "probability": pytest.approx(probability, abs=1e-6)}
+        assert row["soap_top_weight"] == pytest.approx(float(np.max(alone.soap_weights)), abs=1e-6)
+    lone = tmp_path / "lone" / "checkpoint.safetensors"  # a checkpoint copied without its epochs
+    lone.parent.mkdir()
+    shutil.copy(checkpoint, lone)
+    done = run("-m", "microclip", "explain", str(image), "--ckpt-path", str(lone), "--epochs")
+    assert done.returncode == 2 and "--keep_epochs" in done.stderr
+
+
 def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_root, tmp_path):
     import shutil
     import zipfile

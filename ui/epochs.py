@@ -10,8 +10,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from microclip.timeline import EpochView, Timeline
 from studio.cache import cached, file_digest
-from studio.epochs import NO_EPOCHS, EpochView, Timeline, epoch_panels, timeline_markdown
+from studio.epochs import NO_EPOCHS, epoch_panels, timeline_markdown
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors

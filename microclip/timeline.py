@@ -1,0 +1,82 @@
+"""A run's saved epochs, explained: one image through the model at the start of its adaptation run and after every
+epoch it saved (``train.py --keep_epochs``, a run saved in the app's Adapt tab, the bundled toy model's
+``checkpoints/toybirds-microclip-epochs/``; ``microclip.checkpoint.epochs_beside`` finds them).
+
+A saved epoch holds only what self-training changes (the visual LayerNorms, SOAP's projections and W*: a few
+hundred kB on the toy model, about 7 MB on a ViT-B/32), so a ``Timeline`` builds one private model and loads each
+epoch's tensors into it in turn: stepping through nine epochs builds nothing, and models other code holds are never
+written to.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from microclip.checkpoint import CheckpointError, load_model, read_adapted
+from microclip.data.images import to_rgb
+from microclip.data.transforms import test_transform
+from microclip.explain import Explanation, explain_batch
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """One saved epoch's explanation of the image, and the accuracies the run logged then."""
+
+    epoch: int  # 0: the start (SOAP at identity, W* from the descriptions); n: after the n-th epoch
+    explanation: Explanation
+    logged: dict[str, float]  # "acc_fused", "acc_cls", "acc_fg" (%) from the file's metadata; may be empty
+
+
+def epoch_name(epoch: int) -> str:
+    return "start" if epoch == 0 else f"epoch {epoch}"
+
+
+class Timeline:
+    """The saved epochs of one adaptation run, ready to explain an image at each of them."""
+
+    def __init__(self, files: Sequence[tuple[int, Path]], device: torch.device | str = "cpu") -> None:
+        """``files``: (epoch, path) pairs (``microclip.checkpoint.epochs_beside``). Every file is read now; one
+        that is not a microCLIP checkpoint, or is from another base model or label set than the first, is a
+        ``CheckpointError`` naming it."""
+        if not files:
+            raise CheckpointError("no saved epochs: adapt with train.py --keep_epochs")
+        first_epoch, first_path = files[0]
+        self.model = load_model(first_path, device)
+        first = self.model.meta
+        self._states: dict[int, dict[str, torch.Tensor]] = {}
+        self._logged: dict[int, dict[str, float]] = {}
+        for epoch, path in files:
+            tensors, meta = read_adapted(path)
+            if meta.classes != first.classes or meta.base != first.base:
+                raise CheckpointError(
+                    f"{path}: not from the same run as {first_path.name} (another base model or label set)"
+                )
+            self._states[epoch] = tensors
+            self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_")}
+        self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
+        self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
+
+    @property
+    def epochs(self) -> list[int]:
+        return list(self._states)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+    def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:
+        """The image explained at every saved epoch, in order (the centre crop the model sees, made once)."""
+        tensor = test_transform(self.model.backbone.image_size, crop="center")(to_rgb(picture))[None]
+        views = []
+        with self._lock:
+            for epoch, state in self._states.items():
+                self.model.load_adapted_state(state)
+                views.append(EpochView(epoch, explain_batch(self.model, tensor, ratio)[0], self._logged[epoch]))
+        return views
