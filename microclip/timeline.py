@@ -47,7 +47,7 @@ class Timeline:
         ``CheckpointError`` naming it."""
         if not files:
             raise CheckpointError("no saved epochs: adapt with train.py --keep_epochs")
-        first_epoch, first_path = files[0]
+        _, first_path = files[0]
         self.model = load_model(first_path, device)
         first = self.model.meta
         self._states: dict[int, dict[str, torch.Tensor]] = {}
