@@ -1,5 +1,6 @@
 """Explore's "Self-training, epoch by epoch" view: SOAP's map and each branch's answer for the image at the start
-of the model's adaptation run and after every epoch (the ``epochs`` endpoint; studio/epochs.py computes it)."""
+of the model's adaptation run and after every epoch (the ``epochs`` endpoint; microclip/timeline.py explains the
+image at each epoch, studio/epochs.py words and draws it)."""
 
 from __future__ import annotations
 
