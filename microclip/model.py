@@ -188,17 +188,25 @@ class MicroCLIP(nn.Module):
 
     # ------------------------------------------------------- adapted state
 
-    def adapted_state(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: every adaptable tensor (trained or not) plus W_LLM for display."""
+    def _adapted_tensors(self) -> dict[str, torch.Tensor]:
+        """The model's own adaptable tensors, by checkpoint name (live: no copy)."""
         state: dict[str, torch.Tensor] = dict(self._visual_layernorm_parameters())
         for name, tensor in self.soap.state_dict().items():
             state[f"soap.{name}"] = tensor
         state["heads.w_star"] = self.heads.w_star
         state["heads.w_llm"] = self.heads.w_llm
-        return {name: tensor.detach().cpu().float().contiguous() for name, tensor in state.items()}
+        return state
+
+    def adapted_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: every adaptable tensor (trained or not) plus W_LLM for display, as float32 CPU
+        copies. Always copies, on any device: a snapshot kept while training goes on must not move with it."""
+        return {
+            name: tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+            for name, tensor in self._adapted_tensors().items()
+        }
 
     def load_adapted_state(self, state: dict[str, torch.Tensor]) -> None:
-        expected = self.adapted_state()
+        expected = self._adapted_tensors()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:

@@ -644,17 +644,12 @@ class _EpochStates(Callback):
     def on_fit_start(self, state: FitState) -> None:
         self.last = math.ceil(state.total_steps / max(1, state.steps_per_epoch))
         self.stride = max(1, math.ceil(self.last / MAX_KEPT_EPOCHS))
-        self.kept[0] = _copy(state.model.adapted_state())
+        self.kept[0] = state.model.adapted_state()
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
         if epoch % self.stride == 0 or epoch == self.last:
-            self.kept[epoch] = _copy(state.model.adapted_state())
-
-
-def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A copy that training will not write to: on the CPU ``adapted_state`` returns the parameters' own storage."""
-    return {name: tensor.clone() for name, tensor in state.items()}
+            self.kept[epoch] = state.model.adapted_state()
 
 
 def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:
