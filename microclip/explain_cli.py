@@ -113,11 +113,10 @@ def _explain_epochs(source: Path, args: argparse.Namespace) -> int:
     """``--epochs``: one line per saved epoch: each branch's answer, SOAP's top patch and its weight."""
     import json
 
-    import numpy as np
-
     from microclip.checkpoint import CheckpointError, epochs_beside
     from microclip.data.images import load_image
     from microclip.timeline import Timeline, epoch_name
+    from microclip.walkthrough import top_patch
 
     if source.is_dir() or zipfile.is_zipfile(source):
         raise ValueError(f"{source}: --epochs explains one image, not a folder or a zip")
@@ -134,7 +133,7 @@ def _explain_epochs(source: Path, args: argparse.Namespace) -> int:
     for view in views:
         e = view.explanation
         answers = {branch: e.top_k(branch, 1)[0] for branch in BRANCH_LABELS}
-        top = tuple(int(i) for i in np.unravel_index(int(np.argmax(e.soap_weights)), e.grid))
+        top = top_patch(e.soap_weights)
         cells = " ".join(f"{f'{name} {prob:.0%}':28s}" for name, prob in answers.values())
         print(f"  {epoch_name(view.epoch):8s} {cells} {top}, weight {e.soap_weights[top]:.3f}")
         rows.append(

@@ -270,7 +270,8 @@ class MaskFacts:
     true_class: str | None
 
 
-def _top_patch(values: np.ndarray) -> tuple[int, int]:
+def top_patch(values: np.ndarray) -> tuple[int, int]:
+    """The (row, col) of a patch map's largest value (the first on ties)."""
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(values)), values.shape))  # type: ignore[return-value]
 
 
@@ -282,7 +283,7 @@ def mask_facts(
     weights = np.asarray(soap_weights, dtype=np.float64)
     parts = np.max(np.stack(list(truth.part_share.values())), axis=0) if truth.part_share else np.zeros(mask.shape)
     total = weights.sum()
-    soap_top, cls_top = _top_patch(weights), _top_patch(np.asarray(cls_similarity))
+    soap_top, cls_top = top_patch(weights), top_patch(np.asarray(cls_similarity))
     return MaskFacts(
         n_patches=mask.size,
         n_object=int(truth.on_object.sum()),

@@ -5,13 +5,14 @@ answer went over a run's saved epochs (``microclip.timeline`` explains the image
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES
 from microclip.timeline import EpochView, epoch_name
-from microclip.walkthrough import PatchTruth, mask_facts
+from microclip.walkthrough import PatchTruth, mask_facts, top_patch
 from studio.images import image_file
 from viz.overlay import outline_mask, overlay_unit
 from viz.steps import region_phrase
@@ -52,15 +53,19 @@ def _answer(explanation: Explanation, branch: str, truth_class: str | None) -> s
     return f"{name} {probability:.0%}{mark}"
 
 
-def _top_patch(explanation: Explanation, truth: PatchTruth | None) -> str:
-    weights = explanation.soap_weights
-    top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
-    where = f" on {region_phrase(truth.region(top))}" if truth is not None else ""
-    return f"{top}{where}"
+@dataclass(frozen=True)
+class _SoapAt:
+    """SOAP's top patch at one epoch, in words ("(3, 2) on the beak" on a toy image), and its weight on the parts."""
+
+    top: str
+    on_parts: float | None  # None when the image's masks are not known
 
 
-def _on_parts(explanation: Explanation, truth: PatchTruth) -> float:
-    return mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity).soap_on_parts
+def _soap_at(explanation: Explanation, truth: PatchTruth | None) -> _SoapAt:
+    if truth is None:
+        return _SoapAt(str(top_patch(explanation.soap_weights)), None)
+    facts = mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity)
+    return _SoapAt(f"{facts.soap_top} on {region_phrase(facts.soap_top_region)}", facts.soap_on_parts)
 
 
 def _logged(view: EpochView) -> str:
@@ -82,21 +87,16 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     accuracies, epoch by epoch."""
     first, last = views[0], views[-1]
     true_class = truth.true_class if truth is not None else None
-    span = f"{epoch_name(first.epoch)} to {epoch_name(last.epoch)}"
+    start, end = epoch_name(first.epoch), epoch_name(last.epoch)
     lines = [
-        f"**{model_name}**: {len(views)} saved epochs ({span}). The maps are SOAP's pooling weights on one colour "
-        f"scale, from 0 to {shared_top(views):.3f} (the largest weight any patch gets at any epoch), so a map that "
-        "grows sharper or flatter shows as such."
+        f"**{model_name}**: {len(views)} saved epochs ({start} to {end}). The maps are SOAP's pooling weights on "
+        f"one colour scale, from 0 to {shared_top(views):.3f} (the largest weight any patch gets at any epoch), so a "
+        "map that grows sharper or flatter shows as such."
     ]
-    facts = [
-        f"SOAP's top patch: {_top_patch(first.explanation, truth)} at the {epoch_name(first.epoch)}, "
-        f"{_top_patch(last.explanation, truth)} after {epoch_name(last.epoch)}."
-    ]
+    soap = [_soap_at(v.explanation, truth) for v in views]
+    facts = [f"SOAP's top patch: {soap[0].top} at the {start}, {soap[-1].top} after {end}."]
     if truth is not None:
-        facts.append(
-            f"SOAP's weight on the parts' pixels: {_on_parts(first.explanation, truth):.1%} → "
-            f"{_on_parts(last.explanation, truth):.1%}."
-        )
+        facts.append(f"SOAP's weight on the parts' pixels: {soap[0].on_parts:.1%} → {soap[-1].on_parts:.1%}.")
     for branch in BRANCHES:
         answers = [v.explanation.top_k(branch, 1)[0][0] for v in views]
         changes = sum(a != b for a, b in zip(answers, answers[1:]))
@@ -120,12 +120,11 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     for view in views:
         e = view.explanation
         lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
-    soap = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]
-    lines += ["", "**SOAP's map**", "", _row(soap), _rule(soap)]
-    for view in views:
-        e = view.explanation
-        parts = [f"{_on_parts(e, truth):.1%}"] if truth is not None else []
-        lines.append(_row([epoch_name(view.epoch), _top_patch(e, truth), *parts, f"{e.null_weight:.1e}"]))
+    header = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]
+    lines += ["", "**SOAP's map**", "", _row(header), _rule(header)]
+    for view, at in zip(views, soap):
+        parts = [f"{at.on_parts:.1%}"] if at.on_parts is not None else []
+        lines.append(_row([epoch_name(view.epoch), at.top, *parts, f"{view.explanation.null_weight:.1e}"]))
     return "\n".join(lines)
 
 

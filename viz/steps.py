@@ -21,7 +21,7 @@ from importlib.resources import files
 import numpy as np
 
 from microclip.heads import BRANCHES
-from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough
+from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
 from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour
 
@@ -238,7 +238,7 @@ def foreground_fact(n_foreground: int, n_patches: int, facts: MaskFacts | None) 
 
 def soap_fact(weights: np.ndarray, null_weight: float, facts: MaskFacts | None) -> str:
     """SOAP's top patch of this image and where its weight went."""
-    top = tuple(int(i) for i in np.unravel_index(int(np.argmax(weights)), weights.shape))
+    top = top_patch(weights)
     text = (
         f"SOAP's top patch {top} takes {num(float(weights[top]), 3)} of the weight "
         f"(null token {num(null_weight, scientific=True)})"
