@@ -17,7 +17,7 @@ from studio.epochs import NO_EPOCHS, epoch_panels, timeline_markdown
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors
-from ui.walkthrough import toy_sample, toy_truth
+from ui.walkthrough import sample_truth, toy_sample
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
 
@@ -43,8 +43,8 @@ class _Answer:
 def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
     picture = open_image(image)
     views = run_timeline(timeline, picture)
-    truth = toy_truth(picture, views[0].explanation.grid)
-    sample = toy_sample(picture) if truth is not None else None
+    sample = toy_sample(picture)  # looked up once: the words' truth and the pictures' outline
+    truth = sample_truth(sample, views[0].explanation.grid) if sample is not None else None
     outline = sample.part_mask if sample is not None else None
     crop = display_crop(picture, DISPLAY_SIZE)
     return _Answer(crop, views, outline, timeline_markdown(model_name, views, truth))

@@ -67,8 +67,11 @@ def toy_sample(picture: Image.Image) -> Sample | None:
 def toy_truth(picture: Image.Image, grid: tuple[int, int]) -> PatchTruth | None:
     """Where the bird and each of its parts are on the model's patch grid, for a known toy image; else None."""
     sample = toy_sample(picture)
-    if sample is None:
-        return None
+    return sample_truth(sample, grid) if sample is not None else None
+
+
+def sample_truth(sample: Sample, grid: tuple[int, int]) -> PatchTruth:
+    """A known toy sample's bird and parts on the model's patch grid."""
 
     def share(mask: np.ndarray) -> np.ndarray:
         return patch_coverage(mask_on_grid(mask, grid)[None], grid)[0].reshape(grid)
