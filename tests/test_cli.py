@@ -93,6 +93,22 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     assert sum(per_class.values()) / 3 == pytest.approx(evaluated["mean_per_class"])
 
 
+def evaluate_epoch(out: Path, dataset_root: Path, epoch: int) -> tuple[dict, dict]:
+    """``evaluate.py`` on a --keep_epochs run's saved epoch: the log's row for that epoch, and the evaluation."""
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(dataset_root / "shapes"),
+        "--ckpt-path",
+        str(out / "epochs" / f"epoch-{epoch}.safetensors"),
+        "--output_dir",
+        str(out / f"eval-epoch-{epoch}"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][epoch]
+    return logged, json.loads((out / f"eval-epoch-{epoch}" / "metrics.json").read_text())
+
+
 def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(trained, image_dataset_root):
     from safetensors.torch import load_file
 
@@ -103,19 +119,8 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     assert all(torch.equal(epochs[2][k], final[k]) for k in final)
     assert any(not torch.equal(epochs[1][k], final[k]) for k in final)  # training moved something after epoch 1
     # Epoch 1's checkpoint, evaluated on its own, gives the accuracy the log recorded at that epoch's end.
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
-        "--ckpt-path",
-        str(out / "epochs" / "epoch-1.safetensors"),
-        "--output_dir",
-        str(out / "eval-epoch-1"),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][1]
+    logged, evaluated = evaluate_epoch(out, image_dataset_root, 1)
     assert logged["epoch"] == 1
-    evaluated = json.loads((out / "eval-epoch-1" / "metrics.json").read_text())
     assert evaluated["acc"] == pytest.approx(logged["test_acc"])
 
 
@@ -129,19 +134,8 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
     start = load_file(out / "epochs" / "epoch-0.safetensors")
     projections = [k for k in start if k.startswith("soap.") and k.endswith("proj.weight")]
     assert projections and all(torch.equal(start[k], torch.eye(start[k].shape[0])) for k in projections)
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
-        "--ckpt-path",
-        str(out / "epochs" / "epoch-0.safetensors"),
-        "--output_dir",
-        str(out / "eval-epoch-0"),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][0]
+    logged, evaluated = evaluate_epoch(out, image_dataset_root, 0)
     assert logged["epoch"] == 0
-    evaluated = json.loads((out / "eval-epoch-0" / "metrics.json").read_text())
     assert evaluated["acc_fused"] == pytest.approx(logged["test_acc_fused"])
     assert evaluated["acc_cls"] == pytest.approx(logged["test_acc_cls"])
 
