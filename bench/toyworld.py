@@ -244,10 +244,12 @@ def epoch_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
     if saved[0][0] != 0:  # runs from before --keep_epochs saved the start: rebuild it from the base
         saved.insert(0, (0, "start"))
+    on_part = coverage = None  # every epoch is the same tower's grid: the parts' patches are found once
     for epoch, adapted in saved:
         model = adapted_model(argparse.Namespace(**{**vars(args), "adapted": adapted}))
-        grid = model.backbone.grid
-        on_part, coverage = patch_hits(masks.part_mask, grid), patch_coverage(masks.part_mask, grid)
+        if on_part is None:
+            grid = model.backbone.grid
+            on_part, coverage = patch_hits(masks.part_mask, grid), patch_coverage(masks.part_mask, grid)
         maps, _ = peer_maps(model, images, labels, peers, timing=False)
         pointing, inside = score_maps(maps, on_part, coverage)
         accuracy = {k.removeprefix("test_"): v for k, v in logged.get(epoch, {}).items() if k.startswith("test_acc")}
