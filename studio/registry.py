@@ -254,10 +254,12 @@ class ModelRegistry:
         kept; None when it has none (a base model, an upload, a run saved without them)."""
         name = name or self.default_name
         with self._lock:
+            known = name in self._loaders
             path = self._paths.get(name) if name is not None else None
+        if not known:
+            self.get(name)  # the registry's KeyError for an unknown name, as everywhere
         if path is None:
-            self.get(name)  # an unknown name is the registry's KeyError, as everywhere
-            return None
+            return None  # a base or built model: nothing to load just to say it has no epochs
         with self._timeline_lock:
             if name not in self._timelines:
                 files = epochs_beside(path)
