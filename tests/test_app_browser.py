@@ -246,15 +246,7 @@ def test_explore_an_example_and_compare_explainers(page):
     # No clipped gallery row: every map and its caption are inside the gallery's box, nothing scrolls inside it.
     gallery = page.locator("#explainers-gallery")
     gallery.scroll_into_view_if_needed()
-    clipped = gallery.evaluate("""(g) => {
-      const box = g.getBoundingClientRect();
-      const inner = [...g.querySelectorAll('*')].filter((e) => e.scrollHeight > e.clientHeight + 2 &&
-        ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowY));
-      const out = [...g.querySelectorAll('.thumbnail-item, .caption-label, figcaption')]
-        .filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1);
-      return inner.length + out.length;
-    }""")
-    assert clipped == 0, "the explainer gallery clips a row or a caption"
+    assert_gallery_fits(gallery, "explainer")
     page.locator("#explainers").scroll_into_view_if_needed()
     shot(page, "explore-explainers", top=False)
     shot(page, "explore-explainers-full", full=True)
@@ -267,12 +259,33 @@ def test_explore_an_example_and_compare_explainers(page):
         page.wait_for_selector("#epochs-gallery img")
         expect(epochs_table).to_contain_text("start")
         expect(page.locator("#epochs-gallery .thumbnail-item")).to_have_count(len(epochs_beside(TOY_ADAPTED)))
+        assert_gallery_fits(page.locator("#epochs-gallery"), "epochs")
     else:  # the tiny test model has no saved run: the view says how to keep one
         expect(epochs_table).to_contain_text("--keep_epochs")
     page.locator("#epochs").scroll_into_view_if_needed()
     shot(page, "explore-epochs", top=False)
     shot(page, "explore-epochs-full", full=True)
     assert epochs_table.evaluate(WORDS_SPLIT_JS) == []
+
+
+GALLERY_FIT_JS = """(g) => {
+  const box = g.getBoundingClientRect();
+  const inner = [...g.querySelectorAll('*')].filter((e) => e.scrollHeight > e.clientHeight + 2 &&
+    ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowY));
+  const items = [...g.querySelectorAll('.thumbnail-item, .caption-label, figcaption')];
+  const clipped = items.filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1).length;
+  const lastRow = Math.max(...items.map((e) => e.getBoundingClientRect().bottom));
+  return {clipped: inner.length + clipped, emptyBelow: box.bottom - lastRow};
+}"""
+
+
+def assert_gallery_fits(gallery, name: str) -> None:
+    """Every map and caption inside the gallery's box, nothing scrolling in it, and no band of empty space below its
+    last row (Gradio 6's fixed-height box left up to 300 px; ui.common.PAGE_CSS fits the box to its rows)."""
+    gallery.scroll_into_view_if_needed()
+    fit = gallery.evaluate(GALLERY_FIT_JS)
+    assert fit["clipped"] == 0, f"the {name} gallery clips a row or a caption"
+    assert fit["emptyBelow"] < 40, f"the {name} gallery leaves {fit['emptyBelow']:.0f} px empty under its last row"
 
 
 def test_compare_two_models(page):

@@ -20,7 +20,7 @@ from studio.registry import ModelRegistry
 from studio.sharing import ServerPathGuard
 from ui.adapt import build_adapt_tab
 from ui.batch import build_batch_tab
-from ui.common import model_dropdown_update
+from ui.common import PAGE_CSS, model_dropdown_update
 from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
 from ui.models import build_models_tab, list_models
@@ -177,7 +177,9 @@ def launch_kwargs(
     (HuggingFace Spaces sets them), else 127.0.0.1:7860. ``auth`` (user, password) makes Gradio ask
     for a login before the page or any endpoint answers.
     """
-    kwargs = dict(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True)
+    kwargs = dict(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, show_error=True, css=PAGE_CSS
+    )
     if auth is not None:
         kwargs |= dict(auth=auth, auth_message="microCLIP Studio: log in with the name and password you were given.")
     return kwargs

@@ -131,8 +131,17 @@ def gpu(fn: F) -> F:
     return spaces.GPU(fn)
 
 
+MAPS_GALLERY_IDS = ("epochs-gallery", "explainers-gallery")
+# Gradio 6 gives a height="auto" gallery a fixed-height box (at least 450 px on a wide screen, at most 55% of the
+# window): one row of maps sat above a band of empty space, three rows scrolled. The maps galleries take the height
+# of their rows instead. Passed to demo.launch (Gradio 6 takes page CSS there), with launch_kwargs.
+PAGE_CSS = "\n".join(f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}" for name in MAPS_GALLERY_IDS)
+
+
 def maps_gallery(label: str, columns: int, elem_id: str) -> gr.Gallery:
-    """A gallery of map pictures (PNG, each with its caption), as many to a row as ``columns``, none clipped."""
+    """A gallery of map pictures (PNG, each with its caption), as many to a row as ``columns``, none clipped.
+
+    ``elem_id`` is one of ``MAPS_GALLERY_IDS``, whose boxes ``PAGE_CSS`` fits to their rows."""
     return gr.Gallery(
         label=label,
         columns=columns,
