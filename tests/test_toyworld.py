@@ -480,6 +480,9 @@ def test_the_recorded_objective_lists_the_stage_3_terms_the_weights_switch_on():
     pulled = stage3(soap_attention_weight=1.0, soap_attention_radial=True)
     assert "plus four" in pulled and "lengths only" in pulled
     assert "plus no losses" in stage3(object_weight=0.0, background_weight=0.0, cut_weight=0.0)
+    banded = stage3(boundary_band=1, band_terms="cut")
+    assert "left out of the cut term(s)" in banded and "soft band" not in banded
+    assert "kept at weight 0.3 instead (a soft band)" in stage3(boundary_band=1, band_terms="cut", band_weight=0.3)
 
 
 def test_output_folder_loads_with_open_clip(six_step_run):

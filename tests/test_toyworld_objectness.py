@@ -60,20 +60,27 @@ def test_background_loss_is_zero_when_the_background_says_nothing_and_positive_w
     assert background_loss(flat, foreground, text_without_last, scale).item() == pytest.approx(0.0, abs=1e-12)
 
 
-def _cut_contrast_by_loop(raw: torch.Tensor, foreground: torch.Tensor, margin: float, ignore=None) -> float:
-    """The cut contrast pair by pair, leaving out every pair with an ignored patch in it."""
-    across, within = [], []
+def _cut_contrast_by_loop(
+    raw: torch.Tensor, foreground: torch.Tensor, margin: float, ignore=None, ignore_weight: float = 0.0
+) -> float:
+    """The cut contrast pair by pair: a weighted mean per side, each ignored patch in a pair multiplying its
+    weight by ``ignore_weight`` (0: the pair is left out)."""
+    across, within = [], []  # (weight, hinge)
     for b in range(raw.shape[0]):
         for i in range(raw.shape[1]):
             for j in range(raw.shape[1]):
-                if ignore is not None and (ignore[b, i] or ignore[b, j]):
-                    continue
+                weight = 1.0
+                for k in (i, j):
+                    if ignore is not None and ignore[b, k]:
+                        weight *= ignore_weight
                 cosine = float(F.cosine_similarity(raw[b, i], raw[b, j], dim=0))
                 if foreground[b, i] != foreground[b, j]:
-                    across.append(max(0.0, cosine + margin))
+                    across.append((weight, max(0.0, cosine + margin)))
                 else:
-                    within.append(max(0.0, margin - cosine))
-    return sum(across) / len(across) + sum(within) / len(within)
+                    within.append((weight, max(0.0, margin - cosine)))
+    return sum(w * h for w, h in across) / sum(w for w, _ in across) + sum(w * h for w, h in within) / sum(
+        w for w, _ in within
+    )
 
 
 def test_cut_contrast_loss_matches_a_loop_over_pairs():
@@ -119,6 +126,13 @@ def test_ignored_patches_leave_the_background_and_cut_terms():
     expected = _cut_contrast_by_loop(raw, foreground, 0.1, ignore)
     assert cut_contrast_loss(raw, foreground, 0.1, ignore).item() == pytest.approx(expected)
     assert expected != pytest.approx(_cut_contrast_by_loop(raw, foreground, 0.1))
+    # A soft band keeps the band's pairs at a weight between left out (0) and counted in full (1).
+    soft = _cut_contrast_by_loop(raw, foreground, 0.1, ignore, ignore_weight=0.3)
+    assert cut_contrast_loss(raw, foreground, 0.1, ignore, ignore_weight=0.3).item() == pytest.approx(soft)
+    assert cut_contrast_loss(raw, foreground, 0.1, ignore, ignore_weight=1.0).item() == pytest.approx(
+        _cut_contrast_by_loop(raw, foreground, 0.1)
+    )
+    assert soft != pytest.approx(expected)
 
 
 def test_steps_on_the_cut_contrast_separates_the_two_sides_of_the_cut():

@@ -79,7 +79,11 @@ def background_loss(
 
 
 def cut_contrast_loss(
-    patches: torch.Tensor, foreground: torch.Tensor, margin: float, ignore: torch.Tensor | None = None
+    patches: torch.Tensor,
+    foreground: torch.Tensor,
+    margin: float,
+    ignore: torch.Tensor | None = None,
+    ignore_weight: float = 0.0,
 ) -> torch.Tensor:
     """Hinge on the cosines of the raw tokens: across the cut below -margin, within a side above margin.
 
@@ -87,6 +91,8 @@ def cut_contrast_loss(
         patches: (B, N, D) raw value-path tokens (what the cut reads).
         foreground: (B, N) bool, the cut's foreground.
         ignore: (B, N) bool, patches whose pairs are left out altogether (:func:`boundary_band`); None = none.
+        ignore_weight: the weight the pairs of ``ignore``'s patches keep instead (0 = left out, 1 = as any other):
+            a soft band, between a cut that grows into the band and one that shrinks from it.
     Returns the mean hinge over the across pairs plus the mean hinge over the within pairs (each side's
     pairs with itself, self-pairs included).
     """
@@ -97,7 +103,7 @@ def cut_contrast_loss(
     across = across + across.transpose(1, 2)
     within = 1 - across
     if ignore is not None:
-        kept = (~ignore).to(patches.dtype)
+        kept = 1 - (1 - ignore_weight) * ignore.to(patches.dtype)
         pair_kept = kept.unsqueeze(2) * kept.unsqueeze(1)
         across, within = across * pair_kept, within * pair_kept
     return (F.relu(cosine + margin) * across).sum() / across.sum().clamp_min(1.0) + (

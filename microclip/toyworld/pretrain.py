@@ -146,6 +146,7 @@ class PretrainConfig:
     cut_margin: float = 0.1
     boundary_band: int = 0  # stage 3: background patches this close to the cut left out of its terms; 0 = off
     band_terms: str = "background,cut"  # which stage-3 terms leave the band out (comma-separated)
+    band_weight: float = 0.0  # the weight the band's pairs keep in the cut term (0 = left out; a soft band in (0, 1))
     soap_pool_weight: float = 0.0  # CLIP loss on SOAP's [FG] at identity over the cut (objectness.py); 0 = off
     soap_attention_weight: float = 0.0  # SOAP's map at identity pulled to the last block's [CLS] attention; 0 = off
     soap_attention_radial: bool = False  # that pull's gradient only along each token: lengths, not the cut's cosines
@@ -225,6 +226,8 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         which = " and ".join(t for t in ("background", "cut") if t in cfg.banded_terms)
         stage3 += f"; background patches within {cfg.boundary_band} patch(es) of the foreground are left out of the "
         stage3 += f"{which} term(s) (a band the next cut may grow into)"
+        if cfg.band_weight > 0:
+            stage3 += f", the band's pairs in the cut term kept at weight {cfg.band_weight:g} instead (a soft band)"
     stage2 = OBJECTIVE["stage 2 (dense_steps)"]
     if cfg.locality_paste == "lattice":
         stage2 = stage2.replace(
@@ -548,7 +551,7 @@ def object_terms(
     terms = {
         "object": (cfg.object_weight, object_token_loss(patch_embeds, foreground, text, scale)),
         "background": (cfg.background_weight, background_loss(patch_embeds, foreground, text, scale, bg_band)),
-        "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin, cut_band)),
+        "cut": (cfg.cut_weight, cut_contrast_loss(patches, foreground, cfg.cut_margin, cut_band, cfg.band_weight)),
     }
     if cfg.soap_pool_weight > 0:
         terms["soap_pool"] = (
@@ -876,6 +879,7 @@ def finish(run: Run) -> dict:
                 if getattr(cfg, k)
             }
             | ({"boundary_band": cfg.boundary_band, "band_terms": cfg.band_terms} if cfg.boundary_band > 0 else {})
+            | ({"band_weight": cfg.band_weight} if cfg.band_weight > 0 else {})
         )
     if cfg.zoom_min < 1.0:
         summary["zoom"] = {k: getattr(cfg, k) for k in ("zoom_min", "p_zoom", "zoom_from_stage")}
@@ -973,6 +977,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "cut_weight",
     "cut_margin",
     "boundary_band",
+    "band_weight",
     "soap_pool_weight",
     "soap_attention_weight",
     "region_weight",
