@@ -244,9 +244,7 @@ def test_explore_an_example_and_compare_explainers(page):
     expect(cells).not_to_contain_text("unavailable")
     assert cells.evaluate(WORDS_SPLIT_JS) == []
     # No clipped gallery row: every map and its caption are inside the gallery's box, nothing scrolls inside it.
-    gallery = page.locator("#explainers-gallery")
-    gallery.scroll_into_view_if_needed()
-    assert_gallery_fits(gallery, "explainer")
+    assert_gallery_fits(page.locator("#explainers-gallery"), "explainer")
     page.locator("#explainers").scroll_into_view_if_needed()
     shot(page, "explore-explainers", top=False)
     shot(page, "explore-explainers-full", full=True)

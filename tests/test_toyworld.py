@@ -483,6 +483,11 @@ def test_the_recorded_objective_lists_the_stage_3_terms_the_weights_switch_on():
     banded = stage3(boundary_band=1, band_terms="cut")
     assert "left out of the cut term(s)" in banded and "soft band" not in banded
     assert "kept at weight 0.3 instead (a soft band)" in stage3(boundary_band=1, band_terms="cut", band_weight=0.3)
+    for bad in (dict(band_weight=0.3), dict(boundary_band=1, band_terms="background", band_weight=0.3)):
+        with pytest.raises(ValueError, match="band_weight softens the cut term"):
+            PretrainConfig(out="", **bad)
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        PretrainConfig(out="", boundary_band=1, band_terms="cut", band_weight=1.0)
 
 
 def test_output_folder_loads_with_open_clip(six_step_run):

@@ -163,6 +163,12 @@ class PretrainConfig:
             raise ValueError(f"p_zoom {self.p_zoom}: a share of the batch, in [0, 1]")
         if not self.banded_terms <= {"background", "cut"}:
             raise ValueError(f"band_terms {self.band_terms!r}: comma-separated, from background and cut")
+        if not 0.0 <= self.band_weight < 1.0:
+            raise ValueError(f"band_weight {self.band_weight}: the band's pair weight, in [0, 1) (1 would be no band)")
+        if self.band_weight > 0 and (self.boundary_band <= 0 or "cut" not in self.banded_terms):
+            raise ValueError(
+                "band_weight softens the cut term's band: it needs --boundary_band > 0 and cut in --band_terms"
+            )
         if self.locality_paste not in LOCALITY_PASTES:
             raise ValueError(f"locality_paste {self.locality_paste!r}: one of {', '.join(LOCALITY_PASTES)}")
         if self.zoom_from_stage not in (1, 2, 3):
