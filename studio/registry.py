@@ -79,11 +79,19 @@ class ModelRegistry:
         with self._lock:
             self._loaders[name] = lambda: self._load_checkpoint(name, path)
             self._models.pop(name, None)
-            self._paths[name] = path
-            self._timelines.pop(name, None)
+            self._set_file(name, path)
             if default or self.default_name is None:
                 self.default_name = name
         return name
+
+    def _set_file(self, name: str, path: Path | None) -> None:
+        """The checkpoint file behind ``name`` (None: none), whose saved epochs its timeline reads; any timeline
+        built for the name before is dropped. Called with ``_lock`` held."""
+        if path is None:
+            self._paths.pop(name, None)
+        else:
+            self._paths[name] = path
+        self._timelines.pop(name, None)
 
     def add_upload(self, path: str | Path, name: str | None = None) -> str:
         """Register an uploaded checkpoint: copied into the registry's own folder and loaded *now*.
@@ -147,8 +155,7 @@ class ModelRegistry:
         with self._lock:
             self._loaders.pop(name, None)
             self._models.pop(name, None)
-            self._paths.pop(name, None)
-            self._timelines.pop(name, None)
+            self._set_file(name, None)
             for key in [k for k in self._custom if k[0] == name]:
                 del self._custom[key]
             if self.default_name == name:
@@ -159,8 +166,7 @@ class ModelRegistry:
         with self._lock:
             self._models[loaded.name] = loaded
             self._loaders[loaded.name] = lambda: loaded
-            self._paths.pop(loaded.name, None)  # no file behind it: no saved epochs
-            self._timelines.pop(loaded.name, None)
+            self._set_file(loaded.name, None)  # no file behind it: no saved epochs
             if default or self.default_name is None:
                 self.default_name = loaded.name
         return loaded.name
@@ -194,8 +200,7 @@ class ModelRegistry:
         with self._lock:
             self._loaders[name] = load
             self._models.pop(name, None)
-            self._paths.pop(name, None)
-            self._timelines.pop(name, None)
+            self._set_file(name, None)
             if default or self.default_name is None:
                 self.default_name = name
         return name

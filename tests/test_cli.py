@@ -19,6 +19,11 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
 
 
+def explain(source: Path, checkpoint: Path | str, *options: str) -> subprocess.CompletedProcess:
+    """``python -m microclip explain SOURCE --ckpt-path CHECKPOINT [options]``."""
+    return run("-m", "microclip", "explain", str(source), "--ckpt-path", str(checkpoint), *options)
+
+
 @pytest.fixture(scope="module")
 def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
     descriptions = tmp_path_factory.mktemp("desc") / "shapes.json"
@@ -143,16 +148,7 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
     out, _, _ = trained
     image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))
-    done = run(
-        "-m",
-        "microclip",
-        "explain",
-        str(image),
-        "--ckpt-path",
-        str(out / "checkpoint.safetensors"),
-        "--json",
-        str(tmp_path / "e.json"),
-    )
+    done = explain(image, out / "checkpoint.safetensors", "--json", str(tmp_path / "e.json"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[CLS] only" in done.stdout and "contributions" in done.stdout
     data = json.loads((tmp_path / "e.json").read_text())
@@ -171,17 +167,7 @@ def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root
     out, _, _ = trained
     image = next((image_dataset_root / "shapes" / "test" / "red square").glob("*.png"))
     checkpoint = str(out / "checkpoint.safetensors")
-    done = run(
-        "-m",
-        "microclip",
-        "explain",
-        str(image),
-        "--ckpt-path",
-        checkpoint,
-        "--epochs",
-        "--json",
-        str(tmp_path / "e.json"),
-    )
+    done = explain(image, checkpoint, "--epochs", "--json", str(tmp_path / "e.json"))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "e.json").read_text())["epochs"]
     assert [row["epoch"] for row in rows] == [0, 1, 2] and "start" in done.stdout and "epoch 2" in done.stdout
@@ -194,7 +180,7 @@ def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root
     lone = tmp_path / "lone" / "checkpoint.safetensors"  # a checkpoint copied without its epochs
     lone.parent.mkdir()
     shutil.copy(checkpoint, lone)
-    done = run("-m", "microclip", "explain", str(image), "--ckpt-path", str(lone), "--epochs")
+    done = explain(image, lone, "--epochs")
     assert done.returncode == 2 and "--keep_epochs" in done.stderr
 
 
@@ -214,16 +200,7 @@ def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_ro
     shutil.copytree(image_dataset_root / "shapes" / "test" / "green disc", folder / "discs")
     (folder / "notes.png").write_bytes(b"not a picture")
     bundle = tmp_path / "b.zip"
-    done = run(
-        "-m",
-        "microclip",
-        "explain",
-        str(folder),
-        "--ckpt-path",
-        str(out / "checkpoint.safetensors"),
-        "--out",
-        str(bundle),
-    )
+    done = explain(folder, out / "checkpoint.safetensors", "--out", str(bundle))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 explained, 1 skipped" in done.stdout
     with zipfile.ZipFile(bundle) as zf:
