@@ -1,5 +1,6 @@
-"""How each branch moved during adaptation: start, peak and end test accuracy of fused, [CLS] and [FG], and the
-label-free agreement of each branch with the fused answer (weak view), read from train.py's log.jsonl.
+"""How each branch moved during adaptation: start, peak and end test accuracy of fused, [CLS] and [FG], and two
+label-free measures of each branch on the weak view, read from train.py's log.jsonl: its agreement with the fused
+answer, and how much of its token every image shares (microclip.drift; [FG]'s grows as it drifts, round 20).
 
     python bench/branch_drift.py RUN_DIR [NAME=RUN_DIR ...] [--json FILE]
 
@@ -37,11 +38,12 @@ def drift(rows: list[dict]) -> dict:
         series = [(row["epoch"], row[key]) for row in evaluated if key in row]
         peak_epoch, peak = max(series, key=lambda point: (point[1], -point[0]))
         out[branch] = {"start": series[0][1], "peak": peak, "peak_epoch": peak_epoch, "end": series[-1][1]}
-    trained = [row for row in rows if "train_agree_fg" in row]
-    if trained:
-        for branch in ("cls", "fg"):
-            out[branch]["agree_first"] = trained[0][f"train_agree_{branch}"]
-            out[branch]["agree_last"] = trained[-1][f"train_agree_{branch}"]
+    for measure in ("agree", "shared"):  # shared: logged since round 20 (microclip.drift.shared_part)
+        trained = [row for row in rows if f"train_{measure}_fg" in row]
+        if trained:
+            for branch in ("cls", "fg"):
+                out[branch][f"{measure}_first"] = trained[0][f"train_{measure}_{branch}"]
+                out[branch][f"{measure}_last"] = trained[-1][f"train_{measure}_{branch}"]
     return out
 
 
@@ -52,6 +54,8 @@ def _row(name: str, report: dict) -> str:
         cell = f"{b['start']:.1f} → {b['peak']:.1f} (e{b['peak_epoch']}) → {b['end']:.1f}"
         if "agree_first" in b:
             cell += f"; agrees {b['agree_first']:.1f} → {b['agree_last']:.1f}"
+        if "shared_first" in b:
+            cell += f"; shared {b['shared_first']:.2f} → {b['shared_last']:.2f}"
         cells.append(cell)
     return f"| {name} | " + " | ".join(cells) + " |"
 

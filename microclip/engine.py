@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from microclip.constants import CLS_ONLY_MODES
+from microclip.drift import agreement, shared_part
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
@@ -296,11 +297,11 @@ def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, c
         fused = fuse_for_labels(out.tokens.cls_embed.float(), out.fg_embed.float())
         labels = aggregate(composite, fused, model.heads.w_llm, model.heads.w_star_hat(), config.gamma)
         extra = {"pl_conf": labels.confidence.mean().item()}
-        # label-free: how often each branch alone names the model's own fused answer on the weak view; the loss
-        # constrains only the fused logits, so a branch can drift away from it while the fused answer holds
-        answer = out.logits.fused.argmax(1)
-        for branch in ("cls", "fg"):
-            extra[f"agree_{branch}"] = 100.0 * (getattr(out.logits, branch).argmax(1) == answer).float().mean().item()
+        # label-free (microclip.drift): how often each branch alone names the fused answer on the weak view, and
+        # how much of each branch's token every image shares
+        for branch, embeds in (("cls", out.tokens.cls_embed), ("fg", out.fg_embed)):
+            extra[f"agree_{branch}"] = agreement(getattr(out.logits, branch), out.logits.fused)
+            extra[f"shared_{branch}"] = shared_part(embeds)
         if (targets >= 0).all():
             extra["pl_acc_static"] = 100.0 * (labels.static_labels == targets).float().mean().item()
             extra["pl_acc_dynamic"] = 100.0 * (labels.dynamic_labels == targets).float().mean().item()

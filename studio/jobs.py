@@ -194,7 +194,7 @@ class JobSnapshot:
     position: int = 0  # 0: running or finished; n: n-th in the waiting line
     step: int = 0
     total_steps: int = 0
-    # one dict per step: step, loss, ce, fair, pl_conf, agree_cls, agree_fg, pl_acc (labelled data), lr
+    # one dict per step: step, loss, ce, fair, pl_conf, agree_/shared_ cls and fg, pl_acc (labelled data), lr
     metrics: list[dict] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     n_images: int = 0

@@ -273,17 +273,23 @@ GALLERY_FIT_JS = """(g) => {
   const items = [...g.querySelectorAll('.thumbnail-item, .caption-label, figcaption')];
   const clipped = items.filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1).length;
   const lastRow = Math.max(...items.map((e) => e.getBoundingClientRect().bottom));
-  return {clipped: inner.length + clipped, emptyBelow: box.bottom - lastRow};
+  const firstRow = Math.min(...[...g.querySelectorAll('.thumbnail-item')].map((e) => e.getBoundingClientRect().top));
+  const label = g.querySelector('[data-testid="block-label"]');
+  const labelOver = label ? label.getBoundingClientRect().bottom - firstRow : -1;
+  return {clipped: inner.length + clipped, emptyBelow: box.bottom - lastRow, labelOver: labelOver, hasLabel: !!label};
 }"""
 
 
 def assert_gallery_fits(gallery, name: str) -> None:
-    """Every map and caption inside the gallery's box, nothing scrolling in it, and no band of empty space below its
-    last row (Gradio 6's fixed-height box left up to 300 px; ui.common.PAGE_CSS fits the box to its rows)."""
+    """Every map and caption inside the gallery's box, nothing scrolling in it, no band of empty space below its
+    last row (Gradio 6's fixed-height box left up to 300 px; ui.common.PAGE_CSS fits the box to its rows), and its
+    label above the first row, not over it (it covered the top 12 px of the first maps)."""
     gallery.scroll_into_view_if_needed()
     fit = gallery.evaluate(GALLERY_FIT_JS)
     assert fit["clipped"] == 0, f"the {name} gallery clips a row or a caption"
     assert fit["emptyBelow"] < 40, f"the {name} gallery leaves {fit['emptyBelow']:.0f} px empty under its last row"
+    assert fit["hasLabel"], f"the {name} gallery shows no label"
+    assert fit["labelOver"] <= 0, f"the {name} gallery's label covers {fit['labelOver']:.0f} px of its first row"
 
 
 def test_compare_two_models(page):
@@ -336,6 +342,8 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
         "texts => texts.map((t) => t.textContent)"
     )  # SVG text has no innerText
     assert legends and not [text for text in legends if "…" in text], legends  # no label cut
+    branches = page.locator("#adapt-branches .role-legend text").evaluate_all("ts => ts.map((t) => t.textContent)")
+    assert {"[CLS] alone", "[FG] alone"} <= set(branches), branches  # the label-free drift curves are drawn
     # Four probe cards, whole, with whole captions.
     captions = page.locator("#adapt-probes figcaption")
     expect(captions.first).to_contain_text("before: ")

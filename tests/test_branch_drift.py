@@ -19,6 +19,8 @@ ROWS = [
         "epoch": 1,
         "train_agree_cls": 40.0,
         "train_agree_fg": 30.0,
+        "train_shared_cls": 0.4,
+        "train_shared_fg": 0.5,
         "test_acc_fused": 75.0,
         "test_acc_cls": 64.0,
         "test_acc_fg": 72.0,
@@ -27,6 +29,8 @@ ROWS = [
         "epoch": 2,
         "train_agree_cls": 42.0,
         "train_agree_fg": 20.0,
+        "train_shared_cls": 0.4,
+        "train_shared_fg": 0.7,
         "test_acc_fused": 75.0,
         "test_acc_cls": 66.0,
         "test_acc_fg": 50.0,
@@ -46,6 +50,8 @@ def test_start_peak_and_end_of_each_branch_and_the_agreement(tmp_path):
         "end": 66.0,
         "agree_first": 40.0,
         "agree_last": 42.0,
+        "shared_first": 0.4,
+        "shared_last": 0.4,
     }
     assert report["fg"] == {
         "start": 60.0,
@@ -54,6 +60,8 @@ def test_start_peak_and_end_of_each_branch_and_the_agreement(tmp_path):
         "end": 50.0,
         "agree_first": 30.0,
         "agree_last": 20.0,
+        "shared_first": 0.5,
+        "shared_last": 0.7,
     }
 
 
@@ -62,7 +70,10 @@ def test_the_table_and_json(tmp_path, capsys):
     out = tmp_path / "drift.json"
     assert drift_bench.main([f"mine={tmp_path / 'run'}", "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| mine | 70.0 → 75.0 (e1) → 75.0 |" in table and "60.0 → 72.0 (e1) → 50.0; agrees 30.0 → 20.0" in table
+    assert (
+        "| mine | 70.0 → 75.0 (e1) → 75.0 |" in table
+        and "60.0 → 72.0 (e1) → 50.0; agrees 30.0 → 20.0; shared 0.50 → 0.70" in table
+    )
     assert json.loads(out.read_text())["mine"]["fg"]["end"] == 50.0
 
 

@@ -48,7 +48,10 @@ def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_
     assert snap.status == JobStatus.DONE, snap.message
     assert (snap.step, snap.total_steps) == (3, 3)
     assert [row["step"] for row in snap.metrics] == [1, 2, 3]
-    assert all({"loss", "pl_conf", "pl_acc", "agree_cls", "agree_fg", "lr"} <= row.keys() for row in snap.metrics)
+    assert all(
+        {"loss", "pl_conf", "pl_acc", "agree_cls", "agree_fg", "shared_cls", "shared_fg", "lr"} <= row.keys()
+        for row in snap.metrics
+    )
     assert snap.classes == sorted(CLASSES) and snap.labelled and snap.n_images == 24
     assert snap.probes_before.step == 0 and snap.probes_latest.step == 3
     assert len(snap.probes_before.explanations) == len(snap.probe_images) == 2

@@ -78,17 +78,18 @@ def test_curves_are_typed_long_tables_even_when_empty():
         assert list(frame.columns) == ["step", "value", "series"] and len(frame) == 0
         assert [str(t) for t in frame.dtypes] == ["int64", "float64", "object"]
     metrics = [
-        {"step": 1, "loss": 2.0, "pl_conf": 0.5, "pl_acc": 40.0, "pl_acc_dynamic": 30.0},
+        {"step": 1, "loss": 2.0, "pl_conf": 0.5, "pl_acc": 40.0, "pl_acc_dynamic": 30.0, "agree_fg": 90.0},
         {"step": 2, "lr": 1e-4},  # a row without the curves' keys adds no point
-        {"step": 3, "loss": 1.0, "pl_conf": 0.6, "pl_acc": 50.0, "pl_acc_dynamic": 35.0},
+        {"step": 3, "loss": 1.0, "pl_conf": 0.6, "pl_acc": 50.0, "pl_acc_dynamic": 35.0, "agree_fg": 80.0},
     ]
-    loss, confidence, accuracy = runs.curves(metrics)
+    loss, confidence, accuracy, branches = runs.curves(metrics)
     raw = loss[loss.series == "loss"]
     smoothed = loss[loss.series == "smoothed"]
     assert list(raw.step) == list(smoothed.step) == [1, 3]
     assert list(smoothed.value) == pytest.approx(runs.smooth([2.0, 1.0]))
     assert list(confidence.series.unique()) == ["confidence"] and list(confidence.value) == [0.5, 0.6]
     assert set(accuracy.series) == {"combined", "fused · W*"}  # only the keys the rows carry
+    assert list(branches.series.unique()) == ["[FG] alone"] and list(branches.value) == [90.0, 80.0]
     assert [str(t) for t in loss.dtypes] == ["int64", "float64", "object"]
 
 

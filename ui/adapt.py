@@ -48,7 +48,10 @@ CURVES_NOTE = """\
 *Loss* = cross-entropy on the pseudo-labels + fairness regulariser, per step (raw, noisy: each step sees another
 batch) and smoothed (an exponential moving average, weight 0.9 on the past, debiased). *Confidence* = mean top
 score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how often the pseudo-labels match the
-folder names (combined, crops·W_LLM, fused·W*); training never sees those labels.
+folder names (combined, crops·W_LLM, fused·W*); training never sees those labels. *Each branch alone*: how often
+`[CLS]` alone and `[FG]` alone name the fused answer on the weak view. The loss sees only the fused answer, so a
+branch can drift while it holds: in the toy world's full runs `[FG]` alone does, taking on a shift that every image
+shares (docs/toyworld.md, rounds 11 and 20). A falling `[FG]` curve is that drift, seen without labels.
 """
 
 PROBES_NOTE = """\
@@ -84,6 +87,7 @@ class _Panel:
     loss: gr.LinePlot
     confidence: gr.LinePlot
     accuracy: gr.LinePlot
+    branches: gr.LinePlot
     # less used settings, and saving the result
     classnames: gr.Textbox
     descriptions: gr.File
@@ -114,7 +118,7 @@ class _Panel:
 
     def outputs(self) -> list[Any]:
         """What a poll updates, in the order ``_render`` returns it."""
-        plots = [self.loss, self.confidence, self.accuracy]
+        plots = [self.loss, self.confidence, self.accuracy, self.branches]
         return [self.status, self.progress, *plots, self.probes, self.skipped, self.shown, self.timer]
 
 
@@ -176,6 +180,7 @@ def _watch_column(p: _Panel) -> None:
             p.loss = _curve("Loss (raw and smoothed)", "adapt-loss", 4)
             p.confidence = _curve("Pseudo-label confidence", "adapt-confidence", 3, series=False)
             p.accuracy = _curve("Pseudo-label accuracy (%)", "adapt-accuracy", 4)
+        p.branches = _curve("Each branch alone gives the fused answer (%): no labels needed", "adapt-branches", 1)
         gr.Markdown(CURVES_NOTE)
 
 

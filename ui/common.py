@@ -134,8 +134,14 @@ def gpu(fn: F) -> F:
 MAPS_GALLERY_IDS = ("epochs-gallery", "explainers-gallery")
 # Gradio 6 gives a height="auto" gallery a fixed-height box (at least 450 px on a wide screen, at most 55% of the
 # window): one row of maps sat above a band of empty space, three rows scrolled. The maps galleries take the height
-# of their rows instead. Passed to demo.launch (Gradio 6 takes page CSS there), with launch_kwargs.
-PAGE_CSS = "\n".join(f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}" for name in MAPS_GALLERY_IDS)
+# of their rows instead; and their label, which floats over the box's top left corner, gets a band of its own above
+# the first row rather than covering its top. Passed to demo.launch (Gradio 6 takes page CSS there), with
+# launch_kwargs.
+PAGE_CSS = "\n".join(
+    f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}\n"
+    f"#{name} .grid-wrap {{ padding-top: var(--size-8); }}"
+    for name in MAPS_GALLERY_IDS
+)
 
 
 def maps_gallery(label: str, columns: int, elem_id: str) -> gr.Gallery:

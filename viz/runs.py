@@ -55,8 +55,12 @@ def _frame(rows_in: Sequence[dict], keys: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
 
-def curves(metrics: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Long-format frames (step, value, series) for the loss (raw and smoothed), confidence and accuracy plots."""
+BRANCH_SERIES = {"agree_cls": "[CLS] alone", "agree_fg": "[FG] alone"}
+
+
+def curves(metrics: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Long-format frames (step, value, series) for the loss (raw and smoothed), confidence, pseudo-label accuracy
+    and branch agreement (each branch alone naming the fused answer, %) plots."""
     with_loss = [row for row in metrics if "loss" in row]
     smoothed = [
         {"step": row["step"], "smooth": value} for row, value in zip(with_loss, smooth([r["loss"] for r in with_loss]))
@@ -66,6 +70,7 @@ def curves(metrics: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
         loss.astype(CURVE_TYPES),
         _frame(metrics, {"pl_conf": "confidence"}),
         _frame(metrics, {"pl_acc": "combined", "pl_acc_static": "crops · W_LLM", "pl_acc_dynamic": "fused · W*"}),
+        _frame(metrics, BRANCH_SERIES),
     )
 
 

@@ -1,0 +1,185 @@
+"""Where `[FG]`-only accuracy goes in self-training: a shift that every image's `[FG]` token takes on alike.
+
+    python bench/fg_shift.py RUN [NAME=RUN ...] [--json FILE] [--data_root data] [--per_class N] [--base DIR]
+
+RUN is a ``train.py --keep_epochs`` output folder on the toy world (RUN/epochs/epoch-N.safetensors; a shipped
+``*-epochs`` folder works too). Runs from before ``--keep_epochs`` saved the start need ``--base``, the pretrained
+folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
+
+- ``fg``: `[FG]`-only accuracy as the model is evaluated (argmax of f·Ŵ*);
+- ``fg_unshifted``: the same after taking away the shift of f's mean since the start, f − (mean f now − mean f at
+  epoch 0), both means over the *train* split's images (no labels), re-normalised: the part of the fall a shift
+  shared by every image explains;
+- ``shared_fg`` / ``shared_cls``: how much of each token every image shares (mean cosine to the tokens' mean
+  direction);
+- ``cos_fg_cls``: the mean cosine between an image's f and its g;
+- ``never_named_fg`` / ``top_share_fg``: how many classes `[FG]` alone never answers, and the commonest answer's
+  share of all answers (1/16 when balanced);
+- ``nearest_mean_fg``: a nearest-class-mean classifier on f, its class means from the train split's *labels*: not
+  what the model answers, but whether f still keeps the classes apart.
+
+docs/toyworld.md (round 20) reads these. Accuracies and shares in %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
+from microclip.drift import shared_part
+from microclip.files import atomic_write_text
+from microclip.machine import cpu_name
+from microclip.model import MicroCLIP
+from microclip.resources import PROJECT_ROOT
+from microclip.toyworld.dataset import ensure_split, load_split_arrays
+
+BATCH = 200
+ASSETS = PROJECT_ROOT / "assets" / "toybirds"
+
+
+def branch_embeddings(model: torch.nn.Module, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, f): the normalised `[CLS]` and `[FG]` embeddings of uint8 (N, H, W, 3) images."""
+    gs, fs = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), BATCH):
+            batch = torch.from_numpy(images[start : start + BATCH]).permute(0, 3, 1, 2).float() / 255.0
+            out = model(batch)
+            gs.append(out.tokens.cls_embed)
+            fs.append(out.fg_embed)
+    return torch.cat(gs), torch.cat(fs)
+
+
+def unshifted(embeds: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return F.normalize(embeds - shift, dim=-1)
+
+
+def accuracy(embeds: torch.Tensor, weights: torch.Tensor, labels: np.ndarray) -> float:
+    return 100.0 * float(((embeds @ weights.T).argmax(1).numpy() == labels).mean())
+
+
+def answer_spread(predictions: np.ndarray, n_classes: int) -> dict[str, float]:
+    counts = np.bincount(predictions, minlength=n_classes)
+    return {"never_named": int((counts == 0).sum()), "top_share": 100.0 * float(counts.max()) / len(predictions)}
+
+
+def nearest_mean_accuracy(
+    train: torch.Tensor, train_labels: np.ndarray, test: torch.Tensor, test_labels: np.ndarray
+) -> float:
+    classes = np.unique(train_labels)
+    means = torch.stack([F.normalize(train[torch.from_numpy(train_labels == c)].mean(0), dim=0) for c in classes])
+    return 100.0 * float((classes[(test @ means.T).argmax(1).numpy()] == test_labels).mean())
+
+
+def _subset(labels: np.ndarray, per_class: int | None) -> np.ndarray:
+    if per_class is None:
+        return np.arange(len(labels))
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+
+
+def start_model(base: str) -> MicroCLIP:
+    """The model as adaptation starts from ``base`` with the toy assets (SOAP at identity, W* from descriptions)."""
+    classes, templates, descriptions = (
+        json.loads((ASSETS / name).read_text()) for name in ("classes.json", "templates.json", "descriptions.json")
+    )
+    model, _, _ = MicroCLIP.build(f"local-dir:{base}", None, classes, templates, descriptions)
+    return model
+
+
+Split = tuple[np.ndarray, np.ndarray]  # uint8 (N, H, W, 3) images and their labels
+
+
+def saved_models(run: Path, base: str | None = None) -> list[tuple[int, Path | None]]:
+    """(epoch, file) from epoch 0 on; file None is the start, rebuilt from ``base``."""
+    folder = run / EPOCHS_FOLDER if (run / EPOCHS_FOLDER).is_dir() else run
+    saved: list[tuple[int, Path | None]] = list(saved_epochs(folder))
+    if saved and saved[0][0] != 0 and base:
+        saved.insert(0, (0, None))
+    if not saved or saved[0][0] != 0:
+        raise SystemExit(f"{folder}: no epoch-0.safetensors (adapt with train.py --keep_epochs, or pass --base)")
+    return saved
+
+
+def measure_epochs(
+    saved: list[tuple[int, Path | None]], test: Split, train: Split, base: str | None = None
+) -> list[dict]:
+    """One row per saved model; the shift is measured against the first (the start)."""
+    (test_images, test_labels), (train_images, train_labels) = test, train
+    rows, start_mean = [], None
+    for epoch, path in saved:
+        model = (start_model(base) if path is None else load_model(path)).eval()
+        g, f = branch_embeddings(model, test_images)
+        _, f_train = branch_embeddings(model, train_images)
+        if start_mean is None:
+            start_mean = f_train.mean(0)
+        w_hat = model.heads.w_star_hat().detach()
+        spread = answer_spread((f @ w_hat.T).argmax(1).numpy(), w_hat.shape[0])
+        rows.append(
+            {
+                "epoch": epoch,
+                "fg": accuracy(f, w_hat, test_labels),
+                "fg_unshifted": accuracy(unshifted(f, f_train.mean(0) - start_mean), w_hat, test_labels),
+                "cls": accuracy(g, w_hat, test_labels),
+                "shared_fg": shared_part(f),
+                "shared_cls": shared_part(g),
+                "cos_fg_cls": float((f * g).sum(1).mean()),
+                "never_named_fg": spread["never_named"],
+                "top_share_fg": spread["top_share"],
+                "nearest_mean_fg": nearest_mean_accuracy(f_train, train_labels, f, test_labels),
+            }
+        )
+        print(f"epoch {epoch}: [FG] {rows[-1]['fg']:.1f}, unshifted {rows[-1]['fg_unshifted']:.1f}", file=sys.stderr)
+    return rows
+
+
+def load_split(data_root: str, split: str, per_class: int | None) -> Split:
+    ensure_split(data_root, split)
+    images, labels = load_split_arrays(data_root, split)
+    keep = _subset(labels, per_class)
+    return images[keep], labels[keep]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="train.py --keep_epochs output folders, optionally NAME=FOLDER")
+    parser.add_argument("--data_root", default="data")
+    parser.add_argument("--per_class", type=int, default=None, help="only the first N images of each class")
+    parser.add_argument("--base", default=None, help="the pretrained folder, for runs without epoch-0")
+    parser.add_argument("--json", default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    test = load_split(args.data_root, "test", args.per_class)
+    train = load_split(args.data_root, "train", args.per_class)
+    reports: dict = {}
+    for spec in args.runs:
+        name, _, folder = spec.rpartition("=")
+        name = name or Path(folder).name
+        if name in reports:
+            parser.error(f"two runs named {name!r}: name them NAME=FOLDER")
+        saved = saved_models(Path(folder), args.base)
+        reports[name] = measure_epochs(saved, test, train, args.base)
+    print(
+        "| run | epoch | [FG] | [FG] unshifted | shared f / g | cos(f, g) | classes [FG] never names | "
+        "top class share | nearest mean (labels) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rows in reports.items():
+        for r in rows:
+            print(
+                f"| {name} | {r['epoch']} | {r['fg']:.1f} | {r['fg_unshifted']:.1f} | {r['shared_fg']:.2f} / "
+                f"{r['shared_cls']:.2f} | {r['cos_fg_cls']:.2f} | {r['never_named_fg']} | {r['top_share_fg']:.1f} | "
+                f"{r['nearest_mean_fg']:.1f} |"
+            )
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps({"runs": reports, "cpu": cpu_name()}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""bench/fg_shift.py: the shared shift in [FG], checked on hand-built embeddings and on the shipped toy model's
+epochs against the model's own [FG] logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_bench
+
+from microclip.checkpoint import load_model
+from microclip.toyworld.dataset import render_split_sample
+from microclip.toyworld.world import CLASS_NAMES
+
+fg_shift = load_bench("fg_shift")
+EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
+
+
+def test_taking_away_a_shared_shift_restores_the_answers():
+    # Four orthonormal class directions; every image of class y is e_y, then every image moves by 3·e_0.
+    classes = torch.eye(4, 8)
+    labels = np.array([0, 1, 2, 3, 1, 2])
+    start = classes[labels]
+    shift = 3.0 * classes[0]
+    now = start + shift
+    # By hand: class y ≠ 0 scores 1 on its own row and 3 on class 0's, so only the class-0 images stay right.
+    assert fg_shift.accuracy(now, classes, labels) == pytest.approx(100.0 / 6)
+    measured_shift = now.mean(0) - start.mean(0)
+    assert torch.allclose(measured_shift, shift)
+    assert fg_shift.accuracy(fg_shift.unshifted(now, measured_shift), classes, labels) == 100.0
+
+
+def test_answer_spread_counts_silent_classes_and_the_commonest_share():
+    assert fg_shift.answer_spread(np.array([0, 0, 0, 2]), 4) == {"never_named": 2, "top_share": 75.0}
+    assert fg_shift.answer_spread(np.array([0, 1, 2]), 3) == {"never_named": 0, "top_share": pytest.approx(100 / 3)}
+
+
+def test_nearest_mean_accuracy_by_hand():
+    train = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
+    train_labels = np.array([5, 5, 9, 9])  # labels need not be 0..C-1
+    test = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.71, 0.70]])
+    # class 5's mean direction is (0.949, 0.316), class 9's (0.316, 0.949): the third point is nearer class 5.
+    assert fg_shift.nearest_mean_accuracy(train, train_labels, test, np.array([5, 9, 5])) == 100.0
+    assert fg_shift.nearest_mean_accuracy(train, train_labels, test, np.array([5, 9, 9])) == pytest.approx(200 / 3)
+
+
+def _rendered(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    samples = [(render_split_sample(split, c, i, seed=0), c) for c in range(len(CLASS_NAMES)) for i in range(per_class)]
+    return np.stack([s.image for s, _ in samples]), np.array([c for _, c in samples])
+
+
+@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
+    test, train = _rendered("test", 2), _rendered("train", 2)
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    rows = fg_shift.measure_epochs(saved, test, train)
+    assert [row["epoch"] for row in rows] == [0, 8]
+    assert rows[0]["fg_unshifted"] == rows[0]["fg"]  # nothing has moved at the start
+    images = torch.from_numpy(test[0]).permute(0, 3, 1, 2).float() / 255.0
+    for row, (_, path) in zip(rows, saved):
+        with torch.no_grad():
+            logits = load_model(path).eval()(images).logits
+        assert row["fg"] == pytest.approx(100.0 * float((logits.fg.argmax(1).numpy() == test[1]).mean()))
+        assert row["cls"] == pytest.approx(100.0 * float((logits.cls.argmax(1).numpy() == test[1]).mean()))
+        assert 0.0 <= row["shared_fg"] <= 1.0 and -1.0 <= row["cos_fg_cls"] <= 1.0
