@@ -39,6 +39,7 @@ from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
 from microclip.toyworld.dataset import ensure_split, load_split_arrays
+from microclip.toyworld.text import read_assets
 
 BATCH = 200
 ASSETS = PROJECT_ROOT / "assets" / "toybirds"
@@ -85,9 +86,7 @@ def _subset(labels: np.ndarray, per_class: int | None) -> np.ndarray:
 
 def start_model(base: str) -> MicroCLIP:
     """The model as adaptation starts from ``base`` with the toy assets (SOAP at identity, W* from descriptions)."""
-    classes, templates, descriptions = (
-        json.loads((ASSETS / name).read_text()) for name in ("classes.json", "templates.json", "descriptions.json")
-    )
+    classes, templates, descriptions = read_assets(ASSETS)
     model, _, _ = MicroCLIP.build(f"local-dir:{base}", None, classes, templates, descriptions)
     return model
 

@@ -74,7 +74,7 @@ from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
 from microclip.toyworld.render import rerender
-from microclip.toyworld.text import name_rate
+from microclip.toyworld.text import name_rate, read_assets
 from microclip.toyworld.world import PARTS
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
@@ -100,11 +100,7 @@ def adapted_model(args: argparse.Namespace) -> MicroCLIP:
 
 
 def _assets() -> tuple[list[str], list[str], dict[str, list[str]]]:
-    return (
-        json.loads((ASSETS / "classes.json").read_text()),
-        json.loads((ASSETS / "templates.json").read_text()),
-        json.loads((ASSETS / "descriptions.json").read_text()),
-    )
+    return read_assets(ASSETS)
 
 
 def _test_set(data_root: str) -> SeededDataset:

@@ -340,19 +340,20 @@ def default_registry(
     pretrained: str | None = None,
 ) -> ModelRegistry:
     """The bundled toy-world models (adapted by default, base zero-shot to compare), plus any flags."""
-    import json
+    from microclip.toyworld.text import read_assets
 
     registry = ModelRegistry(device)
     if TOY_ADAPTED.is_file():
         registry.add_checkpoint(TOY_ADAPTED, "toybirds · microCLIP adapted", default=True)
     if (TOY_BASE / "open_clip_config.json").is_file() and (TOY_ASSETS / "classes.json").is_file():
+        classes, templates, descriptions = read_assets(TOY_ASSETS)
         registry.add_base(
             f"local-dir:{TOY_BASE}",
             None,
-            json.loads((TOY_ASSETS / "classes.json").read_text()),
+            classes,
             "toybirds · base zero-shot",
-            templates=json.loads((TOY_ASSETS / "templates.json").read_text()),
-            descriptions=json.loads((TOY_ASSETS / "descriptions.json").read_text()),
+            templates=templates,
+            descriptions=descriptions,
         )
     if ckpt_path:
         name = registry.add_checkpoint(ckpt_path, default=True)

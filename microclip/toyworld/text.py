@@ -326,6 +326,14 @@ def write_assets(folder: str | Path) -> Path:
     return folder
 
 
+def read_assets(folder: str | Path) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(classes, templates, descriptions) as :func:`write_assets` wrote them into `folder`."""
+    folder = Path(folder)
+    return tuple(
+        json.loads((folder / name).read_text()) for name in ("classes.json", "templates.json", "descriptions.json")
+    )
+
+
 def caption_vocabulary() -> frozenset[str]:
     """Every word a pretraining caption (:func:`make_caption`) can contain, lower-case: the words the toy CLIP's
     text tower saw in pretraining. A class name with other words is read by a tower that never learnt them."""
