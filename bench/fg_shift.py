@@ -1,6 +1,7 @@
 """Where `[FG]`-only accuracy goes in self-training: a shift that every image's `[FG]` token takes on alike.
 
     python bench/fg_shift.py RUN [NAME=RUN ...] [--json FILE] [--data_root data] [--per_class N] [--base DIR]
+                            [--part_removal N]
 
 RUN is a ``train.py --keep_epochs`` output folder on the toy world (RUN/epochs/epoch-N.safetensors; a shipped
 ``*-epochs`` folder works too). Runs from before ``--keep_epochs`` saved the start need ``--base``, the pretrained
@@ -16,7 +17,10 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
 - ``never_named_fg`` / ``top_share_fg``: how many classes `[FG]` alone never answers, and the commonest answer's
   share of all answers (1/16 when balanced);
 - ``nearest_mean_fg``: a nearest-class-mean classifier on f, its class means from the train split's *labels*: not
-  what the model answers, but whether f still keeps the classes apart.
+  what the model answers, but whether f still keeps the classes apart;
+- with ``--part_removal N``, on the last epoch: ``part_removal``, the mean drop of each branch's true-class
+  probability when one part of the first N test birds of each class is erased (bench/toyworld.py's
+  counterfactual), and of `[FG]`'s with the shift taken away from f before and after.
 
 docs/toyworld.md (round 20) reads these. Accuracies and shares in %.
 """
@@ -33,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
+from microclip.constants import LOGIT_SCALE
 from microclip.drift import shared_part
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
-from microclip.toyworld.dataset import ensure_split, load_split_arrays
+from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
 from microclip.toyworld.text import read_assets
 
 BATCH = 200
@@ -105,10 +110,33 @@ def saved_models(run: Path, base: str | None = None) -> list[tuple[int, Path | N
     return saved
 
 
+Pairs = tuple[list[np.ndarray], list[np.ndarray], list[int]]  # SplitMasks.erased_part_pairs: originals, erased, labels
+
+
+def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> dict[str, float]:
+    """Mean drop (points) of each branch's true-class probability when one part is erased, and of `[FG]`'s with
+    the shared shift taken away from both pictures' f."""
+    originals, erased, labels = pairs
+    w_hat, rows = model.heads.w_star_hat().detach(), torch.arange(len(labels))
+
+    def true_class(embeds: torch.Tensor) -> torch.Tensor:
+        return (LOGIT_SCALE * embeds @ w_hat.T).softmax(-1)[rows, torch.as_tensor(labels)]
+
+    (g0, f0), (g1, f1) = branch_embeddings(model, np.stack(originals)), branch_embeddings(model, np.stack(erased))
+    pictures = {
+        "cls": (g0, g1),
+        "fg": (f0, f1),
+        "fused": (0.5 * (g0 + f0), 0.5 * (g1 + f1)),  # the logits' un-renormalised average (docs/method.md §3)
+        "fg_unshifted": (unshifted(f0, shift), unshifted(f1, shift)),
+    }
+    return {name: 100.0 * float((true_class(a) - true_class(b)).mean()) for name, (a, b) in pictures.items()}
+
+
 def measure_epochs(
-    saved: list[tuple[int, Path | None]], test: Split, train: Split, base: str | None = None
+    saved: list[tuple[int, Path | None]], test: Split, train: Split, base: str | None = None, pairs: Pairs | None = None
 ) -> list[dict]:
-    """One row per saved model; the shift is measured against the first (the start)."""
+    """One row per saved model; the shift is measured against the first (the start). With ``pairs``, the last row
+    also carries the part-removal drops (:func:`part_removal`)."""
     (test_images, test_labels), (train_images, train_labels) = test, train
     rows, start_mean = [], None
     for epoch, path in saved:
@@ -117,13 +145,14 @@ def measure_epochs(
         _, f_train = branch_embeddings(model, train_images)
         if start_mean is None:
             start_mean = f_train.mean(0)
+        shift = f_train.mean(0) - start_mean
         w_hat = model.heads.w_star_hat().detach()
         spread = answer_spread((f @ w_hat.T).argmax(1).numpy(), w_hat.shape[0])
         rows.append(
             {
                 "epoch": epoch,
                 "fg": accuracy(f, w_hat, test_labels),
-                "fg_unshifted": accuracy(unshifted(f, f_train.mean(0) - start_mean), w_hat, test_labels),
+                "fg_unshifted": accuracy(unshifted(f, shift), w_hat, test_labels),
                 "cls": accuracy(g, w_hat, test_labels),
                 "shared_fg": shared_part(f),
                 "shared_cls": shared_part(g),
@@ -133,6 +162,8 @@ def measure_epochs(
                 "nearest_mean_fg": nearest_mean_accuracy(f_train, train_labels, f, test_labels),
             }
         )
+        if pairs is not None and epoch == saved[-1][0]:
+            rows[-1]["part_removal"] = part_removal(model, shift, pairs)
         print(f"epoch {epoch}: [FG] {rows[-1]['fg']:.1f}, unshifted {rows[-1]['fg_unshifted']:.1f}", file=sys.stderr)
     return rows
 
@@ -150,11 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_root", default="data")
     parser.add_argument("--per_class", type=int, default=None, help="only the first N images of each class")
     parser.add_argument("--base", default=None, help="the pretrained folder, for runs without epoch-0")
+    parser.add_argument(
+        "--part_removal",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also erase each part of the first N test birds of each class, on the last epoch (the bench uses 10)",
+    )
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     test = load_split(args.data_root, "test", args.per_class)
     train = load_split(args.data_root, "train", args.per_class)
+    pairs = None
+    if args.part_removal:
+        masks = load_split_masks(args.data_root, "test")
+        pairs = masks.erased_part_pairs(_subset(masks.labels, args.part_removal))
     reports: dict = {}
     for spec in args.runs:
         name, _, folder = spec.rpartition("=")
@@ -162,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in reports:
             parser.error(f"two runs named {name!r}: name them NAME=FOLDER")
         saved = saved_models(Path(folder), args.base)
-        reports[name] = measure_epochs(saved, test, train, args.base)
+        reports[name] = measure_epochs(saved, test, train, args.base, pairs)
     print(
         "| run | epoch | [FG] | [FG] unshifted | shared f / g | cos(f, g) | classes [FG] never names | "
         "top class share | nearest mean (labels) |"
@@ -175,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['shared_cls']:.2f} | {r['cos_fg_cls']:.2f} | {r['never_named_fg']} | {r['top_share_fg']:.1f} | "
                 f"{r['nearest_mean_fg']:.1f} |"
             )
+    for name, rows in reports.items():
+        if "part_removal" in rows[-1]:
+            drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in rows[-1]["part_removal"].items())
+            print(f"{name}, erasing a part (points of true-class probability lost, last epoch): {drops}")
     if args.json:
         atomic_write_text(Path(args.json), json.dumps({"runs": reports, "cpu": cpu_name()}, indent=1) + "\n")
     return 0

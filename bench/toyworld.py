@@ -73,9 +73,7 @@ from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_spl
 from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
-from microclip.toyworld.render import rerender
 from microclip.toyworld.text import name_rate, read_assets
-from microclip.toyworld.world import PARTS
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -381,18 +379,7 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     branch's true-class probability (percentage points)."""
     model = adapted_model(args).eval()
     masks = _split_masks(args.data_root, "test")
-    rows = _subset(masks.labels, args.faithfulness_per_class)
-    originals, erased, truth = [], [], []
-    for row in rows:
-        label = int(masks.labels[row])
-        sample = masks.rerendered(int(row))
-        if sample is None:
-            raise ValueError(f"{masks.paths[row]}: not a generated test image that can be drawn again")
-        for k, part in enumerate(PARTS):
-            if (sample.part_labels == 1 + k).any():
-                originals.append(sample.image)
-                erased.append(rerender(sample, (part,)).image)
-                truth.append(label)
+    originals, erased, truth = masks.erased_part_pairs(_subset(masks.labels, args.faithfulness_per_class))
 
     def probabilities(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0

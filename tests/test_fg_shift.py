@@ -12,7 +12,7 @@ from conftest import load_bench
 
 from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
-from microclip.toyworld.world import CLASS_NAMES
+from microclip.toyworld.world import CLASS_NAMES, PARTS
 
 fg_shift = load_bench("fg_shift")
 EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
@@ -65,3 +65,33 @@ def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
         assert row["fg"] == pytest.approx(100.0 * float((logits.fg.argmax(1).numpy() == test[1]).mean()))
         assert row["cls"] == pytest.approx(100.0 * float((logits.cls.argmax(1).numpy() == test[1]).mean()))
         assert 0.0 <= row["shared_fg"] <= 1.0 and -1.0 <= row["cos_fg_cls"] <= 1.0
+
+
+@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+def test_part_removal_matches_the_models_own_probabilities():
+    from microclip.toyworld.render import rerender
+
+    samples = [(render_split_sample("test", c, 0, seed=0), c) for c in (1, 6, 11)]
+    pairs = ([], [], [])
+    for sample, label in samples:
+        for part in sorted({int(p) for p in np.unique(sample.part_labels) if p})[:2]:
+            pairs[0].append(sample.image)
+            pairs[1].append(rerender(sample, (PARTS[part - 1],)).image)
+            pairs[2].append(label)
+    model = load_model(EPOCHS / "epoch-8.safetensors").eval()
+    shift = torch.full((model.heads.w_star.shape[1],), 0.05)
+    drops = fg_shift.part_removal(model, shift, pairs)
+
+    def true_class(pictures, branch):
+        with torch.no_grad():
+            logits = getattr(
+                model(torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0).logits, branch
+            )
+        return logits.softmax(-1)[torch.arange(len(pairs[2])), torch.as_tensor(pairs[2])]
+
+    for branch in ("cls", "fg", "fused"):
+        expected = 100.0 * float((true_class(pairs[0], branch) - true_class(pairs[1], branch)).mean())
+        assert drops[branch] == pytest.approx(expected, abs=1e-3)  # points; float32 sums in another order
+    assert drops["fg_unshifted"] != pytest.approx(drops["fg"])  # the shift is taken away before the softmax
+    unmoved = fg_shift.part_removal(model, torch.zeros_like(shift), pairs)["fg_unshifted"]
+    assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -267,6 +268,29 @@ def test_split_samples_found_by_lookup_can_be_rerendered(tmp_path: Path):
     picture = cv2.cvtColor(cv2.imread(str(tmp_path / "toybirds" / masks.paths[4])), cv2.COLOR_BGR2RGB)
     found = ToyWorldIndex([tmp_path]).lookup(picture)
     assert found is not None and np.array_equal(rerender(found).image, picture)
+
+
+def test_erased_part_pairs_erase_each_visible_part_of_the_split_images_once(tmp_path: Path):
+    from microclip.toyworld.dataset import load_split_arrays
+
+    ensure_split(tmp_path, "test", n_per_class=1, seed=3)
+    masks = load_split_masks(tmp_path, "test")
+    images, _ = load_split_arrays(tmp_path, "test")
+    rows = np.array([2, 9])
+    originals, erased, labels = masks.erased_part_pairs(rows)
+    visible = [sorted(set(np.unique(masks.part_labels[r])) - {0}) for r in rows]
+    assert len(originals) == len(erased) == len(labels) == sum(len(v) for v in visible)
+    assert labels == [int(masks.labels[r]) for r, v in zip(rows, visible) for _ in v]
+    at = 0
+    for r, parts in zip(rows, visible):
+        for part_label in parts:
+            assert np.array_equal(originals[at], images[r])  # the stored picture, drawn again
+            changed = (erased[at] != originals[at]).any(axis=2)
+            assert changed.any() and not changed[masks.part_labels[r] != part_label].any()  # that part only
+            at += 1
+    unknown = dataclasses.replace(masks, seed=None)
+    with pytest.raises(ValueError, match="drawn again"):
+        unknown.erased_part_pairs(rows)
 
 
 # ---------------------------------------------------------------- cached data

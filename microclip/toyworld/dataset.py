@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from microclip.files import atomic_write, shareable_tempdir
-from microclip.toyworld.render import Sample, render_bird, scene_of
+from microclip.toyworld.render import Sample, render_bird, rerender, scene_of
 from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,21 @@ class SplitMasks:
         if self.seed is None or len(path.parts) != 3 or not path.stem.isdigit() or path.parts[1] not in CLASS_NAMES:
             return None
         return render_split_sample(path.parts[0], CLASS_NAMES.index(path.parts[1]), int(path.stem), self.seed)
+
+    def erased_part_pairs(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+        """(originals, erased, labels): for every visible part of every row's bird, the image and the same render
+        with that one part erased (``render.rerender``): the part-removal counterfactual."""
+        originals, erased, labels = [], [], []
+        for row in rows:
+            sample = self.rerendered(int(row))
+            if sample is None:
+                raise ValueError(f"{self.paths[row]}: not a generated image that can be drawn again")
+            for k, part in enumerate(PARTS):
+                if (sample.part_labels == 1 + k).any():
+                    originals.append(sample.image)
+                    erased.append(rerender(sample, (part,)).image)
+                    labels.append(int(self.labels[row]))
+        return originals, erased, labels
 
 
 def image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
