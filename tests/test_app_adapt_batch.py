@@ -135,6 +135,7 @@ class Status:
     total: int
     loss: dict
     accuracy: dict
+    branches: dict  # how often each branch alone gives the fused answer (%)
     probes: str  # the probe cards (HTML): each probe's map before training and at the latest point, captioned
     skipped: str
 
@@ -155,10 +156,11 @@ def adapt_start(client, source: str, archive: Path | None = None, folder: str = 
 
 
 def adapt_status(client, job_id: str) -> Status:
-    text, progress, loss, _confidence, accuracy, probes, skipped = client.predict(job_id, api_name="/adapt_status")
+    outputs = client.predict(job_id, api_name="/adapt_status")
+    text, progress, loss, _confidence, accuracy, branches, probes, skipped = outputs
     bar = re.search(r"value='(\d+)' max='(\d+)'", progress)
     step, total = (int(bar[1]), int(bar[2])) if bar else (0, 0)
-    return Status(text, step, total, loss, accuracy, probes or "", skipped)
+    return Status(text, step, total, loss, accuracy, branches, probes or "", skipped)
 
 
 def wait_until(client, job_id: str, done, what: str) -> Status:
@@ -210,6 +212,9 @@ def test_adapt_run_reports_progress_keeps_explore_serving_stops_and_saves(app, f
     smoothed = {step: value for step, value, series in running.loss["data"] if series == "smoothed"}
     assert sorted(smoothed) == sorted(raw) and smoothed[1] == pytest.approx(raw[1])  # debiased: starts at the loss
     assert {series for *_, series in running.accuracy["data"]} >= {"combined", "fused · W*"}
+    agreement = {(step, series): value for step, value, series in running.branches["data"]}
+    assert {series for _, series in agreement} == {"[CLS] alone", "[FG] alone"}
+    assert all(0.0 <= value <= 100.0 for value in agreement.values()) and (1, "[FG] alone") in agreement
     captions = running.captions("before")
     assert len(captions) == 2 and all(
         re.search(r" → .+ \(\d+%\) · SOAP .+ \(lowest\) – .+ \(highest\)$", c) for c in captions
@@ -255,8 +260,8 @@ def test_status_of_an_unknown_job_says_so(app):
 def test_curves_before_the_first_metrics_have_numeric_axes(app):
     """Empty tables (sent before the first step) must be typed: untyped columns make Gradio's LinePlot
     declare step and value nominal, and the curves are drawn on categorical axes for the whole run."""
-    _text, _progress, *plots = app.client.predict("nope", api_name="/adapt_status")[:5]
-    assert len(plots) == 3
+    _text, _progress, *plots = app.client.predict("nope", api_name="/adapt_status")[:6]
+    assert len(plots) == 4
     for plot in plots:
         assert plot["data"] == []
         assert plot["datatypes"] == {"step": "quantitative", "value": "quantitative", "series": "nominal"}

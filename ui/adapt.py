@@ -116,10 +116,14 @@ class _Panel:
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
         return [*data, *settings, self.n_probes]
 
-    def outputs(self) -> list[Any]:
-        """What a poll updates, in the order ``_render`` returns it."""
+    def shown_outputs(self) -> list[Any]:
+        """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
         plots = [self.loss, self.confidence, self.accuracy, self.branches]
-        return [self.status, self.progress, *plots, self.probes, self.skipped, self.shown, self.timer]
+        return [self.status, self.progress, *plots, self.probes, self.skipped]
+
+    def outputs(self) -> list[Any]:
+        """What a poll updates: what it shows, then the probe maps' key and the timer."""
+        return [*self.shown_outputs(), self.shown, self.timer]
 
 
 # ------------------------------------------------------------------ layout
@@ -318,14 +322,15 @@ def _wire_status(p: _Panel, runner: AdaptationRunner) -> None:
             gr.Timer(active=not snapshot.status.finished),
         )
 
+    shown = p.shown_outputs()
+
     def status_api(current: str) -> tuple[Any, ...]:
         """The run's full state (status text, progress, curves, probe maps as HTML, skipped files)."""
-        return render(current, None)[:7]
+        return render(current, None)[: len(shown)]
 
-    outputs = p.outputs()
     hidden = {"api_visibility": "private", "show_progress": "hidden"}
-    p.timer.tick(render, [p.job_id, p.shown], outputs, **hidden, concurrency_limit=None)
-    p.refresh.click(status_api, p.job_id, outputs[:7], api_name="adapt_status", concurrency_limit=None)
+    p.timer.tick(render, [p.job_id, p.shown], p.outputs(), **hidden, concurrency_limit=None)
+    p.refresh.click(status_api, p.job_id, shown, api_name="adapt_status", concurrency_limit=None)
 
 
 def _wire_actions(p: _Panel, runner: AdaptationRunner) -> None:
