@@ -29,7 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.engine import Callback, FitState, distributed_context, evaluate_as, select_device
+from microclip.engine import Callback, FitState, distributed_context, end_distributed, evaluate_as, select_device
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
@@ -539,7 +539,7 @@ def run_train(args: argparse.Namespace, plot: Callable[[list[dict], Path], None]
     rank, world = distributed_context()
     setup_logging(args.verbose, rank)
     try:
-        return _train(args, plot, rank, world)
+        status = _train(args, plot, rank, world)
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
@@ -547,6 +547,8 @@ def run_train(args: argparse.Namespace, plot: Callable[[list[dict], Path], None]
         for handler in [h for h in log.handlers if isinstance(h, StdoutLog)]:
             log.removeHandler(handler)
             handler.close()
+    end_distributed()
+    return status
 
 
 def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:

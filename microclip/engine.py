@@ -143,6 +143,14 @@ def distributed_context() -> tuple[int, int]:
     return 0, 1
 
 
+def end_distributed() -> None:
+    """Destroy the process group after a run that ended well. Left to the interpreter's exit, Gloo's worker threads
+    can abort the process ("terminate called without an active exception", pytorch/pytorch#190489); after a failure
+    it is left alone, since destroying it while another rank waits in a collective can hang (torchtitan#1342)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

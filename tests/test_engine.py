@@ -197,6 +197,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
     ]
     done = subprocess.run(ddp, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    # the process group is destroyed before exit: left to it, Gloo's threads can abort a rank at the very end
+    assert "terminate called" not in done.stderr
 
     from microclip.checkpoint import read_adapted
 
