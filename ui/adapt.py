@@ -322,15 +322,15 @@ def _wire_status(p: _Panel, runner: AdaptationRunner) -> None:
             gr.Timer(active=not snapshot.status.finished),
         )
 
-    shown = p.shown_outputs()
+    api_outputs = p.shown_outputs()
 
     def status_api(current: str) -> tuple[Any, ...]:
         """The run's full state (status text, progress, curves, probe maps as HTML, skipped files)."""
-        return render(current, None)[: len(shown)]
+        return render(current, None)[: len(api_outputs)]
 
     hidden = {"api_visibility": "private", "show_progress": "hidden"}
     p.timer.tick(render, [p.job_id, p.shown], p.outputs(), **hidden, concurrency_limit=None)
-    p.refresh.click(status_api, p.job_id, shown, api_name="adapt_status", concurrency_limit=None)
+    p.refresh.click(status_api, p.job_id, api_outputs, api_name="adapt_status", concurrency_limit=None)
 
 
 def _wire_actions(p: _Panel, runner: AdaptationRunner) -> None:
