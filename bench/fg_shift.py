@@ -37,13 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
-from microclip.constants import LOGIT_SCALE
 from microclip.drift import shared_part
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.resources import PROJECT_ROOT
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.dataset import ensure_split, first_per_class, load_split_arrays, load_split_masks
 from microclip.toyworld.text import read_assets
 
 BATCH = 200
@@ -83,12 +82,6 @@ def nearest_mean_accuracy(
     return 100.0 * float((classes[(test @ means.T).argmax(1).numpy()] == test_labels).mean())
 
 
-def _subset(labels: np.ndarray, per_class: int | None) -> np.ndarray:
-    if per_class is None:
-        return np.arange(len(labels))
-    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
-
-
 def start_model(base: str) -> MicroCLIP:
     """The model as adaptation starts from ``base`` with the toy assets (SOAP at identity, W* from descriptions)."""
     classes, templates, descriptions = read_assets(ASSETS)
@@ -117,19 +110,18 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
     """Mean drop (points) of each branch's true-class probability when one part is erased, and of `[FG]`'s with
     the shared shift taken away from both pictures' f."""
     originals, erased, labels = pairs
-    w_hat, rows = model.heads.w_star_hat().detach(), torch.arange(len(labels))
+    rows, truth = torch.arange(len(labels)), torch.as_tensor(labels)
 
-    def true_class(embeds: torch.Tensor) -> torch.Tensor:
-        return (LOGIT_SCALE * embeds @ w_hat.T).softmax(-1)[rows, torch.as_tensor(labels)]
+    def true_class(pictures: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        g, f = branch_embeddings(model, np.stack(pictures))
+        with torch.no_grad():
+            logits = model.heads.branch_logits(g, f)
+            unshifted_fg = model.heads.branch_logits(g, unshifted(f, shift)).fg
+        by_branch = {"cls": logits.cls, "fg": logits.fg, "fused": logits.fused, "fg_unshifted": unshifted_fg}
+        return {name: x.softmax(-1)[rows, truth] for name, x in by_branch.items()}
 
-    (g0, f0), (g1, f1) = branch_embeddings(model, np.stack(originals)), branch_embeddings(model, np.stack(erased))
-    pictures = {
-        "cls": (g0, g1),
-        "fg": (f0, f1),
-        "fused": (0.5 * (g0 + f0), 0.5 * (g1 + f1)),  # the logits' un-renormalised average (docs/method.md §3)
-        "fg_unshifted": (unshifted(f0, shift), unshifted(f1, shift)),
-    }
-    return {name: 100.0 * float((true_class(a) - true_class(b)).mean()) for name, (a, b) in pictures.items()}
+    before, after = true_class(originals), true_class(erased)
+    return {name: 100.0 * float((before[name] - after[name]).mean()) for name in before}
 
 
 def measure_epochs(
@@ -171,7 +163,9 @@ def measure_epochs(
 def load_split(data_root: str, split: str, per_class: int | None) -> Split:
     ensure_split(data_root, split)
     images, labels = load_split_arrays(data_root, split)
-    keep = _subset(labels, per_class)
+    if per_class is None:
+        return images, labels
+    keep = first_per_class(labels, per_class)
     return images[keep], labels[keep]
 
 
@@ -196,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = None
     if args.part_removal:
         masks = load_split_masks(args.data_root, "test")
-        pairs = masks.erased_part_pairs(_subset(masks.labels, args.part_removal))
+        pairs = masks.erased_part_pairs(first_per_class(masks.labels, args.part_removal))
     reports: dict = {}
     for spec in args.runs:
         name, _, folder = spec.rpartition("=")

@@ -69,7 +69,7 @@ from microclip.scoring import (
     percent,
     pointing_hits,
 )
-from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.dataset import ensure_split, first_per_class, load_split_arrays, load_split_masks
 from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
@@ -354,16 +354,11 @@ def ncut_rows(args: argparse.Namespace) -> dict:
     }
 
 
-def _subset(labels: np.ndarray, per_class: int) -> np.ndarray:
-    """The first `per_class` test images of every class (a rule, not a choice by outcome)."""
-    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
-
-
 def deletion_rows(args: argparse.Namespace) -> dict:
     """ROAD most-relevant-first deletion (grad-cam's) of every map, per branch, on the first images of each class."""
     model = adapted_model(args)
     images, labels = _split_arrays(args.data_root, "test")
-    rows = _subset(labels, args.faithfulness_per_class)
+    rows = first_per_class(labels, args.faithfulness_per_class)
     maps, _ = peer_maps(model, images[rows], labels[rows], POINTING_PEERS, timing=False)
     maps["random"] = np.random.default_rng(0).random(maps["soap"].shape)
     x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
@@ -379,7 +374,7 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     branch's true-class probability (percentage points)."""
     model = adapted_model(args).eval()
     masks = _split_masks(args.data_root, "test")
-    originals, erased, truth = masks.erased_part_pairs(_subset(masks.labels, args.faithfulness_per_class))
+    originals, erased, truth = masks.erased_part_pairs(first_per_class(masks.labels, args.faithfulness_per_class))
 
     def probabilities(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0

@@ -270,6 +270,14 @@ def test_split_samples_found_by_lookup_can_be_rerendered(tmp_path: Path):
     assert found is not None and np.array_equal(rerender(found).image, picture)
 
 
+def test_first_per_class_takes_the_first_rows_of_each_label_in_label_order():
+    from microclip.toyworld.dataset import first_per_class
+
+    labels = np.array([2, 0, 2, 1, 0, 2, 0])
+    assert first_per_class(labels, 2).tolist() == [1, 4, 3, 0, 2]  # class 0: rows 1, 4; class 1: 3; class 2: 0, 2
+    assert first_per_class(labels, 1).tolist() == [1, 3, 0]
+
+
 def test_erased_part_pairs_erase_each_visible_part_of_the_split_images_once(tmp_path: Path):
     from microclip.toyworld.dataset import load_split_arrays
 

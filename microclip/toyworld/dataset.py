@@ -75,6 +75,12 @@ class SplitMasks:
         return originals, erased, labels
 
 
+def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Rows of the first ``per_class`` images of every class, in label order: a subset chosen by rule, never by
+    how a model does on it."""
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+
+
 def image_rng(seed: int, stream: str, index: int, label: int = 0) -> np.random.Generator:
     """The generator that draws image `index` of class `label` in `stream` ("train", "test", "pretrain")."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM[stream], label, index]))
