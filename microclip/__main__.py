@@ -1,4 +1,4 @@
-"""``python -m microclip {train,evaluate,explain,describe,classes,check-data} ...``: one argparse command line.
+"""``python -m microclip {train,evaluate,explain,drift,describe,classes,check-data} ...``: one argparse command line.
 
 Each sub-command's flags are its module's parser (``train.py`` and ``evaluate.py`` are the same
 ``train`` and ``evaluate``); ``python -m microclip COMMAND -h`` lists them.
@@ -30,6 +30,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "microclip.explain_cli",
         "build_parser",
         "run",
+    ),
+    "drift": (
+        "measure the shift self-training gave every image's [FG] in a checkpoint's run (no labels), --write it in",
+        "microclip.cli",
+        "build_drift_parser",
+        "run_drift",
     ),
     "describe": (
         "write class descriptions with an OpenAI-compatible chat endpoint",

@@ -7,7 +7,7 @@ data, the recipe and the callbacks come from. Same inputs, same weights, either 
                   templates=templates, descriptions=descriptions)
     zero_shot = run.evaluate()          # optional: the epoch-0 row
     result = run.fit(callbacks=[...])   # the self-training loop (engine.fit)
-    save_adapted(path, run.model.adapted_state(), run.checkpoint_meta(result))
+    save_adapted(path, run.model.adapted_state(), run.checkpoint_meta(result, drift=run.measure_drift()))
 
 or, in one call, :func:`adapt`.
 """
@@ -27,6 +27,7 @@ from microclip.checkpoint import CheckpointMeta
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
+from microclip.drift import fg_shift
 from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate_as, fit
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
@@ -56,6 +57,8 @@ class Adaptation:
     descriptions: dict[str, list[str]] | None
     device: torch.device
     provenance: dict = field(default_factory=dict)
+    start_state: dict[str, torch.Tensor] = field(default_factory=dict)  # the adapted tensors as the run starts
+    shift_set: SeededDataset | None = None  # the training images, centre-cropped, for measure_drift
 
     @property
     def classes(self) -> list[str]:
@@ -97,8 +100,19 @@ class Adaptation:
             seconds=time.perf_counter() - started,
         )
 
+    def measure_drift(self) -> dict:
+        """What self-training did to `[FG]` without labels, for the checkpoint's ``drift``: the shift every image's
+        token took on (:func:`microclip.drift.fg_shift`, two passes over at most ``SHIFT_IMAGES`` training
+        images), also set on the model so its explanations can take it away. Empty for the CLS-only baselines,
+        whose SOAP never trains."""
+        if self.recipe.mode in CLS_ONLY_MODES or self.shift_set is None or not self.start_state:
+            return {}
+        shift, n_images = fg_shift(self.model, self.start_state, self.shift_set, self.recipe.test_batch_size)
+        self.model.fg_shift = shift
+        return {"fg_shift": shift.tolist(), "images": n_images}
+
     def checkpoint_meta(
-        self, result: AdaptResult, training: dict | None = None, metrics: dict | None = None
+        self, result: AdaptResult, training: dict | None = None, metrics: dict | None = None, drift: dict | None = None
     ) -> CheckpointMeta:
         """What a checkpoint records: base, classes, method, the recipe and where the run came from."""
         return CheckpointMeta(
@@ -114,6 +128,7 @@ class Adaptation:
             },
             templates=list(self.templates),
             descriptions=self.descriptions or {},
+            drift=drift or {},
         )
 
 
@@ -173,6 +188,8 @@ def prepare(
         descriptions=descriptions,
         device=device,
         provenance=dict(provenance or {}),
+        start_state=model.adapted_state(),
+        shift_set=SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed),
     )
 
 
@@ -183,4 +200,4 @@ def adapt(
     the history."""
     run = prepare(*args, **options)
     result = run.fit(callbacks)
-    return run.model, run.checkpoint_meta(result), result
+    return run.model, run.checkpoint_meta(result, drift=run.measure_drift()), result

@@ -40,6 +40,9 @@ class CheckpointMeta:
     metrics: dict = field(default_factory=dict)
     templates: list[str] = field(default_factory=list)
     descriptions: dict[str, list[str]] = field(default_factory=dict)
+    # label-free, measured as the run ended (microclip.drift.fg_shift): "fg_shift", the (E,) shift every image's
+    # [FG] token took on, and "images", how many training images it was measured on; empty for older checkpoints
+    drift: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -53,6 +56,7 @@ class CheckpointMeta:
                 "metrics": self.metrics,
                 "templates": self.templates,
                 "descriptions": self.descriptions,
+                **({"drift": self.drift} if self.drift else {}),
             }
         )
 
@@ -71,6 +75,7 @@ class CheckpointMeta:
             metrics=data.get("metrics", {}),
             templates=data.get("templates", []),
             descriptions=data.get("descriptions", {}),
+            drift=data.get("drift", {}),
         )
 
 
@@ -237,22 +242,49 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
 
     ``base`` (optional) is the base model the caller expects; a mismatch is a clear error.
     """
+    tensors, meta = read_adapted(path)
+    if base is not None:
+        check_compatible(meta, base, None, str(path))
+    model = _base_model(tensors, meta, device, str(path))
+    model.load_adapted_state(tensors)
+    model.fg_shift = _fg_shift(meta, model.heads.w_star.shape[1], str(path))
+    return model.to(device).eval()
+
+
+def load_start_model(path: str | Path, device: str | torch.device = "cpu"):
+    """The model as the checkpoint's run started: its base model's LayerNorms and SOAP at identity, as
+    ``adapt.prepare`` builds them, with the file's heads (W* plays no part in `[FG]`, and the start's W* is not
+    recorded). What :func:`microclip.drift.fg_shift` measures a run's shift from, for runs that did not."""
+    tensors, meta = read_adapted(path)
+    return _base_model(tensors, meta, device, str(path)).to(device).eval()
+
+
+def _base_model(tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device, source: str):
     from microclip.backbone import Backbone, create_clip
     from microclip.heads import Heads
     from microclip.model import MethodConfig, MicroCLIP
 
-    tensors, meta = read_adapted(path)
-    if base is not None:
-        check_compatible(meta, base, None, str(path))
     clip, spec = create_clip(
         meta.base.clip_model, meta.base.pretrained or None, seed=meta.base.seed or 0, device=device
     )
-    check_compatible(meta, spec, None, str(path))
+    check_compatible(meta, spec, None, source)
     heads = Heads(meta.classes, tensors["heads.w_llm"], tensors["heads.w_star"])
     model = MicroCLIP(Backbone(clip.visual), heads, MethodConfig.from_dict(meta.method), spec)
-    model.load_adapted_state(tensors)
     model.meta = meta
-    return model.to(device).eval()
+    return model
+
+
+def _fg_shift(meta: CheckpointMeta, embed_dim: int, source: str) -> torch.Tensor | None:
+    """The run's shared `[FG]` shift from the metadata (None when it was not measured)."""
+    if "fg_shift" not in meta.drift:
+        return None
+    try:
+        shift = torch.tensor(meta.drift["fg_shift"], dtype=torch.float32)
+    except (TypeError, ValueError):
+        shift = None
+    if shift is None or shift.shape != (embed_dim,):
+        raise CheckpointError(f"{source}: drift.fg_shift is not a list of {embed_dim} numbers")
+    return shift
 
 
 def load_reference_model(

@@ -21,7 +21,7 @@ import torch
 from microclip.adapt import Adaptation, AdaptResult, prepare
 from microclip.checkpoint import EPOCHS_FOLDER, check_compatible, epoch_file, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named
-from microclip.constants import CLS_ONLY_MODES
+from microclip.constants import CLS_ONLY_MODES, LOGIT_SCALE
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
@@ -29,6 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
+from microclip.drift import epoch_signs, fg_shift
 from microclip.engine import Callback, FitState, distributed_context, end_distributed, evaluate_as, select_device
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
@@ -256,6 +257,23 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
     return parser
 
 
+def build_drift_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(
+        parser,
+        prog="python -m microclip drift",
+        description="Measure the shift self-training gave every image's [FG] token in an adapted checkpoint's run "
+        "(no labels needed: the mean [FG] now minus at the run's start, over the training images), print what it "
+        "does to each class, and with --write store it in the checkpoint, so Explore and the Walkthrough show [FG] "
+        "with and without it. train.py and the Adapt tab store it themselves since round 21.",
+    )
+    _add_common(parser)
+    parser.add_argument("--ckpt-path", "--ckpt_path", dest="ckpt_path", required=True, help="a .safetensors checkpoint")
+    parser.add_argument("--split", default="train", help="the images to measure on (the run's own: train)")
+    parser.add_argument("--batch_size", type=positive_int, default=256)
+    parser.add_argument("--write", action="store_true", help="store the shift in the checkpoint's metadata")
+    return parser
+
+
 # ------------------------------------------------------------------ shared steps
 
 
@@ -430,7 +448,7 @@ class EpochCheckpoints(Callback):
         epoch = row["epoch"]  # 1-based after an epoch, as in log.jsonl; 0 the start
         so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
         accuracy = {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_acc")}
-        meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy})
+        meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy, **epoch_signs(row)})
         self.folder.mkdir(parents=True, exist_ok=True)
         save_adapted(epoch_file(self.folder, epoch), self.run.model.adapted_state(), meta)
 
@@ -705,9 +723,16 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
         "eval_crop": args.eval_crop,
         "data_split": args.data_split,
     }
-    save_adapted(
-        output_dir / "checkpoint.safetensors", run.model.adapted_state(), run.checkpoint_meta(result, metrics=metrics)
-    )
+    drift = run.measure_drift()
+    if drift:
+        log.info(
+            "[FG]'s shared shift after self-training: length %.3f, on %d training images (no labels; explanations "
+            "show [FG] with and without it)",
+            float(torch.tensor(drift["fg_shift"]).norm()),
+            drift["images"],
+        )
+    meta = run.checkpoint_meta(result, metrics=metrics, drift=drift)
+    save_adapted(output_dir / "checkpoint.safetensors", run.model.adapted_state(), meta)
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info(
         "done: test top-1 %s (zero-shot %s); checkpoint %s",
@@ -798,6 +823,42 @@ def _evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(out / "metrics.json", metrics)
         if per_class:
             atomic_write_json(out / "per_class.json", per_class)
+    return 0
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    """``drift`` with parsed arguments."""
+    setup_logging(args.verbose)
+    try:
+        return _drift(args)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from microclip.checkpoint import load_start_model, read_adapted
+
+    ckpt = Path(args.ckpt_path)
+    if ckpt.suffix != ".safetensors":
+        raise ValueError(f"{ckpt}: drift reads microCLIP .safetensors checkpoints (a reference .pth has no base)")
+    device = select_device(args.device)
+    model, dataset = _model_and_data(args, ckpt, device)
+    start = load_start_model(ckpt, device).adapted_state()
+    images = SeededDataset(dataset, test_transform(model.backbone.image_size, crop="center"), seed=args.seed)
+    shift, n_images = fg_shift(model, start, images, args.batch_size)
+    part = (LOGIT_SCALE * shift.to(model.heads.w_star) @ model.heads.w_star_hat().T).detach().cpu()
+    order = part.argsort(descending=True).tolist()
+    print(f"{ckpt.name}: [FG]'s shared shift, measured on {n_images} {args.split} images of {args.dataset}")
+    print(f"  length {float(shift.norm()):.4f} (each image's [FG] has length 1)")
+    print("  what it adds to each class's [FG] logit (100 × s · Ŵ*), on every image alike:")
+    for index in order:
+        print(f"    {model.classes[index]:40s} {float(part[index]):+8.3f}")
+    if args.write:
+        tensors, meta = read_adapted(ckpt)
+        meta.drift = {"fg_shift": shift.tolist(), "images": n_images, "split": args.split, "dataset": args.dataset}
+        save_adapted(ckpt, tensors, meta)  # the same tensors; atomic, so a killed write leaves the old file
+        print(f"  written into {ckpt} (its tensors unchanged)")
     return 0
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.backbone import VisualTokens
+from microclip.drift import shift_logits
 from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -32,6 +33,11 @@ class Explanation:
     patch_class_cosine: np.ndarray  # (h, w, C) cosine(projected patch token, Ŵ*_c)
     grid: tuple[int, int]
     image_size: int
+    # The shift s every image's [FG] took on in self-training (microclip.drift.fg_shift); both None when the model's
+    # run did not measure it. (C,) 100 · s · Ŵ*: its exact part of logits_fg, the same for every image; and (C,)
+    # 100 · normalize(f − s) · Ŵ*: [FG] alone with the shift taken away (docs/toyworld.md, round 20).
+    fg_shift_logits: np.ndarray | None = None
+    logits_fg_unshifted: np.ndarray | None = None
 
     # -------------------------------------------------------------- derived views
 
@@ -40,7 +46,7 @@ class Explanation:
         return self.ratio * self.logits_cls + (1.0 - self.ratio) * self.logits_fg
 
     def probabilities(self, branch: str = "fused") -> np.ndarray:
-        logits = {"fused": self.logits_fused, "cls": self.logits_cls, "fg": self.logits_fg}[branch]
+        logits = self._branch_logits(branch)
         shifted = np.exp(logits - logits.max())
         return shifted / shifted.sum()
 
@@ -50,7 +56,21 @@ class Explanation:
         return [(self.classes[i], float(probs[i])) for i in order]
 
     def prediction(self, branch: str = "fused") -> int:
-        return int(np.argmax({"fused": self.logits_fused, "cls": self.logits_cls, "fg": self.logits_fg}[branch]))
+        return int(np.argmax(self._branch_logits(branch)))
+
+    def _branch_logits(self, branch: str) -> np.ndarray:
+        """A branch's logits; "fg_unshifted" is `[FG]` with the shared shift taken away (a KeyError when unknown)."""
+        if branch == "fg_unshifted":
+            if self.logits_fg_unshifted is None:
+                raise KeyError("fg_unshifted: this model's run did not measure [FG]'s shared shift")
+            return self.logits_fg_unshifted
+        return {"fused": self.logits_fused, "cls": self.logits_cls, "fg": self.logits_fg}[branch]
+
+    def shift_part(self, class_index: int) -> float | None:
+        """The shared shift's exact part of one class's fused logit: (1 − ρ) · 100 · s · Ŵ*_c (None when unknown)."""
+        if self.fg_shift_logits is None:
+            return None
+        return float((1.0 - self.ratio) * self.fg_shift_logits[class_index])
 
     def contributions(self, class_index: int) -> tuple[float, float]:
         """The exact ([CLS] part, [FG] part) of the fused logit of one class."""
@@ -117,6 +137,8 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
         return t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
 
     logits_cls, logits_fg = host(out.logits.cls), host(out.logits.fg)
+    shift = shift_logits(model, out.fg_embed)  # (its part of each [FG] logit, [FG] without it) or None
+    shift_part, unshifted = (None, None) if shift is None else (host(shift[0]), host(shift[1]))
     weights, mask = host(out.soap.weights), host(out.mask)
     similarity_np, patch_class_np = host(similarity), host(patch_class)
     ratio_value = float(out.logits.ratio)
@@ -135,6 +157,8 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
                 patch_class_cosine=patch_class_np[b].reshape(h, w, -1),
                 grid=(h, w),
                 image_size=int(images.shape[-1]),
+                fg_shift_logits=shift_part,
+                logits_fg_unshifted=None if unshifted is None else unshifted[b],
             )
         )
     return explanations

@@ -94,11 +94,20 @@ def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
     for branch, label in BRANCH_LABELS.items():
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))
         print(f"  {label:12s} {ranked}")
+    shifted = explanation.logits_fg_unshifted is not None
+    if shifted:  # the shift self-training gave every image's [FG], recorded in the checkpoint
+        ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k("fg_unshifted", args.top_k))
+        print(f"  [FG] without its shared shift: {ranked}")
     order = explanation.logits_fused.argsort()[::-1][: max(2, min(args.top_k, 3))]
-    print("  contributions to the fused logit ([CLS] part + [FG] part):")
+    print(
+        "  contributions to the fused logit ([CLS] part + [FG] part"
+        + (", of which the shared shift)" if shifted else ")")
+        + ":"
+    )
     for index in order:
         cls_part, fg_part = explanation.contributions(int(index))
-        print(f"    {explanation.classes[index]:30s} {cls_part:8.3f} + {fg_part:8.3f} = {cls_part + fg_part:8.3f}")
+        line = f"    {explanation.classes[index]:30s} {cls_part:8.3f} + {fg_part:8.3f} = {cls_part + fg_part:8.3f}"
+        print(line + (f"   (shift {explanation.shift_part(int(index)):+.3f})" if shifted else ""))
     print(
         f"  SOAP null-token weight {small_number(explanation.null_weight)}; NCut foreground "
         f"{int(explanation.ncut_mask.sum())} of {explanation.ncut_mask.size} patches"

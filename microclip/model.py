@@ -81,6 +81,9 @@ class MicroCLIP(nn.Module):
         self.soap = SOAP(backbone.width, learnable_null=self.config.learnable_null)
         self.heads = heads
         self.base = base
+        # the shift self-training gave every image's [FG] (microclip.drift.fg_shift), on CPU; None when unmeasured.
+        # Not a parameter or buffer: it describes the run and is never trained or saved with the tensors.
+        self.fg_shift: torch.Tensor | None = None
         self.freeze()
 
     @property
@@ -124,6 +127,7 @@ class MicroCLIP(nn.Module):
         weights = build_head_weights(encoder, classes, templates, descriptions)
         model = MicroCLIP(self.backbone, Heads.from_weights(weights), self.config, self.base)
         model.soap.load_state_dict(self.soap.state_dict())
+        model.fg_shift = self.fg_shift  # a property of the visual side, so it holds for any label set
         return model.to(next(self.parameters()).device).eval()
 
     # ---------------------------------------------------------------- forward

@@ -22,16 +22,19 @@ from PIL import Image
 from microclip.checkpoint import CheckpointError, load_model, read_adapted
 from microclip.data.images import to_rgb
 from microclip.data.transforms import test_transform
+from microclip.drift import SIGNS
 from microclip.explain import Explanation, explain_batch
 
 
 @dataclass(frozen=True)
 class EpochView:
-    """One saved epoch's explanation of the image, and the accuracies the run logged then."""
+    """One saved epoch's explanation of the image, and what the run logged then."""
 
     epoch: int  # 0: the start (SOAP at identity, W* from the descriptions); n: after the n-th epoch
     explanation: Explanation
-    logged: dict[str, float]  # "acc_fused", "acc_cls", "acc_fg" (%) from the file's metadata; may be empty
+    # from the file's metadata, each may be missing: test accuracy "acc_fused", "acc_cls", "acc_fg" (%), and the
+    # epoch's label-free signs (microclip.drift.SIGNS: "agree_fg", "shared_fg", ...; none at the start)
+    logged: dict[str, float]
 
 
 def epoch_name(epoch: int) -> str:
@@ -59,7 +62,7 @@ class Timeline:
                     f"{path}: not from the same run as {first_path.name} (another base model or label set)"
                 )
             self._states[epoch] = tensors
-            self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_")}
+            self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_") or k in SIGNS}
         self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
         self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
+from microclip.drift import shift_logits
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
@@ -166,6 +167,9 @@ class FgStep:
     cls_sample: np.ndarray  # (DIMS_SHOWN,)
     cos_fg_cls: float
     top: tuple[TopClass, ...]  # what [FG] alone predicts
+    # what it predicts with the shift every image's [FG] took on in self-training taken away, normalize(f − s)
+    # (microclip.drift.fg_shift); None when the model's run did not measure s
+    top_unshifted: tuple[TopClass, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class FusionRow:
     cls_part: float  # ρ · [CLS] logit
     fg_part: float  # (1 − ρ) · [FG] logit
     fused: float
+    shift_part: float | None = None  # of fg_part, the shared shift's: (1 − ρ) · 100 · s · Ŵ*_c, on every image alike
 
 
 @dataclass(frozen=True)
@@ -651,6 +656,7 @@ def _walk(
     shown = list(dict.fromkeys([*ranked[:top_k], int(logits.cls[0].argmax()), int(logits.fg[0].argmax())]))
     fused_feature = ratio * cls_embed[0] + (1.0 - ratio) * fg_embed[0]  # un-renormalised, as the logits use it
     cos_fg_cls = float(fg_embed[0] @ cls_embed[0])
+    shift = shift_logits(model, fg_embed[0])  # (its part of each [FG] logit, [FG] without it) or None
     return Walkthrough(
         classes=classes,
         image_size=int(images.shape[-1]),
@@ -676,6 +682,7 @@ def _walk(
             cls_sample=_np(cls_embed[0, :DIMS_SHOWN]),
             cos_fg_cls=cos_fg_cls,
             top=_top(logits.fg[0], classes, top_k),
+            top_unshifted=None if shift is None else _top(shift[1], classes, top_k),
         ),
         fusion=FusionStep(
             ratio=ratio,
@@ -690,6 +697,7 @@ def _walk(
                     float(logits.cls_part[0, i]),
                     float(logits.fg_part[0, i]),
                     float(fused[i]),
+                    None if shift is None else float((1.0 - ratio) * shift[0][i]),
                 )
                 for i in shown
             ),

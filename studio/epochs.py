@@ -73,6 +73,37 @@ def _logged(view: EpochView) -> str:
     return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
 
+SIGNS_SOURCE = (
+    "on the run's own training batches, averaged over each epoch: how often each branch alone gives the fused "
+    "answer (%), and how much of each branch's token every image shares, 0 to 1 (microclip/drift.py)"
+)
+
+
+def _signs(logged: dict[str, float]) -> list[str]:
+    def value(key: str, form: str) -> str:
+        return format(logged[key], form) if key in logged else "–"
+
+    shared = f"{value('shared_cls', '.2f')} / {value('shared_fg', '.2f')}"
+    return [f"{value('agree_cls', '.1f')}%", f"{value('agree_fg', '.1f')}%", shared]
+
+
+def _drift_fact(first: EpochView, last: EpochView) -> str:
+    """`[FG]`'s agreement with the fused answer from the first epoch with signs to the last, in words; and the part
+    every image shares, where the run logged it (docs/toyworld.md, round 20: the drift `[FG]` shows)."""
+    start, end = epoch_name(first.epoch), epoch_name(last.epoch)
+    fact = (
+        f"Without labels: `[FG]` alone gave the fused answer on {first.logged['agree_fg']:.0f}% of the training "
+        f"batches' images in {start} and {last.logged['agree_fg']:.0f}% in {end} (`[CLS]` alone: "
+        f"{first.logged['agree_cls']:.0f}% → {last.logged['agree_cls']:.0f}%)"
+    )
+    if "shared_fg" in first.logged and "shared_fg" in last.logged:
+        fact += (
+            f"; the part of `[FG]`'s token every image shares went {first.logged['shared_fg']:.2f} → "
+            f"{last.logged['shared_fg']:.2f}"
+        )
+    return fact + "."
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -105,6 +136,9 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
             f"{BRANCH_NAMES[branch]}: {_answer(first.explanation, branch, true_class)} → "
             f"{_answer(last.explanation, branch, true_class)} (its answer {moved})."
         )
+    signed = [v for v in views if "agree_fg" in v.logged and "agree_cls" in v.logged]
+    if signed:
+        facts.append(_drift_fact(signed[0], signed[-1]))
     if true_class is not None:
         facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
     lines += ["", *[f"- {fact}" for fact in facts]]
@@ -120,6 +154,10 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     for view in views:
         e = view.explanation
         lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
+    if signed:
+        header = ["epoch", "`[CLS]` alone = fused", "`[FG]` alone = fused", "shared by every image: `[CLS]` / `[FG]`"]
+        lines += ["", f"**Without labels** ({SIGNS_SOURCE})", "", _row(header), _rule(header)]
+        lines += [_row([epoch_name(v.epoch), *_signs(v.logged)]) for v in signed]
     header = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]
     lines += ["", "**SOAP's map**", "", _row(header), _rule(header)]
     for view, at in zip(views, soap):

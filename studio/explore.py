@@ -102,6 +102,24 @@ def classes_placeholder(classes: list[str]) -> str:
 # ------------------------------------------------------------------ text built from an explanation
 
 
+def shift_sentence(explanation: Explanation) -> str:
+    """`[FG]` alone with and without the shift its run gave every image's `[FG]` (needs ``logits_fg_unshifted``)."""
+    fg, alone = explanation.prediction("fg"), explanation.prediction("fg_unshifted")
+    part = explanation.fg_shift_logits
+    low, high = int(part.argmin()), int(part.argmax())
+    p_alone, p_fg = explanation.probabilities("fg_unshifted")[alone], explanation.probabilities("fg")[fg]
+    if alone == fg:
+        verdict = f"{explanation.classes[alone]} ({p_alone:.1%}; with it {p_fg:.1%})"
+    else:
+        verdict = f"**{explanation.classes[alone]}** ({p_alone:.1%}) instead of {explanation.classes[fg]}"
+    return (
+        f"**`[FG]` without its shared shift:** {verdict}. Self-training moved every image's `[FG]` by "
+        f"one shared vector (measured on its training images, no labels); alone it adds {part[high]:+.1f} to "
+        f"{explanation.classes[high]}'s `[FG]` logit and {part[low]:+.1f} to {explanation.classes[low]}'s, on "
+        "every image alike."
+    )
+
+
 def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", facts: MaskFacts | None = None) -> str:
     """The world flag, each branch's prediction (disagreements marked), NCut's patch count and the null weight;
     on a toy image, the true species and where the foreground and SOAP's top patch fell."""
@@ -121,6 +139,8 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
             f"| {BRANCH_TITLES[branch]} | {explanation.classes[index]}{flag_text} | "
             f"{explanation.probabilities(branch)[index]:.1%} |"
         )
+    if explanation.logits_fg_unshifted is not None:
+        lines += ["", shift_sentence(explanation)]
     if facts is not None and facts.true_class is not None:
         right = facts.true_class == explanation.classes[fused]
         lines += [

@@ -35,6 +35,7 @@ from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
+from microclip.drift import epoch_signs
 from microclip.engine import Callback, FitState
 from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
@@ -236,6 +237,7 @@ class _Job:
     adapted: dict[str, torch.Tensor] | None = None
     meta: CheckpointMeta | None = None
     epochs: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # the start (0) and kept epochs
+    epoch_signs: dict[int, dict[str, float]] = field(default_factory=dict)  # their label-free signs (microclip.drift)
 
 
 class AdaptationRunner:
@@ -367,7 +369,8 @@ class AdaptationRunner:
             # The epochs first: the checkpoint appearing is what makes the runs folder list the run.
             folder = path.with_name(f"{path.stem}-epochs")  # where epochs_beside looks for them
             for epoch, state in job.epochs.items():
-                save_adapted(epoch_file(folder, epoch), state, replace(meta, metrics={"epoch": epoch}))
+                metrics = {"epoch": epoch, **job.epoch_signs.get(epoch, {})}
+                save_adapted(epoch_file(folder, epoch), state, replace(meta, metrics=metrics))
             save_adapted(path, adapted, meta)  # atomic (microclip.files.atomic_write)
             self.registry.add_checkpoint(path, display)
             self._set(job, saved_path=path, saved_name=display, message=f"saved as '{display}'")
@@ -430,6 +433,7 @@ class AdaptationRunner:
         with self._lock:
             job.adapted, job.meta = final.pop("adapted", None), final.pop("meta", None)
             job.epochs = final.pop("epochs", {})
+            job.epoch_signs = final.pop("epoch_signs", {})
             job.ended = time.monotonic()
             self._set(job, **final)
 
@@ -490,16 +494,19 @@ class AdaptationRunner:
         result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event)
         if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's
             epochs.kept[len(result.history) + 1] = run.model.adapted_state()
+        self._update(job, message="measuring the shift self-training gave every image's [FG] (no labels)")
+        drift = run.measure_drift()  # before the probes: their explanations then show [FG] with and without it
         final = _explain_probes(run.model, probe_tensors, result.global_step)
         last = job.view.metrics[-1] if job.view.metrics else {}
         meta = run.checkpoint_meta(
-            result, metrics={f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc") if k in last}
+            result, metrics={f"final_{k}": last[k] for k in ("loss", "pl_conf", "pl_acc") if k in last}, drift=drift
         )
         done = "stopped" if result.stopped else "finished"
         return {
             "adapted": run.model.adapted_state(),
             "meta": meta,
             "epochs": epochs.kept,
+            "epoch_signs": epochs.signs,
             "probes_latest": final or job.view.probes_latest,
             "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
             "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
@@ -639,6 +646,7 @@ class _EpochStates(Callback):
 
     def __init__(self) -> None:
         self.kept: dict[int, dict[str, torch.Tensor]] = {}
+        self.signs: dict[int, dict[str, float]] = {}  # each kept epoch's label-free signs (microclip.drift)
         self.stride, self.last = 1, 0
 
     def on_fit_start(self, state: FitState) -> None:
@@ -650,6 +658,7 @@ class _EpochStates(Callback):
         epoch = int(metrics["epoch"])
         if epoch % self.stride == 0 or epoch == self.last:
             self.kept[epoch] = state.model.adapted_state()
+            self.signs[epoch] = epoch_signs(metrics)
 
 
 def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:

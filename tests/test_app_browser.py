@@ -151,6 +151,7 @@ def toy_example(page, gallery: str):
     """The first example thumbnail of a tab's gallery (the toy birds, the model's own world, come first)."""
     examples = page.locator(f"#{gallery} button.thumbnail-item")
     assert examples.count() >= 1, f"no example gallery #{gallery}"
+    assert_label_clear(page.locator(f"#{gallery}"), gallery)
     expect(examples.first).not_to_contain_text("⚠")
     return examples.first
 
@@ -163,6 +164,7 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
     expect(page.get_by_role("tab", name="Walkthrough", exact=True)).to_have_attribute("aria-selected", "true")
     thumbnails = page.locator("#walkthrough-examples .thumbnail-item")
     assert thumbnails.count() >= 1, "no example thumbnails on the Walkthrough tab"
+    assert_label_clear(page.locator("#walkthrough-examples"), "walkthrough-examples")
     expect(thumbnails.first).to_contain_text(re.compile(r"^(?!⚠)"))  # a toy bird comes first, unmarked
     thumbnails.first.click()
     page.wait_for_selector(".wt-nav")
@@ -276,8 +278,19 @@ GALLERY_FIT_JS = """(g) => {
   const firstRow = Math.min(...[...g.querySelectorAll('.thumbnail-item')].map((e) => e.getBoundingClientRect().top));
   const label = g.querySelector('[data-testid="block-label"]');
   const labelOver = label ? label.getBoundingClientRect().bottom - firstRow : -1;
-  return {clipped: inner.length + clipped, emptyBelow: box.bottom - lastRow, labelOver: labelOver, hasLabel: !!label};
+  const scrolled = Math.max(0, ...inner.map((e) => e.scrollTop));
+  return {clipped: inner.length + clipped, emptyBelow: box.bottom - lastRow, labelOver: labelOver, hasLabel: !!label,
+          scrolled: scrolled};
 }"""
+
+
+def assert_label_clear(gallery, name: str) -> None:
+    """An examples gallery opens at its first row, with its label above it (it covered the top 35 px of the
+    Walkthrough's first examples)."""
+    fit = gallery.evaluate(GALLERY_FIT_JS)
+    assert fit["hasLabel"], f"the {name} gallery shows no label"
+    assert fit["labelOver"] <= 0, f"the {name} gallery's label covers {fit['labelOver']:.0f} px of its first row"
+    assert fit["scrolled"] == 0, f"the {name} gallery opens scrolled {fit['scrolled']} px down"
 
 
 def assert_gallery_fits(gallery, name: str) -> None:

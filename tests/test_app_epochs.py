@@ -89,8 +89,7 @@ def test_the_words_follow_the_numbers_of_this_image(views):
     truth = toy_truth(Image.open(TOY_EXAMPLE), views[0].explanation.grid)
     text = timeline_markdown(ADAPTED, views, truth)
     rows = [line for line in text.splitlines() if re.match(r"\| (start|epoch \d+) \|", line)]
-    answers, soap = rows[: len(views)], rows[len(views) :]  # the answers' table, then SOAP's
-    assert len(soap) == len(views)
+    answers, soap = rows[: len(views)], rows[-len(views) :]  # the answers' table first, SOAP's last
     for answer, map_row, view in zip(answers, soap, views):
         name, probability = view.explanation.top_k("fused", 1)[0]
         assert answer.split(" | ")[1] == f"{name} {probability:.0%} {'✓' if name == truth.true_class else '✗'}"
@@ -102,6 +101,26 @@ def test_the_words_follow_the_numbers_of_this_image(views):
     assert ("never changes" in line) == (changes == 0)
     assert changes == 0 or f"changes {changes} time" in line
     assert truth.true_class in text
+
+
+def test_the_label_free_signs_are_shown_as_the_epochs_logged_them(views):
+    from dataclasses import replace
+
+    # the signs as a run logs them, made up here so that every number and its place can be checked
+    signs = {
+        e: {"agree_cls": 90.0 - e, "agree_fg": 88.0 - 4 * e, "shared_cls": 0.4, "shared_fg": 0.5 + e / 50}
+        for e in (1, 2)
+    }
+    signed = [replace(views[0], logged={})] + [replace(v, logged=signs[v.epoch]) for v in views[1:3]]
+    text = timeline_markdown(ADAPTED, signed, None)
+    table = text.split("**Without labels**")[1].split("**SOAP's map**")[0]
+    rows = [line for line in table.splitlines() if re.match(r"\| epoch \d", line)]
+    assert rows == ["| epoch 1 | 89.0% | 84.0% | 0.40 / 0.52 |", "| epoch 2 | 88.0% | 80.0% | 0.40 / 0.54 |"]
+    fact = next(line for line in text.splitlines() if line.startswith("- Without labels"))
+    assert "84% of the training batches' images in epoch 1 and 80% in epoch 2" in fact
+    assert "(`[CLS]` alone: 89% → 88%)" in fact and "0.52 → 0.54" in fact
+    # a run logged before the signs existed: no table, no sentence
+    assert "Without labels" not in timeline_markdown(ADAPTED, [replace(v, logged={}) for v in views[:3]], None)
 
 
 def test_saved_epochs_reads_only_epoch_files(tmp_path):

@@ -58,6 +58,8 @@ def files(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         metrics={"acc": 42.0},
         templates=["a photo of a {}."],
         descriptions=DESCRIPTIONS,
+        # a made-up shift every image's [FG] took on (a real run measures it: tests/test_drift.py), toward class 1
+        drift={"fg_shift": (0.3 * model.heads.w_star_hat()[1]).tolist(), "images": 12},
     )
     paths = {"checkpoint": save_adapted(folder / "adapted.safetensors", model.adapted_state(), meta)}
     rng = np.random.default_rng(0)
@@ -246,6 +248,13 @@ def test_the_summary_shows_the_ncut_patch_count_and_the_null_weight_in_scientifi
     expected = explain_image(registry.get(ADAPTED).model, load_image(files["image"]), 0.5)
     assert f"{int(expected.ncut_mask.sum())} of 16 patches in the foreground" in summary
     assert f"**Null token:** {expected.null_weight:.2e}" in summary
+    # [FG] with and without the shift the checkpoint records; the shift points at class 1, so favours it most
+    alone = expected.prediction("fg_unshifted")
+    p_alone = expected.probabilities("fg_unshifted")[alone]
+    same = alone == expected.prediction("fg")
+    verdict = f"{CLASSES[alone]} ({p_alone:.1%}; with it" if same else f"**{CLASSES[alone]}** ({p_alone:.1%}) instead"
+    assert f"**`[FG]` without its shared shift:** {verdict}" in summary
+    assert f"adds {30.0:+.1f} to {CLASSES[1]}'s `[FG]` logit" in summary
 
 
 def test_descriptions_upload_builds_the_heads_and_is_shown(client, files, tmp_path):

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from microclip.checkpoint import read_adapted, save_adapted
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -127,6 +130,10 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     logged, evaluated = evaluate_epoch(out, image_dataset_root, 1)
     assert logged["epoch"] == 1
     assert evaluated["acc"] == pytest.approx(logged["test_acc"])
+    # ... and carries that epoch's label-free signs, as logged, for Explore's epoch view
+    _, meta = read_adapted(out / "epochs" / "epoch-1.safetensors")
+    signs = {k: meta.metrics[k] for k in ("agree_cls", "agree_fg", "shared_cls", "shared_fg")}
+    assert signs == {k: logged[f"train_{k}"] for k in signs}
 
 
 def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
@@ -153,6 +160,13 @@ def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tm
     assert "[CLS] only" in done.stdout and "contributions" in done.stdout
     data = json.loads((tmp_path / "e.json").read_text())
     assert len(data["soap_weights"]) == 4 and data["classes"] == ["blue bar", "green disc", "red square"]
+    # the run recorded [FG]'s shared shift: [FG] is also shown without it, and its part of each fused logit
+    unshifted = np.array(data["logits_fg_unshifted"])
+    top = data["classes"][int(unshifted.argmax())]
+    assert f"[FG] without its shared shift: {top} " in done.stdout
+    part = (1 - data["ratio"]) * np.array(data["fg_shift_logits"])
+    fused = int(np.argmax(data["logits_fused"]))
+    assert f"(shift {part[fused]:+.3f})" in done.stdout
 
 
 def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root, tmp_path):
@@ -262,10 +276,6 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
     import signal
     import time
 
-    import torch
-
-    from microclip.checkpoint import read_adapted
-
     def command(out: Path) -> list[str]:
         return [
             sys.executable,
@@ -315,7 +325,40 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected, _ = read_adapted(tmp_path / "full" / "checkpoint.safetensors")
-    actual, _ = read_adapted(killed_dir / "checkpoint.safetensors")
+    expected, expected_meta = read_adapted(tmp_path / "full" / "checkpoint.safetensors")
+    actual, actual_meta = read_adapted(killed_dir / "checkpoint.safetensors")
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    # [FG]'s shift is measured from the run's true start, not from the state the resumed process began with
+    shifts = (torch.tensor(m.drift["fg_shift"]) for m in (actual_meta, expected_meta))
+    torch.testing.assert_close(*shifts, rtol=0, atol=1e-6)
+
+
+def test_train_stores_fg_s_shift_and_the_drift_command_measures_the_same(trained, image_dataset_root, tmp_path):
+    import shutil
+
+    out, _, _ = trained
+    _, meta = read_adapted(out / "checkpoint.safetensors")
+    stored = torch.tensor(meta.drift["fg_shift"])
+    n_train = json.loads((out / "metrics.json").read_text())["num_train"]
+    tensors, _ = read_adapted(out / "checkpoint.safetensors")
+    assert meta.drift["images"] == n_train and stored.shape == (tensors["heads.w_star"].shape[1],)
+    # Measured again from the checkpoint alone: the start rebuilt from its base, not the state train.py kept.
+    copy = Path(shutil.copy(out / "checkpoint.safetensors", tmp_path / "copy.safetensors"))
+    copy_meta = read_adapted(copy)[1]
+    copy_meta.drift = {}
+    save_adapted(copy, tensors, copy_meta)
+    done = run(
+        "-m", "microclip", "drift", "--ckpt-path", str(copy), "--dataset", str(image_dataset_root / "shapes"), "--write"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"measured on {n_train} train images" in done.stdout
+    remeasured = torch.tensor(read_adapted(copy)[1].drift["fg_shift"])
+    assert torch.allclose(remeasured, stored, atol=1e-5)
+    # what it prints per class is 100 × s · Ŵ*, from the file's own head
+    w_hat = torch.nn.functional.normalize(tensors["heads.w_star"], dim=-1)
+    part = 100 * stored @ w_hat.T
+    top = int(part.argmax())
+    line = next(line for line in done.stdout.splitlines() if line.strip().startswith(meta.classes[top]))
+    assert float(line.split()[-1]) == pytest.approx(float(part[top]), abs=2e-3)
+    assert all(torch.equal(tensors[k], v) for k, v in read_adapted(copy)[0].items())  # --write keeps the tensors

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import load_bench
+from safetensors.torch import load_file
 
-from microclip.drift import agreement, shared_part
+from microclip.checkpoint import CheckpointError, load_model, load_start_model, read_adapted, save_adapted
+from microclip.drift import agreement, epoch_signs, fg_shift, shared_part
+from microclip.explain import explain_batch
+
+fg_shift_bench = load_bench("fg_shift")
 
 
 def test_shared_part_is_the_mean_cosine_to_the_mean_direction():
@@ -27,3 +35,95 @@ def test_agreement_counts_rows_answering_as_the_fused_logits():
     branch = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [2.0, 1.0]])
     assert agreement(branch, fused) == 50.0
     assert agreement(fused, fused) == 100.0
+
+
+def test_epoch_signs_reads_the_train_prefixed_signs_and_leaves_out_what_a_row_lacks():
+    row = {"epoch": 3, "train_agree_cls": 90.5, "train_agree_fg": 61.25, "train_shared_fg": 0.7, "test_acc_fg": 50.0}
+    assert epoch_signs(row) == {"agree_cls": 90.5, "agree_fg": 61.25, "shared_fg": 0.7}
+    assert epoch_signs({"epoch": 0, "test_acc": 71.0}) == {}  # the start: nothing trained yet
+
+
+# ------------------------------------------------------------------ the shared [FG] shift, in the product
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip.safetensors"
+START = SHIPPED.parent / "toybirds-microclip-epochs" / "epoch-0.safetensors"
+shipped = pytest.mark.skipif(not START.is_file(), reason="the toy model and its epochs are not shipped")
+
+
+@shipped
+def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_images(tmp_path):
+    from microclip.toyworld.dataset import ensure_split, load_split_arrays
+
+    model = load_model(SHIPPED)
+    stored = model.fg_shift
+    assert stored is not None and model.meta.drift["images"] == 1600
+    # Independently: bench/fg_shift.py's embeddings of the train split's raw pixels, at the end and at the run's
+    # start as train.py --keep_epochs saved it (epoch-0), not the start rebuilt from the base as `drift` does.
+    ensure_split(str(tmp_path), "train")
+    images, _ = load_split_arrays(str(tmp_path), "train")
+    _, f_end = fg_shift_bench.branch_embeddings(model, images)
+    _, f_start = fg_shift_bench.branch_embeddings(load_model(START), images)
+    assert torch.allclose(stored, f_end.mean(0) - f_start.mean(0), atol=1e-5)
+    assert float(stored.norm()) > 0.1  # a real shift, not rounding (0.28 on the shipped run)
+
+
+@shipped
+def test_the_start_rebuilt_from_the_base_is_the_start_train_py_saved():
+    start = load_start_model(SHIPPED).adapted_state()
+    saved = load_file(START)
+    assert set(start) == set(saved)
+    # W* is the file's (the trained one): the start's is not recorded, and [FG] does not depend on it
+    for name in (n for n in saved if not n.startswith("heads.")):
+        assert torch.equal(start[name], saved[name]), name
+
+
+@shipped
+def test_fg_shift_measures_from_a_start_state_and_leaves_the_model_as_it_was():
+    from torch.utils.data import TensorDataset
+
+    model = load_model(SHIPPED)
+    before = model.adapted_state()
+    images = torch.rand(10, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    shift, n_images = fg_shift(model, load_file(START), TensorDataset(images), batch_size=4)
+    assert n_images == 10 and all(torch.equal(before[k], v) for k, v in model.adapted_state().items())
+    with torch.no_grad():
+        end = model(images).fg_embed.mean(0)
+        model.load_adapted_state(load_file(START))
+        begin = model(images).fg_embed.mean(0)
+    assert torch.allclose(shift, end - begin, atol=1e-6)
+
+
+@shipped
+def test_an_explanation_splits_fg_into_the_image_and_the_shared_shift():
+    model = load_model(SHIPPED)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    explanations = explain_batch(model, images)
+    with torch.no_grad():
+        f = model(images).fg_embed
+    w_hat = model.heads.w_star_hat().detach()
+    for e, f_row in zip(explanations, f):
+        # exact: 100 f·Ŵ* = 100 (f − s)·Ŵ* + 100 s·Ŵ*, the last the same for every image
+        np.testing.assert_allclose(e.fg_shift_logits, (100 * model.fg_shift @ w_hat.T).numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            e.logits_fg - e.fg_shift_logits, (100 * (f_row - model.fg_shift) @ w_hat.T).numpy(), atol=1e-3
+        )
+        unshifted = 100 * (f_row - model.fg_shift) / (f_row - model.fg_shift).norm() @ w_hat.T
+        np.testing.assert_allclose(e.logits_fg_unshifted, unshifted.numpy(), atol=1e-3)
+        assert e.prediction("fg_unshifted") == int(unshifted.argmax())
+        c = e.prediction()
+        assert e.shift_part(c) == pytest.approx((1 - e.ratio) * e.fg_shift_logits[c])
+    # a model whose run did not measure it: nothing is made up
+    model.fg_shift = None
+    bare = explain_batch(model, images[:1])[0]
+    assert bare.fg_shift_logits is None and bare.shift_part(0) is None
+    with pytest.raises(KeyError, match="did not measure"):
+        bare.prediction("fg_unshifted")
+
+
+@shipped
+def test_a_bad_stored_shift_is_a_clear_error(tmp_path):
+    tensors, meta = read_adapted(SHIPPED)
+    meta.drift = {"fg_shift": [0.1, 0.2], "images": 5}
+    save_adapted(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="bad.safetensors: drift.fg_shift is not a list of 128 numbers"):
+        load_model(tmp_path / "bad.safetensors")

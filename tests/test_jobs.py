@@ -7,11 +7,12 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import CLASSES
 
-from microclip.checkpoint import load_model
+from microclip.checkpoint import load_model, read_adapted
 from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError
 from studio.registry import ModelRegistry
 
@@ -186,6 +187,15 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
     final, last, start = load_file(path), load_file(files[-1][1]), load_file(files[0][1])
     assert all(torch.equal(final[k], last[k]) for k in final)  # the last epoch is the model saved
     assert all(torch.equal(start[k], torch.eye(len(start[k]))) for k in start if k.endswith("proj.weight"))
+    # each epoch carries the label-free signs its run plotted, the mean of that epoch's steps (the start has none)
+    steps = runner.status(job_id).metrics
+    for epoch, (first, last) in {1: (0, 6), 2: (6, 12), 3: (12, 13)}.items():
+        _, meta = read_adapted(files[epoch][1])
+        for sign in ("agree_fg", "shared_fg"):
+            assert meta.metrics[sign] == pytest.approx(np.mean([row[sign] for row in steps[first:last]]), abs=1e-6)
+    assert "agree_fg" not in read_adapted(files[0][1])[1].metrics
+    # and the checkpoint carries the shift its [FG] took on, measured on the job's 24 images
+    assert read_adapted(path)[1].drift["images"] == 24
     timeline = registry.timeline("shapes, epoch by epoch")
     picture = Image.open(next(train_dir.rglob("*.png")))
     views = timeline.explain(picture)

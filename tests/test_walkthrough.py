@@ -29,7 +29,7 @@ from microclip.walkthrough import (
     walkthrough_tensor,
 )
 from viz.html import num
-from viz.steps import here
+from viz.steps import here, render_walkthrough
 
 DESCRIPTIONS = {
     name: [f"a {name} on a dark noisy background.", f"a picture showing one {name}.", f"a small {name} in the middle."]
@@ -223,6 +223,26 @@ def test_fusion_rows_are_the_exact_split_of_the_fused_logit(adapted, image):
         assert row.cls_part == pytest.approx(0.3 * row.cls_logit, rel=1e-6)
         assert row.fg_part == pytest.approx(0.7 * row.fg_logit, rel=1e-6)
         assert row.cls_part + row.fg_part == pytest.approx(row.fused, abs=1e-4)
+
+
+def test_the_shared_fg_shift_is_split_out_of_the_fusion_rows_and_named_in_the_words(toy, adapted, image):
+    model, tensor = toy
+    walk = walkthrough_tensor(model, tensor, ratio=0.3)
+    explanation = explain_batch(model, tensor[None], ratio=0.3)[0]  # Explore's numbers, from their own pass
+    for row in walk.fusion.rows:
+        assert row.shift_part == pytest.approx(explanation.shift_part(row.index), abs=1e-4)
+        assert row.shift_part == pytest.approx(0.7 * explanation.fg_shift_logits[row.index], abs=1e-4)
+    alone = walk.fg.top_unshifted[0]
+    assert alone.class_name == explanation.classes[explanation.prediction("fg_unshifted")]
+    assert alone.probability == pytest.approx(explanation.probabilities("fg_unshifted").max(), abs=1e-5)
+    assert "Without the shift self-training gave every image's [FG] alike" in here("fg", walk)
+    page = render_walkthrough(walk, (tensor.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    assert "of which the shared shift" in page
+    # a model whose run did not measure the shift: no column, no sentence
+    bare = walkthrough_tensor(adapted[0], image)
+    assert all(row.shift_part is None for row in bare.fusion.rows) and bare.fg.top_unshifted is None
+    assert "Without the shift" not in here("fg", bare)
+    assert "of which the shared shift" not in render_walkthrough(bare, np.zeros((32, 32, 3), np.uint8))
 
 
 def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_model_dir, image):

@@ -74,7 +74,8 @@ def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdo
             "of its adaptation run (SOAP at identity, W* from the descriptions) and after every epoch, from the "
             "checkpoints the run saved (`train.py --keep_epochs`, a run saved in the Adapt tab, the bundled toy "
             "model). No labels were used; the run's logged test accuracy, where it had a test split, is shown "
-            "beside each epoch. Uses the model's own classes."
+            "beside each epoch, and what the run could see without labels (each branch's agreement with the fused "
+            "answer on its training batches) below. Uses the model's own classes."
         )
         with gr.Row():
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")

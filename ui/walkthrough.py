@@ -194,6 +194,8 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
                     columns=3,
                     height=360,
                     allow_preview=False,
+                    buttons=[],  # as in the other tabs' examples: no icon over the first row's last thumbnail
+                    interactive=False,
                     object_fit="contain",
                     elem_id="walkthrough-examples",
                 )

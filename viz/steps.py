@@ -313,10 +313,18 @@ def here(step_id: str, walk: Walkthrough) -> str:
         return soap_fact(walk.soap.weights, walk.soap.null_weight, facts)
     if step_id == "fg":
         top = walk.fg.top[0]
-        return (
+        text = (
             f"[FG] alone predicts {top.class_name} ({top.probability:.1%}); "
             f"cos([FG], [CLS]) = {walk.fg.cos_fg_cls:+.2f}."
         )
+        if walk.fg.top_unshifted is not None:
+            alone = walk.fg.top_unshifted[0]
+            same = "the same class" if alone.class_name == top.class_name else f"{alone.class_name} instead"
+            text += (
+                f" Without the shift self-training gave every image's [FG] alike, it predicts {same} "
+                f"({alone.probability:.1%})."
+            )
+        return text
     if step_id == "fusion":
         p = walk.prediction
         return f"At ρ = {walk.ratio:.2f} {p.prediction} leads" + (
@@ -544,6 +552,7 @@ def _fusion(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.fusion
     rho = s.ratio
     best = max(r.fused for r in s.rows)
+    shifted = all(r.shift_part is not None for r in s.rows)
     rows = [
         (
             r.class_name,
@@ -551,19 +560,22 @@ def _fusion(walk: Walkthrough, picture: np.ndarray) -> str:
             f"{r.fg_logit:.3f}",
             f"{r.cls_part:.3f}",
             f"{r.fg_part:.3f}",
+            *([f"{r.shift_part:+.3f}"] if shifted else []),
             Markup(f"<b>{r.fused:.3f}</b>"),
             "winner" if r.fused == best else f"{r.fused - best:+.3f}",
         )
         for r in s.rows
     ]
-    return fig(
-        f"fused = ρ · [CLS] logit + (1 − ρ) · [FG] logit, with ρ = {rho:.2f}",
-        table(
-            ["class", "[CLS] logit", "[FG] logit", f"{rho:.2f} × [CLS]", f"{1 - rho:.2f} × [FG]", "fused", "vs winner"],
-            rows,
-        ),
-        "Logits are 100 × cosine to the class vector Ŵ*. Each row adds up exactly.",
-    ) + kv(
+    header = ["class", "[CLS] logit", "[FG] logit", f"{rho:.2f} × [CLS]", f"{1 - rho:.2f} × [FG]"]
+    header += (["of which the shared shift"] if shifted else []) + ["fused", "vs winner"]
+    note = "Logits are 100 × cosine to the class vector Ŵ*. Each row adds up exactly."
+    if shifted:
+        note += (
+            " Self-training moved every image's [FG] by one shared vector s (measured on its training images, no "
+            "labels): its part of the [FG] term, (1 − ρ) × 100 × s · Ŵ*, is the same on every image, a preference "
+            "for some classes rather than anything seen in this one."
+        )
+    return fig(f"fused = ρ · [CLS] logit + (1 − ρ) · [FG] logit, with ρ = {rho:.2f}", table(header, rows), note) + kv(
         [
             ("cos([FG], [CLS])", f"{s.cos_fg_cls:+.3f}"),
             ("‖ρ g + (1 − ρ) f‖", f"{s.fused_feature_norm:.3f} (not renormalised, as the reference)"),
