@@ -133,15 +133,16 @@ def gpu(fn: F) -> F:
 
 MAPS_GALLERY_IDS = ("epochs-gallery", "explainers-gallery")
 EXAMPLES_GALLERY_IDS = ("walkthrough-examples", "explore-examples", "compare-examples")
-LABELLED_GALLERY_IDS = MAPS_GALLERY_IDS + EXAMPLES_GALLERY_IDS
 # Gradio 6 gives a height="auto" gallery a fixed-height box (at least 450 px on a wide screen, at most 55% of the
 # window): one row of maps sat above a band of empty space, three rows scrolled. The maps galleries take the height
-# of their rows instead. Every labelled gallery's label floats over the box's top left corner: it gets a band of its
-# own above the first row rather than covering its top (35 px of the Walkthrough's first examples). Passed to
-# demo.launch (Gradio 6 takes page CSS there), with launch_kwargs.
+# of their rows instead. A gallery's label floats over the box's top left corner, covering the first row's top: the
+# maps galleries get a band above the first row (which also clears their buttons, top right); the examples
+# galleries, whose labels run to two lines in their narrow column (35 px covered) and which have no buttons, take the
+# label into the flow. Passed to demo.launch (Gradio 6 takes page CSS there), with launch_kwargs.
 PAGE_CSS = "\n".join(
     [f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}" for name in MAPS_GALLERY_IDS]
-    + [f'#{name} [data-testid="block-label"] {{ position: relative; }}' for name in LABELLED_GALLERY_IDS]
+    + [f"#{name} .grid-wrap {{ padding-top: var(--size-8); }}" for name in MAPS_GALLERY_IDS]
+    + [f'#{name} [data-testid="block-label"] {{ position: relative; }}' for name in EXAMPLES_GALLERY_IDS]
 )
 
 
