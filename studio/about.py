@@ -95,6 +95,13 @@ def model_markdown(loaded: LoadedModel) -> str:
     if meta.metrics:
         lines += ["", "**Metrics**", "", *_table(meta.metrics)]
     lines += ["", "**How it was adapted**", "", *_table(training)]
+    if model.fg_shift is not None:
+        lines += [
+            "",
+            f"**`[FG]`'s shared shift:** length {float(model.fg_shift.norm()):.3f}, measured without labels on "
+            f"{meta.drift.get('images', '?')} training images: self-training moved every image's `[FG]` token by this "
+            "one vector (each token has length 1). Explore and the Walkthrough show `[FG]` with and without it.",
+        ]
     if config:  # long; folded so the metrics stay in view
         lines += [
             "",

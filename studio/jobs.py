@@ -510,7 +510,7 @@ class AdaptationRunner:
             "probes_latest": final or job.view.probes_latest,
             "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
             "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
-            f"({result.seconds:.0f} s); save the checkpoint to use it in Explore",
+            f"({result.seconds:.0f} s){_shift_note(run.model)}; save the checkpoint to use it in Explore",
         }
 
     # ------------------------------------------------------------------ job phases
@@ -659,6 +659,13 @@ class _EpochStates(Callback):
         if epoch % self.stride == 0 or epoch == self.last:
             self.kept[epoch] = state.model.adapted_state()
             self.signs[epoch] = epoch_signs(metrics)
+
+
+def _shift_note(model: MicroCLIP) -> str:
+    """The run's `[FG]` shift in the final message (Explore shows `[FG]` with and without it)."""
+    if model.fg_shift is None:
+        return ""
+    return f"; every image's [FG] moved by one shared shift of length {float(model.fg_shift.norm()):.2f}"
 
 
 def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -> Probes | None:

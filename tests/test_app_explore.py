@@ -329,6 +329,8 @@ def test_model_info_shows_the_checkpoint_metadata(client):
     info = client.predict(ADAPTED, api_name="/model_info")
     assert all(name in info for name in CLASSES)
     assert "Metrics" in info and "acc" in info and "shapes" in info and "fusion_ratio" in info
+    # the fixture's shift is 0.3 × a unit class vector, measured on 12 images
+    assert "**`[FG]`'s shared shift:** length 0.300, measured without labels on 12 training images" in info
 
 
 def test_upload_checkpoint_lists_it_everywhere(client, files, tmp_path):

@@ -180,7 +180,8 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
 
     runner = AdaptationRunner(registry, tmp_path)
     job_id = runner.submit(request(train_dir, steps=13))  # 24 images, batch 4: epochs end at steps 6, 12 and 13
-    assert runner.wait(job_id, timeout=60).status == JobStatus.DONE
+    finished = runner.wait(job_id, timeout=60)
+    assert finished.status == JobStatus.DONE
     path = runner.save(job_id, "shapes, epoch by epoch")
     files = epochs_beside(path)
     assert [epoch for epoch, _ in files] == [0, 1, 2, 3]
@@ -194,8 +195,11 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
         for sign in ("agree_fg", "shared_fg"):
             assert meta.metrics[sign] == pytest.approx(np.mean([row[sign] for row in steps[first:last]]), abs=1e-6)
     assert "agree_fg" not in read_adapted(files[0][1])[1].metrics
-    # and the checkpoint carries the shift its [FG] took on, measured on the job's 24 images
-    assert read_adapted(path)[1].drift["images"] == 24
+    # and the checkpoint carries the shift its [FG] took on, measured on the job's 24 images, as the run's end said
+    drift = read_adapted(path)[1].drift
+    assert drift["images"] == 24
+    length = float(torch.tensor(drift["fg_shift"]).norm())
+    assert f"one shared shift of length {length:.2f};" in finished.message
     timeline = registry.timeline("shapes, epoch by epoch")
     picture = Image.open(next(train_dir.rglob("*.png")))
     views = timeline.explain(picture)
