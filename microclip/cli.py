@@ -21,7 +21,7 @@ import torch
 from microclip.adapt import Adaptation, AdaptResult, prepare
 from microclip.checkpoint import EPOCHS_FOLDER, check_compatible, epoch_file, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named
-from microclip.constants import CLS_ONLY_MODES, LOGIT_SCALE
+from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
@@ -29,7 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.drift import epoch_signs, fg_shift
+from microclip.drift import epoch_signs, fg_shift, shift_class_logits
 from microclip.engine import Callback, FitState, distributed_context, end_distributed, evaluate_as, select_device
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
@@ -847,7 +847,8 @@ def _drift(args: argparse.Namespace) -> int:
     start = load_start_model(ckpt, device).adapted_state()
     images = SeededDataset(dataset, test_transform(model.backbone.image_size, crop="center"), seed=args.seed)
     shift, n_images = fg_shift(model, start, images, args.batch_size)
-    part = (LOGIT_SCALE * shift.to(model.heads.w_star) @ model.heads.w_star_hat().T).detach().cpu()
+    model.fg_shift = shift
+    part = shift_class_logits(model).detach().cpu()
     order = part.argsort(descending=True).tolist()
     print(f"{ckpt.name}: [FG]'s shared shift, measured on {n_images} {args.split} images of {args.dataset}")
     print(f"  length {float(shift.norm()):.4f} (each image's [FG] has length 1)")

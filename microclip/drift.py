@@ -76,14 +76,22 @@ def fg_shift(
     return end - begin, len(keep)
 
 
-def shift_logits(model: torch.nn.Module, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The shared shift s in logits, for a model whose run measured it (``model.fg_shift``; None otherwise):
-    (C,) 100 · s · Ŵ*, its exact part of every image's `[FG]` logits, and (..., C) 100 · normalize(f − s) · Ŵ*,
-    `[FG]` alone without it, for ``fg`` (..., E)."""
+def shift_class_logits(model: torch.nn.Module) -> torch.Tensor | None:
+    """(C,) 100 · s · Ŵ*: what the run's shared shift s (``model.fg_shift``) adds to each class's `[FG]` logit, on
+    every image alike; None when the run did not measure it."""
     shift = getattr(model, "fg_shift", None)
     if shift is None:
         return None
     w_hat = model.heads.w_star_hat()
-    shift = shift.to(w_hat)
-    unshifted = F.normalize(fg.to(w_hat) - shift, dim=-1) @ w_hat.T
-    return LOGIT_SCALE * shift @ w_hat.T, LOGIT_SCALE * unshifted
+    return LOGIT_SCALE * shift.to(w_hat) @ w_hat.T
+
+
+def shift_logits(model: torch.nn.Module, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For ``fg`` (..., E): :func:`shift_class_logits`, the shift's exact part of every image's `[FG]` logits, and
+    (..., C) 100 · normalize(f − s) · Ŵ*, `[FG]` alone without it; None when the run did not measure s."""
+    part = shift_class_logits(model)
+    if part is None:
+        return None
+    w_hat = model.heads.w_star_hat()
+    unshifted = F.normalize(fg.to(w_hat) - model.fg_shift.to(w_hat), dim=-1) @ w_hat.T
+    return part, LOGIT_SCALE * unshifted
