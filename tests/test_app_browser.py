@@ -223,6 +223,8 @@ def test_explore_an_example_and_compare_explainers(page):
     summary = page.locator("#explore-summary")
     expect(summary).to_contain_text("Prediction:")
     expect(summary).to_contain_text("Null token")
+    if BUNDLED:  # the bundled run recorded [FG]'s shared shift: the summary says what [FG] answers without it
+        expect(summary).to_contain_text("without its shared shift")
     # The SOAP layer is a small PNG (a few pixels per patch) that the browser scales up over the photo.
     page.wait_for_function(
         "() => { const img = document.querySelector('#explore-maps .mc-stage img');"
@@ -258,6 +260,7 @@ def test_explore_an_example_and_compare_explainers(page):
     if BUNDLED:
         page.wait_for_selector("#epochs-gallery img")
         expect(epochs_table).to_contain_text("start")
+        expect(epochs_table).to_contain_text("Without labels")  # the signs each epoch logged
         expect(page.locator("#epochs-gallery .thumbnail-item")).to_have_count(len(epochs_beside(TOY_ADAPTED)))
         assert_gallery_fits(page.locator("#epochs-gallery"), "epochs")
     else:  # the tiny test model has no saved run: the view says how to keep one
