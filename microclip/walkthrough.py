@@ -313,7 +313,7 @@ def mask_facts(
 class BranchChange:
     """One branch's prediction on an image and on a changed copy of it (e.g. a part erased)."""
 
-    branch: str  # "fused", "cls" or "fg"
+    branch: str  # "fused", "cls", "fg", or "fg_unshifted" (`[FG]` without its run's shared shift, when recorded)
     before: str  # predicted class on the original
     before_probability: float
     after: str  # predicted class on the changed image
@@ -323,10 +323,13 @@ class BranchChange:
 
 
 def branch_changes(before: Explanation, after: Explanation, true_class: str | None = None) -> tuple[BranchChange, ...]:
-    """Each branch's prediction before and after, and the true class's probability when it is one of the classes."""
+    """Each branch's prediction before and after, and the true class's probability when it is one of the classes;
+    also `[FG]`'s without its run's shared shift when the model recorded one (the shift is the same on both
+    pictures, so what changes there is what the picture changed)."""
     true_index = before.classes.index(true_class) if true_class in before.classes else None
     changes = []
-    for branch in BRANCHES:
+    unshifted = before.logits_fg_unshifted is not None and after.logits_fg_unshifted is not None
+    for branch in (*BRANCHES, *(("fg_unshifted",) if unshifted else ())):
         p_before, p_after = before.probabilities(branch), after.probabilities(branch)
         i, j = before.prediction(branch), after.prediction(branch)
         changes.append(

@@ -262,12 +262,14 @@ def test_erasing_a_part_draws_the_same_bird_without_it_and_predicts_again(toy_re
     after = explain_image(model, Image.fromarray(enlarge(erased.image, 4)))  # as the shown picture is enlarged
     before = explain_image(model, Image.open(path))
     species = SPECIES[sample.species].name
-    for branch in ("fused", "cls", "fg"):
+    assert before.logits_fg_unshifted is not None  # the bundled run recorded [FG]'s shared shift: a fourth row
+    for branch in ("fused", "cls", "fg", "fg_unshifted"):
         p_after = after.probabilities(branch)
         name = after.classes[after.prediction(branch)]
         assert f"{name} ({p_after.max():.1%})" in html
         true = before.classes.index(species)
         assert f"{before.probabilities(branch)[true]:.1%} → {p_after[true]:.1%}" in html
+    assert "[FG] without its shared shift" in html
     assert f"Without the {part.replace('_', ' ')}" in html
     if absent:
         with pytest.raises(gr.Error, match="nothing to erase"):

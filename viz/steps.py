@@ -735,7 +735,7 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
 def erase_html(part: str, original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
     """The same bird with and without ``part``, and each branch's prediction on both."""
     name = part.replace("_", " ")
-    titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only"}
+    titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only", "fg_unshifted": "[FG] without its shared shift"}
     rows = []
     for c in changes:
         moved = "same" if c.before == c.after else "changed"
