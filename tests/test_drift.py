@@ -94,6 +94,24 @@ def test_fg_shift_measures_from_a_start_state_and_leaves_the_model_as_it_was():
 
 
 @shipped
+def test_fg_shift_measures_on_an_evenly_spaced_sample_of_a_large_set(monkeypatch):
+    from torch.utils.data import TensorDataset
+
+    import microclip.drift as drift
+
+    monkeypatch.setattr(drift, "SHIFT_IMAGES", 4)
+    model = load_model(SHIPPED)
+    images = torch.rand(10, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    shift, n_images = drift.fg_shift(model, load_file(START), TensorDataset(images), batch_size=3)
+    kept = images[[0, 3, 6, 9]]  # by hand: 4 of 10, first and last included, evenly spaced
+    with torch.no_grad():
+        end = model(kept).fg_embed.mean(0)
+        model.load_adapted_state(load_file(START))
+        begin = model(kept).fg_embed.mean(0)
+    assert n_images == 4 and torch.allclose(shift, end - begin, atol=1e-6)
+
+
+@shipped
 def test_an_explanation_splits_fg_into_the_image_and_the_shared_shift():
     model = load_model(SHIPPED)
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
