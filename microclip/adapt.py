@@ -56,9 +56,9 @@ class Adaptation:
     templates: list[str]
     descriptions: dict[str, list[str]] | None
     device: torch.device
+    start_state: dict[str, torch.Tensor]  # the adapted tensors as the run starts (before any resume is loaded)
+    shift_set: SeededDataset  # the training images, centre-cropped, for measure_drift
     provenance: dict = field(default_factory=dict)
-    start_state: dict[str, torch.Tensor] = field(default_factory=dict)  # the adapted tensors as the run starts
-    shift_set: SeededDataset | None = None  # the training images, centre-cropped, for measure_drift
 
     @property
     def classes(self) -> list[str]:
@@ -105,7 +105,7 @@ class Adaptation:
         token took on (:func:`microclip.drift.fg_shift`, two passes over at most ``SHIFT_IMAGES`` training
         images), also set on the model so its explanations can take it away. Empty for the CLS-only baselines,
         whose SOAP never trains."""
-        if self.recipe.mode in CLS_ONLY_MODES or self.shift_set is None or not self.start_state:
+        if self.recipe.mode in CLS_ONLY_MODES:
             return {}
         shift, n_images = fg_shift(self.model, self.start_state, self.shift_set, self.recipe.test_batch_size)
         self.model.fg_shift = shift

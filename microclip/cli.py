@@ -728,7 +728,7 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
         log.info(
             "[FG]'s shared shift after self-training: length %.3f, on %d training images (no labels; explanations "
             "show [FG] with and without it)",
-            float(torch.tensor(drift["fg_shift"]).norm()),
+            float(run.model.fg_shift.norm()),
             drift["images"],
         )
     meta = run.checkpoint_meta(result, metrics=metrics, drift=drift)
