@@ -27,11 +27,11 @@ descriptions name, is the patch whose projected value-path token is closest to t
 very part? Run on the base CLIP (with its text tower) and on the adapted visual tower.
 
 JSON keys: {"accuracy": {zero_shot_names, zero_shot_descriptions, cls_baseline, adapted_fused, adapted_cls,
-adapted_fg, linear_probe, start_fused}, "pointing": {soap, ncut, cls_similarity, cls_attention, rollout, legrad,
-gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...}, "part_probe", "part_probe_adapted",
-"part_probe_chance", "part_probe_within_bird_chance", "part_probe_by_part": {part: {accuracy, pairs,
-lands_on: {named part, another part, body or background: %}}}, "patch_chance", "within_bird_chance", "cpu"}, all in %;
-also "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
+adapted_fg, adapted_fg_unshifted, adapted_fused_unshifted, linear_probe, start_fused}, "pointing": {soap, ncut,
+cls_similarity, cls_attention, rollout, legrad, gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...},
+"part_probe", "part_probe_adapted", "part_probe_chance", "part_probe_within_bird_chance", "part_probe_by_part": {part:
+{accuracy, pairs, lands_on: {named part, another part, body or background: %}}}, "patch_chance", "within_bird_chance",
+"cpu"}, all in %; also "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import torch
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, read_adapted, saved_epochs
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.engine import evaluate
+from microclip.engine import UNSHIFTED_BRANCHES, evaluate
 from microclip.explainers import EXPLAINERS
 from microclip.faithfulness import deletion_scores
 from microclip.files import atomic_write_text
@@ -132,6 +132,8 @@ def accuracy_rows(args: argparse.Namespace) -> dict[str, float | None]:
         "adapted_fused": adapted.accuracy("fused"),
         "adapted_cls": adapted.accuracy("cls"),
         "adapted_fg": adapted.accuracy("fg"),
+        # None for a checkpoint made before runs recorded `[FG]`'s shared shift (`python -m microclip drift --write`)
+        **{f"adapted_{b}": adapted.accuracy(b) if b in adapted.predictions else None for b in UNSHIFTED_BRANCHES},
         "linear_probe": 100.0 * probe,
     }
 
@@ -562,6 +564,8 @@ def _print_accuracy(accuracy: dict) -> None:
         "adapted_fused": "**microCLIP adapted, TokenFusion**",
         "adapted_cls": "microCLIP adapted, [CLS] only",
         "adapted_fg": "microCLIP adapted, [FG] only",
+        "adapted_fg_unshifted": "  same, without its shared shift (no labels)",
+        "adapted_fused_unshifted": "  TokenFusion without the shift's part",
         "linear_probe": "linear probe on frozen [CLS] (oracle: uses labels)",
     }
     _print_table(

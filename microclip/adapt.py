@@ -27,7 +27,7 @@ from microclip.checkpoint import CheckpointMeta
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
-from microclip.drift import fg_shift
+from microclip.drift import ShiftProbe, shift_record
 from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate_as, fit
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
@@ -56,8 +56,9 @@ class Adaptation:
     templates: list[str]
     descriptions: dict[str, list[str]] | None
     device: torch.device
-    start_state: dict[str, torch.Tensor]  # the adapted tensors as the run starts (before any resume is loaded)
-    shift_set: SeededDataset  # the training images, centre-cropped, for measure_drift
+    # [FG]'s shared shift against the adapted tensors as the run starts (before any resume is loaded), on the
+    # training images, centre-cropped: measured at each epoch's end and by measure_drift
+    shift_probe: ShiftProbe
     provenance: dict = field(default_factory=dict)
 
     @property
@@ -92,6 +93,7 @@ class Adaptation:
             stop=stop,
             start_epoch=start_epoch,
             restore=restore,
+            shift_probe=None if self.recipe.mode in CLS_ONLY_MODES else self.shift_probe,
         )
         return AdaptResult(
             history=result.history,
@@ -102,14 +104,19 @@ class Adaptation:
 
     def measure_drift(self) -> dict:
         """What self-training did to `[FG]` without labels, for the checkpoint's ``drift``: the shift every image's
-        token took on (:func:`microclip.drift.fg_shift`, two passes over at most ``SHIFT_IMAGES`` training
+        token took on (:class:`microclip.drift.ShiftProbe`, a pass over at most ``SHIFT_IMAGES`` training
         images), also set on the model so its explanations can take it away. Empty for the CLS-only baselines,
         whose SOAP never trains."""
         if self.recipe.mode in CLS_ONLY_MODES:
             return {}
-        shift, n_images = fg_shift(self.model, self.start_state, self.shift_set, self.recipe.test_batch_size)
-        self.model.fg_shift = shift
-        return {"fg_shift": shift.tolist(), "images": n_images}
+        self.model.fg_shift = self.shift_probe.measure(self.model)
+        return shift_record(self.model.fg_shift, self.shift_probe.n_images)
+
+    def current_drift(self) -> dict:
+        """The shift as last measured (the latest epoch's end, :func:`microclip.engine.fit`), for that epoch's
+        checkpoint; empty before the first epoch ends and for the CLS-only baselines."""
+        shift = self.model.fg_shift
+        return {} if shift is None else shift_record(shift, self.shift_probe.n_images)
 
     def checkpoint_meta(
         self, result: AdaptResult, training: dict | None = None, metrics: dict | None = None, drift: dict | None = None
@@ -188,8 +195,11 @@ def prepare(
         descriptions=descriptions,
         device=device,
         provenance=dict(provenance or {}),
-        start_state=model.adapted_state(),
-        shift_set=SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed),
+        shift_probe=ShiftProbe(
+            model.adapted_state(),
+            SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed),
+            recipe.test_batch_size,
+        ),
     )
 
 

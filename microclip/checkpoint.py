@@ -247,7 +247,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
         check_compatible(meta, base, None, str(path))
     model = _base_model(tensors, meta, device, str(path))
     model.load_adapted_state(tensors)
-    model.fg_shift = _fg_shift(meta, model.heads.w_star.shape[1], str(path))
+    model.fg_shift = stored_fg_shift(meta, model.heads.w_star.shape[1], str(path))
     return model.to(device).eval()
 
 
@@ -274,8 +274,9 @@ def _base_model(tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device, 
     return model
 
 
-def _fg_shift(meta: CheckpointMeta, embed_dim: int, source: str) -> torch.Tensor | None:
-    """The run's shared `[FG]` shift from the metadata (None when it was not measured)."""
+def stored_fg_shift(meta: CheckpointMeta, embed_dim: int, source: str) -> torch.Tensor | None:
+    """The run's shared `[FG]` shift from the metadata (None when it was not measured); one that is not a vector
+    of ``embed_dim`` numbers is a ``CheckpointError`` naming ``source``."""
     if "fg_shift" not in meta.drift:
         return None
     try:

@@ -29,8 +29,16 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.drift import epoch_signs, fg_shift, shift_class_logits
-from microclip.engine import Callback, FitState, distributed_context, end_distributed, evaluate_as, select_device
+from microclip.drift import epoch_signs, fg_shift, shift_class_logits, shift_record
+from microclip.engine import (
+    UNSHIFTED_BRANCHES,
+    Callback,
+    FitState,
+    distributed_context,
+    end_distributed,
+    evaluate_as,
+    select_device,
+)
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
@@ -394,7 +402,7 @@ class ProgressBar(Callback):
             self.bar.write(
                 f"epoch {metrics['epoch']}: test top-1 {metrics['test_acc']:.2f} "
                 f"(fused {metrics['test_acc_fused']:.2f}, CLS {metrics['test_acc_cls']:.2f}, "
-                f"FG {metrics['test_acc_fg']:.2f})"
+                f"FG {metrics['test_acc_fg']:.2f}{_unshifted_note(metrics.get('test_acc_fg_unshifted'))})"
             )
 
     def on_fit_end(self, state: FitState) -> None:
@@ -448,9 +456,16 @@ class EpochCheckpoints(Callback):
         epoch = row["epoch"]  # 1-based after an epoch, as in log.jsonl; 0 the start
         so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
         accuracy = {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_acc")}
-        meta = self.run.checkpoint_meta(so_far, metrics={"epoch": epoch, **accuracy, **epoch_signs(row)})
+        meta = self.run.checkpoint_meta(
+            so_far, metrics={"epoch": epoch, **accuracy, **epoch_signs(row)}, drift=self.run.current_drift()
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         save_adapted(epoch_file(self.folder, epoch), self.run.model.adapted_state(), meta)
+
+
+def _unshifted_note(accuracy: float | None) -> str:
+    """The progress line's `[FG]` without its shared shift, once the run has measured one."""
+    return "" if accuracy is None else f"; FG without its shift {accuracy:.2f}"
 
 
 def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
@@ -715,6 +730,7 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
         "acc_fused": final.get("test_acc_fused"),
         "acc_cls": final.get("test_acc_cls"),
         "acc_fg": final.get("test_acc_fg"),
+        **{f"acc_{b}": final[f"test_acc_{b}"] for b in UNSHIFTED_BRANCHES if f"test_acc_{b}" in final},
         "mean_per_class": final.get("test_mean_per_class"),
         "epochs": len(result.history),
         "steps": result.global_step,
@@ -796,6 +812,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
     for branch, label in BRANCH_LABELS.items():
         print(f"  {label:12s} top-1 {_fmt(result.accuracy(branch))}")
+    if "fg_unshifted" in result.predictions:  # the run recorded [FG]'s shared shift
+        print(f"  {BRANCH_LABELS['fg']} without its shared shift: top-1 {_fmt(result.accuracy('fg_unshifted'))}")
+        print(f"  {BRANCH_LABELS['fused']} without the shift's part: top-1 {_fmt(result.accuracy('fused_unshifted'))}")
     per_class = result.per_class_accuracy()
     if args.show_per_class and per_class:
         for name, value in per_class.items():
@@ -857,7 +876,7 @@ def _drift(args: argparse.Namespace) -> int:
         print(f"    {model.classes[index]:40s} {float(part[index]):+8.3f}")
     if args.write:
         tensors, meta = read_adapted(ckpt)
-        meta.drift = {"fg_shift": shift.tolist(), "images": n_images, "split": args.split, "dataset": args.dataset}
+        meta.drift = {**shift_record(shift, n_images), "split": args.split, "dataset": args.dataset}
         save_adapted(ckpt, tensors, meta)  # the same tensors; atomic, so a killed write leaves the old file
         print(f"  written into {ckpt} (its tensors unchanged)")
     return 0

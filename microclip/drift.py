@@ -16,9 +16,10 @@ from microclip.modes import eval_mode
 
 SHIFT_IMAGES = 2000  # the shift's means are taken over at most this many training images, evenly spaced
 
-# What engine.pseudo_label logs per training step (as train_<name> in an epoch's row): each branch's agreement with
-# the fused answer (%) and the part of its embeddings every image shares.
-SIGNS = ("agree_cls", "agree_fg", "shared_cls", "shared_fg")
+# An epoch's label-free signs, as train_<name> in its log row: each branch's agreement with the fused answer (%) and
+# the part of its embeddings every image shares (engine.pseudo_label, averaged over the epoch's steps), and the
+# length of `[FG]`'s shared shift as the epoch ends (engine.fit with a ShiftProbe).
+SIGNS = ("agree_cls", "agree_fg", "shared_cls", "shared_fg", "shift_fg")
 
 
 def shared_part(embeds: torch.Tensor) -> float:
@@ -53,27 +54,51 @@ def mean_fg(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Te
     return total / count
 
 
+class ShiftProbe:
+    """The shift self-training gives every image's `[FG]` token, measured as often as a run asks: mean f with the
+    model as it is, minus mean f with the run's first adapted tensors ``start``, over ``data`` (items ``(image
+    tensor, ...)``, no labels needed; at most ``SHIFT_IMAGES``, evenly spaced). The start's mean is measured once,
+    on first use, so each later measure is one pass; a resumed run, given the same ``start``, measures the same.
+    docs/toyworld.md, round 20, found the shift; the explanations subtract it."""
+
+    def __init__(self, start: dict[str, torch.Tensor], data: Dataset, batch_size: int = 64) -> None:
+        keep = np.linspace(0, len(data) - 1, min(len(data), SHIFT_IMAGES)).round().astype(int).tolist()
+        self.start, self.images, self.batch_size = start, Subset(data, keep), batch_size
+        self._start_mean: torch.Tensor | None = None
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    def _batches(self) -> Iterable[torch.Tensor]:
+        # A private generator: a measure mid-run leaves the global random state as it found it (the run's own
+        # draws are seeded by epoch and image, but a caller's may not be).
+        loader = DataLoader(self.images, batch_size=self.batch_size, shuffle=False, generator=torch.Generator())
+        return (batch[0] for batch in loader)
+
+    def measure(self, model: torch.nn.Module) -> torch.Tensor:
+        """The shift (E,) of ``model`` as it is now; the model is left as it was."""
+        if self._start_mean is None:
+            now = model.adapted_state()
+            model.load_adapted_state(self.start)
+            try:
+                self._start_mean = mean_fg(model, self._batches())
+            finally:
+                model.load_adapted_state(now)
+        return mean_fg(model, self._batches()) - self._start_mean
+
+
 def fg_shift(
     model: torch.nn.Module, start: dict[str, torch.Tensor], data: Dataset, batch_size: int = 64
 ) -> tuple[torch.Tensor, int]:
-    """The shift self-training gave every image's `[FG]` token: mean f with the model as it is, minus mean f with
-    the adapted tensors ``start`` (the run's first), over ``data`` (items ``(image tensor, ...)``, no labels
-    needed; at most ``SHIFT_IMAGES``, evenly spaced). Returns the shift (E,) and how many images it was measured
-    on; the model is left as it was. docs/toyworld.md, round 20, measured it; the explanations subtract it."""
-    keep = np.linspace(0, len(data) - 1, min(len(data), SHIFT_IMAGES)).round().astype(int).tolist()
-    subset = Subset(data, keep)
+    """:class:`ShiftProbe`'s shift measured once: the shift (E,) and how many images it was measured on."""
+    probe = ShiftProbe(start, data, batch_size)
+    return probe.measure(model), probe.n_images
 
-    def batches() -> Iterable[torch.Tensor]:
-        return (batch[0] for batch in DataLoader(subset, batch_size=batch_size, shuffle=False))
 
-    now = model.adapted_state()
-    end = mean_fg(model, batches())
-    model.load_adapted_state(start)
-    try:
-        begin = mean_fg(model, batches())
-    finally:
-        model.load_adapted_state(now)
-    return end - begin, len(keep)
+def shift_record(shift: torch.Tensor, n_images: int) -> dict:
+    """A checkpoint's ``drift`` metadata for a measured shift (microclip.checkpoint reads it back)."""
+    return {"fg_shift": shift.tolist(), "images": n_images}
 
 
 def shift_class_logits(model: torch.nn.Module) -> torch.Tensor | None:

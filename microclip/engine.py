@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from microclip.constants import CLS_ONLY_MODES
-from microclip.drift import agreement, shared_part
+from microclip.drift import ShiftProbe, agreement, shared_part, shift_logits
 from microclip.labeling import aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
@@ -64,6 +64,10 @@ class Callback:
     def on_fit_end(self, state: FitState) -> None: ...
 
 
+# What evaluate adds for a model that carries its run's shared `[FG]` shift (model.fg_shift)
+UNSHIFTED_BRANCHES = ("fg_unshifted", "fused_unshifted")
+
+
 @dataclass(frozen=True)
 class EvalResult:
     n: int
@@ -100,6 +104,7 @@ class EvalResult:
             "acc_fused": self.accuracy("fused"),
             "acc_cls": self.accuracy("cls"),
             "acc_fg": self.accuracy("fg"),
+            **{f"acc_{b}": self.accuracy(b) for b in UNSHIFTED_BRANCHES if b in self.predictions},
             "mean_per_class": self.mean_per_class(reported),
         }
 
@@ -401,6 +406,7 @@ def fit(
     stop: StopToken | None = None,
     start_epoch: int = 0,
     restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None,
+    shift_probe: ShiftProbe | None = None,
 ) -> FitResult:
     """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
@@ -409,6 +415,8 @@ def fit(
     ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
     ``start_epoch`` starts a fresh run at that epoch, as the reference's ``--start_epoch`` (the schedule
     continues from there); ``restore`` fills the model and optimiser first (a reference checkpoint).
+    With ``shift_probe``, every epoch's end measures `[FG]`'s shared shift (no labels), sets it as
+    ``model.fg_shift`` before the test evaluation (which then also scores `[FG]` without it) and logs its length.
     Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
@@ -459,7 +467,8 @@ def fit(
             if config.save_every_steps and state.global_step % config.save_every_steps == 0:
                 save()
         if not stopped:
-            state.history.append(_end_epoch(model, state, test_set, running, time.perf_counter() - epoch_start, device))
+            seconds = time.perf_counter() - epoch_start
+            state.history.append(_end_epoch(model, state, test_set, running, seconds, device, shift_probe))
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
     if stopped:
@@ -540,8 +549,10 @@ def _end_epoch(
     running: _RunningMean,
     seconds: float,
     device: torch.device,
+    shift_probe: ShiftProbe | None = None,
 ) -> dict:
-    """The epoch's history row; the test evaluation on schedule (and always after the last epoch)."""
+    """The epoch's history row: `[FG]`'s shift with a probe, the test evaluation on schedule (and always after the
+    last epoch)."""
     config = state.config
     row = {
         "epoch": state.epoch + 1,
@@ -551,6 +562,9 @@ def _end_epoch(
     }
     if (peak := peak_memory_mb(device)) is not None:
         row["gpu_peak_mb"] = peak
+    if shift_probe is not None and state.is_main:
+        model.fg_shift = shift_probe.measure(model)
+        row["train_shift_fg"] = float(model.fg_shift.norm())
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if test_set is not None and state.is_main and due:
@@ -574,19 +588,29 @@ def evaluate(
     num_workers: int = 0,
     ratio: float | None = None,
 ) -> EvalResult:
-    """Fused, [CLS]-only and [FG]-only predictions on ``dataset`` (items ``(image, label, ...)``)."""
+    """Fused, [CLS]-only and [FG]-only predictions on ``dataset`` (items ``(image, label, ...)``); when the model
+    carries its run's shared `[FG]` shift (``model.fg_shift``), also `[FG]`-only without it (branch "fg_unshifted")
+    and the fused answer without the shift's part of each class's logit, (1 − ρ) · 100 · s · Ŵ* ("fused_unshifted":
+    does the class preference the shift adds help the fused answer?)."""
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     predictions: dict[str, list[torch.Tensor]] = {"fused": [], "cls": [], "fg": []}
+    if getattr(model, "fg_shift", None) is not None:
+        predictions |= {branch: [] for branch in UNSHIFTED_BRANCHES}
     targets = []
     with eval_mode(model):
         for batch in loader:
             images, labels = batch[0].to(device), batch[1]
             with autocast(device, amp):
-                logits = model(images, ratio=ratio).logits
-            predictions["fused"].append(logits.fused.argmax(1).cpu())
-            predictions["cls"].append(logits.cls.argmax(1).cpu())
-            predictions["fg"].append(logits.fg.argmax(1).cpu())
+                out = model(images, ratio=ratio)
+            predictions["fused"].append(out.logits.fused.argmax(1).cpu())
+            predictions["cls"].append(out.logits.cls.argmax(1).cpu())
+            predictions["fg"].append(out.logits.fg.argmax(1).cpu())
+            if "fg_unshifted" in predictions:
+                part, fg_unshifted = shift_logits(model, out.fg_embed)
+                predictions["fg_unshifted"].append(fg_unshifted.argmax(1).cpu())
+                fused = out.logits.fused.float() - (1.0 - out.logits.ratio) * part
+                predictions["fused_unshifted"].append(fused.argmax(1).cpu())
             targets.append(labels)
     merged = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in predictions.items()}
     all_targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)

@@ -137,13 +137,18 @@ def _explain_epochs(source: Path, args: argparse.Namespace) -> int:
         )
     views = Timeline(files, select_device(args.device)).explain(load_image(source), args.fusion_ratio)
     print(f"{source.name} under the {len(views)} saved epochs of {Path(args.ckpt_path).name}:")
-    print(f"  {'epoch':8s} " + " ".join(f"{label:28s}" for label in BRANCH_LABELS.values()) + " SOAP's top patch")
+    labels = dict(BRANCH_LABELS)
+    if any(v.explanation.logits_fg_unshifted is not None for v in views):  # the epochs recorded [FG]'s shift
+        labels["fg_unshifted"] = f"{BRANCH_LABELS['fg']}, no shift"
+    print(f"  {'epoch':8s} " + " ".join(f"{label:28s}" for label in labels.values()) + " SOAP's top patch")
     rows = []
     for view in views:
         e = view.explanation
-        answers = {branch: e.top_k(branch, 1)[0] for branch in BRANCH_LABELS}
+        known = [b for b in labels if b != "fg_unshifted" or e.logits_fg_unshifted is not None]  # none at the start
+        answers = {branch: e.top_k(branch, 1)[0] for branch in known}
         top = top_patch(e.soap_weights)
-        cells = " ".join(f"{f'{name} {prob:.0%}':28s}" for name, prob in answers.values())
+        shown = (answers.get(branch) for branch in labels)
+        cells = " ".join(f"{'–' if a is None else f'{a[0]} {a[1]:.0%}':28s}" for a in shown)
         print(f"  {epoch_name(view.epoch):8s} {cells} {top}, weight {e.soap_weights[top]:.3f}")
         rows.append(
             {

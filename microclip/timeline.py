@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from microclip.checkpoint import CheckpointError, load_model, read_adapted
+from microclip.checkpoint import CheckpointError, load_model, read_adapted, stored_fg_shift
 from microclip.data.images import to_rgb
 from microclip.data.transforms import test_transform
 from microclip.drift import SIGNS
@@ -54,6 +54,7 @@ class Timeline:
         self.model = load_model(first_path, device)
         first = self.model.meta
         self._states: dict[int, dict[str, torch.Tensor]] = {}
+        self._shifts: dict[int, torch.Tensor | None] = {}  # `[FG]`'s shared shift then, where the run measured it
         self._logged: dict[int, dict[str, float]] = {}
         for epoch, path in files:
             tensors, meta = read_adapted(path)
@@ -62,6 +63,7 @@ class Timeline:
                     f"{path}: not from the same run as {first_path.name} (another base model or label set)"
                 )
             self._states[epoch] = tensors
+            self._shifts[epoch] = stored_fg_shift(meta, self.model.heads.w_star.shape[1], str(path))
             self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_") or k in SIGNS}
         self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
         self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
@@ -81,5 +83,6 @@ class Timeline:
         with self._lock:
             for epoch, state in self._states.items():
                 self.model.load_adapted_state(state)
+                self.model.fg_shift = self._shifts[epoch]
                 views.append(EpochView(epoch, explain_batch(self.model, tensor, ratio)[0], self._logged[epoch]))
         return views

@@ -17,7 +17,7 @@ from studio.images import image_file
 from viz.overlay import outline_mask, overlay_unit
 from viz.steps import region_phrase
 
-BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`"}
+BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`", "fg_unshifted": "`[FG]` without its shift"}
 
 
 # ------------------------------------------------------------------ pictures
@@ -68,14 +68,16 @@ def _soap_at(explanation: Explanation, truth: PatchTruth | None) -> _SoapAt:
     return _SoapAt(f"{facts.soap_top} on {region_phrase(facts.soap_top_region)}", facts.soap_on_parts)
 
 
-def _logged(view: EpochView) -> str:
-    values = [view.logged.get(f"acc_{b}") for b in BRANCHES]
+def _logged(view: EpochView, branches: Sequence[str]) -> str:
+    values = [view.logged.get(f"acc_{b}") for b in branches]
     return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
 
 SIGNS_SOURCE = (
     "on the run's own training batches, averaged over each epoch: how often each branch alone gives the fused "
-    "answer (%), and how much of each branch's token every image shares, 0 to 1 (microclip/drift.py)"
+    "answer (%), and how much of each branch's token every image shares, 0 to 1; and, as each epoch ends, the "
+    "length of the one shift every image's `[FG]` token took on since the start, on its training images "
+    "(microclip/drift.py; each token has length 1)"
 )
 
 
@@ -84,7 +86,7 @@ def _signs(logged: dict[str, float]) -> list[str]:
         return format(logged[key], form) if key in logged else "–"
 
     shared = f"{value('shared_cls', '.2f')} / {value('shared_fg', '.2f')}"
-    return [f"{value('agree_cls', '.1f')}%", f"{value('agree_fg', '.1f')}%", shared]
+    return [f"{value('agree_cls', '.1f')}%", f"{value('agree_fg', '.1f')}%", shared, value("shift_fg", ".2f")]
 
 
 def _drift_fact(first: EpochView, last: EpochView) -> str:
@@ -101,6 +103,8 @@ def _drift_fact(first: EpochView, last: EpochView) -> str:
             f"; the part of `[FG]`'s token every image shares went {first.logged['shared_fg']:.2f} → "
             f"{last.logged['shared_fg']:.2f}"
         )
+    if "shift_fg" in last.logged:
+        fact += f", and the one shift every image's `[FG]` took on reached length {last.logged['shift_fg']:.2f}"
     return fact + "."
 
 
@@ -128,6 +132,8 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     facts = [f"SOAP's top patch: {soap[0].top} at the {start}, {soap[-1].top} after {end}."]
     if truth is not None:
         facts.append(f"SOAP's weight on the parts' pixels: {soap[0].on_parts:.1%} → {soap[-1].on_parts:.1%}.")
+    # `[FG]` without its shift where the run measured it: from its first measured epoch (the start has none)
+    shifted = [v for v in views if v.explanation.logits_fg_unshifted is not None]
     for branch in BRANCHES:
         answers = [v.explanation.top_k(branch, 1)[0][0] for v in views]
         changes = sum(a != b for a, b in zip(answers, answers[1:]))
@@ -136,6 +142,13 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
             f"{BRANCH_NAMES[branch]}: {_answer(first.explanation, branch, true_class)} → "
             f"{_answer(last.explanation, branch, true_class)} (its answer {moved})."
         )
+    if shifted:
+        facts.append(
+            f"{BRANCH_NAMES['fg_unshifted']}: {_answer(shifted[0].explanation, 'fg_unshifted', true_class)} after "
+            f"{epoch_name(shifted[0].epoch)} → {_answer(shifted[-1].explanation, 'fg_unshifted', true_class)} after "
+            f"{epoch_name(shifted[-1].epoch)} (the shift is the same on every image; taken away, what is left of "
+            "`[FG]` is what it saw in this one)."
+        )
     signed = [v for v in views if "agree_fg" in v.logged and "agree_cls" in v.logged]
     if signed:
         facts.append(_drift_fact(signed[0], signed[-1]))
@@ -143,19 +156,31 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
         facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
     lines += ["", *[f"- {fact}" for fact in facts]]
     # Two narrow tables, not one wide one: eight columns of class names and patches do not fit beside the maps.
-    answers = ["epoch", "fused", "`[CLS]`", "`[FG]`", "run's accuracy"]
+    branches = [*BRANCHES, *(["fg_unshifted"] if shifted else [])]
+    accuracies = [b for b in branches if any(f"acc_{b}" in v.logged for v in views)]
+    answers = ["epoch", *(BRANCH_NAMES[b] for b in branches), "run's accuracy"]
     lines += [
         "",
-        "**Each branch's answer** (and the run's test accuracy then, fused / `[CLS]` / `[FG]`, in %)",
+        f"**Each branch's answer** (and the run's test accuracy then, "
+        f"{' / '.join(BRANCH_NAMES[b] for b in accuracies)}, in %)",
         "",
         _row(answers),
         _rule(answers),
     ]
     for view in views:
         e = view.explanation
-        lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
+        known = [b for b in branches if b != "fg_unshifted" or e.logits_fg_unshifted is not None]
+        missing = "no shift yet" if view.epoch == 0 else "–"  # a later epoch without one was saved before it was kept
+        cells = [_answer(e, b, true_class) if b in known else missing for b in branches]
+        lines.append(_row([epoch_name(view.epoch), *cells, _logged(view, accuracies)]))
     if signed:
-        header = ["epoch", "`[CLS]` alone = fused", "`[FG]` alone = fused", "shared by every image: `[CLS]` / `[FG]`"]
+        header = [
+            "epoch",
+            "`[CLS]` alone = fused",
+            "`[FG]` alone = fused",
+            "shared by every image: `[CLS]` / `[FG]`",
+            "`[FG]`'s shift",
+        ]
         lines += ["", f"**Without labels** ({SIGNS_SOURCE})", "", _row(header), _rule(header)]
         lines += [_row([epoch_name(v.epoch), *_signs(v.logged)]) for v in signed]
     header = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]

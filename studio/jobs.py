@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from microclip.adapt import prepare
+from microclip.adapt import Adaptation, prepare
 from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
@@ -236,8 +236,7 @@ class _Job:
     # What saving needs, kept after the run instead of the whole model (a few MB for ViT-B/32).
     adapted: dict[str, torch.Tensor] | None = None
     meta: CheckpointMeta | None = None
-    epochs: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # the start (0) and kept epochs
-    epoch_signs: dict[int, dict[str, float]] = field(default_factory=dict)  # their label-free signs (microclip.drift)
+    epochs: dict[int, KeptEpoch] = field(default_factory=dict)  # the start (0) and kept epochs
 
 
 class AdaptationRunner:
@@ -368,9 +367,9 @@ class AdaptationRunner:
             meta = replace(meta, training={**meta.training, SAVED_NAME_KEY: display, SAVED_AT_KEY: saved_at})
             # The epochs first: the checkpoint appearing is what makes the runs folder list the run.
             folder = path.with_name(f"{path.stem}-epochs")  # where epochs_beside looks for them
-            for epoch, state in job.epochs.items():
-                metrics = {"epoch": epoch, **job.epoch_signs.get(epoch, {})}
-                save_adapted(epoch_file(folder, epoch), state, replace(meta, metrics=metrics))
+            for epoch, kept in job.epochs.items():
+                epoch_meta = replace(meta, metrics={"epoch": epoch, **kept.signs}, drift=kept.drift)
+                save_adapted(epoch_file(folder, epoch), kept.state, epoch_meta)
             save_adapted(path, adapted, meta)  # atomic (microclip.files.atomic_write)
             self.registry.add_checkpoint(path, display)
             self._set(job, saved_path=path, saved_name=display, message=f"saved as '{display}'")
@@ -433,7 +432,6 @@ class AdaptationRunner:
         with self._lock:
             job.adapted, job.meta = final.pop("adapted", None), final.pop("meta", None)
             job.epochs = final.pop("epochs", {})
-            job.epoch_signs = final.pop("epoch_signs", {})
             job.ended = time.monotonic()
             self._set(job, **final)
 
@@ -490,12 +488,12 @@ class AdaptationRunner:
             self._check_stop(job)
             job.train_started = time.monotonic()
             self._set(job, status=JobStatus.RUNNING, message="training")
-        epochs = _EpochStates()
+        epochs = _EpochStates(run)
         result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event)
-        if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's
-            epochs.kept[len(result.history) + 1] = run.model.adapted_state()
         self._update(job, message="measuring the shift self-training gave every image's [FG] (no labels)")
         drift = run.measure_drift()  # before the probes: their explanations then show [FG] with and without it
+        if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's
+            epochs.kept[len(result.history) + 1] = KeptEpoch(run.model.adapted_state(), {}, drift)
         final = _explain_probes(run.model, probe_tensors, result.global_step)
         last = job.view.metrics[-1] if job.view.metrics else {}
         meta = run.checkpoint_meta(
@@ -506,7 +504,6 @@ class AdaptationRunner:
             "adapted": run.model.adapted_state(),
             "meta": meta,
             "epochs": epochs.kept,
-            "epoch_signs": epochs.signs,
             "probes_latest": final or job.view.probes_latest,
             "status": JobStatus.STOPPED if result.stopped else JobStatus.DONE,
             "message": f"{done} after {result.global_step} of {job.view.total_steps} steps "
@@ -639,26 +636,35 @@ class _LiveCallback(Callback):
             self.runner._update(self.job, probes_latest=_explain_probes(state.model, self.probes, state.global_step))
 
 
+@dataclass(frozen=True)
+class KeptEpoch:
+    """One epoch a run keeps for Explore's epoch view: its adapted tensors, the label-free signs it logged and its
+    checkpoint ``drift`` (`[FG]`'s shift then; none at the start)."""
+
+    state: dict[str, torch.Tensor]
+    signs: dict[str, float]
+    drift: dict
+
+
 class _EpochStates(Callback):
     """The adapted tensors as the run starts and as its epochs end, for Explore's epoch view once the run is saved:
     every epoch when there are at most ``MAX_KEPT_EPOCHS``, else every k-th and the last (a small data set can
     make an epoch of every step, and each kept epoch of a ViT-B/32 is a few MB)."""
 
-    def __init__(self) -> None:
-        self.kept: dict[int, dict[str, torch.Tensor]] = {}
-        self.signs: dict[int, dict[str, float]] = {}  # each kept epoch's label-free signs (microclip.drift)
+    def __init__(self, run: Adaptation) -> None:
+        self.run = run
+        self.kept: dict[int, KeptEpoch] = {}
         self.stride, self.last = 1, 0
 
     def on_fit_start(self, state: FitState) -> None:
         self.last = math.ceil(state.total_steps / max(1, state.steps_per_epoch))
         self.stride = max(1, math.ceil(self.last / MAX_KEPT_EPOCHS))
-        self.kept[0] = state.model.adapted_state()
+        self.kept[0] = KeptEpoch(state.model.adapted_state(), {}, {})
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
         if epoch % self.stride == 0 or epoch == self.last:
-            self.kept[epoch] = state.model.adapted_state()
-            self.signs[epoch] = epoch_signs(metrics)
+            self.kept[epoch] = KeptEpoch(state.model.adapted_state(), epoch_signs(metrics), self.run.current_drift())
 
 
 def _shift_note(model: MicroCLIP) -> str:

@@ -64,6 +64,26 @@ def test_the_timeline_ends_at_the_adapted_model_and_starts_at_the_base_zero_shot
     assert views[-1].logged["acc_fused"] == pytest.approx(meta.metrics["acc_fused"])
 
 
+def test_each_epoch_shows_fg_without_the_shift_it_had_then(registry, views):
+    assert views[0].explanation.logits_fg_unshifted is None  # the start: nothing to take away yet
+    assert all(v.explanation.logits_fg_unshifted is not None for v in views[1:])
+    # the last epoch is the shipped checkpoint, with the shift its metadata records
+    alone = explain_image(registry.get(ADAPTED).model, Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[-1].explanation.logits_fg_unshifted, alone.logits_fg_unshifted, atol=1e-4)
+    # each epoch took away its own shift, not the last one: epoch 1's logits differ from the last shift's
+    first = read_adapted(epochs_beside(TOY_ADAPTED)[1][1])[1]
+    assert views[1].logged["shift_fg"] == pytest.approx(float(torch.tensor(first.drift["fg_shift"]).norm()))
+    assert views[1].logged["shift_fg"] < views[-1].logged["shift_fg"]
+    truth = toy_truth(Image.open(TOY_EXAMPLE), views[0].explanation.grid)
+    text = timeline_markdown(ADAPTED, views, truth)
+    rows = [line.split(" | ") for line in text.splitlines() if re.match(r"\| (start|epoch \d+) \|", line)]
+    assert rows[0][4] == "no shift yet"  # the start's `[FG]` is `[FG]` without one
+    for row, view in zip(rows[1 : len(views)], views[1:]):
+        name, probability = view.explanation.top_k("fg_unshifted", 1)[0]
+        assert row[4].startswith(f"{name} {probability:.0%}")
+        assert row[5].rstrip(" |").endswith(f"{view.logged['acc_fg_unshifted']:.1f}")  # the run's own accuracy then
+
+
 def test_the_registry_s_model_is_not_touched_and_concurrent_images_do_not_mix(registry, views):
     model = registry.get(ADAPTED).model
     before = {k: v.clone() for k, v in model.adapted_state().items()}
@@ -109,16 +129,18 @@ def test_the_label_free_signs_are_shown_as_the_epochs_logged_them(views):
     # the signs as a run logs them, made up here so that every number and its place can be checked
     signs = {
         e: {"agree_cls": 90.0 - e, "agree_fg": 88.0 - 4 * e, "shared_cls": 0.4, "shared_fg": 0.5 + e / 50}
+        | ({"shift_fg": 0.125 * e} if e == 2 else {})  # epoch 1 as a run logged before the shift was measured
         for e in (1, 2)
     }
     signed = [replace(views[0], logged={})] + [replace(v, logged=signs[v.epoch]) for v in views[1:3]]
     text = timeline_markdown(ADAPTED, signed, None)
     table = text.split("**Without labels**")[1].split("**SOAP's map**")[0]
     rows = [line for line in table.splitlines() if re.match(r"\| epoch \d", line)]
-    assert rows == ["| epoch 1 | 89.0% | 84.0% | 0.40 / 0.52 |", "| epoch 2 | 88.0% | 80.0% | 0.40 / 0.54 |"]
+    assert rows == ["| epoch 1 | 89.0% | 84.0% | 0.40 / 0.52 | – |", "| epoch 2 | 88.0% | 80.0% | 0.40 / 0.54 | 0.25 |"]
     fact = next(line for line in text.splitlines() if line.startswith("- Without labels"))
     assert "84% of the training batches' images in epoch 1 and 80% in epoch 2" in fact
     assert "(`[CLS]` alone: 89% → 88%)" in fact and "0.52 → 0.54" in fact
+    assert "every image's `[FG]` took on reached length 0.25" in fact
     # a run logged before the signs existed: no table, no sentence
     assert "Without labels" not in timeline_markdown(ADAPTED, [replace(v, logged={}) for v in views[:3]], None)
 

@@ -97,6 +97,11 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     evaluated = json.loads((out / "eval" / "metrics.json").read_text())
     assert evaluated["acc"] == pytest.approx(metrics["acc"])
     assert "TokenFusion" in done.stdout and "[FG] only" in done.stdout and "mean per-class" in done.stdout
+    # the run recorded [FG]'s shift: evaluated without it too, as train.py's last evaluation did
+    assert evaluated["acc_fg_unshifted"] == pytest.approx(metrics["acc_fg_unshifted"])
+    assert evaluated["acc_fused_unshifted"] == pytest.approx(metrics["acc_fused_unshifted"])
+    assert f"TokenFusion without the shift's part: top-1 {evaluated['acc_fused_unshifted']:.2f}" in done.stdout
+    assert f"[FG] only without its shared shift: top-1 {evaluated['acc_fg_unshifted']:.2f}" in done.stdout
     per_class = json.loads((out / "eval" / "per_class.json").read_text())
     assert sum(per_class.values()) / 3 == pytest.approx(evaluated["mean_per_class"])
 
@@ -132,8 +137,17 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     assert evaluated["acc"] == pytest.approx(logged["test_acc"])
     # ... and carries that epoch's label-free signs, as logged, for Explore's epoch view
     _, meta = read_adapted(out / "epochs" / "epoch-1.safetensors")
-    signs = {k: meta.metrics[k] for k in ("agree_cls", "agree_fg", "shared_cls", "shared_fg")}
+    signs = {k: meta.metrics[k] for k in ("agree_cls", "agree_fg", "shared_cls", "shared_fg", "shift_fg")}
     assert signs == {k: logged[f"train_{k}"] for k in signs}
+    # ... and `[FG]`'s shift as that epoch ended, which evaluate.py reads back to score `[FG]` without it
+    shift = torch.tensor(meta.drift["fg_shift"])
+    assert float(shift.norm()) == pytest.approx(logged["train_shift_fg"], abs=1e-6)
+    assert evaluated["acc_fg_unshifted"] == pytest.approx(logged["test_acc_fg_unshifted"])
+    final_shift = torch.tensor(read_adapted(out / "checkpoint.safetensors")[1].drift["fg_shift"])
+    assert not torch.allclose(shift, final_shift)  # epoch 1's own, not the run's last
+    torch.testing.assert_close(
+        torch.tensor(read_adapted(out / "epochs" / "epoch-2.safetensors")[1].drift["fg_shift"]), final_shift
+    )
 
 
 def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
@@ -150,6 +164,8 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
     assert logged["epoch"] == 0
     assert evaluated["acc_fused"] == pytest.approx(logged["test_acc_fused"])
     assert evaluated["acc_cls"] == pytest.approx(logged["test_acc_cls"])
+    assert read_adapted(start_file := out / "epochs" / "epoch-0.safetensors")[1].drift == {}  # no shift yet
+    assert "acc_fg_unshifted" not in evaluated and "shift_fg" not in read_adapted(start_file)[1].metrics
 
 
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
@@ -191,6 +207,15 @@ def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root
         name, probability = alone.top_k("fused", 1)[0]
         assert row["answers"]["fused"] == {"class": name, "probability": pytest.approx(probability, abs=1e-6)}
         assert row["soap_top_weight"] == pytest.approx(float(np.max(alone.soap_weights)), abs=1e-6)
+        if alone.logits_fg_unshifted is None:  # the start: no shift yet
+            assert "fg_unshifted" not in row["answers"] and path.endswith("epoch-0.safetensors")
+        else:  # [FG] without the shift that epoch's own file recorded
+            name, probability = alone.top_k("fg_unshifted", 1)[0]
+            assert row["answers"]["fg_unshifted"] == {
+                "class": name,
+                "probability": pytest.approx(probability, abs=1e-6),
+            }
+    assert "[FG] only, no shift" in done.stdout
     lone = tmp_path / "lone" / "checkpoint.safetensors"  # a checkpoint copied without its epochs
     lone.parent.mkdir()
     shutil.copy(checkpoint, lone)

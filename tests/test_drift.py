@@ -51,10 +51,11 @@ shipped = pytest.mark.skipif(not START.is_file(), reason="the toy model and its 
 
 
 @shipped
-def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_images(tmp_path):
+@pytest.mark.parametrize("checkpoint", [SHIPPED, START.with_name("epoch-1.safetensors")], ids=["end", "epoch-1"])
+def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_images(tmp_path, checkpoint):
     from microclip.toyworld.dataset import ensure_split, load_split_arrays
 
-    model = load_model(SHIPPED)
+    model = load_model(checkpoint)
     stored = model.fg_shift
     assert stored is not None and model.meta.drift["images"] == 1600
     # Independently: bench/fg_shift.py's embeddings of the train split's raw pixels, at the end and at the run's
@@ -64,7 +65,9 @@ def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_
     _, f_end = fg_shift_bench.branch_embeddings(model, images)
     _, f_start = fg_shift_bench.branch_embeddings(load_model(START), images)
     assert torch.allclose(stored, f_end.mean(0) - f_start.mean(0), atol=1e-5)
-    assert float(stored.norm()) > 0.1  # a real shift, not rounding (0.28 on the shipped run)
+    assert (
+        float(stored.norm()) > 0.05
+    )  # a real shift, not rounding (0.10 after epoch 1 of the shipped run, 0.28 at its end)
 
 
 @shipped

@@ -136,6 +136,65 @@ def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_shift_probe_measures_each_epoch_without_changing_what_the_run_trains(image_dataset_root):
+    from microclip.drift import ShiftProbe
+
+    root = image_dataset_root / "shapes"
+    test = SeededDataset(build_dataset(str(root), "test"), test_transform(32), seed=0)
+    plain_images = SeededDataset(build_dataset(str(root), "train"), test_transform(32, crop="center"), seed=0)
+
+    class Snapshots(Callback):
+        def __init__(self) -> None:
+            self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+        def on_epoch_end(self, state, metrics) -> None:
+            self.states[metrics["epoch"]] = state.model.adapted_state()
+
+    plain = fresh_model()
+    fit(plain, train_set(image_dataset_root), CONFIG, test_set=test)
+    probed, snapshots = fresh_model(), Snapshots()
+    start = probed.adapted_state()
+    rows = fit(
+        probed,
+        train_set(image_dataset_root),
+        CONFIG,
+        test_set=test,
+        callbacks=[snapshots],
+        shift_probe=ShiftProbe(start, plain_images, batch_size=5),
+    ).history
+    # the measures mid-run leave the run exactly as it is without them
+    assert all(torch.equal(v, plain.adapted_state()[k]) for k, v in probed.adapted_state().items())
+    assert "train_shift_fg" not in fit(fresh_model(), train_set(image_dataset_root), CONFIG).history[-1]
+    # each epoch's shift, by hand: mean f over the plain training images at that epoch, minus at the start
+    images = torch.stack([plain_images[i][0] for i in range(len(plain_images))])
+    labels = torch.tensor([test[i][1] for i in range(len(test))])
+    test_images = torch.stack([test[i][0] for i in range(len(test))])
+
+    def mean_f(state: dict[str, torch.Tensor]) -> torch.Tensor:
+        model = fresh_model().eval()
+        model.load_adapted_state(state)
+        with torch.no_grad():
+            return model(images).fg_embed.mean(0)
+
+    for row in rows:
+        shift = mean_f(snapshots.states[row["epoch"]]) - mean_f(start)
+        assert row["train_shift_fg"] == pytest.approx(float(shift.norm()), abs=1e-5)
+        assert float(shift.norm()) > 1e-4  # it moved: not a measure of nothing
+        # [FG] without it on the test images: argmax of normalize(f - s) · Ŵ*, counted by hand
+        model = fresh_model().eval()
+        model.load_adapted_state(snapshots.states[row["epoch"]])
+        with torch.no_grad():
+            out = model(test_images)
+            f, g, w_hat = out.fg_embed, out.tokens.cls_embed, model.heads.w_star_hat()
+            answers = (F.normalize(f - shift, dim=-1) @ w_hat.T).argmax(1)
+            # the fused answer without the shift's part: ρ·100·g·Ŵ* + (1 − ρ)·100·(f − s)·Ŵ*
+            rho = model.config.fusion_ratio
+            fused = (rho * 100 * g @ w_hat.T + (1 - rho) * 100 * (f - shift) @ w_hat.T).argmax(1)
+        assert row["test_acc_fg_unshifted"] == pytest.approx(100 * float((answers == labels).float().mean()))
+        assert row["test_acc_fused_unshifted"] == pytest.approx(100 * float((fused == labels).float().mean()))
+    assert probed.fg_shift is not None and float(probed.fg_shift.norm()) == pytest.approx(rows[-1]["train_shift_fg"])
+
+
 def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path):
     class StopAt(Callback):
         def on_step_end(self, state, metrics):

@@ -195,6 +195,14 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
         for sign in ("agree_fg", "shared_fg"):
             assert meta.metrics[sign] == pytest.approx(np.mean([row[sign] for row in steps[first:last]]), abs=1e-6)
     assert "agree_fg" not in read_adapted(files[0][1])[1].metrics
+    # each epoch carries `[FG]`'s shift as it ended (the last epoch's is the run's), its length among the signs
+    shifts = {epoch: read_adapted(files[epoch][1])[1] for epoch in (1, 2, 3)}
+    for meta in shifts.values():
+        assert float(torch.tensor(meta.drift["fg_shift"]).norm()) == pytest.approx(meta.metrics["shift_fg"], abs=1e-6)
+    final_shift = torch.tensor(read_adapted(path)[1].drift["fg_shift"])
+    torch.testing.assert_close(torch.tensor(shifts[3].drift["fg_shift"]), final_shift)
+    assert not torch.allclose(torch.tensor(shifts[1].drift["fg_shift"]), final_shift)
+    assert read_adapted(files[0][1])[1].drift == {}
     # and the checkpoint carries the shift its [FG] took on, measured on the job's 24 images, as the run's end said
     drift = read_adapted(path)[1].drift
     assert drift["images"] == 24
