@@ -79,7 +79,10 @@ class Adaptation:
         resume: bool = False,
         start_epoch: int = 0,
         restore: Callable | None = None,
+        shift_each_epoch: bool = False,
     ) -> AdaptResult:
+        """:func:`microclip.engine.fit` on the prepared run; ``shift_each_epoch`` (a run that keeps its epochs)
+        measures `[FG]`'s shift at every epoch's end, not only where a test evaluation is due."""
         started = time.perf_counter()
         result: FitResult = fit(
             self.model,
@@ -94,6 +97,7 @@ class Adaptation:
             start_epoch=start_epoch,
             restore=restore,
             shift_probe=None if self.recipe.mode in CLS_ONLY_MODES else self.shift_probe,
+            shift_each_epoch=shift_each_epoch,
         )
         return AdaptResult(
             history=result.history,
@@ -113,8 +117,8 @@ class Adaptation:
         return shift_record(self.model.fg_shift, self.shift_probe.n_images)
 
     def current_drift(self) -> dict:
-        """The shift as last measured (the latest epoch's end, :func:`microclip.engine.fit`), for that epoch's
-        checkpoint; empty before the first epoch ends and for the CLS-only baselines."""
+        """The shift measured at the latest epoch's end (:func:`microclip.engine.fit`), for that epoch's
+        checkpoint; empty where that epoch's end measured none, and for the CLS-only baselines."""
         shift = self.model.fg_shift
         return {} if shift is None else shift_record(shift, self.shift_probe.n_images)
 

@@ -629,6 +629,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         resume=args.resume is not None,
         start_epoch=start_epoch,
         restore=_restorer(reference_run),
+        shift_each_epoch=args.keep_epochs,  # each saved epoch carries its own shift
     )
     if rank != 0:
         return 0

@@ -407,6 +407,7 @@ def fit(
     start_epoch: int = 0,
     restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None,
     shift_probe: ShiftProbe | None = None,
+    shift_each_epoch: bool = False,
 ) -> FitResult:
     """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
@@ -415,8 +416,11 @@ def fit(
     ``threading.Event``) or a callback setting ``state.should_stop`` ends the run after the current step.
     ``start_epoch`` starts a fresh run at that epoch, as the reference's ``--start_epoch`` (the schedule
     continues from there); ``restore`` fills the model and optimiser first (a reference checkpoint).
-    With ``shift_probe``, every epoch's end measures `[FG]`'s shared shift (no labels), sets it as
-    ``model.fg_shift`` before the test evaluation (which then also scores `[FG]` without it) and logs its length.
+    With ``shift_probe``, an epoch's end with a test evaluation due (every epoch's with ``shift_each_epoch``: a
+    run that keeps its epochs) measures `[FG]`'s shared shift (no labels), sets it as ``model.fg_shift`` before the
+    evaluation (which then also scores `[FG]` and the fused answer without it) and logs its length; at other epoch
+    ends ``model.fg_shift`` is None, so nothing reads a stale one. A measure costs one pass over at most
+    ``drift.SHIFT_IMAGES`` training images.
     Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
@@ -468,7 +472,8 @@ def fit(
                 save()
         if not stopped:
             seconds = time.perf_counter() - epoch_start
-            state.history.append(_end_epoch(model, state, test_set, running, seconds, device, shift_probe))
+            shift = (shift_probe, shift_each_epoch) if shift_probe is not None else None
+            state.history.append(_end_epoch(model, state, test_set, running, seconds, device, shift))
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
     if stopped:
@@ -549,10 +554,10 @@ def _end_epoch(
     running: _RunningMean,
     seconds: float,
     device: torch.device,
-    shift_probe: ShiftProbe | None = None,
+    shift: tuple[ShiftProbe, bool] | None = None,
 ) -> dict:
-    """The epoch's history row: `[FG]`'s shift with a probe, the test evaluation on schedule (and always after the
-    last epoch)."""
+    """The epoch's history row: the test evaluation on schedule (and always after the last epoch), and `[FG]`'s
+    shift before it with ``shift`` = (probe, measure at every epoch's end)."""
     config = state.config
     row = {
         "epoch": state.epoch + 1,
@@ -562,11 +567,13 @@ def _end_epoch(
     }
     if (peak := peak_memory_mb(device)) is not None:
         row["gpu_peak_mb"] = peak
-    if shift_probe is not None and state.is_main:
-        model.fg_shift = shift_probe.measure(model)
-        row["train_shift_fg"] = float(model.fg_shift.norm())
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
+    if shift is not None and state.is_main:
+        probe, each_epoch = shift
+        model.fg_shift = probe.measure(model) if each_epoch or (due and test_set is not None) else None
+        if model.fg_shift is not None:
+            row["train_shift_fg"] = float(model.fg_shift.norm())
     if test_set is not None and state.is_main and due:
         result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})

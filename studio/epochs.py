@@ -17,7 +17,7 @@ from studio.images import image_file
 from viz.overlay import outline_mask, overlay_unit
 from viz.steps import region_phrase
 
-BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`", "fg_unshifted": "`[FG]` without its shift"}
+BRANCH_NAMES = {"fused": "fused", "cls": "`[CLS]`", "fg": "`[FG]`"}
 
 
 # ------------------------------------------------------------------ pictures
@@ -68,16 +68,20 @@ def _soap_at(explanation: Explanation, truth: PatchTruth | None) -> _SoapAt:
     return _SoapAt(f"{facts.soap_top} on {region_phrase(facts.soap_top_region)}", facts.soap_on_parts)
 
 
-def _logged(view: EpochView, branches: Sequence[str]) -> str:
+def _logged(view: EpochView, branches: Sequence[str] = BRANCHES) -> str:
     values = [view.logged.get(f"acc_{b}") for b in branches]
     return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
 
 SIGNS_SOURCE = (
     "on the run's own training batches, averaged over each epoch: how often each branch alone gives the fused "
-    "answer (%), and how much of each branch's token every image shares, 0 to 1; and, as each epoch ends, the "
-    "length of the one shift every image's `[FG]` token took on since the start, on its training images "
-    "(microclip/drift.py; each token has length 1)"
+    "answer (%), and how much of each branch's token every image shares, 0 to 1 (microclip/drift.py)"
+)
+
+SHIFT_SOURCE = (
+    "the length of the one vector every image's `[FG]` token took on since the start, measured without labels on "
+    "the run's training images as each epoch ended (each token has length 1); `[FG]` alone on this image with and "
+    "without it; and the run's test accuracy of `[FG]` alone with / without it, in %"
 )
 
 
@@ -86,7 +90,19 @@ def _signs(logged: dict[str, float]) -> list[str]:
         return format(logged[key], form) if key in logged else "–"
 
     shared = f"{value('shared_cls', '.2f')} / {value('shared_fg', '.2f')}"
-    return [f"{value('agree_cls', '.1f')}%", f"{value('agree_fg', '.1f')}%", shared, value("shift_fg", ".2f")]
+    return [f"{value('agree_cls', '.1f')}%", f"{value('agree_fg', '.1f')}%", shared]
+
+
+def _shift_row(view: EpochView, true_class: str | None) -> list[str]:
+    """One epoch of the shift's table: its length, `[FG]` with and without it, the run's `[FG]` accuracy both ways."""
+    e = view.explanation
+    if e.logits_fg_unshifted is None:  # the start has no shift; an epoch saved before shifts were kept has none
+        alone = "no shift yet" if view.epoch == 0 else "–"
+    else:
+        alone = _answer(e, "fg_unshifted", true_class)
+    length = f"{view.logged['shift_fg']:.2f}" if "shift_fg" in view.logged else "–"
+    accuracy = _logged(view, ("fg", "fg_unshifted"))
+    return [epoch_name(view.epoch), length, _answer(e, "fg", true_class), alone, accuracy]
 
 
 def _drift_fact(first: EpochView, last: EpochView) -> str:
@@ -144,7 +160,7 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
         )
     if shifted:
         facts.append(
-            f"{BRANCH_NAMES['fg_unshifted']}: {_answer(shifted[0].explanation, 'fg_unshifted', true_class)} after "
+            f"`[FG]` without its shift: {_answer(shifted[0].explanation, 'fg_unshifted', true_class)} after "
             f"{epoch_name(shifted[0].epoch)} → {_answer(shifted[-1].explanation, 'fg_unshifted', true_class)} after "
             f"{epoch_name(shifted[-1].epoch)} (the shift is the same on every image; taken away, what is left of "
             "`[FG]` is what it saw in this one)."
@@ -156,31 +172,23 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
         facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
     lines += ["", *[f"- {fact}" for fact in facts]]
     # Two narrow tables, not one wide one: eight columns of class names and patches do not fit beside the maps.
-    branches = [*BRANCHES, *(["fg_unshifted"] if shifted else [])]
-    accuracies = [b for b in branches if any(f"acc_{b}" in v.logged for v in views)]
-    answers = ["epoch", *(BRANCH_NAMES[b] for b in branches), "run's accuracy"]
+    answers = ["epoch", "fused", "`[CLS]`", "`[FG]`", "run's accuracy"]
     lines += [
         "",
-        f"**Each branch's answer** (and the run's test accuracy then, "
-        f"{' / '.join(BRANCH_NAMES[b] for b in accuracies)}, in %)",
+        "**Each branch's answer** (and the run's test accuracy then, fused / `[CLS]` / `[FG]`, in %)",
         "",
         _row(answers),
         _rule(answers),
     ]
     for view in views:
         e = view.explanation
-        known = [b for b in branches if b != "fg_unshifted" or e.logits_fg_unshifted is not None]
-        missing = "no shift yet" if view.epoch == 0 else "–"  # a later epoch without one was saved before it was kept
-        cells = [_answer(e, b, true_class) if b in known else missing for b in branches]
-        lines.append(_row([epoch_name(view.epoch), *cells, _logged(view, accuracies)]))
+        lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
+    if shifted:
+        header = ["epoch", "shift", "`[FG]`", "`[FG]` without it", "run's `[FG]` accuracy"]
+        lines += ["", f"**`[FG]` and its shared shift** ({SHIFT_SOURCE})", "", _row(header), _rule(header)]
+        lines += [_row(_shift_row(v, true_class)) for v in views]
     if signed:
-        header = [
-            "epoch",
-            "`[CLS]` alone = fused",
-            "`[FG]` alone = fused",
-            "shared by every image: `[CLS]` / `[FG]`",
-            "`[FG]`'s shift",
-        ]
+        header = ["epoch", "`[CLS]` alone = fused", "`[FG]` alone = fused", "shared by every image: `[CLS]` / `[FG]`"]
         lines += ["", f"**Without labels** ({SIGNS_SOURCE})", "", _row(header), _rule(header)]
         lines += [_row([epoch_name(v.epoch), *_signs(v.logged)]) for v in signed]
     header = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]

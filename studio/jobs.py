@@ -489,7 +489,8 @@ class AdaptationRunner:
             job.train_started = time.monotonic()
             self._set(job, status=JobStatus.RUNNING, message="training")
         epochs = _EpochStates(run)
-        result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event)
+        # every epoch's shift: the kept epochs carry their own, for Explore's epoch view
+        result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event, shift_each_epoch=True)
         self._update(job, message="measuring the shift self-training gave every image's [FG] (no labels)")
         drift = run.measure_drift()  # before the probes: their explanations then show [FG] with and without it
         if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's

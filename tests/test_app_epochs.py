@@ -76,12 +76,15 @@ def test_each_epoch_shows_fg_without_the_shift_it_had_then(registry, views):
     assert views[1].logged["shift_fg"] < views[-1].logged["shift_fg"]
     truth = toy_truth(Image.open(TOY_EXAMPLE), views[0].explanation.grid)
     text = timeline_markdown(ADAPTED, views, truth)
-    rows = [line.split(" | ") for line in text.splitlines() if re.match(r"\| (start|epoch \d+) \|", line)]
-    assert rows[0][4] == "no shift yet"  # the start's `[FG]` is `[FG]` without one
-    for row, view in zip(rows[1 : len(views)], views[1:]):
+    table = text.split("**`[FG]` and its shared shift**")[1].split("**Without labels**")[0]
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines() if re.match(r"\| (start|epoch \d+) \|", line)]
+    assert rows[0][1:4:2] == ["–", "no shift yet"]  # the start: `[FG]` has nothing to take away yet
+    assert len(rows) == len(views)
+    for row, view in zip(rows[1:], views[1:]):
         name, probability = view.explanation.top_k("fg_unshifted", 1)[0]
-        assert row[4].startswith(f"{name} {probability:.0%}")
-        assert row[5].rstrip(" |").endswith(f"{view.logged['acc_fg_unshifted']:.1f}")  # the run's own accuracy then
+        assert row[1] == f"{view.logged['shift_fg']:.2f}" and row[3].startswith(f"{name} {probability:.0%}")
+        # the run's own test accuracy then, `[FG]` with / without the shift
+        assert row[4] == f"{view.logged['acc_fg']:.1f} / {view.logged['acc_fg_unshifted']:.1f}"
 
 
 def test_the_registry_s_model_is_not_touched_and_concurrent_images_do_not_mix(registry, views):
@@ -136,7 +139,7 @@ def test_the_label_free_signs_are_shown_as_the_epochs_logged_them(views):
     text = timeline_markdown(ADAPTED, signed, None)
     table = text.split("**Without labels**")[1].split("**SOAP's map**")[0]
     rows = [line for line in table.splitlines() if re.match(r"\| epoch \d", line)]
-    assert rows == ["| epoch 1 | 89.0% | 84.0% | 0.40 / 0.52 | – |", "| epoch 2 | 88.0% | 80.0% | 0.40 / 0.54 | 0.25 |"]
+    assert rows == ["| epoch 1 | 89.0% | 84.0% | 0.40 / 0.52 |", "| epoch 2 | 88.0% | 80.0% | 0.40 / 0.54 |"]
     fact = next(line for line in text.splitlines() if line.startswith("- Without labels"))
     assert "84% of the training batches' images in epoch 1 and 80% in epoch 2" in fact
     assert "(`[CLS]` alone: 89% → 88%)" in fact and "0.52 → 0.54" in fact

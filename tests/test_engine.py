@@ -195,6 +195,27 @@ def test_a_shift_probe_measures_each_epoch_without_changing_what_the_run_trains(
     assert probed.fg_shift is not None and float(probed.fg_shift.norm()) == pytest.approx(rows[-1]["train_shift_fg"])
 
 
+def test_the_shift_is_measured_where_a_test_evaluation_is_due_or_every_epoch_when_asked(image_dataset_root):
+    from microclip.drift import ShiftProbe
+
+    root = image_dataset_root / "shapes"
+    test = SeededDataset(build_dataset(str(root), "test"), test_transform(32), seed=0)
+    plain_images = SeededDataset(build_dataset(str(root), "train"), test_transform(32, crop="center"), seed=0)
+    config = replace(CONFIG, epochs=3, eval_every=2)
+
+    def measured(test_set, each_epoch: bool) -> list[bool]:
+        model = fresh_model()
+        probe = ShiftProbe(model.adapted_state(), plain_images, batch_size=8)
+        rows = fit(
+            model, train_set(image_dataset_root), config, test_set, shift_probe=probe, shift_each_epoch=each_epoch
+        ).history
+        return ["train_shift_fg" in row for row in rows]
+
+    assert measured(test, each_epoch=False) == [False, True, True]  # epoch 2 (every 2nd) and the last
+    assert measured(None, each_epoch=False) == [False, False, False]  # nothing evaluated: measure_drift at the end
+    assert measured(None, each_epoch=True) == [True, True, True]  # a run that keeps its epochs
+
+
 def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path):
     class StopAt(Callback):
         def on_step_end(self, state, metrics):
