@@ -51,6 +51,7 @@ from viz.runs import progress_html as runs_progress_html
 from viz.runs import skipped_markdown as runs_skipped_markdown
 
 log = logging.getLogger(__name__)
+SHOWN_SHIFTS = 12  # the status box lists the shift's length after at most this many of the latest epochs
 MAX_KEPT_EPOCHS = 12  # a run keeps its start and at most this many epochs' tensors for Explore's epoch view
 TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after each step
 MAX_YIELD_S = 2.0
@@ -197,6 +198,8 @@ class JobSnapshot:
     total_steps: int = 0
     # one dict per step: step, loss, ce, fair, pl_conf, agree_/shared_ cls and fg, pl_acc (labelled data), lr
     metrics: list[dict] = field(default_factory=list)
+    # (epoch, length) as each epoch ends: the one shift every image's [FG] has taken on since the start (no labels)
+    shifts: list[tuple[int, float]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     n_images: int = 0
     labelled: bool = False
@@ -611,6 +614,12 @@ class _LiveCallback(Callback):
         self.step_started = time.monotonic()
         self._record(state, metrics)
 
+    def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if "train_shift_fg" in metrics:
+            with self.runner._lock:
+                shifts = [*self.job.view.shifts, (int(metrics["epoch"]), float(metrics["train_shift_fg"]))]
+                self.runner._set(self.job, shifts=shifts)
+
     def _yield_to_requests(self, step_seconds: float) -> None:
         """While Explore or Compare requests run, pause after each step for a share of its time, so a run
         takes at most 1 / (1 + TRAINING_YIELD) of a core from them (bench/app.py: without it Explore kept
@@ -717,6 +726,13 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
     if snapshot.classes:
         kind = "labelled by folders" if snapshot.labelled else "unlabelled"
         text += f"  \n{snapshot.n_images} images, {len(snapshot.classes)} classes ({kind})"
+    if snapshot.shifts:
+        lengths = ", ".join(f"{length:.2f}" for _, length in snapshot.shifts[-SHOWN_SHIFTS:])
+        first = snapshot.shifts[-SHOWN_SHIFTS:][0][0]
+        text += (
+            f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
+            f"{lengths}"
+        )
     if snapshot.saved_name:
         text += (
             f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "

@@ -13,7 +13,7 @@ import torch
 from conftest import CLASSES
 
 from microclip.checkpoint import load_model, read_adapted
-from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError
+from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError, status_markdown
 from studio.registry import ModelRegistry
 
 
@@ -203,6 +203,10 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
     torch.testing.assert_close(torch.tensor(shifts[3].drift["fg_shift"]), final_shift)
     assert not torch.allclose(torch.tensor(shifts[1].drift["fg_shift"]), final_shift)
     assert read_adapted(files[0][1])[1].drift == {}
+    # the status box listed the shift as each epoch ended, the lengths the saved epochs carry
+    assert finished.shifts == [(epoch, pytest.approx(meta.metrics["shift_fg"])) for epoch, meta in shifts.items()]
+    lengths = ", ".join(f"{meta.metrics['shift_fg']:.2f}" for meta in shifts.values())
+    assert f"after epoch 1 on: {lengths}" in status_markdown(finished)
     # and the checkpoint carries the shift its [FG] took on, measured on the job's 24 images, as the run's end said
     drift = read_adapted(path)[1].drift
     assert drift["images"] == 24
