@@ -14,6 +14,8 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
 - ``shared_fg`` / ``shared_cls``: how much of each token every image shares (mean cosine to the tokens' mean
   direction);
 - ``cos_fg_cls``: the mean cosine between an image's f and its g;
+- ``shift_fg`` / ``shift_cls``: the length of the shift of f's mean and of g's (the same measure on `[CLS]`), and
+  ``cos_shifts`` the cosine between the two: whether both branches moved the same way;
 - ``never_named_fg`` / ``top_share_fg``: how many classes `[FG]` alone never answers, and the commonest answer's
   share of all answers (1/16 when balanced);
 - ``nearest_mean_fg``: a nearest-class-mean classifier on f, its class means from the train split's *labels*: not
@@ -134,10 +136,10 @@ def measure_epochs(
     for epoch, path in saved:
         model = (start_model(base) if path is None else load_model(path)).eval()
         g, f = branch_embeddings(model, test_images)
-        _, f_train = branch_embeddings(model, train_images)
+        g_train, f_train = branch_embeddings(model, train_images)
         if start_mean is None:
-            start_mean = f_train.mean(0)
-        shift = f_train.mean(0) - start_mean
+            start_mean, start_cls_mean = f_train.mean(0), g_train.mean(0)
+        shift, cls_shift = f_train.mean(0) - start_mean, g_train.mean(0) - start_cls_mean
         w_hat = model.heads.w_star_hat().detach()
         spread = answer_spread((f @ w_hat.T).argmax(1).numpy(), w_hat.shape[0])
         rows.append(
@@ -149,6 +151,9 @@ def measure_epochs(
                 "shared_fg": shared_part(f),
                 "shared_cls": shared_part(g),
                 "cos_fg_cls": float((f * g).sum(1).mean()),
+                "shift_fg": float(shift.norm()),
+                "shift_cls": float(cls_shift.norm()),
+                "cos_shifts": float(F.cosine_similarity(shift, cls_shift, dim=0)) if epoch else None,
                 "never_named_fg": spread["never_named"],
                 "top_share_fg": spread["top_share"],
                 "nearest_mean_fg": nearest_mean_accuracy(f_train, train_labels, f, test_labels),
@@ -200,15 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         saved = saved_models(Path(folder), args.base)
         reports[name] = measure_epochs(saved, test, train, args.base, pairs)
     print(
-        "| run | epoch | [FG] | [FG] unshifted | shared f / g | cos(f, g) | classes [FG] never names | "
-        "top class share | nearest mean (labels) |"
+        "| run | epoch | [FG] | [FG] unshifted | shared f / g | cos(f, g) | shift f / g (cos) | classes [FG] never "
+        "names | top class share | nearest mean (labels) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in reports.items():
         for r in rows:
             print(
                 f"| {name} | {r['epoch']} | {r['fg']:.1f} | {r['fg_unshifted']:.1f} | {r['shared_fg']:.2f} / "
-                f"{r['shared_cls']:.2f} | {r['cos_fg_cls']:.2f} | {r['never_named_fg']} | {r['top_share_fg']:.1f} | "
+                f"{r['shared_cls']:.2f} | {r['cos_fg_cls']:.2f} | {r['shift_fg']:.3f} / {r['shift_cls']:.3f} "
+                f"({'–' if r['cos_shifts'] is None else format(r['cos_shifts'], '.2f')}) | "
+                f"{r['never_named_fg']} | {r['top_share_fg']:.1f} | "
                 f"{r['nearest_mean_fg']:.1f} |"
             )
     for name, rows in reports.items():

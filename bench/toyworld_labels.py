@@ -12,7 +12,9 @@ against W_LLM and against Ŵ*), and the [CLS] of a centred square of side 0.75 o
 `--descriptions FILE` (CuPL format, every toy class) swaps the world's descriptions for another wording;
 `--named` for the world's own, worded around each class name as CuPL's are (`text.descriptions(named=True)`).
 `--per_class` adds, per species, each half's accuracy and what the static half calls it when wrong: the species
-self-training will lose.
+self-training will lose. `--preference CKPT` (one folder: the base CKPT was adapted from; CKPT records `[FG]`'s
+shared shift) asks whether the class preference the shift adds (100 · s · Ŵ*) follows how many more labels
+each class gets than it has images, half by half (Spearman over the classes; docs/toyworld.md, round 22).
 """
 
 from __future__ import annotations
@@ -99,6 +101,27 @@ def label_predictions(
     }
 
 
+def preference_line(checkpoint: str, y: torch.Tensor, predictions: dict[str, torch.Tensor]) -> str:
+    """Spearman, over the classes, between what the checkpoint's shift adds to each class's `[FG]` logit and how
+    many more of the sample's labels each class gets than it has images, for DKA and each half."""
+    from scipy.stats import spearmanr
+
+    from microclip.checkpoint import load_model
+    from microclip.drift import shift_class_logits
+
+    part = shift_class_logits(load_model(checkpoint))
+    if part is None:
+        raise SystemExit(f"{checkpoint}: no recorded shift (python -m microclip drift --ckpt-path ... --write)")
+    preference = part.detach().numpy()
+    truth = np.bincount(y.numpy(), minlength=len(preference))
+    rows = []
+    for key in ("dka", "dynamic", "static"):
+        excess = np.bincount(predictions[key].numpy(), minlength=len(preference)) - truth
+        result = spearmanr(preference, excess)
+        rows.append(f"{key} {result.statistic:+.2f} (p {result.pvalue:.2f})")
+    return f"{checkpoint}: the shift's class preference vs each class's excess of labels, Spearman: " + ", ".join(rows)
+
+
 def centre_square(image: Image.Image, side: float) -> Image.Image:
     """The centred square of side `side` × the shorter edge."""
     edge = max(1, int(round(side * min(image.size))))
@@ -114,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     wording = p.add_mutually_exclusive_group()
     wording.add_argument("--descriptions", help="a CuPL-format descriptions file to use instead of the world's")
     wording.add_argument("--named", action="store_true", help="the world's descriptions, every line naming its class")
+    p.add_argument("--preference", metavar="CKPT", help="an adapted checkpoint of the one folder, with its shift")
     args = p.parse_args(argv)
+    if args.preference and len(args.folders) != 1:
+        p.error("--preference reads one base folder: the one its checkpoint was adapted from")
     torch.set_num_threads(1)
     texts = load_descriptions(args.descriptions, CLASS_NAMES) if args.descriptions else None
     if args.named:
@@ -124,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{folder}: " + ", ".join(f"{k} {v:.1f}%" for k, v in accuracies(y, predictions).items()))
         if args.per_class:
             print("\n".join(per_class(y, predictions, ("dynamic", "static", "dka"))))
+        if args.preference:
+            print(preference_line(args.preference, y, predictions))
 
 
 if __name__ == "__main__":

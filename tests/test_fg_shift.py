@@ -65,6 +65,16 @@ def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
         assert row["fg"] == pytest.approx(100.0 * float((logits.fg.argmax(1).numpy() == test[1]).mean()))
         assert row["cls"] == pytest.approx(100.0 * float((logits.cls.argmax(1).numpy() == test[1]).mean()))
         assert 0.0 <= row["shared_fg"] <= 1.0 and -1.0 <= row["cos_fg_cls"] <= 1.0
+    # both branches' shifts, by hand from the two models' train embeddings
+    train_images = torch.from_numpy(train[0]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        ends = [load_model(path).eval()(train_images) for _, path in saved]
+    f_shift = ends[1].fg_embed.mean(0) - ends[0].fg_embed.mean(0)
+    g_shift = ends[1].tokens.cls_embed.mean(0) - ends[0].tokens.cls_embed.mean(0)
+    assert rows[1]["shift_fg"] == pytest.approx(float(f_shift.norm()), abs=1e-5)
+    assert rows[1]["shift_cls"] == pytest.approx(float(g_shift.norm()), abs=1e-5)
+    assert rows[1]["cos_shifts"] == pytest.approx(float(f_shift @ g_shift / f_shift.norm() / g_shift.norm()), abs=1e-4)
+    assert rows[0]["shift_fg"] == 0.0 and rows[0]["cos_shifts"] is None
 
 
 @pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
