@@ -171,6 +171,12 @@ def test_an_epoch_from_another_run_is_refused_by_name(tmp_path):
         Timeline(files)
     with pytest.raises(CheckpointError, match="keep_epochs"):
         Timeline([])
+    # an epoch whose recorded shift is not a vector of the model's width is refused by name too
+    tensors, meta = read_adapted(files[2][1])
+    meta.drift = {"fg_shift": [0.1, 0.2], "images": 2}
+    save_adapted(files[2][1], tensors, meta)
+    with pytest.raises(CheckpointError, match=re.escape(f"{files[2][1]}: drift.fg_shift is not a list")):
+        Timeline([files[0], files[2]])
 
 
 def test_a_broken_epoch_file_is_a_clear_error_and_nothing_broken_is_kept(tmp_path):
