@@ -81,6 +81,13 @@ def test_each_threshold_is_where_the_issue_puts_it(accuracy, key, expected):
     assert _met(_report(**accuracy))[key] is expected
 
 
+def test_fg_only_is_decided_as_evaluated_with_the_unshifted_number_beside_it():
+    rows = {t.key: t for t in targets(_report(adapted_fg=50.0, adapted_fg_unshifted=74.4))}
+    assert rows["fg_only"].met is False  # the issue's row reads [FG] as the model answers
+    assert rows["fg_only"].shown == "50.0 (74.4 without its shift)"
+    assert {t.key: t.shown for t in targets(_report(adapted_fg=50.0))}["fg_only"] == "50.0"
+
+
 def test_the_cut_rows_read_the_base_tower_and_the_rest_their_own_keys():
     report = _report()
     report["ncut_on_bird"]["base"]["iou"] = 54.9  # the adapted tower's 10.0 is not read
