@@ -109,11 +109,13 @@ class Adaptation:
     def measure_drift(self) -> dict:
         """What self-training did to `[FG]` without labels, for the checkpoint's ``drift``: the shift every image's
         token took on (:class:`microclip.drift.ShiftProbe`, a pass over at most ``SHIFT_IMAGES`` training
-        images), also set on the model so its explanations can take it away. Empty for the CLS-only baselines,
-        whose SOAP never trains."""
+        images), also set on the model so its explanations can take it away. The last epoch's end has usually
+        measured it already (fit leaves ``model.fg_shift`` None where it has not, or after a stop); then no pass
+        is made. Empty for the CLS-only baselines, whose SOAP never trains."""
         if self.recipe.mode in CLS_ONLY_MODES:
             return {}
-        self.model.fg_shift = self.shift_probe.measure(self.model)
+        if self.model.fg_shift is None:
+            self.model.fg_shift = self.shift_probe.measure(self.model)
         return shift_record(self.model.fg_shift, self.shift_probe.n_images)
 
     def current_drift(self) -> dict:

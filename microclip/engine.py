@@ -419,8 +419,9 @@ def fit(
     With ``shift_probe``, an epoch's end with a test evaluation due (every epoch's with ``shift_each_epoch``: a
     run that keeps its epochs) measures `[FG]`'s shared shift (no labels), sets it as ``model.fg_shift`` before the
     evaluation (which then also scores `[FG]` and the fused answer without it) and logs its length; at other epoch
-    ends ``model.fg_shift`` is None, so nothing reads a stale one. A measure costs one pass over at most
-    ``drift.SHIFT_IMAGES`` training images.
+    ends, and after a stop, ``model.fg_shift`` is None, so nothing reads a stale one: once fit returns it is the
+    shift of the model as it is, or None. A measure costs one pass over at most ``drift.SHIFT_IMAGES`` training
+    images.
     Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
@@ -478,6 +479,8 @@ def fit(
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
     if stopped:
         save()
+        if shift_probe is not None:
+            model.fg_shift = None  # the model has trained past the last epoch's measure
     _emit(callbacks, "on_fit_end", state)
     model.eval()
     return FitResult(history=state.history, stopped=stopped, global_step=state.global_step)
