@@ -786,9 +786,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` with parsed arguments."""
+    return _reporting_user_errors(_evaluate, args)
+
+
+def _reporting_user_errors(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a read-only command: a user's mistake (bad file, data, flag) is one logged line and exit code 2."""
     setup_logging(args.verbose)
     try:
-        return _evaluate(args)
+        return command(args)
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
@@ -848,12 +853,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def run_drift(args: argparse.Namespace) -> int:
     """``drift`` with parsed arguments."""
-    setup_logging(args.verbose)
-    try:
-        return _drift(args)
-    except USER_ERRORS as error:
-        log.error("%s", error)
-        return 2
+    return _reporting_user_errors(_drift, args)
 
 
 def _drift(args: argparse.Namespace) -> int:
