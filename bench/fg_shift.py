@@ -20,6 +20,12 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
   share of all answers (1/16 when balanced);
 - ``nearest_mean_fg``: a nearest-class-mean classifier on f, its class means from the train split's *labels*: not
   what the model answers, but whether f still keeps the classes apart;
+- with ``--value_map``, on the last epoch: ``value_map``, where SOAP's value map W_v makes the shift. Its change
+  since the start, split into the part that acts on the mean of what it is applied to (m: the patch tokens as SOAP
+  weighs them, averaged over the train images at the start; minus the centre in a ``--centre_values`` run) and the
+  rest: ``mean_part_share`` (that part's share of the change, squared norms) and, for W_v as trained, without
+  that part, with only that part and at the start (everything else as trained), `[FG]`-only accuracy and the
+  shift's length;
 - with ``--part_removal N``, on the last epoch: ``part_removal``, the mean drop of each branch's true-class
   probability when one part of the first N test birds of each class is erased (bench/toyworld.py's
   counterfactual), and of `[FG]`'s with the shift taken away from f before and after.
@@ -39,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
-from microclip.drift import shared_part
+from microclip.drift import mean_value_input, shared_part
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
@@ -126,19 +132,64 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
     return {name: 100.0 * float((before[name] - after[name]).mean()) for name in before}
 
 
+def split_value_change(start: torch.Tensor, now: torch.Tensor, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_v's change now − start as (its part on the unit direction ``unit``, the rest): (Δ u) uᵀ and Δ − (Δ u) uᵀ."""
+    change = now - start
+    on_unit = torch.outer(change @ unit, unit)
+    return on_unit, change - on_unit
+
+
+def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split, train: Split) -> dict:
+    """``value_map`` (module docstring) for ``model`` against the run's ``start``; ``model`` is left as it was."""
+    (test_images, test_labels), (train_images, _) = test, train
+    batches = (torch.from_numpy(train_images[i : i + BATCH]).permute(0, 3, 1, 2).float() / 255.0 for i in
+               range(0, len(train_images), BATCH))  # fmt: skip
+    mean_input = mean_value_input(start, batches)
+    if start.config.centre_values:
+        mean_input = mean_input - start.soap.value_centre
+    unit = F.normalize(mean_input, dim=0)
+    w_start = start.soap.value_proj.weight.detach().clone()
+    w_now = model.soap.value_proj.weight.detach().clone()
+    on_mean, rest = split_value_change(w_start, w_now, unit)
+    start_mean = branch_embeddings(start, train_images)[1].mean(0)
+    w_hat = model.heads.w_star_hat().detach()
+    variants = {"as_trained": w_now, "without_mean_part": w_start + rest, "only_mean_part": w_start + on_mean,
+                "at_start": w_start}  # fmt: skip
+    report: dict = {"mean_part_share": float(on_mean.pow(2).sum() / (w_now - w_start).pow(2).sum().clamp_min(1e-30))}
+    try:
+        for name, weight in variants.items():
+            with torch.no_grad():
+                model.soap.value_proj.weight.copy_(weight)
+            f_test = branch_embeddings(model, test_images)[1]
+            f_train = branch_embeddings(model, train_images)[1]
+            report[name] = {
+                "fg": accuracy(f_test, w_hat, test_labels),
+                "shift_fg": float((f_train.mean(0) - start_mean).norm()),
+            }
+    finally:
+        with torch.no_grad():
+            model.soap.value_proj.weight.copy_(w_now)
+    return report
+
+
 def measure_epochs(
-    saved: list[tuple[int, Path | None]], test: Split, train: Split, base: str | None = None, pairs: Pairs | None = None
+    saved: list[tuple[int, Path | None]],
+    test: Split,
+    train: Split,
+    base: str | None = None,
+    pairs: Pairs | None = None,
+    value_map: bool = False,
 ) -> list[dict]:
     """One row per saved model; the shift is measured against the first (the start). With ``pairs``, the last row
-    also carries the part-removal drops (:func:`part_removal`)."""
+    also carries the part-removal drops (:func:`part_removal`); with ``value_map``, :func:`value_map_parts`."""
     (test_images, test_labels), (train_images, train_labels) = test, train
-    rows, start_mean = [], None
+    rows, start_mean, first = [], None, None
     for epoch, path in saved:
         model = (start_model(base) if path is None else load_model(path)).eval()
         g, f = branch_embeddings(model, test_images)
         g_train, f_train = branch_embeddings(model, train_images)
         if start_mean is None:
-            start_mean, start_cls_mean = f_train.mean(0), g_train.mean(0)
+            start_mean, start_cls_mean, first = f_train.mean(0), g_train.mean(0), model
         shift, cls_shift = f_train.mean(0) - start_mean, g_train.mean(0) - start_cls_mean
         w_hat = model.heads.w_star_hat().detach()
         spread = answer_spread((f @ w_hat.T).argmax(1).numpy(), w_hat.shape[0])
@@ -161,6 +212,8 @@ def measure_epochs(
         )
         if pairs is not None and epoch == saved[-1][0]:
             rows[-1]["part_removal"] = part_removal(model, shift, pairs)
+        if value_map and epoch == saved[-1][0]:
+            rows[-1]["value_map"] = value_map_parts(first, model, test, train)
         print(f"epoch {epoch}: [FG] {rows[-1]['fg']:.1f}, unshifted {rows[-1]['fg_unshifted']:.1f}", file=sys.stderr)
     return rows
 
@@ -187,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also erase each part of the first N test birds of each class, on the last epoch (the bench uses 10)",
     )
+    parser.add_argument(
+        "--value_map", action="store_true", help="also split SOAP's value map's change on the last epoch (value_map)"
+    )
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -203,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in reports:
             parser.error(f"two runs named {name!r}: name them NAME=FOLDER")
         saved = saved_models(Path(folder), args.base)
-        reports[name] = measure_epochs(saved, test, train, args.base, pairs)
+        reports[name] = measure_epochs(saved, test, train, args.base, pairs, args.value_map)
     print(
         "| run | epoch | [FG] | [FG] unshifted | shared f / g | cos(f, g) | shift f / g (cos) | classes [FG] never "
         "names | top class share | nearest mean (labels) |"
@@ -222,6 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         if "part_removal" in rows[-1]:
             drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in rows[-1]["part_removal"].items())
             print(f"{name}, erasing a part (points of true-class probability lost, last epoch): {drops}")
+    for name, rows in reports.items():
+        if "value_map" in rows[-1]:
+            parts = rows[-1]["value_map"]
+            shown = ", ".join(
+                f"{variant.replace('_', ' ')} {parts[variant]['fg']:.1f} (shift {parts[variant]['shift_fg']:.2f})"
+                for variant in ("as_trained", "without_mean_part", "only_mean_part", "at_start")
+            )
+            print(
+                f"{name}, SOAP's value map (last epoch; its change's part on the mean input: "
+                f"{100 * parts['mean_part_share']:.0f}%): [FG] with W_v {shown}"
+            )
     if args.json:
         atomic_write_text(Path(args.json), json.dumps({"runs": reports, "cpu": cpu_name()}, indent=1) + "\n")
     return 0

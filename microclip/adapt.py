@@ -27,7 +27,7 @@ from microclip.checkpoint import CheckpointMeta
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
-from microclip.drift import ShiftProbe, shift_record
+from microclip.drift import ShiftProbe, set_value_centre, shift_record
 from microclip.engine import Callback, EvalResult, FitResult, StopToken, evaluate_as, fit
 from microclip.heads import HeadWeights
 from microclip.model import MethodConfig, MicroCLIP
@@ -191,6 +191,10 @@ def prepare(
         if test_data is not None
         else None
     )
+    # the training images without labels, centre-cropped: what the shift is measured on (and centred on)
+    probe_data = SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed)
+    if method.centre_values:
+        set_value_centre(model, probe_data, recipe.test_batch_size)  # before the start state is taken
     return Adaptation(
         model=model,
         head_weights=head_weights,
@@ -201,11 +205,7 @@ def prepare(
         descriptions=descriptions,
         device=device,
         provenance=dict(provenance or {}),
-        shift_probe=ShiftProbe(
-            model.adapted_state(),
-            SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed),
-            recipe.test_batch_size,
-        ),
+        shift_probe=ShiftProbe(model.adapted_state(), probe_data, recipe.test_batch_size),
     )
 
 

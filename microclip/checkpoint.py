@@ -254,9 +254,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
 def load_start_model(path: str | Path, device: str | torch.device = "cpu"):
     """The model as the checkpoint's run started: its base model's LayerNorms and SOAP at identity, as
     ``adapt.prepare`` builds them, with the file's heads (W* plays no part in `[FG]`, and the start's W* is not
-    recorded). What :func:`microclip.drift.fg_shift` measures a run's shift from, for runs that did not."""
+    recorded). What :func:`microclip.drift.fg_shift` measures a run's shift from, for runs that did not.
+    A ``centre_values`` run's centre is fixed before training, so the start has the file's."""
     tensors, meta = read_adapted(path)
-    return _base_model(tensors, meta, device, str(path)).to(device).eval()
+    model = _base_model(tensors, meta, device, str(path))
+    if model.config.centre_values:
+        if "soap.value_centre" not in tensors:
+            raise CheckpointError(f"{path}: its method centres SOAP's values, but it has no soap.value_centre tensor")
+        with torch.no_grad():
+            model.soap.value_centre.copy_(tensors["soap.value_centre"])
+    return model.to(device).eval()
 
 
 def _base_model(tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device, source: str):

@@ -179,6 +179,12 @@ def _add_method(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use_naive_token_avg", action="store_true", help="works here (a no-op in the reference)")
     group.add_argument("--use_unr_token", action="store_true", help="learnable null token")
     group.add_argument(
+        "--centre_values",
+        action="store_true",
+        help="not the reference's: SOAP's value map acts on each patch token minus the training images' mean "
+        "token, so it cannot add one vector to every image's [FG] (docs/toyworld.md, round 23)",
+    )
+    group.add_argument(
         "--ncut_device",
         choices=["cpu", "cuda"],
         default="cpu",
@@ -310,6 +316,7 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
         query=query,
         pool=pool,
         learnable_null=args.use_unr_token,
+        centre_values=args.centre_values,
         **same_named(args, "ncut_features", "ncut_threshold", "ncut_sign", "ncut_device"),
     )
 

@@ -54,6 +54,44 @@ def mean_fg(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Te
     return total / count
 
 
+def evenly_spaced(data: Dataset) -> Subset:
+    """At most ``SHIFT_IMAGES`` of ``data``, evenly spaced: the images every label-free mean here is taken over."""
+    return Subset(data, np.linspace(0, len(data) - 1, min(len(data), SHIFT_IMAGES)).round().astype(int).tolist())
+
+
+def _image_batches(images: Dataset, batch_size: int) -> Iterable[torch.Tensor]:
+    # A private generator: a measure mid-run leaves the global random state as it found it (the run's own
+    # draws are seeded by epoch and image, but a caller's may not be).
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    return (batch[0] for batch in loader)
+
+
+def mean_value_input(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """(D,) the patch tokens as SOAP's attention weighs them, averaged over images: Σ_ij α_ij t_ij / Σ_ij α_ij
+    (the null token's weight left out). The component of what SOAP's value map is applied to that every image
+    shares; :class:`microclip.soap.SOAP` with ``centre_values`` subtracts it."""
+    device = next(model.parameters()).device
+    total, weight = None, 0.0
+    with eval_mode(model), torch.no_grad():
+        for images in batches:
+            out = model(images.to(device))
+            alpha = out.soap.weights[:, :-1].float()  # (B, N)
+            part = (alpha.unsqueeze(-1) * out.tokens.patches.float()).sum((0, 1)).cpu()
+            total, weight = (part if total is None else total + part), weight + float(alpha.sum())
+    if total is None or weight <= 0:
+        raise ValueError("no images to centre SOAP's values on")
+    return total / weight
+
+
+def set_value_centre(model: torch.nn.Module, data: Dataset, batch_size: int = 64) -> torch.Tensor:
+    """Give a ``centre_values`` model its centre, :func:`mean_value_input` over ``data`` (items ``(image tensor,
+    ...)``, no labels; :func:`evenly_spaced`), measured as the model is now: call it before training."""
+    centre = mean_value_input(model, _image_batches(evenly_spaced(data), batch_size))
+    with torch.no_grad():
+        model.soap.value_centre.copy_(centre)
+    return centre
+
+
 class ShiftProbe:
     """The shift self-training gives every image's `[FG]` token, measured as often as a run asks: mean f with the
     model as it is, minus mean f with the run's first adapted tensors ``start``, over ``data`` (items ``(image
@@ -62,8 +100,7 @@ class ShiftProbe:
     docs/toyworld.md, round 20, found the shift; the explanations subtract it."""
 
     def __init__(self, start: dict[str, torch.Tensor], data: Dataset, batch_size: int = 64) -> None:
-        keep = np.linspace(0, len(data) - 1, min(len(data), SHIFT_IMAGES)).round().astype(int).tolist()
-        self.start, self.images, self.batch_size = start, Subset(data, keep), batch_size
+        self.start, self.images, self.batch_size = start, evenly_spaced(data), batch_size
         self._start_mean: torch.Tensor | None = None
 
     @property
@@ -71,10 +108,7 @@ class ShiftProbe:
         return len(self.images)
 
     def _batches(self) -> Iterable[torch.Tensor]:
-        # A private generator: a measure mid-run leaves the global random state as it found it (the run's own
-        # draws are seeded by epoch and image, but a caller's may not be).
-        loader = DataLoader(self.images, batch_size=self.batch_size, shuffle=False, generator=torch.Generator())
-        return (batch[0] for batch in loader)
+        return _image_batches(self.images, self.batch_size)
 
     def measure(self, model: torch.nn.Module) -> torch.Tensor:
         """The shift (E,) of ``model`` as it is now; the model is left as it was."""

@@ -37,6 +37,8 @@ class MethodConfig:
     query: QueryMode = "ncut"
     pool: PoolMode = "attention"
     learnable_null: bool = False  # --use_unr_token
+    # not the reference's: SOAP's value map acts on tokens minus their mean (--centre_values; microclip.soap.SOAP)
+    centre_values: bool = False
     train_soap: bool = True  # False for --wca_baseline (SOAP frozen)
     ncut_device: Literal["cpu", "cuda"] = "cpu"  # where eigh runs; the reference solved on the GPU
 
@@ -78,7 +80,9 @@ class MicroCLIP(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config or MethodConfig()
-        self.soap = SOAP(backbone.width, learnable_null=self.config.learnable_null)
+        self.soap = SOAP(
+            backbone.width, learnable_null=self.config.learnable_null, centre_values=self.config.centre_values
+        )
         self.heads = heads
         self.base = base
         # the shift self-training gave every image's [FG] (microclip.drift.fg_shift), on CPU; None when unmeasured.

@@ -218,11 +218,20 @@ class SOAP(nn.Module):
 
     Q/K/V are ``width x width`` linear maps without bias, initialised to the identity; the
     null token is zero (an attention sink whose key always gives logit 0), or learnable.
+
+    With ``centre_values`` (not the reference's) the value map acts on each patch token's difference from a fixed
+    centre c, W_v(t − c) + c: the same values at the identity, but W_v's change no longer meets the component every
+    image's tokens share, through which it otherwise adds one vector to every image's pooled token (a bias the
+    reference's bias-free map learns anyway; docs/toyworld.md, round 23). c is set once, before training
+    (:func:`set_value_centre`), and saved with the model.
     """
 
-    def __init__(self, width: int, learnable_null: bool = False) -> None:
+    def __init__(self, width: int, learnable_null: bool = False, centre_values: bool = False) -> None:
         super().__init__()
         self.width = width
+        self.centre_values = centre_values
+        if centre_values:
+            self.register_buffer("value_centre", torch.zeros(width))
         self.query_proj = nn.Linear(width, width, bias=False)
         self.key_proj = nn.Linear(width, width, bias=False)
         self.value_proj = nn.Linear(width, width, bias=False)
@@ -242,7 +251,11 @@ class SOAP(nn.Module):
             sources = torch.cat([patches, null], dim=1)  # (B, N + 1, D)
             q = self.query_proj(query).unsqueeze(1)  # (B, 1, D)
             k = self.key_proj(sources)
-            v = self.value_proj(sources)
+            if self.centre_values:
+                centre = self.value_centre.to(patches.dtype)
+                v = torch.cat([self.value_proj(patches - centre) + centre, self.value_proj(null)], dim=1)
+            else:
+                v = self.value_proj(sources)
             logits = (q @ k.transpose(1, 2)).squeeze(1) / math.sqrt(self.width)  # (B, N + 1)
             weights = logits.softmax(dim=-1)
             pooled = (weights.unsqueeze(1) @ v).squeeze(1)

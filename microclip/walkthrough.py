@@ -170,6 +170,8 @@ class FgStep:
     # what it predicts with the shift every image's [FG] took on in self-training taken away, normalize(f − s)
     # (microclip.drift.fg_shift); None when the model's run did not measure s
     top_unshifted: tuple[TopClass, ...] | None = None
+    # SOAP's values as W_v(s_j − c) + c (MethodConfig.centre_values, not the reference's) rather than W_v s_j
+    centre_values: bool = False
 
 
 @dataclass(frozen=True)
@@ -686,6 +688,7 @@ def _walk(
             cos_fg_cls=cos_fg_cls,
             top=_top(logits.fg[0], classes, top_k),
             top_unshifted=None if shift is None else _top(shift[1], classes, top_k),
+            centre_values=bool(cfg.centre_values),
         ),
         fusion=FusionStep(
             ratio=ratio,

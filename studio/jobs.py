@@ -494,7 +494,8 @@ class AdaptationRunner:
         epochs = _EpochStates(run)
         # every epoch's shift: the kept epochs carry their own, for Explore's epoch view
         result = run.fit([_LiveCallback(self, job, probe_tensors), epochs], stop=job.stop_event, shift_each_epoch=True)
-        self._update(job, message="measuring the shift self-training gave every image's [FG] (no labels)")
+        if run.model.fg_shift is None:  # the last epoch's end measured it, unless the run was stopped mid-epoch
+            self._update(job, message="measuring the shift self-training gave every image's [FG] (no labels)")
         drift = run.measure_drift()  # before the probes: their explanations then show [FG] with and without it
         if result.stopped:  # Stop ends the run mid-epoch: the model saved is that partial epoch's
             epochs.kept[len(result.history) + 1] = KeptEpoch(run.model.adapted_state(), {}, drift)

@@ -30,6 +30,10 @@ from microclip.timeline import Timeline
 log = logging.getLogger(__name__)
 
 TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
+# the same base and recipe with SOAP's values centred (train.py --centre_values, not the reference's): beside the
+# reference's model, it shows what `[FG]`'s shared shift costs (docs/toyworld.md, round 23)
+TOY_CENTRED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip-centred.safetensors"
+TOY_CENTRED_NAME = "toybirds · microCLIP, values centred (not the reference's)"
 TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"
 TOY_ASSETS = PROJECT_ROOT / "assets" / "toybirds"
 GENERIC_CLASSES = ("bird", "cat", "dog", "car", "flower", "airplane")
@@ -345,6 +349,8 @@ def default_registry(
     registry = ModelRegistry(device)
     if TOY_ADAPTED.is_file():
         registry.add_checkpoint(TOY_ADAPTED, "toybirds · microCLIP adapted", default=True)
+    if TOY_CENTRED.is_file():
+        registry.add_checkpoint(TOY_CENTRED, TOY_CENTRED_NAME)
     if (TOY_BASE / "open_clip_config.json").is_file() and (TOY_ASSETS / "classes.json").is_file():
         classes, templates, descriptions = read_assets(TOY_ASSETS)
         registry.add_base(

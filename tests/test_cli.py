@@ -321,6 +321,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
             "--eval_every",
             "0",
             "--no_progress",
+            "--centre_values",  # its centre is run state too (tests/test_engine.py resumes the plain method)
             "--output_dir",
             str(out),
         ]
@@ -352,6 +353,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected, expected_meta = read_adapted(tmp_path / "full" / "checkpoint.safetensors")
     actual, actual_meta = read_adapted(killed_dir / "checkpoint.safetensors")
+    assert "soap.value_centre" in expected
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
     # [FG]'s shift is measured from the run's true start, not from the state the resumed process began with
@@ -387,3 +389,46 @@ def test_train_stores_fg_s_shift_and_the_drift_command_measures_the_same(trained
     line = next(line for line in done.stdout.splitlines() if line.strip().startswith(meta.classes[top]))
     assert float(line.split()[-1]) == pytest.approx(float(part[top]), abs=2e-3)
     assert all(torch.equal(tensors[k], v) for k, v in read_adapted(copy)[0].items())  # --write keeps the tensors
+
+
+def test_centre_values_trains_with_the_centre_measured_at_the_start_and_every_command_reads_it(
+    image_dataset_root, tiny_model_dir, tmp_path
+):
+    from torch.utils.data import DataLoader
+
+    from microclip.checkpoint import load_model, load_start_model
+    from microclip.data.datasets import build_dataset
+    from microclip.data.seeded import SeededDataset
+    from microclip.data.transforms import test_transform
+    from microclip.drift import mean_value_input
+
+    shapes = str(image_dataset_root / "shapes")
+    common = ["--dataset", shapes, "--train_config", "ours_vit_b_32_cupl_proto", "--no_descriptions"]
+    done = run(
+        "train.py", *common, "--clip_model", f"local-dir:{tiny_model_dir}", "--epochs", "1", "--batch_size", "8",
+        "--n_crops", "2", "--centre_values", "--output_dir", str(tmp_path / "run"), "--no_progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    tensors, meta = read_adapted(ckpt)
+    assert meta.method["centre_values"] is True
+    # the centre, measured again on the training images with the start rebuilt from the base (the value map at the
+    # identity, so the centre the file gives it plays no part)
+    start = load_start_model(ckpt)
+    images = SeededDataset(build_dataset(shapes, "train"), test_transform(start.backbone.image_size, crop="center"))
+    again = mean_value_input(start, (batch[0] for batch in DataLoader(images, batch_size=5)))
+    assert torch.allclose(tensors["soap.value_centre"], again, atol=1e-5) and again.norm() > 0
+    # the trained model centres on it: its pooled [FG] token by hand from its own tensors
+    model = load_model(ckpt)
+    image = images[0][0][None]
+    with torch.no_grad():
+        out = model(image)
+        weights, patches = out.soap.weights[0], out.tokens.patches[0]
+        values = (patches - again) @ tensors["soap.value_proj.weight"].T + again
+        pooled = (weights[:-1, None] * values).sum(0)
+    assert torch.allclose(out.soap.pooled[0], pooled, atol=1e-4)
+    assert not torch.equal(tensors["soap.value_proj.weight"], torch.eye(len(again)))  # it did train
+    evaluated = run("evaluate.py", "--dataset", shapes, "--ckpt-path", str(ckpt), "--output_dir", str(tmp_path / "ev"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["acc"] == pytest.approx(metrics["acc"])

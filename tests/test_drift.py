@@ -11,7 +11,7 @@ from conftest import load_bench
 from safetensors.torch import load_file
 
 from microclip.checkpoint import CheckpointError, load_model, load_start_model, read_adapted, save_adapted
-from microclip.drift import agreement, epoch_signs, fg_shift, shared_part
+from microclip.drift import agreement, epoch_signs, fg_shift, set_value_centre, shared_part
 from microclip.explain import explain_batch
 
 fg_shift_bench = load_bench("fg_shift")
@@ -148,3 +148,39 @@ def test_a_bad_stored_shift_is_a_clear_error(tmp_path):
     save_adapted(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(CheckpointError, match="bad.safetensors: drift.fg_shift is not a list of 128 numbers"):
         load_model(tmp_path / "bad.safetensors")
+
+
+@shipped
+def test_set_value_centre_centres_the_tokens_as_soap_weighs_them_and_changes_no_output_at_the_start():
+    from dataclasses import replace
+
+    from torch.utils.data import TensorDataset
+
+    from microclip.model import MicroCLIP
+
+    plain = load_model(START)
+    centred = MicroCLIP(plain.backbone, plain.heads, replace(plain.config, centre_values=True)).eval()
+    images = torch.rand(7, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    centre = set_value_centre(centred, TensorDataset(images), batch_size=3)
+    assert torch.equal(centred.soap.value_centre, centre) and centre.norm() > 1
+    # by hand, image by image: the attention-weighted tokens minus the centre sum to zero over the images
+    residual, with_plain = torch.zeros_like(centre), []
+    with torch.no_grad():
+        for image in images:
+            out = centred(image[None])
+            alpha = out.soap.weights[0, :-1]
+            residual += (alpha[:, None] * (out.tokens.patches[0] - centre)).sum(0)
+            with_plain.append(torch.allclose(out.fg_embed, plain(image[None]).fg_embed, atol=1e-5))
+    assert residual.norm() < 1e-4 * centre.norm() * len(images)
+    assert all(with_plain)  # SOAP's value map is still the identity: the centre moves nothing yet
+
+
+@shipped
+def test_a_centred_checkpoint_without_its_centre_is_a_clear_error(tmp_path):
+    tensors, meta = read_adapted(SHIPPED)
+    meta.method = {**meta.method, "centre_values": True}
+    save_adapted(tmp_path / "nocentre.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="nocentre.safetensors: .* no soap.value_centre"):
+        load_start_model(tmp_path / "nocentre.safetensors")
+    with pytest.raises(ValueError, match="missing \\['soap.value_centre'\\]"):
+        load_model(tmp_path / "nocentre.safetensors")

@@ -105,3 +105,39 @@ def test_part_removal_matches_the_models_own_probabilities():
     assert drops["fg_unshifted"] != pytest.approx(drops["fg"])  # the shift is taken away before the softmax
     unmoved = fg_shift.part_removal(model, torch.zeros_like(shift), pairs)["fg_unshifted"]
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only
+
+
+def test_split_value_change_puts_the_change_on_one_direction_in_the_first_part_and_nothing_of_it_in_the_rest():
+    gen = torch.Generator().manual_seed(0)
+    start, now = torch.randn(5, 5, generator=gen), torch.randn(5, 5, generator=gen)
+    unit = torch.nn.functional.normalize(torch.randn(5, generator=gen), dim=0)
+    on_unit, rest = fg_shift.split_value_change(start, now, unit)
+    torch.testing.assert_close(on_unit + rest, now - start)
+    torch.testing.assert_close(on_unit @ unit, (now - start) @ unit)  # the change on the mean input, whole
+    torch.testing.assert_close(rest @ unit, torch.zeros(5))
+    other = torch.randn(5, generator=gen)
+    other -= (other @ unit) * unit
+    torch.testing.assert_close(on_unit @ other, torch.zeros(5), atol=1e-6, rtol=0)  # and nothing else
+    assert torch.linalg.matrix_rank(on_unit) == 1
+
+
+@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_it_as_it_was():
+    test, train = _rendered("test", 2), _rendered("train", 2)
+    start, model = (load_model(EPOCHS / f"epoch-{n}.safetensors").eval() for n in (0, 8))
+    before = model.soap.value_proj.weight.clone()
+    parts = fg_shift.value_map_parts(start, model, test, train)
+    assert torch.equal(model.soap.value_proj.weight, before)
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    row = fg_shift.measure_epochs(saved, test, train)
+    assert parts["as_trained"]["fg"] == row[1]["fg"]
+    assert parts["as_trained"]["shift_fg"] == pytest.approx(row[1]["shift_fg"], abs=1e-6)
+    # by hand: the trained model with the start's value map (the identity), everything else as trained
+    images = lambda split: torch.from_numpy(split[0]).permute(0, 3, 1, 2).float() / 255.0  # noqa: E731
+    with torch.no_grad():
+        model.soap.value_proj.weight.copy_(torch.eye(len(before)))
+        logits = model(images(test)).logits.fg
+        moved = model(images(train)).fg_embed.mean(0) - start(images(train)).fg_embed.mean(0)
+    assert parts["at_start"]["fg"] == pytest.approx(100.0 * float((logits.argmax(1).numpy() == test[1]).mean()))
+    assert parts["at_start"]["shift_fg"] == pytest.approx(float(moved.norm()), abs=1e-5)
+    assert 0.0 < parts["mean_part_share"] < 1.0

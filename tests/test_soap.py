@@ -199,6 +199,51 @@ def test_soap_is_identity_initialised_attention_with_null_sink():
         torch.testing.assert_close(out.pooled[b], sum(weights[j] * patches[b, j] for j in range(5)))
 
 
+def _centred_soap(width: int, centre: torch.Tensor, value_weight: torch.Tensor) -> SOAP:
+    soap = SOAP(width=width, centre_values=True)
+    with torch.no_grad():
+        soap.value_centre.copy_(centre)
+        soap.value_proj.weight.copy_(value_weight)
+    return soap
+
+
+def test_centred_values_are_w_v_of_each_token_minus_the_centre_plus_the_centre_by_hand():
+    gen = torch.Generator().manual_seed(3)
+    patches, query = torch.randn(2, 5, 6, generator=gen), torch.randn(2, 6, generator=gen)
+    centre, weight = torch.randn(6, generator=gen), torch.eye(6) + 0.3 * torch.randn(6, 6, generator=gen)
+    out = _centred_soap(6, centre, weight)(patches, query)
+    for b in range(2):
+        logits = [float(query[b] @ patches[b, j]) / math.sqrt(6) for j in range(5)] + [0.0]
+        weights = torch.tensor(logits).softmax(0)  # the values play no part in where SOAP looks
+        pooled = sum(weights[j] * (weight @ (patches[b, j] - centre) + centre) for j in range(5))  # null value: 0
+        torch.testing.assert_close(out.weights[b], weights)
+        torch.testing.assert_close(out.pooled[b], pooled)
+    # at the identity the centre changes nothing: the reference's SOAP as it starts
+    identity = _centred_soap(6, centre, torch.eye(6))(patches, query)
+    torch.testing.assert_close(identity.pooled, SOAP(width=6)(patches, query).pooled)
+
+
+def test_a_value_change_on_the_shared_component_moves_every_image_alike_unless_the_values_are_centred():
+    gen = torch.Generator().manual_seed(4)
+    centre = torch.randn(6, generator=gen)
+    unit = centre / centre.norm()
+    residual = torch.randn(3, 5, 6, generator=gen)
+    residual -= (residual @ unit)[..., None] * unit  # every token = the centre + a part orthogonal to it
+    patches, query = centre + residual, torch.randn(3, 6, generator=gen)
+    u = torch.randn(6, generator=gen)
+    weight = torch.eye(6) + u[:, None] * unit[None, :]  # W_v's change meets only the shared component
+    start = SOAP(width=6)(patches, query)
+    plain = SOAP(width=6)
+    with torch.no_grad():
+        plain.value_proj.weight.copy_(weight)
+    moved = plain(patches, query)
+    kept = 1 - start.weights[:, -1:]  # the patches' share of the attention, the null token's left out
+    # without centring: one vector, u · |centre|, added to every image's pooled token in its patches' share
+    torch.testing.assert_close(moved.pooled - start.pooled, kept * centre.norm() * u)
+    # centred: nothing moves
+    torch.testing.assert_close(_centred_soap(6, centre, weight)(patches, query).pooled, start.pooled)
+
+
 def test_null_token_logit_is_zero_even_after_training():
     soap = SOAP(width=4)
     with torch.no_grad():

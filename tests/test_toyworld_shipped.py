@@ -47,9 +47,37 @@ def test_the_shipped_base_s_record_says_what_its_object_stage_optimised():
 
 def test_shipped_files_are_small():
     base = sum(p.stat().st_size for p in (ROOT / "checkpoints" / "toybirds-base").iterdir())
-    adapted = (ROOT / "checkpoints" / "toybirds-microclip.safetensors").stat().st_size
-    epochs = sum(p.stat().st_size for p in (ROOT / "checkpoints" / "toybirds-microclip-epochs").glob("*"))
-    assert base + adapted + epochs <= 30 * 2**20
+    adapted = sum(
+        (ROOT / "checkpoints" / f"{name}.safetensors").stat().st_size
+        + sum(p.stat().st_size for p in (ROOT / "checkpoints" / f"{name}-epochs").glob("*"))
+        for name in ("toybirds-microclip", "toybirds-microclip-centred")
+    )
+    assert base + adapted <= 30 * 2**20
+
+
+def test_the_centred_model_is_the_shipped_base_adapted_with_centred_values_and_reproduces_its_run(data_root, tmp_path):
+    from microclip.checkpoint import read_adapted
+
+    centred = ROOT / "checkpoints" / "toybirds-microclip-centred.safetensors"
+    _, meta = read_adapted(centred)
+    _, reference = read_adapted(ROOT / "checkpoints" / "toybirds-microclip.safetensors")
+    assert meta.method == {**reference.method, "centre_values": True} and meta.base == reference.base
+    assert (
+        meta.training["config"] == reference.training["config"] and meta.training["seed"] == reference.training["seed"]
+    )
+    evaluated = subprocess.run(
+        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
+         str(centred), "--output_dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    measured = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("acc_fused", "acc_cls", "acc_fg", "acc_fg_unshifted", "acc_fused_unshifted"):
+        assert measured[key] == pytest.approx(meta.metrics[key], abs=0.3), key
 
 
 def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):

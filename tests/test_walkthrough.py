@@ -216,6 +216,25 @@ def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
     assert result.fg.cos_fg_cls == pytest.approx(float(fg @ g), abs=1e-5)
 
 
+def test_a_centred_values_model_walks_through_its_own_formula(tiny_model_dir, image):
+    model, _ = build(tiny_model_dir, MethodConfig(centre_values=True))
+    centre = torch.randn(model.soap.width, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        model.soap.value_centre.copy_(centre)
+    result = walkthrough_tensor(model, image)
+    with torch.no_grad():
+        out = model(image[None])
+        patches = out.tokens.patches[0]
+        values = (patches - centre) @ model.soap.value_proj.weight.T + centre  # by hand: W_v (s_j − c) + c
+        pooled = (out.soap.weights[0, :-1, None] * values).sum(0)
+    assert result.fg.centre_values and result.fg.pooled_norm == pytest.approx(float(pooled.norm()), rel=1e-5)
+    np.testing.assert_allclose(result.prediction.logits["fg"], out.logits.fg[0].numpy(), atol=1e-5)
+    page = render_walkthrough(result, np.zeros((32, 32, 3), np.uint8))
+    assert "h = Σ α_j (W_v (s_j − c) + c)" in page and "not the reference" in page
+    plain = render_walkthrough(walkthrough_tensor(build(tiny_model_dir)[0], image), np.zeros((32, 32, 3), np.uint8))
+    assert "h = Σ α_j W_v s_j" in plain and "(s_j − c)" not in plain
+
+
 def test_fusion_rows_are_the_exact_split_of_the_fused_logit(adapted, image):
     fusion = walkthrough_tensor(adapted[0], image, ratio=0.3).fusion
     assert fusion.ratio == 0.3

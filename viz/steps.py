@@ -534,7 +534,15 @@ def _fg(walk: Walkthrough, picture: np.ndarray) -> str:
     return (
         kv(
             [
-                ("h = Σ α_j W_v s_j", f"‖h‖ = {s.pooled_norm:.3f} ({s.width}-d)"),
+                (
+                    "h = Σ α_j (W_v (s_j − c) + c)" if s.centre_values else "h = Σ α_j W_v s_j",
+                    f"‖h‖ = {s.pooled_norm:.3f} ({s.width}-d)",
+                ),
+                *(
+                    [("c", "the training images' mean patch token, fixed before self-training (not the reference's)")]
+                    if s.centre_values
+                    else []
+                ),
                 ("f = normalize(h · P)", f"{s.embed_dim}-d, length 1 (P: CLIP's own projection)"),
                 ("cos(f, g)", f"{s.cos_fg_cls:+.3f}"),
             ]
