@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
-from microclip.drift import mean_value_input, shared_part
+from microclip.drift import mean_value_input, shared_part, split_value_change
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
@@ -130,13 +130,6 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
 
     before, after = true_class(originals), true_class(erased)
     return {name: 100.0 * float((before[name] - after[name]).mean()) for name in before}
-
-
-def split_value_change(start: torch.Tensor, now: torch.Tensor, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """W_v's change now − start as (its part on the unit direction ``unit``, the rest): (Δ u) uᵀ and Δ − (Δ u) uᵀ."""
-    change = now - start
-    on_unit = torch.outer(change @ unit, unit)
-    return on_unit, change - on_unit
 
 
 def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split, train: Split) -> dict:

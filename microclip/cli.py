@@ -29,7 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.drift import epoch_signs, fg_shift, shift_class_logits, shift_record
+from microclip.drift import ShiftProbe, epoch_signs, shift_class_logits, shift_record
 from microclip.engine import (
     UNSHIFTED_BRANCHES,
     Callback,
@@ -873,7 +873,8 @@ def _drift(args: argparse.Namespace) -> int:
     model, dataset = _model_and_data(args, ckpt, device)
     start = load_start_model(ckpt, device).adapted_state()
     images = SeededDataset(dataset, test_transform(model.backbone.image_size, crop="center"), seed=args.seed)
-    shift, n_images = fg_shift(model, start, images, args.batch_size)
+    probe = ShiftProbe(start, images, args.batch_size)
+    shift, n_images = probe.measure(model), probe.n_images
     model.fg_shift = shift
     part = shift_class_logits(model).detach().cpu()
     order = part.argsort(descending=True).tolist()
@@ -882,6 +883,15 @@ def _drift(args: argparse.Namespace) -> int:
     print("  what it adds to each class's [FG] logit (100 × s · Ŵ*), on every image alike:")
     for index in order:
         print(f"    {model.classes[index]:40s} {float(part[index]):+8.3f}")
+    if model.config.pool == "attention" and model.config.train_soap:
+        route = probe.value_route(model)
+        print(
+            "  SOAP's value map W_v: its change on m, the token every image shares, adds one vector to every image "
+            f"(a bias); that part is {100 * route.mean_part_share:.0f}% of its change\n"
+            f"    the shift with only that part of W_v's change: length {route.through_mean:.4f}; "
+            f"without it: {route.without_mean:.4f}"
+            + ("" if model.config.centre_values else " (train.py --centre_values takes that part away)")
+        )
     if args.write:
         tensors, meta = read_adapted(ckpt)
         meta.drift = {**shift_record(shift, n_images), "split": args.split, "dataset": args.dataset}

@@ -5,6 +5,7 @@ shares (docs/toyworld.md, rounds 11 and 20). Both measures need no labels, so th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,6 +93,26 @@ def set_value_centre(model: torch.nn.Module, data: Dataset, batch_size: int = 64
     return centre
 
 
+def split_value_change(start: torch.Tensor, now: torch.Tensor, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_v's change now − start as (its part on the unit direction ``unit``, the rest): (Δ u) uᵀ and Δ − (Δ u) uᵀ."""
+    change = now - start
+    on_unit = torch.outer(change @ unit, unit)
+    return on_unit, change - on_unit
+
+
+@dataclass(frozen=True)
+class ValueRoute:
+    """How much of `[FG]`'s shift SOAP's value map makes through m, the mean of what it is applied to (every image's
+    tokens share it, so W_v's change on it adds one vector to every image, like a bias): the shift's length as
+    trained, with W_v's change cut to its part on m, and with that part removed (everything else as trained), and
+    that part's share of W_v's change (squared norms). docs/toyworld.md, round 23."""
+
+    shift: float
+    through_mean: float
+    without_mean: float
+    mean_part_share: float
+
+
 class ShiftProbe:
     """The shift self-training gives every image's `[FG]` token, measured as often as a run asks: mean f with the
     model as it is, minus mean f with the run's first adapted tensors ``start``, over ``data`` (items ``(image
@@ -120,6 +141,32 @@ class ShiftProbe:
             finally:
                 model.load_adapted_state(now)
         return mean_fg(model, self._batches()) - self._start_mean
+
+    def value_route(self, model: torch.nn.Module) -> ValueRoute:
+        """:class:`ValueRoute` of ``model`` (attention pooling: the ablations' pools apply no W_v); the model is
+        left as it was. A few passes over the probe's images."""
+        now = model.adapted_state()
+        model.load_adapted_state(self.start)
+        try:
+            mean_input = mean_value_input(model, self._batches())
+        finally:
+            model.load_adapted_state(now)
+        if model.config.centre_values:  # what W_v is applied to is then each token minus the centre
+            mean_input = mean_input - now["soap.value_centre"]
+        start, trained = self.start["soap.value_proj.weight"], now["soap.value_proj.weight"]
+        on_mean, rest = split_value_change(start, trained, F.normalize(mean_input, dim=0))
+        weight = model.soap.value_proj.weight
+        lengths = []
+        try:
+            for variant in (trained, start + on_mean, start + rest):
+                with torch.no_grad():
+                    weight.copy_(variant.to(weight))
+                lengths.append(float(self.measure(model).norm()))
+        finally:
+            with torch.no_grad():
+                weight.copy_(trained.to(weight))
+        share = float(on_mean.pow(2).sum() / (trained - start).pow(2).sum().clamp_min(1e-30))
+        return ValueRoute(*lengths, mean_part_share=share)
 
 
 def fg_shift(

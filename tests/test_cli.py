@@ -380,6 +380,8 @@ def test_train_stores_fg_s_shift_and_the_drift_command_measures_the_same(trained
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"measured on {n_train} train images" in done.stdout
+    # and how much of it SOAP's value map makes through the token every image shares (tests/test_drift.py by hand)
+    assert "the shift with only that part of W_v's change: length" in done.stdout
     remeasured = torch.tensor(read_adapted(copy)[1].drift["fg_shift"])
     assert torch.allclose(remeasured, stored, atol=1e-5)
     # what it prints per class is 100 × s · Ŵ*, from the file's own head

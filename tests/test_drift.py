@@ -11,7 +11,15 @@ from conftest import load_bench
 from safetensors.torch import load_file
 
 from microclip.checkpoint import CheckpointError, load_model, load_start_model, read_adapted, save_adapted
-from microclip.drift import agreement, epoch_signs, fg_shift, set_value_centre, shared_part
+from microclip.drift import (
+    ShiftProbe,
+    agreement,
+    epoch_signs,
+    fg_shift,
+    set_value_centre,
+    shared_part,
+    split_value_change,
+)
 from microclip.explain import explain_batch
 
 fg_shift_bench = load_bench("fg_shift")
@@ -35,6 +43,20 @@ def test_agreement_counts_rows_answering_as_the_fused_logits():
     branch = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [2.0, 1.0]])
     assert agreement(branch, fused) == 50.0
     assert agreement(fused, fused) == 100.0
+
+
+def test_split_value_change_puts_the_change_on_one_direction_in_the_first_part_and_nothing_of_it_in_the_rest():
+    gen = torch.Generator().manual_seed(0)
+    start, now = torch.randn(5, 5, generator=gen), torch.randn(5, 5, generator=gen)
+    unit = torch.nn.functional.normalize(torch.randn(5, generator=gen), dim=0)
+    on_unit, rest = split_value_change(start, now, unit)
+    torch.testing.assert_close(on_unit + rest, now - start)
+    torch.testing.assert_close(on_unit @ unit, (now - start) @ unit)  # the change on the mean input, whole
+    torch.testing.assert_close(rest @ unit, torch.zeros(5))
+    other = torch.randn(5, generator=gen)
+    other -= (other @ unit) * unit
+    torch.testing.assert_close(on_unit @ other, torch.zeros(5), atol=1e-6, rtol=0)  # and nothing else
+    assert torch.linalg.matrix_rank(on_unit) == 1
 
 
 def test_epoch_signs_reads_the_train_prefixed_signs_and_leaves_out_what_a_row_lacks():
@@ -184,3 +206,35 @@ def test_a_centred_checkpoint_without_its_centre_is_a_clear_error(tmp_path):
         load_start_model(tmp_path / "nocentre.safetensors")
     with pytest.raises(ValueError, match="missing \\['soap.value_centre'\\]"):
         load_model(tmp_path / "nocentre.safetensors")
+
+
+@shipped
+def test_the_value_route_splits_the_shift_w_v_makes_by_hand():
+    from torch.utils.data import TensorDataset
+
+    model, start_state = load_model(SHIPPED), load_file(START)
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    before = model.adapted_state()
+    route = ShiftProbe(start_state, TensorDataset(images), batch_size=4).value_route(model)
+    assert all(torch.equal(before[k], v) for k, v in model.adapted_state().items())
+    # by hand: m from the start's weights and tokens, image by image; W_v's change split on it; f's mean each way
+    start = load_model(SHIPPED)
+    start.load_adapted_state(start_state)
+    with torch.no_grad():
+        outs = [start(image[None]) for image in images]
+        weighted = sum((o.soap.weights[0, :-1, None] * o.tokens.patches[0]).sum(0) for o in outs)
+        m = weighted / sum(float(o.soap.weights[0, :-1].sum()) for o in outs)
+        unit = m / m.norm()
+        w0, w1 = start_state["soap.value_proj.weight"], before["soap.value_proj.weight"]
+        on_m = torch.outer((w1 - w0) @ unit, unit)
+        begin = start(images).fg_embed.mean(0)
+
+        def shift_with(weight: torch.Tensor) -> float:
+            model.soap.value_proj.weight.copy_(weight)
+            return float((model(images).fg_embed.mean(0) - begin).norm())
+
+        expected = (shift_with(w1), shift_with(w0 + on_m), shift_with(w1 - on_m))
+        model.soap.value_proj.weight.copy_(w1)
+    assert (route.shift, route.through_mean, route.without_mean) == pytest.approx(expected, abs=1e-5)
+    assert route.mean_part_share == pytest.approx(float(on_m.pow(2).sum() / (w1 - w0).pow(2).sum()), rel=1e-5)
+    assert route.through_mean > route.without_mean  # on the shipped run, the route carries most of W_v's shift

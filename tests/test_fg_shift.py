@@ -107,20 +107,6 @@ def test_part_removal_matches_the_models_own_probabilities():
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only
 
 
-def test_split_value_change_puts_the_change_on_one_direction_in_the_first_part_and_nothing_of_it_in_the_rest():
-    gen = torch.Generator().manual_seed(0)
-    start, now = torch.randn(5, 5, generator=gen), torch.randn(5, 5, generator=gen)
-    unit = torch.nn.functional.normalize(torch.randn(5, generator=gen), dim=0)
-    on_unit, rest = fg_shift.split_value_change(start, now, unit)
-    torch.testing.assert_close(on_unit + rest, now - start)
-    torch.testing.assert_close(on_unit @ unit, (now - start) @ unit)  # the change on the mean input, whole
-    torch.testing.assert_close(rest @ unit, torch.zeros(5))
-    other = torch.randn(5, generator=gen)
-    other -= (other @ unit) * unit
-    torch.testing.assert_close(on_unit @ other, torch.zeros(5), atol=1e-6, rtol=0)  # and nothing else
-    assert torch.linalg.matrix_rank(on_unit) == 1
-
-
 @pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
 def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_it_as_it_was():
     test, train = _rendered("test", 2), _rendered("train", 2)
