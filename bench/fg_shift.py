@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from microclip.checkpoint import EPOCHS_FOLDER, load_model, saved_epochs
-from microclip.drift import mean_value_input, shared_part, split_value_change
+from microclip.drift import mean_value_input, shared_part, split_value_map, value_map_set_to
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
@@ -137,31 +137,19 @@ def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split,
     (test_images, test_labels), (train_images, _) = test, train
     batches = (torch.from_numpy(train_images[i : i + BATCH]).permute(0, 3, 1, 2).float() / 255.0 for i in
                range(0, len(train_images), BATCH))  # fmt: skip
-    mean_input = mean_value_input(start, batches)
-    if start.config.centre_values:
-        mean_input = mean_input - start.soap.value_centre
-    unit = F.normalize(mean_input, dim=0)
-    w_start = start.soap.value_proj.weight.detach().clone()
-    w_now = model.soap.value_proj.weight.detach().clone()
-    on_mean, rest = split_value_change(w_start, w_now, unit)
+    split = split_value_map(start.soap.value_proj.weight.detach(), model.soap.value_proj.weight.detach().clone(),
+                            mean_value_input(start, batches))  # fmt: skip
     start_mean = branch_embeddings(start, train_images)[1].mean(0)
     w_hat = model.heads.w_star_hat().detach()
-    variants = {"as_trained": w_now, "without_mean_part": w_start + rest, "only_mean_part": w_start + on_mean,
-                "at_start": w_start}  # fmt: skip
-    report: dict = {"mean_part_share": float(on_mean.pow(2).sum() / (w_now - w_start).pow(2).sum().clamp_min(1e-30))}
-    try:
-        for name, weight in variants.items():
-            with torch.no_grad():
-                model.soap.value_proj.weight.copy_(weight)
+    report: dict = {"mean_part_share": split.mean_part_share}
+    for name in ("as_trained", "without_mean_part", "only_mean_part", "at_start"):
+        with value_map_set_to(model, getattr(split, name)):
             f_test = branch_embeddings(model, test_images)[1]
             f_train = branch_embeddings(model, train_images)[1]
-            report[name] = {
-                "fg": accuracy(f_test, w_hat, test_labels),
-                "shift_fg": float((f_train.mean(0) - start_mean).norm()),
-            }
-    finally:
-        with torch.no_grad():
-            model.soap.value_proj.weight.copy_(w_now)
+        report[name] = {
+            "fg": accuracy(f_test, w_hat, test_labels),
+            "shift_fg": float((f_train.mean(0) - start_mean).norm()),
+        }
     return report
 
 

@@ -4,7 +4,8 @@ shares (docs/toyworld.md, rounds 11 and 20). Both measures need no labels, so th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,9 @@ def _image_batches(images: Dataset, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def mean_value_input(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """(D,) the patch tokens as SOAP's attention weighs them, averaged over images: Σ_ij α_ij t_ij / Σ_ij α_ij
-    (the null token's weight left out). The component of what SOAP's value map is applied to that every image
-    shares; :class:`microclip.soap.SOAP` with ``centre_values`` subtracts it."""
+    """(D,) the mean of what SOAP's value map is applied to: the patch tokens as its attention weighs them, Σ_ij α_ij
+    t_ij / Σ_ij α_ij over images (the null token's weight left out), minus the centre in a ``centre_values`` model.
+    Every image's tokens share it, so W_v's change on it adds one vector to every image (docs/toyworld.md, round 23)."""
     device = next(model.parameters()).device
     total, weight = None, 0.0
     with eval_mode(model), torch.no_grad():
@@ -80,24 +81,55 @@ def mean_value_input(model: torch.nn.Module, batches: Iterable[torch.Tensor]) ->
             part = (alpha.unsqueeze(-1) * out.tokens.patches.float()).sum((0, 1)).cpu()
             total, weight = (part if total is None else total + part), weight + float(alpha.sum())
     if total is None or weight <= 0:
-        raise ValueError("no images to centre SOAP's values on")
-    return total / weight
+        raise ValueError("no images to average SOAP's value input over")
+    mean = total / weight
+    return mean - model.soap.value_centre.float().cpu() if model.config.centre_values else mean
 
 
 def set_value_centre(model: torch.nn.Module, data: Dataset, batch_size: int = 64) -> torch.Tensor:
     """Give a ``centre_values`` model its centre, :func:`mean_value_input` over ``data`` (items ``(image tensor,
     ...)``, no labels; :func:`evenly_spaced`), measured as the model is now: call it before training."""
-    centre = mean_value_input(model, _image_batches(evenly_spaced(data), batch_size))
     with torch.no_grad():
+        model.soap.value_centre.zero_()  # the tokens' own mean, not their mean minus an earlier centre
+        centre = mean_value_input(model, _image_batches(evenly_spaced(data), batch_size))
         model.soap.value_centre.copy_(centre)
     return centre
 
 
-def split_value_change(start: torch.Tensor, now: torch.Tensor, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """W_v's change now − start as (its part on the unit direction ``unit``, the rest): (Δ u) uᵀ and Δ − (Δ u) uᵀ."""
-    change = now - start
-    on_unit = torch.outer(change @ unit, unit)
-    return on_unit, change - on_unit
+@dataclass(frozen=True)
+class ValueMapSplit:
+    """SOAP's value map W_v as trained, at the start, and two in between: with its change cut to its part on the
+    direction of the mean input m (a rank-one piece, (ΔW_v m̂) m̂ᵀ, which adds one vector to every image) and with
+    that part removed; and that part's share of the change (squared norms)."""
+
+    as_trained: torch.Tensor
+    at_start: torch.Tensor
+    only_mean_part: torch.Tensor
+    without_mean_part: torch.Tensor
+    mean_part_share: float
+
+
+def split_value_map(start: torch.Tensor, trained: torch.Tensor, mean_input: torch.Tensor) -> ValueMapSplit:
+    """:class:`ValueMapSplit` of W_v from ``start`` to ``trained`` (D, D), on ``mean_input`` (D,)."""
+    unit = F.normalize(mean_input.to(trained), dim=0)
+    change = trained - start
+    on_mean = torch.outer(change @ unit, unit)
+    share = float(on_mean.pow(2).sum() / change.pow(2).sum().clamp_min(1e-30))
+    return ValueMapSplit(trained, start, start + on_mean, trained - on_mean, share)
+
+
+@contextmanager
+def value_map_set_to(model: torch.nn.Module, weight: torch.Tensor) -> Iterator[None]:
+    """``model`` with SOAP's value map set to ``weight`` inside the block, as it was after."""
+    value_map = model.soap.value_proj.weight
+    kept = value_map.detach().clone()
+    with torch.no_grad():
+        value_map.copy_(weight.to(value_map))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            value_map.copy_(kept)
 
 
 @dataclass(frozen=True)
@@ -151,22 +183,12 @@ class ShiftProbe:
             mean_input = mean_value_input(model, self._batches())
         finally:
             model.load_adapted_state(now)
-        if model.config.centre_values:  # what W_v is applied to is then each token minus the centre
-            mean_input = mean_input - now["soap.value_centre"]
-        start, trained = self.start["soap.value_proj.weight"], now["soap.value_proj.weight"]
-        on_mean, rest = split_value_change(start, trained, F.normalize(mean_input, dim=0))
-        weight = model.soap.value_proj.weight
+        split = split_value_map(self.start["soap.value_proj.weight"], now["soap.value_proj.weight"], mean_input)
         lengths = []
-        try:
-            for variant in (trained, start + on_mean, start + rest):
-                with torch.no_grad():
-                    weight.copy_(variant.to(weight))
+        for weight in (split.as_trained, split.only_mean_part, split.without_mean_part):
+            with value_map_set_to(model, weight):
                 lengths.append(float(self.measure(model).norm()))
-        finally:
-            with torch.no_grad():
-                weight.copy_(trained.to(weight))
-        share = float(on_mean.pow(2).sum() / (trained - start).pow(2).sum().clamp_min(1e-30))
-        return ValueRoute(*lengths, mean_part_share=share)
+        return ValueRoute(*lengths, mean_part_share=split.mean_part_share)
 
 
 def fg_shift(

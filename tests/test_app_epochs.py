@@ -238,3 +238,20 @@ def test_a_model_without_saved_epochs_says_how_to_keep_them(client):
 
     gallery, table = client.predict(handle_file(str(TOY_EXAMPLE)), BASE, "jet", 0.6, api_name="/epochs")
     assert gallery == [] and "--keep_epochs" in table
+
+
+def test_the_centred_model_steps_through_its_own_run_with_its_centre(registry):
+    from studio.registry import TOY_CENTRED, TOY_CENTRED_NAME
+
+    views = registry.timeline(TOY_CENTRED_NAME).explain(Image.open(TOY_EXAMPLE))
+    files = epochs_beside(TOY_CENTRED)
+    assert [v.epoch for v in views] == [epoch for epoch, _ in files] == list(range(9))
+    alone = explain_image(registry.get(TOY_CENTRED_NAME).model, Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[-1].explanation.logits_fg, alone.logits_fg, atol=1e-4)
+    # every saved epoch carries the run's one centre, fixed before training
+    centres = [load_file(path)["soap.value_centre"] for _, path in files]
+    assert all(torch.equal(c, centres[0]) for c in centres) and centres[0].norm() > 0
+    # the same base and recipe as the reference's bundled run: the same start, a shorter shift at every epoch
+    reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
+    assert all(c.logged["shift_fg"] < r.logged["shift_fg"] for c, r in zip(views[1:], reference[1:], strict=True))

@@ -11,15 +11,7 @@ from conftest import load_bench
 from safetensors.torch import load_file
 
 from microclip.checkpoint import CheckpointError, load_model, load_start_model, read_adapted, save_adapted
-from microclip.drift import (
-    ShiftProbe,
-    agreement,
-    epoch_signs,
-    fg_shift,
-    set_value_centre,
-    shared_part,
-    split_value_change,
-)
+from microclip.drift import ShiftProbe, agreement, epoch_signs, fg_shift, set_value_centre, shared_part, split_value_map
 from microclip.explain import explain_batch
 
 fg_shift_bench = load_bench("fg_shift")
@@ -45,18 +37,22 @@ def test_agreement_counts_rows_answering_as_the_fused_logits():
     assert agreement(fused, fused) == 100.0
 
 
-def test_split_value_change_puts_the_change_on_one_direction_in_the_first_part_and_nothing_of_it_in_the_rest():
+def test_split_value_map_puts_the_change_on_the_mean_input_in_one_part_and_nothing_of_it_in_the_other():
     gen = torch.Generator().manual_seed(0)
     start, now = torch.randn(5, 5, generator=gen), torch.randn(5, 5, generator=gen)
-    unit = torch.nn.functional.normalize(torch.randn(5, generator=gen), dim=0)
-    on_unit, rest = split_value_change(start, now, unit)
+    mean_input = 3 * torch.randn(5, generator=gen)  # any length: only its direction counts
+    unit = mean_input / mean_input.norm()
+    split = split_value_map(start, now, mean_input)
+    on_unit, rest = split.only_mean_part - start, split.without_mean_part - start
+    assert torch.equal(split.as_trained, now) and torch.equal(split.at_start, start)
     torch.testing.assert_close(on_unit + rest, now - start)
     torch.testing.assert_close(on_unit @ unit, (now - start) @ unit)  # the change on the mean input, whole
-    torch.testing.assert_close(rest @ unit, torch.zeros(5))
+    torch.testing.assert_close(rest @ unit, torch.zeros(5), atol=1e-6, rtol=0)
     other = torch.randn(5, generator=gen)
     other -= (other @ unit) * unit
     torch.testing.assert_close(on_unit @ other, torch.zeros(5), atol=1e-6, rtol=0)  # and nothing else
     assert torch.linalg.matrix_rank(on_unit) == 1
+    assert split.mean_part_share == pytest.approx(float(on_unit.pow(2).sum() / (now - start).pow(2).sum()))
 
 
 def test_epoch_signs_reads_the_train_prefixed_signs_and_leaves_out_what_a_row_lacks():
