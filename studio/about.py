@@ -83,6 +83,13 @@ def model_markdown(loaded: LoadedModel) -> str:
         "",
         "</details>",
     ]
+    if model.config.centre_values:
+        lines += [
+            "",
+            "**Not the reference's SOAP:** its value map acts on each patch token minus the training images' mean "
+            "token (`train.py --centre_values`), so self-training cannot turn it into a bias that moves every "
+            "image's `[FG]` alike (docs/toyworld.md, round 23).",
+        ]
     if meta is None:
         lines += [
             "",

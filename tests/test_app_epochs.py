@@ -255,3 +255,12 @@ def test_the_centred_model_steps_through_its_own_run_with_its_centre(registry):
     reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
     np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
     assert all(c.logged["shift_fg"] < r.logged["shift_fg"] for c, r in zip(views[1:], reference[1:], strict=True))
+
+
+def test_the_models_tab_says_which_bundled_model_is_not_the_reference_s_soap(registry):
+    from studio.about import model_markdown
+    from studio.registry import TOY_CENTRED_NAME
+
+    centred, reference = (model_markdown(registry.get(name)) for name in (TOY_CENTRED_NAME, ADAPTED))
+    assert "**Not the reference's SOAP:**" in centred and "| `centre_values` | True |" in centred
+    assert "Not the reference's SOAP" not in reference and "| `centre_values` | False |" in reference
