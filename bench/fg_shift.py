@@ -25,7 +25,8 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
   weighs them, averaged over the train images at the start; minus the centre in a ``--centre_values`` run) and the
   rest: ``mean_part_share`` (that part's share of the change, squared norms) and, for W_v as trained, without
   that part, with only that part and at the start (everything else as trained), `[FG]`-only accuracy and the
-  shift's length;
+  shift's length; the same with SOAP's query and key maps at the start (``query_key_at_start``: where SOAP looks
+  moves the mean too) and with all three at the start (``soap_at_start``: what is left is the LayerNorms');
 - with ``--part_removal N``, on the last epoch: ``part_removal``, the mean drop of each branch's true-class
   probability when one part of the first N test birds of each class is erased (bench/toyworld.py's
   counterfactual), and of `[FG]`'s with the shift taken away from f before and after.
@@ -132,6 +133,9 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
     return {name: 100.0 * float((before[name] - after[name]).mean()) for name in before}
 
 
+SOAP_QUERY_KEY = ("soap.query_proj.weight", "soap.key_proj.weight")
+
+
 def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split, train: Split) -> dict:
     """``value_map`` (module docstring) for ``model`` against the run's ``start``; ``model`` is left as it was."""
     (test_images, test_labels), (train_images, _) = test, train
@@ -142,14 +146,25 @@ def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split,
     start_mean = branch_embeddings(start, train_images)[1].mean(0)
     w_hat = model.heads.w_star_hat().detach()
     report: dict = {"mean_part_share": split.mean_part_share}
+
+    def score() -> dict:
+        f_test = branch_embeddings(model, test_images)[1]
+        f_train = branch_embeddings(model, train_images)[1]
+        return {"fg": accuracy(f_test, w_hat, test_labels), "shift_fg": float((f_train.mean(0) - start_mean).norm())}
+
     for name in ("as_trained", "without_mean_part", "only_mean_part", "at_start"):
         with value_map_set_to(model, getattr(split, name)):
-            f_test = branch_embeddings(model, test_images)[1]
-            f_train = branch_embeddings(model, train_images)[1]
-        report[name] = {
-            "fg": accuracy(f_test, w_hat, test_labels),
-            "shift_fg": float((f_train.mean(0) - start_mean).norm()),
-        }
+            report[name] = score()
+    # where SOAP looks moves the mean too: its query and key maps back at the start, W_v as trained and at the start
+    # (what is left then is the LayerNorms')
+    trained, begin = model.adapted_state(), start.adapted_state()
+    try:
+        model.load_adapted_state({k: begin[k] if k in SOAP_QUERY_KEY else v for k, v in trained.items()})
+        report["query_key_at_start"] = score()
+        with value_map_set_to(model, split.at_start):
+            report["soap_at_start"] = score()
+    finally:
+        model.load_adapted_state(trained)
     return report
 
 
@@ -264,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
             parts = rows[-1]["value_map"]
             shown = ", ".join(
                 f"{variant.replace('_', ' ')} {parts[variant]['fg']:.1f} (shift {parts[variant]['shift_fg']:.2f})"
-                for variant in ("as_trained", "without_mean_part", "only_mean_part", "at_start")
+                for variant in (
+                    "as_trained",
+                    "without_mean_part",
+                    "only_mean_part",
+                    "at_start",
+                    "query_key_at_start",
+                    "soap_at_start",
+                )
             )
             print(
                 f"{name}, SOAP's value map (last epoch; its change's part on the mean input: "

@@ -127,3 +127,12 @@ def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_i
     assert parts["at_start"]["fg"] == pytest.approx(100.0 * float((logits.argmax(1).numpy() == test[1]).mean()))
     assert parts["at_start"]["shift_fg"] == pytest.approx(float(moved.norm()), abs=1e-5)
     assert 0.0 < parts["mean_part_share"] < 1.0
+    # and with SOAP's query and key maps at the start too (identities): only the LayerNorms moved
+    with torch.no_grad():
+        for proj in (model.soap.query_proj, model.soap.key_proj):
+            proj.weight.copy_(torch.eye(len(before)))
+        logits = model(images(test)).logits.fg
+        moved = model(images(train)).fg_embed.mean(0) - start(images(train)).fg_embed.mean(0)
+    assert parts["soap_at_start"]["fg"] == pytest.approx(100.0 * float((logits.argmax(1).numpy() == test[1]).mean()))
+    assert parts["soap_at_start"]["shift_fg"] == pytest.approx(float(moved.norm()), abs=1e-5)
+    assert parts["soap_at_start"]["shift_fg"] < parts["at_start"]["shift_fg"]
