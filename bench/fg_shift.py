@@ -136,14 +136,18 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
 SOAP_QUERY_KEY = ("soap.query_proj.weight", "soap.key_proj.weight")
 
 
-def value_map_parts(start: torch.nn.Module, model: torch.nn.Module, test: Split, train: Split) -> dict:
-    """``value_map`` (module docstring) for ``model`` against the run's ``start``; ``model`` is left as it was."""
+def value_map_parts(
+    start: torch.nn.Module, model: torch.nn.Module, test: Split, train: Split, start_mean: torch.Tensor | None = None
+) -> dict:
+    """``value_map`` (module docstring) for ``model`` against the run's ``start``; ``model`` is left as it was.
+    ``start_mean``: the start's mean f over ``train``, when the caller has it."""
     (test_images, test_labels), (train_images, _) = test, train
     batches = (torch.from_numpy(train_images[i : i + BATCH]).permute(0, 3, 1, 2).float() / 255.0 for i in
                range(0, len(train_images), BATCH))  # fmt: skip
     split = split_value_map(start.soap.value_proj.weight.detach(), model.soap.value_proj.weight.detach().clone(),
                             mean_value_input(start, batches))  # fmt: skip
-    start_mean = branch_embeddings(start, train_images)[1].mean(0)
+    if start_mean is None:
+        start_mean = branch_embeddings(start, train_images)[1].mean(0)
     w_hat = model.heads.w_star_hat().detach()
     report: dict = {"mean_part_share": split.mean_part_share}
 
@@ -209,7 +213,7 @@ def measure_epochs(
         if pairs is not None and epoch == saved[-1][0]:
             rows[-1]["part_removal"] = part_removal(model, shift, pairs)
         if value_map and epoch == saved[-1][0]:
-            rows[-1]["value_map"] = value_map_parts(first, model, test, train)
+            rows[-1]["value_map"] = value_map_parts(first, model, test, train, start_mean)
         print(f"epoch {epoch}: [FG] {rows[-1]['fg']:.1f}, unshifted {rows[-1]['fg_unshifted']:.1f}", file=sys.stderr)
     return rows
 

@@ -40,7 +40,7 @@ class CheckpointMeta:
     metrics: dict = field(default_factory=dict)
     templates: list[str] = field(default_factory=list)
     descriptions: dict[str, list[str]] = field(default_factory=dict)
-    # label-free, measured as the run ended (microclip.drift.fg_shift): "fg_shift", the (E,) shift every image's
+    # label-free, measured as the run ended (microclip.drift.ShiftProbe): "fg_shift", the (E,) shift every image's
     # [FG] token took on, and "images", how many training images it was measured on; empty for older checkpoints
     drift: dict = field(default_factory=dict)
 
@@ -254,7 +254,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", base: BaseM
 def load_start_model(path: str | Path, device: str | torch.device = "cpu"):
     """The model as the checkpoint's run started: its base model's LayerNorms and SOAP at identity, as
     ``adapt.prepare`` builds them, with the file's heads (W* plays no part in `[FG]`, and the start's W* is not
-    recorded). What :func:`microclip.drift.fg_shift` measures a run's shift from, for runs that did not.
+    recorded). What :class:`microclip.drift.ShiftProbe` measures a run's shift from, for runs that did not.
     A ``centre_values`` run's centre is fixed before training, so the start has the file's."""
     tensors, meta = read_adapted(path)
     model = _base_model(tensors, meta, device, str(path))

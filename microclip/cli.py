@@ -884,7 +884,7 @@ def _drift(args: argparse.Namespace) -> int:
     for index in order:
         print(f"    {model.classes[index]:40s} {float(part[index]):+8.3f}")
     if model.config.pool == "attention" and model.config.train_soap:
-        route = probe.value_route(model)
+        route = probe.value_route(model, shift)
         print(
             "  SOAP's value map W_v: its change on m, the token every image shares, adds one vector to every image "
             f"(a bias); that part is {100 * route.mean_part_share:.0f}% of its change\n"

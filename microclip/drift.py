@@ -174,9 +174,10 @@ class ShiftProbe:
                 model.load_adapted_state(now)
         return mean_fg(model, self._batches()) - self._start_mean
 
-    def value_route(self, model: torch.nn.Module) -> ValueRoute:
+    def value_route(self, model: torch.nn.Module, shift: torch.Tensor | None = None) -> ValueRoute:
         """:class:`ValueRoute` of ``model`` (attention pooling: the ablations' pools apply no W_v); the model is
-        left as it was. A few passes over the probe's images."""
+        left as it was. A few passes over the probe's images; ``shift``, this probe's measure of the model as it
+        is, saves one."""
         now = model.adapted_state()
         model.load_adapted_state(self.start)
         try:
@@ -184,19 +185,11 @@ class ShiftProbe:
         finally:
             model.load_adapted_state(now)
         split = split_value_map(self.start["soap.value_proj.weight"], now["soap.value_proj.weight"], mean_input)
-        lengths = []
-        for weight in (split.as_trained, split.only_mean_part, split.without_mean_part):
+        lengths = [float((self.measure(model) if shift is None else shift).norm())]
+        for weight in (split.only_mean_part, split.without_mean_part):
             with value_map_set_to(model, weight):
                 lengths.append(float(self.measure(model).norm()))
         return ValueRoute(*lengths, mean_part_share=split.mean_part_share)
-
-
-def fg_shift(
-    model: torch.nn.Module, start: dict[str, torch.Tensor], data: Dataset, batch_size: int = 64
-) -> tuple[torch.Tensor, int]:
-    """:class:`ShiftProbe`'s shift measured once: the shift (E,) and how many images it was measured on."""
-    probe = ShiftProbe(start, data, batch_size)
-    return probe.measure(model), probe.n_images
 
 
 def shift_record(shift: torch.Tensor, n_images: int) -> dict:

@@ -473,8 +473,8 @@ def fit(
                 save()
         if not stopped:
             seconds = time.perf_counter() - epoch_start
-            shift = (shift_probe, shift_each_epoch) if shift_probe is not None else None
-            state.history.append(_end_epoch(model, state, test_set, running, seconds, device, shift))
+            row = _end_epoch(model, state, test_set, running, seconds, device, shift_probe, shift_each_epoch)
+            state.history.append(row)
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
     if stopped:
@@ -557,10 +557,11 @@ def _end_epoch(
     running: _RunningMean,
     seconds: float,
     device: torch.device,
-    shift: tuple[ShiftProbe, bool] | None = None,
+    shift_probe: ShiftProbe | None = None,
+    shift_each_epoch: bool = False,
 ) -> dict:
-    """The epoch's history row: the test evaluation on schedule (and always after the last epoch), and `[FG]`'s
-    shift before it with ``shift`` = (probe, measure at every epoch's end)."""
+    """The epoch's history row: the test evaluation on schedule (and always after the last epoch), and with a probe
+    `[FG]`'s shift before it (at every epoch's end with ``shift_each_epoch``)."""
     config = state.config
     row = {
         "epoch": state.epoch + 1,
@@ -572,9 +573,9 @@ def _end_epoch(
         row["gpu_peak_mb"] = peak
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
-    if shift is not None and state.is_main:
-        probe, each_epoch = shift
-        model.fg_shift = probe.measure(model) if each_epoch or (due and test_set is not None) else None
+    if shift_probe is not None and state.is_main:
+        measured = shift_each_epoch or (due and test_set is not None)
+        model.fg_shift = shift_probe.measure(model) if measured else None
         if model.fg_shift is not None:
             row["train_shift_fg"] = float(model.fg_shift.norm())
     if test_set is not None and state.is_main and due:

@@ -33,7 +33,7 @@ class Explanation:
     patch_class_cosine: np.ndarray  # (h, w, C) cosine(projected patch token, Ŵ*_c)
     grid: tuple[int, int]
     image_size: int
-    # The shift s every image's [FG] took on in self-training (microclip.drift.fg_shift); both None when the model's
+    # The shift s every image's [FG] took on in self-training (microclip.drift.ShiftProbe); both None when the model's
     # run did not measure it. (C,) 100 · s · Ŵ*: its exact part of logits_fg, the same for every image; and (C,)
     # 100 · normalize(f − s) · Ŵ*: [FG] alone with the shift taken away (docs/toyworld.md, round 20).
     fg_shift_logits: np.ndarray | None = None

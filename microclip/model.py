@@ -85,7 +85,7 @@ class MicroCLIP(nn.Module):
         )
         self.heads = heads
         self.base = base
-        # the shift self-training gave every image's [FG] (microclip.drift.fg_shift), on CPU; None when unmeasured.
+        # the shift self-training gave every image's [FG] (microclip.drift.ShiftProbe), on CPU; None when unmeasured.
         # Not a parameter or buffer: it describes the run and is never trained or saved with the tensors.
         self.fg_shift: torch.Tensor | None = None
         self.freeze()

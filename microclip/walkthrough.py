@@ -168,7 +168,7 @@ class FgStep:
     cos_fg_cls: float
     top: tuple[TopClass, ...]  # what [FG] alone predicts
     # what it predicts with the shift every image's [FG] took on in self-training taken away, normalize(f − s)
-    # (microclip.drift.fg_shift); None when the model's run did not measure s
+    # (microclip.drift.ShiftProbe); None when the model's run did not measure s
     top_unshifted: tuple[TopClass, ...] | None = None
     # SOAP's values as W_v(s_j − c) + c (MethodConfig.centre_values, not the reference's) rather than W_v s_j
     centre_values: bool = False

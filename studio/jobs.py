@@ -728,8 +728,8 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
         kind = "labelled by folders" if snapshot.labelled else "unlabelled"
         text += f"  \n{snapshot.n_images} images, {len(snapshot.classes)} classes ({kind})"
     if snapshot.shifts:
-        lengths = ", ".join(f"{length:.2f}" for _, length in snapshot.shifts[-SHOWN_SHIFTS:])
-        first = snapshot.shifts[-SHOWN_SHIFTS:][0][0]
+        shown = snapshot.shifts[-SHOWN_SHIFTS:]
+        lengths, first = ", ".join(f"{length:.2f}" for _, length in shown), shown[0][0]
         text += (
             f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
             f"{lengths}"

@@ -11,7 +11,7 @@ from conftest import load_bench
 from safetensors.torch import load_file
 
 from microclip.checkpoint import CheckpointError, load_model, load_start_model, read_adapted, save_adapted
-from microclip.drift import ShiftProbe, agreement, epoch_signs, fg_shift, set_value_centre, shared_part, split_value_map
+from microclip.drift import ShiftProbe, agreement, epoch_signs, set_value_centre, shared_part, split_value_map
 from microclip.explain import explain_batch
 
 fg_shift_bench = load_bench("fg_shift")
@@ -105,7 +105,8 @@ def test_fg_shift_measures_from_a_start_state_and_leaves_the_model_as_it_was():
     model = load_model(SHIPPED)
     before = model.adapted_state()
     images = torch.rand(10, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    shift, n_images = fg_shift(model, load_file(START), TensorDataset(images), batch_size=4)
+    probe = ShiftProbe(load_file(START), TensorDataset(images), batch_size=4)
+    shift, n_images = probe.measure(model), probe.n_images
     assert n_images == 10 and all(torch.equal(before[k], v) for k, v in model.adapted_state().items())
     with torch.no_grad():
         end = model(images).fg_embed.mean(0)
@@ -123,7 +124,8 @@ def test_fg_shift_measures_on_an_evenly_spaced_sample_of_a_large_set(monkeypatch
     monkeypatch.setattr(drift, "SHIFT_IMAGES", 4)
     model = load_model(SHIPPED)
     images = torch.rand(10, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    shift, n_images = drift.fg_shift(model, load_file(START), TensorDataset(images), batch_size=3)
+    probe = drift.ShiftProbe(load_file(START), TensorDataset(images), batch_size=3)
+    shift, n_images = probe.measure(model), probe.n_images
     kept = images[[0, 3, 6, 9]]  # by hand: 4 of 10, first and last included, evenly spaced
     with torch.no_grad():
         end = model(kept).fg_embed.mean(0)
