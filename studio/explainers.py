@@ -90,9 +90,10 @@ def comparison_markdown(
     if deletion is not None:
         lines += [
             "",
-            "_Deletion (ROAD)_: the map's most relevant pixels removed (10% … 90%, filled in by noisy "
-            "linear imputation) and the mean drop of the fused prediction's probability: a larger drop, a "
-            "map the model's decision depends on more (`microclip.faithfulness`).",
+            "_Deletion (ROAD)_: the map's most relevant pixels removed (10% … 90%, whole patches in the map's "
+            "order, equal scores in a fixed random order, so a mask such as NCut's is removed a share at a time; "
+            "filled in by noisy linear imputation) and the mean drop of the fused prediction's probability: a "
+            "larger drop, a map the model's decision depends on more (`microclip.faithfulness`).",
         ]
     header, rule = ["method", "ms"], ["---", "---:"]
     if truth is not None:

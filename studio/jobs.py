@@ -124,6 +124,13 @@ class AdaptRequest:
     n_probes: int = 4  # images of the data whose predictions the run's card shows before and after
     toy_per_class: int = 8  # toy-world images drawn per class (source "toybirds")
     seed: int = 0  # fixes the run: data order and crops
+    # SOAP's values centred before W_v (train.py --centre_values, not the reference's): None keeps the chosen entry's
+    centre_values: bool | None = None
+
+    def method(self, entry: MethodConfig) -> MethodConfig:
+        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not if asked."""
+        config = MethodConfig.from_dict(entry.to_dict())
+        return config if self.centre_values is None else replace(config, centre_values=bool(self.centre_values))
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
@@ -473,7 +480,7 @@ class AdaptationRunner:
             (spec.clip_model, spec.pretrained or None),
             loaded.templates,
             self._descriptions(request, list(dataset.classes), loaded.descriptions),
-            MethodConfig.from_dict(loaded.model.config.to_dict()),
+            request.method(loaded.model.config),
             base_seed=spec.seed or 0,
             device=self.device,
             provenance={

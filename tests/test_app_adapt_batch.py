@@ -24,6 +24,7 @@ from PIL import Image
 from microclip.checkpoint import load_model
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
+from ui.adapt import CENTRING
 from ui.app import build_demo
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -37,6 +38,7 @@ RUN = dict(
     per_class=8, class_text="", descriptions=None, allow=False, steps=200, batch_size=16, lr=1e-4, crops=4, probes=2
 )
 TIMEOUT = 60.0
+CENTRED = next(choice for choice, centred in CENTRING.items() if centred)
 
 # (file, the message the user gets): each is refused by the batch endpoint and fails an adaptation run.
 BAD_ZIPS = [
@@ -289,6 +291,20 @@ def test_descriptions_missing_classes_are_a_clear_error_and_the_runner_keeps_goi
     )
     status = wait_until(app.client, job_id, finished, "a one-step run")
     assert "finished after 1 of 1 steps" in status.text, status.text
+
+
+def test_a_run_can_centre_soap_s_values_and_saves_the_centre(app, files):
+    # the tiny base is the reference's; "centred" adapts with train.py --centre_values's SOAP instead
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring=CENTRED)
+    status = wait_until(app.client, job_id, finished, "a one-step centred run")
+    assert "finished after 1 of 1 steps" in status.text, status.text
+    path, _text, _name = app.client.predict(job_id, "centred shapes", api_name="/adapt_save")
+    model = load_model(path)
+    assert model.config.centre_values and model.soap.value_centre.norm() > 0
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1)  # no choice: the entry's own
+    wait_until(app.client, job_id, finished, "a one-step run")
+    path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+    assert not load_model(path).config.centre_values
 
 
 # ------------------------------------------------------------------ explore under concurrent load

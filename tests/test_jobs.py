@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,15 @@ def wait_for_step(runner: AdaptationRunner, job_id: str, step: int, timeout: flo
         assert not runner.status(job_id).status.finished, runner.status(job_id).message
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.05)
+
+
+def test_a_request_adapts_with_the_entry_s_method_unless_it_asks_for_centring(registry):
+    entry = registry.get("tiny").model.config
+    assert not entry.centre_values
+    assert AdaptRequest().method(entry) == entry  # a copy: the entry's own is never changed
+    centred = AdaptRequest(centre_values=True).method(entry)
+    assert centred.centre_values and centred == replace(entry, centre_values=True)
+    assert AdaptRequest(centre_values=False).method(centred) == entry
 
 
 def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_path):

@@ -38,6 +38,12 @@ SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server
 DEFAULT_STEPS = 150  # the toy run's default: long enough to watch the curves move and to press Stop
 DEFAULT_TOY_PER_CLASS = 8
 POLL_SECONDS = 1.0
+# How SOAP's value map meets the patch tokens in the run: the chosen entry's way, or either one asked for
+CENTRING = {
+    "as the chosen model": None,
+    "the reference's: W_v s": False,
+    "centred: W_v (s − c) + c (not the reference's)": True,
+}
 
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
@@ -96,6 +102,7 @@ class _Panel:
     lr: gr.Slider
     n_crops: gr.Slider
     n_probes: gr.Slider
+    centring: gr.Radio
     save_name: gr.Textbox
     save: gr.Button
     use_saved: gr.Button
@@ -114,7 +121,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes]
+        return [*data, *settings, self.n_probes, self.centring]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -209,6 +216,14 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
             top = limits.max_crops
             p.n_crops = gr.Slider(1, top, value=min(4, top), step=1, label="Crops per image (K)")
             p.n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1, label="Probe images")
+            p.centring = gr.Radio(
+                list(CENTRING),
+                value=next(iter(CENTRING)),
+                label="SOAP's values",
+                info="Centred on the training images' mean token c (train.py --centre_values): self-training can "
+                "then no longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
+                elem_id="adapt-centring",
+            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -267,6 +282,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         learning_rate: float,
         crops: float,
         probes: float,
+        centring: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -285,6 +301,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             n_crops=int(crops),
             n_probes=int(probes),
             toy_per_class=int(per_class),
+            centre_values=CENTRING.get(centring) if centring else None,
         )
         try:
             new_id = runner.submit(request)
