@@ -20,6 +20,7 @@ from microclip.explainers import (
     unavailable_explainers,
 )
 from microclip.faithfulness import deletion_scores
+from microclip.heads import BRANCHES
 from studio.images import image_file
 from viz.peers import SCALE_NOTE, peer_panel
 
@@ -71,12 +72,16 @@ def _pointing(score: PartScore) -> str:
     return f"{score.top_on_part:.0%} of {score.n_top} tied"
 
 
+DELETION_HEADER = "deletion"
+BRANCH_COLUMNS = {"fused": "fused", "cls": "`[CLS]` alone", "fg": "`[FG]` alone"}
+
+
 def comparison_markdown(
-    comparison: ExplainerComparison, truth: ToyParts | None, deletion: dict[str, float] | None = None
+    comparison: ExplainerComparison, truth: ToyParts | None, deletion: dict[str, dict[str, float]] | None = None
 ) -> str:
     """The class explained, then name | ms | (scores) per explainer; notes (unavailable explainers, why a map is
     unscored) under the table, never in it. ``truth``: a toy image's species and part mask (None elsewhere);
-    ``deletion``: each map's ROAD deletion drop of the fused prediction."""
+    ``deletion``: each map's ROAD deletion drop of each branch's prediction ({map: {branch: drop}})."""
     how = "the model's prediction" if comparison.predicted else "chosen"
     lines = [f"**Explaining class: {comparison.class_name}** ({how}). Maps on one colour scale: {SCALE_NOTE}."]
     if truth is not None:
@@ -92,14 +97,16 @@ def comparison_markdown(
             "",
             "_Deletion (ROAD)_: the map's most relevant pixels removed (10% … 90%, whole patches in the map's "
             "order, equal scores in a fixed random order, so a mask such as NCut's is removed a share at a time; "
-            "filled in by noisy linear imputation) and the mean drop of the fused prediction's probability: a "
-            "larger drop, a map the model's decision depends on more (`microclip.faithfulness`).",
+            "filled in by noisy linear imputation) and the mean drop, in points, of the fused prediction's "
+            "probability (a negative number: it rose): a larger drop, a map the decision depends on more "
+            "(`microclip.faithfulness`). Each branch's own drop is in the table under it.",
         ]
     header, rule = ["method", "ms"], ["---", "---:"]
     if truth is not None:
         header, rule = header + ["top patch on a part", "mass inside the part mask"], rule + ["---", "---:"]
     if deletion is not None:
-        header, rule = header + ["deletion (ROAD)"], rule + ["---:"]
+        header += [DELETION_HEADER]
+        rule += ["---:"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     missing = []
     for name, run in comparison.runs.items():
@@ -112,7 +119,7 @@ def comparison_markdown(
             score = part_score(run.saliency, truth.part_mask)
             row += f" {_pointing(score)} | {score.mass_inside:.1%} |"
         if deletion is not None:
-            row += f" {deletion[name]:+.3f} |" if name in deletion else " — |"
+            row += f" {100.0 * deletion[name]['fused']:.1f} |" if name in deletion else " — |"
         lines.append(row)
     if truth is not None:
         chance = chance_score(truth.part_mask, comparison.grid)
@@ -120,16 +127,33 @@ def comparison_markdown(
             f"| _chance (uniform map)_ | | {chance.top_on_part:.0%} | {chance.mass_inside:.1%} |"
             + (" |" if deletion is not None else "")
         )
+    lines += _branch_deletion_table(comparison, deletion) if deletion else []
     lines += ["", *[f"- {text}" for text in missing]] if missing else []
     if truth is None:
         lines += ["", NOT_TOY]
     return "\n".join(lines)
 
 
-def deletion_of(model, tensor: torch.Tensor, comparison: ExplainerComparison) -> dict[str, float]:
-    """Each available map's ROAD deletion drop of the fused prediction's probability on this one image."""
+def _branch_deletion_table(comparison: ExplainerComparison, deletion: dict[str, dict[str, float]]) -> list[str]:
+    """Each map's deletion drop (points) for each branch's own prediction, in a table of its own: three more
+    columns beside the pointing scores would squeeze the panel's table until its numbers break."""
+    lines = [
+        "",
+        "_Deletion, branch by branch_ (points of each branch's probability for the class it predicts alone). "
+        "SOAP's weights build `[FG]`: compare its `[FG]` drop with the other maps'.",
+        "",
+        "| method | " + " | ".join(BRANCH_COLUMNS[b] for b in BRANCHES) + " |",
+        "|---|" + "---:|" * len(BRANCHES),
+    ]
+    for name, drops in deletion.items():
+        lines.append(f"| {EXPLAINERS[name].title} | " + " | ".join(f"{100.0 * drops[b]:.1f}" for b in BRANCHES) + " |")
+    return lines
+
+
+def deletion_of(model, tensor: torch.Tensor, comparison: ExplainerComparison) -> dict[str, dict[str, float]]:
+    """Each available map's ROAD deletion drop of each branch's predicted-class probability on this one image."""
     maps = {name: run.saliency.reshape(1, -1) for name, run in comparison.runs.items() if run.saliency is not None}
-    return {name: drops["fused"] for name, drops in deletion_scores(model, tensor[None], maps).items()}
+    return deletion_scores(model, tensor[None], maps)
 
 
 def notes_markdown() -> str:

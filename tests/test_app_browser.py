@@ -252,6 +252,14 @@ def test_explore_an_example_and_compare_explainers(page):
     page.locator("#explainers").scroll_into_view_if_needed()
     shot(page, "explore-explainers", top=False)
     shot(page, "explore-explainers-full", full=True)
+    # Deletion asked for: one more column, and each branch's drops in a table of their own; both still readable.
+    page.locator("#explainers-deletion input[type=checkbox]").check()
+    page.locator("#explainers-button").click()
+    expect(table).to_contain_text("Deletion, branch by branch", timeout=120_000)
+    table.locator("table").last.scroll_into_view_if_needed()
+    shot(page, "explore-explainers-deletion", top=False)
+    assert table.locator("table").count() == 2
+    assert all(t.evaluate(WORDS_SPLIT_JS) == [] for t in table.locator("table").all())
 
     # The same image through the bundled model's adaptation run: one map per saved epoch, and the table.
     page.locator("#epochs").get_by_text("Self-training, epoch by epoch", exact=True).first.click()

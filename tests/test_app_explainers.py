@@ -13,8 +13,9 @@ from PIL import Image
 
 from microclip.data.transforms import test_transform
 from microclip.explainers import EXPLAINERS, part_score, run_explainers
+from microclip.faithfulness import deletion_drops
 from microclip.toyworld.lookup import find_toyworld_sample
-from studio.explainers import PREDICTED
+from studio.explainers import DELETION_HEADER, PREDICTED
 from ui.app import build_demo
 from ui.common import DISPLAY_SIZE
 from viz.overlay import display_crop
@@ -143,17 +144,26 @@ def test_identical_requests_at_once_all_download_complete_pictures(client, plain
         assert all(np.array_equal(a, b) for a, b in zip(pictures, reference))
 
 
-def test_deletion_scores_are_a_column_beside_the_pointing_scores(client):
-    """Asked for, each map gets its ROAD deletion score (the fused prediction's mean probability drop) in a column of
-    its own after the pointing scores; notes stay under the table."""
+def test_deletion_scores_are_a_column_beside_the_pointing_scores_and_a_table_per_branch(client, registry):
+    """Asked for, each map gets its ROAD deletion score (the fused prediction's mean probability drop, in points) in a
+    column of its own after the pointing scores, and each branch's (fused, [CLS], [FG]) in a table under it."""
     _gallery, _scale, table = client.predict(
         handle_file(str(TOY_EXAMPLE)), MODEL, PREDICTED, "jet", 0.6, True, api_name="/explainers"
     )
     pointing = " top patch on a part | mass inside the part mask |" if "Toy-world image" in table else ""
-    assert f"| method | ms |{pointing} deletion (ROAD) |" in table  # the last column, after any pointing scores
-    rows = table_rows(table)
+    assert f"| method | ms |{pointing} {DELETION_HEADER} |" in table  # the last column, after any pointing scores
+    main, branches = table.split("_Deletion, branch by branch_")
+    rows, per_branch = table_rows(main), table_rows(branches)
     scored = [title for title in rows if not title.startswith("_")]
     assert scored and len(scored) == len(EXPLAINERS) - table.count("is unavailable here")
+    assert list(per_branch) == scored  # the same maps, in the same order
     for title in scored:
-        assert -1.0 <= float(rows[title][-1]) <= 1.0  # a difference of two probabilities
+        assert -100.0 <= float(rows[title][-1]) <= 100.0  # points: a difference of two probabilities
+        assert rows[title][-1] == per_branch[title][0]  # the fused drop, in both tables
     assert all("unavailable" not in " ".join(cells) for cells in rows.values())
+    # SOAP's rows are ROAD on SOAP's own map of this image, branch by branch
+    model = registry.get(MODEL).model
+    tensor = test_transform(model.backbone.image_size, crop="center")(Image.open(TOY_EXAMPLE).convert("RGB"))
+    soap = run_explainers(model, tensor, names=["soap"]).runs["soap"].saliency
+    drops = deletion_drops(model, tensor[None], soap.reshape(1, -1))
+    assert per_branch[EXPLAINERS["soap"].title] == [f"{100 * drops[b][0]:.1f}" for b in ("fused", "cls", "fg")]
