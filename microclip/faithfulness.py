@@ -115,11 +115,15 @@ def deletion_drops(
 
 
 def deletion_scores(
-    model: MicroCLIP, images: torch.Tensor, maps: dict[str, np.ndarray], percentiles: Sequence[int] = ROAD_PERCENTILES
+    model: MicroCLIP,
+    images: torch.Tensor,
+    maps: dict[str, np.ndarray],
+    percentiles: Sequence[int] = ROAD_PERCENTILES,
+    seed: int = ROAD_SEED,
 ) -> dict[str, dict[str, float]]:
     """{map name: {branch: mean ROAD deletion drop over the images}} for several maps of the same images."""
     out = {}
     for name, scores in maps.items():
-        drops = deletion_drops(model, images, scores, percentiles)
+        drops = deletion_drops(model, images, scores, percentiles, seed)
         out[name] = {branch: float(values.mean()) for branch, values in drops.items()}
     return out
