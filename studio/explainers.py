@@ -127,14 +127,14 @@ def comparison_markdown(
             f"| _chance (uniform map)_ | | {chance.top_on_part:.0%} | {chance.mass_inside:.1%} |"
             + (" |" if deletion is not None else "")
         )
-    lines += _branch_deletion_table(comparison, deletion) if deletion else []
+    lines += _branch_deletion_table(deletion) if deletion else []
     lines += ["", *[f"- {text}" for text in missing]] if missing else []
     if truth is None:
         lines += ["", NOT_TOY]
     return "\n".join(lines)
 
 
-def _branch_deletion_table(comparison: ExplainerComparison, deletion: dict[str, dict[str, float]]) -> list[str]:
+def _branch_deletion_table(deletion: dict[str, dict[str, float]]) -> list[str]:
     """Each map's deletion drop (points) for each branch's own prediction, in a table of its own: three more
     columns beside the pointing scores would squeeze the panel's table until its numbers break."""
     lines = [

@@ -301,6 +301,8 @@ def test_a_run_can_centre_soap_s_values_and_saves_the_centre(app, files):
     path, _text, _name = app.client.predict(job_id, "centred shapes", api_name="/adapt_save")
     model = load_model(path)
     assert model.config.centre_values and model.soap.value_centre.norm() > 0
+    with pytest.raises(AppError, match="'sideways'.* is not in the list of choices"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring="sideways")
     job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1)  # no choice: the entry's own
     wait_until(app.client, job_id, finished, "a one-step run")
     path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")

@@ -46,7 +46,8 @@ def wait_for_step(runner: AdaptationRunner, job_id: str, step: int, timeout: flo
 def test_a_request_adapts_with_the_entry_s_method_unless_it_asks_for_centring(registry):
     entry = registry.get("tiny").model.config
     assert not entry.centre_values
-    assert AdaptRequest().method(entry) == entry  # a copy: the entry's own is never changed
+    kept = AdaptRequest().method(entry)
+    assert kept == entry and kept is not entry  # a copy: the entry's own is never changed
     centred = AdaptRequest(centre_values=True).method(entry)
     assert centred.centre_values and centred == replace(entry, centre_values=True)
     assert AdaptRequest(centre_values=False).method(centred) == entry

@@ -301,7 +301,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             n_crops=int(crops),
             n_probes=int(probes),
             toy_per_class=int(per_class),
-            centre_values=CENTRING.get(centring) if centring else None,
+            centre_values=CENTRING.get(centring) if centring else None,  # Gradio refuses a value not in CENTRING
         )
         try:
             new_id = runner.submit(request)
