@@ -54,7 +54,7 @@ from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import UNSHIFTED_BRANCHES, evaluate
 from microclip.explainers import EXPLAINERS
-from microclip.faithfulness import deletion_scores
+from microclip.faithfulness import ROAD_SEED, deletion_scores
 from microclip.files import atomic_write_text
 from microclip.heads import BRANCHES
 from microclip.machine import cpu_name
@@ -368,6 +368,7 @@ def deletion_rows(args: argparse.Namespace) -> dict:
     return {
         "deletion": {name: {branch: 100.0 * v for branch, v in row.items()} for name, row in scores.items()},
         "deletion_images": int(len(rows)),
+        "deletion_seed": ROAD_SEED,  # ties' order and the imputer's noise (microclip.faithfulness)
     }
 
 
