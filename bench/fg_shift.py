@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,17 @@ BATCH = 200
 ASSETS = PROJECT_ROOT / "assets" / "toybirds"
 
 
+def tensor_batches(images: np.ndarray) -> Iterator[torch.Tensor]:
+    """uint8 (N, H, W, 3) images as (B, 3, H, W) tensors in [0, 1], ``BATCH`` at a time."""
+    for start in range(0, len(images), BATCH):
+        yield torch.from_numpy(images[start : start + BATCH]).permute(0, 3, 1, 2).float() / 255.0
+
+
 def branch_embeddings(model: torch.nn.Module, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, f): the normalised `[CLS]` and `[FG]` embeddings of uint8 (N, H, W, 3) images."""
     gs, fs = [], []
     with torch.no_grad():
-        for start in range(0, len(images), BATCH):
-            batch = torch.from_numpy(images[start : start + BATCH]).permute(0, 3, 1, 2).float() / 255.0
+        for batch in tensor_batches(images):
             out = model(batch)
             gs.append(out.tokens.cls_embed)
             fs.append(out.fg_embed)
@@ -142,10 +148,8 @@ def value_map_parts(
     """``value_map`` (module docstring) for ``model`` against the run's ``start``; ``model`` is left as it was.
     ``start_mean``: the start's mean f over ``train``, when the caller has it."""
     (test_images, test_labels), (train_images, _) = test, train
-    batches = (torch.from_numpy(train_images[i : i + BATCH]).permute(0, 3, 1, 2).float() / 255.0 for i in
-               range(0, len(train_images), BATCH))  # fmt: skip
     split = split_value_map(start.soap.value_proj.weight.detach(), model.soap.value_proj.weight.detach().clone(),
-                            mean_value_input(start, batches))  # fmt: skip
+                            mean_value_input(start, tensor_batches(train_images)))  # fmt: skip
     if start_mean is None:
         start_mean = branch_embeddings(start, train_images)[1].mean(0)
     w_hat = model.heads.w_star_hat().detach()

@@ -20,6 +20,7 @@ from microclip.explainers import (
     unavailable_explainers,
 )
 from microclip.faithfulness import deletion_scores
+from microclip.formats import BRANCH_LABELS
 from microclip.heads import BRANCHES
 from studio.images import image_file
 from viz.peers import SCALE_NOTE, peer_panel
@@ -73,7 +74,6 @@ def _pointing(score: PartScore) -> str:
 
 
 DELETION_HEADER = "deletion"
-BRANCH_COLUMNS = {"fused": "fused", "cls": "`[CLS]` alone", "fg": "`[FG]` alone"}
 
 
 def comparison_markdown(
@@ -142,7 +142,7 @@ def _branch_deletion_table(deletion: dict[str, dict[str, float]]) -> list[str]:
         "_Deletion, branch by branch_ (points of each branch's probability for the class it predicts alone). "
         "SOAP's weights build `[FG]`: compare its `[FG]` drop with the other maps'.",
         "",
-        "| method | " + " | ".join(BRANCH_COLUMNS[b] for b in BRANCHES) + " |",
+        "| method | " + " | ".join(BRANCH_LABELS[b] for b in BRANCHES) + " |",
         "|---|" + "---:|" * len(BRANCHES),
     ]
     for name, drops in deletion.items():
