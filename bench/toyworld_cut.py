@@ -15,7 +15,9 @@ tokens the limit of [FG]?
 It also reports SOAP's query at identity (the cut's mean token): what the foreground is made of (shares of its
 patches on a part, the body, the background), each kind's mean cosine to the query, and how often the patch
 with the largest logit is on a part (the pointing of SOAP's map at the start). The raw tokens all have nearly
-the same length here (a LayerNorm's output), so the logit ranks patches by that cosine.
+the same length here (a LayerNorm's output), so the logit ranks patches by that cosine. And how much of the energy of
+what SOAP pools (its value map's input, over the test images) is in the images' common mean: the part of that input
+a change of the value map turns into one shift of every image's [FG] (docs/toyworld.md, rounds 23 and 25).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from microclip.scoring import (
 )
 from microclip.soap import soap_query
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks
+from microclip.toyworld.objectness import shared_share
 from microclip.toyworld.pretrain import PretrainConfig, evaluate_exported
 from microclip.toyworld.text import TEMPLATES, descriptions
 from microclip.toyworld.world import CLASS_NAMES
@@ -102,6 +105,7 @@ def query_report(out: ModelOutput, on_part: np.ndarray, on_bird: np.ndarray) -> 
         },
         "top_patch_on_part": percent(pointing_hits(logits, on_part)),
         "length_spread": float(np.linalg.norm(tokens.numpy(), axis=-1).std()),
+        "pooled_shared_share": float(shared_share(out.soap.pooled.double())),
     }
 
 
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                 + "; cosine to the query "
                 + " / ".join(f"{k} {v:.3f}" for k, v in query["cosine_to_query"].items())
                 + f"; top patch on a part {query['top_patch_on_part']:.1f}%"
-                + f" (token lengths' sd {query['length_spread']:.3f})"
+                + f" (token lengths' sd {query['length_spread']:.3f}); the images' pooled inputs share "
+                + f"{query['pooled_shared_share']:.1%} of their energy in their mean"
             )
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")

@@ -511,6 +511,8 @@ def test_the_recorded_objective_lists_the_stage_3_terms_the_weights_switch_on():
     assert "plus three" in pool and "every foreground token" not in pool and "[FG] SOAP" in pool
     pulled = stage3(soap_attention_weight=1.0, soap_attention_radial=True)
     assert "plus four" in pulled and "lengths only" in pulled
+    centred = stage3(soap_attention_weight=1.0, pool_centring_weight=1.0)
+    assert "plus five" in centred and "batch mean of what SOAP's value map is applied to" in centred
     assert "plus no losses" in stage3(object_weight=0.0, background_weight=0.0, cut_weight=0.0)
     banded = stage3(boundary_band=1, band_terms="cut")
     assert "left out of the cut term(s)" in banded and "soft band" not in banded

@@ -13,6 +13,7 @@ from microclip.toyworld.objectness import (
     boundary_band,
     cut_contrast_loss,
     object_token_loss,
+    pool_centring_loss,
     soap_attention_loss,
     soap_pool_loss,
 )
@@ -163,6 +164,20 @@ class _Recorder:
         return F.cross_entropy(logits, torch.arange(len(image)))
 
 
+def _pooled_by_hand(raw: torch.Tensor, foreground: torch.Tensor) -> list[torch.Tensor]:
+    """SOAP at identity, one image at a time: the cut's mean token as the query, a zero null token (logit 0)."""
+    width = raw.shape[-1]
+    pooled = []
+    for b in range(raw.shape[0]):
+        chosen = [raw[b, j] for j in range(raw.shape[1]) if foreground[b, j]]
+        query = sum(chosen) / len(chosen) if chosen else torch.zeros(width, dtype=raw.dtype)
+        logits = [float(query @ raw[b, j]) / math.sqrt(width) for j in range(raw.shape[1])] + [0.0]
+        top = max(logits)
+        weights = [math.exp(v - top) for v in logits]
+        pooled.append(sum(w * raw[b, j] for j, w in enumerate(weights[:-1])) / sum(weights))  # the null's value is 0
+    return pooled
+
+
 def test_soap_pool_loss_pools_by_hand_computed_attention_over_the_cut_and_the_null_token():
     raw, text, foreground = _batch(4, n=7, e=5)
     raw = raw * torch.linspace(1.0, 3.0, 7, dtype=torch.float64)[None, :, None]  # unequal norms
@@ -170,13 +185,7 @@ def test_soap_pool_loss_pools_by_hand_computed_attention_over_the_cut_and_the_nu
     text3 = F.normalize(text[:, :3], dim=-1)
     recorder = _Recorder()
     loss = soap_pool_loss(raw, foreground, text3, 4.0, lambda x: x @ projection, recorder)
-    for b in range(raw.shape[0]):
-        chosen = [raw[b, j] for j in range(raw.shape[1]) if foreground[b, j]]
-        query = sum(chosen) / len(chosen) if chosen else torch.zeros(5, dtype=torch.float64)
-        logits = [float(query @ raw[b, j]) / math.sqrt(5) for j in range(raw.shape[1])] + [0.0]  # null: logit 0
-        top = max(logits)
-        weights = [math.exp(v - top) for v in logits]
-        pooled = sum(w * raw[b, j] for j, w in enumerate(weights[:-1])) / sum(weights)  # the null's value is 0
+    for b, pooled in enumerate(_pooled_by_hand(raw, foreground)):
         expected = F.normalize(pooled @ projection, dim=0)
         assert torch.allclose(recorder.image[b], expected, atol=1e-12)
     assert loss.item() == pytest.approx(F.cross_entropy(4.0 * recorder.image @ text3.T, torch.arange(4)).item())
@@ -196,6 +205,31 @@ def test_soap_pool_loss_trains_exactly_the_fg_that_adaptation_starts_from(tiny_m
         text = F.normalize(torch.randn(3, out.fg_embed.shape[-1], generator=torch.Generator().manual_seed(7)), dim=-1)
         soap_pool_loss(tokens.patches, foreground_mask(tokens.patches), text, 1.0, model.backbone.project, recorder)
     assert torch.allclose(recorder.image, F.normalize(out.fg_embed, dim=-1), atol=1e-5)
+
+
+def test_pool_centring_loss_is_the_share_of_the_pooled_inputs_energy_in_their_mean():
+    raw, _, foreground = _batch(11, b=5, n=7, e=5)
+    raw = raw * 2.0 + torch.tensor([1.5, 0, 0, 0, 0], dtype=torch.float64)  # a component every token shares
+    pooled = _pooled_by_hand(raw, foreground)
+    mean = sum(pooled) / len(pooled)
+    expected = float(mean @ mean) / (sum(float(p @ p) for p in pooled) / len(pooled))
+    assert pool_centring_loss(raw, foreground).item() == pytest.approx(expected)
+    assert 0.0 < expected < 1.0
+
+
+def test_steps_on_the_pool_centring_loss_remove_the_shared_mean_and_keep_images_apart():
+    raw, _, foreground = _batch(12, b=6, n=9, e=6)
+    raw = (raw + torch.tensor([2.0, 0, 0, 0, 0, 0], dtype=torch.float64)).clone().requires_grad_(True)
+    start = pool_centring_loss(raw, foreground).item()
+    opt = torch.optim.Adam([raw], lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        pool_centring_loss(raw, foreground).backward()
+        opt.step()
+    assert start > 0.5
+    assert pool_centring_loss(raw, foreground).item() < 0.05
+    pooled = torch.stack(_pooled_by_hand(raw.detach(), foreground))
+    assert pooled.norm(dim=-1).min() > 0.1  # not met by shrinking every image's input to nothing
 
 
 def test_soap_attention_loss_is_the_kl_from_the_teacher_to_soaps_map_over_the_patches():

@@ -153,6 +153,27 @@ def soap_pool_loss(
     return clip_loss(pooled, text, scale)
 
 
+def pool_centring_loss(patches: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """The share of the energy of SOAP's pooled input that every image shares: ‖mean_b p_b‖² / mean_b ‖p_b‖².
+
+    p_b = Σ_j α_j z_j is what SOAP's value map is applied to as adaptation starts (identity Q/K, the cut's mean
+    token as the query, the zero null token). When the images' p_b share one large component m, any change of
+    the value map W_v adds ΔW_v·m to every image's ``[FG]`` alike: a learnt bias, the drift that pulls ``[FG]``
+    off the classes in self-training (docs/toyworld.md, round 23). A base whose pooled inputs share little has
+    no such route, under the reference's own SOAP.
+
+    Args:
+        patches: (B, N, D) raw value-path tokens.
+        foreground: (B, N) bool, the cut's foreground.
+    """
+    return shared_share(_soap_at_identity(patches, foreground).pooled)
+
+
+def shared_share(vectors: torch.Tensor) -> torch.Tensor:
+    """‖mean_b v_b‖² / mean_b ‖v_b‖² of (B, D) vectors: 0 when they share no mean, 1 when all are equal."""
+    return vectors.mean(dim=0).pow(2).sum() / vectors.pow(2).sum(-1).mean().clamp_min(1e-6)
+
+
 def soap_attention_loss(
     patches: torch.Tensor, foreground: torch.Tensor, teacher: torch.Tensor, radial: bool = False
 ) -> torch.Tensor:

@@ -71,6 +71,7 @@ from microclip.toyworld.objectness import (
     boundary_band,
     cut_contrast_loss,
     object_token_loss,
+    pool_centring_loss,
     soap_attention_loss,
     soap_pool_loss,
 )
@@ -149,6 +150,7 @@ class PretrainConfig:
     band_weight: float = 0.0  # the weight the band's pairs keep in the cut term (0 = left out; a soft band in (0, 1))
     soap_pool_weight: float = 0.0  # CLIP loss on SOAP's [FG] at identity over the cut (objectness.py); 0 = off
     soap_attention_weight: float = 0.0  # SOAP's map at identity pulled to the last block's [CLS] attention; 0 = off
+    pool_centring_weight: float = 0.0  # the images' SOAP inputs at identity pushed to share no mean; 0 = off
     soap_attention_radial: bool = False  # that pull's gradient only along each token: lengths, not the cut's cosines
     init: str = ""  # start from this open_clip local-dir folder's weights (a fine-tune) instead of random ones
     eval_train_per_class: int = 100
@@ -220,6 +222,11 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
             cfg.soap_attention_weight,
             "SOAP's attention at identity is pulled (KL) toward the last block's [CLS] attention"
             + (", through the tokens' lengths only" if cfg.soap_attention_radial else ""),
+        ),
+        (
+            cfg.pool_centring_weight,
+            "the batch mean of what SOAP's value map is applied to at identity is pushed toward zero (its share "
+            "of the pooled inputs' energy)",
         ),
     ]
     on = [text for weight, text in terms if weight > 0]
@@ -569,6 +576,8 @@ def object_terms(
             teacher = last_block_cls_attention(backbone, images)
         attention = soap_attention_loss(patches, foreground, teacher, radial=cfg.soap_attention_radial)
         terms["soap_attention"] = (cfg.soap_attention_weight, attention)
+    if cfg.pool_centring_weight > 0:
+        terms["pool_centring"] = (cfg.pool_centring_weight, pool_centring_loss(patches, foreground))
     return terms
 
 
@@ -881,7 +890,7 @@ def finish(run: Run) -> dict:
             | {"background_weight": cfg.background_weight, "cut_weight": cfg.cut_weight, "cut_margin": cfg.cut_margin}
             | {
                 k: getattr(cfg, k)
-                for k in ("soap_pool_weight", "soap_attention_weight", "soap_attention_radial")
+                for k in ("soap_pool_weight", "soap_attention_weight", "soap_attention_radial", "pool_centring_weight")
                 if getattr(cfg, k)
             }
             | ({"boundary_band": cfg.boundary_band, "band_terms": cfg.band_terms} if cfg.boundary_band > 0 else {})
@@ -986,6 +995,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "band_weight",
     "soap_pool_weight",
     "soap_attention_weight",
+    "pool_centring_weight",
     "region_weight",
     "name_zipf",
     "p_lookalike",
