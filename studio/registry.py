@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 # the same base and recipe with SOAP's values centred (train.py --centre_values, not the reference's): beside the
-# reference's model, it shows what `[FG]`'s shared shift costs (docs/toyworld.md, round 23)
+# reference's model, it shows the other cure for `[FG]`'s shared shift, which the bundled base's pretraining
+# already took away (docs/toyworld.md, rounds 23 and 25)
 TOY_CENTRED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip-centred.safetensors"
 TOY_CENTRED_NAME = "toybirds · microCLIP, values centred (not the reference's)"
 TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"

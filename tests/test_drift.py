@@ -82,10 +82,10 @@ def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_
     images, _ = load_split_arrays(str(tmp_path), "train")
     _, f_end = fg_shift_bench.branch_embeddings(model, images)
     _, f_start = fg_shift_bench.branch_embeddings(load_model(START), images)
-    assert torch.allclose(stored, f_end.mean(0) - f_start.mean(0), atol=1e-5)
-    assert (
-        float(stored.norm()) > 0.05
-    )  # a real shift, not rounding (0.10 after epoch 1 of the shipped run, 0.28 at its end)
+    tolerance = 1e-5
+    assert torch.allclose(stored, f_end.mean(0) - f_start.mean(0), atol=tolerance)
+    # a real shift, far above the comparison's tolerance (0.017 after epoch 1 of the shipped run, 0.08 at its end)
+    assert float(stored.norm()) > 100 * tolerance * stored.numel() ** 0.5
 
 
 @shipped
