@@ -126,6 +126,19 @@ def test_random_test_transform_varies_with_the_seed():
     assert any(not torch.equal(views[0], v) for v in views[1:])
 
 
+def test_an_exact_nearest_enlargement_reaches_the_model_as_the_image_it_enlarges():
+    small = np.random.default_rng(3).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    enlarged = small.repeat(4, axis=0).repeat(4, axis=1)
+    transform = test_transform(SIZE, crop="center")
+    assert torch.equal(transform(Image.fromarray(enlarged)), to_tensor(Image.fromarray(small)))
+    # one pixel off: not an enlargement, so the bicubic resize reads it (and blurs the blocks' edges)
+    enlarged[5, 7] ^= 1
+    resized = transform(Image.fromarray(enlarged))
+    plain = to_tensor(Image.fromarray(enlarged).resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+    assert not torch.equal(resized, to_tensor(Image.fromarray(small)))
+    assert (resized - plain).abs().max() < 0.05  # torchvision's bicubic, antialiased, against PIL's
+
+
 def test_unknown_test_crop_is_rejected():
     with pytest.raises(ValueError, match="center"):
         test_transform(SIZE, crop="middle")

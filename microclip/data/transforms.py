@@ -14,11 +14,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from microclip.data.images import native_pixels
 from microclip.data.seeded import SeededDataset  # noqa: F401  (part of this module's public API)
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
@@ -159,14 +161,35 @@ class TrainViews:
         return f"TrainViews(weak={self.weak}, strong={self.strong}, crops={self.crops})"
 
 
+class UndoNearestEnlargement:
+    """A square picture that is an exact k× nearest-neighbour enlargement of an ``size``-px one → that one.
+
+    A bicubic resize back to ``size`` would blur the blocks' edges, so an enlarged copy of a model-sized image (the
+    app's toy examples are 4× enlargements, to stay crisp on screen) would reach the model as other pixels than the
+    image it stands for. Every other picture passes unchanged.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        if width != height or width <= self.size or width % self.size:
+            return image
+        small = native_pixels(np.asarray(image), self.size)
+        return image if small.shape[0] == height else Image.fromarray(small)
+
+
 def test_transform(
     input_size: int = DEFAULT_INPUT_SIZE, crop: str = "center", interpolation: str = "bicubic"
 ) -> ImageTransform:
-    """Resize(short side) -> CenterCrop ("center", clean) or RandomCrop ("random", reference) -> ToTensor."""
+    """[Undo an exact nearest enlargement] -> Resize(short side) -> CenterCrop ("center", clean) or RandomCrop
+    ("random", reference) -> ToTensor."""
     if crop not in TEST_CROPS:
         raise ValueError(f"unknown test crop {crop!r}; expected one of {TEST_CROPS}")
     cropper = T.CenterCrop(input_size) if crop == "center" else T.RandomCrop(input_size)
-    return T.Compose([T.Resize(input_size, interpolation=_interpolation(interpolation)), cropper, T.ToTensor()])
+    resize = T.Resize(input_size, interpolation=_interpolation(interpolation))
+    return T.Compose([UndoNearestEnlargement(input_size), resize, cropper, T.ToTensor()])
 
 
 # pytest would otherwise try to collect `test_transform` when a test module imports it by name.

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from microclip.data.images import native_pixels
 from microclip.resources import PROJECT_ROOT
 from microclip.toyworld.dataset import IMAGE_SIZE, SplitMasks, load_split_masks, render_split_sample
 from microclip.toyworld.render import Sample
@@ -63,13 +64,7 @@ def enlarge(image: np.ndarray, factor: int = EXAMPLE_UPSCALE) -> np.ndarray:
 def canonical_pixels(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     """A square image that is an exact nearest-neighbour enlargement of a ``size``-px one → that one;
     anything else is returned as it is."""
-    height, width = image.shape[:2]
-    if height == width and height > size and height % size == 0:
-        factor = height // size
-        small = image[::factor, ::factor]
-        if np.array_equal(enlarge(small, factor), image):
-            return small
-    return image
+    return native_pixels(image, size)
 
 
 def pixel_key(image: np.ndarray) -> str:
