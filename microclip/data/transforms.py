@@ -162,7 +162,7 @@ class TrainViews:
 
 
 class UndoNearestEnlargement:
-    """A square picture that is an exact k× nearest-neighbour enlargement of an ``size``-px one → that one.
+    """A square picture that is an exact k× nearest-neighbour enlargement of a ``size``-px one → that one.
 
     A bicubic resize back to ``size`` would blur the blocks' edges, so an enlarged copy of a model-sized image (the
     app's toy examples are 4× enlargements, to stay crisp on screen) would reach the model as other pixels than the
