@@ -175,7 +175,7 @@ class UndoNearestEnlargement:
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
         if width != height or width <= self.size or width % self.size:
-            return image
+            return image  # decided from the size alone: most pictures skip the array copy native_pixels needs
         small = native_pixels(np.asarray(image), self.size)
         return image if small.shape[0] == height else Image.fromarray(small)
 
