@@ -27,9 +27,10 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
   that part, with only that part and at the start (everything else as trained), `[FG]`-only accuracy and the
   shift's length; the same with SOAP's query and key maps at the start (``query_key_at_start``: where SOAP looks
   moves the mean too) and with all three at the start (``soap_at_start``: what is left is the LayerNorms');
-- with ``--part_removal N``, on the last epoch: ``part_removal``, the mean drop of each branch's true-class
+- with ``--part_removal N``, on every epoch: ``part_removal``, the mean drop of each branch's true-class
   probability when one part of the first N test birds of each class is erased (bench/toyworld.py's
-  counterfactual), and of `[FG]`'s with the shift taken away from f before and after.
+  counterfactual), and of `[FG]`'s with the shift taken away from f before and after: when self-training turns
+  `[FG]` off the parts (docs/toyworld.md, round 26).
 
 docs/toyworld.md (round 20) reads these. Accuracies and shares in %.
 """
@@ -184,8 +185,8 @@ def measure_epochs(
     pairs: Pairs | None = None,
     value_map: bool = False,
 ) -> list[dict]:
-    """One row per saved model; the shift is measured against the first (the start). With ``pairs``, the last row
-    also carries the part-removal drops (:func:`part_removal`); with ``value_map``, :func:`value_map_parts`."""
+    """One row per saved model; the shift is measured against the first (the start). With ``pairs``, every row
+    also carries the part-removal drops (:func:`part_removal`); with ``value_map``, the last :func:`value_map_parts`."""
     (test_images, test_labels), (train_images, train_labels) = test, train
     rows, start_mean, first = [], None, None
     for epoch, path in saved:
@@ -214,7 +215,7 @@ def measure_epochs(
                 "nearest_mean_fg": nearest_mean_accuracy(f_train, train_labels, f, test_labels),
             }
         )
-        if pairs is not None and epoch == saved[-1][0]:
+        if pairs is not None:
             rows[-1]["part_removal"] = part_removal(model, shift, pairs)
         if value_map and epoch == saved[-1][0]:
             rows[-1]["value_map"] = value_map_parts(first, model, test, train, start_mean)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="also erase each part of the first N test birds of each class, on the last epoch (the bench uses 10)",
+        help="also erase each part of the first N test birds of each class, on every epoch (the bench uses 10)",
     )
     parser.add_argument(
         "--value_map", action="store_true", help="also split SOAP's value map's change on the last epoch (value_map)"
@@ -279,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['nearest_mean_fg']:.1f} |"
             )
     for name, rows in reports.items():
-        if "part_removal" in rows[-1]:
-            drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in rows[-1]["part_removal"].items())
-            print(f"{name}, erasing a part (points of true-class probability lost, last epoch): {drops}")
+        for r in rows:
+            if "part_removal" in r:
+                drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in r["part_removal"].items())
+                print(f"{name}, epoch {r['epoch']}, erasing a part (points of true-class probability lost): {drops}")
     for name, rows in reports.items():
         if "value_map" in rows[-1]:
             parts = rows[-1]["value_map"]

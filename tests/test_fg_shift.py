@@ -77,8 +77,8 @@ def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     assert rows[0]["shift_fg"] == 0.0 and rows[0]["cos_shifts"] is None
 
 
-@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
-def test_part_removal_matches_the_models_own_probabilities():
+def _erased_pairs() -> tuple[list, list, list]:
+    """Two parts of three test birds, each erased in turn: (originals, erased, labels)."""
     from microclip.toyworld.render import rerender
 
     samples = [(render_split_sample("test", c, 0, seed=0), c) for c in (1, 6, 11)]
@@ -88,6 +88,26 @@ def test_part_removal_matches_the_models_own_probabilities():
             pairs[0].append(sample.image)
             pairs[1].append(rerender(sample, (PARTS[part - 1],)).image)
             pairs[2].append(label)
+    return pairs
+
+
+@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+def test_every_epochs_row_carries_its_own_models_part_removal():
+    test, train = _rendered("test", 1), _rendered("train", 1)
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    pairs = _erased_pairs()
+    rows = fg_shift.measure_epochs(saved, test, train, pairs=pairs)
+    for row, (_, path) in zip(rows, saved):
+        model = load_model(path).eval()
+        own = fg_shift.part_removal(model, torch.zeros(model.heads.w_star.shape[1]), pairs)
+        for branch in ("cls", "fg", "fused"):  # these do not depend on the shift
+            assert row["part_removal"][branch] == pytest.approx(own[branch], abs=1e-4)
+    assert rows[0]["part_removal"] != rows[1]["part_removal"]  # each epoch's own model, not the last one's
+
+
+@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+def test_part_removal_matches_the_models_own_probabilities():
+    pairs = _erased_pairs()
     model = load_model(EPOCHS / "epoch-8.safetensors").eval()
     shift = torch.full((model.heads.w_star.shape[1],), 0.05)
     drops = fg_shift.part_removal(model, shift, pairs)
