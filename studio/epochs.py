@@ -73,6 +73,12 @@ def _logged(view: EpochView, branches: Sequence[str] = BRANCHES) -> str:
     return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
 
+ERASE_SOURCE = (
+    "the same bird drawn again without that part, at each epoch's model: points of the true class's probability "
+    "`[CLS]` / `[FG]` lose; a negative number is a gain: without that part the bird looks more like its species"
+)
+
+
 SIGNS_SOURCE = (
     "on the run's own training batches, averaged over each epoch: how often each branch alone gives the fused "
     "answer (%), and how much of each branch's token every image shares, 0 to 1 (microclip/drift.py)"
@@ -124,6 +130,55 @@ def _drift_fact(first: EpochView, last: EpochView) -> str:
     return fact + "."
 
 
+def _true_probability(explanation: Explanation, branch: str, true_class: str) -> float:
+    return float(explanation.probabilities(branch)[explanation.classes.index(true_class)])
+
+
+def part_drops(
+    views: Sequence[EpochView], erased: dict[str, Sequence[EpochView]], true_class: str
+) -> dict[str, list[tuple[float, float]]]:
+    """For each erased part, at each epoch: how many points of the true class's probability `[CLS]` and `[FG]`
+    lose when the bird is drawn again without that part (``erased[part]``: the timeline of that picture)."""
+    return {
+        part: [
+            tuple(
+                100.0
+                * (
+                    _true_probability(view.explanation, branch, true_class)
+                    - _true_probability(without.explanation, branch, true_class)
+                )
+                for branch in ("cls", "fg")
+            )
+            for view, without in zip(views, timeline)
+        ]
+        for part, timeline in erased.items()
+    }
+
+
+def _leans(cls_drop: float, fg_drop: float) -> str:
+    return "more than" if fg_drop > cls_drop else "less than" if fg_drop < cls_drop else "as much as"
+
+
+def _erase_lines(views: Sequence[EpochView], erased: dict[str, Sequence[EpochView]], true_class: str) -> list[str]:
+    """The fact and the table of erasing each part, epoch by epoch (``part_drops``)."""
+    drops = part_drops(views, erased, true_class)
+    means = [tuple(float(np.mean([drops[p][i][b] for p in drops])) for b in (0, 1)) for i in range(len(views))]
+    (c0, f0), (c1, f1) = means[0], means[-1]
+    start, end = epoch_name(views[0].epoch), epoch_name(views[-1].epoch)
+    fact = (
+        f"Erasing a part (the mean over this bird's {len(drops)} part{'s' if len(drops) > 1 else ''}) costs "
+        f"`[CLS]` {c0:.1f} and `[FG]` {f0:.1f} points "
+        f"of the true class's probability at the {start}, `[CLS]` {c1:.1f} and `[FG]` {f1:.1f} after {end}: `[FG]` "
+        f"leans on the parts {_leans(c0, f0)} `[CLS]` at the {start} and {_leans(c1, f1)} `[CLS]` at the end."
+    )
+    header = ["epoch", *(part.replace("_", " ") for part in drops), "mean"]
+    lines = ["", f"**Erasing each part** ({ERASE_SOURCE})", "", _row(header), _rule(header)]
+    for i, view in enumerate(views):
+        cells = [f"{drops[p][i][0]:.1f} / {drops[p][i][1]:.1f}" for p in drops]
+        lines.append(_row([epoch_name(view.epoch), *cells, f"{means[i][0]:.1f} / {means[i][1]:.1f}"]))
+    return [fact, *lines]
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -132,10 +187,16 @@ def _rule(cells: Sequence[str]) -> str:
     return "|" + "|".join("---" for _ in cells) + "|"
 
 
-def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchTruth | None) -> str:
+def timeline_markdown(
+    model_name: str,
+    views: Sequence[EpochView],
+    truth: PatchTruth | None,
+    erased: dict[str, Sequence[EpochView]] | None = None,
+) -> str:
     """What self-training did on this image, from the numbers: where SOAP's top patch went and how much of its
     weight is on the bird's parts (on a known toy image), each branch's answer, and the run's logged
-    accuracies, epoch by epoch."""
+    accuracies, epoch by epoch. ``erased``: the timeline of the same toy bird drawn without each of its parts, by
+    part (a known toy image whose species the model has): how much each branch leans on each part."""
     first, last = views[0], views[-1]
     true_class = truth.true_class if truth is not None else None
     start, end = epoch_name(first.epoch), epoch_name(last.epoch)
@@ -168,6 +229,9 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     signed = [v for v in views if "agree_fg" in v.logged and "agree_cls" in v.logged]
     if signed:
         facts.append(_drift_fact(signed[0], signed[-1]))
+    erase = _erase_lines(views, erased, true_class) if erased and true_class is not None else []
+    if erase:
+        facts.append(erase[0])
     if true_class is not None:
         facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
     lines += ["", *[f"- {fact}" for fact in facts]]
@@ -196,7 +260,7 @@ def timeline_markdown(model_name: str, views: Sequence[EpochView], truth: PatchT
     for view, at in zip(views, soap):
         parts = [f"{at.on_parts:.1%}"] if at.on_parts is not None else []
         lines.append(_row([epoch_name(view.epoch), at.top, *parts, f"{view.explanation.null_weight:.1e}"]))
-    return "\n".join(lines)
+    return "\n".join(lines + erase[1:])
 
 
 NO_EPOCHS = (

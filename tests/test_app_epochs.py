@@ -126,6 +126,40 @@ def test_the_words_follow_the_numbers_of_this_image(views):
     assert truth.true_class in text
 
 
+def test_erasing_each_part_is_each_epoch_s_model_on_the_bird_drawn_without_it(registry):
+    from microclip.checkpoint import load_model
+    from microclip.toyworld.render import rerender
+    from ui.epochs import epochs
+    from ui.walkthrough import toy_sample
+
+    _, table = epochs(registry, str(TOY_EXAMPLE), ADAPTED, "jet", 0.6)
+    picture = Image.open(TOY_EXAMPLE)
+    sample = toy_sample(picture)
+    parts = sample.visible_parts()
+    assert parts and "**Erasing each part**" in table
+    rows = [line.strip("| ").split(" | ") for line in table.split("**Erasing each part**")[1].splitlines()]
+    rows = [row for row in rows if re.match(r"(start|epoch \d+)$", row[0])]
+    files = epochs_beside(TOY_ADAPTED)
+    assert len(rows) == len(files)
+    true_class = toy_truth(picture, (8, 8)).true_class
+    means = []
+    for row, (_, path) in zip(rows, files):  # each epoch's file loaded on its own, not through the timeline
+        model = load_model(path).eval()
+        index = list(model.classes).index(true_class)
+        before = explain_image(model, picture)
+        drops = []
+        for part, cell in zip(parts, row[1:]):
+            after = explain_image(model, Image.fromarray(rerender(sample, (part,)).image))
+            drop = [100 * (before.probabilities(b)[index] - after.probabilities(b)[index]) for b in ("cls", "fg")]
+            assert cell == f"{drop[0]:.1f} / {drop[1]:.1f}", (path.name, part)
+            drops.append(drop)
+        means.append(np.mean(drops, axis=0))
+        assert row[-1] == f"{means[-1][0]:.1f} / {means[-1][1]:.1f}"
+    fact = next(line for line in table.splitlines() if line.startswith("- Erasing a part"))
+    assert f"costs `[CLS]` {means[0][0]:.1f} and `[FG]` {means[0][1]:.1f} points" in fact
+    assert ("more than `[CLS]` at the end" in fact) == (means[-1][1] > means[-1][0])
+
+
 def test_the_label_free_signs_are_shown_as_the_epochs_logged_them(views):
     from dataclasses import replace
 

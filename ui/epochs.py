@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from microclip.timeline import EpochView, Timeline
+from microclip.toyworld.render import rerender
 from studio.cache import cached, file_digest
 from studio.epochs import NO_EPOCHS, epoch_panels, timeline_markdown
 from studio.inflight import counts_as_inference
@@ -46,8 +47,15 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
     sample = toy_sample(picture)  # looked up once: the words' truth and the pictures' outline
     truth = sample_truth(sample, views[0].explanation.grid) if sample is not None else None
     outline = sample.part_mask if sample is not None else None
+    erased = {}
+    if sample is not None and truth.true_class in timeline.classes:
+        # the native render: the model reads an enlarged example as the render it enlarges (UndoNearestEnlargement)
+        erased = {
+            part: run_timeline(timeline, Image.fromarray(rerender(sample, (part,)).image))
+            for part in sample.visible_parts()
+        }
     crop = display_crop(picture, DISPLAY_SIZE)
-    return _Answer(crop, views, outline, timeline_markdown(model_name, views, truth))
+    return _Answer(crop, views, outline, timeline_markdown(model_name, views, truth, erased))
 
 
 @counts_as_inference

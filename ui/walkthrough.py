@@ -131,8 +131,8 @@ def erase_part(
     if sample is None:
         raise gr.Error(NOT_TOY)
     species = SPECIES[sample.species].name
-    if not (sample.part_labels == 1 + PARTS.index(part)).any():
-        shown = [p for i, p in enumerate(PARTS) if (sample.part_labels == 1 + i).any()]
+    shown = sample.visible_parts()
+    if part not in shown:
         raise gr.Error(
             f"This {species} has no {part.replace('_', ' ')} drawn, so there is nothing to erase; "
             f"it shows: {', '.join(shown) or 'no parts'}."

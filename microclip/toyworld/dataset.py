@@ -67,11 +67,10 @@ class SplitMasks:
             sample = self.rerendered(int(row))
             if sample is None:
                 raise ValueError(f"{self.paths[row]}: not a generated image that can be drawn again")
-            for k, part in enumerate(PARTS):
-                if (sample.part_labels == 1 + k).any():
-                    originals.append(sample.image)
-                    erased.append(rerender(sample, (part,)).image)
-                    labels.append(int(self.labels[row]))
+            for part in sample.visible_parts():
+                originals.append(sample.image)
+                erased.append(rerender(sample, (part,)).image)
+                labels.append(int(self.labels[row]))
         return originals, erased, labels
 
 

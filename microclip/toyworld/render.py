@@ -53,6 +53,10 @@ class Sample:
     erased: tuple[str, ...] = ()  # parts left unpainted (rerender)
     bird_scale: tuple[float, float] = BIRD_SCALE  # the framing it was drawn at (rerender keeps it)
 
+    def visible_parts(self) -> tuple[str, ...]:
+        """The parts drawn and not hidden in this image, in PARTS order: the ones there are to erase."""
+        return tuple(part for k, part in enumerate(PARTS) if (self.part_labels == 1 + k).any())
+
 
 @dataclass(frozen=True)
 class _Layout:
