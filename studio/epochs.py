@@ -159,8 +159,10 @@ def _leans(cls_drop: float, fg_drop: float) -> str:
     return "more than" if fg_drop > cls_drop else "less than" if fg_drop < cls_drop else "as much as"
 
 
-def _erase_lines(views: Sequence[EpochView], erased: dict[str, Sequence[EpochView]], true_class: str) -> list[str]:
-    """The fact and the table of erasing each part, epoch by epoch (``part_drops``)."""
+def _erase_lines(
+    views: Sequence[EpochView], erased: dict[str, Sequence[EpochView]], true_class: str
+) -> tuple[str, list[str]]:
+    """The fact and the table's lines of erasing each part, epoch by epoch (``part_drops``)."""
     drops = part_drops(views, erased, true_class)
     means = [tuple(float(np.mean([drops[p][i][b] for p in drops])) for b in (0, 1)) for i in range(len(views))]
     (c0, f0), (c1, f1) = means[0], means[-1]
@@ -176,7 +178,7 @@ def _erase_lines(views: Sequence[EpochView], erased: dict[str, Sequence[EpochVie
     for i, view in enumerate(views):
         cells = [f"{drops[p][i][0]:.1f} / {drops[p][i][1]:.1f}" for p in drops]
         lines.append(_row([epoch_name(view.epoch), *cells, f"{means[i][0]:.1f} / {means[i][1]:.1f}"]))
-    return [fact, *lines]
+    return fact, lines
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -229,9 +231,9 @@ def timeline_markdown(
     signed = [v for v in views if "agree_fg" in v.logged and "agree_cls" in v.logged]
     if signed:
         facts.append(_drift_fact(signed[0], signed[-1]))
-    erase = _erase_lines(views, erased, true_class) if erased and true_class is not None else []
-    if erase:
-        facts.append(erase[0])
+    erase_fact, erase_table = _erase_lines(views, erased, true_class) if erased and true_class else (None, [])
+    if erase_fact:
+        facts.append(erase_fact)
     if true_class is not None:
         facts.append(f"This toy image is a *{true_class}* (✓ marks a right answer).")
     lines += ["", *[f"- {fact}" for fact in facts]]
@@ -260,7 +262,7 @@ def timeline_markdown(
     for view, at in zip(views, soap):
         parts = [f"{at.on_parts:.1%}"] if at.on_parts is not None else []
         lines.append(_row([epoch_name(view.epoch), at.top, *parts, f"{view.explanation.null_weight:.1e}"]))
-    return "\n".join(lines + erase[1:])
+    return "\n".join(lines + erase_table)
 
 
 NO_EPOCHS = (
