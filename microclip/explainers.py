@@ -187,6 +187,19 @@ def rollout_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tenso
     return attention_rollout(weights)[:, 0, 1:].reshape(-1, *backbone.grid)
 
 
+@torch.no_grad()
+def soap_rollout_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+    """SOAP's pooling weights carried back to the input patches through the attention rollout of the blocks before
+    the last, patch columns. Class-agnostic."""
+    images = images.to(_device(model))
+    backbone = model.backbone
+    weights = model(images).soap.weights[:, :-1]  # over the last block's tokens
+    before_last = block_attention_weights(backbone, images)[:-1]
+    if before_last:  # a one-block tower's tokens are still the patches themselves
+        weights = (weights.unsqueeze(1) @ attention_rollout(before_last)[:, 1:, 1:]).squeeze(1)
+    return weights.reshape(-1, *backbone.grid)
+
+
 # ------------------------------------------------------------------ LeGrad (legrad-torch)
 
 
@@ -504,6 +517,17 @@ EXPLAINERS: dict[str, Explainer] = {
             "(0.5·A + 0.5·I, rows renormalised), multiplied through all blocks; the `[CLS]` row says how much "
             "of each patch flows into `[CLS]`. Class-agnostic, and often diffuse.",
             rollout_map,
+            False,
+        ),
+        Explainer(
+            "soap_rollout",
+            "SOAP, rolled out",
+            "SOAP's pooling weights carried back to the picture: the tokens SOAP pools have already mixed "
+            "across the image in the blocks before the last, so each token's weight is spread over the patches "
+            "its content flowed from, by those blocks' attention rollout (as in Attention rollout). Where "
+            "`[FG]`'s content comes from in the picture, under rollout's assumptions; SOAP attention shows the "
+            "weights themselves. Class-agnostic.",
+            soap_rollout_map,
             False,
         ),
         Explainer(

@@ -217,6 +217,20 @@ def test_cls_attention_is_the_last_blocks_cls_row_averaged_over_heads(which, req
     torch.testing.assert_close(got.reshape(2, -1), expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("which", ["tiny", "wide"])
+def test_soap_rolled_out_spreads_soaps_weights_by_a_slow_rollout_of_the_earlier_blocks(which, request):
+    model = request.getfixturevalue(which)
+    images = random_images(model)
+    with torch.no_grad():
+        weights = model(images).soap.weights[:, :-1]
+    before_last = slow_rollout(mha_weights(model, images)[:-1])[:, 1:, 1:]
+    expected = torch.stack([sum(w[j] * rows[j] for j in range(len(w))) for w, rows in zip(weights, before_last)])
+    got = EXPLAINERS["soap_rollout"](model, images, CLASSES)
+    assert got.shape == (2, *model.backbone.grid)
+    torch.testing.assert_close(got.reshape(2, -1), expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(got.reshape(2, -1), weights, atol=1e-3)  # the earlier blocks did spread them
+
+
 def test_model_maps_are_the_forward_pass_numbers(tiny):
     images = random_images(tiny)
     with torch.no_grad():

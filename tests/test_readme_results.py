@@ -78,7 +78,17 @@ def test_the_pointing_and_deletion_tables_are_the_report_s():
     point = REPORT["pointing"]
     chance = REPORT["within_bird_chance"]
     rows = _table("| map | pointing % |")
-    order = ["soap", "soap_keys_ncut", "ncut", "cls_similarity", "cls_attention", "rollout", "legrad", "gradcam"]
+    order = [
+        "soap",
+        "soap_keys_ncut",
+        "ncut",
+        "cls_similarity",
+        "cls_attention",
+        "rollout",
+        "soap_rollout",
+        "legrad",
+        "gradcam",
+    ]
     for row, name in zip(rows, order, strict=False):
         assert row[1:5] == [
             _one(point[name]),

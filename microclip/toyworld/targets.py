@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-# The maps SOAP competes with on deletion are every map but SOAP's own variants.
+# The maps SOAP competes with on deletion are every map but SOAP's own variants. "soap_rollout" is a peer: it is
+# rollout's reading of SOAP's weights, not a map SOAP pools with.
 _SOAP_MAPS = ("soap", "soap_keys_ncut")
 # Rounds 9 and 10 measured these two swing with the pretraining draw by more than the 5 points they ask for.
 DRAW_MARGINS = ("fused_vs_zero_shot", "fused_vs_baseline")
