@@ -155,6 +155,11 @@ def part_drops(
     }
 
 
+def _pair(cls_drop: float, fg_drop: float) -> str:
+    # + 0.0 after rounding: a drop of -0.04 reads 0.0, not -0.0
+    return f"{round(cls_drop, 1) + 0.0:.1f} / {round(fg_drop, 1) + 0.0:.1f}"
+
+
 def _leans(cls_drop: float, fg_drop: float) -> str:
     return "more than" if fg_drop > cls_drop else "less than" if fg_drop < cls_drop else "as much as"
 
@@ -176,8 +181,8 @@ def _erase_lines(
     header = ["epoch", *(part.replace("_", " ") for part in drops), "mean"]
     lines = ["", f"**Erasing each part** ({ERASE_SOURCE})", "", _row(header), _rule(header)]
     for i, view in enumerate(views):
-        cells = [f"{drops[p][i][0]:.1f} / {drops[p][i][1]:.1f}" for p in drops]
-        lines.append(_row([epoch_name(view.epoch), *cells, f"{means[i][0]:.1f} / {means[i][1]:.1f}"]))
+        cells = [_pair(*drops[p][i]) for p in drops]
+        lines.append(_row([epoch_name(view.epoch), *cells, _pair(*means[i])]))
     return fact, lines
 
 
