@@ -29,7 +29,7 @@ from microclip.data.descriptions import load_descriptions
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
-from microclip.drift import ShiftProbe, epoch_signs, shift_class_logits, shift_record
+from microclip.drift import ShiftProbe, epoch_signs, per_class_record, shift_class_logits, shift_record
 from microclip.engine import (
     UNSHIFTED_BRANCHES,
     Callback,
@@ -464,7 +464,9 @@ class EpochCheckpoints(Callback):
         so_far = AdaptResult(list(state.history), False, state.global_step, time.perf_counter() - self.start)
         accuracy = {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_acc")}
         meta = self.run.checkpoint_meta(
-            so_far, metrics={"epoch": epoch, **accuracy, **epoch_signs(row)}, drift=self.run.current_drift()
+            so_far,
+            metrics={"epoch": epoch, **accuracy, **epoch_signs(row), **per_class_record(row)},
+            drift=self.run.current_drift(),
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         save_adapted(epoch_file(self.folder, epoch), self.run.model.adapted_state(), meta)
@@ -550,11 +552,19 @@ def per_class_table(per_class: dict[str, float | None], columns: int = 3) -> str
 
 
 class EpochReport(Callback):
-    """After each epoch's test evaluation: the accuracy line, the per-class table and the peak GPU memory."""
+    """After each epoch: the classes its labels never named, and after its test evaluation the accuracy line, the
+    per-class table and the peak GPU memory."""
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if not state.is_main:
             return
+        unnamed = [c for c, n in metrics.get("train_labels_per_class", {}).items() if n == 0]
+        if (
+            unnamed
+        ):  # label-free, so seen on any data set: such a class gets no pull from the cross-entropy, only from fairness
+            log.warning(
+                "epoch %d: self-training's labels named no training image as %s", metrics["epoch"], ", ".join(unnamed)
+            )
         if metrics.get("test_per_class"):
             log.info(
                 "epoch %d: accuracy on the %d test images %s; per class:\n%s",
@@ -612,7 +622,11 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     if run.test_set is not None and rank == 0 and args.resume is None:
         result = run.evaluate()
         # The reference's epoch-0 (zero-shot) acc is [CLS]-only (its cupl_eval); fused is acc_fused.
-        initial = {"epoch": 0, **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()}}
+        initial = {
+            "epoch": 0,
+            **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()},
+            "test_per_class": result.per_class_accuracy(config.reported_branch),  # as every epoch's row has it
+        }
         if args.eval:
             return _report_initial(args, output_dir, result)
         log.info(

@@ -34,6 +34,19 @@ def agreement(branch_logits: torch.Tensor, fused_logits: torch.Tensor) -> float:
     return 100.0 * float((branch_logits.argmax(1) == fused_logits.argmax(1)).float().mean())
 
 
+PER_CLASS = "per_class"  # in an epoch checkpoint's metrics: {"labels": {class: count}, "acc": {class: % or None}}
+
+
+def per_class_record(row: Mapping[str, object]) -> dict[str, dict]:
+    """An epoch's per-class record from its log row, for its checkpoint's metrics (under ``PER_CLASS``): how many
+    training images each class was the label of that epoch ("labels", label-free) and each class's test accuracy
+    ("acc", where the run had a labelled test split); {} when the row has neither."""
+    record = {
+        name: row[key] for name, key in (("labels", "train_labels_per_class"), ("acc", "test_per_class")) if key in row
+    }
+    return {PER_CLASS: record} if record else {}
+
+
 def epoch_signs(row: Mapping[str, object]) -> dict[str, float]:
     """An epoch's label-free signs from its log row (``train_agree_fg`` → ``agree_fg``); those it lacks are left out
     (the start has none, and runs logged before a sign existed lack it)."""

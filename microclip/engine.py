@@ -49,10 +49,17 @@ class FitState:
     history: list[dict] = field(default_factory=list)
     should_stop: bool = False
     rank: int = 0
+    # how many of the epoch's training images so far each class was the label of (this process's share; None
+    # after resuming from a state file written before the count existed)
+    label_counts: torch.Tensor | None = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def count_labels(self, labels: torch.Tensor) -> None:
+        if self.label_counts is not None:
+            self.label_counts += torch.bincount(labels.cpu(), minlength=len(self.label_counts))
 
 
 class Callback:
@@ -286,6 +293,7 @@ def _loader(dataset: Dataset, batch_size: int, sampler: Sampler, num_workers: in
 class StepOutput:
     loss: torch.Tensor
     metrics: dict
+    labels: torch.Tensor  # (B,) the pseudo-labels (or true labels) the step trained on
 
 
 def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, config: Recipe):
@@ -356,7 +364,7 @@ def train_step(
     metrics["ce"] = ce.item()
     if (targets >= 0).all():
         metrics["pl_acc"] = 100.0 * (labels == targets).float().mean().item()
-    return StepOutput(loss=loss, metrics=metrics)
+    return StepOutput(loss=loss, metrics=metrics, labels=labels)
 
 
 # ------------------------------------------------------------------ resumable state
@@ -369,6 +377,8 @@ def save_train_state(
     tensors = {f"model.{k}": v for k, v in model.adapted_state().items()}
     if fairness.running is not None:
         tensors["fairness.running"] = fairness.running.float()
+    if state.label_counts is not None:
+        tensors["label_counts"] = state.label_counts
     meta = {
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
@@ -386,6 +396,7 @@ def load_train_state(
     model.load_adapted_state({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     running = tensors.get("fairness.running")
     fairness.running = running.to(next(model.parameters()).device) if running is not None else None
+    state.label_counts = tensors.get("label_counts")
     state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
     state.global_step, state.history = meta["global_step"], meta["history"]
     log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step_in_epoch)
@@ -447,6 +458,7 @@ def fit(
         train_set.set_epoch(state.epoch)
         if state.step_in_epoch == 0:
             fairness.reset()
+            state.label_counts = torch.zeros(len(model.classes), dtype=torch.long)
         loader = _loader(
             train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch), config.num_workers
         )
@@ -462,6 +474,7 @@ def fit(
             )
             step = train_step(model, wrapped, views, targets, config, fairness, device)
             stepper(step.loss)
+            state.count_labels(step.labels)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
             _emit(callbacks, "on_step_end", state, running.add({"loss": step.loss.item(), "lr": lr, **step.metrics}))
             if state.global_step >= state.total_steps:
@@ -521,6 +534,15 @@ def _sampler(train_set: Dataset, config: Recipe, rank: int, world: int) -> tuple
     return DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed), local_batch
 
 
+def _summed_over_processes(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Each process counted its share of the epoch's batches; every process calls this and gets the whole count."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return counts
+    summed = counts.to(device)  # NCCL reduces only tensors on the GPU
+    dist.all_reduce(summed)
+    return summed.cpu()
+
+
 class _RunningMean:
     """The epoch's mean of each step metric."""
 
@@ -569,6 +591,10 @@ def _end_epoch(
         "epoch_time": seconds,
         **{f"train_{k}": v for k, v in running.means().items()},
     }
+    if state.label_counts is not None:
+        # label-free: a class the labels stop naming gets no pull from the cross-entropy, only from the fairness term
+        counts = _summed_over_processes(state.label_counts, device)
+        row["train_labels_per_class"] = dict(zip(model.classes, counts.tolist(), strict=True))
     if (peak := peak_memory_mb(device)) is not None:
         row["gpu_peak_mb"] = peak
     last = state.global_step >= state.total_steps

@@ -22,7 +22,7 @@ from PIL import Image
 from microclip.checkpoint import CheckpointError, load_model, read_adapted, stored_fg_shift
 from microclip.data.images import to_rgb
 from microclip.data.transforms import test_transform
-from microclip.drift import SIGNS
+from microclip.drift import PER_CLASS, SIGNS
 from microclip.explain import Explanation, explain_batch
 
 
@@ -56,6 +56,7 @@ class Timeline:
         self._states: dict[int, dict[str, torch.Tensor]] = {}
         self._shifts: dict[int, torch.Tensor | None] = {}  # `[FG]`'s shared shift then, where the run measured it
         self._logged: dict[int, dict[str, float]] = {}
+        self._per_class: dict[int, dict[str, dict]] = {}
         for epoch, path in files:
             tensors, meta = read_adapted(path)
             if meta.classes != first.classes or meta.base != first.base:
@@ -65,6 +66,7 @@ class Timeline:
             self._states[epoch] = tensors
             self._shifts[epoch] = stored_fg_shift(meta, self.model.heads.w_star.shape[1], str(path))
             self._logged[epoch] = {k: float(v) for k, v in meta.metrics.items() if k.startswith("acc_") or k in SIGNS}
+            self._per_class[epoch] = meta.metrics.get(PER_CLASS, {})
         self._lock = threading.Lock()  # one model, loaded epoch by epoch: one image at a time
         self.token = uuid.uuid4().hex  # names this timeline in the app's answer cache (never reused, unlike id())
 
@@ -75,6 +77,12 @@ class Timeline:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.model.classes
+
+    def per_class(self, what: str) -> dict[int, dict[str, float | None]]:
+        """Per saved epoch that logged it, each class's ``what``: "labels", how many of the epoch's training images
+        self-training labelled as that class (none at the start), or "acc", its test accuracy (%; a run with a
+        labelled test split)."""
+        return {epoch: record[what] for epoch, record in self._per_class.items() if what in record}
 
     def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:
         """The image explained at every saved epoch, in order (the centre crop the model sees, made once)."""

@@ -270,6 +270,98 @@ def timeline_markdown(
     return "\n".join(lines + erase_table)
 
 
+SPECIES_SOURCE = (
+    "labels: how many of each epoch's training images self-training labelled as the class (no labels used); "
+    "test accuracy: the run's, per class, in % (the reported branch: fused), at the start and after each epoch"
+)
+MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated worst
+SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
+
+
+def _series(values: Sequence[float | None], form: str) -> str:
+    return " · ".join("–" if v is None else format(v, form) for v in values)
+
+
+def _labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
+    """The label-free fact of the epoch's label counts, and the classes its labels gave under ``SCARCE`` of an even
+    share."""
+    total, even = sum(counts.values()), sum(counts.values()) / len(counts)
+    scarce = [c for c, n in counts.items() if n < SCARCE * even]
+    fact = (
+        f"Without labels: in {epoch_name(epoch)} self-training labelled {total} training images, an even share "
+        f"{even:.0f} a class; "
+    )
+    if not scarce:
+        fewest = min(counts, key=counts.get)
+        return fact + f"the fewest went to {fewest} ({counts[fewest]}).", scarce
+    listed = ", ".join(f"{c} {counts[c]}" for c in scarce)
+    return fact + f"{len(scarce)} class{'es' if len(scarce) > 1 else ''} got under a tenth of that: {listed}.", scarce
+
+
+def _accuracy_fact(start: dict, end: dict, first: int, last: int) -> tuple[str, dict[str, float]]:
+    """The test-accuracy fact from ``first`` to ``last`` epoch, and each class's change (points)."""
+    change = {c: end[c] - start[c] for c in start if start[c] is not None and end.get(c) is not None}
+    if not change:
+        return "", change
+    worst, best = min(change, key=change.get), max(change, key=change.get)
+    rose, fell = sum(v > 0 for v in change.values()), sum(v < 0 for v in change.values())
+    extremes = [
+        f"the largest {word} {c} ({start[c]:.0f}% → {end[c]:.0f}%)"
+        for word, c, happened in (("fall", worst, fell), ("rise", best, rose))
+        if happened
+    ]
+    fact = (
+        f"Test accuracy, {epoch_name(first)} to {epoch_name(last)}: it rose on {rose} "
+        f"class{'es' if rose != 1 else ''} and fell on {fell}" + "".join(f"; {e}" for e in extremes) + "."
+    )
+    return fact, change
+
+
+def species_markdown(labels: dict[int, dict[str, int]], accuracy: dict[int, dict[str, float | None]]) -> str:
+    """Each class through self-training, from what the run logged per epoch (``Timeline.per_class``): how many
+    training images its labels gave the class, and the class's test accuracy where the run had a test split. The
+    facts name the classes the labels all but stopped naming, what became of them on the test split, and the largest
+    falls and rises. "" when the run logged neither (runs from before round 27)."""
+    if not labels and not accuracy:
+        return ""
+    classes = list(next(iter((labels or accuracy).values())))
+    label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
+    facts, scarce, change = [], [], {}
+    if label_epochs:
+        fact, scarce = _labels_fact(labels[label_epochs[-1]], label_epochs[-1])
+        facts.append(fact)
+    if len(acc_epochs) > 1:
+        first, last = accuracy[acc_epochs[0]], accuracy[acc_epochs[-1]]
+        fact, change = _accuracy_fact(first, last, acc_epochs[0], acc_epochs[-1])
+        facts += [fact] if fact else []
+        if scarce and all(c in change for c in scarce):
+            went = ", ".join(f"{c} {first[c]:.0f}% → {last[c]:.0f}%" for c in scarce)
+            facts.append(
+                f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
+            )
+    shown = classes
+    if len(classes) > MAX_SPECIES_ROWS:  # the worst treated: the largest falls, else the fewest labels
+        key = (lambda c: change.get(c, 0.0)) if change else (lambda c: labels[label_epochs[-1]][c])
+        shown = sorted(classes, key=key)[:MAX_SPECIES_ROWS]
+    header = ["class"]
+    if label_epochs:
+        header.append(f"labels, {epoch_name(label_epochs[0])} to {epoch_name(label_epochs[-1])}")
+    if acc_epochs:
+        header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
+    title = "**Each class through self-training**" + (
+        f" ({len(shown)} of {len(classes)}: those it treated worst)" if len(shown) < len(classes) else ""
+    )
+    lines = ["", title + f" ({SPECIES_SOURCE})", "", *[f"- {fact}" for fact in facts], "", _row(header), _rule(header)]
+    for c in shown:
+        cells = [c]
+        if label_epochs:
+            cells.append(_series([labels[e][c] for e in label_epochs], "d"))
+        if acc_epochs:
+            cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
 NO_EPOCHS = (
     "**{name}** has no saved epochs. A run keeps them with `python train.py ... --keep_epochs` "
     "(`RUN/epochs/epoch-N.safetensors`, the start as epoch 0); open it with `python app.py --ckpt-path "

@@ -35,7 +35,7 @@ from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
-from microclip.drift import epoch_signs
+from microclip.drift import epoch_signs, per_class_record
 from microclip.engine import Callback, FitState
 from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
@@ -378,7 +378,7 @@ class AdaptationRunner:
             # The epochs first: the checkpoint appearing is what makes the runs folder list the run.
             folder = path.with_name(f"{path.stem}-epochs")  # where epochs_beside looks for them
             for epoch, kept in job.epochs.items():
-                epoch_meta = replace(meta, metrics={"epoch": epoch, **kept.signs}, drift=kept.drift)
+                epoch_meta = replace(meta, metrics={"epoch": epoch, **kept.logged}, drift=kept.drift)
                 save_adapted(epoch_file(folder, epoch), kept.state, epoch_meta)
             save_adapted(path, adapted, meta)  # atomic (microclip.files.atomic_write)
             self.registry.add_checkpoint(path, display)
@@ -656,11 +656,12 @@ class _LiveCallback(Callback):
 
 @dataclass(frozen=True)
 class KeptEpoch:
-    """One epoch a run keeps for Explore's epoch view: its adapted tensors, the label-free signs it logged and its
-    checkpoint ``drift`` (`[FG]`'s shift then; none at the start)."""
+    """One epoch a run keeps for Explore's epoch view: its adapted tensors, what it logged for the epoch file's metrics
+    (the label-free signs, the labels each class got) and its checkpoint ``drift`` (`[FG]`'s shift then; none at the
+    start)."""
 
     state: dict[str, torch.Tensor]
-    signs: dict[str, float]
+    logged: dict
     drift: dict
 
 
@@ -682,7 +683,8 @@ class _EpochStates(Callback):
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         epoch = int(metrics["epoch"])
         if epoch % self.stride == 0 or epoch == self.last:
-            self.kept[epoch] = KeptEpoch(state.model.adapted_state(), epoch_signs(metrics), self.run.current_drift())
+            logged = epoch_signs(metrics) | per_class_record(metrics)
+            self.kept[epoch] = KeptEpoch(state.model.adapted_state(), logged, self.run.current_drift())
 
 
 def _shift_note(model: MicroCLIP) -> str:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from microclip.checkpoint import CheckpointError, epochs_beside, read_adapted, save_adapted, saved_epochs
 from microclip.explain import explain_image
 from microclip.timeline import Timeline
-from studio.epochs import timeline_markdown
+from studio.epochs import MAX_SPECIES_ROWS, species_markdown, timeline_markdown
 from studio.registry import TOY_ADAPTED, default_registry
 from ui.walkthrough import toy_truth
 
@@ -183,6 +183,33 @@ def test_the_label_free_signs_are_shown_as_the_epochs_logged_them(views):
     assert "Without labels" not in timeline_markdown(ADAPTED, [replace(v, logged={}) for v in views[:3]], None)
 
 
+def test_each_class_through_self_training_reads_what_the_run_logged():
+    # made-up records, so that every number and its place can be checked
+    labels = {1: {"a": 10, "b": 6, "c": 0}, 2: {"a": 12, "b": 4, "c": 0}}
+    accuracy = {
+        0: {"a": 50.0, "b": 90.0, "c": 40.0},
+        1: {"a": 70.0, "b": 80.0, "c": 10.0},
+        2: {"a": 75.0, "b": 60.0, "c": 0.0},
+    }
+    text = species_markdown(labels, accuracy)
+    assert "| a | 10 · 12 | 50 · 70 · 75 |" in text and "| c | 0 · 0 | 40 · 10 · 0 |" in text
+    assert "in epoch 2 self-training labelled 16 training images, an even share 5 a class; 1 class got under a" in text
+    assert (
+        "a tenth of that: c 0." in text and "On the test split the class with so few labels went: c 40% → 0%." in text
+    )
+    assert "it rose on 1 class and fell on 2; the largest fall c (40% → 0%); the largest rise a (50% → 75%)" in text
+    # none that scarce: the fewest; a run with no test split: labels only; a run from before the record: nothing
+    only_labels = species_markdown({1: {"a": 3, "b": 1}}, {})
+    assert "the fewest went to b (1)" in only_labels and "test accuracy" not in only_labels.split("|")[-3]
+    assert species_markdown({}, {}) == ""
+    # many classes: the rows of those self-training treated worst, the largest falls first
+    many = {0: {f"k{i:02d}": 50.0 for i in range(30)}, 1: {f"k{i:02d}": 50.0 + i for i in range(30)}}
+    text = species_markdown({}, many)
+    assert "rose on 29 classes and fell on 0; the largest rise k29 (50% → 79%)." in text and "fall" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| k")]
+    assert len(rows) == MAX_SPECIES_ROWS and rows[0].startswith("| k00 |") and not any("k29" in r for r in rows)
+
+
 def test_saved_epochs_reads_only_epoch_files(tmp_path):
     source = epochs_beside(TOY_ADAPTED)
     for _, path in source[:2]:
@@ -266,6 +293,12 @@ def test_the_endpoint_shows_one_map_per_epoch_and_the_table(client, views):
     assert [item["caption"] for item in gallery] == ["start"] + [f"epoch {v.epoch}" for v in views[1:]]
     assert all(Image.open(item["image"]).size == (448, 448) for item in gallery)
     assert "| start |" in table and f"| epoch {views[-1].epoch} |" in table
+    # the run's classes, as its last epoch's file logged them: the labels each got, the scarcest named
+    last = read_adapted(epochs_beside(TOY_ADAPTED)[-1][1])[1].metrics["per_class"]
+    species = table.split("**Each class through self-training**")[1]
+    for name, count in last["labels"].items():
+        assert (f"{name} {count}" in species.split("| class |")[0]) == (count < 0.1 * 1600 / len(last["labels"]))
+        assert re.search(rf"\| {name} \| [^|]* · {count} \| [^|]* · {last['acc'][name]:.0f} \|", species)
 
 
 def test_a_model_without_saved_epochs_says_how_to_keep_them(client):

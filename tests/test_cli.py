@@ -139,6 +139,13 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     _, meta = read_adapted(out / "epochs" / "epoch-1.safetensors")
     signs = {k: meta.metrics[k] for k in ("agree_cls", "agree_fg", "shared_cls", "shared_fg", "shift_fg")}
     assert signs == {k: logged[f"train_{k}"] for k in signs}
+    # ... and how many training images its labels gave each class (all of them, once), and each class's accuracy
+    labels = meta.metrics["per_class"]["labels"]
+    assert labels == logged["train_labels_per_class"] and list(labels) == ["blue bar", "green disc", "red square"]
+    assert sum(labels.values()) == len(list((image_dataset_root / "shapes" / "train").rglob("*.png")))
+    assert meta.metrics["per_class"]["acc"] == logged["test_per_class"]
+    mean = sum(logged["test_per_class"].values()) / 3
+    assert mean == pytest.approx(logged["test_mean_per_class"])
     # ... and `[FG]`'s shift as that epoch ended, which evaluate.py reads back to score `[FG]` without it
     shift = torch.tensor(meta.drift["fg_shift"])
     assert float(shift.norm()) == pytest.approx(logged["train_shift_fg"], abs=1e-6)
@@ -166,6 +173,10 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
     assert evaluated["acc_cls"] == pytest.approx(logged["test_acc_cls"])
     assert read_adapted(start_file := out / "epochs" / "epoch-0.safetensors")[1].drift == {}  # no shift yet
     assert "acc_fg_unshifted" not in evaluated and "shift_fg" not in read_adapted(start_file)[1].metrics
+    # the start's per-class test accuracy (fused, the branch every epoch reports), and no labels yet
+    per_class = read_adapted(start_file)[1].metrics["per_class"]
+    assert set(per_class) == {"acc"} and per_class["acc"] == logged["test_per_class"]
+    assert sum(per_class["acc"].values()) / 3 == pytest.approx(evaluated["mean_per_class"])  # evaluate.py's, fused
 
 
 def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tmp_path):
@@ -435,3 +446,17 @@ def test_centre_values_trains_with_the_centre_measured_at_the_start_and_every_co
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["acc"] == pytest.approx(metrics["acc"])
+
+
+def test_an_epoch_whose_labels_never_named_a_class_is_a_warning(caplog):
+    from types import SimpleNamespace
+
+    from microclip.cli import EpochReport
+
+    main = SimpleNamespace(is_main=True)
+    row = {"epoch": 3, "train_labels_per_class": {"blue bar": 7, "green disc": 0, "red square": 0}}
+    with caplog.at_level("WARNING", logger="microclip"):
+        EpochReport().on_epoch_end(main, row)
+        EpochReport().on_epoch_end(main, {"epoch": 4, "train_labels_per_class": {"blue bar": 7, "green disc": 1}})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["epoch 3: self-training's labels named no training image as green disc, red square"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -130,6 +131,9 @@ def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp
     result = fit(resumed, train_set(image_dataset_root), config, state_path=tmp_path / "b.safetensors", resume=True)
 
     assert result.global_step == 6
+    # the labels each class got in the epoch the crash cut in two are counted whole, as without the crash
+    whole = fit(fresh_model(), train_set(image_dataset_root), config).history
+    assert [row["train_labels_per_class"] for row in result.history] == [r["train_labels_per_class"] for r in whole]
     expected, actual = uninterrupted.adapted_state(), resumed.adapted_state()
     assert any(not torch.equal(expected[k], fresh_model().adapted_state()[k]) for k in expected)  # it trained
     for key in expected:
@@ -234,9 +238,13 @@ def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
     config = Recipe(epochs=6, batch_size=8, n_crops=1, lr=3e-2, mode="fully_supervised")
     test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
     before = evaluate(model, test).accuracy()
-    fit(model, train_set(image_dataset_root), config)
+    rows = fit(model, train_set(image_dataset_root), config).history
     after = evaluate(model, test).accuracy()
     assert after > before  # the loop really optimises the trainable set
+    # trained on the true labels, each epoch's label count per class is the training set's class count
+    truth = np.bincount(build_dataset(str(image_dataset_root / "shapes"), "train").targets, minlength=3)
+    expected = dict(zip(model.classes, truth.tolist(), strict=True))
+    assert all(row["train_labels_per_class"] == expected for row in rows)
 
 
 def _train_command(root: Path, model_dir: Path, out: Path, batch: int) -> list[str]:
@@ -282,6 +290,15 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
 
     from microclip.checkpoint import read_adapted
 
+    # each process counts its half of the labels; the log has the epoch's whole count, as one process counts it
+    counts = [
+        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()][-1]
+        for run in ("one", "two")
+    ]
+    assert counts[1]["train_labels_per_class"] == counts[0]["train_labels_per_class"]
+    assert sum(counts[0]["train_labels_per_class"].values()) == len(
+        build_dataset(str(image_dataset_root / "shapes"), "train")
+    )
     one, _ = read_adapted(tmp_path / "one" / "checkpoint.safetensors")
     two, _ = read_adapted(tmp_path / "two" / "checkpoint.safetensors")
     assert not torch.all(one["backbone.visual.ln_post.weight"] == 1.0)  # it trained (LN gains start at 1)

@@ -206,6 +206,12 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
         for sign in ("agree_fg", "shared_fg"):
             assert meta.metrics[sign] == pytest.approx(np.mean([row[sign] for row in steps[first:last]]), abs=1e-6)
     assert "agree_fg" not in read_adapted(files[0][1])[1].metrics
+    # ... and how many of the epoch's images its labels gave each class: 24 a whole epoch, 4 the one step of epoch 3
+    for epoch, images in {1: 24, 2: 24, 3: 4}.items():
+        labels = read_adapted(files[epoch][1])[1].metrics["per_class"]["labels"]
+        assert list(labels) == list(registry.get("shapes, epoch by epoch").model.classes)
+        assert sum(labels.values()) == images
+    assert "per_class" not in read_adapted(files[0][1])[1].metrics  # no labels yet; the job has no test split
     # each epoch carries `[FG]`'s shift as it ended (the last epoch's is the run's), its length among the signs
     shifts = {epoch: read_adapted(files[epoch][1])[1] for epoch in (1, 2, 3)}
     for meta in shifts.values():

@@ -33,6 +33,23 @@ def test_shipped_checkpoints_reproduce_their_recorded_accuracy(data_root):
     assert measured["adapted_fused"] > measured["zero_shot_cls"]
 
 
+def test_the_shipped_epochs_per_class_record_is_what_each_epoch_s_model_scores(data_root):
+    from microclip.checkpoint import epochs_beside, load_model, read_adapted
+    from microclip.data.datasets import build_dataset
+    from microclip.data.transforms import SeededDataset, test_transform
+    from microclip.engine import evaluate
+
+    files = dict(epochs_beside(ROOT / "checkpoints" / "toybirds-microclip.safetensors"))
+    test = SeededDataset(build_dataset("toybirds", "test", root=data_root), test_transform(64), seed=0)
+    for epoch in (0, max(files)):  # the start (its fused answer, the branch every epoch reports) and the end
+        per_class = read_adapted(files[epoch])[1].metrics["per_class"]
+        measured = evaluate(load_model(files[epoch]), test).per_class_accuracy("fused")
+        assert measured == pytest.approx(per_class["acc"], abs=2.0)  # one image of a class's 50, on another CPU
+    for epoch in set(files) - {0}:  # every epoch labelled each of the 1,600 training images once
+        assert sum(read_adapted(files[epoch])[1].metrics["per_class"]["labels"].values()) == 1600
+    assert "labels" not in read_adapted(files[0])[1].metrics["per_class"]
+
+
 def test_the_shipped_base_s_record_says_what_its_object_stage_optimised():
     from dataclasses import fields
 

@@ -14,7 +14,7 @@ from PIL import Image
 from microclip.timeline import EpochView, Timeline
 from microclip.toyworld.render import rerender
 from studio.cache import cached, file_digest
-from studio.epochs import NO_EPOCHS, epoch_panels, timeline_markdown
+from studio.epochs import NO_EPOCHS, epoch_panels, species_markdown, timeline_markdown
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors
@@ -55,7 +55,9 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
             for part in sample.visible_parts()
         }
     crop = display_crop(picture, DISPLAY_SIZE)
-    return _Answer(crop, views, outline, timeline_markdown(model_name, views, truth, erased))
+    markdown = timeline_markdown(model_name, views, truth, erased)
+    species = species_markdown(timeline.per_class("labels"), timeline.per_class("acc"))  # the run's, any image
+    return _Answer(crop, views, outline, markdown + ("\n" + species if species else ""))
 
 
 @counts_as_inference
@@ -83,7 +85,8 @@ def build_epochs_view(registry: ModelRegistry, image: gr.Image, model: gr.Dropdo
             "checkpoints the run saved (`train.py --keep_epochs`, a run saved in the Adapt tab, the bundled toy "
             "model). No labels were used; the run's logged test accuracy, where it had a test split, is shown "
             "beside each epoch, and what the run could see without labels (each branch's agreement with the fused "
-            "answer on its training batches) below. Uses the model's own classes."
+            "answer on its training batches, and how many of them its labels gave each class) below. Uses the "
+            "model's own classes."
         )
         with gr.Row():
             cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colormap")
