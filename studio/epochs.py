@@ -282,7 +282,7 @@ def _series(values: Sequence[float | None], form: str) -> str:
     return " · ".join("–" if v is None else format(v, form) for v in values)
 
 
-def _labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
+def labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
     """The label-free fact of the epoch's label counts, and the classes its labels gave under ``SCARCE`` of an even
     share."""
     total, even = sum(counts.values()), sum(counts.values()) / len(counts)
@@ -328,7 +328,7 @@ def species_markdown(labels: dict[int, dict[str, int]], accuracy: dict[int, dict
     label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
     facts, scarce, change = [], [], {}
     if label_epochs:
-        fact, scarce = _labels_fact(labels[label_epochs[-1]], label_epochs[-1])
+        fact, scarce = labels_fact(labels[label_epochs[-1]], label_epochs[-1])
         facts.append(fact)
     if len(acc_epochs) > 1:
         first, last = accuracy[acc_epochs[0]], accuracy[acc_epochs[-1]]

@@ -43,6 +43,7 @@ from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
+from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
 from viz.runs import NO_PROBES_HTML, NO_RUN_HTML
@@ -207,6 +208,8 @@ class JobSnapshot:
     metrics: list[dict] = field(default_factory=list)
     # (epoch, length) as each epoch ends: the one shift every image's [FG] has taken on since the start (no labels)
     shifts: list[tuple[int, float]] = field(default_factory=list)
+    # (epoch, {class: count}) as the latest epoch ended: how many training images its labels gave each class
+    labels: tuple[int, dict[str, int]] | None = None
     classes: list[str] = field(default_factory=list)
     n_images: int = 0
     labelled: bool = False
@@ -623,6 +626,8 @@ class _LiveCallback(Callback):
         self._record(state, metrics)
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+        if "train_labels_per_class" in metrics:
+            self.runner._update(self.job, labels=(int(metrics["epoch"]), dict(metrics["train_labels_per_class"])))
         if "train_shift_fg" in metrics:
             with self.runner._lock:
                 shifts = [*self.job.view.shifts, (int(metrics["epoch"]), float(metrics["train_shift_fg"]))]
@@ -743,6 +748,8 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
             f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
             f"{lengths}"
         )
+    if snapshot.labels is not None:
+        text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
     if snapshot.saved_name:
         text += (
             f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "

@@ -212,6 +212,9 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
         assert list(labels) == list(registry.get("shapes, epoch by epoch").model.classes)
         assert sum(labels.values()) == images
     assert "per_class" not in read_adapted(files[0][1])[1].metrics  # no labels yet; the job has no test split
+    # the status box says what the last epoch's labels gave each class, as its file has it
+    assert finished.labels == (3, read_adapted(files[3][1])[1].metrics["per_class"]["labels"])
+    assert "Without labels: in epoch 3 self-training labelled 4 training images" in status_markdown(finished)
     # each epoch carries `[FG]`'s shift as it ended (the last epoch's is the run's), its length among the signs
     shifts = {epoch: read_adapted(files[epoch][1])[1] for epoch in (1, 2, 3)}
     for meta in shifts.values():
