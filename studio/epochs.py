@@ -272,7 +272,8 @@ def timeline_markdown(
 
 SPECIES_SOURCE = (
     "labels: how many of each epoch's training images self-training labelled as the class (no labels used); "
-    "test accuracy: the run's, per class, in % (the reported branch: fused), at the start and after each epoch"
+    "test accuracy: the run's, per class, in % (of the branch it reports: fused, or `[CLS]` for a baseline), at the "
+    "start and after each epoch"
 )
 MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated worst
 SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
