@@ -625,7 +625,9 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         initial = {
             "epoch": 0,
             **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()},
-            "test_per_class": result.per_class_accuracy(config.reported_branch),  # as every epoch's row has it
+            # as every epoch's row has them
+            "test_per_class": result.per_class_accuracy(config.reported_branch),
+            "test_confused_with": result.commonest_wrong(config.reported_branch),
         }
         if args.eval:
             return _report_initial(args, output_dir, result)

@@ -34,16 +34,18 @@ def agreement(branch_logits: torch.Tensor, fused_logits: torch.Tensor) -> float:
     return 100.0 * float((branch_logits.argmax(1) == fused_logits.argmax(1)).float().mean())
 
 
-PER_CLASS = "per_class"  # in an epoch checkpoint's metrics: {"labels": {class: count}, "acc": {class: % or None}}
+# in an epoch checkpoint's metrics: {"labels": {class: count}, "acc": {class: % or None},
+# "confused_with": {class: [the class its test images are most often wrongly called, on what %] or None}}
+PER_CLASS = "per_class"
 
 
 def per_class_record(row: Mapping[str, object]) -> dict[str, dict]:
     """An epoch's per-class record from its log row, for its checkpoint's metrics (under ``PER_CLASS``): how many
     training images each class was the label of that epoch ("labels", label-free) and each class's test accuracy
-    ("acc", where the run had a labelled test split); {} when the row has neither."""
-    record = {
-        name: row[key] for name, key in (("labels", "train_labels_per_class"), ("acc", "test_per_class")) if key in row
-    }
+    ("acc", where the run had a labelled test split) and what its test images are most often wrongly called
+    ("confused_with"); {} when the row has none of them."""
+    keys = (("labels", "train_labels_per_class"), ("acc", "test_per_class"), ("confused_with", "test_confused_with"))
+    record = {name: row[key] for name, key in keys if key in row}
     return {PER_CLASS: record} if record else {}
 
 

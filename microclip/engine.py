@@ -99,6 +99,23 @@ class EvalResult:
             )
         return result
 
+    def commonest_wrong(self, branch: str = "fused") -> dict[str, tuple[str, float] | None]:
+        """Per class: the class its images are most often wrongly called, and on what % of them (the lower index on
+        a tie); None when none is wrong or the class is absent from the test set."""
+        if self.targets is None:
+            return {}
+        result: dict[str, tuple[str, float] | None] = {}
+        for index, name in enumerate(self.classes):
+            chosen = self.targets == index
+            answers = self.predictions[branch][chosen]
+            wrong = answers[answers != index]
+            if len(wrong) == 0:
+                result[name] = None
+                continue
+            other = int(torch.bincount(wrong, minlength=len(self.classes)).argmax())
+            result[name] = (self.classes[other], 100.0 * float((answers == other).double().mean()))
+        return result
+
     def mean_per_class(self, branch: str = "fused") -> float | None:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
         return sum(values) / len(values) if values else None
@@ -608,6 +625,7 @@ def _end_epoch(
         result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
+        row["test_confused_with"] = result.commonest_wrong(config.reported_branch)
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 

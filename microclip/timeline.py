@@ -80,8 +80,9 @@ class Timeline:
 
     def per_class(self, what: str) -> dict[int, dict[str, float | None]]:
         """Per saved epoch that logged it, each class's ``what``: "labels", how many of the epoch's training images
-        self-training labelled as that class (none at the start), or "acc", its test accuracy (%; a run with a
-        labelled test split)."""
+        self-training labelled as that class (none at the start), "acc", its test accuracy (%; a run with a
+        labelled test split), or "confused_with", what its test images were most often wrongly called and on what %
+        of them (None: never wrong)."""
         return {epoch: record[what] for epoch, record in self._per_class.items() if what in record}
 
     def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:

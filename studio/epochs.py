@@ -299,15 +299,26 @@ def labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
     return fact + f"{len(scarce)} class{'es' if len(scarce) > 1 else ''} got under a tenth of that: {listed}.", scarce
 
 
-def _accuracy_fact(start: dict, end: dict, first: int, last: int) -> tuple[str, dict[str, float]]:
-    """The test-accuracy fact from ``first`` to ``last`` epoch, and each class's change (points)."""
+def _mistaken_for(confused: dict | None, name: str) -> str:
+    """ "zorsaik wren (82%)": what the class's test images were most often wrongly called, and on what share."""
+    other = (confused or {}).get(name)
+    return "–" if not other else f"{other[0]} ({other[1]:.0f}%)"
+
+
+def _accuracy_fact(
+    start: dict, end: dict, first: int, last: int, confused: dict | None
+) -> tuple[str, dict[str, float]]:
+    """The test-accuracy fact from ``first`` to ``last`` epoch, and each class's change (points); ``confused``: the
+    last epoch's commonest wrong answer per class, named after the largest fall."""
     change = {c: end[c] - start[c] for c in start if start[c] is not None and end.get(c) is not None}
     if not change:
         return "", change
     worst, best = min(change, key=change.get), max(change, key=change.get)
     rose, fell = sum(v > 0 for v in change.values()), sum(v < 0 for v in change.values())
+    mistaken = _mistaken_for(confused, worst)
+    called = "" if mistaken == "–" else f"; most often called {mistaken}"
     extremes = [
-        f"the largest {word} {c} ({start[c]:.0f}% → {end[c]:.0f}%)"
+        f"the largest {word} {c} ({start[c]:.0f}% → {end[c]:.0f}%{called if word == 'fall' else ''})"
         for word, c, happened in (("fall", worst, fell), ("rise", best, rose))
         if happened
     ]
@@ -318,22 +329,53 @@ def _accuracy_fact(start: dict, end: dict, first: int, last: int) -> tuple[str, 
     return fact, change
 
 
-def species_markdown(labels: dict[int, dict[str, int]], accuracy: dict[int, dict[str, float | None]]) -> str:
+def _species_table(
+    shown: Sequence[str], labels: dict[int, dict], accuracy: dict[int, dict], mistakes: dict | None
+) -> list[str]:
+    """The table's lines: each shown class's labels and test accuracy per epoch, and its last epoch's mistakes."""
+    label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
+    header = ["class"]
+    if label_epochs:
+        header.append(f"labels, {epoch_name(label_epochs[0])} to {epoch_name(label_epochs[-1])}")
+    if acc_epochs:
+        header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
+    if mistakes:
+        header.append(f"most often mistaken for, {epoch_name(acc_epochs[-1])}")
+    lines = [_row(header), _rule(header)]
+    for c in shown:
+        cells = [c]
+        if label_epochs:
+            cells.append(_series([labels[e][c] for e in label_epochs], "d"))
+        if acc_epochs:
+            cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
+        if mistakes:
+            cells.append(_mistaken_for(mistakes, c))
+        lines.append(_row(cells))
+    return lines
+
+
+def species_markdown(
+    labels: dict[int, dict[str, int]],
+    accuracy: dict[int, dict[str, float | None]],
+    confused: dict[int, dict[str, list | None]] | None = None,
+) -> str:
     """Each class through self-training, from what the run logged per epoch (``Timeline.per_class``): how many
-    training images its labels gave the class, and the class's test accuracy where the run had a test split. The
-    facts name the classes the labels all but stopped naming, what became of them on the test split, and the largest
-    falls and rises. "" when the run logged neither (runs from before round 27)."""
+    training images its labels gave the class, and, where the run had a test split, the class's test accuracy and
+    (``confused``) what its test images were most often wrongly called. The facts name the classes the labels all but
+    stopped naming, what became of them on the test split, and the largest falls and rises. "" when the run logged
+    neither (runs from before round 27)."""
     if not labels and not accuracy:
         return ""
     classes = list(next(iter((labels or accuracy).values())))
     label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
+    at_end = (confused or {}).get(acc_epochs[-1]) if acc_epochs else None  # the last epoch's mistakes
     facts, scarce, change = [], [], {}
     if label_epochs:
         fact, scarce = labels_fact(labels[label_epochs[-1]], label_epochs[-1])
         facts.append(fact)
     if len(acc_epochs) > 1:
         first, last = accuracy[acc_epochs[0]], accuracy[acc_epochs[-1]]
-        fact, change = _accuracy_fact(first, last, acc_epochs[0], acc_epochs[-1])
+        fact, change = _accuracy_fact(first, last, acc_epochs[0], acc_epochs[-1], at_end)
         facts += [fact] if fact else []
         if scarce and all(c in change for c in scarce):
             went = ", ".join(f"{c} {first[c]:.0f}% → {last[c]:.0f}%" for c in scarce)
@@ -344,22 +386,11 @@ def species_markdown(labels: dict[int, dict[str, int]], accuracy: dict[int, dict
     if len(classes) > MAX_SPECIES_ROWS:  # the worst treated: the largest falls, else the fewest labels
         key = (lambda c: change.get(c, 0.0)) if change else (lambda c: labels[label_epochs[-1]][c])
         shown = sorted(classes, key=key)[:MAX_SPECIES_ROWS]
-    header = ["class"]
-    if label_epochs:
-        header.append(f"labels, {epoch_name(label_epochs[0])} to {epoch_name(label_epochs[-1])}")
-    if acc_epochs:
-        header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
     title = "**Each class through self-training**" + (
         f" ({len(shown)} of {len(classes)}: those it treated worst)" if len(shown) < len(classes) else ""
     )
-    lines = ["", title + f" ({SPECIES_SOURCE})", "", *[f"- {fact}" for fact in facts], "", _row(header), _rule(header)]
-    for c in shown:
-        cells = [c]
-        if label_epochs:
-            cells.append(_series([labels[e][c] for e in label_epochs], "d"))
-        if acc_epochs:
-            cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
-        lines.append(_row(cells))
+    lines = ["", title + f" ({SPECIES_SOURCE})", "", *[f"- {fact}" for fact in facts], ""]
+    lines += _species_table(shown, labels, accuracy, at_end)
     return "\n".join(lines)
 
 

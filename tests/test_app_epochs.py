@@ -191,13 +191,18 @@ def test_each_class_through_self_training_reads_what_the_run_logged():
         1: {"a": 70.0, "b": 80.0, "c": 10.0},
         2: {"a": 75.0, "b": 60.0, "c": 0.0},
     }
-    text = species_markdown(labels, accuracy)
-    assert "| a | 10 · 12 | 50 · 70 · 75 |" in text and "| c | 0 · 0 | 40 · 10 · 0 |" in text
+    confused = {2: {"a": ["b", 25.0], "b": ["a", 40.0], "c": ["a", 100.0]}}
+    text = species_markdown(labels, accuracy, confused)
+    assert "| a | 10 · 12 | 50 · 70 · 75 | b (25%) |" in text and "| c | 0 · 0 | 40 · 10 · 0 | a (100%) |" in text
     assert "in epoch 2 self-training labelled 16 training images, an even share 5 a class; 1 class got under a" in text
     assert (
         "a tenth of that: c 0." in text and "On the test split the class with so few labels went: c 40% → 0%." in text
     )
-    assert "it rose on 1 class and fell on 2; the largest fall c (40% → 0%); the largest rise a (50% → 75%)" in text
+    assert (
+        "it rose on 1 class and fell on 2; the largest fall c (40% → 0%; most often called a (100%)); the largest"
+        in text
+    )
+    assert "; the largest rise a (50% → 75%)." in text
     # none that scarce: the fewest; a run with no test split: labels only; a run from before the record: nothing
     only_labels = species_markdown({1: {"a": 3, "b": 1}}, {})
     assert "the fewest went to b (1)" in only_labels and "test accuracy" not in only_labels.split("|")[-3]

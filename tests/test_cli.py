@@ -144,6 +144,10 @@ def test_keep_epochs_saves_each_epoch_and_the_last_is_the_final_checkpoint(train
     assert labels == logged["train_labels_per_class"] and list(labels) == ["blue bar", "green disc", "red square"]
     assert sum(labels.values()) == len(list((image_dataset_root / "shapes" / "train").rglob("*.png")))
     assert meta.metrics["per_class"]["acc"] == logged["test_per_class"]
+    assert meta.metrics["per_class"]["confused_with"] == logged["test_confused_with"]
+    for name, other in logged["test_confused_with"].items():  # a class is mistaken for another only where not 100%
+        assert (other is None) == (logged["test_per_class"][name] == 100.0)
+        assert other is None or (other[0] != name and 0 < other[1] <= 100 - logged["test_per_class"][name] + 1e-6)
     mean = sum(logged["test_per_class"].values()) / 3
     assert mean == pytest.approx(logged["test_mean_per_class"])
     # ... and `[FG]`'s shift as that epoch ended, which evaluate.py reads back to score `[FG]` without it
@@ -175,7 +179,7 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
     assert "acc_fg_unshifted" not in evaluated and "shift_fg" not in read_adapted(start_file)[1].metrics
     # the start's per-class test accuracy (fused, the branch every epoch reports), and no labels yet
     per_class = read_adapted(start_file)[1].metrics["per_class"]
-    assert set(per_class) == {"acc"} and per_class["acc"] == logged["test_per_class"]
+    assert set(per_class) == {"acc", "confused_with"} and per_class["acc"] == logged["test_per_class"]
     assert sum(per_class["acc"].values()) / 3 == pytest.approx(evaluated["mean_per_class"])  # evaluate.py's, fused
 
 

@@ -85,6 +85,20 @@ def test_warmup_epochs_follow_the_reference_scheduler(warmup_epochs):
     assert Recipe(warmup_epochs=2, warmup_steps=3).warmup(per_epoch) == 3  # steps win, as in the reference
 
 
+def test_each_class_s_commonest_wrong_answer_by_hand():
+    # class a: 2 of 5 called b, 1 called c; class b: never wrong; class c: one of each other class (a tie: the lower);
+    # class d: no test image
+    targets = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
+    answers = torch.tensor([0, 1, 1, 2, 0, 1, 1, 1, 0, 2])
+    result = EvalResult(n=10, predictions={"fused": answers}, targets=targets, classes=("a", "b", "c", "d"))
+    assert result.commonest_wrong("fused") == {
+        "a": ("b", 40.0),
+        "b": None,
+        "c": ("a", pytest.approx(100 / 3)),
+        "d": None,
+    }
+
+
 def test_baselines_report_cls_only_accuracy():
     targets = torch.tensor([0, 1, 2, 1])
     result = EvalResult(

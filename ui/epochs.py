@@ -56,7 +56,8 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
         }
     crop = display_crop(picture, DISPLAY_SIZE)
     markdown = timeline_markdown(model_name, views, truth, erased)
-    species = species_markdown(timeline.per_class("labels"), timeline.per_class("acc"))  # the run's, any image
+    # the run's, the same for any image
+    species = species_markdown(*(timeline.per_class(what) for what in ("labels", "acc", "confused_with")))
     return _Answer(crop, views, outline, markdown + ("\n" + species if species else ""))
 
 
