@@ -315,8 +315,8 @@ def _accuracy_fact(
         return "", change
     worst, best = min(change, key=change.get), max(change, key=change.get)
     rose, fell = sum(v > 0 for v in change.values()), sum(v < 0 for v in change.values())
-    mistaken = _mistaken_for(confused, worst)
-    called = "" if mistaken == "–" else f"; most often called {mistaken}"
+    other = (confused or {}).get(worst)
+    called = f"; {other[1]:.0f}% of them called {other[0]}" if other else ""
     extremes = [
         f"the largest {word} {c} ({start[c]:.0f}% → {end[c]:.0f}%{called if word == 'fall' else ''})"
         for word, c, happened in (("fall", worst, fell), ("rise", best, rose))

@@ -47,6 +47,7 @@ LESSON_SHOTS = {
     "tab-2-explore": "explore.png",
     "explore-explainers": "explore-explainers.png",
     "explore-epochs": "explore-epochs.png",
+    "explore-epochs-classes": "explore-epochs-classes.png",
     "tab-3-compare": "compare.png",
     "tab-4-adapt": "adapt.png",
     "adapt-saved": "adapt-saved.png",
@@ -277,6 +278,15 @@ def test_explore_an_example_and_compare_explainers(page):
     shot(page, "explore-epochs", top=False)
     shot(page, "explore-epochs-full", full=True)
     assert epochs_table.evaluate(WORDS_SPLIT_JS) == []
+    if BUNDLED:  # the run's classes, under the image's tables: the last table, whole in one screen
+        expect(epochs_table).to_contain_text("Each class through self-training")
+        classes = epochs_table.locator("table").last
+        expect(classes).to_contain_text("most often mistaken for")
+        # the section's title and facts at the top of the screen, the table under them
+        epochs_table.get_by_text("Each class through self-training").evaluate("e => e.scrollIntoView({block: 'start'})")
+        box = classes.bounding_box()
+        assert box is not None and box["height"] <= 1000 and box["width"] <= 1400
+        shot(page, "explore-epochs-classes", top=False)
 
 
 GALLERY_FIT_JS = """(g) => {
