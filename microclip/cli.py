@@ -558,10 +558,9 @@ class EpochReport(Callback):
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if not state.is_main:
             return
+        # label-free, so seen on any data set: such a class gets no pull from the cross-entropy, only from fairness
         unnamed = [c for c, n in metrics.get("train_labels_per_class", {}).items() if n == 0]
-        if (
-            unnamed
-        ):  # label-free, so seen on any data set: such a class gets no pull from the cross-entropy, only from fairness
+        if unnamed:
             log.warning(
                 "epoch %d: self-training's labels named no training image as %s", metrics["epoch"], ", ".join(unnamed)
             )
@@ -844,10 +843,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "fg_unshifted" in result.predictions:  # the run recorded [FG]'s shared shift
         print(f"  {BRANCH_LABELS['fg']} without its shared shift: top-1 {_fmt(result.accuracy('fg_unshifted'))}")
         print(f"  {BRANCH_LABELS['fused']} without the shift's part: top-1 {_fmt(result.accuracy('fused_unshifted'))}")
-    per_class = result.per_class_accuracy()
+    per_class, confused = result.per_class_accuracy(), result.commonest_wrong()
     if args.show_per_class and per_class:
         for name, value in per_class.items():
-            print(f"    {name:40s} {_fmt(value)}")
+            other = confused.get(name)
+            mistaken = f"   most often mistaken for {other[0]} ({other[1]:.0f}%)" if other else ""
+            print(f"    {name:40s} {_fmt(value)}{mistaken}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
     mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
     reported = "cls" if mode in CLS_ONLY_MODES else "fused"  # as the run that made it reported
@@ -871,6 +872,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(out / "metrics.json", metrics)
         if per_class:
             atomic_write_json(out / "per_class.json", per_class)
+            atomic_write_json(out / "confused_with.json", confused)
     return 0
 
 

@@ -104,6 +104,13 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     assert f"[FG] only without its shared shift: top-1 {evaluated['acc_fg_unshifted']:.2f}" in done.stdout
     per_class = json.loads((out / "eval" / "per_class.json").read_text())
     assert sum(per_class.values()) / 3 == pytest.approx(evaluated["mean_per_class"])
+    # what each class is most often mistaken for: only where it is not always right, printed on its line
+    confused = json.loads((out / "eval" / "confused_with.json").read_text())
+    assert set(confused) == set(per_class)
+    for name, other in confused.items():
+        assert (other is None) == (per_class[name] == 100.0)
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name))
+        assert other is None or f"most often mistaken for {other[0]} ({other[1]:.0f}%)" in line
 
 
 def evaluate_epoch(out: Path, dataset_root: Path, epoch: int) -> tuple[dict, dict]:
