@@ -286,7 +286,8 @@ def _series(values: Sequence[float | None], form: str) -> str:
 def labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
     """The label-free fact of the epoch's label counts, and the classes its labels gave under ``SCARCE`` of an even
     share."""
-    total, even = sum(counts.values()), sum(counts.values()) / len(counts)
+    total = sum(counts.values())
+    even = total / len(counts)
     scarce = [c for c, n in counts.items() if n < SCARCE * even]
     fact = (
         f"Without labels: in {epoch_name(epoch)} self-training labelled {total} training images, an even share "
@@ -300,7 +301,7 @@ def labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
 
 
 def _mistaken_for(confused: dict | None, name: str) -> str:
-    """ "zorsaik wren (82%)": what the class's test images were most often wrongly called, and on what share."""
+    """What the class's test images were most often wrongly called, and on what share: "zorsaik wren (82%)"."""
     other = (confused or {}).get(name)
     return "–" if not other else f"{other[0]} ({other[1]:.0f}%)"
 
@@ -383,7 +384,7 @@ def species_markdown(
                 f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
             )
     shown = classes
-    if len(classes) > MAX_SPECIES_ROWS:  # the worst treated: the largest falls, else the fewest labels
+    if len(classes) > MAX_SPECIES_ROWS and (change or label_epochs):  # the largest falls, else the fewest labels
         key = (lambda c: change.get(c, 0.0)) if change else (lambda c: labels[label_epochs[-1]][c])
         shown = sorted(classes, key=key)[:MAX_SPECIES_ROWS]
     title = "**Each class through self-training**" + (

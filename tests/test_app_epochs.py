@@ -210,6 +210,9 @@ def test_each_class_through_self_training_reads_what_the_run_logged():
     assert "rose on 29 classes and fell on 0; the largest rise k29 (50% → 79%)." in text and "fall" not in text
     rows = [line for line in text.splitlines() if line.startswith("| k")]
     assert len(rows) == MAX_SPECIES_ROWS and rows[0].startswith("| k00 |") and not any("k29" in r for r in rows)
+    # one evaluation and no labels: nothing to rank by, every class in its order
+    rows = [line for line in species_markdown({}, {0: many[0]}).splitlines() if line.startswith("| k")]
+    assert [r.split(" |")[0] for r in rows] == [f"| k{i:02d}" for i in range(30)]
 
 
 def test_saved_epochs_reads_only_epoch_files(tmp_path):
