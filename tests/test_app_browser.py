@@ -278,7 +278,7 @@ def test_explore_an_example_and_compare_explainers(page):
     shot(page, "explore-epochs", top=False)
     shot(page, "explore-epochs-full", full=True)
     assert epochs_table.evaluate(WORDS_SPLIT_JS) == []
-    if BUNDLED:  # the run's classes, under the image's tables: the last table, whole in one screen
+    if BUNDLED:  # the run's classes, under the image's tables: the last table, no taller than one screen
         expect(epochs_table).to_contain_text("Each class through self-training")
         classes = epochs_table.locator("table").last
         expect(classes).to_contain_text("most often mistaken for")
