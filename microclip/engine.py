@@ -104,17 +104,17 @@ class EvalResult:
         a tie); None when none is wrong or the class is absent from the test set."""
         if self.targets is None:
             return {}
-        result: dict[str, tuple[str, float] | None] = {}
-        for index, name in enumerate(self.classes):
-            chosen = self.targets == index
-            answers = self.predictions[branch][chosen]
-            wrong = answers[answers != index]
-            if len(wrong) == 0:
-                result[name] = None
-                continue
-            other = int(torch.bincount(wrong, minlength=len(self.classes)).argmax())
-            result[name] = (self.classes[other], 100.0 * float((answers == other).double().mean()))
-        return result
+        n = len(self.classes)
+        confusion = torch.bincount(self.targets * n + self.predictions[branch], minlength=n * n).view(n, n).double()
+        totals = confusion.sum(1)
+        confusion.fill_diagonal_(0)
+        other = confusion.argmax(1)  # the first of equal maxima: the lower index
+        return {
+            name: (self.classes[int(other[i])], 100.0 * float(confusion[i, other[i]] / totals[i]))
+            if confusion[i].any()
+            else None
+            for i, name in enumerate(self.classes)
+        }
 
     def mean_per_class(self, branch: str = "fused") -> float | None:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
@@ -553,7 +553,7 @@ def _sampler(train_set: Dataset, config: Recipe, rank: int, world: int) -> tuple
 
 def _summed_over_processes(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Each process counted its share of the epoch's batches; every process calls this and gets the whole count."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if distributed_context()[1] == 1:
         return counts
     summed = counts.to(device)  # NCCL reduces only tensors on the GPU
     dist.all_reduce(summed)
