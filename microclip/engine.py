@@ -36,6 +36,33 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class StepMeans:
+    """The epoch's mean of each step metric, as sums and counts (which a train state file carries as JSON: a
+    Python float survives JSON exactly, so a resumed epoch's means equal an uninterrupted one's)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, metrics: dict) -> dict:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return metrics
+
+    def means(self) -> dict:
+        return {key: self.sums[key] / self.counts[key] for key in self.sums}
+
+    def to_dict(self) -> dict:
+        return {"sums": self.sums, "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StepMeans:
+        return cls(
+            sums={k: float(v) for k, v in data["sums"].items()}, counts={k: int(v) for k, v in data["counts"].items()}
+        )
+
+
+@dataclass
 class FitState:
     """What callbacks see; setting ``should_stop`` ends the run after the current step."""
 
@@ -52,6 +79,8 @@ class FitState:
     # how many of the epoch's training images so far each class was the label of (this process's share; None
     # after resuming from a state file written before the count existed)
     label_counts: torch.Tensor | None = None
+    # the epoch's step metrics so far: run state too, so that a resumed epoch's logged means cover all its steps
+    step_means: StepMeans = field(default_factory=StepMeans)
 
     @property
     def is_main(self) -> bool:
@@ -401,6 +430,7 @@ def save_train_state(
         "step_in_epoch": state.step_in_epoch,
         "global_step": state.global_step,
         "history": state.history,
+        "step_means": state.step_means.to_dict(),
         "config": state.config.to_dict(),
     }
     save_run_state(path, tensors, optimizer, meta)
@@ -416,6 +446,8 @@ def load_train_state(
     state.label_counts = tensors.get("label_counts")
     state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
     state.global_step, state.history = meta["global_step"], meta["history"]
+    # a state file written before the means were run state: the epoch's means cover the steps after the resume
+    state.step_means = StepMeans.from_dict(meta["step_means"]) if "step_means" in meta else StepMeans()
     log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step_in_epoch)
 
 
@@ -476,10 +508,11 @@ def fit(
         if state.step_in_epoch == 0:
             fairness.reset()
             state.label_counts = torch.zeros(len(model.classes), dtype=torch.long)
+            state.step_means = StepMeans()
         loader = _loader(
             train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch), config.num_workers
         )
-        running, epoch_start = _RunningMean(), time.perf_counter()
+        epoch_start = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for views, targets, _ in loader:
@@ -493,7 +526,12 @@ def fit(
             stepper(step.loss)
             state.count_labels(step.labels)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
-            _emit(callbacks, "on_step_end", state, running.add({"loss": step.loss.item(), "lr": lr, **step.metrics}))
+            _emit(
+                callbacks,
+                "on_step_end",
+                state,
+                state.step_means.add({"loss": step.loss.item(), "lr": lr, **step.metrics}),
+            )
             if state.global_step >= state.total_steps:
                 break
             stopped = state.should_stop or (stop is not None and stop.is_set())
@@ -503,7 +541,7 @@ def fit(
                 save()
         if not stopped:
             seconds = time.perf_counter() - epoch_start
-            row = _end_epoch(model, state, test_set, running, seconds, device, shift_probe, shift_each_epoch)
+            row = _end_epoch(model, state, test_set, seconds, device, shift_probe, shift_each_epoch)
             state.history.append(row)
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
@@ -560,23 +598,6 @@ def _summed_over_processes(counts: torch.Tensor, device: torch.device) -> torch.
     return summed.cpu()
 
 
-class _RunningMean:
-    """The epoch's mean of each step metric."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: dict) -> dict:
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-        return metrics
-
-    def means(self) -> dict:
-        return {key: self.sums[key] / self.counts[key] for key in self.sums}
-
-
 def eval_fusion_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> float:
     """The fusion ratio applied at test time: ρ on [CLS] as in training ("consistent"), or the reference's
     evaluation, which unpacks the branch pair swapped and so puts ρ on [FG] and 1 − ρ on [CLS] ("reference")."""
@@ -593,7 +614,6 @@ def _end_epoch(
     model: MicroCLIP,
     state: FitState,
     test_set: Dataset | None,
-    running: _RunningMean,
     seconds: float,
     device: torch.device,
     shift_probe: ShiftProbe | None = None,
@@ -606,7 +626,7 @@ def _end_epoch(
         "epoch": state.epoch + 1,
         "step": state.global_step,
         "epoch_time": seconds,
-        **{f"train_{k}": v for k, v in running.means().items()},
+        **{f"train_{k}": v for k, v in state.step_means.means().items()},
     }
     if state.label_counts is not None:
         # label-free: a class the labels stop naming gets no pull from the cross-entropy, only from the fairness term

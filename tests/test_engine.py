@@ -138,15 +138,21 @@ def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp
             crashed,
             train_set(image_dataset_root),
             config,
-            callbacks=[Crash(at_step=4)],
+            callbacks=[Crash(at_step=5)],
             state_path=tmp_path / "b.safetensors",
         )
+    # killed inside the second epoch (3 steps each): the state file holds step 4, one step into it
     resumed = fresh_model()  # a new process: nothing survives but the state file
     result = fit(resumed, train_set(image_dataset_root), config, state_path=tmp_path / "b.safetensors", resume=True)
 
     assert result.global_step == 6
     # the labels each class got in the epoch the crash cut in two are counted whole, as without the crash
     assert [row["train_labels_per_class"] for row in result.history] == [r["train_labels_per_class"] for r in whole]
+    # and its logged step means cover all its steps, not only those after the resume
+    means = [{k: v for k, v in row.items() if k.startswith("train_") and isinstance(v, float)} for row in whole]
+    assert means[1] and {k for k in result.history[1] if k in means[1]} == set(means[1])
+    for row, expected_means in zip(result.history, means, strict=True):
+        assert {k: row[k] for k in expected_means} == pytest.approx(expected_means, rel=1e-5, abs=1e-6)
     expected, actual = uninterrupted.adapted_state(), resumed.adapted_state()
     assert any(not torch.equal(expected[k], fresh_model().adapted_state()[k]) for k in expected)  # it trained
     for key in expected:
