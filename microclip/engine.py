@@ -76,9 +76,9 @@ class FitState:
     history: list[dict] = field(default_factory=list)
     should_stop: bool = False
     rank: int = 0
-    # how many of the epoch's training images so far each class was the label of (this process's share; None
-    # after resuming from a state file written before the count existed)
-    label_counts: torch.Tensor | None = None
+    # the epoch's labels so far (this process's share): row the image's true class (the last row: images without
+    # one), column the label it was given; None after resuming from a state file written before it existed
+    labels_given: torch.Tensor | None = None
     # the epoch's step metrics so far: run state too, so that a resumed epoch's logged means cover all its steps
     step_means: StepMeans = field(default_factory=StepMeans)
 
@@ -86,9 +86,11 @@ class FitState:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def count_labels(self, labels: torch.Tensor) -> None:
-        if self.label_counts is not None:
-            self.label_counts += torch.bincount(labels.cpu(), minlength=len(self.label_counts))
+    def count_labels(self, labels: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.labels_given is not None:
+            n = self.labels_given.shape[1]
+            truth = torch.where(targets >= 0, targets, n).cpu()  # an unlabelled image (-1) counts in the last row
+            self.labels_given += torch.bincount(truth * n + labels.cpu(), minlength=(n + 1) * n).view(n + 1, n)
 
 
 class Callback:
@@ -98,6 +100,26 @@ class Callback:
     def on_step_end(self, state: FitState, metrics: dict) -> None: ...
     def on_epoch_end(self, state: FitState, metrics: dict) -> None: ...
     def on_fit_end(self, state: FitState) -> None: ...
+
+
+def confusion_counts(targets: torch.Tensor, predictions: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, n) counts: row the true class, column the one given."""
+    return torch.bincount(targets * n + predictions, minlength=n * n).view(n, n)
+
+
+def commonest_wrong(confusion: torch.Tensor, classes: Sequence[str]) -> dict[str, tuple[str, float] | None]:
+    """Per class (a row of ``confusion``): the class its images were most often wrongly given, and on what % of them
+    (the lower index on a tie); None when none was wrong or the class has no images."""
+    confusion = confusion.double()
+    totals = confusion.sum(1)
+    confusion.fill_diagonal_(0)
+    other = confusion.argmax(1)  # the first of equal maxima: the lower index
+    return {
+        name: (classes[int(other[i])], 100.0 * float(confusion[i, other[i]] / totals[i]))
+        if confusion[i].any()
+        else None
+        for i, name in enumerate(classes)
+    }
 
 
 # What evaluate adds for a model that carries its run's shared `[FG]` shift (model.fg_shift)
@@ -134,16 +156,7 @@ class EvalResult:
         if self.targets is None:
             return {}
         n = len(self.classes)
-        confusion = torch.bincount(self.targets * n + self.predictions[branch], minlength=n * n).view(n, n).double()
-        totals = confusion.sum(1)
-        confusion.fill_diagonal_(0)
-        other = confusion.argmax(1)  # the first of equal maxima: the lower index
-        return {
-            name: (self.classes[int(other[i])], 100.0 * float(confusion[i, other[i]] / totals[i]))
-            if confusion[i].any()
-            else None
-            for i, name in enumerate(self.classes)
-        }
+        return commonest_wrong(confusion_counts(self.targets, self.predictions[branch], n), self.classes)
 
     def mean_per_class(self, branch: str = "fused") -> float | None:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
@@ -423,8 +436,8 @@ def save_train_state(
     tensors = {f"model.{k}": v for k, v in model.adapted_state().items()}
     if fairness.running is not None:
         tensors["fairness.running"] = fairness.running.float()
-    if state.label_counts is not None:
-        tensors["label_counts"] = state.label_counts
+    if state.labels_given is not None:
+        tensors["labels_given"] = state.labels_given
     meta = {
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
@@ -443,7 +456,7 @@ def load_train_state(
     model.load_adapted_state({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     running = tensors.get("fairness.running")
     fairness.running = running.to(next(model.parameters()).device) if running is not None else None
-    state.label_counts = tensors.get("label_counts")
+    state.labels_given = tensors.get("labels_given")
     state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
     state.global_step, state.history = meta["global_step"], meta["history"]
     # a state file written before the means were run state: the epoch's means cover the steps after the resume
@@ -507,7 +520,7 @@ def fit(
         train_set.set_epoch(state.epoch)
         if state.step_in_epoch == 0:
             fairness.reset()
-            state.label_counts = torch.zeros(len(model.classes), dtype=torch.long)
+            state.labels_given = torch.zeros(len(model.classes) + 1, len(model.classes), dtype=torch.long)
             state.step_means = StepMeans()
         loader = _loader(
             train_set, local_batch, _SkipSampler(sampler, state.step_in_epoch * local_batch), config.num_workers
@@ -524,7 +537,7 @@ def fit(
             )
             step = train_step(model, wrapped, views, targets, config, fairness, device)
             stepper(step.loss)
-            state.count_labels(step.labels)
+            state.count_labels(step.labels, targets)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1
             _emit(
                 callbacks,
@@ -589,6 +602,24 @@ def _sampler(train_set: Dataset, config: Recipe, rank: int, world: int) -> tuple
     return DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed), local_batch
 
 
+def labels_given_record(given: torch.Tensor, classes: Sequence[str]) -> dict:
+    """An epoch's log fields from its labels (``FitState.labels_given``): how many training images each class was
+    the label of (label-free: a class the labels stop naming gets no pull from the cross-entropy, only from the
+    fairness term), and, where every training image has a true class, how many of those labels were right and what
+    each class's images were most often wrongly labelled (label-dependent, as ``train_pl_acc``)."""
+    record = {"train_labels_per_class": dict(zip(classes, given.sum(0).tolist(), strict=True))}
+    if given[-1].sum() == 0:
+        labelled = given[:-1]
+        record["train_labels_right_per_class"] = dict(zip(classes, labelled.diagonal().tolist(), strict=True))
+        record["train_labels_confused_with"] = _as_logged(commonest_wrong(labelled, classes))
+    return record
+
+
+def _as_logged(pairs: dict[str, tuple[str, float] | None]) -> dict[str, list | None]:
+    """As the row reads back from JSON (a resumed run's history), so that a row is the same either way."""
+    return {name: list(pair) if pair is not None else None for name, pair in pairs.items()}
+
+
 def _summed_over_processes(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Each process counted its share of the epoch's batches; every process calls this and gets the whole count."""
     if distributed_context()[1] == 1:
@@ -628,10 +659,8 @@ def _end_epoch(
         "epoch_time": seconds,
         **{f"train_{k}": v for k, v in state.step_means.means().items()},
     }
-    if state.label_counts is not None:
-        # label-free: a class the labels stop naming gets no pull from the cross-entropy, only from the fairness term
-        counts = _summed_over_processes(state.label_counts, device)
-        row["train_labels_per_class"] = dict(zip(model.classes, counts.tolist(), strict=True))
+    if state.labels_given is not None:
+        row.update(labels_given_record(_summed_over_processes(state.labels_given, device), model.classes))
     if (peak := peak_memory_mb(device)) is not None:
         row["gpu_peak_mb"] = peak
     last = state.global_step >= state.total_steps
@@ -645,7 +674,7 @@ def _end_epoch(
         result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
-        row["test_confused_with"] = result.commonest_wrong(config.reported_branch)
+        row["test_confused_with"] = _as_logged(result.commonest_wrong(config.reported_branch))
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 

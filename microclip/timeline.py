@@ -82,7 +82,9 @@ class Timeline:
         """Per saved epoch that logged it, each class's ``what``: "labels", how many of the epoch's training images
         self-training labelled as that class (none at the start), "acc", its test accuracy (%; a run with a
         labelled test split), or "confused_with", what its test images were most often wrongly called and on what %
-        of them (None: never wrong)."""
+        of them (None: never wrong); where the training images had true classes, "labels_right", how many of the
+        class's labels were right, and "labels_confused_with", what its training images were most often wrongly
+        labelled and on what % of them."""
         return {epoch: record[what] for epoch, record in self._per_class.items() if what in record}
 
     def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:

@@ -275,6 +275,7 @@ SPECIES_SOURCE = (
     "test accuracy: the run's, per class, in % (of the branch it reports: fused, or `[CLS]` for a baseline), at the "
     "start and after each epoch"
 )
+RIGHT_SOURCE = "; labels right: checked against the training images' true classes (self-training does not use them)"
 MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated worst
 SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
 
@@ -330,16 +331,52 @@ def _accuracy_fact(
     return fact, change
 
 
+def _labels_given(
+    labels: dict[int, dict], right: dict[int, dict], confused: dict[int, dict]
+) -> tuple[int, dict, dict, dict] | None:
+    """The last labelled epoch that also logged how many labels were right: (epoch, counts, right, where each
+    class's training images went); None when the run logged no true classes for its training images."""
+    epochs = sorted(set(labels) & set(right) & set(confused))
+    return (epochs[-1], labels[epochs[-1]], right[epochs[-1]], confused[epochs[-1]]) if epochs else None
+
+
+def _labels_right_cell(name: str, counts: dict, right: dict, confused: dict) -> str:
+    """ "0 of 2 (yovanel warbler 95%)": of the labels the class got, how many were right, and what its own training
+    images were most often labelled instead."""
+    other = confused.get(name)
+    return f"{right[name]} of {counts[name]}" + (f" ({other[0]} {other[1]:.0f}%)" if other else "")
+
+
+def _labels_right_fact(name: str, epoch: int, counts: dict, right: dict, confused: dict) -> str:
+    other = confused.get(name)
+    went = f"; {other[1]:.0f}% of its own training images were labelled {other[0]}" if other else ""
+    n, r = counts[name], right[name]
+    got = (
+        f"of the {n} label{'s' if n != 1 else ''} {name} got in {epoch_name(epoch)}, {r} {'was' if r == 1 else 'were'} "
+        "right"
+        if n
+        else f"{name} got no label in {epoch_name(epoch)}"
+    )
+    return f"Checked against the training images' true classes (self-training never sees them): {got}{went}."
+
+
 def _species_table(
-    shown: Sequence[str], labels: dict[int, dict], accuracy: dict[int, dict], mistakes: dict | None
+    shown: Sequence[str],
+    labels: dict[int, dict],
+    accuracy: dict[int, dict],
+    mistakes: dict | None,
+    given: tuple[int, dict, dict, dict] | None = None,
 ) -> list[str]:
-    """The table's lines: each shown class's labels and test accuracy per epoch, and its last epoch's mistakes."""
+    """The table's lines: each shown class's labels and test accuracy per epoch, its last epoch's mistakes and, where
+    the training images had true classes, how many of the last epoch's labels were right."""
     label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
     header = ["class"]
     if label_epochs:
         header.append(f"labels, {epoch_name(label_epochs[0])} to {epoch_name(label_epochs[-1])}")
     if acc_epochs:
         header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
+    if given is not None:
+        header.append(f"labels right, {epoch_name(given[0])} (its images' commonest wrong label)")
     if mistakes:
         header.append(f"most often mistaken for, {epoch_name(acc_epochs[-1])}")
     lines = [_row(header), _rule(header)]
@@ -349,6 +386,8 @@ def _species_table(
             cells.append(_series([labels[e][c] for e in label_epochs], "d"))
         if acc_epochs:
             cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
+        if given is not None:
+            cells.append(_labels_right_cell(c, *given[1:]))
         if mistakes:
             cells.append(_mistaken_for(mistakes, c))
         lines.append(_row(cells))
@@ -359,12 +398,16 @@ def species_markdown(
     labels: dict[int, dict[str, int]],
     accuracy: dict[int, dict[str, float | None]],
     confused: dict[int, dict[str, list | None]] | None = None,
+    right: dict[int, dict[str, int]] | None = None,
+    labels_confused: dict[int, dict[str, list | None]] | None = None,
 ) -> str:
     """Each class through self-training, from what the run logged per epoch (``Timeline.per_class``): how many
     training images its labels gave the class, and, where the run had a test split, the class's test accuracy and
-    (``confused``) what its test images were most often wrongly called. The facts name the classes the labels all but
-    stopped naming, what became of them on the test split, and the largest falls and rises. "" when the run logged
-    neither (runs from before round 27)."""
+    (``confused``) what its test images were most often wrongly called; where the training images had true classes,
+    how many of the last epoch's labels were right (``right``) and what the class's training images were most often
+    labelled instead (``labels_confused``). The facts name the classes the labels all but stopped naming, what became
+    of them on the test split, the largest falls and rises, and where the largest fall's labels went. "" when the
+    run logged neither labels nor accuracy (runs from before round 27)."""
     if not labels and not accuracy:
         return ""
     classes = list(next(iter((labels or accuracy).values())))
@@ -383,6 +426,9 @@ def species_markdown(
             facts.append(
                 f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
             )
+    given = _labels_given(labels, right or {}, labels_confused or {})
+    if given is not None and change:
+        facts.append(_labels_right_fact(min(change, key=change.get), *given))
     shown = classes
     if len(classes) > MAX_SPECIES_ROWS and (change or label_epochs):  # the largest falls, else the fewest labels
         key = (lambda c: change.get(c, 0.0)) if change else (lambda c: labels[label_epochs[-1]][c])
@@ -390,8 +436,9 @@ def species_markdown(
     title = "**Each class through self-training**" + (
         f" ({len(shown)} of {len(classes)}: those it treated worst)" if len(shown) < len(classes) else ""
     )
-    lines = ["", title + f" ({SPECIES_SOURCE})", "", *[f"- {fact}" for fact in facts], ""]
-    lines += _species_table(shown, labels, accuracy, at_end)
+    source = SPECIES_SOURCE + (RIGHT_SOURCE if given is not None else "")
+    lines = ["", title + f" ({source})", "", *[f"- {fact}" for fact in facts], ""]
+    lines += _species_table(shown, labels, accuracy, at_end, given)
     return "\n".join(lines)
 
 

@@ -200,6 +200,26 @@ def test_each_class_through_self_training_reads_what_the_run_logged():
     )
     assert "it rose on 1 class and fell on 2; the largest fall c (40% → 0%; 100% of them called a); the largest" in text
     assert "; the largest rise a (50% → 75%)." in text
+    assert "labels right" not in text  # the run logged no true classes for its training images
+    # where it did: how many of the last epoch's labels were right, and where the largest fall's images went
+    right = {1: {"a": 5, "b": 6, "c": 0}, 2: {"a": 7, "b": 1, "c": 0}}
+    went = {
+        1: {"a": ["b", 10.0], "b": None, "c": ["a", 90.0]},
+        2: {"a": ["c", 20.0], "b": ["a", 50.0], "c": ["a", 95.0]},
+    }
+    checked = species_markdown(labels, accuracy, confused, right, went)
+    assert "| labels right, epoch 2 (its images' commonest wrong label) | most often mistaken for, epoch 2 |" in checked
+    assert "| a | 10 · 12 | 50 · 70 · 75 | 7 of 12 (c 20%) | b (25%) |" in checked
+    assert "| c | 0 · 0 | 40 · 10 · 0 | 0 of 0 (a 95%) | a (100%) |" in checked
+    assert (
+        "- Checked against the training images' true classes (self-training never sees them): c got no label in"
+        " epoch 2; 95% of its own training images were labelled a." in checked
+    )
+    fell = {**accuracy, 2: {**accuracy[2], "b": 0.0, "c": 40.0}}  # now b falls most
+    assert "of the 4 labels b got in epoch 2, 1 was right; 50% of its own training images were labelled a." in (
+        species_markdown(labels, fell, confused, right, went)
+    )
+    assert "labels right" not in species_markdown(labels, accuracy, confused, {}, {})  # runs from before round 28
     # none that scarce: the fewest; a run with no test split: labels only; a run from before the record: nothing
     only_labels = species_markdown({1: {"a": 3, "b": 1}}, {})
     assert "the fewest went to b (1)" in only_labels and "test accuracy" not in only_labels.split("|")[-3]

@@ -17,7 +17,17 @@ from conftest import make_clip
 from microclip.backbone import Backbone
 from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, TrainViews, test_transform
-from microclip.engine import Callback, EvalResult, OptimizerStep, cosine_lr, evaluate, fit, pseudo_label, train_step
+from microclip.engine import (
+    Callback,
+    EvalResult,
+    OptimizerStep,
+    cosine_lr,
+    evaluate,
+    fit,
+    labels_given_record,
+    pseudo_label,
+    train_step,
+)
 from microclip.heads import Heads
 from microclip.losses import FairnessRegulariser
 from microclip.model import MicroCLIP
@@ -147,7 +157,8 @@ def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp
 
     assert result.global_step == 6
     # the labels each class got in the epoch the crash cut in two are counted whole, as without the crash
-    assert [row["train_labels_per_class"] for row in result.history] == [r["train_labels_per_class"] for r in whole]
+    for key in ("train_labels_per_class", "train_labels_right_per_class", "train_labels_confused_with"):
+        assert [row[key] for row in result.history] == [r[key] for r in whole], key
     # and its logged step means cover all its steps, not only those after the resume
     means = [{k: v for k, v in row.items() if k.startswith("train_") and isinstance(v, float)} for row in whole]
     assert means[1] and {k for k in result.history[1] if k in means[1]} == set(means[1])
@@ -264,6 +275,55 @@ def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
     truth = np.bincount(build_dataset(str(image_dataset_root / "shapes"), "train").targets, minlength=3)
     expected = dict(zip(model.classes, truth.tolist(), strict=True))
     assert all(row["train_labels_per_class"] == expected for row in rows)
+    assert all(row["train_labels_right_per_class"] == expected for row in rows)  # every label right
+    assert all(set(row["train_labels_confused_with"].values()) == {None} for row in rows)
+
+
+def test_the_labels_each_class_got_are_checked_against_the_true_classes(image_dataset_root):
+    row = fit(fresh_model(), train_set(image_dataset_root), replace(CONFIG, epochs=1)).history[-1]
+    counts, right = row["train_labels_per_class"], row["train_labels_right_per_class"]
+    assert all(0 <= right[c] <= counts[c] for c in counts) and sum(counts.values()) == 24
+    # three full batches of 8: the share of right labels is the mean of the steps' own pseudo-label accuracy
+    assert 100 * sum(right.values()) / 24 == pytest.approx(row["train_pl_acc"])
+    assert sum(right.values()) < 24  # self-training's labels, not the truth: something to check
+    per_class = 8  # the shapes set has 8 training images a class
+    for name, other in row["train_labels_confused_with"].items():
+        if other is None:
+            assert right[name] == per_class
+        else:
+            assert other[0] != name and 0 < other[1] * per_class / 100 <= per_class - right[name] + 1e-9
+
+
+def test_the_labels_given_record_by_hand():
+    classes = ("a", "b", "c")
+    # rows: true a, b, c, then images without a true class; columns: the label given
+    given = torch.tensor([[3, 1, 0], [2, 0, 2], [0, 0, 4], [0, 0, 0]])
+    record = labels_given_record(given, classes)
+    assert record["train_labels_per_class"] == {"a": 5, "b": 1, "c": 6}
+    assert record["train_labels_right_per_class"] == {"a": 3, "b": 0, "c": 4}
+    # b's images went to a and c equally: the lower index; c's were never wrong
+    assert record["train_labels_confused_with"] == {"a": ["b", 25.0], "b": ["a", 50.0], "c": None}
+    unlabelled = labels_given_record(torch.cat([given[:-1], torch.tensor([[0, 1, 0]])]), classes)
+    assert unlabelled == {"train_labels_per_class": {"a": 5, "b": 2, "c": 6}}  # nothing to check the labels against
+
+
+def test_an_unlabelled_training_set_logs_label_counts_only(image_dataset_root):
+    class Unlabelled(torch.utils.data.Dataset):
+        def __init__(self, base):
+            self.base, self.classes = base, base.classes
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, index):
+            return self.base[index][0], -1
+
+    base = Unlabelled(build_dataset(str(image_dataset_root / "shapes"), "train"))
+    unlabelled = SeededDataset(base, TrainViews(input_size=32, n_crops=2), seed=0)
+    row = fit(fresh_model(), unlabelled, replace(CONFIG, epochs=1)).history[-1]
+    labelled = fit(fresh_model(), train_set(image_dataset_root), replace(CONFIG, epochs=1)).history[-1]
+    assert row["train_labels_per_class"] == labelled["train_labels_per_class"]  # the labels never read the truth
+    assert "train_labels_right_per_class" not in row and "train_labels_confused_with" not in row
 
 
 def _train_command(root: Path, model_dir: Path, out: Path, batch: int) -> list[str]:
@@ -314,7 +374,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
         [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()][-1]
         for run in ("one", "two")
     ]
-    assert counts[1]["train_labels_per_class"] == counts[0]["train_labels_per_class"]
+    for key in ("train_labels_per_class", "train_labels_right_per_class", "train_labels_confused_with"):
+        assert counts[1][key] == counts[0][key], key
     assert sum(counts[0]["train_labels_per_class"].values()) == len(
         build_dataset(str(image_dataset_root / "shapes"), "train")
     )
