@@ -275,7 +275,11 @@ SPECIES_SOURCE = (
     "test accuracy: the run's, per class, in % (of the branch it reports: fused, or `[CLS]` for a baseline), at the "
     "start and after each epoch"
 )
-RIGHT_SOURCE = "; labels right: checked against the training images' true classes (self-training does not use them)"
+RIGHT_SOURCE = (
+    "; labels right: of the labels the class got, how many were on its own images, and in brackets what its own "
+    "training images were most often labelled instead (checked against their true classes, which self-training "
+    "does not use)"
+)
 MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated worst
 SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
 
@@ -376,7 +380,7 @@ def _species_table(
     if acc_epochs:
         header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
     if given is not None:
-        header.append(f"labels right, {epoch_name(given[0])} (its images' commonest wrong label)")
+        header.append(f"labels right, {epoch_name(given[0])}")
     if mistakes:
         header.append(f"most often mistaken for, {epoch_name(acc_epochs[-1])}")
     lines = [_row(header), _rule(header)]

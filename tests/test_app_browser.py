@@ -282,6 +282,7 @@ def test_explore_an_example_and_compare_explainers(page):
         expect(epochs_table).to_contain_text("Each class through self-training")
         classes = epochs_table.locator("table").last
         expect(classes).to_contain_text("most often mistaken for")
+        expect(classes).to_contain_text("labels right")  # the bundled run's labels, checked against the truth
         # the section's title and facts at the top of the screen, the table under them
         epochs_table.get_by_text("Each class through self-training").evaluate("e => e.scrollIntoView({block: 'start'})")
         box = classes.bounding_box()

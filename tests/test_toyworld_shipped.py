@@ -54,6 +54,26 @@ def test_the_shipped_epochs_per_class_record_is_what_each_epoch_s_model_scores(d
     assert "labels" not in read_adapted(files[0])[1].metrics["per_class"]
 
 
+def test_the_shipped_epochs_labels_checked_against_the_true_classes_agree_with_the_run_s_own_log():
+    from microclip.checkpoint import epochs_beside, read_adapted
+
+    log = {row["epoch"]: row for row in json.loads(RECORD.read_text())["log"]}
+    per_species = 100  # the toy training split: 1,600 images, 100 a species
+    for epoch, path in epochs_beside(ROOT / "checkpoints" / "toybirds-microclip.safetensors")[1:]:
+        record = read_adapted(path)[1].metrics["per_class"]
+        right, given, went = record["labels_right"], record["labels"], record["labels_confused_with"]
+        assert right == log[epoch]["train_labels_right_per_class"] and went == log[epoch]["train_labels_confused_with"]
+        # 25 full batches of 64: the share of right labels is the mean of the steps' own pseudo-label accuracy
+        assert 100 * sum(right.values()) / 1600 == pytest.approx(log[epoch]["train_pl_acc"], abs=1e-4), epoch
+        for name in right:
+            assert right[name] <= given[name], (epoch, name)
+            if went[name] is None:
+                assert right[name] == per_species, (epoch, name)
+            else:  # a share of its 100 images, all labelled something else
+                wrong = went[name][1] * per_species / 100
+                assert wrong == pytest.approx(round(wrong)) and 1 <= round(wrong) <= per_species - right[name], name
+
+
 def test_the_shipped_base_s_record_says_what_its_object_stage_optimised():
     from dataclasses import fields
 
