@@ -210,6 +210,8 @@ class JobSnapshot:
     shifts: list[tuple[int, float]] = field(default_factory=list)
     # (epoch, {class: count}) as the latest epoch ended: how many training images its labels gave each class
     labels: tuple[int, dict[str, int]] | None = None
+    # where the data is labelled by folders: how many of those labels were right (self-training does not use them)
+    labels_right: dict[str, int] | None = None
     classes: list[str] = field(default_factory=list)
     n_images: int = 0
     labelled: bool = False
@@ -627,7 +629,12 @@ class _LiveCallback(Callback):
 
     def on_epoch_end(self, state: FitState, metrics: dict) -> None:
         if "train_labels_per_class" in metrics:
-            self.runner._update(self.job, labels=(int(metrics["epoch"]), dict(metrics["train_labels_per_class"])))
+            right = metrics.get("train_labels_right_per_class")
+            self.runner._update(
+                self.job,
+                labels=(int(metrics["epoch"]), dict(metrics["train_labels_per_class"])),
+                labels_right=dict(right) if right is not None else None,
+            )
         if "train_shift_fg" in metrics:
             with self.runner._lock:
                 shifts = [*self.job.view.shifts, (int(metrics["epoch"]), float(metrics["train_shift_fg"]))]
@@ -750,6 +757,11 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
         )
     if snapshot.labels is not None:
         text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
+        if snapshot.labels_right is not None:
+            right, total = sum(snapshot.labels_right.values()), sum(snapshot.labels[1].values())
+            text += (
+                f" Checked against the folders' classes (self-training does not use them): {right} of {total} right."
+            )
     if snapshot.saved_name:
         text += (
             f"  \nsaved as **{snapshot.saved_name}** (in the runs folder, listed again after a restart). "

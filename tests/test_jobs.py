@@ -215,6 +215,10 @@ def test_a_saved_run_keeps_its_start_and_epochs_for_explore(registry, train_dir,
     # the status box says what the last epoch's labels gave each class, as its file has it
     assert finished.labels == (3, read_adapted(files[3][1])[1].metrics["per_class"]["labels"])
     assert "Without labels: in epoch 3 self-training labelled 4 training images" in status_markdown(finished)
+    # the data is labelled by folders: how many of those labels were right, as the step's own accuracy says
+    right = read_adapted(files[3][1])[1].metrics["per_class"]["labels_right"]
+    assert finished.labels_right == right and 100 * sum(right.values()) / 4 == pytest.approx(steps[12]["pl_acc"])
+    assert f"(self-training does not use them): {sum(right.values())} of 4 right." in status_markdown(finished)
     # each epoch carries `[FG]`'s shift as it ended (the last epoch's is the run's), its length among the signs
     shifts = {epoch: read_adapted(files[epoch][1])[1] for epoch in (1, 2, 3)}
     for meta in shifts.values():
