@@ -352,15 +352,13 @@ def _labels_right_cell(name: str, counts: dict, right: dict, confused: dict) -> 
 
 
 def _labels_right_fact(name: str, epoch: int, counts: dict, right: dict, confused: dict) -> str:
-    other = confused.get(name)
+    """Where the class's labels and its own training images went in ``epoch``, checked against the true classes."""
+    other, n, when = confused.get(name), counts[name], epoch_name(epoch)
+    got = f"{name} got no label in {when}"
+    if n:
+        were = "was" if right[name] == 1 else "were"
+        got = f"of the {n} label{'s' if n != 1 else ''} {name} got in {when}, {right[name]} {were} right"
     went = f"; {other[1]:.0f}% of its own training images were labelled {other[0]}" if other else ""
-    n, r = counts[name], right[name]
-    got = (
-        f"of the {n} label{'s' if n != 1 else ''} {name} got in {epoch_name(epoch)}, {r} {'was' if r == 1 else 'were'} "
-        "right"
-        if n
-        else f"{name} got no label in {epoch_name(epoch)}"
-    )
     return f"Checked against the training images' true classes (self-training never sees them): {got}{went}."
 
 
