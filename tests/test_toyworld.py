@@ -127,6 +127,37 @@ def test_descriptions_are_distinct_but_incomplete():
     assert 0.5 < description_oracle_accuracy() < 0.9  # headroom left for adaptation, but informative
 
 
+def test_another_draw_of_the_descriptions_follows_the_same_rule(tmp_path: Path, capsys):
+    from microclip.data import load_descriptions
+    from microclip.toyworld.descriptions_draw import main
+
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "assets/toybirds/descriptions.json").read_text())
+    out = tmp_path / "drawn.json"
+    assert main(["--out", str(out)]) == 0 and json.loads(out.read_text()) == shipped == descriptions()
+    main(["--seed", "22", "--out", str(out)])
+    drawn = load_descriptions(out, CLASS_NAMES)  # as train.py and the Adapt tab read it
+    assert drawn != shipped and len({tuple(lines) for lines in drawn.values()}) == len(CLASS_NAMES)
+    true_of = {  # every line that is true of a species: its parts, present or absent
+        name: {f"a bird with {part_phrase(sp, p) or absent_phrase(p)}." for p in PARTS}
+        for name, sp in SPECIES_BY_NAME.items()
+    }
+    for name, lines in drawn.items():
+        assert (
+            lines[DESCRIBED_PARTS_PER_CLASS:] == GENERIC_LINES
+            and set(lines[:DESCRIBED_PARTS_PER_CLASS]) <= true_of[name]
+        )
+        present = sum(getattr(SPECIES_BY_NAME[name], p) != "none" for p in PARTS)
+        named_absent = sum(" no " in line or "plain" in line for line in lines[:DESCRIBED_PARTS_PER_CLASS])
+        assert named_absent == max(0, DESCRIBED_PARTS_PER_CLASS - present)  # present parts first
+    # the oracle it prints, recomputed from the file's own lines: a perfect reader scores each class by its true lines
+    oracle = 0.0
+    for c in CLASS_NAMES:
+        score = [np.mean([line in true_of[c] for line in drawn[d][:DESCRIBED_PARTS_PER_CLASS]]) for d in CLASS_NAMES]
+        best = [d for d, v in zip(CLASS_NAMES, score) if v == max(score)]
+        oracle += (c in best) / len(best) / len(CLASS_NAMES)
+    assert f"a perfect part reader using them scores {oracle:.1%}" in capsys.readouterr().out
+
+
 def test_write_assets_matches_the_functions(tmp_path: Path):
     write_assets(tmp_path)
     assert json.loads((tmp_path / "classes.json").read_text()) == CLASS_NAMES

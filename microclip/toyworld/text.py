@@ -144,10 +144,11 @@ def absent_phrase(part: str) -> str:
     }[part]
 
 
-def _choose_described_parts() -> dict[str, list[str]]:
-    """Which parts each class's description mentions: present parts first (an LLM describes what is
-    there), in an order drawn from a fixed rng, then absent ones if fewer than needed are present."""
-    rng = np.random.default_rng(DESCRIPTION_SEED)
+def described_parts(seed: int = DESCRIPTION_SEED) -> dict[str, list[str]]:
+    """Which parts each class's description mentions: present parts first (an LLM describes what is there), in an
+    order drawn from a fixed rng, then absent ones if fewer than needed are present. ``seed`` draws another toy LLM's
+    choice by the same rule (the shipped world's is ``DESCRIPTION_SEED``; docs/toyworld.md, round 28)."""
+    rng = np.random.default_rng(seed)
     chosen = {}
     for sp in SPECIES:
         present = [p for p in PARTS if getattr(sp, p) != "none"]
@@ -157,21 +158,23 @@ def _choose_described_parts() -> dict[str, list[str]]:
     return chosen
 
 
-DESCRIBED_PARTS: dict[str, list[str]] = _choose_described_parts()
+DESCRIBED_PARTS: dict[str, list[str]] = described_parts()
 """Class name -> the parts its description mentions (in PARTS order)."""
 
 
-def descriptions(named: bool = False) -> dict[str, list[str]]:
+def descriptions(named: bool = False, parts: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """CuPL-format descriptions {class name: [sentences]}: one sentence per described part plus
     generic lines (the uninformative sentences an LLM adds). Absent parts read "a bird with no crest.".
 
     `named=True` words every line around the class name, as real CuPL answers do ("the zorsaik wren has a
     red beak.", "the zorsaik wren is a small songbird."): same parts, same generic lines. The shipped world
-    uses the unnamed wording; docs/toyworld.md says what the named one measured."""
+    uses the unnamed wording; docs/toyworld.md says what the named one measured. ``parts`` (default
+    ``DESCRIBED_PARTS``): which parts each class's lines name, e.g. another draw's ``described_parts(seed)``."""
+    parts = DESCRIBED_PARTS if parts is None else parts
     out: dict[str, list[str]] = {}
     for name in CLASS_NAMES:
         sp = SPECIES_BY_NAME[name]
-        phrases = [part_phrase(sp, p) or absent_phrase(p) for p in DESCRIBED_PARTS[name]]
+        phrases = [part_phrase(sp, p) or absent_phrase(p) for p in parts[name]]
         if named:
             out[name] = [f"the {name} has {ph}." for ph in phrases] + [f"the {name} is {g}" for g in GENERIC_LINES]
         else:
@@ -179,17 +182,19 @@ def descriptions(named: bool = False) -> dict[str, list[str]]:
     return out
 
 
-def description_oracle_accuracy() -> float:
-    """Expected accuracy of a perfect part recogniser that only knows the descriptions.
+def description_oracle_accuracy(parts: dict[str, list[str]] | None = None) -> float:
+    """Expected accuracy of a perfect part recogniser that only knows the descriptions (of ``parts``, by default
+    ``DESCRIBED_PARTS``).
 
     An image of class c scores each class d by the fraction of d's described parts it matches;
     ties are split evenly. An upper bound, roughly, on zero-shot accuracy by descriptions.
     """
+    parts = DESCRIBED_PARTS if parts is None else parts
     total = 0.0
     for c in CLASS_NAMES:
         scores = np.array(
             [
-                np.mean([getattr(SPECIES_BY_NAME[c], p) == getattr(SPECIES_BY_NAME[d], p) for p in DESCRIBED_PARTS[d]])
+                np.mean([getattr(SPECIES_BY_NAME[c], p) == getattr(SPECIES_BY_NAME[d], p) for p in parts[d]])
                 for d in CLASS_NAMES
             ]
         )
