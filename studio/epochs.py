@@ -439,9 +439,10 @@ def species_markdown(
         f" ({len(shown)} of {len(classes)}: those it treated worst)" if len(shown) < len(classes) else ""
     )
     source = SPECIES_SOURCE + (RIGHT_SOURCE if given is not None else "")
-    lines = ["", title + f" ({source})", "", *[f"- {fact}" for fact in facts], ""]
+    # what each column means goes under the table, so that the facts sit right above the numbers they read
+    lines = ["", title, "", *[f"- {fact}" for fact in facts], ""]
     lines += _species_table(shown, labels, accuracy, at_end, given)
-    return "\n".join(lines)
+    return "\n".join([*lines, "", f"*Columns*: {source}."])
 
 
 NO_EPOCHS = (
