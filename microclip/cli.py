@@ -37,6 +37,7 @@ from microclip.engine import (
     distributed_context,
     end_distributed,
     evaluate_as,
+    per_class_test_fields,
     select_device,
 )
 from microclip.errors import USER_ERRORS
@@ -624,9 +625,7 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
         initial = {
             "epoch": 0,
             **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()},
-            # as every epoch's row has them
-            "test_per_class": result.per_class_accuracy(config.reported_branch),
-            "test_confused_with": result.commonest_wrong(config.reported_branch),
+            **per_class_test_fields(result, config.reported_branch),
         }
         if args.eval:
             return _report_initial(args, output_dir, result)

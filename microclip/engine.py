@@ -90,7 +90,7 @@ class FitState:
         if self.labels_given is not None:
             n = self.labels_given.shape[1]
             truth = torch.where(targets >= 0, targets, n).cpu()  # an unlabelled image (-1) counts in the last row
-            self.labels_given += torch.bincount(truth * n + labels.cpu(), minlength=(n + 1) * n).view(n + 1, n)
+            self.labels_given += confusion_counts(truth, labels.cpu(), n, rows=n + 1)
 
 
 class Callback:
@@ -102,9 +102,10 @@ class Callback:
     def on_fit_end(self, state: FitState) -> None: ...
 
 
-def confusion_counts(targets: torch.Tensor, predictions: torch.Tensor, n: int) -> torch.Tensor:
-    """(n, n) counts: row the true class, column the one given."""
-    return torch.bincount(targets * n + predictions, minlength=n * n).view(n, n)
+def confusion_counts(targets: torch.Tensor, predictions: torch.Tensor, n: int, rows: int | None = None) -> torch.Tensor:
+    """(rows, n) counts, ``rows`` n unless given: row the true class, column the one given."""
+    rows = n if rows is None else rows
+    return torch.bincount(targets * n + predictions, minlength=rows * n).view(rows, n)
 
 
 def commonest_wrong(confusion: torch.Tensor, classes: Sequence[str]) -> dict[str, tuple[str, float] | None]:
@@ -615,6 +616,15 @@ def labels_given_record(given: torch.Tensor, classes: Sequence[str]) -> dict:
     return record
 
 
+def per_class_test_fields(result: EvalResult, branch: str) -> dict:
+    """A test evaluation's per-class log fields, as every epoch's row (the start's too) has them: each class's
+    accuracy and what its images are most often wrongly called."""
+    return {
+        "test_per_class": result.per_class_accuracy(branch),
+        "test_confused_with": _as_logged(result.commonest_wrong(branch)),
+    }
+
+
 def _as_logged(pairs: dict[str, tuple[str, float] | None]) -> dict[str, list | None]:
     """As the row reads back from JSON (a resumed run's history), so that a row is the same either way."""
     return {name: list(pair) if pair is not None else None for name, pair in pairs.items()}
@@ -673,8 +683,7 @@ def _end_epoch(
     if test_set is not None and state.is_main and due:
         result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
-        row["test_per_class"] = result.per_class_accuracy(config.reported_branch)
-        row["test_confused_with"] = _as_logged(result.commonest_wrong(config.reported_branch))
+        row.update(per_class_test_fields(result, config.reported_branch))
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 
