@@ -29,6 +29,7 @@ from microclip.toyworld.text import (
     COMMONER_LOOKALIKE,
     DESCRIBED_PARTS,
     DESCRIBED_PARTS_PER_CLASS,
+    DESCRIPTION_SEED,
     GENERIC_LINES,
     LOOKALIKE,
     NAME_RANK,
@@ -40,6 +41,7 @@ from microclip.toyworld.text import (
     absent_phrase,
     borrowed_names,
     caption_vocabulary,
+    described_parts,
     description_oracle_accuracy,
     descriptions,
     make_caption,
@@ -156,6 +158,28 @@ def test_another_draw_of_the_descriptions_follows_the_same_rule(tmp_path: Path, 
         best = [d for d, v in zip(CLASS_NAMES, score) if v == max(score)]
         oracle += (c in best) / len(best) / len(CLASS_NAMES)
     assert f"a perfect part reader using them scores {oracle:.1%}" in capsys.readouterr().out
+
+
+def test_a_draw_naming_more_parts_adds_lines_to_the_same_draw(tmp_path: Path, capsys):
+    from microclip.toyworld.descriptions_draw import main
+
+    two, three, five = (described_parts(DESCRIPTION_SEED, n) for n in (2, 3, 5))
+    assert two == DESCRIBED_PARTS
+    for name in CLASS_NAMES:  # the same toy LLM saying more: its first parts are kept, one more is added
+        assert set(two[name]) < set(three[name]) and len(three[name]) == 3 and five[name] == list(PARTS)
+    out = tmp_path / "five.json"
+    assert main(["--parts", "5", "--out", str(out)]) == 0
+    drawn = json.loads(out.read_text())
+    for name, lines in drawn.items():
+        sp = SPECIES_BY_NAME[name]
+        assert lines[:5] == [f"a bird with {part_phrase(sp, p) or absent_phrase(p)}." for p in PARTS]
+    # every species differs from every other in three parts, so naming all five leaves a perfect reader no tie
+    assert "5 parts a species, a perfect part reader using them scores 100.0%" in capsys.readouterr().out
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="1 to 5 parts"):
+            described_parts(DESCRIPTION_SEED, bad)
+        with pytest.raises(SystemExit):
+            main(["--parts", str(bad), "--out", str(out)])
 
 
 def test_write_assets_matches_the_functions(tmp_path: Path):

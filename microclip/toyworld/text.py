@@ -144,17 +144,20 @@ def absent_phrase(part: str) -> str:
     }[part]
 
 
-def described_parts(seed: int = DESCRIPTION_SEED) -> dict[str, list[str]]:
+def described_parts(seed: int = DESCRIPTION_SEED, n_parts: int = DESCRIBED_PARTS_PER_CLASS) -> dict[str, list[str]]:
     """Which parts each class's description mentions: present parts first (an LLM describes what is there), in an
     order drawn from a fixed rng, then absent ones if fewer than needed are present. ``seed`` draws another toy LLM's
-    choice by the same rule (the shipped world's is ``DESCRIPTION_SEED``; docs/toyworld.md, round 28)."""
+    choice by the same rule (the shipped world's is ``DESCRIPTION_SEED``; docs/toyworld.md, round 28); ``n_parts``
+    (1 to 5) is how many parts it names, so a better LLM is the same rule with more parts (round 29)."""
+    if not 1 <= n_parts <= len(PARTS):
+        raise ValueError(f"a description names 1 to {len(PARTS)} parts, not {n_parts}")
     rng = np.random.default_rng(seed)
     chosen = {}
     for sp in SPECIES:
         present = [p for p in PARTS if getattr(sp, p) != "none"]
         absent = [p for p in PARTS if getattr(sp, p) == "none"]
         order = list(rng.permutation(present)) + list(rng.permutation(absent))
-        chosen[sp.name] = sorted(order[:DESCRIBED_PARTS_PER_CLASS], key=PARTS.index)
+        chosen[sp.name] = sorted(order[:n_parts], key=PARTS.index)
     return chosen
 
 
