@@ -7,7 +7,8 @@ RUN is a ``train.py --keep_epochs`` output folder on the toy world (a shipped ``
 saved epoch and every class c, over the split's images of class c (centre view, as a test image is seen), for each
 branch (fused, `[CLS]`, `[FG]`, the model's own logits at scale 100):
 
-- ``margin``: the mean of (logit of c − the largest other logit): positive while the image is still called c;
+- ``margin``: the mean of (logit of c − the largest other logit), ``engine.own_lead``: positive while the image is
+  still called c (a run's log has the same on the test split as ``test_lead_per_class``);
 - ``right``: the share of them called c (%);
 - ``rival``: the class most often runner-up or winner against c, and ``rival_share`` its share of the images (%).
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from microclip.checkpoint import load_model
+from microclip.engine import own_lead
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.toyworld.world import CLASS_NAMES
@@ -41,16 +43,15 @@ def class_margins(logits: torch.Tensor, labels: np.ndarray, classes: list[str]) 
     """Per class present in ``labels``: the mean margin of its images' own logit over their best other logit, the
     share called right (%), and the commonest best-other class (by name) with its share (%)."""
     labels_t = torch.as_tensor(labels)
-    own = logits.gather(1, labels_t[:, None])[:, 0]
-    others = logits.scatter(1, labels_t[:, None], float("-inf"))
-    best_other, rival = others.max(1)
+    lead = own_lead(logits, labels_t)
+    rival = logits.scatter(1, labels_t[:, None], float("-inf")).argmax(1)
     out: dict[str, dict[str, float | str]] = {}
     for c in np.unique(labels):
         keep = labels_t == int(c)
         counts = torch.bincount(rival[keep], minlength=len(classes))
         out[classes[int(c)]] = {
-            "margin": float((own[keep] - best_other[keep]).mean()),
-            "right": 100.0 * float((own[keep] > best_other[keep]).float().mean()),
+            "margin": float(lead[keep].mean()),
+            "right": 100.0 * float((lead[keep] > 0).float().mean()),
             "rival": classes[int(counts.argmax())],
             "rival_share": 100.0 * float(counts.max()) / int(keep.sum()),
         }

@@ -42,16 +42,17 @@ PER_CLASS = "per_class"
 def per_class_record(row: Mapping[str, object]) -> dict[str, dict]:
     """An epoch's per-class record from its log row, for its checkpoint's metrics (under ``PER_CLASS``): how many
     training images each class was the label of that epoch ("labels", label-free) and each class's test accuracy
-    ("acc", where the run had a labelled test split) and what its test images are most often wrongly called
-    ("confused_with"); where the training images had true classes, how many of each class's labels were right
-    ("labels_right") and what its training images were most often wrongly labelled ("labels_confused_with");
-    {} when the row has none of them."""
+    ("acc", where the run had a labelled test split), what its test images are most often wrongly called
+    ("confused_with") and how far ahead of their best rival they keep it ("lead"); where the training images had
+    true classes, how many of each class's labels were right ("labels_right") and what its training images were most
+    often wrongly labelled ("labels_confused_with"); {} when the row has none of them."""
     keys = (
         ("labels", "train_labels_per_class"),
         ("labels_right", "train_labels_right_per_class"),
         ("labels_confused_with", "train_labels_confused_with"),
         ("acc", "test_per_class"),
         ("confused_with", "test_confused_with"),
+        ("lead", "test_lead_per_class"),
     )
     record = {name: row[key] for name, key in keys if key in row}
     return {PER_CLASS: record} if record else {}

@@ -123,6 +123,14 @@ def commonest_wrong(confusion: torch.Tensor, classes: Sequence[str]) -> dict[str
     }
 
 
+def own_lead(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image (row of ``logits``): its own class's logit minus the largest other class's; positive while the image
+    is called right (a tie is not)."""
+    own = logits.gather(1, targets[:, None])[:, 0]
+    others = logits.scatter(1, targets[:, None], float("-inf"))
+    return own - others.max(1).values
+
+
 # What evaluate adds for a model that carries its run's shared `[FG]` shift (model.fg_shift)
 UNSHIFTED_BRANCHES = ("fg_unshifted", "fused_unshifted")
 
@@ -133,6 +141,7 @@ class EvalResult:
     predictions: dict[str, torch.Tensor]  # branch → (n,) predicted class
     targets: torch.Tensor | None  # (n,) or None when unlabelled
     classes: tuple[str, ...]
+    leads: dict[str, torch.Tensor] = field(default_factory=dict)  # branch → (n,) own_lead; labelled sets only
 
     def accuracy(self, branch: str = "fused") -> float | None:
         if self.targets is None or self.n == 0:
@@ -158,6 +167,18 @@ class EvalResult:
             return {}
         n = len(self.classes)
         return commonest_wrong(confusion_counts(self.targets, self.predictions[branch], n), self.classes)
+
+    def per_class_lead(self, branch: str = "fused") -> dict[str, float | None]:
+        """Per class: the mean over its images of how far their own class's logit is ahead of the best other class's
+        (``own_lead``; negative when they are mostly called something else); None for a class absent from the set,
+        {} for an unlabelled set or one evaluated without leads."""
+        if self.targets is None or branch not in self.leads:
+            return {}
+        lead = self.leads[branch]
+        return {
+            name: float(lead[self.targets == index].mean()) if (self.targets == index).any() else None
+            for index, name in enumerate(self.classes)
+        }
 
     def mean_per_class(self, branch: str = "fused") -> float | None:
         values = [v for v in self.per_class_accuracy(branch).values() if v is not None]
@@ -618,10 +639,12 @@ def labels_given_record(given: torch.Tensor, classes: Sequence[str]) -> dict:
 
 def per_class_test_fields(result: EvalResult, branch: str) -> dict:
     """A test evaluation's per-class log fields, as every epoch's row (the start's too) has them: each class's
-    accuracy and what its images are most often wrongly called."""
+    accuracy, what its images are most often wrongly called, and how far ahead of its best rival they keep it (the
+    mean ``own_lead`` of the branch's logits)."""
     return {
         "test_per_class": result.per_class_accuracy(branch),
         "test_confused_with": _as_logged(result.commonest_wrong(branch)),
+        "test_lead_per_class": result.per_class_lead(branch),
     }
 
 
@@ -711,14 +734,17 @@ def evaluate(
     if getattr(model, "fg_shift", None) is not None:
         predictions |= {branch: [] for branch in UNSHIFTED_BRANCHES}
     targets = []
+    leads: dict[str, list[torch.Tensor]] = {"fused": [], "cls": [], "fg": []}
     with eval_mode(model):
         for batch in loader:
             images, labels = batch[0].to(device), batch[1]
             with autocast(device, amp):
                 out = model(images, ratio=ratio)
-            predictions["fused"].append(out.logits.fused.argmax(1).cpu())
-            predictions["cls"].append(out.logits.cls.argmax(1).cpu())
-            predictions["fg"].append(out.logits.fg.argmax(1).cpu())
+            for branch, logits in (("fused", out.logits.fused), ("cls", out.logits.cls), ("fg", out.logits.fg)):
+                logits = logits.float().cpu()
+                predictions[branch].append(logits.argmax(1))
+                # an unlabelled image (label -1) gets a lead too, and the result drops every lead of such a set
+                leads[branch].append(own_lead(logits, labels.clamp(min=0)))
             if "fg_unshifted" in predictions:
                 part, fg_unshifted = shift_logits(model, out.fg_embed)
                 predictions["fg_unshifted"].append(fg_unshifted.argmax(1).cpu())
@@ -729,7 +755,11 @@ def evaluate(
     all_targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
     labelled = bool(len(all_targets)) and bool((all_targets >= 0).all())
     return EvalResult(
-        n=len(all_targets), predictions=merged, targets=all_targets if labelled else None, classes=model.classes
+        n=len(all_targets),
+        predictions=merged,
+        targets=all_targets if labelled else None,
+        classes=model.classes,
+        leads={branch: torch.cat(chunks) for branch, chunks in leads.items() if chunks} if labelled else {},
     )
 
 

@@ -280,6 +280,11 @@ RIGHT_SOURCE = (
     "training images were most often labelled instead (checked against their true classes, which self-training "
     "does not use)"
 )
+LEAD_SOURCE = (
+    "; lead: how far ahead of its best rival the class's test images keep it, the mean over them of (its logit − the "
+    "largest other class's logit), at the start and after the last epoch (logits of the branch it reports, scale 100; "
+    "negative when they are, on average, called something else)"
+)
 MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated worst
 SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
 
@@ -335,6 +340,32 @@ def _accuracy_fact(
     return fact, change
 
 
+def _signed(value: float | None) -> str:
+    return "–" if value is None else format(value, "+.1f").replace("-", "−")
+
+
+def _leads(lead: dict[int, dict]) -> tuple[int, int] | None:
+    """The first and last epoch that logged each class's lead; None when the run logged it once or never (runs from
+    before round 29)."""
+    epochs = sorted(lead)
+    return (epochs[0], epochs[-1]) if len(epochs) > 1 else None
+
+
+def _lead_fact(lead: dict[int, dict], first: int, last: int, subjects: Sequence[str]) -> str:
+    """The spread of the classes' leads at ``first`` and ``last`` epoch, and how ``subjects``' leads went."""
+
+    def spread(epoch: int) -> str:
+        values = [v for v in lead[epoch].values() if v is not None]
+        return f"from {_signed(min(values))} to {_signed(max(values))}"
+
+    went = "; ".join(f"{c} {_signed(lead[first].get(c))} → {_signed(lead[last].get(c))}" for c in subjects)
+    at_first = f"at the {epoch_name(first)}" if first == 0 else f"after {epoch_name(first)}"
+    return (
+        f"Each class's lead over its best rival on the test split: {spread(first)} {at_first}, {spread(last)} after "
+        f"{epoch_name(last)}" + (f"; {went}." if went else ".")
+    )
+
+
 def _labels_given(
     labels: dict[int, dict], right: dict[int, dict], confused: dict[int, dict]
 ) -> tuple[int, dict, dict, dict] | None:
@@ -368,15 +399,20 @@ def _species_table(
     accuracy: dict[int, dict],
     mistakes: dict | None,
     given: tuple[int, dict, dict, dict] | None = None,
+    lead: dict[int, dict] | None = None,
 ) -> list[str]:
-    """The table's lines: each shown class's labels and test accuracy per epoch, its last epoch's mistakes and, where
-    the training images had true classes, how many of the last epoch's labels were right."""
+    """The table's lines: each shown class's labels and test accuracy per epoch, its lead over its best rival at the
+    start and the end, its last epoch's mistakes and, where the training images had true classes, how many of the
+    last epoch's labels were right."""
     label_epochs, acc_epochs = sorted(labels), sorted(accuracy)
+    ends = _leads(lead or {})
     header = ["class"]
     if label_epochs:
         header.append(f"labels, {epoch_name(label_epochs[0])} to {epoch_name(label_epochs[-1])}")
     if acc_epochs:
         header.append(f"test accuracy, {epoch_name(acc_epochs[0])} to {epoch_name(acc_epochs[-1])}")
+    if ends is not None:
+        header.append(f"lead, {epoch_name(ends[0])} → {epoch_name(ends[1])}")
     if given is not None:
         header.append(f"labels right, {epoch_name(given[0])}")
     if mistakes:
@@ -388,6 +424,8 @@ def _species_table(
             cells.append(_series([labels[e][c] for e in label_epochs], "d"))
         if acc_epochs:
             cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
+        if ends is not None:
+            cells.append(f"{_signed(lead[ends[0]].get(c))} → {_signed(lead[ends[1]].get(c))}")
         if given is not None:
             cells.append(_labels_right_cell(c, *given[1:]))
         if mistakes:
@@ -402,13 +440,15 @@ def species_markdown(
     confused: dict[int, dict[str, list | None]] | None = None,
     right: dict[int, dict[str, int]] | None = None,
     labels_confused: dict[int, dict[str, list | None]] | None = None,
+    lead: dict[int, dict[str, float | None]] | None = None,
 ) -> str:
     """Each class through self-training, from what the run logged per epoch (``Timeline.per_class``): how many
     training images its labels gave the class, and, where the run had a test split, the class's test accuracy and
     (``confused``) what its test images were most often wrongly called; where the training images had true classes,
     how many of the last epoch's labels were right (``right``) and what the class's training images were most often
-    labelled instead (``labels_confused``). The facts name the classes the labels all but stopped naming, what became
-    of them on the test split, the largest falls and rises, and where the largest fall's labels went. "" when the
+    labelled instead (``labels_confused``); where the run logged it, each class's lead over its best rival on the test
+    split (``lead``). The facts name the classes the labels all but stopped naming, what became of them on the test
+    split and of their leads, the largest falls and rises, and where the largest fall's labels went. "" when the
     run logged neither labels nor accuracy (runs from before round 27)."""
     if not labels and not accuracy:
         return ""
@@ -428,6 +468,10 @@ def species_markdown(
             facts.append(
                 f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
             )
+    ends = _leads(lead or {})
+    if ends is not None:  # why a starved class can still be named: its lead at the start (docs/toyworld.md, round 29)
+        subjects = scarce or ([min(change, key=change.get)] if change else [])
+        facts.append(_lead_fact(lead, *ends, subjects))
     given = _labels_given(labels, right or {}, labels_confused or {})
     if given is not None and change:
         facts.append(_labels_right_fact(min(change, key=change.get), *given))
@@ -438,10 +482,10 @@ def species_markdown(
     title = "**Each class through self-training**" + (
         f" ({len(shown)} of {len(classes)}: those it treated worst)" if len(shown) < len(classes) else ""
     )
-    source = SPECIES_SOURCE + (RIGHT_SOURCE if given is not None else "")
+    source = SPECIES_SOURCE + (LEAD_SOURCE if ends is not None else "") + (RIGHT_SOURCE if given is not None else "")
     # what each column means goes under the table, so that the facts sit right above the numbers they read
     lines = ["", title, "", *[f"- {fact}" for fact in facts], ""]
-    lines += _species_table(shown, labels, accuracy, at_end, given)
+    lines += _species_table(shown, labels, accuracy, at_end, given, lead)
     return "\n".join([*lines, "", f"*Columns*: {source}."])
 
 

@@ -235,6 +235,29 @@ def test_each_class_through_self_training_reads_what_the_run_logged():
     assert [r.split(" |")[0] for r in rows] == [f"| k{i:02d}" for i in range(30)]
 
 
+def test_each_class_s_lead_goes_in_a_column_and_a_fact():
+    labels = {1: {"a": 10, "b": 6, "c": 0}, 2: {"a": 12, "b": 4, "c": 0}}
+    accuracy = {0: {"a": 50.0, "b": 90.0, "c": 40.0}, 2: {"a": 75.0, "b": 60.0, "c": 0.0}}
+    lead = {0: {"a": -0.5, "b": 6.25, "c": 2.0}, 1: {"a": 1.0, "b": 5.0, "c": 0.5}, 2: {"a": 2.5, "b": 3.0, "c": -1.25}}
+    text = species_markdown(labels, accuracy, None, None, None, lead)
+    assert "| class | labels, epoch 1 to epoch 2 | test accuracy, start to epoch 2 | lead, start → epoch 2 |" in text
+    assert "| a | 10 · 12 | 50 · 75 | −0.5 → +2.5 |" in text and "| c | 0 · 0 | 40 · 0 | +2.0 → −1.2 |" in text
+    # the classes the labels all but stopped naming: how their leads went, beside the spread of every class's
+    assert (
+        "- Each class's lead over its best rival on the test split: from −0.5 to +6.2 at the start, from −1.2 to +3.0"
+        " after epoch 2; c +2.0 → −1.2." in text
+    )
+    assert "lead: how far ahead of its best rival" in text.split("*Columns*")[1]
+    # no class that starved: the largest fall's lead
+    fed = {2: {"a": 6, "b": 5, "c": 5}}
+    assert "; c +2.0 → −1.2." in species_markdown(fed, accuracy, None, None, None, lead)
+    fell_b = {**accuracy, 2: {"a": 75.0, "b": 0.0, "c": 40.0}}
+    assert "; b +6.2 → +3.0." in species_markdown(fed, fell_b, None, None, None, lead)
+    # runs from before round 29 logged no lead, and one evaluation is no change: no column, no fact
+    for old in ({}, {2: lead[2]}):
+        assert "lead" not in species_markdown(labels, accuracy, None, None, None, old)
+
+
 def test_saved_epochs_reads_only_epoch_files(tmp_path):
     source = epochs_beside(TOY_ADAPTED)
     for _, path in source[:2]:

@@ -186,7 +186,8 @@ def test_keep_epochs_saves_the_start_as_epoch_0(trained, image_dataset_root):
     assert "acc_fg_unshifted" not in evaluated and "shift_fg" not in read_adapted(start_file)[1].metrics
     # the start's per-class test accuracy (fused, the branch every epoch reports), and no labels yet
     per_class = read_adapted(start_file)[1].metrics["per_class"]
-    assert set(per_class) == {"acc", "confused_with"} and per_class["acc"] == logged["test_per_class"]
+    assert set(per_class) == {"acc", "confused_with", "lead"} and per_class["acc"] == logged["test_per_class"]
+    assert per_class["lead"] == logged["test_lead_per_class"]
     assert sum(per_class["acc"].values()) / 3 == pytest.approx(evaluated["mean_per_class"])  # evaluate.py's, fused
 
 

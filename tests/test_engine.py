@@ -25,6 +25,7 @@ from microclip.engine import (
     evaluate,
     fit,
     labels_given_record,
+    own_lead,
     pseudo_label,
     train_step,
 )
@@ -107,6 +108,43 @@ def test_each_class_s_commonest_wrong_answer_by_hand():
         "c": ("a", pytest.approx(100 / 3)),
         "d": None,
     }
+
+
+def test_each_image_s_lead_and_each_class_s_mean_lead_by_hand():
+    logits = torch.tensor([[5.0, 3.0, 1.0], [2.0, 4.0, 0.0], [0.0, 1.0, 7.0], [3.0, 0.0, 3.0]])
+    targets = torch.tensor([0, 0, 2, 2])
+    # right by 2; wrong by 2 (b leads); right by 6; a tie with a: a lead of 0, which is not right
+    assert own_lead(logits, targets).tolist() == [2.0, -2.0, 6.0, 0.0]
+    result = EvalResult(
+        n=4,
+        predictions={"fused": logits.argmax(1)},
+        targets=targets,
+        classes=("a", "b", "c"),
+        leads={"fused": own_lead(logits, targets)},
+    )
+    assert result.per_class_lead("fused") == {"a": 0.0, "b": None, "c": 3.0}
+    assert result.per_class_lead("cls") == {}  # a branch evaluated without leads
+    unlabelled = EvalResult(n=4, predictions={"fused": logits.argmax(1)}, targets=None, classes=("a", "b", "c"))
+    assert unlabelled.per_class_lead("fused") == {}
+
+
+def test_evaluate_s_leads_are_each_image_s_logits_one_by_one(image_dataset_root):
+    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    model = fresh_model()
+    result = evaluate(model, test, batch_size=4)
+    assert result.targets is not None and set(result.leads) == {"fused", "cls", "fg"}
+    with torch.no_grad():
+        for i in range(len(test)):
+            image, label = test[i][0], int(test[i][1])
+            logits = model(image[None]).logits
+            for branch, row in (("fused", logits.fused[0]), ("cls", logits.cls[0]), ("fg", logits.fg[0])):
+                best_other = max(float(v) for c, v in enumerate(row) if c != label)
+                assert float(result.leads[branch][i]) == pytest.approx(float(row[label]) - best_other, abs=1e-4)
+                assert (result.leads[branch][i] > 0) == (result.predictions[branch][i] == label)
+    per_class = result.per_class_lead("fused")
+    for index, name in enumerate(model.classes):
+        chosen = result.targets == index
+        assert per_class[name] == pytest.approx(float(result.leads["fused"][chosen].mean()))
 
 
 def test_baselines_report_cls_only_accuracy():

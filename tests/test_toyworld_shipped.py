@@ -40,6 +40,7 @@ def test_the_shipped_epochs_per_class_record_is_what_each_epoch_s_model_scores(d
     from microclip.engine import evaluate
 
     files = dict(epochs_beside(ROOT / "checkpoints" / "toybirds-microclip.safetensors"))
+    log = {row["epoch"]: row for row in json.loads(RECORD.read_text())["log"]}
     test = SeededDataset(build_dataset("toybirds", "test", root=data_root), test_transform(64), seed=0)
     for epoch in (0, max(files)):  # the start (its fused answer, the branch every epoch reports) and the end
         per_class = read_adapted(files[epoch])[1].metrics["per_class"]
@@ -49,6 +50,9 @@ def test_the_shipped_epochs_per_class_record_is_what_each_epoch_s_model_scores(d
             recorded = per_class["confused_with"][name]
             if recorded is not None and recorded[1] >= 10.0:
                 assert other[0] == recorded[0] and other[1] == pytest.approx(recorded[1], abs=2.0), name
+        # each class's lead over its best rival, in logits at scale 100: a CPU moves it by far less than a tenth
+        assert result.per_class_lead("fused") == pytest.approx(per_class["lead"], abs=0.1)
+        assert per_class["lead"] == log[epoch]["test_lead_per_class"]  # the file and the run's log say the same
     for epoch in set(files) - {0}:  # every epoch labelled each of the 1,600 training images once
         assert sum(read_adapted(files[epoch])[1].metrics["per_class"]["labels"].values()) == 1600
     assert "labels" not in read_adapted(files[0])[1].metrics["per_class"]

@@ -143,9 +143,9 @@ PAGE_CSS = "\n".join(
     [f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}" for name in MAPS_GALLERY_IDS]
     + [f"#{name} .grid-wrap {{ padding-top: var(--size-8); }}" for name in MAPS_GALLERY_IDS]
     + [f'#{name} [data-testid="block-label"] {{ position: relative; }}' for name in EXAMPLES_GALLERY_IDS]
-    # the epoch timeline's tables are dense rows of numbers: half the default cell padding keeps a run's classes
-    # (16 for the toy world) on one screen
-    + ["#epochs-table td, #epochs-table th { padding-top: var(--size-1); padding-bottom: var(--size-1); }"]
+    # the epoch timeline's tables are dense rows of numbers: less than the default cell padding keeps a run's classes
+    # (16 for the toy world, in six columns) on one screen
+    + ["#epochs-table td, #epochs-table th { padding: var(--size-1) var(--size-2); }"]
 )
 
 

@@ -58,7 +58,10 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
     markdown = timeline_markdown(model_name, views, truth, erased)
     # the run's, the same for any image
     species = species_markdown(
-        *(timeline.per_class(w) for w in ("labels", "acc", "confused_with", "labels_right", "labels_confused_with"))
+        *(
+            timeline.per_class(w)
+            for w in ("labels", "acc", "confused_with", "labels_right", "labels_confused_with", "lead")
+        )
     )
     return _Answer(crop, views, outline, markdown + ("\n" + species if species else ""))
 
