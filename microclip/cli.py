@@ -842,12 +842,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "fg_unshifted" in result.predictions:  # the run recorded [FG]'s shared shift
         print(f"  {BRANCH_LABELS['fg']} without its shared shift: top-1 {_fmt(result.accuracy('fg_unshifted'))}")
         print(f"  {BRANCH_LABELS['fused']} without the shift's part: top-1 {_fmt(result.accuracy('fused_unshifted'))}")
-    per_class, confused = result.per_class_accuracy(), result.commonest_wrong()
+    per_class, confused, lead = result.per_class_accuracy(), result.commonest_wrong(), result.per_class_lead()
     if args.show_per_class and per_class:
         for name, value in per_class.items():
             other = confused.get(name)
+            ahead = f"   lead {lead[name]:+.2f}" if lead.get(name) is not None else ""
             mistaken = f"   most often mistaken for {other[0]} ({other[1]:.0f}%)" if other else ""
-            print(f"    {name:40s} {_fmt(value)}{mistaken}")
+            print(f"    {name:40s} {_fmt(value)}{ahead}{mistaken}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
     mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
     reported = "cls" if mode in CLS_ONLY_MODES else "fused"  # as the run that made it reported
@@ -872,6 +873,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if per_class:
             atomic_write_json(out / "per_class.json", per_class)
             atomic_write_json(out / "confused_with.json", confused)
+            atomic_write_json(out / "lead.json", lead)
     return 0
 
 

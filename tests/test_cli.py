@@ -111,6 +111,13 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
         assert (other is None) == (per_class[name] == 100.0)
         line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name))
         assert other is None or f"most often mistaken for {other[0]} ({other[1]:.0f}%)" in line
+    # how far ahead of its best rival each class's images are: the final row the run logged, and on each class's line
+    lead = json.loads((out / "eval" / "lead.json").read_text())
+    logged = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["test_lead_per_class"]
+    assert lead == pytest.approx(logged, abs=1e-4)
+    for name, value in lead.items():
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name))
+        assert f"lead {value:+.2f}" in line and (value > 0 or per_class[name] < 100.0)
 
 
 def evaluate_epoch(out: Path, dataset_root: Path, epoch: int) -> tuple[dict, dict]:
