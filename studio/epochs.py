@@ -356,7 +356,7 @@ def _lead_fact(lead: dict[int, dict], first: int, last: int, subjects: Sequence[
 
     def spread(epoch: int) -> str:
         values = [v for v in lead[epoch].values() if v is not None]
-        return f"from {_signed(min(values))} to {_signed(max(values))}"
+        return f"from {_signed(min(values))} to {_signed(max(values))}" if values else "–"
 
     went = "; ".join(f"{c} {_signed(lead[first].get(c))} → {_signed(lead[last].get(c))}" for c in subjects)
     at_first = f"at the {epoch_name(first)}" if first == 0 else f"after {epoch_name(first)}"
