@@ -253,6 +253,11 @@ def test_each_class_s_lead_goes_in_a_column_and_a_fact():
     assert "; c +2.0 → −1.2." in species_markdown(fed, accuracy, None, None, None, lead)
     fell_b = {**accuracy, 2: {"a": 75.0, "b": 0.0, "c": 40.0}}
     assert "; b +6.2 → +3.0." in species_markdown(fed, fell_b, None, None, None, lead)
+    # a start evaluated on no image of any class: its leads are missing, not a failure
+    missing = {0: {"a": None, "b": None, "c": None}, 2: lead[2]}
+    assert "rival on the test split: – at the start, from −1.2 to +3.0 after epoch 2; c – → −1.2." in (
+        species_markdown(labels, accuracy, None, None, None, missing)
+    )
     # runs from before round 29 logged no lead, and one evaluation is no change: no column, no fact
     for old in ({}, {2: lead[2]}):
         assert "lead" not in species_markdown(labels, accuracy, None, None, None, old)
