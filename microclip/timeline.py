@@ -84,7 +84,8 @@ class Timeline:
         labelled test split), or "confused_with", what its test images were most often wrongly called and on what %
         of them (None: never wrong); where the training images had true classes, "labels_right", how many of the
         class's labels were right, and "labels_confused_with", what its training images were most often wrongly
-        labelled and on what % of them."""
+        labelled and on what % of them; "lead", how far ahead of its best rival its test images keep it on average
+        (``engine.own_lead``; runs from round 29 on)."""
         return {epoch: record[what] for epoch, record in self._per_class.items() if what in record}
 
     def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:

@@ -468,13 +468,13 @@ def species_markdown(
             facts.append(
                 f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
             )
+    worst = min(change, key=change.get) if change else None  # the largest fall
     ends = _leads(lead or {})
     if ends is not None:  # why a starved class can still be named: its lead at the start (docs/toyworld.md, round 29)
-        subjects = scarce or ([min(change, key=change.get)] if change else [])
-        facts.append(_lead_fact(lead, *ends, subjects))
+        facts.append(_lead_fact(lead, *ends, scarce or ([worst] if worst is not None else [])))
     given = _labels_given(labels, right or {}, labels_confused or {})
-    if given is not None and change:
-        facts.append(_labels_right_fact(min(change, key=change.get), *given))
+    if given is not None and worst is not None:
+        facts.append(_labels_right_fact(worst, *given))
     shown = classes
     if len(classes) > MAX_SPECIES_ROWS and (change or label_epochs):  # the largest falls, else the fewest labels
         key = (lambda c: change.get(c, 0.0)) if change else (lambda c: labels[label_epochs[-1]][c])
