@@ -52,12 +52,11 @@ from microclip.drift import mean_value_input, shared_part, split_value_map, valu
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
-from microclip.resources import PROJECT_ROOT
 from microclip.toyworld.dataset import ensure_split, first_per_class, load_split_arrays, load_split_masks
-from microclip.toyworld.text import read_assets
+from microclip.toyworld.text import ASSETS_DIR, read_assets
 
 BATCH = 200
-ASSETS = PROJECT_ROOT / "assets" / "toybirds"
+ASSETS = ASSETS_DIR  # the world this process draws (MICROCLIP_TOYWORLD_SPECIES)
 
 
 def tensor_batches(images: np.ndarray) -> Iterator[torch.Tensor]:

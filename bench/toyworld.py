@@ -74,11 +74,11 @@ from microclip.toyworld.dataset import ensure_split, first_per_class, load_split
 from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds, encode_images, linear_probe_accuracy
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
-from microclip.toyworld.text import name_rate, read_assets
+from microclip.toyworld.text import ASSETS_DIR, name_rate, read_assets
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
-ASSETS = ROOT / "assets" / "toybirds"
+ASSETS = ASSETS_DIR  # the world this process draws (MICROCLIP_TOYWORLD_SPECIES)
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
 POINTING_PEERS = ("soap", "ncut", "cls_similarity", "cls_attention", "rollout", "soap_rollout", "legrad", "gradcam")
 

@@ -27,10 +27,10 @@ from microclip.model import MicroCLIP  # noqa: E402
 from microclip.scoring import patch_hits  # noqa: E402
 from microclip.toyworld.dataset import ensure_split, load_split_arrays, load_split_masks  # noqa: E402
 from microclip.toyworld.part_probe import description_sentence, patch_embeddings  # noqa: E402
-from microclip.toyworld.text import DESCRIBED_PARTS, part_phrase  # noqa: E402
+from microclip.toyworld.text import ASSETS_DIR, DESCRIBED_PARTS, part_phrase  # noqa: E402
 from microclip.toyworld.world import CLASS_NAMES, PART_VALUES, SPECIES_BY_NAME, Species  # noqa: E402
 
-ASSETS = ROOT / "assets" / "toybirds"
+ASSETS = ASSETS_DIR  # the world this process draws (MICROCLIP_TOYWORLD_SPECIES)
 
 
 def sentence_in(part: str, value: str) -> str:

@@ -47,6 +47,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
+from microclip.toyworld.text import this_worlds_asset
 
 log = logging.getLogger("microclip")
 DEFAULT_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -323,7 +324,9 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
 
 
 def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
-    source = args.template or train_cfg.get("templates")
+    # A config names the shipped toy world's bundled files; in a process drawing another species table they
+    # are that table's (an explicit path is read as given).
+    source = args.template or (train_cfg.get("templates") and str(this_worlds_asset(locate(train_cfg["templates"]))))
     if source:
         data = _read_json(Path(locate(source)), "templates file")
         templates = data.get(Path(args.dataset).name) if isinstance(data, dict) else data
@@ -336,8 +339,9 @@ def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
 def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[str]) -> dict[str, list[str]] | None:
     if args.no_descriptions:
         return None
-    source = args.text_descriptions_path or train_cfg.get("text_descriptions_path") or "./all_prompts/train_prompts"
-    source = locate(source)
+    configured = train_cfg.get("text_descriptions_path")
+    configured = configured and str(this_worlds_asset(locate(configured)))
+    source = locate(args.text_descriptions_path or configured or "./all_prompts/train_prompts")
     if not Path(source).exists():
         raise FileNotFoundError(
             f"no descriptions at {source}: pass --text_descriptions_path (a CuPL-format JSON file or folder), "

@@ -25,7 +25,7 @@ import numpy as np
 
 from microclip.files import atomic_write, shareable_tempdir
 from microclip.toyworld.render import Sample, render_bird, rerender, scene_of
-from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME
+from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, SPECIES_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def render_split_sample(split: str, label: int, index: int, seed: int, size: int
 
 
 def _split_meta(split: str, n_per_class: int, seed: int) -> dict:
-    return {
+    meta = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
         "seed": int(seed),
@@ -101,6 +101,11 @@ def _split_meta(split: str, n_per_class: int, seed: int) -> dict:
         "classes": CLASS_NAMES,
         "count": int(n_per_class) * len(CLASS_NAMES),
     }
+    # Both tables name the same 16 classes: only this key keeps one table's cache from passing for the
+    # other's. The shipped table adds nothing, so splits cached before the key existed stay current.
+    if SPECIES_TABLE != "distance":
+        meta["species_table"] = SPECIES_TABLE
+    return meta
 
 
 def _read_json(path: Path) -> dict | None:
@@ -211,7 +216,12 @@ def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 
     path = pretrain_corpus_path(root, n_images, seed)
     if path.is_file():
         with np.load(path) as z:
-            if int(z["generator_version"]) == GENERATOR_VERSION and len(z["species"]) == n_images:
+            table = str(z["species_table"]) if "species_table" in z.files else "distance"
+            if (
+                int(z["generator_version"]) == GENERATOR_VERSION
+                and len(z["species"]) == n_images
+                and table == SPECIES_TABLE
+            ):
                 return path
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("generating %d pretraining images (seed %d) -> %s", n_images, seed, path)
@@ -220,7 +230,14 @@ def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 
     for i in range(n_images):
         images[i] = render_bird(int(species[i]), image_rng(seed, "pretrain", i), IMAGE_SIZE).image
     labels = np.array([CLASS_NAMES.index(SPECIES[s].name) for s in species], np.int64)
-    _atomic_savez(path, images=images, species=species, labels=labels, generator_version=np.array(GENERATOR_VERSION))
+    _atomic_savez(
+        path,
+        images=images,
+        species=species,
+        labels=labels,
+        generator_version=np.array(GENERATOR_VERSION),
+        species_table=np.array(SPECIES_TABLE),
+    )
     return path
 
 

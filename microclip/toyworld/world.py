@@ -8,6 +8,7 @@ which keeps every part word grounded in many images during pretraining.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 # Attribute values per part, in a fixed order (index 0 is "absent" where a part can be absent).
@@ -50,6 +51,16 @@ _KINDS = ("wren", "finch", "warbler", "tit")
 
 MIN_ATTRIBUTE_DISTANCE = 3  # design asks for >= 2; 3 is achievable and makes species better separated
 
+# Which rule picks the species. "distance" (the shipped world): pairwise distance alone, so two species may
+# differ only in parts one of them lacks (brennic and fenwhit finch: no colour tells them apart, only an
+# absence). "colour" (round 30): every two species also differ in the colour of a part both have. Read once at
+# import, so every module, split and asset of one process shares one world; cached data records the table.
+SPECIES_TABLES = ("distance", "colour")
+SPECIES_TABLE_ENV = "MICROCLIP_TOYWORLD_SPECIES"
+SPECIES_TABLE = os.environ.get(SPECIES_TABLE_ENV, "distance") or "distance"
+if SPECIES_TABLE not in SPECIES_TABLES:
+    raise ValueError(f"{SPECIES_TABLE_ENV}={SPECIES_TABLE!r}: expected one of {', '.join(SPECIES_TABLES)}")
+
 
 @dataclass(frozen=True)
 class Species:
@@ -77,8 +88,15 @@ def attribute_distance(a: Species, b: Species) -> int:
     return sum(x != y for x, y in zip(a.attributes, b.attributes))
 
 
-def _choose_codes(n: int = 16) -> list[tuple[int, ...]]:
-    """Pick `n` attribute index tuples with pairwise Hamming distance >= MIN_ATTRIBUTE_DISTANCE.
+def colour_differences(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many parts two attribute index tuples both have (index 0 is "absent", except for the beak, which
+    every bird has) in different colours."""
+    return sum(x != y and (k == 0 or (x != 0 and y != 0)) for k, (x, y) in enumerate(zip(a, b)))
+
+
+def _choose_codes(n: int = 16, table: str = "distance") -> list[tuple[int, ...]]:
+    """Pick `n` attribute index tuples with pairwise Hamming distance >= MIN_ATTRIBUTE_DISTANCE (and, for the
+    "colour" table, at least one part both have in different colours).
 
     A greedy scan over all 768 combinations in a fixed interleaved order; among candidates that keep the
     distance, take the one that keeps value usage most balanced. Pure function of constants, so the
@@ -92,6 +110,8 @@ def _choose_codes(n: int = 16) -> list[tuple[int, ...]]:
         best, best_score = None, None
         for code in all_codes:
             if any(sum(x != y for x, y in zip(code, c)) < MIN_ATTRIBUTE_DISTANCE for c in chosen):
+                continue
+            if table == "colour" and any(colour_differences(code, c) < 1 for c in chosen):
                 continue
             if code in chosen:
                 continue
@@ -110,16 +130,17 @@ def _choose_codes(n: int = 16) -> list[tuple[int, ...]]:
     return chosen
 
 
-def _build_species() -> list[Species]:
+def build_species(table: str = "distance") -> list[Species]:
+    """The 16 species one table's rule picks, in generation order."""
     species = []
-    for i, code in enumerate(_choose_codes(len(_FIRST_WORDS))):
+    for i, code in enumerate(_choose_codes(len(_FIRST_WORDS), table)):
         values = [PART_VALUES[p][v] for p, v in zip(PARTS, code)]
         name = f"{_FIRST_WORDS[i]} {_KINDS[i % len(_KINDS)]}"
         species.append(Species(name, *values))
     return species
 
 
-SPECIES: list[Species] = _build_species()
+SPECIES: list[Species] = build_species(SPECIES_TABLE)
 """The 16 species in generation order (index used by the renderer)."""
 
 CLASS_NAMES: list[str] = sorted(s.name for s in SPECIES)
