@@ -366,6 +366,36 @@ def _lead_fact(lead: dict[int, dict], first: int, last: int, subjects: Sequence[
     )
 
 
+def _ties_fact(ties: dict[str, list[str]], last: dict[str, float | None], epoch: int, at_end: dict | None) -> str:
+    """How many classes the descriptions tie to another (``toyworld.text.description_ties``), and which of the
+    classes under half right at the end are among them, with their ties and what each is most often mistaken for."""
+    tied = [c for c in last if ties.get(c)]
+    lost = [c for c, acc in last.items() if acc is not None and acc < 50]
+    fact = (
+        f"The descriptions tie {len(tied)} of the {len(last)} classes to another: their images fit that class's "
+        "description in full, so no reader of the lines can tell the two apart"
+    )
+    if not lost:
+        return fact + f"; no class is under 50% after {epoch_name(epoch)}."
+
+    def named(c: str) -> str:
+        mistaken = (at_end or {}).get(c)
+        return f"{c} (tied to {', '.join(ties.get(c) or []) or 'none'}" + (
+            f"; mistaken most often for {mistaken[0]})" if mistaken else ")"
+        )
+
+    among = sum(1 for c in lost if ties.get(c))
+    if among == len(lost):
+        which = "it is" if among == 1 else ("both are" if among == 2 else f"all {among} are")
+    else:
+        which = f"{among} {'is' if among == 1 else 'are'}"
+    return fact + (
+        f". Of the {len(lost)} under 50% after {epoch_name(epoch)}, {which} tied: "
+        + "; ".join(named(c) for c in lost)
+        + "."
+    )
+
+
 def _labels_given(
     labels: dict[int, dict], right: dict[int, dict], confused: dict[int, dict]
 ) -> tuple[int, dict, dict, dict] | None:
@@ -441,15 +471,18 @@ def species_markdown(
     right: dict[int, dict[str, int]] | None = None,
     labels_confused: dict[int, dict[str, list | None]] | None = None,
     lead: dict[int, dict[str, float | None]] | None = None,
+    ties: dict[str, list[str]] | None = None,
 ) -> str:
     """Each class through self-training, from what the run logged per epoch (``Timeline.per_class``): how many
     training images its labels gave the class, and, where the run had a test split, the class's test accuracy and
     (``confused``) what its test images were most often wrongly called; where the training images had true classes,
     how many of the last epoch's labels were right (``right``) and what the class's training images were most often
     labelled instead (``labels_confused``); where the run logged it, each class's lead over its best rival on the test
-    split (``lead``). The facts name the classes the labels all but stopped naming, what became of them on the test
-    split and of their leads, the largest falls and rises, and where the largest fall's labels went. "" when the
-    run logged neither labels nor accuracy (runs from before round 27)."""
+    split (``lead``); on the toy world, which classes the descriptions tie to another (``ties``,
+    ``toyworld.text.description_ties``). The facts name the classes the labels all but stopped naming, what became
+    of them on the test split and of their leads, the lost classes against the ties, the largest falls and rises,
+    and where the largest fall's labels went. "" when the run logged neither labels nor accuracy (runs from before
+    round 27)."""
     if not labels and not accuracy:
         return ""
     classes = list(next(iter((labels or accuracy).values())))
@@ -468,6 +501,8 @@ def species_markdown(
             facts.append(
                 f"On the test split the class{'es' if len(scarce) > 1 else ''} with so few labels went: {went}."
             )
+        if ties:  # the lost classes against what the descriptions cannot tell apart (docs/toyworld.md, round 30)
+            facts.append(_ties_fact(ties, last, acc_epochs[-1], at_end))
     worst = min(change, key=change.get) if change else None  # the largest fall
     ends = _leads(lead or {})
     if ends is not None:  # why a starved class can still be named: its lead at the start (docs/toyworld.md, round 29)

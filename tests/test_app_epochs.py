@@ -263,6 +263,35 @@ def test_each_class_s_lead_goes_in_a_column_and_a_fact():
         assert "lead" not in species_markdown(labels, accuracy, None, None, None, old)
 
 
+def test_the_lost_classes_are_read_against_the_ties_the_descriptions_leave():
+    labels = {1: {"a": 10, "b": 6, "c": 0}}
+    accuracy = {0: {"a": 50.0, "b": 90.0, "c": 40.0}, 1: {"a": 75.0, "b": 45.0, "c": 0.0}}
+    confused = {1: {"a": None, "b": ["a", 55.0], "c": ["a", 100.0]}}
+    ties = {"a": [], "b": ["a"], "c": ["a", "b"]}
+    fact = next(
+        line
+        for line in species_markdown(labels, accuracy, confused, ties=ties).splitlines()
+        if "descriptions tie" in line
+    )
+    assert fact == (
+        "- The descriptions tie 2 of the 3 classes to another: their images fit that class's description in full, so "
+        "no reader of the lines can tell the two apart. Of the 2 under 50% after epoch 1, both are tied: b (tied to a; "
+        "mistaken most often for a); c (tied to a, b; mistaken most often for a)."
+    )
+    untied_c = species_markdown(labels, accuracy, confused, ties={**ties, "c": []})
+    assert (
+        "Of the 2 under 50% after epoch 1, 1 is tied: b (tied to a; mistaken most often for a); c (tied to none;"
+        in (untied_c)
+    )
+    kept = {**accuracy, 1: {"a": 75.0, "b": 60.0, "c": 50.0}}
+    assert "so no reader of the lines can tell the two apart; no class is under 50% after epoch 1." in (
+        species_markdown(labels, kept, confused, ties=ties)
+    )
+    # off the toy world (no ties known) and with one evaluation only: no such fact
+    assert "descriptions tie" not in species_markdown(labels, accuracy, confused, ties=None)
+    assert "descriptions tie" not in species_markdown(labels, {1: accuracy[1]}, confused, ties=ties)
+
+
 def test_saved_epochs_reads_only_epoch_files(tmp_path):
     source = epochs_beside(TOY_ADAPTED)
     for _, path in source[:2]:

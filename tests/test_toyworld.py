@@ -43,6 +43,7 @@ from microclip.toyworld.text import (
     caption_vocabulary,
     described_parts,
     description_oracle_accuracy,
+    description_ties,
     descriptions,
     make_caption,
     name_rate,
@@ -180,6 +181,36 @@ def test_a_draw_naming_more_parts_adds_lines_to_the_same_draw(tmp_path: Path, ca
             described_parts(DESCRIPTION_SEED, bad)
         with pytest.raises(SystemExit):
             main(["--parts", str(bad), "--out", str(out)])
+
+
+def test_description_ties_are_the_classes_whose_every_line_is_true_of_another():
+    # by hand: zorsaik wren has a red beak and none of the other parts; opsiva wren a red beak, white wing bands, a
+    # white eye ring and a black tail tip (world.py's table)
+    zorsaik, opsiva = SPECIES_BY_NAME["zorsaik wren"], SPECIES_BY_NAME["opsiva wren"]
+    assert (zorsaik.beak, zorsaik.crest, opsiva.beak, opsiva.crest) == ("red", "none", "red", "none")
+    lines = {
+        "zorsaik wren": ["a bird with a red beak.", "a bird with no crest.", *GENERIC_LINES],
+        "opsiva wren": ["the opsiva wren has a black tail tip.", "the opsiva wren is a small songbird."],
+    }
+    # opsiva wren's images have a red beak and no crest: zorsaik wren's lines are all true of them; not the reverse
+    assert description_ties(lines) == {"zorsaik wren": [], "opsiva wren": ["zorsaik wren"]}
+    # generic lines alone say nothing, so they tie nobody to them
+    assert description_ties({"zorsaik wren": GENERIC_LINES, "opsiva wren": lines["opsiva wren"]}) == {
+        "zorsaik wren": [],
+        "opsiva wren": [],
+    }
+    # the shipped descriptions, plain or named, against the world's table part by part
+    ties = description_ties(descriptions())
+    assert ties == description_ties(descriptions(named=True))
+    for c in CLASS_NAMES:
+        for d in CLASS_NAMES:
+            fits = all(getattr(SPECIES_BY_NAME[c], p) == getattr(SPECIES_BY_NAME[d], p) for p in DESCRIBED_PARTS[d])
+            assert (d in ties[c]) == (d != c and fits), (c, d)
+    # what is not the toy LLM's is not guessed at
+    assert description_ties({"zorsaik wren": ["a red bird."]}) is None
+    assert description_ties({"robin": ["a bird with a red beak."]}) is None
+    assert description_ties({"zorsaik wren": ["the opsiva wren has a red beak."]}) is None
+    assert description_ties({}) is None
 
 
 def test_write_assets_matches_the_functions(tmp_path: Path):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from microclip.timeline import EpochView, Timeline
 from microclip.toyworld.render import rerender
+from microclip.toyworld.text import description_ties
 from studio.cache import cached, file_digest
 from studio.epochs import NO_EPOCHS, epoch_panels, species_markdown, timeline_markdown
 from studio.inflight import counts_as_inference
@@ -61,7 +62,8 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
         *(
             timeline.per_class(w)
             for w in ("labels", "acc", "confused_with", "labels_right", "labels_confused_with", "lead")
-        )
+        ),
+        ties=description_ties(timeline.model.meta.descriptions),  # None off the toy world
     )
     return _Answer(crop, views, outline, markdown + ("\n" + species if species else ""))
 

@@ -14,9 +14,11 @@ image side -- the headroom microCLIP is meant to recover.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from microclip.files import atomic_write_text
 from microclip.resources import PROJECT_ROOT
 from microclip.toyworld.world import (
     CLASS_NAMES,
+    PART_VALUES,
     PARTS,
     SPECIES,
     SPECIES_BY_NAME,
@@ -196,6 +199,47 @@ def descriptions(named: bool = False, parts: dict[str, list[str]] | None = None)
         else:
             out[name] = [f"a bird with {ph}." for ph in phrases] + GENERIC_LINES
     return out
+
+
+def _claims() -> dict[str, tuple[str, str]]:
+    """Every phrase the toy LLM can use for one part's value -> (part, value)."""
+    claims = {}
+    for part in PARTS:
+        for value in PART_VALUES[part]:
+            bird = dataclasses.replace(SPECIES[0], **{part: value})
+            claims[part_phrase(bird, part) or absent_phrase(part)] = (part, value)
+    return claims
+
+
+def description_ties(descriptions: Mapping[str, Sequence[str]]) -> dict[str, list[str]] | None:
+    """Which classes the descriptions cannot tell a toy species from: class c -> the other classes d whose every
+    informative line is true of c as well, so a perfect reader of the lines gives c's images d's score in full (a tie).
+    Self-training loses such a class to such a rival far more often than any other (docs/toyworld.md, round 30).
+
+    Reads the toy LLM's wording, plain ("a bird with a red beak.") or named ("the zorsaik wren has a red beak."),
+    and its generic lines; ``None`` when a class is not a toy species or a line is not the toy LLM's (nothing is
+    guessed)."""
+    if not descriptions or any(name not in SPECIES_BY_NAME for name in descriptions):
+        return None
+    phrases = _claims()
+    says: dict[str, list[tuple[str, str]]] = {}
+    for name, lines in descriptions.items():
+        generic = {*GENERIC_LINES, *(f"the {name} is {g}" for g in GENERIC_LINES)}
+        said = []
+        for line in (line for line in lines if line not in generic):
+            phrase = next((line[len(p) : -1] for p in ("a bird with ", f"the {name} has ") if line.startswith(p)), None)
+            if phrase not in phrases or not line.endswith("."):
+                return None
+            said.append(phrases[phrase])
+        says[name] = said
+    return {
+        c: [
+            d
+            for d in descriptions
+            if d != c and says[d] and all(getattr(SPECIES_BY_NAME[c], part) == value for part, value in says[d])
+        ]
+        for c in descriptions
+    }
 
 
 def description_oracle_accuracy(parts: dict[str, list[str]] | None = None) -> float:
