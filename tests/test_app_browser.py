@@ -20,7 +20,8 @@ import pytest
 from conftest import serve, tiny_base_registry
 from PIL import Image
 
-from microclip.checkpoint import epochs_beside
+from microclip.checkpoint import epochs_beside, read_adapted
+from microclip.toyworld.text import description_ties
 from studio.jobs import AdaptationRunner
 from studio.registry import TOY_ADAPTED, default_registry
 from ui.app import build_demo
@@ -283,6 +284,10 @@ def test_explore_an_example_and_compare_explainers(page):
         classes = epochs_table.locator("table").last
         expect(classes).to_contain_text("most often mistaken for")
         expect(classes).to_contain_text("labels right")  # the bundled run's labels, checked against the truth
+        ties = description_ties(read_adapted(TOY_ADAPTED)[1].descriptions)  # the run's own descriptions
+        expect(epochs_table).to_contain_text(
+            f"The descriptions tie {sum(1 for t in ties.values() if t)} of the {len(ties)} classes to another"
+        )
         # the section's title and facts at the top of the screen, the table under them; where the table would
         # run past the bottom, scrolled up by what it lacks, so the lesson picture shows every row
         epochs_table.get_by_text("Each class through self-training").evaluate("e => e.scrollIntoView({block: 'start'})")
