@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES
+from microclip.toyworld.text import description_ties
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.explore import maps_html, raw_html
@@ -188,8 +189,12 @@ def patch_markdown(explanation: Explanation, row: int, col: int, truth: PatchTru
     return "\n".join(lines)
 
 
-def descriptions_markdown(explanation: Explanation, descriptions: dict[str, list[str]], limit: int = 6) -> str:
-    """The sentences behind the predicted class and the runner-up (W_LLM and W* were built from them)."""
+def descriptions_markdown(
+    explanation: Explanation, descriptions: dict[str, list[str]], limit: int = 6, true_class: str | None = None
+) -> str:
+    """The sentences behind the predicted class and the runner-up (W_LLM and W* were built from them). On a toy
+    bird (``true_class``, from the world's truth), which other classes' lines are all true of its species too: the
+    classes no reader of these lines alone could tell it from (``toyworld.text.description_ties``)."""
     order = [name for name, _ in explanation.top_k("fused", 2)]
     parts = []
     for tag, name in zip(("Predicted", "Runner-up"), order):
@@ -202,4 +207,17 @@ def descriptions_markdown(explanation: Explanation, descriptions: dict[str, list
         else:
             parts.append("- _no descriptions: this class's head was built from templates only_")
         parts.append("")
+    ties = description_ties(descriptions) if true_class is not None else None
+    if ties is not None and true_class in ties:
+        tied = ties[true_class]
+        owners = " and ".join(f"{d}'s" for d in tied)
+        parts.append(
+            f"**This bird is a {true_class}** (the toy world's truth): "
+            + (
+                f"every line of {owners} descriptions is true of it as well as its own, so no reader of the lines "
+                f"alone can tell it from {'that species' if len(tied) == 1 else 'those species'}."
+                if tied
+                else f"of the {len(ties)} classes' descriptions only its own are all true of it."
+            )
+        )
     return "\n".join(parts)

@@ -233,6 +233,8 @@ def test_explore_an_example_and_compare_explainers(page):
         " return img && img.complete && img.naturalWidth > 0 && img.naturalWidth <= 128"
         " && img.width > 2 * img.naturalWidth; }"
     )
+    if toy:  # the descriptions behind the answer, read against the bird's own species
+        expect(page.locator("#explore-descriptions")).to_contain_text("This bird is a")
     shot(page, "tab-2-explore")
     shot(page, "explore-full", full=True)
 

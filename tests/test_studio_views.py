@@ -143,3 +143,29 @@ def test_example_labels_mark_pictures_outside_the_toy_world():
     paths, labels = ordered_examples(["/x/photo-a-b.jpg", "/x/toybird-red-wren.png"])
     assert paths == ["/x/toybird-red-wren.png", "/x/photo-a-b.jpg"] and labels == ["red wren", "⚠ a b"]
     assert example_label("/x/scene-flower.jpg") == "⚠ flower"
+
+
+def test_on_a_toy_bird_the_descriptions_say_which_classes_lines_are_all_true_of_it(explanation):
+    from microclip.toyworld.text import description_ties, descriptions
+
+    lines = descriptions()
+    ties = description_ties(lines)
+    tied = next(c for c, t in ties.items() if len(t) == 2)  # brennic finch on the shipped table
+    text = descriptions_markdown(explanation, lines, true_class=tied)
+    a, b = ties[tied]
+    assert f"**This bird is a {tied}** (the toy world's truth): every line of {a}'s and {b}'s descriptions is true" in (
+        text
+    )
+    assert text.endswith("can tell it from those species.")
+    one = next(c for c, t in ties.items() if len(t) == 1)
+    assert descriptions_markdown(explanation, lines, true_class=one).endswith(
+        f"every line of {ties[one][0]}'s descriptions is true of it as well as its own, so no reader of the lines "
+        "alone can tell it from that species."
+    )
+    alone = next(c for c, t in ties.items() if not t)
+    assert descriptions_markdown(explanation, lines, true_class=alone).endswith(
+        f"of the {len(lines)} classes' descriptions only its own are all true of it."
+    )
+    # not a toy bird, or descriptions that are not the toy LLM's: nothing said
+    assert "This bird" not in descriptions_markdown(explanation, lines)
+    assert "This bird" not in descriptions_markdown(explanation, {tied: ["a lovely bird."]}, true_class=tied)

@@ -241,7 +241,9 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
         summary_markdown(explanation, note, session.flag, session.facts),
         *labels,
         contributions_html(explanation),
-        descriptions_markdown(explanation, session.descriptions),
+        descriptions_markdown(
+            explanation, session.descriptions, true_class=session.truth.true_class if session.truth else None
+        ),
     ]
 
 
@@ -364,7 +366,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
                 row = gr.Number(value=0, precision=0, label="Patch row", minimum=0)
                 col = gr.Number(value=0, precision=0, label="Patch col", minimum=0)
             show_patch = gr.Button("Show patch")
-    descriptions_md = gr.Markdown(label="descriptions")
+    descriptions_md = gr.Markdown(label="descriptions", elem_id="explore-descriptions")
     build_explainers_view(registry, given.image, given.model)
     build_epochs_view(registry, given.image, given.model)
     return _Outputs(
