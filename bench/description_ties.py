@@ -9,7 +9,7 @@ checkpoint with its record's log (``checkpoints/toybirds-microclip.safetensors``
 fit another class's description in full (``text.description_ties``: a perfect reader of the lines cannot tell them
 apart), and *lost* when it ends under ``--under`` % on the test split. For every run: the lost classes, how many of
 them are tied, and how many are mistaken most often for a class they are tied to; then the same summed over the runs,
-with how often a tied and an untied class is lost. Round 30 (docs/toyworld.md) reads 22 runs with it.
+with how often a tied and an untied class is lost. Round 30 (docs/toyworld.md) reads 26 runs with it.
 """
 
 from __future__ import annotations
