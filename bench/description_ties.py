@@ -102,10 +102,11 @@ def main() -> None:
             + (f"; lost untied: {', '.join(untied)}" if (untied := sorted(set(r["lost"]) - set(r["tied"]))) else "")
         )
     summary = summarise(runs)
+    share = lambda p: "–" if p is None else f"{p:.0f}%"  # noqa: E731  (descriptions with no ties: none tied)
     print(
         f"over {summary['runs']} runs: {summary['lost']} lost, {summary['lost_tied']} tied, "
-        f"{summary['lost_to_a_tie']} to a tie; a tied class is lost {summary['p_lost_if_tied']:.0f}% of the time, "
-        f"an untied one {summary['p_lost_if_untied']:.0f}%"
+        f"{summary['lost_to_a_tie']} to a tie; a tied class is lost {share(summary['p_lost_if_tied'])} of the time, "
+        f"an untied one {share(summary['p_lost_if_untied'])}"
     )
     if args.json:
         report = {"species_table": SPECIES_TABLE, "under": args.under, "runs": runs, "summary": summary}

@@ -33,6 +33,9 @@ def test_lost_classes_against_ties_by_hand():
         "lost_to_a_tie": ["b"],  # c is mistaken most often for d, to which it is not tied
     }
     assert ties_bench.lost_against_ties(accuracy, confused, ties, under=20.0)["lost"] == ["b"]
+    # descriptions that tie nobody (every species told apart): no share for the tied
+    untied = ties_bench.summarise({"r": ties_bench.lost_against_ties(accuracy, confused, {})})
+    assert untied["p_lost_if_tied"] is None and untied["p_lost_if_untied"] == 75.0
     other = ties_bench.lost_against_ties({"a": 0.0, "b": 100.0}, {}, {"a": [], "b": ["a"]})
     summary = ties_bench.summarise({"one": got, "two": other})
     # 6 classes, 3 tied (b, c; b); lost: b, c, d; a — tied and lost 2 of 3, untied and lost 2 of 3 (d; a)
