@@ -35,6 +35,7 @@ from microclip.heads import BRANCHES, TextEncoder, description_weighted, templat
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
 from microclip.soap import NcutSplit, ncut_split, soap_query
+from microclip.toyworld.text import description_ties
 
 STEP_IDS = ("patches", "tokens", "graph", "query", "soap", "fg", "fusion", "heads", "prediction")
 TOP_K = 5
@@ -221,6 +222,9 @@ class HeadRow:
 class HeadsStep:
     n_classes: int
     classes: tuple[HeadRow, ...]
+    # toy world only: each class -> the classes whose every description line is true of it too
+    # (toyworld.text.description_ties; None for descriptions that are not the toy LLM's)
+    ties: dict[str, list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -590,7 +594,7 @@ def _heads_step(
                 **extra,
             )
         )
-    return HeadsStep(n_classes=len(model.classes), classes=tuple(rows))
+    return HeadsStep(n_classes=len(model.classes), classes=tuple(rows), ties=description_ties(descriptions))
 
 
 def _prediction_step(logits, classes: Sequence[str], top_k: int) -> PredictionStep:

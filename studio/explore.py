@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES
-from microclip.toyworld.text import description_ties
+from microclip.toyworld.text import description_ties, tie_sentence
 from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts, uniform_weight
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.explore import maps_html, raw_html
@@ -209,15 +209,5 @@ def descriptions_markdown(
         parts.append("")
     ties = description_ties(descriptions) if true_class is not None else None
     if ties is not None and true_class in ties:
-        tied = ties[true_class]
-        owners = " and ".join(f"{d}'s" for d in tied)
-        parts.append(
-            f"**This bird is a {true_class}** (the toy world's truth): "
-            + (
-                f"every line of {owners} descriptions is true of it as well as its own, so no reader of the lines "
-                f"alone can tell it from {'that species' if len(tied) == 1 else 'those species'}."
-                if tied
-                else f"of the {len(ties)} classes' descriptions only its own are all true of it."
-            )
-        )
+        parts.append(f"**This bird is a {true_class}** (the toy world's truth): {tie_sentence(true_class, ties)}")
     return "\n".join(parts)

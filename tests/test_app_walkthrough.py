@@ -227,6 +227,22 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
     assert html.count('class="wt-here"') == len(STEP_IDS)
     assert f"This bird is a {SPECIES[sample.species].name}." in html
     assert "few dark cells cross" not in html and "separates the object from its background" not in html
+    # the heads step: which other classes' lines are all true of this bird's species, from the world's table
+    from microclip.toyworld import text
+
+    descriptions = toy_registry.get(toy_registry.default_name).descriptions
+    species = SPECIES[sample.species]
+    true_lines = {f"a bird with {text.part_phrase(species, p) or text.absent_phrase(p)}." for p in PARTS}
+    informative = {d: set(lines) - set(text.GENERIC_LINES) for d, lines in descriptions.items()}
+    fitting = [d for d, said in informative.items() if d != species.name and said and said <= true_lines]
+    heads_fact = html.split("8 · The two heads")[1].split("9 · ")[0]
+    owners = " and ".join(f"{d}&#x27;s" for d in fitting)
+    expected = (
+        f"every line of {owners} descriptions is true of it as well as its own"
+        if fitting
+        else f"of the {len(descriptions)} classes&#x27; descriptions only its own are all true of it."
+    )
+    assert f"This bird is a {species.name}: {expected}" in heads_fact
 
 
 def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry, toy_bird):

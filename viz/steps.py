@@ -21,6 +21,7 @@ from importlib.resources import files
 import numpy as np
 
 from microclip.heads import BRANCHES
+from microclip.toyworld.text import tie_sentence
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
 from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour
@@ -331,7 +332,11 @@ def here(step_id: str, walk: Walkthrough) -> str:
             f" {p.runner_up} by {num(p.margin, 3)} logits." if p.runner_up else "."
         )
     if step_id == "heads":
-        return f"The {len(walk.heads.classes)} classes with the largest fused logits, of {walk.heads.n_classes}."
+        text = f"The {len(walk.heads.classes)} classes with the largest fused logits, of {walk.heads.n_classes}."
+        truth, ties = (walk.facts.true_class if walk.facts is not None else None), walk.heads.ties
+        if truth is not None and ties is not None and truth in ties:  # what no reader of the lines could tell apart
+            text += f" This {OBJECT} is a {truth}: {tie_sentence(truth, ties)}"
+        return text
     return _here_prediction(walk)
 
 

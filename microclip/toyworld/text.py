@@ -242,6 +242,20 @@ def description_ties(descriptions: Mapping[str, Sequence[str]]) -> dict[str, lis
     }
 
 
+def tie_sentence(true_class: str, ties: Mapping[str, Sequence[str]]) -> str:
+    """What the descriptions can say about a bird of ``true_class``, given :func:`description_ties`' answer: which
+    other classes' lines are all true of it (no reader of the lines alone can tell it from them), or that only its
+    own are."""
+    tied = list(ties.get(true_class) or [])
+    if not tied:
+        return f"of the {len(ties)} classes' descriptions only its own are all true of it."
+    owners = " and ".join(f"{d}'s" for d in tied)
+    return (
+        f"every line of {owners} descriptions is true of it as well as its own, so no reader of the lines alone can "
+        f"tell it from {'that species' if len(tied) == 1 else 'those species'}."
+    )
+
+
 def description_oracle_accuracy(parts: dict[str, list[str]] | None = None) -> float:
     """Expected accuracy of a perfect part recogniser that only knows the descriptions (of ``parts``, by default
     ``DESCRIBED_PARTS``).
