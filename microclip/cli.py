@@ -323,10 +323,16 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
     )
 
 
+def _configured(train_cfg: dict, key: str) -> str | None:
+    """A file the train config names, found from any cwd. A config names the shipped toy world's bundled files; in
+    a process drawing another species table they are that table's (a path given on the command line is read as
+    given)."""
+    value = train_cfg.get(key)
+    return str(this_worlds_asset(locate(value))) if value else None
+
+
 def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
-    # A config names the shipped toy world's bundled files; in a process drawing another species table they
-    # are that table's (an explicit path is read as given).
-    source = args.template or (train_cfg.get("templates") and str(this_worlds_asset(locate(train_cfg["templates"]))))
+    source = args.template or _configured(train_cfg, "templates")
     if source:
         data = _read_json(Path(locate(source)), "templates file")
         templates = data.get(Path(args.dataset).name) if isinstance(data, dict) else data
@@ -339,8 +345,7 @@ def read_templates(args: argparse.Namespace, train_cfg: dict) -> list[str]:
 def read_descriptions(args: argparse.Namespace, train_cfg: dict, classes: list[str]) -> dict[str, list[str]] | None:
     if args.no_descriptions:
         return None
-    configured = train_cfg.get("text_descriptions_path")
-    configured = configured and str(this_worlds_asset(locate(configured)))
+    configured = _configured(train_cfg, "text_descriptions_path")
     source = locate(args.text_descriptions_path or configured or "./all_prompts/train_prompts")
     if not Path(source).exists():
         raise FileNotFoundError(

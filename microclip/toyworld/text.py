@@ -74,8 +74,9 @@ DESCRIBED_PARTS_PER_CLASS = 2
 # (world.py) takes the first seed by the same rule, distinct sets at an oracle of 0.69 (its seed 7: 0.75).
 DESCRIPTION_SEEDS = {"distance": 7, "colour": 2}
 DESCRIPTION_SEED = DESCRIPTION_SEEDS[SPECIES_TABLE]
-# The bundled classes, templates and descriptions of the world this process draws (write_assets wrote them).
-ASSETS_DIR = PROJECT_ROOT / "assets" / {"distance": "toybirds", "colour": "toybirds-colour"}[SPECIES_TABLE]
+# Each table's bundled classes, templates and descriptions (write_assets wrote them), and this process's.
+ASSETS_DIRS = {"distance": PROJECT_ROOT / "assets" / "toybirds", "colour": PROJECT_ROOT / "assets" / "toybirds-colour"}
+ASSETS_DIR = ASSETS_DIRS[SPECIES_TABLE]
 
 _PART_NOUN = {
     "beak": "beak",
@@ -201,6 +202,7 @@ def descriptions(named: bool = False, parts: dict[str, list[str]] | None = None)
     return out
 
 
+@functools.cache  # constants of the world; asked on every explained toy image
 def _claims() -> dict[str, tuple[str, str]]:
     """Every phrase the toy LLM can use for one part's value -> (part, value)."""
     claims = {}
@@ -409,7 +411,7 @@ def this_worlds_asset(path: str | Path) -> Path:
     """``path``, or, for a file of the shipped table's bundled assets (as the toybirds train config names them) in a
     process drawing another table, the same file of that table's assets: its descriptions name its own parts."""
     path = Path(path)
-    shipped = PROJECT_ROOT / "assets" / "toybirds"
+    shipped = ASSETS_DIRS["distance"]
     if ASSETS_DIR != shipped and path.resolve().parent == shipped.resolve():
         return ASSETS_DIR / path.name
     return path
