@@ -32,7 +32,10 @@ adapted_fg, adapted_fg_unshifted, adapted_fused_unshifted, linear_probe, start_f
 cls_similarity, cls_attention, rollout, legrad, gradcam, random, ...}, "mass_inside": {...}, "cost_ms": {...},
 "part_probe", "part_probe_adapted", "part_probe_chance", "part_probe_within_bird_chance", "part_probe_by_part": {part:
 {accuracy, pairs, lands_on: {named part, another part, body or background: %}}}, "patch_chance", "within_bird_chance",
-"cpu"}, all in %; also "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
+"deletion": {map: {branch}}, "deletion_vs_soap": {map: {branch: {gap, low, high, items}}} (SOAP's score minus the
+map's, image by image, and the 95% bootstrap interval of that mean: microclip.uncertainty), "part_removal": {branch},
+"part_removal_gap": {gap, low, high, items} ([FG]'s drop minus [CLS]'s, pair by pair), "cpu"}, all in %; also
+"build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import UNSHIFTED_BRANCHES, evaluate
 from microclip.explainers import EXPLAINERS
-from microclip.faithfulness import ROAD_SEED, deletion_scores
+from microclip.faithfulness import ROAD_SEED, deletion_drops
 from microclip.files import atomic_write_text
 from microclip.heads import BRANCHES
 from microclip.machine import cpu_name
@@ -75,6 +78,7 @@ from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
 from microclip.toyworld.text import ASSETS_DIR, name_rate, read_assets
+from microclip.uncertainty import LEVEL, PairedGap, paired_gap
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -365,9 +369,15 @@ def deletion_rows(args: argparse.Namespace) -> dict:
     maps, _ = peer_maps(model, images[rows], labels[rows], POINTING_PEERS, timing=False)
     maps["random"] = np.random.default_rng(0).random(maps["soap"].shape)
     x = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0
-    scores = deletion_scores(model, x, maps)
+    drops = {name: {b: 100.0 * v for b, v in deletion_drops(model, x, scores).items()} for name, scores in maps.items()}
     return {
-        "deletion": {name: {branch: 100.0 * v for branch, v in row.items()} for name, row in scores.items()},
+        "deletion": {name: {branch: float(v.mean()) for branch, v in row.items()} for name, row in drops.items()},
+        # SOAP's score minus each other map's, image by image: how far the mean gap would move on other images
+        "deletion_vs_soap": {
+            name: {b: paired_gap(drops["soap"][b], v).to_dict() for b, v in row.items()}
+            for name, row in drops.items()
+            if name != "soap"
+        },
         "deletion_images": int(len(rows)),
         "deletion_seed": ROAD_SEED,  # ties' order and the imputer's noise (microclip.faithfulness)
     }
@@ -390,8 +400,10 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
         }
 
     before, after = probabilities(originals), probabilities(erased)
+    drop = {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
     return {
-        "part_removal": {branch: 100.0 * float((before[branch] - after[branch]).mean()) for branch in before},
+        "part_removal": {branch: float(v.mean()) for branch, v in drop.items()},
+        "part_removal_gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),  # [FG]'s drop minus [CLS]'s, pair by pair
         "part_removal_pairs": len(truth),
     }
 
@@ -535,15 +547,29 @@ def print_report(report: dict) -> None:
             f"\nROAD deletion (most relevant first, grad-cam; mean drop of the predicted class's probability, "
             f"points; higher = more faithful; {report['deletion_images']} images)"
         )
+        versus = report.get("deletion_vs_soap", {})
+
+        def soap_minus(name: str) -> str:
+            gap = versus.get(name, {}).get("fg")
+            return "" if gap is None else f"{gap['gap']:+.1f} ({gap['low']:+.1f} to {gap['high']:+.1f})"
+
         _print_table(
-            ("map", "fused", "[CLS]", "[FG]"),
-            ((name, *(f"{row[b]:.1f}" for b in ("fused", "cls", "fg"))) for name, row in report["deletion"].items()),
+            ("map", "fused", "[CLS]", "[FG]", f"[FG]: SOAP minus the map ({LEVEL:.0%} interval)"),
+            (
+                (name, *(f"{row[b]:.1f}" for b in ("fused", "cls", "fg")), soap_minus(name))
+                for name, row in report["deletion"].items()
+            ),
         )
     if "part_removal" in report:
         drop = report["part_removal"]
         print(
             f"\none part erased ({report['part_removal_pairs']} image-part pairs): true-class probability drops "
             f"fused {drop['fused']:.1f}, [CLS] {drop['cls']:.1f}, [FG] {drop['fg']:.1f} points"
+            + (
+                f"; [FG] minus [CLS]: {PairedGap(**report['part_removal_gap']).words()}"
+                if "part_removal_gap" in report
+                else ""
+            )
         )
     if "part_probe" in report:
         print(

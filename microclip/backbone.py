@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from microclip.files import parse_json
 from microclip.resources import locate, portable_path
+from microclip.toyworld.world import check_drawn_table, recorded_table
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def create_clip(
         folder = Path(locate(name.split(":", 1)[1]))
         if not (folder / "open_clip_config.json").is_file():
             raise BackboneError(f"{folder} is not an open_clip local-dir folder (no open_clip_config.json)")
+        _check_toy_table(folder)
         model = open_clip.create_model(f"local-dir:{folder}", device=device)
         spec = BaseModelSpec(
             clip_model=f"local-dir:{portable_path(folder)}", pretrained="", weights_sha256=_folder_sha256(folder)
@@ -148,6 +151,21 @@ def create_clip(
         spec = BaseModelSpec(clip_model=name, pretrained=tag)
     model.eval()
     return model, spec
+
+
+def _check_toy_table(folder: Path) -> None:
+    """A toy-world base (its folder holds the `pretrain.json` only the toy pretraining writes) loads only in a
+    process that draws the species table it was pretrained on."""
+    record = folder / "pretrain.json"
+    if not record.is_file():
+        return
+    data = parse_json(record.read_text(), str(record), BackboneError)
+    if not isinstance(data, dict):
+        raise BackboneError(f"{record} is not a pretraining record (a JSON object)")
+    try:
+        check_drawn_table(recorded_table(data), str(folder))
+    except ValueError as why:
+        raise BackboneError(str(why)) from None
 
 
 def _create_or_explain(name: str, pretrained: str | None, device: str | torch.device) -> nn.Module:

@@ -146,3 +146,40 @@ def test_train_py_reads_the_descriptions_of_the_world_it_draws(tmp_path: Path):
         "      (text.PROJECT_ROOT / 'assets/toybirds/descriptions.json').read_text())}))\n"
     )
     assert _colour_world(code, ROOT) == {"own": True, "templates": True, "given": True}
+
+
+def test_a_base_of_another_table_is_refused_where_it_would_be_read_against_the_wrong_birds(tmp_path: Path):
+    """A colour-table pretraining records its table (pretrain.json and the run state); a process drawing the shipped
+    table refuses to resume it or to load it, naming the variable to set, and loads a base recording its own."""
+    from microclip.backbone import BackboneError, create_clip
+    from microclip.toyworld.pretrain import PretrainConfig, pretrain
+
+    settings = dict(
+        steps=1, dense_steps=1, batch_size=8, n_images=8, warmup_steps=0, dense_warmup_steps=0, ckpt_every=1,
+        eval_train_per_class=1, eval_test_per_class=1, threads=1, data_root=str(tmp_path / "data"),
+    )  # fmt: skip
+    out = tmp_path / "colour-run"
+    got = _colour_world(
+        "import json\n"
+        "from microclip.toyworld.pretrain import PretrainConfig, pretrain\n"
+        f"pretrain(PretrainConfig(out={str(out)!r}, stop_after=1, **{settings!r}))\n"
+        f"print(open({str(out / 'state.json')!r}).read().replace(chr(10), ' '))\n",
+        tmp_path,
+    )
+    assert got["species_table"] == "colour" and got["step"] == 1
+    with pytest.raises(ValueError, match="'colour' species table.*MICROCLIP_TOYWORLD_SPECIES=colour"):
+        pretrain(PretrainConfig(out=str(out), resume=True, **settings))
+
+    # A finished base: its record names its table; loading it here is refused, the shipped table's base loads.
+    shipped = ROOT / "checkpoints" / "toybirds-base"
+    record = json.loads((shipped / "pretrain.json").read_text())
+    for table in ("colour", "distance"):
+        folder = tmp_path / table
+        folder.mkdir()
+        for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+            (folder / name).symlink_to(shipped / name)
+        (folder / "pretrain.json").write_text(json.dumps({**record, "species_table": table}))
+    with pytest.raises(BackboneError, match="MICROCLIP_TOYWORLD_SPECIES=colour"):
+        create_clip(f"local-dir:{tmp_path / 'colour'}")
+    create_clip(f"local-dir:{tmp_path / 'distance'}")  # the shipped base's record names no table: also this one
+    create_clip(f"local-dir:{shipped}")

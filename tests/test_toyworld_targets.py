@@ -243,3 +243,15 @@ def test_the_toyworld_bench_reads_the_base_s_build_time_from_its_record(tmp_path
     record |= {"commands": ["a", "b", "c"], "total_wall_time_s": 3900.0}
     (tmp_path / "pretrain.json").write_text(json.dumps(record))
     assert bench.build_row(str(tmp_path)) == {"wall_time_min": 65.0, "invocations": 3}
+
+
+def test_the_comparison_rows_say_the_paired_gap_and_its_interval_when_the_report_has_them():
+    """Reports from round 31 on carry, for the two rows compared item by item, the per-item gap's interval."""
+    report = _report()
+    report["deletion_vs_soap"] = {"ncut": {"fg": {"gap": 1.04, "low": -0.32, "high": 2.41, "items": 160}}}
+    report["part_removal_gap"] = {"gap": 10.0, "low": 8.2, "high": 11.9, "items": 630}
+    rows = {t.key: t for t in targets(report)}
+    assert rows["soap_deletion"].shown == "70.0 vs ncut 69.0; gap +1.0 (95% interval -0.3 to +2.4, 160 items)"
+    assert rows["part_removal"].shown == "20.0 vs 10.0; gap +10.0 (95% interval +8.2 to +11.9, 630 items)"
+    assert rows["soap_deletion"].met and rows["part_removal"].met  # the interval informs; the means decide
+    assert _met(_report()) == _met(report)

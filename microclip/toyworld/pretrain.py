@@ -85,7 +85,7 @@ from microclip.toyworld.text import (
     descriptions,
     make_caption,
 )
-from microclip.toyworld.world import CLASS_NAMES, SPECIES
+from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_TABLE, check_drawn_table, recorded_table
 
 log = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp on the learned temperature
@@ -591,6 +591,9 @@ def build_model(init: str = "") -> torch.nn.Module:
 
     model = open_clip.create_model(TOY_MODEL_NAME)
     if init:
+        record = init_record(init)
+        if record:
+            check_drawn_table(recorded_table(record), f"--init {init}")
         start = open_clip.create_model(f"local-dir:{init}")
         model.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
     return model
@@ -739,6 +742,7 @@ class Run:
             "probe_loss_start": self.probe_loss_start,
             "commands": self.commands,
             "config": asdict(self.cfg),
+            "species_table": SPECIES_TABLE,
         }
 
     def probe_loss(self) -> float:
@@ -869,6 +873,7 @@ def finish(run: Run) -> dict:
         "lr": cfg.lr,
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
+        "species_table": SPECIES_TABLE,
         "captions": caption_settings(cfg),
         "objective": objective(cfg),
         "wall_time_s": round(run.elapsed, 1),
@@ -917,6 +922,7 @@ def _resume(run: Run) -> None:
         raise ValueError(
             f"--resume: checkpoint in {run.out} was made with {saved}; pass the same values or use a new --out"
         )
+    check_drawn_table(recorded_table(state), f"--resume: the run in {run.out}")
     log.info("resumed from %s at step %d", run.out, state["step"])
     run.step = state["step"]
     run.losses = state["losses"]

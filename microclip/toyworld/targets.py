@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from microclip.uncertainty import PairedGap
+
 # The maps SOAP competes with on deletion are every map but SOAP's own variants. "soap_rollout" is a peer: it is
 # rollout's reading of SOAP's weights, not a map SOAP pools with.
 _SOAP_MAPS = ("soap", "soap_keys_ncut")
@@ -93,8 +95,8 @@ def targets(report: dict) -> list[Target]:
             5,
         ),
         _fg_only(accuracy.get("adapted_fg"), accuracy.get("adapted_fg_unshifted")),
-        _deletion(report.get("deletion")),
-        _part_removal(report.get("part_removal")),
+        _deletion(report.get("deletion"), report.get("deletion_vs_soap", {})),
+        _part_removal(report.get("part_removal"), report.get("part_removal_gap")),
     ]
     return rows
 
@@ -172,18 +174,25 @@ def _compare(key: str, text: str, stage: str, value: float | None, other: float 
     return Target(key, text, stage, f"{value:.1f} vs {other + margin:.1f}", value >= other + margin)
 
 
-def _deletion(deletion: dict | None) -> Target:
+def _deletion(deletion: dict | None, versus_soap: dict) -> Target:
     key, text = "soap_deletion", "SOAP's [FG] deletion above every peer's"
     if not deletion or "soap" not in deletion:
         return Target(key, text, "adaptation", "n/a", None)
     peers = {name: row["fg"] for name, row in deletion.items() if name not in _SOAP_MAPS}
     best = max(peers, key=peers.get)
     soap = deletion["soap"]["fg"]
-    return Target(key, text, "adaptation", f"{soap:.1f} vs {best} {peers[best]:.1f}", soap > peers[best])
+    shown = f"{soap:.1f} vs {best} {peers[best]:.1f}" + _gap_words(versus_soap.get(best, {}).get("fg"))
+    return Target(key, text, "adaptation", shown, soap > peers[best])
 
 
-def _part_removal(drop: dict | None) -> Target:
+def _part_removal(drop: dict | None, gap: dict | None) -> Target:
     key, text = "part_removal", "erasing a part hurts [FG] more than [CLS]"
     if not drop:
         return Target(key, text, "adaptation", "n/a", None)
-    return Target(key, text, "adaptation", f"{drop['fg']:.1f} vs {drop['cls']:.1f}", drop["fg"] > drop["cls"])
+    shown = f"{drop['fg']:.1f} vs {drop['cls']:.1f}" + _gap_words(gap)
+    return Target(key, text, "adaptation", shown, drop["fg"] > drop["cls"])
+
+
+def _gap_words(gap: dict | None) -> str:
+    """The paired gap behind a comparison row, when the report has it (reports before round 31 do not)."""
+    return "" if gap is None else f"; {PairedGap(**gap).words()}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Attribute values per part, in a fixed order (index 0 is "absent" where a part can be absent).
@@ -60,6 +61,22 @@ SPECIES_TABLE_ENV = "MICROCLIP_TOYWORLD_SPECIES"
 SPECIES_TABLE = os.environ.get(SPECIES_TABLE_ENV, "distance") or "distance"
 if SPECIES_TABLE not in SPECIES_TABLES:
     raise ValueError(f"{SPECIES_TABLE_ENV}={SPECIES_TABLE!r}: expected one of {', '.join(SPECIES_TABLES)}")
+
+
+def recorded_table(record: Mapping) -> str:
+    """The species table a pretraining record (`pretrain.json`, or a run state's scalars) names; records made
+    before tables were recorded name none and were all drawn from the shipped one."""
+    return str(record.get("species_table", SPECIES_TABLES[0]))
+
+
+def check_drawn_table(recorded: str, source: str) -> None:
+    """Refuse a model pretrained on another species table than this process draws: every toy-world truth (its
+    descriptions' ties, masks, parts, the data split) would be read against the wrong birds, silently."""
+    if recorded != SPECIES_TABLE:
+        raise ValueError(
+            f"{source} was pretrained on the toy world's {recorded!r} species table, but this process draws the "
+            f"{SPECIES_TABLE!r} one: run it with {SPECIES_TABLE_ENV}={recorded}"
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""How sure a comparison of two scores on the same items is: the paired gap and its bootstrap interval.
+
+Two maps' deletion scores on the same 160 images, or two branches' drops on the same erased parts, differ per item
+by far more than their means do; what decides a target row is the mean of the per-item differences. Resampling the
+items (scipy's bootstrap, BCa) says how far that mean would move on another draw of as many items from the same
+world. It says nothing about another pretraining or adaptation draw, which moves the scores more (docs/toyworld.md,
+rounds 9 and 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import bootstrap
+
+LEVEL = 0.95
+SEED = 0  # the resampling's; a report's intervals are the same on every run
+
+
+@dataclass(frozen=True)
+class PairedGap:
+    """mean(a - b) over items, and the ``level`` bootstrap interval of that mean."""
+
+    gap: float
+    low: float
+    high: float
+    items: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the interval leaves out zero: the sign of the gap holds on another draw of the items."""
+        return self.low > 0 or self.high < 0
+
+    def words(self, scale: float = 1.0) -> str:
+        """e.g. "gap -1.8 (95% interval -3.1 to -0.5, 160 items)", values times ``scale``."""
+        return (
+            f"gap {self.gap * scale:+.1f} ({LEVEL:.0%} interval {self.low * scale:+.1f} to {self.high * scale:+.1f}, "
+            f"{self.items} items)"
+        )
+
+
+def paired_gap(a: np.ndarray, b: np.ndarray, level: float = LEVEL, seed: int = SEED) -> PairedGap:
+    """The gap between two scores measured on the same items, ``a[i]`` and ``b[i]`` for item ``i``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"paired_gap needs two 1-D arrays of the same items (2 or more), got {a.shape} and {b.shape}")
+    difference = a - b
+    gap = float(difference.mean())
+    if np.ptp(difference) == 0:  # every item agrees: no resample can move the mean (and BCa is undefined)
+        return PairedGap(gap, gap, gap, len(a))
+    interval = bootstrap(
+        (difference,), np.mean, confidence_level=level, method="BCa", rng=np.random.default_rng(seed)
+    ).confidence_interval
+    return PairedGap(gap, float(interval.low), float(interval.high), len(a))
