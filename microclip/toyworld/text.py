@@ -48,7 +48,7 @@ TEMPLATES: list[str] = [
 # How often a pretraining caption names the species. Names follow a long tail, as on the web: CLIP knows
 # a concept about as well as its pretraining captions show it (Udandarao et al. 2024; Parashar et al.
 # 2024), so the species of frequency rank r (0 = commonest) is named in P_NAME / (r + 1) ** NAME_ZIPF of its
-# captions: the commonest in half, the rarest in about one in 30,000 (the fourth to sixth worlds; the third
+# captions: the commonest in half, the rarest in about one in 33,000 (the fourth to seventh worlds; the third
 # had exponent 2.5, one in 2,000).
 P_NAME = 0.5
 NAME_ZIPF = 3.5
