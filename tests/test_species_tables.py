@@ -152,7 +152,7 @@ def test_a_base_of_another_table_is_refused_where_it_would_be_read_against_the_w
     """A colour-table pretraining records its table (pretrain.json and the run state); a process drawing the shipped
     table refuses to resume it or to load it, naming the variable to set, and loads a base recording its own."""
     from microclip.backbone import BackboneError, create_clip
-    from microclip.toyworld.pretrain import PretrainConfig, pretrain
+    from microclip.toyworld.pretrain import PretrainConfig, build_model, pretrain
 
     settings = dict(
         steps=1, dense_steps=1, batch_size=8, n_images=8, warmup_steps=0, dense_warmup_steps=0, ckpt_every=1,
@@ -181,5 +181,7 @@ def test_a_base_of_another_table_is_refused_where_it_would_be_read_against_the_w
         (folder / "pretrain.json").write_text(json.dumps({**record, "species_table": table}))
     with pytest.raises(BackboneError, match="MICROCLIP_TOYWORLD_SPECIES=colour"):
         create_clip(f"local-dir:{tmp_path / 'colour'}")
-    create_clip(f"local-dir:{tmp_path / 'distance'}")  # the shipped base's record names no table: also this one
-    create_clip(f"local-dir:{shipped}")
+    with pytest.raises(ValueError, match="--init .*MICROCLIP_TOYWORLD_SPECIES=colour"):  # a fine-tune from it
+        build_model(str(tmp_path / "colour"))
+    create_clip(f"local-dir:{tmp_path / 'distance'}")
+    create_clip(f"local-dir:{shipped}")  # its record names no table: the shipped one, as every base before round 30
