@@ -140,7 +140,9 @@ def _branch_deletion_table(deletion: dict[str, dict[str, float]]) -> list[str]:
     lines = [
         "",
         "_Deletion, branch by branch_ (points of each branch's probability for the class it predicts alone). "
-        "SOAP's weights build `[FG]`: compare its `[FG]` drop with the other maps'.",
+        "SOAP's weights build `[FG]`: compare its `[FG]` drop with the other maps'. One image ranks the maps "
+        "by chance as much as by faithfulness; over many images (the README's toy-world deletion rows) the gaps "
+        "between the close maps are a point or two.",
         "",
         "| method | " + " | ".join(BRANCH_LABELS[b] for b in BRANCHES) + " |",
         "|---|" + "---:|" * len(BRANCHES),
