@@ -20,7 +20,7 @@ SEED = 0  # the resampling's; a report's intervals are the same on every run
 
 @dataclass(frozen=True)
 class PairedGap:
-    """mean(a - b) over items, and the ``level`` bootstrap interval of that mean."""
+    """mean(a - b) over items, and the ``LEVEL`` bootstrap interval of that mean."""
 
     gap: float
     low: float
@@ -43,8 +43,9 @@ class PairedGap:
         )
 
 
-def paired_gap(a: np.ndarray, b: np.ndarray, level: float = LEVEL, seed: int = SEED) -> PairedGap:
-    """The gap between two scores measured on the same items, ``a[i]`` and ``b[i]`` for item ``i``."""
+def paired_gap(a: np.ndarray, b: np.ndarray, seed: int = SEED) -> PairedGap:
+    """The gap between two scores measured on the same items, ``a[i]`` and ``b[i]`` for item ``i``, with its
+    ``LEVEL`` interval (one level for every report, so ``words`` can name it)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
         raise ValueError(f"paired_gap needs two 1-D arrays of the same items (2 or more), got {a.shape} and {b.shape}")
@@ -53,6 +54,6 @@ def paired_gap(a: np.ndarray, b: np.ndarray, level: float = LEVEL, seed: int = S
     if np.ptp(difference) == 0:  # every item agrees: no resample can move the mean (and BCa is undefined)
         return PairedGap(gap, gap, gap, len(a))
     interval = bootstrap(
-        (difference,), np.mean, confidence_level=level, method="BCa", rng=np.random.default_rng(seed)
+        (difference,), np.mean, confidence_level=LEVEL, method="BCa", rng=np.random.default_rng(seed)
     ).confidence_interval
     return PairedGap(gap, float(interval.low), float(interval.high), len(a))

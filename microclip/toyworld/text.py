@@ -195,11 +195,18 @@ def descriptions(named: bool = False, parts: dict[str, list[str]] | None = None)
     for name in CLASS_NAMES:
         sp = SPECIES_BY_NAME[name]
         phrases = [part_phrase(sp, p) or absent_phrase(p) for p in parts[name]]
-        if named:
-            out[name] = [f"the {name} has {ph}." for ph in phrases] + [f"the {name} is {g}" for g in GENERIC_LINES]
-        else:
-            out[name] = [f"a bird with {ph}." for ph in phrases] + GENERIC_LINES
+        out[name] = [_part_line(name, ph, named) for ph in phrases] + _generic_lines(name, named)
     return out
+
+
+def _part_line(name: str, phrase: str, named: bool) -> str:
+    """One informative line of the toy LLM's, in either wording."""
+    return f"the {name} has {phrase}." if named else f"a bird with {phrase}."
+
+
+def _generic_lines(name: str, named: bool) -> list[str]:
+    """The toy LLM's uninformative lines about one class, in either wording."""
+    return [f"the {name} is {g}" for g in GENERIC_LINES] if named else list(GENERIC_LINES)
 
 
 @functools.cache  # constants of the world; asked on every explained toy image
@@ -223,16 +230,17 @@ def description_ties(descriptions: Mapping[str, Sequence[str]]) -> dict[str, lis
     guessed)."""
     if not descriptions or any(name not in SPECIES_BY_NAME for name in descriptions):
         return None
-    phrases = _claims()
     says: dict[str, list[tuple[str, str]]] = {}
     for name, lines in descriptions.items():
-        generic = {*GENERIC_LINES, *(f"the {name} is {g}" for g in GENERIC_LINES)}
+        generic = {*_generic_lines(name, named=False), *_generic_lines(name, named=True)}
+        claims = {
+            _part_line(name, phrase, named): claim for phrase, claim in _claims().items() for named in (False, True)
+        }
         said = []
         for line in (line for line in lines if line not in generic):
-            phrase = next((line[len(p) : -1] for p in ("a bird with ", f"the {name} has ") if line.startswith(p)), None)
-            if phrase not in phrases or not line.endswith("."):
+            if line not in claims:
                 return None
-            said.append(phrases[phrase])
+            said.append(claims[line])
         says[name] = said
     return {
         c: [
