@@ -5,6 +5,7 @@ Layout under `root/toybirds/`:
     train/meta.json                                (what generated the split; reused only if it matches)
     masks_train.npz                                (part_labels, bird_mask, paths, labels, in ImageFolder order)
     pretrain_<n>_<seed>.npz                        (images uint8 (N, 64, 64, 3), species, labels)
+    pretrain_other_<n>_<seed>.npz                  (the web's other birds: images, species from 16 on)
 
 Every image has its own rng seeded from (seed, split, class, index), so generation is order-free and
 the splits never share images with each other or with the pretraining corpus.
@@ -25,7 +26,7 @@ import numpy as np
 
 from microclip.files import atomic_write, shareable_tempdir
 from microclip.toyworld.render import Sample, render_bird, rerender, scene_of
-from microclip.toyworld.world import CLASS_NAMES, PARTS, SPECIES, SPECIES_BY_NAME, SPECIES_TABLE
+from microclip.toyworld.world import CLASS_NAMES, OTHER_SPECIES, PARTS, SPECIES, SPECIES_BY_NAME, SPECIES_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ GENERATOR_VERSION = 4  # bump when the renderer or the world changes: cached dat
 IMAGE_SIZE = 64
 DEFAULT_N_PER_CLASS = {"train": 100, "test": 50}
 # Distinct rng streams per use, so the same user seed never produces overlapping images.
-_STREAM = {"train": 1, "test": 2, "pretrain": 3}
+_STREAM = {"train": 1, "test": 2, "pretrain": 3, "other_birds": 4}
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,6 +236,37 @@ def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 
         images=images,
         species=species,
         labels=labels,
+        generator_version=np.array(GENERATOR_VERSION),
+        species_table=np.array(SPECIES_TABLE),
+    )
+    return path
+
+
+def other_birds_corpus_path(root: str | Path, n_images: int, seed: int) -> Path:
+    """Where the corpus of the web's other birds with these settings is cached."""
+    return Path(root) / "toybirds" / f"pretrain_other_{int(n_images)}_{int(seed)}.npz"
+
+
+def ensure_other_birds_corpus(root: str | Path, n_images: int, seed: int = 0) -> Path:
+    """Generate (once) and cache `n_images` of the web's other birds (``world.OTHER_SPECIES``, each combination in
+    turn: image i is render index ``16 + i % 752``), drawn from their own rng stream, so the species corpus
+    beside them stays the same images."""
+    path = other_birds_corpus_path(root, n_images, seed)
+    if path.is_file():
+        with np.load(path) as z:
+            current = int(z["generator_version"]) == GENERATOR_VERSION and str(z["species_table"]) == SPECIES_TABLE
+            if current and len(z["species"]) == n_images:
+                return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("generating %d images of other birds (seed %d) -> %s", n_images, seed, path)
+    images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    species = len(SPECIES) + np.arange(n_images, dtype=np.int64) % len(OTHER_SPECIES)
+    for i in range(n_images):
+        images[i] = render_bird(int(species[i]), image_rng(seed, "other_birds", i), IMAGE_SIZE).image
+    _atomic_savez(
+        path,
+        images=images,
+        species=species,
         generator_version=np.array(GENERATOR_VERSION),
         species_table=np.array(SPECIES_TABLE),
     )

@@ -52,6 +52,7 @@ from microclip.soap import foreground_mask, soap_query
 from microclip.state import load_run_state, save_run_state
 from microclip.toyworld import MODEL_CONFIG_DIR, TOY_MODEL_NAME, register_model_configs
 from microclip.toyworld.dataset import (
+    ensure_other_birds_corpus,
     ensure_pretrain_corpus,
     ensure_split,
     load_pretrain_corpus,
@@ -85,7 +86,7 @@ from microclip.toyworld.text import (
     descriptions,
     make_caption,
 )
-from microclip.toyworld.world import CLASS_NAMES, SPECIES, SPECIES_TABLE, check_drawn_table, recorded_table
+from microclip.toyworld.world import CLASS_NAMES, SPECIES_TABLE, bird, check_drawn_table, recorded_table
 
 log = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp on the learned temperature
@@ -106,6 +107,7 @@ class PretrainConfig:
     dense_warmup_steps: int = 40
     seed: int = 0
     n_images: int = 40000
+    n_other_birds: int = 0  # images of the web's other birds (world.OTHER_SPECIES) beside the 16's; 0 = none
     data_root: str = "./data"
     resume: bool = False
     ckpt_every: int = 100
@@ -182,7 +184,8 @@ class PretrainConfig:
         return frozenset(self.band_terms.split(","))
 
 
-RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images")  # a resume must match
+# A resume must match these.
+RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images", "n_other_birds")
 # ... except that a run stopped at the end of a stage may go on into a different next stage (its settings are
 # only read from then on, and every invocation is kept in "commands"): the length of each later stage.
 LATER_STAGES = {"dense_steps": lambda cfg: cfg.steps, "object_steps": lambda cfg: cfg.steps + cfg.dense_steps}
@@ -252,7 +255,14 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
             "; and, for every two parts one caption names, the overlap of their grounding pools over the image's "
             "patches, pushed down (grounding.py's grounding_overlap_loss)"
         )
-    return OBJECTIVE | {"stage 2 (dense_steps)": stage2, "stage 3 (object_steps)": stage3}
+    out = OBJECTIVE | {"stage 2 (dense_steps)": stage2, "stage 3 (object_steps)": stage3}
+    if cfg.n_other_birds > 0:
+        out["corpus"] = (
+            f"{cfg.n_images} images of the 16 species and {cfg.n_other_birds} of the web's other birds (every other "
+            "combination of the five parts in turn, world.OTHER_SPECIES), whose captions name no species and give "
+            "their parts as for the 16's; every stage draws from both"
+        )
+    return out
 
 
 # ---------------------------------------------------------------- data for one step
@@ -367,7 +377,7 @@ def make_batch(
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
     captions = [
         make_caption(
-            SPECIES[int(species[i])],
+            bird(int(species[i])),
             rng,
             cfg.p_name,
             cfg.name_zipf,
@@ -773,6 +783,13 @@ def start_run(cfg: PretrainConfig) -> Run:
     tokenizer = open_clip.get_tokenizer(TOY_MODEL_NAME)
     corpus = ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed)
     images, species = load_pretrain_corpus(corpus)
+    if cfg.n_other_birds > 0:
+        if cfg.scene_words:
+            raise ValueError("--scene_words reads the scenes of the 16 species' corpus only; drop --n_other_birds")
+        other_images, other_species = load_pretrain_corpus(
+            ensure_other_birds_corpus(cfg.data_root, cfg.n_other_birds, cfg.seed)
+        )
+        images, species = np.concatenate([images, other_images]), np.concatenate([species, other_species])
     scenes = pretrain_scenes(cfg.n_images, cfg.seed) if cfg.scene_words else None  # only its captions read them
 
     # All batch, caption and augmentation randomness comes from per-step numpy generators seeded by
@@ -873,6 +890,7 @@ def finish(run: Run) -> dict:
         "lr": cfg.lr,
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
+        "n_other_birds": cfg.n_other_birds,
         "species_table": SPECIES_TABLE,
         "captions": caption_settings(cfg),
         "objective": objective(cfg),
@@ -974,6 +992,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "object_warmup_steps",
     "seed",
     "n_images",
+    "n_other_birds",
     "ckpt_every",
     "threads",
     "eval_train_per_class",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from microclip.toyworld.world import PARTS, SPECIES, Species
+from microclip.toyworld.world import PARTS, Species, bird
 
 PART_COLOURS: dict[str, tuple[int, int, int]] = {  # RGB
     "red": (215, 30, 35),
@@ -46,7 +46,7 @@ class Sample:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     part_mask: np.ndarray  # (H, W) bool: union of the discriminative parts actually drawn
     bird_mask: np.ndarray  # (H, W) bool: the whole bird, parts included
-    species: int  # index into SPECIES
+    species: int  # index into SPECIES (from 16 on, into OTHER_SPECIES: world.bird)
     part_labels: np.ndarray  # (H, W) uint8: 0 off the parts, else 1 + index into PARTS of the visible part
     # The rng's state before anything was drawn: with the species it re-renders the same bird (rerender).
     rng_state: dict | None = None
@@ -280,7 +280,8 @@ def render_bird(
     erase: tuple[str, ...] = (),
     bird_scale: tuple[float, float] = BIRD_SCALE,
 ) -> Sample:
-    """Render one image of species `species_index` (index into SPECIES), deterministic from `rng`.
+    """Render one image of species `species_index` (index into SPECIES; from 16 on, into OTHER_SPECIES: see
+    ``world.bird``), deterministic from `rng`.
 
     Nuisance (background, clutter, distractor blobs, perch, body colour, size, position, rotation
     within +-20 degrees, flip, noise) is drawn from `rng` identically for every species. Parts named in
@@ -288,12 +289,10 @@ def render_bird(
     is unchanged (the counterfactual no photograph offers). `bird_scale` is the range of the body's
     half-length as a share of the side (the world's own by default; other framings are for benches only).
     """
-    if not 0 <= species_index < len(SPECIES):
-        raise ValueError(f"species_index {species_index} out of range 0..{len(SPECIES) - 1}")
     unknown = sorted(set(erase) - set(PARTS))
     if unknown:
         raise ValueError(f"cannot erase {', '.join(unknown)}: parts are {', '.join(PARTS)}")
-    species = SPECIES[species_index]
+    species = bird(species_index)
     rng_state = copy.deepcopy(rng.bit_generator.state)
     lay = _draw_layout(rng, size, bird_scale)
 

@@ -346,7 +346,8 @@ def make_caption(
     scene: Scene | None = None,
     lookalike_rule: str = "closest",
 ) -> Caption:
-    """One web-like caption for an image of `species`; always carries species information.
+    """One web-like caption for an image of `species`; always carries species information (for one of the web's
+    other birds, ``world.OTHER_SPECIES``, its parts alone).
 
     Mix: a name with probability `name_rate(species)` (the look-alike's name with `p_lookalike`; then parts
     with P_PARTS_WITH_NAME), otherwise two to five part phrases (present parts by colour, absent ones as
@@ -363,7 +364,10 @@ def make_caption(
     # descriptions() (which also names absent parts) is grounded during pretraining.
     present = [part_phrase(species, p) for p in PARTS]
     pool = [phrase or absent_phrase(p) for phrase, p in zip(present, PARTS)]
-    use_name, named = _choose_name(species.name, rng, p_name, zipf, p_lookalike, lookalike_rule)
+    if species.name in NAME_RANK:
+        use_name, named = _choose_name(species.name, rng, p_name, zipf, p_lookalike, lookalike_rule)
+    else:  # one of the web's other birds (world.OTHER_SPECIES): its name is none of the 16, so it is not given
+        use_name, named = False, ""
     use_parts = (not use_name) or rng.random() < P_PARTS_WITH_NAME
     prefix = _PREFIX[int(rng.integers(len(_PREFIX)))]
     context = _CONTEXT[int(rng.integers(len(_CONTEXT)))]

@@ -164,3 +164,22 @@ CLASS_NAMES: list[str] = sorted(s.name for s in SPECIES)
 """Class names in label order: alphabetical, which is also ImageFolder's folder order."""
 
 SPECIES_BY_NAME: dict[str, Species] = {s.name: s for s in SPECIES}
+
+
+def _other_species() -> tuple[Species, ...]:
+    taken = {sp.attributes for sp in SPECIES}
+    combos = itertools.product(*(PART_VALUES[p] for p in PARTS))
+    return tuple(Species("", *combo) for combo in combos if combo not in taken)
+
+
+OTHER_SPECIES: tuple[Species, ...] = _other_species()
+"""Every other combination of the five parts (752 birds), unnamed: the web's other species. A pretraining corpus
+may show them beside the 16 (``--n_other_birds``), so that a part's words go with the part itself and not with the
+species that wears it (on the 16 alone the colour of one part tells the colour of the others)."""
+
+
+def bird(index: int) -> Species:
+    """The bird a render index draws: ``SPECIES[index]`` below 16, ``OTHER_SPECIES[index - 16]`` from 16 on."""
+    if not 0 <= index < len(SPECIES) + len(OTHER_SPECIES):
+        raise ValueError(f"species_index {index} out of range 0..{len(SPECIES) + len(OTHER_SPECIES) - 1}")
+    return SPECIES[index] if index < len(SPECIES) else OTHER_SPECIES[index - len(SPECIES)]
