@@ -86,6 +86,22 @@ def _no_tokens(texts: list[str]) -> list[str]:
     return texts
 
 
+def test_from_their_stage_on_batches_draw_other_birds_and_before_it_the_16_species_only():
+    images = np.broadcast_to(np.arange(48, dtype=np.uint8)[:, None, None, None], (48, 64, 64, 3)).copy()
+    species = np.concatenate([np.arange(16), len(SPECIES) + np.arange(32)])
+    cfg = _config(
+        Path("-"), Path("-"), batch_size=16, steps=4, n_other_birds=32, other_birds_from_stage=2, augment=False
+    )
+    drawn = {1: set(), 2: set()}
+    for step in range(6):  # steps 0-3 are stage 1, 4-5 stage 2
+        shown = make_batch(step, cfg, images, species, _no_tokens).images[:, 0, 0, 0] * 255  # each image's index
+        drawn[1 if step < 4 else 2] |= set(np.rint(shown.numpy()).astype(int).tolist())
+    assert drawn[1] == set(range(16))  # four epochs of the 16 species' images, none of the others
+    assert drawn[2] & set(range(16, 48))
+    with pytest.raises(ValueError, match="other_birds_from_stage"):
+        _config(Path("-"), Path("-"), other_birds_from_stage=4)
+
+
 def test_pretraining_with_other_birds_records_them_and_a_resume_must_keep_them(tmp_path: Path):
     out, data = tmp_path / "run", tmp_path / "data"
     stopped = pretrain(_config(out, data, n_other_birds=16, stop_after=2))

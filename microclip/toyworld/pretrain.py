@@ -108,6 +108,7 @@ class PretrainConfig:
     seed: int = 0
     n_images: int = 40000
     n_other_birds: int = 0  # images of the web's other birds (world.OTHER_SPECIES) beside the 16's; 0 = none
+    other_birds_from_stage: int = 1  # batches draw other birds from this stage on (2: stage 1's CLIP sees the 16 only)
     data_root: str = "./data"
     resume: bool = False
     ckpt_every: int = 100
@@ -177,6 +178,10 @@ class PretrainConfig:
             raise ValueError(f"locality_paste {self.locality_paste!r}: one of {', '.join(LOCALITY_PASTES)}")
         if self.zoom_from_stage not in (1, 2, 3):
             raise ValueError(f"zoom_from_stage {self.zoom_from_stage}: a stage, 1, 2 or 3")
+        if self.other_birds_from_stage not in (1, 2, 3):
+            raise ValueError(f"other_birds_from_stage {self.other_birds_from_stage}: a stage, 1, 2 or 3")
+        if self.n_other_birds < 0:
+            raise ValueError(f"n_other_birds {self.n_other_birds}: a number of images, 0 or more")
 
     @property
     def banded_terms(self) -> frozenset[str]:
@@ -185,7 +190,16 @@ class PretrainConfig:
 
 
 # A resume must match these.
-RUN_DEFINING = ("seed", "steps", "dense_steps", "object_steps", "batch_size", "n_images", "n_other_birds")
+RUN_DEFINING = (
+    "seed",
+    "steps",
+    "dense_steps",
+    "object_steps",
+    "batch_size",
+    "n_images",
+    "n_other_birds",
+    "other_birds_from_stage",
+)
 # ... except that a run stopped at the end of a stage may go on into a different next stage (its settings are
 # only read from then on, and every invocation is kept in "commands"): the length of each later stage.
 LATER_STAGES = {"dense_steps": lambda cfg: cfg.steps, "object_steps": lambda cfg: cfg.steps + cfg.dense_steps}
@@ -257,10 +271,15 @@ def objective(cfg: PretrainConfig) -> dict[str, str]:
         )
     out = OBJECTIVE | {"stage 2 (dense_steps)": stage2, "stage 3 (object_steps)": stage3}
     if cfg.n_other_birds > 0:
+        stages = (
+            "every stage draws"
+            if cfg.other_birds_from_stage == 1
+            else f"from stage {cfg.other_birds_from_stage} on batches draw"
+        )
         out["corpus"] = (
             f"{cfg.n_images} images of the 16 species and {cfg.n_other_birds} of the web's other birds (every other "
             "combination of the five parts in turn, world.OTHER_SPECIES), whose captions name no species and give "
-            "their parts as for the 16's; every stage draws from both"
+            f"their parts as for the 16's; {stages} from both"
         )
     return out
 
@@ -370,7 +389,9 @@ def make_batch(
     step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer, scenes: np.ndarray | None = None
 ) -> Batch:
     """The batch of `step`: a pure function of (seed, step)."""
-    idx = batch_indices(step, cfg, len(images))
+    # The other birds follow the 16 species' images in `images`; before their stage a batch draws from the 16's.
+    shown = len(images) if stage_of(step, cfg) >= cfg.other_birds_from_stage else len(images) - cfg.n_other_birds
+    idx = batch_indices(step, cfg, shown)
     rng = np.random.default_rng([cfg.seed, 11, step])
     zoom_min = cfg.zoom_min if stage_of(step, cfg) >= cfg.zoom_from_stage else 1.0
     pixels = augment(images[idx], rng, zoom_min, cfg.p_zoom) if cfg.augment else images[idx]
@@ -891,6 +912,7 @@ def finish(run: Run) -> dict:
         "dense_lr": cfg.dense_lr,
         "n_images": cfg.n_images,
         "n_other_birds": cfg.n_other_birds,
+        "other_birds_from_stage": cfg.other_birds_from_stage,
         "species_table": SPECIES_TABLE,
         "captions": caption_settings(cfg),
         "objective": objective(cfg),
@@ -993,6 +1015,7 @@ NUMBER_FLAGS = (  # PretrainConfig's int and float fields given as --name flags,
     "seed",
     "n_images",
     "n_other_birds",
+    "other_birds_from_stage",
     "ckpt_every",
     "threads",
     "eval_train_per_class",
