@@ -214,32 +214,9 @@ def pretrain_corpus_path(root: str | Path, n_images: int, seed: int) -> Path:
 
 def ensure_pretrain_corpus(root: str | Path, n_images: int = 40000, seed: int = 0) -> Path:
     """Generate (once) and cache the pretraining images: species balanced, `i % 16` for image i."""
-    path = pretrain_corpus_path(root, n_images, seed)
-    if path.is_file():
-        with np.load(path) as z:
-            table = str(z["species_table"]) if "species_table" in z.files else "distance"
-            if (
-                int(z["generator_version"]) == GENERATOR_VERSION
-                and len(z["species"]) == n_images
-                and table == SPECIES_TABLE
-            ):
-                return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating %d pretraining images (seed %d) -> %s", n_images, seed, path)
-    images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     species = np.arange(n_images, dtype=np.int64) % len(SPECIES)
-    for i in range(n_images):
-        images[i] = render_bird(int(species[i]), image_rng(seed, "pretrain", i), IMAGE_SIZE).image
     labels = np.array([CLASS_NAMES.index(SPECIES[s].name) for s in species], np.int64)
-    _atomic_savez(
-        path,
-        images=images,
-        species=species,
-        labels=labels,
-        generator_version=np.array(GENERATOR_VERSION),
-        species_table=np.array(SPECIES_TABLE),
-    )
-    return path
+    return _ensure_corpus(pretrain_corpus_path(root, n_images, seed), species, "pretrain", seed, labels=labels)
 
 
 def other_birds_corpus_path(root: str | Path, n_images: int, seed: int) -> Path:
@@ -251,22 +228,30 @@ def ensure_other_birds_corpus(root: str | Path, n_images: int, seed: int = 0) ->
     """Generate (once) and cache `n_images` of the web's other birds (``world.OTHER_SPECIES``, each combination in
     turn: image i is render index ``16 + i % 752``), drawn from their own rng stream, so the species corpus
     beside them stays the same images."""
-    path = other_birds_corpus_path(root, n_images, seed)
+    species = len(SPECIES) + np.arange(n_images, dtype=np.int64) % len(OTHER_SPECIES)
+    return _ensure_corpus(other_birds_corpus_path(root, n_images, seed), species, "other_birds", seed)
+
+
+def _ensure_corpus(path: Path, species: np.ndarray, stream: str, seed: int, **extra: np.ndarray) -> Path:
+    """The cached corpus at `path`: image i is render index ``species[i]`` drawn from (seed, stream, i); reused when
+    it was made by this generator for this species table with as many images, else generated and saved with
+    `extra` arrays beside it."""
     if path.is_file():
         with np.load(path) as z:
-            current = int(z["generator_version"]) == GENERATOR_VERSION and str(z["species_table"]) == SPECIES_TABLE
-            if current and len(z["species"]) == n_images:
+            table = str(z["species_table"]) if "species_table" in z.files else "distance"  # caches before round 30
+            current = int(z["generator_version"]) == GENERATOR_VERSION and table == SPECIES_TABLE
+            if current and len(z["species"]) == len(species):
                 return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("generating %d images of other birds (seed %d) -> %s", n_images, seed, path)
-    images = np.empty((n_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    species = len(SPECIES) + np.arange(n_images, dtype=np.int64) % len(OTHER_SPECIES)
-    for i in range(n_images):
-        images[i] = render_bird(int(species[i]), image_rng(seed, "other_birds", i), IMAGE_SIZE).image
+    log.info("generating %d %s images (seed %d) -> %s", len(species), stream, seed, path)
+    images = np.empty((len(species), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, index in enumerate(species.tolist()):
+        images[i] = render_bird(index, image_rng(seed, stream, i), IMAGE_SIZE).image
     _atomic_savez(
         path,
         images=images,
         species=species,
+        **extra,
         generator_version=np.array(GENERATOR_VERSION),
         species_table=np.array(SPECIES_TABLE),
     )

@@ -182,6 +182,8 @@ class PretrainConfig:
             raise ValueError(f"other_birds_from_stage {self.other_birds_from_stage}: a stage, 1, 2 or 3")
         if self.n_other_birds < 0:
             raise ValueError(f"n_other_birds {self.n_other_birds}: a number of images, 0 or more")
+        if self.n_other_birds > 0 and self.scene_words:  # refused before any corpus is generated
+            raise ValueError("--scene_words reads the scenes of the 16 species' corpus only; drop --n_other_birds")
 
     @property
     def banded_terms(self) -> frozenset[str]:
@@ -805,8 +807,6 @@ def start_run(cfg: PretrainConfig) -> Run:
     corpus = ensure_pretrain_corpus(cfg.data_root, cfg.n_images, cfg.seed)
     images, species = load_pretrain_corpus(corpus)
     if cfg.n_other_birds > 0:
-        if cfg.scene_words:
-            raise ValueError("--scene_words reads the scenes of the 16 species' corpus only; drop --n_other_birds")
         other_images, other_species = load_pretrain_corpus(
             ensure_other_birds_corpus(cfg.data_root, cfg.n_other_birds, cfg.seed)
         )
