@@ -391,11 +391,12 @@ def make_batch(
     step: int, cfg: PretrainConfig, images: np.ndarray, species: np.ndarray, tokenizer, scenes: np.ndarray | None = None
 ) -> Batch:
     """The batch of `step`: a pure function of (seed, step)."""
+    stage = stage_of(step, cfg)
     # The other birds follow the 16 species' images in `images`; before their stage a batch draws from the 16's.
-    shown = len(images) if stage_of(step, cfg) >= cfg.other_birds_from_stage else len(images) - cfg.n_other_birds
+    shown = len(images) if stage >= cfg.other_birds_from_stage else len(images) - cfg.n_other_birds
     idx = batch_indices(step, cfg, shown)
     rng = np.random.default_rng([cfg.seed, 11, step])
-    zoom_min = cfg.zoom_min if stage_of(step, cfg) >= cfg.zoom_from_stage else 1.0
+    zoom_min = cfg.zoom_min if stage >= cfg.zoom_from_stage else 1.0
     pixels = augment(images[idx], rng, zoom_min, cfg.p_zoom) if cfg.augment else images[idx]
     dense = in_dense_stage(step, cfg) and cfg.scene_words and scenes is not None
     captions = [
