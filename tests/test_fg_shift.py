@@ -16,6 +16,8 @@ from microclip.toyworld.world import CLASS_NAMES, PARTS
 
 fg_shift = load_bench("fg_shift")
 EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
+# the shipped run's last saved epoch (the toy recipe's epoch count, whatever it is), None where none is shipped
+LAST = max((int(p.stem.split("-")[1]) for p in EPOCHS.glob("epoch-*.safetensors")), default=None)
 
 
 def test_taking_away_a_shared_shift_restores_the_answers():
@@ -51,12 +53,12 @@ def _rendered(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s.image for s, _ in samples]), np.array([c for _, c in samples])
 
 
-@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
 def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     test, train = _rendered("test", 2), _rendered("train", 2)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
     rows = fg_shift.measure_epochs(saved, test, train)
-    assert [row["epoch"] for row in rows] == [0, 8]
+    assert [row["epoch"] for row in rows] == [0, LAST]
     assert rows[0]["fg_unshifted"] == rows[0]["fg"]  # nothing has moved at the start
     images = torch.from_numpy(test[0]).permute(0, 3, 1, 2).float() / 255.0
     for row, (_, path) in zip(rows, saved):
@@ -91,10 +93,10 @@ def _erased_pairs() -> tuple[list, list, list]:
     return pairs
 
 
-@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
 def test_every_epochs_row_carries_its_own_models_part_removal():
     test, train = _rendered("test", 1), _rendered("train", 1)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
     pairs = _erased_pairs()
     rows = fg_shift.measure_epochs(saved, test, train, pairs=pairs)
     for row, (_, path) in zip(rows, saved):
@@ -105,10 +107,10 @@ def test_every_epochs_row_carries_its_own_models_part_removal():
     assert rows[0]["part_removal"] != rows[1]["part_removal"]  # each epoch's own model, not the last one's
 
 
-@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
 def test_part_removal_matches_the_models_own_probabilities():
     pairs = _erased_pairs()
-    model = load_model(EPOCHS / "epoch-8.safetensors").eval()
+    model = load_model(EPOCHS / f"epoch-{LAST}.safetensors").eval()
     shift = torch.full((model.heads.w_star.shape[1],), 0.05)
     drops = fg_shift.part_removal(model, shift, pairs)
 
@@ -127,14 +129,14 @@ def test_part_removal_matches_the_models_own_probabilities():
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only
 
 
-@pytest.mark.skipif(not (EPOCHS / "epoch-8.safetensors").is_file(), reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
 def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_it_as_it_was():
     test, train = _rendered("test", 2), _rendered("train", 2)
-    start, model = (load_model(EPOCHS / f"epoch-{n}.safetensors").eval() for n in (0, 8))
+    start, model = (load_model(EPOCHS / f"epoch-{n}.safetensors").eval() for n in (0, LAST))
     before = model.soap.value_proj.weight.clone()
     parts = fg_shift.value_map_parts(start, model, test, train)
     assert torch.equal(model.soap.value_proj.weight, before)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (8, EPOCHS / "epoch-8.safetensors")]
+    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
     row = fg_shift.measure_epochs(saved, test, train)
     assert parts["as_trained"]["fg"] == row[1]["fg"]
     assert parts["as_trained"]["shift_fg"] == pytest.approx(row[1]["shift_fg"], abs=1e-6)
