@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import load_bench
 
-from microclip.checkpoint import load_model
+from microclip.checkpoint import load_model, saved_epochs
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES, PARTS
 
 fg_shift = load_bench("fg_shift")
 EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
-# the shipped run's last saved epoch (the toy recipe's epoch count, whatever it is), None where none is shipped
-LAST = max((int(p.stem.split("-")[1]) for p in EPOCHS.glob("epoch-*.safetensors")), default=None)
+_SAVED = saved_epochs(EPOCHS)  # the shipped run's start and epochs; [] where they are not shipped
+LAST = _SAVED[-1][0] if len(_SAVED) > 1 else None  # its last epoch, whatever the toy recipe's epoch count
 
 
 def test_taking_away_a_shared_shift_restores_the_answers():
@@ -53,7 +53,7 @@ def _rendered(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s.image for s, _ in samples]), np.array([c for _, c in samples])
 
 
-@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
 def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     test, train = _rendered("test", 2), _rendered("train", 2)
     saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
@@ -93,7 +93,7 @@ def _erased_pairs() -> tuple[list, list, list]:
     return pairs
 
 
-@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
 def test_every_epochs_row_carries_its_own_models_part_removal():
     test, train = _rendered("test", 1), _rendered("train", 1)
     saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
@@ -107,7 +107,7 @@ def test_every_epochs_row_carries_its_own_models_part_removal():
     assert rows[0]["part_removal"] != rows[1]["part_removal"]  # each epoch's own model, not the last one's
 
 
-@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
 def test_part_removal_matches_the_models_own_probabilities():
     pairs = _erased_pairs()
     model = load_model(EPOCHS / f"epoch-{LAST}.safetensors").eval()
@@ -129,7 +129,7 @@ def test_part_removal_matches_the_models_own_probabilities():
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only
 
 
-@pytest.mark.skipif(not LAST, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
 def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_it_as_it_was():
     test, train = _rendered("test", 2), _rendered("train", 2)
     start, model = (load_model(EPOCHS / f"epoch-{n}.safetensors").eval() for n in (0, LAST))
