@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import load_bench
+from conftest import last_shipped_epoch, load_bench
 
-from microclip.checkpoint import load_model, saved_epochs
+from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES
 
 class_margins = load_bench("class_margins")
-EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
-_SAVED = saved_epochs(EPOCHS)  # the shipped run's start and epochs; [] where they are not shipped
-LAST_EPOCH = _SAVED[-1][1] if len(_SAVED) > 1 else None  # its last epoch, whatever the toy recipe's epoch count
+_, LAST_EPOCH = last_shipped_epoch()
 
 
 def test_margins_rivals_and_right_shares_by_hand():

@@ -64,13 +64,11 @@ def test_the_shipped_model_s_two_lost_species_are_tied_and_lost_to_a_tie(tmp_pat
     # independently: the record's last row and the ties of the descriptions the checkpoint carries
     row = json.loads(SHIPPED.with_suffix(".json").read_text())["log"][-1]
     lost = sorted(c for c, acc in row["test_per_class"].items() if acc < 50)
-    ties = description_ties(read_adapted(SHIPPED)[1].descriptions)
+    meta = read_adapted(SHIPPED)[1]
+    ties = description_ties(meta.descriptions)
     assert run["lost"] == lost and run["tied"] == sorted(c for c, t in ties.items() if t)
     assert run["lost_to_a_tie"] == sorted(c for c in lost if row["test_confused_with"][c][0] in ties[c])
-    assert (
-        report["species_table"] == "distance"
-        and run["epoch"] == row["epoch"] == read_adapted(SHIPPED)[1].training["config"]["epochs"]
-    )
+    assert report["species_table"] == "distance" and run["epoch"] == row["epoch"] == meta.training["config"]["epochs"]
     assert f"{len(lost)} lost, {len(run['lost_tied'])} of them tied" in out.stdout
 
 

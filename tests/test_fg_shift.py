@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_bench
+from conftest import last_shipped_epoch, load_bench
 
-from microclip.checkpoint import load_model, saved_epochs
+from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES, PARTS
 
 fg_shift = load_bench("fg_shift")
 EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
-_SAVED = saved_epochs(EPOCHS)  # the shipped run's start and epochs; [] where they are not shipped
-LAST = _SAVED[-1][0] if len(_SAVED) > 1 else None  # its last epoch, whatever the toy recipe's epoch count
+LAST, _ = last_shipped_epoch()
 
 
 def test_taking_away_a_shared_shift_restores_the_answers():
