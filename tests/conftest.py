@@ -23,13 +23,13 @@ CLASSES = ["red square", "green disc", "blue bar"]
 BUNDLED_TOY_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip.safetensors"
 
 
-def last_shipped_epoch() -> tuple[int, Path] | tuple[None, None]:
-    """The bundled toy model's last saved epoch (its number and file), found beside it as the app finds it, whatever
-    the toy recipe's epoch count; (None, None) when its epochs are not shipped."""
+def shipped_start_and_last_epoch() -> list[tuple[int, Path]]:
+    """The bundled toy model's start and last saved epoch (number and file), found beside it as the app finds them,
+    whatever the toy recipe's epoch count; [] when its epochs are not shipped."""
     from microclip.checkpoint import epochs_beside
 
     saved = epochs_beside(BUNDLED_TOY_MODEL)
-    return saved[-1] if len(saved) > 1 else (None, None)
+    return [saved[0], saved[-1]] if len(saved) > 1 else []
 
 
 def load_bench(name: str):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import last_shipped_epoch, load_bench
+from conftest import load_bench, shipped_start_and_last_epoch
 
 from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES
 
 class_margins = load_bench("class_margins")
-_, LAST_EPOCH = last_shipped_epoch()
+SAVED = shipped_start_and_last_epoch()
 
 
 def test_margins_rivals_and_right_shares_by_hand():
@@ -36,11 +36,11 @@ def test_a_tie_is_not_right():
     assert out["a"]["margin"] == 0.0 and out["a"]["right"] == 0.0
 
 
-@pytest.mark.skipif(LAST_EPOCH is None, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not SAVED, reason="the toy model's epochs are not shipped")
 def test_on_a_shipped_epoch_the_right_share_is_the_models_own_accuracy():
     samples = [(render_split_sample("train", c, i, seed=0).image, c) for c in range(len(CLASS_NAMES)) for i in range(2)]
     images, labels = np.stack([s for s, _ in samples]), np.array([c for _, c in samples])
-    model = load_model(LAST_EPOCH)
+    model = load_model(SAVED[-1][1])
     logits = class_margins.branch_logits(model, images)
     with torch.no_grad():
         batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0

@@ -3,20 +3,18 @@ epochs against the model's own [FG] logits."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import last_shipped_epoch, load_bench
+from conftest import load_bench, shipped_start_and_last_epoch
 
 from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES, PARTS
 
 fg_shift = load_bench("fg_shift")
-EPOCHS = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip-epochs"
-LAST, _ = last_shipped_epoch()
+SAVED = shipped_start_and_last_epoch()  # [(0, start), (last, its file)]
+LAST = SAVED[-1][0] if SAVED else None
 
 
 def test_taking_away_a_shared_shift_restores_the_answers():
@@ -52,15 +50,14 @@ def _rendered(split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s.image for s, _ in samples]), np.array([c for _, c in samples])
 
 
-@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not SAVED, reason="the toy model's epochs are not shipped")
 def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     test, train = _rendered("test", 2), _rendered("train", 2)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
-    rows = fg_shift.measure_epochs(saved, test, train)
+    rows = fg_shift.measure_epochs(SAVED, test, train)
     assert [row["epoch"] for row in rows] == [0, LAST]
     assert rows[0]["fg_unshifted"] == rows[0]["fg"]  # nothing has moved at the start
     images = torch.from_numpy(test[0]).permute(0, 3, 1, 2).float() / 255.0
-    for row, (_, path) in zip(rows, saved):
+    for row, (_, path) in zip(rows, SAVED):
         with torch.no_grad():
             logits = load_model(path).eval()(images).logits
         assert row["fg"] == pytest.approx(100.0 * float((logits.fg.argmax(1).numpy() == test[1]).mean()))
@@ -69,7 +66,7 @@ def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     # both branches' shifts, by hand from the two models' train embeddings
     train_images = torch.from_numpy(train[0]).permute(0, 3, 1, 2).float() / 255.0
     with torch.no_grad():
-        ends = [load_model(path).eval()(train_images) for _, path in saved]
+        ends = [load_model(path).eval()(train_images) for _, path in SAVED]
     f_shift = ends[1].fg_embed.mean(0) - ends[0].fg_embed.mean(0)
     g_shift = ends[1].tokens.cls_embed.mean(0) - ends[0].tokens.cls_embed.mean(0)
     assert rows[1]["shift_fg"] == pytest.approx(float(f_shift.norm()), abs=1e-5)
@@ -92,13 +89,12 @@ def _erased_pairs() -> tuple[list, list, list]:
     return pairs
 
 
-@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not SAVED, reason="the toy model's epochs are not shipped")
 def test_every_epochs_row_carries_its_own_models_part_removal():
     test, train = _rendered("test", 1), _rendered("train", 1)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
     pairs = _erased_pairs()
-    rows = fg_shift.measure_epochs(saved, test, train, pairs=pairs)
-    for row, (_, path) in zip(rows, saved):
+    rows = fg_shift.measure_epochs(SAVED, test, train, pairs=pairs)
+    for row, (_, path) in zip(rows, SAVED):
         model = load_model(path).eval()
         own = fg_shift.part_removal(model, torch.zeros(model.heads.w_star.shape[1]), pairs)
         for branch in ("cls", "fg", "fused"):  # these do not depend on the shift
@@ -106,10 +102,10 @@ def test_every_epochs_row_carries_its_own_models_part_removal():
     assert rows[0]["part_removal"] != rows[1]["part_removal"]  # each epoch's own model, not the last one's
 
 
-@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not SAVED, reason="the toy model's epochs are not shipped")
 def test_part_removal_matches_the_models_own_probabilities():
     pairs = _erased_pairs()
-    model = load_model(EPOCHS / f"epoch-{LAST}.safetensors").eval()
+    model = load_model(SAVED[-1][1]).eval()
     shift = torch.full((model.heads.w_star.shape[1],), 0.05)
     drops = fg_shift.part_removal(model, shift, pairs)
 
@@ -128,15 +124,14 @@ def test_part_removal_matches_the_models_own_probabilities():
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only
 
 
-@pytest.mark.skipif(LAST is None, reason="the toy model's epochs are not shipped")
+@pytest.mark.skipif(not SAVED, reason="the toy model's epochs are not shipped")
 def test_value_map_parts_score_the_trained_model_with_each_value_map_and_leave_it_as_it_was():
     test, train = _rendered("test", 2), _rendered("train", 2)
-    start, model = (load_model(EPOCHS / f"epoch-{n}.safetensors").eval() for n in (0, LAST))
+    start, model = (load_model(path).eval() for _, path in SAVED)
     before = model.soap.value_proj.weight.clone()
     parts = fg_shift.value_map_parts(start, model, test, train)
     assert torch.equal(model.soap.value_proj.weight, before)
-    saved = [(0, EPOCHS / "epoch-0.safetensors"), (LAST, EPOCHS / f"epoch-{LAST}.safetensors")]
-    row = fg_shift.measure_epochs(saved, test, train)
+    row = fg_shift.measure_epochs(SAVED, test, train)
     assert parts["as_trained"]["fg"] == row[1]["fg"]
     assert parts["as_trained"]["shift_fg"] == pytest.approx(row[1]["shift_fg"], abs=1e-6)
     # by hand: the trained model with the start's value map (the identity), everything else as trained
