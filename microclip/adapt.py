@@ -60,6 +60,8 @@ class Adaptation:
     # training images, centre-cropped: measured at each epoch's end and by measure_drift
     shift_probe: ShiftProbe
     provenance: dict = field(default_factory=dict)
+    # labelled images to choose a recipe by (train.py --val_dataset), scored as the test split is
+    val_set: SeededDataset | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -70,6 +72,12 @@ class Adaptation:
         if self.test_set is None:
             return None
         return evaluate_as(self.model, self.test_set, self.recipe, self.device)
+
+    def evaluate_validation(self) -> EvalResult | None:
+        """As :meth:`evaluate`, on the validation data (None without it)."""
+        if self.val_set is None:
+            return None
+        return evaluate_as(self.model, self.val_set, self.recipe, self.device)
 
     def fit(
         self,
@@ -98,6 +106,7 @@ class Adaptation:
             restore=restore,
             shift_probe=None if self.recipe.mode in CLS_ONLY_MODES else self.shift_probe,
             shift_each_epoch=shift_each_epoch,
+            val_set=self.val_set,
         )
         return AdaptResult(
             history=result.history,
@@ -158,11 +167,13 @@ def prepare(
     eval_crop: str = "center",
     device: torch.device | str = "cpu",
     provenance: dict | None = None,
+    val_data: Dataset | None = None,
 ) -> Adaptation:
     """Build the model for ``train_data.classes`` from ``base`` = (open_clip name or ``local-dir:``, tag).
 
     ``base_seed`` seeds a randomly initialised base (``pretrained='none'``) so the same base is rebuilt;
-    the run's own randomness is ``recipe.seed``.
+    the run's own randomness is ``recipe.seed``. ``val_data`` (labelled, the classes of ``train_data``) is scored
+    at every test evaluation, with the test data's transform.
     """
     classes = list(train_data.classes)
     if len(classes) < 2:
@@ -186,10 +197,9 @@ def prepare(
     )
     image_size = recipe.input_size or model.backbone.image_size
     train_set = SeededDataset(train_data, recipe.views(image_size), seed=recipe.seed)
-    test_set = (
-        SeededDataset(test_data, test_transform(image_size, crop=eval_crop), seed=recipe.seed)
-        if test_data is not None
-        else None
+    test_set, val_set = (
+        SeededDataset(data, test_transform(image_size, crop=eval_crop), seed=recipe.seed) if data is not None else None
+        for data in (test_data, val_data)
     )
     # the training images without labels, centre-cropped: what the shift is measured on (and centred on)
     probe_data = SeededDataset(train_data, test_transform(image_size, crop="center"), seed=recipe.seed)
@@ -205,6 +215,7 @@ def prepare(
         descriptions=descriptions,
         device=device,
         provenance=dict(provenance or {}),
+        val_set=val_set,
         shift_probe=ShiftProbe(model.adapted_state(), probe_data, recipe.test_batch_size),
     )
 

@@ -26,6 +26,7 @@ from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
 from microclip.data.descriptions import load_descriptions
+from microclip.data.errors import DatasetError
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
@@ -39,6 +40,7 @@ from microclip.engine import (
     evaluate_as,
     per_class_test_fields,
     select_device,
+    validation_fields,
 )
 from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
@@ -204,6 +206,13 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
         "--no_decay_groups",
         action="store_true",
         help="no weight decay on LayerNorms (the reference intended it; its grouping never matched)",
+    )
+    parser.add_argument(
+        "--val_dataset",
+        default=None,
+        help="labelled images to choose a recipe by (an image folder, a CSV or a benchmark's test split, the "
+        "training data's classes): scored at every test evaluation into log.jsonl's and metrics.json's val_ fields, "
+        "so that the test split is read once, for the recipe chosen",
     )
     modes = parser.add_argument_group("baselines")
     modes.add_argument(
@@ -636,6 +645,8 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
             **{f"test_{k}": v for k, v in result.summary(ZERO_SHOT_BRANCH).items()},
             **per_class_test_fields(result, config.reported_branch),
         }
+        if (validation := run.evaluate_validation()) is not None:
+            initial.update(validation_fields(validation, ZERO_SHOT_BRANCH))
         if args.eval:
             return _report_initial(args, output_dir, result)
         log.info(
@@ -666,6 +677,24 @@ def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     return _finish(args, config, run, result, initial, output_dir)
 
 
+def _validation_data(args: argparse.Namespace, classes: list[str]) -> ImageDataset | None:
+    """--val_dataset, read as evaluate.py reads --dataset; a folder missing one of ``classes`` is an error here."""
+    if args.val_dataset is None:
+        return None
+    try:
+        data = build_dataset(
+            args.val_dataset, "test", root=args.data_root, classnames=classes, protocol=args.data_split
+        )
+    except (ValueError, FileNotFoundError) as error:  # the data layer's errors; say which of the run's data sets
+        raise type(error)(f"--val_dataset: {error} (the training data's classes: {', '.join(classes)})") from None
+    if list(data.classes) != classes:
+        raise DatasetError(
+            f"--val_dataset {args.val_dataset} has classes {', '.join(data.classes)}; the training data's are "
+            f"{', '.join(classes)}"
+        )
+    return data
+
+
 def _prepare(args: argparse.Namespace, train_cfg: dict, config: Recipe, base: tuple[str, str | None], device):
     """The run's data, text sources and model (``adapt.prepare``), logged in two lines."""
     templates = read_templates(args, train_cfg)  # before the data: a missing file should not wait for a download
@@ -682,6 +711,7 @@ def _prepare(args: argparse.Namespace, train_cfg: dict, config: Recipe, base: tu
         read_descriptions(args, train_cfg, list(train_base.classes)),
         method_config(args),
         test_data=test_base,
+        val_data=_validation_data(args, list(train_base.classes)),
         use_handcrafted=bool(train_cfg.get("use_handcrafted", False)) or args.zero_shot == "templates",
         base_seed=args.seed,
         eval_crop=args.eval_crop,
@@ -763,6 +793,7 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
         "acc_fg": final.get("test_acc_fg"),
         **{f"acc_{b}": final[f"test_acc_{b}"] for b in UNSHIFTED_BRANCHES if f"test_acc_{b}" in final},
         "mean_per_class": final.get("test_mean_per_class"),
+        **{key: value for key, value in final.items() if key.startswith("val_")},
         "epochs": len(result.history),
         "steps": result.global_step,
         "stopped": result.stopped,
@@ -782,9 +813,10 @@ def _finish(args: argparse.Namespace, config: Recipe, run, result, initial: dict
     save_adapted(output_dir / "checkpoint.safetensors", run.model.adapted_state(), meta)
     atomic_write_json(output_dir / "metrics.json", metrics)
     log.info(
-        "done: test top-1 %s (zero-shot %s); checkpoint %s",
+        "done: test top-1 %s (zero-shot %s)%s; checkpoint %s",
         _fmt(metrics["acc"]),
         _fmt(metrics["zero_shot_acc"]),
+        f"; validation top-1 {_fmt(metrics['val_acc'])}" if "val_acc" in metrics else "",
         output_dir / "checkpoint.safetensors",
     )
     return 0

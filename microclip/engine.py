@@ -503,6 +503,7 @@ def fit(
     restore: Callable[[MicroCLIP, OptimizerStep], None] | None = None,
     shift_probe: ShiftProbe | None = None,
     shift_each_epoch: bool = False,
+    val_set: Dataset | None = None,
 ) -> FitResult:
     """Self-train ``model`` on the (unlabelled) ``train_set`` of ``(views (2+K, 3, S, S), label or -1, index)``.
 
@@ -516,7 +517,8 @@ def fit(
     evaluation (which then also scores `[FG]` and the fused answer without it) and logs its length; at other epoch
     ends, and after a stop, ``model.fg_shift`` is None, so nothing reads a stale one: once fit returns it is the
     shift of the model as it is, or None. A measure costs one pass over at most ``drift.SHIFT_IMAGES`` training
-    images.
+    images. ``val_set`` (labelled images the test split does not hold) is scored whenever the test split is, into
+    the row's ``val_`` fields: numbers to choose a recipe by, so that the test split is read once, at the end.
     Unlike the read-only calls (``evaluate``, ``explain``), it hands the model back in eval mode, ready to explain.
     """
     device = torch.device(device)
@@ -576,7 +578,7 @@ def fit(
                 save()
         if not stopped:
             seconds = time.perf_counter() - epoch_start
-            row = _end_epoch(model, state, test_set, seconds, device, shift_probe, shift_each_epoch)
+            row = _end_epoch(model, state, test_set, seconds, device, shift_probe, shift_each_epoch, val_set)
             state.history.append(row)
             save()
             _emit(callbacks, "on_epoch_end", state, state.history[-1])
@@ -648,6 +650,11 @@ def per_class_test_fields(result: EvalResult, branch: str) -> dict:
     }
 
 
+def validation_fields(result: EvalResult, branch: str) -> dict:
+    """A validation evaluation's log fields: the test fields' accuracies under ``val_`` (no per-class tables)."""
+    return {f"val_{k}": v for k, v in result.summary(branch).items()}
+
+
 def _as_logged(pairs: dict[str, tuple[str, float] | None]) -> dict[str, list | None]:
     """As the row reads back from JSON (a resumed run's history), so that a row is the same either way."""
     return {name: list(pair) if pair is not None else None for name, pair in pairs.items()}
@@ -682,9 +689,10 @@ def _end_epoch(
     device: torch.device,
     shift_probe: ShiftProbe | None = None,
     shift_each_epoch: bool = False,
+    val_set: Dataset | None = None,
 ) -> dict:
-    """The epoch's history row: the test evaluation on schedule (and always after the last epoch), and with a probe
-    `[FG]`'s shift before it (at every epoch's end with ``shift_each_epoch``)."""
+    """The epoch's history row: the test (and validation) evaluation on schedule (and always after the last epoch),
+    and with a probe `[FG]`'s shift before it (at every epoch's end with ``shift_each_epoch``)."""
     config = state.config
     row = {
         "epoch": state.epoch + 1,
@@ -699,7 +707,7 @@ def _end_epoch(
     last = state.global_step >= state.total_steps
     due = last or (config.eval_every and (state.epoch + 1) % config.eval_every == 0)
     if shift_probe is not None and state.is_main:
-        measured = shift_each_epoch or (due and test_set is not None)
+        measured = shift_each_epoch or (due and (test_set is not None or val_set is not None))
         model.fg_shift = shift_probe.measure(model) if measured else None
         if model.fg_shift is not None:
             row["train_shift_fg"] = float(model.fg_shift.norm())
@@ -707,6 +715,8 @@ def _end_epoch(
         result = evaluate_as(model, test_set, config, device)
         row.update({f"test_{k}": v for k, v in result.summary(config.reported_branch).items()})
         row.update(per_class_test_fields(result, config.reported_branch))
+    if val_set is not None and state.is_main and due:
+        row.update(validation_fields(evaluate_as(model, val_set, config, device), config.reported_branch))
     state.epoch, state.step_in_epoch = state.epoch + 1, 0
     return row
 

@@ -41,13 +41,24 @@ def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("run")
     done = run(
+        *two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, out),
+        "--val_dataset",
+        str(image_dataset_root / "shapes" / "train"),  # labelled class folders that are not the test split
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, descriptions, done
+
+
+def two_epoch_run(dataset_root: Path, model_dir: Path, descriptions: Path, out: Path) -> list[str]:
+    """The ``trained`` run's command line, without its validation folder."""
+    return [
         "train.py",
         "--dataset",
-        str(image_dataset_root / "shapes"),
+        str(dataset_root / "shapes"),
         "--train_config",
         "ours_vit_b_32_cupl_proto",
         "--clip_model",
-        f"local-dir:{tiny_model_dir}",
+        f"local-dir:{model_dir}",
         "--text_descriptions_path",
         str(descriptions),
         "--epochs",
@@ -59,9 +70,7 @@ def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
         "--output_dir",
         str(out),
         "--keep_epochs",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, descriptions, done
+    ]
 
 
 def test_train_writes_the_reference_outputs(trained):
@@ -118,6 +127,74 @@ def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     for name, value in lead.items():
         line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name))
         assert f"lead {value:+.2f}" in line and (value > 0 or per_class[name] < 100.0)
+
+
+def test_validation_scores_are_evaluate_on_the_validation_folder(trained, image_dataset_root):
+    """--val_dataset: every logged epoch (the start's too) and metrics.json carry val_ accuracies, and evaluate.py on
+    that folder with the run's checkpoint, or a kept epoch's, gives them again; the test fields are untouched."""
+    out, _, done = trained
+    folder = image_dataset_root / "shapes" / "train"
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all({"val_acc", "val_acc_fused", "val_acc_cls", "val_acc_fg", "val_n"} <= set(line) for line in lines)
+    assert lines[0]["val_n"] == len(list(folder.rglob("*.png")))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_acc"] == lines[-1]["val_acc"] and metrics["acc"] == lines[-1]["test_acc"]
+    assert f"validation top-1 {metrics['val_acc']:.2f}%" in done.stderr
+    for checkpoint, row in (
+        (out / "checkpoint.safetensors", lines[-1]),
+        (out / "epochs" / "epoch-1.safetensors", lines[1]),
+    ):
+        evaluated_dir = out / f"val-{checkpoint.stem}"
+        scored = run(
+            "evaluate.py", "--dataset", str(folder), "--ckpt-path", str(checkpoint), "--output_dir", str(evaluated_dir)
+        )
+        assert scored.returncode == 0, scored.stderr[-3000:]
+        evaluated = json.loads((evaluated_dir / "metrics.json").read_text())
+        for branch in ("fused", "cls", "fg"):
+            assert evaluated[f"acc_{branch}"] == pytest.approx(row[f"val_acc_{branch}"])
+
+
+def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root, tiny_model_dir, tmp_path):
+    """The same run without --val_dataset ends with the same tensors and the same test accuracy: scoring a
+    validation folder draws on no randomness the run's own training uses."""
+    from safetensors.torch import load_file
+
+    out, descriptions, _ = trained
+    plain = tmp_path / "plain"
+    done = run(*two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, plain))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with_val, without = load_file(out / "checkpoint.safetensors"), load_file(plain / "checkpoint.safetensors")
+    assert set(with_val) == set(without) and all(torch.equal(with_val[k], without[k]) for k in with_val)
+    metrics, plain_metrics = (json.loads((d / "metrics.json").read_text()) for d in (out, plain))
+    assert metrics["acc"] == plain_metrics["acc"] and "val_acc" not in plain_metrics
+
+
+def test_a_validation_folder_without_every_class_fails_before_anything_is_written(
+    image_dataset_root, tiny_model_dir, tmp_path
+):
+    import shutil
+
+    partial = tmp_path / "val"
+    for name in ("blue bar", "green disc"):  # no "red square"
+        shutil.copytree(image_dataset_root / "shapes" / "test" / name, partial / name)
+    out = tmp_path / "run"
+    done = run(
+        "train.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--clip_model",
+        f"local-dir:{tiny_model_dir}",
+        "--no_descriptions",
+        "--epochs",
+        "1",
+        "--output_dir",
+        str(out),
+        "--val_dataset",
+        str(partial),
+    )
+    assert done.returncode == 2
+    assert "--val_dataset" in done.stderr and "red square" in done.stderr
+    assert not out.exists()
 
 
 def evaluate_epoch(out: Path, dataset_root: Path, epoch: int) -> tuple[dict, dict]:
