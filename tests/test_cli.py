@@ -170,28 +170,16 @@ def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root
 
 
 def test_a_validation_folder_without_every_class_fails_before_anything_is_written(
-    image_dataset_root, tiny_model_dir, tmp_path
+    trained, image_dataset_root, tiny_model_dir, tmp_path
 ):
     import shutil
 
+    _, descriptions, _ = trained
     partial = tmp_path / "val"
     for name in ("blue bar", "green disc"):  # no "red square"
         shutil.copytree(image_dataset_root / "shapes" / "test" / name, partial / name)
     out = tmp_path / "run"
-    done = run(
-        "train.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
-        "--clip_model",
-        f"local-dir:{tiny_model_dir}",
-        "--no_descriptions",
-        "--epochs",
-        "1",
-        "--output_dir",
-        str(out),
-        "--val_dataset",
-        str(partial),
-    )
+    done = run(*two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, out), "--val_dataset", str(partial))
     assert done.returncode == 2
     assert "--val_dataset" in done.stderr and "red square" in done.stderr
     assert not out.exists()
