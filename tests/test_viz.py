@@ -172,3 +172,22 @@ def test_colorbar_runs_from_the_colormaps_low_end_to_its_high_end():
     assert bar.shape == (40, 200, 3)
     assert np.array_equal(bar[0, 0], colorize(np.zeros((1, 1)), "jet")[0, 0])
     assert np.array_equal(bar[0, -1], colorize(np.ones((1, 1)), "jet")[0, 0])
+
+
+def test_accuracy_figure_draws_the_validation_answer_where_the_run_logged_one():
+    """The dashed validation line is the logged val_acc_fused, epoch by epoch; a run without one draws no such line."""
+    from viz.plots import accuracy_figure
+
+    rows = [
+        {"epoch": 0, "test_acc_fused": 50.0, "test_acc_cls": 52.0, "test_acc_fg": 48.0, "val_acc_fused": 49.0},
+        {"epoch": 1, "test_acc_fused": 60.0, "test_acc_cls": 58.0, "test_acc_fg": 55.0, "val_acc_fused": 61.5},
+        {"epoch": 2, "test_acc_fused": 65.0, "test_acc_cls": 60.0, "test_acc_fg": 57.0, "val_acc_fused": 63.25},
+    ]
+    lines = {line.get_label(): line for line in accuracy_figure(rows).axes[0].lines}
+    validation = [line for label, line in lines.items() if label.endswith("validation")]
+    assert len(validation) == 1 and validation[0].get_linestyle() == "--"
+    assert list(validation[0].get_xdata()) == [0, 1, 2]
+    assert list(validation[0].get_ydata()) == [49.0, 61.5, 63.25]
+    assert len(lines) == 4  # the three test branches beside it
+    plain = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in rows]
+    assert not any(line.get_label().endswith("validation") for line in accuracy_figure(plain).axes[0].lines)

@@ -18,7 +18,8 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def accuracy_figure(history: list[dict]) -> plt.Figure:
-    """Test top-1 per epoch for the fused, [CLS]-only and [FG]-only predictions (epoch 0 = zero-shot)."""
+    """Test top-1 per epoch for the fused, [CLS]-only and [FG]-only predictions (epoch 0 = zero-shot), and the fused
+    answer on the validation folder where the run had one (``train.py --val_dataset``), dashed."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     # Older logs have no test_acc_fused; there test_acc is the fused accuracy.
     fused = "test_acc_fused" if any("test_acc_fused" in row for row in history) else "test_acc"
@@ -28,7 +29,12 @@ def accuracy_figure(history: list[dict]) -> plt.Figure:
         epochs, values = _series(history, key)
         if values:
             axis.plot(epochs, values, marker="o", label=label)
-    axis.set(xlabel="epoch", ylabel="test top-1 (%)", title="Test accuracy")
+    epochs, values = _series(history, "val_acc_fused")
+    if values:
+        axis.plot(
+            epochs, values, marker="s", linestyle="--", color="grey", label=f"{BRANCH_LABELS['fused']}, validation"
+        )
+    axis.set(xlabel="epoch", ylabel="top-1 (%)", title="Test and validation accuracy" if values else "Test accuracy")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
