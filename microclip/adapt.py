@@ -69,15 +69,14 @@ class Adaptation:
 
     def evaluate(self) -> EvalResult | None:
         """Fused, [CLS] and [FG] accuracy of the current model on the test data (None without it)."""
-        if self.test_set is None:
-            return None
-        return evaluate_as(self.model, self.test_set, self.recipe, self.device)
+        return self._score(self.test_set)
 
     def evaluate_validation(self) -> EvalResult | None:
         """As :meth:`evaluate`, on the validation data (None without it)."""
-        if self.val_set is None:
-            return None
-        return evaluate_as(self.model, self.val_set, self.recipe, self.device)
+        return self._score(self.val_set)
+
+    def _score(self, data: SeededDataset | None) -> EvalResult | None:
+        return None if data is None else evaluate_as(self.model, data, self.recipe, self.device)
 
     def fit(
         self,

@@ -26,7 +26,6 @@ from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
 from microclip.data.descriptions import load_descriptions
-from microclip.data.errors import DatasetError
 from microclip.data.names import read_classnames
 from microclip.data.shipped import shipped_templates
 from microclip.data.transforms import SeededDataset, test_transform
@@ -687,12 +686,7 @@ def _validation_data(args: argparse.Namespace, classes: list[str]) -> ImageDatas
         )
     except (ValueError, FileNotFoundError) as error:  # the data layer's errors; say which of the run's data sets
         raise type(error)(f"--val_dataset: {error} (the training data's classes: {', '.join(classes)})") from None
-    if list(data.classes) != classes:
-        raise DatasetError(
-            f"--val_dataset {args.val_dataset} has classes {', '.join(data.classes)}; the training data's are "
-            f"{', '.join(classes)}"
-        )
-    return data
+    return data  # build_dataset has paired its classes with ``classes``, or raised
 
 
 def _prepare(args: argparse.Namespace, train_cfg: dict, config: Recipe, base: tuple[str, str | None], device):
