@@ -127,6 +127,8 @@ class AdaptRequest:
     seed: int = 0  # fixes the run: data order and crops
     # SOAP's values centred before W_v (train.py --centre_values, not the reference's): None keeps the chosen entry's
     centre_values: bool | None = None
+    # DKA's weight of the static labels (crops against W_LLM; train.py --gamma): None keeps the data set's recipe's
+    gamma: float | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not if asked."""
@@ -137,6 +139,7 @@ class AdaptRequest:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
         return Recipe.from_sources(
             Recipe.for_dataset(dataset),
+            {"gamma": self.gamma},  # None keeps the data set's
             epochs=None,
             max_steps=self.steps,
             batch_size=min(self.batch_size, n_images),
@@ -160,6 +163,8 @@ class AdaptRequest:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
+        if self.gamma is not None and not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma = {self.gamma:g} is outside the allowed range 0..1")
         if not limits.min_lr <= self.lr <= limits.max_lr:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"

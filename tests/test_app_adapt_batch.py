@@ -21,7 +21,8 @@ import pytest
 from conftest import CLASSES, draw_sample, serve, tiny_base_registry, write_image_folder, zip_folder
 from PIL import Image
 
-from microclip.checkpoint import load_model
+from microclip.checkpoint import load_model, read_adapted
+from microclip.recipe import Recipe
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
 from ui.adapt import CENTRING
@@ -39,6 +40,7 @@ RUN = dict(
 )
 TIMEOUT = 60.0
 CENTRED = next(choice for choice, centred in CENTRING.items() if centred)
+AS_CHOSEN = next(iter(CENTRING))  # SOAP's values as the chosen model has them
 
 # (file, the message the user gets): each is refused by the batch endpoint and fails an adaptation run.
 BAD_ZIPS = [
@@ -307,6 +309,21 @@ def test_a_run_can_centre_soap_s_values_and_saves_the_centre(app, files):
     wait_until(app.client, job_id, finished, "a one-step run")
     path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
     assert not load_model(path).config.centre_values
+
+
+def test_a_run_takes_dka_s_gamma_and_records_it(app, files):
+    # which half then labels the run is tested on the toy model (tests/test_jobs.py): on this random tower both
+    # halves give the same labels
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring=AS_CHOSEN, gamma=0.8)
+    wait_until(app.client, job_id, finished, "a one-step run")
+    path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+    assert read_adapted(path)[1].training["config"]["gamma"] == 0.8
+    with pytest.raises(AppError, match="greater than maximum value 1"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring=AS_CHOSEN, gamma=1.5)
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1)  # left out: the data set's recipe's
+    wait_until(app.client, job_id, finished, "a one-step run")
+    path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+    assert read_adapted(path)[1].training["config"]["gamma"] == Recipe.for_dataset("default").gamma
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES
+from conftest import BUNDLED_TOY_MODEL, CLASSES
 
 from microclip.checkpoint import load_model, read_adapted
-from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus, QueueFullError, status_markdown
+from microclip.recipe import Recipe
+from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest, JobStatus, QueueFullError, status_markdown
 from studio.registry import ModelRegistry
 
 
@@ -51,6 +52,27 @@ def test_a_request_adapts_with_the_entry_s_method_unless_it_asks_for_centring(re
     centred = AdaptRequest(centre_values=True).method(entry)
     assert centred.centre_values and centred == replace(entry, centre_values=True)
     assert AdaptRequest(centre_values=False).method(centred) == entry
+
+
+def test_dka_s_gamma_decides_which_half_labels_a_run_of_the_toy_model(tmp_path):
+    """γ = 1: every pseudo-label is the static half's (crops against W_LLM); γ = 0: the dynamic half's (the fused weak
+    view against W*). On the bundled toy model the two halves disagree, so each run's labels tell which one it used."""
+    toy = ModelRegistry("cpu")
+    toy.add_checkpoint(BUNDLED_TOY_MODEL, "toy", default=True)
+    runner = AdaptationRunner(toy, tmp_path)
+    halves = {1.0: "pl_acc_static", 0.0: "pl_acc_dynamic"}
+    rows = {}
+    for gamma, half in halves.items():
+        job = AdaptRequest(source="toybirds", toy_per_class=2, steps=2, batch_size=16, n_crops=2, n_probes=0)
+        job.gamma = gamma
+        snap = runner.wait(runner.submit(job), timeout=120)
+        assert snap.status == JobStatus.DONE, snap.message
+        rows[gamma] = snap.metrics
+        assert [row["pl_acc"] for row in snap.metrics] == [row[half] for row in snap.metrics]
+    assert any(row["pl_acc_static"] != row["pl_acc_dynamic"] for runs in rows.values() for row in runs), rows
+    assert AdaptRequest().recipe("toybirds", 32).gamma == Recipe.for_dataset("toybirds").gamma  # left out: the config's
+    with pytest.raises(ValueError, match="gamma = 1.5 is outside the allowed range 0..1"):
+        AdaptRequest(gamma=1.5).check(AdaptLimits())
 
 
 def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_path):

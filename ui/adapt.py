@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from microclip.recipe import Recipe
 from studio.jobs import (
     AdaptationRunner,
     AdaptLimits,
@@ -105,6 +106,7 @@ class _Panel:
     n_crops: gr.Slider
     n_probes: gr.Slider
     centring: gr.Radio
+    gamma: gr.Slider
     save_name: gr.Textbox
     save: gr.Button
     use_saved: gr.Button
@@ -123,7 +125,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes, self.centring]
+        return [*data, *settings, self.n_probes, self.centring, self.gamma]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -226,6 +228,17 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 "then no longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
                 elem_id="adapt-centring",
             )
+            p.gamma = gr.Slider(
+                0.0,
+                1.0,
+                value=Recipe.for_dataset("default").gamma,  # every bundled data set config's (0.5)
+                step=0.05,
+                label="Labels from the descriptions (DKA's γ)",
+                info="Each pseudo-label weighs the crops against W_LLM by γ and the model's own fused answer "
+                "against W* by 1 − γ (train.py --gamma). 0: the model labels itself; 1: the descriptions alone. "
+                "Watch the accuracy curve's three lines (docs/toyworld.md, round 37).",
+                elem_id="adapt-gamma",
+            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -285,6 +298,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         crops: float,
         probes: float,
         centring: str | None = None,
+        gamma: float | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -304,6 +318,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             n_probes=int(probes),
             toy_per_class=int(per_class),
             centre_values=CENTRING.get(centring) if centring else None,  # Gradio refuses a value not in CENTRING
+            gamma=None if gamma is None else float(gamma),  # API clients may leave it out: the data set's
         )
         try:
             new_id = runner.submit(request)
