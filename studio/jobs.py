@@ -106,6 +106,7 @@ class AdaptLimits:
     max_toy_per_class: int = 50
     min_lr: float = 1e-6
     max_lr: float = 1e-2
+    max_fairness_weight: float = 16.0
 
 
 @dataclass
@@ -129,6 +130,9 @@ class AdaptRequest:
     centre_values: bool | None = None
     # DKA's weight of the static labels (crops against W_LLM; train.py --gamma): None keeps the data set's recipe's
     gamma: float | None = None
+    # weight of the fairness term, which keeps the labels spread over the classes (train.py --fairness_weight): None
+    # keeps the data set's recipe's
+    fairness_weight: float | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not if asked."""
@@ -139,7 +143,7 @@ class AdaptRequest:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
         return Recipe.from_sources(
             Recipe.for_dataset(dataset),
-            {"gamma": self.gamma},  # None keeps the data set's
+            {"gamma": self.gamma, "fairness_weight": self.fairness_weight},  # None keeps the data set's
             epochs=None,
             max_steps=self.steps,
             batch_size=min(self.batch_size, n_images),
@@ -165,6 +169,9 @@ class AdaptRequest:
                 raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
         if self.gamma is not None and not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma = {self.gamma:g} is outside the allowed range 0..1")
+        top = limits.max_fairness_weight
+        if self.fairness_weight is not None and not 0.0 <= self.fairness_weight <= top:
+            raise ValueError(f"fairness weight {self.fairness_weight:g} is outside the allowed range 0..{top:g}")
         if not limits.min_lr <= self.lr <= limits.max_lr:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"

@@ -311,19 +311,23 @@ def test_a_run_can_centre_soap_s_values_and_saves_the_centre(app, files):
     assert not load_model(path).config.centre_values
 
 
-def test_a_run_takes_dka_s_gamma_and_records_it(app, files):
-    # which half then labels the run is tested on the toy model (tests/test_jobs.py): on this random tower both
-    # halves give the same labels
-    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring=AS_CHOSEN, gamma=0.8)
+def test_a_run_takes_dka_s_gamma_and_the_fairness_weight_and_records_them(app, files):
+    # what each does to the run is tested in tests/test_jobs.py (which half labels it, the loss's fairness term)
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.8, fairness=4.0)
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings)
     wait_until(app.client, job_id, finished, "a one-step run")
     path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
-    assert read_adapted(path)[1].training["config"]["gamma"] == 0.8
+    config = read_adapted(path)[1].training["config"]
+    assert (config["gamma"], config["fairness_weight"]) == (0.8, 4.0)
     with pytest.raises(AppError, match="greater than maximum value 1"):
-        adapt_start(app.client, "upload a zip", files["good.zip"], steps=1, centring=AS_CHOSEN, gamma=1.5)
+        adapt_start(app.client, "upload a zip", files["good.zip"], **{**settings, "gamma": 1.5})
+    with pytest.raises(AppError, match="greater than maximum value 16"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], **{**settings, "fairness": 20.0})
     job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=1)  # left out: the data set's recipe's
     wait_until(app.client, job_id, finished, "a one-step run")
     path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
-    assert read_adapted(path)[1].training["config"]["gamma"] == Recipe.for_dataset("default").gamma
+    config, default = read_adapted(path)[1].training["config"], Recipe.for_dataset("default")
+    assert (config["gamma"], config["fairness_weight"]) == (default.gamma, default.fairness_weight)
 
 
 # ------------------------------------------------------------------ explore under concurrent load

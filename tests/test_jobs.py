@@ -75,6 +75,19 @@ def test_dka_s_gamma_decides_which_half_labels_a_run_of_the_toy_model(tmp_path):
         AdaptRequest(gamma=1.5).check(AdaptLimits())
 
 
+def test_a_request_s_fairness_weight_weighs_the_fairness_term_in_every_step_s_loss(registry, train_dir, tmp_path):
+    runner = AdaptationRunner(registry, tmp_path)
+    for weight in (4.0, 0.0):
+        snap = runner.wait(runner.submit(request(train_dir, fairness_weight=weight)), timeout=60)
+        assert snap.status == JobStatus.DONE, snap.message
+        assert len(snap.metrics) == 3 and all(row["fair"] != 0 for row in snap.metrics)
+        for row in snap.metrics:  # ce_weight is the recipe's 1
+            assert row["loss"] == pytest.approx(row["ce"] + weight * row["fair"], rel=1e-5)
+    with pytest.raises(ValueError, match="fairness weight 17 is outside the allowed range 0..16"):
+        AdaptRequest(fairness_weight=17).check(AdaptLimits())
+    assert AdaptRequest().recipe("toybirds", 32).fairness_weight == Recipe.for_dataset("toybirds").fairness_weight
+
+
 def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_path):
     runner = AdaptationRunner(registry, tmp_path)
     job_id = runner.submit(request(train_dir))

@@ -107,6 +107,7 @@ class _Panel:
     n_probes: gr.Slider
     centring: gr.Radio
     gamma: gr.Slider
+    fairness: gr.Slider
     save_name: gr.Textbox
     save: gr.Button
     use_saved: gr.Button
@@ -125,7 +126,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes, self.centring, self.gamma]
+        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -239,6 +240,17 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 "Watch the accuracy curve's three lines (docs/toyworld.md, round 37).",
                 elem_id="adapt-gamma",
             )
+            p.fairness = gr.Slider(
+                0.0,
+                limits.max_fairness_weight,
+                value=Recipe.for_dataset("default").fairness_weight,  # every bundled data set config's (1.0)
+                step=0.5,
+                label="Fairness weight",
+                info="How hard the loss keeps the predictions spread over the classes (train.py --fairness_weight). "
+                "On the toy world a larger weight gives starved species back and makes [FG] lean on the parts more "
+                "(docs/toyworld.md, round 37).",
+                elem_id="adapt-fairness",
+            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -299,6 +311,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         probes: float,
         centring: str | None = None,
         gamma: float | None = None,
+        fairness: float | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -318,7 +331,8 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             n_probes=int(probes),
             toy_per_class=int(per_class),
             centre_values=CENTRING.get(centring) if centring else None,  # Gradio refuses a value not in CENTRING
-            gamma=None if gamma is None else float(gamma),  # API clients may leave it out: the data set's
+            gamma=None if gamma is None else float(gamma),  # API clients may leave these out: the data set's
+            fairness_weight=None if fairness is None else float(fairness),
         )
         try:
             new_id = runner.submit(request)
