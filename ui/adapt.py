@@ -247,8 +247,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 step=0.5,
                 label="Fairness weight",
                 info="How hard the loss keeps the predictions spread over the classes (train.py --fairness_weight). "
-                "On the toy world a larger weight gives starved species back and makes [FG] lean on the parts more "
-                "(docs/toyworld.md, round 37).",
+                "On the toy world a larger weight moves answers from a species the labels name too often to ones "
+                "they name too rarely, and makes [FG] lean on the parts more (docs/toyworld.md, round 37).",
                 elem_id="adapt-fairness",
             )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
