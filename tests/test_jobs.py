@@ -61,11 +61,10 @@ def test_dka_s_gamma_decides_which_half_labels_a_run_of_the_toy_model(tmp_path):
     toy.add_checkpoint(BUNDLED_TOY_MODEL, "toy", default=True)
     runner = AdaptationRunner(toy, tmp_path)
     halves = {1.0: "pl_acc_static", 0.0: "pl_acc_dynamic"}
+    toy_run = dict(source="toybirds", toy_per_class=2, steps=2, batch_size=16, n_crops=2, n_probes=0)
     rows = {}
     for gamma, half in halves.items():
-        job = AdaptRequest(source="toybirds", toy_per_class=2, steps=2, batch_size=16, n_crops=2, n_probes=0)
-        job.gamma = gamma
-        snap = runner.wait(runner.submit(job), timeout=120)
+        snap = runner.wait(runner.submit(AdaptRequest(**toy_run, gamma=gamma)), timeout=120)
         assert snap.status == JobStatus.DONE, snap.message
         rows[gamma] = snap.metrics
         assert [row["pl_acc"] for row in snap.metrics] == [row[half] for row in snap.metrics]
