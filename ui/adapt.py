@@ -235,9 +235,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 value=Recipe.for_dataset("default").gamma,  # every bundled data set config's (0.5)
                 step=0.05,
                 label="Labels from the descriptions (DKA's γ)",
-                info="Each pseudo-label weighs the crops against W_LLM by γ and the model's own fused answer "
-                "against W* by 1 − γ (train.py --gamma). 0: the model labels itself; 1: the descriptions alone. "
-                "Watch the accuracy curve's three lines (docs/toyworld.md, round 37).",
+                info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
+                "W_LLM) alone (train.py --gamma).",
                 elem_id="adapt-gamma",
             )
             p.fairness = gr.Slider(
@@ -246,9 +245,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 value=Recipe.for_dataset("default").fairness_weight,  # every bundled data set config's (1.0)
                 step=0.5,
                 label="Fairness weight",
-                info="How hard the loss keeps the predictions spread over the classes (train.py --fairness_weight). "
-                "On the toy world a larger weight moves answers from a species the labels name too often to ones "
-                "they name too rarely, and makes [FG] lean on the parts more (docs/toyworld.md, round 37).",
+                info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
+                "docs/toyworld.md, round 37).",
                 elem_id="adapt-fairness",
             )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
