@@ -48,6 +48,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
+from microclip.spread import Spread
 from microclip.toyworld.text import this_worlds_asset
 
 log = logging.getLogger("microclip")
@@ -271,7 +272,9 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
         "--ckpt_path",
         dest="ckpt_path",
         required=True,
-        help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth",
+        nargs="+",
+        help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth; several (e.g. one recipe's "
+        "seeds) are scored in turn and summarised by their mean, spread and range",
     )
     parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
@@ -857,7 +860,41 @@ def _reporting_user_errors(command: Callable[[argparse.Namespace], int], args: a
 
 def _evaluate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
-    ckpt = Path(args.ckpt_path)
+    paths = [Path(path) for path in args.ckpt_path]
+    out = _evaluation_folder(args)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:  # before any scoring: a typo in the fifth path should not cost four evaluations
+        raise FileNotFoundError(f"no such checkpoint: {', '.join(missing)}")
+    if len(paths) == 1:
+        _evaluate_one(args, paths[0], device, out)
+        return 0
+    requested_crop, runs = args.eval_crop, []
+    for index, ckpt in enumerate(paths):
+        args.eval_crop = requested_crop  # each checkpoint's own recorded crop unless one was asked for
+        runs.append(_evaluate_one(args, ckpt, device, out / str(index) if out else None))
+    spreads = {
+        branch: Spread.of([run[f"acc_{branch}"] for run in runs])
+        for branch in BRANCH_LABELS
+        if all(run[f"acc_{branch}"] is not None for run in runs)
+    }
+    print(f"over the {len(runs)} checkpoints:")
+    for branch, spread in spreads.items():
+        print(f"  {BRANCH_LABELS[branch]:12s} top-1 {spread.describe()}")
+    if out:
+        summary = {"mode": "ours_eval_spread", "dataset": args.dataset, "runs": runs}
+        atomic_write_json(out / "metrics.json", {**summary, "spread": {b: s.as_dict() for b, s in spreads.items()}})
+    return 0
+
+
+def _evaluation_folder(args: argparse.Namespace) -> Path | None:
+    """Where evaluate writes its JSON: --output_dir, or the reference's output/<dataset>/eval/<ablation_name>."""
+    if args.output_dir:
+        return Path(args.output_dir)
+    return Path("output") / Path(args.dataset).name / "eval" / args.ablation_name if args.ablation_name else None
+
+
+def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, out: Path | None) -> dict:
+    """Score one checkpoint, print its accuracies and return (and with ``out``, write) its metrics."""
     model, dataset = _model_and_data(args, ckpt, device)
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
@@ -901,15 +938,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         values = [v for v in per_class.values() if v is not None]
         metrics["hmean"] = 0.0 if min(values) == 0 else len(values) / sum(1.0 / v for v in values)
         print(f"  harmonic mean per-class accuracy {_fmt(metrics['hmean'])}")
-    if args.output_dir or args.ablation_name:  # the reference: output/<dataset>/eval/<ablation_name>
-        out = Path(args.output_dir or Path("output") / Path(args.dataset).name / "eval" / args.ablation_name)
+    if out:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "metrics.json", metrics)
         if per_class:
             atomic_write_json(out / "per_class.json", per_class)
             atomic_write_json(out / "confused_with.json", confused)
             atomic_write_json(out / "lead.json", lead)
-    return 0
+    return metrics
 
 
 def run_drift(args: argparse.Namespace) -> int:

@@ -154,6 +154,63 @@ def test_validation_scores_are_evaluate_on_the_validation_folder(trained, image_
             assert evaluated[f"acc_{branch}"] == pytest.approx(row[f"val_acc_{branch}"])
 
 
+def test_evaluate_summarises_several_checkpoints(trained, image_dataset_root, tmp_path):
+    """Several checkpoints (e.g. one recipe's seeds) are each scored as alone, then summarised; the summary is
+    checked against the statistics module. The second checkpoint is the run's with W*'s classes rolled by one, so
+    that the two score apart; its accuracies come from evaluating it alone, the run's from its own log."""
+    import statistics
+
+    out, _, _ = trained
+    rolled = tmp_path / "rolled.safetensors"
+    tensors, meta = read_adapted(out / "checkpoint.safetensors")
+    save_adapted(rolled, {**tensors, "heads.w_star": tensors["heads.w_star"].roll(1, dims=0)}, meta)
+    dataset = ["--dataset", str(image_dataset_root / "shapes")]
+    alone = run("evaluate.py", *dataset, "--ckpt-path", str(rolled), "--output_dir", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    expected = {
+        out / "checkpoint.safetensors": json.loads((out / "log.jsonl").read_text().splitlines()[-1]),
+        rolled: {f"test_{k}": v for k, v in json.loads((tmp_path / "alone" / "metrics.json").read_text()).items()},
+    }
+    folder = tmp_path / "several"
+    done = run("evaluate.py", *dataset, "--ckpt-path", *map(str, expected), "--output_dir", str(folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert [entry["ckpt_path"] for entry in summary["runs"]] == list(map(str, expected))
+    apart = 0
+    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
+        values = [row[f"test_acc_{branch}"] for row in expected.values()]
+        apart += values[0] != values[1]
+        for index, value in enumerate(values):  # each checkpoint, in its own folder, as evaluate scores it alone
+            scored = json.loads((folder / str(index) / "metrics.json").read_text())
+            assert scored[f"acc_{branch}"] == pytest.approx(value)
+        spread = summary["spread"][branch]
+        assert spread["n"] == 2
+        assert spread["mean"] == pytest.approx(statistics.mean(values))
+        assert spread["sd"] == pytest.approx(statistics.stdev(values))
+        assert (spread["low"], spread["high"]) == pytest.approx((min(values), max(values)))
+        line = next(line for line in done.stdout.splitlines()[-3:] if line.strip().startswith(label))
+        assert f"mean {statistics.mean(values):.2f}%" in line and f"{max(values):.2f}" in line
+    assert apart, "the two checkpoints score alike on every branch: the summary would not be tested"
+
+
+def test_evaluate_checks_every_checkpoint_before_scoring(trained, image_dataset_root, tmp_path):
+    out, _, _ = trained
+    missing = tmp_path / "seed-3" / "checkpoint.safetensors"
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(out / "checkpoint.safetensors"),
+        str(missing),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    )
+    assert done.returncode == 2
+    assert f"no such checkpoint: {missing}" in done.stderr
+    assert "TokenFusion" not in done.stdout and not (tmp_path / "eval").exists()  # nothing scored, nothing written
+
+
 def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root, tiny_model_dir, tmp_path):
     """The same run without --val_dataset ends with the same tensors and the same test accuracy: scoring a
     validation folder draws on no randomness the run's own training uses."""
