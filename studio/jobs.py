@@ -107,6 +107,7 @@ class AdaptLimits:
     min_lr: float = 1e-6
     max_lr: float = 1e-2
     max_fairness_weight: float = 16.0
+    max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
 
 @dataclass
@@ -162,6 +163,7 @@ class AdaptRequest:
             "n_crops": (1, limits.max_crops),
             "n_probes": (0, limits.max_probes),
             "toy_per_class": (1, limits.max_toy_per_class),
+            "seed": (0, limits.max_seed),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)

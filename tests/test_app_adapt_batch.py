@@ -15,9 +15,11 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from conftest import CLASSES, draw_sample, serve, tiny_base_registry, write_image_folder, zip_folder
 from PIL import Image
 
@@ -328,6 +330,23 @@ def test_a_run_takes_dka_s_gamma_and_the_fairness_weight_and_records_them(app, f
     path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
     config, default = read_adapted(path)[1].training["config"], Recipe.for_dataset("default")
     assert (config["gamma"], config["fairness_weight"]) == (default.gamma, default.fairness_weight)
+
+
+def test_a_run_takes_a_seed_that_repeats_it_and_records_it(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0)  # positional: the seed is the last
+
+    def one_step(seed: int) -> tuple[dict, Any]:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, seed=seed)
+        wait_until(app.client, job_id, finished, f"a one-step run with seed {seed}")
+        path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return read_adapted(path)
+
+    (first, meta), (again, _), (other, other_meta) = one_step(1), one_step(1), one_step(2)
+    assert (meta.training["config"]["seed"], other_meta.training["config"]["seed"]) == (1, 2)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)  # the seed reached the run: crops, order
+    with pytest.raises(AppError, match="less than minimum value 0"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], **settings, seed=-1)
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -108,6 +108,7 @@ class _Panel:
     centring: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
+    seed: gr.Number
     save_name: gr.Textbox
     save: gr.Button
     use_saved: gr.Button
@@ -126,7 +127,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness]
+        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness, self.seed]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -249,6 +250,16 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 "docs/toyworld.md, round 37).",
                 elem_id="adapt-fairness",
             )
+            p.seed = gr.Number(
+                value=0,
+                precision=0,
+                minimum=0,
+                maximum=limits.max_seed,
+                label="Seed",
+                info="Fixes the data order and the crops: the same seed repeats a run. On the toy world another "
+                "seed alone moves the result by 2–4.5 points (docs/toyworld.md, round 38).",
+                elem_id="adapt-seed",
+            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -310,6 +321,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         centring: str | None = None,
         gamma: float | None = None,
         fairness: float | None = None,
+        seed: float | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -331,6 +343,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             centre_values=CENTRING.get(centring) if centring else None,  # Gradio refuses a value not in CENTRING
             gamma=None if gamma is None else float(gamma),  # API clients may leave these out: the data set's
             fairness_weight=None if fairness is None else float(fairness),
+            seed=0 if seed is None else int(seed),
         )
         try:
             new_id = runner.submit(request)
