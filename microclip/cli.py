@@ -276,6 +276,13 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
         help="a microCLIP .safetensors checkpoint or a reference checkpoint-last.pth; several (e.g. one recipe's "
         "seeds) are scored in turn and summarised by their mean, spread and range",
     )
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        default=None,
+        help="as many checkpoints as --ckpt-path, compared with them pair by pair (e.g. another recipe's runs with "
+        "the same seeds in the same order): each branch's differences, their spread, and on how many pairs each leads",
+    )
     parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch_size", type=positive_int, default=256)
@@ -860,30 +867,69 @@ def _reporting_user_errors(command: Callable[[argparse.Namespace], int], args: a
 
 def _evaluate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
-    paths = [Path(path) for path in args.ckpt_path]
+    paths, against = [Path(path) for path in args.ckpt_path], [Path(path) for path in args.against or []]
     out = _evaluation_folder(args)
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [str(path) for path in [*paths, *against] if not path.is_file()]
     if missing:  # before any scoring: a typo in the fifth path should not cost four evaluations
         raise FileNotFoundError(f"no such checkpoint: {', '.join(missing)}")
-    if len(paths) == 1:
+    if against and len(against) != len(paths):
+        raise ValueError(
+            f"--against names {len(against)} checkpoint(s) for --ckpt-path's {len(paths)}: they are compared pair "
+            "by pair (e.g. seed by seed), so give as many, in the same order"
+        )
+    if len(paths) == 1 and not against:
         _evaluate_one(args, paths[0], device, out)
         return 0
+    runs = _evaluate_each(args, paths, device, out, "")
+    summary = {"mode": "ours_eval_spread", "dataset": args.dataset, "runs": runs, "spread": _summarise(runs, "")}
+    if against:
+        others = _evaluate_each(args, against, device, out, "against-")
+        summary |= {"against": others, "against_spread": _summarise(others, "--against ")}
+        summary["difference"] = _paired_differences(runs, others)
+    if out:
+        atomic_write_json(out / "metrics.json", summary)
+    return 0
+
+
+def _evaluate_each(
+    args: argparse.Namespace, paths: list[Path], device: torch.device, out: Path | None, prefix: str
+) -> list[dict]:
+    """Score checkpoints in turn, each as it would be alone (its JSON in ``out/<prefix><index>``)."""
     requested_crop, runs = args.eval_crop, []
     for index, ckpt in enumerate(paths):
         args.eval_crop = requested_crop  # each checkpoint's own recorded crop unless one was asked for
-        runs.append(_evaluate_one(args, ckpt, device, out / str(index) if out else None))
+        runs.append(_evaluate_one(args, ckpt, device, out / f"{prefix}{index}" if out else None))
+    return runs
+
+
+def _summarise(runs: list[dict], which: str) -> dict:
+    """Print and return each branch's mean, spread and range over ``runs``."""
     spreads = {
         branch: Spread.of([run[f"acc_{branch}"] for run in runs])
         for branch in BRANCH_LABELS
         if all(run[f"acc_{branch}"] is not None for run in runs)
     }
-    print(f"over the {len(runs)} checkpoints:")
+    print(f"over the {len(runs)} {which}checkpoints:")
     for branch, spread in spreads.items():
         print(f"  {BRANCH_LABELS[branch]:12s} top-1 {spread.describe()}")
-    if out:
-        summary = {"mode": "ours_eval_spread", "dataset": args.dataset, "runs": runs}
-        atomic_write_json(out / "metrics.json", {**summary, "spread": {b: s.as_dict() for b, s in spreads.items()}})
-    return 0
+    return {branch: spread.as_dict() for branch, spread in spreads.items()}
+
+
+def _paired_differences(runs: list[dict], others: list[dict]) -> dict:
+    """Print and return, per branch, --ckpt-path minus --against pair by pair: a recipe judged against another on
+    the same seeds, whose shared luck then cancels (docs/toyworld.md, round 38)."""
+    print("--ckpt-path minus --against, pair by pair:")
+    differences = {}
+    for branch, label in BRANCH_LABELS.items():
+        key = f"acc_{branch}"
+        if any(run[key] is None for run in [*runs, *others]):
+            continue
+        values = [run[key] - other[key] for run, other in zip(runs, others)]
+        ahead, behind = sum(v > 0 for v in values), sum(v < 0 for v in values)
+        spread = Spread.of(values)
+        print(f"  {label:12s} {spread.describe(points=True)}; ahead on {ahead}, behind on {behind} of {len(values)}")
+        differences[branch] = {**spread.as_dict(), "ahead": ahead, "behind": behind, "pairs": values}
+    return differences
 
 
 def _evaluation_folder(args: argparse.Namespace) -> Path | None:

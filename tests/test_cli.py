@@ -154,32 +154,53 @@ def test_validation_scores_are_evaluate_on_the_validation_folder(trained, image_
             assert evaluated[f"acc_{branch}"] == pytest.approx(row[f"val_acc_{branch}"])
 
 
-def test_evaluate_summarises_several_checkpoints(trained, image_dataset_root, tmp_path):
+@pytest.fixture(scope="module")
+def rolled(trained, image_dataset_root, tmp_path_factory) -> dict[Path, dict]:
+    """The run's checkpoint and a copy with W*'s classes rolled by one, so that the two score apart, each with its
+    accuracies: the run's from its own log, the copy's from evaluating it alone."""
+    out, _, _ = trained
+    folder = tmp_path_factory.mktemp("rolled")
+    copy = folder / "rolled.safetensors"
+    tensors, meta = read_adapted(out / "checkpoint.safetensors")
+    save_adapted(copy, {**tensors, "heads.w_star": tensors["heads.w_star"].roll(1, dims=0)}, meta)
+    dataset = str(image_dataset_root / "shapes")
+    alone = run("evaluate.py", "--dataset", dataset, "--ckpt-path", str(copy), "--output_dir", str(folder))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    scored = json.loads((folder / "metrics.json").read_text())
+    logged = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    accuracies = {
+        out / "checkpoint.safetensors": {b: logged[f"test_acc_{b}"] for b in ("fused", "cls", "fg")},
+        copy: {b: scored[f"acc_{b}"] for b in ("fused", "cls", "fg")},
+    }
+    assert any(len({acc[b] for acc in accuracies.values()}) > 1 for b in ("fused", "cls", "fg")), (
+        "the two checkpoints score alike on every branch: a summary of them would not be tested"
+    )
+    return accuracies
+
+
+BRANCHES = (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only"))
+
+
+def test_evaluate_summarises_several_checkpoints(rolled, image_dataset_root, tmp_path):
     """Several checkpoints (e.g. one recipe's seeds) are each scored as alone, then summarised; the summary is
-    checked against the statistics module. The second checkpoint is the run's with W*'s classes rolled by one, so
-    that the two score apart; its accuracies come from evaluating it alone, the run's from its own log."""
+    checked against the statistics module on accuracies evaluate did not compute in this call."""
     import statistics
 
-    out, _, _ = trained
-    rolled = tmp_path / "rolled.safetensors"
-    tensors, meta = read_adapted(out / "checkpoint.safetensors")
-    save_adapted(rolled, {**tensors, "heads.w_star": tensors["heads.w_star"].roll(1, dims=0)}, meta)
-    dataset = ["--dataset", str(image_dataset_root / "shapes")]
-    alone = run("evaluate.py", *dataset, "--ckpt-path", str(rolled), "--output_dir", str(tmp_path / "alone"))
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    expected = {
-        out / "checkpoint.safetensors": json.loads((out / "log.jsonl").read_text().splitlines()[-1]),
-        rolled: {f"test_{k}": v for k, v in json.loads((tmp_path / "alone" / "metrics.json").read_text()).items()},
-    }
     folder = tmp_path / "several"
-    done = run("evaluate.py", *dataset, "--ckpt-path", *map(str, expected), "--output_dir", str(folder))
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        *map(str, rolled),
+        "--output_dir",
+        str(folder),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((folder / "metrics.json").read_text())
-    assert [entry["ckpt_path"] for entry in summary["runs"]] == list(map(str, expected))
-    apart = 0
-    for branch, label in (("fused", "TokenFusion"), ("cls", "[CLS] only"), ("fg", "[FG] only")):
-        values = [row[f"test_acc_{branch}"] for row in expected.values()]
-        apart += values[0] != values[1]
+    assert [entry["ckpt_path"] for entry in summary["runs"]] == list(map(str, rolled))
+    for branch, label in BRANCHES:
+        values = [accuracies[branch] for accuracies in rolled.values()]
         for index, value in enumerate(values):  # each checkpoint, in its own folder, as evaluate scores it alone
             scored = json.loads((folder / str(index) / "metrics.json").read_text())
             assert scored[f"acc_{branch}"] == pytest.approx(value)
@@ -190,7 +211,53 @@ def test_evaluate_summarises_several_checkpoints(trained, image_dataset_root, tm
         assert (spread["low"], spread["high"]) == pytest.approx((min(values), max(values)))
         line = next(line for line in done.stdout.splitlines()[-3:] if line.strip().startswith(label))
         assert f"mean {statistics.mean(values):.2f}%" in line and f"{max(values):.2f}" in line
-    assert apart, "the two checkpoints score alike on every branch: the summary would not be tested"
+
+
+def test_evaluate_compares_two_sets_pair_by_pair(rolled, image_dataset_root, tmp_path):
+    """--against: the differences are taken pair by pair, in the order given (swapping one pair changes them)."""
+    import statistics
+
+    run_ckpt, copy = rolled
+    folder = tmp_path / "paired"
+    done = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(run_ckpt),
+        str(run_ckpt),
+        "--against",
+        str(copy),
+        str(run_ckpt),
+        "--output_dir",
+        str(folder),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert [entry["ckpt_path"] for entry in summary["against"]] == [str(copy), str(run_ckpt)]
+    assert (folder / "against-1" / "metrics.json").is_file()
+    for branch, label in BRANCHES:
+        differences = [rolled[run_ckpt][branch] - rolled[copy][branch], 0.0]  # first pair apart, second the same
+        result = summary["difference"][branch]
+        assert result["pairs"] == pytest.approx(differences, abs=1e-9)
+        assert result["mean"] == pytest.approx(statistics.mean(differences), abs=1e-9)
+        assert result["sd"] == pytest.approx(statistics.stdev(differences), abs=1e-9)
+        assert (result["ahead"], result["behind"]) == (differences[0] > 0, differences[0] < 0)
+        line = next(line for line in done.stdout.splitlines()[-3:] if line.strip().startswith(label))
+        assert f"mean {statistics.mean(differences):+.2f} points" in line
+        assert f"ahead on {result['ahead']}, behind on {result['behind']} of 2" in line
+    refused = run(
+        "evaluate.py",
+        "--dataset",
+        str(image_dataset_root / "shapes"),
+        "--ckpt-path",
+        str(run_ckpt),
+        str(copy),
+        "--against",
+        str(copy),
+    )
+    assert refused.returncode == 2 and "--against names 1 checkpoint(s) for --ckpt-path's 2" in refused.stderr
+    assert "TokenFusion" not in refused.stdout  # refused before any scoring
 
 
 def test_evaluate_checks_every_checkpoint_before_scoring(trained, image_dataset_root, tmp_path):
