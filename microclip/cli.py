@@ -884,8 +884,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     summary = {"mode": "ours_eval_spread", "dataset": args.dataset, "runs": runs, "spread": _summarise(runs, "")}
     if against:
         others = _evaluate_each(args, against, device, out, "against-")
-        summary |= {"against": others, "against_spread": _summarise(others, "--against ")}
-        summary["difference"] = _paired_differences(runs, others)
+        summary |= {
+            "against": others,
+            "against_spread": _summarise(others, "--against "),
+            "difference": _paired_differences(runs, others),
+        }
     if out:
         atomic_write_json(out / "metrics.json", summary)
     return 0
@@ -895,11 +898,9 @@ def _evaluate_each(
     args: argparse.Namespace, paths: list[Path], device: torch.device, out: Path | None, prefix: str
 ) -> list[dict]:
     """Score checkpoints in turn, each as it would be alone (its JSON in ``out/<prefix><index>``)."""
-    requested_crop, runs = args.eval_crop, []
-    for index, ckpt in enumerate(paths):
-        args.eval_crop = requested_crop  # each checkpoint's own recorded crop unless one was asked for
-        runs.append(_evaluate_one(args, ckpt, device, out / f"{prefix}{index}" if out else None))
-    return runs
+    return [
+        _evaluate_one(args, ckpt, device, out / f"{prefix}{index}" if out else None) for index, ckpt in enumerate(paths)
+    ]
 
 
 def _summarise(runs: list[dict], which: str) -> dict:
@@ -941,12 +942,12 @@ def _evaluation_folder(args: argparse.Namespace) -> Path | None:
 
 def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, out: Path | None) -> dict:
     """Score one checkpoint, print its accuracies and return (and with ``out``, write) its metrics."""
-    model, dataset = _model_and_data(args, ckpt, device)
+    model, dataset, crop = _model_and_data(args, ckpt, device)
     if args.fusion_ratio is not None:
         model.config.fusion_ratio = args.fusion_ratio
     set_pixel_stats(model, args.image_mean, args.image_std)
     size = args.input_size or model.backbone.image_size
-    test_set = SeededDataset(dataset, test_transform(size, crop=args.eval_crop), seed=args.seed)
+    test_set = SeededDataset(dataset, test_transform(size, crop=crop), seed=args.seed)
     started = time.perf_counter()
     # the flags are a recipe's test settings: evaluate exactly as a training run's test evaluations do
     settings = Recipe(
@@ -954,7 +955,7 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
     )
     result = evaluate_as(model, test_set, settings, device)
     elapsed = time.perf_counter() - started
-    print(f"{args.dataset} ({result.n} images, {args.eval_crop} crop) with {ckpt.name}:")
+    print(f"{args.dataset} ({result.n} images, {crop} crop) with {ckpt.name}:")
     for branch, label in BRANCH_LABELS.items():
         print(f"  {label:12s} top-1 {_fmt(result.accuracy(branch))}")
     if "fg_unshifted" in result.predictions:  # the run recorded [FG]'s shared shift
@@ -977,7 +978,7 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
         **result.summary(reported),
         "ckpt_path": str(ckpt),
         "eval_seconds": elapsed,
-        "eval_crop": args.eval_crop,
+        "eval_crop": crop,
         "timestamp": datetime.now().isoformat(timespec="seconds"),
     }
     if args.show_harmonic_mean and per_class:
@@ -1006,7 +1007,7 @@ def _drift(args: argparse.Namespace) -> int:
     if ckpt.suffix != ".safetensors":
         raise ValueError(f"{ckpt}: drift reads microCLIP .safetensors checkpoints (a reference .pth has no base)")
     device = select_device(args.device)
-    model, dataset = _model_and_data(args, ckpt, device)
+    model, dataset, _crop = _model_and_data(args, ckpt, device)
     start = load_start_model(ckpt, device).adapted_state()
     images = SeededDataset(dataset, test_transform(model.backbone.image_size, crop="center"), seed=args.seed)
     probe = ShiftProbe(start, images, args.batch_size)
@@ -1036,8 +1037,9 @@ def _drift(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_data(args: argparse.Namespace, ckpt: Path, device: torch.device) -> tuple[MicroCLIP, ImageDataset]:
-    """The checkpoint's model and the test data; ``args.eval_crop`` defaults to the crop the checkpoint records."""
+def _model_and_data(args: argparse.Namespace, ckpt: Path, device: torch.device) -> tuple[MicroCLIP, ImageDataset, str]:
+    """The checkpoint's model, the test data and the test crop: ``args.eval_crop``, else the one the checkpoint
+    records (several checkpoints in one call may record different ones)."""
     from microclip.checkpoint import load_model, load_reference_model
 
     classnames = read_classnames(args.classname, Path(args.dataset).name) if args.classname else None
@@ -1061,5 +1063,4 @@ def _model_and_data(args: argparse.Namespace, ckpt: Path, device: torch.device) 
         dataset = data(classnames or list(model.classes))
         check_compatible(model.meta, model.base, dataset.classes, str(ckpt))
         recorded = (model.meta.metrics or {}).get("eval_crop")  # the crop its recorded accuracy used
-    args.eval_crop = args.eval_crop or recorded or "center"
-    return model, dataset
+    return model, dataset, args.eval_crop or recorded or "center"

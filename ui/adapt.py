@@ -202,6 +202,7 @@ def _watch_column(p: _Panel) -> None:
 
 
 def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
+    default = Recipe.for_dataset("default")  # every bundled data set config's γ (0.5) and fairness weight (1.0)
     with gr.Column(scale=1, min_width=300):
         with gr.Accordion("More settings", open=False):
             p.classnames = gr.Textbox(
@@ -233,7 +234,7 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
             p.gamma = gr.Slider(
                 0.0,
                 1.0,
-                value=Recipe.for_dataset("default").gamma,  # every bundled data set config's (0.5)
+                value=default.gamma,
                 step=0.05,
                 label="Labels from the descriptions (DKA's γ)",
                 info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
@@ -243,7 +244,7 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
             p.fairness = gr.Slider(
                 0.0,
                 limits.max_fairness_weight,
-                value=Recipe.for_dataset("default").fairness_weight,  # every bundled data set config's (1.0)
+                value=default.fairness_weight,
                 step=0.5,
                 label="Fairness weight",
                 info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
