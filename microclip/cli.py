@@ -248,6 +248,16 @@ def build_train_parser(parser: argparse.ArgumentParser | None = None) -> argpars
         default=0,
         help="as the reference: start the epoch loop (and the schedule) at this epoch",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="run the recipe once per seed, each into <output_dir>/seed-<S> exactly as --seed S would, and close "
+        "with each branch's mean, spread and range (<output_dir>/metrics.json): one seed says little about a recipe. "
+        "With --resume DIR, finished seeds are kept, a killed one resumes and the rest start",
+    )
     parser.add_argument("--no_progress", action="store_true")
     parser.add_argument(
         "--keep_epochs",
@@ -616,16 +626,73 @@ def run_train(args: argparse.Namespace, plot: Callable[[list[dict], Path], None]
     rank, world = distributed_context()
     setup_logging(args.verbose, rank)
     try:
-        status = _train(args, plot, rank, world)
+        status = _train_seeds(args, plot, rank, world) if args.seeds else _train(args, plot, rank, world)
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
     finally:
-        for handler in [h for h in log.handlers if isinstance(h, StdoutLog)]:
-            log.removeHandler(handler)
-            handler.close()
+        _detach_stdout_logs()
     end_distributed()
     return status
+
+
+def _detach_stdout_logs() -> None:
+    for handler in [h for h in log.handlers if isinstance(h, StdoutLog)]:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train_seeds(args: argparse.Namespace, plot, rank: int, world: int) -> int:
+    """--seeds: one run per seed in ``<dir>/seed-<S>`` (each exactly the run ``--seed S`` makes), then their spread."""
+    seeds, base = list(args.seeds), _seeds_folder(args)
+    for index, seed in enumerate(seeds):
+        folder = base / f"seed-{seed}"
+        if args.resume is not None and (folder / "metrics.json").is_file():  # written last: that run finished
+            log.info("seed %d (%d of %d): finished earlier, kept (%s)", seed, index + 1, len(seeds), folder)
+            continue
+        killed = args.resume is not None and (folder / "train_state.safetensors").is_file()
+        log.info("seed %d (%d of %d): %s %s", seed, index + 1, len(seeds), "resumed in" if killed else "into", folder)
+        one = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "output_dir": str(folder)})
+        one.resume = str(folder) if killed else None
+        status = _train(one, plot, rank, world)
+        _detach_stdout_logs()  # the next seed's lines go to its own stdout_log.txt only
+        if status:
+            return status
+    if rank == 0:
+        runs = [
+            {
+                "seed": seed,
+                "output_dir": str(base / f"seed-{seed}"),
+                **_read_json(base / f"seed-{seed}" / "metrics.json", "a seed's metrics"),
+            }
+            for seed in seeds
+        ]
+        summary = {"mode": "ours_train_spread", "dataset": args.dataset, "seeds": seeds, "runs": runs}
+        summary["spread"] = _summarise(runs, "runs, test split")
+        if all("val_acc_fused" in run for run in runs):
+            validation = [{f"acc_{b}": run.get(f"val_acc_{b}") for b in BRANCH_LABELS} for run in runs]
+            summary["val_spread"] = _summarise(validation, "runs, validation split")
+        atomic_write_json(base / "metrics.json", summary)
+        log.info("the %d seeds' runs and their spread: %s", len(seeds), base / "metrics.json")
+    return 0
+
+
+def _seeds_folder(args: argparse.Namespace) -> Path:
+    """Where --seeds puts its runs; its flags checked first, before anything is trained."""
+    seeds = args.seeds
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds: give distinct seeds of 0 or more (got {' '.join(map(str, seeds))})")
+    if args.eval or args.start_epoch:
+        raise ValueError("--seeds trains; it does not combine with --eval or --start_epoch")
+    if args.resume is not None:
+        if Path(args.resume).suffix in {".pth", ".pt"} or not (args.resume or args.output_dir):
+            raise ValueError("--seeds --resume: name the seeds' folder (--resume DIR or --output_dir DIR)")
+        return Path(args.resume or args.output_dir)
+    if args.output_dir:
+        return Path(args.output_dir)
+    config = _recipe(args, Recipe.for_dataset(args.dataset))
+    default = _default_output_dir(args, config, resolve_base(args, load_train_config(args.train_config))[0])
+    return default.with_name(default.name + "_seeds")
 
 
 def _train(args: argparse.Namespace, plot, rank: int, world: int) -> int:
@@ -881,12 +948,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         _evaluate_one(args, paths[0], device, out)
         return 0
     runs = _evaluate_each(args, paths, device, out, "")
-    summary = {"mode": "ours_eval_spread", "dataset": args.dataset, "runs": runs, "spread": _summarise(runs, "")}
+    summary = {
+        "mode": "ours_eval_spread",
+        "dataset": args.dataset,
+        "runs": runs,
+        "spread": _summarise(runs, "checkpoints"),
+    }
     if against:
         others = _evaluate_each(args, against, device, out, "against-")
         summary |= {
             "against": others,
-            "against_spread": _summarise(others, "--against "),
+            "against_spread": _summarise(others, "--against checkpoints"),
             "difference": _paired_differences(runs, others),
         }
     if out:
@@ -903,14 +975,14 @@ def _evaluate_each(
     ]
 
 
-def _summarise(runs: list[dict], which: str) -> dict:
+def _summarise(runs: list[dict], what: str) -> dict:
     """Print and return each branch's mean, spread and range over ``runs``."""
     spreads = {
         branch: Spread.of([run[f"acc_{branch}"] for run in runs])
         for branch in BRANCH_LABELS
         if all(run[f"acc_{branch}"] is not None for run in runs)
     }
-    print(f"over the {len(runs)} {which}checkpoints:")
+    print(f"over the {len(runs)} {what}:")
     for branch, spread in spreads.items():
         print(f"  {BRANCH_LABELS[branch]:12s} top-1 {spread.describe()}")
     return {branch: spread.as_dict() for branch, spread in spreads.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -278,6 +279,67 @@ def test_evaluate_checks_every_checkpoint_before_scoring(trained, image_dataset_
     assert "TokenFusion" not in done.stdout and not (tmp_path / "eval").exists()  # nothing scored, nothing written
 
 
+def test_seeds_runs_each_seed_as_alone_then_summarises_and_resume_keeps_finished_seeds(
+    trained, image_dataset_root, tiny_model_dir, tmp_path
+):
+    """--seeds 1 0: seed 0, run second in the same process, makes the tensors the single ``trained`` run (seed 0,
+    its own process) made; the summary agrees with the statistics module on the runs' own metrics; --resume keeps a
+    finished seed untouched and re-makes a missing one."""
+    import statistics
+
+    out, descriptions, _ = trained
+    folder = tmp_path / "seeds"
+    command = [*two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, folder), "--seeds", "1", "0"]
+    done = run(*command)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone, _ = read_adapted(out / "checkpoint.safetensors")
+    second, _ = read_adapted(folder / "seed-0" / "checkpoint.safetensors")
+    first, _ = read_adapted(folder / "seed-1" / "checkpoint.safetensors")
+    assert alone.keys() == second.keys()
+    assert all(torch.equal(alone[key], second[key]) for key in alone)  # nothing carried over from seed 1's run
+    assert any(not torch.equal(first[key], second[key]) for key in first)  # the seed reached the run
+    assert "seed 0 (2 of 2)" not in (folder / "seed-1" / "stdout_log.txt").read_text()  # each seed logs alone
+
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["mode"] == "ours_train_spread" and summary["seeds"] == [1, 0]
+    for branch, label in BRANCHES:
+        values = [json.loads((folder / f"seed-{s}" / "metrics.json").read_text())[f"acc_{branch}"] for s in (1, 0)]
+        spread = summary["spread"][branch]
+        assert spread["mean"] == pytest.approx(statistics.mean(values))
+        assert spread["sd"] == pytest.approx(statistics.stdev(values))
+        assert (spread["low"], spread["high"]) == pytest.approx((min(values), max(values)))
+        assert any(
+            line.strip().startswith(label) and f"mean {statistics.mean(values):.2f}%" in line
+            for line in done.stdout.splitlines()
+        )
+
+    kept = (folder / "seed-1" / "checkpoint.safetensors").stat().st_mtime_ns
+    shutil.rmtree(folder / "seed-0")  # as if the run had been killed before seed 0 began
+    resumed = run(*command, "--resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "seed 1 (1 of 2): finished earlier, kept" in resumed.stderr
+    assert (folder / "seed-1" / "checkpoint.safetensors").stat().st_mtime_ns == kept
+    again, _ = read_adapted(folder / "seed-0" / "checkpoint.safetensors")
+    assert all(torch.equal(alone[key], again[key]) for key in alone)
+    assert json.loads((folder / "metrics.json").read_text())["spread"] == summary["spread"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seeds", "0", "0"], "--seeds: give distinct seeds"),
+        (["--seeds", "0", "1", "--eval"], "does not combine with --eval"),
+        (["--seeds", "0", "1", "--resume", "checkpoint-last.pth"], "--seeds --resume: name the seeds' folder"),
+    ],
+)
+def test_seeds_refuses_what_it_cannot_do_before_training(image_dataset_root, tiny_model_dir, tmp_path, flags, message):
+    descriptions = tmp_path / "unused.json"
+    command = two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, tmp_path / "out")
+    done = run(*command, *flags)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root, tiny_model_dir, tmp_path):
     """The same run without --val_dataset ends with the same tensors and the same test accuracy: scoring a
     validation folder draws on no randomness the run's own training uses."""
@@ -296,7 +358,6 @@ def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root
 def test_a_validation_folder_without_every_class_fails_before_anything_is_written(
     trained, image_dataset_root, tiny_model_dir, tmp_path
 ):
-    import shutil
 
     _, descriptions, _ = trained
     partial = tmp_path / "val"
@@ -405,7 +466,6 @@ def test_explain_prints_branches_and_writes_json(trained, image_dataset_root, tm
 
 
 def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root, tmp_path):
-    import shutil
 
     import numpy as np
     from PIL import Image
@@ -443,7 +503,6 @@ def test_explain_epochs_walks_the_run_s_saved_epochs(trained, image_dataset_root
 
 
 def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_root, tmp_path):
-    import shutil
     import zipfile
 
     import numpy as np
@@ -581,7 +640,6 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(image_dataset_root
 
 
 def test_train_stores_fg_s_shift_and_the_drift_command_measures_the_same(trained, image_dataset_root, tmp_path):
-    import shutil
 
     out, _, _ = trained
     _, meta = read_adapted(out / "checkpoint.safetensors")
