@@ -687,7 +687,10 @@ def _seeds_folder(args: argparse.Namespace) -> Path:
     if args.resume is not None:
         if Path(args.resume).suffix in {".pth", ".pt"} or not (args.resume or args.output_dir):
             raise ValueError("--seeds --resume: name the seeds' folder (--resume DIR or --output_dir DIR)")
-        return Path(args.resume or args.output_dir)
+        base = Path(args.resume or args.output_dir)
+        if not base.is_dir():  # a typo would otherwise start every seed afresh
+            raise FileNotFoundError(f"--seeds --resume: no folder '{base}'")
+        return base
     if args.output_dir:
         return Path(args.output_dir)
     config = _recipe(args, Recipe.for_dataset(args.dataset))

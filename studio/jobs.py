@@ -134,11 +134,16 @@ class AdaptRequest:
     # weight of the fairness term, which keeps the labels spread over the classes (train.py --fairness_weight): None
     # keeps the data set's recipe's
     fairness_weight: float | None = None
+    # weight of [CLS] in the fused answer, in the loss and at inference (train.py --fusion_ratio, ρ): None keeps the
+    # chosen entry's
+    fusion_ratio: float | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
-        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not if asked."""
+        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not and ρ if asked."""
         config = MethodConfig.from_dict(entry.to_dict())
-        return config if self.centre_values is None else replace(config, centre_values=bool(self.centre_values))
+        if self.centre_values is not None:
+            config = replace(config, centre_values=bool(self.centre_values))
+        return config if self.fusion_ratio is None else replace(config, fusion_ratio=float(self.fusion_ratio))
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
@@ -169,8 +174,9 @@ class AdaptRequest:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
-        if self.gamma is not None and not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma = {self.gamma:g} is outside the allowed range 0..1")
+        for name, value in (("gamma", self.gamma), ("fusion ratio", self.fusion_ratio)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} = {value:g} is outside the allowed range 0..1")
         top = limits.max_fairness_weight
         if self.fairness_weight is not None and not 0.0 <= self.fairness_weight <= top:
             raise ValueError(f"fairness weight {self.fairness_weight:g} is outside the allowed range 0..{top:g}")

@@ -349,6 +349,22 @@ def test_a_run_takes_a_seed_that_repeats_it_and_records_it(app, files):
         adapt_start(app.client, "upload a zip", files["good.zip"], **settings, seed=-1)
 
 
+def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0)  # positional: ρ is the last
+
+    def one_step(**extra) -> str:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
+        wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'the default ρ'}")
+        return app.client.predict(job_id, "", api_name="/adapt_save")[0]
+
+    leaning, default = one_step(fusion=0.3), one_step()
+    assert (load_model(leaning).config.fusion_ratio, load_model(default).config.fusion_ratio) == (0.3, 0.5)
+    first, second = read_adapted(leaning)[0], read_adapted(default)[0]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # the loss weighed the branches differently
+    with pytest.raises(AppError, match="greater than maximum value 1"):
+        adapt_start(app.client, "upload a zip", files["good.zip"], **settings, fusion=1.5)
+
+
 # ------------------------------------------------------------------ explore under concurrent load
 
 

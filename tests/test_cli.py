@@ -330,6 +330,7 @@ def test_seeds_runs_each_seed_as_alone_then_summarises_and_resume_keeps_finished
         (["--seeds", "0", "0"], "--seeds: give distinct seeds"),
         (["--seeds", "0", "1", "--eval"], "does not combine with --eval"),
         (["--seeds", "0", "1", "--resume", "checkpoint-last.pth"], "--seeds --resume: name the seeds' folder"),
+        (["--seeds", "0", "1", "--resume", "no-such-folder"], "--seeds --resume: no folder 'no-such-folder'"),
     ],
 )
 def test_seeds_refuses_what_it_cannot_do_before_training(image_dataset_root, tiny_model_dir, tmp_path, flags, message):

@@ -14,6 +14,7 @@ import torch
 from conftest import BUNDLED_TOY_MODEL, CLASSES
 
 from microclip.checkpoint import load_model, read_adapted
+from microclip.model import MethodConfig
 from microclip.recipe import Recipe
 from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest, JobStatus, QueueFullError, status_markdown
 from studio.registry import ModelRegistry
@@ -85,6 +86,16 @@ def test_a_request_s_fairness_weight_weighs_the_fairness_term_in_every_step_s_lo
     with pytest.raises(ValueError, match="fairness weight 17 is outside the allowed range 0..16"):
         AdaptRequest(fairness_weight=17).check(AdaptLimits())
     assert AdaptRequest().recipe("toybirds", 32).fairness_weight == Recipe.for_dataset("toybirds").fairness_weight
+
+
+def test_a_request_s_fusion_ratio_replaces_the_entry_s_and_nothing_else():
+    entry = replace(MethodConfig(), fusion_ratio=0.7, centre_values=True)
+    asked = AdaptRequest(fusion_ratio=0.3).method(entry)
+    assert asked == replace(entry, fusion_ratio=0.3)  # the entry's other settings kept
+    assert AdaptRequest().method(entry) == entry  # left out: the entry's own ρ
+    assert AdaptRequest(fusion_ratio=0.3, centre_values=False).method(entry).centre_values is False
+    with pytest.raises(ValueError, match="fusion ratio = 1.2 is outside the allowed range 0..1"):
+        AdaptRequest(fusion_ratio=1.2).check(AdaptLimits())
 
 
 def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_path):

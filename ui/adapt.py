@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.recipe import Recipe
 from studio.jobs import (
     AdaptationRunner,
@@ -109,6 +110,7 @@ class _Panel:
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
+    fusion: gr.Slider
     save_name: gr.Textbox
     save: gr.Button
     use_saved: gr.Button
@@ -127,7 +129,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness, self.seed]
+        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness, self.seed, self.fusion]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -261,6 +263,16 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 "seed alone moves the result by 2–4.5 points (docs/toyworld.md, round 38).",
                 elem_id="adapt-seed",
             )
+            p.fusion = gr.Slider(
+                0.0,
+                1.0,
+                value=DEFAULT_FUSION_RATIO,
+                step=0.05,
+                label="Weight of [CLS] in the fused answer (ρ)",
+                info="In the loss and in the answer: 0.5 in every reference config; lower leans on [FG] (train.py "
+                "--fusion_ratio; docs/toyworld.md, round 39). The CLS-only baseline does not have it.",
+                elem_id="adapt-fusion",
+            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -323,6 +335,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         gamma: float | None = None,
         fairness: float | None = None,
         seed: float | None = None,
+        fusion: float | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -345,6 +358,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             gamma=None if gamma is None else float(gamma),  # API clients may leave these out: the data set's
             fairness_weight=None if fairness is None else float(fairness),
             seed=0 if seed is None else int(seed),
+            fusion_ratio=None if fusion is None else float(fusion),
         )
         try:
             new_id = runner.submit(request)
