@@ -269,8 +269,9 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
                 value=DEFAULT_FUSION_RATIO,
                 step=0.05,
                 label="Weight of [CLS] in the fused answer (ρ)",
-                info="In the loss and in the answer: 0.5 in every reference config; lower leans on [FG] (train.py "
-                "--fusion_ratio; docs/toyworld.md, round 39). The CLS-only baseline does not have it.",
+                info="In the loss and in the answer; 0.5 in every reference config (train.py --fusion_ratio). On the "
+                "toy world a lower ρ makes [FG] lean on the parts more and ends lower; at 1 only the labels use [FG] "
+                "(docs/toyworld.md, round 39).",
                 elem_id="adapt-fusion",
             )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
