@@ -682,8 +682,8 @@ def _seeds_folder(args: argparse.Namespace) -> Path:
     seeds = args.seeds
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"--seeds: give distinct seeds of 0 or more (got {' '.join(map(str, seeds))})")
-    if args.eval or args.start_epoch:
-        raise ValueError("--seeds trains; it does not combine with --eval or --start_epoch")
+    if args.eval or args.start_epoch or args.seed:
+        raise ValueError("--seeds trains one run per seed; it does not combine with --seed, --eval or --start_epoch")
     if args.resume is not None:
         if Path(args.resume).suffix in {".pth", ".pt"} or not (args.resume or args.output_dir):
             raise ValueError("--seeds --resume: name the seeds' folder (--resume DIR or --output_dir DIR)")

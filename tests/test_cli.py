@@ -328,7 +328,8 @@ def test_seeds_runs_each_seed_as_alone_then_summarises_and_resume_keeps_finished
     ("flags", "message"),
     [
         (["--seeds", "0", "0"], "--seeds: give distinct seeds"),
-        (["--seeds", "0", "1", "--eval"], "does not combine with --eval"),
+        (["--seeds", "0", "1", "--eval"], "does not combine with --seed, --eval"),
+        (["--seeds", "0", "1", "--seed", "3"], "does not combine with --seed, --eval"),
         (["--seeds", "0", "1", "--resume", "checkpoint-last.pth"], "--seeds --resume: name the seeds' folder"),
         (["--seeds", "0", "1", "--resume", "no-such-folder"], "--seeds --resume: no folder 'no-such-folder'"),
     ],
