@@ -644,36 +644,31 @@ def _detach_stdout_logs() -> None:
 
 def _train_seeds(args: argparse.Namespace, plot, rank: int, world: int) -> int:
     """--seeds: one run per seed in ``<dir>/seed-<S>`` (each exactly the run ``--seed S`` makes), then their spread."""
-    seeds, base = list(args.seeds), _seeds_folder(args)
-    for index, seed in enumerate(seeds):
-        folder = base / f"seed-{seed}"
+    base = _seeds_folder(args)
+    folders = {seed: base / f"seed-{seed}" for seed in args.seeds}
+    for index, (seed, folder) in enumerate(folders.items(), 1):
         if args.resume is not None and (folder / "metrics.json").is_file():  # written last: that run finished
-            log.info("seed %d (%d of %d): finished earlier, kept (%s)", seed, index + 1, len(seeds), folder)
+            log.info("seed %d (%d of %d): finished earlier, kept (%s)", seed, index, len(folders), folder)
             continue
         killed = args.resume is not None and (folder / "train_state.safetensors").is_file()
-        log.info("seed %d (%d of %d): %s %s", seed, index + 1, len(seeds), "resumed in" if killed else "into", folder)
-        one = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "output_dir": str(folder)})
-        one.resume = str(folder) if killed else None
-        status = _train(one, plot, rank, world)
+        log.info("seed %d (%d of %d): %s %s", seed, index, len(folders), "resumed in" if killed else "into", folder)
+        changed = {"seed": seed, "seeds": None, "output_dir": str(folder), "resume": str(folder) if killed else None}
+        status = _train(argparse.Namespace(**{**vars(args), **changed}), plot, rank, world)
         _detach_stdout_logs()  # the next seed's lines go to its own stdout_log.txt only
         if status:
             return status
     if rank == 0:
         runs = [
-            {
-                "seed": seed,
-                "output_dir": str(base / f"seed-{seed}"),
-                **_read_json(base / f"seed-{seed}" / "metrics.json", "a seed's metrics"),
-            }
-            for seed in seeds
+            {"seed": seed, "output_dir": str(folder), **_read_json(folder / "metrics.json", "a seed's metrics")}
+            for seed, folder in folders.items()
         ]
-        summary = {"mode": "ours_train_spread", "dataset": args.dataset, "seeds": seeds, "runs": runs}
+        summary = {"mode": "ours_train_spread", "dataset": args.dataset, "seeds": list(folders), "runs": runs}
         summary["spread"] = _summarise(runs, "runs, test split")
         if all("val_acc_fused" in run for run in runs):
             validation = [{f"acc_{b}": run.get(f"val_acc_{b}") for b in BRANCH_LABELS} for run in runs]
             summary["val_spread"] = _summarise(validation, "runs, validation split")
         atomic_write_json(base / "metrics.json", summary)
-        log.info("the %d seeds' runs and their spread: %s", len(seeds), base / "metrics.json")
+        log.info("the %d seeds' runs and their spread: %s", len(folders), base / "metrics.json")
     return 0
 
 

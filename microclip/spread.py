@@ -8,7 +8,7 @@ it also summarises the differences from another set pair by pair (the same seeds
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -25,10 +25,8 @@ class Spread:
     def of(cls, values: Sequence[float]) -> Spread:
         if not values:
             raise ValueError("a spread needs at least one value")
-        n = len(values)
-        mean = math.fsum(values) / n
-        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-        return cls(n=n, mean=mean, sd=sd, low=min(values), high=max(values))
+        sd = statistics.stdev(values) if len(values) > 1 else None
+        return cls(n=len(values), mean=statistics.fmean(values), sd=sd, low=min(values), high=max(values))
 
     def describe(self, points: bool = False) -> str:
         """``mean 86.30% ± 2.10 (sd), 84.50 to 89.00``; with ``points`` (differences), signed and in points."""

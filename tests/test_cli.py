@@ -28,6 +28,11 @@ def explain(source: Path, checkpoint: Path | str, *options: str) -> subprocess.C
     return run("-m", "microclip", "explain", str(source), "--ckpt-path", str(checkpoint), *options)
 
 
+def evaluate_on_shapes(dataset_root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python evaluate.py --dataset <the generated shapes folder> ARGS``."""
+    return run("evaluate.py", "--dataset", str(dataset_root / "shapes"), *args)
+
+
 @pytest.fixture(scope="module")
 def trained(image_dataset_root, tiny_model_dir, tmp_path_factory):
     descriptions = tmp_path_factory.mktemp("desc") / "shapes.json"
@@ -92,10 +97,8 @@ def test_train_writes_the_reference_outputs(trained):
 
 def test_evaluate_reproduces_the_final_accuracy(trained, image_dataset_root):
     out, _, _ = trained
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
+    done = evaluate_on_shapes(
+        image_dataset_root,
         "--ckpt-path",
         str(out / "checkpoint.safetensors"),
         "--show_per_class",
@@ -188,15 +191,7 @@ def test_evaluate_summarises_several_checkpoints(rolled, image_dataset_root, tmp
     import statistics
 
     folder = tmp_path / "several"
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
-        "--ckpt-path",
-        *map(str, rolled),
-        "--output_dir",
-        str(folder),
-    )
+    done = evaluate_on_shapes(image_dataset_root, "--ckpt-path", *map(str, rolled), "--output_dir", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((folder / "metrics.json").read_text())
     assert [entry["ckpt_path"] for entry in summary["runs"]] == list(map(str, rolled))
@@ -220,10 +215,8 @@ def test_evaluate_compares_two_sets_pair_by_pair(rolled, image_dataset_root, tmp
 
     run_ckpt, copy = rolled
     folder = tmp_path / "paired"
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
+    done = evaluate_on_shapes(
+        image_dataset_root,
         "--ckpt-path",
         str(run_ckpt),
         str(run_ckpt),
@@ -247,16 +240,7 @@ def test_evaluate_compares_two_sets_pair_by_pair(rolled, image_dataset_root, tmp
         line = next(line for line in done.stdout.splitlines()[-3:] if line.strip().startswith(label))
         assert f"mean {statistics.mean(differences):+.2f} points" in line
         assert f"ahead on {result['ahead']}, behind on {result['behind']} of 2" in line
-    refused = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
-        "--ckpt-path",
-        str(run_ckpt),
-        str(copy),
-        "--against",
-        str(copy),
-    )
+    refused = evaluate_on_shapes(image_dataset_root, "--ckpt-path", str(run_ckpt), str(copy), "--against", str(copy))
     assert refused.returncode == 2 and "--against names 1 checkpoint(s) for --ckpt-path's 2" in refused.stderr
     assert "TokenFusion" not in refused.stdout  # refused before any scoring
 
@@ -264,10 +248,8 @@ def test_evaluate_compares_two_sets_pair_by_pair(rolled, image_dataset_root, tmp
 def test_evaluate_checks_every_checkpoint_before_scoring(trained, image_dataset_root, tmp_path):
     out, _, _ = trained
     missing = tmp_path / "seed-3" / "checkpoint.safetensors"
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(image_dataset_root / "shapes"),
+    done = evaluate_on_shapes(
+        image_dataset_root,
         "--ckpt-path",
         str(out / "checkpoint.safetensors"),
         str(missing),
@@ -374,10 +356,8 @@ def test_a_validation_folder_without_every_class_fails_before_anything_is_writte
 
 def evaluate_epoch(out: Path, dataset_root: Path, epoch: int) -> tuple[dict, dict]:
     """``evaluate.py`` on a --keep_epochs run's saved epoch: the log's row for that epoch, and the evaluation."""
-    done = run(
-        "evaluate.py",
-        "--dataset",
-        str(dataset_root / "shapes"),
+    done = evaluate_on_shapes(
+        dataset_root,
         "--ckpt-path",
         str(out / "epochs" / f"epoch-{epoch}.safetensors"),
         "--output_dir",
