@@ -148,12 +148,26 @@ def epochs_beside(checkpoint: str | Path) -> list[tuple[int, Path]]:
 
 def read_adapted(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     tensors, metadata = read_tensors(path)
+    return tensors, _meta_of(metadata, path)
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """An adapted checkpoint's metadata from its header alone (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = reader.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return read_adapted(path)[1]  # the whole read says what is wrong with the file (a pickle, no file, ...)
+    return _meta_of(metadata, path)
+
+
+def _meta_of(metadata: dict[str, str], path: str | Path) -> CheckpointMeta:
     if _METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{path}: a safetensors file without microCLIP metadata (is it a base model's "
             "weights? pass it with --pretrained instead)"
         )
-    return tensors, CheckpointMeta.from_json(metadata[_METADATA_KEY], str(path))
+    return CheckpointMeta.from_json(metadata[_METADATA_KEY], str(path))
 
 
 def check_compatible(meta: CheckpointMeta, base: BaseModelSpec, classes: Sequence[str] | None, source: str) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from microclip.adapt import Adaptation, AdaptResult, prepare
 from microclip.checkpoint import EPOCHS_FOLDER, check_compatible, epoch_file, read_reference_resume, save_adapted
-from microclip.cliargs import add_classname, new_parser, positive_int, same_named
+from microclip.cliargs import add_classname, new_parser, positive_int, same_named, unit_fraction
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
@@ -39,6 +39,7 @@ from microclip.engine import (
     evaluate_as,
     per_class_test_fields,
     select_device,
+    sweep_branch,
     validation_fields,
 )
 from microclip.errors import USER_ERRORS
@@ -292,6 +293,15 @@ def build_evaluate_parser(parser: argparse.ArgumentParser | None = None) -> argp
         default=None,
         help="as many checkpoints as --ckpt-path, compared with them pair by pair (e.g. another recipe's runs with "
         "the same seeds in the same order): each branch's differences, their spread, and on how many pairs each leads",
+    )
+    parser.add_argument(
+        "--fusion_sweep",
+        nargs="+",
+        type=unit_fraction,
+        default=[],
+        metavar="RHO",
+        help="also the fused top-1 with each of these weights on [CLS] (0 to 1), the same forward pass's branch "
+        "logits re-fused: how the answer moves between the branches without re-running the model",
     )
     parser.add_argument("--input_size", type=int, default=None)
     parser.add_argument("--split", default="test")
@@ -980,10 +990,18 @@ def _summarise(runs: list[dict], what: str) -> dict:
         for branch in BRANCH_LABELS
         if all(run[f"acc_{branch}"] is not None for run in runs)
     }
+    swept = {
+        ratio: Spread.of([run["fused_by_fusion_ratio"][ratio] for run in runs])
+        for ratio in runs[0].get("fused_by_fusion_ratio", {})
+        if all(run["fused_by_fusion_ratio"][ratio] is not None for run in runs)
+    }
     print(f"over the {len(runs)} {what}:")
     for branch, spread in spreads.items():
         print(f"  {BRANCH_LABELS[branch]:12s} top-1 {spread.describe()}")
-    return {branch: spread.as_dict() for branch, spread in spreads.items()}
+    for ratio, spread in swept.items():
+        print(f"  {BRANCH_LABELS['fused']} at ρ = {ratio}: top-1 {spread.describe()}")
+    summary = {branch: spread.as_dict() for branch, spread in spreads.items()}
+    return summary | ({"fused_by_fusion_ratio": {r: s.as_dict() for r, s in swept.items()}} if swept else {})
 
 
 def _paired_differences(runs: list[dict], others: list[dict]) -> dict:
@@ -1023,7 +1041,7 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
     settings = Recipe(
         eval_batch_size=args.batch_size, amp=args.amp, num_workers=args.num_workers, test_fusion=args.test_fusion
     )
-    result = evaluate_as(model, test_set, settings, device)
+    result = evaluate_as(model, test_set, settings, device, sweep=args.fusion_sweep)
     elapsed = time.perf_counter() - started
     print(f"{args.dataset} ({result.n} images, {crop} crop) with {ckpt.name}:")
     for branch, label in BRANCH_LABELS.items():
@@ -1031,6 +1049,9 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
     if "fg_unshifted" in result.predictions:  # the run recorded [FG]'s shared shift
         print(f"  {BRANCH_LABELS['fg']} without its shared shift: top-1 {_fmt(result.accuracy('fg_unshifted'))}")
         print(f"  {BRANCH_LABELS['fused']} without the shift's part: top-1 {_fmt(result.accuracy('fused_unshifted'))}")
+    swept = {f"{ratio:g}": result.accuracy(sweep_branch(ratio)) for ratio in args.fusion_sweep}
+    for ratio, accuracy in swept.items():
+        print(f"  {BRANCH_LABELS['fused']} at ρ = {ratio}: top-1 {_fmt(accuracy)}")
     per_class, confused, lead = result.per_class_accuracy(), result.commonest_wrong(), result.per_class_lead()
     if args.show_per_class and per_class:
         for name, value in per_class.items():
@@ -1046,6 +1067,7 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
         "dataset": args.dataset,
         "num_samples": result.n,
         **result.summary(reported),
+        **({"fused_by_fusion_ratio": swept} if swept else {}),
         "ckpt_path": str(ckpt),
         "eval_seconds": elapsed,
         "eval_crop": crop,

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -133,6 +133,12 @@ def own_lead(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 # What evaluate adds for a model that carries its run's shared `[FG]` shift (model.fg_shift)
 UNSHIFTED_BRANCHES = ("fg_unshifted", "fused_unshifted")
+
+
+def sweep_branch(ratio: float) -> str:
+    """The branch :func:`evaluate_as` names the fused answer re-fused with the fusion ratio ``ratio``
+    (``"fused@0.7"``)."""
+    return f"fused@{ratio:g}"
 
 
 @dataclass(frozen=True)
@@ -669,10 +675,11 @@ def _summed_over_processes(counts: torch.Tensor, device: torch.device) -> torch.
     return summed.cpu()
 
 
-def eval_fusion_ratio(model: MicroCLIP, test_fusion: str = "consistent") -> float:
-    """The fusion ratio applied at test time: ρ on [CLS] as in training ("consistent"), or the reference's
-    evaluation, which unpacks the branch pair swapped and so puts ρ on [FG] and 1 − ρ on [CLS] ("reference")."""
-    ratio = model.config.fusion_ratio
+def eval_fusion_ratio(model: MicroCLIP, test_fusion: str = "consistent", ratio: float | None = None) -> float:
+    """The fusion ratio applied at test time: ρ (the model's, or ``ratio``) on [CLS] as in training ("consistent"),
+    or the reference's evaluation, which unpacks the branch pair swapped and so puts ρ on [FG] and 1 − ρ on [CLS]
+    ("reference")."""
+    ratio = model.config.fusion_ratio if ratio is None else ratio
     return 1.0 - ratio if test_fusion == "reference" else ratio
 
 
@@ -733,16 +740,20 @@ def evaluate(
     amp: AmpMode = "none",
     num_workers: int = 0,
     ratio: float | None = None,
+    sweep: Mapping[str, float] | None = None,
 ) -> EvalResult:
     """Fused, [CLS]-only and [FG]-only predictions on ``dataset`` (items ``(image, label, ...)``); when the model
     carries its run's shared `[FG]` shift (``model.fg_shift``), also `[FG]`-only without it (branch "fg_unshifted")
     and the fused answer without the shift's part of each class's logit, (1 − ρ) · 100 · s · Ŵ* ("fused_unshifted":
-    does the class preference the shift adds help the fused answer?)."""
+    does the class preference the shift adds help the fused answer?). For each ``sweep`` item (branch name → weight on
+    [CLS]), the fused answer re-fused with that weight from the same forward pass's branch logits."""
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     predictions: dict[str, list[torch.Tensor]] = {"fused": [], "cls": [], "fg": []}
     if getattr(model, "fg_shift", None) is not None:
         predictions |= {branch: [] for branch in UNSHIFTED_BRANCHES}
+    sweep = dict(sweep or {})
+    predictions |= {name: [] for name in sweep}
     targets = []
     leads: dict[str, list[torch.Tensor]] = {"fused": [], "cls": [], "fg": []}
     with eval_mode(model):
@@ -755,6 +766,8 @@ def evaluate(
                 predictions[branch].append(logits.argmax(1))
                 # an unlabelled image (label -1) gets a lead too, and the result drops every lead of such a set
                 leads[branch].append(own_lead(logits, labels.clamp(min=0)))
+            for name, swept in sweep.items():
+                predictions[name].append(out.logits.with_ratio(swept).fused.float().argmax(1).cpu())
             if "fg_unshifted" in predictions:
                 part, fg_unshifted = shift_logits(model, out.fg_embed)
                 predictions["fg_unshifted"].append(fg_unshifted.argmax(1).cpu())
@@ -773,9 +786,11 @@ def evaluate(
     )
 
 
-def evaluate_as(model: MicroCLIP, dataset: Dataset, recipe: Recipe, device: torch.device | str) -> EvalResult:
+def evaluate_as(
+    model: MicroCLIP, dataset: Dataset, recipe: Recipe, device: torch.device | str, sweep: Sequence[float] = ()
+) -> EvalResult:
     """:func:`evaluate` as ``recipe`` runs its test evaluations: its test batch, precision, workers and
-    test-time fusion."""
+    test-time fusion (which applies to each ratio in ``sweep`` as to the model's own)."""
     return evaluate(
         model,
         dataset,
@@ -784,4 +799,5 @@ def evaluate_as(model: MicroCLIP, dataset: Dataset, recipe: Recipe, device: torc
         amp=recipe.amp,
         num_workers=recipe.num_workers,
         ratio=eval_fusion_ratio(model, recipe.test_fusion),
+        sweep={sweep_branch(r): eval_fusion_ratio(model, recipe.test_fusion, r) for r in sweep},
     )

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
-from microclip.checkpoint import CheckpointError, CheckpointMeta, epochs_beside, load_model, read_adapted
+from microclip.checkpoint import CheckpointError, CheckpointMeta, epochs_beside, load_model, read_adapted, read_meta
 from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
-from microclip.model import MicroCLIP
+from microclip.model import MethodConfig, MicroCLIP
 from microclip.resources import PROJECT_ROOT
 from microclip.timeline import Timeline
 
@@ -258,6 +258,16 @@ class ModelRegistry:
                 log.info("loading model %s", name)
                 self._models[name] = self._loaders[name]()
             return self._models[name]
+
+    def fusion_ratio(self, name: str | None = None) -> float:
+        """The weight of [CLS] the entry answers with (its ρ): from a checkpoint's header while the entry is not
+        loaded, so that a model list can show it without loading the model."""
+        name = name or self.default_name
+        with self._lock:
+            loaded, path = self._models.get(name), self._paths.get(name)
+        if loaded is None and path is not None:
+            return MethodConfig.from_dict(read_meta(path).method).fusion_ratio
+        return (loaded or self.get(name)).model.config.fusion_ratio
 
     def timeline(self, name: str | None = None) -> Timeline | None:
         """The saved epochs of the named checkpoint's run (``train.py --keep_epochs``), built on first use and

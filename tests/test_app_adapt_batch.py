@@ -29,6 +29,7 @@ from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
 from ui.adapt import CENTRING
 from ui.app import build_demo
+from ui.layout import entry_fusion_ratio
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -352,13 +353,21 @@ def test_a_run_takes_a_seed_that_repeats_it_and_records_it(app, files):
 def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, files):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0)  # positional: ρ is the last
 
-    def one_step(**extra) -> str:
+    def one_step(**extra) -> tuple[str, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
         wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'the default ρ'}")
-        return app.client.predict(job_id, "", api_name="/adapt_save")[0]
+        path, _text, name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return path, name
 
-    leaning, default = one_step(fusion=0.3), one_step()
+    (leaning, leaning_name), (default, _) = one_step(fusion=0.3), one_step()
     assert (load_model(leaning).config.fusion_ratio, load_model(default).config.fusion_ratio) == (0.3, 0.5)
+    # choosing the saved entry in the Adapt tab starts its ρ slider at the entry's (the handler of the choice)
+    assert entry_fusion_ratio(app.runner.registry, leaning_name) == 0.3
+    assert entry_fusion_ratio(app.runner.registry, "no such model") == 0.5
+    # a checkpoint file's ρ is read from its header: the entry is not loaded for it
+    listed = ModelRegistry()
+    listed.add_checkpoint(leaning, "from its file")
+    assert listed.fusion_ratio("from its file") == 0.3 and "from its file" not in listed._models
     first, second = read_adapted(leaning)[0], read_adapted(default)[0]
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the loss weighed the branches differently
     with pytest.raises(AppError, match="greater than maximum value 1"):

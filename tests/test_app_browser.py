@@ -369,7 +369,9 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(page.locator("#adapt-folder")).to_contain_text("served on 127.0.0.1 only")
     folder.fill(str(image_dataset_root / "shapes" / "train"))
     page.get_by_text("More settings", exact=True).click()  # the less used settings are folded away
-    for setting, value in (("Steps", "200"), ("Batch size", "16"), ("Crops per image (K)", "4"), ("Probe images", "4")):
+    settings = {"Steps": "200", "Batch size": "16", "Crops per image (K)": "4", "Probe images": "4"}
+    settings["Weight of [CLS] in the fused answer (ρ)"] = "0.3"  # the saved model answers with it, in Explore too
+    for setting, value in settings.items():
         box = page.get_by_label(f"number input for {setting}", exact=True)
         box.fill(value)
         box.press("Enter")
@@ -435,6 +437,7 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     page.locator("#adapt-use-saved").click()
     expect(page.get_by_role("tab", name="Explore", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#explore-model input").first).to_have_value("class demo")
+    expect(page.get_by_label("number input for Fusion ratio ρ", exact=True)).to_have_value("0.3")
 
 
 def test_batch_and_models_tabs(page):

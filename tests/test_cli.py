@@ -708,3 +708,35 @@ def test_an_epoch_whose_labels_never_named_a_class_is_a_warning(caplog):
         EpochReport().on_epoch_end(main, {"epoch": 4, "train_labels_per_class": {"blue bar": 7, "green disc": 1}})
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["epoch 3: self-training's labels named no training image as green disc, red square"]
+
+
+def test_evaluate_sweeps_the_fusion_ratio_from_one_forward_pass(rolled, image_dataset_root, tmp_path):
+    """--fusion_sweep re-fuses the branch logits: at 0 it is [FG]-only, at 1 [CLS]-only, at the checkpoint's own ρ
+    its fused answer (image by image against whole forward passes: tests/test_engine.py); summarised over
+    checkpoints like the branches; a ρ outside 0..1 is refused."""
+    import statistics
+
+    ratios = ("0", "0.2", "0.5", "0.8", "1")
+    folder = tmp_path / "swept"
+    done = evaluate_on_shapes(
+        image_dataset_root, "--ckpt-path", *map(str, rolled), "--fusion_sweep", *ratios, "--output_dir", str(folder)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((folder / "metrics.json").read_text())
+    for run_metrics, accuracies in zip(summary["runs"], rolled.values()):
+        swept = run_metrics["fused_by_fusion_ratio"]
+        assert list(swept) == list(ratios)
+        assert swept["0"] == pytest.approx(accuracies["fg"])
+        assert swept["1"] == pytest.approx(accuracies["cls"])
+        assert swept["0.5"] == pytest.approx(accuracies["fused"])  # the runs trained and answer with ρ 0.5
+    assert any(len(set(run["fused_by_fusion_ratio"].values())) > 1 for run in summary["runs"]), (
+        "every swept ρ scores alike: the sweep would not be tested"
+    )
+    for ratio in ratios:
+        values = [run["fused_by_fusion_ratio"][ratio] for run in summary["runs"]]
+        assert summary["spread"]["fused_by_fusion_ratio"][ratio]["mean"] == pytest.approx(statistics.mean(values))
+        assert f"TokenFusion at ρ = {ratio}: top-1 mean {statistics.mean(values):.2f}%" in done.stdout
+
+    first = str(next(iter(rolled)))
+    refused = evaluate_on_shapes(image_dataset_root, "--ckpt-path", first, "--fusion_sweep", "0.5", "1.5")
+    assert refused.returncode == 2 and "must be from 0 to 1, not 1.5" in refused.stderr

@@ -23,6 +23,7 @@ from microclip.engine import (
     OptimizerStep,
     cosine_lr,
     evaluate,
+    evaluate_as,
     fit,
     labels_given_record,
     own_lead,
@@ -512,3 +513,29 @@ def test_amp_clipping_measures_only_the_parts_that_learn():
     for scale, expected in ((1.0, set(ids.values())), (0.0, {n for n in ids.values() if not n.startswith("soap.")})):
         stepper = OptimizerStep(model, replace(CONFIG, amp="bf16", soap_lr_scale=scale), torch.device("cpu"))
         assert {ids[id(p)] for p in stepper.trainable} == expected
+
+
+def test_a_swept_ratio_is_a_whole_evaluation_at_that_ratio(image_dataset_root):
+    """Each swept branch predicts, image by image, what argmax(ρ·[CLS] + (1 − ρ)·[FG]) of a forward pass does, and
+    what a whole evaluation at that ρ calls the fused answer; the reference's swapped test fusion puts a swept ρ
+    on [FG] as it does the model's own."""
+    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    model = fresh_model()
+    with torch.no_grad():  # W*'s first class the mean [CLS], its second the mean [FG]: the two branches disagree
+        out = model(torch.stack([test[i][0] for i in range(len(test))]))
+        g, f = out.tokens.cls_embed.mean(0), out.fg_embed.mean(0)
+        model.heads.w_star.copy_(F.normalize(torch.stack([g, f, g - f]), dim=-1))
+    ratios = {"low": 0.2, "high": 0.8}
+    swept = evaluate(model, test, batch_size=4, sweep=ratios)
+    with torch.no_grad():
+        for i in range(len(test)):
+            logits = model(test[i][0][None]).logits
+            for name, ratio in ratios.items():
+                by_hand = (ratio * logits.cls[0] + (1 - ratio) * logits.fg[0]).argmax()
+                assert int(swept.predictions[name][i]) == int(by_hand)
+    for name, ratio in ratios.items():
+        whole = evaluate(model, test, batch_size=4, ratio=ratio)
+        assert torch.equal(swept.predictions[name], whole.predictions["fused"])
+    assert not torch.equal(swept.predictions["low"], swept.predictions["high"]), "the two ratios agree on every image"
+    swapped = evaluate_as(model, test, Recipe(eval_batch_size=4, test_fusion="reference"), "cpu", sweep=[0.2])
+    assert torch.equal(swapped.predictions["fused@0.2"], swept.predictions["high"])

@@ -17,7 +17,6 @@ from typing import Any
 
 import gradio as gr
 
-from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.recipe import Recipe
 from studio.jobs import (
     AdaptationRunner,
@@ -33,7 +32,7 @@ from studio.jobs import (
 )
 from studio.sharing import ServerPathGuard, ServerPaths
 from ui.common import user_errors
-from ui.layout import refresh_on_focus
+from ui.layout import entry_fusion_ratio, follow_fusion_ratio, refresh_on_focus
 from viz.runs import curves
 
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
@@ -203,7 +202,7 @@ def _watch_column(p: _Panel) -> None:
         gr.Markdown(CURVES_NOTE)
 
 
-def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
+def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> None:
     default = Recipe.for_dataset("default")  # every bundled data set config's γ (0.5) and fairness weight (1.0)
     with gr.Column(scale=1, min_width=300):
         with gr.Accordion("More settings", open=False):
@@ -266,12 +265,12 @@ def _settings_column(p: _Panel, limits: AdaptLimits) -> None:
             p.fusion = gr.Slider(
                 0.0,
                 1.0,
-                value=DEFAULT_FUSION_RATIO,
+                value=fusion_ratio,
                 step=0.05,
                 label="Weight of [CLS] in the fused answer (ρ)",
-                info="In the loss and in the answer; 0.5 in every reference config (train.py --fusion_ratio). On the "
-                "toy world a lower ρ makes [FG] lean on the parts more and ends lower; at 1 only the labels use [FG] "
-                "(docs/toyworld.md, round 39).",
+                info="In the loss and in the answer; starts at the chosen model's (0.5 in every reference config; "
+                "train.py --fusion_ratio). On the toy world a lower ρ makes [FG] lean on the parts more and ends "
+                "lower; at 1 only the labels use [FG] (docs/toyworld.md, round 39).",
                 elem_id="adapt-fusion",
             )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
@@ -301,7 +300,7 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
         _data_column(p, registry, limits, folders)
         _watch_column(p)
     with gr.Row(equal_height=False):
-        _settings_column(p, limits)
+        _settings_column(p, limits, entry_fusion_ratio(registry, registry.default_name))
         _results_column(p)
     p.timer = gr.Timer(POLL_SECONDS, active=False)
     p.shown = gr.State(None)
@@ -456,6 +455,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     p = _layout(registry, runner.limits, folders_now())
     p.source.change(choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
     refresh_on_focus(p.model, registry)
+    follow_fusion_ratio(p.model, p.fusion, registry)  # a run keeps the entry's ρ unless the slider is moved
     _wire_start(p, runner, folders_now)
     _wire_status(p, runner)
     _wire_actions(p, runner)

@@ -18,7 +18,6 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.explain import explain_image
 from microclip.heads import BRANCHES
 from microclip.prepare import parse_class_names
@@ -52,6 +51,7 @@ from ui.common import (
 )
 from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
+from ui.layout import entry_fusion_ratio, follow_fusion_ratio
 from ui.walkthrough import build_erase_row, toy_truth
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -318,10 +318,11 @@ def _input_column(registry: ModelRegistry) -> _Inputs:
     ratio = gr.Slider(
         0.0,
         1.0,
-        value=DEFAULT_FUSION_RATIO,
+        value=entry_fusion_ratio(registry, registry.default_name),
         step=0.05,
         label="Fusion ratio ρ",
-        info="Weight of [CLS] in the fused logits; moving it re-fuses without a forward pass",
+        info="Weight of [CLS] in the fused logits; starts at the model's own; moving it re-fuses without a forward "
+        "pass",
     )
     with gr.Accordion("Your own classes (optional)", open=False):
         classes = gr.Textbox(
@@ -430,6 +431,7 @@ def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, show
     given.model.change(
         partial(model_classes, registry), [given.model], [given.classes, given.world], api_name="model_classes", **quiet
     )
+    follow_fusion_ratio(given.model, given.ratio, registry)
 
 
 def _display_controls() -> list:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from microclip.constants import DEFAULT_FUSION_RATIO
+from microclip.errors import USER_ERRORS
 from ui.common import model_dropdown_update
 
 
@@ -15,4 +17,21 @@ def refresh_on_focus(dropdown: gr.Dropdown, registry) -> None:
         dropdown,
         api_visibility="private",
         queue=False,
+    )
+
+
+def entry_fusion_ratio(registry, name: str | None) -> float:
+    """The ρ the entry answers with, where a tab's ρ slider starts; the reference's where the entry cannot be
+    read (using it then says why)."""
+    try:
+        return registry.fusion_ratio(name)
+    except (KeyError, *USER_ERRORS):
+        return DEFAULT_FUSION_RATIO
+
+
+def follow_fusion_ratio(dropdown: gr.Dropdown, slider: gr.Slider, registry) -> None:
+    """Set ``slider`` to the ρ of the model chosen in ``dropdown``: left at 0.5, a model trained with another ρ
+    would answer other than it does everywhere else (evaluate.py, the Walkthrough, the API without a ρ)."""
+    dropdown.change(
+        lambda name: entry_fusion_ratio(registry, name), dropdown, slider, api_visibility="private", queue=False
     )
