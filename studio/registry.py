@@ -216,7 +216,7 @@ class ModelRegistry:
         Reads only the checkpoint's metadata now; the base model is built on first use. This is
         the "before" for Compare (same label set, descriptions and templates, nothing adapted).
         """
-        _, meta = read_adapted(checkpoint)
+        meta = read_meta(checkpoint)
         return self.add_base(
             meta.base.clip_model,
             meta.base.pretrained or None,
@@ -260,14 +260,18 @@ class ModelRegistry:
             return self._models[name]
 
     def fusion_ratio(self, name: str | None = None) -> float:
-        """The weight of [CLS] the entry answers with (its ρ): from a checkpoint's header while the entry is not
-        loaded, so that a model list can show it without loading the model."""
+        """The weight of [CLS] the entry answers with (its ρ), without loading it: a checkpoint's from its header,
+        a base model's the default method's (it is built with it)."""
         name = name or self.default_name
         with self._lock:
-            loaded, path = self._models.get(name), self._paths.get(name)
-        if loaded is None and path is not None:
+            known, loaded, path = name in self._loaders, self._models.get(name), self._paths.get(name)
+        if loaded is not None:
+            return loaded.model.config.fusion_ratio
+        if path is not None:
             return MethodConfig.from_dict(read_meta(path).method).fusion_ratio
-        return (loaded or self.get(name)).model.config.fusion_ratio
+        if known:
+            return MethodConfig().fusion_ratio
+        return self.get(name).model.config.fusion_ratio  # not registered: the registry's own error
 
     def timeline(self, name: str | None = None) -> Timeline | None:
         """The saved epochs of the named checkpoint's run (``train.py --keep_epochs``), built on first use and

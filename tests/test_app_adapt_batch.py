@@ -350,7 +350,7 @@ def test_a_run_takes_a_seed_that_repeats_it_and_records_it(app, files):
         adapt_start(app.client, "upload a zip", files["good.zip"], **settings, seed=-1)
 
 
-def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, files):
+def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, files, tiny_model_dir):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0)  # positional: ρ is the last
 
     def one_step(**extra) -> tuple[str, str]:
@@ -364,10 +364,13 @@ def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, fi
     # choosing the saved entry in the Adapt tab starts its ρ slider at the entry's (the handler of the choice)
     assert entry_fusion_ratio(app.runner.registry, leaning_name) == 0.3
     assert entry_fusion_ratio(app.runner.registry, "no such model") == 0.5
-    # a checkpoint file's ρ is read from its header: the entry is not loaded for it
-    listed = ModelRegistry()
+    # nothing is loaded to read an entry's ρ: a checkpoint's is in its file's header, a base model's the default's
+    listed = tiny_base_registry(tiny_model_dir, BASE)
     listed.add_checkpoint(leaning, "from its file")
-    assert listed.fusion_ratio("from its file") == 0.3 and "from its file" not in listed._models
+    assert (listed.fusion_ratio("from its file"), listed.fusion_ratio(BASE)) == (0.3, 0.5)
+    assert not listed._models
+    with pytest.raises(KeyError, match="no model named"):
+        listed.fusion_ratio("no such model")
     first, second = read_adapted(leaning)[0], read_adapted(default)[0]
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the loss weighed the branches differently
     with pytest.raises(AppError, match="greater than maximum value 1"):
