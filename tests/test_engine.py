@@ -53,6 +53,10 @@ def train_set(root: Path) -> SeededDataset:
     return SeededDataset(base, TrainViews(input_size=32, n_crops=2), seed=0)
 
 
+def shapes_test_set(root: Path) -> SeededDataset:
+    return SeededDataset(build_dataset(str(root / "shapes"), "test"), test_transform(32), seed=0)
+
+
 CONFIG = Recipe(epochs=2, batch_size=8, n_crops=2, lr=1e-3, save_every_steps=1)
 
 
@@ -130,7 +134,7 @@ def test_each_image_s_lead_and_each_class_s_mean_lead_by_hand():
 
 
 def test_evaluate_s_leads_are_each_image_s_logits_one_by_one(image_dataset_root):
-    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    test = shapes_test_set(image_dataset_root)
     model = fresh_model()
     result = evaluate(model, test, batch_size=4)
     assert result.targets is not None and set(result.leads) == {"fused", "cls", "fg"}
@@ -168,7 +172,7 @@ def test_baselines_report_cls_only_accuracy():
 
 
 def test_baseline_run_logs_cls_accuracy_as_test_acc(image_dataset_root):
-    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    test = shapes_test_set(image_dataset_root)
     config = Recipe(epochs=1, batch_size=8, n_crops=2, lr=1e-3, mode="baseline", max_steps=1)
     row = fit(fresh_model(), train_set(image_dataset_root), config, test_set=test).history[-1]
     assert row["test_acc"] == row["test_acc_cls"] and "test_acc_fused" in row
@@ -305,7 +309,7 @@ def test_stop_request_ends_cleanly_and_keeps_state(image_dataset_root, tmp_path)
 def test_fully_supervised_mode_learns_the_toy_shapes(image_dataset_root):
     model = fresh_model()
     config = Recipe(epochs=6, batch_size=8, n_crops=1, lr=3e-2, mode="fully_supervised")
-    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    test = shapes_test_set(image_dataset_root)
     before = evaluate(model, test).accuracy()
     rows = fit(model, train_set(image_dataset_root), config).history
     after = evaluate(model, test).accuracy()
@@ -519,7 +523,7 @@ def test_a_swept_ratio_is_a_whole_evaluation_at_that_ratio(image_dataset_root):
     """Each swept branch predicts, image by image, what argmax(ρ·[CLS] + (1 − ρ)·[FG]) of a forward pass does, and
     what a whole evaluation at that ρ calls the fused answer; the reference's swapped test fusion puts a swept ρ
     on [FG] as it does the model's own."""
-    test = SeededDataset(build_dataset(str(image_dataset_root / "shapes"), "test"), test_transform(32), seed=0)
+    test = shapes_test_set(image_dataset_root)
     model = fresh_model()
     with torch.no_grad():  # W*'s first class the mean [CLS], its second the mean [FG]: the two branches disagree
         out = model(torch.stack([test[i][0] for i in range(len(test))]))
