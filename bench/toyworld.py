@@ -16,12 +16,14 @@ self-training baseline, microCLIP adapted (fused, [CLS]-only, [FG]-only) and a l
 frozen [CLS] (an oracle that sees labels).
 
 Pointing game (microclip/scoring.py): on each test image, does the map's top patch touch a discriminative
-part? Every map is computed on the same adapted visual tower; the class-specific ones (LeGrad, Grad-CAM)
+part? Every map is computed on the same adapted visual tower; the class-specific ones (LeGrad, Grad-CAM, SOAP per class)
 explain the true class's Ŵ* row. The NCut mask, a set rather than a score, counts the expected hit of a
 patch drawn uniformly from it, and "random" is a uniform patch (the patch chance, exactly). Also the
 share of each map's mass on the part pixels, and each explainer's cost in ms per image (median of ten
 single-image calls). "soap_keys_ncut" is SOAP with the clean key-based NCut at inference; "soap_rollout" SOAP's
-weights carried back through the earlier blocks' attention rollout (microclip.explainers), a peer.
+weights carried back through the earlier blocks' attention rollout (microclip.explainers), a peer;
+"soap_contribution" each token's exact term in the true class's [FG] logit (SOAP's weight times its value, along
+the class), SOAP's own accounting, not a peer.
 
 Part probe (toyworld/part_probe.py): for each test image and each visible part its species'
 descriptions name, is the patch whose projected value-path token is closest to that sentence on that
@@ -84,7 +86,17 @@ BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 ASSETS = ASSETS_DIR  # the world this process draws (MICROCLIP_TOYWORLD_SPECIES)
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
-POINTING_PEERS = ("soap", "ncut", "cls_similarity", "cls_attention", "rollout", "soap_rollout", "legrad", "gradcam")
+POINTING_PEERS = (
+    "soap",
+    "soap_contribution",
+    "ncut",
+    "cls_similarity",
+    "cls_attention",
+    "rollout",
+    "soap_rollout",
+    "legrad",
+    "gradcam",
+)
 
 
 # Every table reads the same generated splits: decode them once per run (the arrays are only read).

@@ -138,7 +138,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "(the reference's default is OpenAI CLIP's 0.48145466,0.4578275,0.40821073)",
     )
     parser.add_argument("--image_std", type=_triple, default=None, help="pixel std, as --image_mean")
-    parser.add_argument("--fusion_ratio", type=float, default=None)
+    parser.add_argument(
+        "--fusion_ratio",
+        type=unit_fraction,
+        default=None,
+        help="ρ, the weight of [CLS] in the fused logits, 0 to 1 (default: 0.5 to train; the checkpoint's to evaluate)",
+    )
     parser.add_argument(
         "--eval_crop",
         choices=["center", "random"],

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
-from microclip.cliargs import new_parser
+from microclip.cliargs import new_parser, unit_fraction
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
 from microclip.formats import BRANCH_LABELS, small_number
@@ -40,7 +40,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
     )
     parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--fusion_ratio", type=float, default=None, help="override ρ (weight of [CLS])")
+    parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")
     parser.add_argument("--json", default=None, help="one image: write the full Explanation as JSON here")
     parser.add_argument(
         "--epochs",

@@ -139,6 +139,32 @@ def soap_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor) 
 
 
 @torch.no_grad()
+def soap_terms(model: MicroCLIP, images: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each patch token's exact term in ``[FG]``'s score along ``directions`` (B, E), and the null token's.
+
+    ``[FG]`` is f = normalize(P·h) with h = Σ_j α_j v_j, so LOGIT_SCALE·f·d = Σ_j LOGIT_SCALE·α_j·(P·v_j)·d / ‖P·h‖:
+    with d = ŵ*_c the terms add up, null included, to the ``[FG]`` logit of class c. Returns ((B, N), (B,)).
+    """
+    images = images.to(_device(model))
+    out = model(images)
+    proj = model.backbone.visual.proj
+    values = model.soap.values(out.tokens.patches, model.config.pool) @ proj.to(out.tokens.patches.dtype)
+    length = (out.soap.pooled @ proj.to(out.soap.pooled.dtype)).norm(dim=-1).clamp_min(1e-12)  # normalize's own floor
+    along = (values @ directions.to(values.dtype).unsqueeze(-1)).squeeze(-1)  # (B, N + 1)
+    terms = LOGIT_SCALE * out.soap.weights * along / length[:, None]
+    return terms[:, :-1], terms[:, -1]
+
+
+@torch.no_grad()
+def soap_contribution_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+    """Each patch token's term in the class's ``[FG]`` logit: SOAP's weight times its value, read along ŵ*_c.
+    Class-specific; signed (a token can take from the class)."""
+    directions = model.heads.w_star_hat()[class_index.to(_device(model))]
+    patches, _ = soap_terms(model, images, directions)
+    return patches.reshape(-1, *model.backbone.grid)
+
+
+@torch.no_grad()
 def ncut_map(model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
     """The NCut foreground mask behind SOAP's query, as 0.0 / 1.0. Class-agnostic."""
     out = model(images.to(_device(model)))
@@ -484,6 +510,16 @@ EXPLAINERS: dict[str, Explainer] = {
             "pass that makes the prediction. Class-agnostic.",
             soap_map,
             False,
+        ),
+        Explainer(
+            "soap_contribution",
+            "SOAP, per class",
+            "Each patch's exact share of the class's `[FG]` logit: SOAP's weight times its value, projected and "
+            "read along the class's W* row (100·α_j·(P·v_j)·ŵ*_c / ‖P·h‖; with the null token's they add up to "
+            "the `[FG]` logit). A patch with a large weight whose value points elsewhere adds little; a negative "
+            "patch takes from the class. From SOAP alone, the same forward pass. Class-specific.",
+            soap_contribution_map,
+            True,
         ),
         Explainer(
             "ncut",

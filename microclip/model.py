@@ -44,6 +44,8 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         self.ncut_sign = resolve_ncut_sign(self.ncut_sign)  # checkpoints of the first build say "faithful"
+        if not 0.0 <= self.fusion_ratio <= 1.0:  # outside, one branch would count against its own evidence
+            raise ValueError(f"fusion_ratio must be from 0 to 1, not {self.fusion_ratio:g}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,9 +24,10 @@ from microclip.explainers import (
     legrad_map,
     part_score,
     run_explainers,
+    soap_terms,
     unavailable_explainers,
 )
-from microclip.model import MicroCLIP
+from microclip.model import MethodConfig, MicroCLIP
 
 N_CLASSES = 5
 
@@ -243,6 +244,60 @@ def test_model_maps_are_the_forward_pass_numbers(tiny):
     assert EXPLAINERS["cls_similarity"](tiny, images, CLASSES)[1].reshape(-1)[5] == pytest.approx(
         float(expected), abs=1e-5
     )
+
+
+def _scrambled_soap(model: MicroCLIP, config: MethodConfig, seed: int) -> MicroCLIP:
+    """The same tower and heads with ``config`` and SOAP's projections (and centre, and a learnable null) away from
+    their start, so that each value differs from its token; the reference's null stays zero."""
+    other = MicroCLIP(model.backbone, model.heads, config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in other.soap.state_dict(keep_vars=True).items():
+            if name != "null_token" or config.learnable_null:
+                tensor.add_(0.3 * torch.randn(tensor.shape, generator=generator))
+    return other
+
+
+CONFIGS = [MethodConfig(), MethodConfig(centre_values=True), MethodConfig(learnable_null=True)]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [*CONFIGS, MethodConfig(pool="ncut_avg")],
+    ids=["reference", "centred values", "learnable null", "ncut average"],
+)
+def test_soaps_terms_add_up_to_the_fg_logit_the_model_gives_for_every_class(tiny, config):
+    model = _scrambled_soap(tiny, config, seed=3)
+    images = random_images(model)
+    with torch.no_grad():
+        fg_logits = model(images).logits.fg  # (B, C): the forward pass's own
+    w_hat = model.heads.w_star_hat()
+    for c in range(N_CLASSES):
+        patches, null = soap_terms(model, images, w_hat[[c, c]])
+        torch.testing.assert_close(patches.sum(1) + null, fg_logits[:, c], atol=1e-4, rtol=1e-5)
+    if config.learnable_null:
+        assert null.abs().min() > 1e-4  # a learned null's value does add to the logit
+
+
+def test_soaps_contribution_map_is_weight_times_projected_value_along_the_class_by_a_slow_loop(wide):
+    model = _scrambled_soap(wide, MethodConfig(), seed=4)
+    images = random_images(model)
+    got = EXPLAINERS["soap_contribution"](model, images, CLASSES)
+    assert got.shape == (2, *model.backbone.grid)
+    with torch.no_grad():
+        out = model(images)
+    value_weight = model.soap.value_proj.weight.detach()
+    proj = model.backbone.visual.proj.detach()
+    w_hat = F.normalize(model.heads.w_star.detach(), dim=-1)
+    for b in range(2):
+        pooled = sum(out.soap.weights[b, j] * (value_weight @ out.tokens.patches[b, j]) for j in range(got[b].numel()))
+        length = float(torch.linalg.vector_norm(pooled @ proj))
+        for j in range(got[b].numel()):
+            value = value_weight @ out.tokens.patches[b, j]
+            term = 100.0 * float(out.soap.weights[b, j]) * float((value @ proj) @ w_hat[CLASSES[b]]) / length
+            assert float(got[b].reshape(-1)[j]) == pytest.approx(term, rel=1e-4, abs=1e-5)
+    other = EXPLAINERS["soap_contribution"](model, images, CLASSES.flip(0))
+    assert not torch.allclose(got, other)  # class-specific
 
 
 # ------------------------------------------------------------------ LeGrad and Grad-CAM through their packages

@@ -116,6 +116,17 @@ def test_unknown_method_config_keys_are_errors():
         MethodConfig.from_dict({"fusion_ration": 0.3})
 
 
+@pytest.mark.parametrize("ratio", [-0.1, 1.5])
+def test_a_fusion_ratio_outside_0_to_1_is_refused_by_the_config_and_the_command_line(ratio, capsys):
+    with pytest.raises(ValueError, match=f"fusion_ratio must be from 0 to 1, not {ratio:g}"):
+        MethodConfig.from_dict({"fusion_ratio": ratio})  # a checkpoint's or a config file's
+    for command, extra in (("train", []), ("evaluate", ["--ckpt-path", "x"]), ("explain", ["image.png"])):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--fusion_ratio", str(ratio), *extra])
+        assert f"must be from 0 to 1, not {ratio:g}" in capsys.readouterr().err
+    assert build_parser().parse_args(["train", "--fusion_ratio", "1"]).fusion_ratio == 1.0
+
+
 # --- test-time fusion --------------------------------------------------------------------------------
 
 

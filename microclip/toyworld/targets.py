@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from microclip.uncertainty import PairedGap
 
 # The maps SOAP competes with on deletion are every map but SOAP's own variants. "soap_rollout" is a peer: it is
-# rollout's reading of SOAP's weights, not a map SOAP pools with.
-_SOAP_MAPS = ("soap", "soap_keys_ncut")
+# rollout's reading of SOAP's weights, not a map SOAP pools with. "soap_contribution" (SOAP's weights times its values,
+# along the class) is SOAP's own accounting: not a peer, and not the weights the row was written about (round 41).
+_SOAP_MAPS = ("soap", "soap_keys_ncut", "soap_contribution")
 # Rounds 9 and 10 measured these two swing with the pretraining draw by more than the 5 points they ask for.
 DRAW_MARGINS = ("fused_vs_zero_shot", "fused_vs_baseline")
 MAX_BUILD_MINUTES = 60.0
