@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from microclip.backbone import VisualTokens
+from microclip.constants import LOGIT_SCALE
 from microclip.drift import shift_logits
 from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
+from microclip.soap import SoapOutput
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Explanation:
     # 100 · normalize(f − s) · Ŵ*: [FG] alone with the shift taken away (docs/toyworld.md, round 20).
     fg_shift_logits: np.ndarray | None = None
     logits_fg_unshifted: np.ndarray | None = None
+    # (h, w, C) each patch's exact term in each class's [FG] logit (SOAP's weight times its value, along Ŵ*_c) and
+    # (C,) the null token's; together they add up to logits_fg (:func:`soap_fg_parts`). None in older saved ones.
+    soap_fg_terms: np.ndarray | None = None
+    null_fg_terms: np.ndarray | None = None
 
     # -------------------------------------------------------------- derived views
 
@@ -104,11 +110,37 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Explanation:
-        arrays = {"logits_cls", "logits_fg", "soap_weights", "ncut_mask", "cls_similarity", "patch_class_cosine"}
-        kwargs = {k: np.asarray(v) if k in arrays else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        arrays = {
+            "logits_cls",
+            "logits_fg",
+            "soap_weights",
+            "ncut_mask",
+            "cls_similarity",
+            "patch_class_cosine",
+            "soap_fg_terms",
+            "null_fg_terms",
+        }
+        kwargs = {
+            k: np.asarray(v) if k in arrays and v is not None else v
+            for k, v in data.items()
+            if k in cls.__dataclass_fields__
+        }
         kwargs["ncut_mask"] = kwargs["ncut_mask"].astype(bool)
         kwargs["grid"] = tuple(kwargs["grid"])
         return cls(**kwargs)
+
+
+def soap_fg_parts(model: MicroCLIP, patches: torch.Tensor, soap: SoapOutput) -> torch.Tensor:
+    """(B, N + 1, E): each patch token's exact share of LOGIT_SCALE·f, the null token's last, from the forward pass's
+    patch tokens (B, N, D) and SOAP's output on them.
+
+    ``[FG]`` is f = normalize(P·h) with h = Σ_j α_j v_j, so the shares LOGIT_SCALE·α_j·(P·v_j) / ‖P·h‖ add up to
+    LOGIT_SCALE·f, and read along ŵ*_c they are the terms of the ``[FG]`` logit of class c.
+    """
+    proj = model.backbone.visual.proj.to(soap.pooled.dtype)
+    values = model.soap.values(patches, model.config.pool) @ proj  # (B, N + 1, E)
+    length = (soap.pooled @ proj).norm(dim=-1).clamp_min(1e-12)  # F.normalize's own floor
+    return LOGIT_SCALE * soap.weights[..., None] * values / length[:, None, None]
 
 
 def cls_similarity(tokens: VisualTokens) -> torch.Tensor:
@@ -130,6 +162,7 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     similarity = cls_similarity(tokens)  # (B, N)
     patch_embeds = model.backbone.project(tokens.patches)  # (B, N, E)
     patch_class = patch_embeds @ w_hat.T.to(patch_embeds.dtype)  # (B, N, C)
+    fg_terms = soap_fg_parts(model, tokens.patches, out.soap) @ w_hat.T.to(patch_embeds.dtype)  # (B, N + 1, C)
 
     def host(t: torch.Tensor) -> np.ndarray:
         # One device-to-host copy per tensor for the whole batch: on a GPU, per-image copies were six
@@ -140,7 +173,7 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     shift = shift_logits(model, out.fg_embed)  # (its part of each [FG] logit, [FG] without it) or None
     shift_part, unshifted = (None, None) if shift is None else (host(shift[0]), host(shift[1]))
     weights, mask = host(out.soap.weights), host(out.mask)
-    similarity_np, patch_class_np = host(similarity), host(patch_class)
+    similarity_np, patch_class_np, fg_terms_np = host(similarity), host(patch_class), host(fg_terms)
     ratio_value = float(out.logits.ratio)
     explanations = []
     for b in range(images.shape[0]):
@@ -159,6 +192,8 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
                 image_size=int(images.shape[-1]),
                 fg_shift_logits=shift_part,
                 logits_fg_unshifted=None if unshifted is None else unshifted[b],
+                soap_fg_terms=fg_terms_np[b, :-1].reshape(h, w, -1),
+                null_fg_terms=fg_terms_np[b, -1],
             )
         )
     return explanations

@@ -32,7 +32,7 @@ from torch import nn
 
 from microclip.backbone import Backbone, block_attention_weights, last_block_cls_attention
 from microclip.constants import LOGIT_SCALE
-from microclip.explain import cls_similarity
+from microclip.explain import cls_similarity, soap_fg_parts
 from microclip.model import MicroCLIP
 from microclip.scoring import expected_hit, mass_inside, patch_coverage
 
@@ -145,13 +145,9 @@ def soap_terms(model: MicroCLIP, images: torch.Tensor, directions: torch.Tensor)
     ``[FG]`` is f = normalize(P·h) with h = Σ_j α_j v_j, so LOGIT_SCALE·f·d = Σ_j LOGIT_SCALE·α_j·(P·v_j)·d / ‖P·h‖:
     with d = ŵ*_c the terms add up, null included, to the ``[FG]`` logit of class c. Returns ((B, N), (B,)).
     """
-    images = images.to(_device(model))
-    out = model(images)
-    proj = model.backbone.visual.proj
-    values = model.soap.values(out.tokens.patches, model.config.pool) @ proj.to(out.tokens.patches.dtype)
-    length = (out.soap.pooled @ proj.to(out.soap.pooled.dtype)).norm(dim=-1).clamp_min(1e-12)  # normalize's own floor
-    along = (values @ directions.to(values.dtype).unsqueeze(-1)).squeeze(-1)  # (B, N + 1)
-    terms = LOGIT_SCALE * out.soap.weights * along / length[:, None]
+    out = model(images.to(_device(model)))
+    parts = soap_fg_parts(model, out.tokens.patches, out.soap)  # (B, N + 1, E)
+    terms = (parts @ directions.to(parts.dtype).unsqueeze(-1)).squeeze(-1)  # (B, N + 1)
     return terms[:, :-1], terms[:, -1]
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
 from microclip.drift import shift_logits
-from microclip.explain import Explanation
+from microclip.explain import Explanation, soap_fg_parts
 from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -173,6 +173,10 @@ class FgStep:
     top_unshifted: tuple[TopClass, ...] | None = None
     # SOAP's values as W_v(s_j − c) + c (MethodConfig.centre_values, not the reference's) rather than W_v s_j
     centre_values: bool = False
+    # (h, w) each patch's exact term in the [FG] logit of [FG]'s own top class (SOAP's weight times its value, along
+    # the class: microclip.explain.soap_fg_parts) and the null token's; together they add up to that logit
+    top_terms: np.ndarray | None = None
+    top_null_term: float | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,8 @@ class MaskFacts:
     cls_top: tuple[int, int]  # the token most like [CLS]
     cls_top_region: str
     true_class: str | None
+    fg_term_top: tuple[int, int] | None = None  # the patch adding most to [FG]'s top class's [FG] logit, when given
+    fg_term_top_region: str | None = None
 
 
 def top_patch(values: np.ndarray) -> tuple[int, int]:
@@ -287,14 +293,20 @@ def top_patch(values: np.ndarray) -> tuple[int, int]:
 
 
 def mask_facts(
-    truth: PatchTruth, ncut_mask: np.ndarray, soap_weights: np.ndarray, cls_similarity: np.ndarray
+    truth: PatchTruth,
+    ncut_mask: np.ndarray,
+    soap_weights: np.ndarray,
+    cls_similarity: np.ndarray,
+    fg_terms: np.ndarray | None = None,
 ) -> MaskFacts:
-    """The facts of one image: its ground truth against the NCut mask, SOAP's weights and the [CLS] cosines."""
+    """The facts of one image: its ground truth against the NCut mask, SOAP's weights and the [CLS] cosines (and,
+    given ``fg_terms``, each patch's term in a class's [FG] logit, the patch adding most to it)."""
     mask = np.asarray(ncut_mask, dtype=bool)
     weights = np.asarray(soap_weights, dtype=np.float64)
     parts = np.max(np.stack(list(truth.part_share.values())), axis=0) if truth.part_share else np.zeros(mask.shape)
     total = weights.sum()
     soap_top, cls_top = top_patch(weights), top_patch(np.asarray(cls_similarity))
+    term_top = None if fg_terms is None else top_patch(np.asarray(fg_terms))
     return MaskFacts(
         n_patches=mask.size,
         n_object=int(truth.on_object.sum()),
@@ -309,6 +321,8 @@ def mask_facts(
         cls_top=cls_top,
         cls_top_region=truth.region(cls_top),
         true_class=truth.true_class,
+        fg_term_top=term_top,
+        fg_term_top_region=None if term_top is None else truth.region(term_top),
     )
 
 
@@ -666,6 +680,8 @@ def _walk(
     fused_feature = ratio * cls_embed[0] + (1.0 - ratio) * fg_embed[0]  # un-renormalised, as the logits use it
     cos_fg_cls = float(fg_embed[0] @ cls_embed[0])
     shift = shift_logits(model, fg_embed[0])  # (its part of each [FG] logit, [FG] without it) or None
+    fg_top = int(logits.fg[0].argmax())
+    top_terms = _np(soap_fg_parts(model, patches, run.soap)[0] @ model.heads.w_star_hat()[fg_top])  # (N + 1,)
     return Walkthrough(
         classes=classes,
         image_size=int(images.shape[-1]),
@@ -693,6 +709,8 @@ def _walk(
             top=_top(logits.fg[0], classes, top_k),
             top_unshifted=None if shift is None else _top(shift[1], classes, top_k),
             centre_values=bool(cfg.centre_values),
+            top_terms=top_terms[:-1].reshape(grid),
+            top_null_term=float(top_terms[-1]),
         ),
         fusion=FusionStep(
             ratio=ratio,
@@ -754,7 +772,7 @@ def walkthrough_tensor(
         return walk
     if tuple(truth.object_share.shape) != walk.grid:
         raise ValueError(f"the ground truth is on a {truth.object_share.shape} grid, the model's is {walk.grid}")
-    facts = mask_facts(truth, walk.graph.mask, walk.soap.weights, walk.tokens.cos_to_cls)
+    facts = mask_facts(truth, walk.graph.mask, walk.soap.weights, walk.tokens.cos_to_cls, walk.fg.top_terms)
     return replace(walk, facts=facts)
 
 

@@ -181,6 +181,12 @@ def patch_markdown(explanation: Explanation, row: int, col: int, truth: PatchTru
             f"- cosine to runner-up *{explanation.classes[runner]}*: "
             f"**{explanation.patch_class_cosine[row, col, runner]:+.3f}**"
         )
+    if explanation.soap_fg_terms is not None:
+        lines.append(
+            f"- its term in *{explanation.classes[fused]}*'s `[FG]` logit: "
+            f"**{explanation.soap_fg_terms[row, col, fused]:+.3f}** of {explanation.logits_fg[fused]:.3f} (SOAP's "
+            "weight times the patch's value, along the class; every patch's term and the null token's add up to it)"
+        )
     if truth is not None:
         lines.append(
             f"- shows: **{region_phrase(truth.region((row, col)))}** ({truth.object_share[row, col]:.0%} "

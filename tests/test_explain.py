@@ -35,13 +35,40 @@ def test_explanation_matches_the_forward_pass(model):
             assert fg_part == pytest.approx(100 * (1 - rho) * float(out.fg_embed[b] @ w_hat[c]), abs=1e-4)
 
 
+def test_soaps_terms_add_up_to_each_classs_fg_logit_and_are_soaps_weight_times_value(model):
+    images = torch.rand(2, 3, 32, 32)
+    explanations = explain_batch(model, images)
+    with torch.no_grad():
+        out = model(images)
+        w_hat = model.heads.w_star_hat()
+        values = model.soap.value_proj.weight @ out.tokens.patches[1, 7]  # the reference's SOAP: W_v t
+        length = float((out.soap.pooled[1] @ model.backbone.visual.proj).norm())
+        by_hand = 100 * float(out.soap.weights[1, 7]) * (values @ model.backbone.visual.proj) @ w_hat[2] / length
+    for b, explanation in enumerate(explanations):
+        assert explanation.soap_fg_terms.shape == (4, 4, len(model.classes))
+        totals = explanation.soap_fg_terms.sum(axis=(0, 1)) + explanation.null_fg_terms
+        np.testing.assert_allclose(totals, out.logits.fg[b].numpy(), rtol=1e-5, atol=1e-4)  # the forward pass's own
+    assert explanations[1].soap_fg_terms.reshape(16, -1)[7, 2] == pytest.approx(float(by_hand), abs=1e-5)
+    again = Explanation.from_dict(json.loads(explanations[0].to_json()))
+    np.testing.assert_allclose(again.soap_fg_terms, explanations[0].soap_fg_terms)
+    saved_before = {k: v for k, v in explanations[0].to_dict().items() if k not in ("soap_fg_terms", "null_fg_terms")}
+    assert Explanation.from_dict(saved_before).soap_fg_terms is None  # an explanation saved before the terms
+
+
 def test_each_image_of_a_batch_gets_its_own_maps(model):
     # The batch is copied to the host once and sliced; each slice must be what that image alone gives.
     images = torch.rand(3, 3, 32, 32)
     batch = explain_batch(model, images)
     for b, explanation in enumerate(batch):
         alone = explain_batch(model, images[b : b + 1])[0]
-        for field in ("logits_cls", "logits_fg", "soap_weights", "cls_similarity", "patch_class_cosine"):
+        for field in (
+            "logits_cls",
+            "logits_fg",
+            "soap_weights",
+            "cls_similarity",
+            "patch_class_cosine",
+            "soap_fg_terms",
+        ):
             np.testing.assert_allclose(getattr(explanation, field), getattr(alone, field), rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(explanation.ncut_mask, alone.ncut_mask)
         assert explanation.null_weight == pytest.approx(alone.null_weight, abs=1e-6)

@@ -65,6 +65,11 @@ def test_one_patch_reads_its_own_numbers(explanation):
     assert f"**{explanation.cls_similarity[row, col]:+.3f}**" in text
     assert f"1/{h * w + 1}" in text
     assert ("**yes**" if explanation.ncut_mask[row, col] else "**no**") in text
+    fused = explanation.prediction("fused")
+    term = explanation.soap_fg_terms[row, col, fused]
+    assert f"logit: **{term:+.3f}** of {explanation.logits_fg[fused]:.3f}" in text
+    other = patch_markdown(explanation, 0, w - 1)  # another patch, another term
+    assert f"logit: **{explanation.soap_fg_terms[0, w - 1, fused]:+.3f}**" in other
 
 
 def test_a_patch_outside_the_grid_is_a_clear_error(explanation):

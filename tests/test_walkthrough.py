@@ -214,6 +214,12 @@ def test_fg_and_its_logits_recomposed_from_tokens_and_the_soap_matrices(case):
     np.testing.assert_allclose(result.prediction.logits["fg"], 100 * w_hat @ fg, atol=1e-4)
     g = tokens.cls_embed[0].double().numpy()
     assert result.fg.cos_fg_cls == pytest.approx(float(fg @ g), abs=1e-5)
+    # each patch's term in [FG]'s top class's [FG] logit: 100·α_j·(P·W_v t_j)·ŵ_c / ‖P·h‖, and they add up to it
+    c = int(np.argmax(result.prediction.logits["fg"]))
+    terms = 100 * alpha * ((patches @ wv.T) @ proj @ w_hat[c]) / np.linalg.norm(pooled @ proj)
+    np.testing.assert_allclose(np.ravel(result.fg.top_terms), terms, rtol=1e-4, atol=1e-5)
+    total = result.fg.top_terms.sum() + result.fg.top_null_term
+    assert total == pytest.approx(result.prediction.logits["fg"][c], abs=1e-4)
 
 
 def test_a_centred_values_model_walks_through_its_own_formula(tiny_model_dir, image):
@@ -353,6 +359,11 @@ def test_facts_count_the_foreground_on_the_object_and_name_the_part_under_soaps_
     assert f"{len(inside)} of them on the bird" in here("graph", on)
     assert "0 of them on the bird (which covers 3 patches" in here("graph", off)
     assert "on the beak" in here("soap", on) and f"on the {expected_region}" in here("soap", off)
+    # [FG]'s largest term named where it lies: a crest put on that patch is named, and the term is the walk's own.
+    term_top = tuple(int(i) for i in np.unravel_index(np.argmax(plain.fg.top_terms), grid))
+    crest = walkthrough_tensor(model, image, truth=_truth(grid, inside, {"crest": term_top}, CLASSES[0]))
+    assert crest.facts.fg_term_top == term_top and crest.facts.fg_term_top_region == "crest"
+    assert f"patch {term_top} adds the most ({plain.fg.top_terms[term_top]:+.2f}), on the crest" in here("fg", crest)
     assert sentences_on != sentences_off
     assert f"This bird is a {CLASSES[0]}." in here("prediction", on)
 

@@ -252,6 +252,20 @@ def soap_fact(weights: np.ndarray, null_weight: float, facts: MaskFacts | None) 
     )
 
 
+def fg_term_fact(terms: np.ndarray, null_term: float | None, class_name: str, facts: MaskFacts | None) -> str:
+    """Which patch adds most to a class's [FG] logit (each patch's term: its SOAP weight times its value, along the
+    class), where it lies when the masks are known, and how many patches take from the class."""
+    top = top_patch(terms)
+    total = float(terms.sum()) + (null_term or 0.0)
+    text = f"Of {class_name}'s [FG] logit ({total:.2f}), patch {top} adds the most ({float(terms[top]):+.2f})"
+    if facts is not None and facts.fg_term_top_region is not None:
+        text += f", on {region_phrase(facts.fg_term_top_region)}"
+    negative = int((terms < 0).sum())
+    if not negative:
+        return text + "; no patch takes from it."
+    return text + f"; {count(negative, 'patch')} {'takes' if negative == 1 else 'take'} from it."
+
+
 def cls_fact(cosines: np.ndarray, facts: MaskFacts | None) -> str:
     """The patch most like [CLS] in this image."""
     top = tuple(int(i) for i in np.unravel_index(int(np.argmax(cosines)), cosines.shape))
@@ -292,6 +306,23 @@ def _here_prediction(walk: Walkthrough) -> str:
     return f"This {OBJECT} is a {truth}. {picks} ({verdict})."
 
 
+def _here_fg(walk: Walkthrough) -> str:
+    top = walk.fg.top[0]
+    text = (
+        f"[FG] alone predicts {top.class_name} ({top.probability:.1%}); cos([FG], [CLS]) = {walk.fg.cos_fg_cls:+.2f}."
+    )
+    if walk.fg.top_terms is not None:
+        text += " " + fg_term_fact(walk.fg.top_terms, walk.fg.top_null_term, top.class_name, walk.facts)
+    if walk.fg.top_unshifted is not None:
+        alone = walk.fg.top_unshifted[0]
+        same = "the same class" if alone.class_name == top.class_name else f"{alone.class_name} instead"
+        text += (
+            f" Without the shift self-training gave every image's [FG] alike, it predicts {same} "
+            f"({alone.probability:.1%})."
+        )
+    return text
+
+
 def here(step_id: str, walk: Walkthrough) -> str:
     """One sentence of what each step found on this image (from the masks when known, else the numbers)."""
     facts = walk.facts
@@ -313,19 +344,7 @@ def here(step_id: str, walk: Walkthrough) -> str:
     if step_id == "soap":
         return soap_fact(walk.soap.weights, walk.soap.null_weight, facts)
     if step_id == "fg":
-        top = walk.fg.top[0]
-        text = (
-            f"[FG] alone predicts {top.class_name} ({top.probability:.1%}); "
-            f"cos([FG], [CLS]) = {walk.fg.cos_fg_cls:+.2f}."
-        )
-        if walk.fg.top_unshifted is not None:
-            alone = walk.fg.top_unshifted[0]
-            same = "the same class" if alone.class_name == top.class_name else f"{alone.class_name} instead"
-            text += (
-                f" Without the shift self-training gave every image's [FG] alike, it predicts {same} "
-                f"({alone.probability:.1%})."
-            )
-        return text
+        return _here_fg(walk)
     if step_id == "fusion":
         p = walk.prediction
         return f"At ρ = {walk.ratio:.2f} {p.prediction} leads" + (
