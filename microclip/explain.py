@@ -130,15 +130,15 @@ class Explanation:
         return cls(**kwargs)
 
 
-def soap_fg_parts(model: MicroCLIP, patches: torch.Tensor, soap: SoapOutput) -> torch.Tensor:
-    """(B, N + 1, E): each patch token's exact share of LOGIT_SCALE·f, the null token's last, from the forward pass's
-    patch tokens (B, N, D) and SOAP's output on them.
+def soap_fg_parts(model: MicroCLIP, soap: SoapOutput) -> torch.Tensor:
+    """(B, N + 1, E): each patch token's exact share of LOGIT_SCALE·f in a forward pass, the null token's last, from
+    SOAP's output in it (the weights and the very values it pooled).
 
     ``[FG]`` is f = normalize(P·h) with h = Σ_j α_j v_j, so the shares LOGIT_SCALE·α_j·(P·v_j) / ‖P·h‖ add up to
     LOGIT_SCALE·f, and read along ŵ*_c they are the terms of the ``[FG]`` logit of class c.
     """
     proj = model.backbone.visual.proj.to(soap.pooled.dtype)
-    values = model.soap.values(patches, model.config.pool) @ proj  # (B, N + 1, E)
+    values = soap.values @ proj  # (B, N + 1, E)
     length = (soap.pooled @ proj).norm(dim=-1).clamp_min(1e-12)  # F.normalize's own floor
     return LOGIT_SCALE * soap.weights[..., None] * values / length[:, None, None]
 
@@ -162,7 +162,7 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     similarity = cls_similarity(tokens)  # (B, N)
     patch_embeds = model.backbone.project(tokens.patches)  # (B, N, E)
     patch_class = patch_embeds @ w_hat.T.to(patch_embeds.dtype)  # (B, N, C)
-    fg_terms = soap_fg_parts(model, tokens.patches, out.soap) @ w_hat.T.to(patch_embeds.dtype)  # (B, N + 1, C)
+    fg_terms = soap_fg_parts(model, out.soap) @ w_hat.T.to(patch_embeds.dtype)  # (B, N + 1, C)
 
     def host(t: torch.Tensor) -> np.ndarray:
         # One device-to-host copy per tensor for the whole batch: on a GPU, per-image copies were six

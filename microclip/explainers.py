@@ -145,8 +145,7 @@ def soap_terms(model: MicroCLIP, images: torch.Tensor, directions: torch.Tensor)
     ``[FG]`` is f = normalize(P·h) with h = Σ_j α_j v_j, so LOGIT_SCALE·f·d = Σ_j LOGIT_SCALE·α_j·(P·v_j)·d / ‖P·h‖:
     with d = ŵ*_c the terms add up, null included, to the ``[FG]`` logit of class c. Returns ((B, N), (B,)).
     """
-    out = model(images.to(_device(model)))
-    parts = soap_fg_parts(model, out.tokens.patches, out.soap)  # (B, N + 1, E)
+    parts = soap_fg_parts(model, model(images.to(_device(model))).soap)  # (B, N + 1, E)
     terms = (parts @ directions.to(parts.dtype).unsqueeze(-1)).squeeze(-1)  # (B, N + 1)
     return terms[:, :-1], terms[:, -1]
 

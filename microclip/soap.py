@@ -211,6 +211,7 @@ class SoapOutput:
     weights: torch.Tensor  # (B, N + 1) pooling weights over the patches and, last, the null token
     query: torch.Tensor  # (B, D)
     logits: torch.Tensor | None = None  # (B, N + 1) the attention logits behind ``weights`` (attention pool only)
+    values: torch.Tensor | None = None  # (B, N + 1, D) what was pooled: pooled = weights @ values
 
 
 class SOAP(nn.Module):
@@ -267,7 +268,7 @@ class SOAP(nn.Module):
             logits = (q @ k.transpose(1, 2)).squeeze(1) / math.sqrt(self.width)  # (B, N + 1)
             weights = logits.softmax(dim=-1)
             pooled = (weights.unsqueeze(1) @ v).squeeze(1)
-            return SoapOutput(pooled=pooled, weights=weights, query=query, logits=logits)
+            return SoapOutput(pooled=pooled, weights=weights, query=query, logits=logits, values=v)
         if pool == "ncut_avg":
             if mask is None:
                 raise ValueError("ncut_avg pooling needs the foreground mask")
@@ -279,4 +280,4 @@ class SOAP(nn.Module):
             raise ValueError(f"unknown pooling {pool!r}; choose from attention, ncut_avg, naive_avg")
         pooled = (weights.unsqueeze(-1) * patches).sum(1)
         weights = F.pad(weights, (0, 1))  # the null token takes no weight without attention
-        return SoapOutput(pooled=pooled, weights=weights, query=query)
+        return SoapOutput(pooled=pooled, weights=weights, query=query, values=self.values(patches, pool))

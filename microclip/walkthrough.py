@@ -681,7 +681,7 @@ def _walk(
     cos_fg_cls = float(fg_embed[0] @ cls_embed[0])
     shift = shift_logits(model, fg_embed[0])  # (its part of each [FG] logit, [FG] without it) or None
     fg_top = int(logits.fg[0].argmax())
-    top_terms = _np(soap_fg_parts(model, patches, run.soap)[0] @ model.heads.w_star_hat()[fg_top])  # (N + 1,)
+    top_terms = _np(soap_fg_parts(model, run.soap)[0] @ model.heads.w_star_hat()[fg_top])  # (N + 1,)
     return Walkthrough(
         classes=classes,
         image_size=int(images.shape[-1]),
