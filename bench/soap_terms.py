@@ -25,8 +25,7 @@ import torch
 
 from bench.toyworld import ADAPTED, POINTING_PEERS, _split_arrays, _split_masks, peer_maps, score_maps
 from microclip.checkpoint import load_model
-from microclip.constants import LOGIT_SCALE
-from microclip.explainers import soap_terms
+from microclip.explain import soap_fg_parts
 from microclip.faithfulness import deletion_drops
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
@@ -41,19 +40,17 @@ MAPS = ("soap", "soap_contribution", "soap_rollout", "rollout")
 
 @torch.no_grad()
 def extra_readings(model: MicroCLIP, images: np.ndarray, labels: np.ndarray, batch: int = 100) -> dict[str, np.ndarray]:
-    """The two report-only readings of SOAP's terms, (N, h*w) each."""
+    """The two report-only readings of SOAP's terms, (N, h*w) each, from one forward pass a batch."""
     contrast, norm = [], []
     w_hat = model.heads.w_star_hat()
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float() / 255.0
         y = torch.as_tensor(labels[i : i + batch], dtype=torch.long)
-        probabilities = model(x).logits.fg.softmax(-1)  # (B, C)
-        contrast.append(soap_terms(model, x, w_hat[y] - probabilities @ w_hat)[0])
         out = model(x)
-        proj = model.backbone.visual.proj
-        values = model.soap.values(out.tokens.patches, model.config.pool)[:, :-1] @ proj
-        length = (out.soap.pooled @ proj).norm(dim=-1, keepdim=True)
-        norm.append(LOGIT_SCALE * out.soap.weights[:, :-1] * values.norm(dim=-1) / length)
+        parts = soap_fg_parts(model, out.soap)[:, :-1]  # (B, N, E): each patch's share of 100·f
+        direction = w_hat[y] - out.logits.fg.softmax(-1) @ w_hat  # ŵ*_c minus the probability-weighted mean
+        contrast.append((parts @ direction.unsqueeze(-1)).squeeze(-1))
+        norm.append(parts.norm(dim=-1))  # 100·α_j·‖P·v_j‖ / ‖P·h‖
     return {"soap_contrast": torch.cat(contrast).numpy(), "soap_value_norm": torch.cat(norm).numpy()}
 
 

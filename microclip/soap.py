@@ -243,18 +243,6 @@ class SOAP(nn.Module):
         else:
             self.register_buffer("null_token", torch.zeros(1, width))
 
-    def values(self, patches: torch.Tensor, pool: PoolMode = "attention") -> torch.Tensor:
-        """(B, N, D) patch tokens → (B, N + 1, D) what ``forward`` pools with ``pool``: the patches' values and, last,
-        the null token's, so that ``pooled`` is exactly ``weights @ values``."""
-        batch = patches.shape[0]
-        if pool != "attention":  # the averages pool the tokens themselves; the null takes no weight
-            return F.pad(patches, (0, 0, 0, 1))
-        null = self.null_token.to(patches.dtype).expand(batch, 1, self.width)
-        if self.centre_values:
-            centre = self.value_centre.to(patches.dtype)
-            return torch.cat([self.value_proj(patches - centre) + centre, self.value_proj(null)], dim=1)
-        return self.value_proj(torch.cat([patches, null], dim=1))
-
     def forward(
         self, patches: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None, pool: PoolMode = "attention"
     ) -> SoapOutput:
@@ -264,7 +252,11 @@ class SOAP(nn.Module):
             sources = torch.cat([patches, null], dim=1)  # (B, N + 1, D)
             q = self.query_proj(query).unsqueeze(1)  # (B, 1, D)
             k = self.key_proj(sources)
-            v = self.values(patches)
+            if self.centre_values:
+                centre = self.value_centre.to(patches.dtype)
+                v = torch.cat([self.value_proj(patches - centre) + centre, self.value_proj(null)], dim=1)
+            else:
+                v = self.value_proj(sources)
             logits = (q @ k.transpose(1, 2)).squeeze(1) / math.sqrt(self.width)  # (B, N + 1)
             weights = logits.softmax(dim=-1)
             pooled = (weights.unsqueeze(1) @ v).squeeze(1)
@@ -280,4 +272,5 @@ class SOAP(nn.Module):
             raise ValueError(f"unknown pooling {pool!r}; choose from attention, ncut_avg, naive_avg")
         pooled = (weights.unsqueeze(-1) * patches).sum(1)
         weights = F.pad(weights, (0, 1))  # the null token takes no weight without attention
-        return SoapOutput(pooled=pooled, weights=weights, query=query, values=self.values(patches, pool))
+        # the averages pool the tokens themselves, and the null token's zero takes no weight
+        return SoapOutput(pooled=pooled, weights=weights, query=query, values=F.pad(patches, (0, 0, 0, 1)))
