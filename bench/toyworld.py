@@ -400,24 +400,31 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     branch's true-class probability (percentage points)."""
     model = adapted_model(args).eval()
     masks = _split_masks(args.data_root, "test")
-    originals, erased, truth = masks.erased_part_pairs(first_per_class(masks.labels, args.faithfulness_per_class))
-
-    def probabilities(pictures: list[np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0
-        with torch.no_grad():
-            logits = model(x).logits
-        y = torch.as_tensor(truth)
-        return {
-            branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy() for branch in BRANCHES
-        }
-
-    before, after = probabilities(originals), probabilities(erased)
-    drop = {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
+    drop = probability_drops(
+        model, *masks.erased_part_pairs(first_per_class(masks.labels, args.faithfulness_per_class))
+    )
     return {
         "part_removal": {branch: float(v.mean()) for branch, v in drop.items()},
         "part_removal_gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),  # [FG]'s drop minus [CLS]'s, pair by pair
-        "part_removal_pairs": len(truth),
+        "part_removal_pairs": len(drop["fg"]),
     }
+
+
+def probability_drops(
+    model: MicroCLIP, originals: list[np.ndarray], erased: list[np.ndarray], truth: list[int]
+) -> dict[str, np.ndarray]:
+    """Each branch's true-class probability on the original minus on the erased picture, pair by pair (points)."""
+    before, after = true_class_probabilities(model, originals, truth), true_class_probabilities(model, erased, truth)
+    return {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
+
+
+def true_class_probabilities(model: MicroCLIP, pictures: list[np.ndarray], truth: list[int]) -> dict[str, np.ndarray]:
+    """Each branch's probability of ``truth[i]`` on ``pictures[i]`` (uint8 RGB at the model's size)."""
+    x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        logits = model(x).logits
+    y = torch.as_tensor(truth)
+    return {branch: getattr(logits, branch).float().softmax(-1)[torch.arange(len(y)), y].numpy() for branch in BRANCHES}
 
 
 def probe_rows(args: argparse.Namespace) -> dict[str, float]:
@@ -478,7 +485,7 @@ def training_record(run_dir: Path) -> dict:
 
 def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 128) -> np.ndarray:
     """Rows: test images (one per species, spread over the split); columns: the image, then every map of
-    the adapted tower on one [0, 1] scale, parts outlined. (H, W, 3) uint8 RGB."""
+    the adapted tower on one [0, 1] scale (a signed map around zero, red adding), parts outlined. (H, W, 3) uint8."""
     import cv2
 
     from viz.peers import colorbar, peer_panel
@@ -499,7 +506,9 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
     lines = []
     for r, index in enumerate(rows):
         picture = cv2.resize(images[index], (size, size), interpolation=cv2.INTER_NEAREST)
-        tiles = [picture] + [peer_panel(picture, maps[n][r], outline=masks.part_mask[index]) for n in names]
+        tiles = [picture] + [
+            peer_panel(picture, maps[n][r], outline=masks.part_mask[index], signed=EXPLAINERS[n].signed) for n in names
+        ]
         lines.append(
             np.concatenate([np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255) for t in tiles], axis=1)
         )
@@ -515,7 +524,7 @@ def explainer_figure(args: argparse.Namespace, n_images: int = 5, size: int = 12
             1,
             cv2.LINE_AA,
         )
-    bar = colorbar(width=min(lines[0].shape[1], 448))
+    bar = colorbar(width=min(lines[0].shape[1], 448), signed=any(EXPLAINERS[n].signed for n in names))
     bar = np.pad(bar, ((4, 0), (0, lines[0].shape[1] - bar.shape[1]), (0, 0)), constant_values=255)
     return np.concatenate([header, *lines, bar], axis=0)
 

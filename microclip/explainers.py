@@ -474,6 +474,9 @@ class Explainer:
     class_specific: bool
     check: Callable[[MicroCLIP | None], None] | None = None  # raises ExplainerUnavailable
     prepare: Callable[[MicroCLIP], None] | None = None  # one-time setup per model, kept off the clock
+    # A signed map (a term that adds to or takes from the class): drawn on a diverging scale around zero, where
+    # min-max scaling would paint its most negative patch as "lowest" and leave zero unmarked.
+    signed: bool = False
 
     def __call__(self, model: MicroCLIP, images: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
         return self.fn(model, images, class_index)
@@ -515,6 +518,7 @@ EXPLAINERS: dict[str, Explainer] = {
             "patch takes from the class. From SOAP alone, the same forward pass. Class-specific.",
             soap_contribution_map,
             True,
+            signed=True,
         ),
         Explainer(
             "ncut",

@@ -23,7 +23,8 @@ from microclip.faithfulness import deletion_scores
 from microclip.formats import BRANCH_LABELS
 from microclip.heads import BRANCHES
 from studio.images import image_file
-from viz.peers import SCALE_NOTE, peer_panel
+from viz.colormaps import symmetric_limit
+from viz.peers import SCALE_NOTE, SIGNED_NOTE, peer_panel
 
 PREDICTED = "predicted class"
 NOT_TOY = (
@@ -57,14 +58,26 @@ def panel_files(
 ) -> list[tuple[str, str]]:
     """Each available map over the crop (the parts outlined, on a toy image) as a PNG file, with its caption."""
     return [
-        (image_file(peer_panel(crop, run.saliency, cmap, opacity, outline)), caption(name, run.ms))
+        (
+            image_file(peer_panel(crop, run.saliency, cmap, opacity, outline, EXPLAINERS[name].signed)),
+            caption(name, run.ms, run.saliency),
+        )
         for name, run in comparison.runs.items()
         if run.saliency is not None
     ]
 
 
-def caption(name: str, ms: float | None) -> str:
-    return f"{EXPLAINERS[name].title} · {ms:.1f} ms" if ms is not None else EXPLAINERS[name].title
+def shows_signed(comparison: ExplainerComparison) -> bool:
+    """Whether a signed map (drawn on the diverging scale) is among the maps shown."""
+    return any(EXPLAINERS[name].signed and run.saliency is not None for name, run in comparison.runs.items())
+
+
+def caption(name: str, ms: float | None, saliency: np.ndarray | None = None) -> str:
+    """The map's title and cost; a signed map's also says its scale (red and blue at ± its largest |value|)."""
+    text = EXPLAINERS[name].title
+    if EXPLAINERS[name].signed and saliency is not None:
+        text += f" · red +, blue −, full at ±{symmetric_limit(saliency):.3g}"
+    return text if ms is None else f"{text} · {ms:.1f} ms"
 
 
 def _pointing(score: PartScore) -> str:
@@ -84,6 +97,8 @@ def comparison_markdown(
     ``deletion``: each map's ROAD deletion drop of each branch's prediction ({map: {branch: drop}})."""
     how = "the model's prediction" if comparison.predicted else "chosen"
     lines = [f"**Explaining class: {comparison.class_name}** ({how}). Maps on one colour scale: {SCALE_NOTE}."]
+    if shows_signed(comparison):
+        lines[0] += f" But {SIGNED_NOTE}."
     if truth is not None:
         lines += [
             "",

@@ -238,6 +238,16 @@ def test_explore_an_example_and_compare_explainers(page):
     shot(page, "tab-2-explore")
     shot(page, "explore-full", full=True)
 
+    if toy:  # erase two parts together: every bundled toy bird shows its beak and its tail tip
+        page.locator("#explore_erase_part-part input").click()
+        page.get_by_role("option", name="tail tip", exact=True).click()
+        page.locator("#explore_erase_part-button").click()
+        erased = page.locator("#explore_erase_part-result")
+        expect(erased).to_contain_text("Without the beak and tail tip")
+        expect(erased).to_contain_text("[FG] only")
+        erased.scroll_into_view_if_needed()
+        shot(page, "explore-erase-parts", top=False)
+
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()
     page.wait_for_selector("#explainers-gallery img")

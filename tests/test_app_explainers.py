@@ -18,8 +18,9 @@ from microclip.toyworld.lookup import find_toyworld_sample
 from studio.explainers import DELETION_HEADER, PREDICTED
 from ui.app import build_demo
 from ui.common import DISPLAY_SIZE
+from viz.colormaps import symmetric_limit
 from viz.overlay import display_crop
-from viz.peers import peer_panel
+from viz.peers import SIGNED_NOTE, peer_panel
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -92,6 +93,16 @@ def test_toy_example_shows_every_map_outlined_and_scored(client, registry):
     )
     near_border = cv2.dilate(big_mask, np.ones((9, 9), np.uint8)) & (1 - cv2.erode(big_mask, np.ones((9, 9), np.uint8)))
     assert changed.any() and not (changed & (near_border == 0)).any()  # only the part outlines were added
+
+    # SOAP per class is signed: drawn around zero (red adds to the class, blue takes), its scale in the caption.
+    names = list(EXPLAINERS)
+    index = names.index("soap_contribution")
+    terms = run_explainers(model, tensor, names=["soap_contribution"]).runs["soap_contribution"].saliency
+    assert terms.min() < 0 < terms.max()  # both kinds of patch on this bird, so the scale's centre matters
+    assert f"full at ±{symmetric_limit(terms):.3g}" in gallery[index]["caption"] and SIGNED_NOTE in table
+    diverging = peer_panel(display_crop(picture, DISPLAY_SIZE), terms, "jet", 0.6, signed=True)
+    shown = np.asarray(Image.open(gallery[index]["image"]).convert("RGB"))
+    assert not ((shown != diverging).any(axis=-1) & (near_border == 0)).any()
 
 
 def test_other_images_get_maps_but_no_scores_and_a_line_saying_why(client, plain_image):

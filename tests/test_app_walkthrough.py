@@ -292,3 +292,33 @@ def test_erasing_a_part_draws_the_same_bird_without_it_and_predicts_again(toy_re
             erase_part(toy_registry, str(path), toy_registry.default_name, "", absent[0])
     with pytest.raises(gr.Error, match="toy world's own images"):
         erase_part(toy_registry, str(EXAMPLES_DIR_PHOTO), toy_registry.default_name, "", part)
+
+
+def test_several_parts_are_erased_together_in_one_render(toy_registry, toy_bird):
+    from microclip.toyworld.lookup import enlarge
+    from microclip.toyworld.render import rerender
+    from microclip.toyworld.world import PARTS, SPECIES
+    from ui.walkthrough import erase_part
+
+    path, sample = toy_bird
+    shown = sample.visible_parts()
+    assert len(shown) >= 2
+    picked = [shown[-1], shown[0]]  # the dropdown's order is the user's; the render and the words take PARTS order
+    html = erase_part(toy_registry, str(path), toy_registry.default_name, "", picked)
+    both = rerender(sample, tuple(picked))
+    each = [rerender(sample, (p,)).image for p in picked]
+    on_either = np.isin(sample.part_labels, [1 + PARTS.index(p) for p in picked])
+    changed = (sample.image != both.image).any(axis=2)
+    assert not changed[~on_either].any()  # nothing off the two parts moved
+    for alone in each:  # and each part's pixels are those of erasing it alone: both went, in one render
+        moved = (alone != sample.image).any(axis=2)
+        assert moved.any() and (both.image[moved] == alone[moved]).all()
+    assert f"Without the {shown[0].replace('_', ' ')} and {shown[-1].replace('_', ' ')}" in html
+    model = toy_registry.get(toy_registry.default_name).model
+    after = explain_image(model, Image.fromarray(enlarge(both.image, 4)))
+    true = after.classes.index(SPECIES[sample.species].name)
+    assert f"→ {after.probabilities('fg')[true]:.1%}" in html
+    with pytest.raises(gr.Error, match="one or more parts"):
+        erase_part(toy_registry, str(path), toy_registry.default_name, "", [])
+    with pytest.raises(gr.Error, match="'wings'"):
+        erase_part(toy_registry, str(path), toy_registry.default_name, "", [shown[0], "wings"])

@@ -81,6 +81,7 @@ def test_the_pointing_and_deletion_tables_are_the_report_s():
     order = [
         "soap",
         "soap_keys_ncut",
+        "soap_contribution",
         "ncut",
         "cls_similarity",
         "cls_attention",

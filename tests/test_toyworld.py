@@ -387,6 +387,31 @@ def test_erased_part_pairs_erase_each_visible_part_of_the_split_images_once(tmp_
         unknown.erased_part_pairs(rows)
 
 
+def test_erased_set_pairs_erase_every_pair_and_every_part_together(tmp_path: Path):
+    import itertools
+
+    ensure_split(tmp_path, "test", n_per_class=1, seed=3)
+    masks = load_split_masks(tmp_path, "test")
+    rows = np.array([2, 9, 12])
+    visible = [sorted(set(np.unique(masks.part_labels[r])) - {0}) for r in rows]
+    assert max(len(v) for v in visible) >= 3  # so a pair is not the whole set
+    for size in (2, None):
+        originals, erased, labels = masks.erased_set_pairs(rows, size)
+        sets = [[tuple(v)] if size is None else list(itertools.combinations(v, size)) for v in visible]
+        assert len(erased) == len(labels) == sum(len(s) for s in sets)
+        at = 0
+        for r, row_sets in zip(rows, sets):
+            for gone in row_sets:
+                changed = (erased[at] != originals[at]).any(axis=2)
+                on = np.isin(masks.part_labels[r], gone)
+                assert not changed[~on].any()  # nothing off the erased parts moved
+                for label in gone:  # and every one of them did
+                    assert changed[masks.part_labels[r] == label].any()
+                assert labels[at] == int(masks.labels[r])
+                at += 1
+    assert masks.erased_set_pairs(rows, 1)[2] == masks.erased_part_pairs(rows)[2]
+
+
 # ---------------------------------------------------------------- cached data
 
 

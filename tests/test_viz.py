@@ -150,6 +150,29 @@ def test_peer_panels_share_one_scale_whatever_the_units(image, ramp):
     assert np.array_equal(panel[-1, -1], colorize(np.ones((1, 1)), "viridis")[0, 0])
 
 
+def test_a_signed_peer_panel_is_drawn_around_zero(image):
+    from matplotlib import colormaps
+
+    from viz.peers import peer_panel
+
+    terms = np.array([[0.0, 2.0], [-1.0, -4.0]])  # 2×2 patches of 20×20 pixels; -4 is the largest |value|
+
+    def by_hand(value: float, pixel: np.ndarray) -> np.ndarray:  # RdBu_r at 0.5 + v/(2·4), opacity |v|/4
+        colour = np.round(np.array(colormaps["RdBu_r"](0.5 + value / 8.0)[:3]) * 255)
+        return np.round((1 - abs(value) / 4) * pixel.astype(float) + abs(value) / 4 * colour)
+
+    panel = peer_panel(image, terms, "viridis", opacity=1.0, signed=True)
+    assert np.array_equal(panel[:20, :20], image[:20, :20])  # a patch that adds nothing leaves the picture
+    for (row, col), value in np.ndenumerate(terms):
+        y, x = 20 * row + 7, 20 * col + 11
+        assert np.abs(panel[y, x] - by_hand(value, image[y, x])).max() <= 1, (row, col)
+    assert np.array_equal(panel[30, 30], [5, 48, 97])  # full colour at the largest |value|: RdBu's darkest blue
+    # The scale is the map's own (any positive multiple draws the same), and its sign is kept, unlike min-max.
+    assert np.array_equal(panel, peer_panel(image, 10.0 * terms, "viridis", opacity=1.0, signed=True))
+    assert not np.array_equal(panel, peer_panel(image, -terms, "viridis", opacity=1.0, signed=True))
+    assert not np.array_equal(panel, peer_panel(image, terms, "viridis", opacity=1.0))
+
+
 def test_outline_mask_draws_only_along_the_mask_borders(image):
     from viz.overlay import outline_mask
 
@@ -172,6 +195,11 @@ def test_colorbar_runs_from_the_colormaps_low_end_to_its_high_end():
     assert bar.shape == (40, 200, 3)
     assert np.array_equal(bar[0, 0], colorize(np.zeros((1, 1)), "jet")[0, 0])
     assert np.array_equal(bar[0, -1], colorize(np.ones((1, 1)), "jet")[0, 0])
+
+    both = colorbar("jet", width=200, height=40, signed=True)  # the diverging bar under it, as a panel draws it
+    assert both.shape == (80, 200, 3) and np.array_equal(both[:40], bar)
+    assert np.array_equal(both[40, 0], [5, 48, 97]) and np.array_equal(both[40, -1], [103, 0, 31])  # RdBu_r's ends
+    assert (both[40, 99:101] >= 250).all()  # zero: the picture (white here) with nothing over it
 
 
 def test_accuracy_figure_draws_the_validation_answer_where_the_run_logged_one():

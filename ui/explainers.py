@@ -23,6 +23,7 @@ from studio.explainers import (
     deletion_of,
     notes_markdown,
     panel_files,
+    shows_signed,
 )
 from studio.images import image_file
 from studio.inflight import counts_as_inference
@@ -61,7 +62,8 @@ def compare_explainers(
     crop = display_crop(picture, DISPLAY_SIZE)
     gallery = panel_files(crop, comparison, cmap, float(opacity), truth.part_mask if truth else None)
     drops = deletion_of(model, tensor, comparison) if deletion else None
-    return [gallery, image_file(colorbar(cmap, width=DISPLAY_SIZE)), comparison_markdown(comparison, truth, drops)]
+    scale = image_file(colorbar(cmap, width=DISPLAY_SIZE, signed=shows_signed(comparison)))
+    return [gallery, scale, comparison_markdown(comparison, truth, drops)]
 
 
 @user_errors

@@ -114,30 +114,41 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
     return page, to_json(result)
 
 
+def chosen_parts(part: str | list[str] | None) -> tuple[str, ...]:
+    """The parts to erase, in PARTS order: one name (the API's original form) or several (the dropdown's)."""
+    picked = [part] if isinstance(part, str) else list(part or [])
+    unknown = [p for p in picked if p not in PARTS]
+    if not picked or unknown:
+        got = f" (got {', '.join(map(repr, unknown))})" if unknown else ""
+        raise gr.Error(f"Pick one or more parts to erase, from: {', '.join(PARTS)}{got}.")
+    return tuple(p for p in PARTS if p in picked)
+
+
 @user_errors
 def erase_part(
     registry: ModelRegistry,
     image: str | None,
     model_name: str | None,
     class_names: str | None,
-    part: str | None,
+    part: str | list[str] | None,
     ratio: float | None = None,
 ) -> str:
-    """The same toy bird drawn again without ``part``, and each branch's prediction on both (``erase_part``)."""
+    """The same toy bird drawn again without ``part`` (one part, or several erased together), and each branch's
+    prediction on both (``erase_part``)."""
     picture = open_image(image)
-    if part not in PARTS:
-        raise gr.Error(f"Pick a part to erase: one of {', '.join(PARTS)} (got {part!r}).")
+    parts = chosen_parts(part)
     sample = toy_sample(picture)
     if sample is None:
         raise gr.Error(NOT_TOY)
     species = SPECIES[sample.species].name
     shown = sample.visible_parts()
-    if part not in shown:
+    absent = [p for p in parts if p not in shown]
+    if absent:
         raise gr.Error(
-            f"This {species} has no {part.replace('_', ' ')} drawn, so there is nothing to erase; "
-            f"it shows: {', '.join(shown) or 'no parts'}."
+            f"This {species} has no {' or '.join(p.replace('_', ' ') for p in absent)} drawn, so there is nothing "
+            f"to erase there; it shows: {', '.join(shown) or 'no parts'}."
         )
-    erased = rerender(sample, (part,)).image
+    erased = rerender(sample, parts).image
     factor = picture.width // sample.image.shape[0]  # the examples are nearest-neighbour enlargements
     erased_picture = Image.fromarray(enlarge(erased, factor) if factor > 1 else erased)
     loaded = registry.get(model_name or None)
@@ -145,7 +156,7 @@ def erase_part(
     model = registry.with_classes(model_name or None, typed) if typed else loaded.model
     ratio = None if ratio is None else float(ratio)
     changes = branch_changes(explain_image(model, picture, ratio), explain_image(model, erased_picture, ratio), species)
-    return erase_html(part, sample.image, erased, changes, species if species in model.classes else None)
+    return erase_html(parts, sample.image, erased, changes, species if species in model.classes else None)
 
 
 def build_erase_row(
@@ -156,10 +167,16 @@ def build_erase_row(
     api_name: str,
     ratio: gr.Slider | None = None,
 ) -> None:
-    """An "erase a part" control (toy images only): a part, a button, and the before/after table."""
+    """An "erase parts" control (toy images only): one or more parts, a button, and the before/after table.
+    Several parts go together, so a class can ask whether a branch leans on the parts one at a time or as a whole."""
     with gr.Row():
         part = gr.Dropdown(
-            list(PARTS), value=PARTS[0], label="Erase a part (toy birds only)", scale=2, elem_id=f"{api_name}-part"
+            [(p.replace("_", " "), p) for p in PARTS],  # the API takes PARTS' names; people read words
+            value=[PARTS[0]],
+            multiselect=True,
+            label="Erase parts (toy birds only; pick one or several)",
+            scale=2,
+            elem_id=f"{api_name}-part",
         )
         button = gr.Button("Erase and predict again", scale=1, elem_id=f"{api_name}-button")
     result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"{api_name}-result")

@@ -66,3 +66,9 @@ def colorize_diverging(values: np.ndarray, limit: float | None = None, cmap: str
     unit = np.clip(0.5 + np.asarray(values, dtype=np.float64) / (2.0 * limit), 0.0, 1.0)
     rgba = colormaps[cmap](unit)  # (..., 4) floats in [0, 1]
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def signed_opacity(values: np.ndarray, limit: float, opacity: float) -> np.ndarray:
+    """Per-value opacity of a signed map drawn over a picture: ``opacity`` at |value| ≥ ``limit``, 0 at zero, so
+    a value that adds nothing leaves the picture as it is."""
+    return float(np.clip(opacity, 0.0, 1.0)) * np.clip(np.abs(np.asarray(values, dtype=np.float64)) / limit, 0.0, 1.0)

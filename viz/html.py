@@ -19,7 +19,14 @@ from importlib.resources import files
 import cv2
 import numpy as np
 
-from viz.colormaps import DIVERGING_COLORMAP, clip_normalize, colorize, colorize_diverging, light_background
+from viz.colormaps import (
+    DIVERGING_COLORMAP,
+    clip_normalize,
+    colorize,
+    colorize_diverging,
+    light_background,
+    signed_opacity,
+)
 
 SMOOTH_PIXELS_PER_PATCH = 8  # smooth maps are coloured at this many pixels per patch, then scaled by the browser
 SMOOTH_MAX = 128  # ... but never more than this many pixels on a side
@@ -99,8 +106,7 @@ def mask_layer(mask: np.ndarray, opacity: float) -> np.ndarray:
 def diverging_layer(values: np.ndarray, limit: float, opacity: float) -> np.ndarray:
     """An RGBA layer, one pixel per patch, of a signed map: alpha grows with |value| / ``limit``."""
     rgb = colorize_diverging(values, limit)
-    alpha = float(np.clip(opacity, 0.0, 1.0)) * np.clip(np.abs(values) / limit, 0.0, 1.0)
-    return np.dstack([rgb, np.round(alpha * 255).astype(np.uint8)])
+    return np.dstack([rgb, np.round(signed_opacity(values, limit, opacity) * 255).astype(np.uint8)])
 
 
 # ------------------------------------------------------------------ pieces
@@ -127,6 +133,11 @@ def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, f
     """The values drawn at the colormap's two ends (the clip percentiles)."""
     low, high = np.percentile(np.asarray(values, dtype=np.float64), clip)
     return float(low), float(high)
+
+
+def word_list(words: Sequence[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def num(value: float | None, digits: int = 4, scientific: bool = False) -> str:

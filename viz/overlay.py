@@ -13,7 +13,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from viz.colormaps import DEFAULT_COLORMAP, clip_normalize, colorize
+from viz.colormaps import (
+    DEFAULT_COLORMAP,
+    clip_normalize,
+    colorize,
+    colorize_diverging,
+    signed_opacity,
+    symmetric_limit,
+)
 
 Interpolation = Literal["bilinear", "nearest"]
 _CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
@@ -84,6 +91,17 @@ def overlay_unit(
     unit = upsample(np.clip(unit_map, 0.0, 1.0), image.shape[:2], interpolation)
     alpha = float(np.clip(opacity, 0.0, 1.0)) * (unit >= threshold)
     return blend(image, colorize(unit, cmap), alpha)
+
+
+def overlay_signed(
+    image: np.ndarray, grid_map: np.ndarray, opacity: float = 0.5, interpolation: Interpolation = "nearest"
+) -> tuple[np.ndarray, float]:
+    """Colour a signed (h, w) map over the image on a diverging scale centred at zero (red above, blue below),
+    each pixel's opacity growing with |value| so a zero leaves the picture as it is; full colour at the map's
+    largest |value|, which is returned with the picture (the scale's half-range, for its legend)."""
+    limit = symmetric_limit(grid_map)
+    values = upsample(grid_map, image.shape[:2], interpolation)
+    return blend(image, colorize_diverging(values, limit), signed_opacity(values, limit, opacity)), limit
 
 
 def outline_mask(

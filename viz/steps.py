@@ -24,7 +24,7 @@ from microclip.heads import BRANCHES
 from microclip.toyworld.text import tie_sentence
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
-from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour
+from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour, word_list
 
 WALKTHROUGH_JS = files("viz").joinpath("static/walkthrough.js").read_text(encoding="utf-8")
 MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
@@ -764,9 +764,11 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
 # ------------------------------------------------------------------ erase a part (toy images)
 
 
-def erase_html(part: str, original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
-    """The same bird with and without ``part``, and each branch's prediction on both."""
-    name = part.replace("_", " ")
+def erase_html(
+    parts: str | Sequence[str], original: np.ndarray, erased: np.ndarray, changes, true_class: str | None
+) -> str:
+    """The same bird with and without ``parts`` (erased together), and each branch's prediction on both."""
+    name = word_list([p.replace("_", " ") for p in ([parts] if isinstance(parts, str) else parts)])
     titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only", "fg_unshifted": "[FG] without its shared shift"}
     rows = []
     for c in changes:

@@ -14,6 +14,7 @@ the splits never share images with each other or with the pretraining corpus.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -63,14 +64,25 @@ class SplitMasks:
     def erased_part_pairs(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
         """(originals, erased, labels): for every visible part of every row's bird, the image and the same render
         with that one part erased (``render.rerender``): the part-removal counterfactual."""
+        return self.erased_set_pairs(rows, 1)
+
+    def erased_set_pairs(
+        self, rows: np.ndarray, size: int | None
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+        """As ``erased_part_pairs``, erasing every set of ``size`` visible parts together (None: all of them, one
+        counterfactual per bird); a bird with fewer visible parts than ``size`` gives no pair."""
         originals, erased, labels = [], [], []
         for row in rows:
             sample = self.rerendered(int(row))
             if sample is None:
                 raise ValueError(f"{self.paths[row]}: not a generated image that can be drawn again")
-            for part in sample.visible_parts():
+            shown = sample.visible_parts()
+            sets = [shown] if size is None else list(itertools.combinations(shown, size))
+            for parts in sets:
+                if not parts:
+                    continue
                 originals.append(sample.image)
-                erased.append(rerender(sample, (part,)).image)
+                erased.append(rerender(sample, parts).image)
                 labels.append(int(self.labels[row]))
         return originals, erased, labels
 
