@@ -104,10 +104,10 @@ def build_explainers_view(registry: ModelRegistry, image: gr.Image, model: gr.Dr
         # Six to a row: every map and its caption fit on a 1400×1000 screen without the gallery clipping a row.
         gallery = maps_gallery("Explainers", 6, "explainers-gallery")
         scale = gr.Image(
-            label=f"Shared scale: {SCALE_NOTE}",
+            label=f"Shared scale: {SCALE_NOTE}; under it, signed maps' scale around zero",
             format="png",
             interactive=False,
-            height=70,
+            height=150,  # two bars: the shared one and, under it, the signed maps' (SOAP per class)
             show_label=True,
             elem_id="explainers-colorbar",
         )
