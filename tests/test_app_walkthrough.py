@@ -322,3 +322,15 @@ def test_several_parts_are_erased_together_in_one_render(toy_registry, toy_bird)
         erase_part(toy_registry, str(path), toy_registry.default_name, "", [])
     with pytest.raises(gr.Error, match="'wings'"):
         erase_part(toy_registry, str(path), toy_registry.default_name, "", [shown[0], "wings"])
+
+
+def test_the_erase_endpoint_takes_one_part_by_name_or_several_in_a_list(client, toy_bird):
+    """Callers written for one part keep working; the dropdown's list erases several parts in one render."""
+    path, sample = toy_bird
+    first, last = sample.visible_parts()[0], sample.visible_parts()[-1]
+    one = client.predict(handle_file(str(path)), BASE, "", first, api_name="/erase_part")
+    assert f"Without the {first.replace('_', ' ')}<" in one
+    several = client.predict(handle_file(str(path)), BASE, "", [last, first], api_name="/erase_part")
+    assert f"Without the {first.replace('_', ' ')} and {last.replace('_', ' ')}<" in several
+    with pytest.raises(AppError, match="one or more parts"):
+        client.predict(handle_file(str(path)), BASE, "", [], api_name="/erase_part")
