@@ -73,10 +73,12 @@ def _logged(view: EpochView, branches: Sequence[str] = BRANCHES) -> str:
     return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
 
+ALL_PARTS = "all at once"  # the column of the bird drawn without every one of its parts
 ERASE_SOURCE = (
     "the same bird drawn again without that part, at each epoch's model: points of the true class's probability "
     "`[CLS]` / `[FG]` lose; a negative number is a gain: without that part the bird looks more like its species"
 )
+ALL_PARTS_SOURCE = f"; *{ALL_PARTS}*: without every one of its parts in one picture"
 
 
 SIGNS_SOURCE = (
@@ -165,9 +167,13 @@ def _leans(cls_drop: float, fg_drop: float) -> str:
 
 
 def _erase_lines(
-    views: Sequence[EpochView], erased: dict[str, Sequence[EpochView]], true_class: str
+    views: Sequence[EpochView],
+    erased: dict[str, Sequence[EpochView]],
+    true_class: str,
+    everything: Sequence[EpochView] | None = None,
 ) -> tuple[str, list[str]]:
-    """The fact and the table's lines of erasing each part, epoch by epoch (``part_drops``)."""
+    """The fact and the table's lines of erasing each part, epoch by epoch (``part_drops``); ``everything``: the
+    timeline of the bird drawn without all its parts at once, a last column."""
     drops = part_drops(views, erased, true_class)
     means = [tuple(float(np.mean([drops[p][i][b] for p in drops])) for b in (0, 1)) for i in range(len(views))]
     (c0, f0), (c1, f1) = means[0], means[-1]
@@ -178,11 +184,19 @@ def _erase_lines(
         f"of the true class's probability at the {start}, `[CLS]` {c1:.1f} and `[FG]` {f1:.1f} after {end}: `[FG]` "
         f"leans on the parts {_leans(c0, f0)} `[CLS]` at the {start} and {_leans(c1, f1)} `[CLS]` at the end."
     )
-    header = ["epoch", *(part.replace("_", " ") for part in drops), "mean"]
-    lines = ["", f"**Erasing each part** ({ERASE_SOURCE})", "", _row(header), _rule(header)]
+    every = part_drops(views, {ALL_PARTS: everything}, true_class)[ALL_PARTS] if everything else None
+    if every:
+        (a0, g0), (a1, g1) = every[0], every[-1]
+        fact += (
+            f" With all {len(drops)} erased at once: `[CLS]` {a0:.1f} and `[FG]` {g0:.1f} at the {start}, "
+            f"{a1:.1f} and {g1:.1f} after {end}."
+        )
+    header = ["epoch", *(part.replace("_", " ") for part in drops), "mean"] + ([ALL_PARTS] if every else [])
+    source = ERASE_SOURCE + (ALL_PARTS_SOURCE if every else "")
+    lines = ["", f"**Erasing each part** ({source})", "", _row(header), _rule(header)]
     for i, view in enumerate(views):
-        cells = [_pair(*drops[p][i]) for p in drops]
-        lines.append(_row([epoch_name(view.epoch), *cells, _pair(*means[i])]))
+        cells = [_pair(*drops[p][i]) for p in drops] + [_pair(*means[i])] + ([_pair(*every[i])] if every else [])
+        lines.append(_row([epoch_name(view.epoch), *cells]))
     return fact, lines
 
 
@@ -199,11 +213,13 @@ def timeline_markdown(
     views: Sequence[EpochView],
     truth: PatchTruth | None,
     erased: dict[str, Sequence[EpochView]] | None = None,
+    everything: Sequence[EpochView] | None = None,
 ) -> str:
     """What self-training did on this image, from the numbers: where SOAP's top patch went and how much of its
     weight is on the bird's parts (on a known toy image), each branch's answer, and the run's logged
     accuracies, epoch by epoch. ``erased``: the timeline of the same toy bird drawn without each of its parts, by
-    part (a known toy image whose species the model has): how much each branch leans on each part."""
+    part (a known toy image whose species the model has): how much each branch leans on each part; ``everything``:
+    the same bird drawn without all of them at once."""
     first, last = views[0], views[-1]
     true_class = truth.true_class if truth is not None else None
     start, end = epoch_name(first.epoch), epoch_name(last.epoch)
@@ -236,7 +252,9 @@ def timeline_markdown(
     signed = [v for v in views if "agree_fg" in v.logged and "agree_cls" in v.logged]
     if signed:
         facts.append(_drift_fact(signed[0], signed[-1]))
-    erase_fact, erase_table = _erase_lines(views, erased, true_class) if erased and true_class else (None, [])
+    erase_fact, erase_table = (
+        _erase_lines(views, erased, true_class, everything) if erased and true_class else (None, [])
+    )
     if erase_fact:
         facts.append(erase_fact)
     if true_class is not None:

@@ -155,9 +155,15 @@ def test_erasing_each_part_is_each_epoch_s_model_on_the_bird_drawn_without_it(re
             assert "-0.0" not in cell
             drops.append(drop)
         means.append(np.mean(drops, axis=0))
-        assert [float(x) for x in row[-1].split(" / ")] == pytest.approx(means[-1], abs=0.051)
+        assert [float(x) for x in row[len(parts) + 1].split(" / ")] == pytest.approx(means[-1], abs=0.051)
+        after = explain_image(model, Image.fromarray(rerender(sample, parts).image))  # every part in one render
+        every = [100 * (before.probabilities(b)[index] - after.probabilities(b)[index]) for b in ("cls", "fg")]
+        assert len(row) == len(parts) + 3 and [float(x) for x in row[-1].split(" / ")] == pytest.approx(
+            every, abs=0.051
+        )
     fact = next(line for line in table.splitlines() if line.startswith("- Erasing a part"))
     assert f"costs `[CLS]` {means[0][0]:.1f} and `[FG]` {means[0][1]:.1f} points" in fact
+    assert f"With all {len(parts)} erased at once: `[CLS]` " in fact
     assert ("more than `[CLS]` at the end" in fact) == (means[-1][1] > means[-1][0])
 
 

@@ -48,15 +48,15 @@ def _explain(timeline: Timeline, image: str | None, model_name: str) -> _Answer:
     sample = toy_sample(picture)  # looked up once: the words' truth and the pictures' outline
     truth = sample_truth(sample, views[0].explanation.grid) if sample is not None else None
     outline = sample.part_mask if sample is not None else None
-    erased = {}
+    erased, everything = {}, None
     if sample is not None and truth.true_class in timeline.classes:
         # the native render: the model reads an enlarged example as the render it enlarges (UndoNearestEnlargement)
-        erased = {
-            part: run_timeline(timeline, Image.fromarray(rerender(sample, (part,)).image))
-            for part in sample.visible_parts()
-        }
+        shown = sample.visible_parts()
+        erased = {part: run_timeline(timeline, Image.fromarray(rerender(sample, (part,)).image)) for part in shown}
+        if len(shown) > 1:
+            everything = run_timeline(timeline, Image.fromarray(rerender(sample, shown).image))
     crop = display_crop(picture, DISPLAY_SIZE)
-    markdown = timeline_markdown(model_name, views, truth, erased)
+    markdown = timeline_markdown(model_name, views, truth, erased, everything)
     # the run's, the same for any image
     species = species_markdown(
         *(
