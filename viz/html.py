@@ -136,7 +136,7 @@ def value_range(values: np.ndarray, clip: tuple[float, float]) -> tuple[float, f
 
 
 def word_list(words: Sequence[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
+    """Words joined as a sentence lists them: "a", "a and b", "a, b and c"."""
     return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
 
 

@@ -95,13 +95,13 @@ def overlay_unit(
 
 def overlay_signed(
     image: np.ndarray, grid_map: np.ndarray, opacity: float = 0.5, interpolation: Interpolation = "nearest"
-) -> tuple[np.ndarray, float]:
+) -> np.ndarray:
     """Colour a signed (h, w) map over the image on a diverging scale centred at zero (red above, blue below),
     each pixel's opacity growing with |value| so a zero leaves the picture as it is; full colour at the map's
-    largest |value|, which is returned with the picture (the scale's half-range, for its legend)."""
+    largest |value| (``symmetric_limit``)."""
     limit = symmetric_limit(grid_map)
     values = upsample(grid_map, image.shape[:2], interpolation)
-    return blend(image, colorize_diverging(values, limit), signed_opacity(values, limit, opacity)), limit
+    return blend(image, colorize_diverging(values, limit), signed_opacity(values, limit, opacity))
 
 
 def outline_mask(

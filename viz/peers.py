@@ -39,7 +39,7 @@ def peer_panel(
     """One map over the (S, S, 3) picture on the shared [0, 1] scale (``signed``: on the diverging scale around
     zero, ``SIGNED_NOTE``); ``outline``: a pixel mask to outline."""
     if signed:
-        panel, _ = overlay_signed(picture, saliency, opacity)
+        panel = overlay_signed(picture, saliency, opacity)
     else:
         panel = overlay_map(
             picture, unit_scale(saliency), opacity=opacity, cmap=cmap, clip=(0.0, 100.0), interpolation="nearest"
