@@ -16,13 +16,15 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from bench.toyworld import ADAPTED, _split_masks, true_class_probabilities
 from microclip.checkpoint import load_model
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
 from microclip.resources import PROJECT_ROOT as ROOT
 from microclip.toyworld.dataset import first_per_class
-from microclip.uncertainty import PairedGap, paired_gap
+from microclip.uncertainty import PairedGap, clustered_gap, paired_gap
 
 SET_SIZES = {"one": 1, "two": 2, "all": None}
 
@@ -36,13 +38,14 @@ def erase_sets(ckpt: str, data_root: str, per_class: int) -> dict:
     rows = first_per_class(masks.labels, per_class)
     report = {}
     for name, size in SET_SIZES.items():
-        originals, erased, truth = masks.erased_set_pairs(rows, size)
+        originals, erased, truth, birds = masks.erased_set_pairs(rows, size)
         before = true_class_probabilities(model, originals, truth)
         after = true_class_probabilities(model, erased, truth)
         drop = {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
         report[name] = {
             "drop": {branch: float(v.mean()) for branch, v in drop.items()},
             "gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),
+            "gap_by_bird": clustered_gap(drop["fg"], drop["cls"], np.asarray(birds)).to_dict(),  # birds resampled
             "pairs": len(truth),
             # report only (added after the first numbers, rule.md): what each branch had to lose, and what it kept
             "before": {branch: 100.0 * float(v.mean()) for branch, v in before.items()},
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:>24}  {set_name:>3} ({row['pairs']:>4} pairs): fused {drop['fused']:5.1f}  "
                 f"[CLS] {drop['cls']:5.1f}  [FG] {drop['fg']:5.1f}; "
-                f"[FG] minus [CLS]: {PairedGap(**row['gap']).words()}; "
+                f"[FG] minus [CLS]: {PairedGap(**row['gap']).words()}, "
+                f"by bird {PairedGap(**row['gap_by_bird']).low:+.1f} to {PairedGap(**row['gap_by_bird']).high:+.1f}; "
                 f"share of p lost [CLS] {row['share_lost']['cls']:.1%} [FG] {row['share_lost']['fg']:.1%} "
                 f"(p before {row['before']['cls']:.1f} / {row['before']['fg']:.1f})"
             )

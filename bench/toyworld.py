@@ -36,7 +36,8 @@ cls_similarity, cls_attention, rollout, legrad, gradcam, random, ...}, "mass_ins
 {accuracy, pairs, lands_on: {named part, another part, body or background: %}}}, "patch_chance", "within_bird_chance",
 "deletion": {map: {branch}}, "deletion_vs_soap": {map: {branch: {gap, low, high, items}}} (SOAP's score minus the
 map's, image by image, and the 95% bootstrap interval of that mean: microclip.uncertainty), "part_removal": {branch},
-"part_removal_gap": {gap, low, high, items} ([FG]'s drop minus [CLS]'s, pair by pair), "cpu"}, all in %; also
+"part_removal_gap": {gap, low, high, items} ([FG]'s drop minus [CLS]'s, pair by pair), "part_removal_gap_by_bird"
+(the same with whole birds resampled: {..., groups}), "cpu"}, all in %; also
 "build": {wall_time_min, invocations}, the base's pretraining time from its pretrain.json.
 """
 
@@ -80,7 +81,7 @@ from microclip.toyworld.metrics import class_weights_from_names, cut_foregrounds
 from microclip.toyworld.part_probe import part_probe
 from microclip.toyworld.pretrain import build_seconds
 from microclip.toyworld.text import ASSETS_DIR, name_rate, read_assets
-from microclip.uncertainty import LEVEL, PairedGap, paired_gap
+from microclip.uncertainty import LEVEL, PairedGap, clustered_gap, paired_gap
 
 BASE = ROOT / "checkpoints" / "toybirds-base"
 ADAPTED = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
@@ -400,12 +401,15 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     branch's true-class probability (percentage points)."""
     model = adapted_model(args).eval()
     masks = _split_masks(args.data_root, "test")
-    drop = probability_drops(
-        model, *masks.erased_part_pairs(first_per_class(masks.labels, args.faithfulness_per_class))
+    originals, erased, truth, birds = masks.erased_set_pairs(
+        first_per_class(masks.labels, args.faithfulness_per_class), 1
     )
+    drop = probability_drops(model, originals, erased, truth)
     return {
         "part_removal": {branch: float(v.mean()) for branch, v in drop.items()},
         "part_removal_gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),  # [FG]'s drop minus [CLS]'s, pair by pair
+        # the same gap with whole birds resampled: a bird's several erased parts are not independent draws
+        "part_removal_gap_by_bird": clustered_gap(drop["fg"], drop["cls"], np.asarray(birds)).to_dict(),
         "part_removal_pairs": len(drop["fg"]),
     }
 
@@ -589,6 +593,11 @@ def print_report(report: dict) -> None:
             + (
                 f"; [FG] minus [CLS]: {PairedGap(**report['part_removal_gap']).words()}"
                 if "part_removal_gap" in report
+                else ""
+            )
+            + (
+                f"; resampling whole birds: {PairedGap(**report['part_removal_gap_by_bird']).words()}"
+                if "part_removal_gap_by_bird" in report
                 else ""
             )
         )

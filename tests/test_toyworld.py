@@ -396,7 +396,7 @@ def test_erased_set_pairs_erase_every_pair_and_every_part_together(tmp_path: Pat
     visible = [sorted(set(np.unique(masks.part_labels[r])) - {0}) for r in rows]
     assert max(len(v) for v in visible) >= 3  # so a pair is not the whole set
     for size in (2, None):
-        originals, erased, labels = masks.erased_set_pairs(rows, size)
+        originals, erased, labels, birds = masks.erased_set_pairs(rows, size)
         sets = [[tuple(v)] if size is None else list(itertools.combinations(v, size)) for v in visible]
         assert len(erased) == len(labels) == sum(len(s) for s in sets)
         at = 0
@@ -407,7 +407,7 @@ def test_erased_set_pairs_erase_every_pair_and_every_part_together(tmp_path: Pat
                 assert not changed[~on].any()  # nothing off the erased parts moved
                 for label in gone:  # and every one of them did
                     assert changed[masks.part_labels[r] == label].any()
-                assert labels[at] == int(masks.labels[r])
+                assert labels[at] == int(masks.labels[r]) and birds[at] == r
                 at += 1
     assert masks.erased_set_pairs(rows, 1)[2] == masks.erased_part_pairs(rows)[2]
 

@@ -64,14 +64,15 @@ class SplitMasks:
     def erased_part_pairs(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
         """(originals, erased, labels): for every visible part of every row's bird, the image and the same render
         with that one part erased (``render.rerender``): the part-removal counterfactual."""
-        return self.erased_set_pairs(rows, 1)
+        return self.erased_set_pairs(rows, 1)[:3]
 
     def erased_set_pairs(
         self, rows: np.ndarray, size: int | None
-    ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]:
         """As ``erased_part_pairs``, erasing every set of ``size`` visible parts together (None: all of them, one
-        counterfactual per bird); a bird with fewer visible parts than ``size`` gives no pair."""
-        originals, erased, labels = [], [], []
+        counterfactual per bird); a bird with fewer visible parts than ``size`` gives no pair. Last, each pair's
+        bird (its row): the pairs of one bird are not independent draws (``uncertainty.clustered_gap``)."""
+        originals, erased, labels, birds = [], [], [], []
         for row in rows:
             sample = self.rerendered(int(row))
             if sample is None:
@@ -84,7 +85,8 @@ class SplitMasks:
                 originals.append(sample.image)
                 erased.append(rerender(sample, parts).image)
                 labels.append(int(self.labels[row]))
-        return originals, erased, labels
+                birds.append(int(row))
+        return originals, erased, labels, birds
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:

@@ -97,7 +97,10 @@ def targets(report: dict) -> list[Target]:
         ),
         _fg_only(accuracy.get("adapted_fg"), accuracy.get("adapted_fg_unshifted")),
         _deletion(report.get("deletion"), report.get("deletion_vs_soap", {})),
-        _part_removal(report.get("part_removal"), report.get("part_removal_gap")),
+        # whole birds resampled where the report has it (round 42): a bird's erased parts are not independent draws
+        _part_removal(
+            report.get("part_removal"), report.get("part_removal_gap_by_bird", report.get("part_removal_gap"))
+        ),
     ]
     return rows
 
