@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from bench.toyworld import ADAPTED, _split_masks, true_class_probabilities
+from bench.toyworld import ADAPTED, _split_masks, probability_drops
 from microclip.checkpoint import load_model
 from microclip.files import atomic_write_text
 from microclip.machine import cpu_name
@@ -39,9 +39,7 @@ def erase_sets(ckpt: str, data_root: str, per_class: int) -> dict:
     report = {}
     for name, size in SET_SIZES.items():
         originals, erased, truth, birds = masks.erased_set_pairs(rows, size)
-        before = true_class_probabilities(model, originals, truth)
-        after = true_class_probabilities(model, erased, truth)
-        drop = {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
+        before, drop = probability_drops(model, originals, erased, truth)
         report[name] = {
             "drop": {branch: float(v.mean()) for branch, v in drop.items()},
             "gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),

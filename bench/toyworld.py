@@ -404,7 +404,7 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
     originals, erased, truth, birds = masks.erased_set_pairs(
         first_per_class(masks.labels, args.faithfulness_per_class), 1
     )
-    drop = probability_drops(model, originals, erased, truth)
+    _, drop = probability_drops(model, originals, erased, truth)
     return {
         "part_removal": {branch: float(v.mean()) for branch, v in drop.items()},
         "part_removal_gap": paired_gap(drop["fg"], drop["cls"]).to_dict(),  # [FG]'s drop minus [CLS]'s, pair by pair
@@ -416,10 +416,11 @@ def part_removal_rows(args: argparse.Namespace) -> dict:
 
 def probability_drops(
     model: MicroCLIP, originals: list[np.ndarray], erased: list[np.ndarray], truth: list[int]
-) -> dict[str, np.ndarray]:
-    """Each branch's true-class probability on the original minus on the erased picture, pair by pair (points)."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(before, drop): each branch's true-class probability on the originals, and on the original minus on the
+    erased picture, pair by pair (points)."""
     before, after = true_class_probabilities(model, originals, truth), true_class_probabilities(model, erased, truth)
-    return {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
+    return before, {branch: 100.0 * (before[branch] - after[branch]) for branch in before}
 
 
 def true_class_probabilities(model: MicroCLIP, pictures: list[np.ndarray], truth: list[int]) -> dict[str, np.ndarray]:

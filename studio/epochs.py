@@ -141,20 +141,25 @@ def part_drops(
 ) -> dict[str, list[tuple[float, float]]]:
     """For each erased part, at each epoch: how many points of the true class's probability `[CLS]` and `[FG]`
     lose when the bird is drawn again without that part (``erased[part]``: the timeline of that picture)."""
-    return {
-        part: [
-            tuple(
-                100.0
-                * (
-                    _true_probability(view.explanation, branch, true_class)
-                    - _true_probability(without.explanation, branch, true_class)
-                )
-                for branch in ("cls", "fg")
+    return {part: timeline_drops(views, timeline, true_class) for part, timeline in erased.items()}
+
+
+def timeline_drops(
+    views: Sequence[EpochView], changed: Sequence[EpochView], true_class: str
+) -> list[tuple[float, float]]:
+    """At each epoch, the points of the true class's probability `[CLS]` and `[FG]` lose from the picture's
+    timeline (``views``) to a changed picture's (``changed``)."""
+    return [
+        tuple(
+            100.0
+            * (
+                _true_probability(view.explanation, branch, true_class)
+                - _true_probability(without.explanation, branch, true_class)
             )
-            for view, without in zip(views, timeline)
-        ]
-        for part, timeline in erased.items()
-    }
+            for branch in ("cls", "fg")
+        )
+        for view, without in zip(views, changed)
+    ]
 
 
 def _pair(cls_drop: float, fg_drop: float) -> str:
@@ -184,7 +189,7 @@ def _erase_lines(
         f"of the true class's probability at the {start}, `[CLS]` {c1:.1f} and `[FG]` {f1:.1f} after {end}: `[FG]` "
         f"leans on the parts {_leans(c0, f0)} `[CLS]` at the {start} and {_leans(c1, f1)} `[CLS]` at the end."
     )
-    every = part_drops(views, {ALL_PARTS: everything}, true_class)[ALL_PARTS] if everything else None
+    every = timeline_drops(views, everything, true_class) if everything else None
     if every:
         (a0, g0), (a1, g1) = every[0], every[-1]
         fact += (

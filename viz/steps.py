@@ -764,11 +764,9 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
 # ------------------------------------------------------------------ erase a part (toy images)
 
 
-def erase_html(
-    parts: str | Sequence[str], original: np.ndarray, erased: np.ndarray, changes, true_class: str | None
-) -> str:
+def erase_html(parts: Sequence[str], original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
     """The same bird with and without ``parts`` (erased together), and each branch's prediction on both."""
-    name = word_list([p.replace("_", " ") for p in ([parts] if isinstance(parts, str) else parts)])
+    name = word_list([p.replace("_", " ") for p in parts])
     titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only", "fg_unshifted": "[FG] without its shared shift"}
     rows = []
     for c in changes:
