@@ -30,7 +30,8 @@ folder they adapted, to rebuild it. For each saved epoch, on the toy test split:
 - with ``--part_removal N``, on every epoch: ``part_removal``, the mean drop of each branch's true-class
   probability when one part of the first N test birds of each class is erased (bench/toyworld.py's
   counterfactual), and of `[FG]`'s with the shift taken away from f before and after: when self-training turns
-  `[FG]` off the parts (docs/toyworld.md, round 26).
+  `[FG]` off the parts (docs/toyworld.md, round 26); ``gap_by_bird``, `[FG]`'s drop minus `[CLS]`'s with its 95%
+  interval, whole birds resampled (``microclip.uncertainty.clustered_gap``), as the bench's row.
 
 docs/toyworld.md (round 20) reads these. Accuracies and shares in %.
 """
@@ -54,6 +55,7 @@ from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.toyworld.dataset import ensure_split, first_per_class, load_split_arrays, load_split_masks
 from microclip.toyworld.text import ASSETS_DIR, read_assets
+from microclip.uncertainty import PairedGap, clustered_gap
 
 BATCH = 200
 ASSETS = ASSETS_DIR  # the world this process draws (MICROCLIP_TOYWORLD_SPECIES)
@@ -118,13 +120,15 @@ def saved_models(run: Path, base: str | None = None) -> list[tuple[int, Path | N
     return saved
 
 
-Pairs = tuple[list[np.ndarray], list[np.ndarray], list[int]]  # SplitMasks.erased_part_pairs: originals, erased, labels
+# SplitMasks.erased_set_pairs(rows, 1): originals, erased, labels, and the bird each pair erases a part of
+Pairs = tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]
 
 
-def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> dict[str, float]:
-    """Mean drop (points) of each branch's true-class probability when one part is erased, and of `[FG]`'s with
-    the shared shift taken away from both pictures' f."""
-    originals, erased, labels = pairs
+def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> dict:
+    """Mean drop (points) of each branch's true-class probability when one part is erased, of `[FG]`'s with the
+    shared shift taken away from both pictures' f, and ``gap_by_bird``: `[FG]`'s drop minus `[CLS]`'s with its
+    interval, whole birds resampled (a bird's erased parts are not independent draws)."""
+    originals, erased, labels, birds = pairs
     rows, truth = torch.arange(len(labels)), torch.as_tensor(labels)
 
     def true_class(pictures: list[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -136,7 +140,10 @@ def part_removal(model: torch.nn.Module, shift: torch.Tensor, pairs: Pairs) -> d
         return {name: x.softmax(-1)[rows, truth] for name, x in by_branch.items()}
 
     before, after = true_class(originals), true_class(erased)
-    return {name: 100.0 * float((before[name] - after[name]).mean()) for name in before}
+    drops = {name: 100.0 * (before[name] - after[name]).numpy() for name in before}
+    report: dict = {name: float(drop.mean()) for name, drop in drops.items()}
+    report["gap_by_bird"] = clustered_gap(drops["fg"], drops["cls"], np.asarray(birds)).to_dict()
+    return report
 
 
 SOAP_QUERY_KEY = ("soap.query_proj.weight", "soap.key_proj.weight")
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = None
     if args.part_removal:
         masks = load_split_masks(args.data_root, "test")
-        pairs = masks.erased_part_pairs(first_per_class(masks.labels, args.part_removal))
+        pairs = masks.erased_set_pairs(first_per_class(masks.labels, args.part_removal), 1)
     reports: dict = {}
     for spec in args.runs:
         name, _, folder = spec.rpartition("=")
@@ -281,8 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in reports.items():
         for r in rows:
             if "part_removal" in r:
-                drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in r["part_removal"].items())
-                print(f"{name}, epoch {r['epoch']}, erasing a part (points of true-class probability lost): {drops}")
+                removal = dict(r["part_removal"])
+                gap = PairedGap(**removal.pop("gap_by_bird"))
+                drops = ", ".join(f"{branch} {drop:.1f}" for branch, drop in removal.items())
+                print(
+                    f"{name}, epoch {r['epoch']}, erasing a part (points of true-class probability lost): {drops}; "
+                    f"[FG] minus [CLS] {gap.words()}"
+                )
     for name, rows in reports.items():
         if "value_map" in rows[-1]:
             parts = rows[-1]["value_map"]

@@ -129,15 +129,17 @@ class ModelRegistry:
 
     def add_saved_runs(self, folder: str | Path) -> list[str]:
         """Register every adapted checkpoint saved in the runs ``folder`` (oldest first), each listed with the
-        date it was saved: ``<name> · saved 2026-12-02 18:31``. Each file is read and checked now (the model is
-        built on first use); one that is not a readable microCLIP checkpoint is skipped with one log line."""
+        date it was saved: ``<name> · saved 2026-12-02 18:31``. Each file's header is read and checked now
+        (safetensors also checks that the header's tensors fill the file; the tensors are read when the model is
+        built, on first use), so a folder of large runs lists fast; one that is not a readable microCLIP checkpoint
+        is skipped with one log line."""
         folder = Path(folder)
         if not folder.is_dir():
             return []
         names = []
         for path in sorted(folder.glob("*.safetensors"), key=lambda p: (p.stat().st_mtime, p.name)):
             try:
-                _, meta = read_adapted(path)
+                meta = read_meta(path)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the app or hide the others
                 log.warning("runs folder: skipped %s (%s)", path.name, str(error).replace(str(path), "").strip(": "))
                 continue

@@ -245,6 +245,9 @@ def test_explore_an_example_and_compare_explainers(page):
         erased = page.locator("#explore_erase_part-result")
         expect(erased).to_contain_text("Without the beak and tail tip")
         expect(erased).to_contain_text("[FG] only")
+        # Each branch's name on one line: the longest ("[FG] without its shared shift") once wrapped into five.
+        heights = erased.locator("table td:first-child").evaluate_all("cells => cells.map(c => c.clientHeight)")
+        assert max(heights) <= 1.5 * min(heights), heights
         erased.scroll_into_view_if_needed()
         shot(page, "explore-erase-parts", top=False)
 

@@ -45,6 +45,7 @@ def test_saved_runs_are_listed_with_their_date_and_bad_files_are_skipped_with_on
     good = save_run(runs, adapted, "my shapes", "2026-03-04T05:06:07+00:00")
     undated = save_run(runs, adapted, "older run", None)  # no date in the file: its modification time is used
     (runs / "truncated.safetensors").write_bytes(good.read_bytes()[:200])
+    (runs / "cut-short.safetensors").write_bytes(good.read_bytes()[:-8])  # the header whole, a tensor cut short
     (runs / "pickled.safetensors").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     (runs / "notes.safetensors").write_text("not a checkpoint")
     shutil.copyfile(good, runs / "not-a-checkpoint.txt")  # other files are not looked at
@@ -60,6 +61,7 @@ def test_saved_runs_are_listed_with_their_date_and_bad_files_are_skipped_with_on
     assert any(name.startswith("older run · saved ") for name in names)
     skipped = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert sorted(r.getMessage().split()[3] for r in skipped) == [
+        "cut-short.safetensors",
         "notes.safetensors",
         "pickled.safetensors",
         "truncated.safetensors",

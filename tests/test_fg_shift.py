@@ -11,6 +11,7 @@ from conftest import load_bench, shipped_start_and_last_epoch
 from microclip.checkpoint import load_model
 from microclip.toyworld.dataset import render_split_sample
 from microclip.toyworld.world import CLASS_NAMES, PARTS
+from microclip.uncertainty import clustered_gap
 
 fg_shift = load_bench("fg_shift")
 SAVED = shipped_start_and_last_epoch()  # [(0, start), (last, its file)]
@@ -75,17 +76,18 @@ def test_rows_on_the_shipped_epochs_match_the_models_own_fg_answers():
     assert rows[0]["shift_fg"] == 0.0 and rows[0]["cos_shifts"] is None
 
 
-def _erased_pairs() -> tuple[list, list, list]:
-    """Two parts of three test birds, each erased in turn: (originals, erased, labels)."""
+def _erased_pairs() -> tuple[list, list, list, list]:
+    """Two parts of three test birds, each erased in turn: (originals, erased, labels, birds)."""
     from microclip.toyworld.render import rerender
 
     samples = [(render_split_sample("test", c, 0, seed=0), c) for c in (1, 6, 11)]
-    pairs = ([], [], [])
-    for sample, label in samples:
+    pairs = ([], [], [], [])
+    for bird, (sample, label) in enumerate(samples):
         for part in sorted({int(p) for p in np.unique(sample.part_labels) if p})[:2]:
             pairs[0].append(sample.image)
             pairs[1].append(rerender(sample, (PARTS[part - 1],)).image)
             pairs[2].append(label)
+            pairs[3].append(bird)
     return pairs
 
 
@@ -99,6 +101,7 @@ def test_every_epochs_row_carries_its_own_models_part_removal():
         own = fg_shift.part_removal(model, torch.zeros(model.heads.w_star.shape[1]), pairs)
         for branch in ("cls", "fg", "fused"):  # these do not depend on the shift
             assert row["part_removal"][branch] == pytest.approx(own[branch], abs=1e-4)
+        assert row["part_removal"]["gap_by_bird"]["gap"] == pytest.approx(own["gap_by_bird"]["gap"], abs=1e-4)
     assert rows[0]["part_removal"] != rows[1]["part_removal"]  # each epoch's own model, not the last one's
 
 
@@ -116,9 +119,15 @@ def test_part_removal_matches_the_models_own_probabilities():
             )
         return logits.softmax(-1)[torch.arange(len(pairs[2])), torch.as_tensor(pairs[2])]
 
-    for branch in ("cls", "fg", "fused"):
-        expected = 100.0 * float((true_class(pairs[0], branch) - true_class(pairs[1], branch)).mean())
-        assert drops[branch] == pytest.approx(expected, abs=1e-3)  # points; float32 sums in another order
+    own = {b: 100.0 * (true_class(pairs[0], b) - true_class(pairs[1], b)).numpy() for b in ("cls", "fg", "fused")}
+    for branch, drop in own.items():
+        assert drops[branch] == pytest.approx(float(drop.mean()), abs=1e-3)  # points; float32 sums in another order
+    # [FG]'s drop minus [CLS]'s, whole birds resampled: the same interval as from the model's own drops
+    by_bird = clustered_gap(own["fg"], own["cls"], np.asarray(pairs[3]))
+    assert drops["gap_by_bird"]["gap"] == pytest.approx(drops["fg"] - drops["cls"], abs=1e-4)
+    assert drops["gap_by_bird"]["groups"] == 3 and drops["gap_by_bird"]["items"] == 6
+    assert drops["gap_by_bird"]["low"] == pytest.approx(by_bird.low, abs=1e-3)
+    assert drops["gap_by_bird"]["high"] == pytest.approx(by_bird.high, abs=1e-3)
     assert drops["fg_unshifted"] != pytest.approx(drops["fg"])  # the shift is taken away before the softmax
     unmoved = fg_shift.part_removal(model, torch.zeros_like(shift), pairs)["fg_unshifted"]
     assert unmoved == pytest.approx(drops["fg"], abs=1e-3)  # re-normalising a unit vector moves it by rounding only

@@ -791,7 +791,7 @@ def erase_html(parts: Sequence[str], original: np.ndarray, erased: np.ndarray, c
     )
     return (
         f'<div class="wt"><div class="wt-body">{pictures}'
-        f"{fig('Each branch, before and after', table(header, rows))}</div>"
+        f"{fig('Each branch, before and after', table(header, rows, 'wt-names'))}</div>"
         '<div class="wt-note">The toy world drew the same bird again (same seed, pose, colours and background) '
         f"with its {escape(name)} left unpainted.</div></div>"
     )
