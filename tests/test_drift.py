@@ -68,20 +68,29 @@ START = SHIPPED.parent / "toybirds-microclip-epochs" / "epoch-0.safetensors"
 shipped = pytest.mark.skipif(not START.is_file(), reason="the toy model and its epochs are not shipped")
 
 
-@shipped
-@pytest.mark.parametrize("checkpoint", [SHIPPED, START.with_name("epoch-1.safetensors")], ids=["end", "epoch-1"])
-def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_images(tmp_path, checkpoint):
+@pytest.fixture(scope="module")
+def train_split_at_start(tmp_path_factory) -> tuple[np.ndarray, torch.Tensor]:
+    """The toy train split's raw pixels and their `[FG]` at the run's start as train.py --keep_epochs saved it
+    (epoch-0), not the start rebuilt from the base as `drift` does: shared by every checkpoint's check."""
     from microclip.toyworld.dataset import ensure_split, load_split_arrays
 
+    root = tmp_path_factory.mktemp("toy")
+    ensure_split(str(root), "train")
+    images, _ = load_split_arrays(str(root), "train")
+    return images, fg_shift_bench.branch_embeddings(load_model(START), images)[1]
+
+
+@shipped
+@pytest.mark.parametrize("checkpoint", [SHIPPED, START.with_name("epoch-1.safetensors")], ids=["end", "epoch-1"])
+def test_the_shipped_shift_is_the_mean_fg_now_minus_at_the_start_over_the_train_images(
+    train_split_at_start, checkpoint
+):
     model = load_model(checkpoint)
     stored = model.fg_shift
     assert stored is not None and model.meta.drift["images"] == 1600
-    # Independently: bench/fg_shift.py's embeddings of the train split's raw pixels, at the end and at the run's
-    # start as train.py --keep_epochs saved it (epoch-0), not the start rebuilt from the base as `drift` does.
-    ensure_split(str(tmp_path), "train")
-    images, _ = load_split_arrays(str(tmp_path), "train")
+    # Independently: bench/fg_shift.py's embeddings of the train split's raw pixels, now and at the start.
+    images, f_start = train_split_at_start
     _, f_end = fg_shift_bench.branch_embeddings(model, images)
-    _, f_start = fg_shift_bench.branch_embeddings(load_model(START), images)
     tolerance = 1e-5
     assert torch.allclose(stored, f_end.mean(0) - f_start.mean(0), atol=tolerance)
     # a real shift, far above the comparison's tolerance (0.017 after epoch 1 of the shipped run, 0.08 at its end)
