@@ -44,6 +44,10 @@ class Explanation:
     # (C,) the null token's; together they add up to logits_fg (:func:`soap_fg_parts`). None in older saved ones.
     soap_fg_terms: np.ndarray | None = None
     null_fg_terms: np.ndarray | None = None
+    # How the model built SOAP's query and pooled [FG] (its method config's; the reference's ablations change
+    # what the cut and SOAP's weights mean, and the app says so). Saved ones from before are the method's.
+    query: str = "ncut"
+    pool: str = "attention"
 
     # -------------------------------------------------------------- derived views
 
@@ -194,6 +198,8 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
                 logits_fg_unshifted=None if unshifted is None else unshifted[b],
                 soap_fg_terms=fg_terms_np[b, :-1].reshape(h, w, -1),
                 null_fg_terms=fg_terms_np[b, -1],
+                query=model.config.query,
+                pool=model.config.pool,
             )
         )
     return explanations

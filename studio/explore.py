@@ -17,7 +17,7 @@ from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.explore import maps_html, raw_html
 from viz.html import num
 from viz.panels import RAW_MAPS, RenderSettings
-from viz.steps import foreground_fact, region_phrase
+from viz.steps import QUERY_WORDS, foreground_fact, region_phrase
 
 PHOTO_SIZE = 320  # pixels of the JPEG crop under the maps; the browser scales it (the toy model sees 64)
 BRANCH_TITLES = {"fused": "TokenFusion (fused)", "cls": "[CLS] only", "fg": "[FG] only"}
@@ -28,7 +28,8 @@ NOTES = {
     "These *are* the pooling weights, so the map is the mechanism, not a post-hoc estimate. "
     "Weight not shown here went to the null token (below).",
     "ncut": "**NCut foreground.** The patches a normalised cut of the patch-token affinity graph put in the "
-    "foreground. Their mean is SOAP's query; it is a mask (on or off), not a score.",
+    "foreground. The method's SOAP query is their mean (the summary says when a model takes another); it is a "
+    "mask (on or off), not a score.",
     "cls": "**Similarity to `[CLS]`.** Cosine between each patch token and the global `[CLS]` token: what the "
     "global branch already summarises. Compare with SOAP to see what `[FG]` adds.",
     "raw": "**Raw patch grid.** The chosen map with one flat block per patch: exactly the numbers the model "
@@ -151,7 +152,7 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
         ]
     lines += [
         "",
-        f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} SOAP's query is their mean. "
+        f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} {QUERY_WORDS[explanation.query][2]} "
         f"**Null token:** {num(explanation.null_weight, scientific=True)} of SOAP's attention; "
         "the patches share the rest.",
     ]

@@ -159,7 +159,10 @@ def test_signed_bars_are_never_empty_and_negative_ones_go_left():
 
 
 def test_render_runs_without_descriptions_and_for_ablations(registry):
+    from microclip.data.transforms import test_transform
+    from microclip.explain import explain_batch
     from microclip.model import MethodConfig, MicroCLIP
+    from studio.explore import summary_markdown
 
     loaded = registry.get(BASE)
     picture = draw_sample(0, np.random.default_rng(0), size=40)
@@ -170,6 +173,16 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
         html = render_walkthrough(walkthrough(model, picture), np.zeros((64, 64, 3), np.uint8))
         assert html.count('class="wt-step"') == len(STEP_IDS)
         assert html.count('class="wt-here"') == len(STEP_IDS)  # every step says what it found on this image
+        # The method's words only where they are true of the model shown: an ablation's query and pooling say so.
+        method = model is loaded.model
+        assert ("The query: the mean foreground token" in html) == method
+        assert ("The query: the mean of all patch tokens (an ablation)" in html) != method
+        assert ("the plain mean of the foreground (an ablation)" in html) != method
+        assert ("One softmax over the patches plus a zero null token" in html) == method
+        assert ("This model pools [FG] without it" in html) != method
+        summary = summary_markdown(explain_batch(model, test_transform(model.backbone.image_size)(picture)[None])[0])
+        assert ("SOAP's query is their mean." in summary) == method
+        assert ("this model takes the mean of all patch tokens (an ablation)" in summary) != method
 
 
 # ------------------------------------------------------------------ the bundled toy world: masks and the flag

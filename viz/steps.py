@@ -77,6 +77,56 @@ WHY = {
     "prediction": "The class with the largest fused logit wins; its margin over the runner-up, and the range of ρ "
     "over which it stays ahead, say how firm the decision is.",
 }
+# What SOAP's query is and how [FG] is pooled, for the method and the reference's ablations (a model trained with
+# one says so wherever the method's words would be wrong): (title, why, a sentence for the NCut line).
+QUERY_WORDS = {
+    "ncut": (TITLES["query"], WHY["query"], "SOAP's query is their mean."),
+    "global": (
+        "The query: the [CLS] token (an ablation)",
+        "This model was trained with the reference's ablation that takes the global [CLS] token as SOAP's query "
+        "instead of the mean of the cut's foreground: SOAP asks every patch how well it matches the whole image's "
+        "summary, and the cut does not steer where it looks.",
+        "SOAP's query is not their mean here: this model takes the [CLS] token (an ablation).",
+    ),
+    "token_avg": (
+        "The query: the mean of all patch tokens (an ablation)",
+        "This model was trained with the reference's ablation that takes the mean of every patch token, background "
+        "included, as SOAP's query instead of the mean of the cut's foreground: the cut does not steer where it "
+        "looks.",
+        "SOAP's query is not their mean here: this model takes the mean of all patch tokens (an ablation).",
+    ),
+    "random": (
+        "The query: one random patch token (an ablation)",
+        "This model was trained with the reference's ablation that takes one patch token drawn at random as SOAP's "
+        "query: the cut does not steer where it looks, and its weights change from one call to the next.",
+        "SOAP's query is not their mean here: this model takes one random patch token (an ablation).",
+    ),
+}
+POOL_WORDS = {
+    "attention": (TITLES["soap"], WHY["soap"]),
+    "ncut_avg": (
+        "SOAP's weights: the plain mean of the foreground (an ablation)",
+        "This model pools [FG] as the plain mean of the cut's foreground tokens (the reference's ablation): every "
+        "foreground patch gets the same weight, and the query and the null token play no part.",
+    ),
+    "naive_avg": (
+        "SOAP's weights: the plain mean of every patch (an ablation)",
+        "This model pools [FG] as the plain mean of all patch tokens (the reference's ablation): every patch gets "
+        "the same weight, and the cut, the query and the null token play no part.",
+    ),
+}
+
+
+def step_words(step_id: str, walk: Walkthrough) -> tuple[str, str]:
+    """A step's title and why, as true of the model shown: its query and pooling may be the reference's ablations."""
+    if step_id == "query":
+        title, why, _ = QUERY_WORDS[walk.query.mode]
+        if walk.soap.pool != "attention":
+            why += " This model pools [FG] without it (next step)."
+        return title, why
+    if step_id == "soap":
+        return POOL_WORDS[walk.soap.pool]
+    return TITLES[step_id], WHY[step_id]
 
 
 # ------------------------------------------------------------------ small pieces
@@ -493,7 +543,9 @@ def _query(walk: Walkthrough, picture: np.ndarray) -> str:
     return fig(
         "Cosine of the query q to each patch token",
         heat_grid(s.cos_to_patches, "+.2f", diverging=True, outline=walk.graph.mask, label="cos(q, t)"),
-        "Framed: the foreground patches (averaged into q when the query mode is ncut).",
+        "Framed: the foreground patches, averaged into q."
+        if s.mode == "ncut"
+        else "Framed: the cut's foreground patches, which this query does not use.",
     ) + kv([("q is", how), ("‖q‖", f"{s.norm:.3f}"), ("cos(q, [CLS])", f"{s.cos_to_cls:+.3f}")])
 
 
@@ -725,9 +777,10 @@ def _section(index: int, step_id: str, walk: Walkthrough, picture: np.ndarray, b
         + "</div>"
     )
     flag = banner if step_id == "prediction" else ""
+    title, why = step_words(step_id, walk)
     return (
         f'<section class="wt-step" data-step="{step_id}"{" hidden" if index else ""}>'
-        f'<h3>{index + 1} · {escape(TITLES[step_id])}</h3><p class="wt-why">Why: {escape(WHY[step_id])}</p>'
+        f'<h3>{index + 1} · {escape(title)}</h3><p class="wt-why">Why: {escape(why)}</p>'
         f'{flag}<p class="wt-here">On this image: {escape(here(step_id, walk))}</p>'
         f'<div class="wt-body">{RENDERERS[step_id](walk, picture)}</div>{pager}</section>'
     )
