@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from microclip.model import MethodConfig
     from studio.registry import LoadedModel
 
 METHOD_MARKDOWN = r"""
@@ -62,6 +63,24 @@ def _table(data: dict, limit: int = 30) -> list[str]:
     return rows
 
 
+# The reference's SOAP ablations a model can be trained with (train.py's flags), in words.
+QUERY_ABLATIONS = {
+    "global": ("--use_global_feature_for_query", "its query is the [CLS] token, not the mean of the cut's foreground"),
+    "token_avg": ("--use_token_avg_for_query", "its query is the mean of every patch token, not the foreground's"),
+    "random": ("--use_random_selection_for_query", "its query is one random patch token, drawn anew on every call"),
+}
+POOL_ABLATIONS = {
+    "ncut_avg": ("--use_ncut_token_avg", "[FG] pools the plain mean of the cut's foreground, not SOAP's attention"),
+    "naive_avg": ("--use_naive_token_avg", "[FG] pools the plain mean of all patch tokens, not SOAP's attention"),
+}
+
+
+def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:
+    """(train.py flag, what it changes) for each of the reference's SOAP ablations the model uses."""
+    chosen = ((QUERY_ABLATIONS, config.query), (POOL_ABLATIONS, config.pool))
+    return [table[mode] for table, mode in chosen if mode in table]
+
+
 def model_markdown(loaded: LoadedModel) -> str:
     """Everything a checkpoint says about itself (or, for a zero-shot base model, what it is)."""
     model, meta = loaded.model, loaded.meta
@@ -90,6 +109,7 @@ def model_markdown(loaded: LoadedModel) -> str:
             "token (`train.py --centre_values`), so self-training cannot turn it into a bias that moves every "
             "image's `[FG]` alike (docs/toyworld.md, round 23).",
         ]
+    lines += [f"\n**An ablation of SOAP** (`{flag}`): {what}." for flag, what in soap_ablations(model.config)]
     if meta is None:
         lines += [
             "",

@@ -421,3 +421,20 @@ def test_the_models_tab_says_which_bundled_model_is_not_the_reference_s_soap(reg
     centred, reference = (model_markdown(registry.get(name)) for name in (TOY_CENTRED_NAME, ADAPTED))
     assert "**Not the reference's SOAP:**" in centred and "| `centre_values` | True |" in centred
     assert "Not the reference's SOAP" not in reference and "| `centre_values` | False |" in reference
+    assert "An ablation of SOAP" not in centred + reference
+
+
+def test_the_models_tab_names_the_reference_s_soap_ablations_a_model_was_trained_with(registry):
+    from microclip.model import MethodConfig, MicroCLIP
+    from studio.about import model_markdown
+    from studio.registry import LoadedModel
+
+    shipped = registry.get(ADAPTED)
+    for config, flags in (
+        (MethodConfig(query="global"), ["--use_global_feature_for_query"]),
+        (MethodConfig(query="token_avg", pool="ncut_avg"), ["--use_token_avg_for_query", "--use_ncut_token_avg"]),
+        (MethodConfig(pool="naive_avg"), ["--use_naive_token_avg"]),
+    ):
+        model = MicroCLIP(shipped.model.backbone, shipped.model.heads, config, shipped.model.base)
+        card = model_markdown(LoadedModel("ablation", model, shipped.meta, "test"))
+        assert [line.split("`")[1] for line in card.splitlines() if line.startswith("**An ablation of SOAP**")] == flags
