@@ -110,6 +110,11 @@ class AdaptLimits:
     max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
 
+# The SOAP queries a run may adapt with: the method's and the reference's two deterministic ablations (a random
+# token's query gives a map that changes from call to call, which the run's probe maps cannot show).
+ADAPT_QUERIES = ("ncut", "global", "token_avg")
+
+
 @dataclass
 class AdaptRequest:
     """One adaptation: which data, which base model, how long."""
@@ -137,12 +142,18 @@ class AdaptRequest:
     # weight of [CLS] in the fused answer, in the loss and at inference (train.py --fusion_ratio, ρ): None keeps the
     # chosen entry's
     fusion_ratio: float | None = None
+    # SOAP's query: "ncut" (the method's, the mean of the cut's foreground), or the reference's ablations "global"
+    # ([CLS]) and "token_avg" (every patch token's mean); train.py --use_*_for_query. None keeps the chosen entry's
+    soap_query: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
-        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not and ρ if asked."""
+        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query and ρ
+        if asked."""
         config = MethodConfig.from_dict(entry.to_dict())
         if self.centre_values is not None:
             config = replace(config, centre_values=bool(self.centre_values))
+        if self.soap_query is not None:
+            config = replace(config, query=self.soap_query)
         return config if self.fusion_ratio is None else replace(config, fusion_ratio=float(self.fusion_ratio))
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
@@ -184,6 +195,8 @@ class AdaptRequest:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"
             )
+        if self.soap_query is not None and self.soap_query not in ADAPT_QUERIES:
+            raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {', '.join(ADAPT_QUERIES)}")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from microclip.checkpoint import load_model, read_adapted
 from microclip.recipe import Recipe
-from studio.jobs import AdaptationRunner
+from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
 from studio.registry import ModelRegistry
 from ui.adapt import CENTRING
 from ui.app import build_demo
@@ -375,6 +375,23 @@ def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, fi
     assert any(not torch.equal(first[k], second[k]) for k in first)  # the loss weighed the branches differently
     with pytest.raises(AppError, match="greater than maximum value 1"):
         adapt_start(app.client, "upload a zip", files["good.zip"], **settings, fusion=1.5)
+
+
+def test_a_run_takes_soap_s_query_and_the_checkpoint_answers_with_it(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5)  # the query is last
+
+    def one_step(query: str) -> Any:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, query=query)
+        wait_until(app.client, job_id, finished, f"a one-step run with the query {query!r}")
+        path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return load_model(path)
+
+    assert one_step("[CLS] (an ablation)").config.query == "global"
+    assert one_step("as the chosen model").config.query == "ncut"  # the tiny base's: the method's
+    with pytest.raises(AppError, match="'global'.* is not in the list of choices"):
+        one_step("global")
+    with pytest.raises(ValueError, match="unknown SOAP query 'random'"):  # its map changes from call to call
+        AdaptRequest(soap_query="random").check(AdaptLimits())
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -46,6 +46,13 @@ CENTRING = {
     "centred: W_v (s − c) + c (not the reference's)": True,
 }
 
+QUERIES = {
+    "as the chosen model": None,
+    "the cut's foreground (the method)": "ncut",
+    "[CLS] (an ablation)": "global",
+    "every patch token (an ablation)": "token_avg",
+}
+
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
 view and K crops, then the visual LayerNorms, SOAP and W* train on a strong view. Runs are short on purpose.
@@ -106,6 +113,7 @@ class _Panel:
     n_crops: gr.Slider
     n_probes: gr.Slider
     centring: gr.Radio
+    query: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -128,7 +136,8 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        return [*data, *settings, self.n_probes, self.centring, self.gamma, self.fairness, self.seed, self.fusion]
+        methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion, self.query]
+        return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
@@ -231,6 +240,15 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 info="Centred on the training images' mean token c (train.py --centre_values): self-training can "
                 "then no longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
                 elem_id="adapt-centring",
+            )
+            p.query = gr.Radio(
+                list(QUERIES),
+                value=next(iter(QUERIES)),
+                label="SOAP's query",
+                info="What SOAP asks every patch about: the mean of the cut's foreground, or the reference's "
+                "ablations (train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world "
+                "the mean of every patch token turns [FG] to one class within an epoch (docs/toyworld.md, round 43).",
+                elem_id="adapt-query",
             )
             p.gamma = gr.Slider(
                 0.0,
@@ -336,6 +354,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         fairness: float | None = None,
         seed: float | None = None,
         fusion: float | None = None,
+        query: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -359,6 +378,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             fairness_weight=None if fairness is None else float(fairness),
             seed=0 if seed is None else int(seed),
             fusion_ratio=None if fusion is None else float(fusion),
+            soap_query=QUERIES[query] if query else None,  # Gradio refuses a value not in QUERIES
         )
         try:
             new_id = runner.submit(request)
