@@ -247,7 +247,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 label="SOAP's query",
                 info="What SOAP asks every patch about: the mean of the cut's foreground, or the reference's "
                 "ablations (train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world "
-                "the mean of every patch token turns [FG] to one class within an epoch (docs/toyworld.md, round 43).",
+                "the mean of every patch token gives nearly every image the same [FG] from the first step "
+                "(docs/toyworld.md, round 43).",
                 elem_id="adapt-query",
             )
             p.gamma = gr.Slider(
