@@ -48,7 +48,7 @@ from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
-from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS
+from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS, POOL_FLAGS, QUERY_FLAGS
 from microclip.spread import Spread
 from microclip.toyworld.text import this_worlds_asset
 
@@ -345,17 +345,14 @@ def setup_logging(verbose: bool = False, rank: int = 0) -> None:
     logging.getLogger("microclip").setLevel(level)
 
 
+def _switched(args: argparse.Namespace, flags: dict[str, str], default: str) -> str:
+    """The first mode whose reference switch is on (in the reference's order of precedence), else ``default``."""
+    return next((mode for mode, flag in flags.items() if getattr(args, flag.lstrip("-"))), default)
+
+
 def method_config(args: argparse.Namespace) -> MethodConfig:
-    query = (
-        "global"
-        if args.use_global_feature_for_query
-        else "token_avg"
-        if args.use_token_avg_for_query
-        else "random"
-        if args.use_random_selection_for_query
-        else "ncut"
-    )
-    pool = "ncut_avg" if args.use_ncut_token_avg else "naive_avg" if args.use_naive_token_avg else "attention"
+    query = _switched(args, QUERY_FLAGS, "ncut")
+    pool = _switched(args, POOL_FLAGS, "attention")
     return MethodConfig(
         fusion_ratio=0.5 if args.fusion_ratio is None else args.fusion_ratio,
         query=query,

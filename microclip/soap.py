@@ -21,6 +21,13 @@ NcutThreshold = Literal["std", "mean"]
 NcutSign = Literal["canonical", "solver"]
 QueryMode = Literal["ncut", "global", "token_avg", "random"]
 PoolMode = Literal["attention", "ncut_avg", "naive_avg"]
+# The reference's switches for its SOAP ablations (train.py / evaluate.py take them as they are).
+QUERY_FLAGS = {
+    "global": "--use_global_feature_for_query",
+    "token_avg": "--use_token_avg_for_query",
+    "random": "--use_random_selection_for_query",
+}
+POOL_FLAGS = {"ncut_avg": "--use_ncut_token_avg", "naive_avg": "--use_naive_token_avg"}
 
 NCUT_SIGNS: tuple[str, ...] = ("canonical", "solver")
 DEPRECATED_NCUT_SIGNS = {"symmetric": "canonical", "faithful": "solver"}  # the first build's names

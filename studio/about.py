@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from microclip.soap import POOL_FLAGS, QUERY_FLAGS
+from viz.steps import POOL_PHRASES, QUERY_PHRASES
+
 if TYPE_CHECKING:
     from microclip.model import MethodConfig
     from studio.registry import LoadedModel
@@ -63,22 +66,15 @@ def _table(data: dict, limit: int = 30) -> list[str]:
     return rows
 
 
-# The reference's SOAP ablations a model can be trained with (train.py's flags), in words.
-QUERY_ABLATIONS = {
-    "global": ("--use_global_feature_for_query", "its query is the [CLS] token, not the mean of the cut's foreground"),
-    "token_avg": ("--use_token_avg_for_query", "its query is the mean of every patch token, not the foreground's"),
-    "random": ("--use_random_selection_for_query", "its query is one random patch token, drawn anew on every call"),
-}
-POOL_ABLATIONS = {
-    "ncut_avg": ("--use_ncut_token_avg", "[FG] pools the plain mean of the cut's foreground, not SOAP's attention"),
-    "naive_avg": ("--use_naive_token_avg", "[FG] pools the plain mean of all patch tokens, not SOAP's attention"),
-}
-
-
 def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:
     """(train.py flag, what it changes) for each of the reference's SOAP ablations the model uses."""
-    chosen = ((QUERY_ABLATIONS, config.query), (POOL_ABLATIONS, config.pool))
-    return [table[mode] for table, mode in chosen if mode in table]
+    query, pool = config.query, config.pool
+    found = []
+    if query in QUERY_FLAGS:
+        found.append((QUERY_FLAGS[query], f"its query is {QUERY_PHRASES[query]}, not {QUERY_PHRASES['ncut']}"))
+    if pool in POOL_FLAGS:
+        found.append((POOL_FLAGS[pool], f"[FG] pools {POOL_PHRASES[pool]}, not {POOL_PHRASES['attention']}"))
+    return found
 
 
 def model_markdown(loaded: LoadedModel) -> str:

@@ -17,7 +17,7 @@ from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.explore import maps_html, raw_html
 from viz.html import num
 from viz.panels import RAW_MAPS, RenderSettings
-from viz.steps import QUERY_WORDS, foreground_fact, region_phrase
+from viz.steps import foreground_fact, query_sentence, region_phrase
 
 PHOTO_SIZE = 320  # pixels of the JPEG crop under the maps; the browser scales it (the toy model sees 64)
 BRANCH_TITLES = {"fused": "TokenFusion (fused)", "cls": "[CLS] only", "fg": "[FG] only"}
@@ -152,7 +152,7 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
         ]
     lines += [
         "",
-        f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} {QUERY_WORDS[explanation.query][2]} "
+        f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} {query_sentence(explanation.query)} "
         f"**Null token:** {num(explanation.null_weight, scientific=True)} of SOAP's attention; "
         "the patches share the rest.",
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from html import unescape
 
 import gradio as gr
 import numpy as np
@@ -174,15 +175,15 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
         assert html.count('class="wt-step"') == len(STEP_IDS)
         assert html.count('class="wt-here"') == len(STEP_IDS)  # every step says what it found on this image
         # The method's words only where they are true of the model shown: an ablation's query and pooling say so.
-        method = model is loaded.model
+        method, html = model is loaded.model, unescape(html)
         assert ("The query: the mean foreground token" in html) == method
-        assert ("The query: the mean of all patch tokens (an ablation)" in html) != method
-        assert ("the plain mean of the foreground (an ablation)" in html) != method
+        assert ("The query: the mean of every patch token (an ablation)" in html) != method
+        assert ("the plain mean of the cut's foreground tokens (an ablation)" in html) != method
         assert ("One softmax over the patches plus a zero null token" in html) == method
         assert ("This model pools [FG] without it" in html) != method
         summary = summary_markdown(explain_batch(model, test_transform(model.backbone.image_size)(picture)[None])[0])
         assert ("SOAP's query is their mean." in summary) == method
-        assert ("this model takes the mean of all patch tokens (an ablation)" in summary) != method
+        assert ("this model takes the mean of every patch token (an ablation)" in summary) != method
 
 
 # ------------------------------------------------------------------ the bundled toy world: masks and the flag

@@ -740,3 +740,22 @@ def test_evaluate_sweeps_the_fusion_ratio_from_one_forward_pass(rolled, image_da
     first = str(next(iter(rolled)))
     refused = evaluate_on_shapes(image_dataset_root, "--ckpt-path", first, "--fusion_sweep", "0.5", "1.5")
     assert refused.returncode == 2 and "must be from 0 to 1, not 1.5" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "query", "pool"),
+    [
+        ([], "ncut", "attention"),
+        (["--use_global_feature_for_query"], "global", "attention"),
+        (["--use_token_avg_for_query", "--use_naive_token_avg"], "token_avg", "naive_avg"),
+        (["--use_random_selection_for_query", "--use_ncut_token_avg"], "random", "ncut_avg"),
+        # two switches of one kind: the [CLS] query wins, and the foreground's plain mean over every token's
+        (["--use_token_avg_for_query", "--use_global_feature_for_query"], "global", "attention"),
+        (["--use_naive_token_avg", "--use_ncut_token_avg"], "ncut", "ncut_avg"),
+    ],
+)
+def test_the_reference_s_soap_switches_choose_the_query_and_the_pooling(flags, query, pool):
+    from microclip.cli import build_train_parser, method_config
+
+    config = method_config(build_train_parser().parse_args(flags))
+    assert (config.query, config.pool) == (query, pool)

@@ -77,56 +77,53 @@ WHY = {
     "prediction": "The class with the largest fused logit wins; its margin over the runner-up, and the range of ρ "
     "over which it stays ahead, say how firm the decision is.",
 }
-# What SOAP's query is and how [FG] is pooled, for the method and the reference's ablations (a model trained with
-# one says so wherever the method's words would be wrong): (title, why, a sentence for the NCut line).
-QUERY_WORDS = {
-    "ncut": (TITLES["query"], WHY["query"], "SOAP's query is their mean."),
-    "global": (
-        "The query: the [CLS] token (an ablation)",
-        "This model was trained with the reference's ablation that takes the global [CLS] token as SOAP's query "
-        "instead of the mean of the cut's foreground: SOAP asks every patch how well it matches the whole image's "
-        "summary, and the cut does not steer where it looks.",
-        "SOAP's query is not their mean here: this model takes the [CLS] token (an ablation).",
-    ),
-    "token_avg": (
-        "The query: the mean of all patch tokens (an ablation)",
-        "This model was trained with the reference's ablation that takes the mean of every patch token, background "
-        "included, as SOAP's query instead of the mean of the cut's foreground: the cut does not steer where it "
-        "looks.",
-        "SOAP's query is not their mean here: this model takes the mean of all patch tokens (an ablation).",
-    ),
-    "random": (
-        "The query: one random patch token (an ablation)",
-        "This model was trained with the reference's ablation that takes one patch token drawn at random as SOAP's "
-        "query: the cut does not steer where it looks, and its weights change from one call to the next.",
-        "SOAP's query is not their mean here: this model takes one random patch token (an ablation).",
-    ),
+# What SOAP's query is and how [FG] is pooled, in words, for the method and the reference's ablations: a model
+# trained with an ablation says so wherever the method's words would be wrong.
+QUERY_PHRASES = {
+    "ncut": "the mean of the cut's foreground tokens",
+    "global": "the [CLS] token",
+    "token_avg": "the mean of every patch token",
+    "random": "one patch token drawn at random on every call",
 }
-POOL_WORDS = {
-    "attention": (TITLES["soap"], WHY["soap"]),
-    "ncut_avg": (
-        "SOAP's weights: the plain mean of the foreground (an ablation)",
-        "This model pools [FG] as the plain mean of the cut's foreground tokens (the reference's ablation): every "
-        "foreground patch gets the same weight, and the query and the null token play no part.",
-    ),
-    "naive_avg": (
-        "SOAP's weights: the plain mean of every patch (an ablation)",
-        "This model pools [FG] as the plain mean of all patch tokens (the reference's ablation): every patch gets "
-        "the same weight, and the cut, the query and the null token play no part.",
-    ),
+POOL_PHRASES = {
+    "attention": "SOAP's attention over the patches and a null token",
+    "ncut_avg": "the plain mean of the cut's foreground tokens",
+    "naive_avg": "the plain mean of every patch token",
 }
+QUERY_WHY = {
+    "global": "SOAP asks every patch how well it matches the whole image's summary, and the cut does not steer where "
+    "it looks.",
+    "token_avg": "a question nearly the same for every image, background included; the cut does not steer where it "
+    "looks.",
+    "random": "the cut does not steer where SOAP looks, and its weights change from one call to the next.",
+}
+
+
+def query_sentence(mode: str) -> str:
+    """What SOAP's query is, said after the NCut foreground's count (Explore's summary)."""
+    if mode == "ncut":
+        return "SOAP's query is their mean."
+    return f"SOAP's query is not their mean here: this model takes {QUERY_PHRASES[mode]} (an ablation)."
 
 
 def step_words(step_id: str, walk: Walkthrough) -> tuple[str, str]:
     """A step's title and why, as true of the model shown: its query and pooling may be the reference's ablations."""
-    if step_id == "query":
-        title, why, _ = QUERY_WORDS[walk.query.mode]
-        if walk.soap.pool != "attention":
-            why += " This model pools [FG] without it (next step)."
-        return title, why
-    if step_id == "soap":
-        return POOL_WORDS[walk.soap.pool]
-    return TITLES[step_id], WHY[step_id]
+    query, pool = walk.query.mode, walk.soap.pool
+    if step_id == "query" and query != "ncut":
+        title = f"The query: {QUERY_PHRASES[query]} (an ablation)"
+        why = f"This model was trained with the reference's ablation whose query is {QUERY_PHRASES[query]}: "
+        why += QUERY_WHY[query]
+    else:
+        title, why = TITLES[step_id], WHY[step_id]
+    if step_id == "query" and pool != "attention":
+        why += " This model pools [FG] without it (next step)."
+    if step_id == "soap" and pool != "attention":
+        title = f"SOAP's weights: {POOL_PHRASES[pool]} (an ablation)"
+        why = (
+            f"This model pools [FG] as {POOL_PHRASES[pool]} (the reference's ablation): each of them gets the same "
+            "weight, and the query and the null token play no part."
+        )
+    return title, why
 
 
 # ------------------------------------------------------------------ small pieces
@@ -534,12 +531,7 @@ def _graph(walk: Walkthrough, picture: np.ndarray) -> str:
 
 def _query(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.query
-    how = {
-        "ncut": f"mean of the {s.n_used} foreground tokens",
-        "global": "the [CLS] token (ablation)",
-        "token_avg": "mean of all tokens (ablation)",
-        "random": "one random token (ablation)",
-    }[s.mode]
+    how = f"the mean of the {s.n_used} foreground tokens" if s.mode == "ncut" else f"{QUERY_PHRASES[s.mode]} (ablation)"
     return fig(
         "Cosine of the query q to each patch token",
         heat_grid(s.cos_to_patches, "+.2f", diverging=True, outline=walk.graph.mask, label="cos(q, t)"),
