@@ -395,27 +395,23 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     single = [sys.executable, *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "one", 8)]
     subprocess.run(single, cwd=ROOT, env=env, check=True, capture_output=True, timeout=240)
-    ddp = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
-        *_train_command(image_dataset_root, tiny_model_dir, tmp_path / "two", 8),
-    ]
-    done = subprocess.run(ddp, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    # two seeds in one torchrun (train.py --seeds): the process group outlives the first seed's run
+    command = _train_command(image_dataset_root, tiny_model_dir, tmp_path / "seeds", 8)
+    command[command.index("--seed") :] = ["--seeds", "3", "4"]
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", *command]
+    done = subprocess.run(ddp, cwd=ROOT, env=env, capture_output=True, text=True, timeout=360)
     assert done.returncode == 0, done.stderr[-3000:]
     # the process group is destroyed before exit: left to it, Gloo's threads can abort a rank at the very end
     assert "terminate called" not in done.stderr
+    assert sorted(json.loads((tmp_path / "seeds" / "metrics.json").read_text())["seeds"]) == [3, 4]
 
     from microclip.checkpoint import read_adapted
 
+    two = tmp_path / "seeds" / "seed-3"  # seed 3 in two processes: the single run's seed
     # each process counts its half of the labels; the log has the epoch's whole count, as one process counts it
     counts = [
-        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()][-1]
-        for run in ("one", "two")
+        [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][-1]
+        for run in (tmp_path / "one", two)
     ]
     for key in ("train_labels_per_class", "train_labels_right_per_class", "train_labels_confused_with"):
         assert counts[1][key] == counts[0][key], key
@@ -423,10 +419,12 @@ def test_ddp_on_two_cpu_processes_matches_one_process(image_dataset_root, tiny_m
         build_dataset(str(image_dataset_root / "shapes"), "train")
     )
     one, _ = read_adapted(tmp_path / "one" / "checkpoint.safetensors")
-    two, _ = read_adapted(tmp_path / "two" / "checkpoint.safetensors")
+    two, _ = read_adapted(two / "checkpoint.safetensors")
     assert not torch.all(one["backbone.visual.ln_post.weight"] == 1.0)  # it trained (LN gains start at 1)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    other, _ = read_adapted(tmp_path / "seeds" / "seed-4" / "checkpoint.safetensors")
+    assert any(not torch.equal(other[k], two[k]) for k in two)  # the second seed ran as its own run
 
 
 def test_bf16_autocast_trains_on_cpu(image_dataset_root):
