@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -135,6 +136,14 @@ class MicroCLIP(nn.Module):
         model.soap.load_state_dict(self.soap.state_dict())
         model.fg_shift = self.fg_shift  # a property of the visual side, so it holds for any label set
         return model.to(next(self.parameters()).device).eval()
+
+    def asking(self, query: QueryMode) -> MicroCLIP:
+        """This model with SOAP's query built another way (the reference's query ablations), for a "what if" look
+        at one trained model: the same modules and weights, shared, and only the method config's query changed.
+        For inference; a view, not a copy to train."""
+        view = copy.copy(self)  # a new __dict__ over the same submodules and parameters
+        view.config = replace(self.config, query=query)
+        return view
 
     # ---------------------------------------------------------------- forward
 

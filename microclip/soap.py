@@ -28,6 +28,9 @@ QUERY_FLAGS = {
     "random": "--use_random_selection_for_query",
 }
 POOL_FLAGS = {"ncut_avg": "--use_ncut_token_avg", "naive_avg": "--use_naive_token_avg"}
+# The queries that give one map an image: the method's and the [CLS] / every-token ablations (a random token's query
+# changes from call to call).
+DETERMINISTIC_QUERIES: tuple[str, ...] = ("ncut", "global", "token_avg")
 
 NCUT_SIGNS: tuple[str, ...] = ("canonical", "solver")
 DEPRECATED_NCUT_SIGNS = {"symmetric": "canonical", "faithful": "solver"}  # the first build's names

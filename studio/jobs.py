@@ -43,6 +43,7 @@ from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
+from microclip.soap import DETERMINISTIC_QUERIES
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
@@ -112,7 +113,7 @@ class AdaptLimits:
 
 # The SOAP queries a run may adapt with: the method's and the reference's two deterministic ablations (a random
 # token's query gives a map that changes from call to call, which the run's probe maps cannot show).
-ADAPT_QUERIES = ("ncut", "global", "token_avg")
+ADAPT_QUERIES = DETERMINISTIC_QUERIES
 
 
 @dataclass

@@ -250,6 +250,14 @@ def test_explore_an_example_and_compare_explainers(page):
         assert max(heights) <= 1.5 * min(heights), heights
         erased.scroll_into_view_if_needed()
         shot(page, "explore-erase-parts", top=False)
+        # the same bird asked with each of SOAP's queries: three maps, the cut's foreground first (as trained)
+        page.locator("#explore-queries").get_by_text("What if SOAP asked another question?").first.click()
+        page.locator("#explore_queries-button").click()
+        asked = page.locator("#explore_queries-result")
+        expect(asked).to_contain_text("the mean of every patch token (an ablation)")
+        assert asked.locator("img").count() == 3
+        asked.scroll_into_view_if_needed()
+        shot(page, "explore-queries", top=False)
 
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()

@@ -52,6 +52,7 @@ from ui.common import (
 from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.layout import entry_fusion_ratio, follow_fusion_ratio
+from ui.queries import build_queries_view
 from ui.walkthrough import build_erase_row, toy_truth
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -355,6 +356,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     with gr.Row():
         labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in BRANCHES]
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
+    build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
     display = _display_controls()
     contributions = gr.HTML("", elem_id="contributions")
     with gr.Row():
