@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = erase_sets(ckpt, args.data_root, args.faithfulness_per_class)
         report["models"][name] = {"checkpoint": ckpt, "sets": rows}
         for set_name, row in rows.items():
-            drop = row["drop"]
+            drop, by_bird = row["drop"], PairedGap(**row["gap_by_bird"])
             print(
                 f"{name:>24}  {set_name:>3} ({row['pairs']:>4} pairs): fused {drop['fused']:5.1f}  "
                 f"[CLS] {drop['cls']:5.1f}  [FG] {drop['fg']:5.1f}; "
                 f"[FG] minus [CLS]: {PairedGap(**row['gap']).words()}, "
-                f"by bird {PairedGap(**row['gap_by_bird']).low:+.1f} to {PairedGap(**row['gap_by_bird']).high:+.1f}; "
+                f"by bird {by_bird.low:+.1f} to {by_bird.high:+.1f}; "
                 f"share of p lost [CLS] {row['share_lost']['cls']:.1%} [FG] {row['share_lost']['fg']:.1%} "
                 f"(p before {row['before']['cls']:.1f} / {row['before']['fg']:.1f})"
             )

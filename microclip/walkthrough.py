@@ -53,6 +53,13 @@ def uniform_weight(n_patches: int) -> float:
     return 1.0 / (n_patches + 1)
 
 
+def effective_count(weights: np.ndarray | torch.Tensor) -> float:
+    """e to the entropy of a set of weights that sum to 1 (SOAP's over the patches and the null token): 1 when one
+    takes everything, their number when all share alike."""
+    w = torch.as_tensor(weights).double()
+    return float((-(w * w.clamp_min(1e-300).log()).sum()).exp())
+
+
 # ------------------------------------------------------------------ the steps
 
 
@@ -527,7 +534,6 @@ def _graph_step(split: NcutSplit, cfg, grid: tuple[int, int]) -> GraphStep:
 def _soap_step(model: MicroCLIP, soap, n: int, grid: tuple[int, int], top_k: int) -> SoapStep:
     weights = soap.weights[0]  # (N + 1,)
     logits = soap.logits[0] if soap.logits is not None else None  # (N + 1,), attention pooling only
-    entropy = -(weights.double() * weights.double().clamp_min(1e-300).log()).sum()
     top = torch.argsort(weights[:n], descending=True)[:top_k].tolist()
     return SoapStep(
         pool=model.config.pool,
@@ -538,7 +544,7 @@ def _soap_step(model: MicroCLIP, soap, n: int, grid: tuple[int, int], top_k: int
         null_weight=float(weights[n]),
         weight_sum=float(weights.double().sum()),
         uniform=uniform_weight(n),
-        effective_patches=float(entropy.exp()),
+        effective_patches=effective_count(weights),
         top_patches=tuple(PatchWeight(divmod(i, grid[1]), float(weights[i])) for i in top),
         learnable_null=bool(model.config.learnable_null),
     )

@@ -111,11 +111,6 @@ class AdaptLimits:
     max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
 
-# The SOAP queries a run may adapt with: the method's and the reference's two deterministic ablations (a random
-# token's query gives a map that changes from call to call, which the run's probe maps cannot show).
-ADAPT_QUERIES = DETERMINISTIC_QUERIES
-
-
 @dataclass
 class AdaptRequest:
     """One adaptation: which data, which base model, how long."""
@@ -144,7 +139,8 @@ class AdaptRequest:
     # chosen entry's
     fusion_ratio: float | None = None
     # SOAP's query: "ncut" (the method's, the mean of the cut's foreground), or the reference's ablations "global"
-    # ([CLS]) and "token_avg" (every patch token's mean); train.py --use_*_for_query. None keeps the chosen entry's
+    # ([CLS]) and "token_avg" (every patch token's mean); train.py --use_*_for_query. Not the random token's: its
+    # map changes from call to call, which the run's probe maps cannot show. None keeps the chosen entry's
     soap_query: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
@@ -196,8 +192,9 @@ class AdaptRequest:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"
             )
-        if self.soap_query is not None and self.soap_query not in ADAPT_QUERIES:
-            raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {', '.join(ADAPT_QUERIES)}")
+        if self.soap_query is not None and self.soap_query not in DETERMINISTIC_QUERIES:
+            choices = ", ".join(DETERMINISTIC_QUERIES)
+            raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {choices}")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:

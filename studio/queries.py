@@ -13,7 +13,7 @@ from PIL import Image
 from microclip.explain import Explanation, explain_image
 from microclip.model import MicroCLIP
 from microclip.soap import DETERMINISTIC_QUERIES
-from microclip.walkthrough import MaskFacts, PatchTruth, mask_facts
+from microclip.walkthrough import MaskFacts, PatchTruth, effective_count, mask_facts
 from viz.overlay import overlay_unit
 from viz.steps import QUERY_PHRASES, fig, img, kv, region_phrase
 
@@ -35,9 +35,7 @@ class QueryView:
 def effective_patches(explanation: Explanation) -> float:
     """e to the entropy of SOAP's weights over the patches and the null token: 1 when one patch takes everything,
     N + 1 when all share alike."""
-    weights = np.append(explanation.soap_weights.ravel(), explanation.null_weight).astype(np.float64)
-    weights = weights[weights > 0]
-    return float(np.exp(-(weights * np.log(weights)).sum()))
+    return effective_count(np.append(explanation.soap_weights.ravel(), explanation.null_weight))
 
 
 def query_views(
