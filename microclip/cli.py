@@ -813,7 +813,11 @@ def _prepare(args: argparse.Namespace, train_cfg: dict, config: Recipe, base: tu
         run.model.base.describe(),
         config.mode,
     )
-    log.info("trainable parameters: %d", sum(p.numel() for p in run.model.trainable_parameters().values()))
+    trainable = run.model.trainable_parameters()
+    log.info("trainable parameters: %d", sum(p.numel() for p in trainable.values()))
+    if run.model.config.pool != "attention":  # the reference lists them too; say that they cannot move
+        unused = sum(p.numel() for name, p in trainable.items() if name.startswith("soap.") and "null" not in name)
+        log.info("  of which %d are SOAP's projections, which a plain-mean pooling never reads", unused)
     return run
 
 

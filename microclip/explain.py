@@ -153,13 +153,16 @@ def cls_similarity(tokens: VisualTokens) -> torch.Tensor:
 
 
 @torch.no_grad()
-def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = None) -> list[Explanation]:
-    """images: (B, 3, S, S) in [0, 1], already resized to the model's input size.
+def explain_batch(
+    model: MicroCLIP, images: torch.Tensor, ratio: float | None = None, tokens: VisualTokens | None = None
+) -> list[Explanation]:
+    """images: (B, 3, S, S) in [0, 1], already resized to the model's input size. ``tokens``: the backbone's output
+    for them, when already computed (:meth:`MicroCLIP.forward`).
 
     Runs in eval mode and leaves the model in the mode it found (a training loop can call it).
     """
     with eval_mode(model):
-        out = model(images.to(next(model.parameters()).device), ratio=ratio)
+        out = model(images.to(next(model.parameters()).device), ratio=ratio, tokens=tokens)
     tokens = out.tokens
     h, w = tokens.grid
     w_hat = model.heads.w_star_hat()
@@ -205,10 +208,14 @@ def explain_batch(model: MicroCLIP, images: torch.Tensor, ratio: float | None = 
     return explanations
 
 
-def explain_image(model: MicroCLIP, image, ratio: float | None = None) -> Explanation:
-    """A PIL image (any size or mode) → its Explanation, with the centre-crop test transform."""
+def image_batch(model: MicroCLIP, image) -> torch.Tensor:
+    """A PIL image (any size or mode) → a (1, 3, S, S) batch for ``model``, with the centre-crop test transform."""
     from microclip.data.images import to_rgb
     from microclip.data.transforms import test_transform
 
-    tensor = test_transform(model.backbone.image_size, crop="center")(to_rgb(image))
-    return explain_batch(model, tensor[None], ratio)[0]
+    return test_transform(model.backbone.image_size, crop="center")(to_rgb(image))[None]
+
+
+def explain_image(model: MicroCLIP, image, ratio: float | None = None) -> Explanation:
+    """A PIL image (any size or mode) → its Explanation, with the centre-crop test transform."""
+    return explain_batch(model, image_batch(model, image), ratio)[0]

@@ -137,23 +137,31 @@ class MicroCLIP(nn.Module):
         model.fg_shift = self.fg_shift  # a property of the visual side, so it holds for any label set
         return model.to(next(self.parameters()).device).eval()
 
-    def asking(self, query: QueryMode) -> MicroCLIP:
-        """This model with SOAP's query built another way (the reference's query ablations), for a "what if" look
-        at one trained model: the same modules and weights, shared, and only the method config's query changed.
-        For inference; a view, not a copy to train."""
+    def asking(self, query: QueryMode | None = None, pool: PoolMode | None = None) -> MicroCLIP:
+        """This model with SOAP's query built, or ``[FG]`` pooled, another way (the reference's ablations), for a
+        "what if" look at one trained model: the same modules and weights, shared, and only the method config's
+        query or pooling changed (None keeps the model's). For inference; a view, not a copy to train."""
         view = copy.copy(self)  # a new __dict__ over the same submodules and parameters
-        view.config = replace(self.config, query=query)
+        view.config = replace(self.config, query=query or self.config.query, pool=pool or self.config.pool)
         return view
 
     # ---------------------------------------------------------------- forward
 
-    def forward(self, images: torch.Tensor, ratio: float | None = None, cls_only: bool = False) -> ModelOutput:
-        """images: (B, 3, S, S) in [0, 1]. ``cls_only`` skips SOAP (the CLS-only baselines)."""
+    def forward(
+        self,
+        images: torch.Tensor,
+        ratio: float | None = None,
+        cls_only: bool = False,
+        tokens: VisualTokens | None = None,
+    ) -> ModelOutput:
+        """images: (B, 3, S, S) in [0, 1]. ``cls_only`` skips SOAP (the CLS-only baselines). ``tokens``: the
+        backbone's output for these images when the caller already has it (views of one model that differ only
+        after the backbone share one pass)."""
         cfg = self.config
         if cls_only:
             cls_embed = self.encode_cls(images)
             return ModelOutput(logits=self.heads.branch_logits(cls_embed, cls_embed, 1.0))
-        tokens = self.backbone(images)
+        tokens = self.backbone(images) if tokens is None else tokens
         ncut_input = (
             tokens.patches if cfg.ncut_features == "values" else nn.functional.normalize(tokens.patch_keys, dim=-1)
         )

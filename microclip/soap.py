@@ -31,6 +31,7 @@ POOL_FLAGS = {"ncut_avg": "--use_ncut_token_avg", "naive_avg": "--use_naive_toke
 # The queries that give one map an image: the method's and the [CLS] / every-token ablations (a random token's query
 # changes from call to call).
 DETERMINISTIC_QUERIES: tuple[str, ...] = ("ncut", "global", "token_avg")
+POOLS: tuple[str, ...] = ("attention", "ncut_avg", "naive_avg")  # the method's first
 
 NCUT_SIGNS: tuple[str, ...] = ("canonical", "solver")
 DEPRECATED_NCUT_SIGNS = {"symmetric": "canonical", "faithful": "solver"}  # the first build's names

@@ -43,7 +43,7 @@ from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
-from microclip.soap import DETERMINISTIC_QUERIES
+from microclip.soap import DETERMINISTIC_QUERIES, POOLS
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
@@ -142,15 +142,21 @@ class AdaptRequest:
     # ([CLS]) and "token_avg" (every patch token's mean); train.py --use_*_for_query. Not the random token's: its
     # map changes from call to call, which the run's probe maps cannot show. None keeps the chosen entry's
     soap_query: str | None = None
+    # How [FG] is pooled: "attention" (SOAP's, the method's), or the reference's ablations "ncut_avg" (the plain mean
+    # of the cut's foreground) and "naive_avg" (of every patch token); train.py --use_ncut_token_avg,
+    # --use_naive_token_avg. None keeps the chosen entry's
+    soap_pool: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
-        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query and ρ
-        if asked."""
+        """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
+        pooling and ρ if asked."""
         config = MethodConfig.from_dict(entry.to_dict())
         if self.centre_values is not None:
             config = replace(config, centre_values=bool(self.centre_values))
         if self.soap_query is not None:
             config = replace(config, query=self.soap_query)
+        if self.soap_pool is not None:
+            config = replace(config, pool=self.soap_pool)
         return config if self.fusion_ratio is None else replace(config, fusion_ratio=float(self.fusion_ratio))
 
     def recipe(self, dataset: str, n_images: int) -> Recipe:
@@ -195,6 +201,8 @@ class AdaptRequest:
         if self.soap_query is not None and self.soap_query not in DETERMINISTIC_QUERIES:
             choices = ", ".join(DETERMINISTIC_QUERIES)
             raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {choices}")
+        if self.soap_pool is not None and self.soap_pool not in POOLS:
+            raise ValueError(f"unknown SOAP pooling {self.soap_pool!r}; choose from {', '.join(POOLS)}")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:

@@ -377,21 +377,30 @@ def test_a_run_takes_the_fusion_ratio_and_the_checkpoint_answers_with_it(app, fi
         adapt_start(app.client, "upload a zip", files["good.zip"], **settings, fusion=1.5)
 
 
-def test_a_run_takes_soap_s_query_and_the_checkpoint_answers_with_it(app, files):
-    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5)  # the query is last
+def test_a_run_takes_soap_s_query_and_pooling_and_the_checkpoint_answers_with_them(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5)  # query, pool last
 
-    def one_step(query: str) -> Any:
-        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, query=query)
-        wait_until(app.client, job_id, finished, f"a one-step run with the query {query!r}")
+    def one_step(query: str, pool: str = AS_CHOSEN) -> Any:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, query=query, pool=pool)
+        wait_until(app.client, job_id, finished, f"a one-step run with the query {query!r} and pooling {pool!r}")
         path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
         return load_model(path)
 
     assert one_step("[CLS] (an ablation)").config.query == "global"
-    assert one_step("as the chosen model").config.query == "ncut"  # the tiny base's: the method's
+    chosen = one_step(AS_CHOSEN)
+    assert (chosen.config.query, chosen.config.pool) == ("ncut", "attention")  # the tiny base's: the method's
+    averaged = one_step(AS_CHOSEN, "the cut's foreground, a plain mean (an ablation)")
+    assert (averaged.config.query, averaged.config.pool) == ("ncut", "ncut_avg")
+    # a plain mean reads none of SOAP's projections, so a step leaves them at their identity start; attention's moves
+    eye = torch.eye(averaged.soap.width)
+    assert all(torch.equal(proj.weight, eye) for proj in (averaged.soap.query_proj, averaged.soap.value_proj))
+    assert not torch.equal(chosen.soap.value_proj.weight, eye)
     with pytest.raises(AppError, match="'global'.* is not in the list of choices"):
         one_step("global")
     with pytest.raises(ValueError, match="unknown SOAP query 'random'"):  # its map changes from call to call
         AdaptRequest(soap_query="random").check(AdaptLimits())
+    with pytest.raises(ValueError, match="unknown SOAP pooling 'max'"):
+        AdaptRequest(soap_pool="max").check(AdaptLimits())
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -258,6 +258,14 @@ def test_explore_an_example_and_compare_explainers(page):
         assert asked.locator("img").count() == 3
         asked.scroll_into_view_if_needed()
         shot(page, "explore-queries", top=False)
+        # ... and [FG] pooled each way: SOAP's attention first (as trained), then the two plain means
+        page.locator("#explore-pools").get_by_text("What if SOAP pooled another way?").first.click()
+        page.locator("#explore_pools-button").click()
+        pooled = page.locator("#explore_pools-result")
+        expect(pooled).to_contain_text("patches pooled, alike")
+        assert pooled.locator("img").count() == 3
+        pooled.scroll_into_view_if_needed()
+        shot(page, "explore-pools", top=False)
 
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()

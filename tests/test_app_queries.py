@@ -1,5 +1,6 @@
-"""Explore's "what if SOAP asked another question?": ``MicroCLIP.asking``, ``studio.queries`` and the
-``explore_queries`` endpoint, against models built independently with each query."""
+"""Explore's "what if SOAP asked another question, or pooled another way?": ``MicroCLIP.asking``, ``studio.queries``
+and the ``explore_queries`` / ``explore_pools`` endpoints, against models built independently with each query and
+pooling."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from PIL import Image
 
 from microclip.explain import Explanation, explain_image
 from microclip.model import MicroCLIP
-from microclip.soap import DETERMINISTIC_QUERIES
-from studio.queries import effective_patches, query_views
+from microclip.soap import DETERMINISTIC_QUERIES, POOLS
+from studio.queries import effective_patches, pool_views, query_views
 from studio.registry import ModelRegistry
 from ui.app import build_demo
 
@@ -44,9 +45,10 @@ def trained(registry) -> MicroCLIP:
     return model
 
 
-def _built_with(model: MicroCLIP, query: str) -> MicroCLIP:
-    """The same weights in a model constructed with ``query`` in its config (the independent path)."""
-    built = MicroCLIP(model.backbone, model.heads, replace(model.config, query=query), model.base)
+def _built_with(model: MicroCLIP, query: str | None = None, pool: str | None = None) -> MicroCLIP:
+    """The same weights in a model constructed with ``query`` or ``pool`` in its config (the independent path)."""
+    config = replace(model.config, query=query or model.config.query, pool=pool or model.config.pool)
+    built = MicroCLIP(model.backbone, model.heads, config, model.base)
     built.soap.load_state_dict(model.soap.state_dict())
     built.fg_shift = model.fg_shift
     return built.eval()
@@ -68,6 +70,29 @@ def test_asking_another_query_is_the_model_built_with_it_and_leaves_the_model_as
     with torch.no_grad():  # the three questions are different questions
         weights = [trained.asking(q).eval()(images).soap.weights for q in DETERMINISTIC_QUERIES]
     assert not torch.allclose(weights[0], weights[1]) and not torch.allclose(weights[0], weights[2])
+
+
+def test_pooling_another_way_is_the_model_built_with_it_and_the_plain_means_weigh_alike(trained):
+    size = trained.backbone.image_size
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(2))
+    for pool in POOLS:
+        view = trained.asking(pool=pool)
+        assert (view.config.pool, view.config.query) == (pool, "ncut") and trained.config.pool == "attention"
+        with torch.no_grad():
+            got, expected = view.eval()(images), _built_with(trained, pool=pool)(images)
+        torch.testing.assert_close(got.logits.fused, expected.logits.fused)
+        torch.testing.assert_close(got.soap.weights, expected.soap.weights)
+        if pool == "attention":
+            continue
+        # by hand: each pooled patch weighs one over their count, the null token nothing, and [FG] is their mean
+        mask = got.mask.float() if pool == "ncut_avg" else torch.ones_like(got.mask, dtype=torch.float)
+        share = mask / mask.sum(1, keepdim=True)
+        torch.testing.assert_close(got.soap.weights, torch.cat([share, torch.zeros(3, 1)], 1))
+        with torch.no_grad():
+            patches = trained.backbone(images).patches
+            pooled = (share.unsqueeze(-1) * patches).sum(1)
+            fg = torch.nn.functional.normalize(pooled @ trained.backbone.visual.proj, dim=-1)
+        torch.testing.assert_close(got.fg_embed, fg)
 
 
 def test_effective_patches_by_hand():
@@ -97,19 +122,54 @@ def test_query_views_are_each_query_s_explanation_the_model_s_own_first(registry
     assert [v.query for v in global_first][0] == "global" and global_first[0].trained
 
 
-def test_the_endpoint_shows_each_query_s_answers(registry, trained, tmp_path):
+def test_pool_views_are_each_pooling_s_explanation_the_model_s_own_first(trained):
+    picture = draw_sample(2, np.random.default_rng(4), size=48)
+    views = pool_views(trained, picture, 0.5)
+    assert [v.pool for v in views] == ["attention", "ncut_avg", "naive_avg"] and [v.trained for v in views] == [1, 0, 0]
+    for view in views:
+        alone = explain_image(_built_with(trained, pool=view.pool), picture, 0.5)
+        np.testing.assert_allclose(view.explanation.soap_weights, alone.soap_weights, atol=1e-6)
+        np.testing.assert_allclose(view.explanation.logits_fg, alone.logits_fg, atol=1e-5)
+        assert (view.explanation.pool, view.query) == (view.pool, "ncut")
+    n_patches = views[0].explanation.soap_weights.size
+    assert views[1].effective_patches == pytest.approx(views[1].explanation.ncut_mask.sum(), rel=1e-5)
+    assert views[2].effective_patches == pytest.approx(n_patches, rel=1e-5)  # e^H of a flat map is its size
+    # a model trained with a plain mean shows that one first, as trained, and SOAP's attention as the method's
+    averaged = pool_views(trained.asking(pool="ncut_avg"), picture)
+    assert [v.pool for v in averaged] == ["ncut_avg", "attention", "naive_avg"] and averaged[0].trained
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "label", "titles"),
+    [
+        (
+            "/explore_queries",
+            "Query",
+            [
+                "the mean of the cut's foreground tokens (as trained)",
+                "the [CLS] token (an ablation)",
+                "the mean of every patch token (an ablation)",
+            ],
+        ),
+        (
+            "/explore_pools",
+            "Pooling",
+            [
+                "SOAP's attention over the patches and a null token (as trained)",
+                "the plain mean of the cut's foreground tokens (an ablation)",
+                "the plain mean of every patch token (an ablation)",
+            ],
+        ),
+    ],
+)
+def test_the_endpoint_shows_each_view_s_answers(registry, trained, tmp_path, endpoint, label, titles):
     path = tmp_path / "disc.png"
     draw_sample(1, np.random.default_rng(3), size=48).save(path)
     with serve(build_demo(registry)) as url:
         client = Client(url, verbose=False)
-        html = unescape(client.predict(handle_file(str(path)), BASE, "", 0.5, api_name="/explore_queries"))
-    titles = re.findall(r"<b>Query: ([^<]*)</b>", html)
-    assert titles == [
-        "the mean of the cut's foreground tokens (as trained)",
-        "the [CLS] token (an ablation)",
-        "the mean of every patch token (an ablation)",
-    ]
-    views = query_views(trained, Image.open(path), 0.5)
+        html = unescape(client.predict(handle_file(str(path)), BASE, "", 0.5, api_name=endpoint))
+    assert re.findall(rf"<b>{label}: ([^<]*)</b>", html) == titles
+    views = (query_views if label == "Query" else pool_views)(trained, Image.open(path), 0.5)
     top = max(float(v.explanation.soap_weights.max()) for v in views)
     assert f"full colour at {top:.3f}, the largest weight any of them gives a patch" in html  # one scale for all
     for view in views:
@@ -125,7 +185,7 @@ def test_on_a_toy_bird_each_panel_says_where_soap_looked_and_whether_each_branch
     from microclip.toyworld.world import SPECIES
     from microclip.walkthrough import mask_facts
     from studio.registry import TOY_ADAPTED, default_registry
-    from ui.queries import ask_queries
+    from ui.queries import ask_pools, ask_queries
     from ui.walkthrough import toy_truth
     from viz.steps import region_phrase
 
@@ -148,3 +208,14 @@ def test_on_a_toy_bird_each_panel_says_where_soap_looked_and_whether_each_branch
             named = e.classes[e.prediction(branch)]
             verdict = "right" if named == species else "wrong"
             assert f"{named} ({e.probabilities(branch).max():.1%}) · {verdict}" in panel
+    # pooled another way: a plain mean has no top patch, so its panel counts what it pooled and how much is bird
+    html = unescape(ask_pools(toy, str(path), toy.default_name, "", None))
+    panels = html.split("<b>Pooling: ")[1:]
+    assert len(panels) == 3 and "top patch" in panels[0] and "top patch" not in "".join(panels[1:])
+    on_bird = truth.object_share >= 0.25
+    for panel, pool in zip(panels[1:], ("ncut_avg", "naive_avg"), strict=True):
+        e = explain_image(model.asking(pool=pool), Image.open(path))
+        pooled = e.ncut_mask if pool == "ncut_avg" else np.ones_like(e.ncut_mask)
+        assert f"patches pooled, alike</td><td>{int(pooled.sum())}, {int((pooled & on_bird).sum())} of them" in panel
+        named = e.classes[e.prediction("fg")]
+        assert f"{named} ({e.probabilities('fg').max():.1%}) · {'right' if named == species else 'wrong'}" in panel

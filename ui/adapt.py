@@ -53,6 +53,13 @@ QUERIES = {
     "every patch token (an ablation)": "token_avg",
 }
 
+POOLS = {
+    "as the chosen model": None,
+    "SOAP's attention (the method)": "attention",
+    "the cut's foreground, a plain mean (an ablation)": "ncut_avg",
+    "every patch token, a plain mean (an ablation)": "naive_avg",
+}
+
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
 view and K crops, then the visual LayerNorms, SOAP and W* train on a strong view. Runs are short on purpose.
@@ -114,6 +121,7 @@ class _Panel:
     n_probes: gr.Slider
     centring: gr.Radio
     query: gr.Radio
+    pool: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -136,7 +144,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion, self.query]
+        methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion, self.query, self.pool]
         return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
@@ -251,6 +259,15 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 "(docs/toyworld.md, round 43).",
                 elem_id="adapt-query",
             )
+            p.pool = gr.Radio(
+                list(POOLS),
+                value=next(iter(POOLS)),
+                label="SOAP's pooling",
+                info="How [FG] is pooled: SOAP's attention, or the reference's ablations, plain means with no "
+                "attention (train.py --use_ncut_token_avg, --use_naive_token_avg); with a plain mean SOAP's "
+                "projections do not train (docs/toyworld.md, round 44).",
+                elem_id="adapt-pool",
+            )
             p.gamma = gr.Slider(
                 0.0,
                 1.0,
@@ -356,6 +373,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         seed: float | None = None,
         fusion: float | None = None,
         query: str | None = None,
+        pool: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -380,6 +398,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             seed=0 if seed is None else int(seed),
             fusion_ratio=None if fusion is None else float(fusion),
             soap_query=QUERIES[query] if query else None,  # Gradio refuses a value not in QUERIES
+            soap_pool=POOLS[pool] if pool else None,
         )
         try:
             new_id = runner.submit(request)

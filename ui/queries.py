@@ -1,24 +1,55 @@
-"""Explore's "what if SOAP asked another question?" view: the ``explore_queries`` endpoint and its accordion."""
+"""Explore's "what if SOAP asked another question, or pooled another way?" views: the ``explore_queries`` and
+``explore_pools`` endpoints and their accordions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import gradio as gr
+from PIL import Image
 
+from microclip.model import MicroCLIP
 from microclip.prepare import parse_class_names
-from studio.queries import PANEL_SIZE, queries_html, query_views
+from microclip.walkthrough import PatchTruth
+from studio.queries import PANEL_SIZE, QueryView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
 from ui.common import INFERENCE, open_image, user_errors
 from ui.walkthrough import toy_truth
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 
-INTRO = (
+QUERY_INTRO = (
     "SOAP pools `[FG]` by asking every patch one question, its *query*: in microCLIP the mean of the cut's foreground "
     "tokens. The reference also ships two other queries as ablations: the `[CLS]` token and the mean of every patch "
     "token. Ask this model all three on the picture above, with nothing retrained."
 )
+POOL_INTRO = (
+    "SOAP's answer to its query is a weighted mean of the patch tokens, the weights its attention. The reference "
+    "ships two plain means as ablations: the mean of the cut's foreground tokens (the cut alone, no attention) and "
+    "the mean of every patch token. Pool `[FG]` all three ways on the picture above, with nothing retrained: the "
+    "first two panels differ by what SOAP's attention adds over the cut."
+)
+Views = Callable[[MicroCLIP, Image.Image, float | None, PatchTruth | None], list[QueryView]]
+
+
+def _ask(
+    views: Views,
+    vary: str,
+    registry: ModelRegistry,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+    ratio: float | None,
+) -> str:
+    picture = open_image(image)
+    loaded = registry.get(model_name or None)
+    typed = parse_class_names(class_names)
+    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    truth = toy_truth(picture, model.backbone.grid)
+    shown = views(model, picture, None if ratio is None else float(ratio), truth)
+    true_class = truth.true_class if truth is not None and truth.true_class in model.classes else None
+    return queries_html(display_crop(picture, 2 * PANEL_SIZE), shown, true_class, vary)
 
 
 @user_errors
@@ -30,24 +61,35 @@ def ask_queries(
     ratio: float | None = None,
 ) -> str:
     """The picture explained with each of SOAP's deterministic queries (``explore_queries``)."""
-    picture = open_image(image)
-    loaded = registry.get(model_name or None)
-    typed = parse_class_names(class_names)
-    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
-    grid = model.backbone.grid
-    truth = toy_truth(picture, grid)
-    views = query_views(model, picture, None if ratio is None else float(ratio), truth)
-    true_class = truth.true_class if truth is not None and truth.true_class in model.classes else None
-    return queries_html(display_crop(picture, 2 * PANEL_SIZE), views, true_class)
+    return _ask(query_views, "query", registry, image, model_name, class_names, ratio)
+
+
+@user_errors
+def ask_pools(
+    registry: ModelRegistry,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+    ratio: float | None = None,
+) -> str:
+    """The picture explained with `[FG]` pooled each way: SOAP's attention and the two plain means
+    (``explore_pools``)."""
+    return _ask(pool_views, "pool", registry, image, model_name, class_names, ratio)
 
 
 def build_queries_view(
     registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox, ratio: gr.Slider
 ) -> None:
-    """The accordion: a note, one button, the three panels."""
-    with gr.Accordion("What if SOAP asked another question? (no training)", open=False, elem_id="explore-queries"):
-        gr.Markdown(INTRO)
-        button = gr.Button("Ask all three queries", elem_id="explore_queries-button")
-        result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_queries-result")
+    """Two accordions, SOAP's query and its pooling: a note, one button, three panels each."""
     inputs = [image, model, classes, ratio]
-    button.click(partial(ask_queries, registry), inputs, result, api_name="explore_queries", **INFERENCE)
+    views = (
+        ("queries", "What if SOAP asked another question? (no training)", QUERY_INTRO, "Ask all three queries"),
+        ("pools", "What if SOAP pooled another way? (no training)", POOL_INTRO, "Pool all three ways"),
+    )
+    for name, title, intro, label in views:
+        with gr.Accordion(title, open=False, elem_id=f"explore-{name}"):
+            gr.Markdown(intro)
+            button = gr.Button(label, elem_id=f"explore_{name}-button")
+            result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"explore_{name}-result")
+        ask = ask_queries if name == "queries" else ask_pools
+        button.click(partial(ask, registry), inputs, result, api_name=f"explore_{name}", **INFERENCE)
