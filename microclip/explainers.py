@@ -34,7 +34,7 @@ from microclip.backbone import Backbone, block_attention_weights, last_block_cls
 from microclip.constants import LOGIT_SCALE
 from microclip.explain import cls_similarity, soap_fg_parts
 from microclip.model import MicroCLIP
-from microclip.scoring import expected_hit, mass_inside, patch_coverage
+from microclip.scoring import mass_inside, patch_coverage, pointing_hits
 
 ExplainerFn = Callable[[MicroCLIP, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -751,7 +751,7 @@ def part_score(saliency: np.ndarray, part_mask: np.ndarray) -> PartScore:
     scores = np.asarray(saliency, dtype=np.float64).reshape(1, -1)
     top = scores == scores.max()
     return PartScore(
-        top_on_part=float(expected_hit(top, coverage > 0)[0]),
+        top_on_part=float(pointing_hits(scores, coverage > 0)[0]),
         n_top=int(top.sum()),
         mass_inside=float(mass_inside(scores, coverage)[0]),
     )

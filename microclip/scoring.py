@@ -3,7 +3,8 @@
 Maps are patch grids, one score per patch, flattened to (N_images, P) with P = h * w in raster order.
 Pixel masks come from the renderer at image resolution and are reduced to the grid here.
 
-* **Pointing game**: is the map's top patch on a part? A patch is "on" a mask if any of its pixels is.
+* **Pointing game**: is the map's top patch on a part? A patch is "on" a mask if any of its pixels is; when
+  several patches tie for the top, the share of them that are.
 * **Mass inside**: the share of the map's mass that falls on the mask's pixels, with the map shifted
   so its lowest patch has zero mass (maps such as cosine similarities can be negative) and each
   patch's mass spread evenly over its pixels.
@@ -31,15 +32,12 @@ def patch_hits(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return patch_coverage(masks, grid) > 0
 
 
-def top_patch(scores: np.ndarray) -> np.ndarray:
-    """(N, P) → (N,) index of each map's largest score (the lowest index among exact ties)."""
-    return np.asarray(scores).argmax(axis=1)
-
-
 def pointing_hits(scores: np.ndarray, on_mask: np.ndarray) -> np.ndarray:
-    """(N,) bool: is each map's top patch on the mask."""
-    top = top_patch(scores)
-    return on_mask[np.arange(len(top)), top]
+    """(N,) float: is each map's top patch on the mask (1 or 0); where several patches tie for the top, the share
+    of them that are (a flat map, such as a plain mean's pooling weights, is not scored by whichever tied patch
+    comes first)."""
+    scores = np.asarray(scores)
+    return expected_hit(scores == scores.max(axis=1, keepdims=True), on_mask)
 
 
 def mass_inside(scores: np.ndarray, coverage: np.ndarray) -> np.ndarray:

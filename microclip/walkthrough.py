@@ -184,6 +184,10 @@ class FgStep:
     # the class: microclip.explain.soap_fg_parts) and the null token's; together they add up to that logit
     top_terms: np.ndarray | None = None
     top_null_term: float | None = None
+    # what [FG] alone would predict pooled as the plain mean of the cut's foreground tokens (the reference's
+    # --use_ncut_token_avg, on the same weights): what SOAP's attention adds over the cut, on this image. None when
+    # the model does not pool with attention
+    top_cut_mean: tuple[TopClass, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -688,6 +692,12 @@ def _walk(
     shift = shift_logits(model, fg_embed[0])  # (its part of each [FG] logit, [FG] without it) or None
     fg_top = int(logits.fg[0].argmax())
     top_terms = _np(soap_fg_parts(model, run.soap)[0] @ model.heads.w_star_hat()[fg_top])  # (N + 1,)
+    cut_mean = None
+    if cfg.pool == "attention":
+        plain = model.soap(patches, run.query, run.mask, pool="ncut_avg")
+        cut_mean = _top(
+            model.heads.branch_logits(cls_embed, backbone.project(plain.pooled), ratio).fg[0], classes, top_k
+        )
     return Walkthrough(
         classes=classes,
         image_size=int(images.shape[-1]),
@@ -717,6 +727,7 @@ def _walk(
             centre_values=bool(cfg.centre_values),
             top_terms=top_terms[:-1].reshape(grid),
             top_null_term=float(top_terms[-1]),
+            top_cut_mean=cut_mean,
         ),
         fusion=FusionStep(
             ratio=ratio,

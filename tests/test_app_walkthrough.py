@@ -241,6 +241,14 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
     assert html.count('class="wt-here"') == len(STEP_IDS)
     assert f"This bird is a {SPECIES[sample.species].name}." in html
     assert "few dark cells cross" not in html and "separates the object from its background" not in html
+    # the [FG] step: what the cut's plain mean would name on the same weights, right or wrong by the bird's species
+    from microclip.explain import explain_image
+
+    model = toy_registry.get(toy_registry.default_name).model
+    plain = explain_image(model.asking(pool="ncut_avg"), Image.open(path))
+    named = plain.classes[plain.prediction("fg")]
+    verdict = "right" if named == SPECIES[sample.species].name else "wrong"
+    assert f"({plain.probabilities('fg').max():.1%}, {verdict})." in html
     # the heads step: which other classes' lines are all true of this bird's species, from the world's table
     from microclip.toyworld import text
 

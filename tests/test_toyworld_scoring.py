@@ -40,6 +40,9 @@ def test_pointing_takes_the_top_patch():
     on = patch_hits(_mask(), (2, 2))
     assert pointing_hits(np.array([[0.1, 0.9, 0.0, 0.2]]), on).tolist() == [True]
     assert pointing_hits(np.array([[0.1, 0.0, 0.0, 0.2]]), on).tolist() == [False]
+    # ties share the verdict: two of the three tied patches touch the part, a flat map scores the part's share
+    assert pointing_hits(np.array([[0.5, 0.5, 0.5, 0.1]]), on).tolist() == pytest.approx([2 / 3])
+    assert pointing_hits(np.full((1, 4), 0.25), on).tolist() == pytest.approx([0.5])
 
 
 def test_mass_inside_shifts_the_map_to_zero_and_spreads_each_patch_over_its_pixels():

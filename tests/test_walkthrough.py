@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,22 @@ def test_fusion_rows_are_the_exact_split_of_the_fused_logit(adapted, image):
         assert row.cls_part == pytest.approx(0.3 * row.cls_logit, rel=1e-6)
         assert row.fg_part == pytest.approx(0.7 * row.fg_logit, rel=1e-6)
         assert row.cls_part + row.fg_part == pytest.approx(row.fused, abs=1e-4)
+
+
+def test_fg_step_says_what_the_cut_s_plain_mean_would_predict_on_the_same_weights(toy, image):
+    model, tensor = toy
+    walk = walkthrough_tensor(model, tensor)
+    plain = explain_batch(model.asking(pool="ncut_avg"), tensor[None])[0]  # the ablation through Explore's path
+    first = walk.fg.top_cut_mean[0]
+    assert first.class_name == plain.classes[plain.prediction("fg")]
+    assert first.probability == pytest.approx(plain.probabilities("fg").max(), abs=1e-5)
+    same = "the same class" if first.class_name == walk.fg.top[0].class_name else first.class_name
+    assert f"it would predict {same} ({first.probability:.1%})" in here("fg", walk)
+    page = unescape(render_walkthrough(walk, np.zeros((8, 8, 3), np.uint8)))
+    assert "pooled as the plain mean of the cut's foreground (no attention)" in page
+    # a model that already pools so has no "instead" to show
+    averaged = walkthrough_tensor(model.asking(pool="ncut_avg"), tensor)
+    assert averaged.fg.top_cut_mean is None and "Pooled as the plain mean" not in here("fg", averaged)
 
 
 def test_the_shared_fg_shift_is_split_out_of_the_fusion_rows_and_named_in_the_words(toy, adapted, image):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -12,6 +13,7 @@ from PIL import Image
 from microclip.model import MicroCLIP
 from microclip.prepare import parse_class_names
 from microclip.walkthrough import PatchTruth
+from studio.cache import cached, file_digest, model_identity
 from studio.queries import PANEL_SIZE, QueryView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
 from ui.common import INFERENCE, open_image, user_errors
@@ -34,6 +36,24 @@ Views = Callable[[MicroCLIP, Image.Image, float | None, PatchTruth | None], list
 
 
 def _ask(
+    views: Views,
+    vary: str,
+    registry: ModelRegistry,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+    ratio: float | None,
+) -> str:
+    if not (image and os.path.isfile(image)):
+        return _compute(views, vary, registry, image, model_name, class_names, ratio)
+    # the cache (studio.cache): a class pressing the same button on one example is served once
+    loaded = registry.get(model_name or None)
+    key = (f"explore_{vary}", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
+    key += (None if ratio is None else float(ratio),)
+    return cached(key, lambda: _compute(views, vary, registry, image, model_name, class_names, ratio))
+
+
+def _compute(
     views: Views,
     vary: str,
     registry: ModelRegistry,

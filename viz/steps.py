@@ -367,6 +367,15 @@ def _here_fg(walk: Walkthrough) -> str:
             f" Without the shift self-training gave every image's [FG] alike, it predicts {same} "
             f"({alone.probability:.1%})."
         )
+    if walk.fg.top_cut_mean is not None:
+        plain = walk.fg.top_cut_mean[0]
+        same = "the same class" if plain.class_name == top.class_name else plain.class_name
+        truth = walk.facts.true_class if walk.facts is not None else None
+        verdict = "" if truth is None else (", right" if plain.class_name == truth else ", wrong")
+        text += (
+            f" Pooled as the plain mean of the cut's foreground instead (no attention, the same weights), it would "
+            f"predict {same} ({plain.probability:.1%}{verdict})."
+        )
     return text
 
 
@@ -621,6 +630,17 @@ def _fg(walk: Walkthrough, picture: np.ndarray) -> str:
             "[CLS] and [FG] go through the same frozen projection P, so they live in the same space.",
         )
         + fig("What [FG] alone would predict", _topk_table(s.top))
+        + (
+            ""
+            if s.top_cut_mean is None
+            else fig(
+                "... and pooled as the plain mean of the cut's foreground (no attention)",
+                _topk_table(s.top_cut_mean),
+                "The reference's --use_ncut_token_avg ablation on the same weights: every foreground token weighs "
+                "the same and SOAP's projections play no part, so the two tables differ by what SOAP's attention "
+                "adds over the cut.",
+            )
+        )
     )
 
 
