@@ -150,15 +150,26 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
             f"**This bird is a {facts.true_class}** (the toy world drew it): the fused prediction is "
             f"{'right' if right else 'wrong'}.",
         ]
-    lines += [
-        "",
-        f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)} {query_sentence(explanation.query)} "
-        f"**Null token:** {num(explanation.null_weight, scientific=True)} of SOAP's attention; "
-        "the patches share the rest.",
-    ]
+    cut = f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)}"
+    cut += f" {query_sentence(explanation.query, explanation.pool)}"
+    if explanation.pool == "attention":
+        cut += (
+            f" **Null token:** {num(explanation.null_weight, scientific=True)} of SOAP's attention; "
+            "the patches share the rest."
+        )
+    lines += ["", cut]
     if note:
         lines += ["", f"_{note}_"]
     return "\n".join(lines)
+
+
+def _weight_scale(explanation: Explanation, n: int) -> str:
+    """What a patch's weight is measured against: attention's uniform share, or the plain mean's own share."""
+    if explanation.pool == "attention":
+        return f"uniform weight 1/(N+1) = 1/{n + 1} = {num(uniform_weight(n))}, N patches and the null token"
+    pooled = int(explanation.ncut_mask.sum()) if explanation.pool == "ncut_avg" else n
+    where = "the cut's foreground patch" if explanation.pool == "ncut_avg" else "patch"
+    return f"a plain mean (an ablation): 1/{pooled} for every {where}, 0 for the rest"
 
 
 def patch_markdown(explanation: Explanation, row: int, col: int, truth: PatchTruth | None = None) -> str:
@@ -169,8 +180,7 @@ def patch_markdown(explanation: Explanation, row: int, col: int, truth: PatchTru
     lines = [
         f"**Patch (row {row}, col {col})** of the {explanation.grid[0]}×{explanation.grid[1]} grid",
         "",
-        f"- SOAP weight: **{num(float(explanation.soap_weights[row, col]))}** (uniform weight "
-        f"1/(N+1) = 1/{n + 1} = {num(uniform_weight(n))}, N patches and the null token)",
+        f"- SOAP weight: **{num(float(explanation.soap_weights[row, col]))}** ({_weight_scale(explanation, n)})",
         f"- NCut foreground: **{'yes' if explanation.ncut_mask[row, col] else 'no'}**",
         f"- cosine to `[CLS]`: **{explanation.cls_similarity[row, col]:+.3f}**",
         f"- cosine to predicted class *{explanation.classes[fused]}*: "

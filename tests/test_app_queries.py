@@ -219,3 +219,21 @@ def test_on_a_toy_bird_each_panel_says_where_soap_looked_and_whether_each_branch
         assert f"patches pooled, alike</td><td>{int(pooled.sum())}, {int((pooled & on_bird).sum())} of them" in panel
         named = e.classes[e.prediction("fg")]
         assert f"{named} ({e.probabilities('fg').max():.1%}) · {'right' if named == species else 'wrong'}" in panel
+
+
+def test_explore_s_words_for_a_model_that_pools_with_a_plain_mean(trained):
+    """A model trained with a pooling ablation (the Adapt tab makes them) is not described as SOAP's attention."""
+    from studio.explore import patch_markdown, summary_markdown
+
+    picture = draw_sample(1, np.random.default_rng(5), size=48)
+    method = explain_image(trained, picture)
+    assert "SOAP's query is their mean." in summary_markdown(method) and "**Null token:**" in summary_markdown(method)
+    for pool, phrase in (("ncut_avg", "the cut's foreground tokens"), ("naive_avg", "every patch token")):
+        e = explain_image(trained.asking(pool=pool), picture)
+        summary = summary_markdown(e)
+        assert f"[FG] is the plain mean of {phrase} here (an ablation)" in summary
+        assert "**Null token:**" not in summary and "SOAP's query is their mean" not in summary
+        pooled = int(e.ncut_mask.sum()) if pool == "ncut_avg" else e.soap_weights.size
+        row, col = np.unravel_index(int(np.argmax(e.soap_weights)), e.grid)
+        assert e.soap_weights[row, col] == pytest.approx(1 / pooled)  # by hand: a plain mean's share
+        assert f"a plain mean (an ablation): 1/{pooled} for every" in patch_markdown(e, int(row), int(col))

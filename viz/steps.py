@@ -99,8 +99,11 @@ QUERY_WHY = {
 }
 
 
-def query_sentence(mode: str) -> str:
-    """What SOAP's query is, said after the NCut foreground's count (Explore's summary)."""
+def query_sentence(mode: str, pool: str = "attention") -> str:
+    """What SOAP's query is, said after the NCut foreground's count (Explore's summary); with a plain-mean pooling
+    there is no query to speak of, and the sentence says how [FG] is pooled instead."""
+    if pool != "attention":
+        return f"[FG] is {POOL_PHRASES[pool]} here (an ablation): no query, no attention, no null token."
     if mode == "ncut":
         return "SOAP's query is their mean."
     return f"SOAP's query is not their mean here: this model takes {QUERY_PHRASES[mode]} (an ablation)."
