@@ -23,7 +23,7 @@ from viz.steps import POOL_PHRASES, QUERY_PHRASES, fig, img, kv, region_phrase
 
 
 @dataclass(frozen=True)
-class QueryView:
+class SoapView:
     query: str  # "ncut", "global" or "token_avg"
     pool: str  # "attention", "ncut_avg" or "naive_avg"
     trained: bool  # the query and pooling the model was trained with
@@ -45,7 +45,7 @@ def effective_patches(explanation: Explanation) -> float:
 
 def query_views(
     model: MicroCLIP, picture: Image.Image, ratio: float | None = None, truth: PatchTruth | None = None
-) -> list[QueryView]:
+) -> list[SoapView]:
     """The picture explained by ``model`` with each deterministic query, the model's own first."""
     queries = sorted(DETERMINISTIC_QUERIES, key=lambda query: query != model.config.query)
     return _views(model, [model.asking(query=query) for query in queries], picture, ratio, truth)
@@ -53,7 +53,7 @@ def query_views(
 
 def pool_views(
     model: MicroCLIP, picture: Image.Image, ratio: float | None = None, truth: PatchTruth | None = None
-) -> list[QueryView]:
+) -> list[SoapView]:
     """The picture explained by ``model`` with `[FG]` pooled each way, the model's own first."""
     pools = sorted(POOLS, key=lambda pool: pool != model.config.pool)
     return _views(model, [model.asking(pool=pool) for pool in pools], picture, ratio, truth)
@@ -61,7 +61,7 @@ def pool_views(
 
 def _views(
     model: MicroCLIP, asked: Sequence[MicroCLIP], picture: Image.Image, ratio: float | None, truth: PatchTruth | None
-) -> list[QueryView]:
+) -> list[SoapView]:
     images = image_batch(model, picture).to(next(model.parameters()).device)
     with torch.no_grad(), eval_mode(model):
         tokens = model.backbone(images)  # the views differ only after the backbone: one pass serves them all
@@ -73,7 +73,7 @@ def _views(
             facts = mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity)
         query, pool = view.config.query, view.config.pool
         trained = (query, pool) == (model.config.query, model.config.pool)
-        views.append(QueryView(query, pool, trained, explanation, facts, effective_patches(explanation)))
+        views.append(SoapView(query, pool, trained, explanation, facts, effective_patches(explanation)))
     return views
 
 
@@ -82,14 +82,14 @@ def _views(
 PANEL_SIZE = 160  # CSS pixels of each map
 
 
-def _answer(view: QueryView, branch: str, true_class: str | None) -> str:
+def _answer(view: SoapView, branch: str, true_class: str | None) -> str:
     e = view.explanation
     index = e.prediction(branch)
     verdict = "" if true_class is None else (" · right" if e.classes[index] == true_class else " · wrong")
     return f"{e.classes[index]} ({e.probabilities(branch)[index]:.1%}){verdict}"
 
 
-def _which(view: QueryView, method: bool) -> str:
+def _which(view: SoapView, method: bool) -> str:
     return "as trained" if view.trained else "the method's" if method else "an ablation"
 
 
@@ -104,7 +104,7 @@ NOTES = {
 
 
 def queries_html(
-    crop: np.ndarray, views: Sequence[QueryView], true_class: str | None = None, vary: str = "query"
+    crop: np.ndarray, views: Sequence[SoapView], true_class: str | None = None, vary: str = "query"
 ) -> str:
     """One panel a query (``vary="query"``) or a pooling (``"pool"``): SOAP's weights over the picture the model
     sees (``crop``), `[FG]`'s and the fused answer, how many patches SOAP's weight is spread over and, on a toy bird,
@@ -137,7 +137,10 @@ def queries_html(
         picture = img(overlay_unit(crop, e.soap_weights / top, opacity=0.6), PANEL_SIZE, label)
         pair = f'<div class="wt-pair">{picture}{kv(rows)}</div>'
         panels.append(fig(title, pair, extra_class="wt-side"))
-    note = (
+    note = ""
+    if vary == "query" and views[0].pool != "attention":  # a plain mean never reads the query: one answer thrice
+        note = f"This model pools [FG] as {POOL_PHRASES[views[0].pool]}, which never reads SOAP's query. "
+    note += (
         f"{NOTES[vary]} The three maps share one colour scale (full colour at {top:.3f}, the largest weight any of "
         "them gives a patch)."
     )

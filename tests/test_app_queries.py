@@ -17,7 +17,7 @@ from PIL import Image
 from microclip.explain import Explanation, explain_image
 from microclip.model import MicroCLIP
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
-from studio.queries import effective_patches, pool_views, query_views
+from studio.queries import effective_patches, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
 from ui.app import build_demo
 
@@ -137,6 +137,12 @@ def test_pool_views_are_each_pooling_s_explanation_the_model_s_own_first(trained
     # a model trained with a plain mean shows that one first, as trained, and SOAP's attention as the method's
     averaged = pool_views(trained.asking(pool="ncut_avg"), picture)
     assert [v.pool for v in averaged] == ["ncut_avg", "attention", "naive_avg"] and averaged[0].trained
+    # ... and asked its queries, three equal answers, which the note explains
+    asked = query_views(trained.asking(pool="ncut_avg"), picture)
+    assert all(np.array_equal(v.explanation.logits_fg, asked[0].explanation.logits_fg) for v in asked)
+    note = "pools [FG] as the plain mean of the cut&#x27;s foreground tokens, which never reads SOAP&#x27;s query"
+    crop = np.zeros((8, 8, 3), np.uint8)
+    assert note in queries_html(crop, asked) and note not in queries_html(crop, query_views(trained, picture))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from microclip.model import MicroCLIP
 from microclip.prepare import parse_class_names
 from microclip.walkthrough import PatchTruth
 from studio.cache import cached, file_digest, model_identity
-from studio.queries import PANEL_SIZE, QueryView, pool_views, queries_html, query_views
+from studio.queries import PANEL_SIZE, SoapView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
 from ui.common import INFERENCE, open_image, user_errors
 from ui.walkthrough import toy_truth
@@ -32,7 +32,7 @@ POOL_INTRO = (
     "the mean of every patch token. Pool `[FG]` all three ways on the picture above, with nothing retrained: the "
     "first two panels differ by what SOAP's attention adds over the cut."
 )
-Views = Callable[[MicroCLIP, Image.Image, float | None, PatchTruth | None], list[QueryView]]
+Views = Callable[[MicroCLIP, Image.Image, float | None, PatchTruth | None], list[SoapView]]
 
 
 def _ask(
