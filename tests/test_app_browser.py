@@ -250,22 +250,20 @@ def test_explore_an_example_and_compare_explainers(page):
         assert max(heights) <= 1.5 * min(heights), heights
         erased.scroll_into_view_if_needed()
         shot(page, "explore-erase-parts", top=False)
-        # the same bird asked with each of SOAP's queries: three maps, the cut's foreground first (as trained)
-        page.locator("#explore-queries").get_by_text("What if SOAP asked another question?").first.click()
-        page.locator("#explore_queries-button").click()
-        asked = page.locator("#explore_queries-result")
-        expect(asked).to_contain_text("the mean of every patch token (an ablation)")
-        assert asked.locator("img").count() == 3
-        asked.scroll_into_view_if_needed()
-        shot(page, "explore-queries", top=False)
-        # ... and [FG] pooled each way: SOAP's attention first (as trained), then the two plain means
-        page.locator("#explore-pools").get_by_text("What if SOAP pooled another way?").first.click()
-        page.locator("#explore_pools-button").click()
-        pooled = page.locator("#explore_pools-result")
-        expect(pooled).to_contain_text("patches pooled, alike")
-        assert pooled.locator("img").count() == 3
-        pooled.scroll_into_view_if_needed()
-        shot(page, "explore-pools", top=False)
+        # the same bird asked with each of SOAP's queries, then pooled each way: three maps each, the model's own
+        # first (as trained)
+        views = (
+            ("queries", "What if SOAP asked another question?", "the mean of every patch token (an ablation)"),
+            ("pools", "What if SOAP pooled another way?", "patches pooled, alike"),
+        )
+        for name, title, says in views:
+            page.locator(f"#explore-{name}").get_by_text(title).first.click()
+            page.locator(f"#explore_{name}-button").click()
+            asked = page.locator(f"#explore_{name}-result")
+            expect(asked).to_contain_text(says)
+            assert asked.locator("img").count() == 3
+            asked.scroll_into_view_if_needed()
+            shot(page, f"explore-{name}", top=False)
 
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()

@@ -44,32 +44,22 @@ def _ask(
     class_names: str | None,
     ratio: float | None,
 ) -> str:
+    def compute() -> str:
+        picture = open_image(image)
+        loaded = registry.get(model_name or None)
+        typed = parse_class_names(class_names)
+        model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+        truth = toy_truth(picture, model.backbone.grid)
+        shown = views(model, picture, None if ratio is None else float(ratio), truth)
+        true_class = truth.true_class if truth is not None and truth.true_class in model.classes else None
+        return queries_html(display_crop(picture, 2 * PANEL_SIZE), shown, true_class, vary)
+
     if not (image and os.path.isfile(image)):
-        return _compute(views, vary, registry, image, model_name, class_names, ratio)
+        return compute()
     # the cache (studio.cache): a class pressing the same button on one example is served once
     loaded = registry.get(model_name or None)
     key = (f"explore_{vary}", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
-    key += (None if ratio is None else float(ratio),)
-    return cached(key, lambda: _compute(views, vary, registry, image, model_name, class_names, ratio))
-
-
-def _compute(
-    views: Views,
-    vary: str,
-    registry: ModelRegistry,
-    image: str | None,
-    model_name: str | None,
-    class_names: str | None,
-    ratio: float | None,
-) -> str:
-    picture = open_image(image)
-    loaded = registry.get(model_name or None)
-    typed = parse_class_names(class_names)
-    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
-    truth = toy_truth(picture, model.backbone.grid)
-    shown = views(model, picture, None if ratio is None else float(ratio), truth)
-    true_class = truth.true_class if truth is not None and truth.true_class in model.classes else None
-    return queries_html(display_crop(picture, 2 * PANEL_SIZE), shown, true_class, vary)
+    return cached((*key, None if ratio is None else float(ratio)), compute)
 
 
 @user_errors
