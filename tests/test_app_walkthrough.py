@@ -183,7 +183,9 @@ def test_render_runs_without_descriptions_and_for_ablations(registry):
         assert ("This model pools [FG] without it" in html) != method
         summary = summary_markdown(explain_batch(model, test_transform(model.backbone.image_size)(picture)[None])[0])
         assert ("SOAP's query is their mean." in summary) == method
-        assert ("this model takes the mean of every patch token (an ablation)" in summary) != method
+        # a plain-mean pooling never reads the query, so the summary names the pooling and no query at all
+        assert ("[FG] is the plain mean of the cut's foreground tokens here (an ablation)" in summary) != method
+        assert "this model takes the mean of every patch token" not in summary
 
 
 # ------------------------------------------------------------------ the bundled toy world: masks and the flag
