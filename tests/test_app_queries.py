@@ -234,6 +234,8 @@ def test_explore_s_words_for_a_model_that_pools_with_a_plain_mean(trained):
     picture = draw_sample(1, np.random.default_rng(5), size=48)
     method = explain_image(trained, picture)
     assert "SOAP's query is their mean." in summary_markdown(method) and "**Null token:**" in summary_markdown(method)
+    asked = summary_markdown(explain_image(trained.asking(query="global"), picture))  # attention, another query
+    assert "this model takes the [CLS] token (an ablation)" in asked and "**Null token:**" in asked
     for pool, phrase in (("ncut_avg", "the cut's foreground tokens"), ("naive_avg", "every patch token")):
         e = explain_image(trained.asking(pool=pool), picture)
         summary = summary_markdown(e)
