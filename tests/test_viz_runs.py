@@ -163,3 +163,17 @@ def test_batch_caption_marks_disagreeing_branches(explanations):
         )
         assert ("⚠ branches disagree" in caption) == disagree
         assert re.search(r"SOAP \S+e[-+]\d+ \(blue\) – \S+e[-+]\d+ \(red\)$", caption)
+
+
+def test_a_plain_mean_model_s_maps_are_not_called_soap(explanations):
+    """A model adapted with a pooling ablation (Adapt's *SOAP's pooling*) has no attention: its captions say so."""
+    from dataclasses import replace
+
+    explanation = explanations[1][0]
+    for pool in ("ncut_avg", "naive_avg"):
+        plain = replace(explanation, pool=pool)
+        assert " · plain-mean weights " in runs.probe_caption("a", plain, "now") and "SOAP" not in runs.probe_caption(
+            "a", plain, "now"
+        )
+        assert "plain-mean weights" in runs.batch_caption("a.png", plain)
+    assert " · SOAP " in runs.probe_caption("a", explanation, "now")

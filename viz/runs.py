@@ -85,13 +85,18 @@ def progress_html(step: int, total_steps: int, elapsed_s: float) -> str:
     )
 
 
+def map_name(explanation: Explanation) -> str:
+    """What the shown map is: SOAP's attention, or the pooling weights of a plain-mean ablation (no attention)."""
+    return "SOAP" if explanation.pool == "attention" else "plain-mean weights"
+
+
 def probe_caption(label: str, explanation: Explanation, when: str) -> str:
     """``when: true class → fused prediction (p) · SOAP lowest – highest``: the map's own colour scale."""
     index = explanation.prediction("fused")
     probability = explanation.probabilities("fused")[index]
     weights = explanation.soap_weights
     return (
-        f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · SOAP "
+        f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · {map_name(explanation)} "
         f"{small_number(weights.min())} (lowest) – {small_number(weights.max())} (highest)"
     )
 
@@ -143,7 +148,7 @@ def batch_caption(name: str, explanation: Explanation) -> str:
     weights = explanation.soap_weights
     return (
         f"{name}: {top} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
-        f"SOAP {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)"
+        f"{map_name(explanation)} {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)"
     )
 
 
