@@ -20,10 +20,8 @@ import torch
 from PIL import Image
 
 from microclip.checkpoint import CheckpointError, load_model, read_adapted, stored_fg_shift
-from microclip.data.images import to_rgb
-from microclip.data.transforms import test_transform
 from microclip.drift import PER_CLASS, SIGNS
-from microclip.explain import Explanation, explain_batch
+from microclip.explain import Explanation, explain_batch, image_batch
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class Timeline:
 
     def explain(self, picture: Image.Image, ratio: float | None = None) -> list[EpochView]:
         """The image explained at every saved epoch, in order (the centre crop the model sees, made once)."""
-        tensor = test_transform(self.model.backbone.image_size, crop="center")(to_rgb(picture))[None]
+        tensor = image_batch(self.model, picture)
         views = []
         with self._lock:
             for epoch, state in self._states.items():

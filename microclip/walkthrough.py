@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
 from microclip.drift import shift_logits
-from microclip.explain import Explanation, soap_fg_parts
+from microclip.explain import Explanation, image_batch, soap_fg_parts
 from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -795,8 +795,4 @@ def walkthrough_tensor(
 
 def walkthrough(model: MicroCLIP, image, ratio: float | None = None, **kwargs: Any) -> Walkthrough:
     """A PIL image (any size or mode) → its walkthrough, with the centre-crop test transform (as Explore)."""
-    from microclip.data.images import to_rgb
-    from microclip.data.transforms import test_transform
-
-    tensor = test_transform(model.backbone.image_size, crop="center")(to_rgb(image))
-    return walkthrough_tensor(model, tensor, ratio, **kwargs)
+    return walkthrough_tensor(model, image_batch(model, image)[0], ratio, **kwargs)

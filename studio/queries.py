@@ -24,12 +24,22 @@ from viz.steps import POOL_PHRASES, QUERY_PHRASES, fig, img, kv, region_phrase
 
 @dataclass(frozen=True)
 class SoapView:
-    query: str  # "ncut", "global" or "token_avg"
-    pool: str  # "attention", "ncut_avg" or "naive_avg"
+    explanation: Explanation  # carries the query and pooling it was asked with
     trained: bool  # the query and pooling the model was trained with
-    explanation: Explanation
     facts: MaskFacts | None  # on a known toy image: where SOAP's weight fell
-    effective_patches: float  # e^H of SOAP's weights over the patches and the null token
+
+    @property
+    def query(self) -> str:  # "ncut", "global" or "token_avg"
+        return self.explanation.query
+
+    @property
+    def pool(self) -> str:  # "attention", "ncut_avg" or "naive_avg"
+        return self.explanation.pool
+
+    @property
+    def effective_patches(self) -> float:
+        """e^H of SOAP's weights over the patches and the null token."""
+        return effective_patches(self.explanation)
 
     @property
     def spread(self) -> str:
@@ -71,9 +81,8 @@ def _views(
         facts = None
         if truth is not None:
             facts = mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity)
-        query, pool = view.config.query, view.config.pool
-        trained = (query, pool) == (model.config.query, model.config.pool)
-        views.append(SoapView(query, pool, trained, explanation, facts, effective_patches(explanation)))
+        trained = (view.config.query, view.config.pool) == (model.config.query, model.config.pool)
+        views.append(SoapView(explanation, trained, facts))
     return views
 
 

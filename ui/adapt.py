@@ -219,6 +219,11 @@ def _watch_column(p: _Panel) -> None:
         gr.Markdown(CURVES_NOTE)
 
 
+def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: str) -> gr.Radio:
+    """One of the method's settings: its choices' labels, the first ("as the chosen model") selected."""
+    return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
+
+
 def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> None:
     default = Recipe.for_dataset("default")  # every bundled data set config's γ (0.5) and fairness weight (1.0)
     with gr.Column(scale=1, min_width=300):
@@ -241,32 +246,29 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
             top = limits.max_crops
             p.n_crops = gr.Slider(1, top, value=min(4, top), step=1, label="Crops per image (K)")
             p.n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1, label="Probe images")
-            p.centring = gr.Radio(
-                list(CENTRING),
-                value=next(iter(CENTRING)),
-                label="SOAP's values",
-                info="Centred on the training images' mean token c (train.py --centre_values): self-training can "
-                "then no longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
-                elem_id="adapt-centring",
+            p.centring = _as_chosen_radio(
+                CENTRING,
+                "SOAP's values",
+                "Centred on the training images' mean token c (train.py --centre_values): self-training can then no "
+                "longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
+                "adapt-centring",
             )
-            p.query = gr.Radio(
-                list(QUERIES),
-                value=next(iter(QUERIES)),
-                label="SOAP's query",
-                info="What SOAP asks every patch about: the mean of the cut's foreground, or the reference's "
-                "ablations (train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world "
-                "the mean of every patch token gives nearly every image the same [FG] from the first step "
-                "(docs/toyworld.md, round 43).",
-                elem_id="adapt-query",
+            p.query = _as_chosen_radio(
+                QUERIES,
+                "SOAP's query",
+                "What SOAP asks every patch about: the mean of the cut's foreground, or the reference's ablations "
+                "(train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world the mean of "
+                "every patch token gives nearly every image the same [FG] from the first step (docs/toyworld.md, "
+                "round 43).",
+                "adapt-query",
             )
-            p.pool = gr.Radio(
-                list(POOLS),
-                value=next(iter(POOLS)),
-                label="SOAP's pooling",
-                info="How [FG] is pooled: SOAP's attention, or the reference's ablations, plain means with no "
-                "attention (train.py --use_ncut_token_avg, --use_naive_token_avg); with a plain mean SOAP's "
-                "projections do not train (docs/toyworld.md, round 44).",
-                elem_id="adapt-pool",
+            p.pool = _as_chosen_radio(
+                POOLS,
+                "SOAP's pooling",
+                "How [FG] is pooled: SOAP's attention, or the reference's ablations, plain means with no attention "
+                "(train.py --use_ncut_token_avg, --use_naive_token_avg); with a plain mean SOAP's projections do not "
+                "train (docs/toyworld.md, round 44).",
+                "adapt-pool",
             )
             p.gamma = gr.Slider(
                 0.0,
