@@ -178,7 +178,10 @@ def prepare(
     if len(classes) < 2:
         raise ValueError(f"adaptation needs at least two classes; the data has {len(classes)} ({', '.join(classes)})")
     if recipe.mode == "fully_supervised" and not getattr(train_data, "has_labels", True):
-        raise ValueError("mode 'fully_supervised' needs labels, but the training data is unlabelled")
+        raise ValueError(
+            "mode 'fully_supervised' trains on the true labels, but the training data is unlabelled "
+            "(put the images in one folder per class)"
+        )
     device = torch.device(device)
     method = method or MethodConfig()
     if recipe.mode in CLS_ONLY_MODES:

@@ -44,6 +44,12 @@ class CheckpointMeta:
     # [FG] token took on, and "images", how many training images it was measured on; empty for older checkpoints
     drift: dict = field(default_factory=dict)
 
+    @property
+    def mode(self) -> str:
+        """How the run labelled its images (``Recipe.mode``): "microclip" (DKA's pseudo-labels), a baseline's, or
+        "fully_supervised" (the true labels); "microclip" where a checkpoint does not say."""
+        return str((self.training.get("config") or {}).get("mode") or "microclip")
+
     def to_json(self) -> str:
         return json.dumps(
             {

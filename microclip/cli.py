@@ -46,7 +46,7 @@ from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig, MicroCLIP
-from microclip.recipe import Recipe, check_train_config
+from microclip.recipe import MODE_FLAGS, Recipe, check_train_config
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS, POOL_FLAGS, QUERY_FLAGS
 from microclip.spread import Spread
@@ -529,15 +529,7 @@ def _unshifted_note(accuracy: float | None) -> str:
 
 def _recipe(args: argparse.Namespace, dataset_cfg: Recipe) -> Recipe:
     """The dataset config's recipe, overridden by the recipe flags given, then by the run's switches."""
-    mode = (
-        "fully_supervised"
-        if args.fully_supervised
-        else "wca_baseline"
-        if args.wca_baseline
-        else "baseline"
-        if args.baseline
-        else "microclip"
-    )
+    mode = next((mode for mode, flag in MODE_FLAGS.items() if getattr(args, flag[2:])), "microclip")
     return Recipe.from_sources(
         dataset_cfg,
         args,
@@ -1066,7 +1058,8 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
             mistaken = f"   most often mistaken for {other[0]} ({other[1]:.0f}%)" if other else ""
             print(f"    {name:40s} {_fmt(value)}{ahead}{mistaken}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
-    mode = (getattr(getattr(model, "meta", None), "training", None) or {}).get("config", {}).get("mode")
+    meta = getattr(model, "meta", None)
+    mode = None if meta is None else meta.mode
     reported = "cls" if mode in CLS_ONLY_MODES else "fused"  # as the run that made it reported
     metrics = {
         "mode": "ours_eval",

@@ -23,6 +23,8 @@ from microclip.files import parse_json
 from microclip.resources import config_file
 
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
+# train.py's switch for each mode other than the method's own (the reference's flags; they exclude each other)
+MODE_FLAGS = {"baseline": "--baseline", "wca_baseline": "--wca_baseline", "fully_supervised": "--fully_supervised"}
 AmpMode = Literal["none", "bf16", "fp16"]
 Decay = Literal["all", "intended"]
 TestFusion = Literal["consistent", "reference"]

@@ -9,6 +9,7 @@ from microclip.soap import POOL_FLAGS, QUERY_FLAGS
 from viz.steps import POOL_PHRASES, QUERY_PHRASES
 
 if TYPE_CHECKING:
+    from microclip.checkpoint import CheckpointMeta
     from microclip.model import MethodConfig
     from studio.registry import LoadedModel
 
@@ -66,6 +67,24 @@ def _table(data: dict, limit: int = 30) -> list[str]:
     return rows
 
 
+# How a model was trained, where it was not the method's way (CheckpointMeta.mode); one sentence each
+MODE_NOTES = {
+    "baseline": "**The CLS-only baseline** (`train.py --baseline`): `[CLS]` alone labels the images against W* and "
+    "trains; SOAP stays at its start, so the answer to read is `[CLS]`'s (the fused and `[FG]` lines mix in the "
+    'untrained SOAP). The README\'s row "fused ≥ CLS-only baseline + 5" compares microCLIP with it.',
+    "wca_baseline": "**The WCA baseline** (`train.py --wca_baseline`): `[CLS]` trains on labels from the crops' "
+    "composite against W*; SOAP stays at its start, so the answer to read is `[CLS]`'s.",
+    "fully_supervised": "**Supervised, not label-free** (`train.py --fully_supervised`): the method's parameters "
+    "train on the true labels, without the fairness term: what the right labels give them, a reference for the "
+    "method's own runs (docs/toyworld.md, round 45).",
+}
+
+
+def mode_note(meta: CheckpointMeta | None) -> str:
+    """The sentence for a model not trained the method's way ("" for the method's, or a base model)."""
+    return "" if meta is None else MODE_NOTES.get(meta.mode, "")
+
+
 def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:
     """(train.py flag, what it changes) for each of the reference's SOAP ablations the model uses."""
     query, pool = config.query, config.pool
@@ -113,6 +132,8 @@ def model_markdown(loaded: LoadedModel) -> str:
             "Adapt it in the Adapt tab, or compare it with an adapted model in Compare._",
         ]
         return "\n".join(lines)
+    if mode_note(meta):
+        lines += ["", mode_note(meta)]
     training = dict(meta.training)
     config = training.pop("config", {})
     if meta.metrics:

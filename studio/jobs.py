@@ -32,6 +32,7 @@ import torch
 
 from microclip.adapt import Adaptation, prepare
 from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
+from microclip.constants import CLS_ONLY_MODES
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
@@ -44,6 +45,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
+from studio.about import MODE_NOTES
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
@@ -59,6 +61,9 @@ TRAINING_YIELD = 1.0  # while requests run, pause this many step-times after eac
 MAX_YIELD_S = 2.0
 
 Source = Literal["toybirds", "zip", "folder"]
+# The labels a run may train on: the method's, the CLS-only baseline's, the truth's. Not the WCA baseline's (the
+# CLS-only baseline's with the crops averaged in): on the toy world it ends where the CLS-only baseline does (round 45).
+ADAPT_MODES = ("microclip", "baseline", "fully_supervised")
 
 
 def running_on_spaces() -> bool:
@@ -146,6 +151,10 @@ class AdaptRequest:
     # of the cut's foreground) and "naive_avg" (of every patch token); train.py --use_ncut_token_avg,
     # --use_naive_token_avg. None keeps the chosen entry's
     soap_pool: str | None = None
+    # Where the labels come from (train.py's modes): "microclip" (DKA's pseudo-labels, the method), "baseline"
+    # ([CLS] alone labels itself and trains; SOAP stays at its start), "fully_supervised" (the folders' true labels:
+    # what the right labels give the same parameters, not label-free); None: the method's
+    mode: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
@@ -164,6 +173,7 @@ class AdaptRequest:
         return Recipe.from_sources(
             Recipe.for_dataset(dataset),
             {"gamma": self.gamma, "fairness_weight": self.fairness_weight},  # None keeps the data set's
+            mode=self.mode or "microclip",
             epochs=None,
             max_steps=self.steps,
             batch_size=min(self.batch_size, n_images),
@@ -203,6 +213,8 @@ class AdaptRequest:
             raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {choices}")
         if self.soap_pool is not None and self.soap_pool not in POOLS:
             raise ValueError(f"unknown SOAP pooling {self.soap_pool!r}; choose from {', '.join(POOLS)}")
+        if self.mode is not None and self.mode not in ADAPT_MODES:
+            raise ValueError(f"unknown labels {self.mode!r}; choose from {', '.join(ADAPT_MODES)}")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:
@@ -254,6 +266,7 @@ class JobSnapshot:
     classes: list[str] = field(default_factory=list)
     n_images: int = 0
     labelled: bool = False
+    mode: str = "microclip"  # where the run's labels come from (AdaptRequest.mode)
     probe_images: list[np.ndarray] = field(default_factory=list)  # (S, S, 3) uint8: each probe's input crop
     probe_labels: list[str] = field(default_factory=list)
     probes_before: Probes | None = None
@@ -511,6 +524,7 @@ class AdaptationRunner:
             classes=list(dataset.classes),
             n_images=len(dataset),
             labelled=dataset.has_labels,
+            mode=request.mode or "microclip",
             skipped=list(skipped),
             message=f"{len(dataset)} images, {len(dataset.classes)} classes; building the model",
         )
@@ -794,7 +808,9 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
             f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
             f"{lengths}"
         )
-    if snapshot.labels is not None:
+    if snapshot.mode in MODE_NOTES:
+        text += "  \n" + MODE_NOTES[snapshot.mode]
+    if snapshot.labels is not None and snapshot.mode != "fully_supervised":  # the truth's counts teach nothing
         text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
         if snapshot.labels_right is not None:
             right, total = sum(snapshot.labels_right.values()), sum(snapshot.labels[1].values())
@@ -827,7 +843,8 @@ def probes_html(snapshot: JobSnapshot | None) -> str:
         ("before", snapshot.probes_before.explanations),
         (f"step {probes_step(latest)}", latest.explanations if latest else None),
     ]
-    return runs_probes_html(snapshot.probe_images, snapshot.probe_labels, moments, pending)
+    branch = "cls" if snapshot.mode in CLS_ONLY_MODES else "fused"  # the answer the run trains and reports
+    return runs_probes_html(snapshot.probe_images, snapshot.probe_labels, moments, pending, branch)
 
 
 def probes_step(probes: Probes | None) -> int | None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from microclip import world_check
+from studio.about import mode_note
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -47,10 +48,11 @@ def world_markdown(loaded: LoadedModel) -> str:
         domain = f"its CLIP base ({loaded.meta.base.describe()}), adapted on *{dataset}*"
     else:
         domain = f"{loaded.source}"
-    return (
+    known = (
         f"**What this model knows.** {len(classes)} classes ({shown}); images at {size}×{size} px "
         f"({grid} patches); domain: {domain}."
     )
+    return f"{known} {mode_note(loaded.meta)}".rstrip()
 
 
 def unseen_words_markdown(loaded: LoadedModel, class_names: list[str]) -> str:

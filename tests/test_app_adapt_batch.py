@@ -25,9 +25,10 @@ from PIL import Image
 
 from microclip.checkpoint import load_model, read_adapted
 from microclip.recipe import Recipe
+from studio.about import model_markdown
 from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
 from studio.registry import ModelRegistry
-from ui.adapt import CENTRING
+from ui.adapt import CENTRING, LABELS
 from ui.app import build_demo
 from ui.layout import entry_fusion_ratio
 
@@ -401,6 +402,51 @@ def test_a_run_takes_soap_s_query_and_pooling_and_the_checkpoint_answers_with_th
         AdaptRequest(soap_query="random").check(AdaptLimits())
     with pytest.raises(ValueError, match="unknown SOAP pooling 'max'"):
         AdaptRequest(soap_pool="max").check(AdaptLimits())
+
+
+def test_a_run_takes_its_labels_from_the_method_the_cls_only_baseline_or_the_truth(app, files, tmp_path):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
+    settings["pool"] = AS_CHOSEN  # every method setting is positional: the labels are the last
+
+    def one_step(labels: str, source: str = "upload a zip", **data) -> tuple[Status, Any, Any, list[dict]]:
+        job_id = adapt_start(app.client, source, **{"archive": files["good.zip"], **data}, **settings, labels=labels)
+        status = wait_until(app.client, job_id, finished, f"a one-step run on {labels!r}")
+        path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return status, load_model(path), read_adapted(path)[1], app.runner.status(job_id).metrics
+
+    truth = next(choice for choice, mode in LABELS.items() if mode == "fully_supervised")
+    status, model, meta, metrics = one_step(truth)
+    assert meta.mode == "fully_supervised" and "Supervised, not label-free" in status.text, status.text
+    assert metrics[-1]["pl_acc"] == 100.0  # the step trained on the folders' own labels
+    assert "fair" not in metrics[-1]  # and without the fairness term, as train.py --fully_supervised
+    assert "Checked against the folders' classes" not in status.text  # the truth checked against itself
+    assert "Supervised, not label-free" in model_markdown(app.runner.registry.get(meta.training["app_saved_name"]))
+    baseline = next(choice for choice, mode in LABELS.items() if mode == "baseline")
+    status, model, meta, metrics = one_step(baseline)
+    assert meta.mode == "baseline" and "The CLS-only baseline" in status.text
+    eye = torch.eye(model.soap.width)  # SOAP never trains in a CLS-only run; the probes name [CLS]'s answer
+    assert all(torch.equal(proj.weight, eye) for proj in (model.soap.query_proj, model.soap.value_proj))
+    assert status.captions("step 1") and all(" → [CLS] only: " in c for c in status.captions("step 1"))
+    status, model, meta, _ = one_step(next(iter(LABELS)))  # the method's: no note, fused captions
+    assert meta.mode == "microclip" and "label-free" not in status.text and "baseline" not in status.text
+    assert not torch.equal(model.soap.value_proj.weight, eye)
+    assert not any(" → [CLS] only: " in c for c in status.captions("step 1"))
+    # the truth needs labels: images in one folder, the class names typed, is refused with what to do
+    for index in range(4):
+        draw_sample(index % 3, np.random.default_rng(index)).save(tmp_path / f"{index}.png")
+    job_id = adapt_start(
+        app.client,
+        "folder on the server",
+        folder=str(tmp_path),
+        **{**settings, "class_text": ", ".join(CLASSES)},
+        labels=truth,
+    )
+    status = wait_until(app.client, job_id, finished, "a supervised run on unlabelled images")
+    assert "**error" in status.text and "one folder per class" in status.text, status.text
+    with pytest.raises(AppError, match="'wca_baseline'.* is not in the list of choices"):
+        one_step("wca_baseline")
+    with pytest.raises(ValueError, match="unknown labels 'wca_baseline'"):
+        AdaptRequest(mode="wca_baseline").check(AdaptLimits())
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -438,3 +438,23 @@ def test_the_models_tab_names_the_reference_s_soap_ablations_a_model_was_trained
         model = MicroCLIP(shipped.model.backbone, shipped.model.heads, config, shipped.model.base)
         card = model_markdown(LoadedModel("ablation", model, shipped.meta, "test"))
         assert [line.split("`")[1] for line in card.splitlines() if line.startswith("**An ablation of SOAP**")] == flags
+
+
+def test_a_model_not_trained_the_method_s_way_says_so_in_the_models_tab_and_in_explore(registry):
+    from dataclasses import replace
+
+    from microclip.recipe import MODE_FLAGS
+    from studio.about import model_markdown
+    from studio.registry import LoadedModel
+    from studio.world import world_markdown
+
+    shipped = registry.get(ADAPTED)
+    assert shipped.meta.mode == "microclip"
+    assert "train.py --" not in world_markdown(shipped) and "not label-free" not in model_markdown(shipped)
+    older = replace(shipped.meta, training={k: v for k, v in shipped.meta.training.items() if k != "config"})
+    assert older.mode == "microclip"  # a checkpoint that does not say was adapted the method's way
+    for mode, flag in MODE_FLAGS.items():
+        config = {**shipped.meta.training["config"], "mode": mode}
+        loaded = LoadedModel("other", shipped.model, replace(shipped.meta, training={"config": config}), "test")
+        note = f"(`train.py {flag}`)"
+        assert note in world_markdown(loaded) and note in model_markdown(loaded), mode

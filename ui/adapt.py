@@ -60,6 +60,12 @@ POOLS = {
     "every patch token, a plain mean (an ablation)": "naive_avg",
 }
 
+LABELS = {
+    "DKA's pseudo-labels (the method; no labels read)": "microclip",
+    "[CLS] alone labels itself (the CLS-only baseline)": "baseline",
+    "the folders' true labels (supervised: a reference, not label-free)": "fully_supervised",
+}
+
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
 view and K crops, then the visual LayerNorms, SOAP and W* train on a strong view. Runs are short on purpose.
@@ -122,6 +128,7 @@ class _Panel:
     centring: gr.Radio
     query: gr.Radio
     pool: gr.Radio
+    labels: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -144,7 +151,7 @@ class _Panel:
         """``adapt_start``'s parameters, in order."""
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
-        methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion, self.query, self.pool]
+        methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion, self.query, self.pool, self.labels]
         return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
@@ -270,6 +277,16 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 "train (docs/toyworld.md, round 44).",
                 "adapt-pool",
             )
+            p.labels = gr.Radio(
+                list(LABELS),
+                value=next(iter(LABELS)),
+                label="Labels",
+                info="What the run trains on: the method's pseudo-labels; [CLS]'s own answers (the CLS-only "
+                "baseline, train.py --baseline: SOAP does not train); or, for data in class folders, the true "
+                "labels (train.py --fully_supervised): how far the label-free run is from the right labels "
+                "(docs/toyworld.md, round 45).",
+                elem_id="adapt-labels",
+            )
             p.gamma = gr.Slider(
                 0.0,
                 1.0,
@@ -376,6 +393,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         fusion: float | None = None,
         query: str | None = None,
         pool: str | None = None,
+        labels: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -401,6 +419,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             fusion_ratio=None if fusion is None else float(fusion),
             soap_query=QUERIES[query] if query else None,  # Gradio refuses a value not in QUERIES
             soap_pool=POOLS[pool] if pool else None,
+            mode=LABELS[labels] if labels else None,  # Gradio refuses a value not in LABELS
         )
         try:
             new_id = runner.submit(request)

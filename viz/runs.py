@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from microclip.explain import Explanation
-from microclip.formats import small_number
+from microclip.formats import BRANCH_LABELS, small_number
 from microclip.heads import BRANCHES
 from viz.colormaps import DEFAULT_COLORMAP
 from viz.html import jpeg_uri
@@ -90,13 +90,15 @@ def map_name(explanation: Explanation) -> str:
     return "SOAP" if explanation.pool == "attention" else "plain-mean weights"
 
 
-def probe_caption(label: str, explanation: Explanation, when: str) -> str:
-    """``when: true class → fused prediction (p) · SOAP lowest – highest``: the map's own colour scale."""
-    index = explanation.prediction("fused")
-    probability = explanation.probabilities("fused")[index]
+def probe_caption(label: str, explanation: Explanation, when: str, branch: str = "fused") -> str:
+    """``when: true class → prediction (p) · SOAP lowest – highest``: the map's own colour scale. The prediction
+    is ``branch``'s: fused, or `[CLS]`'s for a CLS-only baseline's run (the answer it trains)."""
+    index = explanation.prediction(branch)
+    probability = explanation.probabilities(branch)[index]
+    answer = "" if branch == "fused" else f"{BRANCH_LABELS[branch]}: "
     weights = explanation.soap_weights
     return (
-        f"{when}: {label} → {explanation.classes[index]} ({probability:.0%}) · {map_name(explanation)} "
+        f"{when}: {label} → {answer}{explanation.classes[index]} ({probability:.0%}) · {map_name(explanation)} "
         f"{small_number(weights.min())} (lowest) – {small_number(weights.max())} (highest)"
     )
 
@@ -107,13 +109,15 @@ def probe_overlay(picture: np.ndarray, explanation: Explanation) -> np.ndarray:
     return overlay_map(large, explanation.soap_weights, opacity=0.5, cmap=DEFAULT_COLORMAP)
 
 
-def probe_figure(picture: np.ndarray, label: str, explanation: Explanation | None, when: str, pending: str) -> str:
+def probe_figure(
+    picture: np.ndarray, label: str, explanation: Explanation | None, when: str, pending: str, branch: str = "fused"
+) -> str:
     """One map with its whole caption, or the ``pending`` note where that moment has no map (yet)."""
     if explanation is None:
         return f"<figure class='ad-fig ad-wait'><div class='ad-none'>{escape(pending)}</div></figure>"
     return (
         f"<figure class='ad-fig'><img src='{jpeg_uri(probe_overlay(picture, explanation))}' "
-        f"alt='SOAP map {escape(when)}'><figcaption>{escape(probe_caption(label, explanation, when))}"
+        f"alt='SOAP map {escape(when)}'><figcaption>{escape(probe_caption(label, explanation, when, branch))}"
         "</figcaption></figure>"
     )
 
@@ -123,14 +127,21 @@ def probes_html(
     labels: Sequence[str],
     moments: Sequence[tuple[str, Sequence[Explanation] | None]],
     pending: str,
+    branch: str = "fused",
 ) -> str:
     """One card per probe with one captioned map per moment (``(when, the explanations then)``), as HTML, so
-    captions wrap instead of being cut and every card stays whole at any width."""
+    captions wrap instead of being cut and every card stays whole at any width; each caption gives ``branch``'s
+    prediction."""
     cards = []
     for index, (picture, label) in enumerate(zip(pictures, labels)):
         figures = "".join(
             probe_figure(
-                picture, label, found[index] if found is not None and index < len(found) else None, when, pending
+                picture,
+                label,
+                found[index] if found is not None and index < len(found) else None,
+                when,
+                pending,
+                branch,
             )
             for when, found in moments
         )
