@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from microclip.constants import CLS_ONLY_MODES
 from microclip.drift import ShiftProbe, agreement, shared_part, shift_logits
-from microclip.labeling import aggregate, crop_composite, fuse_for_labels
+from microclip.labeling import LabelPrior, aggregate, crop_composite, fuse_for_labels
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -81,6 +81,8 @@ class FitState:
     labels_given: torch.Tensor | None = None
     # the epoch's step metrics so far: run state too, so that a resumed epoch's logged means cover all its steps
     step_means: StepMeans = field(default_factory=StepMeans)
+    # the labels' running class marginal (Recipe.label_debias; not the reference's): run state across epochs
+    label_prior: LabelPrior = field(default_factory=LabelPrior)
 
     @property
     def is_main(self) -> bool:
@@ -383,8 +385,17 @@ class StepOutput:
     labels: torch.Tensor  # (B,) the pseudo-labels (or true labels) the step trained on
 
 
-def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, config: Recipe):
-    """Labels for the strong view, from the weak view and the crops; no gradient."""
+def pseudo_label(
+    model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, config: Recipe, prior: LabelPrior | None = None
+):
+    """Labels for the strong view, from the weak view and the crops; no gradient. With ``config.label_debias``
+    (not the reference's) each mode's scores are adjusted by ``prior`` (updated here) before the argmax."""
+
+    def chosen(scores: torch.Tensor) -> torch.Tensor:
+        if config.label_debias and prior is not None:
+            scores = prior.debiased(scores, config.label_debias)
+        return scores.argmax(1)
+
     weak = views[:, 0]
     with torch.no_grad():
         if config.mode == "fully_supervised":
@@ -392,18 +403,20 @@ def pseudo_label(model: MicroCLIP, views: torch.Tensor, targets: torch.Tensor, c
         head = model.heads.w_llm if config.use_fixed_classifier else model.heads.w_star_hat()
         if config.mode == "baseline":
             cls_embed = model.encode_cls(weak)
-            return (cls_embed @ head.T.to(cls_embed.dtype)).argmax(1), {}
+            return chosen(cls_embed @ head.T.to(cls_embed.dtype)), {}
         crops = views[:, 2:]  # (B, K, 3, S, S)
         batch, n_crops = crops.shape[:2]
         crop_embeds = model.encode_cls(crops.flatten(0, 1)).view(batch, n_crops, -1).float()
         if config.mode == "wca_baseline":
             anchor = model.encode_cls(weak).float()
             composite = crop_composite(crop_embeds, anchor)
-            return (composite @ head.T.float()).argmax(1), {}
+            return chosen(composite @ head.T.float()), {}
         out = model(weak)
         composite = crop_composite(crop_embeds, out.tokens.cls_embed.float())
         fused = fuse_for_labels(out.tokens.cls_embed.float(), out.fg_embed.float())
         labels = aggregate(composite, fused, model.heads.w_llm, model.heads.w_star_hat(), config.gamma)
+        if config.label_debias:
+            labels = replace(labels, labels=chosen(labels.scores))
         extra = {"pl_conf": labels.confidence.mean().item()}
         # label-free (microclip.drift): how often each branch alone names the fused answer on the weak view, and
         # how much of each branch's token every image shares
@@ -424,13 +437,15 @@ def train_step(
     config: Recipe,
     fairness: FairnessRegulariser,
     device: torch.device,
+    prior: LabelPrior | None = None,
 ) -> StepOutput:
     """One self-training step up to the loss (no optimiser step).
 
     Pseudo-labels are computed outside autocast, in float32, as the reference does; only the strong
-    view's forward pass (the one with gradients) runs under ``--amp``.
+    view's forward pass (the one with gradients) runs under ``--amp``. ``prior``: the run's (``FitState``) for
+    ``config.label_debias``.
     """
-    labels, metrics = pseudo_label(model, views, targets, config)
+    labels, metrics = pseudo_label(model, views, targets, config, prior)
     with autocast(device, config.amp):
         cls_only = config.mode in CLS_ONLY_MODES
         out = wrapped(views[:, 1], cls_only=cls_only)
@@ -466,6 +481,8 @@ def save_train_state(
         tensors["fairness.running"] = fairness.running.float()
     if state.labels_given is not None:
         tensors["labels_given"] = state.labels_given
+    if state.label_prior.mean is not None:
+        tensors["label_prior"] = state.label_prior.mean.float()
     meta = {
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
@@ -485,6 +502,8 @@ def load_train_state(
     running = tensors.get("fairness.running")
     fairness.running = running.to(next(model.parameters()).device) if running is not None else None
     state.labels_given = tensors.get("labels_given")
+    prior = tensors.get("label_prior")
+    state.label_prior.mean = prior.to(next(model.parameters()).device) if prior is not None else None
     state.epoch, state.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
     state.global_step, state.history = meta["global_step"], meta["history"]
     # a state file written before the means were run state: the epoch's means cover the steps after the resume
@@ -565,7 +584,7 @@ def fit(
                     state.global_step, state.total_steps, config.lr, config.min_lr, config.warmup(state.steps_per_epoch)
                 )
             )
-            step = train_step(model, wrapped, views, targets, config, fairness, device)
+            step = train_step(model, wrapped, views, targets, config, fairness, device, state.label_prior)
             stepper(step.loss)
             state.count_labels(step.labels, targets)
             state.step_in_epoch, state.global_step = state.step_in_epoch + 1, state.global_step + 1

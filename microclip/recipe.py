@@ -65,6 +65,13 @@ class Recipe:
     branch_ce_weight: float = field(  # not in the reference: its loss sees only the fused logits
         default=0.0, metadata=_flag("weight of the pseudo-label cross-entropy on [CLS] and on [FG] alone (mean)")
     )
+    label_debias: float = field(  # not in the reference: its labels are the plain argmax
+        default=0.0,
+        metadata=_flag(
+            "labels from the scores minus this x log of the labels' running class marginal (logit adjustment, "
+            "DebiasPL; 0: the reference's plain argmax)"
+        ),
+    )
     mode: Mode = "microclip"  # --baseline, --wca_baseline, --fully_supervised
     use_fixed_classifier: bool = False  # --use_fixed_classifier: baselines label with W_LLM
     # the training views
@@ -93,7 +100,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
             raise ConfigError("a recipe needs epochs or max_steps to end")
-        for name in ("soap_lr_scale", "layernorm_lr_scale"):
+        for name in ("soap_lr_scale", "layernorm_lr_scale", "label_debias"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 

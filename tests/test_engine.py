@@ -179,7 +179,9 @@ def test_baseline_run_logs_cls_accuracy_as_test_acc(image_dataset_root):
 
 
 @pytest.mark.parametrize(
-    "config", [CONFIG, replace(CONFIG, soap_lr_scale=0.25, layernorm_lr_scale=2.0)], ids=["reference", "lr-scales"]
+    "config",
+    [CONFIG, replace(CONFIG, soap_lr_scale=0.25, layernorm_lr_scale=2.0), replace(CONFIG, label_debias=1.0)],
+    ids=["reference", "lr-scales", "debiased-labels"],
 )
 def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp_path, config):
     uninterrupted = fresh_model()
@@ -541,3 +543,24 @@ def test_a_swept_ratio_is_a_whole_evaluation_at_that_ratio(image_dataset_root):
     assert not torch.equal(swept.predictions["low"], swept.predictions["high"]), "the two ratios agree on every image"
     swapped = evaluate_as(model, test, Recipe(eval_batch_size=4, test_fusion="reference"), "cpu", sweep=[0.2])
     assert torch.equal(swapped.predictions["fused@0.2"], swept.predictions["high"])
+
+
+def test_debiased_labels_are_the_argmax_of_the_adjusted_scores_and_off_by_default(image_dataset_root):
+    from microclip.labeling import LabelPrior
+
+    model, data = fresh_model(), train_set(image_dataset_root)
+    views = torch.stack([data[i][0] for i in range(8)])
+    targets = torch.tensor([int(data[i][1]) for i in range(8)])
+    unread = LabelPrior()
+    plain, _ = pseudo_label(model, views, targets, CONFIG, unread)  # label_debias 0: the reference's labels
+    assert torch.equal(plain, pseudo_label(model, views, targets, CONFIG)[0]) and unread.mean is None
+    # the CLS-only baseline's scores, by hand: [CLS] of the weak view against Ŵ*, then 100·s − log p̄
+    config, prior = replace(CONFIG, mode="baseline", label_debias=1.0), LabelPrior()
+    debiased, _ = pseudo_label(model, views, targets, config, prior)
+    with torch.no_grad():
+        scores = model.encode_cls(views[:, 0]) @ model.heads.w_star_hat().T
+    marginal = (100 * scores).softmax(1).mean(0)
+    torch.testing.assert_close(prior.mean, marginal)
+    assert torch.equal(debiased, (100 * scores - marginal.log()).argmax(1))
+    with pytest.raises(ConfigError, match="label_debias must be >= 0"):
+        Recipe(epochs=1, label_debias=-1.0)

@@ -33,3 +33,25 @@ def test_pseudo_labels_hand_made_case():
     assert half.labels.tolist() == [1] and static.labels.tolist() == [0]
     torch.testing.assert_close(half.confidence, torch.tensor([0.8]))
     assert half.static_labels.tolist() == [0] and half.dynamic_labels.tolist() == [1]
+
+
+def test_label_prior_takes_the_labels_running_marginal_out_of_their_scores_by_hand():
+    from microclip.labeling import LabelPrior
+
+    # three images all nearer class 0 than class 1: the plain argmax names class 1 never
+    scores = torch.tensor([[0.50, 0.48], [0.52, 0.49], [0.51, 0.50]])
+    prior = LabelPrior(momentum=0.5)
+    adjusted = prior.debiased(scores, strength=1.0)
+    probs = [
+        [math.exp(100 * a) / (math.exp(100 * a) + math.exp(100 * b)) for a, b in [row]][0] for row in scores.tolist()
+    ]
+    mean0 = sum(probs) / 3  # the first batch's marginal is the prior
+    expected = scores - torch.log(torch.tensor([mean0, 1 - mean0])) / 100
+    torch.testing.assert_close(adjusted, expected)
+    assert scores.argmax(1).tolist() == [0, 0, 0] and adjusted.argmax(1).tolist() == [0, 0, 1]  # the closest call moves
+    # the next batch moves the prior by (1 − momentum) toward its own marginal; strength scales the adjustment
+    second = torch.tensor([[0.0, 0.02]])
+    p1 = math.exp(2) / (1 + math.exp(2))
+    mean = 0.5 * torch.tensor([mean0, 1 - mean0]) + 0.5 * torch.tensor([1 - p1, p1])
+    torch.testing.assert_close(prior.debiased(second, strength=2.0), second - 2 * torch.log(mean) / 100)
+    torch.testing.assert_close(prior.mean, mean)
