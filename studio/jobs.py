@@ -113,6 +113,7 @@ class AdaptLimits:
     min_lr: float = 1e-6
     max_lr: float = 1e-2
     max_fairness_weight: float = 16.0
+    max_label_debias: float = 4.0
     max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
 
@@ -155,6 +156,9 @@ class AdaptRequest:
     # ([CLS] alone labels itself and trains; SOAP stays at its start), "fully_supervised" (the folders' true labels:
     # what the right labels give the same parameters, not label-free); None: the method's
     mode: str | None = None
+    # how hard the labels' own running class marginal is taken out of their scores (train.py --label_debias, not the
+    # reference's; 0: its plain argmax): None keeps the data set's recipe's
+    label_debias: float | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
@@ -172,7 +176,8 @@ class AdaptRequest:
         """The data set's recipe (the default one for uploads) for a run of ``steps`` steps."""
         return Recipe.from_sources(
             Recipe.for_dataset(dataset),
-            {"gamma": self.gamma, "fairness_weight": self.fairness_weight},  # None keeps the data set's
+            # None keeps the data set's
+            {"gamma": self.gamma, "fairness_weight": self.fairness_weight, "label_debias": self.label_debias},
             mode=self.mode or "microclip",
             epochs=None,
             max_steps=self.steps,
@@ -198,23 +203,24 @@ class AdaptRequest:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is outside the allowed range {low}..{high}")
-        for name, value in (("gamma", self.gamma), ("fusion ratio", self.fusion_ratio)):
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} = {value:g} is outside the allowed range 0..1")
-        top = limits.max_fairness_weight
-        if self.fairness_weight is not None and not 0.0 <= self.fairness_weight <= top:
-            raise ValueError(f"fairness weight {self.fairness_weight:g} is outside the allowed range 0..{top:g}")
+        optional = (
+            ("gamma =", self.gamma, 1.0),
+            ("fusion ratio =", self.fusion_ratio, 1.0),
+            ("fairness weight", self.fairness_weight, limits.max_fairness_weight),
+            ("label debiasing", self.label_debias, limits.max_label_debias),
+        )
+        for name, value, top in optional:
+            if value is not None and not 0.0 <= value <= top:
+                raise ValueError(f"{name} {value:g} is outside the allowed range 0..{top:g}")
         if not limits.min_lr <= self.lr <= limits.max_lr:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"
             )
-        if self.soap_query is not None and self.soap_query not in DETERMINISTIC_QUERIES:
-            choices = ", ".join(DETERMINISTIC_QUERIES)
-            raise ValueError(f"unknown SOAP query {self.soap_query!r}; choose from {choices}")
-        if self.soap_pool is not None and self.soap_pool not in POOLS:
-            raise ValueError(f"unknown SOAP pooling {self.soap_pool!r}; choose from {', '.join(POOLS)}")
-        if self.mode is not None and self.mode not in ADAPT_MODES:
-            raise ValueError(f"unknown labels {self.mode!r}; choose from {', '.join(ADAPT_MODES)}")
+        # not the random query's: its map changes from call to call, which the run's probe maps cannot show
+        named = (("SOAP query", self.soap_query, DETERMINISTIC_QUERIES), ("SOAP pooling", self.soap_pool, POOLS))
+        for name, value, known in (*named, ("labels", self.mode, ADAPT_MODES)):
+            if value is not None and value not in known:
+                raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:

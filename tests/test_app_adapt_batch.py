@@ -449,6 +449,25 @@ def test_a_run_takes_its_labels_from_the_method_the_cls_only_baseline_or_the_tru
         AdaptRequest(mode="wca_baseline").check(AdaptLimits())
 
 
+def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
+    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing is the last
+
+    def one_step(**extra) -> tuple[dict, Any]:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
+        wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'no debiasing'}")
+        path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return read_adapted(path)
+
+    (debiased, meta), (plain, plain_meta) = one_step(debias=2.0), one_step()
+    assert (meta.training["config"]["label_debias"], plain_meta.training["config"]["label_debias"]) == (2.0, 0.0)
+    assert any(not torch.equal(debiased[k], plain[k]) for k in plain)  # other labels, another step
+    with pytest.raises(AppError, match="greater than maximum value 4"):
+        one_step(debias=5.0)
+    with pytest.raises(ValueError, match="label debiasing -1 is outside the allowed range 0..4"):
+        AdaptRequest(label_debias=-1.0).check(AdaptLimits())
+
+
 # ------------------------------------------------------------------ explore under concurrent load
 
 
