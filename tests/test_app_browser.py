@@ -402,6 +402,13 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
         box = page.get_by_label(f"number input for {setting}", exact=True)
         box.fill(value)
         box.press("Enter")
+    # where the labels come from: the method's by default; the baseline's and the truth's a click away
+    expect(page.locator("#adapt-labels input:checked")).to_have_value(re.compile(r"^DKA's pseudo-labels"))
+    for choice in ("[CLS] alone labels itself", "the folders' true labels"):
+        expect(page.locator("#adapt-labels")).to_contain_text(choice)
+    expect(page.locator("#adapt-debias")).to_contain_text("Label debiasing (λ)")
+    page.locator("#adapt-labels").scroll_into_view_if_needed()
+    shot(page, "adapt-more-settings", top=False)
     page.get_by_text("More settings", exact=True).click()
     page.get_by_role("button", name="Start", exact=True).click()
 

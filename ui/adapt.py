@@ -283,9 +283,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 list(LABELS),
                 value=next(iter(LABELS)),
                 label="Labels",
-                info="What the run trains on: the method's pseudo-labels; [CLS]'s own answers (the CLS-only "
-                "baseline, train.py --baseline: SOAP does not train); or, for data in class folders, the true "
-                "labels (train.py --fully_supervised): how far the label-free run is from the right labels "
+                info="[CLS]'s own answers: train.py --baseline (SOAP does not train). The true labels, for data in "
+                "class folders: train.py --fully_supervised, how far the label-free run is from the right labels "
                 "(docs/toyworld.md, round 45).",
                 elem_id="adapt-labels",
             )
@@ -295,11 +294,9 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 value=default.label_debias,
                 step=0.5,
                 label="Label debiasing (λ)",
-                info="Not the reference's: each label is chosen after λ × log of how often the labels have lately "
-                "named each class is taken out of its scores, so a class they never name is raised (train.py "
-                "--label_debias; 0: the reference's). On the toy world λ = 3 gives back the species the labels never "
-                "name and lifts the fused answer by about 7 points, and the CLS-only baseline's by as much "
-                "(docs/toyworld.md, round 45).",
+                info="Not the reference's (0): λ × log of how often the labels lately named each class comes off "
+                "their scores, so a class they never name rises (train.py --label_debias). On the toy world λ = 3 "
+                "lifts the method and the CLS-only baseline by about 7 points each (docs/toyworld.md, round 45).",
                 elem_id="adapt-debias",
             )
             p.gamma = gr.Slider(
