@@ -446,15 +446,19 @@ def test_a_model_not_trained_the_method_s_way_says_so_in_the_models_tab_and_in_e
     from microclip.recipe import MODE_FLAGS
     from studio.about import model_markdown
     from studio.registry import LoadedModel
-    from studio.world import world_markdown
+    from studio.world import CLS_ONLY_FLAG, world_flag_markdown, world_markdown
 
     shipped = registry.get(ADAPTED)
     assert shipped.meta.mode == "microclip"
     assert "train.py --" not in world_markdown(shipped) and "not label-free" not in model_markdown(shipped)
     older = replace(shipped.meta, training={k: v for k, v in shipped.meta.training.items() if k != "config"})
     assert older.mode == "microclip"  # a checkpoint that does not say was adapted the method's way
+    assert CLS_ONLY_FLAG not in world_flag_markdown(shipped.classes, shipped, typed=False)
     for mode, flag in MODE_FLAGS.items():
         config = {**shipped.meta.training["config"], "mode": mode}
         loaded = LoadedModel("other", shipped.model, replace(shipped.meta, training={"config": config}), "test")
         note = f"(`train.py {flag}`)"
         assert note in world_markdown(loaded) and note in model_markdown(loaded), mode
+        # above a CLS-only model's prediction: read its [CLS] row, the branch it trained
+        flagged = CLS_ONLY_FLAG in world_flag_markdown(loaded.classes, loaded, typed=False)
+        assert flagged == (mode in ("baseline", "wca_baseline")), mode
