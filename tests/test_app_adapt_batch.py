@@ -406,7 +406,7 @@ def test_a_run_takes_soap_s_query_and_pooling_and_the_checkpoint_answers_with_th
 
 def test_a_run_takes_its_labels_from_the_method_the_cls_only_baseline_or_the_truth(app, files, tmp_path):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
-    settings["pool"] = AS_CHOSEN  # every method setting is positional: the labels are the last
+    settings["pool"] = AS_CHOSEN  # every method setting is positional: the labels come after the pooling
 
     def one_step(labels: str, source: str = "upload a zip", **data) -> tuple[Status, Any, Any, list[dict]]:
         job_id = adapt_start(app.client, source, **{"archive": files["good.zip"], **data}, **settings, labels=labels)
