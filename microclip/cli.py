@@ -21,7 +21,6 @@ import torch
 from microclip.adapt import Adaptation, AdaptResult, prepare
 from microclip.checkpoint import EPOCHS_FOLDER, check_compatible, epoch_file, read_reference_resume, save_adapted
 from microclip.cliargs import add_classname, new_parser, positive_int, same_named, unit_fraction
-from microclip.constants import CLS_ONLY_MODES
 from microclip.data.catalog import get_benchmark
 from microclip.data.check import check_benchmark
 from microclip.data.datasets import DatasetNotFoundError, ImageDataset, build_dataset
@@ -46,7 +45,7 @@ from microclip.errors import USER_ERRORS
 from microclip.files import atomic_write_json, atomic_write_text, parse_json
 from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig, MicroCLIP
-from microclip.recipe import MODE_FLAGS, Recipe, check_train_config
+from microclip.recipe import MODE_FLAGS, Recipe, check_train_config, reported_branch
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
 from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS, POOL_FLAGS, QUERY_FLAGS
 from microclip.spread import Spread
@@ -1059,8 +1058,7 @@ def _evaluate_one(args: argparse.Namespace, ckpt: Path, device: torch.device, ou
             print(f"    {name:40s} {_fmt(value)}{ahead}{mistaken}")
         print(f"  mean per-class accuracy {_fmt(result.mean_per_class())}")
     meta = getattr(model, "meta", None)
-    mode = None if meta is None else meta.mode
-    reported = "cls" if mode in CLS_ONLY_MODES else "fused"  # as the run that made it reported
+    reported = reported_branch(None if meta is None else meta.mode)  # as the run that made it reported
     metrics = {
         "mode": "ours_eval",
         "dataset": args.dataset,

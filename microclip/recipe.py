@@ -23,6 +23,13 @@ from microclip.files import parse_json
 from microclip.resources import config_file
 
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
+
+
+def reported_branch(mode: str | None) -> str:
+    """The branch a run of ``mode`` trains and reports: "cls" for the CLS-only baselines, else "fused"."""
+    return "cls" if mode in CLS_ONLY_MODES else "fused"
+
+
 # train.py's switch for each mode other than the method's own (the reference's flags; they exclude each other)
 MODE_FLAGS = {"baseline": "--baseline", "wca_baseline": "--wca_baseline", "fully_supervised": "--fully_supervised"}
 AmpMode = Literal["none", "bf16", "fp16"]
@@ -107,7 +114,7 @@ class Recipe:
     @property
     def reported_branch(self) -> str:
         """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
-        return "cls" if self.mode in CLS_ONLY_MODES else "fused"
+        return reported_branch(self.mode)
 
     @property
     def test_batch_size(self) -> int:

@@ -32,7 +32,6 @@ import torch
 
 from microclip.adapt import Adaptation, prepare
 from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
-from microclip.constants import CLS_ONLY_MODES
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
 from microclip.data.transforms import test_transform
@@ -43,7 +42,7 @@ from microclip.explain import Explanation, explain_batch
 from microclip.files import shareable_tempdir
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
-from microclip.recipe import Recipe
+from microclip.recipe import Recipe, reported_branch
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
 from studio.about import MODE_NOTES
 from studio.epochs import labels_fact
@@ -849,7 +848,7 @@ def probes_html(snapshot: JobSnapshot | None) -> str:
         ("before", snapshot.probes_before.explanations),
         (f"step {probes_step(latest)}", latest.explanations if latest else None),
     ]
-    branch = "cls" if snapshot.mode in CLS_ONLY_MODES else "fused"  # the answer the run trains and reports
+    branch = reported_branch(snapshot.mode)  # the answer the run trains and reports
     return runs_probes_html(snapshot.probe_images, snapshot.probe_labels, moments, pending, branch)
 
 

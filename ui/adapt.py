@@ -229,7 +229,7 @@ def _watch_column(p: _Panel) -> None:
 
 
 def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: str) -> gr.Radio:
-    """One of the method's settings: its choices' labels, the first ("as the chosen model") selected."""
+    """One of the method's settings: its choices' labels, the first (the chosen model's, or the method's) selected."""
     return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
 
 
@@ -279,14 +279,13 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 "train (docs/toyworld.md, round 44).",
                 "adapt-pool",
             )
-            p.labels = gr.Radio(
-                list(LABELS),
-                value=next(iter(LABELS)),
-                label="Labels",
-                info="[CLS]'s own answers: train.py --baseline (SOAP does not train). The true labels, for data in "
-                "class folders: train.py --fully_supervised, how far the label-free run is from the right labels "
+            p.labels = _as_chosen_radio(
+                LABELS,
+                "Labels",
+                "[CLS]'s own answers: train.py --baseline (SOAP does not train). The true labels, for data in class "
+                "folders: train.py --fully_supervised, how far the label-free run is from the right labels "
                 "(docs/toyworld.md, round 45).",
-                elem_id="adapt-labels",
+                "adapt-labels",
             )
             p.debias = gr.Slider(
                 0.0,

@@ -35,6 +35,7 @@ POOL_INTRO = (
 Views = Callable[[MicroCLIP, Image.Image, float | None, PatchTruth | None], list[SoapView]]
 
 
+@user_errors
 def _ask(
     views: Views,
     vary: str,
@@ -42,8 +43,10 @@ def _ask(
     image: str | None,
     model_name: str | None,
     class_names: str | None,
-    ratio: float | None,
+    ratio: float | None = None,
 ) -> str:
+    """The picture explained with each of ``views``' SOAPs, as one HTML block of three panels (cached)."""
+
     def compute() -> str:
         picture = open_image(image)
         loaded = registry.get(model_name or None)
@@ -62,29 +65,9 @@ def _ask(
     return cached((*key, None if ratio is None else float(ratio)), compute)
 
 
-@user_errors
-def ask_queries(
-    registry: ModelRegistry,
-    image: str | None,
-    model_name: str | None,
-    class_names: str | None,
-    ratio: float | None = None,
-) -> str:
-    """The picture explained with each of SOAP's deterministic queries (``explore_queries``)."""
-    return _ask(query_views, "query", registry, image, model_name, class_names, ratio)
-
-
-@user_errors
-def ask_pools(
-    registry: ModelRegistry,
-    image: str | None,
-    model_name: str | None,
-    class_names: str | None,
-    ratio: float | None = None,
-) -> str:
-    """The picture explained with `[FG]` pooled each way: SOAP's attention and the two plain means
-    (``explore_pools``)."""
-    return _ask(pool_views, "pool", registry, image, model_name, class_names, ratio)
+# the explore_queries and explore_pools endpoints: SOAP's deterministic queries; [FG]'s attention and two plain means
+ask_queries = partial(_ask, query_views, "query")
+ask_pools = partial(_ask, pool_views, "pool")
 
 
 def build_queries_view(
@@ -93,13 +76,29 @@ def build_queries_view(
     """Two accordions, SOAP's query and its pooling: a note, one button, three panels each."""
     inputs = [image, model, classes, ratio]
     views = (
-        ("queries", "What if SOAP asked another question? (no training)", QUERY_INTRO, "Ask all three queries"),
-        ("pools", "What if SOAP pooled another way? (no training)", POOL_INTRO, "Pool all three ways"),
+        (
+            "queries",
+            "SOAP's queries",
+            "What if SOAP asked another question? (no training)",
+            QUERY_INTRO,
+            "Ask all three queries",
+            ask_queries,
+        ),
+        (
+            "pools",
+            "[FG]'s poolings",
+            "What if SOAP pooled another way? (no training)",
+            POOL_INTRO,
+            "Pool all three ways",
+            ask_pools,
+        ),
     )
-    for name, title, intro, label in views:
+    for name, what, title, intro, label, ask in views:
         with gr.Accordion(title, open=False, elem_id=f"explore-{name}"):
             gr.Markdown(intro)
             button = gr.Button(label, elem_id=f"explore_{name}-button")
             result = gr.HTML("", css_template=STUDIO_CSS, elem_id=f"explore_{name}-result")
-        ask = ask_queries if name == "queries" else ask_pools
-        button.click(partial(ask, registry), inputs, result, api_name=f"explore_{name}", **INFERENCE)
+        described = f"The picture explained with each of {what}: three panels, nothing retrained."
+        button.click(
+            partial(ask, registry), inputs, result, api_name=f"explore_{name}", api_description=described, **INFERENCE
+        )
