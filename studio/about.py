@@ -80,9 +80,24 @@ MODE_NOTES = {
 }
 
 
+def debias_note(strength: float) -> str:
+    """The sentence for a model whose labels were debiased (train.py --label_debias; "" at 0, the reference's)."""
+    if not strength:
+        return ""
+    return (
+        f"**Not the reference's labels** (`train.py --label_debias {strength:g}`): each step's labels are the "
+        f"scores minus {strength:g} × the log of how often the labels lately named each class (logit adjustment, "
+        "DebiasPL), so a class the reference's labels never name is raised (docs/toyworld.md, rounds 45–46)."
+    )
+
+
 def mode_note(meta: CheckpointMeta | None) -> str:
-    """The sentence for a model not trained the method's way ("" for the method's, or a base model)."""
-    return "" if meta is None else MODE_NOTES.get(meta.mode, "")
+    """The sentences for a model not trained the method's way: its labels' mode, and their debiasing if any ("" for
+    the method's, or a base model)."""
+    if meta is None:
+        return ""
+    strength = float(meta.training.get("config", {}).get("label_debias") or 0.0)
+    return " ".join(note for note in (MODE_NOTES.get(meta.mode, ""), debias_note(strength)) if note)
 
 
 def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:

@@ -44,7 +44,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe, reported_branch
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
-from studio.about import MODE_NOTES
+from studio.about import MODE_NOTES, debias_note
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
@@ -272,6 +272,7 @@ class JobSnapshot:
     n_images: int = 0
     labelled: bool = False
     mode: str = "microclip"  # where the run's labels come from (AdaptRequest.mode)
+    label_debias: float = 0.0  # how hard their own running class marginal comes off them (0: the reference's)
     probe_images: list[np.ndarray] = field(default_factory=list)  # (S, S, 3) uint8: each probe's input crop
     probe_labels: list[str] = field(default_factory=list)
     probes_before: Probes | None = None
@@ -524,12 +525,14 @@ class AdaptationRunner:
         """Prepare, train and explain; returns the job's final fields."""
         request = job.request
         dataset, data_name, skipped = self._prepare_data(job, tmp)
+        recipe = request.recipe(data_name, len(dataset))
         self._update(
             job,
             classes=list(dataset.classes),
             n_images=len(dataset),
             labelled=dataset.has_labels,
             mode=request.mode or "microclip",
+            label_debias=recipe.label_debias,
             skipped=list(skipped),
             message=f"{len(dataset)} images, {len(dataset.classes)} classes; building the model",
         )
@@ -539,7 +542,7 @@ class AdaptationRunner:
         self._update(job, message=f"building the model from {spec.describe()}")
         run = prepare(
             dataset,
-            request.recipe(data_name, len(dataset)),
+            recipe,
             (spec.clip_model, spec.pretrained or None),
             loaded.templates,
             self._descriptions(request, list(dataset.classes), loaded.descriptions),
@@ -815,6 +818,8 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
         )
     if snapshot.mode in MODE_NOTES:
         text += "  \n" + MODE_NOTES[snapshot.mode]
+    if snapshot.label_debias:
+        text += "  \n" + debias_note(snapshot.label_debias)
     if snapshot.labels is not None and snapshot.mode != "fully_supervised":  # the truth's counts teach nothing
         text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
         if snapshot.labels_right is not None:

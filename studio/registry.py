@@ -35,6 +35,11 @@ TOY_ADAPTED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 # already took away (docs/toyworld.md, rounds 23 and 25)
 TOY_CENTRED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip-centred.safetensors"
 TOY_CENTRED_NAME = "toybirds · microCLIP, values centred (not the reference's)"
+# the same base and recipe with the labels' own running class marginal taken out of them (train.py --label_debias 3,
+# not the reference's): beside the reference's model, whose labels never name brennic finch, it shows what labels
+# that do not starve a class change (docs/toyworld.md, rounds 45-46)
+TOY_DEBIASED = PROJECT_ROOT / "checkpoints" / "toybirds-microclip-debiased.safetensors"
+TOY_DEBIASED_NAME = "toybirds · microCLIP, labels debiased (not the reference's)"
 TOY_BASE = PROJECT_ROOT / "checkpoints" / "toybirds-base"
 TOY_ASSETS = PROJECT_ROOT / "assets" / "toybirds"
 GENERIC_CLASSES = ("bird", "cat", "dog", "car", "flower", "airplane")
@@ -368,6 +373,8 @@ def default_registry(
         registry.add_checkpoint(TOY_ADAPTED, "toybirds · microCLIP adapted", default=True)
     if TOY_CENTRED.is_file():
         registry.add_checkpoint(TOY_CENTRED, TOY_CENTRED_NAME)
+    if TOY_DEBIASED.is_file():
+        registry.add_checkpoint(TOY_DEBIASED, TOY_DEBIASED_NAME)
     if (TOY_BASE / "open_clip_config.json").is_file() and (TOY_ASSETS / "classes.json").is_file():
         classes, templates, descriptions = read_assets(TOY_ASSETS)
         registry.add_base(

@@ -453,14 +453,17 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
     settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing is the last
 
-    def one_step(**extra) -> tuple[dict, Any]:
+    def one_step(**extra) -> tuple[dict, Any, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
-        wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'no debiasing'}")
+        status = wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'no debiasing'}")
         path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
-        return read_adapted(path)
+        return *read_adapted(path), status.text
 
-    (debiased, meta), (plain, plain_meta) = one_step(debias=2.0), one_step()
+    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0), one_step()
     assert (meta.training["config"]["label_debias"], plain_meta.training["config"]["label_debias"]) == (2.0, 0.0)
+    # the status says how the run's labels were made, as the saved model's card will
+    assert "**Not the reference's labels** (`train.py --label_debias 2`)" in said, said
+    assert "Not the reference's labels" not in plain_said, plain_said
     assert any(not torch.equal(debiased[k], plain[k]) for k in plain)  # other labels, another step
     with pytest.raises(AppError, match="greater than maximum value 4"):
         one_step(debias=5.0)

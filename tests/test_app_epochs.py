@@ -414,6 +414,40 @@ def test_the_centred_model_steps_through_its_own_run_with_its_centre(registry):
     assert all(c.logged["shift_fg"] < r.logged["shift_fg"] for c, r in zip(views[1:], reference[1:], strict=True))
 
 
+def test_the_debiased_model_steps_through_its_own_run_and_names_the_class_the_reference_s_labels_starve(registry):
+    from studio.registry import TOY_DEBIASED, TOY_DEBIASED_NAME
+
+    views = registry.timeline(TOY_DEBIASED_NAME).explain(Image.open(TOY_EXAMPLE))
+    files = epochs_beside(TOY_DEBIASED)
+    run_epochs = read_adapted(TOY_DEBIASED)[1].training["config"]["epochs"]
+    assert [v.epoch for v in views] == [epoch for epoch, _ in files] == list(range(run_epochs + 1))
+    alone = explain_image(registry.get(TOY_DEBIASED_NAME).model, Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[-1].explanation.logits_fused, alone.logits_fused, atol=1e-4)
+    # the same base, recipe and seed as the reference's bundled run: the same start
+    reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
+    # the class the reference's labels name least in an epoch gets more labels from the debiased ones in that epoch
+    for (epoch, ours), (_, theirs) in zip(files[1:], epochs_beside(TOY_ADAPTED)[1:], strict=True):
+        debiased, plain = (read_adapted(path)[1].metrics["per_class"]["labels"] for path in (ours, theirs))
+        starved = min(plain, key=plain.get)
+        assert debiased[starved] > plain[starved], (epoch, starved)
+
+
+def test_the_models_tab_and_explore_say_which_bundled_model_s_labels_are_not_the_reference_s(registry):
+    from studio.about import model_markdown
+    from studio.registry import TOY_CENTRED_NAME, TOY_DEBIASED_NAME
+    from studio.world import world_markdown
+
+    debiased = registry.get(TOY_DEBIASED_NAME)
+    strength = debiased.meta.training["config"]["label_debias"]
+    said = f"**Not the reference's labels** (`train.py --label_debias {strength:g}`)"
+    assert said in model_markdown(debiased) and said in world_markdown(debiased)
+    for name in (ADAPTED, TOY_CENTRED_NAME):
+        assert "Not the reference's labels" not in model_markdown(registry.get(name)) + world_markdown(
+            registry.get(name)
+        )
+
+
 def test_the_models_tab_says_which_bundled_model_is_not_the_reference_s_soap(registry):
     from studio.about import model_markdown
     from studio.registry import TOY_CENTRED_NAME

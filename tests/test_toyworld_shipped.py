@@ -95,7 +95,7 @@ def test_shipped_files_are_small():
     adapted = sum(
         (ROOT / "checkpoints" / f"{name}.safetensors").stat().st_size
         + sum(p.stat().st_size for p in (ROOT / "checkpoints" / f"{name}-epochs").glob("*"))
-        for name in ("toybirds-microclip", "toybirds-microclip-centred")
+        for name in ("toybirds-microclip", "toybirds-microclip-centred", "toybirds-microclip-debiased")
     )
     assert base + adapted <= 30 * 2**20
 
@@ -113,6 +113,42 @@ def test_the_centred_model_is_the_shipped_base_adapted_with_centred_values_and_r
     evaluated = subprocess.run(
         [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
          str(centred), "--output_dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    measured = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("acc_fused", "acc_cls", "acc_fg", "acc_fg_unshifted", "acc_fused_unshifted"):
+        assert measured[key] == pytest.approx(meta.metrics[key], abs=0.3), key
+
+
+def test_the_debiased_model_is_the_shipped_base_adapted_with_debiased_labels_and_reproduces_its_run(
+    data_root, tmp_path
+):
+    from microclip.checkpoint import read_adapted
+
+    debiased = ROOT / "checkpoints" / "toybirds-microclip-debiased.safetensors"
+    _, meta = read_adapted(debiased)
+    _, reference = read_adapted(ROOT / "checkpoints" / "toybirds-microclip.safetensors")
+    # the reference's method, base, seed and recipe; only the labels' debiasing differs
+    assert meta.method == reference.method and meta.base == reference.base and meta.mode == reference.mode
+    config = meta.training["config"]
+    unset = {k: v for k, v in config.items() if k != "label_debias"}  # the reference's run predates the setting
+    assert config["label_debias"] > 0 and not reference.training["config"].get("label_debias")
+    assert unset == {k: v for k, v in reference.training["config"].items() if k != "label_debias"}
+    assert meta.training["seed"] == reference.training["seed"]
+    # its record: the model's own numbers, and its CLS-only baseline run with the same labels' debiasing
+    record = json.loads((ROOT / "checkpoints" / "toybirds-microclip-debiased.json").read_text())
+    assert {k: record["metrics"][k] for k in meta.metrics} == meta.metrics
+    baseline = record["baseline"]
+    assert baseline["metrics"]["mode"] == "baseline" and baseline["config"] == {**config, "mode": "baseline"}
+    assert f"--label_debias {config['label_debias']:g}" in baseline["command"] and "--baseline" in baseline["command"]
+    evaluated = subprocess.run(
+        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
+         str(debiased), "--output_dir", str(tmp_path)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
