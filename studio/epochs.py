@@ -198,18 +198,18 @@ def _erase_lines(
         )
     header = ["epoch", *(part.replace("_", " ") for part in drops), "mean"] + ([ALL_PARTS] if every else [])
     source = ERASE_SOURCE + (ALL_PARTS_SOURCE if every else "")
-    lines = ["", f"**Erasing each part** ({source})", "", _row(header), _rule(header)]
+    lines = ["", f"**Erasing each part** ({source})", "", markdown_row(header), markdown_rule(header)]
     for i, view in enumerate(views):
         cells = [_pair(*drops[p][i]) for p in drops] + [_pair(*means[i])] + ([_pair(*every[i])] if every else [])
-        lines.append(_row([epoch_name(view.epoch), *cells]))
+        lines.append(markdown_row([epoch_name(view.epoch), *cells]))
     return fact, lines
 
 
-def _row(cells: Sequence[str]) -> str:
+def markdown_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _rule(cells: Sequence[str]) -> str:
+def markdown_rule(cells: Sequence[str]) -> str:
     return "|" + "|".join("---" for _ in cells) + "|"
 
 
@@ -271,25 +271,33 @@ def timeline_markdown(
         "",
         "**Each branch's answer** (and the run's test accuracy then, fused / `[CLS]` / `[FG]`, in %)",
         "",
-        _row(answers),
-        _rule(answers),
+        markdown_row(answers),
+        markdown_rule(answers),
     ]
     for view in views:
         e = view.explanation
-        lines.append(_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)]))
+        lines.append(
+            markdown_row([epoch_name(view.epoch), *(_answer(e, b, true_class) for b in BRANCHES), _logged(view)])
+        )
     if shifted:
         header = ["epoch", "shift", "`[FG]`", "`[FG]` without it", "run's `[FG]` accuracy"]
-        lines += ["", f"**`[FG]` and its shared shift** ({SHIFT_SOURCE})", "", _row(header), _rule(header)]
-        lines += [_row(_shift_row(v, true_class)) for v in views]
+        lines += [
+            "",
+            f"**`[FG]` and its shared shift** ({SHIFT_SOURCE})",
+            "",
+            markdown_row(header),
+            markdown_rule(header),
+        ]
+        lines += [markdown_row(_shift_row(v, true_class)) for v in views]
     if signed:
         header = ["epoch", "`[CLS]` alone = fused", "`[FG]` alone = fused", "shared by every image: `[CLS]` / `[FG]`"]
-        lines += ["", f"**Without labels** ({SIGNS_SOURCE})", "", _row(header), _rule(header)]
-        lines += [_row([epoch_name(v.epoch), *_signs(v.logged)]) for v in signed]
+        lines += ["", f"**Without labels** ({SIGNS_SOURCE})", "", markdown_row(header), markdown_rule(header)]
+        lines += [markdown_row([epoch_name(v.epoch), *_signs(v.logged)]) for v in signed]
     header = ["epoch", "SOAP's top patch", *(["weight on the parts"] if truth is not None else []), "null token"]
-    lines += ["", "**SOAP's map**", "", _row(header), _rule(header)]
+    lines += ["", "**SOAP's map**", "", markdown_row(header), markdown_rule(header)]
     for view, at in zip(views, soap):
         parts = [f"{at.on_parts:.1%}"] if at.on_parts is not None else []
-        lines.append(_row([epoch_name(view.epoch), at.top, *parts, f"{view.explanation.null_weight:.1e}"]))
+        lines.append(markdown_row([epoch_name(view.epoch), at.top, *parts, f"{view.explanation.null_weight:.1e}"]))
     return "\n".join(lines + erase_table)
 
 
@@ -312,7 +320,7 @@ MAX_SPECIES_ROWS = 20  # more classes than this: the rows self-training treated 
 SCARCE = 0.1  # a class the labels gave under this share of an even split of the epoch's images
 
 
-def _series(values: Sequence[float | None], form: str) -> str:
+def dotted_series(values: Sequence[float | None], form: str) -> str:
     return " · ".join("–" if v is None else format(v, form) for v in values)
 
 
@@ -470,20 +478,20 @@ def _species_table(
         header.append(f"labels right, {epoch_name(given[0])}")
     if mistakes:
         header.append(f"most often mistaken for, {epoch_name(acc_epochs[-1])}")
-    lines = [_row(header), _rule(header)]
+    lines = [markdown_row(header), markdown_rule(header)]
     for c in shown:
         cells = [c]
         if label_epochs:
-            cells.append(_series([labels[e][c] for e in label_epochs], "d"))
+            cells.append(dotted_series([labels[e][c] for e in label_epochs], "d"))
         if acc_epochs:
-            cells.append(_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
+            cells.append(dotted_series([accuracy[e].get(c) for e in acc_epochs], ".0f"))
         if ends is not None:
             cells.append(f"{_signed(lead[ends[0]].get(c))} → {_signed(lead[ends[1]].get(c))}")
         if given is not None:
             cells.append(_labels_right_cell(c, *given[1:]))
         if mistakes:
             cells.append(_mistaken_for(mistakes, c))
-        lines.append(_row(cells))
+        lines.append(markdown_row(cells))
     return lines
 
 

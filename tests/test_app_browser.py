@@ -23,7 +23,7 @@ from PIL import Image
 from microclip.checkpoint import epochs_beside, read_adapted
 from microclip.toyworld.text import description_ties
 from studio.jobs import AdaptationRunner
-from studio.registry import TOY_ADAPTED, default_registry
+from studio.registry import TOY_ADAPTED, TOY_DEBIASED_NAME, default_registry
 from ui.app import build_demo
 
 pytestmark = pytest.mark.browser
@@ -382,6 +382,20 @@ def test_compare_two_models(page):
         page.wait_for_selector(f"#{side} .mc-stage img")
     expect(page.locator("#compare-diff")).to_contain_text("|Δ|")
     shot(page, "tab-3-compare")
+
+    if BUNDLED:  # the reference's toy run beside the one with debiased labels, class by class
+        page.locator("#compare-model-b input").click()
+        page.get_by_role("option", name=TOY_DEBIASED_NAME, exact=True).click()
+        page.get_by_text("Two runs, class by class", exact=True).click()  # open the accordion
+        page.get_by_role("button", name="Compare the two runs", exact=True).click()
+        runs = page.locator("#compare-runs")
+        expect(runs).to_contain_text("Starved by one run's labels and not the other's: brennic finch")
+        table = runs.locator("table")
+        expect(table).to_contain_text("B − A")
+        assert table.locator("tr").count() == 17  # the header and the 16 species
+        runs.scroll_into_view_if_needed()
+        shot(page, "compare-runs", top=False)
+        assert runs.evaluate(WORDS_SPLIT_JS) == []  # no number or word broken over two lines
 
 
 def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dataset_root):

@@ -396,6 +396,20 @@ def test_a_model_without_saved_epochs_says_how_to_keep_them(client):
     assert gallery == [] and "--keep_epochs" in table
 
 
+def test_compare_puts_two_runs_side_by_side_class_by_class(client, registry):
+    from gradio_client.exceptions import AppError
+
+    from studio.compare import RunClasses, runs_markdown
+    from studio.registry import TOY_DEBIASED_NAME
+
+    shown = client.predict(ADAPTED, TOY_DEBIASED_NAME, api_name="/compare_runs")
+    runs = (RunClasses.of(name, registry.timeline(name)) for name in (ADAPTED, TOY_DEBIASED_NAME))
+    assert shown == runs_markdown(*runs) and "| brennic finch |" in shown
+    assert "has no saved epochs" in client.predict(ADAPTED, BASE, api_name="/compare_runs")
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(ADAPTED, "no such model", api_name="/compare_runs")
+
+
 def test_the_centred_model_steps_through_its_own_run_with_its_centre(registry):
     from studio.registry import TOY_CENTRED, TOY_CENTRED_NAME
 

@@ -1,7 +1,7 @@
 """The Compare tab: one image under two models (e.g. adapted vs zero-shot), side by side.
 
 Shows each model's top-k and maps, where their SOAP weights differ (A − B, per patch), and how the
-rank of one class moves between them.
+rank of one class moves between them; and, from the epochs two runs saved, each class through both runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import gradio as gr
 
 from microclip.explain import explain_image
 from microclip.prepare import parse_class_names
-from studio.compare import rank_markdown
+from studio.compare import RunClasses, rank_markdown, runs_markdown
+from studio.epochs import NO_EPOCHS
 from studio.examples import example_images
 from studio.explore import PHOTO_SIZE
 from studio.inflight import counts_as_inference
@@ -33,6 +34,14 @@ DIFFERENCE_NOTE = (
     "It shows where adaptation moved the `[FG]` token's attention. Its colour scale is printed under it "
     "with the largest |Δ|: on *auto* the largest change is always full red or blue, however small; "
     "set a fixed scale to compare images fairly."
+)
+
+
+RUNS_NOTE = (
+    "Models A and B as their adaptation runs went, from the epochs each saved (`train.py --keep_epochs`; the "
+    "bundled toy models ship theirs): the labels each run's self-training gave every class, how many were right, "
+    "and each class's test accuracy from the start to the end. Pick, say, the reference's toy model and the one "
+    "with debiased labels: which classes does each run's labelling starve, and what does that cost them?"
 )
 
 
@@ -82,6 +91,19 @@ def compare(
     ]
 
 
+@user_errors
+def compare_runs(registry: ModelRegistry, model_a: str, model_b: str) -> str:
+    """The two models' adaptation runs class by class, from their saved epochs (the ``compare_runs`` endpoint); no
+    image is needed and nothing is run through a model."""
+    runs = []
+    for name in (model_a, model_b):
+        timeline = registry.timeline(name)
+        if timeline is None:  # said in the output, as Explore's epoch view says it: not an error of the request
+            return NO_EPOCHS.format(name=name)
+        runs.append(RunClasses.of(name, timeline))
+    return runs_markdown(*runs)
+
+
 @dataclass
 class CompareHandles:
     """Components other tabs update (the model lists)."""
@@ -99,7 +121,7 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
             image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230)
             run = gr.Button("Compare", variant="primary")
             model_a = gr.Dropdown(names, value=registry.default_name, label="Model A (e.g. adapted)")
-            model_b = gr.Dropdown(names, value=default_b, label="Model B (e.g. zero-shot)")
+            model_b = gr.Dropdown(names, value=default_b, label="Model B (e.g. zero-shot)", elem_id="compare-model-b")
             examples = example_images()
             if examples:
                 gallery = examples_gallery(examples, "compare-examples")
@@ -126,11 +148,16 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
                 maps_b = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-b")
             diff = gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=None, elem_id="compare-diff")
             gr.Markdown(DIFFERENCE_NOTE)
+    with gr.Accordion("Two runs, class by class", open=False):  # the page's full width: a table of 16+ rows
+        gr.Markdown(RUNS_NOTE)
+        run_classes = gr.Button("Compare the two runs")
+        classes_out = gr.Markdown("", elem_id="compare-runs")
 
     inputs = [image, model_a, model_b, classes, track, opacity, cmap, fixed]
     outputs = [label_a, label_b, maps_a, maps_b, diff, rank]
     event = dict(fn=partial(compare, registry), inputs=inputs, outputs=outputs, validator=check_compare, **INFERENCE)
     run.click(**event, api_name="compare")
+    run_classes.click(partial(compare_runs, registry), [model_a, model_b], classes_out, api_name="compare_runs")
     if examples:  # an example runs at once, as in the Walkthrough and Explore
         on_example(gallery, examples, image, **event)
     return CompareHandles(model_a=model_a, model_b=model_b)
