@@ -410,36 +410,37 @@ def test_compare_puts_two_runs_side_by_side_class_by_class(client, registry):
         client.predict(ADAPTED, "no such model", api_name="/compare_runs")
 
 
+def steps_from_the_reference_s_start_to_its_own_end(registry, name: str, checkpoint: Path) -> tuple:
+    """A bundled model beside the reference's: its timeline has every epoch of its run, ends at the model itself
+    and starts where the reference's run starts (the same base, recipe and seed). Returns its views, its epoch files
+    and the reference's views."""
+    views = registry.timeline(name).explain(Image.open(TOY_EXAMPLE))
+    files = epochs_beside(checkpoint)
+    run_epochs = read_adapted(checkpoint)[1].training["config"]["epochs"]
+    assert [v.epoch for v in views] == [epoch for epoch, _ in files] == list(range(run_epochs + 1))
+    alone = explain_image(registry.get(name).model, Image.open(TOY_EXAMPLE))
+    for branch in ("logits_fused", "logits_fg"):
+        np.testing.assert_allclose(getattr(views[-1].explanation, branch), getattr(alone, branch), atol=1e-4)
+    reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
+    np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
+    return views, files, reference
+
+
 def test_the_centred_model_steps_through_its_own_run_with_its_centre(registry):
     from studio.registry import TOY_CENTRED, TOY_CENTRED_NAME
 
-    views = registry.timeline(TOY_CENTRED_NAME).explain(Image.open(TOY_EXAMPLE))
-    files = epochs_beside(TOY_CENTRED)
-    run_epochs = read_adapted(TOY_CENTRED)[1].training["config"]["epochs"]
-    assert [v.epoch for v in views] == [epoch for epoch, _ in files] == list(range(run_epochs + 1))
-    alone = explain_image(registry.get(TOY_CENTRED_NAME).model, Image.open(TOY_EXAMPLE))
-    np.testing.assert_allclose(views[-1].explanation.logits_fg, alone.logits_fg, atol=1e-4)
+    views, files, reference = steps_from_the_reference_s_start_to_its_own_end(registry, TOY_CENTRED_NAME, TOY_CENTRED)
     # every saved epoch carries the run's one centre, fixed before training
     centres = [load_file(path)["soap.value_centre"] for _, path in files]
     assert all(torch.equal(c, centres[0]) for c in centres) and centres[0].norm() > 0
-    # the same base and recipe as the reference's bundled run: the same start, a shorter shift at every epoch
-    reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
-    np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
+    # a shorter shift than the reference's at every epoch
     assert all(c.logged["shift_fg"] < r.logged["shift_fg"] for c, r in zip(views[1:], reference[1:], strict=True))
 
 
 def test_the_debiased_model_steps_through_its_own_run_and_names_the_class_the_reference_s_labels_starve(registry):
     from studio.registry import TOY_DEBIASED, TOY_DEBIASED_NAME
 
-    views = registry.timeline(TOY_DEBIASED_NAME).explain(Image.open(TOY_EXAMPLE))
-    files = epochs_beside(TOY_DEBIASED)
-    run_epochs = read_adapted(TOY_DEBIASED)[1].training["config"]["epochs"]
-    assert [v.epoch for v in views] == [epoch for epoch, _ in files] == list(range(run_epochs + 1))
-    alone = explain_image(registry.get(TOY_DEBIASED_NAME).model, Image.open(TOY_EXAMPLE))
-    np.testing.assert_allclose(views[-1].explanation.logits_fused, alone.logits_fused, atol=1e-4)
-    # the same base, recipe and seed as the reference's bundled run: the same start
-    reference = registry.timeline(ADAPTED).explain(Image.open(TOY_EXAMPLE))
-    np.testing.assert_allclose(views[0].explanation.logits_fused, reference[0].explanation.logits_fused, atol=1e-4)
+    _, files, _ = steps_from_the_reference_s_start_to_its_own_end(registry, TOY_DEBIASED_NAME, TOY_DEBIASED)
     # the class the reference's labels name least in an epoch gets more labels from the debiased ones in that epoch
     for (epoch, ours), (_, theirs) in zip(files[1:], epochs_beside(TOY_ADAPTED)[1:], strict=True):
         debiased, plain = (read_adapted(path)[1].metrics["per_class"]["labels"] for path in (ours, theirs))

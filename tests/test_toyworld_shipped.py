@@ -100,6 +100,23 @@ def test_shipped_files_are_small():
     assert base + adapted <= 30 * 2**20
 
 
+def assert_evaluate_py_reproduces(checkpoint: Path, recorded: dict, data_root: str, tmp_path: Path) -> None:
+    """``evaluate.py`` on the toy test split gives every branch the checkpoint recorded, to 0.3 points."""
+    evaluated = subprocess.run(
+        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
+         str(checkpoint), "--output_dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    measured = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("acc_fused", "acc_cls", "acc_fg", "acc_fg_unshifted", "acc_fused_unshifted"):
+        assert measured[key] == pytest.approx(recorded[key], abs=0.3), key
+
+
 def test_the_centred_model_is_the_shipped_base_adapted_with_centred_values_and_reproduces_its_run(data_root, tmp_path):
     from microclip.checkpoint import read_adapted
 
@@ -110,19 +127,7 @@ def test_the_centred_model_is_the_shipped_base_adapted_with_centred_values_and_r
     assert (
         meta.training["config"] == reference.training["config"] and meta.training["seed"] == reference.training["seed"]
     )
-    evaluated = subprocess.run(
-        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
-         str(centred), "--output_dir", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    measured = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("acc_fused", "acc_cls", "acc_fg", "acc_fg_unshifted", "acc_fused_unshifted"):
-        assert measured[key] == pytest.approx(meta.metrics[key], abs=0.3), key
+    assert_evaluate_py_reproduces(centred, meta.metrics, data_root, tmp_path)
 
 
 def test_the_debiased_model_is_the_shipped_base_adapted_with_debiased_labels_and_reproduces_its_run(
@@ -146,19 +151,7 @@ def test_the_debiased_model_is_the_shipped_base_adapted_with_debiased_labels_and
     baseline = record["baseline"]
     assert baseline["metrics"]["mode"] == "baseline" and baseline["config"] == {**config, "mode": "baseline"}
     assert f"--label_debias {config['label_debias']:g}" in baseline["command"] and "--baseline" in baseline["command"]
-    evaluated = subprocess.run(
-        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
-         str(debiased), "--output_dir", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    measured = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("acc_fused", "acc_cls", "acc_fg", "acc_fg_unshifted", "acc_fused_unshifted"):
-        assert measured[key] == pytest.approx(meta.metrics[key], abs=0.3), key
+    assert_evaluate_py_reproduces(debiased, meta.metrics, data_root, tmp_path)
 
 
 def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):
