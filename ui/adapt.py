@@ -294,8 +294,9 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
                 step=0.5,
                 label="Label debiasing (λ)",
                 info="Not the reference's (0): λ × log of how often the labels lately named each class comes off "
-                "their scores, so a class they never name rises (train.py --label_debias). On the toy world λ = 3 "
-                "lifts the method and the CLS-only baseline by about 7 points each (docs/toyworld.md, round 45).",
+                "their scores, so a class they never name rises (train.py --label_debias). On the toy world λ = 3 (the "
+                "bundled 'labels debiased' model) lifts the method and the CLS-only baseline by about 7 points each "
+                "(docs/toyworld.md, rounds 45-46).",
                 elem_id="adapt-debias",
             )
             p.gamma = gr.Slider(
