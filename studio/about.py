@@ -86,8 +86,9 @@ def debias_note(strength: float) -> str:
         return ""
     return (
         f"**Not the reference's labels** (`train.py --label_debias {strength:g}`): each step's labels are the "
-        f"scores minus {strength:g} × the log of how often the labels lately named each class (logit adjustment, "
-        "DebiasPL), so a class the reference's labels never name is raised (docs/toyworld.md, rounds 45–46)."
+        f"scores minus {strength:g} × the log of each class's running mean probability under them (how much the "
+        "labels lately favoured it; logit adjustment, DebiasPL), so the classes they name too rarely are raised and "
+        "those they name too often lowered (docs/toyworld.md, rounds 45–46)."
     )
 
 
@@ -96,7 +97,7 @@ def mode_note(meta: CheckpointMeta | None) -> str:
     the method's, or a base model)."""
     if meta is None:
         return ""
-    strength = float(meta.training.get("config", {}).get("label_debias") or 0.0)
+    strength = float((meta.training.get("config") or {}).get("label_debias") or 0.0)
     return " ".join(note for note in (MODE_NOTES.get(meta.mode, ""), debias_note(strength)) if note)
 
 
