@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--right", type=float, default=None, help="uniform: the share kept (default: the run's)")
     parser.add_argument("--out", required=True, help="folder for checkpoint.safetensors and labels.json")
     ours, rest = parser.parse_known_args(argv)
+    if ours.right is not None and not 0.0 <= ours.right <= 1.0:
+        parser.error(f"--right {ours.right:g} is outside 0..1")
     args = build_train_parser().parse_args([a for a in rest if a != "--"] + ["--fully_supervised"])
 
     counts = last_epoch_counts(ours.labels_from)
@@ -83,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     run = _prepare(args, train_cfg, config, resolve_base(args, train_cfg), select_device(args.device))
     data = run.train_set.base  # the ImageDataset the run reads, in its order
     targets = np.array(data.targets)
-    if ours.right is not None and not 0.0 <= ours.right <= 1.0:
-        parser.error(f"--right {ours.right:g} is outside 0..1")
     labels = noisy_labels(targets, ours.labels, counts, ours.noise_seed, ours.right)
     data.samples = [(path, int(label)) for (path, _), label in zip(data.samples, labels, strict=True)]
 

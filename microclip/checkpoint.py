@@ -50,6 +50,12 @@ class CheckpointMeta:
         "fully_supervised" (the true labels); "microclip" where a checkpoint does not say."""
         return str((self.training.get("config") or {}).get("mode") or "microclip")
 
+    @property
+    def label_debias(self) -> float:
+        """How hard the run's labels had their own running class marginal taken out (``Recipe.label_debias``, not
+        the reference's); 0 (the reference's plain argmax) where a checkpoint does not say."""
+        return float((self.training.get("config") or {}).get("label_debias") or 0.0)
+
     def to_json(self) -> str:
         return json.dumps(
             {

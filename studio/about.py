@@ -92,13 +92,15 @@ def debias_note(strength: float) -> str:
     )
 
 
+def labels_notes(mode: str, strength: float) -> list[str]:
+    """The sentences for labels not made the method's way: the run's mode, and their debiasing if any (none for the
+    method's own); a saved model's card and a running job's status both say them."""
+    return [note for note in (MODE_NOTES.get(mode, ""), debias_note(strength)) if note]
+
+
 def mode_note(meta: CheckpointMeta | None) -> str:
-    """The sentences for a model not trained the method's way: its labels' mode, and their debiasing if any ("" for
-    the method's, or a base model)."""
-    if meta is None:
-        return ""
-    strength = float((meta.training.get("config") or {}).get("label_debias") or 0.0)
-    return " ".join(note for note in (MODE_NOTES.get(meta.mode, ""), debias_note(strength)) if note)
+    """The sentences for a model not trained the method's way ("" for the method's, or a base model)."""
+    return "" if meta is None else " ".join(labels_notes(meta.mode, meta.label_debias))
 
 
 def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:

@@ -44,7 +44,7 @@ from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe, reported_branch
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
-from studio.about import MODE_NOTES, debias_note
+from studio.about import labels_notes
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
 from studio.registry import SAVED_AT_KEY, SAVED_NAME_KEY
@@ -816,10 +816,7 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
             f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
             f"{lengths}"
         )
-    if snapshot.mode in MODE_NOTES:
-        text += "  \n" + MODE_NOTES[snapshot.mode]
-    if snapshot.label_debias:
-        text += "  \n" + debias_note(snapshot.label_debias)
+    text += "".join(f"  \n{note}" for note in labels_notes(snapshot.mode, snapshot.label_debias))
     if snapshot.labels is not None and snapshot.mode != "fully_supervised":  # the truth's counts teach nothing
         text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
         if snapshot.labels_right is not None:
