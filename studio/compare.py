@@ -141,7 +141,8 @@ def runs_markdown(a: RunClasses, b: RunClasses) -> str:
     if not a.classes:
         raise ValueError("neither run logged its labels or its test accuracy per class (runs from before round 27)")
     have_labels = bool(a.labels and b.labels)
-    ends = (a.accuracy_ends(), b.accuracy_ends()) if a.accuracy_ends() and b.accuracy_ends() else None
+    ends = (a.accuracy_ends(), b.accuracy_ends())
+    ends = ends if all(ends) else None
     facts = []
     if have_labels:
         facts += [f"Without labels: {_scarce_phrase(a, 'A')}; {_scarce_phrase(b, 'B')}.", _starved_apart(a, b)]
