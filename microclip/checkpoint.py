@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from microclip.backbone import BaseModelSpec
 from microclip.files import atomic_write, parse_json
+from microclip.labeling import Debiasing
 
 FORMAT = "microclip-adapted"
 FORMAT_VERSION = 1
@@ -51,10 +52,10 @@ class CheckpointMeta:
         return str((self.training.get("config") or {}).get("mode") or "microclip")
 
     @property
-    def label_debias(self) -> float:
-        """How hard the run's labels had their own running class marginal taken out (``Recipe.label_debias``, not
-        the reference's); 0 (the reference's plain argmax) where a checkpoint does not say."""
-        return float((self.training.get("config") or {}).get("label_debias") or 0.0)
+    def debiasing(self) -> Debiasing:
+        """How the run's labels had a running class marginal taken out (``Recipe.debiasing``, not the reference's);
+        strength 0 (the reference's plain argmax) where a checkpoint does not say."""
+        return Debiasing.of(self.training.get("config") or {})
 
     def to_json(self) -> str:
         return json.dumps(

@@ -393,7 +393,7 @@ def pseudo_label(
 
     def chosen(scores: torch.Tensor) -> torch.Tensor:
         if config.label_debias and prior is not None:
-            scores = prior.debiased(scores, config.label_debias)
+            return prior.label(scores, config.label_debias)
         return scores.argmax(1)
 
     weak = views[:, 0]
@@ -552,7 +552,13 @@ def fit(
     stepper, fairness = OptimizerStep(model, config, device), FairnessRegulariser()
     wrapped = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
     sampler, local_batch = _sampler(train_set, config, rank, world)
-    state = FitState(config=config, model=model, steps_per_epoch=math.ceil(len(sampler) / local_batch), rank=rank)
+    state = FitState(
+        config=config,
+        model=model,
+        steps_per_epoch=math.ceil(len(sampler) / local_batch),
+        rank=rank,
+        label_prior=config.debiasing.prior(),
+    )
     state.total_steps = _total_steps(config, state.steps_per_epoch)
     save = (
         (lambda: save_train_state(state_path, model, stepper.optimizer, state, fairness))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,23 +55,85 @@ def aggregate(
 
 
 class LabelPrior:
-    """A running mean of the labels' class probabilities, to take out of the labels' scores (not the reference's).
+    """A running class marginal of the labels, to take out of the labels' scores (not the reference's).
 
     Self-training's labels can leave a class out for good: a class no label names never gets a gradient toward it
-    (docs/toyworld.md, round 45). Logit adjustment by the labels' own running marginal (DebiasPL, Wang et al. 2022)
-    lowers the classes the labels name too often and raises those they name too rarely: the label is
-    argmax_c(100·ℓ_c − strength·log p̄_c), where p̄ ← m·p̄ + (1−m)·mean_batch softmax(100·ℓ) is updated with the
-    batch's own scores before they are adjusted (the first batch: its own marginal). Run state: it is saved with
-    the run and a resumed run reads it back.
+    (docs/toyworld.md, round 45). Logit adjustment by a running marginal (DebiasPL, Wang et al. 2022) lowers the
+    classes the labels name too often and raises those they name too rarely: the label is
+    argmax_c(100·ℓ_c − strength·log p̄_c). ``source`` says what p̄ is a running mean of (momentum ``momentum``):
+
+    - ``"scores"`` (DebiasPL's): softmax(100·ℓ) of each batch's scores before they are adjusted, p̄ updated with the
+      batch's own scores first (the first batch: its own marginal);
+    - ``"labels"``: the share of each class among the adjusted labels themselves (one-hot), p̄ updated after the
+      batch is labelled (started from the first batch's soft marginal). A soft marginal names a class far more
+      evenly than the hard labels do, so with ``"scores"`` only a strength well above 1 moves a starved class;
+      the labels' own counts go on raising a class until the labels name it (round 47).
+
+    Run state: p̄ is saved with the run and a resumed run reads it back.
     """
 
-    def __init__(self, momentum: float = 0.9) -> None:
+    def __init__(self, momentum: float = 0.9, source: str = "scores") -> None:
+        if source not in PRIOR_SOURCES:
+            raise ValueError(f"a label prior's source is one of {PRIOR_SOURCES}, not {source!r}")
         self.momentum = momentum
+        self.source = source
         self.mean: torch.Tensor | None = None  # (C,)
 
-    def debiased(self, scores: torch.Tensor, strength: float) -> torch.Tensor:
-        """(B, C) ``scores`` (cosines, as DKA's) minus ``strength``·log p̄ / 100, p̄ first updated with them."""
-        batch = global_mean((LOGIT_SCALE * scores.float()).softmax(dim=1)).detach()
+    def _update(self, batch: torch.Tensor) -> None:
         self.mean = batch if self.mean is None else self.momentum * self.mean + (1.0 - self.momentum) * batch
+
+    def debiased(self, scores: torch.Tensor, strength: float) -> torch.Tensor:
+        """(B, C) ``scores`` (cosines, as DKA's) minus ``strength``·log p̄ / 100; with ``source="scores"`` p̄ is first
+        updated with them (with ``"labels"``, :meth:`label` updates it after the argmax)."""
+        if self.source == "scores" or self.mean is None:
+            self._update(global_mean((LOGIT_SCALE * scores.float()).softmax(dim=1)).detach())
         floor = torch.finfo(self.mean.dtype).tiny  # a class whose probability underflowed to 0 is not raised to +inf
         return scores - (strength / LOGIT_SCALE) * self.mean.clamp_min(floor).log().to(scores.dtype)
+
+    def label(self, scores: torch.Tensor, strength: float) -> torch.Tensor:
+        """(B,) the argmax of :meth:`debiased` ``scores``; with ``source="labels"`` p̄ then takes in their shares."""
+        labels = self.debiased(scores, strength).argmax(1)
+        if self.source == "labels":
+            counts = F.one_hot(labels, scores.shape[1]).float()
+            self._update(global_mean(counts).to(self.mean.dtype))
+        return labels
+
+
+PRIOR_SOURCES = ("scores", "labels")
+
+
+@dataclass(frozen=True)
+class Debiasing:
+    """How a run's labels had a running class marginal taken out of them (``Recipe.label_debias``,
+    ``label_debias_source``, ``label_debias_momentum``; not the reference's). Strength 0: the plain argmax."""
+
+    strength: float = 0.0
+    source: str = "scores"
+    momentum: float = 0.9
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Debiasing:
+        """From a run's recipe as a dict (a checkpoint's ``training["config"]``); a key a recipe saved before it
+        existed takes its default."""
+        plain = cls()
+        return cls(
+            strength=float(config.get("label_debias") or 0.0),
+            source=str(config.get("label_debias_source") or plain.source),
+            momentum=float(config.get("label_debias_momentum", plain.momentum)),
+        )
+
+    @property
+    def flags(self) -> str:
+        """The ``train.py`` flags that debias labels so ("" for the plain argmax); defaults left out."""
+        if not self.strength:
+            return ""
+        plain, said = Debiasing(), [f"--label_debias {self.strength:g}"]
+        if self.source != plain.source:
+            said.append(f"--label_debias_source {self.source}")
+        if self.momentum != plain.momentum:
+            said.append(f"--label_debias_momentum {self.momentum:g}")
+        return " ".join(said)
+
+    def prior(self) -> LabelPrior:
+        """A fresh running marginal for a run debiased so."""
+        return LabelPrior(self.momentum, self.source)

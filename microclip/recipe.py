@@ -20,6 +20,7 @@ from typing import Any, Literal
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.transforms import DEFAULT_AUTO_AUGMENT, TrainViews
 from microclip.files import parse_json
+from microclip.labeling import Debiasing
 from microclip.resources import config_file
 
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
@@ -35,6 +36,7 @@ MODE_FLAGS = {"baseline": "--baseline", "wca_baseline": "--wca_baseline", "fully
 AmpMode = Literal["none", "bf16", "fp16"]
 Decay = Literal["all", "intended"]
 TestFusion = Literal["consistent", "reference"]
+PriorSource = Literal["scores", "labels"]  # microclip.labeling.PRIOR_SOURCES
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,16 @@ class Recipe:
             "DebiasPL; 0: the reference's plain argmax)"
         ),
     )
+    label_debias_momentum: float = field(
+        default=0.9, metadata=_flag("momentum of the running class marginal --label_debias takes out (0 <= m < 1)")
+    )
+    label_debias_source: PriorSource = field(
+        default="scores",
+        metadata=_flag(
+            "what --label_debias's marginal is a running mean of: scores (the softmax of the labels' scores, "
+            "DebiasPL's) or labels (the adjusted labels' own shares)"
+        ),
+    )
     mode: Mode = "microclip"  # --baseline, --wca_baseline, --fully_supervised
     use_fixed_classifier: bool = False  # --use_fixed_classifier: baselines label with W_LLM
     # the training views
@@ -110,11 +122,18 @@ class Recipe:
         for name in ("soap_lr_scale", "layernorm_lr_scale", "label_debias"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_debias_momentum < 1.0:
+            raise ConfigError(f"label_debias_momentum must be in [0, 1), got {self.label_debias_momentum}")
 
     @property
     def reported_branch(self) -> str:
         """The prediction reported as ``acc``: [CLS]-only for the baselines (as the reference), else fused."""
         return reported_branch(self.mode)
+
+    @property
+    def debiasing(self) -> Debiasing:
+        """How the run's labels are debiased (``label_debias*``; strength 0, the reference's plain argmax)."""
+        return Debiasing(self.label_debias, self.label_debias_source, self.label_debias_momentum)
 
     @property
     def test_batch_size(self) -> int:
@@ -178,7 +197,11 @@ class Recipe:
         """One ``--name`` per flagged field; default None, so an absent flag leaves the config's value."""
         for spec in fields(cls):
             if "flag" in spec.metadata:
-                parser.add_argument(f"--{spec.name}", type=_scalar_type(spec), default=None, help=spec.metadata["flag"])
+                kind = _field_types(spec)[0]
+                choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+                parser.add_argument(
+                    f"--{spec.name}", type=_scalar_type(spec), choices=choices, default=None, help=spec.metadata["flag"]
+                )
 
     @classmethod
     def flag_names(cls) -> list[str]:

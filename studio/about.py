@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from microclip.labeling import Debiasing
 from microclip.soap import POOL_FLAGS, QUERY_FLAGS
 from viz.steps import POOL_PHRASES, QUERY_PHRASES
 
@@ -80,27 +81,32 @@ MODE_NOTES = {
 }
 
 
-def debias_note(strength: float) -> str:
-    """The sentence for a model whose labels were debiased (train.py --label_debias; "" at 0, the reference's)."""
-    if not strength:
+def debias_note(debiasing: Debiasing) -> str:
+    """The sentence for a model whose labels were debiased (train.py --label_debias; "" for the reference's)."""
+    if not debiasing.strength:
         return ""
+    marginal = (
+        "each class's running share of the labels themselves (how often they lately named it)"
+        if debiasing.source == "labels"
+        else "each class's running mean probability under them (how much the labels lately favoured it; DebiasPL)"
+    )
     return (
-        f"**Not the reference's labels** (`train.py --label_debias {strength:g}`): each step's labels are the "
-        f"scores minus {strength:g} × the log of each class's running mean probability under them (how much the "
-        "labels lately favoured it; logit adjustment, DebiasPL), so the classes they name too rarely are raised and "
-        "those they name too often lowered (docs/toyworld.md, rounds 45–46)."
+        f"**Not the reference's labels** (`train.py {debiasing.flags}`): each step's labels are the scores minus "
+        f"{debiasing.strength:g} × the log of {marginal}, a running mean with momentum {debiasing.momentum:g} (logit "
+        "adjustment), so the classes they name too rarely are raised and those they name too often lowered "
+        "(docs/toyworld.md, rounds 45–47)."
     )
 
 
-def labels_notes(mode: str, strength: float) -> list[str]:
+def labels_notes(mode: str, debiasing: Debiasing) -> list[str]:
     """The sentences for labels not made the method's way: the run's mode, and their debiasing if any (none for the
     method's own); a saved model's card and a running job's status both say them."""
-    return [note for note in (MODE_NOTES.get(mode, ""), debias_note(strength)) if note]
+    return [note for note in (MODE_NOTES.get(mode, ""), debias_note(debiasing)) if note]
 
 
 def mode_note(meta: CheckpointMeta | None) -> str:
     """The sentences for a model not trained the method's way ("" for the method's, or a base model)."""
-    return "" if meta is None else " ".join(labels_notes(meta.mode, meta.label_debias))
+    return "" if meta is None else " ".join(labels_notes(meta.mode, meta.debiasing))
 
 
 def soap_ablations(config: MethodConfig) -> list[tuple[str, str]]:

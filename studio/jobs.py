@@ -40,6 +40,7 @@ from microclip.engine import Callback, FitState
 from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
 from microclip.files import shareable_tempdir
+from microclip.labeling import Debiasing
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe, reported_branch
@@ -272,7 +273,7 @@ class JobSnapshot:
     n_images: int = 0
     labelled: bool = False
     mode: str = "microclip"  # where the run's labels come from (AdaptRequest.mode)
-    label_debias: float = 0.0  # how hard their own running class marginal comes off them (0: the reference's)
+    debiasing: Debiasing = Debiasing()  # how a running class marginal comes off them (strength 0: the reference's)
     probe_images: list[np.ndarray] = field(default_factory=list)  # (S, S, 3) uint8: each probe's input crop
     probe_labels: list[str] = field(default_factory=list)
     probes_before: Probes | None = None
@@ -532,7 +533,7 @@ class AdaptationRunner:
             n_images=len(dataset),
             labelled=dataset.has_labels,
             mode=request.mode or "microclip",
-            label_debias=recipe.label_debias,
+            debiasing=recipe.debiasing,
             skipped=list(skipped),
             message=f"{len(dataset)} images, {len(dataset.classes)} classes; building the model",
         )
@@ -816,7 +817,7 @@ def status_markdown(snapshot: JobSnapshot | None) -> str:
             f"  \n`[FG]`'s shared shift (each image's `[FG]` has length 1; no labels), after epoch {first} on: "
             f"{lengths}"
         )
-    text += "".join(f"  \n{note}" for note in labels_notes(snapshot.mode, snapshot.label_debias))
+    text += "".join(f"  \n{note}" for note in labels_notes(snapshot.mode, snapshot.debiasing))
     if snapshot.labels is not None and snapshot.mode != "fully_supervised":  # the truth's counts teach nothing
         text += "  \n" + labels_fact(snapshot.labels[1], snapshot.labels[0])[0]
         if snapshot.labels_right is not None:

@@ -180,8 +180,13 @@ def test_baseline_run_logs_cls_accuracy_as_test_acc(image_dataset_root):
 
 @pytest.mark.parametrize(
     "config",
-    [CONFIG, replace(CONFIG, soap_lr_scale=0.25, layernorm_lr_scale=2.0), replace(CONFIG, label_debias=1.0)],
-    ids=["reference", "lr-scales", "debiased-labels"],
+    [
+        CONFIG,
+        replace(CONFIG, soap_lr_scale=0.25, layernorm_lr_scale=2.0),
+        replace(CONFIG, label_debias=1.0),
+        replace(CONFIG, label_debias=1.0, label_debias_source="labels", label_debias_momentum=0.5),
+    ],
+    ids=["reference", "lr-scales", "debiased-labels", "debiased-by-label-shares"],
 )
 def test_resume_after_a_crash_ends_with_the_same_weights(image_dataset_root, tmp_path, config):
     uninterrupted = fresh_model()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +56,42 @@ def test_label_prior_takes_the_labels_running_marginal_out_of_their_scores_by_ha
     mean = 0.5 * torch.tensor([mean0, 1 - mean0]) + 0.5 * torch.tensor([1 - p1, p1])
     torch.testing.assert_close(prior.debiased(second, strength=2.0), second - 2 * torch.log(mean) / 100)
     torch.testing.assert_close(prior.mean, mean)
+
+
+def test_a_label_prior_from_the_labels_own_shares_by_hand():
+    from microclip.labeling import LabelPrior
+
+    scores = torch.tensor([[0.50, 0.48], [0.52, 0.49], [0.51, 0.50]])
+    prior = LabelPrior(momentum=0.5, source="labels")
+    # the first batch is adjusted by its own soft marginal, as with source="scores" ...
+    first = prior.label(scores, strength=1.0)
+    assert first.tolist() == LabelPrior(momentum=0.5).label(scores, strength=1.0).tolist() == [0, 0, 1]
+    soft = (100 * scores).softmax(1).mean(0)
+    # ... and then the prior takes in the labels' shares: two of three named class 0
+    mean = 0.5 * soft + 0.5 * torch.tensor([2 / 3, 1 / 3])
+    torch.testing.assert_close(prior.mean, mean)
+    # the next batch is adjusted by that prior before it moves again, by its own labels (not its scores)
+    second = torch.tensor([[0.50, 0.49], [0.50, 0.40]])
+    adjusted = second - 2.0 * mean.log() / 100
+    labels = prior.label(second, strength=2.0)
+    assert torch.equal(labels, adjusted.argmax(1))
+    shares = torch.bincount(labels, minlength=2).float() / 2
+    torch.testing.assert_close(prior.mean, 0.5 * mean + 0.5 * shares)
+    with pytest.raises(ValueError, match="source is one of"):
+        LabelPrior(source="counts")
+
+
+def test_a_class_the_labels_never_name_is_raised_until_they_do():
+    from microclip.labeling import LabelPrior
+
+    # every image's runner-up is class 2, a point behind: its soft marginal is near the others' (0.27 against 0.37),
+    # so at λ = 1 the scores' marginal never lifts it over the point; the labels' own shares (it gets none) fall until
+    # the labels name it
+    scores = torch.tensor([[0.50, 0.40, 0.49]] * 4 + [[0.40, 0.50, 0.49]] * 4)
+    by_scores, by_labels = LabelPrior(momentum=0.9), LabelPrior(momentum=0.9, source="labels")
+    named = {"scores": [], "labels": []}
+    for _ in range(10):
+        named["scores"].append(int((by_scores.label(scores, 1.0) == 2).sum()))
+        named["labels"].append(int((by_labels.label(scores, 1.0) == 2).sum()))
+    assert sum(named["scores"]) == 0
+    assert named["labels"][0] == 0 and sum(named["labels"]) > 0

@@ -46,3 +46,14 @@ def test_flags_are_the_flagged_fields_and_override_the_config_file(tmp_path):
     assert (recipe.lr, recipe.n_crops, recipe.epochs, recipe.seed) == (3e-4, 2, 7, 5)  # flag > file > default
     assert recipe.batch_size == Recipe().batch_size
     assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_a_flag_with_a_fixed_set_of_values_offers_them_and_refuses_others(capsys):
+    parser = build_train_parser()
+    args = parser.parse_args(["--dataset", "flowers", "--label_debias_source", "labels"])
+    assert Recipe.from_sources(None, args).label_debias_source == "labels"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "flowers", "--label_debias_source", "counts"])
+    assert "invalid choice: 'counts' (choose from 'scores', 'labels')" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="label_debias_momentum must be in"):
+        Recipe(epochs=1, label_debias_momentum=1.0)
