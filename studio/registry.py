@@ -24,6 +24,7 @@ from microclip.checkpoint import CheckpointError, CheckpointMeta, epochs_beside,
 from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
 from microclip.model import MethodConfig, MicroCLIP
+from microclip.recipe import Recipe
 from microclip.resources import PROJECT_ROOT
 from microclip.timeline import Timeline
 
@@ -279,6 +280,23 @@ class ModelRegistry:
         if known:
             return MethodConfig().fusion_ratio
         return self.get(name).model.config.fusion_ratio  # not registered: the registry's own error
+
+    def adapted_recipe(self, name: str | None = None) -> Recipe | None:
+        """The recipe the entry was adapted with, read from its header without loading it; None for a base model
+        or a checkpoint that does not record one."""
+        name = name or self.default_name
+        with self._lock:
+            known, loaded, path = name in self._loaders, self._models.get(name), self._paths.get(name)
+        if loaded is not None:
+            meta = loaded.meta
+        elif path is not None:
+            meta = read_meta(path)
+        elif known:
+            return None  # a base model, not loaded yet
+        else:
+            meta = self.get(name).meta  # not registered: the registry's own error
+        config = (meta.training.get("config") if meta is not None else None) or {}
+        return Recipe.from_dict(config, f"{name}'s recipe") if config else None
 
     def timeline(self, name: str | None = None) -> Timeline | None:
         """The saved epochs of the named checkpoint's run (``train.py --keep_epochs``), built on first use and

@@ -30,7 +30,7 @@ from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
 from studio.registry import ModelRegistry
 from ui.adapt import CENTRING, LABELS
 from ui.app import build_demo
-from ui.layout import entry_fusion_ratio
+from ui.layout import entry_fusion_ratio, entry_label_settings
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -454,13 +454,22 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
     settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing is the last
 
     def one_step(**extra) -> tuple[dict, Any, str]:
-        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **(settings | extra))
         status = wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'no debiasing'}")
-        path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+        path, _text, name = app.client.predict(job_id, "", api_name="/adapt_save")
+        names.append(name)
         return *read_adapted(path), status.text
 
-    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0), one_step()
+    names: list[str] = []
+    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0, gamma=0.25), one_step()
     assert (meta.training["config"]["label_debias"], plain_meta.training["config"]["label_debias"]) == (2.0, 0.0)
+    # choosing a saved entry starts the Adapt tab's λ, γ and fairness sliders at its own (the choice's handler),
+    # a base model and an entry that cannot be read at the data sets' recipe
+    registry, default = app.runner.registry, Recipe.for_dataset("default")
+    assert entry_label_settings(registry, names[0]) == (2.0, 0.25, 1.0)
+    assert entry_label_settings(registry, names[1]) == (0.0, 0.5, 1.0)
+    plain_recipe = (default.label_debias, default.gamma, default.fairness_weight)
+    assert entry_label_settings(registry, BASE) == entry_label_settings(registry, "no such model") == plain_recipe
     # the status says how the run's labels were made, as the saved model's card will
     assert "**Not the reference's labels** (`train.py --label_debias 2`)" in said, said
     assert "Not the reference's labels" not in plain_said, plain_said

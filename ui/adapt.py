@@ -17,7 +17,6 @@ from typing import Any
 
 import gradio as gr
 
-from microclip.recipe import Recipe
 from studio.jobs import (
     AdaptationRunner,
     AdaptLimits,
@@ -32,7 +31,13 @@ from studio.jobs import (
 )
 from studio.sharing import ServerPathGuard, ServerPaths
 from ui.common import user_errors
-from ui.layout import entry_fusion_ratio, follow_fusion_ratio, refresh_on_focus
+from ui.layout import (
+    entry_fusion_ratio,
+    entry_label_settings,
+    follow_fusion_ratio,
+    follow_label_settings,
+    refresh_on_focus,
+)
 from viz.runs import curves
 
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
@@ -233,8 +238,8 @@ def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: st
     return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
 
 
-def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> None:
-    default = Recipe.for_dataset("default")  # every bundled data set config's γ (0.5) and fairness weight (1.0)
+def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, labels: tuple[float, float, float]) -> None:
+    debias, gamma, fairness = labels  # the chosen model's (ui.layout.entry_label_settings)
     with gr.Column(scale=1, min_width=300):
         with gr.Accordion("More settings", open=False):
             p.classnames = gr.Textbox(
@@ -290,11 +295,12 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
             p.debias = gr.Slider(
                 0.0,
                 limits.max_label_debias,
-                value=default.label_debias,
+                value=min(debias, limits.max_label_debias),
                 step=0.5,
                 label="Label debiasing (λ)",
-                info="Not the reference's (0): λ × log of how often the labels lately named each class comes off "
-                "their scores, so a class they never name rises (train.py --label_debias). On the toy world λ = 3 (the "
+                info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
+                "off their scores, so a class they never name rises (train.py --label_debias). Starts at the chosen "
+                "model's. On the toy world λ = 3 (the "
                 "bundled 'labels debiased' model) lifts the method and the CLS-only baseline by about 7 points each "
                 "(docs/toyworld.md, rounds 45-46).",
                 elem_id="adapt-debias",
@@ -302,21 +308,21 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float) -> Non
             p.gamma = gr.Slider(
                 0.0,
                 1.0,
-                value=default.gamma,
+                value=gamma,
                 step=0.05,
                 label="Labels from the descriptions (DKA's γ)",
                 info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
-                "W_LLM) alone (train.py --gamma).",
+                "W_LLM) alone (train.py --gamma). Starts at the chosen model's.",
                 elem_id="adapt-gamma",
             )
             p.fairness = gr.Slider(
                 0.0,
                 limits.max_fairness_weight,
-                value=default.fairness_weight,
+                value=min(fairness, limits.max_fairness_weight),
                 step=0.5,
                 label="Fairness weight",
                 info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
-                "docs/toyworld.md, round 37).",
+                "docs/toyworld.md, round 37). Starts at the chosen model's.",
                 elem_id="adapt-fairness",
             )
             p.seed = gr.Number(
@@ -367,7 +373,8 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
         _data_column(p, registry, limits, folders)
         _watch_column(p)
     with gr.Row(equal_height=False):
-        _settings_column(p, limits, entry_fusion_ratio(registry, registry.default_name))
+        chosen = registry.default_name
+        _settings_column(p, limits, entry_fusion_ratio(registry, chosen), entry_label_settings(registry, chosen))
         _results_column(p)
     p.timer = gr.Timer(POLL_SECONDS, active=False)
     p.shown = gr.State(None)
@@ -531,6 +538,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     p.source.change(choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
     refresh_on_focus(p.model, registry)
     follow_fusion_ratio(p.model, p.fusion, registry)  # a run keeps the entry's ρ unless the slider is moved
+    follow_label_settings(p.model, [p.debias, p.gamma, p.fairness], registry)  # and how its labels were made
     _wire_start(p, runner, folders_now)
     _wire_status(p, runner)
     _wire_actions(p, runner)

@@ -6,6 +6,7 @@ import gradio as gr
 
 from microclip.constants import DEFAULT_FUSION_RATIO
 from microclip.errors import USER_ERRORS
+from microclip.recipe import Recipe
 from ui.common import model_dropdown_update
 
 
@@ -35,3 +36,24 @@ def follow_fusion_ratio(dropdown: gr.Dropdown, slider: gr.Slider, registry) -> N
     dropdown.change(
         lambda name: entry_fusion_ratio(registry, name), dropdown, slider, api_visibility="private", queue=False
     )
+
+
+def entry_label_settings(registry, name: str | None) -> tuple[float, float, float]:
+    """(λ, γ, fairness weight): what the entry's labels were made with, where an Adapt run from it starts; a base
+    model's, or an entry that cannot be read (using it then says why), the bundled data sets' recipe."""
+    try:
+        recipe = registry.adapted_recipe(name)
+    except (KeyError, *USER_ERRORS):
+        recipe = None
+    recipe = recipe or Recipe.for_dataset("default")
+    return recipe.label_debias, recipe.gamma, recipe.fairness_weight
+
+
+def follow_label_settings(dropdown: gr.Dropdown, sliders: list[gr.Slider], registry) -> None:
+    """Set the (λ, γ, fairness weight) ``sliders`` to the chosen model's: left at the data set's, a run from the
+    bundled debiased model would drop the debiasing it was made with, unsaid."""
+
+    def follow(name: str | None) -> tuple[float, ...]:  # within each slider's range: the server's limits may be lower
+        return tuple(min(v, s.maximum) for v, s in zip(entry_label_settings(registry, name), sliders, strict=True))
+
+    dropdown.change(follow, dropdown, sliders, api_visibility="private", queue=False)
