@@ -410,6 +410,18 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(page.locator("#adapt-folder")).to_contain_text("served on 127.0.0.1 only")
     folder.fill(str(image_dataset_root / "shapes" / "train"))
     page.get_by_text("More settings", exact=True).click()  # the less used settings are folded away
+    if BUNDLED:  # λ starts at the chosen model's (the bundled debiased model's, the reference's 0), as ρ
+        # does: chosen before the settings below, which a choice resets
+        debias, model = (
+            page.get_by_label("number input for Label debiasing (λ)", exact=True),
+            page.locator("#adapt-model input"),
+        )
+        started_from = model.input_value()
+        expect(debias).to_have_value("0")
+        for name, value in ((TOY_DEBIASED_NAME, "3"), (started_from, "0")):
+            model.click()
+            page.get_by_role("option", name=name, exact=True).click()
+            expect(debias).to_have_value(value)
     settings = {"Steps": "200", "Batch size": "16", "Crops per image (K)": "4", "Probe images": "4"}
     settings["Weight of [CLS] in the fused answer (ρ)"] = "0.3"  # the saved model answers with it, in Explore too
     for setting, value in settings.items():

@@ -182,6 +182,7 @@ def _data_column(p: _Panel, registry, limits: AdaptLimits, folders: ServerPaths)
             value=registry.default_name,
             label="Start from the base model of",
             info="A fresh copy of this entry's base model is adapted (never the entry itself).",
+            elem_id="adapt-model",
         )
         p.source = gr.Radio(sources, value=sources[0], label="Data")
         p.archive = gr.File(
