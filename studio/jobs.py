@@ -40,7 +40,7 @@ from microclip.engine import Callback, FitState
 from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
 from microclip.files import shareable_tempdir
-from microclip.labeling import Debiasing
+from microclip.labeling import PRIOR_SOURCES, Debiasing
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe, reported_branch
@@ -159,6 +159,9 @@ class AdaptRequest:
     # how hard the labels' own running class marginal is taken out of their scores (train.py --label_debias, not the
     # reference's; 0: its plain argmax): None keeps the data set's recipe's
     label_debias: float | None = None
+    # what that marginal is a running mean of: "scores" (their softmax, DebiasPL's) or "labels" (the labels' own
+    # shares); train.py --label_debias_source. None keeps the data set's recipe's
+    label_debias_source: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
@@ -177,7 +180,12 @@ class AdaptRequest:
         return Recipe.from_sources(
             Recipe.for_dataset(dataset),
             # None keeps the data set's
-            {"gamma": self.gamma, "fairness_weight": self.fairness_weight, "label_debias": self.label_debias},
+            {
+                "gamma": self.gamma,
+                "fairness_weight": self.fairness_weight,
+                "label_debias": self.label_debias,
+                "label_debias_source": self.label_debias_source,
+            },
             mode=self.mode or "microclip",
             epochs=None,
             max_steps=self.steps,
@@ -218,7 +226,8 @@ class AdaptRequest:
             )
         # not the random query's: its map changes from call to call, which the run's probe maps cannot show
         named = (("SOAP query", self.soap_query, DETERMINISTIC_QUERIES), ("SOAP pooling", self.soap_pool, POOLS))
-        for name, value, known in (*named, ("labels", self.mode, ADAPT_MODES)):
+        named += (("labels", self.mode, ADAPT_MODES), ("debiasing prior", self.label_debias_source, PRIOR_SOURCES))
+        for name, value, known in named:
             if value is not None and value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
         if self.source not in ("toybirds", "zip", "folder"):

@@ -28,9 +28,9 @@ from microclip.recipe import Recipe
 from studio.about import model_markdown
 from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
 from studio.registry import ModelRegistry
-from ui.adapt import CENTRING, LABELS
+from ui.adapt import CENTRING, LABELS, PRIORS, label_settings
 from ui.app import build_demo
-from ui.layout import entry_fusion_ratio, entry_label_settings
+from ui.layout import entry_fusion_ratio, entry_recipe
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
@@ -461,23 +461,31 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
         return *read_adapted(path), status.text
 
     names: list[str] = []
-    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0, gamma=0.25), one_step()
+    shares = "the labels' own shares (round 47)"
+    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0, gamma=0.25, prior=shares), one_step()
     assert (meta.training["config"]["label_debias"], plain_meta.training["config"]["label_debias"]) == (2.0, 0.0)
-    # choosing a saved entry starts the Adapt tab's λ, γ and fairness sliders at its own (the choice's handler),
-    # a base model and an entry that cannot be read at the data sets' recipe
-    registry, default = app.runner.registry, Recipe.for_dataset("default")
-    assert entry_label_settings(registry, names[0]) == (2.0, 0.25, 1.0)
-    assert entry_label_settings(registry, names[1]) == (0.0, 0.5, 1.0)
-    plain_recipe = (default.label_debias, default.gamma, default.fairness_weight)
-    assert entry_label_settings(registry, BASE) == entry_label_settings(registry, "no such model") == plain_recipe
+    assert meta.training["config"]["label_debias_source"] == PRIORS[shares] == "labels"
+    # choosing a saved entry starts the Adapt tab's λ, prior, γ and fairness controls at its own (the choice's
+    # handler), a base model and an entry that cannot be read at the data sets' recipe
+    registry, limits, scores = app.runner.registry, app.runner.limits, next(iter(PRIORS))
+    assert label_settings(entry_recipe(registry, names[0]), limits) == (2.0, shares, 0.25, 1.0)
+    assert label_settings(entry_recipe(registry, names[1]), limits) == (0.0, scores, 0.5, 1.0)
+    default = label_settings(Recipe.for_dataset("default"), limits)
+    assert label_settings(entry_recipe(registry, BASE), limits) == default
+    assert label_settings(entry_recipe(registry, "no such model"), limits) == default
     # the status says how the run's labels were made, as the saved model's card will
-    assert "**Not the reference's labels** (`train.py --label_debias 2`)" in said, said
+    flags = "--label_debias 2 --label_debias_source labels"
+    assert f"**Not the reference's labels** (`train.py {flags}`)" in said, said
     assert "Not the reference's labels" not in plain_said, plain_said
     assert any(not torch.equal(debiased[k], plain[k]) for k in plain)  # other labels, another step
     with pytest.raises(AppError, match="greater than maximum value 4"):
         one_step(debias=5.0)
     with pytest.raises(ValueError, match="label debiasing -1 is outside the allowed range 0..4"):
         AdaptRequest(label_debias=-1.0).check(AdaptLimits())
+    with pytest.raises(ValueError, match="unknown debiasing prior 'counts'; choose from scores, labels"):
+        AdaptRequest(label_debias_source="counts").check(AdaptLimits())
+    with pytest.raises(AppError, match="'counts'.* is not in the list of choices"):
+        one_step(debias=1.0, prior="counts")
 
 
 # ------------------------------------------------------------------ explore under concurrent load

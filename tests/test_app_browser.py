@@ -435,6 +435,10 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(page.locator("#adapt-debias")).to_contain_text("Label debiasing (λ)")
     page.locator("#adapt-labels").scroll_into_view_if_needed()
     shot(page, "adapt-more-settings", top=False)
+    for choice in ("the scores' softmax", "the labels' own shares"):  # what λ's class marginal is a mean of
+        expect(page.locator("#adapt-prior")).to_contain_text(choice)
+    page.locator("#adapt-prior").scroll_into_view_if_needed()
+    shot(page, "adapt-prior", top=False)
     page.get_by_text("More settings", exact=True).click()
     page.get_by_role("button", name="Start", exact=True).click()
 

@@ -461,11 +461,11 @@ def test_the_models_tab_and_explore_say_which_bundled_model_s_labels_are_not_the
         assert "Not the reference's labels" not in model_markdown(registry.get(name)) + world_markdown(
             registry.get(name)
         )
-    # and an Adapt run from it starts with its λ, read from the file's header (ui.layout.entry_label_settings)
-    from ui.layout import entry_label_settings
+    # and an Adapt run from it starts with its λ, read from the file's header (ui.layout.entry_recipe)
+    from ui.layout import entry_recipe
 
-    assert entry_label_settings(registry, TOY_DEBIASED_NAME)[0] == strength > 0
-    assert entry_label_settings(registry, ADAPTED)[0] == 0.0
+    assert entry_recipe(registry, TOY_DEBIASED_NAME).label_debias == strength > 0
+    assert entry_recipe(registry, ADAPTED).label_debias == 0.0
 
 
 def test_the_models_tab_says_which_bundled_model_is_not_the_reference_s_soap(registry):

@@ -17,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 
+from microclip.recipe import Recipe
 from studio.jobs import (
     AdaptationRunner,
     AdaptLimits,
@@ -31,13 +32,7 @@ from studio.jobs import (
 )
 from studio.sharing import ServerPathGuard, ServerPaths
 from ui.common import user_errors
-from ui.layout import (
-    entry_fusion_ratio,
-    entry_label_settings,
-    follow_fusion_ratio,
-    follow_label_settings,
-    refresh_on_focus,
-)
+from ui.layout import entry_fusion_ratio, entry_recipe, follow_fusion_ratio, refresh_on_focus
 from viz.runs import curves
 
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
@@ -70,6 +65,9 @@ LABELS = {
     "[CLS] alone labels itself (the CLS-only baseline)": "baseline",
     "the folders' true labels (supervised: a reference, not label-free)": "fully_supervised",
 }
+
+# What the label debiasing's running class marginal is a mean of (train.py --label_debias_source)
+PRIORS = {"the scores' softmax (DebiasPL's; round 45)": "scores", "the labels' own shares (round 47)": "labels"}
 
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
@@ -135,6 +133,7 @@ class _Panel:
     pool: gr.Radio
     labels: gr.Radio
     debias: gr.Slider
+    prior: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -158,7 +157,7 @@ class _Panel:
         data = [self.model, self.source, self.archive, self.folder, self.toy_per_class, self.classnames]
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
         methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion]
-        methods += [self.query, self.pool, self.labels, self.debias]  # each added after the last: API order
+        methods += [self.query, self.pool, self.labels, self.debias, self.prior]  # each added after the last: API order
         return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
@@ -239,8 +238,16 @@ def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: st
     return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
 
 
-def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, labels: tuple[float, float, float]) -> None:
-    debias, gamma, fairness = labels  # the chosen model's (ui.layout.entry_label_settings)
+def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, float, float]:
+    """How ``recipe`` made its labels, as the tab's controls show it: (λ, the prior's choice, γ, fairness weight),
+    each within its control's range (the server's limits may be lower than a model's own)."""
+    prior = next(label for label, source in PRIORS.items() if source == recipe.label_debias_source)
+    debias = min(recipe.label_debias, limits.max_label_debias)
+    return debias, prior, recipe.gamma, min(recipe.fairness_weight, limits.max_fairness_weight)
+
+
+def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: Recipe) -> None:
+    debias, prior, gamma, fairness = label_settings(chosen, limits)  # the chosen model's
     with gr.Column(scale=1, min_width=300):
         with gr.Accordion("More settings", open=False):
             p.classnames = gr.Textbox(
@@ -296,7 +303,7 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, labels
             p.debias = gr.Slider(
                 0.0,
                 limits.max_label_debias,
-                value=min(debias, limits.max_label_debias),
+                value=debias,
                 step=0.5,
                 label="Label debiasing (λ)",
                 info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
@@ -305,6 +312,16 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, labels
                 "bundled 'labels debiased' model) lifts the method and the CLS-only baseline by about 7 points each "
                 "(docs/toyworld.md, rounds 45-46).",
                 elem_id="adapt-debias",
+            )
+            p.prior = gr.Radio(
+                list(PRIORS),
+                value=prior,
+                label="Debiasing's class marginal",
+                info="What λ's running class marginal is a mean of (train.py --label_debias_source; no effect at λ "
+                "= 0). The labels' own shares lower a class again as the labels name it, and on the toy world leave "
+                "brennic finch's own images named another species (docs/toyworld.md, round 47). Starts at the chosen "
+                "model's.",
+                elem_id="adapt-prior",
             )
             p.gamma = gr.Slider(
                 0.0,
@@ -319,7 +336,7 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, labels
             p.fairness = gr.Slider(
                 0.0,
                 limits.max_fairness_weight,
-                value=min(fairness, limits.max_fairness_weight),
+                value=fairness,
                 step=0.5,
                 label="Fairness weight",
                 info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
@@ -375,7 +392,7 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
         _watch_column(p)
     with gr.Row(equal_height=False):
         chosen = registry.default_name
-        _settings_column(p, limits, entry_fusion_ratio(registry, chosen), entry_label_settings(registry, chosen))
+        _settings_column(p, limits, entry_fusion_ratio(registry, chosen), entry_recipe(registry, chosen))
         _results_column(p)
     p.timer = gr.Timer(POLL_SECONDS, active=False)
     p.shown = gr.State(None)
@@ -415,6 +432,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         pool: str | None = None,
         labels: str | None = None,
         debias: float | None = None,
+        prior: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -442,6 +460,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             soap_pool=POOLS[pool] if pool else None,
             mode=LABELS[labels] if labels else None,  # Gradio refuses a value not in LABELS
             label_debias=None if debias is None else float(debias),
+            label_debias_source=PRIORS[prior] if prior else None,  # Gradio refuses a value not in PRIORS
         )
         try:
             new_id = runner.submit(request)
@@ -539,7 +558,14 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     p.source.change(choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
     refresh_on_focus(p.model, registry)
     follow_fusion_ratio(p.model, p.fusion, registry)  # a run keeps the entry's ρ unless the slider is moved
-    follow_label_settings(p.model, [p.debias, p.gamma, p.fairness], registry)  # and how its labels were made
+    p.model.change(  # and how its labels were made: left at the data set's, a run from the bundled debiased model
+        # would drop the debiasing it was made with, unsaid
+        lambda name: label_settings(entry_recipe(registry, name), runner.limits),
+        p.model,
+        [p.debias, p.prior, p.gamma, p.fairness],
+        api_visibility="private",
+        queue=False,
+    )
     _wire_start(p, runner, folders_now)
     _wire_status(p, runner)
     _wire_actions(p, runner)

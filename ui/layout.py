@@ -38,22 +38,11 @@ def follow_fusion_ratio(dropdown: gr.Dropdown, slider: gr.Slider, registry) -> N
     )
 
 
-def entry_label_settings(registry, name: str | None) -> tuple[float, float, float]:
-    """(λ, γ, fairness weight): what the entry's labels were made with, where an Adapt run from it starts; a base
-    model's, or an entry that cannot be read (using it then says why), the bundled data sets' recipe."""
+def entry_recipe(registry, name: str | None) -> Recipe:
+    """The recipe the entry was adapted with, where an Adapt run from it starts; a base model's, or an entry that
+    cannot be read (using it then says why), the bundled data sets' recipe."""
     try:
         recipe = registry.adapted_recipe(name)
     except (KeyError, *USER_ERRORS):
         recipe = None
-    recipe = recipe or Recipe.for_dataset("default")
-    return recipe.label_debias, recipe.gamma, recipe.fairness_weight
-
-
-def follow_label_settings(dropdown: gr.Dropdown, sliders: list[gr.Slider], registry) -> None:
-    """Set the (λ, γ, fairness weight) ``sliders`` to the chosen model's: left at the data set's, a run from the
-    bundled debiased model would drop the debiasing it was made with, unsaid."""
-
-    def follow(name: str | None) -> tuple[float, ...]:  # within each slider's range: the server's limits may be lower
-        return tuple(min(v, s.maximum) for v, s in zip(entry_label_settings(registry, name), sliders, strict=True))
-
-    dropdown.change(follow, dropdown, sliders, api_visibility="private", queue=False)
+    return recipe or Recipe.for_dataset("default")
