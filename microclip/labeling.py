@@ -65,9 +65,10 @@ class LabelPrior:
     - ``"scores"`` (DebiasPL's): softmax(100·ℓ) of each batch's scores before they are adjusted, p̄ updated with the
       batch's own scores first (the first batch: its own marginal);
     - ``"labels"``: the share of each class among the adjusted labels themselves (one-hot), p̄ updated after the
-      batch is labelled (started from the first batch's soft marginal). A soft marginal names a class far more
-      evenly than the hard labels do, so with ``"scores"`` only a strength well above 1 moves a starved class;
-      the labels' own counts go on raising a class until the labels name it (round 47).
+      batch is labelled (started from the first batch's soft marginal), so a class is lowered again as the labels
+      name it. The scores' softmax does not see the labels, so its lift of a starved class does not fall as they
+      name it: on the toy world it names that class's own images and many others' too, where the labels' shares
+      settle with a few labels, nearly all right, and its own images still named another (round 47).
 
     Run state: p̄ is saved with the run and a resumed run reads it back.
     """

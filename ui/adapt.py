@@ -308,9 +308,8 @@ def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen
                 label="Label debiasing (λ)",
                 info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
                 "off their scores, so a class they never name rises (train.py --label_debias). Starts at the chosen "
-                "model's. On the toy world λ = 3 (the "
-                "bundled 'labels debiased' model) lifts the method and the CLS-only baseline by about 7 points each "
-                "(docs/toyworld.md, rounds 45-46).",
+                "model's. On the toy world λ = 3 (the bundled 'labels debiased' model) lifts the method and the "
+                "CLS-only baseline by about 7 points each (docs/toyworld.md, rounds 45-46).",
                 elem_id="adapt-debias",
             )
             p.prior = gr.Radio(
