@@ -54,6 +54,10 @@ def aggregate(
     )
 
 
+PRIOR_SOURCES = ("scores", "labels")  # what a label prior is a running mean of; the first, DebiasPL's, by default
+PRIOR_MOMENTUM = 0.9  # round 45's
+
+
 class LabelPrior:
     """A running class marginal of the labels, to take out of the labels' scores (not the reference's).
 
@@ -73,7 +77,7 @@ class LabelPrior:
     Run state: p̄ is saved with the run and a resumed run reads it back.
     """
 
-    def __init__(self, momentum: float = 0.9, source: str = "scores") -> None:
+    def __init__(self, momentum: float = PRIOR_MOMENTUM, source: str = PRIOR_SOURCES[0]) -> None:
         if source not in PRIOR_SOURCES:
             raise ValueError(f"a label prior's source is one of {PRIOR_SOURCES}, not {source!r}")
         self.momentum = momentum
@@ -100,17 +104,14 @@ class LabelPrior:
         return labels
 
 
-PRIOR_SOURCES = ("scores", "labels")
-
-
 @dataclass(frozen=True)
 class Debiasing:
     """How a run's labels had a running class marginal taken out of them (``Recipe.label_debias``,
     ``label_debias_source``, ``label_debias_momentum``; not the reference's). Strength 0: the plain argmax."""
 
     strength: float = 0.0
-    source: str = "scores"
-    momentum: float = 0.9
+    source: str = PRIOR_SOURCES[0]
+    momentum: float = PRIOR_MOMENTUM
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Debiasing:

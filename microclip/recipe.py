@@ -20,7 +20,7 @@ from typing import Any, Literal
 from microclip.constants import CLS_ONLY_MODES
 from microclip.data.transforms import DEFAULT_AUTO_AUGMENT, TrainViews
 from microclip.files import parse_json
-from microclip.labeling import Debiasing
+from microclip.labeling import PRIOR_MOMENTUM, PRIOR_SOURCES, Debiasing
 from microclip.resources import config_file
 
 Mode = Literal["microclip", "baseline", "wca_baseline", "fully_supervised"]
@@ -82,10 +82,11 @@ class Recipe:
         ),
     )
     label_debias_momentum: float = field(
-        default=0.9, metadata=_flag("momentum of the running class marginal --label_debias takes out (0 <= m < 1)")
+        default=PRIOR_MOMENTUM,
+        metadata=_flag("momentum of the running class marginal --label_debias takes out (0 <= m < 1)"),
     )
     label_debias_source: PriorSource = field(
-        default="scores",
+        default=PRIOR_SOURCES[0],
         metadata=_flag(
             "what --label_debias's marginal is a running mean of: scores (the softmax of the labels' scores, "
             "DebiasPL's) or labels (the adjusted labels' own shares)"

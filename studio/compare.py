@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from microclip.explain import Explanation
 from microclip.timeline import Timeline, epoch_name
-from studio.epochs import SCARCE, dotted_series, markdown_row, markdown_rule
+from studio.epochs import dotted_series, markdown_row, markdown_rule, scarce_classes
 
 
 def rank_of(explanation: Explanation, name: str) -> int | None:
@@ -65,6 +65,9 @@ class RunClasses:
         return (self.accuracy[epochs[0]], self.accuracy[epochs[-1]]) if len(epochs) > 1 else None
 
 
+# each run's test accuracy per class at its first and its last logged epoch (RunClasses.accuracy_ends), A's then B's
+Ends = tuple[tuple[dict[str, float | None], dict[str, float | None]], ...]
+
 # what each column means, by column kind (only the kinds the table shows are explained under it)
 RUNS_SOURCES = {
     "labels": "labels: how many of each epoch's training images the run's self-training labelled as the class (no "
@@ -76,29 +79,22 @@ RUNS_SOURCES = {
 }
 
 
-def _scarce(counts: dict[str, int]) -> list[str]:
-    """The classes the counts gave under ``SCARCE`` of an even share (as the epoch timeline names them)."""
-    even = sum(counts.values()) / len(counts)
-    return [c for c, n in counts.items() if n < SCARCE * even]
-
-
 def _scarce_phrase(run: RunClasses, letter: str) -> str:
     epoch, counts = run.last_labels()
-    scarce = _scarce(counts)
+    scarce = scarce_classes(counts)
     listed = ", ".join(f"{c} {counts[c]}" for c in scarce) or "none"
     return f"{letter}'s labels after {epoch_name(epoch)} gave under a tenth of an even share to {listed}"
 
 
-def _starved_apart(a: RunClasses, b: RunClasses) -> str:
+def _starved_apart(a: RunClasses, b: RunClasses, ends: Ends | None) -> str:
     """The classes one run's last labels starve and the other's do not, with their test accuracy at the end."""
     (_, counts_a), (_, counts_b) = a.last_labels(), b.last_labels()
-    scarce_a, scarce_b = set(_scarce(counts_a)), set(_scarce(counts_b))
-    ends_a, ends_b = a.accuracy_ends(), b.accuracy_ends()
+    scarce_a, scarce_b = set(scarce_classes(counts_a)), set(scarce_classes(counts_b))
 
     def told(c: str) -> str:
         at_end = (
-            f"; test accuracy at the end A {ends_a[1][c]:.0f}%, B {ends_b[1][c]:.0f}%"
-            if ends_a and ends_b and ends_a[1].get(c) is not None and ends_b[1].get(c) is not None
+            f"; test accuracy at the end A {ends[0][1][c]:.0f}%, B {ends[1][1][c]:.0f}%"
+            if ends and ends[0][1].get(c) is not None and ends[1][1].get(c) is not None
             else ""
         )
         return f"{c} (labels A {counts_a[c]}, B {counts_b[c]}{at_end})"
@@ -109,11 +105,11 @@ def _starved_apart(a: RunClasses, b: RunClasses) -> str:
     return "Starved by one run's labels and not the other's: " + "; ".join(told(c) for c in apart) + "."
 
 
-def _accuracy_apart(a: RunClasses, b: RunClasses) -> str:
+def _accuracy_apart(classes: list[str], ends: Ends) -> str:
     """How the two runs' test accuracy differs per class at the end: on how many each is ahead, the largest gap
     each way, and their means over the classes."""
-    (start_a, end_a), (_, end_b) = a.accuracy_ends(), b.accuracy_ends()
-    gap = {c: end_b[c] - end_a[c] for c in a.classes if end_a.get(c) is not None and end_b.get(c) is not None}
+    (start_a, end_a), (_, end_b) = ends
+    gap = {c: end_b[c] - end_a[c] for c in classes if end_a.get(c) is not None and end_b.get(c) is not None}
     if not gap:
         return ""
     ahead, behind = sum(v > 0 for v in gap.values()), sum(v < 0 for v in gap.values())
@@ -145,9 +141,9 @@ def runs_markdown(a: RunClasses, b: RunClasses) -> str:
     ends = ends if all(ends) else None
     facts = []
     if have_labels:
-        facts += [f"Without labels: {_scarce_phrase(a, 'A')}; {_scarce_phrase(b, 'B')}.", _starved_apart(a, b)]
+        facts += [f"Without labels: {_scarce_phrase(a, 'A')}; {_scarce_phrase(b, 'B')}.", _starved_apart(a, b, ends)]
     if ends:
-        facts.append(_accuracy_apart(a, b))
+        facts.append(_accuracy_apart(a.classes, ends))
     header = ["class"]
     rights = [(x, run) for x, run in (("A", a), ("B", b)) if run.right and run.labels] if have_labels else []
     if have_labels:

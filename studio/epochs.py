@@ -324,12 +324,18 @@ def dotted_series(values: Sequence[float | None], form: str) -> str:
     return " · ".join("–" if v is None else format(v, form) for v in values)
 
 
+def scarce_classes(counts: dict[str, int]) -> list[str]:
+    """The classes the label ``counts`` gave under ``SCARCE`` of an even share, in the counts' order."""
+    even = sum(counts.values()) / len(counts)
+    return [c for c, n in counts.items() if n < SCARCE * even]
+
+
 def labels_fact(counts: dict[str, int], epoch: int) -> tuple[str, list[str]]:
     """The label-free fact of the epoch's label counts, and the classes its labels gave under ``SCARCE`` of an even
     share."""
     total = sum(counts.values())
     even = total / len(counts)
-    scarce = [c for c, n in counts.items() if n < SCARCE * even]
+    scarce = scarce_classes(counts)
     fact = (
         f"Without labels: in {epoch_name(epoch)} self-training labelled {total} training images, an even share "
         f"{even:.0f} a class; "

@@ -267,36 +267,35 @@ class ModelRegistry:
                 self._models[name] = self._loaders[name]()
             return self._models[name]
 
-    def fusion_ratio(self, name: str | None = None) -> float:
-        """The weight of [CLS] the entry answers with (its ρ), without loading it: a checkpoint's from its header,
-        a base model's the default method's (it is built with it)."""
+    def _header(self, name: str | None) -> tuple[LoadedModel | None, CheckpointMeta | None]:
+        """The entry if it is loaded, and what its checkpoint says about itself: the loaded model's, else its
+        file's header (nothing is loaded); no meta for a base model. An unknown name: the registry's own error."""
         name = name or self.default_name
         with self._lock:
             known, loaded, path = name in self._loaders, self._models.get(name), self._paths.get(name)
         if loaded is not None:
-            return loaded.model.config.fusion_ratio
+            return loaded, loaded.meta
         if path is not None:
-            return MethodConfig.from_dict(read_meta(path).method).fusion_ratio
+            return None, read_meta(path)
         if known:
-            return MethodConfig().fusion_ratio
-        return self.get(name).model.config.fusion_ratio  # not registered: the registry's own error
+            return None, None  # a base model, not loaded yet
+        loaded = self.get(name)  # not registered: raises
+        return loaded, loaded.meta
+
+    def fusion_ratio(self, name: str | None = None) -> float:
+        """The weight of [CLS] the entry answers with (its ρ), without loading it: a checkpoint's from its header,
+        a base model's the default method's (it is built with it)."""
+        loaded, meta = self._header(name)
+        if loaded is not None:
+            return loaded.model.config.fusion_ratio
+        return (MethodConfig() if meta is None else MethodConfig.from_dict(meta.method)).fusion_ratio
 
     def adapted_recipe(self, name: str | None = None) -> Recipe | None:
         """The recipe the entry was adapted with, read from its header without loading it; None for a base model
         or a checkpoint that does not record one."""
-        name = name or self.default_name
-        with self._lock:
-            known, loaded, path = name in self._loaders, self._models.get(name), self._paths.get(name)
-        if loaded is not None:
-            meta = loaded.meta
-        elif path is not None:
-            meta = read_meta(path)
-        elif known:
-            return None  # a base model, not loaded yet
-        else:
-            meta = self.get(name).meta  # not registered: the registry's own error
+        _, meta = self._header(name)
         config = (meta.training.get("config") if meta is not None else None) or {}
-        return Recipe.from_dict(config, f"{name}'s recipe") if config else None
+        return Recipe.from_dict(config, f"{name or self.default_name}'s recipe") if config else None
 
     def timeline(self, name: str | None = None) -> Timeline | None:
         """The saved epochs of the named checkpoint's run (``train.py --keep_epochs``), built on first use and
