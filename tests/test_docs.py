@@ -60,3 +60,37 @@ def test_citations_point_at_the_repositorys_own_notes():
         )
     ]
     assert not stale, stale
+
+
+MARKDOWN = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_slug(line.lstrip("#")) for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")}
+
+
+def test_the_slug_is_github_s():
+    assert _slug(" The three missed rows") == "the-three-missed-rows"
+    assert _slug("Round 45: what the right labels give") == "round-45-what-the-right-labels-give"
+    assert _slug("The targets (issue 14)") == "the-targets-issue-14"
+
+
+def test_every_relative_link_in_the_markdown_resolves():
+    broken = []
+    for page in MARKDOWN:
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert len(MARKDOWN) >= 5 and not broken, broken
