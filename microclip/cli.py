@@ -47,7 +47,7 @@ from microclip.formats import BRANCH_LABELS
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.recipe import MODE_FLAGS, Recipe, check_train_config, reported_branch
 from microclip.resources import PROJECT_ROOT, config_file, config_names, locate
-from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_SIGNS, POOL_FLAGS, QUERY_FLAGS
+from microclip.soap import DEPRECATED_NCUT_SIGNS, NCUT_FEATURES, NCUT_SIGNS, POOL_FLAGS, QUERY_FLAGS
 from microclip.spread import Spread
 from microclip.toyworld.text import this_worlds_asset
 
@@ -171,7 +171,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_method(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method (reference switches and clean alternatives)")
-    group.add_argument("--ncut_features", choices=["values", "keys"], default="values")
+    group.add_argument("--ncut_features", choices=NCUT_FEATURES, default=NCUT_FEATURES[0])
     group.add_argument("--ncut_threshold", choices=["std", "mean"], default="std")
     group.add_argument(
         "--ncut_sign",

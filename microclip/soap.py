@@ -33,6 +33,7 @@ POOL_FLAGS = {"ncut_avg": "--use_ncut_token_avg", "naive_avg": "--use_naive_toke
 DETERMINISTIC_QUERIES: tuple[str, ...] = ("ncut", "global", "token_avg")
 POOLS: tuple[str, ...] = ("attention", "ncut_avg", "naive_avg")  # the method's first
 
+NCUT_FEATURES: tuple[str, ...] = ("values", "keys")  # what the cut reads: the reference's default first
 NCUT_SIGNS: tuple[str, ...] = ("canonical", "solver")
 DEPRECATED_NCUT_SIGNS = {"symmetric": "canonical", "faithful": "solver"}  # the first build's names
 

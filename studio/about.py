@@ -148,6 +148,13 @@ def model_markdown(loaded: LoadedModel) -> str:
             "token (`train.py --centre_values`), so self-training cannot turn it into a bias that moves every "
             "image's `[FG]` alike (docs/toyworld.md, round 23).",
         ]
+    if model.config.ncut_features == "keys":
+        lines += [
+            "",
+            "**The cut on the keys** (`--ncut_features keys`, the reference's option, not its default): the normalised "
+            "cut that picks SOAP's query reads the last block's keys; SOAP still pools the value-path tokens "
+            "(docs/toyworld.md, round 44).",
+        ]
     lines += [f"\n**An ablation of SOAP** (`{flag}`): {what}." for flag, what in soap_ablations(model.config)]
     if meta is None:
         lines += [

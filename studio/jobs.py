@@ -44,7 +44,7 @@ from microclip.labeling import PRIOR_SOURCES, Debiasing
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
 from microclip.recipe import Recipe, reported_branch
-from microclip.soap import DETERMINISTIC_QUERIES, POOLS
+from microclip.soap import DETERMINISTIC_QUERIES, NCUT_FEATURES, POOLS
 from studio.about import labels_notes
 from studio.epochs import labels_fact
 from studio.inflight import INFERENCE_IN_FLIGHT
@@ -114,6 +114,7 @@ class AdaptLimits:
     max_lr: float = 1e-2
     max_fairness_weight: float = 16.0
     max_label_debias: float = 4.0
+    max_debias_momentum: float = 0.99  # the slowest prior measured (round 47); at 1 the marginal would never move
     max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
 
@@ -162,11 +163,19 @@ class AdaptRequest:
     # what that marginal is a running mean of: "scores" (their softmax, DebiasPL's) or "labels" (the labels' own
     # shares); train.py --label_debias_source. None keeps the data set's recipe's
     label_debias_source: str | None = None
+    # how slowly that running mean follows the batches (train.py --label_debias_momentum): None keeps the data set's
+    # recipe's
+    label_debias_momentum: float | None = None
+    # what the normalised cut reads: "values" (the value-path tokens, the reference's default) or "keys" (the last
+    # block's keys, the reference's clean option; train.py --ncut_features). None keeps the chosen entry's
+    ncut_features: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
-        pooling and ρ if asked."""
+        pooling, what its cut reads and ρ if asked."""
         config = MethodConfig.from_dict(entry.to_dict())
+        if self.ncut_features is not None:
+            config = replace(config, ncut_features=self.ncut_features)
         if self.centre_values is not None:
             config = replace(config, centre_values=bool(self.centre_values))
         if self.soap_query is not None:
@@ -185,6 +194,7 @@ class AdaptRequest:
                 "fairness_weight": self.fairness_weight,
                 "label_debias": self.label_debias,
                 "label_debias_source": self.label_debias_source,
+                "label_debias_momentum": self.label_debias_momentum,
             },
             mode=self.mode or "microclip",
             epochs=None,
@@ -220,6 +230,10 @@ class AdaptRequest:
         for name, value, top in optional:
             if value is not None and not 0.0 <= value <= top:
                 raise ValueError(f"{name} {value:g} is outside the allowed range 0..{top:g}")
+        momentum = self.label_debias_momentum
+        if momentum is not None and not 0.0 <= momentum <= limits.max_debias_momentum:
+            top = limits.max_debias_momentum
+            raise ValueError(f"debiasing momentum {momentum:g} is outside the allowed range 0..{top:g}")
         if not limits.min_lr <= self.lr <= limits.max_lr:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"
@@ -227,6 +241,7 @@ class AdaptRequest:
         # not the random query's: its map changes from call to call, which the run's probe maps cannot show
         named = (("SOAP query", self.soap_query, DETERMINISTIC_QUERIES), ("SOAP pooling", self.soap_pool, POOLS))
         named += (("labels", self.mode, ADAPT_MODES), ("debiasing prior", self.label_debias_source, PRIOR_SOURCES))
+        named += (("cut features", self.ncut_features, NCUT_FEATURES),)
         for name, value, known in named:
             if value is not None and value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")

@@ -28,7 +28,7 @@ from microclip.recipe import Recipe
 from studio.about import model_markdown
 from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
 from studio.registry import ModelRegistry
-from ui.adapt import CENTRING, LABELS, PRIORS, label_settings
+from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, label_settings
 from ui.app import build_demo
 from ui.layout import entry_fusion_ratio, entry_recipe
 
@@ -451,7 +451,7 @@ def test_a_run_takes_its_labels_from_the_method_the_cls_only_baseline_or_the_tru
 
 def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
-    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing is the last
+    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing follows
 
     def one_step(**extra) -> tuple[dict, Any, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **(settings | extra))
@@ -462,19 +462,24 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
 
     names: list[str] = []
     shares = "the labels' own shares (round 47)"
-    (debiased, meta, said), (plain, plain_meta, plain_said) = one_step(debias=2.0, gamma=0.25, prior=shares), one_step()
+    debiased, meta, said = one_step(debias=2.0, gamma=0.25, prior=shares, momentum=0.99)
+    plain, plain_meta, plain_said = one_step()
     assert (meta.training["config"]["label_debias"], plain_meta.training["config"]["label_debias"]) == (2.0, 0.0)
     assert meta.training["config"]["label_debias_source"] == PRIORS[shares] == "labels"
-    # choosing a saved entry starts the Adapt tab's λ, prior, γ and fairness controls at its own (the choice's
-    # handler), a base model and an entry that cannot be read at the data sets' recipe
+    assert (meta.training["config"]["label_debias_momentum"], plain_meta.training["config"]["label_debias_momentum"]) == (
+        0.99,
+        0.9,  # left out: the data set's recipe's
+    )
+    # choosing a saved entry starts the Adapt tab's λ, prior, momentum, γ and fairness controls at its own (the
+    # choice's handler), a base model and an entry that cannot be read at the data sets' recipe
     registry, limits, scores = app.runner.registry, app.runner.limits, next(iter(PRIORS))
-    assert label_settings(entry_recipe(registry, names[0]), limits) == (2.0, shares, 0.25, 1.0)
-    assert label_settings(entry_recipe(registry, names[1]), limits) == (0.0, scores, 0.5, 1.0)
+    assert label_settings(entry_recipe(registry, names[0]), limits) == (2.0, shares, 0.99, 0.25, 1.0)
+    assert label_settings(entry_recipe(registry, names[1]), limits) == (0.0, scores, 0.9, 0.5, 1.0)
     default = label_settings(Recipe.for_dataset("default"), limits)
     assert label_settings(entry_recipe(registry, BASE), limits) == default
     assert label_settings(entry_recipe(registry, "no such model"), limits) == default
     # the status says how the run's labels were made, as the saved model's card will
-    flags = "--label_debias 2 --label_debias_source labels"
+    flags = "--label_debias 2 --label_debias_source labels --label_debias_momentum 0.99"
     assert f"**Not the reference's labels** (`train.py {flags}`)" in said, said
     assert "Not the reference's labels" not in plain_said, plain_said
     assert any(not torch.equal(debiased[k], plain[k]) for k in plain)  # other labels, another step
@@ -486,6 +491,32 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
         AdaptRequest(label_debias_source="counts").check(AdaptLimits())
     with pytest.raises(AppError, match="'counts'.* is not in the list of choices"):
         one_step(debias=1.0, prior="counts")
+    with pytest.raises(AppError, match="greater than maximum value 0.99"):
+        one_step(debias=1.0, prior=shares, momentum=1.0)
+    with pytest.raises(ValueError, match="debiasing momentum 1 is outside the allowed range 0..0.99"):
+        AdaptRequest(label_debias_momentum=1.0).check(AdaptLimits())
+
+
+def test_a_run_takes_what_the_cut_reads_and_the_model_card_says_so(app, files):
+    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
+    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9)
+
+    def one_step(cut: str) -> tuple[Any, str]:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, cut=cut)
+        wait_until(app.client, job_id, finished, f"a one-step run with the cut on {cut!r}")
+        path, _text, name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return load_model(path), model_markdown(app.runner.registry.get(name))
+
+    keys = next(choice for choice, read in CUTS.items() if read == "keys")
+    (on_keys, card), (chosen, plain_card) = one_step(keys), one_step(next(iter(CUTS)))
+    assert (on_keys.config.ncut_features, chosen.config.ncut_features) == ("keys", "values")  # the tiny base's
+    assert "The cut on the keys" in card and "The cut on the keys" not in plain_card
+    # the run trained on another cut: the query SOAP asked with differed, and so did the step it took
+    assert not torch.equal(on_keys.soap.query_proj.weight, chosen.soap.query_proj.weight)
+    with pytest.raises(AppError, match="'keys'.* is not in the list of choices"):
+        one_step("keys")
+    with pytest.raises(ValueError, match="unknown cut features 'queries'; choose from values, keys"):
+        AdaptRequest(ncut_features="queries").check(AdaptLimits())
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -60,6 +60,13 @@ POOLS = {
     "every patch token, a plain mean (an ablation)": "naive_avg",
 }
 
+# What the normalised cut reads (train.py --ncut_features); SOAP pools the value-path tokens either way
+CUTS = {
+    "as the chosen model": None,
+    "the value-path tokens (the reference's default)": "values",
+    "the last block's keys (the reference's option; TokenCut's)": "keys",
+}
+
 LABELS = {
     "DKA's pseudo-labels (the method; no labels read)": "microclip",
     "[CLS] alone labels itself (the CLS-only baseline)": "baseline",
@@ -134,6 +141,8 @@ class _Panel:
     labels: gr.Radio
     debias: gr.Slider
     prior: gr.Radio
+    momentum: gr.Slider
+    cut: gr.Radio
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -158,6 +167,7 @@ class _Panel:
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
         methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion]
         methods += [self.query, self.pool, self.labels, self.debias, self.prior]  # each added after the last: API order
+        methods += [self.momentum, self.cut]
         return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
@@ -238,131 +248,191 @@ def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: st
     return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
 
 
-def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, float, float]:
-    """How ``recipe`` made its labels, as the tab's controls show it: (λ, the prior's choice, γ, fairness weight),
-    each within its control's range (the server's limits may be lower than a model's own)."""
+def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, float, float, float]:
+    """How ``recipe`` made its labels, as the tab's controls show it: (λ, the prior's choice, its momentum, γ,
+    fairness weight), each within its control's range (the server's limits may be lower than a model's own)."""
     prior = next(label for label, source in PRIORS.items() if source == recipe.label_debias_source)
     debias = min(recipe.label_debias, limits.max_label_debias)
-    return debias, prior, recipe.gamma, min(recipe.fairness_weight, limits.max_fairness_weight)
+    momentum = min(recipe.label_debias_momentum, limits.max_debias_momentum)
+    return debias, prior, momentum, recipe.gamma, min(recipe.fairness_weight, limits.max_fairness_weight)
 
 
-def _settings_column(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: Recipe) -> None:
-    debias, prior, gamma, fairness = label_settings(chosen, limits)  # the chosen model's
+def _data_settings(p: _Panel) -> None:
+    """What the run reads besides the images."""
+    p.classnames = gr.Textbox(
+        label="Class names (optional)",
+        lines=2,
+        placeholder="one per line or comma-separated; default: the folder names",
+    )
+    p.descriptions = gr.File(
+        label="Descriptions JSON (optional, {class: [sentence, ...]})",
+        file_types=[".json"],
+        type="filepath",
+        height=110,
+    )
+    p.allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
+
+
+def _step_settings(p: _Panel, limits: AdaptLimits) -> None:
+    """How each step is made, and what fixes the run."""
+    top = limits.max_batch_size
+    p.batch = gr.Slider(1, top, value=min(16, top), step=1, label="Batch size")
+    p.lr = gr.Slider(1e-5, min(1e-3, limits.max_lr), value=1e-4, step=1e-5, label="Learning rate")
+    top = limits.max_crops
+    p.n_crops = gr.Slider(1, top, value=min(4, top), step=1, label="Crops per image (K)")
+    p.n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1, label="Probe images")
+    p.seed = gr.Number(
+        value=0,
+        precision=0,
+        minimum=0,
+        maximum=limits.max_seed,
+        label="Seed",
+        info="Fixes the data order and the crops: the same seed repeats a run. On the toy world another "
+        "seed alone moves the result by 2–4.5 points (docs/toyworld.md, round 38).",
+        elem_id="adapt-seed",
+    )
+
+
+def _soap_settings(p: _Panel, fusion_ratio: float) -> None:
+    """How SOAP pools [FG], and how [FG] is fused with [CLS]."""
+    p.centring = _as_chosen_radio(
+        CENTRING,
+        "SOAP's values",
+        "Centred on the training images' mean token c (train.py --centre_values): self-training can then no "
+        "longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
+        "adapt-centring",
+    )
+    p.query = _as_chosen_radio(
+        QUERIES,
+        "SOAP's query",
+        "What SOAP asks every patch about: the mean of the cut's foreground, or the reference's ablations "
+        "(train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world the mean of "
+        "every patch token gives nearly every image the same [FG] from the first step (docs/toyworld.md, "
+        "round 43).",
+        "adapt-query",
+    )
+    p.pool = _as_chosen_radio(
+        POOLS,
+        "SOAP's pooling",
+        "How [FG] is pooled: SOAP's attention, or the reference's ablations, plain means with no attention "
+        "(train.py --use_ncut_token_avg, --use_naive_token_avg); with a plain mean SOAP's projections do not "
+        "train (docs/toyworld.md, round 44).",
+        "adapt-pool",
+    )
+    p.cut = _as_chosen_radio(
+        CUTS,
+        "What the cut reads",
+        "The normalised cut that picks SOAP's query runs on the value-path tokens SOAP pools, or on the last "
+        "block's keys (train.py --ncut_features keys). On the toy world the keys' cut is smaller and a little "
+        "purer, halves SOAP's deletion gap to its rolled-out weights and costs [FG] alone 3.75 points "
+        "(docs/toyworld.md, round 44).",
+        "adapt-cut",
+    )
+    p.fusion = gr.Slider(
+        0.0,
+        1.0,
+        value=fusion_ratio,
+        step=0.05,
+        label="Weight of [CLS] in the fused answer (ρ)",
+        info="In the loss and in the answer; starts at the chosen model's (0.5 in every reference config; "
+        "train.py --fusion_ratio). On the toy world a lower ρ makes [FG] lean on the parts more and ends "
+        "lower; at 1 only the labels use [FG] (docs/toyworld.md, round 39).",
+        elem_id="adapt-fusion",
+    )
+
+
+def _label_sources(p: _Panel, limits: AdaptLimits, gamma: float, fairness: float) -> None:
+    """Where the labels come from, and how hard the loss spreads them over the classes."""
+    p.labels = _as_chosen_radio(
+        LABELS,
+        "Labels",
+        "[CLS]'s own answers: train.py --baseline (SOAP does not train). The true labels, for data in class "
+        "folders: train.py --fully_supervised, how far the label-free run is from the right labels "
+        "(docs/toyworld.md, round 45).",
+        "adapt-labels",
+    )
+    p.gamma = gr.Slider(
+        0.0,
+        1.0,
+        value=gamma,
+        step=0.05,
+        label="Labels from the descriptions (DKA's γ)",
+        info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
+        "W_LLM) alone (train.py --gamma). Starts at the chosen model's.",
+        elem_id="adapt-gamma",
+    )
+    p.fairness = gr.Slider(
+        0.0,
+        limits.max_fairness_weight,
+        value=fairness,
+        step=0.5,
+        label="Fairness weight",
+        info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
+        "docs/toyworld.md, round 37). Starts at the chosen model's.",
+        elem_id="adapt-fairness",
+    )
+
+
+def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, momentum: float) -> None:
+    """How a running class marginal comes off the labels' scores (not the reference's)."""
+    p.debias = gr.Slider(
+        0.0,
+        limits.max_label_debias,
+        value=debias,
+        step=0.5,
+        label="Label debiasing (λ)",
+        info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
+        "off their scores, so a class they never name rises (train.py --label_debias). Starts at the chosen "
+        "model's. On the toy world λ = 3 (the bundled 'labels debiased' model) lifts the method and the "
+        "CLS-only baseline by about 7 points each (docs/toyworld.md, rounds 45-46).",
+        elem_id="adapt-debias",
+    )
+    p.prior = gr.Radio(
+        list(PRIORS),
+        value=prior,
+        label="Debiasing's class marginal",
+        info="What λ's running class marginal is a mean of (train.py --label_debias_source; no effect at λ "
+        "= 0). The labels' own shares lower a class again as the labels name it, and on the toy world leave "
+        "brennic finch's own images named another species (docs/toyworld.md, round 47). Starts at the chosen "
+        "model's.",
+        elem_id="adapt-prior",
+    )
+    p.momentum = gr.Slider(
+        0.0,
+        limits.max_debias_momentum,
+        value=momentum,
+        step=0.01,
+        label="Debiasing's momentum",
+        info="How slowly the running class marginal follows the batches (train.py --label_debias_momentum; "
+        "no effect at λ = 0): 0.9 is DebiasPL's; 0.99 came closest to the bar on the toy world's validation "
+        "split and over-corrects as much (docs/toyworld.md, round 47). Starts at the chosen model's.",
+        elem_id="adapt-momentum",
+    )
+
+
+def _settings_row(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: Recipe) -> None:
+    """Every setting of train.py's the tab offers, folded away, four groups side by side (each control's note is
+    long, and a narrow column would make it a scroll)."""
+    debias, prior, momentum, gamma, fairness = label_settings(chosen, limits)  # the chosen model's
+    with gr.Accordion("More settings", open=False), gr.Row(equal_height=False):
+        with gr.Column(min_width=260):
+            gr.Markdown("**Your data**")
+            _data_settings(p)
+            gr.Markdown("**Optimisation**")
+            _step_settings(p, limits)
+        with gr.Column(min_width=260):
+            gr.Markdown("**SOAP and the fusion**")
+            _soap_settings(p, fusion_ratio)
+        with gr.Column(min_width=260):
+            gr.Markdown("**The labels**")
+            _label_sources(p, limits, gamma, fairness)
+        with gr.Column(min_width=260):
+            gr.Markdown("**Label debiasing** (not the reference's)")
+            _debias_settings(p, limits, debias, prior, momentum)
+
+
+def _save_column(p: _Panel) -> None:
     with gr.Column(scale=1, min_width=300):
-        with gr.Accordion("More settings", open=False):
-            p.classnames = gr.Textbox(
-                label="Class names (optional)",
-                lines=2,
-                placeholder="one per line or comma-separated; default: the folder names",
-            )
-            p.descriptions = gr.File(
-                label="Descriptions JSON (optional, {class: [sentence, ...]})",
-                file_types=[".json"],
-                type="filepath",
-                height=110,
-            )
-            p.allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
-            top = limits.max_batch_size
-            p.batch = gr.Slider(1, top, value=min(16, top), step=1, label="Batch size")
-            p.lr = gr.Slider(1e-5, min(1e-3, limits.max_lr), value=1e-4, step=1e-5, label="Learning rate")
-            top = limits.max_crops
-            p.n_crops = gr.Slider(1, top, value=min(4, top), step=1, label="Crops per image (K)")
-            p.n_probes = gr.Slider(0, limits.max_probes, value=min(4, limits.max_probes), step=1, label="Probe images")
-            p.centring = _as_chosen_radio(
-                CENTRING,
-                "SOAP's values",
-                "Centred on the training images' mean token c (train.py --centre_values): self-training can then no "
-                "longer turn W_v into one shift of every image's [FG] (docs/toyworld.md, round 23).",
-                "adapt-centring",
-            )
-            p.query = _as_chosen_radio(
-                QUERIES,
-                "SOAP's query",
-                "What SOAP asks every patch about: the mean of the cut's foreground, or the reference's ablations "
-                "(train.py --use_global_feature_for_query, --use_token_avg_for_query). On the toy world the mean of "
-                "every patch token gives nearly every image the same [FG] from the first step (docs/toyworld.md, "
-                "round 43).",
-                "adapt-query",
-            )
-            p.pool = _as_chosen_radio(
-                POOLS,
-                "SOAP's pooling",
-                "How [FG] is pooled: SOAP's attention, or the reference's ablations, plain means with no attention "
-                "(train.py --use_ncut_token_avg, --use_naive_token_avg); with a plain mean SOAP's projections do not "
-                "train (docs/toyworld.md, round 44).",
-                "adapt-pool",
-            )
-            p.labels = _as_chosen_radio(
-                LABELS,
-                "Labels",
-                "[CLS]'s own answers: train.py --baseline (SOAP does not train). The true labels, for data in class "
-                "folders: train.py --fully_supervised, how far the label-free run is from the right labels "
-                "(docs/toyworld.md, round 45).",
-                "adapt-labels",
-            )
-            p.debias = gr.Slider(
-                0.0,
-                limits.max_label_debias,
-                value=debias,
-                step=0.5,
-                label="Label debiasing (λ)",
-                info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
-                "off their scores, so a class they never name rises (train.py --label_debias). Starts at the chosen "
-                "model's. On the toy world λ = 3 (the bundled 'labels debiased' model) lifts the method and the "
-                "CLS-only baseline by about 7 points each (docs/toyworld.md, rounds 45-46).",
-                elem_id="adapt-debias",
-            )
-            p.prior = gr.Radio(
-                list(PRIORS),
-                value=prior,
-                label="Debiasing's class marginal",
-                info="What λ's running class marginal is a mean of (train.py --label_debias_source; no effect at λ "
-                "= 0). The labels' own shares lower a class again as the labels name it, and on the toy world leave "
-                "brennic finch's own images named another species (docs/toyworld.md, round 47). Starts at the chosen "
-                "model's.",
-                elem_id="adapt-prior",
-            )
-            p.gamma = gr.Slider(
-                0.0,
-                1.0,
-                value=gamma,
-                step=0.05,
-                label="Labels from the descriptions (DKA's γ)",
-                info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
-                "W_LLM) alone (train.py --gamma). Starts at the chosen model's.",
-                elem_id="adapt-gamma",
-            )
-            p.fairness = gr.Slider(
-                0.0,
-                limits.max_fairness_weight,
-                value=fairness,
-                step=0.5,
-                label="Fairness weight",
-                info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
-                "docs/toyworld.md, round 37). Starts at the chosen model's.",
-                elem_id="adapt-fairness",
-            )
-            p.seed = gr.Number(
-                value=0,
-                precision=0,
-                minimum=0,
-                maximum=limits.max_seed,
-                label="Seed",
-                info="Fixes the data order and the crops: the same seed repeats a run. On the toy world another "
-                "seed alone moves the result by 2–4.5 points (docs/toyworld.md, round 38).",
-                elem_id="adapt-seed",
-            )
-            p.fusion = gr.Slider(
-                0.0,
-                1.0,
-                value=fusion_ratio,
-                step=0.05,
-                label="Weight of [CLS] in the fused answer (ρ)",
-                info="In the loss and in the answer; starts at the chosen model's (0.5 in every reference config; "
-                "train.py --fusion_ratio). On the toy world a lower ρ makes [FG] lean on the parts more and ends "
-                "lower; at 1 only the labels use [FG] (docs/toyworld.md, round 39).",
-                elem_id="adapt-fusion",
-            )
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
@@ -385,13 +455,15 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
     p = _Panel()
     gr.Markdown(INTRO)
     # Laid out for a projector (1400×1000): what to choose, Start and Stop on the left; the status, the progress
-    # and the curves beside them, so a run is watched without scrolling. Less used settings and Save below.
+    # and the curves beside them, so a run is watched without scrolling. Less used settings (folded), then Save
+    # beside the probe maps.
     with gr.Row(equal_height=False):
         _data_column(p, registry, limits, folders)
         _watch_column(p)
+    chosen = registry.default_name
+    _settings_row(p, limits, entry_fusion_ratio(registry, chosen), entry_recipe(registry, chosen))
     with gr.Row(equal_height=False):
-        chosen = registry.default_name
-        _settings_column(p, limits, entry_fusion_ratio(registry, chosen), entry_recipe(registry, chosen))
+        _save_column(p)
         _results_column(p)
     p.timer = gr.Timer(POLL_SECONDS, active=False)
     p.shown = gr.State(None)
@@ -432,6 +504,8 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         labels: str | None = None,
         debias: float | None = None,
         prior: str | None = None,
+        momentum: float | None = None,
+        cut: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -460,6 +534,8 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             mode=LABELS[labels] if labels else None,  # Gradio refuses a value not in LABELS
             label_debias=None if debias is None else float(debias),
             label_debias_source=PRIORS[prior] if prior else None,  # Gradio refuses a value not in PRIORS
+            label_debias_momentum=None if momentum is None else float(momentum),
+            ncut_features=CUTS[cut] if cut else None,  # Gradio refuses a value not in CUTS
         )
         try:
             new_id = runner.submit(request)
@@ -561,7 +637,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
         # would drop the debiasing it was made with, unsaid
         lambda name: label_settings(entry_recipe(registry, name), runner.limits),
         p.model,
-        [p.debias, p.prior, p.gamma, p.fairness],
+        [p.debias, p.prior, p.momentum, p.gamma, p.fairness],
         api_visibility="private",
         queue=False,
     )
