@@ -257,6 +257,11 @@ def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, flo
     return debias, prior, momentum, recipe.gamma, min(recipe.fairness_weight, limits.max_fairness_weight)
 
 
+def _weight_slider(label: str, top: float, value: float, step: float, info: str, elem_id: str) -> gr.Slider:
+    """One of the method's weights, from 0 to ``top``, starting at ``value`` (the chosen model's where it has one)."""
+    return gr.Slider(0.0, top, value=value, step=step, label=label, info=info, elem_id=elem_id)
+
+
 def _data_settings(p: _Panel) -> None:
     """What the run reads besides the images."""
     p.classnames = gr.Textbox(
@@ -328,16 +333,15 @@ def _soap_settings(p: _Panel, fusion_ratio: float) -> None:
         "(docs/toyworld.md, round 44).",
         "adapt-cut",
     )
-    p.fusion = gr.Slider(
-        0.0,
+    p.fusion = _weight_slider(
+        "Weight of [CLS] in the fused answer (ρ)",
         1.0,
-        value=fusion_ratio,
-        step=0.05,
-        label="Weight of [CLS] in the fused answer (ρ)",
-        info="In the loss and in the answer; starts at the chosen model's (0.5 in every reference config; "
+        fusion_ratio,
+        0.05,
+        "In the loss and in the answer; starts at the chosen model's (0.5 in every reference config; "
         "train.py --fusion_ratio). On the toy world a lower ρ makes [FG] lean on the parts more and ends "
         "lower; at 1 only the labels use [FG] (docs/toyworld.md, round 39).",
-        elem_id="adapt-fusion",
+        "adapt-fusion",
     )
 
 
@@ -351,41 +355,38 @@ def _label_sources(p: _Panel, limits: AdaptLimits, gamma: float, fairness: float
         "(docs/toyworld.md, round 45).",
         "adapt-labels",
     )
-    p.gamma = gr.Slider(
-        0.0,
+    p.gamma = _weight_slider(
+        "Labels from the descriptions (DKA's γ)",
         1.0,
-        value=gamma,
-        step=0.05,
-        label="Labels from the descriptions (DKA's γ)",
-        info="0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
+        gamma,
+        0.05,
+        "0: the model labels itself (fused · W*); 1: the crops against the descriptions (crops · "
         "W_LLM) alone (train.py --gamma). Starts at the chosen model's.",
-        elem_id="adapt-gamma",
+        "adapt-gamma",
     )
-    p.fairness = gr.Slider(
-        0.0,
+    p.fairness = _weight_slider(
+        "Fairness weight",
         limits.max_fairness_weight,
-        value=fairness,
-        step=0.5,
-        label="Fairness weight",
-        info="How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
+        fairness,
+        0.5,
+        "How hard the loss spreads the answers over the classes (train.py --fairness_weight; "
         "docs/toyworld.md, round 37). Starts at the chosen model's.",
-        elem_id="adapt-fairness",
+        "adapt-fairness",
     )
 
 
 def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, momentum: float) -> None:
     """How a running class marginal comes off the labels' scores (not the reference's)."""
-    p.debias = gr.Slider(
-        0.0,
+    p.debias = _weight_slider(
+        "Label debiasing (λ)",
         limits.max_label_debias,
-        value=debias,
-        step=0.5,
-        label="Label debiasing (λ)",
-        info="Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
+        debias,
+        0.5,
+        "Not the reference's (0): λ × log of each class's running mean probability under the labels comes "
         "off their scores, so a class they never name rises (train.py --label_debias). Starts at the chosen "
         "model's. On the toy world λ = 3 (the bundled 'labels debiased' model) lifts the method and the "
         "CLS-only baseline by about 7 points each (docs/toyworld.md, rounds 45-46).",
-        elem_id="adapt-debias",
+        "adapt-debias",
     )
     p.prior = gr.Radio(
         list(PRIORS),
@@ -397,16 +398,15 @@ def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, 
         "model's.",
         elem_id="adapt-prior",
     )
-    p.momentum = gr.Slider(
-        0.0,
+    p.momentum = _weight_slider(
+        "Debiasing's momentum",
         limits.max_debias_momentum,
-        value=momentum,
-        step=0.01,
-        label="Debiasing's momentum",
-        info="How slowly the running class marginal follows the batches (train.py --label_debias_momentum; "
+        momentum,
+        0.01,
+        "How slowly the running class marginal follows the batches (train.py --label_debias_momentum; "
         "no effect at λ = 0): 0.9 is DebiasPL's; 0.99 came closest to the bar on the toy world's validation "
         "split and over-corrects as much (docs/toyworld.md, round 47). Starts at the chosen model's.",
-        elem_id="adapt-momentum",
+        "adapt-momentum",
     )
 
 
