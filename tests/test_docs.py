@@ -94,3 +94,11 @@ def test_every_relative_link_in_the_markdown_resolves():
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert len(MARKDOWN) >= 5 and not broken, broken
+
+
+def test_the_toy_world_notes_list_every_section_in_their_contents():
+    text = (ROOT / "docs" / "toyworld.md").read_text(encoding="utf-8")
+    contents, _, rest = text.partition("## Contents\n")[2].partition("\n## ")
+    listed = re.findall(r"\]\(#([^)]+)\)", contents)
+    sections = [_slug(line.lstrip("#")) for line in ("## " + rest).splitlines() if re.match(r"#{2,3} ", line)]
+    assert len(sections) > 40 and listed == sections, sorted(set(sections) ^ set(listed))
