@@ -64,6 +64,10 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
 WAIT_MS = 60_000
+PENDING_MS = 10_000
+# no event pending and no transition running (endless animations, such as a spinner's, do not count)
+SETTLED = """() => !document.querySelector('.pending') && document.getAnimations().every(
+    a => a.playState !== 'running' || a.effect.getTiming().iterations === Infinity)"""
 BUNDLED = TOY_ADAPTED.is_file()
 
 
@@ -99,6 +103,10 @@ def shot(page, name: str, full: bool = False, top: bool = True) -> None:
     lesson's pictures are also copied, shrunk to ``LESSON_WIDTH`` and to 256 colours, into docs/img/ when
     MICROCLIP_LESSON_SHOTS is set (so an ordinary run leaves the checkout as it was)."""
     page.wait_for_function("() => [...document.images].every(img => img.complete)")
+    try:  # Gradio fades a component to a fifth while its event runs, and back in after: wait for both
+        page.wait_for_function(SETTLED, timeout=PENDING_MS)
+    except sync_api.TimeoutError:
+        pass  # a live run's status may be polled for as long as it runs; the shot shows it as it is
     if top and not full:
         page.evaluate("window.scrollTo(0, 0)")
     path = ARTIFACTS / f"{name}.png"

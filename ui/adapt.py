@@ -32,7 +32,7 @@ from studio.jobs import (
 )
 from studio.sharing import ServerPathGuard, ServerPaths
 from ui.common import user_errors
-from ui.layout import entry_fusion_ratio, entry_recipe, follow_fusion_ratio, refresh_on_focus
+from ui.layout import entry_fusion_ratio, entry_recipe, refresh_on_focus
 from viz.runs import curves
 
 SOURCES = {"toy world": "toybirds", "upload a zip": "zip", "folder on the server": "folder"}
@@ -632,12 +632,13 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     p = _layout(registry, runner.limits, folders_now())
     p.source.change(choose_source, p.source, [p.archive, p.folder, p.toy_per_class], api_visibility="private")
     refresh_on_focus(p.model, registry)
-    follow_fusion_ratio(p.model, p.fusion, registry)  # a run keeps the entry's ρ unless the slider is moved
-    p.model.change(  # and how its labels were made: left at the data set's, a run from the bundled debiased model
-        # would drop the debiasing it was made with, unsaid
-        lambda name: label_settings(entry_recipe(registry, name), runner.limits),
+    # A run keeps the entry's ρ and how its labels were made unless a control is moved: left at the data set's, a
+    # run from the bundled debiased model would drop the debiasing it was made with, unsaid. One event sets them all,
+    # so a control moved right after a choice is never reset by a late second event.
+    p.model.change(
+        lambda name: (entry_fusion_ratio(registry, name), *label_settings(entry_recipe(registry, name), runner.limits)),
         p.model,
-        [p.debias, p.prior, p.momentum, p.gamma, p.fairness],
+        [p.fusion, p.debias, p.prior, p.momentum, p.gamma, p.fairness],
         api_visibility="private",
         queue=False,
     )
