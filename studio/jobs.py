@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from microclip.adapt import Adaptation, prepare
@@ -428,6 +429,20 @@ class AdaptationRunner:
         """Ask for fresh probe maps at the next step end (they are computed by the training thread)."""
         with self._lock:
             self._get(job_id).probe_request.set()
+
+    def curves_file(self, job_id: str) -> Path:
+        """The run's curves so far as a CSV file in a fresh folder: a row per step, a column per logged value (the
+        loss and its terms, the labels' confidence and, for data labelled by folders, their accuracy, how often each
+        branch alone gives the fused answer, the learning rate), empty where a step did not log it."""
+        snapshot = self.status(job_id)
+        if not snapshot.metrics:
+            raise ValueError("the run has not finished a step yet: there are no curves to download")
+        frame = pd.DataFrame(snapshot.metrics)
+        frame = frame[["step", *(column for column in frame.columns if column != "step")]]
+        (self.workdir / "curves").mkdir(parents=True, exist_ok=True)
+        path = shareable_tempdir(f"curves-{job_id}-", self.workdir / "curves") / f"adapt-{job_id}-curves.csv"
+        frame.to_csv(path, index=False)
+        return path
 
     def save(self, job_id: str, name: str | None = None) -> Path:
         """Write the job's adapted checkpoint, register it under ``name``, and return its path.

@@ -495,6 +495,24 @@ def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
         AdaptRequest(label_debias_momentum=1.0).check(AdaptLimits())
 
 
+def test_a_run_s_curves_download_as_csv_one_row_per_step(app, files):
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], steps=3)
+    wait_until(app.client, job_id, finished, "a three-step run")
+    path = app.client.predict(job_id, api_name="/adapt_curves")
+    with open(path, newline="", encoding="utf-8") as table:
+        reader = csv.DictReader(table)
+        header, rows = reader.fieldnames, list(reader)
+    logged = app.runner.status(job_id).metrics
+    assert header[0] == "step" and {"loss", "pl_conf", "pl_acc"} <= set(header)  # the zip's folders give labels
+    assert [int(row["step"]) for row in rows] == [m["step"] for m in logged] == [1, 2, 3]
+    for row, metrics in zip(rows, logged, strict=True):  # every logged value, to the printed digits
+        assert all(float(row[key]) == pytest.approx(value, rel=1e-9) for key, value in metrics.items()), row
+    with pytest.raises(AppError, match="No run yet: press Start first"):
+        app.client.predict("", api_name="/adapt_curves")
+    with pytest.raises(AppError, match="no adaptation job 'nope'"):
+        app.client.predict("nope", api_name="/adapt_curves")
+
+
 def test_a_run_takes_what_the_cut_reads_and_the_model_card_says_so(app, files):
     settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
     settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9)

@@ -502,6 +502,8 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     page.get_by_role("button", name="Save checkpoint", exact=True).click()
     expect(page.locator("#adapt-status")).to_contain_text("saved as class demo")
     expect(page.locator("#adapt-status")).to_contain_text("keep the model they show")
+    page.locator("#adapt-download-curves").click()  # the curves, step by step, to keep
+    expect(page.locator("a[href$='-curves.csv']")).to_have_count(1)  # a download link (its shown name is cut)
     page.locator("#adapt-save").scroll_into_view_if_needed()
     shot(page, "adapt-saved", top=False)
     shot(page, "adapt-stopped-full", full=True)

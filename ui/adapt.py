@@ -6,7 +6,7 @@ job by id. So Explore keeps answering while a run goes. What a snapshot looks li
 progress bar, curves, probe cards) is ``studio.jobs`` and ``viz.runs``; this module lays out and wires.
 
 Named API endpoints (for ``gradio_client``): ``adapt_start``, ``adapt_status``, ``adapt_stop``,
-``adapt_save``; the job id returned by ``adapt_start`` is the handle for the other three.
+``adapt_save``, ``adapt_curves``; the job id returned by ``adapt_start`` is the handle for the others.
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ class _Panel:
     save: gr.Button
     use_saved: gr.Button
     checkpoint: gr.File
+    download_curves: gr.Button
+    curves_csv: gr.File
     # probe maps, skipped files, the run's handles
     probes: gr.HTML
     refresh_maps: gr.Button
@@ -437,6 +439,8 @@ def _save_column(p: _Panel) -> None:
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
         p.checkpoint = gr.File(label="Saved checkpoint (.safetensors)", interactive=False, height=110)
+        p.download_curves = gr.Button("Download the curves (CSV)", size="sm", elem_id="adapt-download-curves")
+        p.curves_csv = gr.File(label="The run's curves, step by step (.csv)", interactive=False, height=110)
 
 
 def _results_column(p: _Panel) -> None:
@@ -605,6 +609,13 @@ def _wire_actions(p: _Panel, runner: AdaptationRunner) -> None:
         return str(path), status_markdown(snapshot), snapshot.saved_name or ""
 
     @user_errors
+    def download_curves(current: str) -> str:
+        """The run's curves so far as a CSV file: a row per step, a column per logged value."""
+        if not current:
+            raise gr.Error("No run yet: press Start first.")
+        return str(runner.curves_file(current))
+
+    @user_errors
     def ask_for_maps(current: str) -> None:
         if current:
             runner.request_probes(current)
@@ -612,6 +623,7 @@ def _wire_actions(p: _Panel, runner: AdaptationRunner) -> None:
     p.stop.click(stop_run, p.job_id, [p.status, p.progress], api_name="adapt_stop", concurrency_limit=None)
     saved = [p.checkpoint, p.status, p.saved_name]
     p.save.click(save_run, [p.job_id, p.save_name], saved, api_name="adapt_save", concurrency_limit=None)
+    p.download_curves.click(download_curves, p.job_id, p.curves_csv, api_name="adapt_curves", concurrency_limit=None)
     p.refresh_maps.click(ask_for_maps, p.job_id, None, api_visibility="private", concurrency_limit=None)
 
 
