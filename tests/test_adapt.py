@@ -11,7 +11,8 @@ from microclip.checkpoint import read_adapted
 from microclip.cli import train
 from microclip.data import build_dataset
 from microclip.recipe import Recipe
-from studio.jobs import AdaptationRunner, AdaptRequest, JobStatus
+from studio.adapt_request import AdaptRequest
+from studio.jobs import AdaptationRunner, JobStatus
 from studio.registry import ModelRegistry
 
 

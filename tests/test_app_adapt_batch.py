@@ -26,7 +26,8 @@ from PIL import Image
 from microclip.checkpoint import load_model, read_adapted
 from microclip.recipe import Recipe
 from studio.about import model_markdown
-from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest
+from studio.adapt_request import AdaptLimits, AdaptRequest
+from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
 from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, label_settings
 from ui.app import build_demo

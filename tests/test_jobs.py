@@ -16,7 +16,8 @@ from conftest import BUNDLED_TOY_MODEL, CLASSES
 from microclip.checkpoint import load_model, read_adapted
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe
-from studio.jobs import AdaptationRunner, AdaptLimits, AdaptRequest, JobStatus, QueueFullError, status_markdown
+from studio.adapt_request import AdaptLimits, AdaptRequest
+from studio.jobs import AdaptationRunner, JobStatus, QueueFullError, status_markdown
 from studio.registry import ModelRegistry
 
 

@@ -18,10 +18,9 @@ from typing import Any
 import gradio as gr
 
 from microclip.recipe import Recipe
+from studio.adapt_request import AdaptLimits, AdaptRequest
 from studio.jobs import (
     AdaptationRunner,
-    AdaptLimits,
-    AdaptRequest,
     QueueFullError,
     parse_classnames,
     probes_html,

@@ -19,7 +19,8 @@ from microclip.data.seeded import SeededDataset
 from microclip.data.transforms import test_transform
 from microclip.engine import evaluate_as
 from microclip.recipe import Recipe
-from studio.jobs import ADAPT_MODES, AdaptationRunner, AdaptRequest
+from studio.adapt_request import ADAPT_MODES, AdaptRequest
+from studio.jobs import AdaptationRunner
 from studio.registry import default_registry
 
 
