@@ -26,6 +26,7 @@ from studio.registry import ModelRegistry, default_registry
 from ui.app import build_demo, launch_kwargs
 from viz.overlay import display_crop
 
+gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
@@ -392,3 +393,16 @@ def test_default_registry_pairs_a_checkpoint_with_its_base_zero_shot(files):
     assert registry.default_name == "adapted" and "adapted · base zero-shot" in adapted
     base = registry.get("adapted · base zero-shot")
     assert base.meta is None and base.classes == tuple(CLASSES) and base.descriptions == DESCRIPTIONS
+
+
+def test_opening_a_model_list_refreshes_it_and_never_sets_the_choice(registry):
+    """A list opened is listed again (runs can be saved meanwhile), but its answer must not carry the value it was
+    opened with: a model chosen while that answer is on its way would be undone, and the settings that follow the
+    choice with it."""
+    demo = build_demo(registry)
+    refreshes = [f for f in demo.fns.values() if any(event == "focus" for _, event in f.targets)]
+    assert len(refreshes) >= 2 and all(isinstance(out, gr.Dropdown) for f in refreshes for out in f.outputs)
+    for refresh in refreshes:
+        assert not refresh.inputs
+        update = refresh.fn()
+        assert update.constructor_args == {"choices": registry.names()}

@@ -11,13 +11,11 @@ from ui.common import model_dropdown_update
 
 
 def refresh_on_focus(dropdown: gr.Dropdown, registry) -> None:
-    """List the registry's models again whenever ``dropdown`` is opened (runs can be saved meanwhile)."""
+    """List the registry's models again whenever ``dropdown`` is opened (runs can be saved meanwhile). Only the
+    list: the selection is the user's, and a model chosen while this answer is on its way must not be undone by it
+    (it was, and the choice's own settings then followed the model chosen before)."""
     dropdown.focus(
-        lambda value: model_dropdown_update(registry.names(), value),
-        dropdown,
-        dropdown,
-        api_visibility="private",
-        queue=False,
+        lambda: model_dropdown_update(registry.names()), None, dropdown, api_visibility="private", queue=False
     )
 
 
