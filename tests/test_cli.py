@@ -316,11 +316,18 @@ def test_seeds_runs_each_seed_as_alone_then_summarises_and_resume_keeps_finished
         (["--seeds", "0", "1", "--resume", "no-such-folder"], "--seeds --resume: no folder 'no-such-folder'"),
     ],
 )
-def test_seeds_refuses_what_it_cannot_do_before_training(image_dataset_root, tiny_model_dir, tmp_path, flags, message):
+def test_seeds_refuses_what_it_cannot_do_before_training(
+    image_dataset_root, tiny_model_dir, tmp_path, monkeypatch, capsys, flags, message
+):
+    # In this process (train.py is this call and an exit): a refusal is argument checking, and a new interpreter
+    # for each of the five would cost the suite half a minute.
+    from microclip.cli import train
+
+    monkeypatch.chdir(tmp_path)  # where a relative --resume is looked for
     descriptions = tmp_path / "unused.json"
     command = two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, tmp_path / "out")
-    done = run(*command, *flags)
-    assert done.returncode == 2 and message in done.stderr
+    assert command[0] == "train.py"
+    assert train([*command[1:], *flags]) == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -340,17 +347,19 @@ def test_validation_scoring_leaves_the_run_unchanged(trained, image_dataset_root
 
 
 def test_a_validation_folder_without_every_class_fails_before_anything_is_written(
-    trained, image_dataset_root, tiny_model_dir, tmp_path
+    trained, image_dataset_root, tiny_model_dir, tmp_path, capsys
 ):
+    from microclip.cli import train
 
     _, descriptions, _ = trained
     partial = tmp_path / "val"
     for name in ("blue bar", "green disc"):  # no "red square"
         shutil.copytree(image_dataset_root / "shapes" / "test" / name, partial / name)
     out = tmp_path / "run"
-    done = run(*two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, out), "--val_dataset", str(partial))
-    assert done.returncode == 2
-    assert "--val_dataset" in done.stderr and "red square" in done.stderr
+    command = two_epoch_run(image_dataset_root, tiny_model_dir, descriptions, out)[1:]  # in this process: a refusal
+    assert train([*command, "--val_dataset", str(partial)]) == 2
+    stderr = capsys.readouterr().err
+    assert "--val_dataset" in stderr and "red square" in stderr
     assert not out.exists()
 
 
@@ -519,7 +528,7 @@ def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_ro
 def test_missing_descriptions_are_named(trained, image_dataset_root, tiny_model_dir, tmp_path):
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"blue bar": ["a blue bar."]}))
-    done = run(
+    done = run(  # its own process: the command a user types, which must end in one line, not a traceback
         "train.py",
         "--dataset",
         str(image_dataset_root / "shapes"),
