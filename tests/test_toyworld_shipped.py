@@ -244,12 +244,17 @@ def _predict(data_root: str, env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("cpu", sorted(EMULATED_CPUS))
-def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, cpu):
+@pytest.fixture(scope="module")
+def native(data_root) -> dict:
+    """This machine's own predictions and masks, made once for every emulated CPU to be compared with."""
     from microclip.toyworld.dataset import ensure_split
 
     ensure_split(data_root, "test")
-    native = _predict(data_root, {})
+    return _predict(data_root, {})
+
+
+@pytest.mark.parametrize("cpu", sorted(EMULATED_CPUS))
+def test_predictions_and_masks_do_not_depend_on_the_cpu(data_root, native, cpu):
     if native["capability"].lower() == EMULATED_CPUS[cpu]["ATEN_CPU_CAPABILITY"]:
         pytest.skip(
             f"this CPU runs {native['capability']} natively: nothing to emulate (the other case still compares)"
