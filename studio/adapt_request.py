@@ -32,6 +32,7 @@ class AdaptLimits:
     max_lr: float = 1e-2
     max_fairness_weight: float = 16.0
     max_label_debias: float = 4.0
+    max_soap_lr_scale: float = 2.0  # SOAP's share of the learning rate: 0 freezes it, 1 is the reference's
     max_debias_momentum: float = 0.99  # the slowest prior measured (round 47); at 1 the marginal would never move
     max_seed: int = 2**31 - 1  # numpy's and torch's seeds take any 32-bit value; a run's generators derive from it
 
@@ -84,6 +85,9 @@ class AdaptRequest:
     # how slowly that running mean follows the batches (train.py --label_debias_momentum): None keeps the data set's
     # recipe's
     label_debias_momentum: float | None = None
+    # SOAP's projections learn at lr × this (train.py --soap_lr_scale, not the reference's unless 1; 0 freezes them):
+    # None keeps the data set's recipe's
+    soap_lr_scale: float | None = None
     # what the normalised cut reads: "values" (the value-path tokens, the reference's default) or "keys" (the last
     # block's keys, the reference's clean option; train.py --ncut_features). None keeps the chosen entry's
     ncut_features: str | None = None
@@ -113,6 +117,7 @@ class AdaptRequest:
                 "label_debias": self.label_debias,
                 "label_debias_source": self.label_debias_source,
                 "label_debias_momentum": self.label_debias_momentum,
+                "soap_lr_scale": self.soap_lr_scale,
             },
             mode=self.mode or "microclip",
             epochs=None,
@@ -144,6 +149,7 @@ class AdaptRequest:
             ("fusion ratio =", self.fusion_ratio, 1.0),
             ("fairness weight", self.fairness_weight, limits.max_fairness_weight),
             ("label debiasing", self.label_debias, limits.max_label_debias),
+            ("SOAP's share of the learning rate", self.soap_lr_scale, limits.max_soap_lr_scale),
         )
         for name, value, top in optional:
             if value is not None and not 0.0 <= value <= top:

@@ -29,7 +29,7 @@ from studio.about import model_markdown
 from studio.adapt_request import AdaptLimits, AdaptRequest
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
-from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, label_settings
+from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, entry_settings, label_settings
 from ui.app import build_demo
 from ui.layout import entry_fusion_ratio, entry_recipe
 
@@ -46,6 +46,16 @@ RUN = dict(
 TIMEOUT = 60.0
 CENTRED = next(choice for choice, centred in CENTRING.items() if centred)
 AS_CHOSEN = next(iter(CENTRING))  # SOAP's values as the chosen model has them
+# adapt_start's method settings after the probes, in its (positional) order, each at the chosen model's or the
+# tiny base's recipe's value; a test takes those before the one it asks about (what it leaves out is the recipe's)
+METHOD = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN, pool=AS_CHOSEN)
+METHOD |= dict(labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9, cut=next(iter(CUTS)))
+
+
+def settings_before(name: str) -> dict:
+    names = list(METHOD)
+    return {key: METHOD[key] for key in names[: names.index(name)]} if name in METHOD else dict(METHOD)
+
 
 # (file, the message the user gets): each is refused by the batch endpoint and fails an adaptation run.
 BAD_ZIPS = [
@@ -451,8 +461,7 @@ def test_a_run_takes_its_labels_from_the_method_the_cls_only_baseline_or_the_tru
 
 
 def test_a_run_takes_the_label_debiasing_and_records_it(app, files):
-    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
-    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)))  # positional: the debiasing follows
+    settings = settings_before("debias")
 
     def one_step(**extra) -> tuple[dict, Any, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **(settings | extra))
@@ -515,8 +524,7 @@ def test_a_run_s_curves_download_as_csv_one_row_per_step(app, files):
 
 
 def test_a_run_takes_what_the_cut_reads_and_the_model_card_says_so(app, files):
-    settings = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN)
-    settings |= dict(pool=AS_CHOSEN, labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9)
+    settings = settings_before("cut")
 
     def one_step(cut: str) -> tuple[Any, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, cut=cut)
@@ -534,6 +542,29 @@ def test_a_run_takes_what_the_cut_reads_and_the_model_card_says_so(app, files):
         one_step("keys")
     with pytest.raises(ValueError, match="unknown cut features 'queries'; choose from values, keys"):
         AdaptRequest(ncut_features="queries").check(AdaptLimits())
+
+
+def test_a_run_takes_soap_s_share_of_the_learning_rate_and_a_choice_starts_at_the_model_s(app, files):
+    settings = settings_before("soap_lr")  # every other one: SOAP's share of the learning rate is the last
+
+    def one_step(**extra) -> tuple[Any, Any, str]:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
+        wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'the recipe'}")
+        path, _text, name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return load_model(path), read_adapted(path)[1], name
+
+    (frozen, meta, name), (plain, plain_meta, _) = one_step(soap_lr=0.0), one_step()
+    assert (meta.training["config"]["soap_lr_scale"], plain_meta.training["config"]["soap_lr_scale"]) == (0.0, 1.0)
+    eye = torch.eye(frozen.soap.width)  # frozen, SOAP stays at its identity start; the recipe's moves it
+    assert all(torch.equal(proj.weight, eye) for proj in (frozen.soap.query_proj, frozen.soap.value_proj))
+    assert not torch.equal(plain.soap.value_proj.weight, eye)
+    # choosing the frozen run's model starts the slider at its 0, as ρ and the labels' settings start at its own
+    assert entry_settings(app.runner.registry, app.runner.limits, name)[:2] == (0.5, 0.0)
+    assert entry_settings(app.runner.registry, app.runner.limits, BASE)[1] == 1.0
+    with pytest.raises(AppError, match="greater than maximum value 2"):
+        one_step(soap_lr=3.0)
+    with pytest.raises(ValueError, match="SOAP's share of the learning rate -1 is outside the allowed range 0..2"):
+        AdaptRequest(soap_lr_scale=-1.0).check(AdaptLimits())
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -448,6 +448,7 @@ def test_adapt_start_watch_stop_and_save_without_a_silent_switch(page, image_dat
     expect(page.get_by_label("number input for Debiasing's momentum", exact=True)).to_have_value("0.9")
     expect(page.locator("#adapt-cut input:checked")).to_have_value("as the chosen model")
     expect(page.locator("#adapt-cut")).to_contain_text("the last block's keys")  # what the cut reads
+    expect(page.get_by_label("number input for SOAP's share of the learning rate", exact=True)).to_have_value("1")
     page.locator("#adapt-prior").scroll_into_view_if_needed()
     shot(page, "adapt-prior", top=False)
     page.get_by_text("More settings", exact=True).click()

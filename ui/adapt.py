@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -142,6 +143,7 @@ class _Panel:
     prior: gr.Radio
     momentum: gr.Slider
     cut: gr.Radio
+    soap_lr: gr.Slider
     gamma: gr.Slider
     fairness: gr.Slider
     seed: gr.Number
@@ -168,7 +170,7 @@ class _Panel:
         settings = [self.descriptions, self.allow_missing, self.steps, self.batch, self.lr, self.n_crops]
         methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion]
         methods += [self.query, self.pool, self.labels, self.debias, self.prior]  # each added after the last: API order
-        methods += [self.momentum, self.cut]
+        methods += [self.momentum, self.cut, self.soap_lr]
         return [*data, *settings, self.n_probes, *methods]
 
     def shown_outputs(self) -> list[Any]:
@@ -258,6 +260,14 @@ def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, flo
     return debias, prior, momentum, recipe.gamma, min(recipe.fairness_weight, limits.max_fairness_weight)
 
 
+def entry_settings(registry, limits: AdaptLimits, name: str | None) -> tuple[Any, ...]:
+    """Where the chosen model's run starts, as the tab's controls show it: (ρ, SOAP's share of the learning rate,
+    then :func:`label_settings`)."""
+    recipe = entry_recipe(registry, name)
+    soap_lr = min(recipe.soap_lr_scale, limits.max_soap_lr_scale)
+    return entry_fusion_ratio(registry, name), soap_lr, *label_settings(recipe, limits)
+
+
 def _weight_slider(label: str, top: float, value: float, step: float, info: str, elem_id: str) -> gr.Slider:
     """One of the method's weights, from 0 to ``top``, starting at ``value`` (the chosen model's where it has one)."""
     return gr.Slider(0.0, top, value=value, step=step, label=label, info=info, elem_id=elem_id)
@@ -299,7 +309,7 @@ def _step_settings(p: _Panel, limits: AdaptLimits) -> None:
     )
 
 
-def _soap_settings(p: _Panel, fusion_ratio: float) -> None:
+def _soap_settings(p: _Panel, limits: AdaptLimits, fusion_ratio: float, soap_lr: float) -> None:
     """How SOAP pools [FG], and how [FG] is fused with [CLS]."""
     p.centring = _as_chosen_radio(
         CENTRING,
@@ -333,6 +343,16 @@ def _soap_settings(p: _Panel, fusion_ratio: float) -> None:
         "purer, halves SOAP's deletion gap to its rolled-out weights and costs [FG] alone 3.75 points "
         "(docs/toyworld.md, round 44).",
         "adapt-cut",
+    )
+    p.soap_lr = _weight_slider(
+        "SOAP's share of the learning rate",
+        limits.max_soap_lr_scale,
+        soap_lr,
+        0.25,
+        "SOAP's projections learn at the learning rate × this (train.py --soap_lr_scale; 1 is the reference's, 0 "
+        "freezes SOAP and only the LayerNorms and W* learn). Frozen, SOAP cannot give every image's [FG] the shift "
+        "it learns otherwise (docs/toyworld.md, rounds 11 and 20). Starts at the chosen model's.",
+        "adapt-soap-lr",
     )
     p.fusion = _weight_slider(
         "Weight of [CLS] in the fused answer (ρ)",
@@ -423,7 +443,7 @@ def _settings_row(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: R
             _step_settings(p, limits)
         with gr.Column(min_width=260):
             gr.Markdown("**SOAP and the fusion**")
-            _soap_settings(p, fusion_ratio)
+            _soap_settings(p, limits, fusion_ratio, min(chosen.soap_lr_scale, limits.max_soap_lr_scale))
         with gr.Column(min_width=260):
             gr.Markdown("**The labels**")
             _label_sources(p, limits, gamma, fairness)
@@ -509,6 +529,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         prior: str | None = None,
         momentum: float | None = None,
         cut: str | None = None,
+        soap_lr: float | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -539,6 +560,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             label_debias_source=PRIORS[prior] if prior else None,  # Gradio refuses a value not in PRIORS
             label_debias_momentum=None if momentum is None else float(momentum),
             ncut_features=CUTS[cut] if cut else None,  # Gradio refuses a value not in CUTS
+            soap_lr_scale=None if soap_lr is None else float(soap_lr),
         )
         try:
             new_id = runner.submit(request)
@@ -647,9 +669,9 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     # run from the bundled debiased model would drop the debiasing it was made with, unsaid. One event sets them all,
     # so a control moved right after a choice is never reset by a late second event.
     p.model.change(
-        lambda name: (entry_fusion_ratio(registry, name), *label_settings(entry_recipe(registry, name), runner.limits)),
+        partial(entry_settings, registry, runner.limits),
         p.model,
-        [p.fusion, p.debias, p.prior, p.momentum, p.gamma, p.fairness],
+        [p.fusion, p.soap_lr, p.debias, p.prior, p.momentum, p.gamma, p.fairness],
         api_visibility="private",
         queue=False,
     )
