@@ -96,8 +96,8 @@ def build_demo(
         demo.load(partial(refresh_models, registry), dropdowns, listed, api_name="list_models", show_progress="hidden")
         gr.on(
             [tab.select for tab in (explore_tab, compare_tab, models_tab)],
-            partial(refresh_if_stale, registry),
-            listed,
+            partial(refresh_if_stale, registry, n_lists=len(dropdowns)),
+            shown,
             listed,
             api_visibility="private",
             show_progress="hidden",
@@ -106,7 +106,12 @@ def build_demo(
         # A saved adaptation joins every model list, but no tab changes model on its own: Explore and the
         # Walkthrough switch only when "Use it in Explore" is pressed (then the tab opens, so it is seen).
         adapt.saved_name.change(
-            partial(refresh_models, registry), dropdowns, listed, api_visibility="private", show_progress="hidden"
+            partial(relist_models, registry, len(dropdowns)),
+            None,
+            listed,
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,
         )
         adapt.use_saved.click(
             partial(use_saved, registry),
@@ -152,12 +157,20 @@ def refresh_models(
     return [tuple(names), *list_models(names, [explore_model, compare_a, compare_b, models_tab])]
 
 
-def refresh_if_stale(registry: ModelRegistry, shown: tuple[str, ...] | None, *current: str | None) -> list:
-    """:func:`refresh_models` when the registry's names differ from those this session was sent, else
+def relist_models(registry: ModelRegistry, n_lists: int) -> list:
+    """The registry's current names for ``n_lists`` model lists, the lists only: a list refreshed while the app runs
+    keeps the model chosen in it. Sent with the value it had when the refresh was asked for, a refresh that came late
+    undid a choice made meanwhile (Explore switched back from a run just saved and used). The names go first."""
+    names = registry.names()
+    return [tuple(names), *[model_dropdown_update(names) for _ in range(n_lists)]]
+
+
+def refresh_if_stale(registry: ModelRegistry, shown: tuple[str, ...] | None, n_lists: int) -> list:
+    """:func:`relist_models` when the registry's names differ from those this session was sent, else
     nothing at all (``gr.skip``: no dropdown is rebuilt)."""
     if shown is not None and tuple(registry.names()) == tuple(shown):
-        return [gr.skip()] * (1 + len(current))
-    return refresh_models(registry, *current)
+        return [gr.skip()] * (1 + n_lists)
+    return relist_models(registry, n_lists)
 
 
 def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, gr.Dropdown, gr.Tabs]:
