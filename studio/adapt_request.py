@@ -149,15 +149,12 @@ class AdaptRequest:
             ("fusion ratio =", self.fusion_ratio, 1.0),
             ("fairness weight", self.fairness_weight, limits.max_fairness_weight),
             ("label debiasing", self.label_debias, limits.max_label_debias),
+            ("debiasing momentum", self.label_debias_momentum, limits.max_debias_momentum),
             ("SOAP's share of the learning rate", self.soap_lr_scale, limits.max_soap_lr_scale),
         )
         for name, value, top in optional:
             if value is not None and not 0.0 <= value <= top:
                 raise ValueError(f"{name} {value:g} is outside the allowed range 0..{top:g}")
-        momentum = self.label_debias_momentum
-        if momentum is not None and not 0.0 <= momentum <= limits.max_debias_momentum:
-            top = limits.max_debias_momentum
-            raise ValueError(f"debiasing momentum {momentum:g} is outside the allowed range 0..{top:g}")
         if not limits.min_lr <= self.lr <= limits.max_lr:
             raise ValueError(
                 f"learning rate {self.lr:g} is outside the allowed range {limits.min_lr:g}..{limits.max_lr:g}"

@@ -77,6 +77,7 @@ class ModelRegistry:
         self._max_custom = max_custom_heads
         self._upload_dir: Path | None = None
         self._paths: dict[str, Path] = {}  # checkpoint files, by name: their saved epochs lie beside them
+        self._metas: dict[str, CheckpointMeta] = {}  # their headers, by name, read once (saved files are not rewritten)
         self._timelines: dict[str, Timeline] = {}
         self._timeline_lock = threading.Lock()  # building one loads a base model: not under the registry's lock
         self.default_name: str | None = None
@@ -102,6 +103,7 @@ class ModelRegistry:
             self._paths.pop(name, None)
         else:
             self._paths[name] = path
+        self._metas.pop(name, None)
         self._timelines.pop(name, None)
 
     def add_upload(self, path: str | Path, name: str | None = None) -> str:
@@ -273,10 +275,17 @@ class ModelRegistry:
         name = name or self.default_name
         with self._lock:
             known, loaded, path = name in self._loaders, self._models.get(name), self._paths.get(name)
+            read = self._metas.get(name)
         if loaded is not None:
             return loaded, loaded.meta
+        if read is not None:
+            return None, read
         if path is not None:
-            return None, read_meta(path)
+            meta = read_meta(path)  # outside the lock: a header read must not hold up the other tabs
+            with self._lock:
+                if self._paths.get(name) == path:  # still the entry's file: kept for the next choice of it
+                    self._metas[name] = meta
+            return None, meta
         if known:
             return None, None  # a base model, not loaded yet
         loaded = self.get(name)  # not registered: raises

@@ -431,10 +431,10 @@ def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, 
     )
 
 
-def _settings_row(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: Recipe) -> None:
+def _settings_row(p: _Panel, limits: AdaptLimits, chosen: tuple[Any, ...]) -> None:
     """Every setting of train.py's the tab offers, folded away, four groups side by side (each control's note is
-    long, and a narrow column would make it a scroll)."""
-    debias, prior, momentum, gamma, fairness = label_settings(chosen, limits)  # the chosen model's
+    long, and a narrow column would make it a scroll); ``chosen``: where the chosen model starts (entry_settings)."""
+    fusion_ratio, soap_lr, debias, prior, momentum, gamma, fairness = chosen
     with gr.Accordion("More settings", open=False), gr.Row(equal_height=False):
         with gr.Column(min_width=260):
             gr.Markdown("**Your data**")
@@ -443,7 +443,7 @@ def _settings_row(p: _Panel, limits: AdaptLimits, fusion_ratio: float, chosen: R
             _step_settings(p, limits)
         with gr.Column(min_width=260):
             gr.Markdown("**SOAP and the fusion**")
-            _soap_settings(p, limits, fusion_ratio, min(chosen.soap_lr_scale, limits.max_soap_lr_scale))
+            _soap_settings(p, limits, fusion_ratio, soap_lr)
         with gr.Column(min_width=260):
             gr.Markdown("**The labels**")
             _label_sources(p, limits, gamma, fairness)
@@ -483,8 +483,7 @@ def _layout(registry, limits: AdaptLimits, folders: ServerPaths) -> _Panel:
     with gr.Row(equal_height=False):
         _data_column(p, registry, limits, folders)
         _watch_column(p)
-    chosen = registry.default_name
-    _settings_row(p, limits, entry_fusion_ratio(registry, chosen), entry_recipe(registry, chosen))
+    _settings_row(p, limits, entry_settings(registry, limits, registry.default_name))
     with gr.Row(equal_height=False):
         _save_column(p)
         _results_column(p)
