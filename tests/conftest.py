@@ -23,6 +23,15 @@ CLASSES = ["red square", "green disc", "blue bar"]
 BUNDLED_TOY_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip.safetensors"
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report kept on the test item (``item.report_call``), for fixtures that keep evidence of a
+    failure (the browser tests' page as it was when an assertion failed)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 def shipped_start_and_last_epoch() -> list[tuple[int, Path]]:
     """The bundled toy model's start and last saved epoch (number and file), found beside it as the app finds them,
     whatever the toy recipe's epoch count; [] when its epochs are not shipped."""

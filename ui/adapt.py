@@ -569,11 +569,25 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         return new_id, status_markdown(snapshot), progress_html(snapshot), None, "", gr.Timer(active=True)
 
     outputs = [p.job_id, p.status, p.progress, p.checkpoint, p.saved_name, p.timer]
-    p.start.click(start_run, p.start_inputs(), outputs, api_name="adapt_start", concurrency_limit=None)
+    started = p.start.click(start_run, p.start_inputs(), outputs, api_name="adapt_start", concurrency_limit=None)
+    # The last run's curves go: its series (the accuracy's three, or the baseline's one) would colour the new run's
+    # (see plot_values), and its lines would stand under the new run's status until the first poll.
+    plots = [p.loss, p.confidence, p.accuracy, p.branches]
+    started.success(lambda: [None] * len(plots), None, plots, api_visibility="private", show_progress="hidden")
+
+
+def plot_values(metrics: list[dict]) -> list[Any]:
+    """The four curves' plot values: a plot with no points yet gets None, never an empty table.
+
+    Gradio's LinePlot builds its chart, the colours of its series included, from the first value it is sent, and
+    afterwards only swaps the rows: a run whose first poll came before its first step (a loaded server) had the
+    empty table's no series for its colours, so no line and an empty legend until the end of the run. From None,
+    the first rows build the chart."""
+    return [None if frame.empty else frame for frame in curves(metrics)]
 
 
 def _idle(text: str, shown: tuple | None) -> tuple[Any, ...]:
-    return text, progress_html(None), *curves([]), probes_html(None), "", shown, gr.Timer(active=False)
+    return text, progress_html(None), *plot_values([]), probes_html(None), "", shown, gr.Timer(active=False)
 
 
 def _wire_status(p: _Panel, runner: AdaptationRunner) -> None:
@@ -590,7 +604,7 @@ def _wire_status(p: _Panel, runner: AdaptationRunner) -> None:
         return (
             status_markdown(snapshot),
             progress_html(snapshot),
-            *curves(snapshot.metrics),
+            *plot_values(snapshot.metrics),
             maps,
             skipped_markdown(snapshot),
             key,
