@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import command_here
 
 from microclip.checkpoint import read_adapted, save_adapted
 
@@ -20,17 +21,18 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a new interpreter: the command as a user types it (training, a kill, an error's last line)."""
     return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def explain(source: Path, checkpoint: Path | str, *options: str) -> subprocess.CompletedProcess:
-    """``python -m microclip explain SOURCE --ckpt-path CHECKPOINT [options]``."""
-    return run("-m", "microclip", "explain", str(source), "--ckpt-path", str(checkpoint), *options)
+    """``python -m microclip explain SOURCE --ckpt-path CHECKPOINT [options]``, in this process."""
+    return command_here("-m", "microclip", "explain", str(source), "--ckpt-path", str(checkpoint), *options)
 
 
 def evaluate_on_shapes(dataset_root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python evaluate.py --dataset <the generated shapes folder> ARGS``."""
-    return run("evaluate.py", "--dataset", str(dataset_root / "shapes"), *args)
+    """``python evaluate.py --dataset <the generated shapes folder> ARGS``, in this process."""
+    return command_here("evaluate.py", "--dataset", str(dataset_root / "shapes"), *args)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,7 @@ def test_validation_scores_are_evaluate_on_the_validation_folder(trained, image_
         (out / "epochs" / "epoch-1.safetensors", lines[1]),
     ):
         evaluated_dir = out / f"val-{checkpoint.stem}"
-        scored = run(
+        scored = command_here(
             "evaluate.py", "--dataset", str(folder), "--ckpt-path", str(checkpoint), "--output_dir", str(evaluated_dir)
         )
         assert scored.returncode == 0, scored.stderr[-3000:]
@@ -168,7 +170,7 @@ def rolled(trained, image_dataset_root, tmp_path_factory) -> dict[Path, dict]:
     tensors, meta = read_adapted(out / "checkpoint.safetensors")
     save_adapted(copy, {**tensors, "heads.w_star": tensors["heads.w_star"].roll(1, dims=0)}, meta)
     dataset = str(image_dataset_root / "shapes")
-    alone = run("evaluate.py", "--dataset", dataset, "--ckpt-path", str(copy), "--output_dir", str(folder))
+    alone = command_here("evaluate.py", "--dataset", dataset, "--ckpt-path", str(copy), "--output_dir", str(folder))
     assert alone.returncode == 0, alone.stderr[-3000:]
     scored = json.loads((folder / "metrics.json").read_text())
     logged = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
@@ -643,7 +645,7 @@ def test_train_stores_fg_s_shift_and_the_drift_command_measures_the_same(trained
     copy_meta = read_adapted(copy)[1]
     copy_meta.drift = {}
     save_adapted(copy, tensors, copy_meta)
-    done = run(
+    done = command_here(
         "-m", "microclip", "drift", "--ckpt-path", str(copy), "--dataset", str(image_dataset_root / "shapes"), "--write"
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -699,7 +701,9 @@ def test_centre_values_trains_with_the_centre_measured_at_the_start_and_every_co
         pooled = (weights[:-1, None] * values).sum(0)
     assert torch.allclose(out.soap.pooled[0], pooled, atol=1e-4)
     assert not torch.equal(tensors["soap.value_proj.weight"], torch.eye(len(again)))  # it did train
-    evaluated = run("evaluate.py", "--dataset", shapes, "--ckpt-path", str(ckpt), "--output_dir", str(tmp_path / "ev"))
+    evaluated = command_here(
+        "evaluate.py", "--dataset", shapes, "--ckpt-path", str(ckpt), "--output_dir", str(tmp_path / "ev")
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["acc"] == pytest.approx(metrics["acc"])

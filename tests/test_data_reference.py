@@ -9,14 +9,13 @@ archive's layout with a handful of tiny images.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import command_here
 from PIL import Image
 
 from microclip.__main__ import main as microclip_main
@@ -454,10 +453,7 @@ def test_caltech101_split_follows_the_reference_script(tmp_path):
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    return command_here("train.py", *args)  # a refusal: in this process (conftest.command_here)
 
 
 def _error_lines(stderr: str) -> list[str]:
