@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_bench
+from conftest import command_here, load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "checkpoints" / "toybirds-microclip.json"
@@ -102,14 +102,9 @@ def test_shipped_files_are_small():
 
 def assert_evaluate_py_reproduces(checkpoint: Path, recorded: dict, data_root: str, tmp_path: Path) -> None:
     """``evaluate.py`` on the toy test split gives every branch the checkpoint recorded, to 0.3 points."""
-    evaluated = subprocess.run(
-        [sys.executable, "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
-         str(checkpoint), "--output_dir", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    evaluated = command_here(
+        "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path", str(checkpoint),
+        "--output_dir", str(tmp_path),
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     measured = json.loads((tmp_path / "metrics.json").read_text())
@@ -186,23 +181,10 @@ def test_train_py_on_toybirds_end_to_end(data_root, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["num_test"] == 800
-    evaluated = subprocess.run(
-        [
-            sys.executable,
-            "evaluate.py",
-            "--dataset",
-            "toybirds",
-            "--data_root",
-            data_root,
-            "--ckpt-path",
-            str(ROOT / "checkpoints" / "toybirds-microclip.safetensors"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    evaluated = command_here(  # in this process (train.py above is the typed command)
+        "evaluate.py", "--dataset", "toybirds", "--data_root", data_root, "--ckpt-path",
+        str(ROOT / "checkpoints" / "toybirds-microclip.safetensors"),
+    )  # fmt: skip
     assert evaluated.returncode == 0 and "TokenFusion" in evaluated.stdout, evaluated.stderr[-2000:]
 
 
