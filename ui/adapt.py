@@ -573,7 +573,10 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
     # The last run's curves go: its series (the accuracy's three, or the baseline's one) would colour the new run's
     # (see plot_values), and its lines would stand under the new run's status until the first poll.
     plots = [p.loss, p.confidence, p.accuracy, p.branches]
-    started.success(lambda: [None] * len(plots), None, plots, api_visibility="private", show_progress="hidden")
+    # Not queued: answered at once, before the run's first poll a second later (a short run's last, which a late
+    # clearing would leave empty).
+    clear = dict(api_visibility="private", show_progress="hidden", queue=False)
+    started.success(lambda: [None] * len(plots), None, plots, **clear)
 
 
 def plot_values(metrics: list[dict]) -> list[Any]:
