@@ -25,7 +25,7 @@ MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIGS)
 
 CLASSES = ["red square", "green disc", "blue bar"]
-BUNDLED_TOY_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "toybirds-microclip.safetensors"
+BUNDLED_TOY_MODEL = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -76,7 +76,7 @@ def command_here(*args: str) -> subprocess.CompletedProcess:
 
 def load_bench(name: str):
     """A bench/ script is not a package module: load bench/NAME.py from its file."""
-    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    path = ROOT / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

@@ -536,7 +536,7 @@ def test_a_plot_sent_no_points_first_draws_every_series_that_comes(page):
     """Gradio's LinePlot builds its chart (the series' colours) from the first value it is sent and then only swaps
     the rows: sent an empty table first, as a poll before a run's first step did on a loaded machine, the Adapt
     tab's curves had no line and an empty legend for the whole run. ``plot_values`` sends None instead; here the
-    real component is sent its no points, then two series' rows."""
+    real component is sent no points, then two series' rows."""
     import gradio as gr
 
     from ui.adapt import plot_values

@@ -571,10 +571,10 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
     outputs = [p.job_id, p.status, p.progress, p.checkpoint, p.saved_name, p.timer]
     started = p.start.click(start_run, p.start_inputs(), outputs, api_name="adapt_start", concurrency_limit=None)
     # The last run's curves go: its series (the accuracy's three, or the baseline's one) would colour the new run's
-    # (see plot_values), and its lines would stand under the new run's status until the first poll.
+    # (see plot_values), and its lines would stand under the new run's status until the first poll. Not queued:
+    # answered at once, before the run's first poll a second later (a short run's last, which a late clearing would
+    # leave empty).
     plots = [p.loss, p.confidence, p.accuracy, p.branches]
-    # Not queued: answered at once, before the run's first poll a second later (a short run's last, which a late
-    # clearing would leave empty).
     clear = dict(api_visibility="private", show_progress="hidden", queue=False)
     started.success(lambda: [None] * len(plots), None, plots, **clear)
 

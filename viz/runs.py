@@ -50,8 +50,9 @@ def _frame(rows_in: Sequence[dict], keys: dict[str, str]) -> pd.DataFrame:
         for key, label in keys.items()
         if key in row
     ]
-    # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot then declares
-    # step and value nominal (categorical axes, one label per loss value) for the rest of the run.
+    # Typed even when empty: an empty frame's columns are `object`, and Gradio's LinePlot declares untyped step and
+    # value nominal (categorical axes, one label per loss value). The app sends it no empty frame at all
+    # (ui.adapt.plot_values: the chart's series are fixed by the first value it gets).
     return pd.DataFrame(rows, columns=["step", "value", "series"]).astype(CURVE_TYPES)
 
 
