@@ -23,6 +23,7 @@ from ui.batch import build_batch_tab
 from ui.common import PAGE_CSS, model_dropdown_update
 from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
+from ui.layout import entry_fusion_ratio
 from ui.models import build_models_tab, list_models
 from ui.walkthrough import build_walkthrough_tab
 
@@ -116,7 +117,7 @@ def build_demo(
         adapt.use_saved.click(
             partial(use_saved, registry),
             [adapt.saved_name],
-            [explore.model, walk.model, tabs],
+            [explore.model, explore.ratio, walk.model, tabs],
             api_visibility="private",
             show_progress="hidden",
         )
@@ -173,12 +174,16 @@ def refresh_if_stale(registry: ModelRegistry, shown: tuple[str, ...] | None, n_l
     return relist_models(registry, n_lists)
 
 
-def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, gr.Dropdown, gr.Tabs]:
-    """Explore and the Walkthrough switch to the model just saved, and Explore opens (asked for, never silent)."""
+def use_saved(registry: ModelRegistry, saved: str | None) -> tuple[gr.Dropdown, float, gr.Dropdown, gr.Tabs]:
+    """Explore and the Walkthrough switch to the model just saved, and Explore opens (asked for, never silent).
+    Explore's ρ is the model's own, sent with it: left to the model list's change event, it came 2–3 s after the
+    switch (the browser sends the event once the opened tab is drawn), and on a loaded server the old model's ρ was
+    still shown beside the new model seconds later."""
     if not saved or saved not in registry.names():
         raise gr.Error("Save the run first: then this button switches Explore and the Walkthrough to it.")
     names = registry.names()
-    return model_dropdown_update(names, saved), model_dropdown_update(names, saved), gr.Tabs(selected="explore")
+    explore, walkthrough = model_dropdown_update(names, saved), model_dropdown_update(names, saved)
+    return explore, entry_fusion_ratio(registry, saved), walkthrough, gr.Tabs(selected="explore")
 
 
 def launch_kwargs(

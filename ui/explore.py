@@ -257,6 +257,7 @@ class ExploreHandles:
     defaults (to warm the cache)."""
 
     model: gr.Dropdown
+    ratio: gr.Slider  # ρ, which follows the model chosen (set with it where another tab switches the model)
     example: Callable[[str], object]
 
 
@@ -304,7 +305,9 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
     _wire_views(registry, session, given, shown)
     defaults = [given.ratio.value, *(control.value for control in shown.display)]
     return ExploreHandles(
-        model=given.model, example=lambda path: explore(registry, path, registry.default_name, "", None, *defaults)
+        model=given.model,
+        ratio=given.ratio,
+        example=lambda path: explore(registry, path, registry.default_name, "", None, *defaults),
     )
 
 
