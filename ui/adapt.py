@@ -657,7 +657,11 @@ def _wire_actions(p: _Panel, runner: AdaptationRunner) -> None:
         if current:
             runner.request_probes(current)
 
-    p.stop.click(stop_run, p.job_id, [p.status, p.progress], api_name="adapt_stop", concurrency_limit=None)
+    stopped = p.stop.click(stop_run, p.job_id, [p.status, p.progress], api_name="adapt_stop", concurrency_limit=None)
+    # Stop's answer ("stopping: step 10") can reach the page after the poll that showed the run stopped and turned the
+    # polling off (a loaded server: seen once in the browser test), and it then stood as the run's last word. Polling
+    # is turned on again after it, so a poll has the last word.
+    stopped.success(lambda: gr.Timer(active=True), None, p.timer, api_visibility="private", queue=False)
     saved = [p.checkpoint, p.status, p.saved_name]
     p.save.click(save_run, [p.job_id, p.save_name], saved, api_name="adapt_save", concurrency_limit=None)
     p.download_curves.click(download_curves, p.job_id, p.curves_csv, api_name="adapt_curves", concurrency_limit=None)
