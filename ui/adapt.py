@@ -173,10 +173,13 @@ class _Panel:
         methods += [self.momentum, self.cut, self.soap_lr]
         return [*data, *settings, self.n_probes, *methods]
 
+    def plots(self) -> list[gr.LinePlot]:
+        """The four curves, in the order :func:`plot_values` gives their values."""
+        return [self.loss, self.confidence, self.accuracy, self.branches]
+
     def shown_outputs(self) -> list[Any]:
         """What a poll shows, in the order ``_render`` returns it: ``adapt_status``'s outputs."""
-        plots = [self.loss, self.confidence, self.accuracy, self.branches]
-        return [self.status, self.progress, *plots, self.probes, self.skipped]
+        return [self.status, self.progress, *self.plots(), self.probes, self.skipped]
 
     def outputs(self) -> list[Any]:
         """What a poll updates: what it shows, then the probe maps' key and the timer."""
@@ -574,9 +577,8 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
     # (see plot_values), and its lines would stand under the new run's status until the first poll. Not queued:
     # answered at once, before the run's first poll a second later (a short run's last, which a late clearing would
     # leave empty).
-    plots = [p.loss, p.confidence, p.accuracy, p.branches]
     clear = dict(api_visibility="private", show_progress="hidden", queue=False)
-    started.success(lambda: [None] * len(plots), None, plots, **clear)
+    started.success(lambda: plot_values([]), None, p.plots(), **clear)
 
 
 def plot_values(metrics: list[dict]) -> list[Any]:
