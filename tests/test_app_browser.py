@@ -21,7 +21,7 @@ import pytest
 from conftest import serve, tiny_base_registry
 from PIL import Image
 
-from microclip.checkpoint import epochs_beside, read_adapted
+from microclip.checkpoint import epochs_beside, read_adapted, save_adapted
 from microclip.toyworld.text import description_ties
 from studio.jobs import AdaptationRunner
 from studio.registry import TOY_ADAPTED, TOY_DEBIASED_NAME, default_registry
@@ -569,7 +569,7 @@ def test_a_plot_sent_no_points_first_draws_every_series_that_comes(page):
             tab.close()
 
 
-def test_batch_and_models_tabs(page):
+def test_batch_and_models_tabs(page, tmp_path):
     open_tab(page, "Batch")
     folder = page.locator("#batch-folder textarea, #batch-folder input").first
     expect(folder).to_be_editable()  # served on localhost: the folder field is on, and says why
@@ -578,3 +578,16 @@ def test_batch_and_models_tabs(page):
     open_tab(page, "Models / About")
     expect(page.get_by_text("How microCLIP classifies an image")).to_be_visible()
     shot(page, "tab-6-models")
+    if not BUNDLED:
+        return
+    # A checkpoint uploaded in the browser is added, and Explore switches to it with its own ρ
+    state, meta = read_adapted(TOY_ADAPTED)
+    meta.method = {**meta.method, "fusion_ratio": 0.3}
+    save_adapted(tmp_path / "leaning.safetensors", state, meta)
+    page.locator("#models-upload input[type=file]").set_input_files(str(tmp_path / "leaning.safetensors"))
+    expect(page.locator("#models-upload")).to_contain_text("leaning.safetensors")
+    page.get_by_role("button", name="Add model", exact=True).click()
+    expect(page.locator("#models-info")).to_contain_text("leaning")
+    open_tab(page, "Explore")
+    expect(page.locator("#explore-model input").first).to_have_value("leaning")
+    expect(page.get_by_label("number input for Fusion ratio ρ", exact=True)).to_have_value("0.3")

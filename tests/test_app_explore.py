@@ -7,7 +7,6 @@ import base64
 import io
 import pickle
 import re
-import shutil
 import socket
 import struct
 import zlib
@@ -19,7 +18,7 @@ import torch
 from conftest import CLASSES, draw_sample
 from PIL import Image, ImageOps
 
-from microclip.checkpoint import CheckpointMeta, save_adapted
+from microclip.checkpoint import CheckpointMeta, read_adapted, save_adapted
 from microclip.model import MicroCLIP
 from studio.explore import PHOTO_SIZE
 from studio.registry import ModelRegistry, default_registry
@@ -335,13 +334,15 @@ def test_model_info_shows_the_checkpoint_metadata(client):
 
 
 def test_upload_checkpoint_lists_it_everywhere(client, files, tmp_path):
-    copy = tmp_path / "my-model.safetensors"
-    shutil.copyfile(files["checkpoint"], copy)
-    info, models_tab, explore_tab, compare_a, compare_b = client.predict(
+    state, meta = read_adapted(files["checkpoint"])
+    meta.method = {**meta.method, "fusion_ratio": 0.3}  # not the default, so Explore's ρ must follow the model
+    copy = save_adapted(tmp_path / "my-model.safetensors", state, meta)
+    info, models_tab, explore_tab, explore_ratio, compare_a, compare_b = client.predict(
         handle_file(str(copy)), api_name="/upload_model"
     )
     assert "my-model" in info
     assert models_tab["value"] == explore_tab["value"] == "my-model"  # these switch to it
+    assert explore_ratio == 0.3  # with its ρ, in the same answer
     for dropdown in (compare_a, compare_b):  # these list it and keep their selection
         assert ["my-model", "my-model"] in dropdown["choices"] and "value" not in dropdown
     _, *views, _ = client.predict(

@@ -86,7 +86,9 @@ def build_demo(
             with gr.Tab("Batch", id="batch"):
                 build_batch_tab(registry, server_paths=guard)
             with gr.Tab("Models / About", id="models") as models_tab:
-                models = build_models_tab(registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b])
+                models = build_models_tab(
+                    registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b], ratios=[explore.ratio]
+                )
         # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded): loading
         # the page lists them (the ``list_models`` endpoint); opening a tab lists them again only when this
         # session's lists are stale. A tab click is the commonest event of a lesson, and a Gradio event that
