@@ -266,6 +266,8 @@ def test_explore_an_example_and_compare_explainers(page):
     if toy:  # the descriptions behind the answer, read against the bird's own species
         expect(page.locator("#explore-descriptions")).to_contain_text("This bird is a")
     shot(page, "tab-2-explore")
+    page.locator("#explore-download-button").click()  # the maps as pictures, to keep
+    expect(page.locator("#explore-download a[href$='.zip']")).to_have_count(1)
     shot(page, "explore-full", full=True)
 
     if toy:  # erase two parts together: every bundled toy bird shows its beak and its tail tip

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pickle
 import re
 import socket
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -171,6 +173,7 @@ def test_every_action_is_a_named_endpoint(client):
         "/upload_model",
         "/model_classes",
         "/list_models",
+        "/explore_download",
     } <= names
     # Clients pass the display settings by name: each endpoint that takes them names them (ui.explore.takes_display).
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
@@ -179,6 +182,7 @@ def test_every_action_is_a_named_endpoint(client):
     assert parameters["/explore"] == ["image", "model_name", "class_names", "descriptions_json", "ratio", *display]
     assert parameters["/rerender"] == display and parameters["/fusion"] == ["ratio", *display]
     assert parameters["/patch_info"] == ["row", "col", *display]
+    assert parameters["/explore_download"] == display
 
 
 def test_explore_returns_topk_for_each_branch_and_maps(client, files, forward_calls):
@@ -220,6 +224,57 @@ def test_rerender_fusion_and_patch_info_need_no_forward_pass(client, files, forw
     assert "row 1, col 2" in text and "SOAP weight" in text and "cosine to `[CLS]`" in text
     assert len(framed) == 2 and all(view.count("mc-sel") == view.count("mc-stage") > 0 for view in framed)
     assert len(forward_calls) == before
+
+
+def test_download_gives_the_maps_as_shown_and_every_number(client, files, registry):
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    explore(client, files["image"])
+    zipped = client.predict(*{**DISPLAY, "threshold": 0.999}.values(), api_name="/explore_download")
+    with zipfile.ZipFile(zipped) as zf:
+        assert sorted(zf.namelist()) == sorted(
+            [
+                "photo.png",
+                "soap.png",
+                "ncut.png",
+                "cls_similarity.png",
+                "summary.md",
+                "explanation.json",
+                "settings.json",
+            ]
+        )
+        png = {name: np.asarray(Image.open(io.BytesIO(zf.read(f"{name}.png")))) for name in ("photo", "soap", "ncut")}
+        numbers, settings = json.loads(zf.read("explanation.json")), json.loads(zf.read("settings.json"))
+        assert "Prediction:" in zf.read("summary.md").decode()
+    expected = explain_image(registry.get(ADAPTED).model, load_image(files["image"]), 0.5)
+    assert numbers["prediction"]["fused"] == expected.classes[expected.prediction("fused")]
+    assert np.allclose(numbers["soap_weights"], expected.soap_weights, atol=1e-5)
+    assert settings["model"] == ADAPTED and settings["display"]["threshold"] == 0.999
+    cell = PHOTO_SIZE // 4  # the tiny model's 4×4 grid over the photo
+
+    def on_grid(mask: np.ndarray) -> np.ndarray:
+        return np.kron(np.asarray(mask, dtype=np.uint8), np.ones((cell, cell), np.uint8)).astype(bool)
+
+    # the NCut picture is the photo tinted exactly on the mask's patches
+    tinted = (png["ncut"] != png["photo"]).any(axis=2)
+    mask = on_grid(expected.ncut_mask)
+    assert not (tinted & ~mask).any() and tinted[mask].mean() > 0.99
+    # at threshold 0.999 only the top of SOAP's map is coloured: inside the patch with the largest weight
+    coloured = (png["soap"] != png["photo"]).any(axis=2)
+    top = np.zeros(expected.grid, bool)
+    top[np.unravel_index(expected.soap_weights.argmax(), expected.grid)] = True
+    assert coloured.any() and not (coloured & ~on_grid(top)).any()
+    # opacity 0 draws no map at all
+    clear = client.predict(*{**DISPLAY, "opacity": 0.0}.values(), api_name="/explore_download")
+    with zipfile.ZipFile(clear) as zf:
+        assert zf.read("soap.png") == zf.read("photo.png") == zf.read("cls_similarity.png")
+
+
+def test_download_before_any_explanation_says_what_to_do(client):
+    fresh = gradio_client.Client(client.src, verbose=False)  # a new session: nothing explained yet
+    with pytest.raises(AppError, match="Explain an image first"):
+        fresh.predict(*DISPLAY.values(), api_name="/explore_download")
 
 
 def test_patch_outside_the_grid_is_a_clear_error(client, files):

@@ -2,7 +2,8 @@
 
 The last ``Explanation`` and the crop it was computed on (a small JPEG) live in a ``gr.State``
 (``studio.explore.ExploreSession``); display controls, the fusion slider and patch clicks re-render from it
-without running the model again. Maps and charts are light HTML (``viz.explore``); nothing is written to files.
+without running the model again. Maps and charts are light HTML (``viz.explore``); nothing is written to files
+but the zip *Download this explanation* asks for (``studio.export``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 from microclip.explain import explain_image
 from microclip.heads import BRANCHES
 from microclip.prepare import parse_class_names
+from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images
 from studio.explore import (
@@ -36,6 +38,7 @@ from studio.explore import (
     summary_markdown,
     views,
 )
+from studio.export import write_explanation_zip
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from studio.world import world_flag_markdown, world_markdown
@@ -217,6 +220,16 @@ def patch_info(session: ExploreSession | None, row: float, col: float, display: 
     return [session, patch_markdown(session.explanation, *session.selected, session.truth), *views(session, display)]
 
 
+@user_errors
+@takes_display
+def download(workspace: BatchWorkspace, session: ExploreSession | None, display: tuple) -> str:
+    """The last explanation as a zip: the photo and the three maps as PNGs drawn with the display settings, the
+    summary, every number as JSON and the settings (the ``explore_download`` endpoint; ``studio.export``)."""
+    if session is None:
+        raise gr.Error("Explain an image first; then its maps and numbers can be downloaded.")
+    return str(write_explanation_zip(session, display, workspace.new()))
+
+
 def select_patch(session: ExploreSession | None, evt: gr.EventData) -> tuple[int, int]:
     """A click on a map (the browser sends the patch's row and col) → the Patch row / col inputs."""
     if session is None:
@@ -287,6 +300,8 @@ class _Outputs:
     row: gr.Number
     col: gr.Number
     show_patch: gr.Button
+    save: gr.Button  # Download this explanation
+    saved: gr.File
 
 
 def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
@@ -361,6 +376,15 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
     build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
     display = _display_controls()
+    with gr.Row(equal_height=True):
+        save = gr.Button("Download this explanation (.zip)", elem_id="explore-download-button", scale=1)
+        saved = gr.File(
+            label="The maps as PNGs (as displayed), the summary, every number (JSON)",
+            interactive=False,
+            height=90,
+            elem_id="explore-download",
+            scale=2,
+        )
     contributions = gr.HTML("", elem_id="contributions")
     with gr.Row():
         with gr.Column():
@@ -383,6 +407,8 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
         row=row,
         col=col,
         show_patch=show_patch,
+        save=save,
+        saved=saved,
     )
 
 
@@ -429,6 +455,9 @@ def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, show
         fn=patch_info, inputs=[session, shown.row, shown.col, *display], outputs=[session, shown.patch_md, *shown.maps]
     )
     shown.show_patch.click(**patch, api_name="patch_info", **quiet)
+    shown.save.click(
+        partial(download, BatchWorkspace()), [session, *display], shown.saved, api_name="explore_download", **quiet
+    )
     for target in shown.maps:
         target.click(select_patch, [session], [shown.row, shown.col], api_visibility="private", **quiet).then(
             **patch, api_visibility="private", **quiet

@@ -31,6 +31,7 @@ from viz.colormaps import (
 SMOOTH_PIXELS_PER_PATCH = 8  # smooth maps are coloured at this many pixels per patch, then scaled by the browser
 SMOOTH_MAX = 128  # ... but never more than this many pixels on a side
 MASK_RGB = (0, 220, 90)  # NCut foreground tint: green reads as "kept" on most photos
+MASK_MIN_OPACITY = 0.15  # the tint stays visible with the opacity slider at 0: a mask is not a heat map
 CLS_COLOUR = "#4C72B0"  # [CLS] part of a logit
 FG_COLOUR = "#DD8452"  # [FG] part of a logit
 
@@ -99,7 +100,7 @@ def mask_layer(mask: np.ndarray, opacity: float) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     rgba = np.zeros((*mask.shape, 4), np.uint8)
     rgba[..., :3] = MASK_RGB
-    rgba[..., 3] = np.where(mask, round(255 * float(np.clip(max(opacity, 0.15), 0.0, 1.0))), 0)
+    rgba[..., 3] = np.where(mask, round(255 * float(np.clip(max(opacity, MASK_MIN_OPACITY), 0.0, 1.0))), 0)
     return rgba
 
 
