@@ -191,7 +191,7 @@ def visible_step(page) -> str:
     return page.locator(".wt-step:not([hidden])").first.get_attribute("data-step")
 
 
-def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
+def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_path):
     expect(page.get_by_role("tab", name="Walkthrough", exact=True)).to_have_attribute("aria-selected", "true")
     thumbnails = page.locator("#walkthrough-examples .thumbnail-item")
     # waited for: on a loaded machine the gallery was drawn after the page's first button
@@ -225,6 +225,27 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page):
     page.locator(".wt-nav [data-goto='all']").click()
     assert page.locator(".wt-step:not([hidden])").count() == 9
     shot(page, "walkthrough-all-steps-full", full=True)
+
+    # The handout: the same walkthrough as one file, opened from disk with the app out of reach, steps as here
+    page.locator("#walkthrough-download-button").click()
+    link = page.locator("#walkthrough-download a[href$='.html']")
+    expect(link).to_have_count(1)
+    handout = tmp_path / "handout.html"
+    handout.write_bytes(page.request.get(link.get_attribute("href")).body())
+    offline = page.context.browser.new_context(viewport=VIEWPORT, offline=True)
+    try:
+        sheet = offline.new_page()
+        sheet.goto(handout.as_uri())
+        expect(sheet.locator(".wt-head")).to_have_text(page.locator(".wt-head").inner_text())
+        assert sheet.locator(".wt-step:not([hidden])").count() == 1  # the first step, as in the app
+        sheet.locator(".wt-step:not([hidden]) [data-goto='next']").click()
+        assert visible_step(sheet) == "tokens"
+        sheet.locator(".wt-nav [data-goto='all']").click()
+        assert sheet.locator(".wt-step:not([hidden])").count() == 9
+        assert sheet.evaluate("() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)")
+        shot(sheet, "walkthrough-handout-full", full=True)
+    finally:
+        offline.close()
 
     # An out-of-world picture (marked ⚠) walks through as well.
     marked = page.locator("#walkthrough-examples .thumbnail-item", has_text="⚠")

@@ -20,8 +20,8 @@ from microclip.walkthrough import STEP_IDS, walkthrough
 from studio.examples import ordered_examples
 from studio.registry import ModelRegistry
 from ui.app import build_demo
-from viz.html import num
-from viz.steps import heat_grid, render_walkthrough, signed_bar
+from viz.html import STUDIO_CSS, num
+from viz.steps import WALKTHROUGH_JS, heat_grid, render_walkthrough, signed_bar
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -86,6 +86,21 @@ def test_the_endpoint_returns_every_step_with_the_numbers_of_this_image(client, 
     assert "weight w_j in W_LLM" in html and "share in W_LLM" not in html
     # The uniform weight is 1/(N+1), as Explore says it; the null weight in scientific notation, not 0.
     assert f"uniform weight 1/(N+1), N = {len(soap['weights']) * len(soap['weights'][0])}" in html
+
+
+def test_the_walkthrough_downloads_as_one_page_that_needs_nothing_else(client, picture):
+    page, _ = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough")
+    path = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough_download")
+    assert path.endswith("microclip-walkthrough-disc.html")
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
+    assert f'<div id="walkthrough">{page}</div>' in text  # the very page the tab shows
+    assert WALKTHROUGH_JS in text and STUDIO_CSS in text  # its stepping and its styles, inlined
+    # nothing fetched: every picture a data URI, no link, no external script or sheet
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", text) + re.findall(r"url\(\s*['\"]?([^)'\"]*)", text)
+    assert sources and all(source.startswith("data:") for source in sources), sorted(set(sources))[:5]
+    with pytest.raises(AppError, match="image"):
+        client.predict(None, BASE, "", api_name="/walkthrough_download")
 
 
 def test_walkthrough_and_explore_agree_on_the_prediction(client, picture):

@@ -10,9 +10,11 @@ Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -20,12 +22,14 @@ from PIL import Image
 
 from microclip.explain import explain_image
 from microclip.explainers import mask_on_grid
+from microclip.files import atomic_write_text
 from microclip.prepare import parse_class_names
 from microclip.scoring import patch_coverage
 from microclip.toyworld.lookup import enlarge, find_toyworld_sample
 from microclip.toyworld.render import Sample, rerender
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import PatchTruth, branch_changes, to_json, walkthrough
+from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
@@ -35,7 +39,7 @@ from ui.common import INFERENCE, gpu, image_input, on_example, open_image, user_
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
-from viz.steps import PICTURE_SIZE, WAITING_HTML, WALKTHROUGH_JS, erase_html, render_walkthrough
+from viz.steps import PICTURE_SIZE, WAITING_HTML, WALKTHROUGH_JS, erase_html, render_walkthrough, standalone_page
 
 INTRO = (
     "**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
@@ -112,6 +116,24 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
     flag = world_flag_markdown(model.classes, loaded, bool(typed), picture)  # no second forward pass
     page = render_walkthrough(result, display_crop(picture, PICTURE_SIZE), note, flag)
     return page, to_json(result)
+
+
+@user_errors
+def walk_download(
+    registry: ModelRegistry,
+    workspace: BatchWorkspace,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+) -> str:
+    """The walkthrough of the image as one HTML file that steps through offline, as in the app (the
+    ``walkthrough_download`` endpoint): a handout. Served from the same cache as the page itself."""
+    page, _ = walk(registry, image, model_name, class_names)
+    loaded = registry.get(model_name or None)
+    stem = Path(image).stem if image else "image"
+    path = workspace.new() / f"microclip-walkthrough-{re.sub(r'[^A-Za-z0-9._-]+', '-', stem)[:80]}.html"
+    atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"))
+    return str(path)
 
 
 def chosen_parts(part: str | list[str] | None) -> tuple[str, ...]:
@@ -234,6 +256,15 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
                 "(or crest, ...)? The toy world can draw the same bird without it."
             )
             build_erase_row(registry, image, model, classes, "erase_part")
+            with gr.Row(equal_height=True):
+                save = gr.Button("Download this walkthrough (.html)", elem_id="walkthrough-download-button", scale=1)
+                saved = gr.File(
+                    label="One file that steps through offline, as here (a handout)",
+                    interactive=False,
+                    height=90,
+                    elem_id="walkthrough-download",
+                    scale=2,
+                )
             with gr.Accordion("All the numbers (JSON)", open=False) as numbers_box:
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
@@ -241,6 +272,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     compute = partial(walk, registry)
     inputs, outputs = [image, model, classes], [page, numbers]
     gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
+    save.click(partial(walk_download, registry, BatchWorkspace()), inputs, saved, api_name="walkthrough_download")
     if gallery is not None:
         # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB
         # of nested JSON is a third of what a cached walkthrough costs the server, for thirty students at once.

@@ -24,7 +24,7 @@ from microclip.heads import BRANCHES
 from microclip.toyworld.text import tie_sentence
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
-from viz.html import cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour, word_list
+from viz.html import STUDIO_CSS, cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour, word_list
 
 WALKTHROUGH_JS = files("viz").joinpath("static/walkthrough.js").read_text(encoding="utf-8")
 MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
@@ -827,6 +827,25 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     nav.append("</div>")
     sections = "".join(_section(i, step_id, walk, picture, banner) for i, step_id in enumerate(STEP_IDS))
     return f'<div class="wt">{banner}{head}{"".join(nav)}{sections}</div>'
+
+
+def standalone_page(page: str, title: str) -> str:
+    """A walkthrough page (:func:`render_walkthrough`) as a file that opens in any browser, offline: its styles and
+    its step navigation inlined, every picture already a data URI, nothing fetched. A handout that steps through
+    exactly as the app does."""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n"
+        "<style>body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 24px auto; padding: 0 16px; }"
+        ".wt-source { font-size: 12px; opacity: .7; margin-bottom: 12px; }</style>\n"
+        f"<style>\n{STUDIO_CSS}</style>\n</head>\n<body>\n"  # the app's stylesheet: its theme variables fall back
+        f'<div class="wt-source">{escape(title)} · written by microCLIP Studio</div>\n'
+        f'<div id="walkthrough">{page}</div>\n'
+        # the app runs walkthrough.js with `element` bound to the component; here, to the page's container
+        f"<script>\n(function (element) {{\n{WALKTHROUGH_JS}\n}})(document.getElementById('walkthrough'));\n"
+        "</script>\n</body>\n</html>\n"
+    )
 
 
 # ------------------------------------------------------------------ erase a part (toy images)
