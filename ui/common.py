@@ -199,6 +199,14 @@ def on_example(
     gallery.select(picked, inputs[1:], [image, *outputs], api_visibility="private", **options)
 
 
+def download_row(button: str, file_label: str, elem_id: str) -> tuple[gr.Button, gr.File]:
+    """A button that writes a file and the box its download link appears in (``<elem_id>-button``, ``<elem_id>``)."""
+    with gr.Row(equal_height=True):
+        save = gr.Button(button, elem_id=f"{elem_id}-button", scale=1)
+        saved = gr.File(label=file_label, interactive=False, height=90, elem_id=elem_id, scale=2)
+    return save, saved
+
+
 def model_dropdown_update(names: list[str], value: str | None = None) -> gr.Dropdown:
     """A dropdown update listing ``names``; ``value`` selected if given (else the selection is left alone)."""
     if value is None:

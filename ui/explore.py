@@ -44,6 +44,7 @@ from studio.registry import ModelRegistry
 from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
     INFERENCE,
+    download_row,
     examples_gallery,
     gpu,
     image_input,
@@ -376,15 +377,11 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
     build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
     display = _display_controls()
-    with gr.Row(equal_height=True):
-        save = gr.Button("Download this explanation (.zip)", elem_id="explore-download-button", scale=1)
-        saved = gr.File(
-            label="The maps as PNGs (as displayed), the summary, every number (JSON)",
-            interactive=False,
-            height=90,
-            elem_id="explore-download",
-            scale=2,
-        )
+    save, saved = download_row(
+        "Download this explanation (.zip)",
+        "The maps as PNGs (as displayed), the summary, every number (JSON)",
+        "explore-download",
+    )
     contributions = gr.HTML("", elem_id="contributions")
     with gr.Row():
         with gr.Column():

@@ -35,7 +35,7 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import INFERENCE, gpu, image_input, on_example, open_image, user_errors
+from ui.common import INFERENCE, download_row, gpu, image_input, on_example, open_image, user_errors
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
@@ -256,15 +256,11 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
                 "(or crest, ...)? The toy world can draw the same bird without it."
             )
             build_erase_row(registry, image, model, classes, "erase_part")
-            with gr.Row(equal_height=True):
-                save = gr.Button("Download this walkthrough (.html)", elem_id="walkthrough-download-button", scale=1)
-                saved = gr.File(
-                    label="One file that steps through offline, as here (a handout)",
-                    interactive=False,
-                    height=90,
-                    elem_id="walkthrough-download",
-                    scale=2,
-                )
+            save, saved = download_row(
+                "Download this walkthrough (.html)",
+                "One file that steps through offline, as here (a handout)",
+                "walkthrough-download",
+            )
             with gr.Accordion("All the numbers (JSON)", open=False) as numbers_box:
                 numbers = gr.JSON(label="walkthrough", elem_id="walkthrough-json")
 
