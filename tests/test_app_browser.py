@@ -219,6 +219,10 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
     expect(soap).to_contain_text("null weight α_null")
     expect(soap).to_contain_text(re.compile(r"Σ patch weights \+ α_null.*= 1\.0000"))
     shot(page, "walkthrough-5-soap")
+    page.keyboard.press("ArrowRight")  # the focus is on step 5's button: the arrow keys step, as Next and Back do
+    assert visible_step(page) == "fg"
+    page.keyboard.press("ArrowLeft")
+    assert visible_step(page) == "soap"
     page.locator(".wt-nav [data-goto='7']").click()
     expect(page.locator(".wt-step[data-step='heads']")).to_contain_text("weight w_j in W_LLM")
     shot(page, "walkthrough-8-heads", full=True)
@@ -240,6 +244,8 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
         assert sheet.locator(".wt-step:not([hidden])").count() == 1  # the first step, as in the app
         sheet.locator(".wt-step:not([hidden]) [data-goto='next']").click()
         assert visible_step(sheet) == "tokens"
+        sheet.keyboard.press("ArrowRight")
+        assert visible_step(sheet) == "graph"
         sheet.locator(".wt-nav [data-goto='all']").click()
         assert sheet.locator(".wt-step:not([hidden])").count() == 9
         assert sheet.evaluate("() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)")
