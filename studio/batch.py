@@ -19,14 +19,15 @@ OVERLAY_SIZE = 224
 
 
 class BatchWorkspace:
-    """Per-call temporary folders under one root; only the newest ``keep`` survive (their bundles).
+    """Per-call temporary folders under one root; only the newest ``keep`` survive (their bundles). The Batch
+    tab's, and Explore's and the Walkthrough's downloads, each under its own ``prefix``.
 
     Gradio copies a returned file into its own cache, but the copy happens after we return, so a
     call's folder is kept until later calls push it out; the root goes when the process exits.
     """
 
-    def __init__(self, root: Path | None = None, keep: int = 8) -> None:
-        self.root = Path(root) if root else shareable_tempdir("microclip-batch-")
+    def __init__(self, root: Path | None = None, keep: int = 8, prefix: str = "microclip-batch-") -> None:
+        self.root = Path(root) if root else shareable_tempdir(prefix)
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self._lock = threading.Lock()

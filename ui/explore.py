@@ -453,7 +453,11 @@ def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, show
     )
     shown.show_patch.click(**patch, api_name="patch_info", **quiet)
     shown.save.click(
-        partial(download, BatchWorkspace()), [session, *display], shown.saved, api_name="explore_download", **quiet
+        partial(download, BatchWorkspace(prefix="microclip-explore-")),
+        [session, *display],
+        shown.saved,
+        api_name="explore_download",
+        **quiet,
     )
     for target in shown.maps:
         target.click(select_patch, [session], [shown.row, shown.col], api_visibility="private", **quiet).then(

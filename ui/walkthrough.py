@@ -268,7 +268,12 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     compute = partial(walk, registry)
     inputs, outputs = [image, model, classes], [page, numbers]
     gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
-    save.click(partial(walk_download, registry, BatchWorkspace()), inputs, saved, api_name="walkthrough_download")
+    save.click(
+        partial(walk_download, registry, BatchWorkspace(prefix="microclip-walkthrough-")),
+        inputs,
+        saved,
+        api_name="walkthrough_download",
+    )
     if gallery is not None:
         # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB
         # of nested JSON is a third of what a cached walkthrough costs the server, for thirty students at once.
