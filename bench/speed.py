@@ -1,6 +1,6 @@
 """Speed benchmarks for microCLIP: the cost of explaining and of training, against plain CLIP passes.
 
-Three benchmarks, all on random weights and random images (no data loading, no network):
+Four benchmarks, all on random weights and random images (no data loading, no network):
 
 * ``explain``: one :func:`microclip.explain.explain_batch` (MicroCLIP forward with NCut + SOAP +
   heads + every explanation map, copied to NumPy) against open_clip's ``encode_image`` on the
@@ -12,6 +12,9 @@ Three benchmarks, all on random weights and random images (no data loading, no n
   only after the backbone, :func:`studio.queries.query_views`), which share one backbone pass, against one
   ``explain_image`` call and against the three explanations each with its own pass. Target: view / explain <= 1.5
   (three separate passes cost about 3).
+* ``download``: Explore's *Download this explanation* of one explained picture (three maps drawn and the photo,
+  encoded as PNGs, with every number as JSON, in a zip) against the ``explain_image`` call that made the explanation.
+  Target: download / explain <= 10 (a button, pressed once per picture at most).
 * ``--epoch``: wall time and peak memory of one epoch of ``--steps`` steps (the GPU reference does a
   Flowers epoch in 72 s with 5.35 GB).
 
@@ -283,6 +286,43 @@ def bench_views(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) 
     return Row("views", "fp32", 1, times_ms, statistics.median(ratios), "views/explain", extra, VIEWS_TARGET)
 
 
+DOWNLOAD_TARGET = 10.0  # a click on a button, not on every picture: within ten forward passes
+
+
+def bench_download(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) -> Row:
+    """Explore's *Download this explanation* of one explained picture (the photo and three maps drawn and encoded
+    as PNGs, the summary and every number as JSON, in a zip: :func:`studio.export.write_explanation_zip`) against
+    one ``explain_image`` call that made the explanation."""
+    import tempfile
+
+    from PIL import Image
+
+    from microclip.explain import explain_image
+    from studio.explore import PHOTO_SIZE, ExploreSession
+    from studio.export import write_explanation_zip
+    from viz.html import jpeg_uri
+    from viz.overlay import display_crop
+
+    model = setup.model.eval()
+    pixels = random_images(setup.image_size, setup.image_size, 3, device=torch.device("cpu"), seed=7)
+    picture = Image.fromarray((255 * pixels.numpy()).astype("uint8"))
+    session = ExploreSession(explain_image(model, picture), jpeg_uri(display_crop(picture, PHOTO_SIZE)), "random", {})
+    display = (0.5, "viridis", 0.0, 100.0, 0.0, "soap", False)  # Explore's defaults
+    with tempfile.TemporaryDirectory(prefix="microclip-bench-download-") as folder:
+
+        def download() -> object:
+            return write_explanation_zip(session, display, Path(folder))
+
+        def explain() -> object:
+            return explain_image(model, picture)
+
+        times = interleaved({"download": download, "explain": explain}, setup.device, max(warmup, 1), repeats, budget_s)
+    ratios = [d / e for d, e in zip(times["download"], times["explain"], strict=True)]
+    times_ms = {name: median_ms(values) for name, values in times.items()}
+    extra = {"photo_px": PHOTO_SIZE, "repeats": len(times["download"])}
+    return Row("download", "fp32", 1, times_ms, statistics.median(ratios), "download/explain", extra, DOWNLOAD_TARGET)
+
+
 def ncut_diagnostics(
     setup: Setup, images: torch.Tensor, precision: str, method: str, warmup: int, repeats: int
 ) -> dict[str, float]:
@@ -499,6 +539,10 @@ def table(rows: list[Row], cuda: bool) -> str:
             ours, base = row.times_ms["views"], row.times_ms["explain"]
             breakdown = f"three separate passes {format_ms(row.times_ms['separate'])}"
             label = "three what-if panels / one explain"
+        elif row.bench == "download":
+            ours, base = row.times_ms["download"], row.times_ms["explain"]
+            breakdown = f"photo and maps at {row.extra['photo_px']} px"
+            label = "Explore's download / one explain"
         else:
             ours, base = row.times_ms["step"], row.times_ms["passes"]
             breakdown = (
@@ -559,7 +603,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bf16 for explain and encode_image alike: torch.autocast, or weights "
         ".to(bfloat16); auto: cast on CPU (faster there), autocast on CUDA",
     )
-    parser.add_argument("--only", choices=("explain", "views", "train"), default=None, help="run one benchmark")
+    parser.add_argument(
+        "--only", choices=("explain", "views", "download", "train"), default=None, help="run one benchmark"
+    )
     parser.add_argument("--explain-batches", default="1,32", help="comma list of explain batch sizes")
     parser.add_argument(
         "--batch", type=int, default=None, help="train batch (default 32 CPU, 8 with --quick, 64 CUDA; 64 for --epoch)"
@@ -657,6 +703,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "views"):
         rows.append(bench_views(setup, warmup, repeats, budget))
         progress("views")
+    if args.only in (None, "download"):
+        rows.append(bench_download(setup, warmup, repeats, budget))
+        progress("download")
     if args.only in (None, "train"):
         for precision in train_precisions:
             amp: AmpMode = "none" if precision == "fp32" else "bf16"

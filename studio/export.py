@@ -20,7 +20,7 @@ from PIL import Image
 
 from microclip.files import atomic_write
 from studio.explore import ExploreSession, settings_from, summary_markdown
-from viz.html import MASK_MIN_OPACITY, MASK_RGB
+from viz.html import MASK_MIN_OPACITY, MASK_RGB, png_bytes
 from viz.overlay import blend, overlay_map, upsample
 
 PICTURES = ("photo", "soap", "ncut", "cls_similarity")  # the zip's PNGs, in Explore's order (photo first)
@@ -82,9 +82,8 @@ def write_explanation_zip(session: ExploreSession, display: tuple, folder: Path)
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, pixels in map_pictures(session, display).items():
-                buffer = io.BytesIO()
-                Image.fromarray(pixels).save(buffer, format="PNG")
-                zf.writestr(f"{name}.png", buffer.getvalue())
+                # stored as they are: a PNG is compressed already, and deflating it again took most of the time
+                zf.writestr(f"{name}.png", png_bytes(pixels), compress_type=zipfile.ZIP_STORED)
             zf.writestr("summary.md", summary_markdown(e, flag=session.flag, facts=session.facts) + "\n")
             zf.writestr("explanation.json", e.to_json())
             zf.writestr("settings.json", json.dumps(meta, indent=2))
