@@ -1,4 +1,4 @@
-"""``python -m microclip {train,evaluate,explain,drift,describe,classes,check-data} ...``: one argparse command line.
+"""``python -m microclip {train,evaluate,explain,walkthrough,drift,describe,classes,check-data} ...``: one parser.
 
 Each sub-command's flags are its module's parser (``train.py`` and ``evaluate.py`` are the same
 ``train`` and ``evaluate``); ``python -m microclip COMMAND -h`` lists them.
@@ -28,6 +28,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "explain": (
         "one image: top-k per branch, [FG]/[CLS] contributions; a folder or zip: a bundle",
         "microclip.explain_cli",
+        "build_parser",
+        "run",
+    ),
+    "walkthrough": (
+        "each image through the model, step by step, as one HTML file that steps through offline (a handout)",
+        "microclip.walkthrough_cli",
         "build_parser",
         "run",
     ),

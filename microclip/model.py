@@ -248,3 +248,10 @@ class MicroCLIP(nn.Module):
                 raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(target.shape)}")
             with torch.no_grad():
                 target.copy_(tensor.to(target.dtype))
+
+
+def base_text_encoder(base: BaseModelSpec, device: str | torch.device = "cpu") -> TextEncoder:
+    """The text tower of the base model a checkpoint names (``meta.base``), loaded on its own: what weighs each
+    description in the heads (the walkthrough's heads step), for a model whose own text tower was dropped."""
+    clip, spec = create_clip(base.clip_model, base.pretrained or None, seed=base.seed or 0, device=device)
+    return TextEncoder(clip, get_tokenizer(spec), device=device)

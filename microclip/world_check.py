@@ -127,6 +127,16 @@ class Verdict:
     signals: dict[str, float]
     measured: bool
 
+    def flag(self) -> str:
+        """The warning set above a prediction of an image outside the world (Markdown, bold only); "" inside."""
+        if not self.outside:
+            return ""
+        return (
+            "**⚠ This image looks outside the model's world:** "
+            + "; ".join(self.reasons)
+            + ". The prediction below is the closest of its classes, not a recognition."
+        )
+
 
 # ------------------------------------------------------------------------------------------------ signals
 

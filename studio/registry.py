@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from microclip.backbone import BaseModelSpec, create_clip, get_tokenizer
+from microclip.backbone import BaseModelSpec
 from microclip.checkpoint import CheckpointError, CheckpointMeta, epochs_beside, load_model, read_adapted, read_meta
 from microclip.files import shareable_tempdir
 from microclip.heads import DEFAULT_TEMPLATES, TextEncoder
-from microclip.model import MethodConfig, MicroCLIP
+from microclip.model import MethodConfig, MicroCLIP, base_text_encoder
 from microclip.recipe import Recipe
 from microclip.resources import PROJECT_ROOT
 from microclip.timeline import Timeline
@@ -330,8 +330,7 @@ class ModelRegistry:
         key = _base_key(base)
         with self._lock:
             if key not in self._text:
-                clip, _ = create_clip(base.clip_model, base.pretrained or None, seed=base.seed or 0, device=self.device)
-                self._text[key] = TextEncoder(clip, get_tokenizer(base), device=self.device)
+                self._text[key] = base_text_encoder(base, self.device)
             return self._text[key]
 
     def with_classes(

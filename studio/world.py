@@ -86,11 +86,6 @@ def world_flag_markdown(
         lines.append(unseen_words_markdown(loaded, list(classes)))
     if loaded.meta is not None and loaded.meta.mode in CLS_ONLY_MODES:
         lines.append(CLS_ONLY_FLAG)
-    verdict = world_check.check(loaded.model, image) if image is not None else None
-    if verdict is not None and verdict.outside:
-        lines.append(
-            "**⚠ This image looks outside the model's world:** "
-            + "; ".join(verdict.reasons)
-            + ". The prediction below is the closest of its classes, not a recognition."
-        )
+    if image is not None:
+        lines.append(world_check.check(loaded.model, image).flag())
     return "\n\n".join(line for line in lines if line)

@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from microclip.checkpoint import CheckpointError, epochs_beside, read_adapted, save_adapted, saved_epochs
 from microclip.explain import explain_image
 from microclip.timeline import Timeline
+from microclip.toyworld.truth import toy_truth
 from studio.epochs import MAX_SPECIES_ROWS, species_markdown, timeline_markdown
 from studio.registry import TOY_ADAPTED, default_registry
-from ui.walkthrough import toy_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY_EXAMPLE = ROOT / "assets" / "examples" / "toybird-yovanel-warbler.png"

@@ -188,11 +188,11 @@ def test_the_endpoint_shows_each_view_s_answers(registry, trained, tmp_path, end
 
 def test_on_a_toy_bird_each_panel_says_where_soap_looked_and_whether_each_branch_is_right(tmp_path):
     from microclip.toyworld.lookup import enlarge, example_samples
+    from microclip.toyworld.truth import toy_truth
     from microclip.toyworld.world import SPECIES
     from microclip.walkthrough import mask_facts
     from studio.registry import TOY_ADAPTED, default_registry
     from ui.queries import ask_pools, ask_queries
-    from ui.walkthrough import toy_truth
     from viz.steps import region_phrase
 
     if not TOY_ADAPTED.is_file():

@@ -772,3 +772,43 @@ def test_the_reference_s_soap_switches_choose_the_query_and_the_pooling(flags, q
 
     config = method_config(build_train_parser().parse_args(flags))
     assert (config.query, config.pool) == (query, pool)
+
+
+def test_walkthrough_writes_the_app_s_page_for_each_image_as_a_handout(tmp_path):
+    from studio.examples import example_images
+    from studio.registry import TOY_ADAPTED, default_registry
+    from ui.walkthrough import _walk
+
+    if not TOY_ADAPTED.is_file():
+        pytest.skip("the bundled toy-world model is not in this checkout")
+    toy = next(p for p in example_images() if "toybird-" in p)
+    photo = next(p for p in example_images() if "toybird-" not in p)
+    done = command_here("-m", "microclip", "walkthrough", toy, photo, "--out", str(tmp_path / "pages"))
+    assert done.returncode == 0, done.stderr
+    registry = default_registry("cpu")
+    for path in (toy, photo):
+        page, _ = _walk(registry, path, None, "")  # the Walkthrough tab's page of the same picture and model
+        written = tmp_path / "pages" / f"microclip-walkthrough-{Path(path).stem}.html"
+        text = written.read_text(encoding="utf-8")
+        assert f'<div id="walkthrough">{page}</div>' in text, written
+        assert str(written) in done.stdout
+    # the photo is outside the toy world: the page says so at the top, as the app does, and so does the command
+    flagged = (tmp_path / "pages" / f"microclip-walkthrough-{Path(photo).stem}.html").read_text(encoding="utf-8")
+    assert "This image looks outside the model&#x27;s world" in flagged
+    assert f"{Path(photo).name}: " in done.stdout and "(looks outside the model's world)" in done.stdout
+    # one image and a name ending in .html: that file
+    one = command_here("-m", "microclip", "walkthrough", toy, "--out", str(tmp_path / "mine.html"))
+    assert one.returncode == 0 and (tmp_path / "mine.html").read_text().startswith("<!doctype html>")
+
+
+def test_walkthrough_checks_every_image_before_writing_any(tmp_path):
+    from studio.examples import example_images
+
+    toy = next(p for p in example_images() if "toybird-" in p)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    missing = command_here("-m", "microclip", "walkthrough", toy, str(tmp_path / "nope.png"), "--out", str(tmp_path))
+    assert missing.returncode == 2 and "no such image file" in missing.stderr
+    assert not list(tmp_path.glob("*.html"))  # nothing written: the missing file was named before the model loaded
+    bad = command_here("-m", "microclip", "walkthrough", str(text), "--out", str(tmp_path))
+    assert bad.returncode == 2 and "not an image" in bad.stderr

@@ -14,12 +14,12 @@ from PIL import Image
 from microclip.timeline import EpochView, Timeline
 from microclip.toyworld.render import rerender
 from microclip.toyworld.text import description_ties
+from microclip.toyworld.truth import sample_truth, toy_sample
 from studio.cache import cached, file_digest
 from studio.epochs import NO_EPOCHS, epoch_panels, species_markdown, timeline_markdown
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from ui.common import DISPLAY_SIZE, INFERENCE, gpu, maps_gallery, open_image, user_errors
-from ui.walkthrough import sample_truth, toy_sample
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.overlay import display_crop
 

@@ -22,6 +22,7 @@ from PIL import Image
 from microclip.explain import explain_image
 from microclip.heads import BRANCHES
 from microclip.prepare import parse_class_names
+from microclip.toyworld.truth import toy_truth
 from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images
@@ -57,7 +58,7 @@ from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.layout import entry_fusion_ratio, follow_fusion_ratio
 from ui.queries import build_queries_view
-from ui.walkthrough import build_erase_row, toy_truth
+from ui.walkthrough import build_erase_row
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from viz.explore import TOP_K, contributions_html

@@ -12,12 +12,12 @@ from PIL import Image
 
 from microclip.model import MicroCLIP
 from microclip.prepare import parse_class_names
+from microclip.toyworld.truth import toy_truth
 from microclip.walkthrough import PatchTruth
 from studio.cache import cached, file_digest, model_identity
 from studio.queries import PANEL_SIZE, SoapView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
 from ui.common import INFERENCE, open_image, user_errors
-from ui.walkthrough import toy_truth
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 

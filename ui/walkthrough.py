@@ -1,8 +1,8 @@
 """The Walkthrough tab: one image through microCLIP, one step at a time, with this image's real numbers.
 
-The numbers come from ``microclip.walkthrough`` (one forward pass), the page from ``viz.steps``; this
-module finds what the app knows about the image (the toy world's masks, the out-of-world flag) and
-wires the tab. Moving between steps happens in the browser, without a request.
+The numbers come from ``microclip.walkthrough`` (one forward pass), the page from ``viz.steps``, the toy world's
+masks from ``microclip.toyworld.truth``; this module adds the out-of-world flag and wires the tab. Moving between
+steps happens in the browser, without a request.
 
 Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and the JSON numbers).
 """
@@ -17,18 +17,16 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from microclip.explain import explain_image
-from microclip.explainers import mask_on_grid
 from microclip.files import atomic_write_text
 from microclip.prepare import parse_class_names
-from microclip.scoring import patch_coverage
-from microclip.toyworld.lookup import enlarge, find_toyworld_sample
-from microclip.toyworld.render import Sample, rerender
+from microclip.toyworld.lookup import enlarge
+from microclip.toyworld.render import rerender
+from microclip.toyworld.truth import toy_sample, toy_truth
 from microclip.toyworld.world import PARTS, SPECIES
-from microclip.walkthrough import PatchTruth, branch_changes, to_json, walkthrough
+from microclip.walkthrough import branch_changes, to_json, walkthrough
 from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images, ordered_examples
@@ -59,29 +57,6 @@ run_walkthrough = gpu(walkthrough)  # on ZeroGPU Spaces the forward pass gets a 
 
 
 # ------------------------------------------------------------------ what the app knows about the image
-
-
-def toy_sample(picture: Image.Image) -> Sample | None:
-    """The toy world's ground truth of a known toy image (square, so the model's centre crop is all of it)."""
-    if picture.width != picture.height:
-        return None
-    return find_toyworld_sample(np.asarray(picture.convert("RGB")))
-
-
-def toy_truth(picture: Image.Image, grid: tuple[int, int]) -> PatchTruth | None:
-    """Where the bird and each of its parts are on the model's patch grid, for a known toy image; else None."""
-    sample = toy_sample(picture)
-    return sample_truth(sample, grid) if sample is not None else None
-
-
-def sample_truth(sample: Sample, grid: tuple[int, int]) -> PatchTruth:
-    """A known toy sample's bird and parts on the model's patch grid."""
-
-    def share(mask: np.ndarray) -> np.ndarray:
-        return patch_coverage(mask_on_grid(mask, grid)[None], grid)[0].reshape(grid)
-
-    parts = {name: share(sample.part_labels == 1 + index) for index, name in enumerate(PARTS)}
-    return PatchTruth(share(sample.bird_mask), parts, SPECIES[sample.species].name)
 
 
 # ------------------------------------------------------------------ the endpoint

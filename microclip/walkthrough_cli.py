@@ -1,0 +1,118 @@
+"""``python -m microclip walkthrough IMAGE [IMAGE ...]``: each image through the model, step by step, as one HTML file.
+
+The page is the app's Walkthrough tab (``viz.steps``), written as a file that opens in any browser with no server and
+no network and steps through as the tab does (``viz.steps.standalone_page``): a handout, made for a whole set of
+pictures at once. The heads step weighs each class's descriptions when the checkpoint records them; on a known toy
+image every step also says what is true of it (``microclip.toyworld.truth``); a picture that looks outside the
+model's world is flagged at the top, as in the app (``microclip.world_check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
+from microclip.cliargs import new_parser, unit_fraction
+from microclip.engine import select_device
+from microclip.files import atomic_write_text
+
+log = logging.getLogger("microclip")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = new_parser(
+        parser,
+        prog="python -m microclip walkthrough",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", help="one or more image files")
+    parser.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        default=str(DEFAULT_CHECKPOINT),
+        help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
+    )
+    parser.add_argument(
+        "--out",
+        default=".",
+        help="a folder for the pages (default: here), each microclip-walkthrough-<image>.html; "
+        "for one image, a path ending in .html names the file",
+    )
+    parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def page_path(out: str, image: Path, n_images: int) -> Path:
+    """Where one image's page goes: ``out`` itself for a single image when it ends in .html, else
+    ``out/microclip-walkthrough-<image stem>.html`` (the stem in characters every file system keeps)."""
+    target = Path(out)
+    if n_images == 1 and target.suffix.lower() == ".html":
+        return target
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", image.stem).strip("-")[:80] or "image"
+    return target / f"microclip-walkthrough-{stem}.html"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``walkthrough`` with parsed arguments: every image is checked before the model loads."""
+    setup_logging(args.verbose)
+    try:
+        images = [Path(image) for image in args.images]
+        missing = [str(image) for image in images if not image.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+        return _write_pages(images, args)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        return 2
+
+
+def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
+    from microclip.checkpoint import load_model
+    from microclip.data.images import load_image
+    from microclip.model import base_text_encoder
+    from microclip.toyworld.truth import toy_truth
+    from microclip.walkthrough import walkthrough
+    from microclip.world_check import check
+    from viz.overlay import display_crop
+    from viz.steps import PICTURE_SIZE, render_walkthrough, standalone_page
+
+    device = select_device(args.device)
+    model = load_model(args.ckpt_path, device)
+    meta = model.meta
+    # the heads step weighs each description with the base model's text tower
+    encoder = base_text_encoder(meta.base, device) if meta.descriptions else None
+    name = Path(args.ckpt_path).name
+    for image in images:
+        picture = load_image(image)  # a corrupt or huge file is a clear error before anything is written
+        walk = walkthrough(
+            model,
+            picture,
+            args.fusion_ratio,
+            descriptions=meta.descriptions,
+            text_encoder=encoder,
+            templates=meta.templates,
+            truth=toy_truth(picture, tuple(model.backbone.grid)),
+        )
+        flag = check(model, picture).flag()  # as the app: a picture outside the world says so on the page
+        page = render_walkthrough(walk, display_crop(picture, PICTURE_SIZE), flag=flag)
+        path = page_path(args.out, image, len(images))
+        atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {image.name} under {name}"))
+        top = walk.prediction.top["fused"][0]
+        outside = " (looks outside the model's world)" if flag else ""
+        print(f"{image.name}: {walk.prediction.prediction} ({top.probability:.1%}){outside} -> {path}")
+    return 0
+
+
+__all__ = ["build_parser", "main", "page_path", "run"]
