@@ -14,3 +14,9 @@ NCUT_EPS = 1e-6
 NCUT_DEGENERACY_TOL = 1e-5
 # Training modes that train and report the [CLS] branch only (SOAP stays at its start); recipe.Mode names them.
 CLS_ONLY_MODES = frozenset({"baseline", "wca_baseline"})
+# above the prediction of a model trained as a CLS-only baseline (train.py --baseline, --wca_baseline): the app's and
+# the walkthrough command's
+CLS_ONLY_FLAG = (
+    "**A CLS-only baseline:** its answer is the `[CLS]` only row below, the branch it trained; the fused and `[FG]` "
+    "rows mix in a SOAP that never trained."
+)

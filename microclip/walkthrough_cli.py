@@ -17,6 +17,7 @@ from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
 from microclip.cliargs import new_parser, unit_fraction
+from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
 
@@ -94,6 +95,7 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
     # the heads step weighs each description with the base model's text tower
     encoder = base_text_encoder(meta.base, device) if meta.descriptions else None
     name = Path(args.ckpt_path).name
+    baseline = CLS_ONLY_FLAG if meta.mode in CLS_ONLY_MODES else ""
     for image in images:
         picture = load_image(image)  # a corrupt or huge file is a clear error before anything is written
         walk = walkthrough(
@@ -105,12 +107,13 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
             templates=meta.templates,
             truth=toy_truth(picture, tuple(model.backbone.grid)),
         )
-        flag = check(model, picture).flag()  # as the app: a picture outside the world says so on the page
+        # as the app: a CLS-only baseline and a picture outside the world say so on the page
+        flag = "\n\n".join(line for line in (baseline, check(model, picture).flag()) if line)
         page = render_walkthrough(walk, display_crop(picture, PICTURE_SIZE), flag=flag)
         path = page_path(args.out, image, len(images))
         atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {image.name} under {name}"))
         top = walk.prediction.top["fused"][0]
-        outside = " (looks outside the model's world)" if flag else ""
+        outside = " (looks outside the model's world)" if "outside the model's world" in flag else ""
         print(f"{image.name}: {walk.prediction.prediction} ({top.probability:.1%}){outside} -> {path}")
     return 0
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from microclip import world_check
-from microclip.constants import CLS_ONLY_MODES
+from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from studio.about import mode_note
 
 if TYPE_CHECKING:
@@ -25,12 +25,6 @@ TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a
 ONE_CLASS_NOTE = (
     "**One class only:** a softmax over a single class is always 100%, whatever the image. "
     "Type at least two classes to see which the model prefers."
-)
-
-# above the prediction of a model trained as a CLS-only baseline (train.py --baseline, --wca_baseline)
-CLS_ONLY_FLAG = (
-    "**A CLS-only baseline:** its answer is the `[CLS]` only row below, the branch it trained; the fused and `[FG]` "
-    "rows mix in a SOAP that never trained."
 )
 
 

@@ -799,6 +799,14 @@ def test_walkthrough_writes_the_app_s_page_for_each_image_as_a_handout(tmp_path)
     # one image and a name ending in .html: that file
     one = command_here("-m", "microclip", "walkthrough", toy, "--out", str(tmp_path / "mine.html"))
     assert one.returncode == 0 and (tmp_path / "mine.html").read_text().startswith("<!doctype html>")
+    assert "A CLS-only baseline" not in (tmp_path / "mine.html").read_text(encoding="utf-8")
+    # a CLS-only baseline's page says which row to read, as the app does
+    tensors, meta = read_adapted(TOY_ADAPTED)
+    meta.training = {**meta.training, "config": {**meta.training["config"], "mode": "baseline"}}
+    save_adapted(tmp_path / "baseline.safetensors", tensors, meta)
+    args = ("--ckpt-path", str(tmp_path / "baseline.safetensors"), "--out", str(tmp_path / "baseline.html"))
+    assert command_here("-m", "microclip", "walkthrough", toy, *args).returncode == 0
+    assert "A CLS-only baseline:" in (tmp_path / "baseline.html").read_text(encoding="utf-8")
 
 
 def test_walkthrough_checks_every_image_before_writing_any(tmp_path):
