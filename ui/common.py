@@ -199,6 +199,12 @@ def on_example(
     gallery.select(picked, inputs[1:], [image, *outputs], api_visibility="private", **options)
 
 
+# Each download is written into its own folder, which Gradio copies into its cache as the call returns; a class
+# pressing a download button at once must not push a folder out before its copy is made (the Batch tab's 8 are
+# bundles of up to 200 images; these are one picture's, about 1 MB at most).
+DOWNLOADS_KEPT = 64
+
+
 def download_row(button: str, file_label: str, elem_id: str) -> tuple[gr.Button, gr.File]:
     """A button that writes a file and the box its download link appears in (``<elem_id>-button``, ``<elem_id>``)."""
     with gr.Row(equal_height=True):

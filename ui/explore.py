@@ -44,6 +44,7 @@ from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
 from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
+    DOWNLOADS_KEPT,
     INFERENCE,
     download_row,
     examples_gallery,
@@ -454,7 +455,7 @@ def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, show
     )
     shown.show_patch.click(**patch, api_name="patch_info", **quiet)
     shown.save.click(
-        partial(download, BatchWorkspace(prefix="microclip-explore-")),
+        partial(download, BatchWorkspace(keep=DOWNLOADS_KEPT, prefix="microclip-explore-")),
         [session, *display],
         shown.saved,
         api_name="explore_download",

@@ -33,7 +33,7 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import INFERENCE, download_row, gpu, image_input, on_example, open_image, user_errors
+from ui.common import DOWNLOADS_KEPT, INFERENCE, download_row, gpu, image_input, on_example, open_image, user_errors
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
@@ -244,7 +244,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
     inputs, outputs = [image, model, classes], [page, numbers]
     gr.on([run.click, image.upload], compute, inputs, outputs, api_name="walkthrough", **INFERENCE)
     save.click(
-        partial(walk_download, registry, BatchWorkspace(prefix="microclip-walkthrough-")),
+        partial(walk_download, registry, BatchWorkspace(keep=DOWNLOADS_KEPT, prefix="microclip-walkthrough-")),
         inputs,
         saved,
         api_name="walkthrough_download",
