@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable
@@ -77,6 +78,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], mode: int | No
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def slug(text: str, empty: str, limit: int = 80) -> str:
+    """``text`` as part of a file name every file system keeps: runs of other characters than A–Z, a–z, 0–9, ".",
+    "_" and "-" become one "-", none at either end, at most ``limit`` characters; ``empty`` where nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:limit] or empty
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,11 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def page_path(out: str, image: Path, n_images: int) -> Path:
     """Where one image's page goes: ``out`` itself for a single image when it ends in .html, else
     ``out/microclip-walkthrough-<image stem>.html`` (the stem in characters every file system keeps)."""
+    from viz.steps import handout_name
+
     target = Path(out)
     if n_images == 1 and target.suffix.lower() == ".html":
         return target
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", image.stem).strip("-")[:80] or "image"
-    return target / f"microclip-walkthrough-{stem}.html"
+    return target / handout_name(image.name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from microclip.files import atomic_write
+from microclip.files import atomic_write, slug
 from studio.explore import ExploreSession, settings_from, summary_markdown
 from viz.html import MASK_MIN_OPACITY, MASK_RGB, png_bytes
 from viz.overlay import blend, overlay_map, upsample
@@ -57,7 +56,7 @@ def bundle_name(session: ExploreSession) -> str:
     """``microclip-<model>-<prediction>.zip``, in characters every file system keeps."""
     e = session.explanation
     words = f"microclip-{session.model_name}-{e.classes[e.prediction('fused')]}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", words).strip("-")[:120] + ".zip"
+    return slug(words, "microclip-explanation", limit=120) + ".zip"
 
 
 def write_explanation_zip(session: ExploreSession, display: tuple, folder: Path) -> Path:

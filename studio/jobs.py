@@ -14,7 +14,6 @@ import itertools
 import logging
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -39,7 +38,7 @@ from microclip.drift import epoch_signs, per_class_record
 from microclip.engine import Callback, FitState
 from microclip.errors import USER_ERRORS
 from microclip.explain import Explanation, explain_batch
-from microclip.files import shareable_tempdir
+from microclip.files import shareable_tempdir, slug
 from microclip.labeling import Debiasing
 from microclip.model import MicroCLIP
 from microclip.prepare import cap_evenly, parse_class_names, readable
@@ -657,7 +656,7 @@ def _explain_probes(model: MicroCLIP, tensors: torch.Tensor | None, step: int) -
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "adapted"
+    return slug(text, "adapted")
 
 
 def parse_classnames(text: str | Sequence[str] | None) -> list[str] | None:

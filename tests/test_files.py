@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from microclip.checkpoint import CheckpointError, CheckpointMeta
-from microclip.files import atomic_write, atomic_write_json, parse_json
+from microclip.files import atomic_write, atomic_write_json, parse_json, slug
 from microclip.recipe import ConfigError, Recipe
 
 
@@ -63,3 +63,18 @@ def test_each_reader_raises_its_own_user_error_for_text_that_is_not_json() -> No
         Recipe.from_json("{", "flowers.json")
     with pytest.raises(CheckpointError, match=r"^run\.safetensors: metadata is not valid JSON \("):
         CheckpointMeta.from_json("[", "run.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("toybird-dastrel-wren", "toybird-dastrel-wren"),  # kept as it is
+        ("class demo · saved 7 Dec", "class-demo-saved-7-Dec"),  # each run of other characters is one "-"
+        ("../../etc/passwd", "etc-passwd"),  # no way out of the folder, no hidden file
+        ("élan vital", "lan-vital"),
+        ("···", "fallback"),  # nothing left
+    ],
+)
+def test_slug_keeps_what_every_file_system_keeps(text: str, expected: str) -> None:
+    assert slug(text, "fallback") == expected
+    assert slug("a" * 200, "x", limit=80) == "a" * 80

@@ -4,13 +4,13 @@ The numbers come from ``microclip.walkthrough`` (one forward pass), the page fro
 masks from ``microclip.toyworld.truth``; this module adds the out-of-world flag and wires the tab. Moving between
 steps happens in the browser, without a request.
 
-Named API endpoint: ``walkthrough`` (image, model, class names → the HTML and the JSON numbers).
+Named API endpoints: ``walkthrough`` (image, model, class names → the HTML and the JSON numbers) and
+``walkthrough_download`` (the same → the page as one HTML file that steps offline).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +37,15 @@ from ui.common import DOWNLOADS_KEPT, INFERENCE, download_row, gpu, image_input,
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
-from viz.steps import PICTURE_SIZE, WAITING_HTML, WALKTHROUGH_JS, erase_html, render_walkthrough, standalone_page
+from viz.steps import (
+    PICTURE_SIZE,
+    WAITING_HTML,
+    WALKTHROUGH_JS,
+    erase_html,
+    handout_name,
+    render_walkthrough,
+    standalone_page,
+)
 
 INTRO = (
     "**Walkthrough**: follow one image through microCLIP, step by step. Pick an example (the toy birds are "
@@ -105,8 +113,7 @@ def walk_download(
     ``walkthrough_download`` endpoint): a handout. Served from the same cache as the page itself."""
     page, _ = walk(registry, image, model_name, class_names)
     loaded = registry.get(model_name or None)
-    stem = Path(image).stem if image else "image"
-    path = workspace.new() / f"microclip-walkthrough-{re.sub(r'[^A-Za-z0-9._-]+', '-', stem)[:80]}.html"
+    path = workspace.new() / handout_name(image or "image")
     atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"))
     return str(path)
 

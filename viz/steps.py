@@ -17,9 +17,11 @@ import html
 import re
 from collections.abc import Sequence
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 
+from microclip.files import slug
 from microclip.heads import BRANCHES
 from microclip.toyworld.text import tie_sentence
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
@@ -827,6 +829,11 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     nav.append("</div>")
     sections = "".join(_section(i, step_id, walk, picture, banner) for i, step_id in enumerate(STEP_IDS))
     return f'<div class="wt">{banner}{head}{"".join(nav)}{sections}</div>'
+
+
+def handout_name(image: str) -> str:
+    """The file name of a picture's walkthrough page (the tab's download and the command's): its stem kept."""
+    return f"microclip-walkthrough-{slug(Path(image).stem, 'image')}.html"
 
 
 def standalone_page(page: str, title: str) -> str:
