@@ -66,3 +66,16 @@ def unit_fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {value:g}")
     return value
+
+
+def add_adapted_model(parser: argparse.ArgumentParser, default_checkpoint: str) -> None:
+    """``--ckpt-path`` (``--ckpt_path`` too; by default the bundled toy-world model) and ``--fusion_ratio``: how a
+    command that reads pictures with one adapted model is told which, and at which ρ."""
+    parser.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        default=default_checkpoint,
+        help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
+    )
+    parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")

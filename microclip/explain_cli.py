@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
-from microclip.cliargs import new_parser, unit_fraction
+from microclip.cliargs import add_adapted_model, new_parser
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
 from microclip.formats import BRANCH_LABELS, small_number
@@ -32,15 +32,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", help="an image file, a folder of images (searched recursively) or a zip")
-    parser.add_argument(
-        "--ckpt-path",
-        "--ckpt_path",
-        dest="ckpt_path",
-        default=str(DEFAULT_CHECKPOINT),
-        help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
-    )
+    add_adapted_model(parser, str(DEFAULT_CHECKPOINT))
     parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")
     parser.add_argument("--json", default=None, help="one image: write the full Explanation as JSON here")
     parser.add_argument(
         "--epochs",

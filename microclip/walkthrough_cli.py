@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
-from microclip.cliargs import new_parser, unit_fraction
+from microclip.cliargs import add_adapted_model, new_parser
 from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
@@ -31,20 +31,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", help="one or more image files")
-    parser.add_argument(
-        "--ckpt-path",
-        "--ckpt_path",
-        dest="ckpt_path",
-        default=str(DEFAULT_CHECKPOINT),
-        help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
-    )
+    add_adapted_model(parser, str(DEFAULT_CHECKPOINT))
     parser.add_argument(
         "--out",
         default=".",
         help="a folder for the pages (default: here), each microclip-walkthrough-<image>.html; "
         "for one image, a path ending in .html names the file",
     )
-    parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--verbose", action="store_true")
     return parser
