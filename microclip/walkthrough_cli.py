@@ -3,8 +3,9 @@
 The page is the app's Walkthrough tab (``viz.steps``), written as a file that opens in any browser with no server and
 no network and steps through as the tab does (``viz.steps.standalone_page``): a handout, made for a whole set of
 pictures at once. The heads step weighs each class's descriptions when the checkpoint records them; on a known toy
-image every step also says what is true of it (``microclip.toyworld.truth``); a picture that looks outside the
-model's world is flagged at the top, as in the app (``microclip.world_check``).
+image every step also says what is true of it, and the page ends with each part the bird shows erased in turn
+(``microclip.toyworld.truth``); a picture that looks outside the model's world is flagged at the top, as in the
+app (``microclip.world_check``).
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
     from microclip.checkpoint import load_model
     from microclip.data.images import load_image
     from microclip.model import base_text_encoder
-    from microclip.toyworld.truth import toy_truth
+    from microclip.toyworld.truth import erase_each_part, toy_truth
     from microclip.walkthrough import walkthrough
     from microclip.world_check import check
     from viz.overlay import display_crop
-    from viz.steps import PICTURE_SIZE, render_walkthrough, standalone_page
+    from viz.steps import PICTURE_SIZE, erase_appendix, render_walkthrough, standalone_page
 
     device = select_device(args.device)
     model = load_model(args.ckpt_path, device)
@@ -104,7 +105,8 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
         flag = "\n\n".join(line for line in (baseline, check(model, picture).flag()) if line)
         page = render_walkthrough(walk, display_crop(picture, PICTURE_SIZE), flag=flag)
         path = page_path(args.out, image, len(images))
-        atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {image.name} under {name}"))
+        erased = erase_appendix(erase_each_part(model, picture, args.fusion_ratio), model.classes)
+        atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {image.name} under {name}", erased))
         top = walk.prediction.top["fused"][0]
         outside = " (looks outside the model's world)" if "outside the model's world" in flag else ""
         print(f"{image.name}: {walk.prediction.prediction} ({top.probability:.1%}){outside} -> {path}")

@@ -7,6 +7,7 @@ import base64
 import io
 import re
 from html import unescape
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -373,3 +374,17 @@ def test_the_erase_endpoint_takes_one_part_by_name_or_several_in_a_list(client, 
     assert f"Without the {first.replace('_', ' ')} and {last.replace('_', ' ')}<" in several
     with pytest.raises(AppError, match="one or more parts"):
         client.predict(handle_file(str(path)), BASE, "", [], api_name="/erase_part")
+
+
+def test_the_handout_of_a_toy_bird_answers_the_erase_row_for_each_part(client, toy_bird, picture):
+    """The file cannot ask the server to draw the bird again, so it carries what the tab's erase row answers for
+    each part the bird shows, one at a time: the endpoint's own answer, part by part."""
+    path, sample = toy_bird
+    text = Path(client.predict(handle_file(str(path)), BASE, "", api_name="/walkthrough_download")).read_text("utf-8")
+    parts = sample.visible_parts()
+    assert parts and text.count("Each branch, before and after") == len(parts)
+    for part in parts:
+        assert client.predict(handle_file(str(path)), BASE, "", part, api_name="/erase_part") in text, part
+    # a picture the toy world did not draw has nothing to erase, and its handout says nothing of it
+    other = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough_download")
+    assert "each part erased in turn" not in Path(other).read_text(encoding="utf-8")

@@ -795,6 +795,9 @@ def test_walkthrough_writes_the_app_s_page_for_each_image_as_a_handout(tmp_path)
     # the photo is outside the toy world: the page says so at the top, as the app does, and so does the command
     flagged = (tmp_path / "pages" / f"microclip-walkthrough-{Path(photo).stem}.html").read_text(encoding="utf-8")
     assert "This image looks outside the model&#x27;s world" in flagged
+    # the toy bird's page ends with each of its parts erased in turn (the photo has none to erase)
+    toy_page = (tmp_path / "pages" / f"microclip-walkthrough-{Path(toy).stem}.html").read_text(encoding="utf-8")
+    assert "each part erased in turn" in toy_page and "each part erased in turn" not in flagged
     assert f"{Path(photo).name}: " in done.stdout and "(looks outside the model's world)" in done.stdout
     # one image and a name ending in .html: that file
     one = command_here("-m", "microclip", "walkthrough", toy, "--out", str(tmp_path / "mine.html"))

@@ -17,16 +17,12 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
-from microclip.explain import explain_image
 from microclip.files import atomic_write_text
 from microclip.prepare import parse_class_names
-from microclip.toyworld.lookup import enlarge
-from microclip.toyworld.render import rerender
-from microclip.toyworld.truth import toy_sample, toy_truth
+from microclip.toyworld.truth import erase, erase_each_part, toy_sample, toy_truth
 from microclip.toyworld.world import PARTS, SPECIES
-from microclip.walkthrough import branch_changes, to_json, walkthrough
+from microclip.walkthrough import to_json, walkthrough
 from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images, ordered_examples
@@ -41,6 +37,7 @@ from viz.steps import (
     PICTURE_SIZE,
     WAITING_HTML,
     WALKTHROUGH_JS,
+    erase_appendix,
     erase_html,
     handout_name,
     render_walkthrough,
@@ -113,8 +110,12 @@ def walk_download(
     ``walkthrough_download`` endpoint): a handout. Served from the same cache as the page itself."""
     page, _ = walk(registry, image, model_name, class_names)
     loaded = registry.get(model_name or None)
+    typed = parse_class_names(class_names)
+    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    erased = erase_appendix(erase_each_part(model, open_image(image)), model.classes)  # the tab's erase row, answered
+    title = f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"
     path = workspace.new() / handout_name(image or "image")
-    atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"))
+    atomic_write_text(path, standalone_page(page, title, erased))
     return str(path)
 
 
@@ -152,15 +153,13 @@ def erase_part(
             f"This {species} has no {' or '.join(p.replace('_', ' ') for p in absent)} drawn, so there is nothing "
             f"to erase there; it shows: {', '.join(shown) or 'no parts'}."
         )
-    erased = rerender(sample, parts).image
-    factor = picture.width // sample.image.shape[0]  # the examples are nearest-neighbour enlargements
-    erased_picture = Image.fromarray(enlarge(erased, factor) if factor > 1 else erased)
     loaded = registry.get(model_name or None)
     typed = parse_class_names(class_names)
     model = registry.with_classes(model_name or None, typed) if typed else loaded.model
-    ratio = None if ratio is None else float(ratio)
-    changes = branch_changes(explain_image(model, picture, ratio), explain_image(model, erased_picture, ratio), species)
-    return erase_html(parts, sample.image, erased, changes, species if species in model.classes else None)
+    view = erase(model, picture, sample, parts, None if ratio is None else float(ratio))
+    return erase_html(
+        view.parts, view.original, view.erased, view.changes, species if species in model.classes else None
+    )
 
 
 def build_erase_row(

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from microclip.toyworld.text import tie_sentence
 from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
 from viz.html import STUDIO_CSS, cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour, word_list
+
+if TYPE_CHECKING:
+    from microclip.toyworld.truth import Erased
 
 WALKTHROUGH_JS = files("viz").joinpath("static/walkthrough.js").read_text(encoding="utf-8")
 MAX_NUMBERED = 10  # grids up to this many patches a side print each value in its cell (7x7 B/32, 8x8 toy)
@@ -836,10 +840,25 @@ def handout_name(image: str) -> str:
     return f"microclip-walkthrough-{slug(Path(image).stem, 'image')}.html"
 
 
-def standalone_page(page: str, title: str) -> str:
+def erase_appendix(views: Sequence[Erased], classes: Sequence[str]) -> str:
+    """Step 9's question answered for each part the bird shows, erased one at a time (``erase_each_part``): the
+    handout's last section, since a file cannot ask a server to draw the bird again. "" when there is none."""
+    if not views:
+        return ""
+    blocks = "".join(
+        erase_html(v.parts, v.original, v.erased, v.changes, v.species if v.species in classes else None) for v in views
+    )
+    return (
+        '<div class="wt wt-appendix"><h3>Step 9, one more question: each part erased in turn</h3>'
+        '<p class="wt-why">What does each branch predict if the bird had no beak (or crest, ...)? The toy world drew '
+        f"the same bird again without each of its parts, one at a time.</p>{blocks}</div>"
+    )
+
+
+def standalone_page(page: str, title: str, appendix: str = "") -> str:
     """A walkthrough page (:func:`render_walkthrough`) as a file that opens in any browser, offline: its styles and
     its step navigation inlined, every picture already a data URI, nothing fetched. A handout that steps through
-    exactly as the app does."""
+    exactly as the app does; ``appendix`` (:func:`erase_appendix`) follows the steps."""
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -849,6 +868,7 @@ def standalone_page(page: str, title: str) -> str:
         f"<style>\n{STUDIO_CSS}</style>\n</head>\n<body>\n"  # the app's stylesheet: its theme variables fall back
         f'<div class="wt-source">{escape(title)} · written by microCLIP Studio</div>\n'
         f'<div id="walkthrough">{page}</div>\n'
+        f"{appendix}\n"
         # the app runs walkthrough.js with `element` bound to the component; here, to the page's container
         f"<script>\n(function (element) {{\n{WALKTHROUGH_JS}\n}})(document.getElementById('walkthrough'));\n"
         "</script>\n</body>\n</html>\n"

@@ -1,4 +1,5 @@
-"""What is true of a known toy image on a model's patch grid: where the bird and each of its parts are.
+"""What is true of a known toy image on a model's patch grid: where the bird and each of its parts are; and what
+each branch answers when the same bird is drawn again without some of its parts.
 
 A known image (a bundled example or a generated split's, recognised by its pixels: ``lookup``) gives back the
 sample that drew it; its pixel masks, shared out over the patches of the crop the model sees, are what the
@@ -8,15 +9,20 @@ the bird"). Any other image has no truth, and nothing is claimed of it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
+from microclip.explain import Explanation, explain_image
 from microclip.explainers import mask_on_grid
+from microclip.model import MicroCLIP
 from microclip.scoring import patch_coverage
-from microclip.toyworld.lookup import find_toyworld_sample
-from microclip.toyworld.render import Sample
+from microclip.toyworld.lookup import enlarge, find_toyworld_sample
+from microclip.toyworld.render import Sample, rerender
 from microclip.toyworld.world import PARTS, SPECIES
-from microclip.walkthrough import PatchTruth
+from microclip.walkthrough import BranchChange, PatchTruth, branch_changes
 
 
 def toy_sample(picture: Image.Image) -> Sample | None:
@@ -42,4 +48,46 @@ def sample_truth(sample: Sample, grid: tuple[int, int]) -> PatchTruth:
     return PatchTruth(share(sample.bird_mask), parts, SPECIES[sample.species].name)
 
 
-__all__ = ["sample_truth", "toy_sample", "toy_truth"]
+@dataclass(frozen=True)
+class Erased:
+    """The same bird drawn again without ``parts`` (erased together), and each branch's answer before and after."""
+
+    parts: tuple[str, ...]
+    original: np.ndarray  # (S, S, 3) uint8: the sample as the world drew it
+    erased: np.ndarray  # (S, S, 3) uint8: the same seed, pose, colours and background, the parts left unpainted
+    changes: tuple[BranchChange, ...]
+    species: str  # the bird's true species
+
+
+def erase(
+    model: MicroCLIP,
+    picture: Image.Image,
+    sample: Sample,
+    parts: Sequence[str],
+    ratio: float | None = None,
+    before: Explanation | None = None,
+) -> Erased:
+    """``picture`` (a known toy image, ``sample`` its truth) against the same bird without ``parts``, both explained
+    by ``model`` at ``ratio`` (``before``: the picture's explanation, when the caller has it). The erased bird is
+    enlarged as the picture was (the bundled examples are nearest-neighbour enlargements), so both are read alike."""
+    parts = tuple(part for part in PARTS if part in parts)
+    erased = rerender(sample, parts).image
+    factor = picture.width // sample.image.shape[0]
+    erased_picture = Image.fromarray(enlarge(erased, factor) if factor > 1 else erased)
+    before = before if before is not None else explain_image(model, picture, ratio)
+    species = SPECIES[sample.species].name
+    changes = branch_changes(before, explain_image(model, erased_picture, ratio), species)
+    return Erased(parts, sample.image, erased, changes, species)
+
+
+def erase_each_part(model: MicroCLIP, picture: Image.Image, ratio: float | None = None) -> list[Erased]:
+    """Each part the bird shows erased on its own, in PARTS order; nothing for a picture that is not a known toy
+    image. One forward pass for the picture and one per part."""
+    sample = toy_sample(picture)
+    if sample is None:
+        return []
+    before = explain_image(model, picture, ratio)
+    return [erase(model, picture, sample, (part,), ratio, before) for part in sample.visible_parts()]
+
+
+__all__ = ["Erased", "erase", "erase_each_part", "sample_truth", "toy_sample", "toy_truth"]
