@@ -254,6 +254,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
         inputs,
         saved,
         api_name="walkthrough_download",
+        **INFERENCE,  # a toy bird's handout draws and reads it again without each part
     )
     if gallery is not None:
         # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB
