@@ -1,8 +1,9 @@
 """Explain a folder or zip of images at once, and write the result as a self-contained bundle.
 
 Bad files never stop a batch: each one is listed as skipped, with the reason. The bundle (a zip)
-holds ``predictions.csv`` (top-1 and probability per branch), ``explanations.json`` (logits per
-branch, SOAP weights, NCut masks), ``skipped.csv``, ``settings.json`` (the model and settings used)
+holds ``predictions.csv`` (top-1 and probability per branch, and whether the picture looks outside the model's
+world: ``microclip.world_check``), ``explanations.json`` (logits per branch, SOAP weights, NCut masks, the
+out-of-world verdict), ``skipped.csv``, ``settings.json`` (the model and settings used)
 and, when the caller renders them, one overlay PNG per image. Used by the app's Batch tab and by
 ``python -m microclip explain DIR --out BUNDLE``.
 """
@@ -34,8 +35,11 @@ from microclip.files import atomic_write
 from microclip.formats import small_number
 from microclip.heads import BRANCHES
 from microclip.model import MicroCLIP
+from microclip.modes import eval_mode
+from microclip.world_check import Verdict, token_summary, verdicts, world_for
 
 MAX_IMAGES = 200  # per batch in the app: a batch is a look at a sample, not a benchmark run
+OUTSIDE_COLUMN = "outside the model's world"  # predictions.csv: yes, no, or not measured (no world for the weights)
 CHUNK = 16  # images per forward pass
 Picture = Callable[[Image.Image], np.ndarray]
 
@@ -47,6 +51,11 @@ class BatchItem:
     name: str  # path inside the zip or folder
     explanation: Explanation
     picture: np.ndarray  # (S, S, 3) uint8, the crop the maps are aligned with
+    world: Verdict | None = None  # whether it looks outside the model's world (None: no world measured for it)
+
+    @property
+    def outside(self) -> bool:
+        return self.world is not None and self.world.outside
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ def explain_files(
     the model's own input crop.
     """
     transform = test_transform(model.backbone.image_size)
+    world = world_for(model)
     items: list[BatchItem] = []
     skipped: list[tuple[str, str]] = []
     for start in range(0, len(files), CHUNK):
@@ -169,9 +179,13 @@ def explain_files(
             )
             tensors.append(tensor)
         if tensors:
-            with torch.inference_mode():
-                explanations = explain_batch(model, torch.stack(tensors))
-            items += [BatchItem(n, e, p) for n, e, p in zip(names, explanations, pictures)]
+            batch = torch.stack(tensors)
+            with eval_mode(model), torch.inference_mode():
+                # one backbone pass for the explanations and the out-of-world check (the app's Explore makes two)
+                tokens = model.backbone(batch.to(next(model.parameters()).device))
+                explanations = explain_batch(model, batch, tokens=tokens)
+            found = verdicts(world, token_summary(tokens.patches)) if world is not None else [None] * len(names)
+            items += [BatchItem(*item) for item in zip(names, explanations, pictures, found)]
     return items, skipped
 
 
@@ -186,8 +200,15 @@ def predictions_table(items: list[BatchItem]) -> pd.DataFrame:
             row[f"{branch} p"] = round(probability, 4)
         row["branches agree"] = len({row[f"{b} top-1"] for b in BRANCHES}) == 1
         row["null weight"] = small_number(item.explanation.null_weight)  # 2.46e-05, never a rounded 0
+        row[OUTSIDE_COLUMN] = "not measured" if item.world is None else ("yes" if item.outside else "no")
         rows.append(row)
-    columns = ["file", *[f"{b} {k}" for b in BRANCHES for k in ("top-1", "p")], "branches agree", "null weight"]
+    columns = [
+        "file",
+        *[f"{b} {k}" for b in BRANCHES for k in ("top-1", "p")],
+        "branches agree",
+        "null weight",
+        OUTSIDE_COLUMN,
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -203,6 +224,9 @@ def explanation_record(item: BatchItem) -> dict:
         "null_weight": e.null_weight,
         "ncut_mask": e.ncut_mask.astype(int).tolist(),
         "cls_similarity": e.cls_similarity.tolist(),
+        "world": None
+        if item.world is None
+        else {"outside": item.world.outside, "reasons": list(item.world.reasons), "signals": item.world.signals},
     }
 
 

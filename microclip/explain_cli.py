@@ -81,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
 def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
     from microclip.data.images import load_image
     from microclip.explain import explain_image
+    from microclip.world_check import check
 
-    explanation = explain_image(model, load_image(source))
+    picture = load_image(source)
+    explanation = explain_image(model, picture)
     print(f"{source.name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
+    flag = check(model, picture).flag()
+    if flag:  # as the app says it: the answer below is the closest class, not a recognition
+        print("  " + flag.replace("**", ""))
     for branch, label in BRANCH_LABELS.items():
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))
         print(f"  {label:12s} {ranked}")
@@ -179,7 +184,7 @@ def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
         )
     for item in result.items:
         top = item.explanation.top_k("fused", 1)[0]
-        print(f"{item.name}: {top[0]} ({top[1]:.1%})")
+        print(f"{item.name}: {top[0]} ({top[1]:.1%}){'  ⚠ looks outside the model’s world' if item.outside else ''}")
     for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
     print(

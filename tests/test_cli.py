@@ -812,6 +812,21 @@ def test_walkthrough_writes_the_app_s_page_for_each_image_as_a_handout(tmp_path)
     assert "A CLS-only baseline:" in (tmp_path / "baseline.html").read_text(encoding="utf-8")
 
 
+def test_explain_says_when_a_picture_looks_outside_the_model_s_world(tmp_path):
+    from microclip.resources import EXAMPLES_DIR
+    from studio.registry import TOY_ADAPTED
+
+    if not TOY_ADAPTED.is_file():
+        pytest.skip("the bundled toy-world model is not in this checkout")
+    photo = explain(EXAMPLES_DIR / "photo-grace-hopper.jpg", TOY_ADAPTED)
+    assert photo.returncode == 0 and "⚠ This image looks outside the model's world" in photo.stdout
+    bird = explain(EXAMPLES_DIR / "toybird-dastrel-wren.png", TOY_ADAPTED)
+    assert bird.returncode == 0 and "outside the model" not in bird.stdout
+    many = explain(EXAMPLES_DIR, TOY_ADAPTED, "--out", str(tmp_path / "b.zip"), "--no_overlays")
+    flagged = {line.split(":")[0] for line in many.stdout.splitlines() if "looks outside the model’s world" in line}
+    assert flagged == {"photo-grace-hopper.jpg", "scene-flower.jpg", "scene-sunset-bird.jpg"}
+
+
 def test_walkthrough_checks_every_image_before_writing_any(tmp_path):
     from studio.examples import example_images
 

@@ -163,6 +163,8 @@ def test_batch_caption_marks_disagreeing_branches(explanations):
         )
         assert ("⚠ branches disagree" in caption) == disagree
         assert re.search(r"SOAP \S+e[-+]\d+ \(blue\) – \S+e[-+]\d+ \(red\)$", caption)
+        assert "outside the model" not in caption  # said only of a picture the world check flagged
+        assert "⚠ outside the model’s world" in runs.batch_caption("shapes/a.png", explanation, outside=True)
 
 
 def test_a_plain_mean_model_s_maps_are_not_called_soap(explanations):

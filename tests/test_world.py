@@ -134,6 +134,26 @@ def test_toy_birds_pass_and_the_warning_examples_are_flagged_on_every_bundled_mo
 
 
 @needs_toy_model
+def test_a_batch_gives_each_picture_the_verdict_the_check_gives_it_alone(tmp_path, tiny_model_dir):
+    """Batch and ``explain DIR`` read the verdict off the pass that explains the picture; ``check`` makes its own."""
+    from microclip.batch import OUTSIDE_COLUMN, run
+
+    model = default_registry("cpu").get(None).model
+    result = run(model, EXAMPLES_DIR, tmp_path / "bundle.zip", work=tmp_path / "work")
+    assert len(result.items) == len(TOY_EXAMPLES) + len(WARNED)
+    for item in result.items:
+        alone = world_check.check(model, load_image(EXAMPLES_DIR / item.name))
+        assert item.world.outside == alone.outside and item.world.reasons == alone.reasons, item.name
+        assert item.world.signals == pytest.approx(alone.signals, rel=1e-6)
+    table = result.table.set_index("file")[OUTSIDE_COLUMN]
+    assert {name: table[name] for name in table.index if table[name] == "yes"} == {Path(p).name: "yes" for p in WARNED}
+    # a model whose base weights have no measured world says so instead of passing every picture
+    tiny = tiny_base_registry(tiny_model_dir).get(None).model
+    unmeasured = run(tiny, EXAMPLES_DIR, tmp_path / "tiny.zip", work=tmp_path / "work-tiny")
+    assert set(unmeasured.table[OUTSIDE_COLUMN]) == {"not measured"}
+
+
+@needs_toy_model
 def test_unseen_words_on_the_toy_model_and_silence_elsewhere(tiny_model_dir):
     toy = default_registry("cpu").get().model
     assert world_check.unseen_words(toy, ["flower", "zorsaik wren", "Person"]) == {

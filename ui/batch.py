@@ -139,7 +139,7 @@ def _wire_run(panel: _BatchPanel, registry, space: BatchWorkspace, folders_now: 
             lambda done, total: progress((done, total), desc="explaining", unit="images"),
         )
         gallery = [
-            (image_file(overlay), batch_caption(item.name, item.explanation))
+            (image_file(overlay), batch_caption(item.name, item.explanation, item.outside))
             for item, overlay in zip(result.items, result.overlays)
         ]
         return gallery, result.table, skipped_markdown(result.skipped, result.note, SKIPPED_REST), str(result.bundle)

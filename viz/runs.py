@@ -153,13 +153,15 @@ def probes_html(
 # ------------------------------------------------------------------ batch and skipped files
 
 
-def batch_caption(name: str, explanation: Explanation) -> str:
-    """A batch image's gallery caption: the fused top-1, whether the branches disagree, the SOAP map's range."""
+def batch_caption(name: str, explanation: Explanation, outside: bool = False) -> str:
+    """A batch image's gallery caption: the fused top-1, whether the branches disagree and whether the picture looks
+    outside the model's world (its answer then names the closest class, not a recognition), the SOAP map's range."""
     top, probability = explanation.top_k("fused", 1)[0]
     disagree = len({explanation.prediction(branch) for branch in BRANCHES}) > 1
     weights = explanation.soap_weights
     return (
-        f"{name}: {top} ({probability:.0%}){'  ⚠ branches disagree' if disagree else ''} · "
+        f"{name}: {top} ({probability:.0%}){'  ⚠ outside the model’s world' if outside else ''}"
+        f"{'  ⚠ branches disagree' if disagree else ''} · "
         f"{map_name(explanation)} {small_number(weights.min())} (blue) – {small_number(weights.max())} (red)"
     )
 
