@@ -102,13 +102,14 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
             truth=toy_truth(picture, tuple(model.backbone.grid)),
         )
         # as the app: a CLS-only baseline and a picture outside the world say so on the page
-        flag = "\n\n".join(line for line in (baseline, check(model, picture).flag()) if line)
+        verdict = check(model, picture)
+        flag = "\n\n".join(line for line in (baseline, verdict.flag()) if line)
         page = render_walkthrough(walk, display_crop(picture, PICTURE_SIZE), flag=flag)
         path = page_path(args.out, image, len(images))
         erased = erase_appendix(erase_each_part(model, picture, args.fusion_ratio), model.classes)
         atomic_write_text(path, standalone_page(page, f"microCLIP walkthrough: {image.name} under {name}", erased))
         top = walk.prediction.top["fused"][0]
-        outside = " (looks outside the model's world)" if "outside the model's world" in flag else ""
+        outside = " (looks outside the model's world)" if verdict.outside else ""
         print(f"{image.name}: {walk.prediction.prediction} ({top.probability:.1%}){outside} -> {path}")
     return 0
 

@@ -21,6 +21,7 @@ from microclip.files import atomic_write, slug
 from studio.explore import ExploreSession, settings_from, summary_markdown
 from viz.html import MASK_MIN_OPACITY, MASK_RGB, png_bytes
 from viz.overlay import blend, overlay_map, upsample
+from viz.panels import RenderSettings
 
 PICTURES = ("photo", "soap", "ncut", "cls_similarity")  # the zip's PNGs, in Explore's order (photo first)
 
@@ -32,11 +33,10 @@ def photo_pixels(photo_uri: str) -> np.ndarray:
         return np.asarray(picture.convert("RGB"), dtype=np.uint8)
 
 
-def map_pictures(session: ExploreSession, display: tuple) -> dict[str, np.ndarray]:
-    """The photo and the three maps Explore shows over it, drawn with the display controls' values
-    (``studio.explore.settings_from``'s order): SOAP's weights and the similarity to `[CLS]` on the colormap between
-    the clip percentiles (the threshold leaves low values clear), the NCut foreground in the app's green tint."""
-    settings = settings_from(*display)
+def map_pictures(session: ExploreSession, settings: RenderSettings) -> dict[str, np.ndarray]:
+    """The photo and the three maps Explore shows over it, drawn with the display settings: SOAP's weights and the
+    similarity to `[CLS]` on the colormap between the clip percentiles (the threshold leaves low values clear), the
+    NCut foreground in the app's green tint."""
     photo, e = photo_pixels(session.photo), session.explanation
 
     def over(values: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ def write_explanation_zip(session: ExploreSession, display: tuple, folder: Path)
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, pixels in map_pictures(session, display).items():
+            for name, pixels in map_pictures(session, settings).items():
                 # stored as they are: a PNG is compressed already, and deflating it again took most of the time
                 zf.writestr(f"{name}.png", png_bytes(pixels), compress_type=zipfile.ZIP_STORED)
             zf.writestr("summary.md", summary_markdown(e, flag=session.flag, facts=session.facts) + "\n")

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
 from PIL import Image
@@ -19,8 +19,13 @@ from PIL import Image
 from microclip.data.descriptions import DescriptionsError, load_descriptions
 from microclip.data.images import ImageError, load_image
 from microclip.errors import USER_ERRORS
+from microclip.prepare import parse_class_names
 from studio.examples import example_label
 from studio.inflight import INFERENCE_CONCURRENCY
+
+if TYPE_CHECKING:
+    from microclip.model import MicroCLIP
+    from studio.registry import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +208,16 @@ def on_example(
 # pressing a download button at once must not push a folder out before its copy is made (the Batch tab's 8 are
 # bundles of up to 200 images; these are one picture's, about 1 MB at most).
 DOWNLOADS_KEPT = 64
+
+
+def typed_model(
+    registry: ModelRegistry, model_name: str | None, class_names: str | None
+) -> tuple[LoadedModel, MicroCLIP, list[str]]:
+    """The registry's entry, the model that answers (the entry's own, or with heads for the classes the user typed,
+    cached by the registry) and the typed classes (empty: the entry's own)."""
+    loaded = registry.get(model_name or None)
+    typed = parse_class_names(class_names)
+    return loaded, registry.with_classes(model_name or None, typed) if typed else loaded.model, typed
 
 
 def download_row(button: str, file_label: str, elem_id: str) -> tuple[gr.Button, gr.File]:

@@ -11,13 +11,12 @@ import gradio as gr
 from PIL import Image
 
 from microclip.model import MicroCLIP
-from microclip.prepare import parse_class_names
 from microclip.toyworld.truth import toy_truth
 from microclip.walkthrough import PatchTruth
 from studio.cache import cached, file_digest, model_identity
 from studio.queries import PANEL_SIZE, SoapView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, open_image, user_errors
+from ui.common import INFERENCE, open_image, typed_model, user_errors
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 
@@ -49,9 +48,7 @@ def _ask(
 
     def compute() -> str:
         picture = open_image(image)
-        loaded = registry.get(model_name or None)
-        typed = parse_class_names(class_names)
-        model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+        _, model, _ = typed_model(registry, model_name, class_names)
         truth = toy_truth(picture, model.backbone.grid)
         shown = views(model, picture, None if ratio is None else float(ratio), truth)
         true_class = truth.true_class if truth is not None and truth.true_class in model.classes else None

@@ -19,7 +19,6 @@ from pathlib import Path
 import gradio as gr
 
 from microclip.files import atomic_write_text
-from microclip.prepare import parse_class_names
 from microclip.toyworld.truth import erase, erase_each_part, toy_sample, toy_truth
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import to_json, walkthrough
@@ -29,7 +28,17 @@ from studio.examples import example_images, ordered_examples
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
-from ui.common import DOWNLOADS_KEPT, INFERENCE, download_row, gpu, image_input, on_example, open_image, user_errors
+from ui.common import (
+    DOWNLOADS_KEPT,
+    INFERENCE,
+    download_row,
+    gpu,
+    image_input,
+    on_example,
+    open_image,
+    typed_model,
+    user_errors,
+)
 from ui.layout import refresh_on_focus
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
@@ -79,9 +88,7 @@ def walk(registry: ModelRegistry, image: str | None, model_name: str | None, cla
 
 def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, class_names: str | None) -> tuple:
     picture = open_image(image)
-    loaded = registry.get(model_name or None)
-    typed = parse_class_names(class_names)
-    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    loaded, model, typed = typed_model(registry, model_name, class_names)
     descriptions = {} if typed else loaded.descriptions
     encoder = text_encoder_for(registry, model) if descriptions else None
     result = run_walkthrough(
@@ -109,12 +116,10 @@ def walk_download(
     """The walkthrough of the image as one HTML file that steps through offline, as in the app (the
     ``walkthrough_download`` endpoint): a handout. Served from the same cache as the page itself."""
     page, _ = walk(registry, image, model_name, class_names)
-    loaded = registry.get(model_name or None)
-    typed = parse_class_names(class_names)
-    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    loaded, model, _ = typed_model(registry, model_name, class_names)
     erased = erase_appendix(erase_each_part(model, open_image(image)), model.classes)  # the tab's erase row, answered
     title = f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"
-    path = workspace.new() / handout_name(image or "image")
+    path = workspace.new() / handout_name(image)
     atomic_write_text(path, standalone_page(page, title, erased))
     return str(path)
 
@@ -153,9 +158,7 @@ def erase_part(
             f"This {species} has no {' or '.join(p.replace('_', ' ') for p in absent)} drawn, so there is nothing "
             f"to erase there; it shows: {', '.join(shown) or 'no parts'}."
         )
-    loaded = registry.get(model_name or None)
-    typed = parse_class_names(class_names)
-    model = registry.with_classes(model_name or None, typed) if typed else loaded.model
+    _, model, _ = typed_model(registry, model_name, class_names)
     view = erase(model, picture, sample, parts, None if ratio is None else float(ratio))
     return erase_html(
         view.parts, view.original, view.erased, view.changes, species if species in model.classes else None
