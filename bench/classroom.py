@@ -67,7 +67,13 @@ class AppProtocol:
         raise LookupError(f"no {event} event on a component with {props}")
 
     def load_events(self) -> list[dict]:
-        return [d for d in self.dependencies if any(name == "load" for _, name in d["targets"])]
+        """The page-load events the browser sends to the server (one that only runs JavaScript, such as reading a
+        link's address, never reaches it)."""
+        return [
+            d
+            for d in self.dependencies
+            if any(name == "load" for _, name in d["targets"]) and d.get("backend_fn", True)
+        ]
 
     def example_index(self, gallery_elem_id: str, file_name: str) -> int:
         gallery = self.triggered_by("select", elem_id=gallery_elem_id)["targets"][0][0]

@@ -23,7 +23,9 @@ from PIL import Image
 
 from microclip.checkpoint import epochs_beside, read_adapted, save_adapted
 from microclip.toyworld.text import description_ties
+from studio.examples import example_images, example_label
 from studio.jobs import AdaptationRunner
+from studio.links import link_query
 from studio.registry import TOY_ADAPTED, TOY_DEBIASED_NAME, default_registry
 from ui.app import build_demo
 
@@ -253,6 +255,20 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
             assert sheet.get_by_text("Each branch, before and after").count() >= 2
         assert sheet.evaluate("() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)")
         shot(sheet, "walkthrough-handout-full", full=True)
+        # Printed: every step, no buttons, the colour bars kept (browsers drop backgrounds when printing by default)
+        sheet.emulate_media(media="print")
+        sheet.locator(".wt-nav [data-goto='0']").evaluate("b => b.click()")  # one step shown on screen...
+        assert all(step.is_visible() for step in sheet.locator(".wt-step").all())  # ...all nine on paper
+        expect(sheet.locator(".wt-nav")).to_be_hidden()
+        bar = sheet.locator(".wt-step .mc-bar").first
+        assert bar.evaluate("e => getComputedStyle(e).printColorAdjust") == "exact"
+        shot(sheet, "walkthrough-handout-print-full", full=True)
+        # A handout opened at one step, as a link to the app's walkthrough does: by number, or by name after "#"
+        for suffix, step in (("?step=3", "graph"), ("#step=SOAP", "soap"), ("?step=all", None)):
+            linked = offline.new_page()
+            linked.goto(handout.as_uri() + suffix)
+            shown = linked.locator(".wt-step:not([hidden])")
+            assert shown.count() == (1 if step else 9) and (step is None or visible_step(linked) == step), suffix
     finally:
         offline.close()
 
@@ -623,3 +639,46 @@ def test_batch_and_models_tabs(page, tmp_path):
     open_tab(page, "Explore")
     expect(page.locator("#explore-model input").first).to_have_value("leaning")
     expect(page.get_by_label("number input for Fusion ratio ρ", exact=True)).to_have_value("0.3")
+
+
+def test_a_link_opens_the_view_it_names(page, app_url):
+    """A link (studio.links) opens the tab, the example, the step and the model it names, as clicks would; what it
+    names that does not exist is said in a warning, and the rest still opens."""
+    examples = example_images()
+    if len(examples) < 3:
+        pytest.skip("fewer than three bundled examples")
+    # The walkthrough of the second example, as a click on its thumbnail shows it
+    open_tab(page, "Walkthrough")
+    page.locator("#walkthrough-examples .thumbnail-item").nth(1).click()
+    expect(page.locator(".wt-head")).to_be_visible()
+    clicked = page.locator(".wt-head").inner_text()
+    context = page.context.browser.new_context(viewport=VIEWPORT)
+    try:
+        linked = context.new_page()
+        linked.set_default_timeout(WAIT_MS)
+        linked.goto(app_url + link_query(examples[1], step="soap"))
+        expect(linked.locator(".wt-nav")).to_be_visible()
+        expect(linked.get_by_role("tab", name="Walkthrough", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(linked.locator(".wt-head")).to_have_text(clicked)
+        expect(linked.locator(".wt-step:not([hidden])")).to_have_count(1)
+        assert visible_step(linked) == "soap"
+        shot(linked, "link-walkthrough-soap")
+
+        # Explore, on the third example, under another model when the bundled ones are there
+        model = "toybirds · base zero-shot" if BUNDLED else None
+        linked.goto(app_url + link_query(examples[2], tab="explore", model=model))
+        expect(linked.get_by_role("tab", name="Explore", exact=True)).to_have_attribute("aria-selected", "true")
+        summary = linked.locator("#explore-summary")
+        expect(summary).to_contain_text("Prediction:")
+        if BUNDLED:  # the toy world drew it: the summary names the species the example shows
+            expect(summary).to_contain_text(f"This bird is a {example_label(examples[2])}")
+            expect(linked.locator("#explore-model input").first).to_have_value(model)
+        shot(linked, "link-explore")
+
+        # A link naming what is not there says so, and opens the rest (here: nothing to show, the first tab)
+        linked.goto(app_url + "?example=no-such-bird&step=12")
+        expect(linked.get_by_text("The link's example=no-such-bird names no example here")).to_be_visible()
+        expect(linked.get_by_text("The link's step=12 names no step")).to_be_visible()
+        expect(linked.locator(".wt-nav")).to_have_count(0)
+    finally:
+        context.close()

@@ -24,6 +24,7 @@ from ui.common import PAGE_CSS, model_dropdown_update
 from ui.compare import build_compare_tab
 from ui.explore import build_explore_tab
 from ui.layout import entry_fusion_ratio
+from ui.links import wire_links
 from ui.models import build_models_tab, list_models
 from ui.walkthrough import build_walkthrough_tab
 
@@ -89,6 +90,7 @@ def build_demo(
                 models = build_models_tab(
                     registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b], ratios=[explore.ratio]
                 )
+        wire_links(demo, registry, tabs, walk.run_example, explore.run_example, explore.ratio)
         # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded): loading
         # the page lists them (the ``list_models`` endpoint); opening a tab lists them again only when this
         # session's lists are stale. A tab click is the commonest event of a lesson, and a Gradio event that

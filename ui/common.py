@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -182,6 +183,23 @@ def examples_gallery(paths: list[str], elem_id: str) -> gr.Gallery:
         elem_id=elem_id,
         interactive=False,
     )
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """What a tab computes for one of its examples: ``fn(path, *inputs)`` gives ``outputs``; ``image`` shows the
+    path and ``model`` is the tab's model list (one of ``inputs``). An example click runs it, and so does a link to
+    the example (ui.links)."""
+
+    image: gr.Image
+    model: gr.Dropdown
+    fn: Callable
+    inputs: list
+    outputs: list
+
+    def position(self, component: gr.components.Component) -> int:
+        """Where ``component`` is among ``inputs`` (by identity: a link replaces its value)."""
+        return next(i for i, given in enumerate(self.inputs) if given is component)
 
 
 def on_example(

@@ -46,6 +46,7 @@ from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
     DOWNLOADS_KEPT,
     INFERENCE,
+    ExampleRun,
     download_row,
     examples_gallery,
     gpu,
@@ -275,6 +276,7 @@ class ExploreHandles:
     model: gr.Dropdown
     ratio: gr.Slider  # ρ, which follows the model chosen (set with it where another tab switches the model)
     example: Callable[[str], object]
+    run_example: ExampleRun  # an example click's function, inputs and outputs (links use it)
 
 
 @dataclass
@@ -319,13 +321,14 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
             given = _input_column(registry)
         with gr.Column(scale=2):
             shown = _output_column(registry, given)
-    _wire_explore(registry, session, given, shown)
+    run_example = _wire_explore(registry, session, given, shown)
     _wire_views(registry, session, given, shown)
     defaults = [given.ratio.value, *(control.value for control in shown.display)]
     return ExploreHandles(
         model=given.model,
         ratio=given.ratio,
         example=lambda path: explore(registry, path, registry.default_name, "", None, *defaults),
+        run_example=run_example,
     )
 
 
@@ -415,8 +418,8 @@ def _maps_html(elem_id: str) -> gr.HTML:
     return gr.HTML("", css_template=html_maps.MAPS_CSS, js_on_load=html_maps.MAPS_JS, elem_id=elem_id)
 
 
-def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:
-    """The forward pass: Explain, a new upload, or an example picked."""
+def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> ExampleRun:
+    """The forward pass: Explain, a new upload, or an example picked (what an example runs, returned)."""
     run = dict(
         fn=partial(explore, registry),
         inputs=[given.image, given.model, given.classes, given.descriptions, given.ratio, *shown.display],
@@ -427,6 +430,7 @@ def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, sh
     gr.on([given.run.click, given.image.upload], **run, api_name="explore")
     if given.gallery is not None:
         on_example(given.gallery, given.examples, given.image, **run)
+    return ExampleRun(given.image, given.model, run["fn"], run["inputs"][1:], run["outputs"])
 
 
 def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:

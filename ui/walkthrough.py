@@ -31,6 +31,7 @@ from studio.world import world_flag_markdown
 from ui.common import (
     DOWNLOADS_KEPT,
     INFERENCE,
+    ExampleRun,
     download_row,
     gpu,
     image_input,
@@ -198,6 +199,7 @@ class WalkthroughHandles:
     model: gr.Dropdown
     image: gr.Image
     example: Callable[[str], object]  # what an example click computes, with the tab's defaults (to warm the cache)
+    run_example: ExampleRun  # the same, wired: an example click's function, inputs and outputs (links use it)
 
 
 def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
@@ -259,23 +261,26 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
         api_name="walkthrough_download",
         **INFERENCE,  # a toy bird's handout draws and reads it again without each part
     )
+    # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB of nested
+    # JSON is a third of what a cached walkthrough costs the server, for thirty students at once.
+    numbers_open = gr.State(False)
+    numbers_box.expand(lambda: True, None, numbers_open, queue=False, api_visibility="private")
+    numbers_box.collapse(lambda: False, None, numbers_open, queue=False, api_visibility="private")
+    numbers_box.expand(
+        lambda image, *rest: compute(image, *rest)[1] if image else None,
+        inputs,
+        numbers,
+        api_visibility="private",
+        **INFERENCE,
+    )
+
+    def example(path: str, model_name: str | None, class_names: str | None, show_numbers: bool) -> tuple:
+        page, result = compute(path, model_name, class_names)
+        return page, result if show_numbers else None
+
+    run_example = ExampleRun(image, model, example, [model, classes, numbers_open], outputs)
     if gallery is not None:
-        # An example's numbers are sent only while their accordion is open (else filled when it opens): ~50 kB
-        # of nested JSON is a third of what a cached walkthrough costs the server, for thirty students at once.
-        numbers_open = gr.State(False)
-        numbers_box.expand(lambda: True, None, numbers_open, queue=False, api_visibility="private")
-        numbers_box.collapse(lambda: False, None, numbers_open, queue=False, api_visibility="private")
-        numbers_box.expand(
-            lambda image, *rest: compute(image, *rest)[1] if image else None,
-            inputs,
-            numbers,
-            api_visibility="private",
-            **INFERENCE,
-        )
-
-        def example(path: str, model_name: str | None, class_names: str | None, show_numbers: bool) -> tuple:
-            page, result = compute(path, model_name, class_names)
-            return page, result if show_numbers else None
-
-        on_example(gallery, paths, image, example, [*inputs, numbers_open], outputs, **INFERENCE)
-    return WalkthroughHandles(model=model, image=image, example=lambda path: compute(path, registry.default_name, ""))
+        on_example(gallery, paths, image, example, [image, *run_example.inputs], outputs, **INFERENCE)
+    return WalkthroughHandles(
+        model=model, image=image, example=lambda path: compute(path, registry.default_name, ""), run_example=run_example
+    )

@@ -26,3 +26,26 @@ element.addEventListener('keydown', (event) => {
   event.preventDefault();
   go(event.key === 'ArrowRight' ? 'next' : 'prev');
 });
+// A link may open the walkthrough on one step, for a class told "open this and look at step 5": ?step=5 or
+// ?step=soap in the app's address (with ?example=...), or a handout's (its file with ?step=5 or #step=5). Applied
+// once, to the first walkthrough shown (in the app it arrives after the page; studio/links.py checks the value).
+const linkedStep = (() => {
+  const query = new URLSearchParams(window.location.search);
+  const tab = query.get('tab');
+  if (tab && tab.toLowerCase() !== 'walkthrough') return null;
+  const value = query.get('step') || new URLSearchParams(window.location.hash.slice(1)).get('step');
+  return value ? value.trim().toLowerCase() : null;
+})();
+const openLinkedStep = () => {
+  const steps = [...element.querySelectorAll('.wt-step')];
+  if (!steps.length) return false;
+  const index = /^\d+$/.test(linkedStep)
+    ? parseInt(linkedStep, 10) - 1
+    : steps.findIndex((s) => s.dataset.step === linkedStep);
+  if (linkedStep === 'all') { go('all'); } else if (index >= 0 && index < steps.length) { go(String(index)); }
+  return true;
+};
+if (linkedStep && !openLinkedStep()) {
+  const watch = new MutationObserver(() => { if (openLinkedStep()) watch.disconnect(); });
+  watch.observe(element, {childList: true, subtree: true});
+}

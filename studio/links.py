@@ -1,0 +1,136 @@
+"""Links that open the app on one view, for a teacher to write on the board or put in a slide.
+
+``/?example=dastrel-wren&step=soap`` opens the Walkthrough on the bundled dastrel wren at its SOAP step;
+``/?tab=explore&example=opsiva-wren&model=toybirds-zero-shot`` opens Explore on that bird under the zero-shot model.
+Every part is optional and read leniently (case, spaces or dashes, an example's file name or its caption); a value
+that names nothing is reported in one sentence and the rest of the link still opens. The step is applied in the
+browser (``viz/static/walkthrough.js`` reads the same parameter); here it is only checked, so that a wrong one is
+reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+
+from microclip.walkthrough import STEP_IDS
+from studio.examples import example_label
+
+TABS = ("walkthrough", "explore", "compare", "adapt", "batch", "models")
+EXAMPLE_TABS = ("walkthrough", "explore")  # the tabs a link's example opens in
+ALL_STEPS = "all"
+
+
+def link_key(text: str) -> str:
+    """How a link's value is compared with a name: lower case, every run of other characters than a–z and 0–9
+    one "-" ("Dastrel Wren", "dastrel_wren" and "dastrel-wren" are one key)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def example_keys(path: str) -> set[str]:
+    """The keys one example answers to: its file's stem, the stem without its kind ("toybird-"), and its caption."""
+    stem = Path(path).stem
+    return {link_key(stem), link_key(stem.partition("-")[2]), link_key(example_label(path))} - {""}
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a link asks for, resolved against the app's examples and models; ``problems`` says, one sentence each,
+    what it asked for that does not exist (the rest of the link still applies)."""
+
+    tab: str | None = None
+    example: str | None = None  # the example's path
+    model: str | None = None  # the registry's name
+    step: str | None = None  # a step id of microclip.walkthrough.STEP_IDS, or "all"
+    problems: tuple[str, ...] = ()
+
+    @property
+    def opens(self) -> str | None:
+        """The tab the link opens: the one it names, else the Walkthrough when it names an example or a step."""
+        if self.tab is not None:
+            return self.tab
+        return "walkthrough" if self.example is not None or self.step is not None else None
+
+
+def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Link:
+    """Resolve the query string of the page's address (``example``, ``tab``, ``model``, ``step``; others, such as
+    Gradio's own ``__theme``, are left alone). The last value of a repeated parameter counts."""
+    pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    given = {name.strip().lower(): value.strip() for name, value in pairs}
+    problems: list[str] = []
+    tab = _one(given.get("tab"), {t: t for t in TABS}, "tab", problems, f"one of {', '.join(TABS)}")
+    example = _one(
+        given.get("example"),
+        {key: path for path in examples for key in example_keys(path)},
+        "example",
+        problems,
+        "one of " + ", ".join(link_key(Path(p).stem.partition("-")[2]) for p in examples),
+    )
+    model = _one(
+        given.get("model"),
+        {link_key(name): name for name in models},
+        "model",
+        problems,
+        "one of " + ", ".join(link_key(name) for name in models),
+    )
+    step = _step(given.get("step"), problems)
+    if example is not None and tab is not None and tab not in EXAMPLE_TABS:
+        problems.append(f"An example opens in the Walkthrough or Explore, not in {tab}: it was not opened.")
+        example = None
+    if step is not None and tab not in (None, "walkthrough"):
+        problems.append(f"A step belongs to the Walkthrough; the link opens {tab}, so step={given['step']} is unused.")
+        step = None
+    return Link(tab=tab, example=example, model=model, step=step, problems=tuple(problems))
+
+
+def _one(value: str | None, known: dict[str, str], what: str, problems: list[str], expected: str) -> str | None:
+    """The name ``value`` stands for: the one whose key it is, else the one whose key holds its words in a row
+    ("zero-shot" for "toybirds-base-zero-shot"); None (and a problem) when it names none or several."""
+    if value is None or value == "":
+        return None
+    key = link_key(value)
+    if key in known:
+        return known[key]
+    found = sorted({name for k, name in known.items() if key and f"-{key}-" in f"-{k}-"})
+    if len(found) == 1:
+        return found[0]
+    if found:
+        problems.append(f"The link's {what}={value} could be any of {len(found)}; expected {expected}.")
+    else:
+        problems.append(f"The link's {what}={value} names no {what} here; expected {expected}.")
+    return None
+
+
+def _step(value: str | None, problems: list[str]) -> str | None:
+    """The step ``value`` names, read as the browser reads it (walkthrough.js): a number from 1, a step's id or
+    "all", in any case."""
+    if not value:
+        return None
+    wanted = value.strip().lower()
+    if re.fullmatch("[0-9]+", wanted) and 1 <= int(wanted) <= len(STEP_IDS):
+        return STEP_IDS[int(wanted) - 1]
+    if wanted in STEP_IDS or wanted == ALL_STEPS:
+        return wanted
+    problems.append(
+        f"The link's step={value} names no step; expected 1 to {len(STEP_IDS)}, a step's name "
+        f"({', '.join(STEP_IDS)}) or {ALL_STEPS}."
+    )
+    return None
+
+
+def link_query(
+    example: str | None = None, tab: str | None = None, model: str | None = None, step: str | int | None = None
+) -> str:
+    """The query string (with its "?") of a link to a view: ``example`` an example's path, ``model`` a registry name,
+    ``step`` a step id, "all" or its number from 1. The inverse of :func:`parse_link` on the app's own names."""
+    parts = {
+        "tab": tab,
+        "example": link_key(Path(example).stem.partition("-")[2] or Path(example).stem) if example else None,
+        "model": link_key(model) if model else None,
+        "step": str(step) if step is not None else None,
+    }
+    kept = {name: value for name, value in parts.items() if value}
+    return "?" + urlencode(kept) if kept else ""

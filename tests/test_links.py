@@ -1,0 +1,188 @@
+"""Links that open one view (studio.links, ui.links): how a link's words resolve, hand-checked case by case, and the
+view a link opens against what the tabs' own endpoints answer for the same example and model."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+import torch
+from conftest import CLASSES
+
+from microclip.checkpoint import CheckpointMeta, save_adapted
+from microclip.model import MicroCLIP
+from microclip.resources import EXAMPLES_DIR
+from microclip.walkthrough import STEP_IDS
+from studio.links import Link, link_key, link_query, parse_link
+from studio.registry import ModelRegistry
+from ui.explore import build_explore_tab, explore
+from ui.links import open_link
+from ui.walkthrough import build_walkthrough_tab, walk
+
+EXAMPLES = [str(EXAMPLES_DIR / n) for n in ("toybird-dastrel-wren.png", "toybird-lumbrel-tit.png", "scene-flower.jpg")]
+MODELS = ["toybirds · microCLIP adapted", "toybirds · base zero-shot", "toybirds · microCLIP, values centred"]
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("Dastrel Wren", "dastrel-wren"),
+        ("dastrel_wren", "dastrel-wren"),
+        ("  --X__y  ", "x-y"),
+        ("[FG]", "fg"),
+        ("", ""),
+    ],
+)
+def test_link_key(text, key):
+    assert link_key(text) == key
+
+
+@pytest.mark.parametrize(
+    "query, example",
+    [
+        ("example=dastrel-wren", 0),
+        ("example=toybird-dastrel-wren", 0),  # the file's stem
+        ("example=Dastrel%20Wren", 0),  # the caption, as typed
+        ("?example=lumbrel_tit", 1),
+        ("example=flower", 2),  # an out-of-world example: its caption is "⚠ flower"
+        ("EXAMPLE=scene-flower", 2),
+    ],
+)
+def test_an_example_is_found_by_any_of_its_names(query, example):
+    link = parse_link(query, EXAMPLES, MODELS)
+    assert link == Link(example=EXAMPLES[example]) and link.opens == "walkthrough"
+
+
+def test_a_model_is_found_by_its_name_or_by_words_only_it_has():
+    assert parse_link("model=toybirds-base-zero-shot", EXAMPLES, MODELS).model == MODELS[1]
+    assert parse_link("model=Zero Shot", EXAMPLES, MODELS).model == MODELS[1]
+    assert parse_link("model=centred", EXAMPLES, MODELS).model == MODELS[2]
+    vague = parse_link("model=microclip", EXAMPLES, MODELS)  # two models have the word
+    assert vague.model is None and vague.problems == (
+        "The link's model=microclip could be any of 2; expected one of toybirds-microclip-adapted, "
+        "toybirds-base-zero-shot, toybirds-microclip-values-centred.",
+    )
+    assert parse_link("model=zero", EXAMPLES, MODELS).model == MODELS[1]  # a whole word: "zero" of "zero-shot"
+    assert parse_link("model=shot-zero", EXAMPLES, MODELS).model is None  # words in their order only
+
+
+@pytest.mark.parametrize(
+    "value, step",
+    [("1", "patches"), ("5", "soap"), ("9", "prediction"), ("SOAP", "soap"), (" graph ", "graph"), ("all", "all")],
+)
+def test_a_step_by_number_or_name(value, step):
+    link = parse_link(f"example=dastrel-wren&step={value}", EXAMPLES, MODELS)
+    assert link.step == step and not link.problems and link.opens == "walkthrough"
+
+
+@pytest.mark.parametrize("value", ["0", "10", "05x", "٣", "soap-step", "fg]"])
+def test_a_step_the_browser_would_not_open_is_reported(value):
+    link = parse_link(f"step={value}", EXAMPLES, MODELS)
+    assert link.step is None and len(link.problems) == 1 and f"step={value}" in link.problems[0]
+    assert f"1 to {len(STEP_IDS)}" in link.problems[0]
+
+
+def test_a_link_that_names_nothing_here_keeps_what_it_does_name():
+    link = parse_link("example=no-such-bird&tab=explore&model=zero-shot&utm_source=x&__theme=dark", EXAMPLES, MODELS)
+    assert (link.tab, link.example, link.model, link.opens) == ("explore", None, MODELS[1], "explore")
+    assert link.problems == (
+        "The link's example=no-such-bird names no example here; expected one of dastrel-wren, lumbrel-tit, flower.",
+    )
+    assert parse_link("", EXAMPLES, MODELS) == Link() and Link().opens is None
+    assert parse_link("tab=Models", EXAMPLES, MODELS).opens == "models"
+
+
+def test_an_example_or_a_step_outside_the_tabs_they_belong_to():
+    link = parse_link("tab=batch&example=dastrel-wren", EXAMPLES, MODELS)
+    assert link.example is None and link.opens == "batch" and "not in batch" in link.problems[0]
+    link = parse_link("tab=explore&example=dastrel-wren&step=5", EXAMPLES, MODELS)
+    assert link.example == EXAMPLES[0] and link.step is None and "step=5 is unused" in link.problems[0]
+
+
+def test_link_query_is_read_back_as_the_view_it_was_made_for():
+    for example in EXAMPLES:
+        for model in MODELS:
+            for tab, step in (("walkthrough", "soap"), ("explore", None), (None, 3), (None, "all")):
+                query = link_query(example, tab=tab, model=model, step=step)
+                wanted = STEP_IDS[step - 1] if isinstance(step, int) else step
+                assert parse_link(query, EXAMPLES, MODELS) == Link(tab, example, model, wanted), query
+    assert link_query(EXAMPLES[0], step=5) == "?example=dastrel-wren&step=5"
+    assert link_query() == ""
+
+
+# ------------------------------------------------------------------ the view a link opens, in the app
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_model_dir, tmp_path_factory) -> ModelRegistry:
+    """The tiny random ViT as a zero-shot model, and adapted with ρ 0.3 (so that a link's model switch shows)."""
+    registry = ModelRegistry("cpu")
+    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "tiny zero-shot")
+    model, _, _ = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, CLASSES)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.trainable_parameters().values():
+            param.add_(0.05 * torch.randn_like(param))
+    meta = CheckpointMeta(model.base, CLASSES, method={**model.config.to_dict(), "fusion_ratio": 0.3}, training={})
+    path = save_adapted(tmp_path_factory.mktemp("links") / "adapted.safetensors", model.adapted_state(), meta)
+    registry.add_checkpoint(path, "tiny adapted", default=True)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def tabs(registry):
+    with gr.Blocks():
+        with gr.Tabs() as tabs:
+            with gr.Tab("Walkthrough", id="walkthrough"):
+                walkthrough = build_walkthrough_tab(registry)
+            with gr.Tab("Explore", id="explore"):
+                explore_tab = build_explore_tab(registry)
+    return tabs, walkthrough, explore_tab
+
+
+def opened(registry, tabs, query: str) -> dict:
+    """``open_link`` with every input at its component's start value, its outputs by what they are."""
+    _, walkthrough, explore_tab = tabs
+    walk_run, explore_run = walkthrough.run_example, explore_tab.run_example
+    values = [c.value for c in [*walk_run.inputs, *explore_run.inputs]]
+    out = open_link(registry, walk_run, explore_run, explore_tab.ratio, query, *values, examples=EXAMPLES)
+    n_walk = 1 + len(walk_run.outputs)
+    return {
+        "tab": out[0],
+        "walk": out[1 : 1 + n_walk],
+        "walk_model": out[1 + n_walk],
+        "explore": out[2 + n_walk : -2],
+        "explore_model": out[-2],
+        "ratio": out[-1],
+    }
+
+
+def is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+def test_a_link_to_an_example_shows_the_walkthrough_the_endpoint_answers(registry, tabs):
+    got = opened(registry, tabs, "example=lumbrel-tit&step=soap")
+    assert got["tab"].selected == "walkthrough"
+    image, page, numbers = got["walk"]
+    assert image == EXAMPLES[1]
+    assert page == walk(registry, EXAMPLES[1], "tiny adapted", "")[0]  # the default model, as the tab starts
+    assert numbers is None  # sent only while their accordion is open, as an example click does
+    assert all(is_skip(v) for v in [*got["explore"], got["explore_model"], got["ratio"], got["walk_model"]])
+
+
+def test_a_link_to_explore_under_another_model_switches_the_model_and_its_ratio(registry, tabs):
+    got = opened(registry, tabs, "tab=explore&example=dastrel-wren&model=zero-shot")
+    assert got["tab"].selected == "explore"
+    assert got["walk_model"].value == got["explore_model"].value == "tiny zero-shot"
+    assert got["ratio"] == registry.fusion_ratio("tiny zero-shot") == 0.5  # the adapted default's is 0.3
+    image, _session, summary, *_ = got["explore"]
+    display = [c.value for c in tabs[2].run_example.inputs[4:]]
+    answer = explore(registry, EXAMPLES[0], "tiny zero-shot", "", None, 0.5, *display)
+    assert image == EXAMPLES[0] and summary == answer[1]
+    assert all(is_skip(v) for v in got["walk"])
+
+
+def test_a_link_with_a_wrong_name_warns_and_opens_the_rest(registry, tabs):
+    with pytest.warns(UserWarning, match="model=nope names no model"):
+        got = opened(registry, tabs, "tab=explore&model=nope")
+    assert got["tab"].selected == "explore" and all(is_skip(v) for v in [*got["walk"], *got["explore"]])
