@@ -232,7 +232,10 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
     assert page.locator(".wt-step:not([hidden])").count() == 9
     shot(page, "walkthrough-all-steps-full", full=True)
 
-    # The handout: the same walkthrough as one file, opened from disk with the app out of reach, steps as here
+    # The handout: the same walkthrough as one file, opened from disk with the app out of reach, steps as here.
+    # Before it is written, its box is one line, not an empty drop zone that the button beside it grows to match.
+    assert page.locator("#walkthrough-download").bounding_box()["height"] < 100
+    assert page.locator("#walkthrough-download-button").bounding_box()["height"] < 100
     page.locator("#walkthrough-download-button").click()
     link = page.locator("#walkthrough-download a[href$='.html']")
     expect(link).to_have_count(1)

@@ -31,7 +31,7 @@ from studio.jobs import (
     status_markdown,
 )
 from studio.sharing import ServerPathGuard, ServerPaths
-from ui.common import user_errors
+from ui.common import DOWNLOAD_CLASS, user_errors
 from ui.layout import entry_fusion_ratio, entry_recipe, refresh_on_focus
 from viz.runs import curves
 
@@ -460,9 +460,13 @@ def _save_column(p: _Panel) -> None:
         p.save_name = gr.Textbox(label="Checkpoint name (optional)", placeholder="adapted · <data> · job <id>")
         p.save = gr.Button("Save checkpoint", elem_id="adapt-save")
         p.use_saved = gr.Button("Use it in Explore", elem_id="adapt-use-saved")
-        p.checkpoint = gr.File(label="Saved checkpoint (.safetensors)", interactive=False, height=110)
+        p.checkpoint = gr.File(
+            label="Saved checkpoint (.safetensors)", interactive=False, height=110, elem_classes=DOWNLOAD_CLASS
+        )
         p.download_curves = gr.Button("Download the curves (CSV)", size="sm", elem_id="adapt-download-curves")
-        p.curves_csv = gr.File(label="The run's curves, step by step (.csv)", interactive=False, height=110)
+        p.curves_csv = gr.File(
+            label="The run's curves, step by step (.csv)", interactive=False, height=110, elem_classes=DOWNLOAD_CLASS
+        )
 
 
 def _results_column(p: _Panel) -> None:

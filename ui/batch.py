@@ -20,7 +20,7 @@ from microclip.batch import MAX_IMAGES, BatchResult
 from studio.batch import BatchWorkspace, run_batch
 from studio.images import image_file
 from studio.sharing import ServerPathGuard, ServerPaths
-from ui.common import gpu, user_errors
+from ui.common import DOWNLOAD_CLASS, gpu, user_errors
 from ui.layout import refresh_on_focus
 from viz.runs import batch_caption, skipped_markdown
 
@@ -62,7 +62,9 @@ def _layout(registry, folders: ServerPaths) -> _BatchPanel:
             cap = gr.Slider(1, MAX_IMAGES, value=50, step=1, label="At most this many images")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
             run = gr.Button("Explain all", variant="primary")
-            bundle = gr.File(label="Bundle (overlays, CSV, JSON, settings)", interactive=False)
+            bundle = gr.File(
+                label="Bundle (overlays, CSV, JSON, settings)", interactive=False, elem_classes=DOWNLOAD_CLASS
+            )
         with gr.Column(scale=2):
             notes = gr.Markdown()
             gallery = gr.Gallery(label="SOAP overlays", columns=5, height="auto")

@@ -145,6 +145,7 @@ EXAMPLES_GALLERY_IDS = ("walkthrough-examples", "explore-examples", "compare-exa
 # maps galleries get a band above the first row (which also clears their buttons, top right); the examples
 # galleries, whose labels run to two lines in their narrow column (35 px covered) and which have no buttons, take the
 # label into the flow. Passed to demo.launch (Gradio 6 takes page CSS there), with launch_kwargs.
+DOWNLOAD_CLASS = "mc-download"  # a file box the app writes into (PAGE_CSS keeps it one line high until it has a file)
 PAGE_CSS = "\n".join(
     [f"#{name} .fixed-height {{ min-height: 0; max-height: none; }}" for name in MAPS_GALLERY_IDS]
     + [f"#{name} .grid-wrap {{ padding-top: var(--size-8); }}" for name in MAPS_GALLERY_IDS]
@@ -152,6 +153,9 @@ PAGE_CSS = "\n".join(
     # the epoch timeline's tables are dense rows of numbers: less than the default cell padding keeps a run's classes
     # (16 for the toy world, in six columns) on one screen
     + ["#epochs-table td, #epochs-table th { padding: var(--size-1) var(--size-2); }"]
+    # a download row's box before its first file: an empty file box is a 260-pixel drop zone (a button beside it grew
+    # to match), for a link that is one line once it is there
+    + [f".{DOWNLOAD_CLASS} .empty.large {{ min-height: 0; height: 48px; }}"]
 )
 
 
@@ -242,7 +246,9 @@ def download_row(button: str, file_label: str, elem_id: str) -> tuple[gr.Button,
     """A button that writes a file and the box its download link appears in (``<elem_id>-button``, ``<elem_id>``)."""
     with gr.Row(equal_height=True):
         save = gr.Button(button, elem_id=f"{elem_id}-button", scale=1)
-        saved = gr.File(label=file_label, interactive=False, height=90, elem_id=elem_id, scale=2)
+        saved = gr.File(
+            label=file_label, interactive=False, height=90, elem_id=elem_id, elem_classes=DOWNLOAD_CLASS, scale=2
+        )
     return save, saved
 
 
