@@ -291,6 +291,10 @@ class ModelRegistry:
         loaded = self.get(name)  # not registered: raises
         return loaded, loaded.meta
 
+    def zero_shot(self, name: str | None = None) -> bool:
+        """Whether the entry is a base model answering zero-shot (no adapted checkpoint behind it); nothing loaded."""
+        return self._header(name)[1] is None
+
     def fusion_ratio(self, name: str | None = None) -> float:
         """The weight of [CLS] the entry answers with (its ρ), without loading it: a checkpoint's from its header,
         a base model's the default method's (it is built with it)."""

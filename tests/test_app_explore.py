@@ -451,6 +451,27 @@ def test_default_registry_pairs_a_checkpoint_with_its_base_zero_shot(files):
     assert base.meta is None and base.classes == tuple(CLASSES) and base.descriptions == DESCRIPTIONS
 
 
+def test_compare_starts_with_the_zero_shot_model_as_b(files, tiny_model_dir):
+    """Compare's B starts as the lesson's "before": the zero-shot base model, even when another adapted model is
+    listed ahead of it (the bundled centred and debiased models are), without loading any model to find it."""
+    from ui.compare import build_compare_tab
+
+    registry = ModelRegistry("cpu")
+    registry.add_checkpoint(files["checkpoint"], "adapted", default=True)
+    registry.add_checkpoint(files["checkpoint"], "adapted again")
+    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "zero-shot")
+    assert [registry.zero_shot(n) for n in registry.names()] == [False, False, True]
+    with gr.Blocks():
+        compare = build_compare_tab(registry)
+    assert (compare.model_a.value, compare.model_b.value) == ("adapted", "zero-shot")
+    assert registry._models == {}  # told apart from the files' headers, nothing built
+    lone = ModelRegistry("cpu")
+    lone.add_checkpoint(files["checkpoint"], "adapted", default=True)
+    lone.add_checkpoint(files["checkpoint"], "other")
+    with gr.Blocks():
+        assert build_compare_tab(lone).model_b.value == "other"  # no zero-shot model: the first other one
+
+
 def test_opening_a_model_list_refreshes_it_and_never_sets_the_choice(registry):
     """A list opened is listed again (runs can be saved meanwhile), but its answer must not carry the value it was
     opened with: a model chosen while that answer is on its way would be undone, and the settings that follow the

@@ -115,7 +115,10 @@ class CompareHandles:
 def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     """Build the Compare tab inside the current ``gr.Tab`` and wire its endpoint."""
     names = registry.names()
-    default_b = next((n for n in names if n != registry.default_name), registry.default_name)
+    # B starts as the "before" of the lesson's question (what did adaptation change?): a zero-shot base model, else
+    # the first other model (with the bundled models, the first other was the centred variant of the same method)
+    others = [n for n in names if n != registry.default_name]
+    default_b = next((n for n in others if registry.zero_shot(n)), others[0] if others else registry.default_name)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230)
