@@ -69,8 +69,9 @@ def unit_fraction(text: str) -> float:
 
 
 def add_adapted_model(parser: argparse.ArgumentParser, default_checkpoint: str) -> None:
-    """``--ckpt-path`` (``--ckpt_path`` too; by default the bundled toy-world model) and ``--fusion_ratio``: how a
-    command that reads pictures with one adapted model is told which, and at which ρ."""
+    """``--ckpt-path`` (``--ckpt_path`` too; by default the bundled toy-world model), ``--fusion_ratio`` and
+    ``--classname``: how a command that reads pictures with one adapted model is told which, at which ρ, and among
+    which classes."""
     parser.add_argument(
         "--ckpt-path",
         "--ckpt_path",
@@ -79,3 +80,9 @@ def add_adapted_model(parser: argparse.ArgumentParser, default_checkpoint: str) 
         help="adapted checkpoint (.safetensors); default: the bundled toy-world model",
     )
     parser.add_argument("--fusion_ratio", type=unit_fraction, default=None, help="override ρ (weight of [CLS]), 0 to 1")
+    add_classname(
+        parser,
+        "your own label set instead of the checkpoint's classes (.txt, one per line, or .json, a list): the adapted "
+        "visual tower answers among them zero-shot, with heads built from their names, as the app's typed class names",
+        default=None,
+    )

@@ -61,33 +61,46 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     try:
         from microclip.checkpoint import load_model
+        from microclip.data.names import read_classnames
+        from microclip.model import with_own_classes
+        from microclip.world_check import unseen_words_flag
 
         source = Path(args.image)
         if not source.exists():
             raise FileNotFoundError(f"{source}: no such file or folder")
         if args.epochs:
+            if args.classname:
+                raise ValueError("--epochs explains the run's own classes; leave out --classname")
             return _explain_epochs(source, args)
         model = load_model(args.ckpt_path, select_device(args.device))
+        mode = model.meta.mode
         if args.fusion_ratio is not None:
             model.config.fusion_ratio = args.fusion_ratio
+        own = read_classnames(args.classname) if args.classname else None
+        if own:  # as the app's typed class names: the adapted visual tower, heads from the names alone
+            model = with_own_classes(model, own, model.meta.templates)
         if source.is_dir() or zipfile.is_zipfile(source):
+            unseen = unseen_words_flag(model, model.classes) if own else ""
+            if unseen:
+                print(unseen.replace("**", ""))
             return _explain_many(model, source, args)
-        return _explain_one(model, source, args)
+        return _explain_one(model, source, args, bool(own), mode)
     except USER_ERRORS as error:
         log.error("%s", error)
         return 2
 
 
-def _explain_one(model, source: Path, args: argparse.Namespace) -> int:
+def _explain_one(model, source: Path, args: argparse.Namespace, own_classes: bool, mode: str | None) -> int:
     from microclip.data.images import load_image
     from microclip.explain import explain_image
-    from microclip.world_check import check
+    from microclip.world_check import check, page_flags
 
     picture = load_image(source)
     explanation = explain_image(model, picture)
     print(f"{source.name} under {Path(args.ckpt_path).name} (ρ = {explanation.ratio:g}):")
-    flag = check(model, picture).flag()
-    if flag:  # as the app says it: the answer below is the closest class, not a recognition
+    # as the app says it: one class, words never read, a baseline, a picture outside the world
+    flags = page_flags(model, model.classes, own_classes, mode, check(model, picture))
+    for flag in filter(None, flags.split("\n\n")):
         print("  " + flag.replace("**", ""))
     for branch, label in BRANCH_LABELS.items():
         ranked = ", ".join(f"{name} {prob:.1%}" for name, prob in explanation.top_k(branch, args.top_k))

@@ -250,6 +250,16 @@ class MicroCLIP(nn.Module):
                 target.copy_(tensor.to(target.dtype))
 
 
+def with_own_classes(model: MicroCLIP, classes: Sequence[str], templates: Sequence[str] | None = None) -> MicroCLIP:
+    """``model`` answering among a user's own ``classes``: fresh heads from its base model's text tower and
+    ``templates`` (by default the checkpoint's), the adapted visual tower and SOAP kept, so the label set is classified
+    zero-shot by the adapted encoder; what the app's typed class names give (``ModelRegistry.with_classes``)."""
+    meta = getattr(model, "meta", None)
+    templates = templates or (meta.templates if meta is not None else None) or DEFAULT_TEMPLATES
+    encoder = base_text_encoder(model.base, next(model.parameters()).device)
+    return model.relabel(encoder, list(classes), templates)
+
+
 def base_text_encoder(base: BaseModelSpec, device: str | torch.device = "cpu") -> TextEncoder:
     """The text tower of the base model a checkpoint names (``meta.base``), loaded on its own: what weighs each
     description in the heads (the walkthrough's heads step), for a model whose own text tower was dropped."""

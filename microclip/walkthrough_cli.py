@@ -5,7 +5,8 @@ no network and steps through as the tab does (``viz.steps.standalone_page``): a 
 pictures at once. The heads step weighs each class's descriptions when the checkpoint records them; on a known toy
 image every step also says what is true of it, and the page ends with each part the bird shows erased in turn
 (``microclip.toyworld.truth``); a picture that looks outside the model's world is flagged at the top, as in the
-app (``microclip.world_check``).
+app (``microclip.world_check``). ``--classname FILE`` walks the pictures through among your own classes, as the tab's
+typed class names do.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 
 from microclip.cli import DEFAULT_CHECKPOINT, USER_ERRORS, setup_logging
 from microclip.cliargs import add_adapted_model, new_parser
-from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from microclip.engine import select_device
 from microclip.files import atomic_write_text
 
@@ -76,34 +76,39 @@ def run(args: argparse.Namespace) -> int:
 def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
     from microclip.checkpoint import load_model
     from microclip.data.images import load_image
-    from microclip.model import base_text_encoder
+    from microclip.data.names import read_classnames
+    from microclip.model import base_text_encoder, with_own_classes
     from microclip.toyworld.truth import erase_each_part, toy_truth
     from microclip.walkthrough import walkthrough
-    from microclip.world_check import check
+    from microclip.world_check import check, page_flags
     from viz.overlay import display_crop
     from viz.steps import PICTURE_SIZE, erase_appendix, render_walkthrough, standalone_page
 
     device = select_device(args.device)
     model = load_model(args.ckpt_path, device)
     meta = model.meta
+    own = read_classnames(args.classname) if args.classname else None
+    if own:  # as the app's typed class names: heads from the names alone, no descriptions to weigh
+        model = with_own_classes(model, own, meta.templates)
+    descriptions = {} if own else meta.descriptions
     # the heads step weighs each description with the base model's text tower
-    encoder = base_text_encoder(meta.base, device) if meta.descriptions else None
+    encoder = base_text_encoder(meta.base, device) if descriptions else None
     name = Path(args.ckpt_path).name
-    baseline = CLS_ONLY_FLAG if meta.mode in CLS_ONLY_MODES else ""
     for image in images:
         picture = load_image(image)  # a corrupt or huge file is a clear error before anything is written
         walk = walkthrough(
             model,
             picture,
             args.fusion_ratio,
-            descriptions=meta.descriptions,
+            descriptions=descriptions,
             text_encoder=encoder,
             templates=meta.templates,
             truth=toy_truth(picture, tuple(model.backbone.grid)),
         )
-        # as the app: a CLS-only baseline and a picture outside the world say so on the page
+        # as the app: a one-class label set, words the model never read, a CLS-only baseline and a picture outside
+        # the world say so on the page
         verdict = check(model, picture)
-        flag = "\n\n".join(line for line in (baseline, verdict.flag()) if line)
+        flag = page_flags(model, model.classes, bool(own), meta.mode, verdict)
         page = render_walkthrough(walk, display_crop(picture, PICTURE_SIZE), flag=flag)
         path = page_path(args.out, image, len(images))
         erased = erase_appendix(erase_each_part(model, picture, args.fusion_ratio), model.classes)

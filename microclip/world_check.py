@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from microclip.backbone import Backbone
+from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from microclip.files import atomic_write_json
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -291,3 +292,42 @@ def unseen_words(model: MicroCLIP, class_names: Sequence[str]) -> dict[str, list
         return None
     unseen = {name: [w for w in words(name) if w not in world.vocabulary] for name in class_names}
     return {name: found for name, found in unseen.items() if found}
+
+
+# ------------------------------------------------------------------------------------------------ the page's flags
+
+ONE_CLASS_FLAG = (
+    "**One class only:** a softmax over a single class is always 100%, whatever the image. "
+    "Give it at least two classes to see which the model prefers."
+)
+
+
+def unseen_words_flag(model: MicroCLIP, class_names: Sequence[str]) -> str:
+    """A note naming a user's class words the base model never read in pretraining (Markdown, bold only; "" when
+    there are none, or when its vocabulary is unknown)."""
+    unseen = unseen_words(model, class_names)
+    if not unseen:
+        return ""
+    listed = "; ".join(f"*{name}* ({', '.join(found)})" for name, found in unseen.items())
+    return (
+        f"**Words this model never saw in pretraining:** {listed}. Its text tower never learnt what they "
+        "mean, so answers naming these classes are word games, not recognition."
+    )
+
+
+def page_flags(
+    model: MicroCLIP, classes: Sequence[str], own_classes: bool, mode: str | None, verdict: Verdict | None
+) -> str:
+    """What is set above a prediction (Markdown paragraphs, bold only), in the app and in the command line's pages:
+    a one-class label set, a user's words the model never read (``own_classes``), a CLS-only baseline (``mode``,
+    the checkpoint's), and the picture outside the model's world (``verdict``, from :func:`check`)."""
+    lines = []
+    if len(classes) == 1:
+        lines.append(ONE_CLASS_FLAG)
+    elif own_classes:
+        lines.append(unseen_words_flag(model, classes))
+    if mode in CLS_ONLY_MODES:
+        lines.append(CLS_ONLY_FLAG)
+    if verdict is not None:
+        lines.append(verdict.flag())
+    return "\n\n".join(line for line in lines if line)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from microclip import world_check
-from microclip.constants import CLS_ONLY_FLAG, CLS_ONLY_MODES
 from studio.about import mode_note
 
 if TYPE_CHECKING:
@@ -22,10 +21,6 @@ if TYPE_CHECKING:
     from studio.registry import LoadedModel
 
 TOY_BASE_MARKER = "toybirds-base"  # the toy-world base model's folder name in a checkpoint's base spec
-ONE_CLASS_NOTE = (
-    "**One class only:** a softmax over a single class is always 100%, whatever the image. "
-    "Type at least two classes to see which the model prefers."
-)
 
 
 def is_toy_world(loaded: LoadedModel) -> bool:
@@ -56,30 +51,11 @@ def world_markdown(loaded: LoadedModel) -> str:
     return f"{known} {mode_note(loaded.meta)}".rstrip()
 
 
-def unseen_words_markdown(loaded: LoadedModel, class_names: list[str]) -> str:
-    """A note naming the typed class words the base model never read in pretraining ("" when none, or unknown)."""
-    unseen = world_check.unseen_words(loaded.model, class_names)
-    if not unseen:
-        return ""
-    listed = "; ".join(f"*{name}* ({', '.join(found)})" for name, found in unseen.items())
-    return (
-        f"**Words this model never saw in pretraining:** {listed}. Its text tower never learnt what they "
-        "mean, so answers naming these classes are word games, not recognition."
-    )
-
-
 def world_flag_markdown(
     classes: Sequence[str], loaded: LoadedModel, typed: bool, image: Image.Image | None = None
 ) -> str:
     """The flag shown above the prediction (``classes``: the label set it is among): one-class label sets,
-    unseen words, images outside the world."""
-    lines = []
-    if len(classes) == 1:
-        lines.append(ONE_CLASS_NOTE)
-    elif typed:
-        lines.append(unseen_words_markdown(loaded, list(classes)))
-    if loaded.meta is not None and loaded.meta.mode in CLS_ONLY_MODES:
-        lines.append(CLS_ONLY_FLAG)
-    if image is not None:
-        lines.append(world_check.check(loaded.model, image).flag())
-    return "\n\n".join(line for line in lines if line)
+    unseen words, a CLS-only baseline, images outside the world (:func:`microclip.world_check.page_flags`)."""
+    mode = loaded.meta.mode if loaded.meta is not None else None
+    verdict = world_check.check(loaded.model, image) if image is not None else None
+    return world_check.page_flags(loaded.model, classes, typed, mode, verdict)

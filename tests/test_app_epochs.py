@@ -497,10 +497,11 @@ def test_the_models_tab_names_the_reference_s_soap_ablations_a_model_was_trained
 def test_a_model_not_trained_the_method_s_way_says_so_in_the_models_tab_and_in_explore(registry):
     from dataclasses import replace
 
+    from microclip.constants import CLS_ONLY_FLAG
     from microclip.recipe import MODE_FLAGS
     from studio.about import model_markdown
     from studio.registry import LoadedModel
-    from studio.world import CLS_ONLY_FLAG, world_flag_markdown, world_markdown
+    from studio.world import world_flag_markdown, world_markdown
 
     shipped = registry.get(ADAPTED)
     assert shipped.meta.mode == "microclip"

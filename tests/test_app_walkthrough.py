@@ -113,7 +113,7 @@ def test_walkthrough_and_explore_agree_on_the_prediction(client, picture):
 
 def test_typed_classes_and_one_class_get_a_note(client, picture):
     html, numbers = client.predict(handle_file(str(picture)), BASE, "green disc", api_name="/walkthrough")
-    assert numbers["classes"] == ["green disc"] and "Only one class" in html
+    assert numbers["classes"] == ["green disc"] and "One class only" in html
     heads = numbers["steps"][STEP_IDS.index("heads")]["classes"]
     assert heads[0]["source"] == "templates"  # typed classes have no descriptions
 

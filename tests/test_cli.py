@@ -838,3 +838,39 @@ def test_walkthrough_checks_every_image_before_writing_any(tmp_path):
     assert not list(tmp_path.glob("*.html"))  # nothing written: the missing file was named before the model loaded
     bad = command_here("-m", "microclip", "walkthrough", str(text), "--out", str(tmp_path))
     assert bad.returncode == 2 and "not an image" in bad.stderr
+
+
+def test_walkthrough_and_explain_among_your_own_classes(tmp_path):
+    """``--classname FILE``: the pictures among a user's own classes, as the app's typed class names: the same page
+    as the Walkthrough tab's under the same names (string equality), the same probabilities as the app's model for
+    them, and the app's flags (a word the toy CLIP never read; one class only)."""
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+    from microclip.resources import EXAMPLES_DIR
+    from studio.registry import TOY_ADAPTED, default_registry
+    from ui.walkthrough import _walk
+
+    if not TOY_ADAPTED.is_file():
+        pytest.skip("the bundled toy-world model is not in this checkout")
+    toy = EXAMPLES_DIR / "toybird-dastrel-wren.png"
+    names = ["dastrel wren", "zorsaik wren", "blue jay"]
+    (tmp_path / "own.txt").write_text("\n".join(names) + "\n")
+    done = command_here("-m", "microclip", "walkthrough", str(toy), "--classname", str(tmp_path / "own.txt"),
+                        "--out", str(tmp_path / "own.html"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    registry = default_registry("cpu")
+    page, _ = _walk(registry, str(toy), None, ", ".join(names))  # the tab's page under the typed names
+    written = (tmp_path / "own.html").read_text(encoding="utf-8")
+    assert f'<div id="walkthrough">{page}</div>' in written
+    assert "Words this model never saw in pretraining" in written and "*blue jay* (jay)" in page
+
+    told = explain(toy, TOY_ADAPTED, "--classname", str(tmp_path / "own.txt"))
+    assert told.returncode == 0, told.stderr
+    expected = explain_image(registry.with_classes(None, names), load_image(toy))
+    fused = ", ".join(f"{name} {prob:.1%}" for name, prob in expected.top_k("fused", 5))
+    assert f"TokenFusion  {fused}" in told.stdout and "never saw in pretraining: *blue jay* (jay)" in told.stdout
+    (tmp_path / "one.txt").write_text("dastrel wren\n")
+    one = explain(toy, TOY_ADAPTED, "--classname", str(tmp_path / "one.txt"))
+    assert one.returncode == 0 and "One class only" in one.stdout and "dastrel wren 100.0%" in one.stdout
+    both = explain(toy, TOY_ADAPTED, "--classname", str(tmp_path / "one.txt"), "--epochs")
+    assert both.returncode == 2 and "leave out --classname" in both.stderr

@@ -63,11 +63,6 @@ NOT_TOY = (
     "Erasing a part needs one of the toy world's own images (a bundled toy bird, or one of its generated "
     "train/test images, unchanged): only there does the app know how to draw the same bird again."
 )
-ONE_CLASS_NOTE = (
-    "Only one class: its probability is 100% whatever the image shows; add other classes for the "
-    "probabilities to mean anything."
-)
-
 run_walkthrough = gpu(walkthrough)  # on ZeroGPU Spaces the forward pass gets a GPU; elsewhere a no-op
 
 
@@ -100,9 +95,8 @@ def _walk(registry: ModelRegistry, image: str | None, model_name: str | None, cl
         templates=loaded.templates,
         truth=toy_truth(picture, tuple(model.backbone.grid)),
     )
-    note = ONE_CLASS_NOTE if len(model.classes) == 1 else ""
     flag = world_flag_markdown(model.classes, loaded, bool(typed), picture)  # no second forward pass
-    page = render_walkthrough(result, display_crop(picture, PICTURE_SIZE), note, flag)
+    page = render_walkthrough(result, display_crop(picture, PICTURE_SIZE), flag=flag)
     return page, to_json(result)
 
 
