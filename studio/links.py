@@ -10,6 +10,7 @@ reported.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 from microclip.walkthrough import STEP_IDS
-from studio.examples import example_label
+from studio.cache import file_digest
+from studio.examples import example_images, example_label
 
 TABS = ("walkthrough", "explore", "compare", "adapt", "batch", "models")
 EXAMPLE_TABS = ("walkthrough", "explore")  # the tabs a link's example opens in
@@ -134,3 +136,19 @@ def link_query(
     }
     kept = {name: value for name, value in parts.items() if value}
     return "?" + urlencode(kept) if kept else ""
+
+
+def example_of(path: str | None, examples: Sequence[str] | None = None) -> str | None:
+    """The bundled example a picture file is, told by its bytes (every client gets its own copy of an example), or
+    None: a picture of the user's own has no link."""
+    if not path or not os.path.isfile(path):
+        return None
+    digest = file_digest(path)
+    return next((e for e in (example_images() if examples is None else examples) if file_digest(e) == digest), None)
+
+
+def example_link(path: str | None, model: str | None = None, examples: Sequence[str] | None = None) -> str | None:
+    """The query of a link to the walkthrough of ``path`` under ``model`` (a registry name), without its step; None
+    when the picture is not one of the examples."""
+    example = example_of(path, examples)
+    return link_query(example, model=model) if example is not None else None

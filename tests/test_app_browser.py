@@ -217,6 +217,8 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
     expect(page.locator(".wt-step[data-step='graph']")).to_contain_text("foreground patches")
     shot(page, "walkthrough-3-graph")
     page.locator(".wt-nav [data-goto='4']").click()
+    if page.locator(".wt-link").count():  # a bundled example: its link follows the step shown
+        assert page.locator(".wt-link").get_attribute("href").endswith("&step=5")
     soap = page.locator(".wt-step[data-step='soap']")
     expect(soap).to_contain_text("null weight α_null")
     expect(soap).to_contain_text(re.compile(r"Σ patch weights \+ α_null.*= 1\.0000"))
@@ -650,22 +652,28 @@ def test_a_link_opens_the_view_it_names(page, app_url):
     examples = example_images()
     if len(examples) < 3:
         pytest.skip("fewer than three bundled examples")
-    # The walkthrough of the second example, as a click on its thumbnail shows it
-    open_tab(page, "Walkthrough")
-    page.locator("#walkthrough-examples .thumbnail-item").nth(1).click()
-    expect(page.locator(".wt-head")).to_be_visible()
-    clicked = page.locator(".wt-head").inner_text()
     context = page.context.browser.new_context(viewport=VIEWPORT)
     try:
         linked = context.new_page()
         linked.set_default_timeout(WAIT_MS)
-        linked.goto(app_url + link_query(examples[1], step="soap"))
+        # The walkthrough of the second example, as a click on its thumbnail shows it on a page just opened
+        linked.goto(app_url)
+        linked.locator("#walkthrough-examples .thumbnail-item").nth(1).click()
+        expect(linked.locator(".wt-head")).to_be_visible()
+        clicked = linked.locator(".wt-head").inner_text()
+        linked.goto(app_url + link_query(examples[1], step="soap"))  # as a slide would give it
         expect(linked.locator(".wt-nav")).to_be_visible()
         expect(linked.get_by_role("tab", name="Walkthrough", exact=True)).to_have_attribute("aria-selected", "true")
         expect(linked.locator(".wt-head")).to_have_text(clicked)
         expect(linked.locator(".wt-step:not([hidden])")).to_have_count(1)
         assert visible_step(linked) == "soap"
         shot(linked, "link-walkthrough-soap")
+        # the page's own "Link to this step" gives that address back (with the model), and it opens the same view
+        offered = linked.locator(".wt-link").get_attribute("href")
+        assert offered.startswith("?example=") and offered.endswith("&step=5")
+        linked.goto(app_url + offered)
+        expect(linked.locator(".wt-head")).to_have_text(clicked)
+        assert visible_step(linked) == "soap"
 
         # Explore, on the third example, under another model when the bundled ones are there
         model = "toybirds · base zero-shot" if BUNDLED else None

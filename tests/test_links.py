@@ -3,6 +3,8 @@ view a link opens against what the tabs' own endpoints answer for the same examp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 import torch
@@ -12,7 +14,7 @@ from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.model import MicroCLIP
 from microclip.resources import EXAMPLES_DIR
 from microclip.walkthrough import STEP_IDS
-from studio.links import Link, link_key, link_query, parse_link
+from studio.links import Link, example_link, example_of, link_key, link_query, parse_link
 from studio.registry import ModelRegistry
 from ui.explore import build_explore_tab, explore
 from ui.links import open_link
@@ -109,6 +111,19 @@ def test_link_query_is_read_back_as_the_view_it_was_made_for():
     assert link_query() == ""
 
 
+def test_an_example_is_told_by_its_bytes_wherever_it_is(tmp_path):
+    """A client's copy of an example (Gradio's cache, under another name) is that example; a picture of one's own,
+    even one byte apart, is none."""
+    copy = tmp_path / "upload.png"
+    copy.write_bytes(Path(EXAMPLES[1]).read_bytes())
+    assert example_of(str(copy), EXAMPLES) == EXAMPLES[1]
+    assert example_link(str(copy), MODELS[1], EXAMPLES) == "?example=lumbrel-tit&model=toybirds-base-zero-shot"
+    changed = tmp_path / "mine.png"
+    changed.write_bytes(Path(EXAMPLES[1]).read_bytes() + b"\0")
+    assert example_of(str(changed), EXAMPLES) is None and example_link(str(changed), None, EXAMPLES) is None
+    assert example_of(None, EXAMPLES) is None and example_of(str(tmp_path / "gone.png"), EXAMPLES) is None
+
+
 # ------------------------------------------------------------------ the view a link opens, in the app
 
 
@@ -166,6 +181,13 @@ def test_a_link_to_an_example_shows_the_walkthrough_the_endpoint_answers(registr
     image, page, numbers = got["walk"]
     assert image == EXAMPLES[1]
     assert page == walk(registry, EXAMPLES[1], "tiny adapted", "")[0]  # the default model, as the tab starts
+    # the page offers a link to itself: the same example, model and (kept current in the browser) step
+    link = link_query(EXAMPLES[1], model="tiny adapted")
+    href = link.replace("&", "&amp;") + "&amp;step=1"
+    assert page.startswith(f'<div class="wt-linkline"><a class="wt-link" href="{href}"')
+    assert parse_link(link, EXAMPLES, registry.names()) == Link(example=EXAMPLES[1], model="tiny adapted")
+    typed = walk(registry, EXAMPLES[1], "tiny adapted", ", ".join(CLASSES[:2]))[0]
+    assert "wt-linkline" not in typed  # a link cannot carry typed class names: none offered
     assert numbers is None  # sent only while their accordion is open, as an example click does
     assert all(is_skip(v) for v in [*got["explore"], got["explore_model"], got["ratio"], got["walk_model"]])
 

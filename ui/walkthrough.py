@@ -19,12 +19,14 @@ from pathlib import Path
 import gradio as gr
 
 from microclip.files import atomic_write_text
+from microclip.prepare import parse_class_names
 from microclip.toyworld.truth import erase, erase_each_part, toy_sample, toy_truth
 from microclip.toyworld.world import PARTS, SPECIES
 from microclip.walkthrough import to_json, walkthrough
 from studio.batch import BatchWorkspace
 from studio.cache import cached, file_digest, model_identity
 from studio.examples import example_images, ordered_examples
+from studio.links import example_link
 from studio.registry import ModelRegistry
 from studio.text_cache import text_encoder_for
 from studio.world import world_flag_markdown
@@ -50,6 +52,7 @@ from viz.steps import (
     erase_appendix,
     erase_html,
     handout_name,
+    link_line,
     render_walkthrough,
     standalone_page,
 )
@@ -78,7 +81,10 @@ def walk(registry: ModelRegistry, image: str | None, model_name: str | None, cla
     if image and os.path.isfile(image):  # cache (studio.cache): a class asking about one picture is served once
         loaded = registry.get(model_name or None)
         key = ("walkthrough", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
-        return cached(key, lambda: _walk(registry, image, model_name, class_names))
+        page, numbers = cached(key, lambda: _walk(registry, image, model_name, class_names))
+        # a bundled example under the model's own classes is one link away (studio.links): offered above the page
+        link = None if parse_class_names(class_names) else example_link(image, loaded.name)
+        return (link_line(link) + page if link else page), numbers
     return _walk(registry, image, model_name, class_names)
 
 

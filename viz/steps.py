@@ -835,6 +835,16 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
     return f'<div class="wt">{banner}{head}{"".join(nav)}{sections}</div>'
 
 
+def link_line(query: str) -> str:
+    """A link to this walkthrough at the step shown, for a slide or a message: ``query`` names the picture and the
+    model (``studio.links.link_query``), walkthrough.js adds the step and keeps it current as the student steps."""
+    return (
+        f'<div class="wt-linkline"><a class="wt-link" href="{escape(query)}&amp;step=1" data-link="{escape(query)}" '
+        'target="_blank" rel="noopener">Link to this step</a> <small>opens this picture at this step, for a slide or '
+        "a message</small></div>"
+    )
+
+
 def handout_name(image: str) -> str:
     """The file name of a picture's walkthrough page (the tab's download and the command's): its stem kept."""
     return f"microclip-walkthrough-{slug(Path(image).stem, 'image')}.html"

@@ -10,6 +10,8 @@ const go = (goto) => {
   else { show = parseInt(goto, 10); }
   steps.forEach((s, i) => { s.hidden = show >= 0 && i !== show; });
   buttons.forEach((b) => b.classList.toggle('wt-active', b.dataset.goto === (show >= 0 ? String(show) : 'all')));
+  const link = element.querySelector('.wt-link');  // "Link to this step" follows the step shown
+  if (link) { link.href = `${link.dataset.link}&step=${show >= 0 ? show + 1 : 'all'}`; }
   if (goto === 'next' || goto === 'prev') { element.querySelector('.wt-nav').scrollIntoView({block: 'nearest'}); }
 };
 element.addEventListener('click', (event) => {
