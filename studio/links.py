@@ -1,7 +1,8 @@
 """Links that open the app on one view, for a teacher to write on the board or put in a slide.
 
 ``/?example=dastrel-wren&step=soap`` opens the Walkthrough on the bundled dastrel wren at its SOAP step;
-``/?tab=explore&example=opsiva-wren&model=toybirds-zero-shot`` opens Explore on that bird under the zero-shot model.
+``/?tab=explore&example=opsiva-wren&model=zero-shot`` opens Explore on that bird under the zero-shot model;
+``/?tab=compare&example=opsiva-wren`` opens Compare on it (a link's model is then model A).
 Every part is optional and read leniently (case, spaces or dashes, an example's file name or its caption); a value
 that names nothing is reported in one sentence and the rest of the link still opens. The step is applied in the
 browser (``viz/static/walkthrough.js`` reads the same parameter); here it is only checked, so that a wrong one is
@@ -22,7 +23,7 @@ from studio.cache import file_digest
 from studio.examples import example_images, example_label
 
 TABS = ("walkthrough", "explore", "compare", "adapt", "batch", "models")
-EXAMPLE_TABS = ("walkthrough", "explore")  # the tabs a link's example opens in
+EXAMPLE_TABS = ("walkthrough", "explore", "compare")  # the tabs a link's example opens in
 ALL_STEPS = "all"
 
 
@@ -80,7 +81,7 @@ def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Li
     )
     step = _step(given.get("step"), problems)
     if example is not None and tab is not None and tab not in EXAMPLE_TABS:
-        problems.append(f"An example opens in the Walkthrough or Explore, not in {tab}: it was not opened.")
+        problems.append(f"An example opens in the Walkthrough, Explore or Compare, not in {tab}: it was not opened.")
         example = None
     if step is not None and tab not in (None, "walkthrough"):
         problems.append(f"A step belongs to the Walkthrough; the link opens {tab}, so step={given['step']} is unused.")

@@ -686,6 +686,12 @@ def test_a_link_opens_the_view_it_names(page, app_url):
             expect(linked.locator("#explore-model input").first).to_have_value(model)
         shot(linked, "link-explore")
 
+        # Compare, on the same example: the two models' maps and their difference
+        linked.goto(app_url + link_query(examples[2], tab="compare"))
+        expect(linked.get_by_role("tab", name="Compare", exact=True)).to_have_attribute("aria-selected", "true")
+        expect(linked.locator("#compare-diff .mc-stage img").first).to_be_visible()
+        expect(linked.locator("#compare-diff")).to_contain_text("|Δ|")
+
         # A link naming what is not there says so, and opens the rest (here: nothing to show, the first tab)
         linked.goto(app_url + "?example=no-such-bird&step=12")
         expect(linked.get_by_text("The link's example=no-such-bird names no example here")).to_be_visible()

@@ -16,6 +16,7 @@ from microclip.resources import EXAMPLES_DIR
 from microclip.walkthrough import STEP_IDS
 from studio.links import Link, example_link, example_of, link_key, link_query, parse_link
 from studio.registry import ModelRegistry
+from ui.compare import build_compare_tab, compare
 from ui.explore import build_explore_tab, explore
 from ui.links import open_link
 from ui.walkthrough import build_walkthrough_tab, walk
@@ -146,29 +147,36 @@ def registry(tiny_model_dir, tmp_path_factory) -> ModelRegistry:
 @pytest.fixture(scope="module")
 def tabs(registry):
     with gr.Blocks():
-        with gr.Tabs() as tabs:
+        with gr.Tabs():
             with gr.Tab("Walkthrough", id="walkthrough"):
                 walkthrough = build_walkthrough_tab(registry)
             with gr.Tab("Explore", id="explore"):
                 explore_tab = build_explore_tab(registry)
-    return tabs, walkthrough, explore_tab
-
-
-def opened(registry, tabs, query: str) -> dict:
-    """``open_link`` with every input at its component's start value, its outputs by what they are."""
-    _, walkthrough, explore_tab = tabs
-    walk_run, explore_run = walkthrough.run_example, explore_tab.run_example
-    values = [c.value for c in [*walk_run.inputs, *explore_run.inputs]]
-    out = open_link(registry, walk_run, explore_run, explore_tab.ratio, query, *values, examples=EXAMPLES)
-    n_walk = 1 + len(walk_run.outputs)
+            with gr.Tab("Compare", id="compare"):
+                compare_tab = build_compare_tab(registry)
     return {
-        "tab": out[0],
-        "walk": out[1 : 1 + n_walk],
-        "walk_model": out[1 + n_walk],
-        "explore": out[2 + n_walk : -2],
-        "explore_model": out[-2],
-        "ratio": out[-1],
+        "walkthrough": walkthrough.run_example,
+        "explore": explore_tab.run_example,
+        "compare": compare_tab.run_example,
     }
+
+
+def opened(registry, runs, query: str) -> dict:
+    """``open_link`` with every input at its component's start value; its outputs by tab: the picture, what the
+    example computes, the model (and Explore's ρ)."""
+    values = [c.value for run in runs.values() for c in run.inputs]
+    out = open_link(registry, runs, query, *values, examples=EXAMPLES)
+    got, at = {"tab": out[0]}, 1
+    for tab, run in runs.items():
+        n = 1 + len(run.outputs)
+        got[tab] = out[at : at + n]
+        got[f"{tab}_model"] = out[at + n]
+        at += n + 1
+        if run.ratio is not None:
+            got[f"{tab}_ratio"] = out[at]
+            at += 1
+    assert at == len(out)
+    return got
 
 
 def is_skip(value) -> bool:
@@ -178,7 +186,7 @@ def is_skip(value) -> bool:
 def test_a_link_to_an_example_shows_the_walkthrough_the_endpoint_answers(registry, tabs):
     got = opened(registry, tabs, "example=lumbrel-tit&step=soap")
     assert got["tab"].selected == "walkthrough"
-    image, page, numbers = got["walk"]
+    image, page, numbers = got["walkthrough"]
     assert image == EXAMPLES[1]
     assert page == walk(registry, EXAMPLES[1], "tiny adapted", "")[0]  # the default model, as the tab starts
     # the page offers a link to itself: the same example, model and (kept current in the browser) step
@@ -189,22 +197,33 @@ def test_a_link_to_an_example_shows_the_walkthrough_the_endpoint_answers(registr
     typed = walk(registry, EXAMPLES[1], "tiny adapted", ", ".join(CLASSES[:2]))[0]
     assert "wt-linkline" not in typed  # a link cannot carry typed class names: none offered
     assert numbers is None  # sent only while their accordion is open, as an example click does
-    assert all(is_skip(v) for v in [*got["explore"], got["explore_model"], got["ratio"], got["walk_model"]])
+    assert all(is_skip(v) for v in [*got["explore"], *got["compare"], got["explore_model"], got["explore_ratio"]])
+    assert is_skip(got["walkthrough_model"])
 
 
 def test_a_link_to_explore_under_another_model_switches_the_model_and_its_ratio(registry, tabs):
     got = opened(registry, tabs, "tab=explore&example=dastrel-wren&model=zero-shot")
     assert got["tab"].selected == "explore"
-    assert got["walk_model"].value == got["explore_model"].value == "tiny zero-shot"
-    assert got["ratio"] == registry.fusion_ratio("tiny zero-shot") == 0.5  # the adapted default's is 0.3
+    switched = {got[f"{tab}_model"].value for tab in ("walkthrough", "explore", "compare")}
+    assert switched == {"tiny zero-shot"}
+    assert got["explore_ratio"] == registry.fusion_ratio("tiny zero-shot") == 0.5  # the adapted default's is 0.3
     image, _session, summary, *_ = got["explore"]
-    display = [c.value for c in tabs[2].run_example.inputs[4:]]
+    display = [c.value for c in tabs["explore"].inputs[4:]]
     answer = explore(registry, EXAMPLES[0], "tiny zero-shot", "", None, 0.5, *display)
     assert image == EXAMPLES[0] and summary == answer[1]
-    assert all(is_skip(v) for v in got["walk"])
+    assert all(is_skip(v) for v in [*got["walkthrough"], *got["compare"]])
+
+
+def test_a_link_to_compare_shows_the_comparison_the_endpoint_answers(registry, tabs):
+    got = opened(registry, tabs, "tab=compare&example=flower")
+    assert got["tab"].selected == "compare" and got["compare"][0] == EXAMPLES[2]
+    run = tabs["compare"]
+    answer = compare(registry, EXAMPLES[2], *[c.value for c in run.inputs])
+    assert got["compare"][-1] == answer[-1] and "rank" in answer[-1].lower()  # the rank line, the same words
+    assert is_skip(got["compare_model"]) and all(is_skip(v) for v in [*got["walkthrough"], *got["explore"]])
 
 
 def test_a_link_with_a_wrong_name_warns_and_opens_the_rest(registry, tabs):
     with pytest.warns(UserWarning, match="model=nope names no model"):
         got = opened(registry, tabs, "tab=explore&model=nope")
-    assert got["tab"].selected == "explore" and all(is_skip(v) for v in [*got["walk"], *got["explore"]])
+    assert got["tab"].selected == "explore" and all(is_skip(v) for v in [*got["walkthrough"], *got["explore"]])

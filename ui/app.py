@@ -90,7 +90,12 @@ def build_demo(
                 models = build_models_tab(
                     registry, follow=[explore.model], refresh=[compare.model_a, compare.model_b], ratios=[explore.ratio]
                 )
-        wire_links(demo, registry, tabs, walk.run_example, explore.run_example, explore.ratio)
+        wire_links(
+            demo,
+            registry,
+            tabs,
+            {"walkthrough": walk.run_example, "explore": explore.run_example, "compare": compare.run_example},
+        )
         # Models can appear while the app runs (an adaptation finishes, a checkpoint is uploaded): loading
         # the page lists them (the ``list_models`` endpoint); opening a tab lists them again only when this
         # session's lists are stale. A tab click is the commonest event of a lesson, and a Gradio event that

@@ -200,6 +200,7 @@ class ExampleRun:
     fn: Callable
     inputs: list
     outputs: list
+    ratio: gr.Slider | None = None  # a ρ among ``inputs`` that follows the model chosen (Explore's)
 
     def position(self, component: gr.components.Component) -> int:
         """Where ``component`` is among ``inputs`` (by identity: a link replaces its value)."""

@@ -19,7 +19,7 @@ from studio.examples import example_images
 from studio.explore import PHOTO_SIZE
 from studio.inflight import counts_as_inference
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, examples_gallery, gpu, image_input, on_example, user_errors
+from ui.common import INFERENCE, ExampleRun, examples_gallery, gpu, image_input, on_example, user_errors
 from ui.explore import decode_upload
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -110,6 +110,7 @@ class CompareHandles:
 
     model_a: gr.Dropdown
     model_b: gr.Dropdown
+    run_example: ExampleRun  # an example click's function, inputs and outputs (links use it)
 
 
 def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
@@ -163,4 +164,5 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     run_classes.click(partial(compare_runs, registry), [model_a, model_b], classes_out, api_name="compare_runs")
     if examples:  # an example runs at once, as in the Walkthrough and Explore
         on_example(gallery, examples, image, **event)
-    return CompareHandles(model_a=model_a, model_b=model_b)
+    run_example = ExampleRun(image, model_a, event["fn"], inputs[1:], outputs)  # a link's model is A
+    return CompareHandles(model_a=model_a, model_b=model_b, run_example=run_example)

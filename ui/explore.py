@@ -430,7 +430,7 @@ def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, sh
     gr.on([given.run.click, given.image.upload], **run, api_name="explore")
     if given.gallery is not None:
         on_example(given.gallery, given.examples, given.image, **run)
-    return ExampleRun(given.image, given.model, run["fn"], run["inputs"][1:], run["outputs"])
+    return ExampleRun(given.image, given.model, run["fn"], run["inputs"][1:], run["outputs"], ratio=given.ratio)
 
 
 def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:

@@ -7,7 +7,7 @@ tab, switches the model if the link names one, and shows the example as a click 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,57 +23,50 @@ from ui.layout import entry_fusion_ratio
 READ_LINK_JS = "() => (window.location.search.length > 1 ? window.location.search.slice(1) : undefined)"
 
 
-def wire_links(
-    demo: gr.Blocks, registry: ModelRegistry, tabs: gr.Tabs, walk: ExampleRun, explore: ExampleRun, ratio: gr.Slider
-) -> None:
-    """Open the view a link names: ``walk`` and ``explore`` are the tabs' example runs, ``ratio`` Explore's ρ (one
-    of ``explore.inputs``), which follows a model the link switches to."""
+def wire_links(demo: gr.Blocks, registry: ModelRegistry, tabs: gr.Tabs, runs: Mapping[str, ExampleRun]) -> None:
+    """Open the view a link names: ``runs`` are the example runs of the tabs a link's example opens in, by tab id."""
     query = gr.Textbox(visible=False)
     demo.load(None, None, query, js=READ_LINK_JS)
     query.change(
-        partial(open_link, registry, walk, explore, ratio),
-        [query, *walk.inputs, *explore.inputs],
-        [tabs, walk.image, *walk.outputs, walk.model, explore.image, *explore.outputs, explore.model, ratio],
+        partial(open_link, registry, runs),
+        [query, *(given for run in runs.values() for given in run.inputs)],
+        [tabs, *(shown for run in runs.values() for shown in _shown(run))],
         api_visibility="private",
         **INFERENCE,
     )
 
 
+def _shown(run: ExampleRun) -> list:
+    """What a link may change in one tab: the picture, what the example computes, the model and its ρ."""
+    return [run.image, *run.outputs, run.model, *([run.ratio] if run.ratio is not None else [])]
+
+
 def open_link(
     registry: ModelRegistry,
-    walk: ExampleRun,
-    explore: ExampleRun,
-    ratio: gr.Slider,
+    runs: Mapping[str, ExampleRun],
     query: str | None,
     *values: Any,
     examples: Sequence[str] | None = None,
 ) -> list:
-    """The link's view: the tab selected, the example shown in it as its thumbnail would show it (the other tab left
-    as it was), the model switched in both tabs; what the link names that does not exist is said in a warning."""
+    """The link's view: the tab selected, the example shown in it as its thumbnail would show it (the other tabs
+    left as they were), the model switched in every tab; what the link names that does not exist is said in a
+    warning."""
     names = registry.names()
     link = parse_link(query or "", example_images() if examples is None else examples, names)
     for problem in link.problems:
         gr.Warning(problem)
-    walk_values, explore_values = list(values[: len(walk.inputs)]), list(values[len(walk.inputs) :])
-    if link.model is not None:
-        walk_values[walk.position(walk.model)] = link.model
-        explore_values[explore.position(explore.model)] = link.model
-        explore_values[explore.position(ratio)] = entry_fusion_ratio(registry, link.model)
-    skip_walk, skip_explore = [gr.skip()] * (1 + len(walk.outputs)), [gr.skip()] * (1 + len(explore.outputs))
-    shown_walk, shown_explore = skip_walk, skip_explore
-    if link.example is not None and link.opens == "walkthrough":
-        shown_walk = [link.example, *walk.fn(link.example, *walk_values)]
-    elif link.example is not None and link.opens == "explore":
-        shown_explore = [link.example, *explore.fn(link.example, *explore_values)]
-
-    def model() -> Any:
-        return model_dropdown_update(names, link.model) if link.model is not None else gr.skip()
-
-    return [
-        gr.Tabs(selected=link.opens) if link.opens is not None else gr.skip(),
-        *shown_walk,
-        model(),
-        *shown_explore,
-        model(),
-        explore_values[explore.position(ratio)] if link.model is not None else gr.skip(),
-    ]
+    answer: list = [gr.Tabs(selected=link.opens) if link.opens is not None else gr.skip()]
+    given = iter(values)
+    for tab, run in runs.items():
+        inputs = [next(given) for _ in run.inputs]
+        ratio = entry_fusion_ratio(registry, link.model) if link.model is not None else None
+        if link.model is not None:
+            inputs[run.position(run.model)] = link.model
+            if run.ratio is not None:
+                inputs[run.position(run.ratio)] = ratio
+        shown = [gr.skip()] * (1 + len(run.outputs))
+        if link.example is not None and link.opens == tab:
+            shown = [link.example, *run.fn(link.example, *inputs)]
+        model = model_dropdown_update(names, link.model) if link.model is not None else gr.skip()
+        answer += [*shown, model] + ([ratio if ratio is not None else gr.skip()] if run.ratio is not None else [])
+    return answer
