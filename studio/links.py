@@ -39,6 +39,13 @@ def example_keys(path: str) -> set[str]:
     return {link_key(stem), link_key(stem.partition("-")[2]), link_key(example_label(path))} - {""}
 
 
+def example_name(path: str) -> str:
+    """The name a link gives an example: its file's stem without its kind ("dastrel-wren" for
+    toybird-dastrel-wren.png; the whole stem when it has no kind)."""
+    stem = Path(path).stem
+    return link_key(stem.partition("-")[2] or stem)
+
+
 @dataclass(frozen=True)
 class Link:
     """What a link asks for, resolved against the app's examples and models; ``problems`` says, one sentence each,
@@ -70,7 +77,7 @@ def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Li
         {key: path for path in examples for key in example_keys(path)},
         "example",
         problems,
-        "one of " + ", ".join(link_key(Path(p).stem.partition("-")[2]) for p in examples),
+        "one of " + ", ".join(example_name(p) for p in examples) if examples else "none: this app has no examples",
     )
     model = _one(
         given.get("model"),
@@ -84,9 +91,15 @@ def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Li
         problems.append(f"An example opens in the Walkthrough, Explore or Compare, not in {tab}: it was not opened.")
         example = None
     if step is not None and tab not in (None, "walkthrough"):
-        problems.append(f"A step belongs to the Walkthrough; the link opens {tab}, so step={given['step']} is unused.")
+        unused = _said(given["step"])
+        problems.append(f"A step belongs to the Walkthrough; the link opens {tab}, so step={unused} is unused.")
         step = None
     return Link(tab=tab, example=example, model=model, step=step, problems=tuple(problems))
+
+
+def _said(value: str, limit: int = 40) -> str:
+    """A link's value as a warning quotes it: a long one cut (a pasted paragraph is not repeated back whole)."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _one(value: str | None, known: dict[str, str], what: str, problems: list[str], expected: str) -> str | None:
@@ -101,9 +114,9 @@ def _one(value: str | None, known: dict[str, str], what: str, problems: list[str
     if len(found) == 1:
         return found[0]
     if found:
-        problems.append(f"The link's {what}={value} could be any of {len(found)}; expected {expected}.")
+        problems.append(f"The link's {what}={_said(value)} could be any of {len(found)}; expected {expected}.")
     else:
-        problems.append(f"The link's {what}={value} names no {what} here; expected {expected}.")
+        problems.append(f"The link's {what}={_said(value)} names no {what} here; expected {expected}.")
     return None
 
 
@@ -118,7 +131,7 @@ def _step(value: str | None, problems: list[str]) -> str | None:
     if wanted in STEP_IDS or wanted == ALL_STEPS:
         return wanted
     problems.append(
-        f"The link's step={value} names no step; expected 1 to {len(STEP_IDS)}, a step's name "
+        f"The link's step={_said(value)} names no step; expected 1 to {len(STEP_IDS)}, a step's name "
         f"({', '.join(STEP_IDS)}) or {ALL_STEPS}."
     )
     return None
@@ -131,7 +144,7 @@ def link_query(
     ``step`` a step id, "all" or its number from 1. The inverse of :func:`parse_link` on the app's own names."""
     parts = {
         "tab": tab,
-        "example": link_key(Path(example).stem.partition("-")[2] or Path(example).stem) if example else None,
+        "example": example_name(example) if example else None,
         "model": link_key(model) if model else None,
         "step": str(step) if step is not None else None,
     }

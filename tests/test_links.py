@@ -94,6 +94,15 @@ def test_a_link_that_names_nothing_here_keeps_what_it_does_name():
     assert parse_link("tab=Models", EXAMPLES, MODELS).opens == "models"
 
 
+def test_a_long_or_empty_answer_is_said_briefly():
+    long = "x" * 5000
+    (problem,) = parse_link(f"model={long}", EXAMPLES, MODELS).problems
+    assert problem.startswith("The link's model=" + "x" * 39 + "… names no model here") and len(problem) < 250
+    assert parse_link("example=wren", [], MODELS).problems == (
+        "The link's example=wren names no example here; expected none: this app has no examples.",
+    )
+
+
 def test_an_example_or_a_step_outside_the_tabs_they_belong_to():
     link = parse_link("tab=batch&example=dastrel-wren", EXAMPLES, MODELS)
     assert link.example is None and link.opens == "batch" and "not in batch" in link.problems[0]
