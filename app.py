@@ -15,6 +15,9 @@ the next start.
 
 Served beyond localhost (--host 0.0.0.0, --share, a Space), Batch and Adapt do not read folders of the
 server unless --allow-server-paths is given.
+
+A link can open one view: ``http://127.0.0.1:7860/?example=lumbrel-tit&step=soap`` (the Walkthrough of that
+example at its SOAP step), ``?tab=explore&example=sarnith-finch&model=zero-shot`` (``studio/links.py``).
 """
 
 from __future__ import annotations
