@@ -48,6 +48,7 @@ class ExploreSession:
     flag: str = ""  # the world note for this image (one-class label set, out-of-world signals)
     selected: tuple[int, int] | None = None  # last clicked patch (row, col)
     truth: PatchTruth | None = None  # where the bird and its parts are, on a known toy image
+    link: str | None = None  # the query of a link to this view (a bundled example under the model's own classes)
 
     @property
     def facts(self) -> MaskFacts | None:

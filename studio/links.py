@@ -161,8 +161,10 @@ def example_of(path: str | None, examples: Sequence[str] | None = None) -> str |
     return next((e for e in (example_images() if examples is None else examples) if file_digest(e) == digest), None)
 
 
-def example_link(path: str | None, model: str | None = None, examples: Sequence[str] | None = None) -> str | None:
-    """The query of a link to the walkthrough of ``path`` under ``model`` (a registry name), without its step; None
-    when the picture is not one of the examples."""
+def example_link(
+    path: str | None, model: str | None = None, examples: Sequence[str] | None = None, tab: str | None = None
+) -> str | None:
+    """The query of a link to ``path`` under ``model`` (a registry name) in ``tab`` (by default the walkthrough,
+    without its step); None when the picture is not one of the examples."""
     example = example_of(path, examples)
-    return link_query(example, model=model) if example is not None else None
+    return link_query(example, tab=tab, model=model) if example is not None else None

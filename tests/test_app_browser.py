@@ -684,6 +684,10 @@ def test_a_link_opens_the_view_it_names(page, app_url):
         if BUNDLED:  # the toy world drew it: the summary names the species the example shows
             expect(summary).to_contain_text(f"This bird is a {example_label(examples[2])}")
             expect(linked.locator("#explore-model input").first).to_have_value(model)
+        # its summary offers the link to the view shown (the same example and model)
+        shown = linked.locator("#explore-model input").first.input_value()
+        offered = summary.get_by_role("link", name="Link to this view").get_attribute("href")
+        assert offered == link_query(examples[2], tab="explore", model=shown)
         shot(linked, "link-explore")
 
         # Compare, on the same example: the two models' maps and their difference

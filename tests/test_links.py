@@ -220,6 +220,8 @@ def test_a_link_to_explore_under_another_model_switches_the_model_and_its_ratio(
     display = [c.value for c in tabs["explore"].inputs[4:]]
     answer = explore(registry, EXAMPLES[0], "tiny zero-shot", "", None, 0.5, *display)
     assert image == EXAMPLES[0] and summary == answer[1]
+    assert summary.endswith("[Link to this view](?tab=explore&example=dastrel-wren&model=tiny-zero-shot) (this "
+                            "picture under this model, in Explore)")  # fmt: skip
     assert all(is_skip(v) for v in [*got["walkthrough"], *got["compare"]])
 
 

@@ -41,6 +41,7 @@ from studio.explore import (
 )
 from studio.export import write_explanation_zip
 from studio.inflight import counts_as_inference
+from studio.links import example_link
 from studio.registry import ModelRegistry
 from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
@@ -182,6 +183,7 @@ def explore(
             descriptions if descriptions is not None else loaded.descriptions,
             world_flag_markdown(explanation.classes, loaded, bool(typed), picture),
             truth=toy_truth(picture, explanation.grid),
+            link=None if (typed or descriptions) else example_link(image, loaded.name, tab="explore"),
         )
         return [session, *_prediction_outputs(session, note), *views(session, display), CLICK_A_PATCH]
 
@@ -255,8 +257,11 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
     # Values, not gr.Label(...) updates: a component update makes Gradio rebuild the component's config for
     # the session (~3 ms each on a 2-core server, three per click); a disagreement is marked in the summary.
     labels = [dict(explanation.top_k(b, TOP_K)) for b in BRANCHES]
+    summary = summary_markdown(explanation, note, session.flag, session.facts)
+    if session.link:  # for a slide or a message (studio.links); ρ and the display settings are not in it
+        summary += f"\n\n[Link to this view]({session.link}) (this picture under this model, in Explore)"
     return [
-        summary_markdown(explanation, note, session.flag, session.facts),
+        summary,
         *labels,
         contributions_html(explanation),
         descriptions_markdown(
