@@ -451,7 +451,7 @@ def test_default_registry_pairs_a_checkpoint_with_its_base_zero_shot(files):
     assert base.meta is None and base.classes == tuple(CLASSES) and base.descriptions == DESCRIPTIONS
 
 
-def test_compare_starts_with_the_zero_shot_model_as_b(files, tiny_model_dir):
+def test_compare_starts_with_the_zero_shot_model_as_b(files, tiny_model_dir, tmp_path):
     """Compare's B starts as the lesson's "before": the zero-shot base model, even when another adapted model is
     listed ahead of it (the bundled centred and debiased models are), without loading any model to find it."""
     from ui.compare import build_compare_tab
@@ -465,6 +465,15 @@ def test_compare_starts_with_the_zero_shot_model_as_b(files, tiny_model_dir):
         compare = build_compare_tab(registry)
     assert (compare.model_a.value, compare.model_b.value) == ("adapted", "zero-shot")
     assert registry._models == {}  # told apart from the files' headers, nothing built
+    gone = tmp_path / "gone.safetensors"  # a run's file deleted after it was listed: not taken for zero-shot
+    gone.write_bytes(Path(files["checkpoint"]).read_bytes())
+    listed = ModelRegistry("cpu")
+    listed.add_checkpoint(files["checkpoint"], "adapted", default=True)
+    listed.add_checkpoint(gone, "gone")
+    listed.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "zero-shot")
+    gone.unlink()
+    with gr.Blocks():
+        assert build_compare_tab(listed).model_b.value == "zero-shot"
     lone = ModelRegistry("cpu")
     lone.add_checkpoint(files["checkpoint"], "adapted", default=True)
     lone.add_checkpoint(files["checkpoint"], "other")

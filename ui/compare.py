@@ -11,6 +11,7 @@ from functools import partial
 
 import gradio as gr
 
+from microclip.errors import USER_ERRORS
 from microclip.explain import explain_image
 from microclip.prepare import parse_class_names
 from studio.compare import RunClasses, rank_markdown, runs_markdown
@@ -113,13 +114,22 @@ class CompareHandles:
     run_example: ExampleRun  # an example click's function, inputs and outputs (links use it)
 
 
+def _zero_shot(registry: ModelRegistry, name: str) -> bool:
+    """Whether the entry is a zero-shot base model; an entry whose file cannot be read now is not (using it says
+    why)."""
+    try:
+        return registry.zero_shot(name)
+    except (KeyError, *USER_ERRORS):
+        return False
+
+
 def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     """Build the Compare tab inside the current ``gr.Tab`` and wire its endpoint."""
     names = registry.names()
     # B starts as the "before" of the lesson's question (what did adaptation change?): a zero-shot base model, else
     # the first other model (with the bundled models, the first other was the centred variant of the same method)
     others = [n for n in names if n != registry.default_name]
-    default_b = next((n for n in others if registry.zero_shot(n)), others[0] if others else registry.default_name)
+    default_b = next((n for n in others if _zero_shot(registry, n)), others[0] if others else registry.default_name)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], height=230)
