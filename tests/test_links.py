@@ -238,3 +238,12 @@ def test_a_link_with_a_wrong_name_warns_and_opens_the_rest(registry, tabs):
     with pytest.warns(UserWarning, match="model=nope names no model"):
         got = opened(registry, tabs, "tab=explore&model=nope")
     assert got["tab"].selected == "explore" and all(is_skip(v) for v in [*got["walkthrough"], *got["explore"]])
+
+
+def test_a_link_knows_every_tab_of_the_app(registry):
+    """studio.links.TABS (the services know no Gradio) are the app's tab ids, in order."""
+    from studio.links import TABS
+    from ui.app import build_demo
+
+    demo = build_demo(registry)
+    assert tuple(block.id for block in demo.blocks.values() if isinstance(block, gr.Tab)) == TABS
