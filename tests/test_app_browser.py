@@ -214,6 +214,7 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
     expect(current).to_have_class("wt-active")  # the strip shows where the student is, even under the mouse
     assert "inset" in current.evaluate("b => getComputedStyle(b).boxShadow")
     assert page.locator(".wt-nav .wt-active").count() == 1
+    assert page.locator(".wt-nav [aria-current=step]").get_attribute("data-goto") == "2"  # a screen reader hears it
     expect(page.locator(".wt-step[data-step='graph']")).to_contain_text("foreground patches")
     shot(page, "walkthrough-3-graph")
     page.locator(".wt-nav [data-goto='4']").click()
@@ -227,6 +228,10 @@ def test_walkthrough_is_the_first_tab_and_steps_through_an_example(page, tmp_pat
     assert visible_step(page) == "fg"
     page.keyboard.press("ArrowLeft")
     assert visible_step(page) == "soap"
+    page.keyboard.press("End")  # the last step, and back to the first
+    assert visible_step(page) == "prediction"
+    page.keyboard.press("Home")
+    assert visible_step(page) == "patches" and page.locator(".wt-nav [aria-current]").count() == 1
     page.locator(".wt-nav [data-goto='7']").click()
     expect(page.locator(".wt-step[data-step='heads']")).to_contain_text("weight w_j in W_LLM")
     shot(page, "walkthrough-8-heads", full=True)

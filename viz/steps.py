@@ -824,7 +824,7 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
         head += f'<div class="wt-note">{escape(note)}</div>'
     nav = ['<div class="wt-nav">']
     for index, step_id in enumerate(STEP_IDS):
-        active = ' class="wt-active"' if index == 0 else ""
+        active = ' class="wt-active" aria-current="step"' if index == 0 else ""  # walkthrough.js moves both
         nav.append(
             f'<button type="button" data-goto="{index}"{active}><span>{index + 1} · '
             f"{escape(SHORT_NAMES[step_id])}</span><small>{escape(key_number(step_id, walk))}</small></button>"

@@ -9,7 +9,11 @@ const go = (goto) => {
   else if (goto === 'prev') { show = Math.max(Math.max(current, 0) - 1, 0); }
   else { show = parseInt(goto, 10); }
   steps.forEach((s, i) => { s.hidden = show >= 0 && i !== show; });
-  buttons.forEach((b) => b.classList.toggle('wt-active', b.dataset.goto === (show >= 0 ? String(show) : 'all')));
+  buttons.forEach((b) => {
+    const active = b.dataset.goto === (show >= 0 ? String(show) : 'all');
+    b.classList.toggle('wt-active', active);
+    if (active) { b.setAttribute('aria-current', 'step'); } else { b.removeAttribute('aria-current'); }  // read aloud
+  });
   const link = element.querySelector('.wt-link');  // "Link to this step" follows the step shown
   if (link) { link.href = `${link.dataset.link}&step=${show >= 0 ? show + 1 : 'all'}`; }
   if (goto === 'next' || goto === 'prev') { element.querySelector('.wt-nav').scrollIntoView({block: 'nearest'}); }
@@ -22,11 +26,14 @@ element.addEventListener('click', (event) => {
   if (target.closest('.wt-step[hidden]')) { element.querySelector('.wt-nav .wt-active')?.focus({preventScroll: true}); }
 });
 // A teacher at a projector steps with the arrow keys once a step's button has been clicked (the focus is then in
-// the walkthrough, so the keys never reach a slider or a text box elsewhere on the page).
+// the walkthrough, so the keys never reach a slider or a text box elsewhere on the page); Home and End go to the
+// first and the last step.
+const KEYS = {ArrowRight: () => 'next', ArrowLeft: () => 'prev', Home: () => '0',
+  End: () => String(element.querySelectorAll('.wt-step').length - 1)};
 element.addEventListener('keydown', (event) => {
-  if (!['ArrowRight', 'ArrowLeft'].includes(event.key) || !event.target.closest('.wt-nav, .wt-step')) return;
+  if (!(event.key in KEYS) || !event.target.closest('.wt-nav, .wt-step')) return;
   event.preventDefault();
-  go(event.key === 'ArrowRight' ? 'next' : 'prev');
+  go(KEYS[event.key]());
 });
 // A link may open the walkthrough on one step, for a class told "open this and look at step 5": ?step=5 or
 // ?step=soap in the app's address (with ?example=...), or a handout's (its file with ?step=5 or #step=5). Applied
