@@ -43,7 +43,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--out",
         default=None,
-        help="folder or zip: the bundle to write (default: microclip-batch-<name>.zip in the working directory)",
+        help="the bundle to write, as the Batch tab's (a folder or zip: by default microclip-batch-<name>.zip in the "
+        "working directory; one image: only with this flag)",
     )
     parser.add_argument("--max_images", type=int, default=None, help="folder or zip: explain at most this many")
     parser.add_argument("--no_overlays", action="store_true", help="bundle without overlay PNGs")
@@ -79,10 +80,12 @@ def run(args: argparse.Namespace) -> int:
         own = read_classnames(args.classname) if args.classname else None
         if own:  # as the app's typed class names: the adapted visual tower, heads from the names alone
             model = with_own_classes(model, own, model.meta.templates)
-        if source.is_dir() or zipfile.is_zipfile(source):
+        if source.is_dir() or zipfile.is_zipfile(source) or args.out:
             unseen = unseen_words_flag(model, model.classes) if own else ""
             if unseen:
                 print(unseen.replace("**", ""))
+            if source.is_file() and not zipfile.is_zipfile(source):  # one image with --out: a bundle of one
+                return _explain_alone_into_bundle(model, source, args)
             return _explain_many(model, source, args)
         return _explain_one(model, source, args, bool(own), mode)
     except USER_ERRORS as error:
@@ -177,7 +180,22 @@ def _explain_epochs(source: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
+def _explain_alone_into_bundle(model, source: Path, args: argparse.Namespace) -> int:
+    """``explain IMAGE --out BUNDLE.zip``: the Batch tab's bundle of that one picture (its overlay, the CSV and the
+    JSON), as for a folder holding only it."""
+    import shutil
+    import tempfile
+
+    from microclip.data.images import load_image
+
+    load_image(source)  # one picture named: a file that is not one is an error, not a bundle of none
+    with tempfile.TemporaryDirectory(prefix="microclip-one-") as folder:
+        shutil.copy2(source, Path(folder) / source.name)
+        return _explain_many(model, Path(folder), args, given=source)
+
+
+def _explain_many(model, source: Path, args: argparse.Namespace, given: Path | None = None) -> int:
+    """A folder or zip into the Batch tab's bundle; ``given``: what the user named, if not ``source`` itself."""
     import tempfile
 
     from microclip import batch
@@ -194,6 +212,7 @@ def _explain_many(model, source: Path, args: argparse.Namespace) -> int:
             draw_overlay=render[1] if render else None,
             checkpoint=str(args.ckpt_path),
             overlay=None if render is None else "SOAP weights",
+            **({"input": str(given)} if given is not None else {}),  # settings.json names the user's file
         )
     for item in result.items:
         top = item.explanation.top_k("fused", 1)[0]

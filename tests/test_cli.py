@@ -527,6 +527,36 @@ def test_explain_a_folder_writes_the_bundle_of_the_app(trained, image_dataset_ro
     np.testing.assert_allclose(first["logits"]["fused"], expected.logits_fused, atol=1e-4)
 
 
+def test_explain_one_image_with_out_writes_a_bundle_of_one(trained, image_dataset_root, tmp_path):
+    """``explain IMAGE --out B.zip`` (the flag was ignored for one image): the bundle of a folder holding only it,
+    its settings naming the file given; a file that is not a picture is an error and writes nothing."""
+    import zipfile
+
+    import numpy as np
+
+    from microclip.checkpoint import load_model
+    from microclip.data.images import load_image
+    from microclip.explain import explain_image
+
+    out, _, _ = trained
+    image = next((image_dataset_root / "shapes" / "test" / "red square").iterdir())
+    done = explain(image, out / "checkpoint.safetensors", "--out", str(tmp_path / "one.zip"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 explained, 0 skipped" in done.stdout
+    with zipfile.ZipFile(tmp_path / "one.zip") as zf:
+        names = set(zf.namelist())
+        record = json.loads(zf.read("explanations.json"))["images"]
+        settings = json.loads(zf.read("settings.json"))
+    assert [n for n in names if n.startswith("overlays/")] == [f"overlays/0000_{image.name}"]
+    assert len(record) == 1 and settings["input"] == str(image)
+    expected = explain_image(load_model(out / "checkpoint.safetensors"), load_image(image))
+    np.testing.assert_allclose(record[0]["logits"]["fused"], expected.logits_fused, atol=1e-4)
+    text = tmp_path / "notes.png"
+    text.write_bytes(b"not a picture")
+    bad = explain(text, out / "checkpoint.safetensors", "--out", str(tmp_path / "bad.zip"))
+    assert bad.returncode == 2 and "notes.png" in bad.stderr and not (tmp_path / "bad.zip").exists()
+
+
 def test_missing_descriptions_are_named(trained, image_dataset_root, tiny_model_dir, tmp_path):
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"blue bar": ["a blue bar."]}))
