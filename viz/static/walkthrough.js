@@ -31,7 +31,7 @@ element.addEventListener('click', (event) => {
 const KEYS = {ArrowRight: () => 'next', ArrowLeft: () => 'prev', Home: () => '0',
   End: () => String(element.querySelectorAll('.wt-step').length - 1)};
 element.addEventListener('keydown', (event) => {
-  if (!(event.key in KEYS) || !event.target.closest('.wt-nav, .wt-step')) return;
+  if (!Object.hasOwn(KEYS, event.key) || !event.target.closest('.wt-nav, .wt-step')) return;
   event.preventDefault();
   go(KEYS[event.key]());
 });
