@@ -657,7 +657,7 @@ def test_a_link_opens_the_view_it_names(page, app_url):
     examples = example_images()
     if len(examples) < 3:
         pytest.skip("fewer than three bundled examples")
-    context = page.context.browser.new_context(viewport=VIEWPORT)
+    context = page.context.browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"])
     try:
         linked = context.new_page()
         linked.set_default_timeout(WAIT_MS)
@@ -676,6 +676,9 @@ def test_a_link_opens_the_view_it_names(page, app_url):
         # the page's own "Link to this step" gives that address back (with the model), and it opens the same view
         offered = linked.locator(".wt-link").get_attribute("href")
         assert offered.startswith("?example=") and offered.endswith("&step=5")
+        linked.locator(".wt-copy").click()  # Copy puts the whole address on the clipboard (the app is on localhost)
+        expect(linked.locator(".wt-copy")).to_have_text("Copied")
+        assert linked.evaluate("() => navigator.clipboard.readText()") == app_url.rstrip("/") + "/" + offered
         linked.goto(app_url + offered)
         expect(linked.locator(".wt-head")).to_have_text(clicked)
         assert visible_step(linked) == "soap"

@@ -840,8 +840,8 @@ def link_line(query: str) -> str:
     model (``studio.links.link_query``), walkthrough.js adds the step and keeps it current as the student steps."""
     return (
         f'<div class="wt-linkline"><a class="wt-link" href="{escape(query)}&amp;step=1" data-link="{escape(query)}" '
-        'target="_blank" rel="noopener">Link to this step</a> <small>opens this picture at this step, for a slide or '
-        "a message</small></div>"
+        'target="_blank" rel="noopener">Link to this step</a> <button type="button" class="wt-copy">Copy</button> '
+        "<small>opens this picture at this step, for a slide or a message</small></div>"
     )
 
 

@@ -16,8 +16,22 @@ const go = (goto) => {
   });
   const link = element.querySelector('.wt-link');  // "Link to this step" follows the step shown
   if (link) { link.href = `${link.dataset.link}&step=${show >= 0 ? show + 1 : 'all'}`; }
+  const copy = element.querySelector('.wt-copy');
+  if (copy) { copy.textContent = 'Copy'; }  // a new step: its link is not copied yet
   if (goto === 'next' || goto === 'prev') { element.querySelector('.wt-nav').scrollIntoView({block: 'nearest'}); }
 };
+// "Copy" beside the link: to the clipboard where the page may write there (https, or the app on this computer),
+// else shown in a box to copy by hand (an app served on a school network over plain http)
+element.addEventListener('click', (event) => {
+  const copy = event.target.closest('.wt-copy');
+  const link = element.querySelector('.wt-link');
+  if (!copy || !link) return;
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(link.href).then(() => { copy.textContent = 'Copied'; });
+  } else {
+    window.prompt('Copy this link:', link.href);
+  }
+});
 element.addEventListener('click', (event) => {
   const target = event.target.closest('[data-goto]');
   if (!target || !element.contains(target)) return;
