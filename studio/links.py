@@ -11,6 +11,7 @@ reported.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -152,13 +153,28 @@ def link_query(
     return "?" + urlencode(kept) if kept else ""
 
 
+def _by_digest(examples: Sequence[str]) -> dict[str, str]:
+    """Examples by the digest of their bytes (the first of any two alike)."""
+    found: dict[str, str] = {}
+    for example in examples:
+        found.setdefault(file_digest(example), example)
+    return found
+
+
+@functools.cache
+def _bundled_by_digest() -> dict[str, str]:
+    """The bundled examples by their bytes, read once: every walkthrough a class asks for looks its picture up here,
+    and the examples do not change while the app runs."""
+    return _by_digest(example_images())
+
+
 def example_of(path: str | None, examples: Sequence[str] | None = None) -> str | None:
     """The bundled example a picture file is, told by its bytes (every client gets its own copy of an example), or
     None: a picture of the user's own has no link."""
     if not path or not os.path.isfile(path):
         return None
-    digest = file_digest(path)
-    return next((e for e in (example_images() if examples is None else examples) if file_digest(e) == digest), None)
+    known = _bundled_by_digest() if examples is None else _by_digest(examples)
+    return known.get(file_digest(path))
 
 
 def example_link(

@@ -56,10 +56,10 @@ def open_link(
     for problem in link.problems:
         gr.Warning(problem)
     answer: list = [gr.Tabs(selected=link.opens) if link.opens is not None else gr.skip()]
+    ratio = entry_fusion_ratio(registry, link.model) if link.model is not None else None
     given = iter(values)
     for tab, run in runs.items():
         inputs = [next(given) for _ in run.inputs]
-        ratio = entry_fusion_ratio(registry, link.model) if link.model is not None else None
         if link.model is not None:
             inputs[run.position(run.model)] = link.model
             if run.ratio is not None:

@@ -807,11 +807,11 @@ def _section(index: int, step_id: str, walk: Walkthrough, picture: np.ndarray, b
     )
 
 
-def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", flag: str = "") -> str:
+def render_walkthrough(walk: Walkthrough, picture: np.ndarray, flag: str = "") -> str:
     """The whole walkthrough as one HTML page: the strip, then every step (only the first visible).
 
-    ``flag`` (Markdown, ``**bold**`` only): the out-of-world warning, shown at the top and on the
-    prediction step; ``note``: a plain note under the headline."""
+    ``flag`` (Markdown, ``**bold**`` only): the warnings (``microclip.world_check.page_flags``), shown at the top
+    and on the prediction step."""
     final = walk.prediction
     top = final.top["fused"][0]
     banner = "".join(f'<div class="wt-banner">{markdown_line(line)}</div>' for line in flag.split("\n\n") if line)
@@ -820,8 +820,6 @@ def render_walkthrough(walk: Walkthrough, picture: np.ndarray, note: str = "", f
         + (f" · runner-up {escape(final.runner_up)}, margin {num(final.margin, 3)}" if final.runner_up else "")
         + "</div>"
     )
-    if note:
-        head += f'<div class="wt-note">{escape(note)}</div>'
     nav = ['<div class="wt-nav">']
     for index, step_id in enumerate(STEP_IDS):
         active = ' class="wt-active" aria-current="step"' if index == 0 else ""  # walkthrough.js moves both

@@ -22,17 +22,17 @@ const go = (goto) => {
 };
 // "Copy" beside the link: to the clipboard where the page may write there (https, or the app on this computer),
 // else shown in a box to copy by hand (an app served on a school network over plain http)
-element.addEventListener('click', (event) => {
-  const copy = event.target.closest('.wt-copy');
+const copyLink = (copy) => {
   const link = element.querySelector('.wt-link');
-  if (!copy || !link) return;
   if (navigator.clipboard && window.isSecureContext) {
     navigator.clipboard.writeText(link.href).then(() => { copy.textContent = 'Copied'; });
   } else {
     window.prompt('Copy this link:', link.href);
   }
-});
+};
 element.addEventListener('click', (event) => {
+  const copy = event.target.closest('.wt-copy');
+  if (copy) { copyLink(copy); return; }
   const target = event.target.closest('[data-goto]');
   if (!target || !element.contains(target)) return;
   go(target.dataset.goto);
