@@ -9,10 +9,12 @@ words its pretraining never used. The label-set notes (one class) need no calibr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from microclip import world_check
+from microclip.toyworld.render import BACKGROUNDS
+from microclip.toyworld.world import PARTS, SPECIES
 from studio.about import mode_note
 
 if TYPE_CHECKING:
@@ -28,6 +30,12 @@ def is_toy_world(loaded: LoadedModel) -> bool:
     return loaded.model.base is not None and TOY_BASE_MARKER in loaded.model.base.clip_model
 
 
+def _listed(words: Iterable[str], last: str = "and") -> str:
+    """"a, b and c" (the domain sentence names the world's own parts and scenes, so it cannot drift from them)."""
+    *rest, final = list(words)
+    return f"{', '.join(rest)} {last} {final}" if rest else final
+
+
 def world_markdown(loaded: LoadedModel) -> str:
     """A short, visible note of what the model knows: its classes, its input size and its domain."""
     classes = loaded.classes
@@ -36,8 +44,10 @@ def world_markdown(loaded: LoadedModel) -> str:
     grid = "×".join(map(str, loaded.model.backbone.grid)) if hasattr(loaded.model.backbone, "grid") else "?"
     if is_toy_world(loaded):
         domain = (
-            "the **toy world**: drawn birds of 16 invented species on plain backgrounds. Photos, people "
-            "or real birds are outside it: it still names one of its species, but the answer means little"
+            f"the **toy world**: drawn birds of {len(SPECIES)} invented species that differ only in "
+            f"{_listed(p.replace('_', ' ') for p in PARTS)}, in {_listed(BACKGROUNDS, 'or')} scenes with clutter. "
+            "Photos, people or real birds are outside it: it still names one of its species, but the answer "
+            "means little"
         )
     elif loaded.meta is not None:
         dataset = loaded.meta.training.get("dataset") or loaded.meta.training.get("source") or "unknown data"

@@ -517,3 +517,15 @@ def test_a_model_not_trained_the_method_s_way_says_so_in_the_models_tab_and_in_e
         # above a CLS-only model's prediction: read its [CLS] row, the branch it trained
         flagged = CLS_ONLY_FLAG in world_flag_markdown(loaded.classes, loaded, typed=False)
         assert flagged == (mode in ("baseline", "wca_baseline")), mode
+
+
+def test_what_the_toy_model_knows_names_the_world_s_own_parts_and_scenes(registry):
+    from microclip.toyworld.render import BACKGROUNDS
+    from microclip.toyworld.world import PARTS, SPECIES
+    from studio.world import world_markdown
+
+    # the renderer draws every bird in a scene with clutter; the sentence once said "plain backgrounds"
+    said = world_markdown(registry.get(ADAPTED))
+    assert f"{len(SPECIES)} invented species" in said and "plain" not in said
+    assert all(part.replace("_", " ") in said for part in PARTS)
+    assert ", ".join(BACKGROUNDS[:-1]) + f" or {BACKGROUNDS[-1]} scenes" in said
