@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from microclip.describe import article_for
 from microclip.explain import Explanation
 from microclip.heads import BRANCHES
 from microclip.toyworld.text import description_ties, tie_sentence
@@ -48,7 +49,7 @@ class ExploreSession:
     flag: str = ""  # the world note for this image (one-class label set, out-of-world signals)
     selected: tuple[int, int] | None = None  # last clicked patch (row, col)
     truth: PatchTruth | None = None  # where the bird and its parts are, on a known toy image
-    link: str | None = None  # the query of a link to this view (a bundled example under the model's own classes)
+    link: str | None = None  # the query of a link to this view, ρ aside (a bundled example, no descriptions file)
 
     @property
     def facts(self) -> MaskFacts | None:
@@ -145,10 +146,11 @@ def summary_markdown(explanation: Explanation, note: str = "", flag: str = "", f
     if explanation.logits_fg_unshifted is not None:
         lines += ["", shift_sentence(explanation)]
     if facts is not None and facts.true_class is not None:
-        right = facts.true_class == explanation.classes[fused]
+        truth = facts.true_class
+        right = truth == explanation.classes[fused]
         lines += [
             "",
-            f"**This bird is a {facts.true_class}** (the toy world drew it): the fused prediction is "
+            f"**This bird is {article_for(truth)} {truth}** (the toy world drew it): the fused prediction is "
             f"{'right' if right else 'wrong'}.",
         ]
     cut = f"**NCut:** {foreground_fact(int(mask.sum()), mask.size, facts)}"
@@ -227,5 +229,6 @@ def descriptions_markdown(
         parts.append("")
     ties = description_ties(descriptions) if true_class is not None else None
     if ties is not None and true_class in ties:
-        parts.append(f"**This bird is a {true_class}** (the toy world's truth): {tie_sentence(true_class, ties)}")
+        truth = f"**This bird is {article_for(true_class)} {true_class}** (the toy world's truth)"
+        parts.append(f"{truth}: {tie_sentence(true_class, ties)}")
     return "\n".join(parts)

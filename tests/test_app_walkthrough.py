@@ -15,6 +15,7 @@ import pytest
 from conftest import CLASSES, draw_sample, serve
 from PIL import Image
 
+from microclip.describe import article_for
 from microclip.explain import explain_image
 from microclip.resources import EXAMPLES_DIR
 from microclip.walkthrough import STEP_IDS, walkthrough
@@ -257,7 +258,7 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
     )
     assert f"it is on {phrase}." in html
     assert html.count('class="wt-here"') == len(STEP_IDS)
-    assert f"This bird is a {SPECIES[sample.species].name}." in html
+    assert f"This bird is {article_for(SPECIES[sample.species].name)} {SPECIES[sample.species].name}." in html
     assert "few dark cells cross" not in html and "separates the object from its background" not in html
     # the [FG] step: what the cut's plain mean would name on the same weights, right or wrong by the bird's species
     from microclip.explain import explain_image
@@ -282,7 +283,7 @@ def test_on_a_toy_bird_every_step_says_what_the_masks_show(toy_registry, toy_bir
         if fitting
         else f"of the {len(descriptions)} classes&#x27; descriptions only its own are all true of it."
     )
-    assert f"This bird is a {species.name}: {expected}" in heads_fact
+    assert f"This bird is {article_for(species.name)} {species.name}: {expected}" in heads_fact
 
 
 def test_an_out_of_world_picture_is_flagged_at_the_top_and_on_the_prediction_step(toy_registry, toy_bird):
@@ -388,3 +389,23 @@ def test_the_handout_of_a_toy_bird_answers_the_erase_row_for_each_part(client, t
     # a picture the toy world did not draw has nothing to erase, and its handout says nothing of it
     other = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough_download")
     assert "each part erased in turn" not in Path(other).read_text(encoding="utf-8")
+
+
+def test_the_truth_is_said_with_the_article_its_name_takes(toy_registry, tmp_path):
+    """"an opsiva wren", "a dastrel wren": the sentence that names the bird the toy world drew, in the walkthrough
+    and in Explore (it said "a opsiva wren")."""
+    from microclip.toyworld.lookup import enlarge, example_samples
+    from microclip.toyworld.world import SPECIES
+    from ui.explore import explore
+    from ui.walkthrough import walk
+
+    by_name = {SPECIES[s.species].name: s for s in example_samples()}
+    for name, article in (("opsiva wren", "an"), ("dastrel wren", "a")):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(enlarge(by_name[name].image, 4)).save(path)
+        html, _ = walk(toy_registry, str(path), toy_registry.default_name, "")
+        assert f"This bird is {article} {name}." in html
+        ratio = toy_registry.fusion_ratio(toy_registry.default_name)
+        display = (0.5, "viridis", 0, 100, 0, "SOAP weight", False)
+        summary = explore(toy_registry, str(path), toy_registry.default_name, "", None, ratio, *display)[1]
+        assert f"**This bird is {article} {name}** (the toy world drew it)" in summary

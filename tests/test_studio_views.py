@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import CLASSES, draw_sample, tiny_base_registry
 
+from microclip.describe import article_for
 from microclip.explain import explain_image
 from studio.compare import rank_markdown, rank_of
 from studio.examples import example_label, ordered_examples
@@ -158,9 +159,8 @@ def test_on_a_toy_bird_the_descriptions_say_which_classes_lines_are_all_true_of_
     tied = next(c for c, t in ties.items() if len(t) == 2)  # brennic finch on the shipped table
     text = descriptions_markdown(explanation, lines, true_class=tied)
     a, b = ties[tied]
-    assert f"**This bird is a {tied}** (the toy world's truth): every line of {a}'s and {b}'s descriptions is true" in (
-        text
-    )
+    truth = f"**This bird is {article_for(tied)} {tied}** (the toy world's truth)"
+    assert f"{truth}: every line of {a}'s and {b}'s descriptions is true" in text
     assert text.endswith("can tell it from those species.")
     one = next(c for c, t in ties.items() if len(t) == 1)
     assert descriptions_markdown(explanation, lines, true_class=one).endswith(

@@ -15,6 +15,7 @@ from conftest import CLASSES, draw_sample
 
 from microclip.checkpoint import load_model
 from microclip.data.transforms import test_transform
+from microclip.describe import article_for
 from microclip.explain import explain_batch
 from microclip.heads import TextEncoder
 from microclip.model import MethodConfig, MicroCLIP
@@ -382,7 +383,7 @@ def test_facts_count_the_foreground_on_the_object_and_name_the_part_under_soaps_
     assert crest.facts.fg_term_top == term_top and crest.facts.fg_term_top_region == "crest"
     assert f"patch {term_top} adds the most ({plain.fg.top_terms[term_top]:+.2f}), on the crest" in here("fg", crest)
     assert sentences_on != sentences_off
-    assert f"This bird is a {CLASSES[0]}." in here("prediction", on)
+    assert f"This bird is {article_for(CLASSES[0])} {CLASSES[0]}." in here("prediction", on)
 
 
 def test_a_patch_a_quarter_on_the_object_counts_as_on_it():

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from microclip.describe import article_for
 from microclip.files import slug
 from microclip.heads import BRANCHES
 from microclip.toyworld.text import tie_sentence
@@ -359,7 +360,7 @@ def _here_prediction(walk: Walkthrough) -> str:
         name for b, name in (("fused", "fused"), ("cls", "[CLS]"), ("fg", "[FG]")) if p.branch_predictions[b] == truth
     ]
     verdict = f"right: {', '.join(right)}" if right else "no branch gets it right"
-    return f"This {OBJECT} is a {truth}. {picks} ({verdict})."
+    return f"This {OBJECT} is {article_for(truth)} {truth}. {picks} ({verdict})."
 
 
 def _here_fg(walk: Walkthrough) -> str:
@@ -419,7 +420,7 @@ def here(step_id: str, walk: Walkthrough) -> str:
         text = f"The {len(walk.heads.classes)} classes with the largest fused logits, of {walk.heads.n_classes}."
         truth, ties = (walk.facts.true_class if walk.facts is not None else None), walk.heads.ties
         if truth is not None and ties is not None and truth in ties:  # what no reader of the lines could tell apart
-            text += f" This {OBJECT} is a {truth}: {tie_sentence(truth, ties)}"
+            text += f" This {OBJECT} is {article_for(truth)} {truth}: {tie_sentence(truth, ties)}"
         return text
     return _here_prediction(walk)
 
