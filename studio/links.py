@@ -2,7 +2,9 @@
 
 ``/?example=dastrel-wren&step=soap`` opens the Walkthrough on the bundled dastrel wren at its SOAP step;
 ``/?tab=explore&example=opsiva-wren&model=zero-shot`` opens Explore on that bird under the zero-shot model;
-``/?tab=compare&example=opsiva-wren`` opens Compare on it (a link's model is then model A).
+``/?tab=compare&example=opsiva-wren`` opens Compare on it (a link's model is then model A);
+``&classes=dastrel wren,lumbrel tit`` asks among those class names (typed, as in the tab's class box), and
+``&rho=0.7`` sets Explore's fusion ratio.
 Every part is optional and read leniently (case, spaces or dashes, an example's file name or its caption); a value
 that names nothing is reported in one sentence and the rest of the link still opens. The step is applied in the
 browser (``viz/static/walkthrough.js`` reads the same parameter); here it is only checked, so that a wrong one is
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+from microclip.prepare import parse_class_names
 from microclip.walkthrough import STEP_IDS
 from studio.cache import file_digest
 from studio.examples import example_images, example_label
@@ -26,6 +29,7 @@ from studio.examples import example_images, example_label
 TABS = ("walkthrough", "explore", "compare", "adapt", "batch", "models")
 EXAMPLE_TABS = ("walkthrough", "explore", "compare")  # the tabs a link's example opens in
 ALL_STEPS = "all"
+MAX_LINK_CLASSES = 64  # a link is clicked by someone else: it may not ask their app to encode any number of names
 
 
 def link_key(text: str) -> str:
@@ -56,6 +60,8 @@ class Link:
     example: str | None = None  # the example's path
     model: str | None = None  # the registry's name
     step: str | None = None  # a step id of microclip.walkthrough.STEP_IDS, or "all"
+    classes: tuple[str, ...] = ()  # names to ask among, typed in the class box of the tab it opens (or the first)
+    rho: float | None = None  # Explore's fusion ratio
     problems: tuple[str, ...] = ()
 
     @property
@@ -67,8 +73,9 @@ class Link:
 
 
 def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Link:
-    """Resolve the query string of the page's address (``example``, ``tab``, ``model``, ``step``; others, such as
-    Gradio's own ``__theme``, are left alone). The last value of a repeated parameter counts."""
+    """Resolve the query string of the page's address (``example``, ``tab``, ``model``, ``step``, ``classes``,
+    ``rho``; others, such as Gradio's own ``__theme``, are left alone). The last value of a repeated parameter
+    counts."""
     pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
     given = {name.strip().lower(): value.strip() for name, value in pairs}
     problems: list[str] = []
@@ -88,6 +95,8 @@ def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Li
         "one of " + ", ".join(link_key(name) for name in models),
     )
     step = _step(given.get("step"), problems)
+    classes = _classes(given.get("classes"), problems)
+    rho = _rho(given.get("rho"), problems)
     if example is not None and tab is not None and tab not in EXAMPLE_TABS:
         problems.append(f"An example opens in the Walkthrough, Explore or Compare, not in {tab}: it was not opened.")
         example = None
@@ -95,7 +104,16 @@ def parse_link(query: str, examples: Sequence[str], models: Sequence[str]) -> Li
         unused = _said(given["step"])
         problems.append(f"A step belongs to the Walkthrough; the link opens {tab}, so step={unused} is unused.")
         step = None
-    return Link(tab=tab, example=example, model=model, step=step, problems=tuple(problems))
+    opens = Link(tab=tab, example=example, step=step).opens
+    if classes and opens not in (None, *EXAMPLE_TABS):
+        problems.append(f"Class names belong to the Walkthrough, Explore or Compare; the link opens {opens}: unused.")
+        classes = ()
+    if rho is not None and opens not in (None, "explore"):
+        problems.append(
+            f"A fusion ratio belongs to Explore; the link opens {opens}, so rho={_said(given['rho'])} is unused."
+        )
+        rho = None
+    return Link(tab, example, model, step, classes, rho, tuple(problems))
 
 
 def _said(value: str, limit: int = 40) -> str:
@@ -138,19 +156,53 @@ def _step(value: str | None, problems: list[str]) -> str | None:
     return None
 
 
+def _classes(value: str | None, problems: list[str]) -> tuple[str, ...]:
+    """The class names ``value`` lists, read as the class box reads them (commas or new lines)."""
+    names = parse_class_names(value)
+    if len(names) > MAX_LINK_CLASSES:
+        problems.append(
+            f"The link names {len(names)} classes; a link carries at most {MAX_LINK_CLASSES}, so they are unused "
+            "(type them in the class box instead)."
+        )
+        return ()
+    return tuple(names)
+
+
+def _rho(value: str | None, problems: list[str]) -> float | None:
+    """The fusion ratio ``value`` gives: a number from 0 to 1 (the weight of ``[CLS]``)."""
+    if not value:
+        return None
+    try:
+        rho = float(value)
+    except ValueError:
+        rho = float("nan")
+    if not 0.0 <= rho <= 1.0:  # also NaN
+        problems.append(f"The link's rho={_said(value)} is not a fusion ratio; expected a number from 0 to 1.")
+        return None
+    return rho
+
+
 def link_query(
-    example: str | None = None, tab: str | None = None, model: str | None = None, step: str | int | None = None
+    example: str | None = None,
+    tab: str | None = None,
+    model: str | None = None,
+    step: str | int | None = None,
+    classes: Sequence[str] = (),
+    rho: float | None = None,
 ) -> str:
     """The query string (with its "?") of a link to a view: ``example`` an example's path, ``model`` a registry name,
-    ``step`` a step id, "all" or its number from 1. The inverse of :func:`parse_link` on the app's own names."""
+    ``step`` a step id, "all" or its number from 1, ``classes`` names to ask among, ``rho`` Explore's fusion ratio.
+    The inverse of :func:`parse_link` on the app's own names."""
     parts = {
         "tab": tab,
         "example": example_name(example) if example else None,
         "model": link_key(model) if model else None,
         "step": str(step) if step is not None else None,
+        "classes": ",".join(classes),
+        "rho": f"{rho:g}" if rho is not None else None,
     }
     kept = {name: value for name, value in parts.items() if value}
-    return "?" + urlencode(kept) if kept else ""
+    return "?" + urlencode(kept, safe=",") if kept else ""
 
 
 def _by_digest(examples: Sequence[str]) -> dict[str, str]:
@@ -178,9 +230,18 @@ def example_of(path: str | None, examples: Sequence[str] | None = None) -> str |
 
 
 def example_link(
-    path: str | None, model: str | None = None, examples: Sequence[str] | None = None, tab: str | None = None
+    path: str | None,
+    model: str | None = None,
+    examples: Sequence[str] | None = None,
+    tab: str | None = None,
+    classes: Sequence[str] = (),
 ) -> str | None:
     """The query of a link to ``path`` under ``model`` (a registry name) in ``tab`` (by default the walkthrough,
-    without its step); None when the picture is not one of the examples."""
+    without its step), among ``classes`` when typed; None when the picture is not one of the examples."""
     example = example_of(path, examples)
-    return link_query(example, tab=tab, model=model) if example is not None else None
+    return link_query(example, tab=tab, model=model, classes=classes) if example is not None else None
+
+
+def with_rho(query: str, rho: float) -> str:
+    """``query`` (from :func:`link_query`) with Explore's fusion ratio added."""
+    return f"{query}&{urlencode({'rho': f'{rho:g}'})}" if query else link_query(rho=rho)

@@ -31,7 +31,7 @@ def is_toy_world(loaded: LoadedModel) -> bool:
 
 
 def _listed(words: Iterable[str], last: str = "and") -> str:
-    """"a, b and c" (the domain sentence names the world's own parts and scenes, so it cannot drift from them)."""
+    """The words as "a, b and c": the domain sentence names the world's own parts and scenes, so it cannot drift."""
     *rest, final = list(words)
     return f"{', '.join(rest)} {last} {final}" if rest else final
 

@@ -22,6 +22,7 @@ from conftest import serve, tiny_base_registry
 from PIL import Image
 
 from microclip.checkpoint import epochs_beside, read_adapted, save_adapted
+from microclip.describe import article_for
 from microclip.toyworld.text import description_ties
 from studio.examples import example_images, example_label
 from studio.jobs import AdaptationRunner
@@ -651,6 +652,11 @@ def test_batch_and_models_tabs(page, tmp_path):
     expect(page.get_by_label("number input for Fusion ratio ρ", exact=True)).to_have_value("0.3")
 
 
+def ratio_of(page) -> str:
+    """Explore's fusion ratio as its slider's number box shows it."""
+    return page.locator("#explore-ratio input[type=number]").input_value()
+
+
 def test_a_link_opens_the_view_it_names(page, app_url):
     """A link (studio.links) opens the tab, the example, the step and the model it names, as clicks would; what it
     names that does not exist is said in a warning, and the rest still opens."""
@@ -690,13 +696,25 @@ def test_a_link_opens_the_view_it_names(page, app_url):
         summary = linked.locator("#explore-summary")
         expect(summary).to_contain_text("Prediction:")
         if BUNDLED:  # the toy world drew it: the summary names the species the example shows
-            expect(summary).to_contain_text(f"This bird is a {example_label(examples[2])}")
+            truth = example_label(examples[2])
+            expect(summary).to_contain_text(f"This bird is {article_for(truth)} {truth}")
             expect(linked.locator("#explore-model input").first).to_have_value(model)
         # its summary offers the link to the view shown (the same example and model)
         shown = linked.locator("#explore-model input").first.input_value()
         offered = summary.get_by_role("link", name="Link to this view").get_attribute("href")
-        assert offered == link_query(examples[2], tab="explore", model=shown)
+        assert offered == link_query(examples[2], tab="explore", model=shown, rho=float(ratio_of(linked)))
         shot(linked, "link-explore")
+        # with class names and a fusion ratio: the names in the class box, its panel open, ρ on the slider, and the
+        # view's own link carries them back
+        names = [example_label(examples[2]), example_label(examples[0])]
+        linked.goto(app_url + link_query(examples[2], tab="explore", classes=names, rho=0.8))
+        expect(linked.locator("#explore-classes textarea")).to_have_value("\n".join(names))
+        expect(summary).to_contain_text("Prediction:")
+        assert ratio_of(linked) == "0.8"
+        offered = summary.get_by_role("link", name="Link to this view").get_attribute("href")
+        shot(linked, "link-explore-classes")
+        shown = linked.locator("#explore-model input").first.input_value()  # a new page: the default model
+        assert offered == link_query(examples[2], tab="explore", model=shown, classes=names, rho=0.8)
 
         # Compare, on the same example: the two models' maps and their difference
         linked.goto(app_url + link_query(examples[2], tab="compare"))

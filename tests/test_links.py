@@ -14,7 +14,7 @@ from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.model import MicroCLIP
 from microclip.resources import EXAMPLES_DIR
 from microclip.walkthrough import STEP_IDS
-from studio.links import Link, example_link, example_of, link_key, link_query, parse_link
+from studio.links import MAX_LINK_CLASSES, Link, example_link, example_of, link_key, link_query, parse_link, with_rho
 from studio.registry import ModelRegistry
 from ui.compare import build_compare_tab, compare
 from ui.explore import build_explore_tab, explore
@@ -110,6 +110,49 @@ def test_an_example_or_a_step_outside_the_tabs_they_belong_to():
     assert link.example == EXAMPLES[0] and link.step is None and "step=5 is unused" in link.problems[0]
 
 
+@pytest.mark.parametrize(
+    "value, rho",
+    [("0.7", 0.7), ("0", 0.0), ("1", 1.0), (" .25 ", 0.25), ("1e-1", 0.1), ("1.5", None), ("-0.1", None),
+     ("nan", None), ("inf", None), ("half", None), ("0,7", None)],
+)  # fmt: skip
+def test_a_link_s_fusion_ratio(value, rho):
+    link = parse_link(f"tab=explore&rho={value}", EXAMPLES, MODELS)
+    assert link.rho == rho
+    if rho is None:
+        assert link.problems == (
+            f"The link's rho={value.strip()} is not a fusion ratio; expected a number from 0 to 1.",
+        )
+    else:
+        assert not link.problems
+
+
+def test_a_link_s_class_names_are_read_as_the_class_box_reads_them():
+    typed = "classes=a%20red%20bird,%20a%20blue%20bird%0Aa%20red%20bird,,dastrel%20wren"
+    assert parse_link(typed, EXAMPLES, MODELS).classes == ("a red bird", "a blue bird", "dastrel wren")
+    assert parse_link("classes=", EXAMPLES, MODELS) == Link()
+    many = ",".join(f"bird {i}" for i in range(MAX_LINK_CLASSES + 1))
+    link = parse_link(f"example=dastrel-wren&classes={many}", EXAMPLES, MODELS)
+    assert link.classes == () and link.example == EXAMPLES[0]
+    assert link.problems == (
+        f"The link names {MAX_LINK_CLASSES + 1} classes; a link carries at most {MAX_LINK_CLASSES}, so they are "
+        "unused (type them in the class box instead).",
+    )
+    assert len(parse_link(f"classes={many.rpartition(',')[0]}", EXAMPLES, MODELS).classes) == MAX_LINK_CLASSES
+
+
+def test_class_names_or_a_ratio_outside_the_tabs_they_belong_to():
+    link = parse_link("tab=adapt&classes=a,b", EXAMPLES, MODELS)
+    assert link.classes == () and link.problems == (
+        "Class names belong to the Walkthrough, Explore or Compare; the link opens adapt: unused.",
+    )
+    link = parse_link("example=dastrel-wren&rho=0.3", EXAMPLES, MODELS)
+    assert link.rho is None and link.problems == (
+        "A fusion ratio belongs to Explore; the link opens walkthrough, so rho=0.3 is unused.",
+    )
+    # a link that opens no tab sets Explore's ratio and types its names in the first tab (ui.links)
+    assert parse_link("classes=a,b&rho=0.3", EXAMPLES, MODELS) == Link(classes=("a", "b"), rho=0.3)
+
+
 def test_link_query_is_read_back_as_the_view_it_was_made_for():
     for example in EXAMPLES:
         for model in MODELS:
@@ -119,6 +162,12 @@ def test_link_query_is_read_back_as_the_view_it_was_made_for():
                 assert parse_link(query, EXAMPLES, MODELS) == Link(tab, example, model, wanted), query
     assert link_query(EXAMPLES[0], step=5) == "?example=dastrel-wren&step=5"
     assert link_query() == ""
+    names = ("a red bird", "dastrel wren", "the bird & its mate", "naïve=yes?")
+    query = link_query(EXAMPLES[0], tab="explore", classes=names, rho=0.25)
+    assert query.startswith("?tab=explore&example=dastrel-wren&classes=a+red+bird,dastrel+wren,the+bird+%26+its")
+    assert parse_link(query, EXAMPLES, MODELS) == Link("explore", EXAMPLES[0], classes=names, rho=0.25)
+    assert with_rho(link_query(EXAMPLES[0], tab="explore"), 1 / 3) == "?tab=explore&example=dastrel-wren&rho=0.333333"
+    assert parse_link(with_rho("", 0.5), EXAMPLES, MODELS) == Link(rho=0.5)
 
 
 def test_an_example_is_told_by_its_bytes_wherever_it_is(tmp_path):
@@ -172,7 +221,7 @@ def tabs(registry):
 
 def opened(registry, runs, query: str) -> dict:
     """``open_link`` with every input at its component's start value; its outputs by tab: the picture, what the
-    example computes, the model (and Explore's ρ)."""
+    example computes, the model (and, where the tab has them, ρ, the class names and the panel they sit in)."""
     values = [c.value for run in runs.values() for c in run.inputs]
     out = open_link(registry, runs, query, *values, examples=EXAMPLES)
     got, at = {"tab": out[0]}, 1
@@ -181,9 +230,10 @@ def opened(registry, runs, query: str) -> dict:
         got[tab] = out[at : at + n]
         got[f"{tab}_model"] = out[at + n]
         at += n + 1
-        if run.ratio is not None:
-            got[f"{tab}_ratio"] = out[at]
-            at += 1
+        for key in ("ratio", "classes", "classes_panel"):
+            if getattr(run, key) is not None:
+                got[f"{tab}_{key}"] = out[at]
+                at += 1
     assert at == len(out)
     return got
 
@@ -203,11 +253,33 @@ def test_a_link_to_an_example_shows_the_walkthrough_the_endpoint_answers(registr
     href = link.replace("&", "&amp;") + "&amp;step=1"
     assert page.startswith(f'<div class="wt-linkline"><a class="wt-link" href="{href}"')
     assert parse_link(link, EXAMPLES, registry.names()) == Link(example=EXAMPLES[1], model="tiny adapted")
-    typed = walk(registry, EXAMPLES[1], "tiny adapted", ", ".join(CLASSES[:2]))[0]
-    assert "wt-linkline" not in typed  # a link cannot carry typed class names: none offered
     assert numbers is None  # sent only while their accordion is open, as an example click does
     assert all(is_skip(v) for v in [*got["explore"], *got["compare"], got["explore_model"], got["explore_ratio"]])
-    assert is_skip(got["walkthrough_model"])
+    assert all(is_skip(got[key]) for key in ("walkthrough_model", "walkthrough_classes", "explore_classes_panel"))
+
+
+def test_a_link_with_class_names_types_them_in_the_tab_it_opens(registry, tabs):
+    typed = "\n".join(CLASSES[:2])
+    page = walk(registry, EXAMPLES[1], "tiny adapted", typed)[0]
+    # the walkthrough of an example among typed names offers the link that gives it back
+    link = link_query(EXAMPLES[1], model="tiny adapted", classes=CLASSES[:2])
+    assert page.startswith(f'<div class="wt-linkline"><a class="wt-link" href="{link.replace("&", "&amp;")}&amp;')
+    got = opened(registry, tabs, link[1:])
+    assert got["walkthrough"][1] == page and got["walkthrough_classes"] == typed
+    assert page != walk(registry, EXAMPLES[1], "tiny adapted", "")[0]  # the names change the page
+    assert all(is_skip(got[key]) for key in ("explore_classes", "explore_classes_panel", "compare_classes"))
+    # in Explore the box sits in a closed panel: the link opens it, so the student sees why the classes are these
+    got = opened(registry, tabs, f"tab=explore&example=dastrel-wren&classes={','.join(CLASSES[1:3])}&rho=0.8")
+    assert got["explore_classes"] == "\n".join(CLASSES[1:3]) and got["explore_classes_panel"].open is True
+    assert got["explore_ratio"] == 0.8 and is_skip(got["explore_model"])
+    display = [c.value for c in tabs["explore"].inputs[4:]]
+    answer = explore(registry, EXAMPLES[0], "tiny adapted", "\n".join(CLASSES[1:3]), None, 0.8, *display)
+    assert got["explore"][2] == answer[1] and sorted(got["explore"][3]) == sorted(CLASSES[1:3])  # summary, top-k
+    wanted = link_query(EXAMPLES[0], tab="explore", model="tiny adapted", classes=CLASSES[1:3], rho=0.8)
+    assert f"[Link to this view]({wanted})" in answer[1]
+    # a link that names no tab types its names in the first (the page opens there)
+    got = opened(registry, tabs, f"classes={CLASSES[0]},{CLASSES[2]}")
+    assert not isinstance(got["tab"], gr.Tabs) and got["walkthrough_classes"] == f"{CLASSES[0]}\n{CLASSES[2]}"
 
 
 def test_a_link_to_explore_under_another_model_switches_the_model_and_its_ratio(registry, tabs):
@@ -220,8 +292,8 @@ def test_a_link_to_explore_under_another_model_switches_the_model_and_its_ratio(
     display = [c.value for c in tabs["explore"].inputs[4:]]
     answer = explore(registry, EXAMPLES[0], "tiny zero-shot", "", None, 0.5, *display)
     assert image == EXAMPLES[0] and summary == answer[1]
-    assert summary.endswith("[Link to this view](?tab=explore&example=dastrel-wren&model=tiny-zero-shot) (this "
-                            "picture under this model, in Explore)")  # fmt: skip
+    assert summary.endswith("[Link to this view](?tab=explore&example=dastrel-wren&model=tiny-zero-shot&rho=0.5) "
+                            "(this picture under this model at this ρ, in Explore)")  # fmt: skip
     assert all(is_skip(v) for v in [*got["walkthrough"], *got["compare"]])
 
 

@@ -201,6 +201,8 @@ class ExampleRun:
     inputs: list
     outputs: list
     ratio: gr.Slider | None = None  # a ρ among ``inputs`` that follows the model chosen (Explore's)
+    classes: gr.Textbox | None = None  # the class-name box among ``inputs``, which a link may fill
+    classes_panel: gr.Accordion | None = None  # the closed panel that box sits in, opened when a link fills it
 
     def position(self, component: gr.components.Component) -> int:
         """Where ``component`` is among ``inputs`` (by identity: a link replaces its value)."""

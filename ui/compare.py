@@ -174,5 +174,5 @@ def build_compare_tab(registry: ModelRegistry) -> CompareHandles:
     run_classes.click(partial(compare_runs, registry), [model_a, model_b], classes_out, api_name="compare_runs")
     if examples:  # an example runs at once, as in the Walkthrough and Explore
         on_example(gallery, examples, image, **event)
-    run_example = ExampleRun(image, model_a, event["fn"], inputs[1:], outputs)  # a link's model is A
+    run_example = ExampleRun(image, model_a, event["fn"], inputs[1:], outputs, classes=classes)  # a link's model is A
     return CompareHandles(model_a=model_a, model_b=model_b, run_example=run_example)

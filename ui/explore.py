@@ -41,7 +41,7 @@ from studio.explore import (
 )
 from studio.export import write_explanation_zip
 from studio.inflight import counts_as_inference
-from studio.links import example_link
+from studio.links import example_link, with_rho
 from studio.registry import ModelRegistry
 from studio.world import world_flag_markdown, world_markdown
 from ui.common import (
@@ -183,7 +183,7 @@ def explore(
             descriptions if descriptions is not None else loaded.descriptions,
             world_flag_markdown(explanation.classes, loaded, bool(typed), picture),
             truth=toy_truth(picture, explanation.grid),
-            link=None if (typed or descriptions) else example_link(image, loaded.name, tab="explore"),
+            link=None if descriptions else example_link(image, loaded.name, tab="explore", classes=typed),
         )
         return [session, *_prediction_outputs(session, note), *views(session, display), CLICK_A_PATCH]
 
@@ -258,8 +258,9 @@ def _prediction_outputs(session: ExploreSession, note: str = "") -> list:
     # the session (~3 ms each on a 2-core server, three per click); a disagreement is marked in the summary.
     labels = [dict(explanation.top_k(b, TOP_K)) for b in BRANCHES]
     summary = summary_markdown(explanation, note, session.flag, session.facts)
-    if session.link:  # for a slide or a message (studio.links); ρ and the display settings are not in it
-        summary += f"\n\n[Link to this view]({session.link}) (this picture under this model, in Explore)"
+    if session.link:  # for a slide or a message (studio.links); the display settings are not in it
+        link = with_rho(session.link, explanation.ratio)
+        summary += f"\n\n[Link to this view]({link}) (this picture under this model at this ρ, in Explore)"
     return [
         summary,
         *labels,
@@ -296,6 +297,7 @@ class _Inputs:
     model: gr.Dropdown
     ratio: gr.Slider
     classes: gr.Textbox
+    classes_panel: gr.Accordion
     descriptions: gr.File
 
 
@@ -351,12 +353,14 @@ def _input_column(registry: ModelRegistry) -> _Inputs:
         value=entry_fusion_ratio(registry, registry.default_name),
         step=0.05,
         label="Fusion ratio ρ",
+        elem_id="explore-ratio",
         info="Weight of [CLS] in the fused logits; starts at the model's own; moving it re-fuses without a forward "
         "pass",
     )
-    with gr.Accordion("Your own classes (optional)", open=False):
+    with gr.Accordion("Your own classes (optional)", open=False) as classes_panel:
         classes = gr.Textbox(
             label="Class names",
+            elem_id="explore-classes",
             lines=3,
             placeholder="Blank: the model's own classes. Or type your own, one per line or comma-separated.",
         )
@@ -370,6 +374,7 @@ def _input_column(registry: ModelRegistry) -> _Inputs:
         model=model,
         ratio=ratio,
         classes=classes,
+        classes_panel=classes_panel,
         descriptions=descriptions,
     )
 
@@ -435,7 +440,16 @@ def _wire_explore(registry: ModelRegistry, session: gr.State, given: _Inputs, sh
     gr.on([given.run.click, given.image.upload], **run, api_name="explore")
     if given.gallery is not None:
         on_example(given.gallery, given.examples, given.image, **run)
-    return ExampleRun(given.image, given.model, run["fn"], run["inputs"][1:], run["outputs"], ratio=given.ratio)
+    return ExampleRun(
+        given.image,
+        given.model,
+        run["fn"],
+        run["inputs"][1:],
+        run["outputs"],
+        ratio=given.ratio,
+        classes=given.classes,
+        classes_panel=given.classes_panel,
+    )
 
 
 def _wire_views(registry: ModelRegistry, session: gr.State, given: _Inputs, shown: _Outputs) -> None:

@@ -37,8 +37,10 @@ def wire_links(demo: gr.Blocks, registry: ModelRegistry, tabs: gr.Tabs, runs: Ma
 
 
 def _shown(run: ExampleRun) -> list:
-    """What a link may change in one tab: the picture, what the example computes, the model and its ρ."""
-    return [run.image, *run.outputs, run.model, *([run.ratio] if run.ratio is not None else [])]
+    """What a link may change in one tab: the picture, what the example computes, the model, its ρ and the class
+    names (with the panel they sit in)."""
+    optional = [run.ratio, run.classes, run.classes_panel]
+    return [run.image, *run.outputs, run.model, *(given for given in optional if given is not None)]
 
 
 def open_link(
@@ -49,24 +51,36 @@ def open_link(
     examples: Sequence[str] | None = None,
 ) -> list:
     """The link's view: the tab selected, the example shown in it as its thumbnail would show it (the other tabs
-    left as they were), the model switched in every tab; what the link names that does not exist is said in a
-    warning."""
+    left as they were), the model switched in every tab, the class names typed in the tab it opens (the first when it
+    opens none); what the link names that does not exist is said in a warning."""
     names = registry.names()
     link = parse_link(query or "", example_images() if examples is None else examples, names)
     for problem in link.problems:
         gr.Warning(problem)
     answer: list = [gr.Tabs(selected=link.opens) if link.opens is not None else gr.skip()]
-    ratio = entry_fusion_ratio(registry, link.model) if link.model is not None else None
+    ratio = link.rho
+    if ratio is None and link.model is not None:
+        ratio = entry_fusion_ratio(registry, link.model)
+    typed = "\n".join(link.classes)
     given = iter(values)
     for tab, run in runs.items():
         inputs = [next(given) for _ in run.inputs]
         if link.model is not None:
             inputs[run.position(run.model)] = link.model
-            if run.ratio is not None:
-                inputs[run.position(run.ratio)] = ratio
+        if run.ratio is not None and ratio is not None:
+            inputs[run.position(run.ratio)] = ratio
+        fills = bool(link.classes) and run.classes is not None and tab == (link.opens or next(iter(runs)))
+        if fills:
+            inputs[run.position(run.classes)] = typed
         shown = [gr.skip()] * (1 + len(run.outputs))
         if link.example is not None and link.opens == tab:
             shown = [link.example, *run.fn(link.example, *inputs)]
         model = model_dropdown_update(names, link.model) if link.model is not None else gr.skip()
-        answer += [*shown, model] + ([ratio if ratio is not None else gr.skip()] if run.ratio is not None else [])
+        answer += [*shown, model]
+        if run.ratio is not None:
+            answer.append(ratio if ratio is not None else gr.skip())
+        if run.classes is not None:
+            answer.append(typed if fills else gr.skip())
+        if run.classes_panel is not None:
+            answer.append(gr.Accordion(open=True) if fills else gr.skip())
     return answer

@@ -82,8 +82,8 @@ def walk(registry: ModelRegistry, image: str | None, model_name: str | None, cla
         loaded = registry.get(model_name or None)
         key = ("walkthrough", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
         page, numbers = cached(key, lambda: _walk(registry, image, model_name, class_names))
-        # a bundled example under the model's own classes is one link away (studio.links): offered above the page
-        link = None if parse_class_names(class_names) else example_link(image, loaded.name)
+        # a bundled example is one link away (studio.links), with the class names typed: offered above the page
+        link = example_link(image, loaded.name, classes=parse_class_names(class_names))
         return (link_line(link) + page if link else page), numbers
     return _walk(registry, image, model_name, class_names)
 
@@ -278,7 +278,7 @@ def build_walkthrough_tab(registry: ModelRegistry) -> WalkthroughHandles:
         page, result = compute(path, model_name, class_names)
         return page, result if show_numbers else None
 
-    run_example = ExampleRun(image, model, example, [model, classes, numbers_open], outputs)
+    run_example = ExampleRun(image, model, example, [model, classes, numbers_open], outputs, classes=classes)
     if gallery is not None:
         on_example(gallery, paths, image, example, [image, *run_example.inputs], outputs, **INFERENCE)
     return WalkthroughHandles(
