@@ -115,7 +115,13 @@ class GraphStep:
 
     @property
     def n_edges(self) -> int:
+        """A's dark cells: each link twice (i, j and j, i) and every patch's link to itself."""
         return int(self.affinity.sum())
+
+    @property
+    def n_links(self) -> int:
+        """Pairs of distinct patches that are linked, each pair once (the unit of ``cut_edges``)."""
+        return int(np.triu(self.affinity, k=1).sum())
 
     @property
     def n_foreground(self) -> int:

@@ -392,7 +392,7 @@ def test_the_handout_of_a_toy_bird_answers_the_erase_row_for_each_part(client, t
 
 
 def test_the_truth_is_said_with_the_article_its_name_takes(toy_registry, tmp_path):
-    """"an opsiva wren", "a dastrel wren": the sentence that names the bird the toy world drew, in the walkthrough
+    """ "an opsiva wren", "a dastrel wren": the sentence that names the bird the toy world drew, in the walkthrough
     and in Explore (it said "a opsiva wren")."""
     from microclip.toyworld.lookup import enlarge, example_samples
     from microclip.toyworld.world import SPECIES

@@ -409,7 +409,16 @@ def test_without_masks_the_sentences_say_only_what_the_numbers_say(case):
         assert "bird" not in sentence and "object" not in sentence and "background" not in sentence
     g = walk.graph
     n = walk.patches.n_patches
-    assert here("graph", walk).startswith(f"{g.n_edges:,} of {n * n:,} pairs are linked")
+    # one unit, the pair of distinct patches, counted by hand from A: linked = cut + within a side
+    linked = sum(bool(g.affinity[i, j]) for i in range(n) for j in range(i + 1, n))
+    inside = g.mask.reshape(-1)
+    cut = sum(bool(g.affinity[i, j]) and inside[i] != inside[j] for i in range(n) for j in range(i + 1, n))
+    within = sum(bool(g.affinity[i, j]) and inside[i] == inside[j] for i in range(n) for j in range(i + 1, n))
+    assert linked == cut + within and cut == g.cut_edges
+    assert here("graph", walk).startswith(
+        f"{linked:,} of {n * (n - 1) // 2:,} pairs of patches are linked ({linked / (n * (n - 1) // 2):.0%}); "
+        f"the split cuts {cut:,} of those links and keeps {within:,} within a side."
+    )
     assert f"{g.n_foreground} of {n} patches in the foreground" in here("graph", walk)
     assert num(walk.soap.null_weight, scientific=True) in here("soap", walk)
 

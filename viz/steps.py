@@ -332,10 +332,11 @@ def cls_fact(cosines: np.ndarray, facts: MaskFacts | None) -> str:
 
 def _here_graph(walk: Walkthrough) -> str:
     g, n = walk.graph, walk.patches.n_patches
-    within = g.n_edges - 2 * g.cut_edges
+    pairs = n * (n - 1) // 2  # one unit throughout: a pair of distinct patches, counted once
     return (
-        f"{g.n_edges:,} of {n * n:,} pairs are linked ({g.n_edges / (n * n):.0%}); the split cuts "
-        f"{g.cut_edges:,} links and keeps {within:,} within a side. " + foreground_fact(g.n_foreground, n, walk.facts)
+        f"{g.n_links:,} of {pairs:,} pairs of patches are linked ({g.n_links / pairs:.0%}); the split cuts "
+        f"{g.cut_edges:,} of those links and keeps {g.n_links - g.cut_edges:,} within a side. "
+        + foreground_fact(g.n_foreground, n, walk.facts)
     )
 
 
@@ -538,7 +539,8 @@ def _graph(walk: Walkthrough, picture: np.ndarray) -> str:
             [
                 ("graph built on", what),
                 ("dot products", f"{s.dot_range[0]:.1f} … {s.dot_range[1]:.1f}"),
-                ("links (A = 1)", f"{s.n_edges:,} of {n * n:,}"),
+                ("dark cells of A (A = 1)", f"{s.n_edges:,} of {n * n:,}"),
+                ("links (pairs of patches)", f"{s.n_links:,} of {n * (n - 1) // 2:,}"),
                 ("smallest eigenvalues of L", eig),
                 ("foreground patches", f"{s.n_foreground} of {n}"),
                 ("links the split cuts", f"{s.cut_edges:,}"),
