@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from html import unescape
 from pathlib import Path
 
@@ -309,6 +310,13 @@ def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_mo
         adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES
     ).heads
     assert all(row.w_star_vs_initial_cos < 0.9999 for row in moved.classes)
+    page = render_walkthrough(
+        walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES),
+        np.zeros((32, 32, 3), np.uint8),
+    )
+    for row in moved.classes:  # how far W* turned, in degrees from its cosine: "+1.000" would hide it
+        turned = math.degrees(math.acos(row.w_star_vs_initial_cos))
+        assert f"{row.w_star_vs_initial_cos:+.4f} ({turned:.1f}° from its start)" in page
     plain = walkthrough_tensor(adapted, image).heads  # no text tower: sentences unknown, no weights
     assert all(not row.descriptions and row.source == "templates" for row in plain.classes)
 

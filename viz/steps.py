@@ -14,6 +14,7 @@ Maps are sent at the patch grid's resolution (a few hundred bytes) and enlarged 
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Sequence
 from importlib.resources import files
@@ -698,7 +699,10 @@ def _head_card(row) -> str:
         ("cos(Ŵ*, W_LLM)", f"{row.cos_w_star_w_llm:+.3f}"),
     ]
     if row.w_star_vs_initial_cos is not None:
-        facts.append(("cos(W*, its start: mean of descriptions)", f"{row.w_star_vs_initial_cos:+.3f}"))
+        # four places and an angle: adaptation moves W* a few degrees, which "+1.000" hid
+        cos = row.w_star_vs_initial_cos
+        turned = math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+        facts.append(("cos(W*, its start: mean of descriptions)", f"{cos:+.4f} ({turned:.1f}° from its start)"))
     if row.weight_sum is not None:
         facts.append(("Σ_j w_j over its descriptions", f"{row.weight_sum:+.3f}"))
     body = kv(facts)
