@@ -61,6 +61,7 @@ from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.layout import entry_fusion_ratio, follow_fusion_ratio
 from ui.queries import build_queries_view
+from ui.redescribe import build_redescribe_view
 from ui.walkthrough import build_erase_row
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -391,6 +392,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
         labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in BRANCHES]
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
     build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
+    build_redescribe_view(registry, given.image, given.model, given.classes, given.ratio)
     display = _display_controls()
     save, saved = download_row(
         "Download this explanation (.zip)",

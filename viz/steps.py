@@ -893,10 +893,18 @@ def standalone_page(page: str, title: str, appendix: str = "") -> str:
 # ------------------------------------------------------------------ erase a part (toy images)
 
 
+# The branches of a before/after table (microclip.walkthrough.BranchChange), in words.
+CHANGE_TITLES = {
+    "fused": "fused",
+    "cls": "[CLS] only",
+    "fg": "[FG] only",
+    "fg_unshifted": "[FG] without its shared shift",
+}
+
+
 def erase_html(parts: Sequence[str], original: np.ndarray, erased: np.ndarray, changes, true_class: str | None) -> str:
     """The same bird with and without ``parts`` (erased together), and each branch's prediction on both."""
     name = word_list([p.replace("_", " ") for p in parts])
-    titles = {"fused": "fused", "cls": "[CLS] only", "fg": "[FG] only", "fg_unshifted": "[FG] without its shared shift"}
     rows = []
     for c in changes:
         moved = "same" if c.before == c.after else "changed"
@@ -907,7 +915,7 @@ def erase_html(parts: Sequence[str], original: np.ndarray, erased: np.ndarray, c
         )
         rows.append(
             (
-                titles[c.branch],
+                CHANGE_TITLES[c.branch],
                 f"{c.before} ({c.before_probability:.1%})",
                 f"{c.after} ({c.after_probability:.1%})",
                 moved,

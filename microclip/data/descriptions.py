@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from microclip.data.names import normalise_class_name
@@ -57,23 +58,8 @@ def load_descriptions(
     """
     file = resolve_descriptions_path(path, dataset)
     data = _read(file)
-    by_key: dict[str, str] = {}
-    for key in data:
-        by_key.setdefault(normalise_class_name(key), key)  # first spelling wins on a clash
-    result: dict[str, list[str]] = {}
-    used: set[str] = set()
-    missing: list[str] = []
-    for name in classes:
-        key = name if name in data else by_key.get(normalise_class_name(name))
-        if key is None:
-            missing.append(name)
-            result[name] = []
-            continue
-        used.add(key)
-        sentences = [s.strip() for s in data[key] if s.strip()]
-        if not sentences:
-            missing.append(name)
-        result[name] = sentences
+    result, unused = match_descriptions(data, classes)
+    missing = [name for name, sentences in result.items() if not sentences]
     if missing:
         listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
         if not allow_missing:
@@ -89,7 +75,52 @@ def load_descriptions(
             len(classes),
             listed,
         )
-    extra = [k for k in data if k not in used]
-    if extra:
-        log.debug("%s: %d entries match no class and are ignored: %s", file.name, len(extra), extra[:5])
+    if unused:
+        log.debug("%s: %d entries match no class and are ignored: %s", file.name, len(unused), unused[:5])
     return result
+
+
+def match_descriptions(
+    data: Mapping[str, Sequence[str]], classes: Sequence[str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Each of ``classes`` with its sentences in ``data`` (stripped, blanks dropped; [] when it has none), and the keys
+    of ``data`` that match no class. A key matches a class exactly, else after normalisation (case, "_" vs " ", "-");
+    of two spellings of one class the first wins."""
+    by_key: dict[str, str] = {}
+    for key in data:
+        by_key.setdefault(normalise_class_name(key), key)
+    result: dict[str, list[str]] = {}
+    used: set[str] = set()
+    for name in classes:
+        key = name if name in data else by_key.get(normalise_class_name(name))
+        if key is not None:
+            used.add(key)
+        result[name] = [s.strip() for s in (data[key] if key is not None else []) if s.strip()]
+    return result, [key for key in data if key not in used]
+
+
+MAX_DESCRIPTION_LINES = 2000  # typed in a box: a few sentences for each of a few hundred classes
+
+
+def parse_description_lines(text: str, max_lines: int = MAX_DESCRIPTION_LINES) -> dict[str, list[str]]:
+    """Descriptions typed one per line as ``class name: sentence`` (the class is what comes before the first colon);
+    blank lines and lines starting with "#" are skipped. Classes in the order they first appear."""
+    parsed: dict[str, list[str]] = {}
+    lines = text.splitlines()
+    if len(lines) > max_lines:
+        raise DescriptionsError(f"{len(lines)} lines; at most {max_lines} descriptions can be typed at once")
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, colon, sentence = line.partition(":")
+        if not colon or not name.strip() or not sentence.strip():
+            shown = line if len(line) <= 60 else line[:59] + "…"
+            raise DescriptionsError(f"line {number}: expected 'class name: sentence', got {shown!r}")
+        parsed.setdefault(name.strip(), []).append(sentence.strip())
+    return parsed
+
+
+def description_lines(descriptions: Mapping[str, Sequence[str]]) -> str:
+    """``descriptions`` as :func:`parse_description_lines` reads them: one ``class name: sentence`` line each."""
+    return "\n".join(f"{name}: {sentence}" for name, sentences in descriptions.items() for sentence in sentences)

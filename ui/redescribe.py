@@ -1,0 +1,119 @@
+"""Explore's "what if the descriptions said something else?": the ``explore_redescribe`` endpoint and its accordion
+(``studio.redescribe`` computes it)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import partial
+
+import gradio as gr
+
+from microclip.data.descriptions import DescriptionsError
+from microclip.prepare import parse_class_names
+from microclip.toyworld.truth import toy_truth
+from studio.cache import cached, file_digest, model_identity
+from studio.redescribe import own_description_lines, redescribe, typed_descriptions
+from studio.registry import ModelRegistry
+from ui.common import INFERENCE, open_image, user_errors
+from viz.html import STUDIO_CSS
+from viz.redescribe import redescribe_html
+
+INTRO = (
+    "Each class vector W* starts as the mean of its class's descriptions. Change a sentence and the vector moves: "
+    "type lines as `class name: sentence` (the lines given for a class replace its descriptions; the other classes "
+    "keep theirs), or start from the model's own and edit one. Nothing is retrained."
+)
+PLACEHOLDER = "dastrel wren: a bird with a yellow beak.\ndastrel wren: a bird with a red eye ring."
+
+
+def _classes(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> list[str]:
+    """The label set in use: the typed class names, else the model's own."""
+    return parse_class_names(class_names) or list(registry.get(model_name or None).classes)
+
+
+@user_errors
+def start_lines(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> str:
+    """The model's descriptions of the classes in use, one ``class name: sentence`` line each, to edit."""
+    lines = own_description_lines(registry, model_name or None, _classes(registry, model_name, class_names))
+    if not lines:
+        gr.Warning("This model has no descriptions of these classes (its templates stand in): type your own.")
+    return lines
+
+
+@user_errors
+def what_if_described(
+    registry: ModelRegistry,
+    image: str | None,
+    model_name: str | None,
+    class_names: str | None,
+    lines: str | None,
+    ratio: float | None = None,
+) -> str:
+    """The picture under the model's descriptions and under the typed ones, each branch's answer and every
+    re-described class's logit (``explore_redescribe``)."""
+    if not (lines or "").strip():
+        raise gr.Error(
+            "Type at least one description as 'class name: sentence', or press 'Start from the model's descriptions'."
+        )
+    classes = _classes(registry, model_name, class_names)
+    try:
+        typed, unknown = typed_descriptions(lines, classes)
+    except DescriptionsError as error:
+        raise gr.Error(f"Descriptions: {error}.") from None
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:3]) + (", …" if len(unknown) > 3 else "")
+        raise gr.Error(
+            f"{len(unknown)} name(s) in your lines are none of the classes in use ({listed}); "
+            f"the classes are: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}."
+        )
+
+    def compute() -> str:
+        picture = open_image(image)
+        truth = toy_truth(picture, registry.get(model_name or None).model.backbone.grid)
+        true_class = truth.true_class if truth is not None else None
+        return redescribe_html(
+            redescribe(registry, picture, model_name or None, classes, typed, _ratio(ratio), true_class)
+        )
+
+    if not (image and os.path.isfile(image)):
+        return compute()
+    # the cache (studio.cache): a class trying the same sentence on one example is served once
+    loaded = registry.get(model_name or None)
+    said = hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    key = ("explore_redescribe", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
+    return cached((*key, said, _ratio(ratio)), compute)
+
+
+def _ratio(ratio: float | None) -> float | None:
+    return None if ratio is None else float(ratio)
+
+
+def build_redescribe_view(
+    registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox, ratio: gr.Slider
+) -> None:
+    """An accordion: a note, the lines to edit, a button that fills them with the model's own, one that answers."""
+    with gr.Accordion(
+        "What if the descriptions said something else? (no training)", open=False, elem_id="explore-redescribe"
+    ):
+        gr.Markdown(INTRO)
+        lines = gr.Textbox(
+            label="Descriptions, one per line: class name: sentence",
+            placeholder=PLACEHOLDER,
+            lines=4,
+            max_lines=14,
+            elem_id="explore_redescribe-lines",
+        )
+        with gr.Row():
+            start = gr.Button("Start from the model's descriptions", elem_id="explore_redescribe-start")
+            button = gr.Button("Describe and predict again", variant="primary", elem_id="explore_redescribe-button")
+        result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_redescribe-result")
+    start.click(partial(start_lines, registry), [model, classes], lines, api_name="explore_descriptions", queue=False)
+    button.click(
+        partial(what_if_described, registry),
+        [image, model, classes, lines, ratio],
+        result,
+        api_name="explore_redescribe",
+        api_description="The picture under the model's class descriptions and under typed ones, nothing retrained.",
+        **INFERENCE,
+    )
