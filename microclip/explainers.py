@@ -665,7 +665,7 @@ class ExplainerRun:
 
     name: str
     saliency: np.ndarray | None  # (h, w) raw map; None when the explainer could not run
-    ms: float | None  # wall-clock cost of this explainer alone on this image (one-time setup excluded)
+    ms: float | None  # wall-clock cost of this explainer alone on this image: a median of calls, setup excluded
     error: str | None = None  # why it could not run
 
 
@@ -680,15 +680,24 @@ class ExplainerComparison:
     runs: dict[str, ExplainerRun]
 
 
+TIMING_REPEATS = 3  # one call's time is at the mercy of a garbage collection or another request (a 10 ms CAM read 336)
+
+
 def run_explainers(
-    model: MicroCLIP, image: torch.Tensor, class_index: int | None = None, names: Sequence[str] | None = None
+    model: MicroCLIP,
+    image: torch.Tensor,
+    class_index: int | None = None,
+    names: Sequence[str] | None = None,
+    repeats: int = TIMING_REPEATS,
 ) -> ExplainerComparison:
     """Run explainers (default: all) on one image (3, S, S) in [0, 1] for one class (default: the prediction).
 
-    Each is timed alone with ``time.perf_counter``, from its call to its map on the CPU as numpy;
-    one-time setup (building a package's wrapper for this model) is done before the clock starts.
-    An explainer that cannot run here is reported with its reason instead of a map.
+    Each is timed alone with ``time.perf_counter``, from its call to its map on the CPU as numpy: the median of
+    ``repeats`` calls (the map is the first call's); one-time setup (building a package's wrapper for this model) is
+    done before the clock starts. An explainer that cannot run here is reported with its reason instead of a map.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     names = list(EXPLAINERS) if names is None else list(names)
     unknown = [name for name in names if name not in EXPLAINERS]
     if unknown:
@@ -713,12 +722,16 @@ def run_explainers(
         try:
             if explainer.prepare is not None:
                 explainer.prepare(model)
-            start = time.perf_counter()
-            saliency = explainer(model, batch, target)[0].detach().float().cpu().numpy()
+            times, saliency = [], None
+            for _ in range(repeats):
+                start = time.perf_counter()
+                found = explainer(model, batch, target)[0].detach().float().cpu().numpy()
+                times.append((time.perf_counter() - start) * 1000.0)
+                saliency = found if saliency is None else saliency
         except ExplainerUnavailable as error:
             runs[name] = ExplainerRun(name, None, None, str(error))
             continue
-        runs[name] = ExplainerRun(name, saliency, (time.perf_counter() - start) * 1000.0)
+        runs[name] = ExplainerRun(name, saliency, float(np.median(times)))
     return ExplainerComparison(class_index, model.classes[class_index], predicted, model.backbone.grid, runs)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from microclip.explainers import (
     EXPLAINERS,
+    TIMING_REPEATS,
     ExplainerComparison,
     PartScore,
     chance_score,
@@ -116,7 +117,7 @@ def comparison_markdown(
             "probability (a negative number: it rose): a larger drop, a map the decision depends on more "
             "(`microclip.faithfulness`). Each branch's own drop is in the table under it.",
         ]
-    header, rule = ["method", "ms"], ["---", "---:"]
+    header, rule = ["method", f"ms (median of {TIMING_REPEATS} calls)"], ["---", "---:"]
     if truth is not None:
         header, rule = header + ["top patch on a part", "mass inside the part mask"], rule + ["---", "---:"]
     if deletion is not None:

@@ -12,7 +12,7 @@ from conftest import CLASSES, draw_sample, serve, tiny_base_registry
 from PIL import Image
 
 from microclip.data.transforms import test_transform
-from microclip.explainers import EXPLAINERS, part_score, run_explainers
+from microclip.explainers import EXPLAINERS, TIMING_REPEATS, part_score, run_explainers
 from microclip.faithfulness import deletion_drops
 from microclip.toyworld.lookup import find_toyworld_sample
 from studio.explainers import DELETION_HEADER, PREDICTED
@@ -162,7 +162,8 @@ def test_deletion_scores_are_a_column_beside_the_pointing_scores_and_a_table_per
         handle_file(str(TOY_EXAMPLE)), MODEL, PREDICTED, "jet", 0.6, True, api_name="/explainers"
     )
     pointing = " top patch on a part | mass inside the part mask |" if "Toy-world image" in table else ""
-    assert f"| method | ms |{pointing} {DELETION_HEADER} |" in table  # the last column, after any pointing scores
+    ms = f"ms (median of {TIMING_REPEATS} calls)"
+    assert f"| method | {ms} |{pointing} {DELETION_HEADER} |" in table  # the last column, after any pointing scores
     main, branches = table.split("_Deletion, branch by branch_")
     rows, per_branch = table_rows(main), table_rows(branches)
     scored = [title for title in rows if not title.startswith("_")]
