@@ -97,7 +97,10 @@ def comparison_markdown(
     unscored) under the table, never in it. ``truth``: a toy image's species and part mask (None elsewhere);
     ``deletion``: each map's ROAD deletion drop of each branch's prediction ({map: {branch: drop}})."""
     how = "the model's prediction" if comparison.predicted else "chosen"
-    lines = [f"**Explaining class: {comparison.class_name}** ({how}). Maps on one colour scale: {SCALE_NOTE}."]
+    lines = [
+        f"**Explaining class: {comparison.class_name}** ({how}). Maps on one colour scale: {SCALE_NOTE}. _ms_: each "
+        f"method's time on this image, the median of {TIMING_REPEATS} calls."
+    ]
     if shows_signed(comparison):
         lines[0] += f" But {SIGNED_NOTE}."
     if truth is not None:
@@ -117,7 +120,7 @@ def comparison_markdown(
             "probability (a negative number: it rose): a larger drop, a map the decision depends on more "
             "(`microclip.faithfulness`). Each branch's own drop is in the table under it.",
         ]
-    header, rule = ["method", f"ms (median of {TIMING_REPEATS} calls)"], ["---", "---:"]
+    header, rule = ["method", "ms"], ["---", "---:"]
     if truth is not None:
         header, rule = header + ["top patch on a part", "mass inside the part mask"], rule + ["---", "---:"]
     if deletion is not None:

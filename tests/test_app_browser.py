@@ -51,6 +51,7 @@ LESSON_SHOTS = {
     "walkthrough-out-of-world": "walkthrough-out-of-world.png",
     "tab-2-explore": "explore.png",
     "explore-explainers": "explore-explainers.png",
+    "explore-redescribe": "explore-redescribe.png",
     "explore-epochs": "explore-epochs.png",
     "explore-epochs-classes": "explore-epochs-classes.png",
     "tab-3-compare": "compare.png",
@@ -354,6 +355,28 @@ def test_explore_an_example_and_compare_explainers(page):
             asked.scroll_into_view_if_needed()
             shot(page, f"explore-{name}", top=False)
 
+    # What if the descriptions said something else: the model's own lines to start from, one class re-described,
+    # and the three columns (the model, W* from its descriptions, W* from yours) with that class's row
+    predicted = summary.inner_text().split("Prediction: ", 1)[1].split(" (")[0].strip()
+    page.locator("#explore-redescribe").get_by_text("What if the descriptions said").first.click()
+    page.locator("#explore_redescribe-start").click()
+    lines = page.locator("#explore_redescribe-lines textarea")
+    if BUNDLED:  # the toy model's descriptions, one line each
+        expect(lines).to_have_value(re.compile(rf"(^|\n){re.escape(predicted)}: "))
+    lines.fill(f"{predicted}: a bird with a yellow fan crest.\n{predicted}: a bird with no tail tip.")
+    page.locator("#explore_redescribe-button").click()
+    described = page.locator("#explore_redescribe-result")
+    expect(described).to_contain_text("The classes you re-described")
+    expect(described).to_contain_text("a bird with a yellow fan crest.")
+    assert described.locator("th").first.inner_text() == "branch"
+    # nothing cut: the card is no wider than the column it sits in (a wide table scrolls inside its figure)
+    card, column = (
+        page.locator(sel).bounding_box() for sel in ("#explore_redescribe-result .wt", "#explore-redescribe")
+    )
+    assert card["x"] + card["width"] <= column["x"] + column["width"] + 1, (card, column)
+    described.scroll_into_view_if_needed()
+    shot(page, "explore-redescribe", top=False)
+
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()
     page.wait_for_selector("#explainers-gallery img")
@@ -379,7 +402,7 @@ def test_explore_an_example_and_compare_explainers(page):
     table.locator("table").last.scroll_into_view_if_needed()
     shot(page, "explore-explainers-deletion", top=False)
     assert table.locator("table").count() == 2
-    assert all(t.evaluate(WORDS_SPLIT_JS) == [] for t in table.locator("table").all())
+    assert [t.evaluate(WORDS_SPLIT_JS) for t in table.locator("table").all()] == [[], []]
 
     # The same image through the bundled model's adaptation run: one map per saved epoch, and the table.
     page.locator("#epochs").get_by_text("Self-training, epoch by epoch", exact=True).first.click()
