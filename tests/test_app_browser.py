@@ -374,7 +374,7 @@ def test_explore_an_example_and_compare_explainers(page):
         page.locator(sel).bounding_box() for sel in ("#explore_redescribe-result .wt", "#explore-redescribe")
     )
     assert card["x"] + card["width"] <= column["x"] + column["width"] + 1, (card, column)
-    described.scroll_into_view_if_needed()
+    page.locator("#explore-redescribe").evaluate("e => e.scrollIntoView({block: 'start'})")
     shot(page, "explore-redescribe", top=False)
 
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
