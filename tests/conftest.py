@@ -159,11 +159,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(demo):
-    """Launch a built Gradio app on 127.0.0.1 (no thread lock) and close it afterwards; yields its URL."""
+def serve(demo, auth: tuple[str, str] | None = None):
+    """Launch a built Gradio app on 127.0.0.1 (no thread lock; behind a login when ``auth`` is given) and close it
+    afterwards; yields its URL."""
     from ui.app import launch_kwargs
 
-    demo.launch(**launch_kwargs("127.0.0.1", free_port()), prevent_thread_lock=True, quiet=True)
+    demo.launch(**launch_kwargs("127.0.0.1", free_port(), auth=auth), prevent_thread_lock=True, quiet=True)
     try:
         yield demo.local_url
     finally:

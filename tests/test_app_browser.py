@@ -675,6 +675,25 @@ def test_batch_and_models_tabs(page, tmp_path):
     expect(page.get_by_label("number input for Fusion ratio ρ", exact=True)).to_have_value("0.3")
 
 
+def test_a_link_behind_a_login_opens_its_view_once_logged_in(page, tiny_model_dir):
+    """Behind --auth the page asks for a name and password first; the login reloads the page at the same address,
+    so the link's view opens then (the docs had told students to open the link again)."""
+    with serve(build_demo(tiny_base_registry(tiny_model_dir)), auth=("student", "correct-horse")) as url:
+        context = page.context.browser.new_context(viewport=VIEWPORT)
+        try:
+            linked = context.new_page()
+            linked.set_default_timeout(WAIT_MS)
+            linked.goto(url + link_query(example_images()[1], step="soap"))
+            linked.get_by_label("username").fill("student")
+            linked.get_by_label("password").fill("correct-horse")
+            linked.get_by_role("button", name="Login").click()
+            expect(linked.locator(".wt-nav")).to_be_visible()
+            assert visible_step(linked) == "soap"
+            assert linked.url.endswith(link_query(example_images()[1], step="soap"))
+        finally:
+            context.close()
+
+
 def ratio_of(page) -> str:
     """Explore's fusion ratio as its slider's number box shows it."""
     return page.locator("#explore-ratio input[type=number]").input_value()
