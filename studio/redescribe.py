@@ -2,9 +2,10 @@
 ones a user typed, with no training.
 
 W* starts as the mean of each class's description embeddings (docs/method.md §4.5), so a sentence changed is a
-class vector moved. Both answers here build W* from descriptions as adaptation starts (``ModelRegistry.with_classes``:
-the adapted visual tower and SOAP kept), so the two differ by the sentences alone and not by what adaptation did to
-W*; on a zero-shot model the first is the model's own answer. The backbone reads the picture once for both.
+class vector moved. Three answers: the model as it is; W* built from its own descriptions as adaptation starts; and
+W* built from the same with the typed sentences in place (``ModelRegistry.with_classes``: the adapted visual tower and
+SOAP kept). The last two differ by the sentences alone, the first two by what adaptation did to W* (on a zero-shot
+model they are one answer). The backbone reads the picture once for all three.
 """
 
 from __future__ import annotations
