@@ -46,6 +46,7 @@ class AdaptRequest:
     model_name: str | None = None  # registry entry whose *base* model is adapted; None: the default
     classnames: list[str] | None = None  # label order; None: from the class folders
     descriptions_path: str | None = None  # CuPL-format JSON {class: [sentence, ...]}
+    descriptions: dict[str, list[str]] | None = None  # or typed (microclip.data.descriptions.parse_description_lines)
     allow_missing_descriptions: bool = False
     steps: int = 20  # optimiser steps; the run stops (and can be saved) there
     batch_size: int = 16  # images per step, capped at the data set's size
@@ -166,6 +167,8 @@ class AdaptRequest:
         for name, value, known in named:
             if value is not None and value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
+        if self.descriptions_path and self.descriptions:
+            raise ValueError("give the descriptions as a file or typed, not both")
         if self.source not in ("toybirds", "zip", "folder"):
             raise ValueError(f"unknown data source {self.source!r}; expected 'toybirds', 'zip' or 'folder'")
         if self.source in ("zip", "folder") and not self.path:

@@ -33,6 +33,7 @@ from microclip.adapt import Adaptation, prepare
 from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
+from microclip.data.descriptions import descriptions_for, match_descriptions
 from microclip.data.transforms import test_transform
 from microclip.drift import epoch_signs, per_class_record
 from microclip.engine import Callback, FitState
@@ -524,9 +525,19 @@ class AdaptationRunner:
     def _descriptions(
         request: AdaptRequest, classes: list[str], known: dict[str, list[str]]
     ) -> dict[str, list[str]] | None:
-        """The uploaded descriptions, else the chosen model's own for these classes, else templates."""
-        if request.descriptions_path:
+        """The uploaded or typed descriptions, else the chosen model's own for these classes, else templates."""
+        if request.descriptions:  # typed: a name that is none of the run's classes is a typo, not an extra entry
+            unknown = match_descriptions(request.descriptions, classes)[1]
+            if unknown:
+                listed = ", ".join(repr(name) for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+                shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+                raise DescriptionsError(f"the typed descriptions name {listed}, none of the run's classes ({shown})")
+        if request.descriptions_path or request.descriptions:
             try:
+                if request.descriptions:
+                    return descriptions_for(
+                        request.descriptions, classes, "the typed text", request.allow_missing_descriptions
+                    )
                 return load_descriptions(
                     request.descriptions_path, classes, allow_missing=request.allow_missing_descriptions
                 )

@@ -24,6 +24,7 @@ from conftest import CLASSES, draw_sample, serve, tiny_base_registry, write_imag
 from PIL import Image
 
 from microclip.checkpoint import load_model, read_adapted
+from microclip.data.descriptions import parse_description_lines
 from microclip.recipe import Recipe
 from studio.about import model_markdown
 from studio.adapt_request import AdaptLimits, AdaptRequest
@@ -50,6 +51,7 @@ AS_CHOSEN = next(iter(CENTRING))  # SOAP's values as the chosen model has them
 # tiny base's recipe's value; a test takes those before the one it asks about (what it leaves out is the recipe's)
 METHOD = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN, pool=AS_CHOSEN)
 METHOD |= dict(labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9, cut=next(iter(CUTS)))
+METHOD |= dict(soap_lr=1.0)
 
 
 def settings_before(name: str) -> dict:
@@ -545,7 +547,7 @@ def test_a_run_takes_what_the_cut_reads_and_the_model_card_says_so(app, files):
 
 
 def test_a_run_takes_soap_s_share_of_the_learning_rate_and_a_choice_starts_at_the_model_s(app, files):
-    settings = settings_before("soap_lr")  # every other one: SOAP's share of the learning rate is the last
+    settings = settings_before("soap_lr")  # every method setting before it
 
     def one_step(**extra) -> tuple[Any, Any, str]:
         job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
@@ -565,6 +567,25 @@ def test_a_run_takes_soap_s_share_of_the_learning_rate_and_a_choice_starts_at_th
         one_step(soap_lr=3.0)
     with pytest.raises(ValueError, match="SOAP's share of the learning rate -1 is outside the allowed range 0..2"):
         AdaptRequest(soap_lr_scale=-1.0).check(AdaptLimits())
+
+
+def test_a_run_takes_typed_descriptions_and_says_which_line_is_not_one(app, files):
+    settings = settings_before("description_lines")  # the last of adapt_start's parameters
+    typed = "red square: a red square shape.\ngreen disc: a green disc.\n\nblue bar: a blue bar."
+    job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, description_lines=typed)
+    wait_until(app.client, job_id, finished, "a one-step run with typed descriptions")
+    path, _text, _name = app.client.predict(job_id, "", api_name="/adapt_save")
+    assert read_adapted(path)[1].descriptions == parse_description_lines(typed)
+    with pytest.raises(AppError, match=re.escape("Typed descriptions: line 2: expected 'class name: sentence'")):
+        adapt_start(app.client, "upload a zip", files["good.zip"], **settings, description_lines="a: b\nno colon")
+    with pytest.raises(AppError, match="as a file or typed, not both"):
+        adapt_start(
+            app.client,
+            "upload a zip",
+            files["good.zip"],
+            **{**settings, "descriptions": files["partial.json"]},
+            description_lines=typed,
+        )
 
 
 # ------------------------------------------------------------------ explore under concurrent load

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import BUNDLED_TOY_MODEL, CLASSES
 
-from microclip.checkpoint import load_model, read_adapted
+from microclip.checkpoint import load_model, read_adapted, read_meta
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe
 from studio.adapt_request import AdaptLimits, AdaptRequest
@@ -116,6 +116,30 @@ def test_a_run_records_progress_metrics_and_probe_maps(registry, train_dir, tmp_
     assert snap.probe_images[0].shape == (32, 32, 3)
     assert snap.can_save and snap.saved_path is None
     assert list((tmp_path / "jobs").iterdir()) == []  # the per-job temp folder is gone
+
+
+def test_typed_descriptions_adapt_as_a_file_would_and_a_typo_is_an_error(registry, train_dir, tmp_path):
+    typed = {"red square": ["a red square shape."], "green disc": ["a green disc."], "blue bar": ["a blue bar."]}
+    runner = AdaptationRunner(registry, tmp_path / "work")
+    done = runner.wait(runner.submit(request(train_dir, steps=1, descriptions=typed)), 60)
+    assert done.status == JobStatus.DONE, done.message
+    saved = read_meta(runner.save(done.job_id))
+    assert saved.descriptions == typed  # the run's model, and the checkpoint it saves, carry the typed sentences
+    file = tmp_path / "typed.json"
+    file.write_text(json.dumps(typed))
+    by_file = runner.wait(runner.submit(request(train_dir, steps=1, descriptions_path=str(file))), 60)
+    assert torch.equal(  # the same start as the same sentences in a file, so the same run
+        load_model(runner.save(by_file.job_id)).heads.w_star, load_model(runner.save(done.job_id)).heads.w_star
+    )
+    misspelt = {**typed, "blue bra": ["a blue bar."]}
+    failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions=misspelt)), 60)
+    assert failed.status == JobStatus.ERROR and "the typed descriptions name 'blue bra', none of" in failed.error
+    partial = {k: v for k, v in typed.items() if k != "blue bar"}
+    failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions=partial)), 60)
+    assert "the typed text has no entry for class 'blue bar'" in failed.error
+    assert "tick 'allow missing descriptions'" in failed.error
+    with pytest.raises(ValueError, match="as a file or typed, not both"):
+        runner.submit(request(train_dir, steps=1, descriptions=typed, descriptions_path=str(file)))
 
 
 def test_stop_then_save_gives_a_loadable_registered_checkpoint(registry, train_dir, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from microclip.data.descriptions import DescriptionsError, parse_description_lines
 from microclip.recipe import Recipe
 from studio.adapt_request import AdaptLimits, AdaptRequest
 from studio.jobs import (
@@ -130,6 +131,7 @@ class _Panel:
     # less used settings, and saving the result
     classnames: gr.Textbox
     descriptions: gr.File
+    description_lines: gr.Textbox
     allow_missing: gr.Checkbox
     batch: gr.Slider
     lr: gr.Slider
@@ -171,7 +173,7 @@ class _Panel:
         methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion]
         methods += [self.query, self.pool, self.labels, self.debias, self.prior]  # each added after the last: API order
         methods += [self.momentum, self.cut, self.soap_lr]
-        return [*data, *settings, self.n_probes, *methods]
+        return [*data, *settings, self.n_probes, *methods, self.description_lines]
 
     def plots(self) -> list[gr.LinePlot]:
         """The four curves, in the order :func:`plot_values` gives their values."""
@@ -288,6 +290,13 @@ def _data_settings(p: _Panel) -> None:
         file_types=[".json"],
         type="filepath",
         height=110,
+    )
+    p.description_lines = gr.Textbox(
+        label="…or type them (optional), one per line: class name: sentence",
+        lines=3,
+        max_lines=12,
+        placeholder="dastrel wren: a bird with a blue beak.\ndastrel wren: a bird with a red eye ring.",
+        elem_id="adapt-description-lines",
     )
     p.allow_missing = gr.Checkbox(label="Allow missing descriptions (those classes use templates)")
 
@@ -507,6 +516,15 @@ def choose_source(choice: str) -> tuple[Any, Any, Any]:
     return gr.File(visible=kind == "zip"), gr.Textbox(visible=kind == "folder"), gr.Slider(visible=kind == "toybirds")
 
 
+def typed_lines(text: str | None) -> dict[str, list[str]] | None:
+    """Descriptions typed as ``class name: sentence`` lines (None when there are none); a line that is not one is
+    named by its number."""
+    try:
+        return parse_description_lines(text or "") or None
+    except DescriptionsError as error:
+        raise gr.Error(f"Typed descriptions: {error}.") from None
+
+
 def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., ServerPaths]) -> None:
     @user_errors
     def start_run(
@@ -536,6 +554,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         momentum: float | None = None,
         cut: str | None = None,
         soap_lr: float | None = None,
+        description_lines: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -547,6 +566,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             model_name=model_name or None,
             classnames=parse_classnames(class_text),
             descriptions_path=descriptions_path or None,
+            descriptions=typed_lines(description_lines),
             allow_missing_descriptions=bool(allow),
             steps=int(n_steps),
             batch_size=int(batch_size),

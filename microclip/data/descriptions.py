@@ -57,26 +57,33 @@ def load_descriptions(
     `DescriptionsError`, or with `allow_missing` maps to [] (the caller falls back to templates).
     """
     file = resolve_descriptions_path(path, dataset)
-    data = _read(file)
+    return descriptions_for(_read(file), classes, file.name, allow_missing)
+
+
+def descriptions_for(
+    data: Mapping[str, Sequence[str]], classes: Sequence[str], source: str, allow_missing: bool = False
+) -> dict[str, list[str]]:
+    """:func:`load_descriptions` on descriptions already read (``source`` names them in the messages): each of
+    ``classes`` with its sentences, a class without any an error unless ``allow_missing``."""
     result, unused = match_descriptions(data, classes)
     missing = [name for name, sentences in result.items() if not sentences]
     if missing:
         listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
         if not allow_missing:
             raise DescriptionsError(
-                f"{file.name} has no entry for class {missing[0]!r} ({len(missing)} of {len(classes)} "
+                f"{source} has no entry for class {missing[0]!r} ({len(missing)} of {len(classes)} "
                 f"classes missing: {listed}); pass --allow_missing_descriptions to fall back to "
                 "templates for them"
             )
         log.warning(
             "%s: %d of %d classes have no descriptions (%s); they fall back to templates",
-            file.name,
+            source,
             len(missing),
             len(classes),
             listed,
         )
     if unused:
-        log.debug("%s: %d entries match no class and are ignored: %s", file.name, len(unused), unused[:5])
+        log.debug("%s: %d entries match no class and are ignored: %s", source, len(unused), unused[:5])
     return result
 
 
