@@ -376,6 +376,16 @@ def test_explore_an_example_and_compare_explainers(page):
     assert card["x"] + card["width"] <= column["x"] + column["width"] + 1, (card, column)
     page.locator("#explore-redescribe").evaluate("e => e.scrollIntoView({block: 'start'})")
     shot(page, "explore-redescribe", top=False)
+    # the same lines to an adaptation from the same model: the Adapt tab opens with them
+    chosen = page.locator("#explore-model input").first.input_value()
+    page.locator("#explore_redescribe-adapt").click()
+    expect(page.get_by_role("tab", name="Adapt", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#adapt-description-lines textarea")).to_have_value(lines.input_value())
+    expect(page.locator("#adapt-model input").first).to_have_value(chosen)
+    page.locator("#adapt-description-lines textarea").fill("")  # the Adapt test's runs use the world's own
+    page.locator("#adapt-more").get_by_text("More settings").first.click()  # folded again, as that test starts
+    expect(page.locator("#adapt-description-lines textarea")).to_be_hidden()
+    open_tab(page, "Explore")
 
     page.locator("#explainers").get_by_text("Compare explainers", exact=True).first.click()  # open the accordion
     page.locator("#explainers-button").click()

@@ -107,6 +107,9 @@ class AdaptHandles:
 
     saved_name: gr.Textbox
     use_saved: gr.Button  # "Use it in Explore": the only way a saved model replaces the one Explore shows
+    model: gr.Dropdown  # whose base a run adapts
+    description_lines: gr.Textbox  # descriptions typed as class name: sentence lines
+    more: gr.Accordion  # the folded settings they are in (opened when another tab fills them)
 
 
 class _Panel:
@@ -133,6 +136,7 @@ class _Panel:
     descriptions: gr.File
     description_lines: gr.Textbox
     allow_missing: gr.Checkbox
+    more: gr.Accordion  # "More settings", where the data's class names and descriptions are
     batch: gr.Slider
     lr: gr.Slider
     n_crops: gr.Slider
@@ -447,7 +451,7 @@ def _settings_row(p: _Panel, limits: AdaptLimits, chosen: tuple[Any, ...]) -> No
     """Every setting of train.py's the tab offers, folded away, four groups side by side (each control's note is
     long, and a narrow column would make it a scroll); ``chosen``: where the chosen model starts (entry_settings)."""
     fusion_ratio, soap_lr, debias, prior, momentum, gamma, fairness = chosen
-    with gr.Accordion("More settings", open=False), gr.Row(equal_height=False):
+    with gr.Accordion("More settings", open=False, elem_id="adapt-more") as p.more, gr.Row(equal_height=False):
         with gr.Column(min_width=260):
             gr.Markdown("**Your data**")
             _data_settings(p)
@@ -724,7 +728,13 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     _wire_start(p, runner, folders_now)
     _wire_status(p, runner)
     _wire_actions(p, runner)
-    return AdaptHandles(saved_name=p.saved_name, use_saved=p.use_saved)
+    return AdaptHandles(
+        saved_name=p.saved_name,
+        use_saved=p.use_saved,
+        model=p.model,
+        description_lines=p.description_lines,
+        more=p.more,
+    )
 
 
 __all__ = ["AdaptHandles", "build_adapt_tab"]

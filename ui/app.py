@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import torch
@@ -130,11 +131,28 @@ def build_demo(
             api_visibility="private",
             show_progress="hidden",
         )
+        # Explore's typed descriptions to an adaptation from the same model (the run's own checks read them)
+        explore.redescribe.to_adapt.click(
+            partial(to_adapt, registry),
+            [explore.redescribe.lines, explore.model],
+            [adapt.description_lines, adapt.model, adapt.more, tabs],
+            api_visibility="private",
+            show_progress="hidden",
+            queue=False,
+        )
     if warm:
         warm_examples([walk.example, explore.example])
     # Bounded everywhere the app is served from (app.py, Spaces, tests): a full waiting line refuses at
     # once instead of queueing for minutes; cheap re-render events run two at a time.
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2, status_update_rate=QUEUE_STATUS_EVERY_S)
+
+
+def to_adapt(registry: ModelRegistry, lines: str | None, model_name: str | None) -> tuple[Any, ...]:
+    """Explore's typed description lines and model, handed to the Adapt tab, which opens with its settings unfolded
+    where the lines are (its model list refreshed: Explore may show a model saved since the page opened)."""
+    names = registry.names()
+    model = model_dropdown_update(names, model_name) if model_name in names else gr.skip()
+    return lines or "", model, gr.Accordion(open=True), gr.Tabs(selected="adapt")
 
 
 def warm_examples(computations: list[Callable[[str], object]]) -> threading.Thread:

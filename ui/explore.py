@@ -61,7 +61,7 @@ from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.layout import entry_fusion_ratio, follow_fusion_ratio
 from ui.queries import build_queries_view
-from ui.redescribe import build_redescribe_view
+from ui.redescribe import RedescribeHandles, build_redescribe_view
 from ui.walkthrough import build_erase_row
 from viz import html as html_maps
 from viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -284,6 +284,7 @@ class ExploreHandles:
     ratio: gr.Slider  # ρ, which follows the model chosen (set with it where another tab switches the model)
     example: Callable[[str], object]
     run_example: ExampleRun  # an example click's function, inputs and outputs (links use it)
+    redescribe: RedescribeHandles  # what if the descriptions said something else: its lines, "Adapt with these"
 
 
 @dataclass
@@ -315,6 +316,7 @@ class _Outputs:
     show_patch: gr.Button
     save: gr.Button  # Download this explanation
     saved: gr.File
+    redescribe: RedescribeHandles  # the typed description lines, and the button that takes them to Adapt
 
 
 def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
@@ -337,6 +339,7 @@ def build_explore_tab(registry: ModelRegistry) -> ExploreHandles:
         ratio=given.ratio,
         example=lambda path: explore(registry, path, registry.default_name, "", None, *defaults),
         run_example=run_example,
+        redescribe=shown.redescribe,
     )
 
 
@@ -392,7 +395,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
         labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in BRANCHES]
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
     build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
-    build_redescribe_view(registry, given.image, given.model, given.classes, given.ratio)
+    redescribe = build_redescribe_view(registry, given.image, given.model, given.classes, given.ratio)
     display = _display_controls()
     save, saved = download_row(
         "Download this explanation (.zip)",
@@ -423,6 +426,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
         show_patch=show_patch,
         save=save,
         saved=saved,
+        redescribe=redescribe,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
@@ -89,10 +90,19 @@ def _ratio(ratio: float | None) -> float | None:
     return None if ratio is None else float(ratio)
 
 
+@dataclass(frozen=True)
+class RedescribeHandles:
+    """What another tab may read: the typed lines, and the button that takes them to the Adapt tab."""
+
+    lines: gr.Textbox
+    to_adapt: gr.Button
+
+
 def build_redescribe_view(
     registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox, ratio: gr.Slider
-) -> None:
-    """An accordion: a note, the lines to edit, a button that fills them with the model's own, one that answers."""
+) -> RedescribeHandles:
+    """An accordion: a note, the lines to edit, a button that fills them with the model's own, one that answers, and
+    one that takes the lines to an adaptation (wired by ``ui.app``, which knows the Adapt tab)."""
     with gr.Accordion(
         "What if the descriptions said something else? (no training)", open=False, elem_id="explore-redescribe"
     ):
@@ -108,6 +118,9 @@ def build_redescribe_view(
             start = gr.Button("Start from the model's descriptions", elem_id="explore_redescribe-start")
             button = gr.Button("Describe and predict again", variant="primary", elem_id="explore_redescribe-button")
         result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_redescribe-result")
+        to_adapt = gr.Button(
+            "Adapt with these descriptions (opens the Adapt tab)", size="sm", elem_id="explore_redescribe-adapt"
+        )
     start.click(partial(start_lines, registry), [model, classes], lines, api_name="explore_descriptions", queue=False)
     button.click(
         partial(what_if_described, registry),
@@ -117,3 +130,4 @@ def build_redescribe_view(
         api_description="The picture under the model's class descriptions and under typed ones, nothing retrained.",
         **INFERENCE,
     )
+    return RedescribeHandles(lines, to_adapt)
