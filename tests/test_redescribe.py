@@ -187,6 +187,18 @@ def test_start_lines_are_the_model_s_descriptions_of_the_classes_in_use(registry
     }
 
 
+def test_a_large_label_set_starts_from_the_classes_the_model_ranks_first(registry, picture, tmp_path, monkeypatch):
+    import ui.redescribe
+
+    monkeypatch.setattr(ui.redescribe, "START_CLASSES", 2)  # the tiny model has 3 classes
+    path = tmp_path / "disc.png"
+    picture.save(path)
+    fused = explain_image(registry.get("adapted").model, picture).logits_fused
+    first_two = [CLASSES[i] for i in np.argsort(-fused)[:2]]
+    assert list(parse_description_lines(start_lines(registry, "adapted", "", str(path)))) == first_two
+    assert list(parse_description_lines(start_lines(registry, "adapted", "", None))) == CLASSES[:2]
+
+
 def test_the_endpoint_answers_and_says_what_is_wrong_with_the_lines(registry, picture, tmp_path):
     import gradio as gr
 

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
+import numpy as np
 
 from microclip.data.descriptions import DescriptionsError
+from microclip.explain import explain_image
 from microclip.prepare import parse_class_names
 from microclip.toyworld.truth import toy_truth
 from studio.cache import cached, file_digest, model_identity
 from studio.redescribe import own_description_lines, redescribe, typed_descriptions
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, open_image, user_errors
+from ui.common import INFERENCE, open_image, typed_model, user_errors
 from viz.html import STUDIO_CSS
 from viz.redescribe import redescribe_html
 
@@ -33,10 +35,27 @@ def _classes(registry: ModelRegistry, model_name: str | None, class_names: str |
     return parse_class_names(class_names) or list(registry.get(model_name or None).classes)
 
 
+START_CLASSES = 16  # a 200-class model's descriptions are thousands of lines: its answer's first classes are the ones
+
+
 @user_errors
-def start_lines(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> str:
-    """The model's descriptions of the classes in use, one ``class name: sentence`` line each, to edit."""
-    lines = own_description_lines(registry, model_name or None, _classes(registry, model_name, class_names))
+def start_lines(
+    registry: ModelRegistry, model_name: str | None, class_names: str | None, image: str | None = None
+) -> str:
+    """The model's descriptions of the classes in use, one ``class name: sentence`` line each, to edit: of a label set
+    larger than ``START_CLASSES``, those of the classes the model ranks first on ``image`` (the first in order when
+    there is no image)."""
+    classes = _classes(registry, model_name, class_names)
+    if len(classes) > START_CLASSES:
+        if image and os.path.isfile(image):
+            _, model, _ = typed_model(registry, model_name, class_names)
+            fused = explain_image(model, open_image(image)).logits_fused
+            classes = [classes[i] for i in np.argsort(-fused, kind="stable")[:START_CLASSES]]
+            gr.Info(f"The descriptions of the {START_CLASSES} classes this model ranks first on the picture.")
+        else:
+            classes = classes[:START_CLASSES]
+            gr.Info(f"The descriptions of the first {START_CLASSES} classes; add lines for any other.")
+    lines = own_description_lines(registry, model_name or None, classes)
     if not lines:
         gr.Warning("This model has no descriptions of these classes (its templates stand in): type your own.")
     return lines
@@ -121,7 +140,7 @@ def build_redescribe_view(
         to_adapt = gr.Button(
             "Adapt with these descriptions (opens the Adapt tab)", size="sm", elem_id="explore_redescribe-adapt"
         )
-    start.click(partial(start_lines, registry), [model, classes], lines, api_name="explore_descriptions", queue=False)
+    start.click(partial(start_lines, registry), [model, classes, image], lines, api_name="explore_descriptions")
     button.click(
         partial(what_if_described, registry),
         [image, model, classes, lines, ratio],
