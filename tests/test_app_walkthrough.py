@@ -385,14 +385,14 @@ def test_the_erase_endpoint_takes_one_part_by_name_or_several_in_a_list(client, 
         client.predict(handle_file(str(path)), BASE, "", [], api_name="/erase_part")
 
 
-def test_the_handout_of_a_toy_bird_answers_the_erase_row_for_each_part(client, toy_bird, picture):
+def test_the_handout_of_a_toy_bird_answers_the_erase_row_for_each_part_and_all_of_them(client, toy_bird, picture):
     """The file cannot ask the server to draw the bird again, so it carries what the tab's erase row answers for
-    each part the bird shows, one at a time: the endpoint's own answer, part by part."""
+    each part the bird shows, one at a time and then all together: the endpoint's own answers."""
     path, sample = toy_bird
     text = Path(client.predict(handle_file(str(path)), BASE, "", api_name="/walkthrough_download")).read_text("utf-8")
     parts = sample.visible_parts()
-    assert parts and text.count("Each branch, before and after") == len(parts)
-    for part in parts:
+    assert len(parts) > 1 and text.count("Each branch, before and after") == len(parts) + 1
+    for part in [*parts, list(parts)]:
         assert client.predict(handle_file(str(path)), BASE, "", part, api_name="/erase_part") in text, part
     # a picture the toy world did not draw has nothing to erase, and its handout says nothing of it
     other = client.predict(handle_file(str(picture)), BASE, "", api_name="/walkthrough_download")

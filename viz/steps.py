@@ -856,8 +856,9 @@ def handout_name(image: str) -> str:
 
 
 def erase_appendix(views: Sequence[Erased], classes: Sequence[str]) -> str:
-    """Step 9's question answered for each part the bird shows, erased one at a time (``erase_each_part``): the
-    handout's last section, since a file cannot ask a server to draw the bird again. "" when there is none."""
+    """Step 9's question answered for each part the bird shows, erased one at a time, then all together
+    (``erase_each_part``): the handout's last section, since a file cannot ask a server to draw the bird again. ""
+    when there is none."""
     if not views:
         return ""
     blocks = "".join(
@@ -866,7 +867,8 @@ def erase_appendix(views: Sequence[Erased], classes: Sequence[str]) -> str:
     return (
         '<div class="wt wt-appendix"><h3>Step 9, one more question: each part erased in turn</h3>'
         '<p class="wt-why">What does each branch predict if the bird had no beak (or crest, ...)? The toy world drew '
-        f"the same bird again without each of its parts, one at a time.</p>{blocks}</div>"
+        "the same bird again without each of its parts, one at a time, and then without all of them.</p>"
+        f"{blocks}</div>"
     )
 
 

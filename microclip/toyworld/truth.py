@@ -81,13 +81,16 @@ def erase(
 
 
 def erase_each_part(model: MicroCLIP, picture: Image.Image, ratio: float | None = None) -> list[Erased]:
-    """Each part the bird shows erased on its own, in PARTS order; nothing for a picture that is not a known toy
-    image. One forward pass for the picture and one per part."""
+    """Each part the bird shows erased on its own, in PARTS order, then (when it shows more than one) all of them
+    together; nothing for a picture that is not a known toy image. One forward pass for the picture and one per
+    erased bird."""
     sample = toy_sample(picture)
     if sample is None:
         return []
     before = explain_image(model, picture, ratio)
-    return [erase(model, picture, sample, (part,), ratio, before) for part in sample.visible_parts()]
+    shown = sample.visible_parts()
+    alone = [erase(model, picture, sample, (part,), ratio, before) for part in shown]
+    return alone + ([erase(model, picture, sample, tuple(shown), ratio, before)] if len(shown) > 1 else [])
 
 
 __all__ = ["Erased", "erase", "erase_each_part", "sample_truth", "toy_sample", "toy_truth"]
