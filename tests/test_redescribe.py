@@ -75,9 +75,11 @@ def test_a_line_that_is_not_a_description_is_named_by_its_number(text, said):
         parse_description_lines(text)
 
 
-def test_too_many_lines_are_refused():
+def test_too_many_lines_or_characters_are_refused():
     with pytest.raises(DescriptionsError, match="3 lines; at most 2"):
         parse_description_lines("a: b\na: c\na: d", max_lines=2)
+    with pytest.raises(DescriptionsError, match="200,001 characters; at most 200,000"):
+        parse_description_lines("a: " + "b" * 199_998)
 
 
 def test_lines_match_classes_as_a_descriptions_file_does():

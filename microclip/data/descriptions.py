@@ -107,11 +107,14 @@ def match_descriptions(
 
 
 MAX_DESCRIPTION_LINES = 2000  # typed in a box: a few sentences for each of a few hundred classes
+MAX_DESCRIPTION_CHARS = 200_000  # about 100 characters a line; a pasted book is refused before it is split
 
 
 def parse_description_lines(text: str, max_lines: int = MAX_DESCRIPTION_LINES) -> dict[str, list[str]]:
     """Descriptions typed one per line as ``class name: sentence`` (the class is what comes before the first colon);
     blank lines and lines starting with "#" are skipped. Classes in the order they first appear."""
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise DescriptionsError(f"{len(text):,} characters; at most {MAX_DESCRIPTION_CHARS:,} can be typed at once")
     parsed: dict[str, list[str]] = {}
     lines = text.splitlines()
     if len(lines) > max_lines:
