@@ -33,7 +33,7 @@ from microclip.adapt import Adaptation, prepare
 from microclip.checkpoint import CheckpointMeta, epoch_file, save_adapted
 from microclip.data import DescriptionsError, ImageDataset, build_dataset, load_descriptions
 from microclip.data.archives import extract_archive, find_data_root
-from microclip.data.descriptions import descriptions_for, match_descriptions
+from microclip.data.descriptions import descriptions_for, refuse_unknown
 from microclip.data.transforms import test_transform
 from microclip.drift import epoch_signs, per_class_record
 from microclip.engine import Callback, FitState
@@ -526,12 +526,8 @@ class AdaptationRunner:
         request: AdaptRequest, classes: list[str], known: dict[str, list[str]]
     ) -> dict[str, list[str]] | None:
         """The uploaded or typed descriptions, else the chosen model's own for these classes, else templates."""
-        if request.descriptions:  # typed: a name that is none of the run's classes is a typo, not an extra entry
-            unknown = match_descriptions(request.descriptions, classes)[1]
-            if unknown:
-                listed = ", ".join(repr(name) for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-                shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
-                raise DescriptionsError(f"the typed descriptions name {listed}, none of the run's classes ({shown})")
+        if request.descriptions:
+            refuse_unknown(request.descriptions, classes, "the run's classes")
         if request.descriptions_path or request.descriptions:
             try:
                 if request.descriptions:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from microclip.data.descriptions import description_lines, match_descriptions, parse_description_lines
+from microclip.data.descriptions import description_lines, match_descriptions, parse_description_lines, refuse_unknown
 from microclip.explain import Explanation, explain_batch, image_batch
 from microclip.modes import eval_mode
 from studio.registry import ModelRegistry
@@ -64,11 +64,12 @@ def own_description_lines(registry: ModelRegistry, model_name: str | None, class
     return description_lines(own_descriptions(registry, model_name, classes))
 
 
-def typed_descriptions(text: str, classes: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """The classes the typed lines describe, with their sentences, and the names in the lines that are no class
-    (raises ``DescriptionsError`` for a line that is not ``class name: sentence``)."""
-    matched, unknown = match_descriptions(parse_description_lines(text), classes)
-    return {name: sentences for name, sentences in matched.items() if sentences}, unknown
+def typed_descriptions(text: str, classes: Sequence[str]) -> dict[str, list[str]]:
+    """The classes the typed lines describe, with their sentences (``DescriptionsError`` for a line that is not
+    ``class name: sentence`` and for a name that is none of ``classes``)."""
+    typed = parse_description_lines(text)
+    refuse_unknown(typed, classes, "the classes in use")
+    return {name: sentences for name, sentences in match_descriptions(typed, classes)[0].items() if sentences}
 
 
 @torch.no_grad()

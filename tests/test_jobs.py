@@ -133,7 +133,10 @@ def test_typed_descriptions_adapt_as_a_file_would_and_a_typo_is_an_error(registr
     )
     misspelt = {**typed, "blue bra": ["a blue bar."]}
     failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions=misspelt)), 60)
-    assert failed.status == JobStatus.ERROR and "the typed descriptions name 'blue bra', none of" in failed.error
+    assert (
+        failed.status == JobStatus.ERROR
+        and "the typed descriptions name 'blue bra', none of the run's classes" in failed.error
+    )
     partial = {k: v for k, v in typed.items() if k != "blue bar"}
     failed = runner.wait(runner.submit(request(train_dir, steps=1, descriptions=partial)), 60)
     assert "the typed text has no entry for class 'blue bar'" in failed.error

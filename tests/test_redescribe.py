@@ -88,8 +88,9 @@ def test_lines_match_classes_as_a_descriptions_file_does():
     )
     assert matched == {"red square": ["a red square."], "green disc": ["a green disc."], "blue bar": []}
     assert unknown == ["purple star"]
-    typed, unknown = typed_descriptions("red-square: a crimson block.\nyellow moon: a moon.", CLASSES)
-    assert typed == {"red square": ["a crimson block."]} and unknown == ["yellow moon"]
+    assert typed_descriptions("red-square: a crimson block.", CLASSES) == {"red square": ["a crimson block."]}
+    with pytest.raises(DescriptionsError, match=re.escape("the typed descriptions name 'yellow moon', none of the")):
+        typed_descriptions("red-square: a crimson block.\nyellow moon: a moon.", CLASSES)
 
 
 # ------------------------------------------------------------------ the three columns
@@ -210,7 +211,8 @@ def test_the_endpoint_answers_and_says_what_is_wrong_with_the_lines(registry, pi
         what_if_described(registry, str(path), "adapted", "", "  \n", 0.5)
     with pytest.raises(gr.Error, match=re.escape("Descriptions: line 1: expected 'class name: sentence'")):
         what_if_described(registry, str(path), "adapted", "", "a disc", 0.5)
-    with pytest.raises(gr.Error, match=re.escape("1 name(s) in your lines are none of the classes in use ('disk')")):
+    said = "Descriptions: the typed descriptions name 'disk', none of the classes in use (red square, green disc"
+    with pytest.raises(gr.Error, match=re.escape(said)):
         what_if_described(registry, str(path), "adapted", "", "disk: a green disc.", 0.5)
     with serve(build_demo(registry)) as url:
         client = Client(url, verbose=False)

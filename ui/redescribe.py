@@ -78,15 +78,9 @@ def what_if_described(
         )
     classes = _classes(registry, model_name, class_names)
     try:
-        typed, unknown = typed_descriptions(lines, classes)
+        typed = typed_descriptions(lines, classes)
     except DescriptionsError as error:
         raise gr.Error(f"Descriptions: {error}.") from None
-    if unknown:
-        listed = ", ".join(repr(name) for name in unknown[:3]) + (", …" if len(unknown) > 3 else "")
-        raise gr.Error(
-            f"{len(unknown)} name(s) in your lines are none of the classes in use ({listed}); "
-            f"the classes are: {', '.join(classes[:8])}{', …' if len(classes) > 8 else ''}."
-        )
 
     def compute() -> str:
         picture = open_image(image)

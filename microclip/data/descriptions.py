@@ -106,6 +106,16 @@ def match_descriptions(
     return result, [key for key in data if key not in used]
 
 
+def refuse_unknown(typed: Mapping[str, Sequence[str]], classes: Sequence[str], owner: str = "the classes") -> None:
+    """Raise ``DescriptionsError`` when typed descriptions name something that is none of ``classes``: typed, such a
+    name is a typo, where a file's extra entry is another data set's class and is ignored."""
+    unknown = match_descriptions(typed, classes)[1]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+        raise DescriptionsError(f"the typed descriptions name {listed}, none of {owner} ({shown})")
+
+
 MAX_DESCRIPTION_LINES = 2000  # typed in a box: a few sentences for each of a few hundred classes
 MAX_DESCRIPTION_CHARS = 200_000  # about 100 characters a line; a pasted book is refused before it is split
 
