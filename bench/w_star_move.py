@@ -6,7 +6,9 @@ and SOAP with W* put back where adaptation started it (the mean of each class's 
 
 Explore's "What if the descriptions said something else?" shows the two on one picture (its first two columns,
 ``studio.redescribe``); this is the same over the 800 test birds, each branch's accuracy and how far W* turned (the
-mean angle between each class's row and its start). On a zero-shot model the two are the same model.
+mean angle between each class's row and its start). On a zero-shot model the two are the same model. An adapted
+model beside its zero-shot base also gets the other half of the two-by-two: its W* alone on the base's tower,
+LayerNorms and SOAP.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from microclip.data.datasets import build_dataset
 from microclip.data.transforms import SeededDataset, test_transform
 from microclip.engine import evaluate
 from microclip.files import atomic_write_text
+from microclip.heads import Heads
 from microclip.machine import cpu_name
 from microclip.model import MicroCLIP
 from microclip.toyworld.dataset import ensure_split
@@ -34,17 +37,43 @@ def turned_degrees(model: MicroCLIP, start: MicroCLIP) -> float:
     return float(torch.rad2deg(torch.acos(cos)).mean())
 
 
+def zero_shot_of(registry: ModelRegistry, name: str) -> MicroCLIP | None:
+    """The registry's zero-shot model on the same base weights and classes as ``name`` (None when it has none)."""
+    model = registry.get(name).model
+    for other in registry.names():
+        if other != name and registry.zero_shot(other):
+            base = registry.get(other).model
+            if base.base == model.base and base.classes == model.classes:
+                return base
+    return None
+
+
+def with_w_star(base: MicroCLIP, model: MicroCLIP) -> MicroCLIP:
+    """``base`` (its tower, LayerNorms and SOAP as pretrained) answering with ``model``'s W*: adaptation's W* alone."""
+    heads = Heads(base.classes, base.heads.w_llm.detach(), model.heads.w_star.detach())
+    mixed = MicroCLIP(base.backbone, heads, base.config, base.base)
+    mixed.soap.load_state_dict(base.soap.state_dict())
+    return mixed.eval()
+
+
+def accuracies(model: MicroCLIP, dataset) -> dict[str, float]:
+    with torch.no_grad():
+        result = evaluate(model, dataset)
+    return {branch: result.accuracy(branch) for branch in result.predictions}
+
+
 def w_star_rows(registry: ModelRegistry, names: list[str], dataset) -> dict[str, dict]:
-    """For each model: each branch's accuracy (%) as it is and with W* at its start, and how far W* turned."""
+    """For each model: each branch's accuracy (%) as it is, with W* at its start, and (an adapted model beside its
+    zero-shot base) with only its W* on the base's tower; and how far W* turned."""
     rows = {}
     for name in names:
         loaded = registry.get(name)
         start = registry.with_classes(name, list(loaded.classes), loaded.descriptions)
-        with torch.no_grad():
-            shipped, reset = evaluate(loaded.model, dataset), evaluate(start, dataset)
+        base = None if registry.zero_shot(name) else zero_shot_of(registry, name)
         rows[name] = {
-            "as_it_is": {branch: shipped.accuracy(branch) for branch in shipped.predictions},
-            "w_star_at_start": {branch: reset.accuracy(branch) for branch in reset.predictions},
+            "as_it_is": accuracies(loaded.model, dataset),
+            "w_star_at_start": accuracies(start, dataset),
+            "only_w_star_adapted": accuracies(with_w_star(base, loaded.model), dataset) if base is not None else None,
             "w_star_turned_degrees": turned_degrees(loaded.model, start),
         }
     return rows
@@ -62,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     registry = default_registry()
     rows = w_star_rows(registry, registry.names(), dataset)
     for name, row in rows.items():
-        shown = ", ".join(
-            f"{branch} {row['as_it_is'][branch]:.2f} → {row['w_star_at_start'][branch]:.2f}"
-            for branch in ("fused", "cls", "fg")
+        cells = ("as_it_is", "w_star_at_start", "only_w_star_adapted")
+        shown = "; ".join(
+            f"{cell.replace('_', ' ')} " + " / ".join(f"{row[cell][b]:.2f}" for b in ("fused", "cls", "fg"))
+            for cell in cells
+            if row[cell] is not None
         )
-        turned = row["w_star_turned_degrees"]
-        print(f"{name}: W* turned {turned:.2f}° on average; as it is → W* at its start: {shown}")
+        print(f"{name}: W* turned {row['w_star_turned_degrees']:.2f}° on average; fused / [CLS] / [FG]: {shown}")
     if args.json:
         report = {"cpu": cpu_name(), "models": rows}
         atomic_write_text(args.json, json.dumps(report, indent=1, allow_nan=False) + "\n")

@@ -56,3 +56,6 @@ def test_w_star_put_back_is_the_zero_shot_model_and_its_turn_is_measured_by_hand
         angles.append(math.degrees(math.acos(min(1.0, cos))))
     assert rows["moved"]["w_star_turned_degrees"] == pytest.approx(float(np.mean(angles)), abs=1e-3)
     assert rows["moved"]["w_star_turned_degrees"] > 1.0
+    # only W* moved: its W* on the zero-shot tower is the model itself; a zero-shot model has no such cell
+    assert rows["moved"]["only_w_star_adapted"] == rows["moved"]["as_it_is"]
+    assert rows["zero-shot"]["only_w_star_adapted"] is None
