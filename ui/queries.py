@@ -16,7 +16,7 @@ from microclip.walkthrough import PatchTruth
 from studio.cache import cached, file_digest, model_identity
 from studio.queries import PANEL_SIZE, SoapView, pool_views, queries_html, query_views
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, open_image, typed_model, user_errors
+from ui.common import INFERENCE, gpu, open_image, typed_model, user_errors
 from viz.html import STUDIO_CSS
 from viz.overlay import display_crop
 
@@ -63,8 +63,8 @@ def _ask(
 
 
 # the explore_queries and explore_pools endpoints: SOAP's deterministic queries; [FG]'s attention and two plain means
-ask_queries = partial(_ask, query_views, "query")
-ask_pools = partial(_ask, pool_views, "pool")
+ask_queries = partial(_ask, gpu(query_views), "query")  # gpu: on ZeroGPU Spaces the passes get a GPU; else a no-op
+ask_pools = partial(_ask, gpu(pool_views), "pool")
 
 
 def build_queries_view(

@@ -18,7 +18,7 @@ from microclip.toyworld.truth import toy_truth
 from studio.cache import cached, file_digest, model_identity
 from studio.redescribe import own_description_lines, redescribe, typed_descriptions
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, open_image, typed_model, user_errors
+from ui.common import INFERENCE, gpu, open_image, typed_model, user_errors
 from viz.html import STUDIO_CSS
 from viz.redescribe import redescribe_html
 
@@ -28,6 +28,8 @@ INTRO = (
     "keep theirs), or start from the model's own and edit one. Nothing is retrained."
 )
 PLACEHOLDER = "dastrel wren: a bird with a yellow beak.\ndastrel wren: a bird with a red eye ring."
+# on ZeroGPU Spaces the forward passes get a GPU; elsewhere a no-op
+run_redescribe, run_explain = gpu(redescribe), gpu(explain_image)
 
 
 def _classes(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> list[str]:
@@ -49,7 +51,7 @@ def start_lines(
     if len(classes) > START_CLASSES:
         if image and os.path.isfile(image):
             _, model, _ = typed_model(registry, model_name, class_names)
-            fused = explain_image(model, open_image(image)).logits_fused
+            fused = run_explain(model, open_image(image)).logits_fused
             classes = [classes[i] for i in np.argsort(-fused, kind="stable")[:START_CLASSES]]
             gr.Info(f"The descriptions of the {START_CLASSES} classes this model ranks first on the picture.")
         else:
@@ -87,7 +89,7 @@ def what_if_described(
         truth = toy_truth(picture, registry.get(model_name or None).model.backbone.grid)
         true_class = truth.true_class if truth is not None else None
         return redescribe_html(
-            redescribe(registry, picture, model_name or None, classes, typed, _ratio(ratio), true_class)
+            run_redescribe(registry, picture, model_name or None, classes, typed, _ratio(ratio), true_class)
         )
 
     if not (image and os.path.isfile(image)):

@@ -67,6 +67,7 @@ NOT_TOY = (
     "train/test images, unchanged): only there does the app know how to draw the same bird again."
 )
 run_walkthrough = gpu(walkthrough)  # on ZeroGPU Spaces the forward pass gets a GPU; elsewhere a no-op
+run_erase, run_erase_each = gpu(erase), gpu(erase_each_part)
 
 
 # ------------------------------------------------------------------ what the app knows about the image
@@ -118,7 +119,7 @@ def walk_download(
     ``walkthrough_download`` endpoint): a handout. Served from the same cache as the page itself."""
     page, _ = walk(registry, image, model_name, class_names)
     loaded, model, _ = typed_model(registry, model_name, class_names)
-    erased = erase_appendix(erase_each_part(model, open_image(image)), model.classes)  # the tab's erase row, answered
+    erased = erase_appendix(run_erase_each(model, open_image(image)), model.classes)  # the tab's erase row, answered
     title = f"microCLIP walkthrough: {Path(image).name} under {loaded.name}"
     path = workspace.new() / handout_name(image)
     atomic_write_text(path, standalone_page(page, title, erased))
@@ -160,7 +161,7 @@ def erase_part(
             f"to erase there; it shows: {', '.join(shown) or 'no parts'}."
         )
     _, model, _ = typed_model(registry, model_name, class_names)
-    view = erase(model, picture, sample, parts, None if ratio is None else float(ratio))
+    view = run_erase(model, picture, sample, parts, None if ratio is None else float(ratio))
     return erase_html(
         view.parts, view.original, view.erased, view.changes, species if species in model.classes else None
     )
