@@ -81,12 +81,15 @@ def redescribe(
     typed: dict[str, list[str]],
     ratio: float | None = None,
     true_class: str | None = None,
+    given: dict[str, list[str]] | None = None,
 ) -> Redescribed:
     """``picture`` (PIL) under the model for ``classes``, under W* built from its descriptions of them, and from the
-    same with ``typed`` (class → sentences) in place of a class's own, at fusion ratio ``ratio``."""
-    own = own_descriptions(registry, model_name, classes)
+    same with ``typed`` (class → sentences) in place of a class's own, at fusion ratio ``ratio``. ``given``:
+    descriptions the user gave in place of the model's (Explore's file), which the model then answers with."""
+    own = own_descriptions(registry, model_name, classes) if given is None else match_descriptions(given, classes)[0]
     mine = {**own, **typed}
-    now_model = registry.with_classes(model_name, classes)  # the model's own when they are its classes
+    # the model's own when they are its classes; with a file of descriptions, W* built from them, as Explore answers
+    now_model = registry.with_classes(model_name, classes, given)
     models = (
         now_model,
         registry.with_classes(model_name, classes, own),

@@ -202,6 +202,29 @@ def test_a_large_label_set_starts_from_the_classes_the_model_ranks_first(registr
     assert list(parse_description_lines(start_lines(registry, "adapted", "", None))) == CLASSES[:2]
 
 
+def test_with_a_descriptions_file_the_first_column_is_explore_s_answer_with_it(registry, picture, tmp_path):
+    """Explore answers with the descriptions file uploaded in its class panel; the what-if's "the model" and "its
+    descriptions" are then that file's, and *Start from* fills the box with its lines."""
+    import json
+
+    from ui.explore import explore
+
+    path, file = tmp_path / "disc.png", tmp_path / "mine.json"
+    picture.save(path)
+    mine = {"red square": ["a crimson block."], "green disc": ["a round green thing."], "blue bar": ["a blue rod."]}
+    file.write_text(json.dumps(mine))
+    assert parse_description_lines(start_lines(registry, "adapted", "", str(path), str(file))) == mine
+    html = what_if_described(registry, str(path), "adapted", "", "blue bar: a long thin shape.", 0.5, str(file))
+    display = (0.5, "viridis", 0, 100, 0, "SOAP weight", False)
+    summary = explore(registry, str(path), "adapted", "", str(file), 0.5, *display)[1]
+    result = redescribe(registry, picture, "adapted", CLASSES, {"blue bar": ["a long thin shape."]}, 0.5, given=mine)
+    fused = result.now.prediction("fused")
+    assert f"Prediction: {result.now.classes[fused]}" in summary  # the first column is Explore's answer
+    np.testing.assert_allclose(result.now.logits_fused, result.before.logits_fused, atol=1e-5)
+    (changed,) = result.classes
+    assert changed.before == ("a blue rod.",) and "a blue rod." in unescape(html)
+
+
 def test_the_endpoint_answers_and_says_what_is_wrong_with_the_lines(registry, picture, tmp_path):
     import gradio as gr
 

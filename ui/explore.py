@@ -395,7 +395,9 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
         labels = [gr.Label(num_top_classes=TOP_K, label=BRANCH_TITLES[b]) for b in BRANCHES]
     build_erase_row(registry, given.image, given.model, given.classes, "explore_erase_part", given.ratio)
     build_queries_view(registry, given.image, given.model, given.classes, given.ratio)
-    redescribe = build_redescribe_view(registry, given.image, given.model, given.classes, given.ratio)
+    redescribe = build_redescribe_view(
+        registry, given.image, given.model, given.classes, given.ratio, given.descriptions
+    )
     display = _display_controls()
     save, saved = download_row(
         "Download this explanation (.zip)",

@@ -11,14 +11,14 @@ from functools import partial
 import gradio as gr
 import numpy as np
 
-from microclip.data.descriptions import DescriptionsError
+from microclip.data.descriptions import DescriptionsError, description_lines
 from microclip.explain import explain_image
 from microclip.prepare import parse_class_names
 from microclip.toyworld.truth import toy_truth
 from studio.cache import cached, file_digest, model_identity
 from studio.redescribe import own_description_lines, redescribe, typed_descriptions
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, gpu, open_image, typed_model, user_errors
+from ui.common import INFERENCE, gpu, open_image, read_descriptions, user_errors
 from viz.html import STUDIO_CSS
 from viz.redescribe import redescribe_html
 
@@ -40,24 +40,37 @@ def _classes(registry: ModelRegistry, model_name: str | None, class_names: str |
 START_CLASSES = 16  # a 200-class model's descriptions are thousands of lines: its answer's first classes are the ones
 
 
+def _given(descriptions_json: str | None, classes: list[str]) -> dict[str, list[str]] | None:
+    """The descriptions file uploaded in Explore's class panel, for ``classes`` (None when there is none)."""
+    return read_descriptions(descriptions_json, classes)[0] if descriptions_json else None
+
+
 @user_errors
 def start_lines(
-    registry: ModelRegistry, model_name: str | None, class_names: str | None, image: str | None = None
+    registry: ModelRegistry,
+    model_name: str | None,
+    class_names: str | None,
+    image: str | None = None,
+    descriptions_json: str | None = None,
 ) -> str:
-    """The model's descriptions of the classes in use, one ``class name: sentence`` line each, to edit: of a label set
-    larger than ``START_CLASSES``, those of the classes the model ranks first on ``image`` (the first in order when
-    there is no image)."""
+    """The model's descriptions of the classes in use (or those of the file uploaded in Explore's class panel), one
+    ``class name: sentence`` line each, to edit: of a label set larger than ``START_CLASSES``, those of the classes
+    the model ranks first on ``image`` (the first in order when there is no image)."""
     classes = _classes(registry, model_name, class_names)
+    given = _given(descriptions_json, classes)
     if len(classes) > START_CLASSES:
         if image and os.path.isfile(image):
-            _, model, _ = typed_model(registry, model_name, class_names)
+            model = registry.with_classes(model_name or None, classes, given)
             fused = run_explain(model, open_image(image)).logits_fused
             classes = [classes[i] for i in np.argsort(-fused, kind="stable")[:START_CLASSES]]
             gr.Info(f"The descriptions of the {START_CLASSES} classes this model ranks first on the picture.")
         else:
             classes = classes[:START_CLASSES]
             gr.Info(f"The descriptions of the first {START_CLASSES} classes; add lines for any other.")
-    lines = own_description_lines(registry, model_name or None, classes)
+    if given is not None:
+        lines = description_lines({name: given[name] for name in classes if given.get(name)})
+    else:
+        lines = own_description_lines(registry, model_name or None, classes)
     if not lines:
         gr.Warning("This model has no descriptions of these classes (its templates stand in): type your own.")
     return lines
@@ -71,14 +84,16 @@ def what_if_described(
     class_names: str | None,
     lines: str | None,
     ratio: float | None = None,
+    descriptions_json: str | None = None,
 ) -> str:
-    """The picture under the model's descriptions and under the typed ones, each branch's answer and every
-    re-described class's logit (``explore_redescribe``)."""
+    """The picture under the model's descriptions (or the file uploaded in Explore's class panel) and under the typed
+    ones, each branch's answer and every re-described class's logit (``explore_redescribe``)."""
     if not (lines or "").strip():
         raise gr.Error(
             "Type at least one description as 'class name: sentence', or press 'Start from the model's descriptions'."
         )
     classes = _classes(registry, model_name, class_names)
+    given = _given(descriptions_json, classes)
     try:
         typed = typed_descriptions(lines, classes)
     except DescriptionsError as error:
@@ -89,7 +104,7 @@ def what_if_described(
         truth = toy_truth(picture, registry.get(model_name or None).model.backbone.grid)
         true_class = truth.true_class if truth is not None else None
         return redescribe_html(
-            run_redescribe(registry, picture, model_name or None, classes, typed, _ratio(ratio), true_class)
+            run_redescribe(registry, picture, model_name or None, classes, typed, _ratio(ratio), true_class, given)
         )
 
     if not (image and os.path.isfile(image)):
@@ -98,7 +113,7 @@ def what_if_described(
     loaded = registry.get(model_name or None)
     said = hashlib.sha256(lines.encode("utf-8")).hexdigest()
     key = ("explore_redescribe", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
-    return cached((*key, said, _ratio(ratio)), compute)
+    return cached((*key, said, file_digest(descriptions_json), _ratio(ratio)), compute)
 
 
 def _ratio(ratio: float | None) -> float | None:
@@ -114,7 +129,12 @@ class RedescribeHandles:
 
 
 def build_redescribe_view(
-    registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox, ratio: gr.Slider
+    registry: ModelRegistry,
+    image: gr.Image,
+    model: gr.Dropdown,
+    classes: gr.Textbox,
+    ratio: gr.Slider,
+    descriptions: gr.File,
 ) -> RedescribeHandles:
     """An accordion: a note, the lines to edit, a button that fills them with the model's own, one that answers, and
     one that takes the lines to an adaptation (wired by ``ui.app``, which knows the Adapt tab)."""
@@ -136,10 +156,12 @@ def build_redescribe_view(
         to_adapt = gr.Button(
             "Adapt with these descriptions (opens the Adapt tab)", size="sm", elem_id="explore_redescribe-adapt"
         )
-    start.click(partial(start_lines, registry), [model, classes, image], lines, api_name="explore_descriptions")
+    start.click(
+        partial(start_lines, registry), [model, classes, image, descriptions], lines, api_name="explore_descriptions"
+    )
     button.click(
         partial(what_if_described, registry),
-        [image, model, classes, lines, ratio],
+        [image, model, classes, lines, ratio, descriptions],
         result,
         api_name="explore_redescribe",
         api_description="The picture under the model's class descriptions and under typed ones, nothing retrained.",
