@@ -18,6 +18,7 @@ import torch
 
 from microclip.data.descriptions import description_lines, match_descriptions, parse_description_lines, refuse_unknown
 from microclip.explain import Explanation, explain_batch, image_batch
+from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
 from studio.registry import ModelRegistry
 
@@ -95,10 +96,7 @@ def redescribe(
         registry.with_classes(model_name, classes, own),
         registry.with_classes(model_name, classes, mine),
     )
-    batch = image_batch(now_model, picture).to(next(now_model.parameters()).device)
-    with eval_mode(now_model):
-        tokens = now_model.backbone(batch)  # one read for all three: they share the visual tower
-    now, before, after = (explain_batch(model, batch, ratio, tokens)[0] for model in models)
+    now, before, after = explain_sharing_the_tower(models, picture, ratio)
     fused = [e.logits_fused for e in (now, before, after)]
     places = [_places(logits) for logits in fused]
     changed = tuple(
@@ -113,6 +111,17 @@ def redescribe(
         if mine[name] != own[name]
     )
     return Redescribed(now, before, after, changed, true_class if true_class in now.classes else None)
+
+
+@torch.no_grad()
+def explain_sharing_the_tower(models: Sequence[MicroCLIP], picture, ratio: float | None = None) -> list[Explanation]:
+    """``picture`` explained by each of ``models``, which share one visual tower and differ after it (their heads):
+    the tower reads the picture once for all of them."""
+    first = models[0]
+    batch = image_batch(first, picture).to(next(first.parameters()).device)
+    with eval_mode(first):
+        tokens = first.backbone(batch)
+    return [explain_batch(model, batch, ratio, tokens)[0] for model in models]
 
 
 def _places(logits: np.ndarray) -> np.ndarray:

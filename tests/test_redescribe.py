@@ -173,6 +173,16 @@ def test_the_picture_is_read_once_for_all_three_columns(registry, picture):
     assert len(calls) == 1
 
 
+def test_models_that_share_the_tower_explain_as_each_does_alone(registry, picture):
+    from studio.redescribe import explain_sharing_the_tower
+
+    models = [registry.get("adapted").model, registry.with_classes("adapted", CLASSES, DESCRIPTIONS)]
+    for shared, model in zip(explain_sharing_the_tower(models, picture, 0.3), models, strict=True):
+        alone = explain_image(model, picture, 0.3)
+        np.testing.assert_allclose(shared.logits_fused, alone.logits_fused, atol=1e-5)
+        np.testing.assert_allclose(shared.soap_weights, alone.soap_weights, atol=1e-6)
+
+
 def test_lines_that_change_nothing_change_no_number(registry, picture):
     result = redescribe(registry, picture, "adapted", CLASSES, {"red square": list(DESCRIPTIONS["red square"])})
     assert result.classes == ()
