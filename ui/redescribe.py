@@ -28,6 +28,7 @@ INTRO = (
     "keep theirs), or start from the model's own and edit one. Nothing is retrained."
 )
 PLACEHOLDER = "dastrel wren: a bird with a yellow beak.\ndastrel wren: a bird with a red eye ring."
+START_CLASSES = 16  # a 200-class model's descriptions are thousands of lines: its answer's first classes are the ones
 # on ZeroGPU Spaces the forward passes get a GPU; elsewhere a no-op
 run_redescribe, run_explain = gpu(redescribe), gpu(explain_image)
 
@@ -35,9 +36,6 @@ run_redescribe, run_explain = gpu(redescribe), gpu(explain_image)
 def _classes(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> list[str]:
     """The label set in use: the typed class names, else the model's own."""
     return parse_class_names(class_names) or list(registry.get(model_name or None).classes)
-
-
-START_CLASSES = 16  # a 200-class model's descriptions are thousands of lines: its answer's first classes are the ones
 
 
 def _given(descriptions_json: str | None, classes: list[str]) -> dict[str, list[str]] | None:
