@@ -257,36 +257,57 @@ def bench_explain(
 VIEWS_TARGET = 1.5
 
 
+def random_picture(setup: Setup, seed: int):
+    """A random RGB picture at the model's input size, as an upload arrives (PIL)."""
+    from PIL import Image
+
+    pixels = random_images(setup.image_size, setup.image_size, 3, device=torch.device("cpu"), seed=seed)
+    return Image.fromarray((255 * pixels.numpy()).astype("uint8"))
+
+
+def shared_pass_row(
+    bench: str,
+    shared: Callable[[], object],
+    separate: Callable[[], object],
+    explain: Callable[[], object],
+    setup: Setup,
+    warmup: int,
+    repeats: int,
+    budget_s: float,
+    target: float,
+) -> Row:
+    """One of Explore's what-if views, whose explanations share one backbone pass (``shared``), against one
+    explanation (``explain``) and against the same explanations each with its own pass (``separate``)."""
+    functions = {bench: shared, "separate": separate, "explain": explain}
+    times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
+    ratios = [v / e for v, e in zip(times[bench], times["explain"], strict=True)]
+    times_ms = {name: median_ms(values) for name, values in times.items()}
+    extra = {"separate/explain": times_ms["separate"] / times_ms["explain"], "repeats": len(times[bench])}
+    return Row(bench, "fp32", 1, times_ms, statistics.median(ratios), f"{bench}/explain", extra, target)
+
+
 def bench_views(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) -> Row:
     """Explore's three "what if SOAP asked another question?" panels of one picture (one shared backbone pass)
     against one explanation, and against the same three explanations each with its own pass (what the panels cost
     before they shared it)."""
-    from PIL import Image
-
     from microclip.explain import explain_image
     from microclip.soap import DETERMINISTIC_QUERIES
     from studio.queries import query_views
 
     model = setup.model.eval()
-    pixels = random_images(setup.image_size, setup.image_size, 3, device=torch.device("cpu"), seed=7)
-    picture = Image.fromarray((255 * pixels.numpy()).astype("uint8"))
+    picture = random_picture(setup, seed=7)
     asked = [model.asking(query=q) for q in DETERMINISTIC_QUERIES]
-
-    def views() -> object:
-        return query_views(model, picture)
-
-    def separate() -> object:
-        return [explain_image(view, picture) for view in asked]
-
-    def explain() -> object:
-        return explain_image(model, picture)
-
-    functions = {"views": views, "separate": separate, "explain": explain}
-    times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
-    ratios = [v / e for v, e in zip(times["views"], times["explain"], strict=True)]
-    times_ms = {name: median_ms(values) for name, values in times.items()}
-    extra = {"separate/explain": times_ms["separate"] / times_ms["explain"], "repeats": len(times["views"])}
-    return Row("views", "fp32", 1, times_ms, statistics.median(ratios), "views/explain", extra, VIEWS_TARGET)
+    return shared_pass_row(
+        "views",
+        lambda: query_views(model, picture),
+        lambda: [explain_image(view, picture) for view in asked],
+        lambda: explain_image(model, picture),
+        setup,
+        warmup,
+        repeats,
+        budget_s,
+        VIEWS_TARGET,
+    )
 
 
 REDESCRIBE_TARGET = 1.5
@@ -297,38 +318,27 @@ def bench_redescribe(setup: Setup, warmup: int, repeats: int, budget_s: float = 
     in their heads (the model, W* from its descriptions, W* from the typed ones), which share one backbone pass
     (:func:`studio.redescribe.explain_sharing_the_tower`), against one explanation and against three each with its
     own pass. The heads are built before the clock starts, as the registry keeps them between clicks."""
-    from PIL import Image
-
     from microclip.explain import explain_image
     from studio.redescribe import explain_sharing_the_tower
 
     model = setup.model.eval()
     generator = torch.Generator().manual_seed(11)
-    others = []
+    models = [model]
     for _ in range(2):
         w = F.normalize(torch.randn(model.heads.w_star.shape, generator=generator), dim=-1).to(setup.device)
         heads = Heads(model.classes, model.heads.w_llm.detach(), w)
-        others.append(MicroCLIP(model.backbone, heads, model.config).to(setup.device).eval())
-    models = [model, *others]
-    pixels = random_images(setup.image_size, setup.image_size, 3, device=torch.device("cpu"), seed=13)
-    picture = Image.fromarray((255 * pixels.numpy()).astype("uint8"))
-
-    def columns() -> object:
-        return explain_sharing_the_tower(models, picture)
-
-    def separate() -> object:
-        return [explain_image(m, picture) for m in models]
-
-    def explain() -> object:
-        return explain_image(model, picture)
-
-    functions = {"redescribe": columns, "separate": separate, "explain": explain}
-    times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
-    ratios = [r / e for r, e in zip(times["redescribe"], times["explain"], strict=True)]
-    times_ms = {name: median_ms(values) for name, values in times.items()}
-    extra = {"separate/explain": times_ms["separate"] / times_ms["explain"], "repeats": len(times["redescribe"])}
-    return Row(
-        "redescribe", "fp32", 1, times_ms, statistics.median(ratios), "redescribe/explain", extra, REDESCRIBE_TARGET
+        models.append(MicroCLIP(model.backbone, heads, model.config).to(setup.device).eval())
+    picture = random_picture(setup, seed=13)
+    return shared_pass_row(
+        "redescribe",
+        lambda: explain_sharing_the_tower(models, picture),
+        lambda: [explain_image(m, picture) for m in models],
+        lambda: explain_image(model, picture),
+        setup,
+        warmup,
+        repeats,
+        budget_s,
+        REDESCRIBE_TARGET,
     )
 
 
