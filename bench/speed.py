@@ -13,7 +13,7 @@ Five benchmarks, all on random weights and random images (no data loading, no ne
   ``explain_image`` call and against the three explanations each with its own pass. Target: view / explain <= 1.5
   (three separate passes cost about 3).
 * ``redescribe``: Explore's "what if the descriptions said something else?" of a picture (three explanations that
-  differ only in their heads, :func:`studio.redescribe.explain_sharing_the_tower`) against one ``explain_image`` call
+  differ only in their heads, :func:`microclip.explain.explain_sharing_the_tower`) against one ``explain_image`` call
   and against the three each with its own pass. Target: redescribe / explain <= 1.5.
 * ``download``: Explore's *Download this explanation* of one explained picture (three maps drawn and the photo,
   encoded as PNGs, with every number as JSON, in a zip) against the ``explain_image`` call that made the explanation.
@@ -316,10 +316,9 @@ REDESCRIBE_TARGET = 1.5
 def bench_redescribe(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) -> Row:
     """Explore's "what if the descriptions said something else?" of one picture: three explanations that differ only
     in their heads (the model, W* from its descriptions, W* from the typed ones), which share one backbone pass
-    (:func:`studio.redescribe.explain_sharing_the_tower`), against one explanation and against three each with its
+    (:func:`microclip.explain.explain_sharing_the_tower`), against one explanation and against three each with its
     own pass. The heads are built before the clock starts, as the registry keeps them between clicks."""
-    from microclip.explain import explain_image
-    from studio.redescribe import explain_sharing_the_tower
+    from microclip.explain import explain_image, explain_sharing_the_tower
 
     model = setup.model.eval()
     generator = torch.Generator().manual_seed(11)

@@ -7,6 +7,7 @@ from the same single forward pass that makes the prediction.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -219,3 +220,14 @@ def image_batch(model: MicroCLIP, image) -> torch.Tensor:
 def explain_image(model: MicroCLIP, image, ratio: float | None = None) -> Explanation:
     """A PIL image (any size or mode) → its Explanation, with the centre-crop test transform."""
     return explain_batch(model, image_batch(model, image), ratio)[0]
+
+
+@torch.no_grad()
+def explain_sharing_the_tower(models: Sequence[MicroCLIP], image, ratio: float | None = None) -> list[Explanation]:
+    """A PIL image explained by each of ``models``, views of one model that share its visual tower and differ after
+    it (SOAP's query or pooling, the heads): the tower reads the image once for all of them."""
+    first = models[0]
+    batch = image_batch(first, image).to(next(first.parameters()).device)
+    with eval_mode(first):
+        tokens = first.backbone(batch)
+    return [explain_batch(model, batch, ratio, tokens)[0] for model in models]

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from html import escape
 
 import numpy as np
-import torch
 from PIL import Image
 
-from microclip.explain import Explanation, explain_batch, image_batch
+from microclip.explain import Explanation, explain_sharing_the_tower
 from microclip.model import MicroCLIP
-from microclip.modes import eval_mode
 from microclip.soap import DETERMINISTIC_QUERIES, POOLS
 from microclip.walkthrough import MaskFacts, PatchTruth, effective_count, mask_facts
 from viz.overlay import overlay_unit
@@ -72,12 +70,9 @@ def pool_views(
 def _views(
     model: MicroCLIP, asked: Sequence[MicroCLIP], picture: Image.Image, ratio: float | None, truth: PatchTruth | None
 ) -> list[SoapView]:
-    images = image_batch(model, picture).to(next(model.parameters()).device)
-    with torch.no_grad(), eval_mode(model):
-        tokens = model.backbone(images)  # the views differ only after the backbone: one pass serves them all
     views = []
-    for view in asked:
-        explanation = explain_batch(view, images, ratio, tokens)[0]
+    # the views differ only after the backbone: one pass serves them all
+    for view, explanation in zip(asked, explain_sharing_the_tower(asked, picture, ratio), strict=True):
         facts = None
         if truth is not None:
             facts = mask_facts(truth, explanation.ncut_mask, explanation.soap_weights, explanation.cls_similarity)

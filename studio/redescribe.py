@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 from microclip.data.descriptions import description_lines, match_descriptions, parse_description_lines, refuse_unknown
-from microclip.explain import Explanation, explain_batch, image_batch
-from microclip.model import MicroCLIP
-from microclip.modes import eval_mode
+from microclip.explain import Explanation, explain_sharing_the_tower
 from studio.registry import ModelRegistry
 
 
@@ -111,17 +109,6 @@ def redescribe(
         if mine[name] != own[name]
     )
     return Redescribed(now, before, after, changed, true_class if true_class in now.classes else None)
-
-
-@torch.no_grad()
-def explain_sharing_the_tower(models: Sequence[MicroCLIP], picture, ratio: float | None = None) -> list[Explanation]:
-    """``picture`` explained by each of ``models``, which share one visual tower and differ after it (their heads):
-    the tower reads the picture once for all of them."""
-    first = models[0]
-    batch = image_batch(first, picture).to(next(first.parameters()).device)
-    with eval_mode(first):
-        tokens = first.backbone(batch)
-    return [explain_batch(model, batch, ratio, tokens)[0] for model in models]
 
 
 def _places(logits: np.ndarray) -> np.ndarray:

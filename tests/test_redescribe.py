@@ -174,7 +174,7 @@ def test_the_picture_is_read_once_for_all_three_columns(registry, picture):
 
 
 def test_models_that_share_the_tower_explain_as_each_does_alone(registry, picture):
-    from studio.redescribe import explain_sharing_the_tower
+    from microclip.explain import explain_sharing_the_tower
 
     models = [registry.get("adapted").model, registry.with_classes("adapted", CLASSES, DESCRIPTIONS)]
     for shared, model in zip(explain_sharing_the_tower(models, picture, 0.3), models, strict=True):
