@@ -50,7 +50,13 @@ def redescribe_html(result: Redescribed) -> str:
         cards += fig("The classes you re-described", described_table, extra_class="wt-wide")
     else:
         cards += '<div class="wt-note">Your lines give every class the sentences it already had: nothing changed.</div>'
-    first = "its W* moved from its start in adaptation" if result.adapted else "the same W*: it was not adapted"
+    # equal columns also come from an adapted model asked among typed names or with a descriptions file (its W* then
+    # rebuilt), so "not adapted" would not be true of every such model
+    first = (
+        "its W* moved from its start in adaptation"
+        if result.adapted
+        else "its W* is the one the descriptions give, so the first two columns agree"
+    )
     note = f'<div class="wt-note">{escape(NOTE.format(first=first))}</div>'
     return f'<div class="wt"><div class="wt-body">{cards}</div>{note}</div>'
 
