@@ -659,3 +659,39 @@ def test_output_folder_loads_with_open_clip(six_step_run):
         "p_lookalike": P_LOOKALIKE,
         "lookalike_rule": "closest",
     }
+
+
+def test_a_split_another_process_finished_meanwhile_is_kept_not_replaced(tmp_path: Path, monkeypatch):
+    """Two training runs started together both generate the train split; the one that finishes second must not
+    delete the first one's folder as stale (a run already reading it saw three classes vanish)."""
+    import microclip.toyworld.dataset as dataset
+
+    real_render = dataset.render_split_sample
+    seen = {}
+
+    def render_while_another_process_finishes(split, label, index, seed, *args, **kwargs):
+        if not seen:  # the other process generates the same split, and starts reading it, before we end
+            seen["started"] = True
+            seen["folder"] = real_ensure(tmp_path, "test", n_per_class=1)
+            seen["inode"] = seen["folder"].stat().st_ino
+            seen["file"] = next(seen["folder"].rglob("*.png"))
+        return real_render(split, label, index, seed, *args, **kwargs)
+
+    real_ensure = dataset.ensure_split
+    monkeypatch.setattr(dataset, "render_split_sample", render_while_another_process_finishes)
+    # the nested call sees no split yet and generates it; keep it from nesting again
+    monkeypatch.setattr(dataset, "split_is_current", _current_after_first_check(dataset.split_is_current))
+    folder = dataset.ensure_split(tmp_path, "test", n_per_class=1)
+    assert folder == seen["folder"] and folder.stat().st_ino == seen["inode"]  # the same folder, not a new one
+    assert seen["file"].is_file() and len(list(folder.rglob("*.png"))) == len(dataset.CLASS_NAMES)
+    assert [p.name for p in (tmp_path / "toybirds").iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def _current_after_first_check(real):
+    calls = []
+
+    def split_is_current(*args, **kwargs):
+        calls.append(args)
+        return False if len(calls) == 1 else real(*args, **kwargs)  # the outer call's first look: nothing there
+
+    return split_is_current

@@ -174,6 +174,11 @@ def ensure_split(root: str | Path, split: str, n_per_class: int | None = None, s
             part_labels=np.stack(part_labels),
             bird_mask=np.stack(birds),
         )
+        if split_is_current(root, split, n_per_class, seed):
+            # another process generated the same split meanwhile, and may be reading it already: removing it
+            # as stale would pull its images away mid-run
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
         if target.exists():
             shutil.rmtree(target)  # stale: generated with other settings
         os.rename(tmp, target)
