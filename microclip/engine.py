@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from microclip.constants import CLS_ONLY_MODES
 from microclip.drift import ShiftProbe, agreement, shared_part, shift_logits
-from microclip.labeling import LabelPrior, aggregate, crop_composite, fuse_for_labels
+from microclip.labeling import LabelPrior, crop_composite, dka_pass, encode_crops
 from microclip.losses import FairnessRegulariser, pseudo_label_loss
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
@@ -405,16 +405,13 @@ def pseudo_label(
             cls_embed = model.encode_cls(weak)
             return chosen(cls_embed @ head.T.to(cls_embed.dtype)), {}
         crops = views[:, 2:]  # (B, K, 3, S, S)
-        batch, n_crops = crops.shape[:2]
-        crop_embeds = model.encode_cls(crops.flatten(0, 1)).view(batch, n_crops, -1).float()
         if config.mode == "wca_baseline":
+            crop_embeds = encode_crops(model, crops)
             anchor = model.encode_cls(weak).float()
             composite = crop_composite(crop_embeds, anchor)
             return chosen(composite @ head.T.float()), {}
-        out = model(weak)
-        composite = crop_composite(crop_embeds, out.tokens.cls_embed.float())
-        fused = fuse_for_labels(out.tokens.cls_embed.float(), out.fg_embed.float())
-        labels = aggregate(composite, fused, model.heads.w_llm, model.heads.w_star_hat(), config.gamma)
+        dka = dka_pass(model, weak, crops, config.gamma)
+        out, labels = dka.output, dka.labels
         if config.label_debias:
             labels = replace(labels, labels=chosen(labels.scores))
         extra = {"pl_conf": labels.confidence.mean().item()}

@@ -54,6 +54,49 @@ def aggregate(
     )
 
 
+@dataclass(frozen=True)
+class DkaPass:
+    """One DKA labelling of a batch, with what it was made of (for the app's view of a picture's label)."""
+
+    output: Any  # the model's ModelOutput on the weak view
+    crop_embeds: torch.Tensor  # (B, K, E) the crops' normalised [CLS] embeddings
+    crop_weights: torch.Tensor  # (B, K) each crop's share of the composite z
+    composite: torch.Tensor  # (B, E) z
+    fused_weak: torch.Tensor  # (B, E) u
+    static: torch.Tensor  # (B, C) ⟨z, W_LLM⟩
+    dynamic: torch.Tensor  # (B, C) ⟨u, Ŵ*⟩
+    labels: PseudoLabels
+
+
+def encode_crops(model: Any, crops: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3, S, S) crops → (B, K, E) normalised [CLS] embeddings, in float32."""
+    batch, n_crops = crops.shape[:2]
+    return model.encode_cls(crops.flatten(0, 1)).view(batch, n_crops, -1).float()
+
+
+@torch.no_grad()
+def dka_pass(model: Any, weak: torch.Tensor, crops: torch.Tensor, gamma: float) -> DkaPass:
+    """microCLIP's pseudo-labels of a batch: the weak views (B, 3, S, S) and their crops (B, K, 3, S, S), as
+    self-training computes them (``engine.pseudo_label`` calls this; the app shows one picture's)."""
+    crop_embeds = encode_crops(model, crops)
+    out = model(weak)
+    cls_embed = out.tokens.cls_embed.float()
+    composite = crop_composite(crop_embeds, cls_embed)
+    fused = fuse_for_labels(cls_embed, out.fg_embed.float())
+    w_llm, w_star_hat = model.heads.w_llm, model.heads.w_star_hat()
+    labels = aggregate(composite, fused, w_llm, w_star_hat, gamma)
+    return DkaPass(
+        output=out,
+        crop_embeds=crop_embeds,
+        crop_weights=torch.einsum("bke,be->bk", crop_embeds, cls_embed).softmax(dim=1),
+        composite=composite,
+        fused_weak=fused,
+        static=composite @ w_llm.T.to(composite.dtype),
+        dynamic=fused @ w_star_hat.T.to(fused.dtype),
+        labels=labels,
+    )
+
+
 PRIOR_SOURCES = ("scores", "labels")  # what a label prior is a running mean of; the first, DebiasPL's, by default
 PRIOR_MOMENTUM = 0.9  # round 45's
 

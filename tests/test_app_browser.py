@@ -52,6 +52,7 @@ LESSON_SHOTS = {
     "tab-2-explore": "explore.png",
     "explore-explainers": "explore-explainers.png",
     "explore-redescribe": "explore-redescribe.png",
+    "explore-label": "explore-label.png",
     "explore-epochs": "explore-epochs.png",
     "explore-epochs-classes": "explore-epochs-classes.png",
     "tab-3-compare": "compare.png",
@@ -354,6 +355,17 @@ def test_explore_an_example_and_compare_explainers(page):
             assert asked.locator("img").count() == 3
             asked.scroll_into_view_if_needed()
             shot(page, f"explore-{name}", top=False)
+        # how self-training would label the bird: its crops drawn on it, each crop's row, the two halves
+        page.locator("#explore-label").get_by_text("How would adaptation label this picture?").first.click()
+        page.locator("#explore_label-button").click()
+        labelled = page.locator("#explore_label-result")
+        expect(labelled).to_contain_text("DKA labels this picture")
+        expect(labelled).to_contain_text("The two halves and the label")
+        assert labelled.locator("img.wt-thumb").count() == labelled.locator("svg rect").count() >= 1
+        card, column = (page.locator(sel).bounding_box() for sel in ("#explore_label-result .wt", "#explore-label"))
+        assert card["x"] + card["width"] <= column["x"] + column["width"] + 1, (card, column)
+        page.locator("#explore-label").evaluate("e => e.scrollIntoView({block: 'start'})")
+        shot(page, "explore-label", top=False)
 
     # What if the descriptions said something else: the model's own lines to start from, one class re-described,
     # and the three columns (the model, W* from its descriptions, W* from yours) with that class's row

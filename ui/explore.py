@@ -57,6 +57,7 @@ from ui.common import (
     read_descriptions,
     user_errors,
 )
+from ui.dka import build_label_view
 from ui.epochs import build_epochs_view
 from ui.explainers import build_explainers_view
 from ui.layout import entry_fusion_ratio, follow_fusion_ratio
@@ -398,6 +399,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     redescribe = build_redescribe_view(
         registry, given.image, given.model, given.classes, given.ratio, given.descriptions
     )
+    build_label_view(registry, given.image, given.model, given.classes, given.descriptions)
     display = _display_controls()
     save, saved = download_row(
         "Download this explanation (.zip)",

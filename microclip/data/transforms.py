@@ -41,11 +41,7 @@ def _interpolation(name: str) -> InterpolationMode:
 def weak_transform(input_size: int = DEFAULT_INPUT_SIZE, interpolation: str = "bicubic") -> ImageTransform:
     """Resize(short side) -> RandomCrop(input_size) -> ToTensor; no flip, as in the reference."""
     return T.Compose(
-        [
-            T.Resize(input_size, interpolation=_interpolation(interpolation)),
-            T.RandomCrop(input_size),
-            T.ToTensor(),
-        ]
+        [T.Resize(input_size, interpolation=_interpolation(interpolation)), T.RandomCrop(input_size), T.ToTensor()]
     )
 
 
@@ -110,13 +106,17 @@ class CropViews:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """(K, 3, S, S) crops in [0, 1]."""
-        width, height = image.size
-        crops = [
-            self.weak(image.crop(random_square_box(width, height, self.alpha, self.beta))) for _ in range(self.n_crops)
-        ]
-        if not crops:
+        return self.crop(image, self.draw_boxes(*image.size))
+
+    def draw_boxes(self, width: int, height: int, rng: random.Random | None = None) -> list[tuple[int, int, int, int]]:
+        """The K boxes one call draws (from ``rng``, else Python's ``random``), so a picture's crops can be shown."""
+        return [random_square_box(width, height, self.alpha, self.beta, rng) for _ in range(self.n_crops)]
+
+    def crop(self, image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
+        """(len(boxes), 3, S, S): each box of ``image`` through the weak transform."""
+        if not boxes:
             return torch.empty(0, 3, self.input_size, self.input_size)
-        return torch.stack(crops)
+        return torch.stack([self.weak(image.crop(box)) for box in boxes])
 
     def __repr__(self) -> str:
         return f"CropViews(n_crops={self.n_crops}, alpha={self.alpha}, beta={self.beta}, input_size={self.input_size})"
