@@ -28,6 +28,42 @@ CLASSES = ["red square", "green disc", "blue bar"]
 BUNDLED_TOY_MODEL = ROOT / "checkpoints" / "toybirds-microclip.safetensors"
 
 
+SHAPE_DESCRIPTIONS = {
+    "red square": ["a red square.", "a shape with four corners."],
+    "green disc": ["a green disc.", "a round shape."],
+    "blue bar": ["a blue bar.", "a long thin shape."],
+}
+SHAPE_TEMPLATES = ["a photo of a {}."]
+
+
+def moved_registry(tiny_model_dir: Path, folder: Path, training: dict | None = None):
+    """The tiny ViT zero-shot from SHAPE_DESCRIPTIONS ("zero-shot"), and "adapted" (the default): its trainable
+    parameters moved off their start, saved as a checkpoint that carries the same descriptions (and ``training``,
+    the header's record of how it was adapted)."""
+    from microclip.checkpoint import CheckpointMeta, save_adapted
+    from microclip.model import MicroCLIP
+    from studio.registry import ModelRegistry
+
+    base = f"local-dir:{tiny_model_dir}"
+    registry = ModelRegistry("cpu")
+    registry.add_base(base, None, CLASSES, "zero-shot", SHAPE_TEMPLATES, SHAPE_DESCRIPTIONS)
+    model, _, _ = MicroCLIP.build(base, None, CLASSES, SHAPE_TEMPLATES, SHAPE_DESCRIPTIONS)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.trainable_parameters().values():
+            param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    meta = CheckpointMeta(
+        model.base,
+        CLASSES,
+        method=model.config.to_dict(),
+        training=training or {},
+        templates=SHAPE_TEMPLATES,
+        descriptions=SHAPE_DESCRIPTIONS,
+    )
+    registry.add_checkpoint(save_adapted(folder / "adapted.safetensors", model.adapted_state(), meta), "adapted", True)
+    return registry
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """Each phase's report kept on the test item (``item.report_call``), for fixtures that keep evidence of a

@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BUNDLED_TOY_MODEL, CLASSES, ROOT, draw_sample, serve
+from conftest import BUNDLED_TOY_MODEL, ROOT, draw_sample, moved_registry, serve
 from PIL import Image
 
-from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.data.transforms import CropViews, random_square_box, weak_transform
 from microclip.engine import pseudo_label
 from microclip.label_view import PictureLabel, label_picture
-from microclip.model import MicroCLIP
 from microclip.recipe import Recipe
 from microclip.toyworld.truth import toy_sample
 from studio.dka import LabelStory, crop_truth, label_story
@@ -31,37 +29,14 @@ from viz.dka import crops_sentence, decision_sentence, label_html
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-DESCRIPTIONS = {
-    "red square": ["a red square.", "a shape with four corners."],
-    "green disc": ["a green disc.", "a round shape."],
-    "blue bar": ["a blue bar.", "a long thin shape."],
-}
-TEMPLATES = ["a photo of a {}."]
 RUN = {"gamma": 0.3, "n_crops": 3, "alpha": 0.6, "beta": 0.8}  # the "adapted" model's recipe
 
 
 @pytest.fixture(scope="module")
 def registry(tiny_model_dir, tmp_path_factory) -> ModelRegistry:
     """The tiny ViT zero-shot, and "adapted": its trainable parameters moved, saved with a recipe of its own."""
-    registry = ModelRegistry("cpu")
-    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "zero-shot", TEMPLATES, DESCRIPTIONS)
-    model, _, _ = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, CLASSES, TEMPLATES, DESCRIPTIONS)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.trainable_parameters().values():
-            param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    recipe = Recipe(epochs=1, **RUN)
-    meta = CheckpointMeta(
-        model.base,
-        CLASSES,
-        method=model.config.to_dict(),
-        training={"config": recipe.to_dict()},
-        templates=TEMPLATES,
-        descriptions=DESCRIPTIONS,
-    )
-    path = save_adapted(tmp_path_factory.mktemp("label") / "adapted.safetensors", model.adapted_state(), meta)
-    registry.add_checkpoint(path, "adapted", default=True)
-    return registry
+    training = {"config": Recipe(epochs=1, **RUN).to_dict()}
+    return moved_registry(tiny_model_dir, tmp_path_factory.mktemp("label"), training)
 
 
 @pytest.fixture(scope="module")

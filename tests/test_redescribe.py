@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CLASSES, draw_sample, serve
+from conftest import CLASSES, SHAPE_DESCRIPTIONS, SHAPE_TEMPLATES, draw_sample, moved_registry, serve
 from PIL import Image
 
-from microclip.checkpoint import CheckpointMeta, save_adapted
 from microclip.data.descriptions import (
     DescriptionsError,
     description_lines,
@@ -22,7 +21,6 @@ from microclip.data.descriptions import (
     parse_description_lines,
 )
 from microclip.explain import explain_image
-from microclip.model import MicroCLIP
 from studio.redescribe import redescribe, typed_descriptions
 from studio.registry import ModelRegistry
 from ui.app import build_demo
@@ -31,12 +29,7 @@ from ui.redescribe import start_lines, what_if_described
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-DESCRIPTIONS = {
-    "red square": ["a red square.", "a shape with four corners."],
-    "green disc": ["a green disc.", "a round shape."],
-    "blue bar": ["a blue bar.", "a long thin shape."],
-}
-TEMPLATES = ["a photo of a {}."]
+DESCRIPTIONS, TEMPLATES = SHAPE_DESCRIPTIONS, SHAPE_TEMPLATES
 
 
 # ------------------------------------------------------------------ typed lines
@@ -100,19 +93,7 @@ def test_lines_match_classes_as_a_descriptions_file_does():
 def registry(tiny_model_dir, tmp_path_factory) -> ModelRegistry:
     """The tiny ViT zero-shot from DESCRIPTIONS, and "adapted": W* and SOAP moved off their start, saved and loaded
     as a checkpoint that carries the same descriptions."""
-    registry = ModelRegistry("cpu")
-    registry.add_base(f"local-dir:{tiny_model_dir}", None, CLASSES, "zero-shot", TEMPLATES, DESCRIPTIONS)
-    model, _, _ = MicroCLIP.build(f"local-dir:{tiny_model_dir}", None, CLASSES, TEMPLATES, DESCRIPTIONS)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.trainable_parameters().values():
-            param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    meta = CheckpointMeta(
-        model.base, CLASSES, method=model.config.to_dict(), templates=TEMPLATES, descriptions=DESCRIPTIONS
-    )
-    path = save_adapted(tmp_path_factory.mktemp("redescribe") / "adapted.safetensors", model.adapted_state(), meta)
-    registry.add_checkpoint(path, "adapted", default=True)
-    return registry
+    return moved_registry(tiny_model_dir, tmp_path_factory.mktemp("redescribe"))
 
 
 @pytest.fixture(scope="module")
