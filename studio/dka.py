@@ -16,6 +16,7 @@ from PIL import Image
 from microclip.label_view import PictureLabel, label_picture, recipe_crops
 from microclip.toyworld.truth import toy_sample
 from microclip.toyworld.world import PARTS, SPECIES
+from studio.redescribe import sentences_in_use
 from studio.registry import ModelRegistry
 
 PART_INSIDE = 0.5  # a crop "holds" a part when at least this share of the part's pixels is inside it
@@ -37,6 +38,7 @@ class LabelStory:
     recipe: str  # whose settings: "its adaptation's" or "the reference's (a zero-shot model)"
     debiased: bool  # the model's run also took a running class marginal out of its labels (not shown here)
     mode: str = "microclip"  # how the model's own run labelled its images (Recipe.mode)
+    redescribed: tuple[str, ...] = ()  # classes whose sentences were replaced (the heads then built as a run starts)
     true_class: str | None = None
     crops: tuple[CropTruth, ...] | None = None  # one per crop, on a known toy bird
 
@@ -71,11 +73,22 @@ def label_story(
     classes: Sequence[str] | None = None,
     given: dict[str, list[str]] | None = None,
     seed: int = 0,
+    typed: dict[str, list[str]] | None = None,
 ) -> LabelStory:
     """DKA's label of ``picture`` under the named model (for ``classes`` with ``given`` descriptions, as Explore
-    answers), with its adaptation's γ, K and crop sizes, its crops drawn from ``seed``."""
+    answers), with its adaptation's γ, K and crop sizes, its crops drawn from ``seed``. ``typed`` (class → sentences,
+    Explore's what-if): those classes' sentences replaced, ``W_LLM`` and ``Ŵ*`` built from the result, as an
+    adaptation from this model with them starts."""
     loaded = registry.get(model_name)
-    model = registry.with_classes(model_name, classes or loaded.classes, given) if classes or given else loaded.model
+    classes = list(classes or loaded.classes)
+    if typed:
+        model = registry.with_classes(
+            model_name, classes, {**sentences_in_use(registry, model_name, classes, given), **typed}
+        )
+    elif given or classes != list(loaded.classes):
+        model = registry.with_classes(model_name, classes, given)
+    else:
+        model = loaded.model
     recipe = registry.adapted_recipe(model_name)
     label = label_picture(model, picture, seed=seed, **recipe_crops(recipe))
     sample = toy_sample(picture)
@@ -88,6 +101,7 @@ def label_story(
         recipe="its adaptation's" if recipe is not None else "the reference's (a zero-shot model)",
         debiased=bool(recipe is not None and recipe.label_debias),
         mode=recipe.mode if recipe is not None else "microclip",
+        redescribed=tuple(sorted(typed or ())),
         true_class=truth if truth in label.classes else None,
         crops=crops,
     )

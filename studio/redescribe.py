@@ -58,6 +58,14 @@ def own_descriptions(registry: ModelRegistry, model_name: str | None, classes: S
     return match_descriptions(registry.get(model_name).descriptions, classes)[0]
 
 
+def sentences_in_use(
+    registry: ModelRegistry, model_name: str | None, classes: Sequence[str], given: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    """The sentences Explore answers ``classes`` with: those of the descriptions file the user gave (``given``), else
+    the model's own ([] for a class with none)."""
+    return own_descriptions(registry, model_name, classes) if given is None else match_descriptions(given, classes)[0]
+
+
 def own_description_lines(registry: ModelRegistry, model_name: str | None, classes: Sequence[str]) -> str:
     """The model's descriptions of ``classes`` as lines to edit (``class name: sentence``)."""
     return description_lines(own_descriptions(registry, model_name, classes))
@@ -85,7 +93,7 @@ def redescribe(
     """``picture`` (PIL) under the model for ``classes``, under W* built from its descriptions of them, and from the
     same with ``typed`` (class → sentences) in place of a class's own, at fusion ratio ``ratio``. ``given``:
     descriptions the user gave in place of the model's (Explore's file), which the model then answers with."""
-    own = own_descriptions(registry, model_name, classes) if given is None else match_descriptions(given, classes)[0]
+    own = sentences_in_use(registry, model_name, classes, given)
     mine = {**own, **typed}
     # the model's own when they are its classes; with a file of descriptions, W* built from them, as Explore answers
     now_model = registry.with_classes(model_name, classes, given)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BUNDLED_TOY_MODEL, ROOT, draw_sample, moved_registry, serve
+from conftest import BUNDLED_TOY_MODEL, CLASSES, ROOT, SHAPE_DESCRIPTIONS, draw_sample, moved_registry, serve
 from PIL import Image
 
 from microclip.data.transforms import CropViews, random_square_box, weak_transform
@@ -29,6 +29,7 @@ from viz.dka import crops_sentence, decision_sentence, label_html
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+ENDPOINT = "/explore_label"
 RUN = {"gamma": 0.3, "n_crops": 3, "alpha": 0.6, "beta": 0.8}  # the "adapted" model's recipe
 
 
@@ -203,8 +204,30 @@ def test_the_endpoint_answers_and_refuses_a_bad_seed(registry, picture, tmp_path
             label_picture_html(registry, str(path), "adapted", "", bad)
     with serve(build_demo(registry)) as url:
         client = Client(url, verbose=False)
-        html = client.predict(handle_file(str(path)), "adapted", "", 5, None, api_name="/explore_label")
+        html = client.predict(
+            handle_file(str(path)), "adapted", "", 5, None, False, "a disc", api_name="/explore_label"
+        )
+        typed = client.predict(
+            handle_file(str(path)), "adapted", "", 5, None, True, "green disc: a red square.", api_name=ENDPOINT
+        )
     story = label_story(registry, picture, "adapted", seed=5)
     text = re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
     assert f"DKA labels this picture {story.label.classes[story.label.label]} ." in text
     assert decision_sentence(story) in text and "drawn from seed 5" in text
+    assert "With your descriptions of green disc (typed in the what-if above)" in unescape(typed)
+    with pytest.raises(gr.Error, match=re.escape("Descriptions: line 1: expected 'class name: sentence'")):
+        label_picture_html(registry, str(path), "adapted", "", 5, None, "a disc")
+
+
+def test_with_typed_descriptions_the_heads_are_built_from_them_as_an_adaptation_starts(registry, picture):
+    typed = {"green disc": ["a red square."]}
+    story = label_story(registry, picture, "adapted", typed=typed, seed=2)
+    started = registry.with_classes("adapted", CLASSES, {**SHAPE_DESCRIPTIONS, **typed})
+    expected = label_picture(started, picture, seed=2, **RUN)
+    for half in ("static", "dynamic", "combined", "cls"):
+        np.testing.assert_allclose(story.label.scores(half), expected.scores(half), atol=1e-6)
+    as_is = label_story(registry, picture, "adapted", seed=2).label
+    disc = CLASSES.index("green disc")
+    assert story.redescribed == ("green disc",) and abs(story.label.static[disc] - as_is.static[disc]) > 1e-3
+    others = [i for i in range(len(CLASSES)) if i != disc]  # W_LLM is frozen: the others' rows are as they were
+    np.testing.assert_allclose(story.label.static[others], as_is.static[others], atol=1e-6)

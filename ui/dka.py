@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from functools import partial
 
 import gradio as gr
 
+from microclip.data.descriptions import DescriptionsError
 from microclip.prepare import parse_class_names
 from studio.cache import cached, file_digest, model_identity
 from studio.dka import label_story
+from studio.redescribe import typed_descriptions
 from studio.registry import ModelRegistry
 from ui.common import INFERENCE, gpu, open_image, read_descriptions, user_errors
 from viz.dka import label_html
@@ -34,31 +36,46 @@ def label_picture_html(
     class_names: str | None,
     seed: float | None = 0,
     descriptions_json: str | None = None,
+    lines: str | None = None,
 ) -> str:
-    """DKA's label of the picture under the model in use, its crops drawn from ``seed`` (``explore_label``)."""
+    """DKA's label of the picture under the model in use, its crops drawn from ``seed`` (``explore_label``); with
+    ``lines`` (the what-if's ``class name: sentence`` lines), under those descriptions as an adaptation starts."""
     if seed is None or not float(seed).is_integer() or not 0 <= seed <= MAX_SEED:
         raise gr.Error(f"The crops' seed is a whole number from 0 to {MAX_SEED:,}.")
     seed = int(seed)
     typed = parse_class_names(class_names)
     classes = typed or list(registry.get(model_name or None).classes)
     given = read_descriptions(descriptions_json, classes)[0] if descriptions_json else None
+    described = None
+    if (lines or "").strip():
+        try:
+            described = typed_descriptions(lines, classes)
+        except DescriptionsError as error:
+            raise gr.Error(f"Descriptions: {error}.") from None
 
     def compute() -> str:
         picture = open_image(image)
-        return label_html(run_label_story(registry, picture, model_name or None, typed or None, given, seed))
+        story = run_label_story(registry, picture, model_name or None, typed or None, given, seed, described)
+        return label_html(story)
 
     if not (image and os.path.isfile(image)):
         return compute()
     # the cache (studio.cache): a class labelling the same example is served once
     loaded = registry.get(model_name or None)
     key = ("explore_label", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
-    return cached((*key, file_digest(descriptions_json), seed), compute)
+    said = hashlib.sha256((lines or "").encode("utf-8")).hexdigest() if described else ""
+    return cached((*key, file_digest(descriptions_json), seed, said), compute)
 
 
 def build_label_view(
-    registry: ModelRegistry, image: gr.Image, model: gr.Dropdown, classes: gr.Textbox, descriptions: gr.File
+    registry: ModelRegistry,
+    image: gr.Image,
+    model: gr.Dropdown,
+    classes: gr.Textbox,
+    descriptions: gr.File,
+    lines: gr.Textbox,
 ) -> None:
-    """An accordion: a note, the crops' seed, a button, the card."""
+    """An accordion: a note, the crops' seed, whether to use the what-if's typed descriptions, a button, the card."""
     with gr.Accordion(
         "How would adaptation label this picture? (DKA's pseudo-label)", open=False, elem_id="explore-label"
     ):
@@ -67,11 +84,31 @@ def build_label_view(
             seed = gr.Number(
                 value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Crops' seed", elem_id="explore_label-seed"
             )
+            mine = gr.Checkbox(
+                False,
+                label="With the descriptions typed in the what-if above (as an adaptation with them starts)",
+                elem_id="explore_label-typed",
+            )
             button = gr.Button("Label it as self-training would", variant="primary", elem_id="explore_label-button")
         result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_label-result")
+
+    def explore_label(
+        image: str | None,
+        model_name: str | None,
+        class_names: str | None,
+        seed: float | None = 0,
+        descriptions_json: str | None = None,
+        use_typed_lines: bool = False,
+        lines: str | None = None,
+    ) -> str:
+        """The endpoint: ``lines`` are read only with ``use_typed_lines`` (the checkbox), so lines left in the
+        what-if's box do not change the label unasked."""
+        typed = lines if use_typed_lines else None
+        return label_picture_html(registry, image, model_name, class_names, seed, descriptions_json, typed)
+
     button.click(
-        partial(label_picture_html, registry),
-        [image, model, classes, seed, descriptions],
+        explore_label,
+        [image, model, classes, seed, descriptions, mine, lines],
         result,
         api_name="explore_label",
         api_description="The picture's pseudo-label as microCLIP's self-training makes it: the crops, both halves.",

@@ -399,7 +399,7 @@ def _output_column(registry: ModelRegistry, given: _Inputs) -> _Outputs:
     redescribe = build_redescribe_view(
         registry, given.image, given.model, given.classes, given.ratio, given.descriptions
     )
-    build_label_view(registry, given.image, given.model, given.classes, given.descriptions)
+    build_label_view(registry, given.image, given.model, given.classes, given.descriptions, redescribe.lines)
     display = _display_controls()
     save, saved = download_row(
         "Download this explanation (.zip)",

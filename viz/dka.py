@@ -172,6 +172,11 @@ def label_html(story: LabelStory) -> str:
         f"{label.beta:g} of the short side, drawn from seed {label.seed}; a training run draws new crops for every "
         "picture in every epoch. Self-training trains the strong view on this label; W_LLM makes labels only."
     )
+    if story.redescribed:
+        note += (
+            f" With your descriptions of {', '.join(story.redescribed)} (typed in the what-if above): W_LLM and Ŵ* "
+            "are built from them and the others' own, as an adaptation from this model with them starts."
+        )
     if story.mode != "microclip":
         note += (
             f" This model's own run did not label with DKA ({MODE_WORDS.get(story.mode, story.mode)}); the card shows "
