@@ -341,6 +341,30 @@ def bench_redescribe(setup: Setup, warmup: int, repeats: int, budget_s: float = 
     )
 
 
+LABEL_CROPS = 8  # the reference's K
+
+
+def bench_label(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) -> Row:
+    """Explore's "how would adaptation label this picture?" (:func:`microclip.label_view.label_picture`: the weak
+    view and K = 8 crops through the tower, as a training step labels one image) against one explanation of the
+    same picture. The target allows the K + 1 images it reads and one more: what batching the crops saves is the
+    row's news."""
+    from microclip.explain import explain_image
+    from microclip.label_view import label_picture
+
+    model = setup.model.eval()
+    picture = random_picture(setup, seed=17)
+    functions = {
+        "label": lambda: label_picture(model, picture, n_crops=LABEL_CROPS),
+        "explain": lambda: explain_image(model, picture),
+    }
+    times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
+    ratios = [v / e for v, e in zip(times["label"], times["explain"], strict=True)]
+    times_ms = {name: median_ms(values) for name, values in times.items()}
+    extra = {"crops": LABEL_CROPS, "repeats": len(times["label"])}
+    return Row("label", "fp32", 1, times_ms, statistics.median(ratios), "label/explain", extra, LABEL_CROPS + 2.0)
+
+
 DOWNLOAD_TARGET = 10.0  # a click on a button, not on every picture: within ten forward passes
 
 
@@ -598,6 +622,10 @@ def table(rows: list[Row], cuda: bool) -> str:
             ours, base = row.times_ms["redescribe"], row.times_ms["explain"]
             breakdown = f"three separate passes {format_ms(row.times_ms['separate'])}"
             label = "three descriptions what-if columns / one explain"
+        elif row.bench == "label":
+            ours, base = row.times_ms["label"], row.times_ms["explain"]
+            breakdown = f"the weak view and {row.extra['crops']} crops, batched"
+            label = "DKA's label of one picture / one explain"
         elif row.bench == "download":
             ours, base = row.times_ms["download"], row.times_ms["explain"]
             breakdown = f"photo and maps at {row.extra['photo_px']} px"
@@ -664,7 +692,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("explain", "views", "redescribe", "download", "train"),
+        choices=("explain", "views", "redescribe", "label", "download", "train"),
         default=None,
         help="run one benchmark",
     )
@@ -768,6 +796,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "redescribe"):
         rows.append(bench_redescribe(setup, warmup, repeats, budget))
         progress("redescribe")
+    if args.only in (None, "label"):
+        rows.append(bench_label(setup, warmup, repeats, budget))
+        progress("label")
     if args.only in (None, "download"):
         rows.append(bench_download(setup, warmup, repeats, budget))
         progress("download")
