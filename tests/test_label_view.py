@@ -231,3 +231,19 @@ def test_with_typed_descriptions_the_heads_are_built_from_them_as_an_adaptation_
     assert story.redescribed == ("green disc",) and abs(story.label.static[disc] - as_is.static[disc]) > 1e-3
     others = [i for i in range(len(CLASSES)) if i != disc]  # W_LLM is frozen: the others' rows are as they were
     np.testing.assert_allclose(story.label.static[others], as_is.static[others], atol=1e-6)
+
+
+def test_a_large_photo_goes_into_the_card_shrunk(registry):
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8))
+    html = label_html(label_story(registry, photo, "adapted"))
+    assert len(html) < 300_000  # at full size the picture and its crops are megabytes of PNG
+    assert 'viewBox="0 0 1200 900"' in html  # the boxes keep the photo's own pixels
+
+
+def test_with_a_descriptions_file_the_label_is_made_with_its_sentences_as_explore_answers(registry, picture):
+    given = {name: [f"a picture of one {name}."] for name in CLASSES}
+    story = label_story(registry, picture, "adapted", given=given, seed=4)
+    expected = label_picture(registry.with_classes("adapted", CLASSES, given), picture, seed=4, **RUN)
+    np.testing.assert_allclose(story.label.combined, expected.combined, atol=1e-6)
+    own = label_story(registry, picture, "adapted", seed=4).label
+    assert not np.allclose(story.label.static, own.static, atol=1e-4)  # W_LLM from the file's sentences

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from microclip.describe import article_for
 from viz.steps import Markup, escape, fig, img, table
@@ -52,8 +53,19 @@ def _boxes_svg(story: LabelStory) -> str:
         f'<svg viewBox="0 0 {width} {height}" style="position:absolute;left:0;top:0;width:100%;height:100%" '
         f'aria-hidden="true">{"".join(shapes)}</svg>'
     )
-    picture = img(label.picture, PICTURE_PX, "the picture with its crops")
+    picture = img(_shrunk(label.picture, PICTURE_PX), PICTURE_PX, "the picture with its crops")
     return f'<div style="position:relative;width:{PICTURE_PX}px;line-height:0">{picture}{svg}</div>'
+
+
+def _shrunk(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` no larger than ``size`` a side (a photo's crops would otherwise go into the page at full size); a
+    small toy picture is left as it is, to be drawn pixelated."""
+    height, width = pixels.shape[:2]
+    if max(height, width) <= size:
+        return pixels
+    scale = size / max(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(shape, Image.BILINEAR))
 
 
 def _crop_rows(story: LabelStory) -> list[list[object]]:
@@ -61,11 +73,8 @@ def _crop_rows(story: LabelStory) -> list[list[object]]:
     rows = []
     for number, crop in enumerate(label.crops, 1):
         left, top, right, bottom = crop.box
-        thumb = Markup(
-            img(label.picture[top:bottom, left:right], THUMB_PX, f"crop {number}").replace(
-                "<img ", '<img class="wt-thumb" ', 1
-            )
-        )
+        pixels = _shrunk(label.picture[top:bottom, left:right], 2 * THUMB_PX)
+        thumb = Markup(img(pixels, THUMB_PX, f"crop {number}").replace("<img ", '<img class="wt-thumb" ', 1))
         row: list[object] = [number, thumb, f"{crop.weight:.1%}"]
         if story.crops is not None:
             truth = story.crops[number - 1]
