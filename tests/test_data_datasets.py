@@ -246,6 +246,31 @@ def test_toybirds_are_generated_with_clean_names(tmp_path):
 # --- download plumbing (offline parts) ----------------------------------------------------------
 
 
+def test_a_split_another_process_exported_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two runs preparing the same data set at once: the second to finish keeps the first one's split instead of
+    failing on a folder that already has files."""
+    import microclip.data.download as download
+
+    sources = [_image(tmp_path / "raw" / f"{i}.jpg") for i in range(2)]
+    folders = class_folder_names(BENCHMARKS["dtd"])
+    splits = {"train": [(sources[0], 0), (sources[1], 46)]}
+    real_copy = download.shutil.copyfile
+    first: list[Path] = []
+
+    def copy_while_another_process_exports(source, out):
+        if not first:  # the other process exports the same split, whole, before this one ends
+            first.append(tmp_path / "dtd" / "train")
+            monkeypatch.setattr(download.shutil, "copyfile", real_copy)
+            export_splits(tmp_path / "dtd", folders, splits, BENCHMARKS["dtd"].split_folder)
+            monkeypatch.setattr(download.shutil, "copyfile", copy_while_another_process_exports)
+        return real_copy(source, out)
+
+    monkeypatch.setattr(download.shutil, "copyfile", copy_while_another_process_exports)
+    export_splits(tmp_path / "dtd", folders, splits, BENCHMARKS["dtd"].split_folder)
+    assert sorted(build_dataset("dtd", "train", root=tmp_path).targets) == [0, 46]
+    assert not [p for p in (tmp_path / "dtd").iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
 def test_manual_benchmarks_cannot_be_downloaded(tmp_path):
     with pytest.raises(DatasetDownloadError, match="train_test_split"):
         download_benchmark(BENCHMARKS["cub"], tmp_path)

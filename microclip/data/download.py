@@ -178,6 +178,14 @@ def export_splits(dest: Path, folders: list[str], splits: dict[str, Items], spli
                     out = out.with_name(f"{path.parent.name}_{path.name}")
                 shutil.copyfile(path, out)
             os.rename(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():
+                raise
+            # another process preparing the same data set exported this split meanwhile (rename never replaces a
+            # folder that has files): its copy is the same images, and a run may be reading it already
+            log.info("%s was exported meanwhile by another process; keeping it", target)
+            continue
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
