@@ -13,13 +13,17 @@ from microclip.constants import LOGIT_SCALE
 from microclip.losses import global_mean
 
 
-def crop_composite(crop_embeds: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """z = normalize(Σ_k softmax_k(c_k · g) c_k), softmax at temperature 1 (WCA-style).
+def crop_weights(crop_embeds: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """(B, K) softmax_k(c_k · g), temperature 1: each crop's share of the composite (WCA-style relevance).
 
     crop_embeds: (B, K, E) normalised crop [CLS] embeddings; anchor: (B, E) the weak view's g.
     """
-    relevance = torch.einsum("bke,be->bk", crop_embeds, anchor)
-    weights = relevance.softmax(dim=1)
+    return torch.einsum("bke,be->bk", crop_embeds, anchor).softmax(dim=1)
+
+
+def crop_composite(crop_embeds: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """z = normalize(Σ_k softmax_k(c_k · g) c_k) (``crop_weights``); shapes as there."""
+    weights = crop_weights(crop_embeds, anchor)
     return F.normalize((weights.unsqueeze(-1) * crop_embeds).sum(1), dim=-1)
 
 
@@ -88,7 +92,7 @@ def dka_pass(model: Any, weak: torch.Tensor, crops: torch.Tensor, gamma: float) 
     return DkaPass(
         output=out,
         crop_embeds=crop_embeds,
-        crop_weights=torch.einsum("bke,be->bk", crop_embeds, cls_embed).softmax(dim=1),
+        crop_weights=crop_weights(crop_embeds, cls_embed),
         composite=composite,
         fused_weak=fused,
         static=composite @ w_llm.T.to(composite.dtype),

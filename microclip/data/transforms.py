@@ -41,7 +41,11 @@ def _interpolation(name: str) -> InterpolationMode:
 def weak_transform(input_size: int = DEFAULT_INPUT_SIZE, interpolation: str = "bicubic") -> ImageTransform:
     """Resize(short side) -> RandomCrop(input_size) -> ToTensor; no flip, as in the reference."""
     return T.Compose(
-        [T.Resize(input_size, interpolation=_interpolation(interpolation)), T.RandomCrop(input_size), T.ToTensor()]
+        [
+            T.Resize(input_size, interpolation=_interpolation(interpolation)),
+            T.RandomCrop(input_size),
+            T.ToTensor(),
+        ]
     )
 
 
