@@ -16,7 +16,26 @@ if TYPE_CHECKING:
 
 PICTURE_PX = 256  # CSS pixels of the picture the crop boxes are drawn on
 THUMB_PX = 56  # CSS pixels of each crop's thumbnail
-BOX_RGB = "#e4572e"
+# one colour a crop (Tableau's ten), its box and its row's number alike: the boxes' corners crowd on a small bird
+BOX_COLOURS = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
+
+
+def box_colour(number: int) -> str:
+    """Crop ``number``'s colour (1-based; the ten repeat)."""
+    return BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
+
+
 MODE_WORDS = {
     "baseline": "the CLS-only baseline's [CLS] labels",
     "wca_baseline": "the WCA baseline's crop labels",
@@ -36,18 +55,21 @@ HALVES_CAPTION = (
 
 
 def _boxes_svg(story: LabelStory) -> str:
-    """The picture with each crop's box, numbered, its line as thick as its share of z."""
+    """The picture with each crop's box in its own colour, numbered, its line as thick as its share of z."""
     label = story.label
     height, width = label.picture.shape[:2]
     heaviest = max(c.weight for c in label.crops)
+    unit = max(height, width) / 64  # the drawing's sizes are a 64-px toy bird's, scaled to this picture
     shapes = []
     for number, crop in enumerate(label.crops, 1):
         left, top, right, bottom = crop.box
-        stroke = 0.3 + 1.2 * crop.weight / heaviest
+        stroke = unit * (0.3 + 1.2 * crop.weight / heaviest)
+        colour = box_colour(number)
         shapes.append(
-            f'<rect x="{left + 0.5}" y="{top + 0.5}" width="{right - left - 1}" height="{bottom - top - 1}" '
-            f'fill="none" stroke="{BOX_RGB}" stroke-width="{stroke:.2f}" stroke-opacity="0.85"/>'
-            f'<text x="{left + 1.5}" y="{top + 6}" font-size="4.5" fill="{BOX_RGB}" font-weight="bold">{number}</text>'
+            f'<rect x="{left + stroke / 2:.2f}" y="{top + stroke / 2:.2f}" width="{right - left - stroke:.2f}" '
+            f'height="{bottom - top - stroke:.2f}" fill="none" stroke="{colour}" stroke-width="{stroke:.2f}"/>'
+            f'<text x="{left + 1.5 * unit:.2f}" y="{top + 6 * unit:.2f}" font-size="{4.5 * unit:.2f}" '
+            f'fill="{colour}" font-weight="bold">{number}</text>'
         )
     svg = (
         f'<svg viewBox="0 0 {width} {height}" style="position:absolute;left:0;top:0;width:100%;height:100%" '
@@ -75,7 +97,8 @@ def _crop_rows(story: LabelStory) -> list[list[object]]:
         left, top, right, bottom = crop.box
         pixels = _shrunk(label.picture[top:bottom, left:right], 2 * THUMB_PX)
         thumb = Markup(img(pixels, THUMB_PX, f"crop {number}").replace("<img ", '<img class="wt-thumb" ', 1))
-        row: list[object] = [number, thumb, f"{crop.weight:.1%}"]
+        swatch = Markup(f'<b style="color:{box_colour(number)}">■ {number}</b>')
+        row: list[object] = [swatch, thumb, f"{crop.weight:.1%}"]
         if story.crops is not None:
             truth = story.crops[number - 1]
             row.append(f"{truth.bird:.0%}; {_parts(truth.parts)}")
