@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.colors import TABLEAU_COLORS
 from PIL import Image
 
 from microclip.describe import article_for
@@ -16,19 +17,8 @@ if TYPE_CHECKING:
 
 PICTURE_PX = 256  # CSS pixels of the picture the crop boxes are drawn on
 THUMB_PX = 56  # CSS pixels of each crop's thumbnail
-# one colour a crop (Tableau's ten), its box and its row's number alike: the boxes' corners crowd on a small bird
-BOX_COLOURS = (
-    "#4e79a7",
-    "#f28e2b",
-    "#e15759",
-    "#76b7b2",
-    "#59a14f",
-    "#edc948",
-    "#b07aa1",
-    "#ff9da7",
-    "#9c755f",
-    "#bab0ac",
-)
+# one colour a crop (matplotlib's tab10), its box and its row's number alike: the boxes' corners crowd on a small bird
+BOX_COLOURS = tuple(TABLEAU_COLORS.values())
 
 
 def box_colour(number: int) -> str:
