@@ -8,13 +8,12 @@ import os
 
 import gradio as gr
 
-from microclip.data.descriptions import DescriptionsError
 from microclip.prepare import parse_class_names
 from studio.cache import cached, file_digest, model_identity
 from studio.dka import label_story
-from studio.redescribe import typed_descriptions
 from studio.registry import ModelRegistry
-from ui.common import INFERENCE, gpu, open_image, read_descriptions, user_errors
+from ui.common import INFERENCE, gpu, open_image, user_errors
+from ui.redescribe import classes_in_use, read_typed_lines, uploaded_descriptions
 from viz.dka import label_html
 from viz.html import STUDIO_CSS
 
@@ -44,14 +43,9 @@ def label_picture_html(
         raise gr.Error(f"The crops' seed is a whole number from 0 to {MAX_SEED:,}.")
     seed = int(seed)
     typed = parse_class_names(class_names)
-    classes = typed or list(registry.get(model_name or None).classes)
-    given = read_descriptions(descriptions_json, classes)[0] if descriptions_json else None
-    described = None
-    if (lines or "").strip():
-        try:
-            described = typed_descriptions(lines, classes)
-        except DescriptionsError as error:
-            raise gr.Error(f"Descriptions: {error}.") from None
+    classes = classes_in_use(registry, model_name, class_names)
+    given = uploaded_descriptions(descriptions_json, classes)
+    described = read_typed_lines(lines, classes) if (lines or "").strip() else None
 
     def compute() -> str:
         picture = open_image(image)

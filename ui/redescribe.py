@@ -33,14 +33,23 @@ START_CLASSES = 16  # a 200-class model's descriptions are thousands of lines: i
 run_redescribe, run_explain = gpu(redescribe), gpu(explain_image)
 
 
-def _classes(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> list[str]:
+def classes_in_use(registry: ModelRegistry, model_name: str | None, class_names: str | None) -> list[str]:
     """The label set in use: the typed class names, else the model's own."""
     return parse_class_names(class_names) or list(registry.get(model_name or None).classes)
 
 
-def _given(descriptions_json: str | None, classes: list[str]) -> dict[str, list[str]] | None:
+def uploaded_descriptions(descriptions_json: str | None, classes: list[str]) -> dict[str, list[str]] | None:
     """The descriptions file uploaded in Explore's class panel, for ``classes`` (None when there is none)."""
     return read_descriptions(descriptions_json, classes)[0] if descriptions_json else None
+
+
+def read_typed_lines(lines: str, classes: list[str]) -> dict[str, list[str]]:
+    """The classes typed ``class name: sentence`` lines describe, with their sentences; a bad line is a ``gr.Error``
+    that names it."""
+    try:
+        return typed_descriptions(lines, classes)
+    except DescriptionsError as error:
+        raise gr.Error(f"Descriptions: {error}.") from None
 
 
 @user_errors
@@ -54,8 +63,8 @@ def start_lines(
     """The model's descriptions of the classes in use (or those of the file uploaded in Explore's class panel), one
     ``class name: sentence`` line each, to edit: of a label set larger than ``START_CLASSES``, those of the classes
     the model ranks first on ``image`` (the first in order when there is no image)."""
-    classes = _classes(registry, model_name, class_names)
-    given = _given(descriptions_json, classes)
+    classes = classes_in_use(registry, model_name, class_names)
+    given = uploaded_descriptions(descriptions_json, classes)
     if len(classes) > START_CLASSES:
         if image and os.path.isfile(image):
             model = registry.with_classes(model_name or None, classes, given)
@@ -90,12 +99,9 @@ def what_if_described(
         raise gr.Error(
             "Type at least one description as 'class name: sentence', or press 'Start from the model's descriptions'."
         )
-    classes = _classes(registry, model_name, class_names)
-    given = _given(descriptions_json, classes)
-    try:
-        typed = typed_descriptions(lines, classes)
-    except DescriptionsError as error:
-        raise gr.Error(f"Descriptions: {error}.") from None
+    classes = classes_in_use(registry, model_name, class_names)
+    given = uploaded_descriptions(descriptions_json, classes)
+    typed = read_typed_lines(lines, classes)
 
     def compute() -> str:
         picture = open_image(image)
