@@ -11,6 +11,7 @@ show which crops a label came from and which half decided it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,41 @@ def recipe_crops(recipe: Recipe | None) -> dict:
     return {"gamma": recipe.gamma, "n_crops": recipe.n_crops, "alpha": recipe.alpha, "beta": recipe.beta}
 
 
+def _views(
+    model: MicroCLIP, image: Image.Image, n_crops: int, alpha: float, beta: float, seed: int
+) -> tuple[Image.Image, torch.Tensor, list[tuple[int, int, int, int]], torch.Tensor]:
+    """The picture (an exact enlargement undone), its weak view, its crops' boxes and the crops, drawn from ``seed``."""
+    if n_crops < 1:
+        raise ValueError(f"DKA needs at least one crop, got n_crops={n_crops}")
+    size = model.backbone.image_size
+    picture = UndoNearestEnlargement(size)(to_rgb(image))
+    views = CropViews(n_crops, alpha, beta, size)
+    with isolated_rng(seed):  # the weak view's crop of a picture that is not square draws from torch
+        weak = weak_transform(size)(picture)
+    boxes = views.draw_boxes(*picture.size, random.Random(seed))
+    return picture, weak, boxes, views.crop(picture, boxes)
+
+
+@torch.no_grad()
+def label_draws(
+    model: MicroCLIP,
+    image: Image.Image,
+    seeds: Sequence[int],
+    gamma: float = 0.5,
+    n_crops: int = 8,
+    alpha: float = 0.5,
+    beta: float = 0.9,
+) -> list[int]:
+    """The label ``label_picture`` gives ``image`` with its crops drawn from each of ``seeds``, in one batch: how
+    the label moves as a run draws new crops every epoch."""
+    drawn = [_views(model, image, n_crops, alpha, beta, seed) for seed in seeds]
+    device = next(model.parameters()).device
+    weak = torch.stack([views[1] for views in drawn]).to(device)
+    crops = torch.stack([views[3] for views in drawn]).to(device)
+    with eval_mode(model):
+        return dka_pass(model, weak, crops, gamma).labels.labels.tolist()
+
+
 @torch.no_grad()
 def label_picture(
     model: MicroCLIP,
@@ -91,15 +127,7 @@ def label_picture(
 ) -> PictureLabel:
     """DKA's pseudo-label of ``image`` under ``model``, its ``n_crops`` crops of side U(``alpha``, ``beta``) × the
     short side drawn from ``seed`` (a training run draws them per image and epoch instead)."""
-    if n_crops < 1:
-        raise ValueError(f"DKA needs at least one crop, got n_crops={n_crops}")
-    size = model.backbone.image_size
-    picture = UndoNearestEnlargement(size)(to_rgb(image))
-    views = CropViews(n_crops, alpha, beta, size)
-    with isolated_rng(seed):  # the weak view's crop of a picture that is not square draws from torch
-        weak = weak_transform(size)(picture)
-    boxes = views.draw_boxes(*picture.size, random.Random(seed))
-    crops = views.crop(picture, boxes)
+    picture, weak, boxes, crops = _views(model, image, n_crops, alpha, beta, seed)
     device = next(model.parameters()).device
     with eval_mode(model):
         dka = dka_pass(model, weak[None].to(device), crops[None].to(device), gamma)

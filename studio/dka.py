@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from microclip.label_view import PictureLabel, label_picture, recipe_crops
+from microclip.label_view import PictureLabel, label_draws, label_picture, recipe_crops
 from microclip.toyworld.truth import toy_sample
 from microclip.toyworld.world import PARTS, SPECIES
 from studio.redescribe import sentences_in_use
@@ -41,6 +41,7 @@ class LabelStory:
     redescribed: tuple[str, ...] = ()  # classes whose sentences were replaced (the heads then built as a run starts)
     true_class: str | None = None
     crops: tuple[CropTruth, ...] | None = None  # one per crop, on a known toy bird
+    draws: tuple[int, ...] = ()  # the label with the crops drawn from seeds seed, seed + 1, ... (more than one asked)
 
     @property
     def right(self) -> bool | None:
@@ -74,11 +75,13 @@ def label_story(
     given: dict[str, list[str]] | None = None,
     seed: int = 0,
     typed: dict[str, list[str]] | None = None,
+    draws: int = 1,
 ) -> LabelStory:
     """DKA's label of ``picture`` under the named model (for ``classes`` with ``given`` descriptions, as Explore
     answers), with its adaptation's γ, K and crop sizes, its crops drawn from ``seed``. ``typed`` (class → sentences,
     Explore's what-if): those classes' sentences replaced, ``W_LLM`` and ``Ŵ*`` built from the result, as an
-    adaptation from this model with them starts."""
+    adaptation from this model with them starts. ``draws`` > 1: the label again with the crops drawn from each of
+    ``draws`` seeds from ``seed`` on, as a run draws new crops every epoch."""
     loaded = registry.get(model_name)
     classes = list(classes or loaded.classes)
     if typed:
@@ -90,7 +93,9 @@ def label_story(
     else:
         model = loaded.model
     recipe = registry.adapted_recipe(model_name)
-    label = label_picture(model, picture, seed=seed, **recipe_crops(recipe))
+    settings = recipe_crops(recipe)
+    label = label_picture(model, picture, seed=seed, **settings)
+    drawn = label_draws(model, picture, range(seed, seed + draws), **settings) if draws > 1 else []
     sample = toy_sample(picture)
     truth = SPECIES[sample.species].name if sample is not None else None
     crops = None
@@ -104,4 +109,5 @@ def label_story(
         redescribed=tuple(sorted(typed or ())),
         true_class=truth if truth in label.classes else None,
         crops=crops,
+        draws=tuple(drawn),
     )

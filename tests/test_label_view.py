@@ -17,14 +17,14 @@ from PIL import Image
 
 from microclip.data.transforms import CropViews, random_square_box, weak_transform
 from microclip.engine import pseudo_label
-from microclip.label_view import PictureLabel, label_picture
+from microclip.label_view import PictureLabel, label_draws, label_picture
 from microclip.recipe import Recipe
 from microclip.toyworld.truth import toy_sample
 from studio.dka import LabelStory, crop_truth, label_story
 from studio.registry import ModelRegistry
 from ui.app import build_demo
 from ui.dka import label_picture_html
-from viz.dka import crops_sentence, decision_sentence, label_html
+from viz.dka import crops_sentence, decision_sentence, draws_sentence, label_html
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -202,16 +202,21 @@ def test_the_endpoint_answers_and_refuses_a_bad_seed(registry, picture, tmp_path
     for bad in (-1, 1.5, None):
         with pytest.raises(gr.Error, match="The crops' seed is a whole number"):
             label_picture_html(registry, str(path), "adapted", "", bad)
+    for bad in (0, 33, 2.5, None):
+        with pytest.raises(gr.Error, match="The crops' draws are a whole number from 1 to 32"):
+            label_picture_html(registry, str(path), "adapted", "", 0, None, None, bad)
+    with pytest.raises(gr.Error, match="The draws' last seed is over"):
+        label_picture_html(registry, str(path), "adapted", "", 2**31 - 2, None, None, 3)
     with serve(build_demo(registry)) as url:
         client = Client(url, verbose=False)
-        html = client.predict(
-            handle_file(str(path)), "adapted", "", 5, None, False, "a disc", api_name="/explore_label"
-        )
+        # lines left in the what-if's box are not read unless the box is ticked
+        html = client.predict(handle_file(str(path)), "adapted", "", 5, None, False, "a disc", 3, api_name=ENDPOINT)
         typed = client.predict(
-            handle_file(str(path)), "adapted", "", 5, None, True, "green disc: a red square.", api_name=ENDPOINT
+            handle_file(str(path)), "adapted", "", 5, None, True, "green disc: a red square.", 1, api_name=ENDPOINT
         )
-    story = label_story(registry, picture, "adapted", seed=5)
+    story = label_story(registry, picture, "adapted", seed=5, draws=3)
     text = re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+    assert draws_sentence(story) in text and "Over 3 draws of the crops (seeds 5–7)" in text
     assert f"DKA labels this picture {story.label.classes[story.label.label]} ." in text
     assert decision_sentence(story) in text and "drawn from seed 5" in text
     assert "With your descriptions of green disc (typed in the what-if above)" in unescape(typed)
@@ -247,3 +252,20 @@ def test_with_a_descriptions_file_the_label_is_made_with_its_sentences_as_explor
     np.testing.assert_allclose(story.label.combined, expected.combined, atol=1e-6)
     own = label_story(registry, picture, "adapted", seed=4).label
     assert not np.allclose(story.label.static, own.static, atol=1e-4)  # W_LLM from the file's sentences
+
+
+def test_draws_are_the_labels_of_each_seed_made_in_one_batch(registry, picture):
+    model = registry.get("adapted").model
+    seeds = range(3, 9)
+    one_by_one = [label_picture(model, picture, seed=seed, **RUN).label for seed in seeds]
+    assert label_draws(model, picture, seeds, **RUN) == one_by_one
+    story = label_story(registry, picture, "adapted", seed=3, draws=6)
+    assert story.draws == tuple(one_by_one) and label_story(registry, picture, "adapted", seed=3).draws == ()
+
+
+def test_the_draws_sentence_counts_each_label_most_often_first():
+    story = _story([0.5, 0.2, 0.1], [0.1, 0.3, 0.0])
+    story = LabelStory(story.label, story.recipe, story.debiased, true_class="b", draws=(0, 1, 0, 2, 0, 1))
+    said = draws_sentence(story)
+    assert said == "Over 6 draws of the crops (seeds 0–5) the label is a 3 times, b twice, c once: right in 2 of 6."
+    assert draws_sentence(_story([0.5, 0.2, 0.1], [0.1, 0.3, 0.0])) == ""

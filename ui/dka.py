@@ -24,6 +24,7 @@ INTRO = (
     "*dynamic* half; γ blends them. See which crops and which half this picture's label comes from."
 )
 MAX_SEED = 2**31 - 1
+MAX_DRAWS = 32  # each draw reads K + 1 images: 32 draws of a ViT-B/32 on one CPU thread is about half a minute
 run_label_story = gpu(label_story)  # on ZeroGPU Spaces the passes get a GPU; elsewhere a no-op
 
 
@@ -36,12 +37,18 @@ def label_picture_html(
     seed: float | None = 0,
     descriptions_json: str | None = None,
     lines: str | None = None,
+    draws: float | None = 1,
 ) -> str:
     """DKA's label of the picture under the model in use, its crops drawn from ``seed`` (``explore_label``); with
-    ``lines`` (the what-if's ``class name: sentence`` lines), under those descriptions as an adaptation starts."""
+    ``lines`` (the what-if's ``class name: sentence`` lines), under those descriptions as an adaptation starts; with
+    ``draws`` > 1, how often each class is the label over that many draws of the crops."""
     if seed is None or not float(seed).is_integer() or not 0 <= seed <= MAX_SEED:
         raise gr.Error(f"The crops' seed is a whole number from 0 to {MAX_SEED:,}.")
-    seed = int(seed)
+    if draws is None or not float(draws).is_integer() or not 1 <= draws <= MAX_DRAWS:
+        raise gr.Error(f"The crops' draws are a whole number from 1 to {MAX_DRAWS}.")
+    seed, draws = int(seed), int(draws)
+    if seed + draws - 1 > MAX_SEED:
+        raise gr.Error(f"The draws' last seed is over {MAX_SEED:,}: start from a smaller seed.")
     typed = parse_class_names(class_names)
     classes = classes_in_use(registry, model_name, class_names)
     given = uploaded_descriptions(descriptions_json, classes)
@@ -49,7 +56,7 @@ def label_picture_html(
 
     def compute() -> str:
         picture = open_image(image)
-        story = run_label_story(registry, picture, model_name or None, typed or None, given, seed, described)
+        story = run_label_story(registry, picture, model_name or None, typed or None, given, seed, described, draws)
         return label_html(story)
 
     if not (image and os.path.isfile(image)):
@@ -58,7 +65,7 @@ def label_picture_html(
     loaded = registry.get(model_name or None)
     key = ("explore_label", loaded.name, model_identity(loaded.model), file_digest(image), class_names or "")
     said = hashlib.sha256((lines or "").encode("utf-8")).hexdigest() if described else ""
-    return cached((*key, file_digest(descriptions_json), seed, said), compute)
+    return cached((*key, file_digest(descriptions_json), seed, said, draws), compute)
 
 
 def build_label_view(
@@ -78,6 +85,14 @@ def build_label_view(
             seed = gr.Number(
                 value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Crops' seed", elem_id="explore_label-seed"
             )
+            draws = gr.Number(
+                value=1,
+                precision=0,
+                minimum=1,
+                maximum=MAX_DRAWS,
+                label="Draws of the crops (a run draws new ones every epoch)",
+                elem_id="explore_label-draws",
+            )
             mine = gr.Checkbox(
                 False,
                 label="With the descriptions typed in the what-if above (as an adaptation with them starts)",
@@ -94,15 +109,16 @@ def build_label_view(
         descriptions_json: str | None = None,
         use_typed_lines: bool = False,
         lines: str | None = None,
+        draws: float | None = 1,
     ) -> str:
         """The endpoint: ``lines`` are read only with ``use_typed_lines`` (the checkbox), so lines left in the
         what-if's box do not change the label unasked."""
         typed = lines if use_typed_lines else None
-        return label_picture_html(registry, image, model_name, class_names, seed, descriptions_json, typed)
+        return label_picture_html(registry, image, model_name, class_names, seed, descriptions_json, typed, draws)
 
     button.click(
         explore_label,
-        [image, model, classes, seed, descriptions, mine, lines],
+        [image, model, classes, seed, descriptions, mine, lines, draws],
         result,
         api_name="explore_label",
         api_description="The picture's pseudo-label as microCLIP's self-training makes it: the crops, both halves.",

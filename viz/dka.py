@@ -163,6 +163,26 @@ def _parts(parts: tuple[str, ...]) -> str:
     return ", ".join("the " + part.replace("_", " ") for part in parts) if parts else "no part whole"
 
 
+def draws_sentence(story: LabelStory) -> str:
+    """How the label moves over the crops' draws ("" with one draw): each class it names, most often first."""
+    if len(story.draws) < 2:
+        return ""
+    label = story.label
+    names, counts = np.unique(story.draws, return_counts=True)
+    order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
+    named = ", ".join(f"{label.classes[names[i]]} {_times(int(counts[i]))}" for i in order)
+    last = label.seed + len(story.draws) - 1
+    text = f"Over {len(story.draws)} draws of the crops (seeds {label.seed}–{last}) the label is {named}"
+    if story.true_class is not None:
+        right = sum(label.classes[d] == story.true_class for d in story.draws)
+        text += f": right in {right} of {len(story.draws)}"
+    return text + "."
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
+
+
 def label_html(story: LabelStory) -> str:
     """The card: the verdict, the picture with its crops, the crops' table, the halves' table and a note."""
     label = story.label
@@ -178,7 +198,8 @@ def label_html(story: LabelStory) -> str:
     baseline = f"[CLS] alone against Ŵ*, as the CLS-only baseline labels, says {cls_name}" + (
         " too." if cls_name == name else "."
     )
-    sentences = " ".join(escape(s) for s in (decision_sentence(story), crops_sentence(story), baseline))
+    said = (decision_sentence(story), crops_sentence(story), baseline, draws_sentence(story))
+    sentences = " ".join(escape(s) for s in said if s)
     head = f'<div class="wt-here">{verdict} {sentences}</div>'
     crop_header = ["crop", "", "share of z", *(["holds (bird; parts)"] if story.crops is not None else [])]
     crops = table([*crop_header, "alone against W_LLM"], _crop_rows(story), "wt-names")
