@@ -357,9 +357,11 @@ def test_explore_an_example_and_compare_explainers(page):
             shot(page, f"explore-{name}", top=False)
         # how self-training would label the bird: its crops drawn on it, each crop's row, the two halves
         page.locator("#explore-label").get_by_text("How would adaptation label this picture?").first.click()
+        page.locator("#explore_label-draws input").fill("4")
         page.locator("#explore_label-button").click()
         labelled = page.locator("#explore_label-result")
         expect(labelled).to_contain_text("DKA labels this picture")
+        expect(labelled).to_contain_text("Over 4 draws of the crops (seeds 0–3)")
         expect(labelled).to_contain_text("The two halves and the label")
         assert labelled.locator("img.wt-thumb").count() == labelled.locator("svg rect").count() >= 1
         card, column = (page.locator(sel).bounding_box() for sel in ("#explore_label-result .wt", "#explore-label"))

@@ -21,7 +21,9 @@ INTRO = (
     "microCLIP adapts without labels: every training picture gets a pseudo-label from Dynamic Knowledge Aggregation. "
     "Random crops of the picture are read by `[CLS]` and blended (the crops most like the whole picture weigh most) "
     "into a *static* half against the frozen W_LLM; the picture's fused feature against the learnable Ŵ* is the "
-    "*dynamic* half; γ blends them. See which crops and which half this picture's label comes from."
+    "*dynamic* half; γ blends them. See which crops and which half this picture's label comes from. A run draws new "
+    "crops every epoch: *Draws of the crops* says how often each class is the label over several. *With the what-if's "
+    "descriptions* makes the label with the sentences typed in the what-if above, as an adaptation with them starts."
 )
 MAX_SEED = 2**31 - 1
 MAX_DRAWS = 32  # each draw reads K + 1 images: 32 draws of a ViT-B/32 on one CPU thread is about half a minute
@@ -90,14 +92,10 @@ def build_label_view(
                 precision=0,
                 minimum=1,
                 maximum=MAX_DRAWS,
-                label="Draws of the crops (a run draws new ones every epoch)",
+                label="Draws of the crops",
                 elem_id="explore_label-draws",
             )
-            mine = gr.Checkbox(
-                False,
-                label="With the descriptions typed in the what-if above (as an adaptation with them starts)",
-                elem_id="explore_label-typed",
-            )
+            mine = gr.Checkbox(False, label="With the what-if's descriptions", elem_id="explore_label-typed")
             button = gr.Button("Label it as self-training would", variant="primary", elem_id="explore_label-button")
         result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_label-result")
 
