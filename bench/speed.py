@@ -279,10 +279,27 @@ def shared_pass_row(
     """One of Explore's what-if views, whose explanations share one backbone pass (``shared``), against one
     explanation (``explain``) and against the same explanations each with its own pass (``separate``)."""
     functions = {bench: shared, "separate": separate, "explain": explain}
+    row = explain_ratio_row(bench, functions, setup, warmup, repeats, budget_s, target)
+    row.extra["separate/explain"] = row.times_ms["separate"] / row.times_ms["explain"]
+    return row
+
+
+def explain_ratio_row(
+    bench: str,
+    functions: dict[str, Callable[[], object]],
+    setup: Setup,
+    warmup: int,
+    repeats: int,
+    budget_s: float,
+    target: float,
+    extra: dict | None = None,
+) -> Row:
+    """``functions[bench]`` against ``functions["explain"]`` (one explanation), all timed interleaved: the row of
+    their median times and the median of the per-round ratios."""
     times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
     ratios = [v / e for v, e in zip(times[bench], times["explain"], strict=True)]
     times_ms = {name: median_ms(values) for name, values in times.items()}
-    extra = {"separate/explain": times_ms["separate"] / times_ms["explain"], "repeats": len(times[bench])}
+    extra = {**(extra or {}), "repeats": len(times[bench])}
     return Row(bench, "fp32", 1, times_ms, statistics.median(ratios), f"{bench}/explain", extra, target)
 
 
@@ -358,11 +375,8 @@ def bench_label(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) 
         "label": lambda: label_picture(model, picture, n_crops=LABEL_CROPS),
         "explain": lambda: explain_image(model, picture),
     }
-    times = interleaved(functions, setup.device, max(warmup, 1), repeats, budget_s)
-    ratios = [v / e for v, e in zip(times["label"], times["explain"], strict=True)]
-    times_ms = {name: median_ms(values) for name, values in times.items()}
-    extra = {"crops": LABEL_CROPS, "repeats": len(times["label"])}
-    return Row("label", "fp32", 1, times_ms, statistics.median(ratios), "label/explain", extra, LABEL_CROPS + 2.0)
+    extra = {"crops": LABEL_CROPS}
+    return explain_ratio_row("label", functions, setup, warmup, repeats, budget_s, LABEL_CROPS + 2.0, extra)
 
 
 DOWNLOAD_TARGET = 10.0  # a click on a button, not on every picture: within ten forward passes
@@ -395,11 +409,9 @@ def bench_download(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.
         def explain() -> object:
             return explain_image(model, picture)
 
-        times = interleaved({"download": download, "explain": explain}, setup.device, max(warmup, 1), repeats, budget_s)
-    ratios = [d / e for d, e in zip(times["download"], times["explain"], strict=True)]
-    times_ms = {name: median_ms(values) for name, values in times.items()}
-    extra = {"photo_px": PHOTO_SIZE, "repeats": len(times["download"])}
-    return Row("download", "fp32", 1, times_ms, statistics.median(ratios), "download/explain", extra, DOWNLOAD_TARGET)
+        functions = {"download": download, "explain": explain}
+        extra = {"photo_px": PHOTO_SIZE}
+        return explain_ratio_row("download", functions, setup, warmup, repeats, budget_s, DOWNLOAD_TARGET, extra)
 
 
 def ncut_diagnostics(

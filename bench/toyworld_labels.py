@@ -31,7 +31,7 @@ from PIL import Image
 
 from microclip.data.descriptions import load_descriptions
 from microclip.data.transforms import CropViews, weak_transform
-from microclip.labeling import aggregate, crop_composite, fuse_for_labels
+from microclip.labeling import dka_pass
 from microclip.model import MicroCLIP
 from microclip.toyworld.dataset import ensure_split, load_split_arrays
 from microclip.toyworld.text import TEMPLATES, descriptions
@@ -75,10 +75,9 @@ def label_predictions(
     y = torch.as_tensor(labels[pick])
     weak, crops = weak_transform(SIZE), CropViews(N_CROPS, ALPHA, BETA, SIZE)
     with torch.no_grad():
-        out = model(torch.stack([weak(im) for im in pil]))
-        cls = out.tokens.cls_embed.float()
-        crop_embeds = model.encode_cls(torch.stack([crops(im) for im in pil]).flatten(0, 1)).float()
-        composite = crop_composite(crop_embeds.view(len(pil), N_CROPS, -1), cls)
+        weak_views = torch.stack([weak(im) for im in pil])
+        dka_views = dka_pass(model, weak_views, torch.stack([crops(im) for im in pil]), GAMMA)
+        cls, composite, dka = dka_views.output.tokens.cls_embed.float(), dka_views.composite, dka_views.labels
         # one centred square per image, the bird whole in it: how well the tower reads a zoomed view
         centred = {
             side: F.normalize(
@@ -87,7 +86,6 @@ def label_predictions(
             for side in CENTRED_SIDES
         }
         w_star, w_llm = model.heads.w_star_hat(), model.heads.w_llm
-        dka = aggregate(composite, fuse_for_labels(cls, out.fg_embed.float()), w_llm, w_star, GAMMA)
 
     unit_cls, unit_llm = F.normalize(cls, dim=-1), F.normalize(w_llm, dim=-1)
     return y, {

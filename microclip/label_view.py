@@ -145,8 +145,8 @@ def label_picture(
             CropLabel(box, float(weight), int(row.argmax()), float(row.max()))
             for box, weight, row in zip(boxes, dka.crop_weights[0].tolist(), alone)
         ),
-        static=dka.static[0].cpu().numpy(),
-        dynamic=dka.dynamic[0].cpu().numpy(),
+        static=dka.labels.static[0].cpu().numpy(),
+        dynamic=dka.labels.dynamic[0].cpu().numpy(),
         combined=dka.labels.scores[0].cpu().numpy(),
         cls=cls.cpu().numpy(),
     )

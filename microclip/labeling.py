@@ -23,7 +23,11 @@ def crop_weights(crop_embeds: torch.Tensor, anchor: torch.Tensor) -> torch.Tenso
 
 def crop_composite(crop_embeds: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     """z = normalize(Σ_k softmax_k(c_k · g) c_k) (``crop_weights``); shapes as there."""
-    weights = crop_weights(crop_embeds, anchor)
+    return weighted_composite(crop_embeds, crop_weights(crop_embeds, anchor))
+
+
+def weighted_composite(crop_embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B, E) normalize(Σ_k w_k c_k): the composite z of crops already weighed (``crop_weights``)."""
     return F.normalize((weights.unsqueeze(-1) * crop_embeds).sum(1), dim=-1)
 
 
@@ -37,8 +41,18 @@ class PseudoLabels:
     labels: torch.Tensor  # (B,) argmax of the combined scores
     confidence: torch.Tensor  # (B,) max combined cosine score (logged, never thresholded)
     scores: torch.Tensor  # (B, C) γ·s + (1−γ)·d
-    static_labels: torch.Tensor  # (B,) argmax of s alone (crops · W_LLM)
-    dynamic_labels: torch.Tensor  # (B,) argmax of d alone (fused weak · Ŵ*)
+    static: torch.Tensor  # (B, C) s = ⟨z, W_LLM⟩
+    dynamic: torch.Tensor  # (B, C) d = ⟨u, Ŵ*⟩
+
+    @property
+    def static_labels(self) -> torch.Tensor:
+        """(B,) argmax of s alone (crops · W_LLM)."""
+        return self.static.argmax(1)
+
+    @property
+    def dynamic_labels(self) -> torch.Tensor:
+        """(B,) argmax of d alone (fused weak · Ŵ*)."""
+        return self.dynamic.argmax(1)
 
 
 def aggregate(
@@ -49,13 +63,7 @@ def aggregate(
     dynamic = fused_weak @ w_star_hat.T.to(fused_weak.dtype)  # (B, C)
     scores = gamma * static + (1.0 - gamma) * dynamic
     confidence, labels = scores.max(dim=1)
-    return PseudoLabels(
-        labels=labels,
-        confidence=confidence,
-        scores=scores,
-        static_labels=static.argmax(1),
-        dynamic_labels=dynamic.argmax(1),
-    )
+    return PseudoLabels(labels=labels, confidence=confidence, scores=scores, static=static, dynamic=dynamic)
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,7 @@ class DkaPass:
     crop_embeds: torch.Tensor  # (B, K, E) the crops' normalised [CLS] embeddings
     crop_weights: torch.Tensor  # (B, K) each crop's share of the composite z
     composite: torch.Tensor  # (B, E) z
-    fused_weak: torch.Tensor  # (B, E) u
-    static: torch.Tensor  # (B, C) ⟨z, W_LLM⟩
-    dynamic: torch.Tensor  # (B, C) ⟨u, Ŵ*⟩
-    labels: PseudoLabels
+    labels: PseudoLabels  # with the static and dynamic halves' scores
 
 
 def encode_crops(model: Any, crops: torch.Tensor) -> torch.Tensor:
@@ -85,20 +90,11 @@ def dka_pass(model: Any, weak: torch.Tensor, crops: torch.Tensor, gamma: float) 
     crop_embeds = encode_crops(model, crops)
     out = model(weak)
     cls_embed = out.tokens.cls_embed.float()
-    composite = crop_composite(crop_embeds, cls_embed)
+    weights = crop_weights(crop_embeds, cls_embed)
+    composite = weighted_composite(crop_embeds, weights)
     fused = fuse_for_labels(cls_embed, out.fg_embed.float())
-    w_llm, w_star_hat = model.heads.w_llm, model.heads.w_star_hat()
-    labels = aggregate(composite, fused, w_llm, w_star_hat, gamma)
-    return DkaPass(
-        output=out,
-        crop_embeds=crop_embeds,
-        crop_weights=crop_weights(crop_embeds, cls_embed),
-        composite=composite,
-        fused_weak=fused,
-        static=composite @ w_llm.T.to(composite.dtype),
-        dynamic=fused @ w_star_hat.T.to(fused.dtype),
-        labels=labels,
-    )
+    labels = aggregate(composite, fused, model.heads.w_llm, model.heads.w_star_hat(), gamma)
+    return DkaPass(output=out, crop_embeds=crop_embeds, crop_weights=weights, composite=composite, labels=labels)
 
 
 PRIOR_SOURCES = ("scores", "labels")  # what a label prior is a running mean of; the first, DebiasPL's, by default

@@ -82,16 +82,10 @@ def label_story(
     Explore's what-if): those classes' sentences replaced, ``W_LLM`` and ``Ŵ*`` built from the result, as an
     adaptation from this model with them starts. ``draws`` > 1: the label again with the crops drawn from each of
     ``draws`` seeds from ``seed`` on, as a run draws new crops every epoch."""
-    loaded = registry.get(model_name)
-    classes = list(classes or loaded.classes)
-    if typed:
-        model = registry.with_classes(
-            model_name, classes, {**sentences_in_use(registry, model_name, classes, given), **typed}
-        )
-    elif given or classes != list(loaded.classes):
-        model = registry.with_classes(model_name, classes, given)
-    else:
-        model = loaded.model
+    classes = list(classes or registry.get(model_name).classes)
+    # typed sentences replace those Explore answers with; with_classes gives the model itself when nothing changed
+    described = {**sentences_in_use(registry, model_name, classes, given), **typed} if typed else given
+    model = registry.with_classes(model_name, classes, described)
     recipe = registry.adapted_recipe(model_name)
     settings = recipe_crops(recipe)
     label = label_picture(model, picture, seed=seed, **settings)

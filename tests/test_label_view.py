@@ -204,9 +204,9 @@ def test_the_endpoint_answers_and_refuses_a_bad_seed(registry, picture, tmp_path
             label_picture_html(registry, str(path), "adapted", "", bad)
     for bad in (0, 33, 2.5, None):
         with pytest.raises(gr.Error, match="The crops' draws are a whole number from 1 to 32"):
-            label_picture_html(registry, str(path), "adapted", "", 0, None, None, bad)
+            label_picture_html(registry, str(path), "adapted", "", 0, None, False, None, bad)
     with pytest.raises(gr.Error, match="The draws' last seed is over"):
-        label_picture_html(registry, str(path), "adapted", "", 2**31 - 2, None, None, 3)
+        label_picture_html(registry, str(path), "adapted", "", 2**31 - 2, None, False, None, 3)
     with serve(build_demo(registry)) as url:
         client = Client(url, verbose=False)
         # lines left in the what-if's box are not read unless the box is ticked
@@ -221,7 +221,7 @@ def test_the_endpoint_answers_and_refuses_a_bad_seed(registry, picture, tmp_path
     assert decision_sentence(story) in text and "drawn from seed 5" in text
     assert "With your descriptions of green disc (typed in the what-if above)" in unescape(typed)
     with pytest.raises(gr.Error, match=re.escape("Descriptions: line 1: expected 'class name: sentence'")):
-        label_picture_html(registry, str(path), "adapted", "", 5, None, "a disc")
+        label_picture_html(registry, str(path), "adapted", "", 5, None, True, "a disc")
 
 
 def test_with_typed_descriptions_the_heads_are_built_from_them_as_an_adaptation_starts(registry, picture):

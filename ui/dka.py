@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 
 import gradio as gr
 
-from microclip.prepare import parse_class_names
 from studio.cache import cached, file_digest, model_identity
 from studio.dka import label_story
 from studio.registry import ModelRegistry
@@ -38,12 +38,14 @@ def label_picture_html(
     class_names: str | None,
     seed: float | None = 0,
     descriptions_json: str | None = None,
+    use_typed_lines: bool = False,
     lines: str | None = None,
     draws: float | None = 1,
 ) -> str:
     """DKA's label of the picture under the model in use, its crops drawn from ``seed`` (``explore_label``); with
-    ``lines`` (the what-if's ``class name: sentence`` lines), under those descriptions as an adaptation starts; with
-    ``draws`` > 1, how often each class is the label over that many draws of the crops."""
+    ``use_typed_lines``, under ``lines`` (the what-if's ``class name: sentence`` lines, read only when asked, so lines
+    left in its box do not change the label) as an adaptation with them starts; with ``draws`` > 1, how often each
+    class is the label over that many draws of the crops."""
     if seed is None or not float(seed).is_integer() or not 0 <= seed <= MAX_SEED:
         raise gr.Error(f"The crops' seed is a whole number from 0 to {MAX_SEED:,}.")
     if draws is None or not float(draws).is_integer() or not 1 <= draws <= MAX_DRAWS:
@@ -51,15 +53,15 @@ def label_picture_html(
     seed, draws = int(seed), int(draws)
     if seed + draws - 1 > MAX_SEED:
         raise gr.Error(f"The draws' last seed is over {MAX_SEED:,}: start from a smaller seed.")
-    typed = parse_class_names(class_names)
     classes = classes_in_use(registry, model_name, class_names)
     given = uploaded_descriptions(descriptions_json, classes)
-    described = read_typed_lines(lines, classes) if (lines or "").strip() else None
+    described = read_typed_lines(lines, classes) if use_typed_lines and (lines or "").strip() else None
 
     def compute() -> str:
         picture = open_image(image)
-        story = run_label_story(registry, picture, model_name or None, typed or None, given, seed, described, draws)
-        return label_html(story)
+        return label_html(
+            run_label_story(registry, picture, model_name or None, classes, given, seed, described, draws)
+        )
 
     if not (image and os.path.isfile(image)):
         return compute()
@@ -99,23 +101,8 @@ def build_label_view(
             button = gr.Button("Label it as self-training would", variant="primary", elem_id="explore_label-button")
         result = gr.HTML("", css_template=STUDIO_CSS, elem_id="explore_label-result")
 
-    def explore_label(
-        image: str | None,
-        model_name: str | None,
-        class_names: str | None,
-        seed: float | None = 0,
-        descriptions_json: str | None = None,
-        use_typed_lines: bool = False,
-        lines: str | None = None,
-        draws: float | None = 1,
-    ) -> str:
-        """The endpoint: ``lines`` are read only with ``use_typed_lines`` (the checkbox), so lines left in the
-        what-if's box do not change the label unasked."""
-        typed = lines if use_typed_lines else None
-        return label_picture_html(registry, image, model_name, class_names, seed, descriptions_json, typed, draws)
-
     button.click(
-        explore_label,
+        partial(label_picture_html, registry),
         [image, model, classes, seed, descriptions, mine, lines, draws],
         result,
         api_name="explore_label",

@@ -10,6 +10,7 @@ from matplotlib.colors import TABLEAU_COLORS
 from PIL import Image
 
 from microclip.describe import article_for
+from microclip.recipe import MODE_FLAGS
 from viz.steps import Markup, escape, fig, img, table
 
 if TYPE_CHECKING:
@@ -26,11 +27,6 @@ def box_colour(number: int) -> str:
     return BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
 
 
-MODE_WORDS = {
-    "baseline": "the CLS-only baseline's [CLS] labels",
-    "wca_baseline": "the WCA baseline's crop labels",
-    "fully_supervised": "it trained on the true labels",
-}
 HALF_TITLES = {
     "static": "static: crops · W_LLM",
     "dynamic": "dynamic: picture · Ŵ*",
@@ -72,12 +68,9 @@ def _boxes_svg(story: LabelStory) -> str:
 def _shrunk(pixels: np.ndarray, size: int) -> np.ndarray:
     """``pixels`` no larger than ``size`` a side (a photo's crops would otherwise go into the page at full size); a
     small toy picture is left as it is, to be drawn pixelated."""
-    height, width = pixels.shape[:2]
-    if max(height, width) <= size:
-        return pixels
-    scale = size / max(height, width)
-    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(shape, Image.BILINEAR))
+    picture = Image.fromarray(np.ascontiguousarray(pixels))
+    picture.thumbnail((size, size), Image.BILINEAR)  # never enlarges
+    return np.asarray(picture)
 
 
 def _crop_rows(story: LabelStory) -> list[list[object]]:
@@ -222,8 +215,8 @@ def label_html(story: LabelStory) -> str:
         )
     if story.mode != "microclip":
         note += (
-            f" This model's own run did not label with DKA ({MODE_WORDS.get(story.mode, story.mode)}); the card shows "
-            "how microCLIP's self-training would label the picture with its weights."
+            f" This model's own run did not label with DKA (train.py {MODE_FLAGS.get(story.mode, story.mode)}); the "
+            "card shows how microCLIP's self-training would label the picture with its weights."
         )
     if story.debiased:
         note += (
