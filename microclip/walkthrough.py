@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from microclip.constants import LOGIT_SCALE, NCUT_EPS, NCUT_TAU
 from microclip.drift import shift_logits
 from microclip.explain import Explanation, image_batch, soap_fg_parts
-from microclip.heads import BRANCHES, TextEncoder, description_weighted, template_embeddings
+from microclip.heads import BRANCHES, TextEncoder, build_head_weights, description_weighted, template_embeddings
 from microclip.model import MicroCLIP
 from microclip.modes import eval_mode
 from microclip.soap import NcutSplit, ncut_split, soap_query
@@ -42,6 +42,8 @@ TOP_K = 5
 DIMS_SHOWN = 8  # leading dimensions of a token printed as a sample
 HEAD_CLASSES = 3  # classes whose head vectors (and descriptions) are taken apart
 MAX_DESCRIPTIONS = 8  # sentences listed per class
+# W* at its start needs every class's sentences encoded; past the text cache's size each picture would encode them anew
+MAX_START_SENTENCES = 4096
 ON_OBJECT = 0.25  # a patch is "on the object" when at least this share of its pixels is (bench/toyworld.py's IoU rule)
 BACKGROUND = "background"  # the region of a patch that touches neither a part nor (a quarter of) the object
 OBJECT = "bird"  # the region of a patch on the object but on none of its parts
@@ -239,6 +241,23 @@ class HeadRow:
     w_star_vs_initial_cos: float | None = None
 
 
+START_TOLERANCE_DEGREES = 0.01  # an unadapted W* rebuilt by the same text tower lies within about 1e-5° of it
+
+
+@dataclass(frozen=True)
+class HeadsStart:
+    """The fused answer with W* where adaptation starts it (each class's mean description embedding, or its template
+    embedding without descriptions), and how far adaptation has turned each class's W* from there."""
+
+    top: tuple[TopClass, ...]  # the fused answer's top classes with W* at its start
+    turned_degrees: np.ndarray  # (C,) the angle between each class's W* and its start
+
+    @property
+    def adapted(self) -> bool:
+        """Whether any class's W* has left its start (a zero-shot model's sits on it, to rounding)."""
+        return bool(self.turned_degrees.max() >= START_TOLERANCE_DEGREES)
+
+
 @dataclass(frozen=True)
 class HeadsStep:
     n_classes: int
@@ -246,6 +265,8 @@ class HeadsStep:
     # toy world only: each class -> the classes whose every description line is true of it too
     # (toyworld.text.description_ties; None for descriptions that are not the toy LLM's)
     ties: dict[str, list[str]] | None = None
+    # None without a text tower, or with more than MAX_START_SENTENCES sentences to encode
+    start: HeadsStart | None = None
 
 
 @dataclass(frozen=True)
@@ -624,7 +645,33 @@ def _heads_step(
                 **extra,
             )
         )
-    return HeadsStep(n_classes=len(model.classes), classes=tuple(rows), ties=description_ties(descriptions))
+    return HeadsStep(
+        n_classes=len(model.classes),
+        classes=tuple(rows),
+        ties=description_ties(descriptions),
+        start=_heads_start(model, fused_feature, descriptions, encoder, templates),
+    )
+
+
+def _heads_start(
+    model: MicroCLIP,
+    fused_feature: torch.Tensor,
+    descriptions: dict[str, list[str]],
+    encoder: TextEncoder | None,
+    templates: Sequence[str],
+) -> HeadsStart | None:
+    """The answer with W* rebuilt as adaptation builds it before its first step (``MicroCLIP.relabel``'s heads)."""
+    classes = model.classes
+    n_sentences = len(classes) * len(templates) + sum(len(descriptions.get(name) or []) for name in classes)
+    if encoder is None or not templates or n_sentences > MAX_START_SENTENCES:
+        return None
+    start = build_head_weights(encoder, classes, templates, descriptions).w_star_init.to(fused_feature)  # normalised
+    now, start64 = model.heads.w_star_hat().to(fused_feature).double(), start.double()
+    # 2·atan2(|a - b|, |a + b|): arccos of a cosine near 1 would turn float rounding into hundredths of a degree
+    turned = 2.0 * torch.atan2((now - start64).norm(dim=-1), (now + start64).norm(dim=-1))
+    return HeadsStart(
+        top=_top(LOGIT_SCALE * fused_feature @ start.T, classes, TOP_K), turned_degrees=np.degrees(_np(turned))
+    )
 
 
 def _prediction_step(logits, classes: Sequence[str], top_k: int) -> PredictionStep:

@@ -24,7 +24,15 @@ from studio.dka import LabelStory, crop_truth, label_story
 from studio.registry import ModelRegistry
 from ui.app import build_demo
 from ui.dka import label_picture_html
-from viz.dka import crops_sentence, decision_sentence, draws_sentence, label_html
+from viz.dka import (
+    LABEL_HEIGHT,
+    LABEL_WIDTH,
+    crops_sentence,
+    decision_sentence,
+    draws_sentence,
+    label_html,
+    label_spots,
+)
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -192,6 +200,8 @@ def test_on_a_bundled_toy_bird_the_card_states_what_each_crop_holds(toy_registry
     assert verdict in text and crops_sentence(story) in text
     heaviest = max(range(len(story.crops)), key=lambda i: story.label.crops[i].weight)
     assert f"Crop {heaviest + 1} weighs most" in text
+    empty = sum(not crop.parts for crop in story.crops)  # counted from the masks, said in words
+    assert ("Every crop holds a part whole" if empty == 0 else f"{empty} of {len(story.crops)} crops hold") in text
 
 
 def test_the_endpoint_answers_and_refuses_a_bad_seed(registry, picture, tmp_path):
@@ -261,6 +271,24 @@ def test_draws_are_the_labels_of_each_seed_made_in_one_batch(registry, picture):
     assert label_draws(model, picture, seeds, **RUN) == one_by_one
     story = label_story(registry, picture, "adapted", seed=3, draws=6)
     assert story.draws == tuple(one_by_one) and label_story(registry, picture, "adapted", seed=3).draws == ()
+
+
+def test_box_numbers_take_a_free_corner_of_their_box():
+    # four boxes sharing their top-left corner (as random crops of one bird often do): one number a corner, none
+    # on another, each inside its own box
+    boxes = [(0, 0, 40, 40), (0, 0, 48, 44), (0, 0, 56, 52), (0, 0, 64, 64)]
+    spots = label_spots(boxes, unit=1.0)
+    rects = [(x, y, x + LABEL_WIDTH, y + LABEL_HEIGHT) for x, y in spots]
+    for i, (a, box) in enumerate(zip(rects, boxes)):
+        assert box[0] <= a[0] and a[2] <= box[2] and box[1] <= a[1] and a[3] <= box[3]
+        for b in rects[i + 1 :]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    assert spots[0] == (1.2, 1.2)  # the first box keeps the top-left
+    assert spots[1][0] > 40  # the second, whose top-left is taken, moves to its top-right
+    apart = label_spots([(0, 0, 30, 30), (32, 32, 64, 64)], unit=1.0)  # boxes apart: both at their top-left
+    assert apart == [(1.2, 1.2), (33.2, 33.2)]
+    # one box number can go nowhere free (five boxes alike, four corners): it takes the least crowded corner
+    assert len(set(label_spots([(0, 0, 64, 64)] * 5, unit=1.0))) == 4
 
 
 def test_the_draws_sentence_counts_each_label_most_often_first():

@@ -321,6 +321,68 @@ def test_heads_show_each_descriptions_signed_weight_in_the_class_vectors(tiny_mo
     assert all(not row.descriptions and row.source == "templates" for row in plain.classes)
 
 
+def test_the_heads_step_gives_the_answer_with_w_star_back_at_its_start(tiny_model_dir, image):
+    adapted, encoder = build(tiny_model_dir)
+    walk = walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES)
+    start = walk.heads.start
+    # independently: the same tower and SOAP with fresh heads, as an adaptation on these descriptions starts
+    fresh = adapted.relabel(encoder, CLASSES, TEMPLATES, DESCRIPTIONS)
+    with torch.no_grad():
+        fused = fresh(image[None]).logits.fused[0]
+    expected = torch.argsort(fused, descending=True)[: len(start.top)].tolist()
+    assert [row.index for row in start.top] == expected
+    np.testing.assert_allclose([row.logit for row in start.top], fused[expected].numpy(), rtol=0, atol=1e-4)
+    now = torch.nn.functional.normalize(adapted.heads.w_star.detach().double(), dim=-1)
+    cosines = (now * fresh.heads.w_star_hat().detach().double()).sum(-1).numpy()
+    np.testing.assert_allclose(start.turned_degrees, np.degrees(np.arccos(cosines)), rtol=0, atol=1e-3)
+    assert start.adapted and start.turned_degrees.min() > 0.1  # the perturbation moved every class
+    words = here("heads", walk)
+    assert f"W* gives {start.top[0].class_name} ({start.top[0].probability:.1%}" in words
+    assert f"{start.turned_degrees.max():.1f}°" in words
+    page = unescape(render_walkthrough(walk, np.zeros((32, 32, 3), np.uint8)))
+    assert "Fused, W* at its start" in page and "Fused, W* now" in page
+    assert json.loads(json.dumps(to_json(walk)))["steps"][7]["start"]["top"][0]["class_name"] == start.top[0].class_name
+
+    unmoved, _ = build(tiny_model_dir, perturb=False)  # a zero-shot model: W* sits on its start
+    still = walkthrough_tensor(unmoved, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES)
+    assert not still.heads.start.adapted and still.heads.start.turned_degrees.max() < 1e-3
+    assert [row.index for row in still.heads.start.top] == [row.index for row in still.prediction.top["fused"]]
+    assert "W* is where adaptation starts it" in here("heads", still)
+    assert "Fused, W* at its start" not in render_walkthrough(still, np.zeros((32, 32, 3), np.uint8))
+
+
+def test_the_start_is_left_out_without_a_text_tower_or_past_the_sentence_cap(tiny_model_dir, image, monkeypatch):
+    adapted, encoder = build(tiny_model_dir)
+    assert walkthrough_tensor(adapted, image).heads.start is None
+    monkeypatch.setattr("microclip.walkthrough.MAX_START_SENTENCES", len(CLASSES) * 4 - 1)  # 3 lines + 1 template
+    walk = walkthrough_tensor(adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES)
+    assert walk.heads.start is None and walk.heads.classes[0].descriptions[0].weight is not None
+    assert "Explore's what-if shows it" in render_walkthrough(walk, np.zeros((32, 32, 3), np.uint8))
+    assert "W* gives" not in here("heads", walk)
+
+
+def test_the_sentence_cache_counts_cut_sentences_as_its_encoder_does_and_tokenizes_each_once(tiny_model_dir):
+    from studio.text_cache import CachedText
+
+    _, encoder = build(tiny_model_dir, perturb=False)
+    encoder.context_length = 8  # short enough that the longer sentences are cut
+    sentences = [s for lines in DESCRIPTIONS.values() for s in lines] + ["a bird."]
+    expected, repeated = encoder.count_truncated(sentences), encoder.count_truncated(sentences[:3])
+    assert 0 < expected < len(sentences)
+    calls = []
+    tokenize = encoder.tokenizer.encode
+    encoder.tokenizer.encode = lambda text: calls.append(text) or tokenize(text)
+    try:
+        cached = CachedText(encoder, capacity=len(sentences) + 1)
+        assert cached.count_truncated(sentences) == expected
+        assert cached.count_truncated(sentences + sentences[:3]) == expected + repeated
+        assert sorted(calls) == sorted(sentences)  # the second count tokenized nothing
+        small = CachedText(encoder, capacity=2)  # past its capacity it forgets, and still counts right
+        assert small.count_truncated(sentences) == expected and small.count_truncated(sentences) == expected
+    finally:
+        encoder.tokenizer.encode = tokenize
+
+
 def test_stable_ratio_range_matches_a_brute_force_sweep():
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -40,12 +40,45 @@ HALVES_CAPTION = (
 )
 
 
+LABEL_HEIGHT, LABEL_WIDTH = 5.0, 3.6  # a box number's extent, in units of a 64-px toy bird (one digit; two are wider)
+
+
+def label_spots(boxes: list[tuple[float, float, float, float]], unit: float) -> list[tuple[float, float]]:
+    """Where each box's number goes: inside one of its four corners, the first (top-left, top-right, bottom-left,
+    bottom-right) whose label clears every label placed before it, else the corner that overlaps them least. Random
+    crops of one bird share corners often, and numbers all at the top-left sit on each other. Returns each label's
+    top-left point."""
+    placed: list[tuple[float, float, float, float]] = []
+    spots = []
+    for number, (left, top, right, bottom) in enumerate(boxes, 1):
+        w, h = LABEL_WIDTH * unit * len(str(number)), LABEL_HEIGHT * unit
+        pad = 1.2 * unit
+        corners = [
+            (left + pad, top + pad),
+            (right - pad - w, top + pad),
+            (left + pad, bottom - pad - h),
+            (right - pad - w, bottom - pad - h),
+        ]
+
+        def overlap(corner: tuple[float, float], w: float = w, h: float = h) -> float:
+            x, y = corner
+            return sum(
+                max(0.0, min(x + w, r) - max(x, lx)) * max(0.0, min(y + h, b) - max(y, ty)) for lx, ty, r, b in placed
+            )
+
+        x, y = min(corners, key=overlap)  # min keeps the first of equals: the top-left when it is free
+        placed.append((x, y, x + w, y + h))
+        spots.append((x, y))
+    return spots
+
+
 def _boxes_svg(story: LabelStory) -> str:
     """The picture with each crop's box in its own colour, numbered, its line as thick as its share of z."""
     label = story.label
     height, width = label.picture.shape[:2]
     heaviest = max(c.weight for c in label.crops)
     unit = max(height, width) / 64  # the drawing's sizes are a 64-px toy bird's, scaled to this picture
+    spots = label_spots([c.box for c in label.crops], unit)
     shapes = []
     for number, crop in enumerate(label.crops, 1):
         left, top, right, bottom = crop.box
@@ -54,8 +87,12 @@ def _boxes_svg(story: LabelStory) -> str:
         shapes.append(
             f'<rect x="{left + stroke / 2:.2f}" y="{top + stroke / 2:.2f}" width="{right - left - stroke:.2f}" '
             f'height="{bottom - top - stroke:.2f}" fill="none" stroke="{colour}" stroke-width="{stroke:.2f}"/>'
-            f'<text x="{left + 1.5 * unit:.2f}" y="{top + 6 * unit:.2f}" font-size="{4.5 * unit:.2f}" '
-            f'fill="{colour}" font-weight="bold">{number}</text>'
+        )
+    for number, (x, y) in enumerate(spots, 1):  # numbers over every box's lines, each with a white halo
+        shapes.append(
+            f'<text x="{x:.2f}" y="{y + LABEL_HEIGHT * unit * 0.85:.2f}" font-size="{LABEL_HEIGHT * unit:.2f}" '
+            f'fill="{box_colour(number)}" stroke="white" stroke-width="{0.8 * unit:.2f}" paint-order="stroke" '
+            f'font-weight="bold">{number}</text>'
         )
     svg = (
         f'<svg viewBox="0 0 {width} {height}" style="position:absolute;left:0;top:0;width:100%;height:100%" '
@@ -144,9 +181,10 @@ def crops_sentence(story: LabelStory) -> str:
     if story.crops is not None:
         truth = story.crops[heaviest]
         empty = sum(not t.parts for t in story.crops)
-        text += (
-            f": it holds {truth.bird:.0%} of the bird and {_parts(truth.parts)}. {empty} of {len(story.crops)} crops "
-            f"{'holds' if empty == 1 else 'hold'} no part whole"
+        text += f": it holds {truth.bird:.0%} of the bird and {_parts(truth.parts)}. " + (
+            "Every crop holds a part whole"
+            if empty == 0
+            else f"{empty} of {len(story.crops)} crops {'holds' if empty == 1 else 'hold'} no part whole"
         )
     return text + "."
 

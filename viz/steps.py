@@ -27,7 +27,16 @@ from microclip.describe import article_for
 from microclip.files import slug
 from microclip.heads import BRANCHES
 from microclip.toyworld.text import tie_sentence
-from microclip.walkthrough import BACKGROUND, OBJECT, STEP_IDS, MaskFacts, Walkthrough, top_patch
+from microclip.walkthrough import (
+    BACKGROUND,
+    MAX_START_SENTENCES,
+    OBJECT,
+    START_TOLERANCE_DEGREES,
+    STEP_IDS,
+    MaskFacts,
+    Walkthrough,
+    top_patch,
+)
 from viz.colormaps import DEFAULT_COLORMAP, DIVERGING_COLORMAP, colorize, colorize_diverging, symmetric_limit
 from viz.html import STUDIO_CSS, cell_text, colorbar, jpeg_uri, num, png_uri, scale_note, text_colour, word_list
 
@@ -281,7 +290,7 @@ def region_phrase(region: str) -> str:
 
 
 def count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 'es' if noun.endswith('ch') else 's'}"
+    return f"{n:,} {noun}{'' if n == 1 else 'es' if noun.endswith(('ch', 's')) else 's'}"
 
 
 def foreground_fact(n_foreground: int, n_patches: int, facts: MaskFacts | None) -> str:
@@ -329,6 +338,36 @@ def cls_fact(cosines: np.ndarray, facts: MaskFacts | None) -> str:
     top = tuple(int(i) for i in np.unravel_index(int(np.argmax(cosines)), cosines.shape))
     text = f"The token most like [CLS] is patch {top} (cos {float(cosines[top]):+.2f})"
     return text + (f", on {region_phrase(facts.cls_top_region)}." if facts is not None else ".")
+
+
+def start_fact(walk: Walkthrough) -> str:
+    """What the answer would be with W* where adaptation starts it, and how far adaptation turned W* ("" when the
+    walkthrough could not rebuild the start: no text tower, or too many sentences)."""
+    start, prediction = walk.heads.start, walk.prediction
+    if start is None:
+        return ""
+    if not start.adapted:
+        return (
+            f"W* is where adaptation starts it (every class within {START_TOLERANCE_DEGREES}° of its descriptions' "
+            "mean): a zero-shot model, or a label set this model was not adapted to."
+        )
+    first, turned = start.top[0], start.turned_degrees
+    truth = walk.facts.true_class if walk.facts is not None else None
+
+    def verdict(name: str) -> str:
+        return "" if truth is None else ("right" if name == truth else "wrong")
+
+    now, then = prediction.prediction, first.class_name
+    if then == now:
+        outcome = f"{then} ({first.probability:.1%}), as now" + (f": {verdict(now)}" if truth else "")
+    else:
+        outcome = f"{then} ({first.probability:.1%}" + (f", {verdict(then)}" if truth else "") + ")"
+        outcome += f" where now it gives {now}" + (f" ({verdict(now)})" if truth else "")
+    return (
+        f"Adaptation turned W* {turned.min():.1f}–{turned.max():.1f}° (mean {turned.mean():.1f}°) across the "
+        f"{count(len(turned), 'class')}. Put back at its start (each class's mean description embedding; the adapted "
+        f"tower and SOAP kept), W* gives {outcome}."
+    )
 
 
 def _here_graph(walk: Walkthrough) -> str:
@@ -420,6 +459,8 @@ def here(step_id: str, walk: Walkthrough) -> str:
         )
     if step_id == "heads":
         text = f"The {len(walk.heads.classes)} classes with the largest fused logits, of {walk.heads.n_classes}."
+        if walk.heads.start is not None:
+            text += " " + start_fact(walk)
         truth, ties = (walk.facts.true_class if walk.facts is not None else None), walk.heads.ties
         if truth is not None and ties is not None and truth in ties:  # what no reader of the lines could tell apart
             text += f" This {OBJECT} is {article_for(truth)} {truth}: {tie_sentence(truth, ties)}"
@@ -732,14 +773,36 @@ def _head_card(row) -> str:
     return fig(row.class_name, body, extra_class="wt-card")
 
 
+def _start_card(walk: Walkthrough) -> str:
+    """The fused answer with W* at its start beside the answer now, when adaptation moved W*."""
+    start = walk.heads.start
+    if start is None:
+        described = any(d.weight is not None for row in walk.heads.classes for d in row.descriptions)
+        if not described:
+            return ""
+        return (
+            f'<div class="wt-note">W* at its start is not rebuilt here for more than {MAX_START_SENTENCES:,} '
+            "sentences (every class's would be encoded for each picture); Explore's what-if shows it.</div>"
+        )
+    if not start.adapted:
+        return ""
+    return fig("Fused, W* at its start (before adaptation moved it)", _topk_table(start.top)) + fig(
+        "Fused, W* now", _topk_table(walk.prediction.top["fused"])
+    )
+
+
 def _heads(walk: Walkthrough, picture: np.ndarray) -> str:
     s = walk.heads
-    return "".join(_head_card(row) for row in s.classes) + (
-        f'<div class="wt-note">Shown: the top {len(s.classes)} of {s.n_classes} classes. W_LLM = normalize(Σ_j w_j '
-        "e_j) over the class's description embeddings e_j, each weighted by w_j = cos(e_j, t_c), its cosine to the "
-        "class name's template embedding t_c: a signed weight, not a share (a negative w_j pushes W_LLM away from "
-        "that sentence; bars right of the line are positive, left negative). W* started as the plain mean of the "
-        "e_j and moved during adaptation.</div>"
+    return (
+        _start_card(walk)
+        + "".join(_head_card(row) for row in s.classes)
+        + (
+            f'<div class="wt-note">Shown: the top {len(s.classes)} of {s.n_classes} classes. W_LLM = normalize(Σ_j w_j '
+            "e_j) over the class's description embeddings e_j, each weighted by w_j = cos(e_j, t_c), its cosine to the "
+            "class name's template embedding t_c: a signed weight, not a share (a negative w_j pushes W_LLM away from "
+            "that sentence; bars right of the line are positive, left negative). W* started as the plain mean of the "
+            "e_j and moved during adaptation.</div>"
+        )
     )
 
 
