@@ -78,6 +78,7 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
     from microclip.data.images import load_image
     from microclip.data.names import read_classnames
     from microclip.model import base_text_encoder, with_own_classes
+    from microclip.sentence_cache import CachedText
     from microclip.toyworld.truth import erase_each_part, toy_truth
     from microclip.walkthrough import walkthrough
     from microclip.world_check import check, page_flags
@@ -92,7 +93,8 @@ def _write_pages(images: list[Path], args: argparse.Namespace) -> int:
         model = with_own_classes(model, own, meta.templates)
     descriptions = {} if own else meta.descriptions
     # the heads step weighs each description with the base model's text tower
-    encoder = base_text_encoder(meta.base, device) if descriptions else None
+    # (cached: with every class's sentences rebuilding W*'s start, each page would encode them all again)
+    encoder = CachedText(base_text_encoder(meta.base, device)) if descriptions else None
     name = Path(args.ckpt_path).name
     for image in images:
         picture = load_image(image)  # a corrupt or huge file is a clear error before anything is written

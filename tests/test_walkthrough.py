@@ -20,6 +20,7 @@ from microclip.describe import article_for
 from microclip.explain import explain_batch
 from microclip.heads import TextEncoder
 from microclip.model import MethodConfig, MicroCLIP
+from microclip.sentence_cache import CachedText
 from microclip.soap import foreground_mask
 from microclip.walkthrough import (
     STEP_IDS,
@@ -362,8 +363,6 @@ def test_the_start_is_left_out_without_a_text_tower_or_past_the_sentence_cap(tin
 
 
 def test_the_sentence_cache_counts_cut_sentences_as_its_encoder_does_and_tokenizes_each_once(tiny_model_dir):
-    from studio.text_cache import CachedText
-
     _, encoder = build(tiny_model_dir, perturb=False)
     encoder.context_length = 8  # short enough that the longer sentences are cut
     sentences = [s for lines in DESCRIPTIONS.values() for s in lines] + ["a bird."]
