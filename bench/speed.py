@@ -1,6 +1,6 @@
 """Speed benchmarks for microCLIP: the cost of explaining and of training, against plain CLIP passes.
 
-Five benchmarks, all on random weights and random images (no data loading, no network):
+Seven benchmarks, all on random weights and random images (no data loading, no network):
 
 * ``explain``: one :func:`microclip.explain.explain_batch` (MicroCLIP forward with NCut + SOAP +
   heads + every explanation map, copied to NumPy) against open_clip's ``encode_image`` on the
@@ -15,6 +15,11 @@ Five benchmarks, all on random weights and random images (no data loading, no ne
 * ``redescribe``: Explore's "what if the descriptions said something else?" of a picture (three explanations that
   differ only in their heads, :func:`microclip.explain.explain_sharing_the_tower`) against one ``explain_image`` call
   and against the three each with its own pass. Target: redescribe / explain <= 1.5.
+* ``label``: Explore's "how would adaptation label this picture?" (the weak view and K = 8 crops through the tower,
+  :func:`microclip.label_view.label_picture`) against one ``explain_image`` call. Target: label / explain <= K + 2.
+* ``walkthrough``: the walkthrough of one picture (:func:`microclip.walkthrough.walkthrough`, with 102 classes of 5
+  cached descriptions each, step 8 rebuilding every class's W* at its start) against one ``explain_image`` call and
+  against the same walkthrough without the start. Target: walkthrough / explain <= 1.25.
 * ``download``: Explore's *Download this explanation* of one explained picture (three maps drawn and the photo,
   encoded as PNGs, with every number as JSON, in a zip) against the ``explain_image`` call that made the explanation.
   Target: download / explain <= 10 (a button, pressed once per picture at most).
@@ -50,11 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from microclip.backbone import Backbone, create_clip
+from microclip.backbone import Backbone, create_clip, get_tokenizer
 from microclip.engine import OptimizerStep, autocast, select_device, train_step
 from microclip.explain import explain_batch
 from microclip.files import atomic_write_text
-from microclip.heads import Heads
+from microclip.heads import Heads, TextEncoder
 from microclip.losses import FairnessRegulariser
 from microclip.model import MicroCLIP
 from microclip.recipe import AmpMode, Recipe
@@ -145,11 +150,12 @@ class Setup:
     model: MicroCLIP
     device: torch.device
     image_size: int
+    text: TextEncoder | None = None  # the text tower of ``clip`` (the walkthrough's heads step reads it)
 
 
 def build(model_name: str, device: torch.device, seed: int = 0) -> Setup:
     """open_clip ``model_name`` with seeded random weights, random normalised heads (C=102)."""
-    clip, _ = create_clip(model_name, "none", seed=seed)
+    clip, spec = create_clip(model_name, "none", seed=seed)
     backbone = Backbone(clip.visual)
     generator = torch.Generator().manual_seed(seed)
     embed = backbone.embed_dim
@@ -158,7 +164,8 @@ def build(model_name: str, device: torch.device, seed: int = 0) -> Setup:
     heads = Heads([f"class_{i}" for i in range(N_CLASSES)], w_llm, w_star)
     model = MicroCLIP(backbone, heads).to(device)
     clip.to(device)
-    return Setup(clip=clip, model=model, device=device, image_size=backbone.image_size)
+    text = TextEncoder(clip, get_tokenizer(spec), device=device)
+    return Setup(clip=clip, model=model, device=device, image_size=backbone.image_size, text=text)
 
 
 def random_images(*shape: int, device: torch.device, seed: int) -> torch.Tensor:
@@ -356,6 +363,53 @@ def bench_redescribe(setup: Setup, warmup: int, repeats: int, budget_s: float = 
         budget_s,
         REDESCRIBE_TARGET,
     )
+
+
+WALK_SENTENCES = 5  # descriptions a class in the walkthrough row (102 classes: 612 sentences with the templates)
+WALK_TARGET = 1.25
+
+
+@contextlib.contextmanager
+def walkthrough_start(on: bool) -> Iterator[None]:
+    """The walkthrough with or without step 8's W* at its start (its sentence cap set to 0 turns it off)."""
+    import microclip.walkthrough as walk_module
+
+    kept = walk_module.MAX_START_SENTENCES
+    walk_module.MAX_START_SENTENCES = kept if on else 0
+    try:
+        yield
+    finally:
+        walk_module.MAX_START_SENTENCES = kept
+
+
+def bench_walkthrough(setup: Setup, warmup: int, repeats: int, budget_s: float = 0.0) -> Row:
+    """The walkthrough of one picture (every step's numbers; step 8 rebuilds every class's W* at its start from the
+    sentence cache, as the app keeps it between pictures) against one explanation, and against the same walkthrough
+    without the start."""
+    from microclip.explain import explain_image
+    from microclip.sentence_cache import CachedText
+    from microclip.walkthrough import walkthrough
+
+    model = setup.model.eval()
+    encoder = CachedText(setup.text)
+    descriptions = {
+        name: [f"a photo of a {name}, which has feature number {j}." for j in range(WALK_SENTENCES)]
+        for name in model.classes
+    }
+    picture = random_picture(setup, seed=19)
+    templates = ("a photo of a {}.",)
+
+    def walk(start: bool) -> object:
+        with walkthrough_start(start):
+            return walkthrough(model, picture, descriptions=descriptions, text_encoder=encoder, templates=templates)
+
+    functions = {
+        "walkthrough": lambda: walk(True),
+        "without_start": lambda: walk(False),
+        "explain": lambda: explain_image(model, picture),
+    }
+    extra = {"classes": len(model.classes), "sentences": len(model.classes) * (WALK_SENTENCES + len(templates))}
+    return explain_ratio_row("walkthrough", functions, setup, warmup, repeats, budget_s, WALK_TARGET, extra)
 
 
 LABEL_CROPS = 8  # the reference's K
@@ -638,6 +692,13 @@ def table(rows: list[Row], cuda: bool) -> str:
             ours, base = row.times_ms["label"], row.times_ms["explain"]
             breakdown = f"the weak view and {row.extra['crops']} crops, batched"
             label = "DKA's label of one picture / one explain"
+        elif row.bench == "walkthrough":
+            ours, base = row.times_ms["walkthrough"], row.times_ms["explain"]
+            breakdown = (
+                f"without step 8's W* start {format_ms(row.times_ms['without_start'])} "
+                f"({row.extra['classes']} classes, {row.extra['sentences']} sentences, cached)"
+            )
+            label = "the walkthrough of one picture / one explain"
         elif row.bench == "download":
             ours, base = row.times_ms["download"], row.times_ms["explain"]
             breakdown = f"photo and maps at {row.extra['photo_px']} px"
@@ -704,7 +765,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("explain", "views", "redescribe", "label", "download", "train"),
+        choices=("explain", "views", "redescribe", "label", "walkthrough", "download", "train"),
         default=None,
         help="run one benchmark",
     )
@@ -811,6 +872,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "label"):
         rows.append(bench_label(setup, warmup, repeats, budget))
         progress("label")
+    if args.only in (None, "walkthrough"):
+        rows.append(bench_walkthrough(setup, warmup, repeats, budget))
+        progress("walkthrough")
     if args.only in (None, "download"):
         rows.append(bench_download(setup, warmup, repeats, budget))
         progress("download")
