@@ -348,8 +348,8 @@ def start_fact(walk: Walkthrough) -> str:
         return ""
     if not start.adapted:
         return (
-            f"W* is where adaptation starts it (every class within {START_TOLERANCE_DEGREES}° of its descriptions' "
-            "mean): a zero-shot model, or a label set this model was not adapted to."
+            f"W* is where adaptation starts it (every class within {START_TOLERANCE_DEGREES}° of it): a zero-shot "
+            "model, or a label set this model was not adapted to."
         )
     first, turned = start.top[0], start.turned_degrees
     truth = walk.facts.true_class if walk.facts is not None else None
