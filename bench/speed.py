@@ -663,6 +663,29 @@ def format_ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _separate(row: Row) -> str:
+    return f"three separate passes {format_ms(row.times_ms['separate'])}"
+
+
+# bench -> (its label in the table, its breakdown column) for the rows timed against one explanation
+AGAINST_EXPLAIN: dict[str, tuple[str, Callable[[Row], str]]] = {
+    "views": ("three what-if panels / one explain", _separate),
+    "redescribe": ("three descriptions what-if columns / one explain", _separate),
+    "label": (
+        "DKA's label of one picture / one explain",
+        lambda r: f"the weak view and {r.extra['crops']} crops, batched",
+    ),
+    "walkthrough": (
+        "the walkthrough of one picture / one explain",
+        lambda r: (
+            f"without step 8's W* start {format_ms(r.times_ms['without_start'])} "
+            f"({r.extra['classes']} classes, {r.extra['sentences']} sentences, cached)"
+        ),
+    ),
+    "download": ("Explore's download / one explain", lambda r: f"photo and maps at {r.extra['photo_px']} px"),
+}
+
+
 def table(rows: list[Row], cuda: bool) -> str:
     """The results as a markdown table (with a peak-memory column on CUDA)."""
     peak = " peak GiB |" if cuda else ""
@@ -680,29 +703,10 @@ def table(rows: list[Row], cuda: bool) -> str:
                     f"via CPU {format_ms(row.times_ms['eigh_on_cpu'])})"
                 )
             label = "explain / encode_image"
-        elif row.bench == "views":
-            ours, base = row.times_ms["views"], row.times_ms["explain"]
-            breakdown = f"three separate passes {format_ms(row.times_ms['separate'])}"
-            label = "three what-if panels / one explain"
-        elif row.bench == "redescribe":
-            ours, base = row.times_ms["redescribe"], row.times_ms["explain"]
-            breakdown = f"three separate passes {format_ms(row.times_ms['separate'])}"
-            label = "three descriptions what-if columns / one explain"
-        elif row.bench == "label":
-            ours, base = row.times_ms["label"], row.times_ms["explain"]
-            breakdown = f"the weak view and {row.extra['crops']} crops, batched"
-            label = "DKA's label of one picture / one explain"
-        elif row.bench == "walkthrough":
-            ours, base = row.times_ms["walkthrough"], row.times_ms["explain"]
-            breakdown = (
-                f"without step 8's W* start {format_ms(row.times_ms['without_start'])} "
-                f"({row.extra['classes']} classes, {row.extra['sentences']} sentences, cached)"
-            )
-            label = "the walkthrough of one picture / one explain"
-        elif row.bench == "download":
-            ours, base = row.times_ms["download"], row.times_ms["explain"]
-            breakdown = f"photo and maps at {row.extra['photo_px']} px"
-            label = "Explore's download / one explain"
+        elif row.bench in AGAINST_EXPLAIN:
+            ours, base = row.times_ms[row.bench], row.times_ms["explain"]
+            label, describe = AGAINST_EXPLAIN[row.bench]
+            breakdown = describe(row)
         else:
             ours, base = row.times_ms["step"], row.times_ms["passes"]
             breakdown = (
