@@ -867,21 +867,16 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(bench_explain(on, precision, method, batch, warmup, repeats, budget))
                 progress(f"explain {precision} batch {batch}")
         del cast_setup
-    if args.only in (None, "views"):
-        rows.append(bench_views(setup, warmup, repeats, budget))
-        progress("views")
-    if args.only in (None, "redescribe"):
-        rows.append(bench_redescribe(setup, warmup, repeats, budget))
-        progress("redescribe")
-    if args.only in (None, "label"):
-        rows.append(bench_label(setup, warmup, repeats, budget))
-        progress("label")
-    if args.only in (None, "walkthrough"):
-        rows.append(bench_walkthrough(setup, warmup, repeats, budget))
-        progress("walkthrough")
-    if args.only in (None, "download"):
-        rows.append(bench_download(setup, warmup, repeats, budget))
-        progress("download")
+    for name, bench in (
+        ("views", bench_views),
+        ("redescribe", bench_redescribe),
+        ("label", bench_label),
+        ("walkthrough", bench_walkthrough),
+        ("download", bench_download),
+    ):
+        if args.only in (None, name):
+            rows.append(bench(setup, warmup, repeats, budget))
+            progress(name)
     if args.only in (None, "train"):
         for precision in train_precisions:
             amp: AmpMode = "none" if precision == "fp32" else "bf16"
