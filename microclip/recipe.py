@@ -99,7 +99,10 @@ class Recipe:
     alpha: float = field(default=0.5, metadata=_flag("crop side min, fraction of the short side"))
     beta: float = field(default=0.9, metadata=_flag("crop side max, fraction of the short side"))
     train_crop_min: float = field(default=0.3, metadata=_flag("strong view: smallest RandomResizedCrop area"))
-    aa: str = field(default=DEFAULT_AUTO_AUGMENT, metadata=_flag("strong view: timm auto-augment policy"))
+    aa: str = field(
+        default=DEFAULT_AUTO_AUGMENT,
+        metadata=_flag("strong view: timm auto-augment policy ('none': crop and flip only)"),
+    )
     color_jitter: float = field(default=0.0, metadata=_flag("strong view: colour jitter"))
     train_interpolation: str = field(default="bicubic", metadata=_flag("resize interpolation of the views"))
     # running

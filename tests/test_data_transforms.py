@@ -63,6 +63,37 @@ def test_strong_view_is_timms_recipe_in_unit_range():
         _assert_unit_float(view)
 
 
+def _strong_colours(policy: str | None, seeds: int = 30) -> list[torch.Tensor]:
+    """The strong view's mean colour of a one-colour picture, once per seed."""
+    strong = strong_transform(SIZE, auto_augment=policy)
+    image = Image.new("RGB", (48, 40), (200, 40, 90))
+    colours = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        colours.append(strong(image).mean(dim=(1, 2)))
+    return colours
+
+
+def test_strong_view_without_auto_augment_only_crops_and_flips():
+    # A crop or a flip of a one-colour picture is that colour; RandAugment's colour ops (invert, solarize, ...) are not.
+    truth = torch.tensor([200, 40, 90]) / 255
+    for policy in ("none", "None", "", None):
+        assert "RandAugment" not in repr(strong_transform(SIZE, auto_augment=policy))
+        assert all(torch.allclose(colour, truth, atol=1 / 255) for colour in _strong_colours(policy))
+    moved = [
+        colour for colour in _strong_colours("rand-m9-mstd0.5-inc1") if not torch.allclose(colour, truth, atol=0.05)
+    ]
+    assert len(moved) >= 5  # the reference's policy does change colours, so the check above can fail
+
+
+def test_an_unknown_auto_augment_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown auto-augment policy 'rand-q9'.*'none'"):
+        strong_transform(SIZE, auto_augment="rand-q9")
+    with pytest.raises(ValueError, match="unknown auto-augment policy 'fancy'"):
+        strong_transform(SIZE, auto_augment="fancy")
+
+
 def test_square_box_side_is_within_alpha_beta_of_the_short_side():
     rng = random.Random(0)
     width, height, alpha, beta = 300, 200, 0.5, 0.9

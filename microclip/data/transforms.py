@@ -27,6 +27,7 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 DEFAULT_INPUT_SIZE = 224
 DEFAULT_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+NO_AUTO_AUGMENT = "none"  # also accepted: "" and None
 TEST_CROPS = ("center", "random")
 
 
@@ -41,11 +42,7 @@ def _interpolation(name: str) -> InterpolationMode:
 def weak_transform(input_size: int = DEFAULT_INPUT_SIZE, interpolation: str = "bicubic") -> ImageTransform:
     """Resize(short side) -> RandomCrop(input_size) -> ToTensor; no flip, as in the reference."""
     return T.Compose(
-        [
-            T.Resize(input_size, interpolation=_interpolation(interpolation)),
-            T.RandomCrop(input_size),
-            T.ToTensor(),
-        ]
+        [T.Resize(input_size, interpolation=_interpolation(interpolation)), T.RandomCrop(input_size), T.ToTensor()]
     )
 
 
@@ -64,17 +61,30 @@ def strong_transform(
     """
     from timm.data import create_transform  # lazy: importing timm costs seconds, only training needs it
 
-    return create_transform(
-        input_size,
-        is_training=True,
-        scale=tuple(scale),
-        color_jitter=color_jitter,
-        auto_augment=auto_augment,
-        interpolation=interpolation,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        re_prob=0.0,
-    )
+    try:
+        return create_transform(
+            input_size,
+            is_training=True,
+            scale=tuple(scale),
+            color_jitter=color_jitter,
+            auto_augment=auto_augment_policy(auto_augment),
+            interpolation=interpolation,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            re_prob=0.0,
+        )
+    except AssertionError as err:  # timm's only word on a policy string it cannot parse
+        raise ValueError(
+            f"unknown auto-augment policy {auto_augment!r} ({err}); give a timm policy such as "
+            f"{DEFAULT_AUTO_AUGMENT!r} (the reference's) or {NO_AUTO_AUGMENT!r} for crop and flip only"
+        ) from None
+
+
+def auto_augment_policy(name: str | None) -> str | None:
+    """timm's policy string for ``name``: None (no auto-augment) for "none", "" or None, else ``name`` as given."""
+    if name is None or name.strip().lower() in ("", NO_AUTO_AUGMENT):
+        return None
+    return name
 
 
 def random_square_box(
