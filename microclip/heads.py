@@ -91,11 +91,13 @@ def build_head_weights(
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     descriptions: dict[str, list[str]] | None = None,
     use_handcrafted: bool = False,
+    warn_truncated: bool = True,
 ) -> HeadWeights:
     """Build t_c, W_LLM and the W* initialisation (docs/method.md §4.2–4.5).
 
     A class with no descriptions (``descriptions`` is None, or its list is empty) uses t_c for
     both heads, which makes a description-free model a plain template zero-shot classifier.
+    Sentences cut to the context length are counted in ``n_truncated`` and, with ``warn_truncated``, logged.
     """
     template_embeds = template_embeddings(encode, classes, templates)
     w_llm = template_embeds.clone()
@@ -110,7 +112,7 @@ def build_head_weights(
         w_llm[index] = description_weighted(embeds, template_embeds[index])
         if not use_handcrafted:
             w_star[index] = F.normalize(embeds.mean(0), dim=-1)
-    if n_truncated:
+    if n_truncated and warn_truncated:
         log.warning(
             "%d description sentences are longer than the %d-token context and were truncated",
             n_truncated,

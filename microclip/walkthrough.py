@@ -665,7 +665,9 @@ def _heads_start(
     n_sentences = len(classes) * len(templates) + sum(len(descriptions.get(name) or []) for name in classes)
     if encoder is None or not templates or n_sentences > MAX_START_SENTENCES:
         return None
-    start = build_head_weights(encoder, classes, templates, descriptions).w_star_init.to(fused_feature)  # normalised
+    # rebuilt for every picture from sentences the model was built from: a cut sentence was the builder's to warn of
+    heads = build_head_weights(encoder, classes, templates, descriptions, warn_truncated=False)
+    start = heads.w_star_init.to(fused_feature)  # normalised
     now, start64 = model.heads.w_star_hat().to(fused_feature).double(), start.double()
     # 2·atan2(|a - b|, |a + b|): arccos of a cosine near 1 would turn float rounding into hundredths of a degree
     turned = 2.0 * torch.atan2((now - start64).norm(dim=-1), (now + start64).norm(dim=-1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from html import unescape
 from pathlib import Path
@@ -18,7 +19,7 @@ from microclip.checkpoint import load_model
 from microclip.data.transforms import test_transform
 from microclip.describe import article_for
 from microclip.explain import explain_batch
-from microclip.heads import TextEncoder
+from microclip.heads import TextEncoder, build_head_weights
 from microclip.model import MethodConfig, MicroCLIP
 from microclip.sentence_cache import CachedText
 from microclip.soap import foreground_mask
@@ -360,6 +361,20 @@ def test_the_start_is_left_out_without_a_text_tower_or_past_the_sentence_cap(tin
     assert walk.heads.start is None and walk.heads.classes[0].descriptions[0].weight is not None
     assert "Explore's what-if shows it" in render_walkthrough(walk, np.zeros((32, 32, 3), np.uint8))
     assert "W* gives" not in here("heads", walk)
+
+
+def test_the_start_does_not_warn_of_cut_sentences_once_a_picture(tiny_model_dir, image, caplog):
+    adapted, encoder = build(tiny_model_dir)
+    encoder.context_length = 8  # the longer descriptions are cut
+    with caplog.at_level(logging.WARNING, logger="microclip"):
+        assert build_head_weights(encoder, CLASSES, TEMPLATES, DESCRIPTIONS).n_truncated > 0
+        assert "were truncated" in caplog.text  # building a model warns, so the check below can fail
+        caplog.clear()
+        for _ in range(2):
+            walk = walkthrough_tensor(
+                adapted, image, descriptions=DESCRIPTIONS, text_encoder=encoder, templates=TEMPLATES
+            )
+    assert walk.heads.start is not None and "truncated" not in caplog.text
 
 
 def test_the_sentence_cache_counts_cut_sentences_as_its_encoder_does_and_tokenizes_each_once(tiny_model_dir):
