@@ -184,8 +184,13 @@ def _meta_of(metadata: dict[str, str], path: str | Path) -> CheckpointMeta:
 
 
 def check_compatible(meta: CheckpointMeta, base: BaseModelSpec, classes: Sequence[str] | None, source: str) -> None:
-    """Fail clearly when a checkpoint was adapted from another base model or for other classes."""
-    if meta.base.clip_model != base.clip_model:
+    """Fail clearly when a checkpoint was adapted from another base model or for other classes.
+
+    Two ``local-dir:`` folders whose weights hash alike are one base, wherever each lies: a folder is recorded
+    relative to the project only when it is inside it, so the same folder reached from another clone, a worktree or
+    an absolute path is spelt differently."""
+    folders = all(spec.clip_model.startswith("local-dir:") and spec.weights_sha256 for spec in (meta.base, base))
+    if meta.base.clip_model != base.clip_model and not folders:
         raise CheckpointError(f"{source} was adapted from {meta.base.describe()}, not {base.describe()}")
     if meta.base.weights_sha256 and base.weights_sha256 and meta.base.weights_sha256 != base.weights_sha256:
         raise CheckpointError(

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_clip
+from safetensors.torch import load_file, save_file
 
-from microclip.backbone import Backbone, BaseModelSpec
+from microclip.backbone import Backbone, BaseModelSpec, create_clip
 from microclip.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -65,7 +67,6 @@ def test_truncated_and_foreign_files_give_clear_errors(tmp_path):
     truncated.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         read_adapted(truncated)
-    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(CheckpointError, match="without microCLIP metadata"):
@@ -81,6 +82,26 @@ def test_mismatched_base_and_classes_fail_clearly():
     hashed = CheckpointMeta(BaseModelSpec("X", "/w.safetensors", weights_sha256="a" * 64), ["a"])
     with pytest.raises(CheckpointError, match="sha256"):
         check_compatible(hashed, BaseModelSpec("X", "/w.safetensors", weights_sha256="b" * 64), None, "ckpt")
+
+
+def test_a_base_folder_is_known_by_its_weights_not_by_where_it_lies(tiny_model_dir, tmp_path):
+    _, here = create_clip(f"local-dir:{tiny_model_dir}")
+    moved = tmp_path / "elsewhere" / "base"
+    shutil.copytree(tiny_model_dir, moved)
+    _, there = create_clip(f"local-dir:{moved}")
+    assert here.clip_model != there.clip_model  # spelt differently, so the check below could refuse it
+    meta = CheckpointMeta(here, ["a"])
+    check_compatible(meta, there, ["a"], "ckpt")
+    weights = next(moved.glob("*.safetensors"))
+    tensors = load_file(weights)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, weights)
+    _, changed = create_clip(f"local-dir:{moved}")
+    with pytest.raises(CheckpointError, match="sha256"):
+        check_compatible(meta, changed, ["a"], "ckpt")
+    with pytest.raises(CheckpointError, match="adapted from"):  # a folder against a named model still differs
+        check_compatible(meta, BaseModelSpec("ViT-B-32-quickgelu", "openai"), ["a"], "ckpt")
 
 
 def reference_checkpoint(model: MicroCLIP, path, unr_token: bool = False) -> None:
