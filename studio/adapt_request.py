@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from microclip.data.transforms import strong_transform
 from microclip.labeling import PRIOR_SOURCES
 from microclip.model import MethodConfig
 from microclip.recipe import Recipe
@@ -92,6 +93,9 @@ class AdaptRequest:
     # what the normalised cut reads: "values" (the value-path tokens, the reference's default) or "keys" (the last
     # block's keys, the reference's clean option; train.py --ncut_features). None keeps the chosen entry's
     ncut_features: str | None = None
+    # the strong view's RandAugment policy (train.py --aa: a timm policy, or "none" for crop and flip only): None
+    # keeps the data set's recipe's
+    strong_view: str | None = None
 
     def method(self, entry: MethodConfig) -> MethodConfig:
         """The method the run adapts with: the chosen entry's, with SOAP's values centred or not, its query, its
@@ -119,6 +123,7 @@ class AdaptRequest:
                 "label_debias_source": self.label_debias_source,
                 "label_debias_momentum": self.label_debias_momentum,
                 "soap_lr_scale": self.soap_lr_scale,
+                "aa": self.strong_view,
             },
             mode=self.mode or "microclip",
             epochs=None,
@@ -167,6 +172,8 @@ class AdaptRequest:
         for name, value, known in named:
             if value is not None and value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
+        if self.strong_view is not None:
+            strong_transform(8, auto_augment=self.strong_view)  # an unknown policy: ValueError naming the choices
         if self.descriptions_path and self.descriptions:
             raise ValueError("give the descriptions as a file or typed, not both")
         if self.source not in ("toybirds", "zip", "folder"):

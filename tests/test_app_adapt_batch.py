@@ -30,7 +30,7 @@ from studio.about import model_markdown
 from studio.adapt_request import AdaptLimits, AdaptRequest
 from studio.jobs import AdaptationRunner
 from studio.registry import ModelRegistry
-from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, entry_settings, label_settings
+from ui.adapt import CENTRING, CUTS, LABELS, PRIORS, STRONG_VIEWS, entry_settings, label_settings
 from ui.app import build_demo
 from ui.layout import entry_fusion_ratio, entry_recipe
 
@@ -51,7 +51,7 @@ AS_CHOSEN = next(iter(CENTRING))  # SOAP's values as the chosen model has them
 # tiny base's recipe's value; a test takes those before the one it asks about (what it leaves out is the recipe's)
 METHOD = dict(steps=1, centring=AS_CHOSEN, gamma=0.5, fairness=1.0, seed=0, fusion=0.5, query=AS_CHOSEN, pool=AS_CHOSEN)
 METHOD |= dict(labels=next(iter(LABELS)), debias=0.0, prior=next(iter(PRIORS)), momentum=0.9, cut=next(iter(CUTS)))
-METHOD |= dict(soap_lr=1.0)
+METHOD |= dict(soap_lr=1.0, description_lines=None)
 
 
 def settings_before(name: str) -> dict:
@@ -569,8 +569,33 @@ def test_a_run_takes_soap_s_share_of_the_learning_rate_and_a_choice_starts_at_th
         AdaptRequest(soap_lr_scale=-1.0).check(AdaptLimits())
 
 
+def test_a_run_takes_the_strong_view_and_a_choice_starts_at_the_model_s(app, files):
+    settings = settings_before("strong_view")  # the last of adapt_start's parameters
+    plain_view, reference = next(iter(STRONG_VIEWS)), "crop and flip only"
+    assert STRONG_VIEWS[reference] == "none" and STRONG_VIEWS[plain_view] == "rand-m9-mstd0.5-inc1"
+
+    def one_step(**extra) -> tuple[Any, Any, str]:
+        job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, **extra)
+        wait_until(app.client, job_id, finished, f"a one-step run with {extra or 'the recipe'}")
+        path, _text, name = app.client.predict(job_id, "", api_name="/adapt_save")
+        return load_model(path), read_adapted(path)[1], name
+
+    (flat, meta, name), (plain, plain_meta, _) = one_step(strong_view=reference), one_step()
+    assert (meta.training["config"]["aa"], plain_meta.training["config"]["aa"]) == ("none", "rand-m9-mstd0.5-inc1")
+    # the same seed and data: only the view the loss saw differs, and so does the step it took
+    assert not torch.equal(flat.soap.value_proj.weight, plain.soap.value_proj.weight)
+    # choosing the run's model starts the control at its view; the tiny base at the data set's recipe's
+    assert entry_settings(app.runner.registry, app.runner.limits, name)[-1] == reference
+    assert entry_settings(app.runner.registry, app.runner.limits, BASE)[-1] == plain_view
+    with pytest.raises(AppError, match="is not in the list of choices"):
+        one_step(strong_view="rand-m3")
+    with pytest.raises(ValueError, match="unknown auto-augment policy 'rand-q9'"):
+        AdaptRequest(strong_view="rand-q9").check(AdaptLimits())
+    AdaptRequest(strong_view="rand-m7-mstd0.5-inc1").check(AdaptLimits())  # any timm policy, from Python
+
+
 def test_a_run_takes_typed_descriptions_and_says_which_line_is_not_one(app, files):
-    settings = settings_before("description_lines")  # the last of adapt_start's parameters
+    settings = settings_before("description_lines")
     typed = "red square: a red square shape.\ngreen disc: a green disc.\n\nblue bar: a blue bar."
     job_id = adapt_start(app.client, "upload a zip", files["good.zip"], **settings, description_lines=typed)
     wait_until(app.client, job_id, finished, "a one-step run with typed descriptions")

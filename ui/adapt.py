@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from microclip.data.descriptions import DescriptionsError, parse_description_lines
+from microclip.data.transforms import NO_AUTO_AUGMENT, auto_augment_policy
 from microclip.recipe import Recipe
 from studio.adapt_request import AdaptLimits, AdaptRequest
 from studio.jobs import (
@@ -76,6 +77,14 @@ LABELS = {
 
 # What the label debiasing's running class marginal is a mean of (train.py --label_debias_source)
 PRIORS = {"the scores' softmax (DebiasPL's; round 45)": "scores", "the labels' own shares (round 47)": "labels"}
+
+# The strong view the loss is taken on (train.py --aa): RandAugment's colour operations ask the model to call a bird
+# of other colours by the weak view's label (docs/toyworld.md, round 55)
+STRONG_VIEWS = {
+    "RandAugment, magnitude 9 (the reference's)": "rand-m9-mstd0.5-inc1",
+    "RandAugment, magnitude 5 (the toy recipe's)": "rand-m5-mstd0.5-inc1",
+    "crop and flip only": "none",
+}
 
 INTRO = """\
 **Adapt** a model to your images without labels (docs/method.md §1.2): each image is pseudo-labelled from its weak
@@ -152,6 +161,7 @@ class _Panel:
     soap_lr: gr.Slider
     gamma: gr.Slider
     fairness: gr.Slider
+    strong_view: gr.Radio
     seed: gr.Number
     fusion: gr.Slider
     save_name: gr.Textbox
@@ -177,7 +187,7 @@ class _Panel:
         methods = [self.centring, self.gamma, self.fairness, self.seed, self.fusion]
         methods += [self.query, self.pool, self.labels, self.debias, self.prior]  # each added after the last: API order
         methods += [self.momentum, self.cut, self.soap_lr]
-        return [*data, *settings, self.n_probes, *methods, self.description_lines]
+        return [*data, *settings, self.n_probes, *methods, self.description_lines, self.strong_view]
 
     def plots(self) -> list[gr.LinePlot]:
         """The four curves, in the order :func:`plot_values` gives their values."""
@@ -271,10 +281,17 @@ def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, flo
 
 def entry_settings(registry, limits: AdaptLimits, name: str | None) -> tuple[Any, ...]:
     """Where the chosen model's run starts, as the tab's controls show it: (ρ, SOAP's share of the learning rate,
-    then :func:`label_settings`)."""
+    then :func:`label_settings`, then the strong view's choice)."""
     recipe = entry_recipe(registry, name)
     soap_lr = min(recipe.soap_lr_scale, limits.max_soap_lr_scale)
-    return entry_fusion_ratio(registry, name), soap_lr, *label_settings(recipe, limits)
+    return entry_fusion_ratio(registry, name), soap_lr, *label_settings(recipe, limits), strong_view_choice(recipe.aa)
+
+
+def strong_view_choice(policy: str) -> str | None:
+    """The Strong view control's choice for a recipe's ``aa``; None (nothing chosen: the run keeps the data set's
+    recipe's) for a policy the control does not offer."""
+    wanted = auto_augment_policy(policy) or NO_AUTO_AUGMENT
+    return next((label for label, offered in STRONG_VIEWS.items() if offered == wanted), None)
 
 
 def _weight_slider(label: str, top: float, value: float, step: float, info: str, elem_id: str) -> gr.Slider:
@@ -412,6 +429,19 @@ def _label_sources(p: _Panel, limits: AdaptLimits, gamma: float, fairness: float
     )
 
 
+def _view_settings(p: _Panel, strong_view: str | None) -> None:
+    """The view the loss is taken on."""
+    p.strong_view = gr.Radio(
+        list(STRONG_VIEWS),
+        value=strong_view,
+        label="Strong view",
+        info="What the loss sees of each image: a random crop and flip, then RandAugment's two operations, six of "
+        "fifteen of which change colours (train.py --aa). Where a class is its colours, a weaker view learns far "
+        "more from the same labels (docs/toyworld.md, round 55). Starts at the chosen model's.",
+        elem_id="adapt-strong-view",
+    )
+
+
 def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, momentum: float) -> None:
     """How a running class marginal comes off the labels' scores (not the reference's)."""
     p.debias = _weight_slider(
@@ -450,13 +480,14 @@ def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, 
 def _settings_row(p: _Panel, limits: AdaptLimits, chosen: tuple[Any, ...]) -> None:
     """Every setting of train.py's the tab offers, folded away, four groups side by side (each control's note is
     long, and a narrow column would make it a scroll); ``chosen``: where the chosen model starts (entry_settings)."""
-    fusion_ratio, soap_lr, debias, prior, momentum, gamma, fairness = chosen
+    fusion_ratio, soap_lr, debias, prior, momentum, gamma, fairness, strong_view = chosen
     with gr.Accordion("More settings", open=False, elem_id="adapt-more") as p.more, gr.Row(equal_height=False):
         with gr.Column(min_width=260):
             gr.Markdown("**Your data**")
             _data_settings(p)
             gr.Markdown("**Optimisation**")
             _step_settings(p, limits)
+            _view_settings(p, strong_view)
         with gr.Column(min_width=260):
             gr.Markdown("**SOAP and the fusion**")
             _soap_settings(p, limits, fusion_ratio, soap_lr)
@@ -559,6 +590,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
         cut: str | None = None,
         soap_lr: float | None = None,
         description_lines: str | None = None,
+        strong_view: str | None = None,
     ) -> tuple[Any, ...]:
         """Queue an adaptation; returns the job id and the first status."""
         source_value = SOURCES.get(source_choice, source_choice)  # API clients may pass 'toybirds' etc.
@@ -591,6 +623,7 @@ def _wire_start(p: _Panel, runner: AdaptationRunner, folders_now: Callable[..., 
             label_debias_momentum=None if momentum is None else float(momentum),
             ncut_features=CUTS[cut] if cut else None,  # Gradio refuses a value not in CUTS
             soap_lr_scale=None if soap_lr is None else float(soap_lr),
+            strong_view=STRONG_VIEWS[strong_view] if strong_view else None,  # Gradio refuses others
         )
         try:
             new_id = runner.submit(request)
@@ -721,7 +754,7 @@ def build_adapt_tab(registry, runner: AdaptationRunner, server_paths: ServerPath
     p.model.change(
         partial(entry_settings, registry, runner.limits),
         p.model,
-        [p.fusion, p.soap_lr, p.debias, p.prior, p.momentum, p.gamma, p.fairness],
+        [p.fusion, p.soap_lr, p.debias, p.prior, p.momentum, p.gamma, p.fairness, p.strong_view],
         api_visibility="private",
         queue=False,
     )
