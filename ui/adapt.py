@@ -98,9 +98,9 @@ score of the pseudo-labels. *Pseudo-label accuracy* (%) needs class folders: how
 folder names (combined, crops·W_LLM, fused·W*); training never sees those labels. *Each branch alone*: how often
 `[CLS]` alone and `[FG]` alone name the fused answer on the weak view. The loss sees only the fused answer, so a
 branch can drift while it holds: in the toy world's longer runs `[FG]` alone does (on the bundled model's base, from
-88% to 79% agreement over eight epochs; its three shipped epochs stop before the fall, at 88%), on earlier bases mostly
-by taking on a shift that every image shares (docs/toyworld.md, rounds 11, 20, 25 and 34). A falling `[FG]` curve is
-that drift, seen without labels.
+88% to 79% agreement over eight epochs of rounds 25-33's recipe; the shipped recipe's three epochs end at 89%), on
+earlier bases mostly by taking on a shift that every image shares (docs/toyworld.md, rounds 11, 20, 25 and 34). A
+falling `[FG]` curve is that drift, seen without labels.
 """
 
 PROBES_NOTE = """\
