@@ -265,9 +265,14 @@ def _watch_column(p: _Panel) -> None:
         gr.Markdown(CURVES_NOTE)
 
 
+def _setting_radio(choices: dict[str, Any], value: str | None, label: str, info: str, elem_id: str) -> gr.Radio:
+    """One of the method's settings: its choices' labels, ``value`` selected (None: none)."""
+    return gr.Radio(list(choices), value=value, label=label, info=info, elem_id=elem_id)
+
+
 def _as_chosen_radio(choices: dict[str, Any], label: str, info: str, elem_id: str) -> gr.Radio:
-    """One of the method's settings: its choices' labels, the first (the chosen model's, or the method's) selected."""
-    return gr.Radio(list(choices), value=next(iter(choices)), label=label, info=info, elem_id=elem_id)
+    """One of the method's settings, the first choice (the chosen model's, or the method's) selected."""
+    return _setting_radio(choices, next(iter(choices)), label, info, elem_id)
 
 
 def label_settings(recipe: Recipe, limits: AdaptLimits) -> tuple[float, str, float, float, float]:
@@ -431,14 +436,14 @@ def _label_sources(p: _Panel, limits: AdaptLimits, gamma: float, fairness: float
 
 def _view_settings(p: _Panel, strong_view: str | None) -> None:
     """The view the loss is taken on."""
-    p.strong_view = gr.Radio(
-        list(STRONG_VIEWS),
-        value=strong_view,
-        label="Strong view",
-        info="What the loss sees of each image: a random crop and flip, then RandAugment's two operations, six of "
+    p.strong_view = _setting_radio(
+        STRONG_VIEWS,
+        strong_view,
+        "Strong view",
+        "What the loss sees of each image: a random crop and flip, then RandAugment's two operations, six of "
         "fifteen of which change colours (train.py --aa). Where a class is its colours, a weaker view learns far "
         "more from the same labels (docs/toyworld.md, round 55). Starts at the chosen model's.",
-        elem_id="adapt-strong-view",
+        "adapt-strong-view",
     )
 
 
@@ -455,15 +460,15 @@ def _debias_settings(p: _Panel, limits: AdaptLimits, debias: float, prior: str, 
         "CLS-only baseline by about 7 points each (docs/toyworld.md, rounds 45-46).",
         "adapt-debias",
     )
-    p.prior = gr.Radio(
-        list(PRIORS),
-        value=prior,
-        label="Debiasing's class marginal",
-        info="What λ's running class marginal is a mean of (train.py --label_debias_source; no effect at λ "
+    p.prior = _setting_radio(
+        PRIORS,
+        prior,
+        "Debiasing's class marginal",
+        "What λ's running class marginal is a mean of (train.py --label_debias_source; no effect at λ "
         "= 0). The labels' own shares lower a class again as the labels name it, and on the toy world leave "
         "brennic finch's own images named another species (docs/toyworld.md, round 47). Starts at the chosen "
         "model's.",
-        elem_id="adapt-prior",
+        "adapt-prior",
     )
     p.momentum = _weight_slider(
         "Debiasing's momentum",
